@@ -1,0 +1,1736 @@
+//! [`Connection`]: one ferry link, client or server side, as a state machine.
+
+use crate::code::Code;
+use crate::config::{ClientConfig, Config};
+use crate::error::{Error, LimitExceeded, Malformed, Misuse, Violation};
+use crate::filename::check_file_name;
+use crate::frame::{decode, Frame, Hash, Settings, TransferId, PREAMBLE, VERSION};
+use crate::outbox::Outbox;
+use crate::text::Text;
+use crate::transfer::{
+    empty_hash, InState, Incoming, OutState, Outcome, Outgoing, Reads, Transfer, TransferEvent,
+};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Which end of the link this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens the connection and says `HELLO`.
+    Client,
+    /// Accepts it and answers `WELCOME` or `REFUSE`.
+    Server,
+}
+
+/// Something the application must see or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Server role: a client introduced itself. Call
+    /// [`Connection::welcome`] or [`Connection::refuse`].
+    Hello {
+        /// Name asked for.
+        name: Text,
+        /// Room asked for (empty: the default room).
+        room: Text,
+        /// Token presented (empty: none).
+        token: Bytes,
+    },
+    /// Client role: the server let us in.
+    Welcomed {
+        /// Our name as the server has it.
+        name: Text,
+        /// The room we are in.
+        room: Text,
+        /// The server's limits.
+        settings: Settings,
+    },
+    /// Client role: a room message (`from` empty: the server).
+    Message {
+        /// Room sequence number.
+        seq: u64,
+        /// Sender.
+        from: Text,
+        /// Text.
+        text: Text,
+    },
+    /// Client role: someone entered the room.
+    Joined {
+        /// Room sequence number.
+        seq: u64,
+        /// Who.
+        name: Text,
+    },
+    /// Client role: someone left the room.
+    Left {
+        /// Room sequence number.
+        seq: u64,
+        /// Who.
+        name: Text,
+        /// Why.
+        code: Code,
+    },
+    /// Client role: who is in the room.
+    Members {
+        /// Names in join order.
+        names: Vec<Text>,
+    },
+    /// Client role: a direct message.
+    Direct {
+        /// Sender.
+        from: Text,
+        /// Text.
+        text: Text,
+    },
+    /// Client role: a message of ours was not delivered.
+    Bounced {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: Text,
+    },
+    /// Server role: the client says something to the room.
+    Say {
+        /// Text.
+        text: Text,
+    },
+    /// Server role: the client asks who is in the room.
+    Who,
+    /// Server role: the client sends a direct message.
+    DirectTo {
+        /// Recipient.
+        to: Text,
+        /// Text.
+        text: Text,
+    },
+    /// A file transfer needs attention.
+    Transfer(TransferEvent),
+    /// The answer to our ping arrived.
+    Pong {
+        /// Round-trip time.
+        rtt: Duration,
+    },
+    /// The connection is over. Write out what [`Connection::poll_transmit`]
+    /// still returns, then close the socket.
+    Closed {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+        /// Whether the peer ended it.
+        by_peer: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the peer's preamble; `matched` bytes of it seen.
+    Preamble {
+        matched: usize,
+    },
+    /// Preamble seen, handshake frames next.
+    Handshake,
+    /// Server role: `HELLO` handed to the application, awaiting its answer.
+    HelloPending,
+    Open,
+    Closed,
+}
+
+/// One ferry connection, client or server side, with no I/O.
+///
+/// # Driving it
+///
+/// The methods come in four groups, like quinn-proto's `Connection`:
+///
+/// 1. **Getters**: [`role`](Self::role), [`is_open`](Self::is_open),
+///    [`is_closed`](Self::is_closed), [`settings`](Self::settings), ...
+/// 2. **Input**: [`handle_input`](Self::handle_input) with bytes read from the
+///    socket, [`handle_eof`](Self::handle_eof) when the peer closed,
+///    [`handle_timeout`](Self::handle_timeout) when the deadline from
+///    `poll_timeout` has passed.
+/// 3. **Commands**: [`say`](Self::say), [`offer_file`](Self::offer_file),
+///    [`accept`](Self::accept), [`supply_chunk`](Self::supply_chunk), ...
+///    They only queue work and never block.
+/// 4. **Output**: [`poll_transmit`](Self::poll_transmit),
+///    [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
+///
+/// After every input or command, drain the output: write every
+/// `poll_transmit` segment (in order; call it when the socket can take more,
+/// and keep at most one unwritten segment yourself, so that chat frames can
+/// overtake queued file data), handle every `poll_event`, then sleep until
+/// `poll_timeout` or the next input. `now` never goes backwards; calling
+/// `handle_timeout` early or twice is harmless. Once [`Event::Closed`] has
+/// been seen, write what is left of `poll_transmit` and close the socket.
+///
+/// File contents never pass through here uninvited: to send, the connection
+/// asks for chunks with [`TransferEvent::NeedChunk`] and the application
+/// answers with [`supply_chunk`](Self::supply_chunk); received data comes out
+/// as [`TransferEvent::Chunk`] and is acknowledged with
+/// [`confirm_written`](Self::confirm_written), which is what opens the
+/// sender's flow-control window again.
+///
+/// # Example
+///
+/// ```
+/// use ferry_core::{ClientConfig, Connection, Event};
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut client = Connection::client(ClientConfig::new("alice"), now);
+/// // The preamble and HELLO are queued at once.
+/// let hello = client.poll_transmit().unwrap();
+/// assert!(hello.starts_with(b"\x89FERRY\r\n"));
+/// assert_eq!(client.poll_event(), None);
+/// assert!(client.poll_timeout().is_some());
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    phase: Phase,
+    inbuf: BytesMut,
+    outbox: Outbox,
+    events: VecDeque<Event>,
+    preamble_sent: bool,
+    /// Deadline of the handshake while it lasts.
+    handshake_deadline: Option<Instant>,
+    last_recv: Instant,
+    last_send: Instant,
+    /// Settings in force: the server's own, or the ones it announced.
+    settings: Settings,
+    /// DATA payload size we send.
+    chunk_size: u32,
+    version: u16,
+    ping: Option<(u64, Instant)>,
+    next_nonce: u64,
+    transfers: BTreeMap<TransferId, Transfer>,
+    /// Next id for a transfer we offer.
+    next_local_id: TransferId,
+    /// Highest id the peer has offered, if any.
+    highest_peer_id: Option<TransferId>,
+    /// Round-robin position among sending transfers.
+    send_cursor: TransferId,
+    name: Text,
+    room: Text,
+}
+
+impl Connection {
+    /// A client connection that will ask to join as `config.name`. The
+    /// preamble and `HELLO` are queued at once.
+    pub fn client(config: ClientConfig, now: Instant) -> Connection {
+        let mut conn = Connection::new(Role::Client, config.connection, now);
+        conn.send_preamble();
+        conn.queue(
+            &Frame::Hello {
+                versions: vec![VERSION],
+                name: Text::from(config.name),
+                room: Text::from(config.room),
+                token: Bytes::from(config.token),
+            },
+            now,
+        );
+        conn
+    }
+
+    /// A server connection for a client that just connected.
+    pub fn server(config: Config, now: Instant) -> Connection {
+        Connection::new(Role::Server, config, now)
+    }
+
+    fn new(role: Role, config: Config, now: Instant) -> Connection {
+        let settings = config.settings();
+        Connection {
+            role,
+            chunk_size: settings.chunk_size,
+            settings,
+            handshake_deadline: Some(now + config.handshake_timeout),
+            config,
+            phase: Phase::Preamble { matched: 0 },
+            inbuf: BytesMut::new(),
+            outbox: Outbox::default(),
+            events: VecDeque::new(),
+            preamble_sent: false,
+            last_recv: now,
+            last_send: now,
+            version: VERSION,
+            ping: None,
+            next_nonce: 1,
+            transfers: BTreeMap::new(),
+            next_local_id: match role {
+                Role::Client => 0,
+                Role::Server => 1,
+            },
+            highest_peer_id: None,
+            send_cursor: 0,
+            name: Text::new(),
+            room: Text::new(),
+        }
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// Client or server side.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The handshake is done and the connection is usable.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    /// The connection is over ([`Event::Closed`] was queued).
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Nothing is left to transmit.
+    pub fn is_drained(&self) -> bool {
+        self.outbox.is_empty()
+    }
+
+    /// The limits in force: the server's own, or what it announced.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Our user name once welcomed (client), or the client's (server).
+    pub fn name(&self) -> &Text {
+        &self.name
+    }
+
+    /// The room joined.
+    pub fn room(&self) -> &Text {
+        &self.room
+    }
+
+    /// Bytes of chat and control frames waiting to be written.
+    pub fn queued_control_bytes(&self) -> usize {
+        self.outbox.control_len()
+    }
+
+    /// Bytes of file data (and `DONE` frames) waiting to be written.
+    pub fn queued_data_bytes(&self) -> usize {
+        self.outbox.data_len()
+    }
+
+    /// Transfers open on this connection.
+    pub fn open_transfers(&self) -> usize {
+        self.transfers.len()
+    }
+
+    /// Events are waiting in [`poll_event`](Self::poll_event).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Bytes received but not yet parsed into a frame.
+    pub fn buffered_input(&self) -> usize {
+        self.inbuf.len()
+    }
+
+    // ----- input ---------------------------------------------------------
+
+    /// Feeds bytes read from the socket. Any split is fine: half a frame,
+    /// many frames, one byte at a time.
+    pub fn handle_input(&mut self, now: Instant, mut data: &[u8]) {
+        if self.phase == Phase::Closed || data.is_empty() {
+            return;
+        }
+        self.last_recv = now;
+        if let Phase::Preamble { matched } = self.phase {
+            let take = data.len().min(PREAMBLE.len() - matched);
+            for (i, &byte) in data[..take].iter().enumerate() {
+                let offset = matched + i;
+                if byte != PREAMBLE[offset] {
+                    self.fail(
+                        Malformed::BadPreamble {
+                            offset,
+                            found: byte,
+                            expected: PREAMBLE[offset],
+                        }
+                        .into(),
+                        now,
+                    );
+                    return;
+                }
+            }
+            data = &data[take..];
+            if matched + take < PREAMBLE.len() {
+                self.phase = Phase::Preamble {
+                    matched: matched + take,
+                };
+                return;
+            }
+            self.phase = Phase::Handshake;
+            if self.role == Role::Server {
+                self.send_preamble();
+            }
+        }
+        self.inbuf.extend_from_slice(data);
+        while self.phase != Phase::Closed {
+            let limit = if self.phase == Phase::Open {
+                self.config.max_frame
+            } else {
+                self.config.handshake_max_frame
+            };
+            match decode(&mut self.inbuf, limit) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.handle_frame(frame, now) {
+                        self.fail(e, now);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => self.fail(e.into(), now),
+            }
+        }
+        self.fill_requests();
+    }
+
+    /// The peer closed its side of the connection.
+    pub fn handle_eof(&mut self, now: Instant) {
+        let _ = now;
+        if self.phase != Phase::Closed {
+            self.close(
+                Code::CONNECTION_LOST,
+                "the peer closed the connection".into(),
+                true,
+            );
+        }
+    }
+
+    /// Fires whatever timers are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if let Some(deadline) = self.handshake_deadline {
+            if now >= deadline {
+                let millis = self.config.handshake_timeout.as_millis() as u64;
+                self.fail(LimitExceeded::HandshakeTimeout { millis }.into(), now);
+                return;
+            }
+        }
+        if now >= self.last_recv + self.config.idle_timeout {
+            let millis = self.config.idle_timeout.as_millis() as u64;
+            self.fail(LimitExceeded::IdleTimeout { millis }.into(), now);
+            return;
+        }
+        if let Some(at) = self.keepalive_at() {
+            if now >= at {
+                self.ping(now);
+            }
+        }
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Client: says `text` to the room.
+    pub fn say(&mut self, now: Instant, text: &str) -> Result<(), Misuse> {
+        self.check_chat(Role::Client, text)?;
+        self.queue(&Frame::Say { text: text.into() }, now);
+        Ok(())
+    }
+
+    /// Client: sends `text` to user `to` only.
+    pub fn direct(&mut self, now: Instant, to: &str, text: &str) -> Result<(), Misuse> {
+        self.check_chat(Role::Client, text)?;
+        if to.len() > usize::from(u16::MAX) {
+            return Err(Misuse::InvalidArgument("recipient name too long"));
+        }
+        self.queue(
+            &Frame::DirectTo {
+                to: to.into(),
+                text: text.into(),
+            },
+            now,
+        );
+        Ok(())
+    }
+
+    /// Client: asks who is in the room.
+    pub fn who(&mut self, now: Instant) -> Result<(), Misuse> {
+        self.check_chat(Role::Client, "")?;
+        self.queue(&Frame::Who, now);
+        Ok(())
+    }
+
+    /// Sends a `PING`; the answer comes as [`Event::Pong`].
+    pub fn ping(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        self.ping = Some((nonce, now));
+        self.queue(&Frame::Ping { nonce }, now);
+    }
+
+    /// Leaves politely: queues `BYE` and closes.
+    pub fn bye(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.queue(&Frame::Bye, now);
+        self.close(Code::QUIT, "closed by this side".into(), false);
+    }
+
+    /// Closes with an `ERROR` frame carrying `code` and `reason` (a server
+    /// shutting down sends [`Code::SHUTDOWN`]).
+    pub fn close_with_error(&mut self, now: Instant, code: Code, reason: &str) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.queue(
+            &Frame::Error {
+                code,
+                reason: truncated(reason),
+            },
+            now,
+        );
+        self.close(code, reason.into(), false);
+    }
+
+    /// Server: lets the client in under `name` in `room`. Queues `WELCOME`.
+    pub fn welcome(&mut self, now: Instant, name: Text, room: Text) -> Result<(), Misuse> {
+        if self.role != Role::Server || self.phase != Phase::HelloPending {
+            return Err(Misuse::NotReady);
+        }
+        self.queue(
+            &Frame::Welcome {
+                version: self.version,
+                name: name.clone(),
+                room: room.clone(),
+                settings: self.settings,
+            },
+            now,
+        );
+        self.name = name;
+        self.room = room;
+        self.phase = Phase::Open;
+        self.handshake_deadline = None;
+        Ok(())
+    }
+
+    /// Server: turns the client away with `code` and closes.
+    pub fn refuse(&mut self, now: Instant, code: Code, reason: &str) -> Result<(), Misuse> {
+        if self.role != Role::Server || self.phase != Phase::HelloPending {
+            return Err(Misuse::NotReady);
+        }
+        self.queue(
+            &Frame::Refuse {
+                code,
+                reason: truncated(reason),
+            },
+            now,
+        );
+        self.close(code, reason.into(), false);
+        Ok(())
+    }
+
+    /// Server: queues a frame the server sends to clients in the room
+    /// (`MESSAGE`, `JOINED`, `LEFT`, `MEMBERS`, `DIRECT_FROM`, `BOUNCE`).
+    pub fn send_chat(&mut self, now: Instant, frame: &Frame) -> Result<(), Misuse> {
+        if self.role != Role::Server {
+            return Err(Misuse::InvalidArgument("only a server sends room frames"));
+        }
+        if !matches!(
+            frame,
+            Frame::Message { .. }
+                | Frame::Joined { .. }
+                | Frame::Left { .. }
+                | Frame::Members { .. }
+                | Frame::DirectFrom { .. }
+                | Frame::Bounce { .. }
+        ) {
+            return Err(Misuse::InvalidArgument("not a room frame"));
+        }
+        self.ensure_open()?;
+        let mut encoded = BytesMut::new();
+        frame.encode(&mut encoded)?;
+        self.send_encoded(now, encoded.freeze());
+        Ok(())
+    }
+
+    /// Server: queues an already encoded room frame (a broadcast encoded once
+    /// and shared by every member). Drops the client as a slow reader if its
+    /// queue is full.
+    pub(crate) fn send_encoded(&mut self, now: Instant, frame: Bytes) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        if self.outbox.control_len() + frame.len() > self.config.max_outgoing {
+            let limit = self.config.max_outgoing;
+            // Its queue is what is full: telling it why can only be best effort.
+            self.outbox.clear();
+            self.fail(LimitExceeded::SlowReader { limit }.into(), now);
+            return;
+        }
+        self.outbox.push_encoded(frame);
+        self.last_send = now;
+    }
+
+    /// Offers a file of `size` bytes named `name` to the peer. To a server,
+    /// `to` names the recipient in the room, or is empty for its inbox; from a
+    /// server, `to` is the sender's name (empty: the server itself).
+    pub fn offer_file(
+        &mut self,
+        now: Instant,
+        name: &str,
+        size: u64,
+        to: &str,
+    ) -> Result<TransferId, Misuse> {
+        self.offer(now, name, size, to, false)
+    }
+
+    /// Hub: offers a file whose bytes will be pushed with `relay_chunk`.
+    pub(crate) fn offer_relayed(
+        &mut self,
+        now: Instant,
+        name: &str,
+        size: u64,
+        from: &str,
+    ) -> Result<TransferId, Misuse> {
+        self.offer(now, name, size, from, true)
+    }
+
+    fn offer(
+        &mut self,
+        now: Instant,
+        name: &str,
+        size: u64,
+        peer: &str,
+        relay: bool,
+    ) -> Result<TransferId, Misuse> {
+        self.ensure_open()?;
+        check_file_name(name).map_err(|_| Misuse::InvalidArgument("unsafe file name"))?;
+        if peer.len() > usize::from(u16::MAX) {
+            return Err(Misuse::InvalidArgument("peer name too long"));
+        }
+        if self.transfers.len() >= self.config.max_transfers {
+            return Err(Misuse::InvalidArgument("too many transfers open"));
+        }
+        let id = self.next_local_id;
+        self.next_local_id = id
+            .checked_add(2)
+            .ok_or(Misuse::InvalidArgument("transfer ids exhausted"))?;
+        self.transfers.insert(
+            id,
+            Transfer::Outgoing(Outgoing {
+                size,
+                relay,
+                state: OutState::Offered,
+                hasher: blake3::Hasher::new(),
+            }),
+        );
+        self.queue(
+            &Frame::Offer {
+                id,
+                size,
+                name: name.into(),
+                peer: peer.into(),
+            },
+            now,
+        );
+        Ok(id)
+    }
+
+    /// Accepts an offered file. `resume_from` is how many bytes of it we
+    /// already hold from an earlier attempt (0 for none): the connection then
+    /// asks for them with [`TransferEvent::NeedChunk`] to hash them before
+    /// answering, so the sender can check they match its file.
+    pub fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse> {
+        let window = self.config.window;
+        let incoming = self.incoming_offered(id)?;
+        if resume_from > incoming.size {
+            return Err(Misuse::InvalidArgument("resume offset past the end"));
+        }
+        if resume_from == 0 {
+            incoming.hasher = Some(blake3::Hasher::new());
+            self.send_accept(now, id, 0, window, empty_hash());
+        } else {
+            incoming.hasher = Some(blake3::Hasher::new());
+            incoming.state = InState::HashingPrefix {
+                target: resume_from,
+                reads: Reads::starting_at(0),
+            };
+            self.fill_requests();
+        }
+        Ok(())
+    }
+
+    /// Hub: accepts on behalf of the relay recipient, passing its offset and
+    /// prefix hash through; nothing is hashed here.
+    pub(crate) fn accept_relayed(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        window: u32,
+        prefix_hash: Hash,
+    ) -> Result<(), Misuse> {
+        let incoming = self.incoming_offered(id)?;
+        if offset > incoming.size {
+            return Err(Misuse::InvalidArgument("resume offset past the end"));
+        }
+        incoming.hasher = None;
+        self.send_accept(now, id, offset, window, prefix_hash);
+        Ok(())
+    }
+
+    fn incoming_offered(&mut self, id: TransferId) -> Result<&mut Incoming, Misuse> {
+        match self.transfers.get_mut(&id) {
+            Some(Transfer::Incoming(incoming)) if matches!(incoming.state, InState::Offered) => {
+                Ok(incoming)
+            }
+            _ => Err(Misuse::NoSuchTransfer(id)),
+        }
+    }
+
+    fn send_accept(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        window: u32,
+        prefix_hash: Hash,
+    ) {
+        if let Some(Transfer::Incoming(incoming)) = self.transfers.get_mut(&id) {
+            incoming.state = InState::Receiving {
+                accepted: offset,
+                started: false,
+                expected: offset,
+                confirmed: offset,
+                credited: offset,
+                window,
+                done: false,
+            };
+        }
+        self.queue(
+            &Frame::Accept {
+                id,
+                offset,
+                window,
+                prefix_hash,
+            },
+            now,
+        );
+    }
+
+    /// Declines an offered file.
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        self.incoming_offered(id)?;
+        self.transfers.remove(&id);
+        self.queue(
+            &Frame::Reject {
+                id,
+                code,
+                reason: truncated(reason),
+            },
+            now,
+        );
+        self.end(
+            id,
+            Outcome::Rejected {
+                code,
+                reason: reason.into(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Cancels a transfer in either direction.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        if self.transfers.remove(&id).is_none() {
+            return Err(Misuse::NoSuchTransfer(id));
+        }
+        self.outbox.discard_data(id);
+        if self.phase == Phase::Open {
+            self.queue(
+                &Frame::Cancel {
+                    id,
+                    code,
+                    reason: truncated(reason),
+                },
+                now,
+            );
+        }
+        self.end(
+            id,
+            Outcome::Cancelled {
+                code,
+                reason: reason.into(),
+                by_peer: false,
+            },
+        );
+        self.fill_requests();
+        Ok(())
+    }
+
+    /// Answers the oldest [`TransferEvent::NeedChunk`] of transfer `id` with
+    /// exactly the bytes it asked for.
+    pub fn supply_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        let unrequested = Misuse::UnrequestedChunk {
+            id,
+            offset,
+            len: data.len(),
+        };
+        let Some(transfer) = self.transfers.get_mut(&id) else {
+            return Err(Misuse::NoSuchTransfer(id));
+        };
+        match transfer {
+            Transfer::Outgoing(out) => match &mut out.state {
+                OutState::VerifyingPrefix {
+                    target,
+                    theirs,
+                    window,
+                    reads,
+                } => {
+                    if !reads.answer(offset, data.len()) {
+                        return Err(unrequested);
+                    }
+                    out.hasher.update(&data);
+                    if reads.next == *target {
+                        let matches = out.hasher.finalize().as_bytes() == theirs;
+                        let start = if matches { *target } else { 0 };
+                        if !matches {
+                            out.hasher.reset();
+                        }
+                        out.state = OutState::Sending {
+                            confirmed: start,
+                            window: *window,
+                            reads: Reads::starting_at(start),
+                        };
+                        self.maybe_done(now, id);
+                    }
+                }
+                OutState::Sending { reads, .. } if !out.relay => {
+                    if !reads.answer(offset, data.len()) {
+                        return Err(unrequested);
+                    }
+                    out.hasher.update(&data);
+                    self.outbox.push_data(id, offset, data);
+                    self.last_send = now;
+                    self.maybe_done(now, id);
+                }
+                _ => return Err(unrequested),
+            },
+            Transfer::Incoming(incoming) => {
+                let InState::HashingPrefix { target, reads } = &mut incoming.state else {
+                    return Err(unrequested);
+                };
+                if !reads.answer(offset, data.len()) {
+                    return Err(unrequested);
+                }
+                let target = *target;
+                let done = reads.next == target;
+                let hasher = incoming.hasher.get_or_insert_with(blake3::Hasher::new);
+                hasher.update(&data);
+                if done {
+                    let prefix = *hasher.finalize().as_bytes();
+                    let window = self.config.window;
+                    self.send_accept(now, id, target, window, prefix);
+                }
+            }
+        }
+        self.fill_requests();
+        Ok(())
+    }
+
+    /// Hub: pushes relayed file bytes to the recipient.
+    pub(crate) fn relay_chunk(&mut self, now: Instant, id: TransferId, offset: u64, data: Bytes) {
+        if let Some(Transfer::Outgoing(out)) = self.transfers.get_mut(&id) {
+            if let (true, OutState::Sending { confirmed, .. }) = (out.relay, &mut out.state) {
+                if offset == 0 {
+                    // The sender restarted (prefix mismatch): so will the
+                    // recipient's confirmations.
+                    *confirmed = 0;
+                }
+                self.outbox.push_data(id, offset, data);
+                self.last_send = now;
+            }
+        }
+    }
+
+    /// Hub: passes the sender's `DONE` on to the recipient.
+    pub(crate) fn relay_done(&mut self, now: Instant, id: TransferId, hash: Hash) {
+        if let Some(Transfer::Outgoing(out)) = self.transfers.get_mut(&id) {
+            if let OutState::Sending { confirmed, .. } = out.state {
+                out.state = OutState::DoneSent { confirmed };
+                self.outbox.push_after_data(id, &Frame::Done { id, hash });
+                self.last_send = now;
+            }
+        }
+    }
+
+    /// Queues `DONE` once every byte of a local file has been queued.
+    fn maybe_done(&mut self, now: Instant, id: TransferId) {
+        let Some(Transfer::Outgoing(out)) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        if let OutState::Sending {
+            confirmed, reads, ..
+        } = &out.state
+        {
+            if !out.relay && reads.next == out.size && reads.pending.is_empty() {
+                let hash = *out.hasher.finalize().as_bytes();
+                out.state = OutState::DoneSent {
+                    confirmed: *confirmed,
+                };
+                self.outbox.push_after_data(id, &Frame::Done { id, hash });
+                self.last_send = now;
+            }
+        }
+    }
+
+    /// Acknowledges that bytes `0..upto` of incoming transfer `id` are
+    /// stored. This is what lets the sender send more.
+    pub fn confirm_written(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        upto: u64,
+    ) -> Result<(), Misuse> {
+        let Some(Transfer::Incoming(incoming)) = self.transfers.get_mut(&id) else {
+            return Err(Misuse::NoSuchTransfer(id));
+        };
+        let size = incoming.size;
+        let InState::Receiving {
+            expected,
+            confirmed,
+            credited,
+            window,
+            ..
+        } = &mut incoming.state
+        else {
+            return Err(Misuse::NoSuchTransfer(id));
+        };
+        if upto > *expected {
+            return Err(Misuse::OverConfirmed {
+                id,
+                confirmed: upto,
+                delivered: *expected,
+            });
+        }
+        if upto <= *confirmed {
+            return Ok(());
+        }
+        *confirmed = upto;
+        let step = u64::from(*window / 4).max(1);
+        if upto - *credited >= step || upto == size {
+            *credited = upto;
+            self.queue(&Frame::Credit { id, written: upto }, now);
+        }
+        Ok(())
+    }
+
+    /// After [`TransferEvent::Received`]: reports whether the file was stored
+    /// under its final name (`Ok`) or not (`Err` with a code such as
+    /// [`Code::IO_ERROR`] and a reason). Sends `VERIFIED` or `FAILED`.
+    pub fn finish_receive(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        result: Result<(), (Code, String)>,
+    ) -> Result<(), Misuse> {
+        let credited = match self.transfers.get(&id) {
+            Some(Transfer::Incoming(Incoming {
+                state:
+                    InState::Receiving {
+                        done: true,
+                        credited,
+                        ..
+                    },
+                size,
+                ..
+            })) => (*credited < *size).then_some(*size),
+            _ => return Err(Misuse::NoSuchTransfer(id)),
+        };
+        self.transfers.remove(&id);
+        match result {
+            Ok(()) => {
+                // Storing the file confirms every byte: let the sender's
+                // progress reach the end before it hears VERIFIED.
+                if let Some(size) = credited {
+                    self.queue(&Frame::Credit { id, written: size }, now);
+                }
+                self.queue(&Frame::Verified { id }, now);
+                self.end(id, Outcome::Verified);
+            }
+            Err((code, reason)) => {
+                self.queue(
+                    &Frame::Failed {
+                        id,
+                        code,
+                        reason: truncated(&reason),
+                    },
+                    now,
+                );
+                self.end(id, Outcome::Failed { code, reason });
+            }
+        }
+        Ok(())
+    }
+
+    // ----- output --------------------------------------------------------
+
+    /// The next bytes to write to the socket.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let bytes = self.outbox.pop();
+        // The data lane drained below its budget: ask for more file data.
+        if self.outbox.data_len() < 2 * self.chunk_size as usize {
+            self.fill_requests();
+        }
+        bytes
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next; `None`
+    /// once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Closed {
+            return None;
+        }
+        let idle = self.last_recv + self.config.idle_timeout;
+        [Some(idle), self.handshake_deadline, self.keepalive_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn keepalive_at(&self) -> Option<Instant> {
+        // Clients keep the link alive well inside the server's idle timeout.
+        (self.role == Role::Client && self.phase == Phase::Open).then(|| {
+            let server_idle = Duration::from_millis(u64::from(self.settings.idle_timeout_ms));
+            self.last_send + server_idle.min(self.config.idle_timeout) / 3
+        })
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn send_preamble(&mut self) {
+        if !self.preamble_sent {
+            self.preamble_sent = true;
+            self.outbox.push_encoded(Bytes::from_static(&PREAMBLE));
+        }
+    }
+
+    fn queue(&mut self, frame: &Frame, now: Instant) {
+        self.outbox.push(frame);
+        self.last_send = now;
+    }
+
+    fn ensure_open(&self) -> Result<(), Misuse> {
+        match self.phase {
+            Phase::Open => Ok(()),
+            Phase::Closed => Err(Misuse::Closed),
+            _ => Err(Misuse::NotReady),
+        }
+    }
+
+    fn check_chat(&self, role: Role, text: &str) -> Result<(), Misuse> {
+        if self.role != role {
+            return Err(Misuse::InvalidArgument(
+                "a server does not chat as a client",
+            ));
+        }
+        self.ensure_open()?;
+        let max = self.settings.max_message as usize;
+        if text.len() > max {
+            return Err(Misuse::MessageTooLong {
+                len: text.len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, error: Error, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let reason = error.to_string();
+        // A non-ferry peer still gets a parseable answer if it is one after all.
+        self.send_preamble();
+        self.queue(
+            &Frame::Error {
+                code: error.code(),
+                reason: truncated(&reason),
+            },
+            now,
+        );
+        self.close(error.code(), reason, false);
+    }
+
+    fn close(&mut self, code: Code, reason: String, by_peer: bool) {
+        self.phase = Phase::Closed;
+        self.handshake_deadline = None;
+        self.inbuf = BytesMut::new();
+        let ids: Vec<TransferId> = self.transfers.keys().copied().collect();
+        for id in ids {
+            self.transfers.remove(&id);
+            self.outbox.discard_data(id);
+            self.end(
+                id,
+                Outcome::Cancelled {
+                    code,
+                    reason: reason.clone(),
+                    by_peer,
+                },
+            );
+        }
+        self.events.push_back(Event::Closed {
+            code,
+            reason,
+            by_peer,
+        });
+    }
+
+    fn end(&mut self, id: TransferId, outcome: Outcome) {
+        self.events
+            .push_back(Event::Transfer(TransferEvent::Ended { id, outcome }));
+    }
+
+    fn emit(&mut self, event: TransferEvent) {
+        self.events.push_back(Event::Transfer(event));
+    }
+
+    fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), Error> {
+        let frame_name = frame.name();
+        let unexpected = |state: &'static str| -> Error {
+            Violation::UnexpectedFrame {
+                frame: frame_name,
+                state,
+            }
+            .into()
+        };
+        match (self.phase, self.role, frame) {
+            (_, _, Frame::Extension { .. }) => Ok(()),
+            (_, _, Frame::Error { code, reason }) => {
+                self.close(code, reason.to_string(), true);
+                Ok(())
+            }
+            (
+                Phase::Handshake,
+                Role::Server,
+                Frame::Hello {
+                    versions,
+                    name,
+                    room,
+                    token,
+                },
+            ) => {
+                if !versions.contains(&VERSION) {
+                    self.phase = Phase::HelloPending;
+                    let reason = format!("this server speaks version {VERSION} only");
+                    // `refuse` cannot fail in HelloPending on a server.
+                    let _ = self.refuse(now, Code::VERSION_UNSUPPORTED, &reason);
+                    return Ok(());
+                }
+                self.version = VERSION;
+                self.phase = Phase::HelloPending;
+                self.events.push_back(Event::Hello { name, room, token });
+                Ok(())
+            }
+            (
+                Phase::Handshake,
+                Role::Client,
+                Frame::Welcome {
+                    version,
+                    name,
+                    room,
+                    settings,
+                },
+            ) => {
+                if version != VERSION {
+                    return Err(Violation::VersionNotOffered(version).into());
+                }
+                if settings.chunk_size == 0 || settings.window == 0 {
+                    return Err(Malformed::InvalidValue {
+                        frame: "WELCOME",
+                        field: "settings",
+                        why: "chunk size and window must be at least 1",
+                    }
+                    .into());
+                }
+                self.settings = settings;
+                self.chunk_size = self
+                    .config
+                    .effective_chunk_size(settings.max_frame)
+                    .min(settings.chunk_size);
+                self.name = name.clone();
+                self.room = room.clone();
+                self.phase = Phase::Open;
+                self.handshake_deadline = None;
+                self.events.push_back(Event::Welcomed {
+                    name,
+                    room,
+                    settings,
+                });
+                Ok(())
+            }
+            (Phase::Handshake, Role::Client, Frame::Refuse { code, reason }) => {
+                self.close(code, reason.to_string(), true);
+                Ok(())
+            }
+            (Phase::Handshake | Phase::HelloPending, _, _) => {
+                Err(unexpected("before the handshake completed"))
+            }
+            (Phase::Open, _, Frame::Ping { nonce }) => {
+                self.queue(&Frame::Pong { nonce }, now);
+                Ok(())
+            }
+            (Phase::Open, _, Frame::Pong { nonce }) => {
+                if let Some((sent_nonce, sent_at)) = self.ping {
+                    if sent_nonce == nonce {
+                        self.ping = None;
+                        let rtt = now.saturating_duration_since(sent_at);
+                        self.events.push_back(Event::Pong { rtt });
+                    }
+                }
+                Ok(())
+            }
+            (Phase::Open, _, Frame::Bye) => {
+                self.close(Code::QUIT, "the peer said goodbye".into(), true);
+                Ok(())
+            }
+            (Phase::Open, Role::Client, frame) => match frame {
+                Frame::Message { seq, from, text } => {
+                    self.events.push_back(Event::Message { seq, from, text });
+                    Ok(())
+                }
+                Frame::Joined { seq, name } => {
+                    self.events.push_back(Event::Joined { seq, name });
+                    Ok(())
+                }
+                Frame::Left { seq, name, code } => {
+                    self.events.push_back(Event::Left { seq, name, code });
+                    Ok(())
+                }
+                Frame::Members { names } => {
+                    self.events.push_back(Event::Members { names });
+                    Ok(())
+                }
+                Frame::DirectFrom { from, text } => {
+                    self.events.push_back(Event::Direct { from, text });
+                    Ok(())
+                }
+                Frame::Bounce { code, reason } => {
+                    self.events.push_back(Event::Bounced { code, reason });
+                    Ok(())
+                }
+                frame => self.handle_transfer_frame(frame, now, "from a server"),
+            },
+            (Phase::Open, Role::Server, frame) => match frame {
+                Frame::Say { text } => {
+                    self.events.push_back(Event::Say { text });
+                    Ok(())
+                }
+                Frame::Who => {
+                    self.events.push_back(Event::Who);
+                    Ok(())
+                }
+                Frame::DirectTo { to, text } => {
+                    self.events.push_back(Event::DirectTo { to, text });
+                    Ok(())
+                }
+                frame => self.handle_transfer_frame(frame, now, "from a client"),
+            },
+            (Phase::Preamble { .. } | Phase::Closed, _, _) => Ok(()),
+        }
+    }
+
+    /// Whether `id` was allocated by the peer (its parity is theirs).
+    fn is_peer_id(&self, id: TransferId) -> bool {
+        let ours = self.next_local_id & 1;
+        id & 1 != ours
+    }
+
+    /// Looks up the transfer a frame names. `Ok(None)`: it existed and has
+    /// ended, so late frames for it are ignored.
+    fn named(
+        &mut self,
+        frame: &'static str,
+        id: TransferId,
+        from_peer_offer: bool,
+    ) -> Result<Option<&mut Transfer>, Error> {
+        let unknown = Violation::UnknownTransfer { frame, id };
+        if from_peer_offer != self.is_peer_id(id) {
+            return Err(unknown.into());
+        }
+        let existed = if from_peer_offer {
+            self.highest_peer_id.is_some_and(|h| id <= h)
+        } else {
+            id < self.next_local_id
+        };
+        match self.transfers.get_mut(&id) {
+            Some(t) => Ok(Some(t)),
+            None if existed => Ok(None),
+            None => Err(unknown.into()),
+        }
+    }
+
+    fn handle_transfer_frame(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+        state: &'static str,
+    ) -> Result<(), Error> {
+        let name = frame.name();
+        match frame {
+            Frame::Offer {
+                id,
+                size,
+                name: file,
+                peer,
+            } => {
+                let fresh = self.is_peer_id(id) && self.highest_peer_id.is_none_or(|h| id > h);
+                if !fresh {
+                    return Err(Violation::BadTransferId { id }.into());
+                }
+                self.highest_peer_id = Some(id);
+                if let Err(e) = check_file_name(&file) {
+                    self.queue(
+                        &Frame::Reject {
+                            id,
+                            code: Code::BAD_FILE_NAME,
+                            reason: truncated(&e.to_string()),
+                        },
+                        now,
+                    );
+                    return Ok(());
+                }
+                if self.transfers.len() >= self.config.max_transfers {
+                    let limit = self.config.max_transfers;
+                    self.queue(
+                        &Frame::Reject {
+                            id,
+                            code: Code::TOO_MANY_TRANSFERS,
+                            reason: truncated(&format!("at most {limit} transfers at once")),
+                        },
+                        now,
+                    );
+                    return Ok(());
+                }
+                self.transfers.insert(
+                    id,
+                    Transfer::Incoming(Incoming {
+                        size,
+                        hasher: None,
+                        state: InState::Offered,
+                    }),
+                );
+                self.emit(TransferEvent::Offered {
+                    id,
+                    name: file,
+                    size,
+                    peer,
+                });
+                Ok(())
+            }
+            Frame::Accept {
+                id,
+                offset,
+                window,
+                prefix_hash,
+            } => {
+                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                    return Ok(());
+                };
+                if !matches!(out.state, OutState::Offered) {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "twice",
+                    }
+                    .into());
+                }
+                if offset > out.size {
+                    return Err(Violation::BadResumeOffset {
+                        id,
+                        offset,
+                        size: out.size,
+                    }
+                    .into());
+                }
+                if window == 0 {
+                    return Err(Malformed::InvalidValue {
+                        frame: name,
+                        field: "window",
+                        why: "must be at least 1",
+                    }
+                    .into());
+                }
+                out.state = if offset > 0 && !out.relay {
+                    OutState::VerifyingPrefix {
+                        target: offset,
+                        theirs: prefix_hash,
+                        window,
+                        reads: Reads::starting_at(0),
+                    }
+                } else {
+                    OutState::Sending {
+                        confirmed: offset,
+                        window,
+                        reads: Reads::starting_at(offset),
+                    }
+                };
+                self.emit(TransferEvent::Accepted {
+                    id,
+                    offset,
+                    window,
+                    prefix_hash,
+                });
+                self.maybe_done(now, id);
+                Ok(())
+            }
+            Frame::Reject { id, code, reason } => {
+                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                    return Ok(());
+                };
+                if !matches!(out.state, OutState::Offered) {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "after ACCEPT",
+                    }
+                    .into());
+                }
+                self.transfers.remove(&id);
+                self.end(
+                    id,
+                    Outcome::Rejected {
+                        code,
+                        reason: reason.to_string(),
+                    },
+                );
+                Ok(())
+            }
+            Frame::Data { id, offset, data } => {
+                let Some(Transfer::Incoming(incoming)) = self.named(name, id, true)? else {
+                    return Ok(());
+                };
+                let size = incoming.size;
+                let InState::Receiving {
+                    accepted,
+                    started,
+                    expected,
+                    confirmed,
+                    credited,
+                    window,
+                    done: false,
+                } = &mut incoming.state
+                else {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "before ACCEPT or after DONE",
+                    }
+                    .into());
+                };
+                let mut restarted = false;
+                if !*started && offset == 0 && *accepted > 0 {
+                    // The sender's prefix differed from ours: start over.
+                    *expected = 0;
+                    *confirmed = 0;
+                    *credited = 0;
+                    if let Some(h) = incoming.hasher.as_mut() {
+                        h.reset();
+                    }
+                    restarted = true;
+                }
+                *started = true;
+                let len = data.len();
+                let end = offset.saturating_add(len as u64);
+                if offset != *expected || len == 0 || end > size {
+                    return Err(Violation::DataOutOfOrder {
+                        id,
+                        offset,
+                        len,
+                        expected: *expected,
+                        size,
+                    }
+                    .into());
+                }
+                let limit = confirmed.saturating_add(u64::from(*window));
+                if end > limit {
+                    return Err(Violation::FlowControl { id, end, limit }.into());
+                }
+                *expected = end;
+                if let Some(h) = incoming.hasher.as_mut() {
+                    h.update(&data);
+                }
+                if restarted {
+                    self.emit(TransferEvent::Restarted { id });
+                }
+                self.emit(TransferEvent::Chunk { id, offset, data });
+                Ok(())
+            }
+            Frame::Credit { id, written } => {
+                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                    return Ok(());
+                };
+                let size = out.size;
+                let (OutState::Sending { confirmed, .. } | OutState::DoneSent { confirmed }) =
+                    &mut out.state
+                else {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "before sending",
+                    }
+                    .into());
+                };
+                if written < *confirmed || written > size {
+                    return Err(Violation::BadCredit {
+                        id,
+                        written,
+                        previous: *confirmed,
+                        size,
+                    }
+                    .into());
+                }
+                *confirmed = written;
+                self.emit(TransferEvent::Progress {
+                    id,
+                    confirmed: written,
+                    size,
+                });
+                Ok(())
+            }
+            Frame::Done { id, hash } => {
+                let Some(Transfer::Incoming(incoming)) = self.named(name, id, true)? else {
+                    return Ok(());
+                };
+                let InState::Receiving {
+                    expected,
+                    done: done @ false,
+                    ..
+                } = &mut incoming.state
+                else {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "before ACCEPT or twice",
+                    }
+                    .into());
+                };
+                let expected = *expected;
+                if expected != incoming.size {
+                    return Err(Violation::EarlyDone {
+                        id,
+                        received: expected,
+                        size: incoming.size,
+                    }
+                    .into());
+                }
+                let matches = incoming
+                    .hasher
+                    .as_ref()
+                    .is_none_or(|h| h.finalize().as_bytes() == &hash);
+                if matches {
+                    *done = true;
+                    self.emit(TransferEvent::Received { id, hash });
+                } else {
+                    self.transfers.remove(&id);
+                    let reason = "the file's BLAKE3 hash does not match the sender's".to_string();
+                    self.queue(
+                        &Frame::Failed {
+                            id,
+                            code: Code::HASH_MISMATCH,
+                            reason: truncated(&reason),
+                        },
+                        now,
+                    );
+                    self.end(
+                        id,
+                        Outcome::Failed {
+                            code: Code::HASH_MISMATCH,
+                            reason,
+                        },
+                    );
+                }
+                Ok(())
+            }
+            Frame::Verified { id } => {
+                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                    return Ok(());
+                };
+                if !matches!(out.state, OutState::DoneSent { .. }) {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "before DONE",
+                    }
+                    .into());
+                }
+                self.transfers.remove(&id);
+                self.end(id, Outcome::Verified);
+                Ok(())
+            }
+            Frame::Failed { id, code, reason } => {
+                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                    return Ok(());
+                };
+                if !matches!(out.state, OutState::DoneSent { .. }) {
+                    return Err(Violation::UnexpectedFrame {
+                        frame: name,
+                        state: "before DONE",
+                    }
+                    .into());
+                }
+                self.transfers.remove(&id);
+                self.end(
+                    id,
+                    Outcome::Failed {
+                        code,
+                        reason: reason.to_string(),
+                    },
+                );
+                Ok(())
+            }
+            Frame::Cancel { id, code, reason } => {
+                let peers = self.is_peer_id(id);
+                if self.named(name, id, peers)?.is_none() {
+                    return Ok(());
+                }
+                self.transfers.remove(&id);
+                self.outbox.discard_data(id);
+                self.end(
+                    id,
+                    Outcome::Cancelled {
+                        code,
+                        reason: reason.to_string(),
+                        by_peer: true,
+                    },
+                );
+                Ok(())
+            }
+            other => Err(Violation::UnexpectedFrame {
+                frame: other.name(),
+                state,
+            }
+            .into()),
+        }
+    }
+
+    /// Asks the application for the chunks that can be used now: prefixes to
+    /// hash, and file data within the flow-control window, round-robin
+    /// between transfers and with a small budget so memory stays flat.
+    fn fill_requests(&mut self) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        const PREFIX_READS_AHEAD: usize = 2;
+        let chunk = self.chunk_size;
+        let budget = 4 * u64::from(chunk);
+        let mut requests = Vec::new();
+        // Prefix hashing: a couple of reads in flight per transfer.
+        for (&id, transfer) in self.transfers.iter_mut() {
+            let (target, reads) = match transfer {
+                Transfer::Outgoing(Outgoing {
+                    state: OutState::VerifyingPrefix { target, reads, .. },
+                    ..
+                })
+                | Transfer::Incoming(Incoming {
+                    state: InState::HashingPrefix { target, reads },
+                    ..
+                }) => (*target, reads),
+                _ => continue,
+            };
+            while reads.requested < target && reads.pending.len() < PREFIX_READS_AHEAD {
+                let len = (target - reads.requested).min(u64::from(chunk)) as u32;
+                let offset = reads.request(len);
+                requests.push(TransferEvent::NeedChunk { id, offset, len });
+            }
+        }
+        // File data: one chunk per transfer per round while the budget lasts.
+        let mut in_flight = self.outbox.data_len() as u64
+            + self
+                .transfers
+                .values()
+                .map(|t| match t {
+                    Transfer::Outgoing(Outgoing {
+                        state: OutState::Sending { reads, .. },
+                        ..
+                    }) => reads.unsupplied(),
+                    _ => 0,
+                })
+                .sum::<u64>();
+        let mut progressed = true;
+        while progressed && in_flight < budget {
+            progressed = false;
+            let cursor = self.send_cursor;
+            let order: Vec<TransferId> = self
+                .transfers
+                .range(cursor..)
+                .chain(self.transfers.range(..cursor))
+                .map(|(&id, _)| id)
+                .collect();
+            for id in order {
+                if in_flight >= budget {
+                    break;
+                }
+                let Some(Transfer::Outgoing(out)) = self.transfers.get_mut(&id) else {
+                    continue;
+                };
+                if out.relay {
+                    continue;
+                }
+                let size = out.size;
+                let OutState::Sending {
+                    confirmed,
+                    window,
+                    reads,
+                } = &mut out.state
+                else {
+                    continue;
+                };
+                let limit = size.min(confirmed.saturating_add(u64::from(*window)));
+                if reads.requested >= limit {
+                    continue;
+                }
+                let len = (limit - reads.requested).min(u64::from(chunk)) as u32;
+                let offset = reads.request(len);
+                in_flight += u64::from(len);
+                requests.push(TransferEvent::NeedChunk { id, offset, len });
+                self.send_cursor = id.wrapping_add(1);
+                progressed = true;
+            }
+        }
+        for request in requests {
+            self.emit(request);
+        }
+    }
+}
+
+/// Reason strings go on the wire in a u16-length field; keep them short and
+/// cut on a character boundary.
+fn truncated(reason: &str) -> Text {
+    const MAX: usize = 1024;
+    if reason.len() <= MAX {
+        return Text::from(reason);
+    }
+    let mut end = MAX;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Text::from(&reason[..end])
+}

@@ -1,0 +1,1036 @@
+//! [`Hub`]: the server side of many connections — rooms, names, broadcast,
+//! relayed transfers — with no I/O.
+
+use crate::code::Code;
+use crate::config::HubConfig;
+use crate::connection::{Connection, Event};
+use crate::error::Misuse;
+use crate::frame::{Frame, TransferId};
+use crate::names::{check_name, name_key, DEFAULT_ROOM};
+use crate::text::Text;
+use crate::transfer::{Outcome, TransferEvent};
+use bytes::{Bytes, BytesMut};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::time::Instant;
+
+/// Names one client connection of a [`Hub`]. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What the hub tells the adapter that runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubEvent {
+    /// A client finished the handshake and entered `room`.
+    Joined {
+        /// The client.
+        client: ClientId,
+        /// Its name.
+        name: Text,
+        /// Its room.
+        room: Text,
+    },
+    /// A client that had joined left its room.
+    Left {
+        /// The client.
+        client: ClientId,
+        /// Its name.
+        name: Text,
+        /// Its room.
+        room: Text,
+        /// Why ([`Code::QUIT`], [`Code::FLOODING`], ...).
+        code: Code,
+    },
+    /// A file is relayed from one user to another through the hub.
+    RelayStarted {
+        /// Sending client.
+        from: ClientId,
+        /// Receiving client.
+        to: ClientId,
+        /// File name.
+        name: Text,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A relayed transfer ended (as seen from the recipient's side).
+    RelayEnded {
+        /// Sending client.
+        from: ClientId,
+        /// Receiving client.
+        to: ClientId,
+        /// How.
+        outcome: Outcome,
+    },
+    /// A transfer between a client and the hub itself (an upload to the
+    /// inbox, or a file the hub offered) needs the adapter: answer offers
+    /// with [`Hub::accept`] or [`Hub::reject`], chunk requests with
+    /// [`Hub::supply_chunk`], write received chunks and
+    /// [`Hub::confirm_written`], store received files and
+    /// [`Hub::finish_receive`].
+    Transfer {
+        /// The client.
+        client: ClientId,
+        /// What happened.
+        event: TransferEvent,
+    },
+    /// The connection is over. Write out what [`Hub::poll_transmit`] still
+    /// returns for it, close the socket, then call [`Hub::remove`].
+    Closed {
+        /// The client.
+        client: ClientId,
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+        /// Whether the client ended it.
+        by_peer: bool,
+    },
+}
+
+struct Client {
+    conn: Connection,
+    /// Key of the room once joined.
+    room: Option<String>,
+    bucket: TokenBucket,
+    /// The deadline registered in `Hub::timers`.
+    timer: Option<Instant>,
+}
+
+struct Room {
+    name: Text,
+    members: Vec<ClientId>,
+    seq: u64,
+}
+
+/// One end of a relayed transfer.
+type End = (ClientId, TransferId);
+
+/// The server side of ferry: many client connections, their rooms and the
+/// files relayed between them, as one state machine with no I/O.
+///
+/// Like quinn's `Endpoint`, the hub owns every [`Connection`] (in server
+/// role) and the adapter only moves bytes:
+///
+/// 1. On accept, [`connect`](Self::connect) gives the socket a [`ClientId`].
+/// 2. Feed [`handle_input`](Self::handle_input) /
+///    [`handle_eof`](Self::handle_eof) with what each socket reads, and
+///    [`handle_timeout`](Self::handle_timeout) when
+///    [`poll_timeout`](Self::poll_timeout) passes.
+/// 3. After each call, drain: [`poll_writable`](Self::poll_writable) names
+///    every client with bytes to send — write its
+///    [`poll_transmit`](Self::poll_transmit) segments while its socket takes
+///    them (resume on writability); then handle every
+///    [`poll_event`](Self::poll_event).
+///
+/// The hub enforces unique names (ignoring case), broadcasts each message
+/// once-encoded to every member, limits flooding with a token bucket per
+/// client, drops a client whose outgoing queue overflows (nobody else waits
+/// for it), and relays files between users holding at most one
+/// flow-control window per transfer.
+///
+/// # Example
+///
+/// ```
+/// use ferry_core::{ClientConfig, Connection, Hub, HubConfig};
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut hub = Hub::new(HubConfig::default(), now);
+/// let id = hub.connect(now);
+/// let mut alice = Connection::client(ClientConfig::new("alice"), now);
+/// while let Some(bytes) = alice.poll_transmit() {
+///     hub.handle_input(id, now, &bytes);
+/// }
+/// while let Some(bytes) = hub.poll_transmit(id) {
+///     alice.handle_input(now, &bytes);
+/// }
+/// assert!(alice.is_open());
+/// assert_eq!(hub.members("lobby"), vec!["alice"]);
+/// ```
+pub struct Hub {
+    config: HubConfig,
+    clients: HashMap<ClientId, Client>,
+    next_id: u64,
+    rooms: HashMap<String, Room>,
+    /// Name key → client, server-wide.
+    names: HashMap<String, ClientId>,
+    /// Relay links, both directions: sender end ↔ recipient end.
+    relays: HashMap<End, End>,
+    events: VecDeque<HubEvent>,
+    /// Clients whose connection produced events not yet processed.
+    dirty: VecDeque<ClientId>,
+    writable: VecDeque<ClientId>,
+    writable_set: HashSet<ClientId>,
+    timers: BTreeSet<(Instant, ClientId)>,
+    /// The latest time any input carried, for work done while polling.
+    last_now: Instant,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("clients", &self.clients.len())
+            .field("rooms", &self.rooms.len())
+            .field("relays", &(self.relays.len() / 2))
+            .finish()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: HubConfig, now: Instant) -> Hub {
+        Hub {
+            last_now: now,
+            config,
+            clients: HashMap::new(),
+            next_id: 0,
+            rooms: HashMap::new(),
+            names: HashMap::new(),
+            relays: HashMap::new(),
+            events: VecDeque::new(),
+            dirty: VecDeque::new(),
+            writable: VecDeque::new(),
+            writable_set: HashSet::new(),
+            timers: BTreeSet::new(),
+        }
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// Its configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// Client connections held, joined or not.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Names in `room` (default room if empty), in join order.
+    pub fn members(&self, room: &str) -> Vec<Text> {
+        let key = room_key(room);
+        self.rooms
+            .get(&key)
+            .map(|r| {
+                r.members
+                    .iter()
+                    .filter_map(|id| self.clients.get(id))
+                    .map(|c| c.conn.name().clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The name a client joined with, once it has.
+    pub fn name_of(&self, client: ClientId) -> Option<&Text> {
+        self.clients
+            .get(&client)
+            .filter(|c| c.room.is_some())
+            .map(|c| c.conn.name())
+    }
+
+    /// Bytes queued for `client`: chat/control and file data.
+    pub fn queued_bytes(&self, client: ClientId) -> Option<(usize, usize)> {
+        self.clients
+            .get(&client)
+            .map(|c| (c.conn.queued_control_bytes(), c.conn.queued_data_bytes()))
+    }
+
+    /// Relayed transfers in progress.
+    pub fn relay_count(&self) -> usize {
+        self.relays.len() / 2
+    }
+
+    // ----- input ---------------------------------------------------------
+
+    /// A new client socket was accepted.
+    pub fn connect(&mut self, now: Instant) -> ClientId {
+        let id = ClientId(self.next_id);
+        self.next_id += 1;
+        let burst = u64::from(self.config.flood_burst) * TokenBucket::UNIT;
+        self.clients.insert(
+            id,
+            Client {
+                conn: Connection::server(self.config.connection.clone(), now),
+                room: None,
+                bucket: TokenBucket {
+                    level: burst,
+                    capacity: burst,
+                    per_second: u64::from(self.config.flood_per_second),
+                    updated: now,
+                },
+                timer: None,
+            },
+        );
+        self.touch(id);
+        self.process(now);
+        id
+    }
+
+    /// Bytes read from `client`'s socket.
+    pub fn handle_input(&mut self, client: ClientId, now: Instant, data: &[u8]) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.conn.handle_input(now, data);
+            self.touch(client);
+            self.process(now);
+        }
+    }
+
+    /// `client` closed its socket (or it broke).
+    pub fn handle_eof(&mut self, client: ClientId, now: Instant) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.conn.handle_eof(now);
+            self.touch(client);
+            self.process(now);
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.timer = None;
+                c.conn.handle_timeout(now);
+                self.touch(id);
+            }
+        }
+        self.process(now);
+    }
+
+    /// Forgets a closed client after its socket was closed. Also fine for an
+    /// open one: it is then treated as a lost connection first.
+    pub fn remove(&mut self, client: ClientId, now: Instant) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            if !c.conn.is_closed() {
+                c.conn.handle_eof(now);
+                self.touch(client);
+                self.process(now);
+            }
+        }
+        if let Some(c) = self.clients.remove(&client) {
+            if let Some(at) = c.timer {
+                self.timers.remove(&(at, client));
+            }
+        }
+        self.writable_set.remove(&client);
+    }
+
+    // ----- commands ------------------------------------------------------
+
+    /// Says `text` to `room` as the server itself (`from` empty). An empty
+    /// `room` means every room.
+    pub fn announce(&mut self, now: Instant, room: &str, text: &str) -> Result<(), Misuse> {
+        let max = self.config.connection.max_message as usize;
+        if text.len() > max {
+            return Err(Misuse::MessageTooLong {
+                len: text.len(),
+                max,
+            });
+        }
+        let keys: Vec<String> = if room.is_empty() {
+            self.rooms.keys().cloned().collect()
+        } else {
+            vec![room_key(room)]
+        };
+        for key in keys {
+            self.broadcast_with_seq(now, &key, |seq| Frame::Message {
+                seq,
+                from: Text::new(),
+                text: text.into(),
+            });
+        }
+        self.process(now);
+        Ok(())
+    }
+
+    /// Closes every connection with `ERROR SHUTDOWN`.
+    pub fn shutdown(&mut self, now: Instant, reason: &str) {
+        let ids: Vec<ClientId> = self.clients.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.conn.close_with_error(now, Code::SHUTDOWN, reason);
+                self.touch(id);
+            }
+        }
+        self.process(now);
+    }
+
+    /// Offers a file from the server itself to `client`.
+    pub fn offer_file(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        name: &str,
+        size: u64,
+    ) -> Result<TransferId, Misuse> {
+        self.with_conn(client, now, |c| c.offer_file(now, name, size, ""))
+    }
+
+    /// Accepts an upload offered to the inbox; see [`Connection::accept`].
+    pub fn accept(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.accept(now, id, resume_from))
+    }
+
+    /// Declines an upload offered to the inbox.
+    pub fn reject(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.reject(now, id, code, reason))
+    }
+
+    /// Cancels a transfer between `client` and the hub.
+    pub fn cancel(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.cancel(now, id, code, reason))
+    }
+
+    /// Answers a [`TransferEvent::NeedChunk`].
+    pub fn supply_chunk(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.supply_chunk(now, id, offset, data))
+    }
+
+    /// Acknowledges stored bytes of an upload.
+    pub fn confirm_written(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        upto: u64,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.confirm_written(now, id, upto))
+    }
+
+    /// Reports whether an upload was stored under its final name.
+    pub fn finish_receive(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        result: Result<(), (Code, String)>,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.finish_receive(now, id, result))
+    }
+
+    fn with_conn<T>(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        f: impl FnOnce(&mut Connection) -> Result<T, Misuse>,
+    ) -> Result<T, Misuse> {
+        let c = self.clients.get_mut(&client).ok_or(Misuse::Closed)?;
+        let result = f(&mut c.conn);
+        self.touch(client);
+        self.process(now);
+        result
+    }
+
+    // ----- output --------------------------------------------------------
+
+    /// A client that has bytes to send, each named once until it is drained.
+    pub fn poll_writable(&mut self) -> Option<ClientId> {
+        while let Some(id) = self.writable.pop_front() {
+            self.writable_set.remove(&id);
+            if self.clients.get(&id).is_some_and(|c| !c.conn.is_drained()) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// The next bytes to write to `client`'s socket.
+    pub fn poll_transmit(&mut self, client: ClientId) -> Option<Bytes> {
+        let c = self.clients.get_mut(&client)?;
+        let bytes = c.conn.poll_transmit();
+        // Writing may have let a sender ask for more file data.
+        if c.conn.has_events() {
+            self.touch(client);
+            self.process(self.last_now);
+        }
+        bytes
+    }
+
+    /// The next event for the adapter.
+    pub fn poll_event(&mut self) -> Option<HubEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    // ----- internals -----------------------------------------------------
+
+    fn touch(&mut self, id: ClientId) {
+        self.dirty.push_back(id);
+    }
+
+    /// Handles the events of every touched connection until none is left,
+    /// then refreshes their timers and write readiness.
+    fn process(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        let mut touched = Vec::new();
+        while let Some(id) = self.dirty.pop_front() {
+            touched.push(id);
+            loop {
+                let Some(event) = self.clients.get_mut(&id).and_then(|c| c.conn.poll_event())
+                else {
+                    break;
+                };
+                self.handle_event(id, now, event);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for id in touched {
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            let deadline = c.conn.poll_timeout();
+            if deadline != c.timer {
+                if let Some(old) = c.timer {
+                    self.timers.remove(&(old, id));
+                }
+                if let Some(new) = deadline {
+                    self.timers.insert((new, id));
+                }
+                c.timer = deadline;
+            }
+            if !c.conn.is_drained() && self.writable_set.insert(id) {
+                self.writable.push_back(id);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, id: ClientId, now: Instant, event: Event) {
+        match event {
+            Event::Hello { name, room, token } => self.on_hello(id, now, name, room, token),
+            // Each chat command spends a flood token first.
+            Event::Say { text } if self.take_token(id, now) => self.on_say(id, now, text),
+            Event::Who if self.take_token(id, now) => {
+                let names = self
+                    .room_of(id)
+                    .map(|key| self.members_of(&key))
+                    .unwrap_or_default();
+                self.send_to(id, now, &Frame::Members { names });
+            }
+            Event::DirectTo { to, text } if self.take_token(id, now) => {
+                self.on_direct(id, now, to, text)
+            }
+            Event::Transfer(event) => self.on_transfer(id, now, event),
+            Event::Closed {
+                code,
+                reason,
+                by_peer,
+            } => {
+                self.leave(id, now, code);
+                self.events.push_back(HubEvent::Closed {
+                    client: id,
+                    code,
+                    reason,
+                    by_peer,
+                });
+            }
+            // Client-role events never come from a server-role connection;
+            // pongs need no action.
+            _ => {}
+        }
+    }
+
+    fn on_hello(&mut self, id: ClientId, now: Instant, name: Text, room: Text, token: Bytes) {
+        let refusal = if self.names.len() >= self.config.max_clients {
+            Some((Code::SERVER_FULL, "the server is full".to_string()))
+        } else if !self.token_matches(&token) {
+            Some((Code::AUTH_FAILED, "wrong or missing token".to_string()))
+        } else if let Err(e) = check_name(&name) {
+            Some((Code::NAME_INVALID, format!("user name: {e}")))
+        } else if let Err(e) = if room.is_empty() {
+            Ok(())
+        } else {
+            check_name(&room)
+        } {
+            Some((Code::ROOM_INVALID, format!("room name: {e}")))
+        } else if self.names.contains_key(&name_key(&name)) {
+            Some((Code::NAME_TAKEN, format!("the name {name:?} is taken")))
+        } else {
+            None
+        };
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if let Some((code, reason)) = refusal {
+            // `refuse` only fails outside the pending-hello state, which is
+            // the state this event was raised in.
+            let _ = c.conn.refuse(now, code, &reason);
+            self.touch(id);
+            return;
+        }
+        let room = if room.is_empty() {
+            Text::from_static(DEFAULT_ROOM)
+        } else {
+            room
+        };
+        let key = room_key(&room);
+        if c.conn.welcome(now, name.clone(), room.clone()).is_err() {
+            return;
+        }
+        c.room = Some(key.clone());
+        self.names.insert(name_key(&name), id);
+        let entry = self.rooms.entry(key.clone()).or_insert_with(|| Room {
+            name: room.clone(),
+            members: Vec::new(),
+            seq: 0,
+        });
+        entry.members.push(id);
+        let names = self.members_of(&key);
+        self.send_to(id, now, &Frame::Members { names });
+        let joined = name.clone();
+        self.broadcast_with_seq(now, &key, |seq| Frame::Joined { seq, name: joined });
+        self.events.push_back(HubEvent::Joined {
+            client: id,
+            name,
+            room,
+        });
+    }
+
+    fn on_say(&mut self, id: ClientId, now: Instant, text: Text) {
+        if !self.within_message_cap(id, now, &text) {
+            return;
+        }
+        let (Some(key), Some(from)) = (self.room_of(id), self.name_of(id).cloned()) else {
+            return;
+        };
+        self.broadcast_with_seq(now, &key, |seq| Frame::Message { seq, from, text });
+    }
+
+    fn on_direct(&mut self, id: ClientId, now: Instant, to: Text, text: Text) {
+        if !self.within_message_cap(id, now, &text) {
+            return;
+        }
+        let Some(from) = self.name_of(id).cloned() else {
+            return;
+        };
+        match self.names.get(&name_key(&to)).copied() {
+            Some(target) => self.send_to(target, now, &Frame::DirectFrom { from, text }),
+            None => {
+                let reason = format!("nobody named {to:?} is here");
+                self.send_to(
+                    id,
+                    now,
+                    &Frame::Bounce {
+                        code: Code::NO_SUCH_USER,
+                        reason: reason.into(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn within_message_cap(&mut self, id: ClientId, now: Instant, text: &Text) -> bool {
+        let max = self.config.connection.max_message as usize;
+        if text.len() <= max {
+            return true;
+        }
+        let reason = format!("message of {} bytes, the limit is {max}", text.len());
+        self.send_to(
+            id,
+            now,
+            &Frame::Bounce {
+                code: Code::MESSAGE_TOO_LONG,
+                reason: reason.into(),
+            },
+        );
+        false
+    }
+
+    /// Spends one flood token; a client out of tokens is disconnected.
+    fn take_token(&mut self, id: ClientId, now: Instant) -> bool {
+        let burst = self.config.flood_burst;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        if c.bucket.take(now) {
+            return true;
+        }
+        let reason = format!("more than {burst} messages in a burst");
+        c.conn.close_with_error(now, Code::FLOODING, &reason);
+        self.touch(id);
+        false
+    }
+
+    fn token_matches(&self, offered: &[u8]) -> bool {
+        match &self.config.token {
+            None => true,
+            Some(expected) => constant_time_eq(expected, offered),
+        }
+    }
+
+    fn room_of(&self, id: ClientId) -> Option<String> {
+        self.clients.get(&id).and_then(|c| c.room.clone())
+    }
+
+    fn members_of(&self, key: &str) -> Vec<Text> {
+        self.rooms
+            .get(key)
+            .map(|r| {
+                r.members
+                    .iter()
+                    .filter_map(|m| self.clients.get(m))
+                    .map(|c| c.conn.name().clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn send_to(&mut self, id: ClientId, now: Instant, frame: &Frame) {
+        let mut encoded = BytesMut::new();
+        if frame.encode(&mut encoded).is_ok() {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.conn.send_encoded(now, encoded.freeze());
+                self.touch(id);
+            }
+        }
+    }
+
+    /// Encodes a room frame once, with the room's next sequence number, and
+    /// queues the same bytes for every member.
+    fn broadcast_with_seq(&mut self, now: Instant, key: &str, frame: impl FnOnce(u64) -> Frame) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        room.seq += 1;
+        let mut encoded = BytesMut::new();
+        if frame(room.seq).encode(&mut encoded).is_err() {
+            return;
+        }
+        let encoded = encoded.freeze();
+        let members = room.members.clone();
+        for member in members {
+            if let Some(c) = self.clients.get_mut(&member) {
+                c.conn.send_encoded(now, encoded.clone());
+                self.touch(member);
+            }
+        }
+    }
+
+    fn leave(&mut self, id: ClientId, now: Instant, code: Code) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some(key) = c.room.take() else {
+            return;
+        };
+        let name = c.conn.name().clone();
+        self.names.remove(&name_key(&name));
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        room.members.retain(|&m| m != id);
+        let room_name = room.name.clone();
+        if room.members.is_empty() {
+            self.rooms.remove(&key);
+        } else {
+            let left = name.clone();
+            self.broadcast_with_seq(now, &key, |seq| Frame::Left {
+                seq,
+                name: left,
+                code,
+            });
+        }
+        self.events.push_back(HubEvent::Left {
+            client: id,
+            name,
+            room: room_name,
+            code,
+        });
+    }
+
+    fn on_transfer(&mut self, id: ClientId, now: Instant, event: TransferEvent) {
+        match event {
+            TransferEvent::Offered {
+                id: tid,
+                name,
+                size,
+                peer,
+            } => self.on_offer(id, now, tid, name, size, peer),
+            TransferEvent::Accepted {
+                id: tid,
+                offset,
+                window,
+                prefix_hash,
+            } if self.relays.contains_key(&(id, tid)) => {
+                let window = window.min(self.config.connection.window);
+                let (a, a_tid) = self.relays[&(id, tid)];
+                self.relay_call(
+                    a,
+                    now,
+                    |c| c.accept_relayed(now, a_tid, offset, window, prefix_hash),
+                    a_tid,
+                );
+            }
+            TransferEvent::Chunk {
+                id: tid,
+                offset,
+                data,
+            } if self.relays.contains_key(&(id, tid)) => {
+                let (b, b_tid) = self.relays[&(id, tid)];
+                if let Some(c) = self.clients.get_mut(&b) {
+                    c.conn.relay_chunk(now, b_tid, offset, data);
+                    self.touch(b);
+                }
+            }
+            TransferEvent::Restarted { id: tid } if self.relays.contains_key(&(id, tid)) => {
+                // The recipient sees the restart in the data itself.
+            }
+            TransferEvent::Progress {
+                id: tid, confirmed, ..
+            } if self.relays.contains_key(&(id, tid)) => {
+                let (a, a_tid) = self.relays[&(id, tid)];
+                self.relay_call(a, now, |c| c.confirm_written(now, a_tid, confirmed), a_tid);
+            }
+            TransferEvent::Received { id: tid, hash } if self.relays.contains_key(&(id, tid)) => {
+                let (b, b_tid) = self.relays[&(id, tid)];
+                if let Some(c) = self.clients.get_mut(&b) {
+                    c.conn.relay_done(now, b_tid, hash);
+                    self.touch(b);
+                }
+            }
+            TransferEvent::Ended { id: tid, outcome } if self.relays.contains_key(&(id, tid)) => {
+                self.on_relay_ended(id, now, tid, outcome)
+            }
+            event => self
+                .events
+                .push_back(HubEvent::Transfer { client: id, event }),
+        }
+    }
+
+    fn on_offer(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        tid: TransferId,
+        name: Text,
+        size: u64,
+        peer: Text,
+    ) {
+        let refusal = if size > self.config.max_file_size {
+            Some((
+                Code::FILE_TOO_LARGE,
+                format!(
+                    "{size} bytes is over this server's limit of {}",
+                    self.config.max_file_size
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, reason)) = refusal {
+            self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+            return;
+        }
+        if peer.is_empty() {
+            self.events.push_back(HubEvent::Transfer {
+                client: id,
+                event: TransferEvent::Offered {
+                    id: tid,
+                    name,
+                    size,
+                    peer,
+                },
+            });
+            return;
+        }
+        let target = self
+            .names
+            .get(&name_key(&peer))
+            .copied()
+            .filter(|t| self.clients.get(t).is_some_and(|c| c.conn.is_open()));
+        let Some(target) = target else {
+            let reason = format!("nobody named {peer:?} is here");
+            self.relay_call(
+                id,
+                now,
+                |c| c.reject(now, tid, Code::NO_SUCH_USER, &reason),
+                tid,
+            );
+            return;
+        };
+        let from = self.name_of(id).cloned().unwrap_or_default();
+        let offered = self
+            .clients
+            .get_mut(&target)
+            .map(|c| c.conn.offer_relayed(now, &name, size, &from));
+        self.touch(target);
+        match offered {
+            Some(Ok(b_tid)) => {
+                self.relays.insert((id, tid), (target, b_tid));
+                self.relays.insert((target, b_tid), (id, tid));
+                self.events.push_back(HubEvent::RelayStarted {
+                    from: id,
+                    to: target,
+                    name,
+                    size,
+                });
+            }
+            _ => {
+                let reason = format!("{peer} cannot take another file right now");
+                self.relay_call(
+                    id,
+                    now,
+                    |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, &reason),
+                    tid,
+                );
+            }
+        }
+    }
+
+    /// One end of a relay ended: finish the other end to match.
+    fn on_relay_ended(&mut self, id: ClientId, now: Instant, tid: TransferId, outcome: Outcome) {
+        let Some((other, other_tid)) = self.relays.remove(&(id, tid)) else {
+            return;
+        };
+        self.relays.remove(&(other, other_tid));
+        // The hub offers with odd ids: an odd id is the recipient's end.
+        let recipient_side = tid & 1 == 1;
+        let (from, to) = if recipient_side {
+            (other, id)
+        } else {
+            (id, other)
+        };
+        self.events.push_back(HubEvent::RelayEnded {
+            from,
+            to,
+            outcome: outcome.clone(),
+        });
+        let Some(c) = self.clients.get_mut(&other) else {
+            return;
+        };
+        let result = match &outcome {
+            Outcome::Verified => c.conn.finish_receive(now, other_tid, Ok(())),
+            Outcome::Failed { code, reason } => {
+                c.conn
+                    .finish_receive(now, other_tid, Err((*code, reason.clone())))
+            }
+            Outcome::Rejected { code, reason } => c.conn.reject(now, other_tid, *code, reason),
+            Outcome::Cancelled { .. } => Err(Misuse::NoSuchTransfer(other_tid)),
+        };
+        if result.is_err() {
+            let (code, reason) = match &outcome {
+                Outcome::Cancelled {
+                    code,
+                    reason,
+                    by_peer: true,
+                } if *code != Code::CONNECTION_LOST && *code != Code::QUIT => {
+                    (*code, reason.clone())
+                }
+                _ => (
+                    Code::PEER_GONE,
+                    "the other side of the transfer is gone".to_string(),
+                ),
+            };
+            // Fails only if the other end already ended, which is fine.
+            let _ = c.conn.cancel(now, other_tid, code, &reason);
+        }
+        self.touch(other);
+    }
+
+    /// Calls into `client`'s connection for relay bookkeeping; a failure
+    /// means the transfer is already gone there, so cancel it to be sure.
+    fn relay_call(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        f: impl FnOnce(&mut Connection) -> Result<(), Misuse>,
+        tid: TransferId,
+    ) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            if f(&mut c.conn).is_err() {
+                let _ = c
+                    .conn
+                    .cancel(now, tid, Code::PEER_GONE, "relay out of step");
+            }
+            self.touch(client);
+        }
+    }
+}
+
+fn room_key(room: &str) -> String {
+    if room.is_empty() {
+        DEFAULT_ROOM.to_string()
+    } else {
+        name_key(room)
+    }
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Flood control: a bucket of `capacity` milli-tokens refilled at
+/// `per_second` tokens per second; each message takes one token.
+#[derive(Debug)]
+struct TokenBucket {
+    level: u64,
+    capacity: u64,
+    per_second: u64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    const UNIT: u64 = 1000;
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated);
+        let refill = (elapsed.as_millis() as u64).saturating_mul(self.per_second);
+        if refill > 0 {
+            self.level = self.level.saturating_add(refill).min(self.capacity);
+            self.updated = now;
+        }
+        if self.level >= Self::UNIT {
+            self.level -= Self::UNIT;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The outgoing byte queue of one connection.
+//!
+//! Two lanes: control (chat, credits, handshake) and file data. Control frames
+//! are coalesced into one buffer and always go out before queued data, so a
+//! big file never holds up a chat line by more than the frame already being
+//! written. Data payloads are queued as their own `Bytes`, never copied.
+
+use crate::frame::{encode_data_header, Frame, TransferId, DATA_OVERHEAD};
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    /// Encoded control frames not yet handed out.
+    control: BytesMut,
+    /// Control frames encoded elsewhere and shared (broadcasts), queued in
+    /// order with whatever was encoded into `control` before them.
+    shared: VecDeque<Bytes>,
+    shared_bytes: usize,
+    /// The file-data lane: `DATA` frames and the `DONE` that must follow them.
+    data: VecDeque<DataItem>,
+    data_bytes: usize,
+    /// The payload of a data frame whose head was handed out: it must go next.
+    in_progress: Option<Bytes>,
+}
+
+#[derive(Debug)]
+struct DataItem {
+    id: TransferId,
+    head: Bytes,
+    payload: Bytes,
+}
+
+impl Outbox {
+    /// Encodes `frame` into the control lane.
+    pub(crate) fn push(&mut self, frame: &Frame) {
+        // Frames built by the state machines always fit: every string in them
+        // was either received within the frame limit or checked on the way in.
+        if let Err(e) = frame.encode(&mut self.control) {
+            debug_assert!(false, "unencodable {} frame: {e}", frame.name());
+        }
+    }
+
+    /// Queues an already encoded control frame (a broadcast shared by many
+    /// connections) without copying it.
+    pub(crate) fn push_encoded(&mut self, bytes: Bytes) {
+        self.flush_control();
+        self.shared_bytes += bytes.len();
+        self.shared.push_back(bytes);
+    }
+
+    fn flush_control(&mut self) {
+        if !self.control.is_empty() {
+            let pending = self.control.split().freeze();
+            self.shared_bytes += pending.len();
+            self.shared.push_back(pending);
+        }
+    }
+
+    /// Queues a `DATA` frame carrying `payload` without copying it.
+    pub(crate) fn push_data(&mut self, id: TransferId, offset: u64, payload: Bytes) {
+        let mut head = BytesMut::with_capacity(crate::frame::HEADER_LEN + DATA_OVERHEAD);
+        encode_data_header(&mut head, id, offset, payload.len());
+        self.push_data_item(id, head.freeze(), payload);
+    }
+
+    /// Queues a frame in the data lane, behind the transfer's data (`DONE`).
+    pub(crate) fn push_after_data(&mut self, id: TransferId, frame: &Frame) {
+        let mut head = BytesMut::new();
+        if let Err(e) = frame.encode(&mut head) {
+            debug_assert!(false, "unencodable {} frame: {e}", frame.name());
+        }
+        self.push_data_item(id, head.freeze(), Bytes::new());
+    }
+
+    fn push_data_item(&mut self, id: TransferId, head: Bytes, payload: Bytes) {
+        self.data_bytes += head.len() + payload.len();
+        self.data.push_back(DataItem { id, head, payload });
+    }
+
+    /// The next bytes to write, control lane first.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        if let Some(payload) = self.in_progress.take() {
+            self.data_bytes -= payload.len();
+            return Some(payload);
+        }
+        if let Some(bytes) = self.shared.pop_front() {
+            self.shared_bytes -= bytes.len();
+            return Some(bytes);
+        }
+        if !self.control.is_empty() {
+            return Some(self.control.split().freeze());
+        }
+        let item = self.data.pop_front()?;
+        self.data_bytes -= item.head.len();
+        if !item.payload.is_empty() {
+            self.in_progress = Some(item.payload);
+        }
+        Some(item.head)
+    }
+
+    /// Bytes of control frames waiting.
+    pub(crate) fn control_len(&self) -> usize {
+        self.control.len() + self.shared_bytes
+    }
+
+    /// Bytes of data-lane frames waiting.
+    pub(crate) fn data_len(&self) -> usize {
+        self.data_bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.control_len() == 0 && self.data.is_empty() && self.in_progress.is_none()
+    }
+
+    /// Drops every queued data-lane frame of transfer `id` that has not
+    /// started going out (after a cancel).
+    pub(crate) fn discard_data(&mut self, id: TransferId) {
+        let before = self.data.len();
+        let mut dropped = 0;
+        self.data.retain(|item| {
+            let keep = item.id != id;
+            if !keep {
+                dropped += item.head.len() + item.payload.len();
+            }
+            keep
+        });
+        if self.data.len() != before {
+            self.data_bytes -= dropped;
+        }
+    }
+
+    /// Forgets everything queued (the connection is being torn down).
+    pub(crate) fn clear(&mut self) {
+        *self = Outbox::default();
+    }
+}

@@ -1,0 +1,245 @@
+//! File transfers: what the application is told, and the per-transfer state
+//! the connection keeps.
+
+use crate::code::Code;
+use crate::frame::{Hash, TransferId};
+use crate::text::Text;
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// BLAKE3 of the empty input: the `prefix_hash` of an `ACCEPT` at offset 0.
+pub fn empty_hash() -> Hash {
+    *blake3::hash(&[]).as_bytes()
+}
+
+/// Something about a file transfer that the application must see or act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransferEvent {
+    /// The peer offers a file (its name already passed
+    /// [`check_file_name`](crate::filename::check_file_name)). Answer with
+    /// `accept` (optionally resuming) or `reject`.
+    Offered {
+        /// The transfer.
+        id: TransferId,
+        /// Safe file name.
+        name: Text,
+        /// Size in bytes.
+        size: u64,
+        /// To a client: the sending user, empty for the server. To a server:
+        /// the recipient, empty for the server's inbox.
+        peer: Text,
+    },
+    /// Our offer was accepted; data will flow from `offset` (or from 0 if
+    /// the receiver's prefix turns out not to match our file).
+    Accepted {
+        /// The transfer.
+        id: TransferId,
+        /// Where the receiver wants to resume.
+        offset: u64,
+        /// The window the receiver granted.
+        window: u32,
+        /// BLAKE3 of the receiver's first `offset` bytes.
+        prefix_hash: Hash,
+    },
+    /// Read `len` bytes at `offset` of the file behind `id` (the source file
+    /// when sending, the partial file when resuming a receive) and hand them
+    /// to `supply_chunk`. Requests are answered in the order they were made.
+    NeedChunk {
+        /// The transfer.
+        id: TransferId,
+        /// Where to read.
+        offset: u64,
+        /// How much (exactly).
+        len: u32,
+    },
+    /// File bytes arrived: write them at `offset`, then `confirm_written`.
+    Chunk {
+        /// The transfer.
+        id: TransferId,
+        /// Where they go.
+        offset: u64,
+        /// The bytes, sharing the receive buffer.
+        data: Bytes,
+    },
+    /// The sender did not have the same first bytes as our partial file and
+    /// starts again at offset 0: throw the partial data away.
+    Restarted {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// The receiver confirmed it holds bytes `0..confirmed` (sending side).
+    Progress {
+        /// The transfer.
+        id: TransferId,
+        /// Bytes confirmed.
+        confirmed: u64,
+        /// Size of the file.
+        size: u64,
+    },
+    /// Every byte arrived and the hash matched: store the file under its
+    /// final name, then call `finish_receive`. (On a relaying hub the hash
+    /// is not checked here but end to end, and this carries the sender's.)
+    Received {
+        /// The transfer.
+        id: TransferId,
+        /// The sender's BLAKE3 of the whole file.
+        hash: Hash,
+    },
+    /// The transfer is over; forget its state (and, unless it was
+    /// [`Outcome::Verified`], keep a partial file only for a later resume).
+    Ended {
+        /// The transfer.
+        id: TransferId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The receiver stored the file and its hash matched.
+    Verified,
+    /// The receiver declined the offer.
+    Rejected {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
+    /// The receiver could not store a correct file (hash mismatch, disk).
+    Failed {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
+    /// One side cancelled, or the connection closed.
+    Cancelled {
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+        /// Whether the peer (not this side) ended it.
+        by_peer: bool,
+    },
+}
+
+/// Chunk requests made to the application and not yet answered.
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    /// Offset of the next chunk the application will supply.
+    pub next: u64,
+    /// Offset up to which chunks have been requested.
+    pub requested: u64,
+    /// Lengths of the outstanding requests, oldest first.
+    pub pending: VecDeque<u32>,
+}
+
+impl Reads {
+    pub(crate) fn starting_at(offset: u64) -> Self {
+        Reads {
+            next: offset,
+            requested: offset,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Records a request for `len` bytes at `self.requested`; returns its offset.
+    pub(crate) fn request(&mut self, len: u32) -> u64 {
+        let offset = self.requested;
+        self.requested += u64::from(len);
+        self.pending.push_back(len);
+        offset
+    }
+
+    /// Whether `(offset, len)` answers the oldest request; if so, consumes it.
+    pub(crate) fn answer(&mut self, offset: u64, len: usize) -> bool {
+        match self.pending.front() {
+            Some(&want) if offset == self.next && len == want as usize => {
+                self.pending.pop_front();
+                self.next += u64::from(want);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn unsupplied(&self) -> u64 {
+        self.requested - self.next
+    }
+}
+
+/// A file we send.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub size: u64,
+    /// Relayed by a hub: data is pushed in, not read through `NeedChunk`.
+    pub relay: bool,
+    pub state: OutState,
+    pub hasher: blake3::Hasher,
+}
+
+#[derive(Debug)]
+pub(crate) enum OutState {
+    Offered,
+    /// Hashing our first `target` bytes to compare with the receiver's.
+    VerifyingPrefix {
+        target: u64,
+        theirs: Hash,
+        window: u32,
+        reads: Reads,
+    },
+    Sending {
+        confirmed: u64,
+        window: u32,
+        reads: Reads,
+    },
+    /// `DONE` queued; waiting for `VERIFIED` or `FAILED`.
+    DoneSent {
+        confirmed: u64,
+    },
+}
+
+/// A file we receive.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub size: u64,
+    /// `None` on a relaying hub, which checks nothing itself.
+    pub hasher: Option<blake3::Hasher>,
+    pub state: InState,
+}
+
+#[derive(Debug)]
+pub(crate) enum InState {
+    Offered,
+    /// Hashing our partial file's first `target` bytes before accepting.
+    HashingPrefix {
+        target: u64,
+        reads: Reads,
+    },
+    Receiving {
+        /// Offset accepted at; data may also restart at 0.
+        accepted: u64,
+        /// Any data seen since accepting.
+        started: bool,
+        /// Next offset expected.
+        expected: u64,
+        /// Confirmed by the application.
+        confirmed: u64,
+        /// Last confirmed offset sent in a `CREDIT` (or the accept offset).
+        credited: u64,
+        window: u32,
+        /// `DONE` arrived and matched; waiting for the application to store
+        /// the file (confirmations still count until then).
+        done: bool,
+    },
+}
+
+#[derive(Debug)]
+pub(crate) enum Transfer {
+    Outgoing(Outgoing),
+    Incoming(Incoming),
+}
