@@ -330,8 +330,9 @@ impl Frame {
     /// Appends the encoded frame (header and body) to `out`.
     ///
     /// Fails, leaving `out` as it was, if a field cannot be represented: a
-    /// string or token over 65,535 bytes, more than 255 versions or 65,535
-    /// names, a body over `u32::MAX`, or an extension type below 0x80.
+    /// string or token over 65,535 bytes, no versions or more than 255, more
+    /// than 65,535 names, a body over `u32::MAX`, or an extension type below
+    /// 0x80.
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), Misuse> {
         let start = out.len();
         let result = self.encode_unchecked(out);
@@ -353,6 +354,10 @@ impl Frame {
                 room,
                 token,
             } => {
+                if versions.is_empty() {
+                    // The decoder refuses a count of 0 as malformed.
+                    return Err(Misuse::InvalidArgument("HELLO needs at least one version"));
+                }
                 let count = u8::try_from(versions.len())
                     .map_err(|_| Misuse::InvalidArgument("more than 255 versions"))?;
                 out.put_u8(count);

@@ -1,0 +1,296 @@
+//! Checks the test vectors in `docs/PROTOCOL.md` against the codec, so that
+//! the document and the code cannot drift apart.
+//!
+//! * ```` ```vector ```` blocks: the hex decodes to exactly one frame that uses
+//!   every byte, whose `Debug` form is the `frame:` line, and which re-encodes
+//!   to the same bytes. The block whose `frame:` is `PREAMBLE` is the preamble.
+//! * ```` ```bad-vector ```` blocks: decoding with the given `limit` fails with
+//!   the named error, which maps to the named `code`.
+
+use bytes::BytesMut;
+use ferry_core::code::Code;
+use ferry_core::error::{DecodeError, Error, LimitExceeded, Malformed};
+use ferry_core::frame::{self, decode, Frame, PREAMBLE};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The limit the positive vectors are decoded with: 1 MiB.
+const LIMIT: u32 = 1 << 20;
+
+/// Fewer positive frame vectors than this fails the test.
+const MIN_VECTORS: usize = 26;
+
+/// Fewer negative vectors than this fails the test.
+const MIN_BAD_VECTORS: usize = 5;
+
+fn protocol_doc() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// One fenced block: its info string, its first line number and its fields.
+struct Block {
+    kind: String,
+    line: usize,
+    fields: BTreeMap<String, String>,
+}
+
+impl Block {
+    fn get(&self, key: &str) -> &str {
+        self.fields.get(key).map(String::as_str).unwrap_or_else(|| {
+            panic!(
+                "PROTOCOL.md line {}: {} block has no `{key}:` line",
+                self.line, self.kind
+            )
+        })
+    }
+
+    fn name(&self) -> String {
+        format!("{} (PROTOCOL.md line {})", self.get("name"), self.line)
+    }
+}
+
+/// Every ```` ```vector ```` and ```` ```bad-vector ```` block of the document.
+fn blocks(doc: &str) -> Vec<Block> {
+    let mut out = Vec::new();
+    let mut current: Option<Block> = None;
+    for (index, line) in doc.lines().enumerate() {
+        let line_no = index + 1;
+        let trimmed = line.trim();
+        match current.as_mut() {
+            None => {
+                if let Some(kind @ ("vector" | "bad-vector")) = trimmed.strip_prefix("```") {
+                    current = Some(Block {
+                        kind: kind.to_string(),
+                        line: line_no,
+                        fields: BTreeMap::new(),
+                    });
+                }
+            }
+            Some(block) => {
+                if trimmed == "```" {
+                    out.extend(current.take());
+                } else if !trimmed.is_empty() {
+                    let (key, value) = trimmed.split_once(':').unwrap_or_else(|| {
+                        panic!("PROTOCOL.md line {line_no}: expected `key: value`, got {line:?}")
+                    });
+                    let previous = block
+                        .fields
+                        .insert(key.trim().to_string(), value.trim().to_string());
+                    assert!(
+                        previous.is_none(),
+                        "PROTOCOL.md line {line_no}: `{key}:` given twice in one block"
+                    );
+                }
+            }
+        }
+    }
+    assert!(current.is_none(), "PROTOCOL.md: unterminated vector block");
+    out
+}
+
+/// Parses space-separated pairs of hex digits.
+fn parse_hex(hex: &str, what: &str) -> Vec<u8> {
+    hex.split_whitespace()
+        .map(|pair| {
+            assert!(
+                pair.len() == 2,
+                "{what}: {pair:?} is not a pair of hex digits"
+            );
+            u8::from_str_radix(pair, 16)
+                .unwrap_or_else(|_| panic!("{what}: {pair:?} is not a pair of hex digits"))
+        })
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Parses a decimal or `0x`-prefixed hexadecimal `u32`.
+fn parse_u32(text: &str, what: &str) -> u32 {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.unwrap_or_else(|_| panic!("{what}: {text:?} is not a u32"))
+}
+
+/// The name a negative vector uses for a decode error.
+fn variant(error: &DecodeError) -> &'static str {
+    match error {
+        DecodeError::Malformed(m) => match m {
+            Malformed::BadPreamble { .. } => "BadPreamble",
+            Malformed::UnknownFrameType(_) => "UnknownFrameType",
+            Malformed::Truncated { .. } => "Truncated",
+            Malformed::TrailingBytes { .. } => "TrailingBytes",
+            Malformed::InvalidUtf8 { .. } => "InvalidUtf8",
+            Malformed::InvalidValue { .. } => "InvalidValue",
+            _ => "(another Malformed variant)",
+        },
+        DecodeError::LimitExceeded(LimitExceeded::FrameTooLarge { .. }) => "FrameTooLarge",
+        _ => "(another DecodeError variant)",
+    }
+}
+
+/// Checks one positive frame vector and returns the frame's type byte.
+fn check_frame_vector(block: &Block) -> u8 {
+    let name = block.name();
+    let bytes = parse_hex(block.get("hex"), &name);
+    let expected_debug = block.get("frame");
+
+    // Every proper prefix is incomplete: nothing is decoded or consumed.
+    for len in 0..bytes.len() {
+        let mut partial = BytesMut::from(&bytes[..len]);
+        match decode(&mut partial, LIMIT) {
+            Ok(None) => assert_eq!(partial.len(), len, "{name}: consumed a partial frame"),
+            other => panic!("{name}: the first {len} bytes decoded to {other:?}"),
+        }
+    }
+
+    let mut buf = BytesMut::from(&bytes[..]);
+    let frame = match decode(&mut buf, LIMIT) {
+        Ok(Some(frame)) => frame,
+        other => panic!("{name}: expected a frame, got {other:?}"),
+    };
+    assert!(
+        buf.is_empty(),
+        "{name}: {} bytes left after the frame",
+        buf.len()
+    );
+    assert_eq!(
+        format!("{frame:?}"),
+        expected_debug,
+        "{name}: the `frame:` line does not match the decoded frame"
+    );
+
+    let mut encoded = BytesMut::new();
+    frame
+        .encode(&mut encoded)
+        .expect("re-encoding a decoded frame");
+    assert_eq!(
+        to_hex(&encoded),
+        to_hex(&bytes),
+        "{name}: re-encoding gives different bytes"
+    );
+    assert_eq!(frame.frame_type(), bytes[0], "{name}: frame type");
+    frame.frame_type()
+}
+
+fn check_bad_vector(block: &Block) {
+    let name = block.name();
+    let bytes = parse_hex(block.get("hex"), &name);
+    let limit = parse_u32(block.get("limit"), &name);
+    let expected_error = block.get("error");
+    let mut buf = BytesMut::from(&bytes[..]);
+    let error = match decode(&mut buf, limit) {
+        Err(error) => error,
+        Ok(result) => panic!("{name}: expected {expected_error}, decoded {result:?}"),
+    };
+    assert_eq!(
+        variant(&error),
+        expected_error,
+        "{name}: wrong error: {error:?}"
+    );
+    if let DecodeError::LimitExceeded(LimitExceeded::FrameTooLarge {
+        frame_type,
+        declared,
+        limit: reported,
+    }) = &error
+    {
+        let header = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        assert_eq!(
+            (*frame_type, *declared, *reported),
+            (bytes[0], header, limit),
+            "{name}"
+        );
+    }
+    let code = Error::from(error).code();
+    assert_eq!(
+        format!("{code:?}"),
+        format!("Code::{}", block.get("code")),
+        "{name}: wrong code"
+    );
+}
+
+#[test]
+fn protocol_document_vectors() {
+    let doc = protocol_doc();
+    let mut frame_vectors = 0;
+    let mut bad_vectors = 0;
+    let mut preamble_seen = false;
+    let mut types = BTreeSet::new();
+
+    for block in blocks(&doc) {
+        match block.kind.as_str() {
+            "vector" if block.get("frame") == "PREAMBLE" => {
+                let name = block.name();
+                assert_eq!(
+                    parse_hex(block.get("hex"), &name),
+                    PREAMBLE,
+                    "{name}: preamble"
+                );
+                preamble_seen = true;
+            }
+            "vector" => {
+                types.insert(check_frame_vector(&block));
+                frame_vectors += 1;
+            }
+            _ => {
+                check_bad_vector(&block);
+                bad_vectors += 1;
+            }
+        }
+    }
+
+    assert!(
+        frame_vectors >= MIN_VECTORS,
+        "only {frame_vectors} frame vectors in PROTOCOL.md, expected at least {MIN_VECTORS}"
+    );
+    assert!(
+        bad_vectors >= MIN_BAD_VECTORS,
+        "only {bad_vectors} bad-vectors in PROTOCOL.md, expected at least {MIN_BAD_VECTORS}"
+    );
+    assert!(preamble_seen, "PROTOCOL.md has no PREAMBLE vector");
+
+    // Every type version 1 defines has a vector, and so does an extension.
+    let missing: Vec<&str> = (0..=u8::MAX)
+        .filter(|&t| frame::frame_type::is_known(t) && !types.contains(&t))
+        .map(frame::type_name)
+        .collect();
+    assert!(missing.is_empty(), "no vector for {missing:?}");
+    assert!(
+        types
+            .iter()
+            .any(|&t| t >= frame::frame_type::FIRST_EXTENSION),
+        "no vector for an extension frame"
+    );
+}
+
+#[test]
+fn protocol_document_lists_every_code_and_frame_type() {
+    let doc = protocol_doc();
+    for code in Code::ALL {
+        let name = code.name().expect("defined codes have names");
+        let row = format!("| `{:#06x}` | `{name}`", code.0);
+        assert!(doc.contains(&row), "PROTOCOL.md's code table lacks {row:?}");
+    }
+    for t in (0..=u8::MAX).filter(|&t| frame::frame_type::is_known(t)) {
+        let row = format!("| {t:#04x} | `{}`", frame::type_name(t));
+        assert!(
+            doc.contains(&row),
+            "PROTOCOL.md's frame summary lacks {row:?}"
+        );
+    }
+}
+
+#[test]
+fn frame_debug_is_what_the_vectors_assume() {
+    // The `frame:` lines rely on these Debug forms.
+    assert_eq!(format!("{:?}", Code::QUIT), "Code::QUIT");
+    assert_eq!(format!("{:?}", Code(0xabcd)), "Code(0xabcd)");
+    assert_eq!(format!("{:?}", Frame::Bye), "Bye");
+}
