@@ -10,7 +10,11 @@ use ferry_core::frame::{decode, PREAMBLE};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "Text chat and file transfer over TCP")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Text chat and file transfer over TCP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

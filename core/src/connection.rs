@@ -1168,11 +1168,15 @@ impl Connection {
                 if version != VERSION {
                     return Err(Violation::VersionNotOffered(version).into());
                 }
-                if settings.chunk_size == 0 || settings.window == 0 {
+                if settings.max_frame < 4096
+                    || settings.chunk_size == 0
+                    || settings.window == 0
+                    || settings.idle_timeout_ms == 0
+                {
                     return Err(Malformed::InvalidValue {
                         frame: "WELCOME",
                         field: "settings",
-                        why: "chunk size and window must be at least 1",
+                        why: "max_frame must be at least 4096; chunk_size, window and idle_timeout_ms at least 1",
                     }
                     .into());
                 }
@@ -1428,6 +1432,7 @@ impl Connection {
                 Ok(())
             }
             Frame::Data { id, offset, data } => {
+                let max_chunk = self.settings.chunk_size as usize;
                 let Some(Transfer::Incoming(incoming)) = self.named(name, id, true)? else {
                     return Ok(());
                 };
@@ -1462,7 +1467,7 @@ impl Connection {
                 *started = true;
                 let len = data.len();
                 let end = offset.saturating_add(len as u64);
-                if offset != *expected || len == 0 || end > size {
+                if offset != *expected || len == 0 || len > max_chunk || end > size {
                     return Err(Violation::DataOutOfOrder {
                         id,
                         offset,

@@ -159,8 +159,8 @@ pub struct Hub {
     clients: HashMap<ClientId, Client>,
     next_id: u64,
     rooms: HashMap<String, Room>,
-    /// Name key → client, server-wide.
-    names: HashMap<String, ClientId>,
+    /// (room key, name key) → client: names are unique in a room.
+    names: HashMap<(String, String), ClientId>,
     /// Relay links, both directions: sender end ↔ recipient end.
     relays: HashMap<End, End>,
     events: VecDeque<HubEvent>,
@@ -574,20 +574,27 @@ impl Hub {
     }
 
     fn on_hello(&mut self, id: ClientId, now: Instant, name: Text, room: Text, token: Bytes) {
-        let refusal = if self.names.len() >= self.config.max_clients {
-            Some((Code::SERVER_FULL, "the server is full".to_string()))
-        } else if !self.token_matches(&token) {
+        let room = if room.is_empty() {
+            Text::from_static(DEFAULT_ROOM)
+        } else {
+            room
+        };
+        let key = room_key(&room);
+        // The token comes first, so that an outsider learns nothing about
+        // who is here.
+        let refusal = if !self.token_matches(&token) {
             Some((Code::AUTH_FAILED, "wrong or missing token".to_string()))
         } else if let Err(e) = check_name(&name) {
             Some((Code::NAME_INVALID, format!("user name: {e}")))
-        } else if let Err(e) = if room.is_empty() {
-            Ok(())
-        } else {
-            check_name(&room)
-        } {
+        } else if let Err(e) = check_name(&room) {
             Some((Code::ROOM_INVALID, format!("room name: {e}")))
-        } else if self.names.contains_key(&name_key(&name)) {
-            Some((Code::NAME_TAKEN, format!("the name {name:?} is taken")))
+        } else if self.names.len() >= self.config.max_clients {
+            Some((Code::SERVER_FULL, "the server is full".to_string()))
+        } else if self.names.contains_key(&(key.clone(), name_key(&name))) {
+            Some((
+                Code::NAME_TAKEN,
+                format!("the name {name:?} is taken in this room"),
+            ))
         } else {
             None
         };
@@ -601,17 +608,11 @@ impl Hub {
             self.touch(id);
             return;
         }
-        let room = if room.is_empty() {
-            Text::from_static(DEFAULT_ROOM)
-        } else {
-            room
-        };
-        let key = room_key(&room);
         if c.conn.welcome(now, name.clone(), room.clone()).is_err() {
             return;
         }
         c.room = Some(key.clone());
-        self.names.insert(name_key(&name), id);
+        self.names.insert((key.clone(), name_key(&name)), id);
         let entry = self.rooms.entry(key.clone()).or_insert_with(|| Room {
             name: room.clone(),
             members: Vec::new(),
@@ -646,7 +647,10 @@ impl Hub {
         let Some(from) = self.name_of(id).cloned() else {
             return;
         };
-        match self.names.get(&name_key(&to)).copied() {
+        let Some(key) = self.room_of(id) else {
+            return;
+        };
+        match self.names.get(&(key, name_key(&to))).copied() {
             Some(target) => self.send_to(target, now, &Frame::DirectFrom { from, text }),
             None => {
                 let reason = format!("nobody named {to:?} is here");
@@ -757,7 +761,7 @@ impl Hub {
             return;
         };
         let name = c.conn.name().clone();
-        self.names.remove(&name_key(&name));
+        self.names.remove(&(key.clone(), name_key(&name)));
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
@@ -877,8 +881,8 @@ impl Hub {
             return;
         }
         let target = self
-            .names
-            .get(&name_key(&peer))
+            .room_of(id)
+            .and_then(|key| self.names.get(&(key, name_key(&peer))))
             .copied()
             .filter(|t| self.clients.get(t).is_some_and(|c| c.conn.is_open()));
         let Some(target) = target else {

@@ -750,3 +750,54 @@ fn server_announcement_and_shutdown() {
     net.run();
     assert_eq!(net.peers[a].closed(), Some((Code::SHUTDOWN, true)));
 }
+
+#[test]
+fn rooms_are_separate() {
+    let mut net = Net::new(config(), Split::Whole);
+    let a = net.join("alice");
+    let b = net.connect(ClientConfig::new("bob").room("Kitchen"));
+    let alice_too = net.connect(ClientConfig::new("ALICE").room("kitchen"));
+    net.run();
+    assert!(net.peers[b].conn.is_open());
+    assert!(
+        net.peers[alice_too].conn.is_open(),
+        "names are unique per room"
+    );
+    assert_eq!(net.peers[b].conn.room(), "Kitchen");
+    net.say(a, "lobby only");
+    net.say(b, "kitchen only");
+    let now = net.now;
+    net.peers[b].conn.direct(now, "carol", "hm").unwrap();
+    net.run();
+    let texts =
+        |i: usize| -> Vec<String> { net.peers[i].messages().into_iter().map(|m| m.2).collect() };
+    assert_eq!(texts(a), vec!["lobby only"]);
+    assert_eq!(texts(b), vec!["kitchen only"]);
+    assert_eq!(texts(alice_too), vec!["kitchen only"]);
+    assert_eq!(net.hub.members("KITCHEN"), vec!["bob", "ALICE"]);
+    // A user in another room cannot be reached directly.
+    let c = net.join("carol");
+    net.peers[b]
+        .conn
+        .direct(now, "carol", "over here?")
+        .unwrap();
+    net.run();
+    assert!(net.peers[c]
+        .events
+        .iter()
+        .all(|e| !matches!(e, Event::Direct { .. })));
+    assert!(
+        net.peers[b]
+            .events
+            .iter()
+            .filter(|e| matches!(
+                e,
+                Event::Bounced {
+                    code: Code::NO_SUCH_USER,
+                    ..
+                }
+            ))
+            .count()
+            == 2
+    );
+}
