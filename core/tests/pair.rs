@@ -801,3 +801,63 @@ fn rooms_are_separate() {
             == 2
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// However the stream is split and wherever the connection drops, the
+    /// user who keeps retrying ends up with the identical, verified file,
+    /// and the inbox never holds it under its final name before then.
+    #[test]
+    fn drops_and_resumes_end_with_the_same_verified_file(
+        seed in any::<u64>(),
+        max in 1usize..40_000,
+        cuts in proptest::collection::vec(1_000usize..1_500_000, 0..4),
+        to_user in any::<bool>(),
+    ) {
+        let mut net = Net::new(config(), Split::Random { seed, max });
+        let receiver = to_user.then(|| net.join("bob"));
+        let data = file_bytes(1_600_000, seed);
+        let stored = |net: &Net| match receiver {
+            Some(b) => net.peers[b].disk.stored.get("f.bin").cloned(),
+            None => net.inbox.stored.get("f.bin").cloned(),
+        };
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            prop_assert!(attempt <= 6);
+            let a = net.join("alice");
+            let id = net.send_file(a, "f.bin", &data, if to_user { "bob" } else { "" });
+            let cut_at = cuts.first().copied();
+            let start = net.peers[a].up.passed as usize;
+            let mut cut = false;
+            while net.step() {
+                if let Some(at) = cut_at {
+                    if net.peers[a].up.passed as usize - start >= at {
+                        cut = true;
+                        break;
+                    }
+                }
+            }
+            if cut {
+                cuts.remove(0);
+                // A file under its final name is always the whole file.
+                if let Some(file) = stored(&net) {
+                    prop_assert!(file == data, "a partial file was stored under its final name");
+                }
+                net.peers[a].cut = true;
+                let client = net.peers[a].client;
+                let now = net.now;
+                net.hub.handle_eof(client, now);
+                net.run();
+                continue;
+            }
+            net.run();
+            prop_assert_eq!(net.peers[a].ended(), vec![(id, Outcome::Verified)]);
+            break;
+        }
+        prop_assert_eq!(stored(&net), Some(data));
+    }
+}
