@@ -1128,7 +1128,10 @@ impl Connection {
             .into()
         };
         match (self.phase, self.role, frame) {
-            (_, _, Frame::Extension { .. }) => Ok(()),
+            // Unknown extensions are skipped, except that a server takes
+            // nothing but HELLO before it has welcomed the client.
+            (Phase::Open, _, Frame::Extension { .. })
+            | (Phase::Handshake, Role::Client, Frame::Extension { .. }) => Ok(()),
             (_, _, Frame::Error { code, reason }) => {
                 self.close(code, reason.to_string(), true);
                 Ok(())

@@ -1,0 +1,335 @@
+//! A peer that breaks the protocol's rules is told why and disconnected;
+//! late frames about transfers that already ended are ignored.
+
+use bytes::{Bytes, BytesMut};
+use ferry_core::frame::{decode, Frame, PREAMBLE};
+use ferry_core::transfer::TransferEvent;
+use ferry_core::{Code, Config, Connection, Event};
+use std::time::Instant;
+
+fn encode(frames: &[Frame]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    for f in frames {
+        f.encode(&mut out).unwrap();
+    }
+    out.to_vec()
+}
+
+fn hello() -> Frame {
+    Frame::Hello {
+        versions: vec![1],
+        name: "mallory".into(),
+        room: "".into(),
+        token: Bytes::new(),
+    }
+}
+
+/// A server-role connection that has welcomed its client.
+fn welcomed_server(now: Instant) -> Connection {
+    let mut server = Connection::server(Config::default(), now);
+    server.handle_input(now, &PREAMBLE);
+    server.handle_input(now, &encode(&[hello()]));
+    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
+    server
+        .welcome(now, "mallory".into(), "lobby".into())
+        .unwrap();
+    server
+}
+
+/// The code of the ERROR frame the connection sent, and of its Closed event.
+fn error_sent(conn: &mut Connection) -> Option<Code> {
+    let mut out = BytesMut::new();
+    while let Some(b) = conn.poll_transmit() {
+        out.extend_from_slice(&b);
+    }
+    if out.starts_with(&PREAMBLE) {
+        let _ = out.split_to(PREAMBLE.len());
+    }
+    let mut sent = None;
+    while let Ok(Some(frame)) = decode(&mut out, 1 << 20) {
+        if let Frame::Error { code, .. } = frame {
+            sent = Some(code);
+        }
+    }
+    let closed = std::iter::from_fn(|| conn.poll_event()).find_map(|e| match e {
+        Event::Closed {
+            code,
+            by_peer: false,
+            ..
+        } => Some(code),
+        _ => None,
+    });
+    assert_eq!(
+        sent, closed,
+        "the ERROR frame and the Closed event disagree"
+    );
+    sent
+}
+
+fn offer(id: u32, size: u64) -> Frame {
+    Frame::Offer {
+        id,
+        size,
+        name: "f.bin".into(),
+        peer: "".into(),
+    }
+}
+
+#[test]
+fn frames_out_of_place_are_fatal() {
+    let now = Instant::now();
+    let cases: Vec<(Vec<Frame>, Code)> = vec![
+        // An ACCEPT for a transfer the server never offered.
+        (
+            vec![Frame::Accept {
+                id: 1,
+                offset: 0,
+                window: 10,
+                prefix_hash: [0; 32],
+            }],
+            Code::UNKNOWN_TRANSFER,
+        ),
+        // Data for an id the client never offered.
+        (
+            vec![Frame::Data {
+                id: 4,
+                offset: 0,
+                data: Bytes::from_static(b"x"),
+            }],
+            Code::UNKNOWN_TRANSFER,
+        ),
+        // An offer with the server's parity.
+        (vec![offer(1, 10)], Code::UNEXPECTED_FRAME),
+        // Ids must increase.
+        (vec![offer(4, 10), offer(2, 10)], Code::UNEXPECTED_FRAME),
+        // DATA before ACCEPT.
+        (
+            vec![
+                offer(0, 10),
+                Frame::Data {
+                    id: 0,
+                    offset: 0,
+                    data: Bytes::from_static(b"x"),
+                },
+            ],
+            Code::UNEXPECTED_FRAME,
+        ),
+        // A second HELLO.
+        (vec![hello()], Code::UNEXPECTED_FRAME),
+        // Room frames only go from server to client.
+        (
+            vec![Frame::Message {
+                seq: 1,
+                from: "x".into(),
+                text: "y".into(),
+            }],
+            Code::UNEXPECTED_FRAME,
+        ),
+    ];
+    for (frames, code) in cases {
+        let mut server = welcomed_server(now);
+        error_sent(&mut server);
+        server.handle_input(now, &encode(&frames));
+        assert_eq!(error_sent(&mut server), Some(code), "{frames:?}");
+        assert!(server.is_closed());
+    }
+}
+
+#[test]
+fn extension_frames_are_skipped_only_after_the_handshake() {
+    let now = Instant::now();
+    let ext = Frame::Extension {
+        frame_type: 0x9A,
+        body: Bytes::from_static(b"future"),
+    };
+    let mut server = welcomed_server(now);
+    error_sent(&mut server);
+    server.handle_input(
+        now,
+        &encode(&[
+            ext.clone(),
+            Frame::Say {
+                text: "still here".into(),
+            },
+        ]),
+    );
+    assert!(matches!(server.poll_event(), Some(Event::Say { text }) if text == "still here"));
+    assert!(server.is_open());
+
+    let mut early = Connection::server(Config::default(), now);
+    early.handle_input(now, &PREAMBLE);
+    early.handle_input(now, &encode(&[ext]));
+    assert_eq!(error_sent(&mut early), Some(Code::UNEXPECTED_FRAME));
+}
+
+/// Receives an upload of `size` bytes on a welcomed server connection.
+fn receiving(now: Instant, size: u64) -> Connection {
+    let mut server = welcomed_server(now);
+    error_sent(&mut server);
+    server.handle_input(now, &encode(&[offer(0, size)]));
+    assert!(matches!(
+        server.poll_event(),
+        Some(Event::Transfer(TransferEvent::Offered { id: 0, .. }))
+    ));
+    server.accept(now, 0, 0).unwrap();
+    server
+}
+
+#[test]
+fn data_past_the_window_is_a_flow_control_error() {
+    let now = Instant::now();
+    let window = Config::default().window as usize;
+    let mut server = receiving(now, 1 << 30);
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    let frames: Vec<Frame> = (0..window / chunk.len() + 1)
+        .map(|i| Frame::Data {
+            id: 0,
+            offset: (i * chunk.len()) as u64,
+            data: chunk.clone(),
+        })
+        .collect();
+    server.handle_input(now, &encode(&frames));
+    assert_eq!(error_sent(&mut server), Some(Code::FLOW_CONTROL));
+}
+
+#[test]
+fn gaps_oversized_chunks_and_early_done_are_fatal() {
+    let now = Instant::now();
+    let data = |offset: u64, len: usize| Frame::Data {
+        id: 0,
+        offset,
+        data: Bytes::from(vec![1u8; len]),
+    };
+    let cases: Vec<(Vec<Frame>, Code)> = vec![
+        (vec![data(10, 5)], Code::UNEXPECTED_FRAME),
+        (vec![data(0, 5), data(6, 5)], Code::UNEXPECTED_FRAME),
+        (vec![data(0, 0)], Code::UNEXPECTED_FRAME),
+        (vec![data(0, 64 * 1024 + 1)], Code::UNEXPECTED_FRAME),
+        (
+            vec![
+                data(0, 5),
+                Frame::Done {
+                    id: 0,
+                    hash: [0; 32],
+                },
+            ],
+            Code::UNEXPECTED_FRAME,
+        ),
+        (
+            vec![Frame::Credit { id: 0, written: 1 }],
+            Code::UNKNOWN_TRANSFER,
+        ),
+    ];
+    for (frames, code) in cases {
+        let mut server = receiving(now, 1000);
+        server.handle_input(now, &encode(&frames));
+        assert_eq!(error_sent(&mut server), Some(code), "{frames:?}");
+    }
+}
+
+#[test]
+fn late_frames_for_an_ended_transfer_are_ignored() {
+    let now = Instant::now();
+    let mut server = receiving(now, 1000);
+    server.cancel(now, 0, Code::CANCELLED, "no").unwrap();
+    error_sent(&mut server);
+    // Data that was in flight when the cancel went out.
+    server.handle_input(
+        now,
+        &encode(&[
+            Frame::Data {
+                id: 0,
+                offset: 0,
+                data: Bytes::from_static(b"late"),
+            },
+            Frame::Done {
+                id: 0,
+                hash: [0; 32],
+            },
+            Frame::Cancel {
+                id: 0,
+                code: Code::CANCELLED,
+                reason: "crossed".into(),
+            },
+        ]),
+    );
+    assert!(server.is_open());
+    assert_eq!(error_sent(&mut server), None);
+}
+
+#[test]
+fn hash_mismatch_fails_the_transfer_not_the_connection() {
+    let now = Instant::now();
+    let mut server = receiving(now, 4);
+    server.handle_input(
+        now,
+        &encode(&[
+            Frame::Data {
+                id: 0,
+                offset: 0,
+                data: Bytes::from_static(b"abcd"),
+            },
+            Frame::Done {
+                id: 0,
+                hash: *blake3::hash(b"abce").as_bytes(),
+            },
+        ]),
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| server.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Transfer(TransferEvent::Ended {
+            outcome: ferry_core::transfer::Outcome::Failed {
+                code: Code::HASH_MISMATCH,
+                ..
+            },
+            ..
+        })
+    )));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::Transfer(TransferEvent::Received { .. }))));
+    assert!(server.is_open());
+}
+
+#[test]
+fn oversized_handshake_is_refused_from_the_header() {
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default(), now);
+    server.handle_input(now, &PREAMBLE);
+    // A HELLO that claims 5000 bytes: over the 4096-byte handshake limit.
+    server.handle_input(now, &[0x01, 0x00, 0x00, 0x13, 0x88]);
+    assert_eq!(error_sent(&mut server), Some(Code::FRAME_TOO_LARGE));
+    assert_eq!(server.buffered_input(), 0);
+}
+
+#[test]
+fn unsupported_version_is_refused() {
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default(), now);
+    server.handle_input(now, &PREAMBLE);
+    let hello = Frame::Hello {
+        versions: vec![7, 9],
+        name: "future".into(),
+        room: "".into(),
+        token: Bytes::new(),
+    };
+    server.handle_input(now, &encode(&[hello]));
+    let mut out = BytesMut::new();
+    while let Some(b) = server.poll_transmit() {
+        out.extend_from_slice(&b);
+    }
+    let _ = out.split_to(PREAMBLE.len());
+    let frame = decode(&mut out, 1 << 20).unwrap().unwrap();
+    assert!(
+        matches!(
+            frame,
+            Frame::Refuse {
+                code: Code::VERSION_UNSUPPORTED,
+                ..
+            }
+        ),
+        "{frame:?}"
+    );
+    assert!(server.is_closed());
+}
