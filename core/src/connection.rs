@@ -1578,42 +1578,15 @@ impl Connection {
                 }
                 Ok(())
             }
-            Frame::Verified { id } => {
-                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
-                    return Ok(());
-                };
-                if !matches!(out.state, OutState::DoneSent { .. }) {
-                    return Err(Violation::UnexpectedFrame {
-                        frame: name,
-                        state: "before DONE",
-                    }
-                    .into());
-                }
-                self.transfers.remove(&id);
-                self.end(id, Outcome::Verified);
-                Ok(())
-            }
-            Frame::Failed { id, code, reason } => {
-                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
-                    return Ok(());
-                };
-                if !matches!(out.state, OutState::DoneSent { .. }) {
-                    return Err(Violation::UnexpectedFrame {
-                        frame: name,
-                        state: "before DONE",
-                    }
-                    .into());
-                }
-                self.transfers.remove(&id);
-                self.end(
-                    id,
-                    Outcome::Failed {
-                        code,
-                        reason: reason.to_string(),
-                    },
-                );
-                Ok(())
-            }
+            Frame::Verified { id } => self.finish_outgoing(name, id, Outcome::Verified),
+            Frame::Failed { id, code, reason } => self.finish_outgoing(
+                name,
+                id,
+                Outcome::Failed {
+                    code,
+                    reason: reason.to_string(),
+                },
+            ),
             Frame::Cancel { id, code, reason } => {
                 let peers = self.is_peer_id(id);
                 if self.named(name, id, peers)?.is_none() {
@@ -1637,6 +1610,28 @@ impl Connection {
             }
             .into()),
         }
+    }
+
+    /// `VERIFIED` or `FAILED` from the receiver: allowed only after our `DONE`.
+    fn finish_outgoing(
+        &mut self,
+        frame: &'static str,
+        id: TransferId,
+        outcome: Outcome,
+    ) -> Result<(), Error> {
+        let Some(Transfer::Outgoing(out)) = self.named(frame, id, false)? else {
+            return Ok(());
+        };
+        if !matches!(out.state, OutState::DoneSent { .. }) {
+            return Err(Violation::UnexpectedFrame {
+                frame,
+                state: "before DONE",
+            }
+            .into());
+        }
+        self.transfers.remove(&id);
+        self.end(id, outcome);
+        Ok(())
     }
 
     /// Asks the application for the chunks that can be used now: prefixes to
