@@ -255,7 +255,8 @@ mod tests {
     fn refuses_hostile_names() {
         use FileNameError as E;
         let long = "a".repeat(300);
-        let cases: Vec<(&str, fn(&FileNameError) -> bool)> = vec![
+        type Expect = fn(&FileNameError) -> bool;
+        let cases: Vec<(&str, Expect)> = vec![
             ("", |e| matches!(e, E::Empty)),
             (&long, |e| matches!(e, E::TooLong(300))),
             (".", |e| matches!(e, E::DotsOnly(_))),
