@@ -4,4 +4,6 @@
 pub mod code;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod text;
