@@ -66,6 +66,8 @@ pub mod connection;
 pub mod error;
 pub mod filename;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod hub;
 pub mod names;
 mod outbox;

@@ -1,0 +1,502 @@
+//! The fuzz corpus as a regression suite that runs on stable Rust.
+//!
+//! Every file under `fuzz/corpus/<target>/` goes through the harness of the
+//! same name in `ferry_core::fuzzing`: the committed seeds, and any input that
+//! once crashed a target and was added after the fix. Each target must have at
+//! least one file.
+//!
+//! The `seed-*` files are written by the ignored test below; after a change to
+//! the wire format, regenerate them with
+//!
+//! ```text
+//! cargo test -p ferry-core --test corpus -- --ignored regenerate_seeds
+//! ```
+
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use ferry_core::code::Code;
+use ferry_core::frame::{Frame, Settings};
+use ferry_core::fuzzing;
+use ferry_core::text::Text;
+
+/// A harness in `ferry_core::fuzzing`: it panics when it finds a bug.
+type Harness = fn(&[u8]);
+
+/// Every fuzz target, by the name of its file in `fuzz/fuzz_targets/`.
+const TARGETS: &[(&str, Harness)] = &[
+    ("frame_decode", fuzzing::frame_decode),
+    // The core reads no clock: the hub harness is handed an instant.
+    ("hub_session", |data| {
+        fuzzing::hub_session(data, Instant::now())
+    }),
+    ("file_name", fuzzing::file_name),
+];
+
+fn corpus_dir(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+#[test]
+fn every_target_has_a_harness_here() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
+    let mut on_disk: Vec<String> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = TARGETS.iter().map(|(name, _)| name.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "fuzz/fuzz_targets/ and TARGETS in core/tests/corpus.rs disagree"
+    );
+}
+
+#[test]
+fn corpus_passes_every_harness() {
+    for &(target, harness) in TARGETS {
+        let dir = corpus_dir(target);
+        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot read corpus {}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.is_file())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "corpus {} is empty", dir.display());
+        let mut failed = Vec::new();
+        for file in &files {
+            let data = fs::read(file).unwrap();
+            if catch_unwind(AssertUnwindSafe(|| harness(&data))).is_err() {
+                failed.push(file.display().to_string());
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{target}: {} of {} corpus files fail:\n  {}",
+            failed.len(),
+            files.len(),
+            failed.join("\n  ")
+        );
+        println!("{target}: {} corpus files pass", files.len());
+    }
+}
+
+/// Rewrites `fuzz/corpus/frame_decode/seed-*`. The output is deterministic,
+/// so running it without a wire-format change leaves the files as they are.
+#[test]
+#[ignore = "writes files; run by hand after a wire-format change"]
+fn regenerate_seeds() {
+    for (target, seeds) in [
+        ("frame_decode", frame_decode_seeds()),
+        ("hub_session", hub_session_seeds()),
+        ("file_name", file_name_seeds()),
+    ] {
+        let dir = corpus_dir(target);
+        fs::create_dir_all(&dir).unwrap();
+        for (name, data) in seeds {
+            fs::write(dir.join(format!("seed-{name}")), data).unwrap();
+        }
+    }
+}
+
+/// One operation of [`fuzzing::hub_session`]: `frames` arrive from `client`.
+fn arrive(client: u8, frames: &[Frame]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    for frame in frames {
+        frame.encode(&mut body).unwrap();
+    }
+    // Operations carry at most 255 bytes: longer input arrives in pieces.
+    body.chunks(255)
+        .flat_map(|piece| [&[0, client, piece.len() as u8][..], piece].concat())
+        .collect()
+}
+
+/// Time passes: `millis` (below 65,536) and a timer check.
+fn wait(millis: u16) -> Vec<u8> {
+    [&[2, 0, 2][..], &millis.to_be_bytes()].concat()
+}
+
+fn hub_session_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    const HANDSHAKE: u8 = 1;
+    let hash = |b: &[u8]| *blake3::hash(b).as_bytes();
+    let chat = [
+        vec![HANDSHAKE],
+        arrive(
+            0,
+            &[Frame::Say {
+                text: text("hi all"),
+            }],
+        ),
+        arrive(1, &[Frame::Who]),
+        arrive(
+            2,
+            &[Frame::DirectTo {
+                to: text("USER0"),
+                text: text("psst"),
+            }],
+        ),
+        wait(20_000),
+        arrive(3, &[Frame::Ping { nonce: 9 }, Frame::Bye]),
+        vec![3, 1, 0],
+    ]
+    .concat();
+    let upload = [
+        vec![HANDSHAKE],
+        arrive(
+            0,
+            &[
+                Frame::Offer {
+                    id: 0,
+                    size: 10,
+                    name: text("notes.txt"),
+                    peer: Text::new(),
+                },
+                Frame::Data {
+                    id: 0,
+                    offset: 0,
+                    data: Bytes::from_static(b"0123456789"),
+                },
+                Frame::Done {
+                    id: 0,
+                    hash: hash(b"0123456789"),
+                },
+            ],
+        ),
+    ]
+    .concat();
+    let relay = [
+        vec![HANDSHAKE],
+        arrive(
+            0,
+            &[Frame::Offer {
+                id: 0,
+                size: 4,
+                name: text("a.txt"),
+                peer: text("user1"),
+            }],
+        ),
+        arrive(
+            1,
+            &[Frame::Accept {
+                id: 1,
+                offset: 0,
+                window: 1 << 20,
+                prefix_hash: hash(b""),
+            }],
+        ),
+        arrive(
+            0,
+            &[Frame::Data {
+                id: 0,
+                offset: 0,
+                data: Bytes::from_static(b"abcd"),
+            }],
+        ),
+        arrive(1, &[Frame::Credit { id: 1, written: 4 }]),
+        arrive(
+            0,
+            &[Frame::Done {
+                id: 0,
+                hash: hash(b"abcd"),
+            }],
+        ),
+        arrive(1, &[Frame::Verified { id: 1 }]),
+    ]
+    .concat();
+    let mut raw_hello = BytesMut::from(&ferry_core::frame::PREAMBLE[..]);
+    Frame::Hello {
+        versions: vec![1],
+        name: text("late"),
+        room: text("den"),
+        token: Bytes::new(),
+    }
+    .encode(&mut raw_hello)
+    .unwrap();
+    let (first, second) = raw_hello.split_at(11);
+    let handshake_in_pieces = [
+        vec![0],
+        [&[0, 0, first.len() as u8][..], first].concat(),
+        wait(5_000),
+        [&[1, 0, second.len() as u8][..], second].concat(),
+        wait(40_000),
+    ]
+    .concat();
+    let garbage = [vec![HANDSHAKE], vec![0, 2, 8], b"\x30\0\0\0\0junk".to_vec()].concat();
+    vec![
+        ("chat", chat),
+        ("upload", upload),
+        ("relay", relay),
+        ("handshake-in-pieces", handshake_in_pieces),
+        ("garbage", garbage),
+    ]
+}
+
+fn file_name_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    [
+        ("plain", "report.pdf"),
+        ("unicode", "报告 2024.pdf"),
+        ("traversal", "../../etc/passwd"),
+        ("windows", "C:\\Windows\\aux.txt"),
+        ("device", "COM1 .txt"),
+        ("escape", "\u{1b}[31mred"),
+        ("bidi", "\u{202e}fdp.exe"),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, text.as_bytes().to_vec()))
+    .collect()
+}
+
+/// The selector byte for [`fuzzing::frame_decode`]: a body limit of
+/// `1 << limit_log2` bytes, the stream fed in `piece`-byte pieces.
+fn selector(limit_log2: u8, piece: u8) -> u8 {
+    assert!(limit_log2 <= 20 && piece >= 1);
+    (21 * (piece - 1))
+        .checked_add(limit_log2)
+        .expect("limit and piece size fit in the selector byte")
+}
+
+fn seed(limit_log2: u8, piece: u8, frames: &[Frame]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&[selector(limit_log2, piece)]);
+    for frame in frames {
+        frame.encode(&mut out).unwrap();
+    }
+    out.to_vec()
+}
+
+fn text(s: &'static str) -> Text {
+    Text::from_static(s)
+}
+
+fn frame_decode_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let chat = vec![
+        Frame::Say {
+            text: text("hello, room!"),
+        },
+        Frame::Message {
+            seq: 1,
+            from: text("alice"),
+            text: text("hello, room!"),
+        },
+        Frame::Joined {
+            seq: 2,
+            name: text("bob"),
+        },
+        Frame::Who,
+        Frame::Members {
+            names: vec![text("alice"), text("bob")],
+        },
+        Frame::DirectTo {
+            to: text("bob"),
+            text: text("psst"),
+        },
+        Frame::DirectFrom {
+            from: text("alice"),
+            text: text("psst"),
+        },
+        Frame::Bounce {
+            code: Code::NO_SUCH_USER,
+            reason: text("no user carol"),
+        },
+        Frame::Left {
+            seq: 3,
+            name: text("bob"),
+            code: Code::QUIT,
+        },
+    ];
+    let transfer = vec![
+        Frame::Offer {
+            id: 2,
+            size: 10,
+            name: text("notes.txt"),
+            peer: text("bob"),
+        },
+        Frame::Accept {
+            id: 2,
+            offset: 4,
+            window: 1 << 20,
+            prefix_hash: *blake3::hash(b"0123").as_bytes(),
+        },
+        Frame::Data {
+            id: 2,
+            offset: 4,
+            data: Bytes::from_static(b"456789"),
+        },
+        Frame::Credit { id: 2, written: 10 },
+        Frame::Done {
+            id: 2,
+            hash: *blake3::hash(b"0123456789").as_bytes(),
+        },
+        Frame::Verified { id: 2 },
+    ];
+    let big_chunk: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let mut partial = seed(
+        16,
+        1,
+        &[Frame::Ping {
+            nonce: 0x0123_4567_89ab_cdef,
+        }],
+    );
+    let cut = partial.len() - 3;
+    partial.truncate(cut);
+
+    vec![
+        (
+            "handshake",
+            seed(
+                16,
+                1,
+                &[
+                    Frame::Hello {
+                        versions: vec![1, 2],
+                        name: text("alice"),
+                        room: text("lobby"),
+                        token: Bytes::from_static(b"secret"),
+                    },
+                    Frame::Welcome {
+                        version: 1,
+                        name: text("alice"),
+                        room: text("lobby"),
+                        settings: Settings {
+                            max_frame: 1 << 20,
+                            max_message: 4096,
+                            chunk_size: 1 << 16,
+                            window: 1 << 22,
+                            idle_timeout_ms: 60_000,
+                        },
+                    },
+                ],
+            ),
+        ),
+        (
+            "refuse",
+            seed(
+                10,
+                3,
+                &[Frame::Refuse {
+                    code: Code::NAME_TAKEN,
+                    reason: text("alice is taken"),
+                }],
+            ),
+        ),
+        (
+            "keepalive",
+            seed(
+                8,
+                2,
+                &[
+                    Frame::Ping { nonce: 7 },
+                    Frame::Pong { nonce: 7 },
+                    Frame::Bye,
+                ],
+            ),
+        ),
+        (
+            "error",
+            seed(
+                12,
+                5,
+                &[Frame::Error {
+                    code: Code::MALFORMED,
+                    reason: text("MESSAGE frame truncated"),
+                }],
+            ),
+        ),
+        ("chat", seed(12, 4, &chat)),
+        (
+            "chat-unicode",
+            seed(
+                14,
+                12,
+                &[Frame::Message {
+                    seq: u64::MAX,
+                    from: text("zoë"),
+                    text: text("héllo ⛴ 🚢"),
+                }],
+            ),
+        ),
+        ("transfer", seed(20, 7, &transfer)),
+        (
+            "transfer-refused",
+            seed(
+                16,
+                2,
+                &[
+                    Frame::Reject {
+                        id: 3,
+                        code: Code::FILE_TOO_LARGE,
+                        reason: text("over 1 GiB"),
+                    },
+                    Frame::Failed {
+                        id: 5,
+                        code: Code::HASH_MISMATCH,
+                        reason: text("hash mismatch"),
+                    },
+                    Frame::Cancel {
+                        id: 7,
+                        code: Code::CANCELLED,
+                        reason: text("user cancelled"),
+                    },
+                ],
+            ),
+        ),
+        (
+            "data-1000",
+            seed(
+                10,
+                11,
+                &[Frame::Data {
+                    id: 4,
+                    offset: 1 << 33,
+                    data: Bytes::from(big_chunk),
+                }],
+            ),
+        ),
+        (
+            "extension",
+            seed(
+                8,
+                1,
+                &[
+                    Frame::Extension {
+                        frame_type: 0x80,
+                        body: Bytes::from_static(b"opaque"),
+                    },
+                    Frame::Extension {
+                        frame_type: 0xff,
+                        body: Bytes::new(),
+                    },
+                    Frame::Who,
+                ],
+            ),
+        ),
+        // A frame over the 16-byte limit after one that fits.
+        (
+            "over-limit",
+            seed(
+                4,
+                1,
+                &[
+                    Frame::Bye,
+                    Frame::Say {
+                        text: text("this is longer than sixteen bytes"),
+                    },
+                ],
+            ),
+        ),
+        // A whole frame, then one cut 3 bytes short.
+        ("partial", {
+            let mut data = seed(16, 1, &[Frame::Who]);
+            data.extend_from_slice(&partial[1..]);
+            data
+        }),
+    ]
+}
