@@ -198,7 +198,11 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
         match op % 4 {
             0 | 1 => hub.handle_input(id, now, bytes),
             2 => {
-                let ms = bytes.iter().fold(0u64, |acc, &b| acc * 256 + u64::from(b)) % 100_000;
+                let ms = bytes
+                    .iter()
+                    .take(4)
+                    .fold(0u64, |acc, &b| acc << 8 | u64::from(b))
+                    % 100_000;
                 now += Duration::from_millis(ms);
                 hub.handle_timeout(now);
             }
