@@ -20,7 +20,11 @@ impl Text {
 
     /// Wraps `bytes` if they are valid UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
-        std::str::from_utf8(&bytes)?;
+        // Chat is mostly ASCII, and the ASCII check is far cheaper than full
+        // validation on short strings.
+        if !bytes.is_ascii() {
+            std::str::from_utf8(&bytes)?;
+        }
         Ok(Text(bytes))
     }
 
