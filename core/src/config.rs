@@ -12,7 +12,8 @@ pub struct Config {
     /// Largest frame body accepted before the handshake completes.
     pub handshake_max_frame: u32,
     /// Largest chat message text in bytes (the server's cap; a client learns
-    /// the server's from `WELCOME`).
+    /// the server's from `WELCOME`). Strings on the wire carry a 16-bit
+    /// length, so anything above 65,535 counts as 65,535.
     pub max_message: u32,
     /// Largest `DATA` payload this side sends (capped by the peer's limit).
     pub chunk_size: u32,
@@ -51,7 +52,7 @@ impl Config {
     pub fn settings(&self) -> Settings {
         Settings {
             max_frame: self.max_frame,
-            max_message: self.max_message,
+            max_message: self.max_message.min(u32::from(u16::MAX)),
             chunk_size: self.effective_chunk_size(self.max_frame),
             window: self.window,
             idle_timeout_ms: u32::try_from(self.idle_timeout.as_millis()).unwrap_or(u32::MAX),

@@ -217,19 +217,22 @@ pub struct Connection {
 
 impl Connection {
     /// A client connection that will ask to join as `config.name`. The
-    /// preamble and `HELLO` are queued at once.
+    /// preamble and `HELLO` are queued at once. (A name, room or token too
+    /// long to encode closes it at once, with [`Event::Closed`].)
     pub fn client(config: ClientConfig, now: Instant) -> Connection {
         let mut conn = Connection::new(Role::Client, config.connection, now);
         conn.send_preamble();
-        conn.queue(
-            &Frame::Hello {
-                versions: vec![VERSION],
-                name: Text::from(config.name),
-                room: Text::from(config.room),
-                token: Bytes::from(config.token),
-            },
-            now,
-        );
+        let hello = Frame::Hello {
+            versions: vec![VERSION],
+            name: Text::from(config.name),
+            room: Text::from(config.room),
+            token: Bytes::from(config.token),
+        };
+        let mut encoded = BytesMut::new();
+        match hello.encode(&mut encoded) {
+            Ok(()) => conn.outbox.push_encoded(encoded.freeze()),
+            Err(e) => conn.close(Code::NAME_INVALID, e.to_string(), false),
+        }
         conn
     }
 

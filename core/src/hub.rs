@@ -332,7 +332,7 @@ impl Hub {
     /// Says `text` to `room` as the server itself (`from` empty). An empty
     /// `room` means every room.
     pub fn announce(&mut self, now: Instant, room: &str, text: &str) -> Result<(), Misuse> {
-        let max = self.config.connection.max_message as usize;
+        let max = self.config.connection.settings().max_message as usize;
         if text.len() > max {
             return Err(Misuse::MessageTooLong {
                 len: text.len(),
@@ -667,7 +667,7 @@ impl Hub {
     }
 
     fn within_message_cap(&mut self, id: ClientId, now: Instant, text: &Text) -> bool {
-        let max = self.config.connection.max_message as usize;
+        let max = self.config.connection.settings().max_message as usize;
         if text.len() <= max {
             return true;
         }

@@ -333,3 +333,18 @@ fn unsupported_version_is_refused() {
     );
     assert!(server.is_closed());
 }
+
+#[test]
+fn a_hello_too_long_to_encode_closes_the_client_at_once() {
+    let now = Instant::now();
+    let mut client = Connection::client(ferry_core::ClientConfig::new("x".repeat(70_000)), now);
+    assert!(client.is_closed());
+    assert!(matches!(
+        client.poll_event(),
+        Some(Event::Closed {
+            code: Code::NAME_INVALID,
+            by_peer: false,
+            ..
+        })
+    ));
+}
