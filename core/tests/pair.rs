@@ -264,7 +264,19 @@ fn several_transfers_interleaved_with_chat() {
 
 #[test]
 fn cancel_by_sender_and_by_receiver() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in [
+        Split::Whole,
+        Split::Random {
+            seed: 77,
+            max: 20_000,
+        },
+    ] {
+        cancel_by_sender_and_by_receiver_with(split);
+    }
+}
+
+fn cancel_by_sender_and_by_receiver_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     let data = file_bytes(8 << 20, 1);
@@ -324,7 +336,13 @@ fn cancel_by_sender_and_by_receiver() {
 
 #[test]
 fn rejected_offers() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in splits() {
+        rejected_offers_with(split);
+    }
+}
+
+fn rejected_offers_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     net.peers[b].disk.policy = Some(OfferPolicy::Reject);
@@ -390,7 +408,19 @@ fn unsafe_file_name_is_rejected_by_receiver() {
 
 #[test]
 fn corrupted_chunk_is_detected_at_the_end() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in [
+        Split::Whole,
+        Split::Random {
+            seed: 77,
+            max: 20_000,
+        },
+    ] {
+        corrupted_chunk_is_detected_at_the_end_with(split);
+    }
+}
+
+fn corrupted_chunk_is_detected_at_the_end_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let data = file_bytes(1 << 20, 11);
     let start = net.peers[a].up.passed;
@@ -487,7 +517,19 @@ fn dropped_connection_resumes_to_the_same_verified_file() {
 
 #[test]
 fn resume_of_a_relayed_transfer_checks_the_prefix() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in [
+        Split::Whole,
+        Split::Random {
+            seed: 77,
+            max: 20_000,
+        },
+    ] {
+        resume_of_a_relayed_transfer_checks_the_prefix_with(split);
+    }
+}
+
+fn resume_of_a_relayed_transfer_checks_the_prefix_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     let data = file_bytes(2 << 20, 33);
@@ -523,7 +565,13 @@ fn resume_of_a_relayed_transfer_checks_the_prefix() {
 
 #[test]
 fn idle_client_is_kept_alive_by_pings() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in splits() {
+        idle_client_is_kept_alive_by_pings_with(split);
+    }
+}
+
+fn idle_client_is_kept_alive_by_pings_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     net.run_for(Duration::from_secs(300));
     assert!(net.peers[a].conn.is_open());
@@ -536,7 +584,13 @@ fn idle_client_is_kept_alive_by_pings() {
 
 #[test]
 fn silent_client_times_out() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in splits() {
+        silent_client_times_out_with(split);
+    }
+}
+
+fn silent_client_times_out_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     // Alice's machine vanishes: nothing more arrives from her.
@@ -609,7 +663,19 @@ fn client_notices_a_dead_server() {
 
 #[test]
 fn slow_reader_is_dropped_while_the_others_carry_on() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in [
+        Split::Whole,
+        Split::Random {
+            seed: 77,
+            max: 20_000,
+        },
+    ] {
+        slow_reader_is_dropped_while_the_others_carry_on_with(split);
+    }
+}
+
+fn slow_reader_is_dropped_while_the_others_carry_on_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     let c = net.join("carol");
@@ -643,7 +709,19 @@ fn slow_reader_is_dropped_while_the_others_carry_on() {
 
 #[test]
 fn relay_holds_at_most_a_window_while_the_receiver_is_slow() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in [
+        Split::Whole,
+        Split::Random {
+            seed: 77,
+            max: 20_000,
+        },
+    ] {
+        relay_holds_at_most_a_window_while_the_receiver_is_slow_with(split);
+    }
+}
+
+fn relay_holds_at_most_a_window_while_the_receiver_is_slow_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     let window = config().connection.window as usize;
@@ -675,7 +753,13 @@ fn relay_holds_at_most_a_window_while_the_receiver_is_slow() {
 
 #[test]
 fn flooding_client_is_dropped() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in splits() {
+        flooding_client_is_dropped_with(split);
+    }
+}
+
+fn flooding_client_is_dropped_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.join("bob");
     for i in 0..30 {
@@ -740,7 +824,13 @@ fn garbage_is_told_why_and_others_carry_on() {
 
 #[test]
 fn server_announcement_and_shutdown() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in splits() {
+        server_announcement_and_shutdown_with(split);
+    }
+}
+
+fn server_announcement_and_shutdown_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let now = net.now;
     net.hub.announce(now, "", "maintenance at noon").unwrap();
@@ -753,7 +843,13 @@ fn server_announcement_and_shutdown() {
 
 #[test]
 fn rooms_are_separate() {
-    let mut net = Net::new(config(), Split::Whole);
+    for split in splits() {
+        rooms_are_separate_with(split);
+    }
+}
+
+fn rooms_are_separate_with(split: Split) {
+    let mut net = Net::new(config(), split);
     let a = net.join("alice");
     let b = net.connect(ClientConfig::new("bob").room("Kitchen"));
     let alice_too = net.connect(ClientConfig::new("ALICE").room("kitchen"));
@@ -859,5 +955,39 @@ proptest! {
             break;
         }
         prop_assert_eq!(stored(&net), Some(data));
+    }
+}
+
+#[test]
+fn the_server_offers_a_file_of_its_own() {
+    for split in splits() {
+        let mut net = Net::new(config(), split);
+        let a = net.join("alice");
+        let data = file_bytes(300_000, 4);
+        let client = net.peers[a].client;
+        let now = net.now;
+        let id = net
+            .hub
+            .offer_file(client, now, "motd.txt", data.len() as u64)
+            .unwrap();
+        net.hub_sending
+            .insert((client, id), bytes::Bytes::from(data.clone()));
+        net.run();
+        let offers = net.peers[a].offers();
+        assert_eq!(
+            offers,
+            vec![(id, "motd.txt".to_string(), 300_000, String::new())]
+        );
+        assert_eq!(net.peers[a].disk.stored["motd.txt"], data);
+        assert!(net.hub_events.iter().any(|e| matches!(
+            e,
+            HubEvent::Transfer {
+                event: TransferEvent::Ended {
+                    outcome: Outcome::Verified,
+                    ..
+                },
+                ..
+            }
+        )));
     }
 }

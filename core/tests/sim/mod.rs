@@ -248,6 +248,8 @@ pub struct Net {
     pub inbox: Disk,
     /// Inbox transfers: (client, transfer id) → name.
     inbox_names: HashMap<(ClientId, u32), String>,
+    /// Files the hub itself sends: (client, transfer id) → contents.
+    pub hub_sending: HashMap<(ClientId, u32), Bytes>,
     split: Split,
     /// Peak of bytes the hub held for any client (control, data).
     pub peak_queued: (usize, usize),
@@ -264,6 +266,7 @@ impl Net {
             hub_events: Vec::new(),
             inbox: Disk::new(),
             inbox_names: HashMap::new(),
+            hub_sending: HashMap::new(),
             split,
             peak_queued: (0, 0),
         }
@@ -460,9 +463,14 @@ impl Net {
                         _ => {}
                     },
                     TransferEvent::NeedChunk { id, offset, len } => {
-                        let name = &self.inbox_names[&(client, id)];
                         let range = offset as usize..(offset + u64::from(len)) as usize;
-                        let chunk = Bytes::copy_from_slice(&self.inbox.partial[name][range]);
+                        let chunk = match self.hub_sending.get(&(client, id)) {
+                            Some(file) => file.slice(range),
+                            None => {
+                                let name = &self.inbox_names[&(client, id)];
+                                Bytes::copy_from_slice(&self.inbox.partial[name][range])
+                            }
+                        };
                         self.hub
                             .supply_chunk(client, now, id, offset, chunk)
                             .unwrap();
