@@ -1,0 +1,331 @@
+//! The receiving folder: partial files, resume, and the final move.
+
+use bytes::{Bytes, BytesMut};
+use ferry_core::filename::check_file_name;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Appended to a file's name while it is being received.
+pub const PART_SUFFIX: &str = ".part";
+
+/// The folder files are received into.
+///
+/// Cloning gives another handle on the same folder; the handles share the
+/// set of partial files in use, so two transfers of the same name at once
+/// never write into the same `.part` file.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    dir: PathBuf,
+    overwrite: bool,
+    in_use: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Inbox {
+    /// Opens `dir`, creating it if missing, and checks that files can be
+    /// created in it. Errors name the folder and say what is wrong.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Inbox> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create inbox {}: {e}", dir.display()),
+            )
+        })?;
+        let probe = dir.join(format!(".ferry-write-test-{}", std::process::id()));
+        File::create(&probe).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("inbox {} is not writable: {e}", dir.display()),
+            )
+        })?;
+        // Best effort: the probe is empty and named as ours.
+        let _ = fs::remove_file(&probe);
+        Ok(Inbox {
+            dir,
+            overwrite: false,
+            in_use: Arc::default(),
+        })
+    }
+
+    /// Replace existing files of the same name instead of picking a free name.
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts receiving `name` (already checked by the core; checked again
+    /// here, as this is where it becomes a path). Reuses `NAME.part` from an
+    /// earlier attempt if there is one no longer than `size`; its length is
+    /// then the offset to resume from.
+    pub fn begin(&self, name: &str, size: u64) -> io::Result<Receiving> {
+        check_file_name(name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let part_name = format!("{name}{PART_SUFFIX}");
+        {
+            let mut in_use = self.lock();
+            if !in_use.insert(part_name.to_lowercase()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{name:?} is already being received"),
+                ));
+            }
+        }
+        let release = Release {
+            in_use: self.in_use.clone(),
+            key: part_name.to_lowercase(),
+        };
+        let part = self.dir.join(&part_name);
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&part)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                OpenOptions::new().read(true).write(true).open(&part)?
+            }
+            Err(e) => return Err(e),
+        };
+        let held = file.metadata()?.len();
+        let resume_from = if held <= size {
+            held
+        } else {
+            // Longer than the file on offer: not a prefix of it.
+            file.set_len(0)?;
+            0
+        };
+        Ok(Receiving {
+            dir: self.dir.clone(),
+            name: name.to_string(),
+            part,
+            file,
+            size,
+            resume_from,
+            overwrite: self.overwrite,
+            _release: release,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // A panic elsewhere while holding the lock leaves the set intact.
+        self.in_use.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Frees a partial file's name when its transfer ends.
+#[derive(Debug)]
+struct Release {
+    in_use: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        in_use.remove(&self.key);
+    }
+}
+
+/// A file being received into `NAME.part`.
+#[derive(Debug)]
+pub struct Receiving {
+    dir: PathBuf,
+    name: String,
+    part: PathBuf,
+    file: File,
+    size: u64,
+    resume_from: u64,
+    overwrite: bool,
+    _release: Release,
+}
+
+impl Receiving {
+    /// Bytes already held from an earlier attempt.
+    pub fn resume_from(&self) -> u64 {
+        self.resume_from
+    }
+
+    /// The file's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The partial file's path.
+    pub fn part_path(&self) -> &Path {
+        &self.part
+    }
+
+    /// Reads `len` bytes at `offset` of the partial file (to hash the prefix
+    /// before resuming).
+    pub fn read_at(&mut self, offset: u64, len: u32) -> io::Result<Bytes> {
+        read_exact_at(&mut self.file, offset, len)
+    }
+
+    /// Writes received bytes at `offset`.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if offset + data.len() as u64 > self.size {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "data past the announced size",
+            ));
+        }
+        self.file.seek(SeekFrom::Start(offset))?;
+        self.file.write_all(data)
+    }
+
+    /// The sender starts over: forget what was held.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.file.set_len(0)
+    }
+
+    /// Syncs the file and moves it to its final name: the name offered, or
+    /// the first free `NAME (n).EXT`, unless overwriting. Returns the path.
+    pub fn commit(self) -> io::Result<PathBuf> {
+        self.file.set_len(self.size)?;
+        self.file.sync_all()?;
+        drop(self.file);
+        let target = if self.overwrite {
+            let target = self.dir.join(&self.name);
+            fs::rename(&self.part, &target)?;
+            target
+        } else {
+            place_without_clobbering(&self.dir, &self.name, &self.part)?
+        };
+        sync_dir(&self.dir);
+        Ok(target)
+    }
+
+    /// Deletes the partial file (its contents are known to be wrong).
+    pub fn discard(self) -> io::Result<()> {
+        drop(self.file);
+        fs::remove_file(&self.part)
+    }
+}
+
+/// A file being sent.
+#[derive(Debug)]
+pub struct Sending {
+    file: File,
+    size: u64,
+}
+
+impl Sending {
+    /// Opens `path` for sending; returns it with its file name and size.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<(Sending, String, u64)> {
+        let path = path.as_ref();
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", path.display()),
+            ));
+        }
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} has no UTF-8 file name", path.display()),
+                )
+            })?
+            .to_string();
+        let size = meta.len();
+        Ok((Sending { file, size }, name, size))
+    }
+
+    /// Size when opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Reads exactly `len` bytes at `offset`; a file that shrank meanwhile is
+    /// an error.
+    pub fn read_at(&mut self, offset: u64, len: u32) -> io::Result<Bytes> {
+        read_exact_at(&mut self.file, offset, len)
+    }
+}
+
+fn read_exact_at(file: &mut File, offset: u64, len: u32) -> io::Result<Bytes> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = BytesMut::zeroed(len as usize);
+    file.read_exact(&mut buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(e.kind(), "the file got shorter while being sent")
+        } else {
+            e
+        }
+    })?;
+    Ok(buf.freeze())
+}
+
+/// `NAME`, or the first `NAME (n).EXT` that no file in `dir` has, ignoring
+/// case (so that case-insensitive file systems and users see no clash).
+pub fn free_name(dir: &Path, name: &str) -> io::Result<String> {
+    let taken: HashSet<String> = fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .map(|n| n.to_lowercase())
+        .collect();
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    (0..100_000u32)
+        .map(|n| match n {
+            0 => name.to_string(),
+            n => format!("{stem} ({n}){ext}"),
+        })
+        .find(|candidate| !taken.contains(&candidate.to_lowercase()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("no free name for {name:?}"),
+            )
+        })
+}
+
+/// Moves `part` to a free name in `dir` without ever replacing a file,
+/// even one created at the same moment by someone else.
+fn place_without_clobbering(dir: &Path, name: &str, part: &Path) -> io::Result<PathBuf> {
+    for _ in 0..1000 {
+        let target = dir.join(free_name(dir, name)?);
+        // A hard link fails if the target exists: the move cannot clobber.
+        match fs::hard_link(part, &target) {
+            Ok(()) => {
+                fs::remove_file(part)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(_) if !target.exists() => {
+                // File systems without hard links: a plain rename, checked.
+                fs::rename(part, &target)?;
+                return Ok(target);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free name for {name:?}"),
+    ))
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes the rename durable on Unix; elsewhere directories cannot be
+    // opened this way, and the rename is as durable as it gets.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

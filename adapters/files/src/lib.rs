@@ -1,0 +1,32 @@
+//! Files on disk for ferry's runtime adapters, written once and shared by
+//! all of them.
+//!
+//! [`FileTransfers`] answers a connection's
+//! [`TransferEvent`](ferry_core::transfer::TransferEvent)s with file I/O:
+//! it reads the chunks a sender is asked for, writes received chunks into
+//! `NAME.part` inside the receiving folder, and once the core has checked the
+//! BLAKE3 hash, syncs the file and moves it to its final name, picking a free
+//! one (`report (1).pdf`) unless told to overwrite. A partial file stays for a
+//! later resume and never appears under the final name. Memory stays flat:
+//! data moves one chunk at a time.
+//!
+//! The protocol decisions stay in `ferry-core`; this crate only does what the
+//! core asks, through [`TransferControl`], which both
+//! [`Connection`](ferry_core::Connection) and a hub client implement.
+//!
+//! # Example
+//!
+//! ```
+//! use ferry_files::{FileTransfers, Inbox, OfferPolicy};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let inbox = Inbox::open(dir.path()).unwrap();
+//! let transfers = FileTransfers::new(Some(inbox), OfferPolicy::Accept);
+//! assert_eq!(transfers.open_count(), 0);
+//! ```
+
+mod inbox;
+mod transfers;
+
+pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};
+pub use transfers::{FileTransfers, HubClient, OfferPolicy, Report, TransferControl};

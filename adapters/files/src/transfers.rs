@@ -1,0 +1,403 @@
+//! Answering a connection's transfer events with file I/O.
+
+use crate::inbox::{Inbox, Receiving, Sending};
+use bytes::Bytes;
+use ferry_core::frame::TransferId;
+use ferry_core::transfer::{Outcome, TransferEvent};
+use ferry_core::{ClientId, Code, Connection, Hub, Misuse, Text};
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The transfer commands of a connection, whether it stands alone
+/// ([`Connection`]) or belongs to a hub ([`HubClient`]).
+pub trait TransferControl {
+    /// See [`Connection::accept`].
+    fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse>;
+    /// See [`Connection::reject`].
+    fn reject(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse>;
+    /// See [`Connection::cancel`].
+    fn cancel(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse>;
+    /// See [`Connection::supply_chunk`].
+    fn supply_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse>;
+    /// See [`Connection::confirm_written`].
+    fn confirm_written(&mut self, now: Instant, id: TransferId, upto: u64) -> Result<(), Misuse>;
+    /// See [`Connection::finish_receive`].
+    fn finish_receive(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        result: Result<(), (Code, String)>,
+    ) -> Result<(), Misuse>;
+}
+
+impl TransferControl for Connection {
+    fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse> {
+        Connection::accept(self, now, id, resume_from)
+    }
+    fn reject(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        Connection::reject(self, now, id, code, reason)
+    }
+    fn cancel(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        Connection::cancel(self, now, id, code, reason)
+    }
+    fn supply_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        Connection::supply_chunk(self, now, id, offset, data)
+    }
+    fn confirm_written(&mut self, now: Instant, id: TransferId, upto: u64) -> Result<(), Misuse> {
+        Connection::confirm_written(self, now, id, upto)
+    }
+    fn finish_receive(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        result: Result<(), (Code, String)>,
+    ) -> Result<(), Misuse> {
+        Connection::finish_receive(self, now, id, result)
+    }
+}
+
+/// One client of a [`Hub`], for the transfers between it and the hub itself.
+#[derive(Debug)]
+pub struct HubClient<'a> {
+    /// The hub.
+    pub hub: &'a mut Hub,
+    /// The client.
+    pub client: ClientId,
+}
+
+impl TransferControl for HubClient<'_> {
+    fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse> {
+        self.hub.accept(self.client, now, id, resume_from)
+    }
+    fn reject(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        self.hub.reject(self.client, now, id, code, reason)
+    }
+    fn cancel(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        code: Code,
+        reason: &str,
+    ) -> Result<(), Misuse> {
+        self.hub.cancel(self.client, now, id, code, reason)
+    }
+    fn supply_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        self.hub.supply_chunk(self.client, now, id, offset, data)
+    }
+    fn confirm_written(&mut self, now: Instant, id: TransferId, upto: u64) -> Result<(), Misuse> {
+        self.hub.confirm_written(self.client, now, id, upto)
+    }
+    fn finish_receive(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        result: Result<(), (Code, String)>,
+    ) -> Result<(), Misuse> {
+        self.hub.finish_receive(self.client, now, id, result)
+    }
+}
+
+/// Whether incoming offers are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferPolicy {
+    /// Accept every offer with a safe name into the inbox (resuming partials).
+    Accept,
+    /// Decline every offer.
+    Reject,
+}
+
+/// What happened to a transfer, for logs and progress bars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Report {
+    /// An offer arrived and was accepted (resuming at `resume_from`) or not.
+    Offered {
+        /// The transfer.
+        id: TransferId,
+        /// File name.
+        name: Text,
+        /// Size in bytes.
+        size: u64,
+        /// Who sends it (empty: the server).
+        peer: Text,
+        /// `Some(offset)` when accepted.
+        accepted: Option<u64>,
+    },
+    /// Our offer was accepted; data flows from `offset`.
+    Accepted {
+        /// The transfer.
+        id: TransferId,
+        /// Resume offset the receiver asked for.
+        offset: u64,
+    },
+    /// Bytes confirmed by the receiver (sending) or stored (receiving).
+    Progress {
+        /// The transfer.
+        id: TransferId,
+        /// Bytes done.
+        done: u64,
+        /// Of this many.
+        size: u64,
+    },
+    /// A received file was verified and stored at `path`.
+    Saved {
+        /// The transfer.
+        id: TransferId,
+        /// Where it is.
+        path: PathBuf,
+    },
+    /// Reading or writing a file failed here; the transfer was cancelled.
+    LocalError {
+        /// The transfer.
+        id: TransferId,
+        /// What went wrong.
+        error: String,
+    },
+    /// The transfer is over.
+    Finished {
+        /// The transfer.
+        id: TransferId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+}
+
+/// The files of one connection's transfers, in both directions.
+#[derive(Debug)]
+pub struct FileTransfers {
+    inbox: Option<Inbox>,
+    policy: OfferPolicy,
+    receiving: HashMap<TransferId, (Receiving, u64)>,
+    sending: HashMap<TransferId, Sending>,
+}
+
+impl FileTransfers {
+    /// Receives into `inbox` (offers are declined without one) according to
+    /// `policy`.
+    pub fn new(inbox: Option<Inbox>, policy: OfferPolicy) -> Self {
+        FileTransfers {
+            inbox,
+            policy,
+            receiving: HashMap::new(),
+            sending: HashMap::new(),
+        }
+    }
+
+    /// Transfers with a file open.
+    pub fn open_count(&self) -> usize {
+        self.receiving.len() + self.sending.len()
+    }
+
+    /// Registers the file behind an offer just made with `offer_file`.
+    pub fn register_send(&mut self, id: TransferId, file: Sending) {
+        self.sending.insert(id, file);
+    }
+
+    /// Answers `event` with file I/O and commands to `ctl`. Returns what a
+    /// user may want to see.
+    pub fn handle(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        event: TransferEvent,
+    ) -> Option<Report> {
+        match event {
+            TransferEvent::Offered {
+                id,
+                name,
+                size,
+                peer,
+            } => {
+                let accepted = self.on_offer(ctl, now, id, &name, size);
+                Some(Report::Offered {
+                    id,
+                    name,
+                    size,
+                    peer,
+                    accepted,
+                })
+            }
+            TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
+            TransferEvent::NeedChunk { id, offset, len } => {
+                let read = if let Some(file) = self.sending.get_mut(&id) {
+                    file.read_at(offset, len)
+                } else if let Some((rx, _)) = self.receiving.get_mut(&id) {
+                    rx.read_at(offset, len)
+                } else {
+                    return None;
+                };
+                match read {
+                    Ok(data) => {
+                        // Fails only if the transfer already ended, when the
+                        // chunk is moot.
+                        let _ = ctl.supply_chunk(now, id, offset, data);
+                        None
+                    }
+                    Err(e) => Some(self.fail(ctl, now, id, e)),
+                }
+            }
+            TransferEvent::Chunk { id, offset, data } => {
+                let (rx, size) = self.receiving.get_mut(&id)?;
+                let size = *size;
+                let end = offset + data.len() as u64;
+                match rx.write_at(offset, &data) {
+                    Ok(()) => {
+                        let _ = ctl.confirm_written(now, id, end);
+                        Some(Report::Progress {
+                            id,
+                            done: end,
+                            size,
+                        })
+                    }
+                    Err(e) => Some(self.fail(ctl, now, id, e)),
+                }
+            }
+            TransferEvent::Restarted { id } => {
+                let (rx, _) = self.receiving.get_mut(&id)?;
+                match rx.restart() {
+                    Ok(()) => None,
+                    Err(e) => Some(self.fail(ctl, now, id, e)),
+                }
+            }
+            TransferEvent::Progress {
+                id,
+                confirmed,
+                size,
+            } => Some(Report::Progress {
+                id,
+                done: confirmed,
+                size,
+            }),
+            TransferEvent::Received { id, .. } => {
+                let (rx, _) = self.receiving.remove(&id)?;
+                match rx.commit() {
+                    Ok(path) => {
+                        let _ = ctl.finish_receive(now, id, Ok(()));
+                        Some(Report::Saved { id, path })
+                    }
+                    Err(e) => {
+                        let error = format!("cannot store the file: {e}");
+                        let _ = ctl.finish_receive(now, id, Err((Code::IO_ERROR, error.clone())));
+                        Some(Report::LocalError { id, error })
+                    }
+                }
+            }
+            TransferEvent::Ended { id, outcome } => {
+                self.sending.remove(&id);
+                if let Some((rx, _)) = self.receiving.remove(&id) {
+                    // Wrong bytes are no base for a resume; anything else
+                    // (a cancel, a dropped link) keeps the partial file.
+                    if matches!(
+                        outcome,
+                        Outcome::Failed {
+                            code: Code::HASH_MISMATCH,
+                            ..
+                        }
+                    ) {
+                        let _ = rx.discard();
+                    }
+                }
+                Some(Report::Finished { id, outcome })
+            }
+            _ => None,
+        }
+    }
+
+    fn on_offer(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        name: &str,
+        size: u64,
+    ) -> Option<u64> {
+        let inbox = match (&self.inbox, self.policy) {
+            (Some(inbox), OfferPolicy::Accept) => inbox,
+            _ => {
+                let _ = ctl.reject(now, id, Code::FILE_REJECTED, "not accepting files");
+                return None;
+            }
+        };
+        match inbox.begin(name, size) {
+            Ok(rx) => {
+                let resume = rx.resume_from();
+                self.receiving.insert(id, (rx, size));
+                ctl.accept(now, id, resume).ok().map(|()| resume)
+            }
+            Err(e) => {
+                let code = if e.kind() == io::ErrorKind::AlreadyExists {
+                    Code::FILE_REJECTED
+                } else {
+                    Code::IO_ERROR
+                };
+                let _ = ctl.reject(now, id, code, &e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A local read or write failed: cancel, keep any partial file.
+    fn fail(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        e: io::Error,
+    ) -> Report {
+        let error = e.to_string();
+        let _ = ctl.cancel(now, id, Code::IO_ERROR, &error);
+        self.sending.remove(&id);
+        self.receiving.remove(&id);
+        Report::LocalError { id, error }
+    }
+}
