@@ -1,5 +1,5 @@
-//! Files on disk for ferry's runtime adapters, written once and shared by
-//! all of them.
+//! What ferry's runtime adapters share, written once: files on disk, the
+//! inbox side of a server, and handles on a running server or client.
 //!
 //! [`FileTransfers`] answers a connection's
 //! [`TransferEvent`](ferry_core::transfer::TransferEvent)s with file I/O:
@@ -25,8 +25,12 @@
 //! assert_eq!(transfers.open_count(), 0);
 //! ```
 
+mod handle;
 mod inbox;
+mod server;
 mod transfers;
 
+pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
 pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};
+pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{FileTransfers, HubClient, OfferPolicy, Report, TransferControl};

@@ -1,0 +1,159 @@
+//! Handles on a server or client running in its own thread, the same for
+//! every runtime, so that the `ferry` program drives any of them alike.
+
+use crate::server::{ServerCommand, ServerNotice};
+use crate::transfers::Report;
+use ferry_core::Event;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
+
+/// Delivers a command into a runtime's loop and wakes it.
+pub type Commander<C> = Box<dyn Fn(C) + Send + Sync>;
+
+/// A server running on some runtime.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    command: Commander<ServerCommand>,
+    notices: Receiver<ServerNotice>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// For runtimes: wraps a server loop running in `thread`.
+    pub fn new(
+        local_addr: SocketAddr,
+        command: Commander<ServerCommand>,
+        notices: Receiver<ServerNotice>,
+        thread: JoinHandle<io::Result<()>>,
+    ) -> Self {
+        ServerHandle {
+            local_addr,
+            command,
+            notices,
+            thread,
+        }
+    }
+
+    /// The address it listens on (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Says `text` to every room as the server.
+    pub fn announce(&self, text: impl Into<String>) {
+        (self.command)(ServerCommand::Announce(text.into()));
+    }
+
+    /// Tells every client and stops; [`join`](Self::join) then returns.
+    pub fn shutdown(&self, reason: impl Into<String>) {
+        (self.command)(ServerCommand::Shutdown(reason.into()));
+    }
+
+    /// What the server reports, as it happens.
+    pub fn notices(&self) -> &Receiver<ServerNotice> {
+        &self.notices
+    }
+
+    /// Waits for the server to stop.
+    pub fn join(self) -> io::Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the server thread panicked")))
+    }
+}
+
+/// What a user asks of a running client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientCommand {
+    /// Say something to the room.
+    Say(String),
+    /// A direct message.
+    Direct {
+        /// Recipient.
+        to: String,
+        /// Text.
+        text: String,
+    },
+    /// Ask who is in the room.
+    Who,
+    /// Send a file to the server's inbox (`to` empty) or to a user.
+    SendFile {
+        /// The file.
+        path: PathBuf,
+        /// Recipient, empty for the inbox.
+        to: String,
+    },
+    /// Leave politely.
+    Bye,
+}
+
+/// What a running client reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientNotice {
+    /// Something from the connection (chat, membership, closing).
+    Event(Event),
+    /// Something about a file.
+    File(Report),
+    /// A command could not be carried out (file not found, not connected...).
+    Error(String),
+}
+
+/// A client running on some runtime.
+pub struct ClientHandle {
+    command: Commander<ClientCommand>,
+    notices: Receiver<ClientNotice>,
+    thread: JoinHandle<io::Result<()>>,
+}
+
+impl fmt::Debug for ClientHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientHandle").finish_non_exhaustive()
+    }
+}
+
+impl ClientHandle {
+    /// For runtimes: wraps a client loop running in `thread`.
+    pub fn new(
+        command: Commander<ClientCommand>,
+        notices: Receiver<ClientNotice>,
+        thread: JoinHandle<io::Result<()>>,
+    ) -> Self {
+        ClientHandle {
+            command,
+            notices,
+            thread,
+        }
+    }
+
+    /// Queues a command.
+    pub fn send(&self, command: ClientCommand) {
+        (self.command)(command);
+    }
+
+    /// What the client reports, as it happens. Ends (disconnects) after
+    /// the connection closed.
+    pub fn notices(&self) -> &Receiver<ClientNotice> {
+        &self.notices
+    }
+
+    /// Waits for the client to stop.
+    pub fn join(self) -> io::Result<()> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the client thread panicked")))
+    }
+}

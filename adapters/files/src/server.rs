@@ -1,0 +1,130 @@
+//! The file side of a server, and what every server runtime reports.
+
+use crate::inbox::Inbox;
+use crate::transfers::{FileTransfers, HubClient, OfferPolicy, Report};
+use ferry_core::{ClientId, Code, Hub, HubEvent, Text};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What a server runtime tells its operator (logs, the CLI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerNotice {
+    /// A client connected from `peer`.
+    Connected {
+        /// Its id in the hub.
+        client: ClientId,
+        /// Its address and port.
+        peer: SocketAddr,
+    },
+    /// A client entered a room.
+    Joined {
+        /// Its id.
+        client: ClientId,
+        /// Its name.
+        name: Text,
+        /// The room.
+        room: Text,
+    },
+    /// A client left its room.
+    Left {
+        /// Its id.
+        client: ClientId,
+        /// Its name.
+        name: Text,
+        /// Why.
+        code: Code,
+    },
+    /// A file relayed between two users started or ended.
+    Relay(HubEvent),
+    /// A transfer between a client and the server's inbox.
+    File {
+        /// The client.
+        client: ClientId,
+        /// What happened.
+        report: Report,
+    },
+    /// A connection ended.
+    Disconnected {
+        /// Its id.
+        client: ClientId,
+        /// Why.
+        code: Code,
+        /// Detail.
+        reason: String,
+    },
+}
+
+/// What an operator can ask of a running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerCommand {
+    /// Say `text` to every room as the server.
+    Announce(String),
+    /// Tell every client (`ERROR SHUTDOWN` with this reason) and stop.
+    Shutdown(String),
+}
+
+/// The inbox side of a hub: one [`FileTransfers`] per client, fed the
+/// hub's events. Every server runtime runs its hub events through this.
+#[derive(Debug)]
+pub struct HubFiles {
+    inbox: Option<Inbox>,
+    clients: HashMap<ClientId, FileTransfers>,
+}
+
+impl HubFiles {
+    /// Uploads go into `inbox`; without one they are declined.
+    pub fn new(inbox: Option<Inbox>) -> Self {
+        HubFiles {
+            inbox,
+            clients: HashMap::new(),
+        }
+    }
+
+    /// Handles one hub event (file I/O included) and says what happened.
+    /// `Closed` drops the client's open files (partials stay for resume).
+    pub fn handle(&mut self, hub: &mut Hub, now: Instant, event: HubEvent) -> Option<ServerNotice> {
+        match event {
+            HubEvent::Joined { client, name, room } => {
+                Some(ServerNotice::Joined { client, name, room })
+            }
+            HubEvent::Left {
+                client, name, code, ..
+            } => Some(ServerNotice::Left { client, name, code }),
+            HubEvent::Transfer { client, event } => {
+                let inbox = self.inbox.clone();
+                let files = self.clients.entry(client).or_insert_with(|| {
+                    let policy = if inbox.is_some() {
+                        OfferPolicy::Accept
+                    } else {
+                        OfferPolicy::Reject
+                    };
+                    FileTransfers::new(inbox, policy)
+                });
+                let mut ctl = HubClient { hub, client };
+                files
+                    .handle(&mut ctl, now, event)
+                    .map(|report| ServerNotice::File { client, report })
+            }
+            HubEvent::Closed {
+                client,
+                code,
+                reason,
+                ..
+            } => {
+                self.clients.remove(&client);
+                Some(ServerNotice::Disconnected {
+                    client,
+                    code,
+                    reason,
+                })
+            }
+            relay @ (HubEvent::RelayStarted { .. } | HubEvent::RelayEnded { .. }) => {
+                Some(ServerNotice::Relay(relay))
+            }
+            _ => None,
+        }
+    }
+}
