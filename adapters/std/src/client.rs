@@ -1,0 +1,295 @@
+//! A client on blocking sockets: one thread reads the socket, one drives
+//! the connection (commands, timers, writes, files).
+
+use ferry_core::{ClientConfig, Code, Connection, Event};
+use ferry_files::{
+    ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy, Sending,
+};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What the driver thread waits for.
+enum Input {
+    Bytes(Vec<u8>),
+    Eof,
+    Command(ClientCommand),
+}
+
+/// Connects to `addr` and runs the client on threads of its own. Received
+/// files go into `accept_files` (offers are declined without it). Fails if
+/// the connection or the handshake takes longer than `timeout`, or if the
+/// server refuses (the error says why).
+pub fn spawn_client(
+    addr: SocketAddr,
+    config: ClientConfig,
+    accept_files: Option<Inbox>,
+    timeout: Duration,
+) -> io::Result<ClientHandle> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_nodelay(true)?;
+    let (input_tx, input) = mpsc::channel();
+    let (notices_tx, notices) = mpsc::channel();
+    let reader = stream.try_clone()?;
+    let reader_tx = input_tx.clone();
+    thread::Builder::new()
+        .name("ferry-std-client-read".into())
+        .spawn(move || read_loop(reader, &reader_tx))?;
+    let deadline = Instant::now() + timeout;
+    let (welcomed_tx, welcomed) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name("ferry-std-client".into())
+        .spawn(move || {
+            let policy = if accept_files.is_some() {
+                OfferPolicy::Accept
+            } else {
+                OfferPolicy::Reject
+            };
+            let mut driver = Driver {
+                conn: Connection::client(config, Instant::now()),
+                files: FileTransfers::new(accept_files, policy),
+                stream,
+                notices: notices_tx,
+                welcomed: Some(welcomed_tx),
+            };
+            driver.run(&input, deadline)
+        })?;
+    let command = Box::new(move |c| {
+        let _ = input_tx.send(Input::Command(c));
+    });
+    match welcomed.recv_timeout(timeout + Duration::from_millis(100)) {
+        Ok(Ok(())) => Ok(ClientHandle::new(command, notices, thread)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no answer from the server in time",
+            )),
+        },
+    }
+}
+
+fn read_loop(mut stream: TcpStream, input: &Sender<Input>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                let _ = input.send(Input::Eof);
+                return;
+            }
+            Ok(n) => {
+                if input.send(Input::Bytes(buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Driver {
+    conn: Connection,
+    files: FileTransfers,
+    stream: TcpStream,
+    notices: Sender<ClientNotice>,
+    /// Told once whether the handshake succeeded.
+    welcomed: Option<Sender<io::Result<()>>>,
+}
+
+impl Driver {
+    fn run(
+        &mut self,
+        input: &mpsc::Receiver<Input>,
+        handshake_deadline: Instant,
+    ) -> io::Result<()> {
+        self.flush()?;
+        loop {
+            let now = Instant::now();
+            if self.welcomed.is_some() && now >= handshake_deadline {
+                self.handshake_failed(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server did not complete the handshake in time",
+                ));
+                let _ = self.stream.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            let deadline = self
+                .conn
+                .poll_timeout()
+                .unwrap_or(now + Duration::from_secs(3600));
+            let deadline = if self.welcomed.is_some() {
+                deadline.min(handshake_deadline)
+            } else {
+                deadline
+            };
+            match input.recv_timeout(deadline.saturating_duration_since(now)) {
+                Ok(Input::Bytes(bytes)) => self.conn.handle_input(Instant::now(), &bytes),
+                Ok(Input::Eof) | Err(RecvTimeoutError::Disconnected) => {
+                    self.conn.handle_eof(Instant::now())
+                }
+                Ok(Input::Command(command)) => self.command(command),
+                Err(RecvTimeoutError::Timeout) => self.conn.handle_timeout(Instant::now()),
+            }
+            self.events();
+            if self.flush().is_err() {
+                self.conn.handle_eof(Instant::now());
+                self.events();
+            }
+            if self.conn.is_closed() && self.conn.is_drained() {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                return Ok(());
+            }
+        }
+    }
+
+    fn command(&mut self, command: ClientCommand) {
+        let now = Instant::now();
+        let result = match command {
+            ClientCommand::Say(text) => self.conn.say(now, &text).map_err(|e| e.to_string()),
+            ClientCommand::Direct { to, text } => {
+                self.conn.direct(now, &to, &text).map_err(|e| e.to_string())
+            }
+            ClientCommand::Who => self.conn.who(now).map_err(|e| e.to_string()),
+            ClientCommand::SendFile { path, to } => match Sending::open(&path) {
+                Ok((file, name, size)) => match self.conn.offer_file(now, &name, size, &to) {
+                    Ok(id) => {
+                        self.files.register_send(id, file);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot send {}: {e}", path.display())),
+                },
+                Err(e) => Err(format!("cannot send {e}")),
+            },
+            ClientCommand::Bye => {
+                self.conn.bye(now);
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(error) = result {
+            let _ = self.notices.send(ClientNotice::Error(error));
+        }
+    }
+
+    fn events(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            let now = Instant::now();
+            match event {
+                Event::Transfer(t) => {
+                    if let Some(report) = self.files.handle(&mut self.conn, now, t) {
+                        let _ = self.notices.send(ClientNotice::File(report));
+                    }
+                }
+                Event::Welcomed { .. } => {
+                    if let Some(tx) = self.welcomed.take() {
+                        let _ = tx.send(Ok(()));
+                    }
+                    let _ = self.notices.send(ClientNotice::Event(event));
+                }
+                Event::Closed {
+                    code, ref reason, ..
+                } if self.welcomed.is_some() => {
+                    let kind = if code == Code::CONNECTION_LOST {
+                        io::ErrorKind::ConnectionAborted
+                    } else {
+                        io::ErrorKind::PermissionDenied
+                    };
+                    self.handshake_failed(io::Error::new(kind, format!("{code}: {reason}")));
+                }
+                event => {
+                    let _ = self.notices.send(ClientNotice::Event(event));
+                }
+            }
+        }
+    }
+
+    fn handshake_failed(&mut self, error: io::Error) {
+        if let Some(tx) = self.welcomed.take() {
+            let _ = tx.send(Err(error));
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while let Some(bytes) = self.conn.poll_transmit() {
+            self.stream.write_all(&bytes)?;
+            // Writing may have let the connection ask for more file data.
+            self.events();
+        }
+        Ok(())
+    }
+}
+
+/// A client whose calls block, like the seeds' blocking mode: connect with
+/// a timeout, send, wait for the next event with a timeout.
+#[derive(Debug)]
+pub struct Client {
+    handle: ClientHandle,
+}
+
+impl Client {
+    /// Connects to `addr` and joins the default room as `name`.
+    pub fn connect(addr: SocketAddr, name: &str, timeout: Duration) -> io::Result<Client> {
+        Client::connect_with(addr, ClientConfig::new(name), None, timeout)
+    }
+
+    /// Connects with full configuration, receiving files into `accept_files`.
+    pub fn connect_with(
+        addr: SocketAddr,
+        config: ClientConfig,
+        accept_files: Option<Inbox>,
+        timeout: Duration,
+    ) -> io::Result<Client> {
+        spawn_client(addr, config, accept_files, timeout).map(|handle| Client { handle })
+    }
+
+    /// Says `text` to the room.
+    pub fn say(&mut self, text: &str) -> io::Result<()> {
+        self.handle.send(ClientCommand::Say(text.into()));
+        Ok(())
+    }
+
+    /// Sends any command.
+    pub fn send(&mut self, command: ClientCommand) {
+        self.handle.send(command);
+    }
+
+    /// The next thing that happens, waiting at most `timeout`.
+    pub fn next_event(&mut self, timeout: Duration) -> io::Result<ClientNotice> {
+        self.handle
+            .notices()
+            .recv_timeout(timeout)
+            .map_err(|e| match e {
+                RecvTimeoutError::Timeout => {
+                    io::Error::new(io::ErrorKind::TimedOut, "nothing happened in time")
+                }
+                RecvTimeoutError::Disconnected => {
+                    io::Error::new(io::ErrorKind::NotConnected, "the connection is closed")
+                }
+            })
+    }
+
+    /// Waits for the next room message, as `(from, text)`, skipping other
+    /// events.
+    pub fn next_message(&mut self, timeout: Duration) -> io::Result<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let ClientNotice::Event(Event::Message { from, text, .. }) = self.next_event(left)? {
+                return Ok((from.to_string(), text.to_string()));
+            }
+        }
+    }
+
+    /// Leaves politely and waits for the connection to close.
+    pub fn bye(self) -> io::Result<()> {
+        self.handle.send(ClientCommand::Bye);
+        self.handle.join()
+    }
+
+    /// The underlying handle.
+    pub fn into_handle(self) -> ClientHandle {
+        self.handle
+    }
+}

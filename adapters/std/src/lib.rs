@@ -1,0 +1,29 @@
+//! ferry on blocking `std::net` sockets, in the style of the Qt seeds'
+//! blocking mode: a server with one thread per connection feeding one
+//! [`Hub`](ferry_core::Hub), and a client whose calls block with a timeout.
+//!
+//! Every protocol decision is ferry-core's; this crate moves bytes between
+//! sockets and the core, keeps the clock, and runs files through
+//! [`ferry_files`].
+//!
+//! # Example
+//!
+//! ```
+//! use ferry_core::HubConfig;
+//! use ferry_std::{spawn_server, Client};
+//! use std::time::Duration;
+//!
+//! let server = spawn_server("127.0.0.1:0".parse().unwrap(), HubConfig::default(), None).unwrap();
+//! let mut alice = Client::connect(server.local_addr(), "alice", Duration::from_secs(5)).unwrap();
+//! alice.say("hello").unwrap();
+//! let echo = alice.next_message(Duration::from_secs(5)).unwrap();
+//! assert_eq!(echo, ("alice".to_string(), "hello".to_string()));
+//! server.shutdown("done");
+//! server.join().unwrap();
+//! ```
+
+mod client;
+mod server;
+
+pub use client::{spawn_client, Client};
+pub use server::spawn_server;

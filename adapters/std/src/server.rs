@@ -1,0 +1,304 @@
+//! A server with one reader and one writer thread per connection, all
+//! feeding one hub behind a mutex. Writers write outside the lock, so a
+//! client that stops reading blocks only its own writer; the hub drops it
+//! when its queue fills.
+
+use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
+use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How often the timer thread looks at the hub's deadline at the least.
+const TIMER_TICK: Duration = Duration::from_millis(200);
+/// A write blocked this long means the peer is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a shutting-down server lets writers flush.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Binds `listen` (port 0 picks a free port) and serves on threads of its
+/// own: one acceptor, one timer, and a reader and a writer per client.
+pub fn spawn_server(
+    listen: SocketAddr,
+    hub: HubConfig,
+    inbox: Option<Inbox>,
+) -> io::Result<ServerHandle> {
+    let listener = TcpListener::bind(listen)?;
+    let local_addr = listener.local_addr()?;
+    let (notices_tx, notices) = mpsc::channel();
+    let state = Arc::new(State {
+        shared: Mutex::new(Shared {
+            hub: Hub::new(hub, Instant::now()),
+            files: HubFiles::new(inbox),
+            writers: HashMap::new(),
+            notices: notices_tx,
+        }),
+        stopping: AtomicBool::new(false),
+        stopped: Condvar::new(),
+        local_addr,
+    });
+    let commander_state = state.clone();
+    let command = Box::new(move |command: ServerCommand| {
+        let state = &commander_state;
+        let mut shared = state.lock();
+        let now = Instant::now();
+        match command {
+            ServerCommand::Announce(text) => {
+                if let Err(e) = shared.hub.announce(now, "", &text) {
+                    let _ = shared.notices.send(ServerNotice::Disconnected {
+                        client: ClientId(u64::MAX),
+                        code: ferry_core::Code::MESSAGE_TOO_LONG,
+                        reason: format!("announcement not sent: {e}"),
+                    });
+                }
+            }
+            ServerCommand::Shutdown(reason) => {
+                shared.hub.shutdown(now, &reason);
+                state.stopping.store(true, Ordering::SeqCst);
+                state.stopped.notify_all();
+            }
+            _ => {}
+        }
+        shared.after(now);
+    });
+    let thread = thread::Builder::new()
+        .name("ferry-std-server".into())
+        .spawn(move || run(listener, state))?;
+    Ok(ServerHandle::new(local_addr, command, notices, thread))
+}
+
+struct State {
+    shared: Mutex<Shared>,
+    stopping: AtomicBool,
+    stopped: Condvar,
+    local_addr: SocketAddr,
+}
+
+impl State {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A panicking thread leaves the hub as consistent as any other stop.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Shared {
+    hub: Hub,
+    files: HubFiles,
+    /// Wakes each client's writer; `true` asks it to finish after flushing.
+    writers: HashMap<ClientId, Sender<bool>>,
+    notices: Sender<ServerNotice>,
+}
+
+impl Shared {
+    /// After every hub call: run events through the inbox, report them, and
+    /// wake the writers of clients with bytes to send.
+    fn after(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.hub.poll_event() {
+                progressed = true;
+                let closed = match &event {
+                    HubEvent::Closed { client, .. } => Some(*client),
+                    _ => None,
+                };
+                if let Some(notice) = self.files.handle(&mut self.hub, now, event) {
+                    let _ = self.notices.send(notice);
+                }
+                if let Some(client) = closed {
+                    if let Some(writer) = self.writers.get(&client) {
+                        let _ = writer.send(true);
+                    }
+                }
+            }
+            while let Some(client) = self.hub.poll_writable() {
+                progressed = true;
+                if let Some(writer) = self.writers.get(&client) {
+                    let _ = writer.send(false);
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+}
+
+fn run(listener: TcpListener, state: Arc<State>) -> io::Result<()> {
+    let timer_state = state.clone();
+    let timer = thread::Builder::new()
+        .name("ferry-std-timer".into())
+        .spawn(move || timers(&timer_state))?;
+    for stream in listener.incoming() {
+        if state.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            // A connection that died before accept(): nothing to serve.
+            Err(_) => continue,
+        };
+        if let Err(e) = start_client(&state, stream) {
+            // Out of threads or sockets: refuse this one, keep serving.
+            eprintln!("ferry: cannot serve a new connection: {e}");
+        }
+    }
+    drop(listener);
+    // Writers are flushing the shutdown notices; give them a moment.
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while Instant::now() < deadline && !state.lock().writers.is_empty() {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = timer.join();
+    Ok(())
+}
+
+/// Fires the hub's timers; also stops the acceptor on shutdown.
+fn timers(state: &Arc<State>) {
+    let mut shared = state.lock();
+    loop {
+        if state.stopping.load(Ordering::SeqCst) {
+            drop(shared);
+            wake_acceptor(state);
+            return;
+        }
+        let now = Instant::now();
+        shared.hub.handle_timeout(now);
+        shared.after(now);
+        let wait = shared
+            .hub
+            .poll_timeout()
+            .map_or(TIMER_TICK, |at| at.saturating_duration_since(now))
+            .min(TIMER_TICK);
+        shared = state
+            .stopped
+            .wait_timeout(shared, wait)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+/// `accept()` blocks; a connection to ourselves unblocks it to see the stop.
+fn wake_acceptor(state: &Arc<State>) {
+    let mut addr = state.local_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+}
+
+fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
+    let peer = stream.peer_addr()?;
+    // Small frames go out as they are made: chat is latency-bound.
+    stream.set_nodelay(true)?;
+    // A peer that never reads would hold its writer thread forever; the hub
+    // has dropped it long before this fires.
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let writer_stream = stream.try_clone()?;
+    let (wake_tx, wake_rx) = mpsc::channel();
+    let client = {
+        let mut shared = state.lock();
+        let now = Instant::now();
+        let client = shared.hub.connect(now);
+        shared.writers.insert(client, wake_tx);
+        let _ = shared
+            .notices
+            .send(ServerNotice::Connected { client, peer });
+        shared.after(now);
+        client
+    };
+    let reader_state = state.clone();
+    thread::Builder::new()
+        .name(format!("ferry-std-read-{}", client.0))
+        .spawn(move || read_loop(&reader_state, client, stream))?;
+    let writer_state = state.clone();
+    thread::Builder::new()
+        .name(format!("ferry-std-write-{}", client.0))
+        .spawn(move || write_loop(&writer_state, client, writer_stream, wake_rx))?;
+    Ok(())
+}
+
+fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let read = stream.read(&mut buf);
+        let mut shared = state.lock();
+        let now = Instant::now();
+        match read {
+            Ok(0) | Err(_) => {
+                shared.hub.handle_eof(client, now);
+                shared.after(now);
+                return;
+            }
+            Ok(n) => {
+                shared.hub.handle_input(client, now, &buf[..n]);
+                shared.after(now);
+            }
+        }
+    }
+}
+
+fn write_loop(
+    state: &Arc<State>,
+    client: ClientId,
+    mut stream: TcpStream,
+    wake: mpsc::Receiver<bool>,
+) {
+    let mut closing = false;
+    loop {
+        // Write everything the hub has for this client, one segment at a
+        // time, outside the lock.
+        loop {
+            let segment = {
+                let mut shared = state.lock();
+                let segment = shared.hub.poll_transmit(client);
+                shared.after(Instant::now());
+                segment
+            };
+            let Some(segment) = segment else { break };
+            if stream.write_all(&segment).is_err() {
+                let mut shared = state.lock();
+                let now = Instant::now();
+                shared.hub.handle_eof(client, now);
+                shared.after(now);
+                closing = true;
+                break;
+            }
+        }
+        if closing {
+            break;
+        }
+        match wake.recv() {
+            Ok(finish) => closing = finish,
+            Err(_) => break,
+        }
+        // Drain pending wakes; one pass writes everything.
+        while let Ok(finish) = wake.try_recv() {
+            closing |= finish;
+        }
+        if closing {
+            // One last pass flushes the final frames (ERROR, REFUSE...).
+            loop {
+                let segment = state.lock().hub.poll_transmit(client);
+                let Some(segment) = segment else { break };
+                if stream.write_all(&segment).is_err() {
+                    break;
+                }
+            }
+            break;
+        }
+    }
+    let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Both);
+    let mut shared = state.lock();
+    shared.writers.remove(&client);
+    shared.hub.remove(client, Instant::now());
+    shared.after(Instant::now());
+}
