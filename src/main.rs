@@ -1,13 +1,26 @@
 //! `ferry`: text chat and file transfer over TCP.
 //!
-//! The runtimes (`serve`, `chat`, `send`, `demo`) arrive with the adapters;
-//! for now the program offers the protocol tools that need no network.
+//! `ferry serve` runs a chat room with a file inbox, `ferry chat` joins it
+//! from a terminal (or a script), `ferry send` uploads files with progress
+//! bars, and `ferry demo` shows all of it in one process.
+
+mod chat;
+mod demo;
+mod display;
+mod runtime;
+mod send;
+mod serve;
 
 use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use ferry_core::filename::check_file_name;
 use ferry_core::frame::{decode, PREAMBLE};
+use runtime::Runtime;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +35,61 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a chat room and file inbox.
+    Serve {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+        listen: SocketAddr,
+        /// Which runtime drives the sockets.
+        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+        runtime: Runtime,
+        /// Folder for uploaded files.
+        #[arg(long, default_value = "ferry-inbox")]
+        inbox: PathBuf,
+        /// Replace files of the same name instead of picking a free name.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
+    /// /send PATH [NAME], /quit.
+    Chat {
+        /// Server address.
+        #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+        addr: SocketAddr,
+        /// Your name in the room.
+        #[arg(long)]
+        name: String,
+        /// Room to join (default: lobby).
+        #[arg(long, default_value = "")]
+        room: String,
+        /// Accept files sent to you into this folder.
+        #[arg(long)]
+        accept_files: Option<PathBuf>,
+        /// Which runtime drives the socket.
+        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+        runtime: Runtime,
+    },
+    /// Send files to the server's inbox, or to a user in the room.
+    Send {
+        /// Server address, then the files.
+        #[arg(required = true, num_args = 1..)]
+        args: Vec<String>,
+        /// Send to this user instead of the server's inbox.
+        #[arg(long, default_value = "")]
+        to: String,
+        /// Your name in the room.
+        #[arg(long)]
+        name: Option<String>,
+        /// Which runtime drives the socket.
+        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+        runtime: Runtime,
+    },
+    /// A server and two users on loopback: they chat and move a 64 MiB file.
+    Demo {
+        /// Which runtime drives the sockets.
+        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+        runtime: Runtime,
+    },
     /// Decode a hex dump of ferry frames (an optional preamble first) and
     /// print each frame.
     Decode {
@@ -39,19 +107,69 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Decode { hex, max_frame } => decode_hex(&hex.join(" "), max_frame),
+    let result = match Cli::parse().command {
+        Command::Serve {
+            listen,
+            runtime,
+            inbox,
+            overwrite,
+        } => serve::serve(listen, runtime, &inbox, overwrite),
+        Command::Chat {
+            addr,
+            name,
+            room,
+            accept_files,
+            runtime,
+        } => chat::chat(addr, runtime, &name, &room, accept_files.as_deref()),
+        Command::Send {
+            args,
+            to,
+            name,
+            runtime,
+        } => send_command(&args, &to, name, runtime),
+        Command::Demo { runtime } => demo::demo(runtime),
+        Command::Decode { hex, max_frame } => return decode_hex(&hex.join(" "), max_frame),
         Command::CheckName { name } => match check_file_name(&name) {
             Ok(_) => {
                 println!("ok: {name:?} is a safe file name");
-                ExitCode::SUCCESS
+                Ok(())
             }
-            Err(e) => {
-                eprintln!("refused: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => Err(format!("refused: {e}")),
         },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ferry: {message}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `ferry send [ADDR] PATH...`: the first argument is the address when it
+/// parses as one and is not an existing file.
+fn send_command(
+    args: &[String],
+    to: &str,
+    name: Option<String>,
+    runtime: Runtime,
+) -> Result<(), String> {
+    let (addr, paths) = match args.split_first() {
+        Some((first, rest)) if !rest.is_empty() && !std::path::Path::new(first).exists() => {
+            (parse_addr(first)?, rest)
+        }
+        _ => (parse_addr(DEFAULT_ADDR)?, args),
+    };
+    let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+    let name = name.unwrap_or_else(|| format!("sender-{}", std::process::id()));
+    send::send(addr, runtime, &paths, to, &name)
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 fn decode_hex(text: &str, max_frame: u32) -> ExitCode {

@@ -1,0 +1,237 @@
+//! `ferry chat`: a line-oriented client. Each stdin line is a message;
+//! `/who`, `/msg NAME text`, `/send PATH [NAME]`, `/quit`.
+
+use crate::display::{bytes, log, safe};
+use crate::runtime::Runtime;
+use crate::serve::outcome_text;
+use ferry_core::{ClientConfig, Code, Event};
+use ferry_files::{ClientCommand, ClientNotice, Inbox, Report};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
+
+const HELP: &str =
+    "commands: /who, /msg NAME TEXT, /send PATH [NAME], /quit; anything else is said to the room";
+
+pub fn chat(
+    addr: SocketAddr,
+    runtime: Runtime,
+    name: &str,
+    room: &str,
+    accept_files: Option<&Path>,
+) -> Result<(), String> {
+    let inbox = accept_files
+        .map(|dir| Inbox::open(dir).map_err(|e| e.to_string()))
+        .transpose()?;
+    let config = ClientConfig::new(name).room(room);
+    let client = runtime
+        .spawn_client(addr, config, inbox, Duration::from_secs(10))
+        .map_err(|e| format!("cannot join {addr}: {e}"))?;
+
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    // Files we are sending and that have not ended yet: client ids are even.
+    let mut sending = 0usize;
+    let mut input_open = true;
+    let mut leaving = false;
+    // After the input ends, a WHO whose answer comes after the echoes of
+    // everything said before it: then it is safe to leave.
+    let mut barrier = false;
+    loop {
+        match lines.try_recv() {
+            Ok(line) => {
+                if let Some(command) = parse(&line) {
+                    if matches!(command, ClientCommand::SendFile { .. }) {
+                        sending += 1;
+                    }
+                    if command == ClientCommand::Bye {
+                        leaving = true;
+                    }
+                    client.send(command);
+                }
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => input_open = false,
+            Err(TryRecvError::Empty) => {}
+        }
+        // Piped input has ended: leave once our own files are through and
+        // the room has echoed what we said.
+        if !input_open && !leaving && !barrier && sending == 0 {
+            barrier = true;
+            client.send(ClientCommand::Who);
+        }
+        match client.notices().recv_timeout(Duration::from_millis(50)) {
+            Ok(notice) => {
+                if let ClientNotice::Event(Event::Closed {
+                    code,
+                    reason,
+                    by_peer,
+                }) = &notice
+                {
+                    if leaving && *code == Code::QUIT {
+                        break;
+                    }
+                    return Err(if *by_peer {
+                        format!(
+                            "the server closed the connection: {code} ({})",
+                            safe(reason)
+                        )
+                    } else {
+                        format!("connection closed: {code} ({})", safe(reason))
+                    });
+                }
+                if barrier && !leaving {
+                    if let ClientNotice::Event(Event::Members { .. }) = notice {
+                        leaving = true;
+                        client.send(ClientCommand::Bye);
+                        continue;
+                    }
+                }
+                match &notice {
+                    ClientNotice::File(Report::Finished { id, .. }) if id % 2 == 0 => {
+                        sending = sending.saturating_sub(1)
+                    }
+                    ClientNotice::Error(_) => sending = sending.saturating_sub(1),
+                    _ => {}
+                }
+                show(&notice);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = client.join();
+    Ok(())
+}
+
+fn parse(line: &str) -> Option<ClientCommand> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.is_empty() {
+        return None;
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Some(ClientCommand::Say(line.to_string()));
+    };
+    let (command, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    match command {
+        "who" => Some(ClientCommand::Who),
+        "quit" => Some(ClientCommand::Bye),
+        "msg" => match args.split_once(' ') {
+            Some((to, text)) if !text.is_empty() => Some(ClientCommand::Direct {
+                to: to.to_string(),
+                text: text.to_string(),
+            }),
+            _ => {
+                eprintln!("usage: /msg NAME TEXT");
+                None
+            }
+        },
+        "send" if !args.is_empty() => {
+            // `/send PATH NAME` when the last word is not part of an
+            // existing path; otherwise the whole rest is the path.
+            let (path, to) = match args.rsplit_once(' ') {
+                Some((path, to)) if !Path::new(args).exists() => (path, to),
+                _ => (args, ""),
+            };
+            Some(ClientCommand::SendFile {
+                path: PathBuf::from(path),
+                to: to.to_string(),
+            })
+        }
+        _ => {
+            eprintln!("{HELP}");
+            None
+        }
+    }
+}
+
+fn show(notice: &ClientNotice) {
+    let line = match notice {
+        ClientNotice::Event(event) => match event {
+            Event::Welcomed { name, room, .. } => {
+                format!("* you are {} in {}; {HELP}", safe(name), safe(room))
+            }
+            Event::Message { from, text, .. } if from.is_empty() => format!("** {}", safe(text)),
+            Event::Message { from, text, .. } => format!("<{}> {}", safe(from), safe(text)),
+            Event::Joined { name, .. } => format!("* {} joined", safe(name)),
+            Event::Left { name, code, .. } => format!("* {} left ({code})", safe(name)),
+            Event::Members { names } => format!(
+                "* here: {}",
+                names.iter().map(|n| safe(n)).collect::<Vec<_>>().join(", ")
+            ),
+            Event::Direct { from, text } => format!("[from {}] {}", safe(from), safe(text)),
+            Event::Bounced { code, reason } => {
+                format!("! not delivered: {code} ({})", safe(reason))
+            }
+            _ => return,
+        },
+        ClientNotice::File(report) => match report {
+            Report::Offered {
+                name,
+                size,
+                peer,
+                accepted,
+                ..
+            } => {
+                let from = if peer.is_empty() {
+                    "the server".to_string()
+                } else {
+                    safe(peer)
+                };
+                match accepted {
+                    Some(_) => format!("* receiving {} ({}) from {from}", safe(name), bytes(*size)),
+                    None => format!(
+                        "* declined {} from {from} (use --accept-files DIR)",
+                        safe(name)
+                    ),
+                }
+            }
+            Report::Saved { path, .. } => format!("* saved {}", path.display()),
+            Report::LocalError { error, .. } => format!("! {}", safe(error)),
+            Report::Finished { id, outcome } => {
+                format!("* transfer {id}: {}", outcome_text(outcome))
+            }
+            _ => return,
+        },
+        ClientNotice::Error(error) => format!("! {}", safe(error)),
+        _ => return,
+    };
+    log(&line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(parse("hello"), Some(ClientCommand::Say("hello".into())));
+        assert_eq!(parse("/who"), Some(ClientCommand::Who));
+        assert_eq!(parse("/quit"), Some(ClientCommand::Bye));
+        assert_eq!(
+            parse("/msg bob hi there"),
+            Some(ClientCommand::Direct {
+                to: "bob".into(),
+                text: "hi there".into()
+            })
+        );
+        assert_eq!(
+            parse("/send /no/such/file bob"),
+            Some(ClientCommand::SendFile {
+                path: "/no/such/file".into(),
+                to: "bob".into()
+            })
+        );
+        assert_eq!(parse(""), None);
+        assert_eq!(parse("/bogus"), None);
+    }
+}

@@ -1,0 +1,43 @@
+//! Which adapter runs the sockets.
+
+use clap::ValueEnum;
+use ferry_core::{ClientConfig, HubConfig};
+use ferry_files::{ClientHandle, Inbox, ServerHandle};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A runtime the program can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// Blocking std sockets, a thread per connection.
+    Std,
+}
+
+impl Runtime {
+    /// The runtime used when none is named.
+    pub const DEFAULT: Runtime = Runtime::Std;
+
+    pub fn spawn_server(
+        self,
+        listen: SocketAddr,
+        hub: HubConfig,
+        inbox: Option<Inbox>,
+    ) -> io::Result<ServerHandle> {
+        match self {
+            Runtime::Std => ferry_std::spawn_server(listen, hub, inbox),
+        }
+    }
+
+    pub fn spawn_client(
+        self,
+        addr: SocketAddr,
+        config: ClientConfig,
+        accept_files: Option<Inbox>,
+        timeout: Duration,
+    ) -> io::Result<ClientHandle> {
+        match self {
+            Runtime::Std => ferry_std::spawn_client(addr, config, accept_files, timeout),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `ferry serve`: a chat room and file inbox, with a log of who does what.
+
+use crate::display::{bytes, log, rate, safe};
+use crate::runtime::Runtime;
+use ferry_core::transfer::Outcome;
+use ferry_core::{ClientId, HubConfig, HubEvent};
+use ferry_files::{Inbox, Report, ServerNotice};
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn serve(
+    listen: SocketAddr,
+    runtime: Runtime,
+    inbox: &Path,
+    overwrite: bool,
+) -> Result<(), String> {
+    let inbox = Inbox::open(inbox)
+        .map_err(|e| e.to_string())?
+        .overwrite(overwrite);
+    let dir = inbox.dir().display().to_string();
+    let server = runtime
+        .spawn_server(listen, HubConfig::default(), Some(inbox))
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    log(&format!(
+        "ferry serving on {} ({runtime:?} runtime), inbox {dir}",
+        server.local_addr()
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_signal = stop.clone();
+    ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
+        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+
+    // Lines typed at the server go to every room. End of input (a service
+    // manager, `&` in a script) only ends this reader, never the server.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut journal = Log::default();
+    loop {
+        while let Ok(line) = lines.try_recv() {
+            if !line.trim().is_empty() {
+                server.announce(line);
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match server.notices().recv_timeout(Duration::from_millis(100)) {
+            Ok(notice) => journal.show(notice),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    log("shutting down");
+    server.shutdown("the server is shutting down");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Ok(notice) = server
+        .notices()
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        journal.show(notice);
+    }
+    server.join().map_err(|e| e.to_string())
+}
+
+/// Turns notices into log lines.
+#[derive(Default)]
+struct Log {
+    peers: HashMap<ClientId, SocketAddr>,
+    names: HashMap<ClientId, String>,
+    transfers: HashMap<(ClientId, u32), (String, u64, Instant)>,
+}
+
+impl Log {
+    fn who(&self, client: ClientId) -> String {
+        match (self.names.get(&client), self.peers.get(&client)) {
+            (Some(name), Some(peer)) => format!("{name} ({peer})"),
+            (None, Some(peer)) => format!("{client} ({peer})"),
+            (Some(name), None) => name.clone(),
+            (None, None) => client.to_string(),
+        }
+    }
+
+    fn show(&mut self, notice: ServerNotice) {
+        let line = match notice {
+            ServerNotice::Connected { client, peer } => {
+                self.peers.insert(client, peer);
+                format!("{client} connected from {} port {}", peer.ip(), peer.port())
+            }
+            ServerNotice::Joined { client, name, room } => {
+                self.names.insert(client, safe(&name));
+                format!("{} joined {}", self.who(client), safe(&room))
+            }
+            ServerNotice::Left { client, code, .. } => format!("{} left: {code}", self.who(client)),
+            ServerNotice::Disconnected {
+                client,
+                code,
+                reason,
+            } => {
+                let line = format!(
+                    "{} disconnected: {code} ({})",
+                    self.who(client),
+                    safe(&reason)
+                );
+                self.peers.remove(&client);
+                self.names.remove(&client);
+                line
+            }
+            ServerNotice::Relay(HubEvent::RelayStarted {
+                from,
+                to,
+                name,
+                size,
+            }) => format!(
+                "relaying {} ({}) from {} to {}",
+                safe(&name),
+                bytes(size),
+                self.who(from),
+                self.who(to)
+            ),
+            ServerNotice::Relay(HubEvent::RelayEnded { from, to, outcome }) => {
+                format!(
+                    "relay from {} to {}: {}",
+                    self.who(from),
+                    self.who(to),
+                    outcome_text(&outcome)
+                )
+            }
+            ServerNotice::File { client, report } => match report {
+                Report::Offered {
+                    id,
+                    name,
+                    size,
+                    accepted,
+                    ..
+                } => {
+                    self.transfers
+                        .insert((client, id), (safe(&name), size, Instant::now()));
+                    match accepted {
+                        Some(0) => format!(
+                            "{} uploads {} ({})",
+                            self.who(client),
+                            safe(&name),
+                            bytes(size)
+                        ),
+                        Some(at) => format!(
+                            "{} resumes {} ({}) at {}",
+                            self.who(client),
+                            safe(&name),
+                            bytes(size),
+                            bytes(at)
+                        ),
+                        None => format!("{} offered {}: declined", self.who(client), safe(&name)),
+                    }
+                }
+                Report::Saved { path, .. } => format!("saved {}", path.display()),
+                Report::LocalError { error, .. } => {
+                    format!("{}: {}", self.who(client), safe(&error))
+                }
+                Report::Finished { id, outcome } => {
+                    let Some((name, size, start)) = self.transfers.remove(&(client, id)) else {
+                        return;
+                    };
+                    format!(
+                        "{name} from {}: {} ({}, {})",
+                        self.who(client),
+                        outcome_text(&outcome),
+                        bytes(size),
+                        rate(size, start.elapsed())
+                    )
+                }
+                _ => return,
+            },
+            _ => return,
+        };
+        log(&line);
+    }
+}
+
+pub fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Verified => "verified".into(),
+        Outcome::Rejected { code, reason } => format!("rejected: {code} ({})", safe(reason)),
+        Outcome::Failed { code, reason } => format!("failed: {code} ({})", safe(reason)),
+        Outcome::Cancelled {
+            code,
+            reason,
+            by_peer,
+        } => format!(
+            "cancelled by {}: {code} ({})",
+            if *by_peer { "the peer" } else { "this side" },
+            safe(reason)
+        ),
+        _ => "ended".into(),
+    }
+}

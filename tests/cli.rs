@@ -1,0 +1,188 @@
+//! The built `ferry` program, run as a user would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A `ferry serve` on a free port, with its log lines.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(inbox: &std::path::Path) -> Server {
+        let mut child = Command::new(FERRY)
+            .args(["serve", "--listen", "127.0.0.1:0", "--inbox"])
+            .arg(inbox)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let first = log.recv_timeout(WAIT).expect("serve printed nothing");
+        let addr = first
+            .split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        Server {
+            child,
+            addr,
+            log,
+            seen: vec![first],
+        }
+    }
+
+    /// Waits for a log line containing `text`.
+    fn expect(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .log
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no log line with {text:?}; saw {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A failed test must not leave a server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(FERRY)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ferry {args:?} did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn demo_runs_and_verifies() {
+    let (ok, out, err) = run(&["demo"], "");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("<alice> hi bob"), "{out}");
+    assert!(out.contains("BLAKE3"), "{out}");
+    assert!(out.contains("demo ok"), "{out}");
+}
+
+#[test]
+fn serve_chat_send_and_stop() {
+    let inbox = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut server = Server::start(inbox.path());
+    let addr = server.addr.to_string();
+
+    // A chat client with piped input says its lines, then leaves.
+    let (ok, out, err) = run(&["chat", &addr, "--name", "alice"], "hello room\n/who\n");
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("<alice> hello room"), "{out}");
+    assert!(out.contains("here: alice"), "{out}");
+    server.expect("alice (127.0.0.1");
+    server.expect("left: quit");
+
+    // Upload a file; it lands in the inbox intact.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let path = files.path().join("notes.bin");
+    std::fs::write(&path, &data).unwrap();
+    let (ok, out, err) = run(&["send", &addr, path.to_str().unwrap()], "");
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::read(inbox.path().join("notes.bin")).unwrap(), data);
+    server.expect("notes.bin from");
+
+    // Failures are one clear line and a non-zero status.
+    let (ok, _, err) = run(&["send", &addr, "/no/such/file"], "");
+    assert!(!ok);
+    assert!(
+        err.starts_with("ferry: cannot send") && err.lines().count() == 1,
+        "{err}"
+    );
+    let (ok, _, err) = run(&["chat", "127.0.0.1:1", "--name", "x"], "");
+    assert!(!ok);
+    assert!(err.contains("refused"), "{err}");
+
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_taken_name_is_refused() {
+    let inbox = tempfile::tempdir().unwrap();
+    let mut server = Server::start(inbox.path());
+    let addr = server.addr.to_string();
+    let mut first = Command::new(FERRY)
+        .args(["chat", &addr, "--name", "bob"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until bob is in.
+    let mut lines = BufReader::new(first.stdout.take().unwrap()).lines();
+    let welcome = lines.next().unwrap().unwrap();
+    assert!(welcome.contains("you are bob"), "{welcome}");
+    let (ok, _, err) = run(&["chat", &addr, "--name", "BOB"], "");
+    assert!(!ok);
+    assert!(err.contains("name taken"), "{err}");
+    drop(first.stdin.take());
+    let _ = first.wait();
+    server.terminate();
+}
