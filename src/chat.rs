@@ -44,8 +44,10 @@ pub fn chat(
     let mut input_open = true;
     let mut leaving = false;
     // After the input ends, a WHO whose answer comes after the echoes of
-    // everything said before it: then it is safe to leave.
+    // everything said before it: then it is safe to leave. (The first
+    // MEMBERS is the one every newcomer gets, not an answer.)
     let mut barrier = false;
+    let mut greeted = false;
     loop {
         match lines.try_recv() {
             Ok(line) => {
@@ -65,7 +67,7 @@ pub fn chat(
         }
         // Piped input has ended: leave once our own files are through and
         // the room has echoed what we said.
-        if !input_open && !leaving && !barrier && sending == 0 {
+        if !input_open && greeted && !leaving && !barrier && sending == 0 {
             barrier = true;
             client.send(ClientCommand::Who);
         }
@@ -89,7 +91,9 @@ pub fn chat(
                         format!("connection closed: {code} ({})", safe(reason))
                     });
                 }
-                if barrier && !leaving {
+                if !greeted && matches!(notice, ClientNotice::Event(Event::Members { .. })) {
+                    greeted = true;
+                } else if barrier && !leaving {
                     if let ClientNotice::Event(Event::Members { .. }) = notice {
                         leaving = true;
                         client.send(ClientCommand::Bye);

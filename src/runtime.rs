@@ -10,13 +10,15 @@ use std::time::Duration;
 /// A runtime the program can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Runtime {
+    /// A single-threaded mio event loop.
+    Mio,
     /// Blocking std sockets, a thread per connection.
     Std,
 }
 
 impl Runtime {
     /// The runtime used when none is named.
-    pub const DEFAULT: Runtime = Runtime::Std;
+    pub const DEFAULT: Runtime = Runtime::Mio;
 
     pub fn spawn_server(
         self,
@@ -25,6 +27,7 @@ impl Runtime {
         inbox: Option<Inbox>,
     ) -> io::Result<ServerHandle> {
         match self {
+            Runtime::Mio => ferry_mio::spawn_server(listen, hub, inbox),
             Runtime::Std => ferry_std::spawn_server(listen, hub, inbox),
         }
     }
@@ -37,6 +40,7 @@ impl Runtime {
         timeout: Duration,
     ) -> io::Result<ClientHandle> {
         match self {
+            Runtime::Mio => ferry_mio::spawn_client(addr, config, accept_files, timeout),
             Runtime::Std => ferry_std::spawn_client(addr, config, accept_files, timeout),
         }
     }

@@ -18,9 +18,15 @@ type SpawnClient =
     fn(SocketAddr, ClientConfig, Option<Inbox>, Duration) -> io::Result<ClientHandle>;
 
 /// Every server runtime, by name.
-const SERVERS: &[(&str, SpawnServer)] = &[("std", ferry_std::spawn_server)];
+const SERVERS: &[(&str, SpawnServer)] = &[
+    ("mio", ferry_mio::spawn_server),
+    ("std", ferry_std::spawn_server),
+];
 /// Every client runtime, by name.
-const CLIENTS: &[(&str, SpawnClient)] = &[("std", ferry_std::spawn_client)];
+const CLIENTS: &[(&str, SpawnClient)] = &[
+    ("mio", ferry_mio::spawn_client),
+    ("std", ferry_std::spawn_client),
+];
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -113,6 +113,10 @@ pub enum ClientNotice {
 }
 
 /// A client running on some runtime.
+///
+/// Every runtime's `spawn_client` returns it only once the server has
+/// welcomed the client (a refusal or a timeout is an error saying why), with
+/// the `Welcomed` event first among its notices.
 pub struct ClientHandle {
     command: Commander<ClientCommand>,
     notices: Receiver<ClientNotice>,

@@ -1,0 +1,315 @@
+//! The client: one thread, one `mio::Poll`, one [`Connection`].
+
+use crate::sock::{
+    commander, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER, READ_BUF,
+};
+use bytes::Bytes;
+use ferry_core::{ClientConfig, Code, Connection, Event};
+use ferry_files::{
+    ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy, Sending,
+};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// See [`crate::spawn_client`].
+pub(crate) fn spawn(
+    addr: SocketAddr,
+    config: ClientConfig,
+    accept_files: Option<Inbox>,
+    connect_timeout: Duration,
+) -> io::Result<ClientHandle> {
+    let started = Instant::now();
+    let stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
+    stream.set_nonblocking(true)?;
+    // Frames are written whole; waiting to coalesce them only adds latency.
+    stream.set_nodelay(true)?;
+    let mut stream = TcpStream::from_std(stream);
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut stream, SOCKET, Interest::READABLE)?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (command_tx, commands) = mpsc::channel();
+    let (notices, notice_rx) = mpsc::channel();
+    let (welcomed_tx, welcomed) = mpsc::channel();
+    let policy = if accept_files.is_some() {
+        OfferPolicy::Accept
+    } else {
+        OfferPolicy::Reject
+    };
+    let client = Client {
+        poll,
+        stream,
+        conn: Connection::client(config, Instant::now()),
+        files: FileTransfers::new(accept_files, policy),
+        commands,
+        notices,
+        buf: vec![0; READ_BUF],
+        pending: None,
+        blocked: false,
+        want_write: false,
+        eof: false,
+        broken: false,
+        shut: false,
+        welcome_by: started + connect_timeout,
+        connect_timeout,
+        close_by: None,
+        welcomed: Some(welcomed_tx),
+    };
+    let thread = thread::Builder::new()
+        .name("ferry-mio-client".into())
+        .spawn(move || client.run())?;
+    // Like every runtime's client: return once in the room, or say why not.
+    let grace = Duration::from_millis(100);
+    match welcomed.recv_timeout(connect_timeout.saturating_sub(started.elapsed()) + grace) {
+        Ok(Ok(())) => Ok(ClientHandle::new(
+            commander(command_tx, waker),
+            notice_rx,
+            thread,
+        )),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no answer from the server in time",
+        )),
+    }
+}
+
+struct Client {
+    poll: Poll,
+    stream: TcpStream,
+    conn: Connection,
+    files: FileTransfers,
+    commands: Receiver<ClientCommand>,
+    notices: Sender<ClientNotice>,
+    buf: Vec<u8>,
+    /// The unwritten rest of one `poll_transmit` segment.
+    pending: Option<Bytes>,
+    /// The last write met a full socket; WRITABLE will say when to go on.
+    blocked: bool,
+    /// WRITABLE interest is registered.
+    want_write: bool,
+    /// The server's end of stream was seen.
+    eof: bool,
+    /// The socket failed: nothing more can be written.
+    broken: bool,
+    /// Our side was shut down (FIN sent) after the last bytes.
+    shut: bool,
+    /// The handshake must be over by then.
+    welcome_by: Instant,
+    connect_timeout: Duration,
+    /// Once closed: give up flushing and waiting for the server's FIN then.
+    close_by: Option<Instant>,
+    /// Told once whether the handshake succeeded.
+    welcomed: Option<Sender<io::Result<()>>>,
+}
+
+impl Client {
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(16);
+        let mut now = Instant::now();
+        loop {
+            self.settle(now);
+            if self.conn.is_closed() {
+                let close_by = *self.close_by.get_or_insert(now + LINGER);
+                if !self.blocked && self.pending.is_none() && !self.shut {
+                    self.shut = true;
+                    let _ = self.stream.shutdown(Shutdown::Write);
+                }
+                // Waiting for the server's FIN avoids a reset that could
+                // destroy our last frame (BYE) before the server reads it.
+                if self.broken || (self.shut && self.eof) || now >= close_by {
+                    return Ok(());
+                }
+            } else if !self.conn.is_open() && now >= self.welcome_by {
+                let error = format!(
+                    "not welcomed within {} ms",
+                    self.connect_timeout.as_millis()
+                );
+                self.notify(ClientNotice::Error(error.clone()));
+                return Err(io::Error::new(io::ErrorKind::TimedOut, error));
+            }
+            let deadline = [
+                self.conn.poll_timeout(),
+                (!self.conn.is_open()).then_some(self.welcome_by),
+                self.close_by,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = deadline.map(|at| at.saturating_duration_since(now));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    SOCKET => {
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(now);
+                        }
+                        if event.is_writable() || event.is_write_closed() {
+                            self.blocked = false;
+                        }
+                    }
+                    WAKER => self.take_commands(now),
+                    _ => {}
+                }
+            }
+            if self.conn.poll_timeout().is_some_and(|at| at <= now) {
+                self.conn.handle_timeout(now);
+            }
+        }
+    }
+
+    fn notify(&mut self, notice: ClientNotice) {
+        match &notice {
+            ClientNotice::Event(Event::Welcomed { .. }) => {
+                if let Some(tx) = self.welcomed.take() {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            ClientNotice::Event(Event::Closed { code, reason, .. }) => {
+                if let Some(tx) = self.welcomed.take() {
+                    let kind = if *code == Code::CONNECTION_LOST {
+                        io::ErrorKind::ConnectionAborted
+                    } else {
+                        io::ErrorKind::PermissionDenied
+                    };
+                    let _ = tx.send(Err(io::Error::new(kind, format!("{code}: {reason}"))));
+                }
+            }
+            ClientNotice::Error(error) => {
+                if let Some(tx) = self.welcomed.take() {
+                    let _ = tx.send(Err(io::Error::new(io::ErrorKind::TimedOut, error.clone())));
+                }
+            }
+            _ => {}
+        }
+        // Nobody listening is fine: the connection still closes properly.
+        let _ = self.notices.send(notice);
+    }
+
+    /// Reads until the socket would block, draining the connection after
+    /// every read, as its contract asks.
+    fn read(&mut self, now: Instant) {
+        while !self.eof {
+            match read_some(&mut self.stream, &mut self.buf) {
+                ReadOutcome::Data(n) => {
+                    self.conn.handle_input(now, &self.buf[..n]);
+                    self.settle(now);
+                }
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Eof => {
+                    self.eof = true;
+                    self.conn.handle_eof(now);
+                }
+                ReadOutcome::Failed => {
+                    self.eof = true;
+                    self.broken = true;
+                    self.conn.handle_eof(now);
+                }
+            }
+        }
+    }
+
+    fn take_commands(&mut self, now: Instant) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(command) => self.command(command, now),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // The handle is gone: nobody will ever say goodbye.
+                    self.conn.bye(now);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: ClientCommand, now: Instant) {
+        let result = match command {
+            ClientCommand::Say(text) => self.conn.say(now, &text).map_err(|e| e.to_string()),
+            ClientCommand::Direct { to, text } => self
+                .conn
+                .direct(now, &to, &text)
+                .map_err(|e| format!("direct message to {to:?}: {e}")),
+            ClientCommand::Who => self.conn.who(now).map_err(|e| e.to_string()),
+            ClientCommand::SendFile { path, to } => self.send_file(now, &path, &to),
+            ClientCommand::Bye => {
+                self.conn.bye(now);
+                Ok(())
+            }
+            other => Err(format!("unsupported command {other:?}")),
+        };
+        if let Err(error) = result {
+            self.notify(ClientNotice::Error(error));
+        }
+    }
+
+    fn send_file(&mut self, now: Instant, path: &std::path::Path, to: &str) -> Result<(), String> {
+        let (file, name, size) = Sending::open(path).map_err(|e| format!("cannot send: {e}"))?;
+        let id = self
+            .conn
+            .offer_file(now, &name, size, to)
+            .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+        self.files.register_send(id, file);
+        Ok(())
+    }
+
+    /// Drains the connection: events (file I/O and notices), then output,
+    /// until neither produces anything new.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(event) = self.conn.poll_event() {
+                let notice = match event {
+                    Event::Transfer(t) => self
+                        .files
+                        .handle(&mut self.conn, now, t)
+                        .map(ClientNotice::File),
+                    other => Some(ClientNotice::Event(other)),
+                };
+                if let Some(notice) = notice {
+                    self.notify(notice);
+                }
+            }
+            self.flush(now);
+            // Writing may have let a transfer ask for more file data.
+            if !self.conn.has_events() {
+                return;
+            }
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if self.blocked || self.broken || self.shut {
+            return;
+        }
+        let conn = &mut self.conn;
+        let result = write_out(&mut self.stream, &mut self.pending, || conn.poll_transmit());
+        let result = result.and_then(|flush| {
+            self.blocked = flush == Flush::Blocked;
+            set_write_interest(
+                self.poll.registry(),
+                &mut self.stream,
+                SOCKET,
+                &mut self.want_write,
+                self.blocked,
+            )
+        });
+        if result.is_err() {
+            self.broken = true;
+            self.pending = None;
+            self.conn.handle_eof(now);
+        }
+    }
+}

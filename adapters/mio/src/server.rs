@@ -1,0 +1,429 @@
+//! The server: one thread, one `mio::Poll`, every client socket of a
+//! [`Hub`].
+
+use crate::sock::{
+    commander, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER, READ_BUF,
+};
+use bytes::Bytes;
+use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
+use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::thread;
+use std::time::Instant;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Client tokens are `ClientId + FIRST_CLIENT`: ids are never reused, so
+/// neither are tokens, and a late event for a closed socket finds nothing.
+const FIRST_CLIENT: usize = 2;
+
+fn token_of(id: ClientId) -> Option<Token> {
+    usize::try_from(id.0)
+        .ok()?
+        .checked_add(FIRST_CLIENT)
+        .map(Token)
+}
+
+fn client_of(token: Token) -> Option<ClientId> {
+    let n = token.0.checked_sub(FIRST_CLIENT)?;
+    u64::try_from(n).ok().map(ClientId)
+}
+
+/// See [`crate::spawn_server`].
+pub(crate) fn spawn(
+    listen: SocketAddr,
+    config: HubConfig,
+    inbox: Option<Inbox>,
+) -> io::Result<ServerHandle> {
+    let mut listener = TcpListener::bind(listen)?;
+    let local_addr = listener.local_addr()?;
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Waker::new(poll.registry(), WAKER)?;
+    let (command_tx, commands) = mpsc::channel();
+    let (notices, notice_rx) = mpsc::channel();
+    let server = Server {
+        poll,
+        listener: Some(listener),
+        hub: Hub::new(config, Instant::now()),
+        files: HubFiles::new(inbox),
+        conns: HashMap::new(),
+        lingering: BTreeSet::new(),
+        commands,
+        notices,
+        buf: vec![0; READ_BUF],
+        stop_by: None,
+    };
+    let thread = thread::Builder::new()
+        .name("ferry-mio-server".into())
+        .spawn(move || server.run())?;
+    Ok(ServerHandle::new(
+        local_addr,
+        commander(command_tx, waker),
+        notice_rx,
+        thread,
+    ))
+}
+
+/// One accepted socket.
+struct Conn {
+    stream: TcpStream,
+    token: Token,
+    /// The unwritten rest of one `poll_transmit` segment.
+    pending: Option<Bytes>,
+    /// The last write met a full socket; WRITABLE will say when to go on.
+    blocked: bool,
+    /// WRITABLE interest is registered.
+    want_write: bool,
+    /// The peer's end of stream was seen.
+    eof: bool,
+    /// The hub closed this client: finish by this instant at the latest.
+    closing: Option<Instant>,
+    /// Our side was shut down (FIN sent) after the last bytes.
+    shut: bool,
+}
+
+struct Server {
+    poll: Poll,
+    /// `None` once shutting down: no new clients.
+    listener: Option<TcpListener>,
+    hub: Hub,
+    files: HubFiles,
+    conns: HashMap<ClientId, Conn>,
+    /// Closing clients by deadline, so expiring them costs nothing per loop.
+    lingering: BTreeSet<(Instant, ClientId)>,
+    commands: Receiver<ServerCommand>,
+    notices: Sender<ServerNotice>,
+    buf: Vec<u8>,
+    /// Shutting down: return once every socket is closed, or at this instant.
+    stop_by: Option<Instant>,
+}
+
+impl Server {
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = self
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(now));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => woken = true,
+                    token => {
+                        let Some(id) = client_of(token) else { continue };
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let writable = event.is_writable() || event.is_write_closed();
+                        self.on_socket(id, readable, writable, now);
+                    }
+                }
+            }
+            if woken {
+                self.take_commands(now);
+            }
+            if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+                self.hub.handle_timeout(now);
+            }
+            self.expire(now);
+            self.settle(now);
+            if let Some(stop_by) = self.stop_by {
+                if self.conns.is_empty() || now >= stop_by {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.hub.poll_timeout(),
+            self.lingering.first().map(|&(at, _)| at),
+            self.stop_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn notify(&self, notice: ServerNotice) {
+        // Nobody listening is fine: the server runs on regardless.
+        let _ = self.notices.send(notice);
+    }
+
+    fn accept(&mut self, now: Instant) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                // Out of file descriptors or the like: leave the rest in
+                // the backlog. The next connection attempt raises a new
+                // readiness event and accepting resumes then.
+                Err(_) => return,
+            };
+            // Frames are written whole; waiting to coalesce them only adds
+            // latency to chat.
+            let _ = stream.set_nodelay(true);
+            let id = self.hub.connect(now);
+            let registered = token_of(id).and_then(|token| {
+                self.poll
+                    .registry()
+                    .register(&mut stream, token, Interest::READABLE)
+                    .ok()
+                    .map(|()| token)
+            });
+            let Some(token) = registered else {
+                self.hub.remove(id, now);
+                continue;
+            };
+            self.conns.insert(
+                id,
+                Conn {
+                    stream,
+                    token,
+                    pending: None,
+                    blocked: false,
+                    want_write: false,
+                    eof: false,
+                    closing: None,
+                    shut: false,
+                },
+            );
+            self.notify(ServerNotice::Connected { client: id, peer });
+        }
+    }
+
+    fn on_socket(&mut self, id: ClientId, readable: bool, writable: bool, now: Instant) {
+        if writable {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.blocked = false;
+            }
+            self.flush(id, now);
+        }
+        if readable {
+            self.read(id, now);
+        }
+        self.maybe_finish(id, now);
+    }
+
+    /// Reads until the socket would block. After a read that filled the
+    /// whole buffer (more is probably waiting), the hub is drained before
+    /// reading on: what one fast sender queues for everyone else then grows
+    /// by one buffer at a time, well inside each client's outgoing limit,
+    /// instead of by the whole backlog of its socket. Smaller reads are
+    /// drained with the rest of the batch, so a burst of events from many
+    /// sockets reaches each peer in few writes.
+    fn read(&mut self, id: ClientId, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if conn.eof {
+                return;
+            }
+            match read_some(&mut conn.stream, &mut self.buf) {
+                ReadOutcome::Data(n) => {
+                    // After the hub closed it, input is only read to see
+                    // the end of stream; the closed connection ignores it.
+                    if conn.closing.is_none() {
+                        self.hub.handle_input(id, now, &self.buf[..n]);
+                        if n == self.buf.len() {
+                            self.settle(now);
+                        }
+                    }
+                }
+                ReadOutcome::WouldBlock => return,
+                ReadOutcome::Eof => {
+                    conn.eof = true;
+                    self.hub.handle_eof(id, now);
+                    return;
+                }
+                ReadOutcome::Failed => {
+                    // Nothing more can be read or written.
+                    conn.eof = true;
+                    conn.pending = None;
+                    conn.shut = true;
+                    self.hub.handle_eof(id, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the hub has for `id` until the socket is full.
+    fn flush(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.blocked || conn.shut {
+            // Waiting for WRITABLE (or nothing can be written): trying now
+            // would only meet a full socket again.
+            return;
+        }
+        let hub = &mut self.hub;
+        let result = write_out(&mut conn.stream, &mut conn.pending, || {
+            hub.poll_transmit(id)
+        });
+        let registry = self.poll.registry();
+        let result = result.and_then(|flush| {
+            conn.blocked = flush == Flush::Blocked;
+            set_write_interest(
+                registry,
+                &mut conn.stream,
+                conn.token,
+                &mut conn.want_write,
+                conn.blocked,
+            )
+        });
+        if result.is_err() {
+            conn.pending = None;
+            conn.shut = true;
+            conn.eof = true;
+            self.hub.handle_eof(id, now);
+        }
+    }
+
+    fn take_commands(&mut self, now: Instant) {
+        loop {
+            match self.commands.try_recv() {
+                Ok(ServerCommand::Announce(text)) => {
+                    // Too long for a message: there is no notice to say so
+                    // (ServerNotice has no error variant), so it is dropped.
+                    let _ = self.hub.announce(now, "", &text);
+                }
+                Ok(ServerCommand::Shutdown(reason)) => self.begin_shutdown(now, &reason),
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // The handle is gone: nobody could ever stop this loop.
+                    self.begin_shutdown(now, "the server is stopping");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant, reason: &str) {
+        if self.stop_by.is_some() {
+            return;
+        }
+        self.stop_by = Some(now + LINGER);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.hub.shutdown(now, reason);
+    }
+
+    /// Drains the hub: events (file I/O and notices), then output, until
+    /// neither produces anything new.
+    fn settle(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.hub.poll_event() {
+                progressed = true;
+                let closed = match &event {
+                    HubEvent::Closed { client, .. } => Some(*client),
+                    _ => None,
+                };
+                if let Some(notice) = self.files.handle(&mut self.hub, now, event) {
+                    self.notify(notice);
+                }
+                if let Some(id) = closed {
+                    self.start_close(id, now);
+                }
+            }
+            while let Some(id) = self.hub.poll_writable() {
+                progressed = true;
+                self.flush(id, now);
+                self.maybe_finish(id, now);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// The hub closed `id`: its last bytes go out (best effort), then the
+    /// socket closes, within [`LINGER`].
+    fn start_close(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            // Never registered: only the hub knows it.
+            self.hub.remove(id, now);
+            return;
+        };
+        if conn.closing.is_some() {
+            return;
+        }
+        let deadline = now + LINGER;
+        conn.closing = Some(deadline);
+        self.lingering.insert((deadline, id));
+        self.flush(id, now);
+        self.maybe_finish(id, now);
+    }
+
+    /// A closing client whose output is written gets a FIN; once the peer's
+    /// end of stream has been seen too, the socket and the hub's record go.
+    /// Waiting for the peer's FIN avoids a reset that could destroy the
+    /// last bytes (an `ERROR` frame) before the peer reads them.
+    fn maybe_finish(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.closing.is_none() || conn.blocked {
+            return;
+        }
+        if conn.pending.is_none() && !conn.shut {
+            conn.shut = true;
+            let _ = conn.stream.shutdown(Shutdown::Write);
+        }
+        if conn.shut && conn.eof {
+            self.finish(id, now);
+        }
+    }
+
+    /// Drops clients that did not finish closing in time.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.lingering.first() {
+            if at > now {
+                return;
+            }
+            self.lingering.pop_first();
+            self.finish(id, now);
+        }
+    }
+
+    fn finish(&mut self, id: ClientId, now: Instant) {
+        if let Some(mut conn) = self.conns.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Some(at) = conn.closing {
+                self.lingering.remove(&(at, id));
+            }
+        }
+        self.hub.remove(id, now);
+    }
+}
