@@ -1367,16 +1367,9 @@ impl Connection {
                 window,
                 prefix_hash,
             } => {
-                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                let Some(out) = self.offered_outgoing(name, id)? else {
                     return Ok(());
                 };
-                if !matches!(out.state, OutState::Offered) {
-                    return Err(Violation::UnexpectedFrame {
-                        frame: name,
-                        state: "twice",
-                    }
-                    .into());
-                }
                 if offset > out.size {
                     return Err(Violation::BadResumeOffset {
                         id,
@@ -1417,15 +1410,8 @@ impl Connection {
                 Ok(())
             }
             Frame::Reject { id, code, reason } => {
-                let Some(Transfer::Outgoing(out)) = self.named(name, id, false)? else {
+                if self.offered_outgoing(name, id)?.is_none() {
                     return Ok(());
-                };
-                if !matches!(out.state, OutState::Offered) {
-                    return Err(Violation::UnexpectedFrame {
-                        frame: name,
-                        state: "after ACCEPT",
-                    }
-                    .into());
                 }
                 self.transfers.remove(&id);
                 self.end(
@@ -1613,6 +1599,26 @@ impl Connection {
             }
             .into()),
         }
+    }
+
+    /// Our offer that `ACCEPT` or `REJECT` answers: it must still be waiting
+    /// for its answer. `Ok(None)`: it has ended, ignore the frame.
+    fn offered_outgoing(
+        &mut self,
+        frame: &'static str,
+        id: TransferId,
+    ) -> Result<Option<&mut Outgoing>, Error> {
+        let Some(Transfer::Outgoing(out)) = self.named(frame, id, false)? else {
+            return Ok(None);
+        };
+        if !matches!(out.state, OutState::Offered) {
+            return Err(Violation::UnexpectedFrame {
+                frame,
+                state: "after the offer was answered",
+            }
+            .into());
+        }
+        Ok(Some(out))
     }
 
     /// `VERIFIED` or `FAILED` from the receiver: allowed only after our `DONE`.
