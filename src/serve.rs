@@ -119,6 +119,7 @@ impl Log {
                 self.names.remove(&client);
                 line
             }
+            ServerNotice::CommandFailed(error) => error,
             ServerNotice::Relay(HubEvent::RelayStarted {
                 from,
                 to,

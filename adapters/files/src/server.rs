@@ -45,6 +45,9 @@ pub enum ServerNotice {
         /// What happened.
         report: Report,
     },
+    /// An operator command could not be carried out (an announcement over
+    /// the message cap, ...).
+    CommandFailed(String),
     /// A connection ended.
     Disconnected {
         /// Its id.

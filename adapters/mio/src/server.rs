@@ -312,9 +312,11 @@ impl Server {
         loop {
             match self.commands.try_recv() {
                 Ok(ServerCommand::Announce(text)) => {
-                    // Too long for a message: there is no notice to say so
-                    // (ServerNotice has no error variant), so it is dropped.
-                    let _ = self.hub.announce(now, "", &text);
+                    if let Err(e) = self.hub.announce(now, "", &text) {
+                        let _ = self.notices.send(ServerNotice::CommandFailed(format!(
+                            "announcement not sent: {e}"
+                        )));
+                    }
                 }
                 Ok(ServerCommand::Shutdown(reason)) => self.begin_shutdown(now, &reason),
                 Ok(_) => {}

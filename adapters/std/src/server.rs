@@ -50,11 +50,9 @@ pub fn spawn_server(
         match command {
             ServerCommand::Announce(text) => {
                 if let Err(e) = shared.hub.announce(now, "", &text) {
-                    let _ = shared.notices.send(ServerNotice::Disconnected {
-                        client: ClientId(u64::MAX),
-                        code: ferry_core::Code::MESSAGE_TOO_LONG,
-                        reason: format!("announcement not sent: {e}"),
-                    });
+                    let _ = shared.notices.send(ServerNotice::CommandFailed(format!(
+                        "announcement not sent: {e}"
+                    )));
                 }
             }
             ServerCommand::Shutdown(reason) => {
