@@ -12,6 +12,8 @@ use std::time::Duration;
 pub enum Runtime {
     /// A single-threaded mio event loop.
     Mio,
+    /// Async tasks on smol / async-io.
+    Smol,
     /// Blocking std sockets, a thread per connection.
     Std,
 }
@@ -28,6 +30,7 @@ impl Runtime {
     ) -> io::Result<ServerHandle> {
         match self {
             Runtime::Mio => ferry_mio::spawn_server(listen, hub, inbox),
+            Runtime::Smol => ferry_smol::spawn_server(listen, hub, inbox),
             Runtime::Std => ferry_std::spawn_server(listen, hub, inbox),
         }
     }
@@ -41,6 +44,7 @@ impl Runtime {
     ) -> io::Result<ClientHandle> {
         match self {
             Runtime::Mio => ferry_mio::spawn_client(addr, config, accept_files, timeout),
+            Runtime::Smol => ferry_smol::spawn_client(addr, config, accept_files, timeout),
             Runtime::Std => ferry_std::spawn_client(addr, config, accept_files, timeout),
         }
     }

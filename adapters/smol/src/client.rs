@@ -1,0 +1,298 @@
+//! The client: one task owns the [`Connection`]; a reader and a writer
+//! task move its bytes.
+
+use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, INPUT_QUEUE, LINGER};
+use async_channel::Receiver;
+use async_executor::Executor;
+use async_io::Timer;
+use async_net::TcpStream;
+use bytes::Bytes;
+use ferry_core::{ClientConfig, Code, Connection, Event};
+use ferry_files::{ClientCommand, ClientNotice, FileTransfers, Inbox, OfferPolicy, Sending};
+use futures_lite::future;
+use std::io;
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// What the socket tasks tell the client task.
+#[derive(Clone)]
+enum Input {
+    Read(Bytes),
+    /// The server closed its side, or the socket broke.
+    Eof,
+    /// The writer has room again.
+    Room,
+}
+
+/// What woke the client task.
+enum Wake {
+    Input(Input),
+    Timeout,
+    Command(ClientCommand),
+    CommandsClosed,
+}
+
+/// How a client connection ended, for [`crate::spawn_client`] to tell a
+/// handshake that ran out of time from any other end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ending {
+    /// The server let us in at some point.
+    pub(crate) welcomed: bool,
+    /// The code of [`Event::Closed`].
+    pub(crate) code: Code,
+    /// Whether the server ended it.
+    pub(crate) by_peer: bool,
+}
+
+/// Runs a ferry client on a connected `stream` as `config` says until the
+/// connection is over, then writes what is left (a `BYE`, say) and returns
+/// `Ok(())`.
+///
+/// Commands come in on `commands` ([`ClientCommand::Bye`] leaves), and are
+/// taken once the server has let the client in; a closed
+/// `commands` channel only means no more commands, and the client stays
+/// until the server ends the connection. Everything the connection reports
+/// goes out on `notices`: files as [`ClientNotice::File`], everything else
+/// (chat, membership, [`Event::Closed`] last) as [`ClientNotice::Event`],
+/// and commands that could not be carried out as [`ClientNotice::Error`].
+///
+/// Offered files are accepted into `accept_files` when it is given, and
+/// declined otherwise.
+///
+/// Like [`run_server`](crate::run_server), the future polls its socket
+/// tasks itself, needs only an async-io reactor and is `Send`.
+///
+/// # Errors
+///
+/// None today: a broken connection ends with [`Event::Closed`] and
+/// `Ok(())`.
+pub async fn run_client(
+    stream: TcpStream,
+    config: ClientConfig,
+    accept_files: Option<Inbox>,
+    commands: Receiver<ClientCommand>,
+    notices: mpsc::Sender<ClientNotice>,
+) -> io::Result<()> {
+    drive(stream, config, accept_files, commands, notices)
+        .await
+        .map(|_| ())
+}
+
+/// [`run_client`], saying how the connection ended.
+pub(crate) async fn drive(
+    stream: TcpStream,
+    config: ClientConfig,
+    accept_files: Option<Inbox>,
+    commands: Receiver<ClientCommand>,
+    notices: mpsc::Sender<ClientNotice>,
+) -> io::Result<Ending> {
+    // Chat frames are small and should leave at once.
+    let _ = stream.set_nodelay(true);
+    let executor = Executor::new();
+    let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
+    let (outlet, segments, wanted) = Outlet::new();
+    let reader = executor.spawn(read_loop(
+        stream.clone(),
+        inputs_tx.clone(),
+        |data| match data {
+            Some(data) => Input::Read(data),
+            None => Input::Eof,
+        },
+    ));
+    let writer = executor.spawn(write_loop(
+        stream,
+        segments,
+        wanted,
+        inputs_tx,
+        Input::Room,
+        Input::Eof,
+    ));
+    let policy = if accept_files.is_some() {
+        OfferPolicy::Accept
+    } else {
+        OfferPolicy::Reject
+    };
+    let mut client = Client {
+        conn: Connection::client(config, Instant::now()),
+        files: FileTransfers::new(accept_files, policy),
+        outlet,
+        notices,
+        ending: None,
+        welcomed: false,
+    };
+    executor
+        .run(async move {
+            let ending = client.run(&inputs, commands).await;
+            // Closing the queue tells the writer to finish and shut down
+            // its side; the reader then waits a little for the server's end
+            // (see `wind_down`). The reader's last messages have nobody to
+            // go to any more.
+            drop(client.outlet);
+            drop(inputs);
+            wind_down(writer, reader).await;
+            Ok(ending)
+        })
+        .await
+}
+
+struct Client {
+    conn: Connection,
+    files: FileTransfers,
+    outlet: Outlet,
+    notices: mpsc::Sender<ClientNotice>,
+    /// Set by [`Event::Closed`].
+    ending: Option<Ending>,
+    welcomed: bool,
+}
+
+impl Client {
+    /// Runs the connection until it closed and everything it had to say is
+    /// with the writer.
+    async fn run(&mut self, inputs: &Receiver<Input>, commands: Receiver<ClientCommand>) -> Ending {
+        let mut commands = Some(commands);
+        let mut blocked = self.drain(Instant::now()) == Fed::Blocked;
+        // Once closed, how long the writer may take to accept the rest.
+        let mut flush_by = None;
+        loop {
+            if let Some(ending) = self.ending {
+                let until = *flush_by.get_or_insert_with(|| Instant::now() + LINGER);
+                if !blocked || Instant::now() >= until {
+                    return ending;
+                }
+            }
+            let wake = self.next(inputs, commands.as_ref(), flush_by).await;
+            let now = Instant::now();
+            match wake {
+                Wake::Input(Input::Read(data)) => self.conn.handle_input(now, &data),
+                Wake::Input(Input::Eof) => self.conn.handle_eof(now),
+                // Feeding happens in `drain` below.
+                Wake::Input(Input::Room) => {}
+                Wake::Timeout => self.conn.handle_timeout(now),
+                Wake::Command(command) => self.command(now, command),
+                Wake::CommandsClosed => commands = None,
+            }
+            blocked = self.drain(now) == Fed::Blocked;
+        }
+    }
+
+    /// Waits for the next input, command or timer.
+    async fn next(
+        &self,
+        inputs: &Receiver<Input>,
+        commands: Option<&Receiver<ClientCommand>>,
+        flush_by: Option<Instant>,
+    ) -> Wake {
+        // A closed connection has no timers of its own; the flush has one.
+        let deadline = self.conn.poll_timeout().or(flush_by);
+        // Commands wait in their channel until the handshake is done (the
+        // core refuses chat before it), and are left there once closed.
+        let commands = commands.filter(|_| self.conn.is_open());
+        let command = async {
+            match commands {
+                Some(commands) => match commands.recv().await {
+                    Ok(command) => Wake::Command(command),
+                    Err(_) => Wake::CommandsClosed,
+                },
+                None => future::pending().await,
+            }
+        };
+        let input = async {
+            match inputs.recv().await {
+                Ok(input) => Wake::Input(input),
+                // The writer holds a sender until the very end.
+                Err(_) => future::pending().await,
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    Timer::at(at).await;
+                }
+                None => future::pending::<()>().await,
+            }
+            Wake::Timeout
+        };
+        future::or(input, future::or(command, timer)).await
+    }
+
+    fn command(&mut self, now: Instant, command: ClientCommand) {
+        let result = match command {
+            ClientCommand::Say(text) => self.conn.say(now, &text).map_err(|e| e.to_string()),
+            ClientCommand::Direct { to, text } => {
+                self.conn.direct(now, &to, &text).map_err(|e| e.to_string())
+            }
+            ClientCommand::Who => self.conn.who(now).map_err(|e| e.to_string()),
+            ClientCommand::SendFile { path, to } => match Sending::open(&path) {
+                Ok((file, name, size)) => match self.conn.offer_file(now, &name, size, &to) {
+                    Ok(id) => {
+                        self.files.register_send(id, file);
+                        Ok(())
+                    }
+                    Err(e) => Err(format!("cannot send {}: {e}", path.display())),
+                },
+                Err(e) => Err(format!("cannot send {}: {e}", path.display())),
+            },
+            ClientCommand::Bye => {
+                self.conn.bye(now);
+                Ok(())
+            }
+            // `ClientCommand` may grow; say so rather than drop it silently.
+            other => Err(format!("this runtime cannot do {other:?}")),
+        };
+        if let Err(error) = result {
+            self.notify(ClientNotice::Error(error));
+        }
+    }
+
+    /// Handles every event and hands every queued segment to the writer,
+    /// again while either produced more (writing makes room for file data,
+    /// which the connection asks for with events).
+    fn drain(&mut self, now: Instant) -> Fed {
+        // Input that never pauses would keep the timer from winning the
+        // race in `next`; deadlines are checked here as well.
+        if self.conn.poll_timeout().is_some_and(|at| at <= now) {
+            self.conn.handle_timeout(now);
+        }
+        loop {
+            let mut busy = false;
+            while let Some(event) = self.conn.poll_event() {
+                busy = true;
+                self.on_event(now, event);
+            }
+            let conn = &mut self.conn;
+            let (fed, moved) = self.outlet.feed(|| conn.poll_transmit());
+            if !busy && !moved {
+                return fed;
+            }
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, event: Event) {
+        match event {
+            Event::Transfer(transfer) => {
+                if let Some(report) = self.files.handle(&mut self.conn, now, transfer) {
+                    self.notify(ClientNotice::File(report));
+                }
+            }
+            event => {
+                match &event {
+                    Event::Welcomed { .. } => self.welcomed = true,
+                    Event::Closed { code, by_peer, .. } => {
+                        self.ending = Some(Ending {
+                            welcomed: self.welcomed,
+                            code: *code,
+                            by_peer: *by_peer,
+                        });
+                    }
+                    _ => {}
+                }
+                self.notify(ClientNotice::Event(event));
+            }
+        }
+    }
+
+    fn notify(&self, notice: ClientNotice) {
+        // Nobody listening is fine: the connection runs its course.
+        let _ = self.notices.send(notice);
+    }
+}

@@ -1,0 +1,187 @@
+//! ferry over TCP on smol / async-io: runs a ferry server or client on real
+//! sockets by driving `ferry-core`'s [`Hub`](ferry_core::Hub) and
+//! [`Connection`](ferry_core::Connection).
+//!
+//! The adapter is thin: it owns the sockets, the clock
+//! ([`Instant::now`](std::time::Instant::now)) and the tasks, and nothing
+//! else. Every protocol decision (handshakes, names, rooms, limits, slow
+//! readers, flow control, verification) is the core's; files on disk are
+//! `ferry-files`'.
+//!
+//! * [`run_server`] and [`run_client`] are futures that embed in any
+//!   executor built on async-io. They spawn their socket tasks on an
+//!   executor of their own that they poll themselves, and are `Send`.
+//! * [`spawn_server`] and [`spawn_client`] run the same on a thread of their
+//!   own and hand back the runtime-neutral
+//!   [`ServerHandle`] and
+//!   [`ClientHandle`] the `ferry` program uses.
+//!
+//! ```text
+//!  socket ─ reader task ─┐  (bytes | eof, bounded)
+//!                        ├──▶ hub / connection task ──▶ notices (std mpsc)
+//!  commands (async) ─────┘     │ poll_transmit, while the queue has room
+//!  socket ◀─ writer task ◀─────┘  (bounded; "room" when it drained)
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use ferry_core::{ClientConfig, Event, HubConfig};
+//! use ferry_files::{ClientCommand, ClientNotice};
+//! use std::time::Duration;
+//!
+//! let server = ferry_smol::spawn_server("127.0.0.1:0".parse()?, HubConfig::default(), None)?;
+//! let alice = ferry_smol::spawn_client(
+//!     server.local_addr(),
+//!     ClientConfig::new("alice"),
+//!     None,
+//!     Duration::from_secs(5),
+//! )?;
+//! alice.send(ClientCommand::Say("hello".into()));
+//! // Commands wait for the handshake; the message comes back to the room.
+//! let heard = loop {
+//!     match alice.notices().recv_timeout(Duration::from_secs(5))? {
+//!         ClientNotice::Event(Event::Message { text, .. }) => break text,
+//!         _ => {}
+//!     }
+//! };
+//! assert_eq!(heard, "hello");
+//! alice.send(ClientCommand::Bye);
+//! alice.join()?;
+//! server.shutdown("done");
+//! server.join()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What runs where
+//!
+//! The server's [`Hub`](ferry_core::Hub) lives in one task, with no locks.
+//! Each connection adds a reader task, which sends what it reads to the hub
+//! task on a bounded channel (a client sending faster than the hub works is
+//! held back by TCP), and a writer task, which receives segments on a
+//! bounded channel. The hub task moves `poll_transmit` segments into that
+//! channel only while it has room and waits for the writer to say it has
+//! taken one: bytes a slow client does not read stay in the hub, whose
+//! limits drop it as a slow reader. File I/O for the server's inbox happens
+//! in the hub task, through [`HubFiles`](ferry_files::HubFiles), one chunk at
+//! a time.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod client;
+mod pump;
+mod server;
+
+pub use client::run_client;
+pub use server::run_server;
+
+use async_io::Timer;
+use async_net::{TcpListener, TcpStream};
+use ferry_core::{ClientConfig, Code, HubConfig};
+use ferry_files::{ClientHandle, Inbox, ServerHandle};
+use futures_lite::future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Binds `listen` (port 0 picks a free one) and runs [`run_server`] on a
+/// thread of its own.
+///
+/// The handle's [`local_addr`](ServerHandle::local_addr) is the bound
+/// address; its commands go to the server's loop without blocking, and
+/// [`join`](ServerHandle::join) returns after
+/// [`shutdown`](ServerHandle::shutdown).
+///
+/// # Errors
+///
+/// Binding fails (address in use, no permission), or the thread cannot be
+/// started.
+pub fn spawn_server(
+    listen: SocketAddr,
+    hub: HubConfig,
+    inbox: Option<Inbox>,
+) -> io::Result<ServerHandle> {
+    // Bound here rather than on the thread, so that the caller gets the
+    // error and the real port at once.
+    let listener = TcpListener::try_from(std::net::TcpListener::bind(listen)?)?;
+    let local_addr = listener.local_addr()?;
+    // Unbounded: commands come from an operator, and the commander must
+    // never block its caller.
+    let (commands_tx, commands) = async_channel::unbounded();
+    let (notices_tx, notices) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name(format!("ferry-server {local_addr}"))
+        .spawn(move || {
+            async_io::block_on(run_server(listener, hub, inbox, commands, notices_tx))
+        })?;
+    let command = Box::new(move |command| {
+        // Fails only once the server stopped, when the command is moot.
+        let _ = commands_tx.try_send(command);
+    });
+    Ok(ServerHandle::new(local_addr, command, notices, thread))
+}
+
+/// Connects to `addr` and runs [`run_client`] on a thread of its own.
+///
+/// `connect_timeout` bounds both the TCP connect (an error from this
+/// function) and the handshake after it: a client not welcomed within the
+/// time left ends, and [`join`](ClientHandle::join) returns an error of
+/// kind [`io::ErrorKind::TimedOut`]. Commands given before the welcome wait
+/// for it.
+///
+/// # Errors
+///
+/// The connection is refused or takes longer than `connect_timeout`, or
+/// the thread cannot be started.
+pub fn spawn_client(
+    addr: SocketAddr,
+    mut config: ClientConfig,
+    accept_files: Option<Inbox>,
+    connect_timeout: Duration,
+) -> io::Result<ClientHandle> {
+    let start = Instant::now();
+    let stream = async_io::block_on(connect(addr, connect_timeout))?;
+    // What is left of the budget is the handshake's: the core closes with
+    // HANDSHAKE_TIMEOUT when it runs out, and that is read back below.
+    let left = connect_timeout.saturating_sub(start.elapsed());
+    config.connection.handshake_timeout = config.connection.handshake_timeout.min(left);
+    let (commands_tx, commands) = async_channel::unbounded();
+    let (notices_tx, notices) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name(format!("ferry-client {addr}"))
+        .spawn(move || {
+            let ending = async_io::block_on(client::drive(
+                stream,
+                config,
+                accept_files,
+                commands,
+                notices_tx,
+            ))?;
+            if !ending.welcomed && ending.code == Code::HANDSHAKE_TIMEOUT && !ending.by_peer {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{addr} did not let us in within {connect_timeout:?}"),
+                ));
+            }
+            Ok(())
+        })?;
+    let command = Box::new(move |command| {
+        // Fails only once the client stopped, when the command is moot.
+        let _ = commands_tx.try_send(command);
+    });
+    Ok(ClientHandle::new(command, notices, thread))
+}
+
+/// `TcpStream::connect`, giving up after `timeout`.
+async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    future::or(TcpStream::connect(addr), async {
+        Timer::after(timeout).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connecting to {addr} took longer than {timeout:?}"),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,171 @@
+//! The two socket tasks every connection gets, server or client side: a
+//! reader that forwards what arrives, and a writer that writes what the
+//! state machine produced. Neither knows anything about the protocol.
+
+use async_channel::{Receiver, Sender, TrySendError};
+use async_io::Timer;
+use async_net::{Shutdown, TcpStream};
+use bytes::Bytes;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt, Future};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bytes asked of the socket per read. One read becomes one message to the
+/// driving task, so this also bounds what one queued message holds.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Messages queued from the socket tasks to the task that owns the state
+/// machine. Bounded so that a peer sending faster than the state machine
+/// handles input is held back by TCP instead of by our memory.
+pub(crate) const INPUT_QUEUE: usize = 64;
+
+/// Segments queued for one writer. The state machine keeps everything
+/// beyond this (and applies its own limits to it: a hub drops a slow
+/// reader), and chat frames can still overtake queued file data there.
+pub(crate) const WRITE_QUEUE: usize = 4;
+
+/// How long a closed connection may take to write its last bytes before
+/// its socket is dropped regardless.
+pub(crate) const LINGER: Duration = Duration::from_secs(5);
+
+/// How long, after our last bytes are written, to keep reading for the
+/// peer's end of the connection. Dropping a socket that still receives
+/// makes the kernel answer with a reset, and a reset can make the peer's
+/// kernel throw away our last frames before the peer read them.
+pub(crate) const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits for `writer` to finish (at most [`LINGER`]), then for `reader` to
+/// see the peer's end (at most [`CLOSE_WAIT`]); the caller then drops both,
+/// which closes the socket.
+pub(crate) async fn wind_down(writer: impl Future<Output = ()>, reader: impl Future<Output = ()>) {
+    future::or(writer, async {
+        Timer::after(LINGER).await;
+    })
+    .await;
+    future::or(reader, async {
+        Timer::after(CLOSE_WAIT).await;
+    })
+    .await;
+}
+
+/// Reads `stream` until end of file or an error and forwards each read as
+/// `wrap(Some(bytes))`, then `wrap(None)` once. Stops early when nobody
+/// listens any more.
+pub(crate) async fn read_loop<M>(
+    mut stream: TcpStream,
+    to: Sender<M>,
+    wrap: impl Fn(Option<Bytes>) -> M,
+) {
+    let mut buf = vec![0; READ_CHUNK];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A reset or any other failure ends the input like a close does;
+            // the state machine reports it as a lost connection.
+            Err(_) => break,
+        };
+        // One copy, sized to what arrived, so the buffer is reused and a
+        // queued message never pins more than it carries.
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        if to.send(wrap(Some(data))).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.send(wrap(None)).await;
+}
+
+/// Writes every segment received on `segments` to `stream`, in order.
+///
+/// When `wanted` is set (the driver found the queue full), the writer
+/// clears it and sends `room` as it takes the next segment, so the driver
+/// knows when to feed it again. A failed write sends `broken` and ends.
+/// Once the driver closes the queue and it is drained, the write side of
+/// the socket is shut down so the peer sees a clean end.
+pub(crate) async fn write_loop<M: Clone>(
+    mut stream: TcpStream,
+    segments: Receiver<Bytes>,
+    wanted: Arc<AtomicBool>,
+    to: Sender<M>,
+    room: M,
+    broken: M,
+) {
+    while let Ok(segment) = segments.recv().await {
+        if wanted.swap(false, Ordering::SeqCst) && to.send(room.clone()).await.is_err() {
+            return;
+        }
+        if stream.write_all(&segment).await.is_err() {
+            let _ = to.send(broken).await;
+            return;
+        }
+    }
+    // Errors here change nothing: the socket is about to be dropped.
+    let _ = stream.flush().await;
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// The driver's end of one writer: the bounded queue, the wake-up flag and
+/// the one segment that did not fit.
+#[derive(Debug)]
+pub(crate) struct Outlet {
+    segments: Sender<Bytes>,
+    wanted: Arc<AtomicBool>,
+    held: Option<Bytes>,
+}
+
+/// What [`Outlet::feed`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fed {
+    /// The source has nothing more; everything is with the writer.
+    Drained,
+    /// The writer's queue is full; it will say when it has room.
+    Blocked,
+}
+
+impl Outlet {
+    /// An outlet and the receiving end for [`write_loop`].
+    pub(crate) fn new() -> (Outlet, Receiver<Bytes>, Arc<AtomicBool>) {
+        let (segments, rx) = async_channel::bounded(WRITE_QUEUE);
+        let wanted = Arc::new(AtomicBool::new(false));
+        let outlet = Outlet {
+            segments,
+            wanted: wanted.clone(),
+            held: None,
+        };
+        (outlet, rx, wanted)
+    }
+
+    /// Moves segments from `next` to the writer while its queue has room.
+    /// Returns how it stopped and whether anything moved.
+    ///
+    /// A writer that is gone (its socket broke) takes everything: the
+    /// segments are dropped, and the state machine learns of the break
+    /// from the writer's own message.
+    pub(crate) fn feed(&mut self, mut next: impl FnMut() -> Option<Bytes>) -> (Fed, bool) {
+        let mut moved = false;
+        loop {
+            let Some(segment) = self.held.take().or_else(&mut next) else {
+                return (Fed::Drained, moved);
+            };
+            match self.segments.try_send(segment) {
+                Ok(()) | Err(TrySendError::Closed(_)) => moved = true,
+                Err(TrySendError::Full(segment)) => {
+                    // Ask for a wake-up first, then look again: a writer that
+                    // took a segment between the two sees the flag, one that
+                    // took it before leaves room for this second try.
+                    self.wanted.store(true, Ordering::SeqCst);
+                    match self.segments.try_send(segment) {
+                        Ok(()) | Err(TrySendError::Closed(_)) => moved = true,
+                        Err(TrySendError::Full(segment)) => {
+                            self.held = Some(segment);
+                            return (Fed::Blocked, moved);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
