@@ -111,6 +111,7 @@ impl Inbox {
             size,
             resume_from,
             overwrite: self.overwrite,
+            writeback: Writeback::default(),
             _release: release,
         })
     }
@@ -145,7 +146,52 @@ pub struct Receiving {
     size: u64,
     resume_from: u64,
     overwrite: bool,
+    writeback: Writeback,
     _release: Release,
+}
+
+/// Asks a helper thread to flush a large incoming file to disk while it is
+/// still arriving, so the final `fsync` before the rename finds little left
+/// to do. Durability still rests on that final `fsync`; this only moves
+/// most of its cost off the end of the transfer.
+#[derive(Debug, Default)]
+struct Writeback {
+    since_flush: u64,
+    flusher: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Writeback {
+    /// Flush every this many bytes written.
+    const EVERY: u64 = 16 << 20;
+
+    fn wrote(&mut self, file: &File, len: usize) {
+        self.since_flush += len as u64;
+        if self.since_flush < Self::EVERY {
+            return;
+        }
+        self.since_flush = 0;
+        if self.flusher.is_none() {
+            let Ok(file) = file.try_clone() else { return };
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("ferry-writeback".into())
+                .spawn(move || {
+                    while rx.recv().is_ok() {
+                        // Requests that piled up during a flush need one more.
+                        while rx.try_recv().is_ok() {}
+                        // Errors surface in the final sync before the rename.
+                        let _ = file.sync_data();
+                    }
+                });
+            if spawned.is_err() {
+                return;
+            }
+            self.flusher = Some(tx);
+        }
+        if let Some(flusher) = &self.flusher {
+            let _ = flusher.send(());
+        }
+    }
 }
 
 impl Receiving {
@@ -179,7 +225,9 @@ impl Receiving {
             ));
         }
         self.file.seek(SeekFrom::Start(offset))?;
-        self.file.write_all(data)
+        self.file.write_all(data)?;
+        self.writeback.wrote(&self.file, data.len());
+        Ok(())
     }
 
     /// The sender starts over: forget what was held.
