@@ -33,4 +33,4 @@ mod transfers;
 pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
 pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};
 pub use server::{HubFiles, ServerCommand, ServerNotice};
-pub use transfers::{FileTransfers, HubClient, OfferPolicy, Report, TransferControl};
+pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};

@@ -401,3 +401,36 @@ impl FileTransfers {
         Report::LocalError { id, error }
     }
 }
+
+/// Carries out a user's command on a client connection, registering the file
+/// behind a `SendFile`. The error says what could not be done, for a
+/// [`ClientNotice::Error`](crate::ClientNotice::Error).
+pub fn run_command(
+    conn: &mut Connection,
+    files: &mut FileTransfers,
+    now: Instant,
+    command: crate::ClientCommand,
+) -> Result<(), String> {
+    use crate::ClientCommand;
+    match command {
+        ClientCommand::Say(text) => conn.say(now, &text).map_err(|e| e.to_string()),
+        ClientCommand::Direct { to, text } => conn
+            .direct(now, &to, &text)
+            .map_err(|e| format!("direct message to {to:?}: {e}")),
+        ClientCommand::Who => conn.who(now).map_err(|e| e.to_string()),
+        ClientCommand::SendFile { path, to } => {
+            // `Sending::open` names the path in its errors.
+            let (file, name, size) =
+                Sending::open(&path).map_err(|e| format!("cannot send {e}"))?;
+            let id = conn
+                .offer_file(now, &name, size, &to)
+                .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+            files.register_send(id, file);
+            Ok(())
+        }
+        ClientCommand::Bye => {
+            conn.bye(now);
+            Ok(())
+        }
+    }
+}

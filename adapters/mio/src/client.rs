@@ -6,7 +6,7 @@ use crate::sock::{
 use bytes::Bytes;
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
-    ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy, Sending,
+    run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
 };
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -237,33 +237,9 @@ impl Client {
     }
 
     fn command(&mut self, command: ClientCommand, now: Instant) {
-        let result = match command {
-            ClientCommand::Say(text) => self.conn.say(now, &text).map_err(|e| e.to_string()),
-            ClientCommand::Direct { to, text } => self
-                .conn
-                .direct(now, &to, &text)
-                .map_err(|e| format!("direct message to {to:?}: {e}")),
-            ClientCommand::Who => self.conn.who(now).map_err(|e| e.to_string()),
-            ClientCommand::SendFile { path, to } => self.send_file(now, &path, &to),
-            ClientCommand::Bye => {
-                self.conn.bye(now);
-                Ok(())
-            }
-            other => Err(format!("unsupported command {other:?}")),
-        };
-        if let Err(error) = result {
+        if let Err(error) = run_command(&mut self.conn, &mut self.files, now, command) {
             self.notify(ClientNotice::Error(error));
         }
-    }
-
-    fn send_file(&mut self, now: Instant, path: &std::path::Path, to: &str) -> Result<(), String> {
-        let (file, name, size) = Sending::open(path).map_err(|e| format!("cannot send: {e}"))?;
-        let id = self
-            .conn
-            .offer_file(now, &name, size, to)
-            .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
-        self.files.register_send(id, file);
-        Ok(())
     }
 
     /// Drains the connection: events (file I/O and notices), then output,

@@ -8,7 +8,7 @@ use async_io::Timer;
 use async_net::TcpStream;
 use bytes::Bytes;
 use ferry_core::{ClientConfig, Code, Connection, Event};
-use ferry_files::{ClientCommand, ClientNotice, FileTransfers, Inbox, OfferPolicy, Sending};
+use ferry_files::{run_command, ClientCommand, ClientNotice, FileTransfers, Inbox, OfferPolicy};
 use futures_lite::future;
 use std::io;
 use std::sync::mpsc;
@@ -216,30 +216,7 @@ impl Client {
     }
 
     fn command(&mut self, now: Instant, command: ClientCommand) {
-        let result = match command {
-            ClientCommand::Say(text) => self.conn.say(now, &text).map_err(|e| e.to_string()),
-            ClientCommand::Direct { to, text } => {
-                self.conn.direct(now, &to, &text).map_err(|e| e.to_string())
-            }
-            ClientCommand::Who => self.conn.who(now).map_err(|e| e.to_string()),
-            ClientCommand::SendFile { path, to } => match Sending::open(&path) {
-                Ok((file, name, size)) => match self.conn.offer_file(now, &name, size, &to) {
-                    Ok(id) => {
-                        self.files.register_send(id, file);
-                        Ok(())
-                    }
-                    Err(e) => Err(format!("cannot send {}: {e}", path.display())),
-                },
-                Err(e) => Err(format!("cannot send {}: {e}", path.display())),
-            },
-            ClientCommand::Bye => {
-                self.conn.bye(now);
-                Ok(())
-            }
-            // `ClientCommand` may grow; say so rather than drop it silently.
-            other => Err(format!("this runtime cannot do {other:?}")),
-        };
-        if let Err(error) = result {
+        if let Err(error) = run_command(&mut self.conn, &mut self.files, now, command) {
             self.notify(ClientNotice::Error(error));
         }
     }

@@ -3,7 +3,7 @@
 
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
-    ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy, Sending,
+    run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
 };
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -145,30 +145,7 @@ impl Driver {
     }
 
     fn command(&mut self, command: ClientCommand) {
-        let now = Instant::now();
-        let result = match command {
-            ClientCommand::Say(text) => self.conn.say(now, &text).map_err(|e| e.to_string()),
-            ClientCommand::Direct { to, text } => {
-                self.conn.direct(now, &to, &text).map_err(|e| e.to_string())
-            }
-            ClientCommand::Who => self.conn.who(now).map_err(|e| e.to_string()),
-            ClientCommand::SendFile { path, to } => match Sending::open(&path) {
-                Ok((file, name, size)) => match self.conn.offer_file(now, &name, size, &to) {
-                    Ok(id) => {
-                        self.files.register_send(id, file);
-                        Ok(())
-                    }
-                    Err(e) => Err(format!("cannot send {}: {e}", path.display())),
-                },
-                Err(e) => Err(format!("cannot send {e}")),
-            },
-            ClientCommand::Bye => {
-                self.conn.bye(now);
-                Ok(())
-            }
-            _ => Ok(()),
-        };
-        if let Err(error) = result {
+        if let Err(error) = run_command(&mut self.conn, &mut self.files, Instant::now(), command) {
             let _ = self.notices.send(ClientNotice::Error(error));
         }
     }
