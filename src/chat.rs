@@ -200,6 +200,9 @@ fn show(notice: &ClientNotice) {
                 }
             }
             Report::Saved { path, .. } => format!("* saved {}", path.display()),
+            Report::PartialKept { path, held, .. } => {
+                format!("* kept {} ({}) for a resume", path.display(), bytes(*held))
+            }
             Report::LocalError { error, .. } => format!("! {}", safe(error)),
             Report::Finished { id, outcome } => {
                 format!("* transfer {id}: {}", outcome_text(outcome))

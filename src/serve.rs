@@ -168,6 +168,9 @@ impl Log {
                     }
                 }
                 Report::Saved { path, .. } => format!("saved {}", path.display()),
+                Report::PartialKept { path, held, .. } => {
+                    format!("kept {} ({}) for a resume", path.display(), bytes(held))
+                }
                 Report::LocalError { error, .. } => {
                     format!("{}: {}", self.who(client), safe(&error))
                 }

@@ -337,26 +337,32 @@ fn a_killed_upload_resumes_to_the_identical_file() {
         )
         .unwrap();
         killed_upload(server.local_addr(), "movie.mkv", &data, 5 << 20);
-        // Wait for the server to notice, then check the partial file.
+        // The server tells when the partial file is complete on disk.
         let deadline = Instant::now() + WAIT;
-        while server
-            .notices()
-            .try_iter()
-            .all(|n| !matches!(n, ServerNotice::Disconnected { .. }))
-        {
+        let (kept, reported) = loop {
+            let kept = server.notices().try_iter().find_map(|n| match n {
+                ServerNotice::File {
+                    report: Report::PartialKept { path, held, .. },
+                    ..
+                } => Some((path, held)),
+                _ => None,
+            });
+            if let Some(kept) = kept {
+                break kept;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{label}: the drop was never noticed"
+                "{label}: the partial file was never reported"
             );
             std::thread::sleep(Duration::from_millis(10));
-        }
+        };
         assert!(
             !inbox.path().join("movie.mkv").exists(),
             "{label}: partial under the final name"
         );
-        let held = std::fs::metadata(inbox.path().join("movie.mkv.part"))
-            .unwrap()
-            .len();
+        assert_eq!(kept, inbox.path().join("movie.mkv.part"), "{label}");
+        let held = std::fs::metadata(&kept).unwrap().len();
+        assert_eq!(held, reported, "{label}");
         assert!(held >= 5 << 20, "{label}: held {held}");
         let alice = join(spawn_client, &server, "alice", None);
         alice.send(ClientCommand::SendFile {

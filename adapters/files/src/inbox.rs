@@ -1,12 +1,13 @@
 //! The receiving folder: partial files, resume, and the final move.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_core::filename::check_file_name;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// Appended to a file's name while it is being received.
 pub const PART_SUFFIX: &str = ".part";
@@ -20,8 +21,36 @@ pub const PART_SUFFIX: &str = ".part";
 pub struct Inbox {
     dir: PathBuf,
     overwrite: bool,
-    in_use: Arc<Mutex<HashSet<String>>>,
+    in_use: Arc<InUse>,
 }
+
+/// The partial files being received, by lowercased name.
+#[derive(Debug, Default)]
+struct InUse {
+    names: Mutex<HashMap<String, Holder>>,
+    released: Condvar,
+}
+
+/// Who holds a partial file's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holder {
+    /// Tells this holder from a later one of the same name.
+    serial: u64,
+    /// The transfer is over, and its writer is finishing the last queued
+    /// writes.
+    closing: bool,
+}
+
+impl InUse {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Holder>> {
+        // A panic elsewhere while holding the lock leaves the map intact.
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How long a new transfer of a name waits for the writer of the previous
+/// transfer of that name to finish (a resume right after a dropped link).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 impl Inbox {
     /// Opens `dir`, creating it if missing, and checks that files can be
@@ -69,18 +98,45 @@ impl Inbox {
         check_file_name(name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let part_name = format!("{name}{PART_SUFFIX}");
+        let serial;
         {
-            let mut in_use = self.lock();
-            if !in_use.insert(part_name.to_lowercase()) {
+            let key = part_name.to_lowercase();
+            let mut names = self.in_use.lock();
+            let deadline = Instant::now() + RELEASE_WAIT;
+            // A transfer of this name that ended a moment ago may still be
+            // writing its last chunks: wait for it rather than refuse the
+            // resume that typically follows.
+            while names.get(&key).is_some_and(|holder| holder.closing) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                names = self
+                    .in_use
+                    .released
+                    .wait_timeout(names, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if names.contains_key(&key) {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!("{name:?} is already being received"),
                 ));
             }
+            serial = names.values().map(|h| h.serial).max().unwrap_or(0) + 1;
+            names.insert(
+                key,
+                Holder {
+                    serial,
+                    closing: false,
+                },
+            );
         }
         let release = Release {
             in_use: self.in_use.clone(),
             key: part_name.to_lowercase(),
+            serial,
         };
         let part = self.dir.join(&part_name);
         let file = match OpenOptions::new()
@@ -112,27 +168,50 @@ impl Inbox {
             resume_from,
             overwrite: self.overwrite,
             writeback: Writeback::default(),
-            _release: release,
+            release,
         })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        // A panic elsewhere while holding the lock leaves the set intact.
-        self.in_use.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-/// Frees a partial file's name when its transfer ends.
+/// Frees a partial file's name when the file is closed.
 #[derive(Debug)]
 struct Release {
-    in_use: Arc<Mutex<HashSet<String>>>,
+    in_use: Arc<InUse>,
     key: String,
+    serial: u64,
 }
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let mut in_use = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
-        in_use.remove(&self.key);
+        let mut names = self.in_use.lock();
+        if names
+            .get(&self.key)
+            .is_some_and(|h| h.serial == self.serial)
+        {
+            names.remove(&self.key);
+        }
+        drop(names);
+        self.in_use.released.notify_all();
+    }
+}
+
+/// Held by whoever drives a [`Receiving`] from elsewhere: dropping it says
+/// the transfer is over while the file may still be finishing writes, so a
+/// new transfer of the name waits for it instead of being refused.
+#[derive(Debug)]
+pub(crate) struct NameInUse {
+    in_use: Arc<InUse>,
+    key: String,
+    serial: u64,
+}
+
+impl Drop for NameInUse {
+    fn drop(&mut self) {
+        if let Some(holder) = self.in_use.lock().get_mut(&self.key) {
+            if holder.serial == self.serial {
+                holder.closing = true;
+            }
+        }
     }
 }
 
@@ -147,7 +226,7 @@ pub struct Receiving {
     resume_from: u64,
     overwrite: bool,
     writeback: Writeback,
-    _release: Release,
+    release: Release,
 }
 
 /// Asks a helper thread to flush a large incoming file to disk while it is
@@ -208,6 +287,14 @@ impl Receiving {
     /// The partial file's path.
     pub fn part_path(&self) -> &Path {
         &self.part
+    }
+
+    pub(crate) fn name_in_use(&self) -> NameInUse {
+        NameInUse {
+            in_use: self.release.in_use.clone(),
+            key: self.release.key.clone(),
+            serial: self.release.serial,
+        }
     }
 
     /// Reads `len` bytes at `offset` of the partial file (to hash the prefix
@@ -307,15 +394,17 @@ impl Sending {
 
 fn read_exact_at(file: &mut File, offset: u64, len: u32) -> io::Result<Bytes> {
     file.seek(SeekFrom::Start(offset))?;
-    let mut buf = BytesMut::zeroed(len as usize);
-    file.read_exact(&mut buf).map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(e.kind(), "the file got shorter while being sent")
-        } else {
-            e
-        }
-    })?;
-    Ok(buf.freeze())
+    // `read_to_end` fills spare capacity without zeroing it first: one copy
+    // per chunk, not a memset and a copy.
+    let mut buf = Vec::with_capacity(len as usize);
+    file.take(u64::from(len)).read_to_end(&mut buf)?;
+    if buf.len() < len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file got shorter while being sent",
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// `NAME`, or the first `NAME (n).EXT` that no file in `dir` has, ignoring

@@ -10,6 +10,11 @@
 //! later resume and never appears under the final name. Memory stays flat:
 //! data moves one chunk at a time.
 //!
+//! Received files are written on a thread per file, so the loop that
+//! drives the protocol never waits for the disk: it hands chunks over, and
+//! is woken (through the [`Wake`] it provides) to collect confirmations
+//! with `poll_disk`. A chunk is confirmed to the sender only once written.
+//!
 //! The protocol decisions stay in `ferry-core`; this crate only does what the
 //! core asks, through [`TransferControl`], which both
 //! [`Connection`](ferry_core::Connection) and a hub client implement.
@@ -25,11 +30,13 @@
 //! assert_eq!(transfers.open_count(), 0);
 //! ```
 
+mod disk;
 mod handle;
 mod inbox;
 mod server;
 mod transfers;
 
+pub use disk::Wake;
 pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
 pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};
 pub use server::{HubFiles, ServerCommand, ServerNotice};

@@ -1,5 +1,6 @@
 //! The file side of a server, and what every server runtime reports.
 
+use crate::disk::{DiskQueue, Done, Wake};
 use crate::inbox::Inbox;
 use crate::transfers::{FileTransfers, HubClient, OfferPolicy, Report};
 use ferry_core::{ClientId, Code, Hub, HubEvent, Text};
@@ -70,20 +71,53 @@ pub enum ServerCommand {
 }
 
 /// The inbox side of a hub: one [`FileTransfers`] per client, fed the
-/// hub's events. Every server runtime runs its hub events through this.
+/// hub's events. Every server runtime runs its hub events through this, and
+/// calls [`poll_disk`](Self::poll_disk) when woken for finished disk work.
 #[derive(Debug)]
 pub struct HubFiles {
     inbox: Option<Inbox>,
     clients: HashMap<ClientId, FileTransfers>,
+    disk: DiskQueue,
 }
 
 impl HubFiles {
-    /// Uploads go into `inbox`; without one they are declined.
-    pub fn new(inbox: Option<Inbox>) -> Self {
+    /// Uploads go into `inbox`; without one they are declined. Incoming
+    /// files are written on threads of their own; `wake` is called (from
+    /// such a thread) whenever some of that work finishes.
+    pub fn new(inbox: Option<Inbox>, wake: Wake) -> Self {
         HubFiles {
             inbox,
             clients: HashMap::new(),
+            disk: DiskQueue::new(wake),
         }
+    }
+
+    /// Hands finished disk work to the hub (confirmations, stored files)
+    /// and says what happened.
+    pub fn poll_disk(&mut self, hub: &mut Hub, now: Instant) -> Vec<ServerNotice> {
+        let mut notices = Vec::new();
+        for (owner, done) in self.disk.take() {
+            let client = ClientId(owner);
+            let Some(files) = self.clients.get_mut(&client) else {
+                // The client left meanwhile: its transfers are over, but a
+                // partial file left behind is worth telling the operator.
+                if let Done::Kept { id, path, held } = done {
+                    let report = Report::PartialKept { id, path, held };
+                    notices.push(ServerNotice::File { client, report });
+                }
+                continue;
+            };
+            let mut ctl = HubClient { hub, client };
+            if let Some(report) = files.on_disk_done_item(&mut ctl, now, done) {
+                notices.push(ServerNotice::File { client, report });
+            }
+        }
+        notices
+    }
+
+    /// No disk work queued, running, or finished and not yet polled.
+    pub fn disk_idle(&self) -> bool {
+        self.disk.is_idle()
     }
 
     /// Handles one hub event (file I/O included) and says what happened.
@@ -98,13 +132,14 @@ impl HubFiles {
             } => Some(ServerNotice::Left { client, name, code }),
             HubEvent::Transfer { client, event } => {
                 let inbox = self.inbox.clone();
+                let disk = self.disk.clone();
                 let files = self.clients.entry(client).or_insert_with(|| {
                     let policy = if inbox.is_some() {
                         OfferPolicy::Accept
                     } else {
                         OfferPolicy::Reject
                     };
-                    FileTransfers::new(inbox, policy)
+                    FileTransfers::new(inbox, policy).with_disk(disk, client.0)
                 });
                 let mut ctl = HubClient { hub, client };
                 files

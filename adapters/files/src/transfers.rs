@@ -1,6 +1,7 @@
 //! Answering a connection's transfer events with file I/O.
 
-use crate::inbox::{Inbox, Receiving, Sending};
+use crate::disk::{DiskQueue, Done, IncomingFile, Wake};
+use crate::inbox::{Inbox, Sending};
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::{Outcome, TransferEvent};
@@ -196,6 +197,16 @@ pub enum Report {
         /// Where it is.
         path: PathBuf,
     },
+    /// A transfer into this side ended unfinished; its partial file stays
+    /// for a resume (sent once the last queued writes are on disk).
+    PartialKept {
+        /// The transfer.
+        id: TransferId,
+        /// The partial file.
+        path: PathBuf,
+        /// Bytes it holds: where a resume will start.
+        held: u64,
+    },
     /// Reading or writing a file failed here; the transfer was cancelled.
     LocalError {
         /// The transfer.
@@ -213,12 +224,27 @@ pub enum Report {
 }
 
 /// The files of one connection's transfers, in both directions.
+///
+/// Files being sent are read on the caller's thread, a chunk at a time.
+/// Files being received are written by a thread per file (see
+/// [`on_disk_done`](Self::on_disk_done) and [`poll_disk`](Self::poll_disk)),
+/// so the caller's loop never waits for the disk.
 #[derive(Debug)]
 pub struct FileTransfers {
     inbox: Option<Inbox>,
     policy: OfferPolicy,
-    receiving: HashMap<TransferId, (Receiving, u64)>,
+    receiving: HashMap<TransferId, Receiver>,
     sending: HashMap<TransferId, Sending>,
+    disk: DiskQueue,
+    /// Tags this connection's completions in a queue shared by a hub.
+    owner: u64,
+}
+
+/// A file being received, and its size.
+#[derive(Debug)]
+struct Receiver {
+    file: IncomingFile,
+    size: u64,
 }
 
 impl FileTransfers {
@@ -230,12 +256,34 @@ impl FileTransfers {
             policy,
             receiving: HashMap::new(),
             sending: HashMap::new(),
+            disk: DiskQueue::unsignalled(),
+            owner: 0,
         }
+    }
+
+    /// Calls `wake` (from a writer thread) whenever disk work finishes; the
+    /// loop should then call [`poll_disk`](Self::poll_disk). Set it before
+    /// any transfer starts.
+    pub fn on_disk_done(mut self, wake: Wake) -> Self {
+        self.disk = DiskQueue::new(wake);
+        self
+    }
+
+    /// Shares a hub's queue of finished disk work, tagged with `owner`.
+    pub(crate) fn with_disk(mut self, disk: DiskQueue, owner: u64) -> Self {
+        self.disk = disk;
+        self.owner = owner;
+        self
     }
 
     /// Transfers with a file open.
     pub fn open_count(&self) -> usize {
         self.receiving.len() + self.sending.len()
+    }
+
+    /// No disk work queued, running, or finished and not yet polled.
+    pub fn disk_idle(&self) -> bool {
+        self.disk.is_idle()
     }
 
     /// Registers the file behind an offer just made with `offer_file`.
@@ -244,7 +292,8 @@ impl FileTransfers {
     }
 
     /// Answers `event` with file I/O and commands to `ctl`. Returns what a
-    /// user may want to see.
+    /// user may want to see. Writes to received files are queued, not done:
+    /// their confirmations come from [`poll_disk`](Self::poll_disk).
     pub fn handle(
         &mut self,
         ctl: &mut impl TransferControl,
@@ -269,14 +318,14 @@ impl FileTransfers {
             }
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
-                let read = if let Some(file) = self.sending.get_mut(&id) {
-                    file.read_at(offset, len)
-                } else if let Some((rx, _)) = self.receiving.get_mut(&id) {
-                    rx.read_at(offset, len)
-                } else {
+                if let Some(rx) = self.receiving.get(&id) {
+                    // A prefix to hash before resuming: read by the writer,
+                    // which owns the file.
+                    rx.file.read(offset, len);
                     return None;
-                };
-                match read {
+                }
+                let file = self.sending.get_mut(&id)?;
+                match file.read_at(offset, len) {
                     Ok(data) => {
                         // Fails only if the transfer already ended, when the
                         // chunk is moot.
@@ -287,27 +336,12 @@ impl FileTransfers {
                 }
             }
             TransferEvent::Chunk { id, offset, data } => {
-                let (rx, size) = self.receiving.get_mut(&id)?;
-                let size = *size;
-                let end = offset + data.len() as u64;
-                match rx.write_at(offset, &data) {
-                    Ok(()) => {
-                        let _ = ctl.confirm_written(now, id, end);
-                        Some(Report::Progress {
-                            id,
-                            done: end,
-                            size,
-                        })
-                    }
-                    Err(e) => Some(self.fail(ctl, now, id, e)),
-                }
+                self.receiving.get(&id)?.file.write(offset, data);
+                None
             }
             TransferEvent::Restarted { id } => {
-                let (rx, _) = self.receiving.get_mut(&id)?;
-                match rx.restart() {
-                    Ok(()) => None,
-                    Err(e) => Some(self.fail(ctl, now, id, e)),
-                }
+                self.receiving.get(&id)?.file.restart();
+                None
             }
             TransferEvent::Progress {
                 id,
@@ -319,22 +353,14 @@ impl FileTransfers {
                 size,
             }),
             TransferEvent::Received { id, .. } => {
-                let (rx, _) = self.receiving.remove(&id)?;
-                match rx.commit() {
-                    Ok(path) => {
-                        let _ = ctl.finish_receive(now, id, Ok(()));
-                        Some(Report::Saved { id, path })
-                    }
-                    Err(e) => {
-                        let error = format!("cannot store the file: {e}");
-                        let _ = ctl.finish_receive(now, id, Err((Code::IO_ERROR, error.clone())));
-                        Some(Report::LocalError { id, error })
-                    }
-                }
+                // Synced and renamed by the writer after its last writes;
+                // `poll_disk` reports the outcome to the core.
+                self.receiving.get(&id)?.file.commit();
+                None
             }
             TransferEvent::Ended { id, outcome } => {
                 self.sending.remove(&id);
-                if let Some((rx, _)) = self.receiving.remove(&id) {
+                if let Some(rx) = self.receiving.remove(&id) {
                     // Wrong bytes are no base for a resume; anything else
                     // (a cancel, a dropped link) keeps the partial file.
                     if matches!(
@@ -344,12 +370,67 @@ impl FileTransfers {
                             ..
                         }
                     ) {
-                        let _ = rx.discard();
+                        rx.file.discard();
                     }
                 }
                 Some(Report::Finished { id, outcome })
             }
             _ => None,
+        }
+    }
+
+    /// Hands finished disk work to `ctl` (confirmations, prefix reads, the
+    /// final store) and says what happened, in order.
+    pub fn poll_disk(&mut self, ctl: &mut impl TransferControl, now: Instant) -> Vec<Report> {
+        self.disk
+            .take()
+            .into_iter()
+            .filter_map(|(_, done)| self.on_disk_done_item(ctl, now, done))
+            .collect()
+    }
+
+    /// One finished job. Work for a transfer that ended meanwhile is moot.
+    pub(crate) fn on_disk_done_item(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        done: Done,
+    ) -> Option<Report> {
+        match done {
+            Done::Written { id, upto } => {
+                let size = self.receiving.get(&id)?.size;
+                ctl.confirm_written(now, id, upto).ok()?;
+                Some(Report::Progress {
+                    id,
+                    done: upto,
+                    size,
+                })
+            }
+            Done::Read { id, offset, data } => {
+                self.receiving.get(&id)?;
+                let _ = ctl.supply_chunk(now, id, offset, data);
+                None
+            }
+            Done::Committed { id, path } => {
+                self.receiving.remove(&id)?;
+                let _ = ctl.finish_receive(now, id, Ok(()));
+                Some(Report::Saved { id, path })
+            }
+            Done::Kept { id, path, held } => Some(Report::PartialKept { id, path, held }),
+            Done::Failed {
+                id,
+                error,
+                committing: true,
+            } => {
+                self.receiving.remove(&id)?;
+                let error = format!("cannot store the file: {error}");
+                let _ = ctl.finish_receive(now, id, Err((Code::IO_ERROR, error.clone())));
+                Some(Report::LocalError { id, error })
+            }
+            Done::Failed { id, error, .. } => {
+                self.receiving.get(&id)?;
+                Some(self.fail(ctl, now, id, error))
+            }
         }
     }
 
@@ -368,10 +449,13 @@ impl FileTransfers {
                 return None;
             }
         };
-        match inbox.begin(name, size) {
-            Ok(rx) => {
-                let resume = rx.resume_from();
-                self.receiving.insert(id, (rx, size));
+        let begun = inbox.begin(name, size).and_then(|rx| {
+            let resume = rx.resume_from();
+            IncomingFile::spawn(rx, id, self.owner, self.disk.clone()).map(|file| (file, resume))
+        });
+        match begun {
+            Ok((file, resume)) => {
+                self.receiving.insert(id, Receiver { file, size });
                 ctl.accept(now, id, resume).ok().map(|()| resume)
             }
             Err(e) => {

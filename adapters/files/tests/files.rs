@@ -79,6 +79,10 @@ impl Session {
                         self.client.handle_eof(now);
                         self.sent = cut;
                         self.drain_events();
+                        while !(self.client_files.disk_idle() && self.hub_files.disk_idle()) {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            self.drain_events();
+                        }
                         return;
                     }
                 }
@@ -90,9 +94,15 @@ impl Session {
                 self.client.handle_input(now, &bytes);
                 moved = true;
             }
+            // Idle before the drain: then it took no finished disk work.
+            let disk_idle = self.client_files.disk_idle() && self.hub_files.disk_idle();
             moved |= self.drain_events();
             if !moved {
-                return;
+                if disk_idle {
+                    return;
+                }
+                // Received files are written on threads of their own.
+                std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }
         panic!("never settled");
@@ -121,6 +131,14 @@ impl Session {
                 }
             }
         }
+        let mut ctl = HubClient {
+            hub: &mut self.hub,
+            client: self.id,
+        };
+        let done = self.hub_files.poll_disk(&mut ctl, now);
+        let mine = self.client_files.poll_disk(&mut self.client, now);
+        any |= !done.is_empty() || !mine.is_empty();
+        self.reports.extend(done.into_iter().chain(mine));
         any
     }
 
@@ -188,7 +206,7 @@ fn a_dropped_upload_resumes_from_the_partial_file() {
     let mut s = Session::new(inbox.path());
     let id = s.send(&path);
     s.pump();
-    assert_eq!(s.outcome(id), Some(Outcome::Verified));
+    assert_eq!(s.outcome(id), Some(Outcome::Verified), "{:?}", s.reports);
     assert!(
         s.reports.contains(&Report::Accepted { id, offset: held }),
         "{:?}",

@@ -1,7 +1,8 @@
 //! The client: one thread, one `mio::Poll`, one [`Connection`].
 
 use crate::sock::{
-    commander, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER, READ_BUF,
+    commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
+    READ_BUF,
 };
 use bytes::Bytes;
 use ferry_core::{ClientConfig, Code, Connection, Event};
@@ -13,6 +14,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,7 +37,7 @@ pub(crate) fn spawn(
     let poll = Poll::new()?;
     poll.registry()
         .register(&mut stream, SOCKET, Interest::READABLE)?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (command_tx, commands) = mpsc::channel();
     let (notices, notice_rx) = mpsc::channel();
     let (welcomed_tx, welcomed) = mpsc::channel();
@@ -48,7 +50,7 @@ pub(crate) fn spawn(
         poll,
         stream,
         conn: Connection::client(config, Instant::now()),
-        files: FileTransfers::new(accept_files, policy),
+        files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake(&waker)),
         commands,
         notices,
         buf: vec![0; READ_BUF],
@@ -161,7 +163,10 @@ impl Client {
                             self.blocked = false;
                         }
                     }
-                    WAKER => self.take_commands(now),
+                    WAKER => {
+                        self.take_commands(now);
+                        self.poll_disk(now);
+                    }
                     _ => {}
                 }
             }
@@ -233,6 +238,12 @@ impl Client {
                     return;
                 }
             }
+        }
+    }
+
+    fn poll_disk(&mut self, now: Instant) {
+        for report in self.files.poll_disk(&mut self.conn, now) {
+            self.notify(ClientNotice::File(report));
         }
     }
 

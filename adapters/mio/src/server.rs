@@ -2,7 +2,8 @@
 //! [`Hub`].
 
 use crate::sock::{
-    commander, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER, READ_BUF,
+    commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
+    READ_BUF,
 };
 use bytes::Bytes;
 use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
@@ -13,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
@@ -45,14 +47,14 @@ pub(crate) fn spawn(
     let poll = Poll::new()?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
-    let waker = Waker::new(poll.registry(), WAKER)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (command_tx, commands) = mpsc::channel();
     let (notices, notice_rx) = mpsc::channel();
     let server = Server {
         poll,
         listener: Some(listener),
         hub: Hub::new(config, Instant::now()),
-        files: HubFiles::new(inbox),
+        files: HubFiles::new(inbox, disk_wake(&waker)),
         conns: HashMap::new(),
         lingering: BTreeSet::new(),
         commands,
@@ -135,6 +137,9 @@ impl Server {
             }
             if woken {
                 self.take_commands(now);
+                for notice in self.files.poll_disk(&mut self.hub, now) {
+                    self.notify(notice);
+                }
             }
             if self.hub.poll_timeout().is_some_and(|at| at <= now) {
                 self.hub.handle_timeout(now);

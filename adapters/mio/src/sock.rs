@@ -2,11 +2,12 @@
 //! a command channel.
 
 use bytes::{Buf, Bytes};
-use ferry_files::Commander;
+use ferry_files::{Commander, Wake};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
 use std::io::{self, Read, Write};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Size of the buffer each loop reads into, reused for every read.
@@ -107,7 +108,7 @@ pub(crate) fn set_write_interest(
 /// The sending side of a loop's command channel.
 struct CommandTx<C> {
     tx: Option<Sender<C>>,
-    waker: Waker,
+    waker: Arc<Waker>,
 }
 
 impl<C> Drop for CommandTx<C> {
@@ -121,7 +122,7 @@ impl<C> Drop for CommandTx<C> {
 
 /// A [`Commander`] that sends on `tx` and wakes the loop. Dropping it wakes
 /// the loop too, which then finds the channel disconnected.
-pub(crate) fn commander<C: Send + 'static>(tx: Sender<C>, waker: Waker) -> Commander<C> {
+pub(crate) fn commander<C: Send + 'static>(tx: Sender<C>, waker: Arc<Waker>) -> Commander<C> {
     let inner = CommandTx {
         tx: Some(tx),
         waker,
@@ -134,4 +135,12 @@ pub(crate) fn commander<C: Send + 'static>(tx: Sender<C>, waker: Waker) -> Comma
             let _ = inner.waker.wake();
         }
     })
+}
+
+/// Wakes the loop when a file writer finished something; the loop then
+/// polls its files.
+pub(crate) fn disk_wake(waker: &Arc<Waker>) -> Wake {
+    let waker = waker.clone();
+    // A failed wake-up leaves the work queued for the next one.
+    Arc::new(move || drop(waker.wake()))
 }

@@ -376,10 +376,20 @@ fn an_upload_cut_off_midway_is_resumed_by_a_new_client() {
         } => Some(()),
         _ => None,
     });
+    // Its last chunks may still be on their way to the disk; the server
+    // says when the partial file is complete.
+    let reported = wait_for(server.notices(), "the partial file", |n| match n {
+        ServerNotice::File {
+            report: Report::PartialKept { held, .. },
+            ..
+        } => Some(*held),
+        _ => None,
+    });
     assert_eq!(files_in(inbox.path()), vec!["movie.mkv.part"]);
     let held = fs::metadata(inbox.path().join("movie.mkv.part"))
         .unwrap()
         .len();
+    assert_eq!(held, reported);
     assert!(held > 0 && held < data.len() as u64, "{held}");
 
     // Another client offers the identical file and resumes where it broke.

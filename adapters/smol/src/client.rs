@@ -27,6 +27,8 @@ enum Input {
 /// What woke the client task.
 enum Wake {
     Input(Input),
+    /// A file writer finished something.
+    Disk,
     Timeout,
     Command(ClientCommand),
     CommandsClosed,
@@ -112,9 +114,11 @@ pub(crate) async fn drive(
     } else {
         OfferPolicy::Reject
     };
+    let (disk_wake, disk_done) = crate::disk_signal();
     let mut client = Client {
         conn: Connection::client(config, Instant::now()),
-        files: FileTransfers::new(accept_files, policy),
+        files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake),
+        disk_done,
         outlet,
         notices,
         ending: None,
@@ -138,6 +142,8 @@ pub(crate) async fn drive(
 struct Client {
     conn: Connection,
     files: FileTransfers,
+    /// Signalled by file writers.
+    disk_done: Receiver<()>,
     outlet: Outlet,
     notices: mpsc::Sender<ClientNotice>,
     /// Set by [`Event::Closed`].
@@ -167,6 +173,11 @@ impl Client {
                 Wake::Input(Input::Eof) => self.conn.handle_eof(now),
                 // Feeding happens in `drain` below.
                 Wake::Input(Input::Room) => {}
+                Wake::Disk => {
+                    for report in self.files.poll_disk(&mut self.conn, now) {
+                        self.notify(ClientNotice::File(report));
+                    }
+                }
                 Wake::Timeout => self.conn.handle_timeout(now),
                 Wake::Command(command) => self.command(now, command),
                 Wake::CommandsClosed => commands = None,
@@ -212,7 +223,14 @@ impl Client {
             }
             Wake::Timeout
         };
-        future::or(input, future::or(command, timer)).await
+        let disk = async {
+            match self.disk_done.recv().await {
+                Ok(()) => Wake::Disk,
+                // We hold the sender (in `files`), so this cannot happen.
+                Err(_) => future::pending().await,
+            }
+        };
+        future::or(input, future::or(command, future::or(disk, timer))).await
     }
 
     fn command(&mut self, now: Instant, command: ClientCommand) {

@@ -78,7 +78,7 @@ pub use server::run_server;
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use ferry_core::{ClientConfig, Code, HubConfig};
-use ferry_files::{ClientHandle, Inbox, ServerHandle};
+use ferry_files::{ClientHandle, Inbox, ServerHandle, Wake};
 use futures_lite::future;
 use std::io;
 use std::net::SocketAddr;
@@ -184,4 +184,14 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         ))
     })
     .await
+}
+
+/// A [`Wake`] for file writers and the channel it signals. One pending
+/// signal is enough: the loop takes everything finished when it wakes.
+fn disk_signal() -> (Wake, async_channel::Receiver<()>) {
+    let (tx, rx) = async_channel::bounded(1);
+    let wake: Wake = std::sync::Arc::new(move || {
+        let _ = tx.try_send(());
+    });
+    (wake, rx)
 }

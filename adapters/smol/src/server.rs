@@ -37,6 +37,8 @@ enum Input {
 /// What woke the hub task.
 enum Wake {
     Input(Input),
+    /// A file writer finished something.
+    Disk,
     Timeout,
     Command(ServerCommand),
     CommandsClosed,
@@ -78,14 +80,16 @@ pub async fn run_server(
     executor
         .spawn(accept_loop(listener, inputs_tx.clone()))
         .detach();
+    let (disk_wake, disk_done) = crate::disk_signal();
     let mut server = Server {
         executor: &executor,
         hub: Hub::new(hub, Instant::now()),
-        files: HubFiles::new(inbox),
+        files: HubFiles::new(inbox, disk_wake),
         peers: HashMap::new(),
         lingering: Vec::new(),
         inputs: inputs_tx,
         notices,
+        disk_done,
     };
     executor.run(server.run(inputs, commands)).await
 }
@@ -123,6 +127,8 @@ struct Server<'ex> {
     lingering: Vec<Task<()>>,
     inputs: Sender<Input>,
     notices: mpsc::Sender<ServerNotice>,
+    /// Signalled by file writers.
+    disk_done: Receiver<()>,
 }
 
 impl Server<'_> {
@@ -137,6 +143,11 @@ impl Server<'_> {
             let now = Instant::now();
             match wake {
                 Wake::Input(input) => self.on_input(now, input),
+                Wake::Disk => {
+                    for notice in self.files.poll_disk(&mut self.hub, now) {
+                        let _ = self.notices.send(notice);
+                    }
+                }
                 Wake::Timeout => self.hub.handle_timeout(now),
                 Wake::Command(ServerCommand::Announce(text)) => {
                     if let Err(e) = self.hub.announce(now, "", &text) {
@@ -192,8 +203,15 @@ impl Server<'_> {
             }
             Wake::Timeout
         };
+        let disk = async {
+            match self.disk_done.recv().await {
+                Ok(()) => Wake::Disk,
+                // We hold the sender (in `files`), so this cannot happen.
+                Err(_) => future::pending().await,
+            }
+        };
         // Commands first: a shutdown should not wait behind a busy room.
-        future::or(command, future::or(input, timer)).await
+        future::or(command, future::or(input, future::or(disk, timer))).await
     }
 
     fn on_input(&mut self, now: Instant, input: Input) {

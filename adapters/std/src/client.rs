@@ -3,11 +3,12 @@
 
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
-    run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
+    run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy, Wake,
 };
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ enum Input {
     Bytes(Vec<u8>),
     Eof,
     Command(ClientCommand),
+    /// A file writer finished something.
+    Disk,
 }
 
 /// Connects to `addr` and runs the client on threads of its own. Received
@@ -37,6 +40,10 @@ pub fn spawn_client(
     thread::Builder::new()
         .name("ferry-std-client-read".into())
         .spawn(move || read_loop(reader, &reader_tx))?;
+    let disk_tx = input_tx.clone();
+    let disk_wake: Wake = Arc::new(move || {
+        let _ = disk_tx.send(Input::Disk);
+    });
     let deadline = Instant::now() + timeout;
     let (welcomed_tx, welcomed) = mpsc::channel();
     let thread = thread::Builder::new()
@@ -49,7 +56,7 @@ pub fn spawn_client(
             };
             let mut driver = Driver {
                 conn: Connection::client(config, Instant::now()),
-                files: FileTransfers::new(accept_files, policy),
+                files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake),
                 stream,
                 notices: notices_tx,
                 welcomed: Some(welcomed_tx),
@@ -130,6 +137,11 @@ impl Driver {
                     self.conn.handle_eof(Instant::now())
                 }
                 Ok(Input::Command(command)) => self.command(command),
+                Ok(Input::Disk) => {
+                    for report in self.files.poll_disk(&mut self.conn, Instant::now()) {
+                        let _ = self.notices.send(ClientNotice::File(report));
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => self.conn.handle_timeout(Instant::now()),
             }
             self.events();

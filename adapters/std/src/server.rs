@@ -4,7 +4,7 @@
 //! when its queue fills.
 
 use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
-use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
+use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice, Wake};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -31,10 +31,17 @@ pub fn spawn_server(
     let listener = TcpListener::bind(listen)?;
     let local_addr = listener.local_addr()?;
     let (notices_tx, notices) = mpsc::channel();
+    // File writers only signal; this thread takes the hub for them, so a
+    // writer never waits on the hub's lock (whose holder may be waiting for
+    // that writer to release a file's name).
+    let (disk_tx, disk_rx) = mpsc::channel::<()>();
+    let disk_wake: Wake = Arc::new(move || {
+        let _ = disk_tx.send(());
+    });
     let state = Arc::new(State {
         shared: Mutex::new(Shared {
             hub: Hub::new(hub, Instant::now()),
-            files: HubFiles::new(inbox),
+            files: HubFiles::new(inbox, disk_wake),
             writers: HashMap::new(),
             notices: notices_tx,
         }),
@@ -42,6 +49,24 @@ pub fn spawn_server(
         stopped: Condvar::new(),
         local_addr,
     });
+    let disk_state = Arc::downgrade(&state);
+    thread::Builder::new()
+        .name("ferry-std-disk".into())
+        .spawn(move || {
+            // Ends with the server: the wake (and so the sender) lives in it.
+            while disk_rx.recv().is_ok() {
+                let Some(state) = disk_state.upgrade() else {
+                    return;
+                };
+                let mut shared = state.lock();
+                let now = Instant::now();
+                let Shared { hub, files, .. } = &mut *shared;
+                for notice in files.poll_disk(hub, now) {
+                    let _ = shared.notices.send(notice);
+                }
+                shared.after(now);
+            }
+        })?;
     let commander_state = state.clone();
     let command = Box::new(move |command: ServerCommand| {
         let state = &commander_state;

@@ -1,0 +1,319 @@
+//! Incoming files are written on threads of their own.
+//!
+//! Each file being received gets a writer thread that owns its `NAME.part`:
+//! it writes the chunks, reads back prefixes to hash for a resume, and in
+//! the end syncs and renames the file. The loop that drives the protocol
+//! only queues jobs and later collects what finished, so a slow disk (or the
+//! `fsync` of a 4 GiB file) delays that one file, never the chat or the
+//! other clients, and the socket keeps being read while the disk writes.
+//! Memory stays bounded by the protocol's flow-control window: data is
+//! confirmed to the sender only once written, so no more than a window can
+//! wait in a writer's queue.
+
+use crate::inbox::{NameInUse, Receiving};
+use bytes::Bytes;
+use ferry_core::frame::TransferId;
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// Wakes the loop that owns a [`FileTransfers`](crate::FileTransfers) or
+/// [`HubFiles`](crate::HubFiles) when disk work it handed out has finished;
+/// the loop then calls their `poll_disk`. Called from writer threads, so it
+/// must only signal (a `mio::Waker`, a channel send), never block.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
+
+/// What a writer thread is asked to do, in order.
+#[derive(Debug)]
+enum Job {
+    Write { offset: u64, data: Bytes },
+    Read { offset: u64, len: u32 },
+    Restart,
+    Commit,
+    Discard,
+}
+
+/// What a writer thread finished.
+#[derive(Debug)]
+pub(crate) enum Done {
+    /// Everything up to `upto` is written.
+    Written { id: TransferId, upto: u64 },
+    /// A prefix read for a resume.
+    Read {
+        id: TransferId,
+        offset: u64,
+        data: Bytes,
+    },
+    /// The file is synced and under its final name.
+    Committed { id: TransferId, path: PathBuf },
+    /// The transfer ended without the file being stored: the partial file
+    /// stays, holding `held` bytes, for a later resume.
+    Kept {
+        id: TransferId,
+        path: PathBuf,
+        held: u64,
+    },
+    /// A job failed; the writer does nothing more for this file.
+    Failed {
+        id: TransferId,
+        error: io::Error,
+        /// It was the final sync and rename.
+        committing: bool,
+    },
+}
+
+/// Finished disk work of one loop, shared with its writer threads.
+#[derive(Clone)]
+pub(crate) struct DiskQueue {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// `(owner, done)`: owner tells a hub's clients apart.
+    done: Mutex<VecDeque<(u64, Done)>>,
+    /// A wake-up is under way; more completions need not send another.
+    signalled: AtomicBool,
+    /// Jobs queued or running, for [`DiskQueue::is_idle`].
+    busy: AtomicUsize,
+    wake: Wake,
+}
+
+impl std::fmt::Debug for DiskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskQueue")
+            .field("busy", &self.shared.busy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiskQueue {
+    pub(crate) fn new(wake: Wake) -> Self {
+        DiskQueue {
+            shared: Arc::new(Shared {
+                done: Mutex::default(),
+                signalled: AtomicBool::new(false),
+                busy: AtomicUsize::new(0),
+                wake,
+            }),
+        }
+    }
+
+    /// A queue nobody is woken for: its owner polls it.
+    pub(crate) fn unsignalled() -> Self {
+        DiskQueue::new(Arc::new(|| {}))
+    }
+
+    fn push(&self, owner: u64, done: Done) {
+        self.lock().push_back((owner, done));
+        if !self.shared.signalled.swap(true, Ordering::AcqRel) {
+            (self.shared.wake)();
+        }
+    }
+
+    /// Takes everything finished so far.
+    pub(crate) fn take(&self) -> VecDeque<(u64, Done)> {
+        // Cleared before taking: a completion pushed after this point
+        // signals again, so none is left unnoticed.
+        self.shared.signalled.store(false, Ordering::Release);
+        std::mem::take(&mut *self.lock())
+    }
+
+    /// Nothing queued, running or waiting to be taken.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.shared.busy.load(Ordering::Acquire) == 0 && self.lock().is_empty()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Done)>> {
+        // Pushing and taking cannot leave the queue half-changed.
+        self.shared.done.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The loop's end of one file being received on its writer thread.
+/// Dropping it lets the writer finish the queued writes and stop; the
+/// partial file stays for a resume.
+#[derive(Debug)]
+pub(crate) struct IncomingFile {
+    /// Marks the partial file's name as closing once dropped, so that a
+    /// resume arriving meanwhile waits for the writer instead of being
+    /// refused. Declared first: it must be marked before `jobs` goes and
+    /// the writer may release the name.
+    _name: NameInUse,
+    jobs: Sender<Job>,
+    queue: DiskQueue,
+}
+
+impl IncomingFile {
+    /// Starts a writer thread for `file`; what it finishes goes to `queue`
+    /// tagged with `owner` and `id`.
+    pub(crate) fn spawn(
+        file: Receiving,
+        id: TransferId,
+        owner: u64,
+        queue: DiskQueue,
+    ) -> io::Result<IncomingFile> {
+        let name = file.name_in_use();
+        let (jobs, inbox) = mpsc::channel();
+        let writer = Writer {
+            file: Some(file),
+            id,
+            owner,
+            queue: queue.clone(),
+        };
+        thread::Builder::new()
+            .name("ferry-file-writer".into())
+            .spawn(move || writer.run(inbox))?;
+        Ok(IncomingFile {
+            _name: name,
+            jobs,
+            queue,
+        })
+    }
+
+    fn submit(&self, job: Job) {
+        self.queue.shared.busy.fetch_add(1, Ordering::AcqRel);
+        if self.jobs.send(job).is_err() {
+            // The writer is gone (it failed and said so): nothing to wait for.
+            self.queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(crate) fn write(&self, offset: u64, data: Bytes) {
+        self.submit(Job::Write { offset, data });
+    }
+
+    pub(crate) fn read(&self, offset: u64, len: u32) {
+        self.submit(Job::Read { offset, len });
+    }
+
+    pub(crate) fn restart(&self) {
+        self.submit(Job::Restart);
+    }
+
+    pub(crate) fn commit(&self) {
+        self.submit(Job::Commit);
+    }
+
+    pub(crate) fn discard(&self) {
+        self.submit(Job::Discard);
+    }
+}
+
+struct Writer {
+    /// `None` once committed, discarded or failed.
+    file: Option<Receiving>,
+    id: TransferId,
+    owner: u64,
+    queue: DiskQueue,
+}
+
+impl Writer {
+    fn run(mut self, jobs: Receiver<Job>) {
+        while let Ok(first) = jobs.recv() {
+            // Take what else is queued before reporting: one confirmation
+            // for a run of writes, not one per chunk.
+            let mut handled = 0;
+            let mut written = None;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                handled += 1;
+                self.handle(job, &mut written);
+                next = jobs.try_recv().ok();
+            }
+            if let Some(upto) = written {
+                self.queue
+                    .push(self.owner, Done::Written { id: self.id, upto });
+            }
+            self.queue.shared.busy.fetch_sub(handled, Ordering::AcqRel);
+        }
+        // The transfer is over. A file neither stored nor thrown away stays
+        // for a resume; say so once its last writes are in.
+        if let Some(file) = self.file.take() {
+            let path = file.part_path().to_path_buf();
+            let held = std::fs::metadata(&path).map_or(0, |m| m.len());
+            self.queue.push(
+                self.owner,
+                Done::Kept {
+                    id: self.id,
+                    path,
+                    held,
+                },
+            );
+        }
+    }
+
+    fn handle(&mut self, job: Job, written: &mut Option<u64>) {
+        let id = self.id;
+        let Some(file) = self.file.as_mut() else {
+            // Failed or finished: later jobs are moot.
+            return;
+        };
+        let done = match job {
+            Job::Write { offset, data } => match file.write_at(offset, &data) {
+                Ok(()) => {
+                    *written = Some(offset + data.len() as u64);
+                    return;
+                }
+                Err(error) => Done::Failed {
+                    id,
+                    error,
+                    committing: false,
+                },
+            },
+            Job::Read { offset, len } => match file.read_at(offset, len) {
+                Ok(data) => Done::Read { id, offset, data },
+                Err(error) => Done::Failed {
+                    id,
+                    error,
+                    committing: false,
+                },
+            },
+            Job::Restart => match file.restart() {
+                Ok(()) => return,
+                Err(error) => Done::Failed {
+                    id,
+                    error,
+                    committing: false,
+                },
+            },
+            Job::Commit => {
+                self.report_written(written);
+                let file = self.file.take().expect("checked above");
+                match file.commit() {
+                    Ok(path) => Done::Committed { id, path },
+                    Err(error) => Done::Failed {
+                        id,
+                        error,
+                        committing: true,
+                    },
+                }
+            }
+            Job::Discard => {
+                // Wrong bytes: no base for a resume. Best effort.
+                let _ = self.file.take().map(Receiving::discard);
+                *written = None;
+                return;
+            }
+        };
+        if matches!(done, Done::Failed { .. }) {
+            self.file = None;
+            *written = None;
+        } else {
+            self.report_written(written);
+        }
+        self.queue.push(self.owner, done);
+    }
+
+    /// Confirms the writes so far before another completion, keeping the
+    /// loop's view in order.
+    fn report_written(&self, written: &mut Option<u64>) {
+        if let Some(upto) = written.take() {
+            self.queue
+                .push(self.owner, Done::Written { id: self.id, upto });
+        }
+    }
+}
