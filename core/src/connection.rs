@@ -393,13 +393,16 @@ impl Connection {
 
     /// The peer closed its side of the connection.
     pub fn handle_eof(&mut self, now: Instant) {
+        self.handle_broken(now, "the peer closed the connection");
+    }
+
+    /// The transport failed (a reset, a timeout, a write error): the
+    /// connection closes as [`Code::CONNECTION_LOST`] with `reason`, the
+    /// runtime's own words for what broke, so that the user sees why.
+    pub fn handle_broken(&mut self, now: Instant, reason: &str) {
         let _ = now;
         if self.phase != Phase::Closed {
-            self.close(
-                Code::CONNECTION_LOST,
-                "the peer closed the connection".into(),
-                true,
-            );
+            self.close(Code::CONNECTION_LOST, reason.to_string(), true);
         }
     }
 

@@ -293,6 +293,15 @@ impl Hub {
         }
     }
 
+    /// `client`'s transport failed; see [`Connection::handle_broken`].
+    pub fn handle_broken(&mut self, client: ClientId, now: Instant, reason: &str) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.conn.handle_broken(now, reason);
+            self.touch(client);
+            self.process(now);
+        }
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, id)) = self.timers.first() {

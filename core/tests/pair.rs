@@ -991,3 +991,40 @@ fn the_server_offers_a_file_of_its_own() {
         )));
     }
 }
+
+#[test]
+fn a_broken_transport_is_reported_with_its_reason() {
+    let mut net = Net::new(config(), Split::Whole);
+    let a = net.join("alice");
+    let b = net.join("bob");
+    net.peers[a].cut = true;
+    let client = net.peers[a].client;
+    let now = net.now;
+    net.hub
+        .handle_broken(client, now, "read failed: Connection reset by peer");
+    net.run();
+    let closed = net.hub_events.iter().find_map(|e| match e {
+        HubEvent::Closed {
+            client: c,
+            code,
+            reason,
+            ..
+        } if *c == client => Some((*code, reason.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        closed,
+        Some((
+            Code::CONNECTION_LOST,
+            "read failed: Connection reset by peer".to_string()
+        ))
+    );
+    // The others hear that alice left, for the same cause.
+    assert!(net.peers[b].events.iter().any(|e| matches!(
+        e,
+        Event::Left {
+            code: Code::CONNECTION_LOST,
+            ..
+        }
+    )));
+}

@@ -218,10 +218,10 @@ impl Client {
                     self.eof = true;
                     self.conn.handle_eof(now);
                 }
-                ReadOutcome::Failed => {
+                ReadOutcome::Failed(e) => {
                     self.eof = true;
                     self.broken = true;
-                    self.conn.handle_eof(now);
+                    self.conn.handle_broken(now, &format!("read failed: {e}"));
                 }
             }
         }
@@ -293,10 +293,10 @@ impl Client {
                 self.blocked,
             )
         });
-        if result.is_err() {
+        if let Err(e) = result {
             self.broken = true;
             self.pending = None;
-            self.conn.handle_eof(now);
+            self.conn.handle_broken(now, &format!("write failed: {e}"));
         }
     }
 }

@@ -268,12 +268,13 @@ impl Server {
                     self.hub.handle_eof(id, now);
                     return;
                 }
-                ReadOutcome::Failed => {
+                ReadOutcome::Failed(e) => {
                     // Nothing more can be read or written.
                     conn.eof = true;
                     conn.pending = None;
                     conn.shut = true;
-                    self.hub.handle_eof(id, now);
+                    self.hub
+                        .handle_broken(id, now, &format!("read failed: {e}"));
                     return;
                 }
             }
@@ -305,11 +306,12 @@ impl Server {
                 conn.blocked,
             )
         });
-        if result.is_err() {
+        if let Err(e) = result {
             conn.pending = None;
             conn.shut = true;
             conn.eof = true;
-            self.hub.handle_eof(id, now);
+            self.hub
+                .handle_broken(id, now, &format!("write failed: {e}"));
         }
     }
 

@@ -28,7 +28,7 @@ pub(crate) enum ReadOutcome {
     /// The peer closed its side.
     Eof,
     /// The socket broke.
-    Failed,
+    Failed(io::Error),
 }
 
 /// Reads once into `buf`, retrying on interruption.
@@ -39,7 +39,7 @@ pub(crate) fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> ReadOutcome {
             Ok(n) => return ReadOutcome::Data(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return ReadOutcome::Failed,
+            Err(e) => return ReadOutcome::Failed(e),
         }
     }
 }

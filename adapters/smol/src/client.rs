@@ -1,7 +1,7 @@
 //! The client: one task owns the [`Connection`]; a reader and a writer
 //! task move its bytes.
 
-use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, INPUT_QUEUE, LINGER};
+use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE, LINGER};
 use async_channel::Receiver;
 use async_executor::Executor;
 use async_io::Timer;
@@ -18,8 +18,10 @@ use std::time::Instant;
 #[derive(Clone)]
 enum Input {
     Read(Bytes),
-    /// The server closed its side, or the socket broke.
+    /// The server closed its side.
     Eof,
+    /// The socket broke: why.
+    Broken(String),
     /// The writer has room again.
     Room,
 }
@@ -93,21 +95,23 @@ pub(crate) async fn drive(
     let executor = Executor::new();
     let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
     let (outlet, segments, wanted) = Outlet::new();
-    let reader = executor.spawn(read_loop(
-        stream.clone(),
-        inputs_tx.clone(),
-        |data| match data {
-            Some(data) => Input::Read(data),
-            None => Input::Eof,
-        },
-    ));
+    let reader =
+        executor.spawn(read_loop(
+            stream.clone(),
+            inputs_tx.clone(),
+            |received| match received {
+                Received::Data(data) => Input::Read(data),
+                Received::End => Input::Eof,
+                Received::Broken(why) => Input::Broken(why),
+            },
+        ));
     let writer = executor.spawn(write_loop(
         stream,
         segments,
         wanted,
         inputs_tx,
         Input::Room,
-        Input::Eof,
+        Input::Broken,
     ));
     let policy = if accept_files.is_some() {
         OfferPolicy::Accept
@@ -171,6 +175,7 @@ impl Client {
             match wake {
                 Wake::Input(Input::Read(data)) => self.conn.handle_input(now, &data),
                 Wake::Input(Input::Eof) => self.conn.handle_eof(now),
+                Wake::Input(Input::Broken(why)) => self.conn.handle_broken(now, &why),
                 // Feeding happens in `drain` below.
                 Wake::Input(Input::Room) => {}
                 Wake::Disk => {

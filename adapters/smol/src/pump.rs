@@ -50,39 +50,47 @@ pub(crate) async fn wind_down(writer: impl Future<Output = ()>, reader: impl Fut
     .await;
 }
 
+/// What a reader saw.
+pub(crate) enum Received {
+    /// Bytes read.
+    Data(Bytes),
+    /// The peer closed its side.
+    End,
+    /// Reading or writing failed: why.
+    Broken(String),
+}
+
 /// Reads `stream` until end of file or an error and forwards each read as
-/// `wrap(Some(bytes))`, then `wrap(None)` once. Stops early when nobody
-/// listens any more.
+/// `wrap(Received::Data(bytes))`, then the end or the failure once. Stops
+/// early when nobody listens any more.
 pub(crate) async fn read_loop<M>(
     mut stream: TcpStream,
     to: Sender<M>,
-    wrap: impl Fn(Option<Bytes>) -> M,
+    wrap: impl Fn(Received) -> M,
 ) {
     let mut buf = vec![0; READ_CHUNK];
-    loop {
+    let end = loop {
         let n = match stream.read(&mut buf).await {
-            Ok(0) => break,
+            Ok(0) => break Received::End,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // A reset or any other failure ends the input like a close does;
-            // the state machine reports it as a lost connection.
-            Err(_) => break,
+            Err(e) => break Received::Broken(format!("read failed: {e}")),
         };
         // One copy, sized to what arrived, so the buffer is reused and a
         // queued message never pins more than it carries.
         let data = Bytes::copy_from_slice(&buf[..n]);
-        if to.send(wrap(Some(data))).await.is_err() {
+        if to.send(wrap(Received::Data(data))).await.is_err() {
             return;
         }
-    }
-    let _ = to.send(wrap(None)).await;
+    };
+    let _ = to.send(wrap(end)).await;
 }
 
 /// Writes every segment received on `segments` to `stream`, in order.
 ///
 /// When `wanted` is set (the driver found the queue full), the writer
 /// clears it and sends `room` as it takes the next segment, so the driver
-/// knows when to feed it again. A failed write sends `broken` and ends.
+/// knows when to feed it again. A failed write sends `broken(why)` and ends.
 /// Once the driver closes the queue and it is drained, the write side of
 /// the socket is shut down so the peer sees a clean end.
 pub(crate) async fn write_loop<M: Clone>(
@@ -91,14 +99,14 @@ pub(crate) async fn write_loop<M: Clone>(
     wanted: Arc<AtomicBool>,
     to: Sender<M>,
     room: M,
-    broken: M,
+    broken: impl FnOnce(String) -> M,
 ) {
     while let Ok(segment) = segments.recv().await {
         if wanted.swap(false, Ordering::SeqCst) && to.send(room.clone()).await.is_err() {
             return;
         }
-        if stream.write_all(&segment).await.is_err() {
-            let _ = to.send(broken).await;
+        if let Err(e) = stream.write_all(&segment).await {
+            let _ = to.send(broken(format!("write failed: {e}"))).await;
             return;
         }
     }

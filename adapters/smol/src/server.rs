@@ -1,7 +1,7 @@
 //! The server: one task owns the [`Hub`]; each connection has a reader and
 //! a writer task that only move bytes.
 
-use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, INPUT_QUEUE};
+use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
 use async_io::Timer;
@@ -28,8 +28,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 enum Input {
     Accepted(TcpStream, SocketAddr),
     Read(ClientId, Bytes),
-    /// The client closed its side, or its socket broke.
+    /// The client closed its side.
     Eof(ClientId),
+    /// Its socket broke: why.
+    Broken(ClientId, String),
     /// The client's writer has room again.
     Room(ClientId),
 }
@@ -221,6 +223,7 @@ impl Server<'_> {
             // ids it no longer knows.
             Input::Read(id, data) => self.hub.handle_input(id, now, &data),
             Input::Eof(id) => self.hub.handle_eof(id, now),
+            Input::Broken(id, why) => self.hub.handle_broken(id, now, &why),
             Input::Room(id) => {
                 self.feed(id, now);
             }
@@ -235,9 +238,10 @@ impl Server<'_> {
         let reader = self.executor.spawn(read_loop(
             stream.clone(),
             self.inputs.clone(),
-            move |data| match data {
-                Some(data) => Input::Read(id, data),
-                None => Input::Eof(id),
+            move |received| match received {
+                Received::Data(data) => Input::Read(id, data),
+                Received::End => Input::Eof(id),
+                Received::Broken(why) => Input::Broken(id, why),
             },
         ));
         let writer = self.executor.spawn(write_loop(
@@ -246,7 +250,7 @@ impl Server<'_> {
             wanted,
             self.inputs.clone(),
             Input::Room(id),
-            Input::Eof(id),
+            move |why| Input::Broken(id, why),
         ));
         self.peers.insert(
             id,

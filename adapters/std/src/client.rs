@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 enum Input {
     Bytes(Vec<u8>),
     Eof,
+    /// Reading failed: why.
+    Broken(String),
     Command(ClientCommand),
     /// A file writer finished something.
     Disk,
@@ -83,8 +85,12 @@ fn read_loop(mut stream: TcpStream, input: &Sender<Input>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => {
+            Ok(0) => {
                 let _ = input.send(Input::Eof);
+                return;
+            }
+            Err(e) => {
+                let _ = input.send(Input::Broken(format!("read failed: {e}")));
                 return;
             }
             Ok(n) => {
@@ -136,6 +142,7 @@ impl Driver {
                 Ok(Input::Eof) | Err(RecvTimeoutError::Disconnected) => {
                     self.conn.handle_eof(Instant::now())
                 }
+                Ok(Input::Broken(reason)) => self.conn.handle_broken(Instant::now(), &reason),
                 Ok(Input::Command(command)) => self.command(command),
                 Ok(Input::Disk) => {
                     for report in self.files.poll_disk(&mut self.conn, Instant::now()) {
@@ -145,8 +152,9 @@ impl Driver {
                 Err(RecvTimeoutError::Timeout) => self.conn.handle_timeout(Instant::now()),
             }
             self.events();
-            if self.flush().is_err() {
-                self.conn.handle_eof(Instant::now());
+            if let Err(e) = self.flush() {
+                self.conn
+                    .handle_broken(Instant::now(), &format!("write failed: {e}"));
                 self.events();
             }
             if self.conn.is_closed() && self.conn.is_drained() {

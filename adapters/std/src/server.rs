@@ -255,8 +255,14 @@ fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
         let mut shared = state.lock();
         let now = Instant::now();
         match read {
-            Ok(0) | Err(_) => {
+            Ok(0) => {
                 shared.hub.handle_eof(client, now);
+                shared.after(now);
+                return;
+            }
+            Err(e) => {
+                let reason = format!("read failed: {e}");
+                shared.hub.handle_broken(client, now, &reason);
                 shared.after(now);
                 return;
             }
@@ -286,10 +292,11 @@ fn write_loop(
                 segment
             };
             let Some(segment) = segment else { break };
-            if stream.write_all(&segment).is_err() {
+            if let Err(e) = stream.write_all(&segment) {
                 let mut shared = state.lock();
                 let now = Instant::now();
-                shared.hub.handle_eof(client, now);
+                let reason = format!("write failed: {e}");
+                shared.hub.handle_broken(client, now, &reason);
                 shared.after(now);
                 closing = true;
                 break;
