@@ -2,8 +2,10 @@
 //!
 //! `ferry serve` runs a chat room with a file inbox, `ferry chat` joins it
 //! from a terminal (or a script), `ferry send` uploads files with progress
-//! bars, and `ferry demo` shows all of it in one process.
+//! bars, `ferry demo` shows all of it in one process, and `ferry bench`
+//! measures it against simple baselines.
 
+mod bench;
 mod chat;
 mod demo;
 mod display;
@@ -11,6 +13,7 @@ mod runtime;
 mod send;
 mod serve;
 
+use bench::BenchCommand;
 use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use ferry_core::filename::check_file_name;
@@ -104,6 +107,11 @@ enum Command {
         /// The name, exactly as offered.
         name: String,
     },
+    /// Measure ferry against simple baselines on this machine.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -136,6 +144,7 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(format!("refused: {e}")),
         },
+        Command::Bench { which } => bench::bench(which),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

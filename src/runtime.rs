@@ -22,6 +22,15 @@ impl Runtime {
     /// The runtime used when none is named.
     pub const DEFAULT: Runtime = Runtime::Mio;
 
+    /// The name given on the command line (`mio`, `smol`, `std`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Mio => "mio",
+            Runtime::Smol => "smol",
+            Runtime::Std => "std",
+        }
+    }
+
     pub fn spawn_server(
         self,
         listen: SocketAddr,
@@ -46,6 +55,18 @@ impl Runtime {
             Runtime::Mio => ferry_mio::spawn_client(addr, config, accept_files, timeout),
             Runtime::Smol => ferry_smol::spawn_client(addr, config, accept_files, timeout),
             Runtime::Std => ferry_std::spawn_client(addr, config, accept_files, timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_command_line_values() {
+        for runtime in Runtime::value_variants() {
+            assert_eq!(Runtime::from_str(runtime.name(), false), Ok(*runtime));
         }
     }
 }

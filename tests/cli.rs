@@ -186,3 +186,69 @@ fn a_taken_name_is_refused() {
     let _ = first.wait();
     server.terminate();
 }
+
+#[test]
+fn bench_transfer_reports_every_contender_and_cleans_up() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("bench");
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "transfer",
+            "--size",
+            "4M",
+            "--rounds",
+            "1",
+            "--runtimes",
+            "mio,smol,std",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("command: ferry bench transfer --size 4M"),
+        "{out}"
+    );
+    assert!(!dir.exists(), "the bench left {} behind", dir.display());
+
+    let mut labels = vec!["std copy", "std copy + fsync"];
+    // The bench runs nc only where it is installed, and says so otherwise.
+    if !err.contains("skipping the nc contender") {
+        labels.extend(["nc", "nc + fsync"]);
+    }
+    let ferries = ["ferry (mio)", "ferry (smol)", "ferry (std)"];
+    labels.extend(ferries);
+    for label in labels {
+        // Labels are padded to one column width, so "std copy" does not
+        // also match the row "std copy + fsync".
+        let figures = out
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(label)
+                    .filter(|rest| rest.starts_with("  "))
+            })
+            .unwrap_or_else(|| panic!("no row for {label:?} in\n{out}"));
+        let figures: Vec<&str> = figures.split_whitespace().collect();
+        let (times_and_ratios, memory) = figures.split_at(figures.len() - 2);
+        // Median s, min s, MiB/s, then one ratio per baseline.
+        assert!(times_and_ratios.len() >= 5, "{label}: {figures:?}");
+        for figure in times_and_ratios {
+            // A ratio reads "0.52x".
+            let value: f64 = figure
+                .trim_end_matches('x')
+                .parse()
+                .unwrap_or_else(|_| panic!("{label}: {figure:?} is not a number in\n{out}"));
+            assert!(value > 0.0, "{label}: {figure} in\n{out}");
+        }
+        for figure in memory {
+            if ferries.contains(&label) {
+                let known = figure.parse::<f64>().is_ok_and(|mib| mib > 0.0);
+                assert!(known || *figure == "n/a", "{label}: {figure:?} in\n{out}");
+            } else {
+                assert_eq!(*figure, "-", "{label}: {out}");
+            }
+        }
+    }
+}

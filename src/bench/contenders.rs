@@ -1,0 +1,258 @@
+//! The ways a file is moved over loopback, each timed from the moment the
+//! sending side starts until the file has arrived.
+
+use super::memory::{Peaks, Sampler};
+use super::process::Spawned;
+use super::process::{drain, free_port, last_line, sync, timed_out, wait_all, wait_listening};
+use crate::runtime::Runtime;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The buffer of the plain copy: what a simple program would pick.
+const BUFFER: usize = 64 * 1024;
+
+/// How long a listener may take to come up before the run fails.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// A copy timed twice: once all bytes are written and the file is closed,
+/// and again once they are on disk.
+pub struct CopyTimes {
+    pub copied: Duration,
+    pub durable: Duration,
+}
+
+/// A ferry upload: how long `ferry send` took, and the peak resident
+/// memory of the server and of the sender.
+pub struct FerryRun {
+    pub elapsed: Duration,
+    pub peaks: Peaks,
+}
+
+/// A receiver thread and a sender thread with std's blocking sockets and a
+/// 64 KiB buffer: the least any program has to do to move the bytes.
+pub fn std_copy(source: &Path, output: &Path, timeout: Duration) -> Result<CopyTimes, String> {
+    enum Side {
+        Sent(io::Result<()>),
+        Received(io::Result<(Instant, Instant)>),
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let input = File::open(source).map_err(|e| format!("cannot open the source: {e}"))?;
+    let (report, reports) = mpsc::channel();
+    let receiver_report = report.clone();
+    let output = output.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = receiver_report.send(Side::Received(receive(&listener, &output)));
+    });
+    sync()?;
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        let _ = report.send(Side::Sent(send(addr, input)));
+    });
+    let deadline = start + timeout;
+    let (mut sent, mut received) = (false, None);
+    while !sent || received.is_none() {
+        match reports.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Side::Sent(Ok(()))) => sent = true,
+            Ok(Side::Sent(Err(e))) => return Err(format!("sending: {e}")),
+            Ok(Side::Received(Ok(times))) => received = Some(times),
+            Ok(Side::Received(Err(e))) => return Err(format!("receiving: {e}")),
+            Err(_) => return Err(timed_out(timeout)),
+        }
+    }
+    let (closed, fsynced) = received.expect("the loop ends only once received");
+    Ok(CopyTimes {
+        copied: closed - start,
+        durable: fsynced - start,
+    })
+}
+
+fn send(addr: SocketAddr, mut input: File) -> io::Result<()> {
+    let mut stream = TcpStream::connect(addr)?;
+    let mut buffer = vec![0; BUFFER];
+    loop {
+        match input.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => stream.write_all(&buffer[..n])?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Returns when the file was closed and when it was on disk.
+fn receive(listener: &TcpListener, output: &Path) -> io::Result<(Instant, Instant)> {
+    let (mut stream, _) = listener.accept()?;
+    let mut file = File::create(output)?;
+    let mut buffer = vec![0; BUFFER];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => file.write_all(&buffer[..n])?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    drop(file);
+    let closed = Instant::now();
+    fsync(output)?;
+    Ok((closed, Instant::now()))
+}
+
+/// Flushes a closed file to disk, as `nc` cannot be asked to.
+fn fsync(path: &Path) -> io::Result<()> {
+    OpenOptions::new().write(true).open(path)?.sync_all()
+}
+
+/// Whether `nc` is on the PATH and can half-close (`-N`, OpenBSD netcat),
+/// which the sender needs so that the listener sees the end of the file.
+pub fn find_netcat() -> Result<(), String> {
+    let help = Command::new("nc")
+        .arg("-h")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|_| "nc is not on the PATH".to_string())?;
+    let text = String::from_utf8_lossy(&help.stdout) + String::from_utf8_lossy(&help.stderr);
+    if text.contains("-N") {
+        Ok(())
+    } else {
+        Err("nc has no -N option (OpenBSD netcat has)".into())
+    }
+}
+
+/// `nc -l` writing into the output file, fed by `nc -N` reading the source.
+pub fn netcat(source: &Path, output: &Path, timeout: Duration) -> Result<CopyTimes, String> {
+    let port = free_port()?;
+    let port_text = port.to_string();
+    let sink = File::create(output).map_err(|e| format!("cannot create the output: {e}"))?;
+    let mut listener = Spawned::spawn(
+        Command::new("nc")
+            .args(["-l", "127.0.0.1", &port_text])
+            .stdin(Stdio::null())
+            .stdout(sink)
+            .stderr(Stdio::piped()),
+        "nc -l",
+    )?;
+    let listener_errors = drain(listener.child().stderr.take());
+    wait_listening(port, &mut listener, STARTUP)?;
+    let input = File::open(source).map_err(|e| format!("cannot open the source: {e}"))?;
+    sync()?;
+    let start = Instant::now();
+    let mut sender = Spawned::spawn(
+        Command::new("nc")
+            .args(["-N", "127.0.0.1", &port_text])
+            .stdin(input)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "nc -N",
+    )?;
+    let sender_errors = drain(sender.child().stderr.take());
+    let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
+    for (status, (what, errors)) in statuses
+        .iter()
+        .zip([("nc -l", listener_errors), ("nc -N", sender_errors)])
+    {
+        if !status.success() {
+            let errors = errors.join().unwrap_or_default();
+            return Err(format!("{what} failed ({status}): {}", last_line(&errors)));
+        }
+    }
+    fsync(output).map_err(|e| format!("cannot fsync the output: {e}"))?;
+    Ok(CopyTimes {
+        copied: end - start,
+        durable: start.elapsed(),
+    })
+}
+
+/// `ferry send` to a fresh `ferry serve` with `inbox`, both this program
+/// and both with `runtime`. The send returns only once the server has
+/// checked the BLAKE3 hash and stored the file (fsync, rename).
+pub fn ferry(
+    runtime: Runtime,
+    source: &Path,
+    inbox: &Path,
+    timeout: Duration,
+) -> Result<FerryRun, String> {
+    let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut server = Spawned::spawn(
+        Command::new(&program)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--runtime",
+                runtime.name(),
+            ])
+            .arg("--inbox")
+            .arg(inbox)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "ferry serve",
+    )?;
+    let server_errors = drain(server.child().stderr.take());
+    let Some(addr) = announced_address(server.child().stdout.take(), STARTUP) else {
+        server.kill();
+        let errors = server_errors.join().unwrap_or_default();
+        return Err(format!(
+            "ferry serve printed no address: {}",
+            last_line(&errors)
+        ));
+    };
+    sync()?;
+    let start = Instant::now();
+    let mut sender = Spawned::spawn(
+        Command::new(&program)
+            .arg("send")
+            .arg(addr.to_string())
+            .arg(source)
+            .args(["--runtime", runtime.name()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "ferry send",
+    )?;
+    let sender_errors = drain(sender.child().stderr.take());
+    let sampler = Sampler::start(vec![server.id(), sender.id()]);
+    let waited = wait_all(&mut [&mut sender], start, timeout);
+    let peaks = sampler.finish();
+    server.kill();
+    let (end, statuses) = waited?;
+    if !statuses[0].success() {
+        let errors = sender_errors.join().unwrap_or_default();
+        return Err(format!(
+            "ferry send failed ({}): {}",
+            statuses[0],
+            last_line(&errors)
+        ));
+    }
+    Ok(FerryRun {
+        elapsed: end - start,
+        peaks: Peaks {
+            server: peaks[0],
+            sender: peaks[1],
+        },
+    })
+}
+
+/// The address in the first line a server prints. The rest of its output
+/// is drained in the background so that logging never blocks it.
+fn announced_address(stdout: Option<ChildStdout>, limit: Duration) -> Option<SocketAddr> {
+    let (first_line, first) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout?).lines();
+        let _ = first_line.send(lines.next()?.ok()?);
+        lines.map_while(Result::ok).for_each(drop);
+        Some(())
+    });
+    let line = first.recv_timeout(limit).ok()?;
+    line.split_whitespace().find_map(|word| word.parse().ok())
+}

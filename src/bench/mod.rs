@@ -1,0 +1,77 @@
+//! `ferry bench`: measurements of the program against simple baselines,
+//! taken side by side in one run so that a noisy machine disturbs every
+//! contender alike.
+
+mod contenders;
+mod machine;
+mod memory;
+mod process;
+mod table;
+mod transfer;
+
+use clap::Subcommand;
+pub use transfer::TransferOptions;
+
+/// The benchmarks `ferry bench` can run.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// File-transfer throughput over loopback, ferry against plain copies.
+    ///
+    /// A raw std TCP copy, `nc` and ferry move the same file, interleaved
+    /// round by round so that a noisy machine disturbs them alike; one table
+    /// at the end compares them.
+    Transfer(TransferOptions),
+}
+
+/// Runs one benchmark and prints its summary table on stdout.
+pub fn bench(which: BenchCommand) -> Result<(), String> {
+    match which {
+        BenchCommand::Transfer(options) => transfer::transfer(&options),
+    }
+}
+
+/// A byte count such as `1073741824`, `64K`, `64M`, `1G` or `4GiB`; the
+/// suffixes are binary (1M = 1024 × 1024 bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (try 1073741824, 64M or 1G)"))?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return Err(format!("{text:?}: unknown size suffix (use K, M, G or T)")),
+    };
+    let bytes = number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("the size must be at least one byte".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("4gib"), Ok(4 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}
