@@ -5,6 +5,7 @@
 //! bars, `ferry demo` shows all of it in one process, and `ferry bench`
 //! measures it against simple baselines.
 
+mod allocator;
 mod bench;
 mod chat;
 mod demo;
@@ -115,6 +116,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::tune();
     let result = match Cli::parse().command {
         Command::Serve {
             listen,

@@ -30,12 +30,14 @@
 //! assert_eq!(transfers.open_count(), 0);
 //! ```
 
+mod batch;
 mod disk;
 mod handle;
 mod inbox;
 mod server;
 mod transfers;
 
+pub use batch::OutputBatch;
 pub use disk::Wake;
 pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
 pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};

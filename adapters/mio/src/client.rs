@@ -4,10 +4,10 @@ use crate::sock::{
     commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
     READ_BUF,
 };
-use bytes::Bytes;
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
+    OutputBatch,
 };
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -54,7 +54,7 @@ pub(crate) fn spawn(
         commands,
         notices,
         buf: vec![0; READ_BUF],
-        pending: None,
+        pending: OutputBatch::new(),
         blocked: false,
         want_write: false,
         eof: false,
@@ -92,8 +92,8 @@ struct Client {
     commands: Receiver<ClientCommand>,
     notices: Sender<ClientNotice>,
     buf: Vec<u8>,
-    /// The unwritten rest of one `poll_transmit` segment.
-    pending: Option<Bytes>,
+    /// Output taken from the core and not yet written.
+    pending: OutputBatch,
     /// The last write met a full socket; WRITABLE will say when to go on.
     blocked: bool,
     /// WRITABLE interest is registered.
@@ -121,7 +121,7 @@ impl Client {
             self.settle(now);
             if self.conn.is_closed() {
                 let close_by = *self.close_by.get_or_insert(now + LINGER);
-                if !self.blocked && self.pending.is_none() && !self.shut {
+                if !self.blocked && self.pending.is_empty() && !self.shut {
                     self.shut = true;
                     let _ = self.stream.shutdown(Shutdown::Write);
                 }
@@ -295,7 +295,7 @@ impl Client {
         });
         if let Err(e) = result {
             self.broken = true;
-            self.pending = None;
+            self.pending.clear();
             self.conn.handle_broken(now, &format!("write failed: {e}"));
         }
     }

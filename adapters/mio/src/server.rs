@@ -5,9 +5,8 @@ use crate::sock::{
     commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
     READ_BUF,
 };
-use bytes::Bytes;
 use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
-use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
+use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::{BTreeSet, HashMap};
@@ -77,8 +76,8 @@ pub(crate) fn spawn(
 struct Conn {
     stream: TcpStream,
     token: Token,
-    /// The unwritten rest of one `poll_transmit` segment.
-    pending: Option<Bytes>,
+    /// Output taken from the core and not yet written.
+    pending: OutputBatch,
     /// The last write met a full socket; WRITABLE will say when to go on.
     blocked: bool,
     /// WRITABLE interest is registered.
@@ -211,7 +210,7 @@ impl Server {
                 Conn {
                     stream,
                     token,
-                    pending: None,
+                    pending: OutputBatch::new(),
                     blocked: false,
                     want_write: false,
                     eof: false,
@@ -271,7 +270,7 @@ impl Server {
                 ReadOutcome::Failed(e) => {
                     // Nothing more can be read or written.
                     conn.eof = true;
-                    conn.pending = None;
+                    conn.pending.clear();
                     conn.shut = true;
                     self.hub
                         .handle_broken(id, now, &format!("read failed: {e}"));
@@ -307,7 +306,7 @@ impl Server {
             )
         });
         if let Err(e) = result {
-            conn.pending = None;
+            conn.pending.clear();
             conn.shut = true;
             conn.eof = true;
             self.hub
@@ -406,7 +405,7 @@ impl Server {
         if conn.closing.is_none() || conn.blocked {
             return;
         }
-        if conn.pending.is_none() && !conn.shut {
+        if conn.pending.is_empty() && !conn.shut {
             conn.shut = true;
             let _ = conn.stream.shutdown(Shutdown::Write);
         }

@@ -1,11 +1,11 @@
 //! What the server and client loops do alike with a non-blocking socket and
 //! a command channel.
 
-use bytes::{Buf, Bytes};
-use ferry_files::{Commander, Wake};
+use bytes::Bytes;
+use ferry_files::{Commander, OutputBatch, Wake};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,38 +49,27 @@ pub(crate) fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> ReadOutcome {
 pub(crate) enum Flush {
     /// Nothing is left: `next` returned `None`.
     Done,
-    /// The socket is full; the rest of one segment waits in `pending`.
+    /// The socket is full; the rest of a batch waits in `pending`.
     Blocked,
 }
 
-/// Writes `pending`, then each segment `next` yields, until the socket would
-/// block or nothing is left.
-///
-/// Segments are taken one at a time and only once the previous one is fully
-/// written, so at most one segment waits here; everything else stays queued
-/// in the core, where a chat frame can still overtake file data.
+/// Writes `pending`, topped up with the segments `next` yields, one
+/// vectored write at a time, until the socket would block or nothing is
+/// left. At most one batch waits here; the rest stays queued in the core.
 pub(crate) fn write_out(
     stream: &mut TcpStream,
-    pending: &mut Option<Bytes>,
+    pending: &mut OutputBatch,
     mut next: impl FnMut() -> Option<Bytes>,
 ) -> io::Result<Flush> {
-    loop {
-        let Some(mut segment) = pending.take().or_else(&mut next) else {
-            return Ok(Flush::Done);
-        };
-        while !segment.is_empty() {
-            match stream.write(&segment) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => segment.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    *pending = Some(segment);
-                    return Ok(Flush::Blocked);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    while pending.fill(&mut next) {
+        match pending.write_once(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(Flush::Done)
 }
 
 /// Registers write interest only while output waits, so that an idle

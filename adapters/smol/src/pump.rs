@@ -6,6 +6,7 @@ use async_channel::{Receiver, Sender, TrySendError};
 use async_io::Timer;
 use async_net::{Shutdown, TcpStream};
 use bytes::Bytes;
+use ferry_files::OutputBatch;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, Future};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,11 +102,20 @@ pub(crate) async fn write_loop<M: Clone>(
     room: M,
     broken: impl FnOnce(String) -> M,
 ) {
+    let mut batch = OutputBatch::new();
     while let Ok(segment) = segments.recv().await {
+        // What else is queued goes out in the same vectored write.
+        batch.push(segment);
+        while batch.len() < OutputBatch::MAX_BYTES {
+            match segments.try_recv() {
+                Ok(segment) => batch.push(segment),
+                Err(_) => break,
+            }
+        }
         if wanted.swap(false, Ordering::SeqCst) && to.send(room.clone()).await.is_err() {
             return;
         }
-        if let Err(e) = stream.write_all(&segment).await {
+        if let Err(e) = write_batch(&mut stream, &mut batch).await {
             let _ = to.send(broken(format!("write failed: {e}"))).await;
             return;
         }
@@ -113,6 +123,19 @@ pub(crate) async fn write_loop<M: Clone>(
     // Errors here change nothing: the socket is about to be dropped.
     let _ = stream.flush().await;
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Writes all of `batch`.
+async fn write_batch(stream: &mut TcpStream, batch: &mut OutputBatch) -> io::Result<()> {
+    while !batch.is_empty() {
+        match stream.write_vectored(&batch.io_slices()).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => batch.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The driver's end of one writer: the bounded queue, the wake-up flag and

@@ -3,9 +3,10 @@
 
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
-    run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy, Wake,
+    run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
+    OutputBatch, Wake,
 };
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -209,8 +210,9 @@ impl Driver {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        while let Some(bytes) = self.conn.poll_transmit() {
-            self.stream.write_all(&bytes)?;
+        let mut batch = OutputBatch::new();
+        while batch.fill(|| self.conn.poll_transmit()) {
+            batch.write_all(&mut self.stream)?;
             // Writing may have let the connection ask for more file data.
             self.events();
         }

@@ -4,7 +4,7 @@
 //! when its queue fills.
 
 use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
-use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice, Wake};
+use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice, Wake};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -281,18 +281,21 @@ fn write_loop(
     wake: mpsc::Receiver<bool>,
 ) {
     let mut closing = false;
+    let mut batch = OutputBatch::new();
     loop {
-        // Write everything the hub has for this client, one segment at a
-        // time, outside the lock.
+        // Write everything the hub has for this client, a batch at a time,
+        // outside the lock.
         loop {
-            let segment = {
+            let more = {
                 let mut shared = state.lock();
-                let segment = shared.hub.poll_transmit(client);
+                let more = batch.fill(|| shared.hub.poll_transmit(client));
                 shared.after(Instant::now());
-                segment
+                more
             };
-            let Some(segment) = segment else { break };
-            if let Err(e) = stream.write_all(&segment) {
+            if !more {
+                break;
+            }
+            if let Err(e) = batch.write_all(&mut stream) {
                 let mut shared = state.lock();
                 let now = Instant::now();
                 let reason = format!("write failed: {e}");

@@ -1,0 +1,184 @@
+//! Output segments gathered for one vectored write.
+
+use bytes::{Buf, Bytes};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+/// Segments from a connection's `poll_transmit`, written together with one
+/// `write_vectored` call where a plain loop would make one `write` each.
+///
+/// A `DATA` frame comes out of the core as two segments, its header and its
+/// payload; written apart, with `TCP_NODELAY` set, every chunk also cost a
+/// tiny TCP segment of its own. The batch takes segments only up to
+/// [`MAX_BYTES`](Self::MAX_BYTES): the rest stays queued in the core, where a
+/// chat frame can still overtake file data.
+#[derive(Debug, Default)]
+pub struct OutputBatch {
+    segments: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl OutputBatch {
+    /// Stop taking segments once this many bytes wait.
+    pub const MAX_BYTES: usize = 256 * 1024;
+    /// At most this many segments go into one write.
+    pub const MAX_SEGMENTS: usize = 64;
+
+    /// An empty batch.
+    pub fn new() -> Self {
+        OutputBatch::default()
+    }
+
+    /// Nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Takes segments from `next` until the batch is full or `next` has
+    /// none. Returns whether anything waits to be written.
+    pub fn fill(&mut self, mut next: impl FnMut() -> Option<Bytes>) -> bool {
+        while self.bytes < Self::MAX_BYTES && self.segments.len() < Self::MAX_SEGMENTS {
+            let Some(segment) = next() else { break };
+            self.push(segment);
+        }
+        !self.is_empty()
+    }
+
+    /// Adds one segment at the end.
+    pub fn push(&mut self, segment: Bytes) {
+        if !segment.is_empty() {
+            self.bytes += segment.len();
+            self.segments.push_back(segment);
+        }
+    }
+
+    /// The waiting bytes as slices for `write_vectored`, in order.
+    pub fn io_slices(&self) -> Vec<IoSlice<'_>> {
+        self.segments
+            .iter()
+            .take(Self::MAX_SEGMENTS)
+            .map(|s| IoSlice::new(s))
+            .collect()
+    }
+
+    /// Drops the first `written` bytes, as a write reported.
+    pub fn advance(&mut self, mut written: usize) {
+        self.bytes -= written.min(self.bytes);
+        while written > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                return;
+            };
+            if written < front.len() {
+                front.advance(written);
+                return;
+            }
+            written -= front.len();
+            self.segments.pop_front();
+        }
+    }
+
+    /// Forgets everything (the socket broke).
+    pub fn clear(&mut self) {
+        self.segments.clear();
+        self.bytes = 0;
+    }
+
+    /// One `write_vectored` of what waits; returns what it returned, after
+    /// dropping the written bytes. `Ok(0)` with bytes waiting is
+    /// [`io::ErrorKind::WriteZero`].
+    pub fn write_once(&mut self, out: &mut impl Write) -> io::Result<usize> {
+        if self.is_empty() {
+            return Ok(0);
+        }
+        let written = out.write_vectored(&self.io_slices())?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.advance(written);
+        Ok(written)
+    }
+
+    /// Writes everything that waits, blocking as needed.
+    pub fn write_all(&mut self, out: &mut impl Write) -> io::Result<()> {
+        while !self.is_empty() {
+            match self.write_once(out) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts at most `step` bytes per call.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut left = self.step;
+            for buf in bufs {
+                let n = buf.len().min(left);
+                self.out.extend_from_slice(&buf[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            Ok(self.step - left)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_the_order_and_every_byte() {
+        let segments: Vec<Bytes> = (0..20u8)
+            .map(|i| Bytes::from(vec![i; usize::from(i) * 7 + 1]))
+            .collect();
+        let expected: Vec<u8> = segments.iter().flat_map(|s| s.to_vec()).collect();
+        for step in [1, 3, 50, 1000] {
+            let mut source = segments.clone().into_iter();
+            let mut batch = OutputBatch::new();
+            let mut out = Trickle {
+                out: Vec::new(),
+                step,
+            };
+            while batch.fill(|| source.next()) {
+                batch.write_once(&mut out).unwrap();
+            }
+            assert_eq!(out.out, expected, "step {step}");
+            assert_eq!(batch.len(), 0);
+        }
+    }
+
+    #[test]
+    fn fill_stops_at_the_byte_limit() {
+        let mut batch = OutputBatch::new();
+        let mut taken = 0;
+        batch.fill(|| {
+            taken += 1;
+            Some(Bytes::from(vec![0; 100 * 1024]))
+        });
+        assert_eq!(taken, 3);
+        assert_eq!(batch.len(), 300 * 1024);
+    }
+}
