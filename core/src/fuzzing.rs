@@ -254,3 +254,342 @@ pub fn file_name(data: &[u8]) {
         assert!(!name.chars().any(char::is_control));
     }
 }
+
+/// A whole upload between a real client [`Connection`](crate::Connection)
+/// and a real [`Hub`](crate::Hub), both honest, over a network the fuzzer
+/// controls: it picks how bytes are split and when they move, lets time
+/// pass, flips a byte in transit, and cuts the connection, after which the
+/// user reconnects and offers the same file again (resuming from the partial
+/// file the hub side kept). Files live in memory.
+///
+/// Checks that nothing is ever stored under the final name but the exact
+/// file, that a transfer never ends verified with other contents, and that
+/// once the network behaves (the ops are used up) the upload always
+/// completes, verified and identical, within a bounded number of steps and
+/// retries.
+///
+/// Input: two bytes for the file's size (0 to 16 KiB, so that the small
+/// chunk size and window used here give many chunks and credits), one seed
+/// byte for its contents, then operations of two bytes each.
+pub fn transfer_session(data: &[u8], start: std::time::Instant) {
+    let [hi, lo, seed, ops @ ..] = data else {
+        return;
+    };
+    let size = usize::from(u16::from_be_bytes([*hi, *lo])) % (16 * 1024 + 1);
+    let file: Vec<u8> = (0..size)
+        .map(|i| {
+            (i as u8)
+                .wrapping_mul(167)
+                .wrapping_add(*seed ^ (i >> 8) as u8)
+        })
+        .collect();
+    let mut session = session::Session::new(start, file);
+    for op in ops.chunks_exact(2) {
+        session.apply(op[0], op[1]);
+    }
+    session.finish();
+}
+
+/// The moving parts of [`transfer_session`].
+mod session {
+    use crate::config::{ClientConfig, HubConfig};
+    use crate::connection::{Connection, Event};
+    use crate::frame::TransferId;
+    use crate::hub::{ClientId, Hub, HubEvent};
+    use crate::transfer::{Outcome, TransferEvent};
+    use bytes::Bytes;
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    const NAME: &str = "file.bin";
+
+    /// Steps the well-behaved network gets to finish, per attempt.
+    const FINISH_STEPS: usize = 20_000;
+    /// Clean attempts after the ops (a corrupted one fails verification).
+    const FINISH_ATTEMPTS: usize = 3;
+
+    pub(super) struct Session {
+        now: Instant,
+        hub: Hub,
+        file: Vec<u8>,
+        /// The hub side's `NAME.part`, and what is stored under `NAME`.
+        partial: Option<Vec<u8>>,
+        stored: Option<Vec<u8>>,
+        /// Names of the hub side's incoming transfers.
+        receiving: HashMap<(ClientId, TransferId), String>,
+        link: Link,
+        /// How the last attempt's transfer ended, as the client saw it.
+        outcome: Option<Outcome>,
+        /// Bytes still to cross before the byte at that position is flipped.
+        flip_in: Option<usize>,
+    }
+
+    /// One connection: the client, its id in the hub, and bytes in flight.
+    struct Link {
+        client: Connection,
+        id: ClientId,
+        up: Vec<u8>,
+        down: Vec<u8>,
+        offered: Option<TransferId>,
+    }
+
+    fn config() -> HubConfig {
+        let mut config = HubConfig::default();
+        config.connection.chunk_size = 1024;
+        config.connection.window = 4096;
+        config
+    }
+
+    impl Session {
+        pub(super) fn new(now: Instant, file: Vec<u8>) -> Session {
+            let mut hub = Hub::new(config(), now);
+            let link = Link::connect(&mut hub, now);
+            Session {
+                now,
+                hub,
+                file,
+                partial: None,
+                stored: None,
+                receiving: HashMap::new(),
+                link,
+                outcome: None,
+                flip_in: None,
+            }
+        }
+
+        pub(super) fn apply(&mut self, op: u8, arg: u8) {
+            let amount = usize::from(arg) * 61 + 1;
+            match op % 8 {
+                0..=2 => self.carry_up(amount),
+                3 | 4 => self.carry_down(amount),
+                5 => {
+                    // Up to 25 s: enough for pings, and now and then for
+                    // the idle timeout, which closes like a cut.
+                    self.now += Duration::from_millis(u64::from(arg) * 100);
+                    self.hub.handle_timeout(self.now);
+                    self.link.client.handle_timeout(self.now);
+                }
+                6 => self.flip_in = Some(usize::from(arg) * 37),
+                _ => self.reconnect(),
+            }
+            self.settle();
+        }
+
+        /// Runs a clean network until the file is stored, reconnecting to
+        /// retry an attempt that failed or closed.
+        pub(super) fn finish(&mut self) {
+            self.flip_in = None;
+            for _ in 0..FINISH_ATTEMPTS {
+                if self.link.client.is_closed() || self.outcome.is_some() {
+                    if self.outcome == Some(Outcome::Verified) {
+                        break;
+                    }
+                    self.reconnect();
+                }
+                for _ in 0..FINISH_STEPS {
+                    if self.outcome.is_some() || self.link.client.is_closed() {
+                        break;
+                    }
+                    let before = (self.link.up.len(), self.link.down.len());
+                    self.carry_up(usize::MAX);
+                    self.carry_down(usize::MAX);
+                    self.settle();
+                    if before == (0, 0) && self.link.up.is_empty() && self.link.down.is_empty() {
+                        // Quiet: let a little time pass (pings, credits).
+                        self.now += Duration::from_millis(100);
+                        self.hub.handle_timeout(self.now);
+                        self.link.client.handle_timeout(self.now);
+                        self.settle();
+                    }
+                }
+            }
+            assert_eq!(
+                self.outcome,
+                Some(Outcome::Verified),
+                "a clean network did not finish the upload of {} bytes",
+                self.file.len()
+            );
+            assert!(
+                self.stored.as_deref() == Some(&self.file[..]),
+                "the stored file differs"
+            );
+        }
+
+        fn reconnect(&mut self) {
+            let now = self.now;
+            self.hub.handle_eof(self.link.id, now);
+            self.link.client.handle_eof(now);
+            self.settle();
+            self.hub.remove(self.link.id, now);
+            self.settle();
+            self.link = Link::connect(&mut self.hub, now);
+            self.outcome = None;
+            self.settle();
+        }
+
+        fn carry_up(&mut self, amount: usize) {
+            let take = amount.min(self.link.up.len());
+            let mut bytes: Vec<u8> = self.link.up.drain(..take).collect();
+            if let Some(at) = self.flip_in {
+                if at < bytes.len() {
+                    bytes[at] ^= 0x01;
+                    self.flip_in = None;
+                } else {
+                    self.flip_in = Some(at - bytes.len());
+                }
+            }
+            if !bytes.is_empty() {
+                self.hub.handle_input(self.link.id, self.now, &bytes);
+            }
+        }
+
+        fn carry_down(&mut self, amount: usize) {
+            let take = amount.min(self.link.down.len());
+            let bytes: Vec<u8> = self.link.down.drain(..take).collect();
+            if !bytes.is_empty() {
+                self.link.client.handle_input(self.now, &bytes);
+            }
+        }
+
+        /// Drains both ends' output into the link and answers their events,
+        /// as adapters do, until neither has anything more.
+        fn settle(&mut self) {
+            for _ in 0..10_000 {
+                let mut moved = false;
+                while let Some(bytes) = self.link.client.poll_transmit() {
+                    self.link.up.extend_from_slice(&bytes);
+                    moved = true;
+                }
+                while let Some(id) = self.hub.poll_writable() {
+                    while let Some(bytes) = self.hub.poll_transmit(id) {
+                        if id == self.link.id {
+                            self.link.down.extend_from_slice(&bytes);
+                        }
+                        moved = true;
+                    }
+                }
+                while let Some(event) = self.link.client.poll_event() {
+                    moved = true;
+                    self.client_event(event);
+                }
+                while let Some(event) = self.hub.poll_event() {
+                    moved = true;
+                    if let HubEvent::Transfer { client, event } = event {
+                        self.hub_transfer(client, event);
+                    }
+                }
+                if self.link.offered.is_none() && self.link.client.is_open() {
+                    let id = self
+                        .link
+                        .client
+                        .offer_file(self.now, NAME, self.file.len() as u64, "")
+                        .expect("an open client can offer a file");
+                    self.link.offered = Some(id);
+                    moved = true;
+                }
+                if !moved {
+                    return;
+                }
+            }
+            panic!("the two ends never went quiet");
+        }
+
+        fn client_event(&mut self, event: Event) {
+            let Event::Transfer(event) = event else {
+                return;
+            };
+            let now = self.now;
+            match event {
+                TransferEvent::NeedChunk { id, offset, len } => {
+                    let start = offset as usize;
+                    let end = start + len as usize;
+                    assert!(end <= self.file.len(), "asked for bytes past the file");
+                    let chunk = Bytes::copy_from_slice(&self.file[start..end]);
+                    let _ = self.link.client.supply_chunk(now, id, offset, chunk);
+                }
+                TransferEvent::Ended { id, outcome } if Some(id) == self.link.offered => {
+                    if outcome == Outcome::Verified {
+                        assert!(
+                            self.stored.as_deref() == Some(&self.file[..]),
+                            "verified, but the stored file differs"
+                        );
+                    }
+                    self.outcome = Some(outcome);
+                }
+                _ => {}
+            }
+        }
+
+        fn hub_transfer(&mut self, client: ClientId, event: TransferEvent) {
+            let now = self.now;
+            let hub = &mut self.hub;
+            let _ = match event {
+                TransferEvent::Offered { id, name, size, .. } => {
+                    self.receiving.insert((client, id), name.to_string());
+                    let held = self.partial.as_ref().map_or(0, Vec::len) as u64;
+                    let resume = if held <= size { held } else { 0 };
+                    if resume == 0 {
+                        self.partial = Some(Vec::new());
+                    }
+                    hub.accept(client, now, id, resume)
+                }
+                TransferEvent::NeedChunk { id, offset, len } => {
+                    // Prefix of the partial file, hashed before resuming.
+                    let partial = self.partial.as_deref().unwrap_or_default();
+                    let start = (offset as usize).min(partial.len());
+                    let end = (start + len as usize).min(partial.len());
+                    let chunk = Bytes::copy_from_slice(&partial[start..end]);
+                    hub.supply_chunk(client, now, id, offset, chunk)
+                }
+                TransferEvent::Chunk { id, offset, data } => {
+                    let partial = self.partial.get_or_insert_with(Vec::new);
+                    let at = offset as usize;
+                    assert!(at <= partial.len(), "a chunk left a hole in the file");
+                    partial.truncate(at);
+                    partial.extend_from_slice(&data);
+                    hub.confirm_written(client, now, id, offset + data.len() as u64)
+                }
+                TransferEvent::Restarted { .. } => {
+                    self.partial = Some(Vec::new());
+                    Ok(())
+                }
+                TransferEvent::Received { id, .. } => {
+                    let name = self.receiving.get(&(client, id)).cloned();
+                    assert_eq!(name.as_deref(), Some(NAME));
+                    let data = self.partial.take().unwrap_or_default();
+                    assert!(
+                        data == self.file,
+                        "the hub verified a file that differs from the one sent"
+                    );
+                    self.stored = Some(data);
+                    hub.finish_receive(client, now, id, Ok(()))
+                }
+                TransferEvent::Ended {
+                    outcome:
+                        Outcome::Failed {
+                            code: crate::Code::HASH_MISMATCH,
+                            ..
+                        },
+                    ..
+                } => {
+                    // Wrong bytes are no base for a resume.
+                    self.partial = None;
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+        }
+    }
+
+    impl Link {
+        fn connect(hub: &mut Hub, now: Instant) -> Link {
+            Link {
+                client: Connection::client(ClientConfig::new("uploader"), now),
+                id: hub.connect(now),
+                up: Vec::new(),
+                down: Vec::new(),
+                offered: None,
+            }
+        }
+    }
+}

@@ -34,6 +34,9 @@ const TARGETS: &[(&str, Harness)] = &[
         fuzzing::hub_session(data, Instant::now())
     }),
     ("file_name", fuzzing::file_name),
+    ("transfer_session", |data| {
+        fuzzing::transfer_session(data, Instant::now())
+    }),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -98,6 +101,7 @@ fn regenerate_seeds() {
         ("frame_decode", frame_decode_seeds()),
         ("hub_session", hub_session_seeds()),
         ("file_name", file_name_seeds()),
+        ("transfer_session", transfer_session_seeds()),
     ] {
         let dir = corpus_dir(target);
         fs::create_dir_all(&dir).unwrap();
@@ -105,6 +109,40 @@ fn regenerate_seeds() {
             fs::write(dir.join(format!("seed-{name}")), data).unwrap();
         }
     }
+}
+
+/// Uploads of a few sizes: untouched, cut and resumed, corrupted in
+/// transit, delayed past the idle timeout.
+fn transfer_session_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    // Operations: 0-2 carry bytes up, 3-4 down, 5 time, 6 flip, 7 cut.
+    let head = |size: u16, seed: u8| [&size.to_be_bytes()[..], &[seed]].concat();
+    let moves = |n: usize| [0u8, 40, 3, 40].repeat(n);
+    vec![
+        ("empty", head(0, 1)),
+        ("clean", [head(10_000, 2), moves(30)].concat()),
+        (
+            "cut-resume",
+            [head(16_384, 3), moves(12), vec![7, 0], moves(30)].concat(),
+        ),
+        ("flip", [head(9_000, 4), vec![6, 90], moves(40)].concat()),
+        (
+            "cut-flip-cut",
+            [
+                head(12_345, 5),
+                moves(6),
+                vec![6, 20],
+                moves(6),
+                vec![7, 0],
+                moves(4),
+                vec![7, 0],
+            ]
+            .concat(),
+        ),
+        (
+            "idle",
+            [head(5_000, 6), moves(3), vec![5, 255].repeat(8), moves(20)].concat(),
+        ),
+    ]
 }
 
 /// One operation of [`fuzzing::hub_session`]: `frames` arrive from `client`.
