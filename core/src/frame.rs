@@ -700,7 +700,7 @@ pub fn encode_data_header(out: &mut BytesMut, id: TransferId, offset: u64, len: 
     out.put_u64(offset);
 }
 
-fn put_text(out: &mut BytesMut, text: &Text) -> Result<(), Misuse> {
+pub(crate) fn put_text(out: &mut BytesMut, text: &Text) -> Result<(), Misuse> {
     put_bytes16(out, text.as_bytes())
 }
 
@@ -713,14 +713,14 @@ fn put_bytes16(out: &mut BytesMut, bytes: &[u8]) -> Result<(), Misuse> {
 }
 
 /// Reads fields from one frame body, naming the frame and field in errors.
-struct Reader {
+pub(crate) struct Reader {
     frame: &'static str,
     body: Bytes,
     pos: usize,
 }
 
 impl Reader {
-    fn new(frame: &'static str, body: Bytes) -> Self {
+    pub(crate) fn new(frame: &'static str, body: Bytes) -> Self {
         Reader {
             frame,
             body,
@@ -763,7 +763,7 @@ impl Reader {
         self.array(field).map(u32::from_be_bytes)
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, Malformed> {
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, Malformed> {
         self.array(field).map(u64::from_be_bytes)
     }
 
@@ -788,7 +788,7 @@ impl Reader {
         Ok(bytes)
     }
 
-    fn text(&mut self, field: &'static str) -> Result<Text, Malformed> {
+    pub(crate) fn text(&mut self, field: &'static str) -> Result<Text, Malformed> {
         let frame = self.frame;
         Text::from_utf8(self.bytes16(field)?).map_err(|_| Malformed::InvalidUtf8 { frame, field })
     }
@@ -799,7 +799,7 @@ impl Reader {
         rest
     }
 
-    fn finish(self) -> Result<(), Malformed> {
+    pub(crate) fn finish(self) -> Result<(), Malformed> {
         match self.remaining() {
             0 => Ok(()),
             extra => Err(Malformed::TrailingBytes {

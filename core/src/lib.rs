@@ -63,6 +63,7 @@
 pub mod code;
 pub mod config;
 pub mod connection;
+pub mod datagram;
 pub mod error;
 pub mod filename;
 pub mod frame;

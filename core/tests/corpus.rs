@@ -140,7 +140,7 @@ fn transfer_session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "idle",
-            [head(5_000, 6), moves(3), vec![5, 255].repeat(8), moves(20)].concat(),
+            [head(5_000, 6), moves(3), [5, 255].repeat(8), moves(20)].concat(),
         ),
     ]
 }

@@ -1,0 +1,582 @@
+//! Peer-to-peer chat over datagrams (UDP): one ferry frame per datagram.
+//!
+//! A [`Peer`] is one end of a two-party chat over an unreliable transport
+//! that may drop, duplicate and reorder datagrams. Every message carries the
+//! sender's session (a random number the application picks per run) and a
+//! sequence number; the receiver delivers each message once, in the order
+//! it arrives, and acknowledges it. The sender retransmits what is not
+//! acknowledged, with a doubling timeout, and after a few tries reports the
+//! message lost: nothing disappears silently. Datagrams that are oversize,
+//! malformed or not datagram frames are dropped and counted by reason.
+//!
+//! Like [`Connection`](crate::Connection), it does no I/O: datagrams and
+//! time come in, datagrams, events and a deadline go out.
+//!
+//! ```
+//! use ferry_core::datagram::{Peer, PeerConfig, PeerEvent};
+//! use std::time::Instant;
+//!
+//! let now = Instant::now();
+//! let mut alice = Peer::new(PeerConfig::new("alice"), now, 1);
+//! let mut bob = Peer::new(PeerConfig::new("bob"), now, 2);
+//! alice.send(now, "hi bob").unwrap();
+//! while let Some(datagram) = alice.poll_transmit() {
+//!     bob.handle_datagram(now, &datagram);
+//! }
+//! match bob.poll_event() {
+//!     Some(PeerEvent::Message { from, text, .. }) => assert_eq!((&*from, &*text), ("alice", "hi bob")),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+
+use crate::error::{Malformed, Misuse};
+use crate::frame::{put_text, Reader, HEADER_LEN};
+use crate::text::Text;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Largest datagram sent or accepted: under the smallest common path MTU
+/// once IP and UDP headers are added, so that nothing is fragmented.
+pub const MAX_DATAGRAM: usize = 1200;
+
+/// Frame types of the datagram transport (`0x40-0x4F`, never valid on TCP).
+pub mod datagram_type {
+    /// A chat message.
+    pub const CHAT: u8 = 0x40;
+    /// Acknowledges one message.
+    pub const ACK: u8 = 0x41;
+    /// First type of the range reserved for datagrams.
+    pub const FIRST: u8 = 0x40;
+    /// Last type of the range reserved for datagrams.
+    pub const LAST: u8 = 0x4F;
+}
+
+/// One datagram frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Datagram {
+    /// `CHAT`: message `seq` of the sender's `session`.
+    Chat {
+        /// The sender's session, fixed for one run of the sender.
+        session: u64,
+        /// Counts up from 0 within the session.
+        seq: u64,
+        /// The sender's name.
+        from: Text,
+        /// The message.
+        text: Text,
+    },
+    /// `ACK`: message `seq` of `session` (the receiver of this ACK's own
+    /// session) arrived.
+    Ack {
+        /// The session of the acknowledged message.
+        session: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Longer than [`MAX_DATAGRAM`].
+    Oversize,
+    /// Not one whole, well-formed frame of a known datagram type.
+    Malformed,
+    /// A frame type of the TCP protocol, or an unknown reserved type.
+    NotDatagram,
+    /// A message already delivered (or too old to tell).
+    Duplicate,
+    /// An acknowledgement for a message not waiting for one.
+    StaleAck,
+}
+
+/// Counts of dropped datagrams, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounts {
+    /// See [`DropReason::Oversize`].
+    pub oversize: u64,
+    /// See [`DropReason::Malformed`].
+    pub malformed: u64,
+    /// See [`DropReason::NotDatagram`].
+    pub not_datagram: u64,
+    /// See [`DropReason::Duplicate`].
+    pub duplicate: u64,
+    /// See [`DropReason::StaleAck`].
+    pub stale_ack: u64,
+}
+
+impl DropCounts {
+    fn count(&mut self, reason: DropReason) {
+        let counter = match reason {
+            DropReason::Oversize => &mut self.oversize,
+            DropReason::Malformed => &mut self.malformed,
+            DropReason::NotDatagram => &mut self.not_datagram,
+            DropReason::Duplicate => &mut self.duplicate,
+            DropReason::StaleAck => &mut self.stale_ack,
+        };
+        *counter += 1;
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.oversize + self.malformed + self.not_datagram + self.duplicate + self.stale_ack
+    }
+}
+
+impl Datagram {
+    /// Appends the datagram's bytes (header and body) to `out`.
+    pub fn encode(&self, out: &mut BytesMut) -> Result<(), Misuse> {
+        let start = out.len();
+        out.put_bytes(0, HEADER_LEN);
+        let frame_type = match self {
+            Datagram::Chat {
+                session,
+                seq,
+                from,
+                text,
+            } => {
+                out.put_u64(*session);
+                out.put_u64(*seq);
+                put_text(out, from)?;
+                put_text(out, text)?;
+                datagram_type::CHAT
+            }
+            Datagram::Ack { session, seq } => {
+                out.put_u64(*session);
+                out.put_u64(*seq);
+                datagram_type::ACK
+            }
+        };
+        let body = out.len() - start - HEADER_LEN;
+        out[start] = frame_type;
+        // A datagram body is far below 4 GiB: the caller keeps it under
+        // MAX_DATAGRAM.
+        out[start + 1..start + HEADER_LEN].copy_from_slice(&(body as u32).to_be_bytes());
+        Ok(())
+    }
+
+    /// Decodes one datagram: exactly one frame, its length matching the
+    /// datagram's, at most [`MAX_DATAGRAM`] bytes.
+    pub fn decode(datagram: &[u8]) -> Result<Datagram, DropReason> {
+        if datagram.len() > MAX_DATAGRAM {
+            return Err(DropReason::Oversize);
+        }
+        let Some((header, body)) = datagram.split_first_chunk::<HEADER_LEN>() else {
+            return Err(DropReason::Malformed);
+        };
+        let frame_type = header[0];
+        let declared = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+        if declared as usize != body.len() {
+            return Err(DropReason::Malformed);
+        }
+        let name = match frame_type {
+            datagram_type::CHAT => "CHAT",
+            datagram_type::ACK => "ACK",
+            _ => return Err(DropReason::NotDatagram),
+        };
+        let mut r = Reader::new(name, Bytes::copy_from_slice(body));
+        let parsed = (|| -> Result<Datagram, Malformed> {
+            let datagram = match frame_type {
+                datagram_type::CHAT => Datagram::Chat {
+                    session: r.u64("session")?,
+                    seq: r.u64("seq")?,
+                    from: r.text("from")?,
+                    text: r.text("text")?,
+                },
+                _ => Datagram::Ack {
+                    session: r.u64("session")?,
+                    seq: r.u64("seq")?,
+                },
+            };
+            Ok(datagram)
+        })();
+        let datagram = parsed.map_err(|_| DropReason::Malformed)?;
+        r.finish().map_err(|_| DropReason::Malformed)?;
+        Ok(datagram)
+    }
+}
+
+/// Settings of a [`Peer`].
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Our name, sent with every message.
+    pub name: String,
+    /// Acknowledge what arrives and retransmit what is not acknowledged.
+    /// Without, messages are sent once and losses go unnoticed.
+    pub reliable: bool,
+    /// First retransmission timeout; it doubles with every try.
+    pub initial_timeout: Duration,
+    /// Tries (the first send included) before a message is reported lost.
+    pub max_tries: u32,
+    /// Messages waiting for an acknowledgement at once; `send` refuses more.
+    pub max_unacked: usize,
+}
+
+impl PeerConfig {
+    /// Reliable, 200 ms first timeout, 6 tries (about 12 s in all), 256
+    /// messages in flight.
+    pub fn new(name: impl Into<String>) -> Self {
+        PeerConfig {
+            name: name.into(),
+            reliable: true,
+            initial_timeout: Duration::from_millis(200),
+            max_tries: 6,
+            max_unacked: 256,
+        }
+    }
+}
+
+/// What a [`Peer`] tells its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PeerEvent {
+    /// A message arrived (each one once).
+    Message {
+        /// Its sequence number in the sender's session.
+        seq: u64,
+        /// The sender's name, as it says.
+        from: Text,
+        /// The text.
+        text: Text,
+    },
+    /// Our message `seq` was acknowledged.
+    Delivered {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Our message `seq` was never acknowledged: it is probably lost.
+    Lost {
+        /// Its sequence number.
+        seq: u64,
+        /// The text, so that the application can say which.
+        text: Text,
+    },
+    /// Messages now come from a new session of the peer (it restarted).
+    PeerRestarted,
+    /// A datagram was dropped; [`Peer::drops`] keeps the counts.
+    Dropped {
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// A message waiting for its acknowledgement.
+#[derive(Debug)]
+struct Unacked {
+    datagram: Bytes,
+    text: Text,
+    tries: u32,
+    due: Instant,
+}
+
+/// Messages received from one session of the peer: the highest sequence
+/// number, and which of the [`SeenWindow::SPAN`] below it arrived.
+#[derive(Debug)]
+struct SeenWindow {
+    session: u64,
+    highest: Option<u64>,
+    /// Bit `i` set: `highest - 1 - i` arrived.
+    below: u128,
+}
+
+impl SeenWindow {
+    const SPAN: u64 = 128;
+
+    fn new(session: u64) -> Self {
+        SeenWindow {
+            session,
+            highest: None,
+            below: 0,
+        }
+    }
+
+    /// Records `seq`; false if it arrived before or is too old to tell.
+    fn insert(&mut self, seq: u64) -> bool {
+        let Some(highest) = self.highest else {
+            self.highest = Some(seq);
+            return true;
+        };
+        if seq > highest {
+            let shift = seq - highest;
+            self.below = if shift > Self::SPAN {
+                0
+            } else {
+                // The old highest becomes bit `shift - 1`.
+                (self.below << (shift - 1) << 1) | (1 << (shift - 1))
+            };
+            self.highest = Some(seq);
+            return true;
+        }
+        if seq == highest {
+            return false;
+        }
+        let back = highest - seq;
+        if back > Self::SPAN {
+            return false;
+        }
+        let bit = 1u128 << (back - 1);
+        if self.below & bit != 0 {
+            return false;
+        }
+        self.below |= bit;
+        true
+    }
+}
+
+/// One end of a datagram chat. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Peer {
+    config: PeerConfig,
+    name: Text,
+    session: u64,
+    next_seq: u64,
+    transmit: VecDeque<Bytes>,
+    events: VecDeque<PeerEvent>,
+    unacked: BTreeMap<u64, Unacked>,
+    /// Retransmission deadlines, earliest first.
+    timers: BTreeSet<(Instant, u64)>,
+    seen: Option<SeenWindow>,
+    drops: DropCounts,
+}
+
+impl Peer {
+    /// A peer named in `config`, whose messages carry `session`: a random
+    /// number, new for every run, so that the other end can tell a restart
+    /// (with sequence numbers from 0 again) from duplicates. The core has no
+    /// randomness of its own; the application supplies it.
+    pub fn new(config: PeerConfig, now: Instant, session: u64) -> Peer {
+        let _ = now;
+        Peer {
+            name: Text::from(config.name.as_str()),
+            config,
+            session,
+            next_seq: 0,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            unacked: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            seen: None,
+            drops: DropCounts::default(),
+        }
+    }
+
+    /// Longest text [`send`](Self::send) takes with our name.
+    pub fn max_text(&self) -> usize {
+        // Header, session, seq, two length prefixes.
+        MAX_DATAGRAM - HEADER_LEN - 8 - 8 - 2 - 2 - self.name.len()
+    }
+
+    /// Whether [`send`](Self::send) would take another message now.
+    pub fn can_send(&self) -> bool {
+        !self.config.reliable || self.unacked.len() < self.config.max_unacked
+    }
+
+    /// Sends `text`; returns its sequence number.
+    pub fn send(&mut self, now: Instant, text: &str) -> Result<u64, Misuse> {
+        let max = self.max_text();
+        if text.len() > max {
+            return Err(Misuse::MessageTooLong {
+                len: text.len(),
+                max,
+            });
+        }
+        if !self.can_send() {
+            return Err(Misuse::InvalidArgument(
+                "too many messages wait for an acknowledgement",
+            ));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let text = Text::from(text);
+        let mut out = BytesMut::with_capacity(MAX_DATAGRAM);
+        Datagram::Chat {
+            session: self.session,
+            seq,
+            from: self.name.clone(),
+            text: text.clone(),
+        }
+        .encode(&mut out)?;
+        let datagram = out.freeze();
+        self.transmit.push_back(datagram.clone());
+        if self.config.reliable {
+            let due = now + self.config.initial_timeout;
+            self.timers.insert((due, seq));
+            self.unacked.insert(
+                seq,
+                Unacked {
+                    datagram,
+                    text,
+                    tries: 1,
+                    due,
+                },
+            );
+        }
+        Ok(seq)
+    }
+
+    /// Takes one datagram that arrived from the peer.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        let _ = now;
+        match Datagram::decode(datagram) {
+            Ok(Datagram::Chat {
+                session,
+                seq,
+                from,
+                text,
+            }) => self.on_chat(session, seq, from, text),
+            Ok(Datagram::Ack { session, seq }) => self.on_ack(session, seq),
+            Err(reason) => self.drop_one(reason),
+        }
+    }
+
+    fn on_chat(&mut self, session: u64, seq: u64, from: Text, text: Text) {
+        let restarted = self.seen.as_ref().is_some_and(|s| s.session != session);
+        if restarted || self.seen.is_none() {
+            self.seen = Some(SeenWindow::new(session));
+            if restarted {
+                self.events.push_back(PeerEvent::PeerRestarted);
+            }
+        }
+        let fresh = self.seen.as_mut().is_some_and(|s| s.insert(seq));
+        if self.config.reliable {
+            // Acknowledged even when a duplicate: the first ACK may be the
+            // datagram that was lost.
+            let mut out = BytesMut::with_capacity(HEADER_LEN + 16);
+            // An ACK always encodes.
+            let _ = Datagram::Ack { session, seq }.encode(&mut out);
+            self.transmit.push_back(out.freeze());
+        }
+        if fresh {
+            self.events
+                .push_back(PeerEvent::Message { seq, from, text });
+        } else {
+            self.drop_one(DropReason::Duplicate);
+        }
+    }
+
+    fn on_ack(&mut self, session: u64, seq: u64) {
+        if session != self.session {
+            self.drop_one(DropReason::StaleAck);
+            return;
+        }
+        match self.unacked.remove(&seq) {
+            Some(unacked) => {
+                self.timers.remove(&(unacked.due, seq));
+                self.events.push_back(PeerEvent::Delivered { seq });
+            }
+            None => self.drop_one(DropReason::StaleAck),
+        }
+    }
+
+    fn drop_one(&mut self, reason: DropReason) {
+        self.drops.count(reason);
+        self.events.push_back(PeerEvent::Dropped { reason });
+    }
+
+    /// Retransmits what is due at `now`, and gives up on what has had all
+    /// its tries.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(due, seq)) = self.timers.first() {
+            if due > now {
+                return;
+            }
+            self.timers.pop_first();
+            let Some(unacked) = self.unacked.get_mut(&seq) else {
+                continue;
+            };
+            if unacked.tries >= self.config.max_tries {
+                if let Some(lost) = self.unacked.remove(&seq) {
+                    self.events.push_back(PeerEvent::Lost {
+                        seq,
+                        text: lost.text,
+                    });
+                }
+                continue;
+            }
+            let backoff = 1u32 << unacked.tries.min(16);
+            unacked.tries += 1;
+            unacked.due = now + self.config.initial_timeout * backoff;
+            self.timers.insert((unacked.due, seq));
+            self.transmit.push_back(unacked.datagram.clone());
+        }
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(due, _)| due)
+    }
+
+    /// The next datagram to send to the peer.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Messages sent and not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Dropped datagrams so far, by reason.
+    pub fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seen_window_tells_new_from_repeated() {
+        let mut w = SeenWindow::new(7);
+        assert!(w.insert(5));
+        assert!(!w.insert(5));
+        assert!(w.insert(3));
+        assert!(!w.insert(3));
+        assert!(w.insert(4));
+        assert!(w.insert(200));
+        assert!(!w.insert(5), "too old to tell counts as seen");
+        assert!(w.insert(199));
+        assert!(w.insert(72));
+        assert!(!w.insert(72));
+        assert!(!w.insert(71), "more than SPAN below the highest");
+        assert!(w.insert(201));
+        assert!(!w.insert(199));
+    }
+
+    #[test]
+    fn decode_refuses_what_is_not_one_datagram_frame() {
+        let mut out = BytesMut::new();
+        Datagram::Ack { session: 1, seq: 2 }
+            .encode(&mut out)
+            .unwrap();
+        assert_eq!(
+            Datagram::decode(&out),
+            Ok(Datagram::Ack { session: 1, seq: 2 })
+        );
+        let mut longer = out.to_vec();
+        longer.push(0);
+        assert_eq!(Datagram::decode(&longer), Err(DropReason::Malformed));
+        assert_eq!(Datagram::decode(&out[..7]), Err(DropReason::Malformed));
+        assert_eq!(
+            Datagram::decode(&[0x07, 0, 0, 0, 0]),
+            Err(DropReason::NotDatagram)
+        );
+        assert_eq!(
+            Datagram::decode(&[0x4F, 0, 0, 0, 0]),
+            Err(DropReason::NotDatagram)
+        );
+        assert_eq!(
+            Datagram::decode(&[0u8; MAX_DATAGRAM + 1]),
+            Err(DropReason::Oversize)
+        );
+    }
+}

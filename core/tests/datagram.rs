@@ -1,0 +1,328 @@
+//! Two datagram peers over an in-memory network that drops, duplicates and
+//! reorders: every message arrives at most once, and every message the
+//! sender was told is delivered did arrive; the rest are reported lost.
+
+use ferry_core::datagram::{DropReason, Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// What the network does with each datagram, in turn (cycled).
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    Deliver,
+    Drop,
+    Duplicate,
+    /// Held back and delivered after the next one.
+    Delay,
+}
+
+fn fate() -> impl Strategy<Value = Fate> {
+    prop_oneof![
+        6 => Just(Fate::Deliver),
+        2 => Just(Fate::Drop),
+        1 => Just(Fate::Duplicate),
+        1 => Just(Fate::Delay),
+    ]
+}
+
+/// Both peers, the clock, and what each saw.
+struct Pair {
+    now: Instant,
+    peers: [Peer; 2],
+    fates: Vec<Fate>,
+    next_fate: usize,
+    /// Datagrams in flight to peer `i`: (deliver at step, bytes).
+    flight: [Vec<(u64, Vec<u8>)>; 2],
+    step: u64,
+    events: [Vec<PeerEvent>; 2],
+}
+
+impl Pair {
+    fn new(fates: Vec<Fate>) -> Pair {
+        let now = Instant::now();
+        Pair {
+            now,
+            peers: [
+                Peer::new(PeerConfig::new("alice"), now, 0xA11CE),
+                Peer::new(PeerConfig::new("bob"), now, 0xB0B),
+            ],
+            fates,
+            next_fate: 0,
+            flight: [Vec::new(), Vec::new()],
+            step: 0,
+            events: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn fate(&mut self) -> Fate {
+        if self.fates.is_empty() {
+            return Fate::Deliver;
+        }
+        let fate = self.fates[self.next_fate % self.fates.len()];
+        self.next_fate += 1;
+        fate
+    }
+
+    /// One round: transmit, deliver what is due, fire timers, collect
+    /// events; then 50 ms pass.
+    fn round(&mut self) {
+        self.step += 1;
+        for from in 0..2 {
+            while let Some(datagram) = self.peers[from].poll_transmit() {
+                assert!(datagram.len() <= MAX_DATAGRAM);
+                let to = 1 - from;
+                match self.fate() {
+                    Fate::Deliver => self.flight[to].push((self.step, datagram.to_vec())),
+                    Fate::Drop => {}
+                    Fate::Duplicate => {
+                        self.flight[to].push((self.step, datagram.to_vec()));
+                        self.flight[to].push((self.step + 1, datagram.to_vec()));
+                    }
+                    Fate::Delay => self.flight[to].push((self.step + 2, datagram.to_vec())),
+                }
+            }
+        }
+        for to in 0..2 {
+            let step = self.step;
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flight[to])
+                .into_iter()
+                .partition(|(at, _)| *at <= step);
+            self.flight[to] = later;
+            for (_, datagram) in due {
+                self.peers[to].handle_datagram(self.now, &datagram);
+            }
+        }
+        self.now += Duration::from_millis(50);
+        for i in 0..2 {
+            self.peers[i].handle_timeout(self.now);
+            while let Some(event) = self.peers[i].poll_event() {
+                self.events[i].push(event);
+            }
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        self.peers
+            .iter()
+            .all(|p| p.unacked() == 0 && p.poll_timeout().is_none())
+            && self.flight.iter().all(Vec::is_empty)
+    }
+}
+
+/// `(sent, received)` outcomes of peer `from`'s messages: delivered and lost
+/// sequence numbers at the sender, and received ones at the other end.
+fn check_outcomes(pair: &Pair, from: usize, sent: &BTreeMap<u64, String>) {
+    let to = 1 - from;
+    let mut received = BTreeMap::new();
+    for event in &pair.events[to] {
+        if let PeerEvent::Message {
+            seq,
+            from: name,
+            text,
+        } = event
+        {
+            assert_eq!(&**name, ["alice", "bob"][from]);
+            assert!(
+                received.insert(*seq, text.to_string()).is_none(),
+                "message {seq} arrived twice"
+            );
+        }
+    }
+    let mut delivered = BTreeSet::new();
+    let mut lost = BTreeSet::new();
+    for event in &pair.events[from] {
+        match event {
+            PeerEvent::Delivered { seq } => assert!(delivered.insert(*seq)),
+            PeerEvent::Lost { seq, .. } => assert!(lost.insert(*seq)),
+            _ => {}
+        }
+    }
+    for (seq, text) in sent {
+        assert!(
+            delivered.contains(seq) != lost.contains(seq),
+            "message {seq} is neither delivered nor lost, or both"
+        );
+        if delivered.contains(seq) {
+            assert_eq!(
+                received.get(seq),
+                Some(text),
+                "delivered {seq} never arrived"
+            );
+        }
+        if let Some(got) = received.get(seq) {
+            assert_eq!(got, text, "message {seq} arrived changed");
+        }
+    }
+    assert!(received.keys().all(|seq| sent.contains_key(seq)));
+}
+
+fn chat(fates: Vec<Fate>, messages: usize) -> Pair {
+    let mut pair = Pair::new(fates);
+    let mut sent = [BTreeMap::new(), BTreeMap::new()];
+    for i in 0..messages {
+        for (from, sent) in sent.iter_mut().enumerate() {
+            let text = format!("message {i} from {from}");
+            let now = pair.now;
+            let seq = pair.peers[from].send(now, &text).unwrap();
+            sent.insert(seq, text);
+        }
+        pair.round();
+    }
+    // Retries run out within 12.6 s of virtual time: 300 rounds of 50 ms.
+    for _ in 0..300 {
+        if pair.quiet() {
+            break;
+        }
+        pair.round();
+    }
+    assert!(
+        pair.quiet(),
+        "still busy after every retry should have run out"
+    );
+    check_outcomes(&pair, 0, &sent[0]);
+    check_outcomes(&pair, 1, &sent[1]);
+    pair
+}
+
+#[test]
+fn a_clean_network_delivers_everything_once() {
+    let pair = chat(Vec::new(), 20);
+    for events in &pair.events {
+        let delivered = events
+            .iter()
+            .filter(|e| matches!(e, PeerEvent::Delivered { .. }))
+            .count();
+        assert_eq!(delivered, 20);
+    }
+}
+
+#[test]
+fn duplicates_are_dropped_and_counted() {
+    let pair = chat(vec![Fate::Duplicate], 10);
+    assert!(pair.peers[1].drops().duplicate >= 10);
+    assert!(pair.events[1].iter().any(|e| matches!(
+        e,
+        PeerEvent::Dropped {
+            reason: DropReason::Duplicate
+        }
+    )));
+}
+
+#[test]
+fn a_dead_link_reports_every_message_lost() {
+    let pair = chat(vec![Fate::Drop], 5);
+    let lost = pair.events[0]
+        .iter()
+        .filter(|e| matches!(e, PeerEvent::Lost { .. }))
+        .count();
+    assert_eq!(lost, 5);
+}
+
+#[test]
+fn garbage_and_oversize_datagrams_are_dropped_with_a_reason() {
+    let now = Instant::now();
+    let mut peer = Peer::new(PeerConfig::new("bob"), now, 1);
+    peer.handle_datagram(now, b"hello there\n");
+    peer.handle_datagram(now, &[0u8; 2000]);
+    peer.handle_datagram(now, &[0x40, 0, 0, 0, 3, 1, 2, 3]);
+    // A TCP frame (PING) is not a datagram frame.
+    peer.handle_datagram(now, &[0x04, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let drops = peer.drops();
+    assert_eq!(
+        (drops.oversize, drops.malformed, drops.not_datagram),
+        (1, 2, 1),
+        "{drops:?}"
+    );
+    assert!(peer.poll_transmit().is_none(), "garbage is never answered");
+}
+
+#[test]
+fn a_restarted_peer_is_heard_again() {
+    let now = Instant::now();
+    let mut alice = Peer::new(PeerConfig::new("alice"), now, 1);
+    let mut bob = Peer::new(PeerConfig::new("bob"), now, 2);
+    alice.send(now, "one").unwrap();
+    while let Some(d) = alice.poll_transmit() {
+        bob.handle_datagram(now, &d);
+    }
+    // Alice restarts: a new session, numbering from 0 again.
+    let mut alice = Peer::new(PeerConfig::new("alice"), now, 3);
+    alice.send(now, "two").unwrap();
+    while let Some(d) = alice.poll_transmit() {
+        bob.handle_datagram(now, &d);
+    }
+    let events: Vec<_> = std::iter::from_fn(|| bob.poll_event()).collect();
+    assert!(events.contains(&PeerEvent::PeerRestarted));
+    let texts: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            PeerEvent::Message { text, .. } => Some(text.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["one", "two"]);
+}
+
+#[test]
+fn oversize_messages_are_refused_before_sending() {
+    let now = Instant::now();
+    let mut peer = Peer::new(PeerConfig::new("alice"), now, 1);
+    let max = peer.max_text();
+    assert!(peer.send(now, &"x".repeat(max + 1)).is_err());
+    peer.send(now, &"x".repeat(max)).unwrap();
+    assert_eq!(peer.poll_transmit().unwrap().len(), MAX_DATAGRAM);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn any_lossy_network_loses_nothing_silently(
+        fates in proptest::collection::vec(fate(), 1..40),
+        messages in 1usize..30,
+    ) {
+        chat(fates, messages);
+    }
+}
+
+/// The ```` ```datagram-vector ```` blocks of `docs/PROTOCOL.md` decode to
+/// their `frame:` line and encode back to the same bytes.
+#[test]
+fn the_protocol_documents_vectors_hold() {
+    use bytes::BytesMut;
+    use ferry_core::datagram::Datagram;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let mut checked = BTreeSet::new();
+    let mut lines = doc.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "```datagram-vector" {
+            continue;
+        }
+        let mut fields = BTreeMap::new();
+        for line in lines.by_ref() {
+            if line.trim() == "```" {
+                break;
+            }
+            let (key, value) = line.split_once(':').expect("key: value");
+            fields.insert(key.trim().to_string(), value.trim().to_string());
+        }
+        let hex: String = fields["hex"].split_whitespace().collect();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let datagram = Datagram::decode(&bytes).unwrap();
+        assert_eq!(format!("{datagram:?}"), fields["frame"]);
+        let mut out = BytesMut::new();
+        datagram.encode(&mut out).unwrap();
+        assert_eq!(out[..], bytes[..]);
+        checked.insert(bytes[0]);
+    }
+    assert_eq!(
+        checked.into_iter().collect::<Vec<_>>(),
+        [0x40, 0x41],
+        "a vector for each datagram type"
+    );
+}
