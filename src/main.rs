@@ -13,6 +13,7 @@ mod display;
 mod runtime;
 mod send;
 mod serve;
+mod udp;
 
 use bench::BenchCommand;
 use bytes::BytesMut;
@@ -94,6 +95,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
     },
+    /// Chat with one other peer over UDP datagrams, no server: each line is
+    /// a message; lost messages are reported.
+    Udp {
+        /// Local address to bind; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:0", value_parser = parse_addr)]
+        bind: SocketAddr,
+        /// The other peer's address.
+        #[arg(long, value_parser = parse_addr)]
+        peer: SocketAddr,
+        /// Your name.
+        #[arg(long)]
+        name: String,
+        /// Send each message once: no acknowledgements, no retransmission.
+        #[arg(long)]
+        unreliable: bool,
+    },
     /// Decode a hex dump of ferry frames (an optional preamble first) and
     /// print each frame.
     Decode {
@@ -138,6 +155,12 @@ fn main() -> ExitCode {
             runtime,
         } => send_command(&args, &to, name, runtime),
         Command::Demo { runtime } => demo::demo(runtime),
+        Command::Udp {
+            bind,
+            peer,
+            name,
+            unreliable,
+        } => udp::udp(bind, peer, &name, unreliable),
         Command::Decode { hex, max_frame } => return decode_hex(&hex.join(" "), max_frame),
         Command::CheckName { name } => match check_file_name(&name) {
             Ok(_) => {

@@ -1,6 +1,7 @@
 //! ferry on blocking `std::net` sockets, in the style of the Qt seeds'
 //! blocking mode: a server with one thread per connection feeding one
-//! [`Hub`](ferry_core::Hub), and a client whose calls block with a timeout.
+//! [`Hub`](ferry_core::Hub), a client whose calls block with a timeout, and
+//! [`UdpChat`], peer-to-peer chat over UDP.
 //!
 //! Every protocol decision is ferry-core's; this crate moves bytes between
 //! sockets and the core, keeps the clock, and runs files through
@@ -24,6 +25,8 @@
 
 mod client;
 mod server;
+mod udp;
 
 pub use client::{spawn_client, Client};
 pub use server::spawn_server;
+pub use udp::UdpChat;

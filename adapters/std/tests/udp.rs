@@ -1,0 +1,98 @@
+//! Two UDP chat peers on loopback.
+
+use ferry_core::datagram::{PeerConfig, PeerEvent};
+use ferry_std::UdpChat;
+use std::net::UdpSocket;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn bind() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").unwrap()
+}
+
+/// Waits for the first event `pick` accepts; panics after [`WAIT`].
+fn wait_for<T>(
+    events: &Receiver<PeerEvent>,
+    what: &str,
+    mut pick: impl FnMut(&PeerEvent) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+        if let Some(found) = pick(&event) {
+            return found;
+        }
+    }
+}
+
+#[test]
+fn two_peers_chat_both_ways_and_hear_acknowledgements() {
+    let (a, b) = (bind(), bind());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let alice = UdpChat::start(a, b_addr, PeerConfig::new("alice")).unwrap();
+    let bob = UdpChat::start(b, a_addr, PeerConfig::new("bob")).unwrap();
+    for i in 0..20 {
+        alice.send(&format!("ping {i}")).unwrap();
+    }
+    let seq = bob.send("pong").unwrap();
+    let mut texts = Vec::new();
+    while texts.len() < 20 {
+        texts.push(wait_for(bob.events(), "alice's messages", |e| match e {
+            PeerEvent::Message { from, text, .. } if &**from == "alice" => Some(text.to_string()),
+            _ => None,
+        }));
+    }
+    let expected: Vec<String> = (0..20).map(|i| format!("ping {i}")).collect();
+    assert_eq!(texts, expected, "loopback neither loses nor reorders");
+    let heard = wait_for(alice.events(), "bob's message", |e| match e {
+        PeerEvent::Message { text, .. } => Some(text.to_string()),
+        _ => None,
+    });
+    assert_eq!(heard, "pong");
+    wait_for(bob.events(), "the acknowledgement", |e| match e {
+        PeerEvent::Delivered { seq: s } if *s == seq => Some(()),
+        _ => None,
+    });
+}
+
+#[test]
+fn garbage_from_the_peer_is_dropped_and_counted() {
+    let (a, b) = (bind(), bind());
+    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    let alice = UdpChat::start(a, b_addr, PeerConfig::new("alice")).unwrap();
+    // Bob's socket sends garbage first, then a real chat starts on it.
+    b.send_to(b"GET / HTTP/1.0\r\n\r\n", a_addr).unwrap();
+    b.send_to(&[0u8; 1500], a_addr).unwrap();
+    let bob = UdpChat::start(b, a_addr, PeerConfig::new("bob")).unwrap();
+    bob.send("still friends?").unwrap();
+    let heard = wait_for(alice.events(), "bob's message", |e| match e {
+        PeerEvent::Message { text, .. } => Some(text.to_string()),
+        _ => None,
+    });
+    assert_eq!(heard, "still friends?");
+    let drops = alice.drops();
+    assert_eq!((drops.malformed, drops.oversize), (1, 1), "{drops:?}");
+}
+
+#[test]
+fn a_silent_peer_makes_messages_lost_not_forgotten() {
+    let a = bind();
+    // Nobody will ever answer from this address.
+    let nobody = bind();
+    let mut config = PeerConfig::new("alice");
+    config.initial_timeout = Duration::from_millis(20);
+    config.max_tries = 3;
+    let alice = UdpChat::start(a, nobody.local_addr().unwrap(), config).unwrap();
+    let seq = alice.send("anyone?").unwrap();
+    let lost = wait_for(alice.events(), "the loss", |e| match e {
+        PeerEvent::Lost { seq, text } => Some((*seq, text.to_string())),
+        _ => None,
+    });
+    assert_eq!(lost, (seq, "anyone?".to_string()));
+    assert_eq!(alice.unacked(), 0);
+}

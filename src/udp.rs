@@ -1,0 +1,99 @@
+//! `ferry udp`: two people chat over UDP datagrams, no server.
+
+use crate::display::{log, safe};
+use ferry_core::datagram::{PeerConfig, PeerEvent};
+use ferry_std::UdpChat;
+use std::io::BufRead;
+use std::net::{SocketAddr, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long, after input ends, to wait for the last acknowledgements.
+const LINGER: Duration = Duration::from_secs(15);
+/// Once everything is acknowledged, how long the peer must have been quiet
+/// before leaving: its last messages may still be on the way, and they
+/// deserve an acknowledgement.
+const QUIET: Duration = Duration::from_millis(500);
+
+pub fn udp(bind: SocketAddr, peer: SocketAddr, name: &str, unreliable: bool) -> Result<(), String> {
+    let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
+    let mut config = PeerConfig::new(name);
+    config.reliable = !unreliable;
+    let chat = UdpChat::start(socket, peer, config)
+        .map_err(|e| format!("cannot chat with {peer}: {e}"))?;
+    let local = chat.local_addr().map_err(|e| e.to_string())?;
+    log(&format!(
+        "chatting on {local} with {peer} as {}",
+        safe(name)
+    ));
+
+    // Events are printed by the main thread between lines; a reader thread
+    // hands it the lines.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut input_open = true;
+    let mut linger_until = None;
+    let mut last_heard = Instant::now();
+    loop {
+        while let Ok(event) = chat.events().try_recv() {
+            if matches!(event, PeerEvent::Message { .. }) {
+                last_heard = Instant::now();
+            }
+            print_event(&event);
+        }
+        if !input_open {
+            let now = Instant::now();
+            let until = *linger_until.get_or_insert(now + LINGER);
+            let settled = chat.unacked() == 0 && now >= last_heard + QUIET;
+            if settled || now >= until {
+                break;
+            }
+        }
+        match lines.recv_timeout(Duration::from_millis(20)) {
+            Ok(line) if line.trim() == "/quit" => break,
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => {
+                if let Err(e) = chat.send(&line) {
+                    log(&format!("! not sent: {e}"));
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => input_open = false,
+        }
+    }
+    while let Ok(event) = chat.events().try_recv() {
+        print_event(&event);
+    }
+    let drops = chat.drops();
+    if drops.total() > 0 {
+        log(&format!(
+            "dropped datagrams: {} oversize, {} malformed, {} not ferry datagrams, {} duplicates, {} stale acknowledgements",
+            drops.oversize, drops.malformed, drops.not_datagram, drops.duplicate, drops.stale_ack
+        ));
+    }
+    let unacked = chat.unacked();
+    chat.close();
+    if unacked > 0 {
+        return Err(format!("{unacked} messages were never acknowledged"));
+    }
+    Ok(())
+}
+
+fn print_event(event: &PeerEvent) {
+    match event {
+        PeerEvent::Message { from, text, .. } => log(&format!("{}: {}", safe(from), safe(text))),
+        PeerEvent::Lost { seq, text } => log(&format!(
+            "! message {seq} was never acknowledged: {}",
+            safe(text)
+        )),
+        PeerEvent::PeerRestarted => log("* the peer restarted"),
+        // Deliveries are the normal case; drops are summed up at the end.
+        _ => {}
+    }
+}

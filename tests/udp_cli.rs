@@ -1,0 +1,82 @@
+//! `ferry udp`: two built binaries chat over loopback datagrams.
+
+use std::io::Write;
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_udp_peers_chat_and_leave_once_acknowledged() {
+    let (a, b) = (free_port(), free_port());
+    let spawn = |bind: u16, peer: u16, name: &str| {
+        Command::new(FERRY)
+            .args(["udp", "--name", name])
+            .args(["--bind", &format!("127.0.0.1:{bind}")])
+            .args(["--peer", &format!("127.0.0.1:{peer}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut alice = spawn(a, b, "alice");
+    let mut bob = spawn(b, a, "bob");
+    // Both bound before anyone speaks: an early datagram would only be
+    // retransmitted, but the test should not depend on it.
+    std::thread::sleep(Duration::from_millis(300));
+    writeln!(
+        alice.stdin.as_mut().unwrap(),
+        "hello bob\n/quit-not-a-command"
+    )
+    .unwrap();
+    writeln!(bob.stdin.as_mut().unwrap(), "hello alice\n\x1b[31mred?").unwrap();
+    // Input ends; each leaves once its messages are acknowledged, and stays
+    // long enough to acknowledge the other's (both closed at once here).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    drop(alice.stdin.take());
+    drop(bob.stdin.take());
+    let alice = alice.wait_with_output().unwrap();
+    let bob = bob.wait_with_output().unwrap();
+    assert!(Instant::now() < deadline, "took too long");
+    let (alice_out, bob_out) = (
+        String::from_utf8_lossy(&alice.stdout),
+        String::from_utf8_lossy(&bob.stdout),
+    );
+    assert!(
+        alice.status.success(),
+        "alice: {alice_out} {:?}",
+        alice.stderr
+    );
+    assert!(bob.status.success(), "bob: {bob_out} {:?}", bob.stderr);
+    assert!(alice_out.contains("bob: hello alice"), "{alice_out}");
+    assert!(bob_out.contains("alice: hello bob"), "{bob_out}");
+    assert!(bob_out.contains("alice: /quit-not-a-command"), "{bob_out}");
+    // The escape sequence is shown escaped, never sent to the terminal raw.
+    assert!(!alice_out.contains('\x1b'), "{alice_out:?}");
+}
+
+#[test]
+fn an_address_in_use_is_a_one_line_error() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(FERRY)
+        .args(["udp", "--name", "x", "--peer", "127.0.0.1:9"])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("ferry: cannot bind"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
