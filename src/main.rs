@@ -110,6 +110,9 @@ enum Command {
         /// Send each message once: no acknowledgements, no retransmission.
         #[arg(long)]
         unreliable: bool,
+        /// Which runtime drives the socket.
+        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+        runtime: Runtime,
     },
     /// Decode a hex dump of ferry frames (an optional preamble first) and
     /// print each frame.
@@ -160,7 +163,8 @@ fn main() -> ExitCode {
             peer,
             name,
             unreliable,
-        } => udp::udp(bind, peer, &name, unreliable),
+            runtime,
+        } => udp::udp(runtime, bind, peer, &name, unreliable),
         Command::Decode { hex, max_frame } => return decode_hex(&hex.join(" "), max_frame),
         Command::CheckName { name } => match check_file_name(&name) {
             Ok(_) => {

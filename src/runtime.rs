@@ -59,6 +59,22 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Chats with one peer over UDP on `socket`.
+    pub fn spawn_udp(
+        self,
+        socket: std::net::UdpSocket,
+        remote: SocketAddr,
+        config: ferry_core::datagram::PeerConfig,
+    ) -> io::Result<ferry_files::UdpHandle> {
+        match self {
+            Runtime::Mio => ferry_mio::spawn_udp(socket, remote, config),
+            Runtime::Smol => ferry_smol::spawn_udp(socket, remote, config),
+            Runtime::Std => ferry_std::spawn_udp(socket, remote, config),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,8 @@
 //! `ferry udp`: two people chat over UDP datagrams, no server.
 
 use crate::display::{log, safe};
+use crate::runtime::Runtime;
 use ferry_core::datagram::{PeerConfig, PeerEvent};
-use ferry_std::UdpChat;
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
@@ -15,13 +15,20 @@ const LINGER: Duration = Duration::from_secs(15);
 /// deserve an acknowledgement.
 const QUIET: Duration = Duration::from_millis(500);
 
-pub fn udp(bind: SocketAddr, peer: SocketAddr, name: &str, unreliable: bool) -> Result<(), String> {
+pub fn udp(
+    runtime: Runtime,
+    bind: SocketAddr,
+    peer: SocketAddr,
+    name: &str,
+    unreliable: bool,
+) -> Result<(), String> {
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
     let mut config = PeerConfig::new(name);
     config.reliable = !unreliable;
-    let chat = UdpChat::start(socket, peer, config)
+    let chat = runtime
+        .spawn_udp(socket, peer, config)
         .map_err(|e| format!("cannot chat with {peer}: {e}"))?;
-    let local = chat.local_addr().map_err(|e| e.to_string())?;
+    let local = chat.local_addr();
     log(&format!(
         "chatting on {local} with {peer} as {}",
         safe(name)
@@ -78,7 +85,7 @@ pub fn udp(bind: SocketAddr, peer: SocketAddr, name: &str, unreliable: bool) -> 
         ));
     }
     let unacked = chat.unacked();
-    chat.close();
+    drop(chat);
     if unacked > 0 {
         return Err(format!("{unacked} messages were never acknowledged"));
     }

@@ -18,9 +18,9 @@ fn free_port() -> u16 {
 #[test]
 fn two_udp_peers_chat_and_leave_once_acknowledged() {
     let (a, b) = (free_port(), free_port());
-    let spawn = |bind: u16, peer: u16, name: &str| {
+    let spawn = |bind: u16, peer: u16, name: &str, runtime: &str| {
         Command::new(FERRY)
-            .args(["udp", "--name", name])
+            .args(["udp", "--name", name, "--runtime", runtime])
             .args(["--bind", &format!("127.0.0.1:{bind}")])
             .args(["--peer", &format!("127.0.0.1:{peer}")])
             .stdin(Stdio::piped())
@@ -29,8 +29,9 @@ fn two_udp_peers_chat_and_leave_once_acknowledged() {
             .spawn()
             .unwrap()
     };
-    let mut alice = spawn(a, b, "alice");
-    let mut bob = spawn(b, a, "bob");
+    // Two runtimes at once: the wire is the same.
+    let mut alice = spawn(a, b, "alice", "mio");
+    let mut bob = spawn(b, a, "bob", "smol");
     // Both bound before anyone speaks: an early datagram would only be
     // retransmitted, but the test should not depend on it.
     std::thread::sleep(Duration::from_millis(300));

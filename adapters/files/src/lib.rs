@@ -36,6 +36,7 @@ mod handle;
 mod inbox;
 mod server;
 mod transfers;
+mod udp;
 
 pub use batch::OutputBatch;
 pub use disk::Wake;
@@ -43,3 +44,4 @@ pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHan
 pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};
+pub use udp::{session_number, UdpCommand, UdpHandle};

@@ -51,6 +51,7 @@ pub(crate) fn spawn(
         stream,
         conn: Connection::client(config, Instant::now()),
         files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake(&waker)),
+        _waker: waker.clone(),
         commands,
         notices,
         buf: vec![0; READ_BUF],
@@ -86,6 +87,9 @@ pub(crate) fn spawn(
 
 struct Client {
     poll: Poll,
+    /// Keeps the waker's descriptor open while the loop runs (see
+    /// [`commander`]).
+    _waker: Arc<Waker>,
     stream: TcpStream,
     conn: Connection,
     files: FileTransfers,

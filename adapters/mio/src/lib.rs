@@ -42,6 +42,7 @@
 mod client;
 mod server;
 mod sock;
+mod udp;
 
 use ferry_core::{ClientConfig, HubConfig};
 use ferry_files::{ClientHandle, Inbox, ServerHandle};
@@ -109,4 +110,18 @@ pub fn spawn_client(
     connect_timeout: Duration,
 ) -> io::Result<ClientHandle> {
     client::spawn(addr, config, accept_files, connect_timeout)
+}
+
+/// Chats over `socket` (already bound) with the peer at `remote` over UDP,
+/// on a mio loop in a thread of its own; see
+/// [`datagram`](ferry_core::datagram).
+///
+/// The socket is connected to the peer, so the kernel discards datagrams
+/// from anyone else.
+pub fn spawn_udp(
+    socket: std::net::UdpSocket,
+    remote: std::net::SocketAddr,
+    config: ferry_core::datagram::PeerConfig,
+) -> std::io::Result<ferry_files::UdpHandle> {
+    udp::spawn(socket, remote, config)
 }

@@ -54,6 +54,7 @@ pub(crate) fn spawn(
         listener: Some(listener),
         hub: Hub::new(config, Instant::now()),
         files: HubFiles::new(inbox, disk_wake(&waker)),
+        _waker: waker.clone(),
         conns: HashMap::new(),
         lingering: BTreeSet::new(),
         commands,
@@ -92,6 +93,9 @@ struct Conn {
 
 struct Server {
     poll: Poll,
+    /// Keeps the waker's descriptor open while the loop runs (see
+    /// [`commander`]).
+    _waker: Arc<Waker>,
     /// `None` once shutting down: no new clients.
     listener: Option<TcpListener>,
     hub: Hub,

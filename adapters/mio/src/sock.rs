@@ -110,7 +110,9 @@ impl<C> Drop for CommandTx<C> {
 }
 
 /// A [`Commander`] that sends on `tx` and wakes the loop. Dropping it wakes
-/// the loop too, which then finds the channel disconnected.
+/// the loop too, which then finds the channel disconnected. The loop must
+/// hold a clone of `waker` itself: a wake-up from the last reference closes
+/// the waker's descriptor and may never be seen.
 pub(crate) fn commander<C: Send + 'static>(tx: Sender<C>, waker: Arc<Waker>) -> Commander<C> {
     let inner = CommandTx {
         tx: Some(tx),

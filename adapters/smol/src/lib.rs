@@ -71,14 +71,16 @@
 mod client;
 mod pump;
 mod server;
+mod udp;
 
 pub use client::run_client;
 pub use server::run_server;
+pub use udp::run_udp_chat;
 
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use ferry_core::{ClientConfig, Code, HubConfig};
-use ferry_files::{ClientHandle, Inbox, ServerHandle, Wake};
+use ferry_files::{ClientHandle, Inbox, ServerHandle, UdpHandle, Wake};
 use futures_lite::future;
 use std::io;
 use std::net::SocketAddr;
@@ -184,6 +186,37 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         ))
     })
     .await
+}
+
+/// Chats over `socket` (already bound) with the peer at `remote` over UDP:
+/// [`run_udp_chat`] on a thread of its own.
+///
+/// # Errors
+///
+/// The socket cannot be connected or registered, or the thread cannot be
+/// started.
+pub fn spawn_udp(
+    socket: std::net::UdpSocket,
+    remote: SocketAddr,
+    config: ferry_core::datagram::PeerConfig,
+) -> io::Result<UdpHandle> {
+    socket.connect(remote)?;
+    let local_addr = socket.local_addr()?;
+    let socket = async_net::UdpSocket::try_from(socket)?;
+    // Unbounded: the commander must never block its caller.
+    let (commands_tx, commands) = async_channel::unbounded();
+    let (events_tx, events) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name("ferry-smol-udp".into())
+        .spawn(move || {
+            // Ends when the handle drops its commander.
+            let _ = async_io::block_on(run_udp_chat(socket, config, commands, events_tx));
+        })?;
+    let command = Box::new(move |command| {
+        // Fails only once the chat stopped, when the command is moot.
+        let _ = commands_tx.try_send(command);
+    });
+    Ok(UdpHandle::new(local_addr, command, events, thread))
 }
 
 /// A [`Wake`] for file writers and the channel it signals. One pending

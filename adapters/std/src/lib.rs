@@ -1,7 +1,7 @@
 //! ferry on blocking `std::net` sockets, in the style of the Qt seeds'
 //! blocking mode: a server with one thread per connection feeding one
 //! [`Hub`](ferry_core::Hub), a client whose calls block with a timeout, and
-//! [`UdpChat`], peer-to-peer chat over UDP.
+//! [`spawn_udp`], peer-to-peer chat over UDP.
 //!
 //! Every protocol decision is ferry-core's; this crate moves bytes between
 //! sockets and the core, keeps the clock, and runs files through
@@ -29,4 +29,4 @@ mod udp;
 
 pub use client::{spawn_client, Client};
 pub use server::spawn_server;
-pub use udp::UdpChat;
+pub use udp::spawn_udp;

@@ -1,34 +1,63 @@
 //! Peer-to-peer chat over a UDP socket, driven by a
 //! [`datagram::Peer`](ferry_core::datagram::Peer).
 
-use ferry_core::datagram::{DropCounts, Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
-use ferry_core::Misuse;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
+use ferry_core::datagram::{Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
+use ferry_files::{session_number, UdpCommand, UdpHandle};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The receiving thread looks at the stop flag at least this often.
 const TICK: Duration = Duration::from_millis(100);
 
-/// A datagram chat with one other peer, running on a thread of its own.
+/// Chats over `socket` (already bound) with the peer at `remote`, on a
+/// thread of its own that receives and keeps the timers; messages are sent
+/// from the caller's thread, under the peer's lock.
 ///
 /// The socket is connected to the peer, so the kernel discards datagrams
 /// from anyone else; what the peer sends that is not a valid datagram frame
-/// is dropped and counted ([`drops`](Self::drops)).
-#[derive(Debug)]
-pub struct UdpChat {
-    shared: Arc<Shared>,
-    events: Receiver<PeerEvent>,
-    thread: Option<JoinHandle<()>>,
+/// is dropped and counted ([`UdpHandle::drops`]).
+pub fn spawn_udp(
+    socket: UdpSocket,
+    remote: SocketAddr,
+    config: PeerConfig,
+) -> io::Result<UdpHandle> {
+    socket.connect(remote)?;
+    let local_addr = socket.local_addr()?;
+    let shared = Arc::new(Shared {
+        peer: Mutex::new(Peer::new(config, Instant::now(), session_number())),
+        socket,
+        stop: AtomicBool::new(false),
+    });
+    let (events_tx, events) = mpsc::channel();
+    let receiver = shared.clone();
+    let thread = thread::Builder::new()
+        .name("ferry-std-udp".into())
+        .spawn(move || receive_loop(&receiver, &events_tx))?;
+    let stopper = StopOnDrop(shared.clone());
+    let command = Box::new(move |command: UdpCommand| {
+        let shared = &stopper.0;
+        let mut peer = shared.lock();
+        match command {
+            UdpCommand::Send { text, reply } => {
+                let sent = peer.send(Instant::now(), &text);
+                shared.transmit(&mut peer);
+                let _ = reply.send(sent);
+            }
+            UdpCommand::Status { reply } => {
+                let _ = reply.send((peer.unacked(), peer.drops().clone()));
+            }
+            _ => {}
+        }
+    });
+    Ok(UdpHandle::new(local_addr, command, events, thread))
 }
 
-#[derive(Debug)]
+/// The peer, its socket, and the receiving thread's stop flag.
 struct Shared {
     peer: Mutex<Peer>,
     socket: UdpSocket,
@@ -57,72 +86,12 @@ impl Shared {
     }
 }
 
-impl UdpChat {
-    /// Chats over `socket` (already bound) with the peer at `remote`.
-    pub fn start(socket: UdpSocket, remote: SocketAddr, config: PeerConfig) -> io::Result<Self> {
-        socket.connect(remote)?;
-        let now = Instant::now();
-        let shared = Arc::new(Shared {
-            peer: Mutex::new(Peer::new(config, now, session_number())),
-            socket,
-            stop: AtomicBool::new(false),
-        });
-        let (events_tx, events) = mpsc::channel();
-        let receiver = shared.clone();
-        let thread = thread::Builder::new()
-            .name("ferry-std-udp".into())
-            .spawn(move || receive_loop(&receiver, &events_tx))?;
-        Ok(UdpChat {
-            shared,
-            events,
-            thread: Some(thread),
-        })
-    }
+/// Stops the receiving thread when the handle's commander goes.
+struct StopOnDrop(Arc<Shared>);
 
-    /// The local address (the real port when bound to port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.socket.local_addr()
-    }
-
-    /// Sends `text`; returns its sequence number.
-    pub fn send(&self, text: &str) -> Result<u64, Misuse> {
-        let mut peer = self.shared.lock();
-        let seq = peer.send(Instant::now(), text)?;
-        self.shared.transmit(&mut peer);
-        Ok(seq)
-    }
-
-    /// Messages, deliveries, losses and drops, as they happen.
-    pub fn events(&self) -> &Receiver<PeerEvent> {
-        &self.events
-    }
-
-    /// Messages still waiting for an acknowledgement.
-    pub fn unacked(&self) -> usize {
-        self.shared.lock().unacked()
-    }
-
-    /// Dropped datagrams so far, by reason.
-    pub fn drops(&self) -> DropCounts {
-        self.shared.lock().drops().clone()
-    }
-
-    /// Stops the receiving thread.
-    pub fn close(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for UdpChat {
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.stop();
+        self.0.stop.store(true, Ordering::SeqCst);
     }
 }
 
@@ -152,17 +121,4 @@ fn receive_loop(shared: &Shared, events: &Sender<PeerEvent>) {
         shared.transmit(&mut peer);
         Shared::forward_events(&mut peer, events);
     }
-}
-
-/// A number that differs between runs: the session the peer's messages
-/// carry, so that the other end can tell a restart from duplicates. Not a
-/// secret; std's randomly seeded hasher, the time and the process id make
-/// it unique enough.
-fn session_number() -> u64 {
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    if let Ok(since) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
-        hasher.write_u128(since.as_nanos());
-    }
-    hasher.finish()
 }

@@ -1,12 +1,22 @@
-//! Two UDP chat peers on loopback.
+//! Two UDP chat peers on loopback, on every runtime (and across them).
 
 use ferry_core::datagram::{PeerConfig, PeerEvent};
-use ferry_std::UdpChat;
-use std::net::UdpSocket;
+use ferry_files::UdpHandle;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+type Spawn = fn(UdpSocket, SocketAddr, PeerConfig) -> io::Result<UdpHandle>;
+
+/// Every runtime's driver.
+const RUNTIMES: [(&str, Spawn); 3] = [
+    ("std", ferry_std::spawn_udp),
+    ("mio", ferry_mio::spawn_udp),
+    ("smol", ferry_smol::spawn_udp),
+];
 
 fn bind() -> UdpSocket {
     UdpSocket::bind("127.0.0.1:0").unwrap()
@@ -32,10 +42,20 @@ fn wait_for<T>(
 
 #[test]
 fn two_peers_chat_both_ways_and_hear_acknowledgements() {
+    // Every runtime against every runtime.
+    for (a_name, a_spawn) in RUNTIMES {
+        for (b_name, b_spawn) in RUNTIMES {
+            chat_both_ways(a_spawn, b_spawn);
+            println!("{a_name} with {b_name}: ok");
+        }
+    }
+}
+
+fn chat_both_ways(a_spawn: Spawn, b_spawn: Spawn) {
     let (a, b) = (bind(), bind());
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let alice = UdpChat::start(a, b_addr, PeerConfig::new("alice")).unwrap();
-    let bob = UdpChat::start(b, a_addr, PeerConfig::new("bob")).unwrap();
+    let alice = a_spawn(a, b_addr, PeerConfig::new("alice")).unwrap();
+    let bob = b_spawn(b, a_addr, PeerConfig::new("bob")).unwrap();
     for i in 0..20 {
         alice.send(&format!("ping {i}")).unwrap();
     }
@@ -62,13 +82,20 @@ fn two_peers_chat_both_ways_and_hear_acknowledgements() {
 
 #[test]
 fn garbage_from_the_peer_is_dropped_and_counted() {
+    for (name, spawn) in RUNTIMES {
+        garbage_dropped(spawn);
+        println!("{name}: ok");
+    }
+}
+
+fn garbage_dropped(spawn: Spawn) {
     let (a, b) = (bind(), bind());
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let alice = UdpChat::start(a, b_addr, PeerConfig::new("alice")).unwrap();
+    let alice = spawn(a, b_addr, PeerConfig::new("alice")).unwrap();
     // Bob's socket sends garbage first, then a real chat starts on it.
     b.send_to(b"GET / HTTP/1.0\r\n\r\n", a_addr).unwrap();
     b.send_to(&[0u8; 1500], a_addr).unwrap();
-    let bob = UdpChat::start(b, a_addr, PeerConfig::new("bob")).unwrap();
+    let bob = spawn(b, a_addr, PeerConfig::new("bob")).unwrap();
     bob.send("still friends?").unwrap();
     let heard = wait_for(alice.events(), "bob's message", |e| match e {
         PeerEvent::Message { text, .. } => Some(text.to_string()),
@@ -81,13 +108,20 @@ fn garbage_from_the_peer_is_dropped_and_counted() {
 
 #[test]
 fn a_silent_peer_makes_messages_lost_not_forgotten() {
+    for (name, spawn) in RUNTIMES {
+        silent_peer(spawn);
+        println!("{name}: ok");
+    }
+}
+
+fn silent_peer(spawn: Spawn) {
     let a = bind();
     // Nobody will ever answer from this address.
     let nobody = bind();
     let mut config = PeerConfig::new("alice");
     config.initial_timeout = Duration::from_millis(20);
     config.max_tries = 3;
-    let alice = UdpChat::start(a, nobody.local_addr().unwrap(), config).unwrap();
+    let alice = spawn(a, nobody.local_addr().unwrap(), config).unwrap();
     let seq = alice.send("anyone?").unwrap();
     let lost = wait_for(alice.events(), "the loss", |e| match e {
         PeerEvent::Lost { seq, text } => Some((*seq, text.to_string())),
