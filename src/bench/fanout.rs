@@ -208,10 +208,12 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
         Contender::Redis => {
             let server = RedisServer::start(CONNECT)?;
             let addr = server.addr;
-            timed(server.pid(), me, || {
-                loadgen::run(scenario, |side, _| {
-                    RedisPeer::connect(addr, side == Side::Subscriber, CONNECT)
-                })
+            timed(server.pid(), me, |started| {
+                loadgen::run(
+                    scenario,
+                    |side, _| RedisPeer::connect(addr, side == Side::Subscriber, CONNECT),
+                    started,
+                )
             })
         }
         Contender::Ferry(runtime) => {
@@ -226,32 +228,41 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
                 ],
             )?;
             let addr = server.addr;
-            timed(server.pid(), me, || {
-                loadgen::run(scenario, |side, index| {
-                    let name = match side {
-                        Side::Subscriber => format!("sub{index}"),
-                        Side::Publisher => format!("pub{index}"),
-                    };
-                    FerryPeer::connect(addr, &name, "fanout", CONNECT)
-                })
+            timed(server.pid(), me, |started| {
+                loadgen::run(
+                    scenario,
+                    |side, index| {
+                        let name = match side {
+                            Side::Subscriber => format!("sub{index}"),
+                            Side::Publisher => format!("pub{index}"),
+                        };
+                        FerryPeer::connect(addr, &name, "fanout", CONNECT)
+                    },
+                    started,
+                )
             })
         }
     }
 }
 
 /// Runs `run`, sampling the server's memory, and returns its outcome with
-/// the CPU shares of `server` and `generator` over its wall time
-/// (connecting included, which is brief next to the run).
+/// the CPU shares of `server` and `generator` from the moment `run` calls
+/// the function it is given (everyone connected) to its end.
 fn timed(
     server: u32,
     generator: u32,
-    run: impl FnOnce() -> Result<Outcome, String>,
+    run: impl FnOnce(&mut dyn FnMut()) -> Result<Outcome, String>,
 ) -> Result<Measured, String> {
     let sampler = Sampler::start(vec![server]);
-    let before = (cpu_seconds(server), cpu_seconds(generator));
-    let start = std::time::Instant::now();
-    let outcome = run();
-    let wall = start.elapsed().as_secs_f64();
+    let mut before = (None, None, std::time::Instant::now());
+    let outcome = run(&mut || {
+        before = (
+            cpu_seconds(server),
+            cpu_seconds(generator),
+            std::time::Instant::now(),
+        )
+    });
+    let wall = before.2.elapsed().as_secs_f64();
     let after = (cpu_seconds(server), cpu_seconds(generator));
     let peak = sampler.finish().first().copied().flatten();
     let outcome = outcome?;

@@ -85,10 +85,12 @@ impl<P: Peer> Client<P> {
 
 /// Connects the subscribers, then the publishers, with `connect` (which
 /// returns once the client is in the room), then runs the scenario and
-/// fails at the first message lost, duplicated or out of order.
+/// fails at the first message lost, duplicated or out of order. `started`
+/// is called once everyone is connected, just before the first message.
 pub fn run<P: Peer>(
     scenario: Scenario,
     mut connect: impl FnMut(Side, usize) -> Result<(std::net::TcpStream, P), String>,
+    started: impl FnOnce(),
 ) -> Result<Outcome, String> {
     let Scenario {
         publishers,
@@ -143,6 +145,7 @@ pub fn run<P: Peer>(
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = Events::with_capacity(1024);
 
+    started();
     let epoch = Instant::now();
     let deadline = epoch + timeout;
     let mut last_delivery = epoch;
