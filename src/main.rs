@@ -10,6 +10,7 @@ mod bench;
 mod chat;
 mod demo;
 mod display;
+mod limits;
 mod runtime;
 mod send;
 mod serve;
@@ -17,9 +18,10 @@ mod udp;
 
 use bench::BenchCommand;
 use bytes::BytesMut;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use ferry_core::filename::check_file_name;
 use ferry_core::frame::{decode, PREAMBLE};
+use ferry_core::HubConfig;
 use runtime::Runtime;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -54,6 +56,10 @@ enum Command {
         /// Replace files of the same name instead of picking a free name.
         #[arg(long)]
         overwrite: bool,
+        /// Server limits a benchmark needs lifted; hidden from the help as
+        /// no chat server should need them changed.
+        #[command(flatten)]
+        limits: HubLimits,
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
@@ -135,6 +141,38 @@ enum Command {
     },
 }
 
+/// `ferry serve`'s hidden flags: the hub's flood and client limits, which
+/// `ferry bench fanout` raises so that its senders can pipeline and
+/// `ferry bench clients` so that it can connect more than the default.
+#[derive(Args)]
+struct HubLimits {
+    /// Chat messages a client may send in a burst.
+    #[arg(long, hide = true)]
+    flood_burst: Option<u32>,
+    /// Chat messages a client may send per second on average.
+    #[arg(long, hide = true)]
+    flood_per_second: Option<u32>,
+    /// Clients at once.
+    #[arg(long, hide = true)]
+    max_clients: Option<usize>,
+}
+
+impl HubLimits {
+    fn config(&self) -> HubConfig {
+        let mut config = HubConfig::default();
+        if let Some(burst) = self.flood_burst {
+            config.flood_burst = burst;
+        }
+        if let Some(rate) = self.flood_per_second {
+            config.flood_per_second = rate;
+        }
+        if let Some(max) = self.max_clients {
+            config.max_clients = max;
+        }
+        config
+    }
+}
+
 fn main() -> ExitCode {
     allocator::tune();
     let result = match Cli::parse().command {
@@ -143,7 +181,16 @@ fn main() -> ExitCode {
             runtime,
             inbox,
             overwrite,
-        } => serve::serve(listen, runtime, &inbox, overwrite),
+            limits,
+        } => {
+            // One descriptor per client: the soft limit (often 1024) would
+            // refuse clients long before `max_clients`. Failing to raise it
+            // only leaves the old limit.
+            if let Err(e) = limits::raise_open_files() {
+                eprintln!("ferry: {e}");
+            }
+            serve::serve(listen, runtime, &inbox, overwrite, limits.config())
+        }
         Command::Chat {
             addr,
             name,

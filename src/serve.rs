@@ -19,13 +19,14 @@ pub fn serve(
     runtime: Runtime,
     inbox: &Path,
     overwrite: bool,
+    hub: HubConfig,
 ) -> Result<(), String> {
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
         .overwrite(overwrite);
     let dir = inbox.dir().display().to_string();
     let server = runtime
-        .spawn_server(listen, HubConfig::default(), Some(inbox))
+        .spawn_server(listen, hub, Some(inbox))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     log(&format!(
         "ferry serving on {} ({runtime:?} runtime), inbox {dir}",

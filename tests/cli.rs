@@ -217,6 +217,9 @@ fn bench_transfer_reports_every_contender_and_cleans_up() {
     // The bench runs nc only where it is installed, and says so otherwise.
     if !err.contains("skipping the nc contender") {
         labels.extend(["nc", "nc + fsync"]);
+        if !err.contains("skipping the nc + b3sum contender") {
+            labels.push("nc + b3sum");
+        }
     }
     let ferries = ["ferry (mio)", "ferry (smol)", "ferry (std)"];
     labels.extend(ferries);
@@ -249,6 +252,108 @@ fn bench_transfer_reports_every_contender_and_cleans_up() {
             } else {
                 assert_eq!(*figure, "-", "{label}: {out}");
             }
+        }
+    }
+}
+
+/// The rows of a bench table whose first cells read `label`, each as its
+/// remaining whitespace-separated cells.
+fn table_rows<'a>(out: &'a str, label: &str) -> Vec<Vec<&'a str>> {
+    out.lines()
+        .filter_map(|line| line.strip_prefix(label))
+        .filter(|rest| rest.starts_with("  "))
+        .map(|rest| rest.split_whitespace().collect())
+        .collect()
+}
+
+/// A figure such as `123.4`, `1.05x` or `97 %` as a number.
+fn figure(cell: &str) -> f64 {
+    cell.trim_end_matches('x')
+        .parse()
+        .unwrap_or_else(|_| panic!("{cell:?} is not a number"))
+}
+
+#[test]
+fn bench_fanout_delivers_every_message_on_every_runtime() {
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "fanout",
+            "--subscribers",
+            "3",
+            "--publishers",
+            "1,2",
+            "--messages",
+            "50",
+            "--rounds",
+            "1",
+            "--runtimes",
+            "mio,smol,std",
+        ],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("command:  ferry bench fanout"), "{out}");
+    let mut contenders = vec!["ferry (mio)", "ferry (smol)", "ferry (std)"];
+    // Redis runs only where it is installed, and the bench says so otherwise.
+    if !err.contains("skipping the Redis contender") {
+        contenders.push("redis pub/sub");
+    }
+    for scenario in ["1 -> 3", "2 -> 3"] {
+        for contender in &contenders {
+            let rows = table_rows(&out, &format!("{scenario}  "));
+            let row = rows
+                .iter()
+                .find(|cells| cells.join(" ").starts_with(contender))
+                .unwrap_or_else(|| panic!("no row for {scenario} {contender} in\n{out}"));
+            // After the two words of the contender: deliveries/s, the ratio
+            // to Redis (or "-"), p50 and p99.
+            let numbers = &row[2..];
+            assert!(figure(numbers[0]) > 0.0, "{scenario} {contender}: {out}");
+            for cell in &numbers[2..4] {
+                assert!(figure(cell) > 0.0, "{scenario} {contender}: {out}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bench_clients_measures_memory_per_client() {
+    let (ok, out, err) = run(&["bench", "clients", "--clients", "50"], "");
+    assert!(ok, "{out}{err}");
+    let rows = table_rows(&out, "ferry (mio)");
+    assert_eq!(rows.len(), 1, "{out}");
+    let cells = &rows[0];
+    assert_eq!(cells[0], "50", "{out}");
+    // Connect time and the resident memory before and after are positive.
+    for cell in &cells[1..4] {
+        assert!(figure(cell) > 0.0, "{out}");
+    }
+}
+
+#[test]
+fn bench_rtt_compares_ferry_with_raw_tcp() {
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "rtt",
+            "--pings",
+            "100",
+            "--rounds",
+            "1",
+            "--runtimes",
+            "mio",
+        ],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    for label in ["raw tcp", "ferry ping (mio)", "ferry say echo (mio)"] {
+        let rows = table_rows(&out, label);
+        assert_eq!(rows.len(), 1, "{label} in\n{out}");
+        let cells = &rows[0];
+        assert_eq!(cells.len(), 4, "{label} in\n{out}");
+        for cell in cells {
+            assert!(figure(cell) > 0.0, "{label}: {cell} in\n{out}");
         }
     }
 }

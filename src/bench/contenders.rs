@@ -128,6 +128,43 @@ pub fn find_netcat() -> Result<(), String> {
     }
 }
 
+/// Whether `b3sum` (the BLAKE3 command-line tool) is on the PATH.
+pub fn find_b3sum() -> Result<(), String> {
+    Command::new("b3sum")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map(drop)
+        .map_err(|_| "b3sum is not on the PATH".to_string())
+}
+
+/// `b3sum PATH`: how long it took and the hash it printed, in hex.
+pub fn b3sum(path: &Path, timeout: Duration) -> Result<(Duration, String), String> {
+    let start = Instant::now();
+    let mut hasher = Spawned::spawn(
+        Command::new("b3sum")
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "b3sum",
+    )?;
+    let output = drain(hasher.child().stdout.take());
+    let errors = drain(hasher.child().stderr.take());
+    let (end, statuses) = wait_all(&mut [&mut hasher], start, timeout)?;
+    if !statuses[0].success() {
+        let errors = errors.join().unwrap_or_default();
+        return Err(format!(
+            "b3sum failed ({}): {}",
+            statuses[0],
+            last_line(&errors)
+        ));
+    }
+    let output = output.join().unwrap_or_default();
+    let hash = output.split_whitespace().next().unwrap_or("").to_string();
+    Ok((end - start, hash))
+}
+
 /// `nc -l` writing into the output file, fed by `nc -N` reading the source.
 pub fn netcat(source: &Path, output: &Path, timeout: Duration) -> Result<CopyTimes, String> {
     let port = free_port()?;
@@ -245,7 +282,10 @@ pub fn ferry(
 
 /// The address in the first line a server prints. The rest of its output
 /// is drained in the background so that logging never blocks it.
-fn announced_address(stdout: Option<ChildStdout>, limit: Duration) -> Option<SocketAddr> {
+pub(super) fn announced_address(
+    stdout: Option<ChildStdout>,
+    limit: Duration,
+) -> Option<SocketAddr> {
     let (first_line, first) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout?).lines();

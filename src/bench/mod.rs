@@ -2,14 +2,27 @@
 //! taken side by side in one run so that a noisy machine disturbs every
 //! contender alike.
 
+mod clients;
 mod contenders;
+mod cpu;
+mod fanout;
+mod latency;
+mod loadgen;
 mod machine;
 mod memory;
+mod peers;
+mod probe;
 mod process;
+mod redis;
+mod rtt;
+mod server;
 mod table;
 mod transfer;
 
 use clap::Subcommand;
+pub use clients::ClientsOptions;
+pub use fanout::FanoutOptions;
+pub use rtt::RttOptions;
 pub use transfer::TransferOptions;
 
 /// The benchmarks `ferry bench` can run.
@@ -21,12 +34,29 @@ pub enum BenchCommand {
     /// round by round so that a noisy machine disturbs them alike; one table
     /// at the end compares them.
     Transfer(TransferOptions),
+    /// Chat fan-out: publishers to the subscribers of one room, ferry's
+    /// server runtimes against Redis pub/sub.
+    ///
+    /// One load generator drives every contender, pipelining within a
+    /// window, and checks that every message arrives exactly once and in
+    /// order per publisher; the table gives deliveries per second and
+    /// latency percentiles.
+    Fanout(FanoutOptions),
+    /// Many idle clients: the server's resident memory per connected
+    /// client, apart from the kernel's socket memory.
+    Clients(ClientsOptions),
+    /// Round trip: ping/pong and a chat message echoed through a ferry
+    /// server, against a raw TCP ping-pong of the same size.
+    Rtt(RttOptions),
 }
 
 /// Runs one benchmark and prints its summary table on stdout.
 pub fn bench(which: BenchCommand) -> Result<(), String> {
     match which {
         BenchCommand::Transfer(options) => transfer::transfer(&options),
+        BenchCommand::Fanout(options) => fanout::fanout(&options),
+        BenchCommand::Clients(options) => clients::clients(&options),
+        BenchCommand::Rtt(options) => rtt::rtt(&options),
     }
 }
 

@@ -4,9 +4,10 @@
 use super::memory::Peaks;
 
 /// The contenders other rows are compared with, and their column titles.
-const BASELINES: [(&str, &str); 4] = [
+const BASELINES: [(&str, &str); 5] = [
     (NC, "vs nc"),
     (NC_FSYNC, "vs nc+fsync"),
+    (NC_B3SUM, "vs nc+b3sum"),
     (STD_COPY, "vs std"),
     (STD_COPY_FSYNC, "vs std+fsync"),
 ];
@@ -15,6 +16,9 @@ pub const STD_COPY: &str = "std copy";
 pub const STD_COPY_FSYNC: &str = "std copy + fsync";
 pub const NC: &str = "nc";
 pub const NC_FSYNC: &str = "nc + fsync";
+/// `nc`, then `b3sum` of the received file and of the source, one after
+/// the other: how a careful user checks a plain copy.
+pub const NC_B3SUM: &str = "nc + b3sum";
 
 /// Everything measured for one contender.
 pub struct Row {
@@ -51,7 +55,8 @@ impl Row {
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The median of `values`; NaN when there are none.
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let middle = sorted.len() / 2;
@@ -111,17 +116,25 @@ pub fn render(rows: &[Row], size: u64) -> String {
         lines.push(cells);
     }
 
-    let widths: Vec<usize> = (0..title.len())
+    align(&lines)
+}
+
+/// Lines of cells as text columns: the first left-aligned, the others
+/// right-aligned, two spaces apart, every line ending in a newline.
+pub fn align(lines: &[Vec<String>]) -> String {
+    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
         .map(|column| {
             lines
                 .iter()
-                .map(|cells| cells[column].chars().count())
+                .filter_map(|cells| cells.get(column))
+                .map(|cell| cell.chars().count())
                 .max()
                 .unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
-    for cells in &lines {
+    for cells in lines {
         let mut line = String::new();
         for (column, (cell, width)) in cells.iter().zip(&widths).enumerate() {
             if column == 0 {

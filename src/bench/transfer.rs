@@ -5,7 +5,7 @@ use super::contenders::{self, CopyTimes};
 use super::machine;
 use super::memory::Peaks;
 use super::parse_size;
-use super::table::{self, Row, NC, NC_FSYNC, STD_COPY, STD_COPY_FSYNC};
+use super::table::{self, Row, NC, NC_B3SUM, NC_FSYNC, STD_COPY, STD_COPY_FSYNC};
 use crate::display::bytes;
 use crate::runtime::Runtime;
 use clap::Args;
@@ -61,12 +61,20 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
 
     let mut lineup = vec![Contender::StdCopy];
     let mut rows = vec![Row::new(STD_COPY, false), Row::new(STD_COPY_FSYNC, false)];
+    let mut with_b3sum = false;
     match contenders::find_netcat() {
         Ok(()) => {
             lineup.push(Contender::Netcat);
             rows.extend([Row::new(NC, false), Row::new(NC_FSYNC, false)]);
+            match contenders::find_b3sum() {
+                Ok(()) => {
+                    with_b3sum = true;
+                    rows.push(Row::new(NC_B3SUM, false));
+                }
+                Err(why) => eprintln!("note: {why}; skipping the nc + b3sum contender"),
+            }
         }
-        Err(why) => eprintln!("note: {why}; skipping the nc contender"),
+        Err(why) => eprintln!("note: {why}; skipping the nc contender and nc + b3sum"),
     }
     for &runtime in &options.runtimes {
         if !lineup
@@ -103,7 +111,16 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
                 }
                 Contender::Netcat => {
                     let times = contenders::netcat(&source, &received, timeout).map_err(failed)?;
-                    record_copy(&mut rows, &label, times, options.size)
+                    let copied = times.copied;
+                    let mut progress = record_copy(&mut rows, &label, times, options.size);
+                    if with_b3sum {
+                        let checked =
+                            copy_then_hash(copied, [&received, &source], &digest, timeout)
+                                .map_err(failed)?;
+                        record(&mut rows, NC_B3SUM, checked, None);
+                        progress += &format!(", + b3sum {}", timing(checked, options.size));
+                    }
+                    progress
                 }
                 Contender::Ferry(runtime) => {
                     let run = contenders::ferry(runtime, &source, &received_dir, timeout)
@@ -172,6 +189,26 @@ fn record_copy(rows: &mut [Row], label: &str, times: CopyTimes, size: u64) -> St
         timing(times.copied, size),
         timing(times.durable, size)
     )
+}
+
+/// What a careful user of `nc` does: the copy, then `b3sum` on the
+/// receiving end, then on the sending end, one after the other (the two
+/// hashes are compared by eye). Returns the copy's time plus both hashes'.
+fn copy_then_hash(
+    copied: Duration,
+    files: [&Path; 2],
+    digest: &blake3::Hash,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let mut total = copied;
+    for file in files {
+        let (took, hash) = contenders::b3sum(file, timeout)?;
+        if hash != digest.to_hex().as_str() {
+            return Err(format!("b3sum of {} gave {hash}", file.display()));
+        }
+        total += took;
+    }
+    Ok(total)
 }
 
 /// `1.523 s (672.3 MiB/s)`.

@@ -1,0 +1,232 @@
+//! `ferry bench clients`: many idle clients on one server, and what each
+//! costs it in resident memory, told apart from the kernel's own socket
+//! memory.
+//!
+//! The clients are plain sockets of this process that do the ferry
+//! handshake (`ferry_core::Connection`) and then stay silent, in rooms of
+//! [`ROOM`] so that joins are announced as in real use without every join
+//! going to every client.
+
+use super::machine;
+use super::server::FerryServer;
+use super::table::align;
+use crate::limits::raise_open_files;
+use crate::runtime::Runtime;
+use clap::Args;
+use ferry_core::{ClientConfig, Connection, Event};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Clients per room.
+const ROOM: usize = 100;
+/// Descriptors this process needs besides the clients' sockets.
+const SPARE_FILES: u64 = 64;
+/// How long the server is given to settle before its memory is read.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Options of `ferry bench clients`.
+#[derive(Args)]
+pub struct ClientsOptions {
+    /// Idle clients to connect.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    clients: u64,
+    /// The server's runtime.
+    #[arg(long, value_enum, default_value_t = Runtime::Mio)]
+    runtime: Runtime,
+    /// Seconds the whole run may take before the bench gives up.
+    #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+}
+
+/// Runs the benchmark and prints the table on stdout.
+pub fn clients(options: &ClientsOptions) -> Result<(), String> {
+    let count = options.clients as usize;
+    let timeout = Duration::from_secs(options.timeout);
+    let deadline = Instant::now() + timeout;
+    let limit = raise_open_files()?;
+    if limit < options.clients + SPARE_FILES {
+        return Err(format!(
+            "{} clients need {} open files, and the hard limit is {limit} (ulimit -Hn)",
+            options.clients,
+            options.clients + SPARE_FILES
+        ));
+    }
+    let server = FerryServer::start(
+        options.runtime,
+        &["--max-clients".into(), (count + 16).to_string()],
+    )?;
+    std::thread::sleep(SETTLE);
+    let rss_before = resident(server.pid())?;
+    let kernel_before = tcp_memory_pages();
+
+    eprintln!("connecting {count} clients");
+    let start = Instant::now();
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        sockets.push(join(&server, i, timeout).map_err(|e| format!("client {i}: {e}"))?);
+        if Instant::now() >= deadline {
+            return Err(super::process::timed_out(timeout));
+        }
+    }
+    let connect_time = start.elapsed();
+    // What the server said after the handshakes (later joins to the room)
+    // is read and dropped, so that it neither waits in the server's queues
+    // nor in the kernel's buffers.
+    for _ in 0..3 {
+        std::thread::sleep(SETTLE / 2);
+        drain(&mut sockets)?;
+    }
+    std::thread::sleep(SETTLE);
+    let rss_after = resident(server.pid())?;
+    let kernel_after = tcp_memory_pages();
+    let alive = server_alive(&mut sockets)?;
+    if alive != count {
+        return Err(format!(
+            "only {alive} of {count} clients are still connected"
+        ));
+    }
+
+    let kib = |bytes: f64| bytes / 1024.0;
+    let per_client = kib(rss_after.saturating_sub(rss_before) as f64) / count as f64;
+    let page = 4096.0;
+    let kernel = match (kernel_before, kernel_after) {
+        (Some(before), Some(after)) => {
+            let pages = after.saturating_sub(before) as f64;
+            format!("{:.2}", kib(pages * page) / count as f64)
+        }
+        _ => "n/a".into(),
+    };
+    println!("ferry bench clients, {} (UTC)", machine::today());
+    println!("machine: {}", machine::describe());
+    println!(
+        "clients: {count} idle after the handshake, {ROOM} to a room, open-files limit {limit}"
+    );
+    println!("command: {}", machine::command_line());
+    println!();
+    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / 1048576.0);
+    let lines = vec![
+        [
+            "server",
+            "clients",
+            "connect s",
+            "RSS before MiB",
+            "RSS after MiB",
+            "KiB per client",
+            "kernel TCP KiB per client",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        vec![
+            format!("ferry ({})", options.runtime.name()),
+            count.to_string(),
+            format!("{:.2}", connect_time.as_secs_f64()),
+            mib(rss_before),
+            mib(rss_after),
+            format!("{per_client:.2}"),
+            kernel,
+        ],
+    ];
+    print!("{}", align(&lines));
+    println!();
+    println!("KiB per client: growth of the server's resident memory (VmRSS) over the clients.");
+    println!("Kernel TCP: growth of the socket buffer memory of the whole system (/proc/net/");
+    println!("sockstat, TCP mem) over the clients, both ends of each connection; not in the RSS.");
+    Ok(())
+}
+
+/// Connects client `i` and returns its socket once welcomed.
+fn join(server: &FerryServer, i: usize, timeout: Duration) -> Result<TcpStream, String> {
+    let failed = |e: std::io::Error| e.to_string();
+    let mut stream = TcpStream::connect_timeout(&server.addr, timeout).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    let config = ClientConfig::new(format!("c{i}")).room(format!("r{}", i / ROOM));
+    let mut conn = Connection::client(config, Instant::now());
+    let mut buf = [0; 4096];
+    loop {
+        while let Some(bytes) = conn.poll_transmit() {
+            stream.write_all(&bytes).map_err(failed)?;
+        }
+        while let Some(event) = conn.poll_event() {
+            match event {
+                Event::Welcomed { .. } => return Ok(stream),
+                Event::Closed { code, reason, .. } => {
+                    return Err(format!("not let in: {code} ({reason})"))
+                }
+                _ => {}
+            }
+        }
+        let n = stream.read(&mut buf).map_err(failed)?;
+        if n == 0 {
+            return Err("the server hung up".into());
+        }
+        conn.handle_input(Instant::now(), &buf[..n]);
+    }
+}
+
+/// Reads whatever waits on every socket, without blocking.
+fn drain(sockets: &mut [TcpStream]) -> Result<(), String> {
+    let mut buf = [0; 4096];
+    for socket in sockets.iter_mut() {
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        loop {
+            match socket.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many sockets the server has not closed: a closed one reads as the
+/// end of stream (or an error).
+fn server_alive(sockets: &mut [TcpStream]) -> Result<usize, String> {
+    let mut buf = [0; 4096];
+    let mut alive = 0;
+    for socket in sockets.iter_mut() {
+        match socket.read(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => alive += 1,
+            Ok(n) if n > 0 => alive += 1,
+            _ => {}
+        }
+    }
+    Ok(alive)
+}
+
+/// Resident bytes of process `pid` now.
+fn resident(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read the server's memory from /proc: {e}"))?;
+    status
+        .lines()
+        .find_map(|line| {
+            let kib: u64 = line
+                .strip_prefix("VmRSS:")?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib * 1024)
+        })
+        .ok_or_else(|| "no VmRSS in /proc".to_string())
+}
+
+/// Pages of socket buffer memory TCP holds system-wide (`TCP: ... mem N`
+/// in /proc/net/sockstat).
+fn tcp_memory_pages() -> Option<u64> {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = sockstat.lines().find(|line| line.starts_with("TCP:"))?;
+    let mut fields = line.split_whitespace();
+    while let Some(field) = fields.next() {
+        if field == "mem" {
+            return fields.next()?.parse().ok();
+        }
+    }
+    None
+}

@@ -1,0 +1,77 @@
+//! A `ferry serve` process for the chat benchmarks, on a free loopback
+//! port, with an inbox of its own and whatever hidden limits the bench
+//! needs lifted; killed, and its inbox removed, when dropped.
+
+use super::contenders::announced_address;
+use super::process::{drain, last_line, Spawned};
+use crate::runtime::Runtime;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// How long the server may take to print its address.
+const STARTUP: Duration = Duration::from_secs(10);
+
+/// A running `ferry serve`.
+pub struct FerryServer {
+    // Declared first so that it is dropped (killed) before the inbox goes.
+    process: Spawned,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    inbox: PathBuf,
+}
+
+impl FerryServer {
+    /// Starts this program as `ferry serve --runtime RUNTIME` with the
+    /// extra arguments `args` (such as `--flood-burst N`).
+    pub fn start(runtime: Runtime, args: &[String]) -> Result<FerryServer, String> {
+        let program =
+            std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        let inbox = std::env::temp_dir().join(format!(
+            "ferry-bench-inbox-{}-{}",
+            std::process::id(),
+            runtime.name()
+        ));
+        let mut process = Spawned::spawn(
+            Command::new(program)
+                .args(["serve", "--listen", "127.0.0.1:0", "--runtime"])
+                .arg(runtime.name())
+                .arg("--inbox")
+                .arg(&inbox)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            "ferry serve",
+        )?;
+        let errors = drain(process.child().stderr.take());
+        let Some(addr) = announced_address(process.child().stdout.take(), STARTUP) else {
+            process.kill();
+            let _ = std::fs::remove_dir_all(&inbox);
+            let errors = errors.join().unwrap_or_default();
+            return Err(format!(
+                "ferry serve printed no address: {}",
+                last_line(&errors)
+            ));
+        };
+        Ok(FerryServer {
+            process,
+            addr,
+            inbox,
+        })
+    }
+
+    /// Its process id, for /proc.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+}
+
+impl Drop for FerryServer {
+    fn drop(&mut self) {
+        let _ = self.process.child().kill();
+        let _ = self.process.child().wait();
+        let _ = std::fs::remove_dir_all(&self.inbox);
+    }
+}
