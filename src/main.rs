@@ -19,10 +19,12 @@ use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use ferry_core::filename::check_file_name;
 use ferry_core::frame::{decode, PREAMBLE};
+use ferry_core::{ClientConfig, HubConfig};
 use runtime::Runtime;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
@@ -53,6 +55,8 @@ enum Command {
         /// Replace files of the same name instead of picking a free name.
         #[arg(long)]
         overwrite: bool,
+        #[command(flatten)]
+        limits: Limits,
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
@@ -72,6 +76,10 @@ enum Command {
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
+        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
+        /// of the process list).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Send files to the server's inbox, or to a user in the room.
     Send {
@@ -87,6 +95,10 @@ enum Command {
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
+        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
+        /// of the process list).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// A server and two users on loopback: they chat and move a 64 MiB file.
     Demo {
@@ -115,6 +127,91 @@ enum Command {
     },
 }
 
+/// Access and limits of `ferry serve`. Every default is
+/// [`HubConfig::default`]'s, documented there.
+#[derive(clap::Args)]
+struct Limits {
+    /// Require this shared token from every client (or set FERRY_TOKEN;
+    /// the flag wins). Never logged.
+    #[arg(long)]
+    token: Option<String>,
+    /// Most clients in rooms at once [default: 10000].
+    #[arg(long)]
+    max_clients: Option<usize>,
+    /// Most connections at once from one IP address [default: 64].
+    #[arg(long)]
+    max_per_ip: Option<usize>,
+    /// Largest file accepted, such as 10G or 500M [default: 1T].
+    #[arg(long, value_parser = bench::parse_size)]
+    max_file_size: Option<u64>,
+    /// Most bytes the inbox may hold, files and partial files together,
+    /// such as 50G [default: no quota].
+    #[arg(long, value_parser = bench::parse_size)]
+    inbox_quota: Option<u64>,
+    /// Chat messages a client may send in a burst [default: 20].
+    #[arg(long)]
+    flood_burst: Option<u32>,
+    /// Chat messages a client may send per second on average [default: 10].
+    #[arg(long)]
+    flood_rate: Option<u32>,
+    /// Seconds a client has to finish its handshake [default: 10].
+    #[arg(long, value_parser = parse_secs)]
+    handshake_timeout: Option<Duration>,
+    /// Seconds of silence after which a client is dropped [default: 30].
+    #[arg(long, value_parser = parse_secs)]
+    idle_timeout: Option<Duration>,
+}
+
+impl Limits {
+    /// The hub's configuration: the defaults, with what was given on the
+    /// command line (or in `FERRY_TOKEN`) over them.
+    fn hub_config(self) -> HubConfig {
+        let mut config = HubConfig::default();
+        config.token = token_from(self.token).map(String::into_bytes);
+        if let Some(n) = self.max_clients {
+            config.max_clients = n;
+        }
+        if let Some(n) = self.max_per_ip {
+            config.max_per_ip = n;
+        }
+        if let Some(n) = self.max_file_size {
+            config.max_file_size = n;
+        }
+        config.inbox_quota = self.inbox_quota;
+        if let Some(n) = self.flood_burst {
+            config.flood_burst = n;
+        }
+        if let Some(n) = self.flood_rate {
+            config.flood_per_second = n;
+        }
+        if let Some(t) = self.handshake_timeout {
+            config.connection.handshake_timeout = t;
+        }
+        if let Some(t) = self.idle_timeout {
+            config.connection.idle_timeout = t;
+        }
+        config
+    }
+}
+
+/// The token given with `--token`, else `FERRY_TOKEN`; empty means none.
+fn token_from(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("FERRY_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(format!("{text:?}: give a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 fn main() -> ExitCode {
     allocator::tune();
     let result = match Cli::parse().command {
@@ -123,20 +220,28 @@ fn main() -> ExitCode {
             runtime,
             inbox,
             overwrite,
-        } => serve::serve(listen, runtime, &inbox, overwrite),
+            limits,
+        } => serve::serve(listen, runtime, &inbox, overwrite, limits.hub_config()),
         Command::Chat {
             addr,
             name,
             room,
             accept_files,
             runtime,
-        } => chat::chat(addr, runtime, &name, &room, accept_files.as_deref()),
+            token,
+        } => {
+            let config = ClientConfig::new(name)
+                .room(room)
+                .token(token_from(token).unwrap_or_default());
+            chat::chat(addr, runtime, config, accept_files.as_deref())
+        }
         Command::Send {
             args,
             to,
             name,
             runtime,
-        } => send_command(&args, &to, name, runtime),
+            token,
+        } => send_command(&args, &to, name, token_from(token), runtime),
         Command::Demo { runtime } => demo::demo(runtime),
         Command::Decode { hex, max_frame } => return decode_hex(&hex.join(" "), max_frame),
         Command::CheckName { name } => match check_file_name(&name) {
@@ -163,6 +268,7 @@ fn send_command(
     args: &[String],
     to: &str,
     name: Option<String>,
+    token: Option<String>,
     runtime: Runtime,
 ) -> Result<(), String> {
     let (addr, paths) = match args.split_first() {
@@ -173,7 +279,8 @@ fn send_command(
     };
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let name = name.unwrap_or_else(|| format!("sender-{}", std::process::id()));
-    send::send(addr, runtime, &paths, to, &name)
+    let config = ClientConfig::new(name).token(token.unwrap_or_default());
+    send::send(addr, runtime, &paths, to, config)
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
