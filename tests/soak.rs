@@ -3,7 +3,8 @@
 //! to everyone in its room, and the server's memory at the end is back near
 //! where it started.
 //!
-//! `cargo test` runs a short one (200 clients for 5 s per runtime). The full
+//! `cargo test` runs a short one (200 clients for 5 s per runtime, then two
+//! more waves of 200 for 5 s that show the server's memory does not grow). The full
 //! one is ignored by default:
 //!
 //! ```text
@@ -16,7 +17,9 @@
 //! default flood limit of 10), `FERRY_SOAK_ROOM` (clients per room, default
 //! 10: each message reaches its room; one room of a thousand would be a
 //! million deliveries a second), `FERRY_SOAK_RUNTIMES` (default
-//! `mio,smol,std`).
+//! `mio,smol,std`), `FERRY_SOAK_WAVES` (default 3, at least 3);
+//! `FERRY_SOAK_FREE_ARENAS=1` leaves glibc's number of heaps alone (see
+//! `soak`).
 
 mod common;
 
@@ -155,91 +158,140 @@ fn client(
     }
 }
 
+/// One wave: every client joins, chats for `secs`, checks what it heard,
+/// and leaves. Returns the server's RSS with everyone in and after.
+fn wave(server: &mut Serve, runtime: &str, p: &Params, number: usize, secs: f64) -> (u64, u64) {
+    let names: Vec<String> = (0..p.clients).map(|i| format!("u{i}")).collect();
+    let start = Arc::new(Barrier::new(p.clients + 1));
+    let params = Arc::new(Params {
+        runtimes: Vec::new(),
+        secs,
+        ..*p
+    });
+    let threads: Vec<_> = (0..p.clients)
+        .map(|me| {
+            let room = me / p.room;
+            let roommates: Vec<String> = names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i / p.room == room)
+                .map(|(_, n)| n.clone())
+                .collect();
+            let (start, params, addr) = (start.clone(), params.clone(), server.addr);
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || client(addr, me, &params, roommates, start))
+                .unwrap()
+        })
+        .collect();
+    start.wait();
+    let began = Instant::now();
+    let rss_joined = server.rss_kib();
+    let tallies: Vec<Tally> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let elapsed = began.elapsed();
+    // Everyone has said BYE: wait for the server to see every one go.
+    server.expect_count(&["disconnected: quit"], p.clients * number);
+    let rss_end = server.rss_kib();
+    let sent: usize = tallies.iter().map(|t| t.sent).sum();
+    let delivered: usize = tallies
+        .iter()
+        .map(|t| t.received.values().sum::<usize>())
+        .sum();
+    // Every message reached every member of its room, itself included.
+    let mut expected = 0;
+    for (me, tally) in tallies.iter().enumerate() {
+        let room = me / p.room;
+        for (other, t) in tallies.iter().enumerate() {
+            if other / p.room == room {
+                let from = format!("u{other}");
+                assert_eq!(
+                    tally.received.get(&from).copied().unwrap_or(0),
+                    t.sent,
+                    "{runtime}: u{me} from {from}"
+                );
+                expected += t.sent;
+            }
+        }
+    }
+    assert_eq!(delivered, expected);
+    eprintln!(
+        "soak {runtime}, wave {number}: {} clients, {:.0} s: {sent} messages sent, {delivered} \
+         delivered ({:.0}/s), each exactly once and in order; server RSS {rss_joined} KiB with \
+         everyone in, {rss_end} KiB after they left",
+        p.clients,
+        elapsed.as_secs_f64(),
+        delivered as f64 / elapsed.as_secs_f64()
+    );
+    (rss_joined, rss_end)
+}
+
 fn soak(p: &Params) {
     raise_fd_limit();
     for runtime in &p.runtimes {
         let inbox = tempfile::tempdir().unwrap();
         let max = (p.clients * 2).to_string();
-        let mut server = Serve::start(
-            inbox.path(),
-            &[
-                "--runtime",
-                runtime,
-                "--max-per-ip",
-                &max,
-                "--max-clients",
-                &max,
-            ],
-        );
-        let rss_start = server.rss_kib();
-        let names: Vec<String> = (0..p.clients).map(|i| format!("u{i}")).collect();
-        let start = Arc::new(Barrier::new(p.clients + 1));
-        let params = Arc::new(Params {
-            runtimes: Vec::new(),
-            ..*p
-        });
-        let threads: Vec<_> = (0..p.clients)
-            .map(|me| {
-                let room = me / p.room;
-                let roommates: Vec<String> = names
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| i / p.room == room)
-                    .map(|(_, n)| n.clone())
-                    .collect();
-                let (start, params, addr) = (start.clone(), params.clone(), server.addr);
-                thread::Builder::new()
-                    .stack_size(256 * 1024)
-                    .spawn(move || client(addr, me, &params, roommates, start))
-                    .unwrap()
-            })
-            .collect();
-        start.wait();
-        let began = Instant::now();
-        let rss_joined = server.rss_kib();
-        let tallies: Vec<Tally> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        let elapsed = began.elapsed();
-        // Everyone has said BYE: wait for the server to see every one go.
-        server.expect_count(&["disconnected: quit"], p.clients);
-        let rss_end = server.rss_kib();
-        let sent: usize = tallies.iter().map(|t| t.sent).sum();
-        let delivered: usize = tallies
-            .iter()
-            .map(|t| t.received.values().sum::<usize>())
-            .sum();
-        // Every message reached every member of its room, itself included.
-        let mut expected = 0;
-        for (me, tally) in tallies.iter().enumerate() {
-            let room = me / p.room;
-            for (other, t) in tallies.iter().enumerate() {
-                if other / p.room == room {
-                    let from = format!("u{other}");
-                    assert_eq!(
-                        tally.received.get(&from).copied().unwrap_or(0),
-                        t.sent,
-                        "{runtime}: u{me} from {from}"
-                    );
-                    expected += t.sent;
-                }
+        let args = [
+            "--runtime",
+            runtime,
+            "--max-per-ip",
+            &max,
+            "--max-clients",
+            &max,
+        ];
+        // glibc gives each allocating thread a heap of its own (up to 8 per
+        // core), and keeps what is freed in it: with a thread per
+        // connection (std), RSS then creeps up wave after wave as new
+        // threads land in heaps not used before, which would hide a leak
+        // or fake one. Two heaps keep the measure about ferry; with one
+        // heap, the std server stays flat to within 1% from the second
+        // wave on (checked by hand; the unpinned figures are in
+        // RELIABILITY.md).
+        let mut server = Serve::start_with(inbox.path(), &args, |c| {
+            if std::env::var_os("FERRY_SOAK_FREE_ARENAS").is_none() {
+                c.env("GLIBC_TUNABLES", "glibc.malloc.arena_max=2");
             }
-        }
-        assert_eq!(delivered, expected);
-        eprintln!(
-            "soak {runtime}: {} clients, {:.0} s: {sent} messages sent, {delivered} delivered \
-             ({:.0}/s), each exactly once and in order; server RSS {rss_start} KiB at start, \
-             {rss_joined} KiB with everyone in, {rss_end} KiB after",
-            p.clients,
-            elapsed.as_secs_f64(),
-            delivered as f64 / elapsed.as_secs_f64()
-        );
-        // Back near where it started: per-client state is gone; what stays
-        // is the allocator's (glibc keeps up to 16 MiB of freed heap top,
-        // see src/allocator.rs) and thread stacks it caches.
-        let allowance = 24 * 1024 + (rss_joined.saturating_sub(rss_start)) / 4;
+        });
+        let rss_start = server.rss_kib();
+        eprintln!("soak {runtime}: server RSS {rss_start} KiB at start");
+        let (joined, first) = wave(&mut server, runtime, p, 1, p.secs);
         assert!(
-            rss_end <= rss_start + allowance,
-            "{runtime}: server RSS {rss_start} KiB at start, {rss_end} KiB at the end"
+            first <= rss_start + 24 * 1024 + joined.saturating_sub(rss_start),
+            "{runtime}: server RSS {rss_start} KiB at start, {first} KiB after the first wave"
         );
+        // More waves of as many clients (5 s each): after the allocator has
+        // settled, nothing a wave leaves behind may grow. What stays after
+        // the first waves is the allocator's, not ferry's: glibc keeps freed
+        // memory in its heaps (up to 16 MiB at a heap's top, see
+        // src/allocator.rs), one heap per allocating thread, up to 8 per
+        // core, and the std runtime has two threads per client.
+        let waves: usize = std::env::var("FERRY_SOAK_WAVES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3)
+            .max(3);
+        let mut after = vec![first];
+        let mut peak = joined;
+        for number in 2..=waves {
+            let (joined, left) = wave(&mut server, runtime, p, number, p.secs.min(5.0));
+            peak = peak.max(joined);
+            after.push(left);
+        }
+        let (settled, last) = (after[1], after[waves - 1]);
+        assert!(
+            last <= settled + 2 * 1024 + settled / 20,
+            "{runtime}: server RSS after each wave {after:?} KiB: it keeps growing"
+        );
+        // Per-client state is gone: the server holds no more than it did
+        // with everyone in. (Not less: the smol and std runtimes give each
+        // connection a 64 KiB read buffer, and glibc keeps the freed
+        // buffers for reuse rather than returning them; the next wave
+        // reuses them, as the flat figures after the second wave show.)
+        assert!(
+            last <= peak + 8 * 1024,
+            "{runtime}: server RSS {rss_start} KiB at start, {peak} KiB at most with \
+             everyone in, {last} KiB at the end"
+        );
+        eprintln!("soak {runtime}: server RSS {rss_start} KiB at start, after each wave {after:?}");
         assert!(server.terminate().success());
     }
 }

@@ -27,8 +27,11 @@ pub struct Inbox {
 
 /// An offer refused because the inbox's quota has no room for it; carried
 /// inside the `io::Error` that [`Inbox::begin`] returns (of kind
-/// [`StorageFull`](io::ErrorKind::StorageFull)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// [`StorageFull`](io::ErrorKind::StorageFull)). A limit, not a fault of
+/// the disk: the file was never started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the inbox is full: {used} of its {quota}-byte quota in use, the file needs {wanted}")]
+#[non_exhaustive]
 pub struct QuotaExceeded {
     /// The quota in bytes.
     pub quota: u64,
@@ -37,18 +40,6 @@ pub struct QuotaExceeded {
     /// Bytes the offer needs.
     pub wanted: u64,
 }
-
-impl std::fmt::Display for QuotaExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the inbox is full: {} of its {}-byte quota in use, the file needs {}",
-            self.used, self.quota, self.wanted
-        )
-    }
-}
-
-impl std::error::Error for QuotaExceeded {}
 
 impl QuotaExceeded {
     /// Whether `error` is an inbox quota refusal.
