@@ -18,14 +18,12 @@ const HELP: &str =
 pub fn chat(
     addr: SocketAddr,
     runtime: Runtime,
-    name: &str,
-    room: &str,
+    config: ClientConfig,
     accept_files: Option<&Path>,
 ) -> Result<(), String> {
     let inbox = accept_files
         .map(|dir| Inbox::open(dir).map_err(|e| e.to_string()))
         .transpose()?;
-    let config = ClientConfig::new(name).room(room);
     let client = runtime
         .spawn_client(addr, config, inbox, Duration::from_secs(10))
         .map_err(|e| format!("cannot join {addr}: {e}"))?;
@@ -192,7 +190,12 @@ fn show(notice: &ClientNotice) {
                     safe(peer)
                 };
                 match accepted {
-                    Some(_) => format!("* receiving {} ({}) from {from}", safe(name), bytes(*size)),
+                    Some(0) => format!("* receiving {} ({}) from {from}", safe(name), bytes(*size)),
+                    Some(at) => format!(
+                        "* resuming {} ({}) from {from} at {at}",
+                        safe(name),
+                        bytes(*size)
+                    ),
                     None => format!(
                         "* declined {} from {from} (use --accept-files DIR)",
                         safe(name)

@@ -18,14 +18,15 @@ mod udp;
 
 use bench::BenchCommand;
 use bytes::BytesMut;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use ferry_core::filename::check_file_name;
 use ferry_core::frame::{decode, PREAMBLE};
-use ferry_core::HubConfig;
+use ferry_core::{ClientConfig, HubConfig};
 use runtime::Runtime;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 
@@ -56,10 +57,8 @@ enum Command {
         /// Replace files of the same name instead of picking a free name.
         #[arg(long)]
         overwrite: bool,
-        /// Server limits a benchmark needs lifted; hidden from the help as
-        /// no chat server should need them changed.
         #[command(flatten)]
-        limits: HubLimits,
+        limits: Limits,
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
@@ -79,6 +78,10 @@ enum Command {
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
+        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
+        /// of the process list).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Send files to the server's inbox, or to a user in the room.
     Send {
@@ -94,6 +97,10 @@ enum Command {
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
+        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
+        /// of the process list).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// A server and two users on loopback: they chat and move a 64 MiB file.
     Demo {
@@ -141,36 +148,89 @@ enum Command {
     },
 }
 
-/// `ferry serve`'s hidden flags: the hub's flood and client limits, which
-/// `ferry bench fanout` raises so that its senders can pipeline and
-/// `ferry bench clients` so that it can connect more than the default.
-#[derive(Args)]
-struct HubLimits {
-    /// Chat messages a client may send in a burst.
-    #[arg(long, hide = true)]
-    flood_burst: Option<u32>,
-    /// Chat messages a client may send per second on average.
-    #[arg(long, hide = true)]
-    flood_per_second: Option<u32>,
-    /// Clients at once.
-    #[arg(long, hide = true)]
+/// Access and limits of `ferry serve`. Every default is
+/// [`HubConfig::default`]'s, documented there.
+#[derive(clap::Args)]
+struct Limits {
+    /// Require this shared token from every client (or set FERRY_TOKEN;
+    /// the flag wins). Never logged.
+    #[arg(long)]
+    token: Option<String>,
+    /// Most clients in rooms at once [default: 10000].
+    #[arg(long)]
     max_clients: Option<usize>,
+    /// Most connections at once from one IP address [default: 64].
+    #[arg(long)]
+    max_per_ip: Option<usize>,
+    /// Largest file accepted, such as 10G or 500M [default: 1T].
+    #[arg(long, value_parser = bench::parse_size)]
+    max_file_size: Option<u64>,
+    /// Most bytes the inbox may hold, files and partial files together,
+    /// such as 50G [default: no quota].
+    #[arg(long, value_parser = bench::parse_size)]
+    inbox_quota: Option<u64>,
+    /// Chat messages a client may send in a burst [default: 20].
+    #[arg(long)]
+    flood_burst: Option<u32>,
+    /// Chat messages a client may send per second on average [default: 10].
+    #[arg(long)]
+    flood_rate: Option<u32>,
+    /// Seconds a client has to finish its handshake [default: 10].
+    #[arg(long, value_parser = parse_secs)]
+    handshake_timeout: Option<Duration>,
+    /// Seconds of silence after which a client is dropped [default: 30].
+    #[arg(long, value_parser = parse_secs)]
+    idle_timeout: Option<Duration>,
 }
 
-impl HubLimits {
-    fn config(&self) -> HubConfig {
+impl Limits {
+    /// The hub's configuration: the defaults, with what was given on the
+    /// command line (or in `FERRY_TOKEN`) over them.
+    fn hub_config(self) -> HubConfig {
         let mut config = HubConfig::default();
-        if let Some(burst) = self.flood_burst {
-            config.flood_burst = burst;
+        config.token = token_from(self.token).map(String::into_bytes);
+        if let Some(n) = self.max_clients {
+            config.max_clients = n;
         }
-        if let Some(rate) = self.flood_per_second {
-            config.flood_per_second = rate;
+        if let Some(n) = self.max_per_ip {
+            config.max_per_ip = n;
         }
-        if let Some(max) = self.max_clients {
-            config.max_clients = max;
+        if let Some(n) = self.max_file_size {
+            config.max_file_size = n;
+        }
+        config.inbox_quota = self.inbox_quota;
+        if let Some(n) = self.flood_burst {
+            config.flood_burst = n;
+        }
+        if let Some(n) = self.flood_rate {
+            config.flood_per_second = n;
+        }
+        if let Some(t) = self.handshake_timeout {
+            config.connection.handshake_timeout = t;
+        }
+        if let Some(t) = self.idle_timeout {
+            config.connection.idle_timeout = t;
         }
         config
     }
+}
+
+/// The token given with `--token`, else `FERRY_TOKEN`; empty means none.
+fn token_from(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| std::env::var("FERRY_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(format!("{text:?}: give a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -189,7 +249,7 @@ fn main() -> ExitCode {
             if let Err(e) = limits::raise_open_files() {
                 eprintln!("ferry: {e}");
             }
-            serve::serve(listen, runtime, &inbox, overwrite, limits.config())
+            serve::serve(listen, runtime, &inbox, overwrite, limits.hub_config())
         }
         Command::Chat {
             addr,
@@ -197,13 +257,20 @@ fn main() -> ExitCode {
             room,
             accept_files,
             runtime,
-        } => chat::chat(addr, runtime, &name, &room, accept_files.as_deref()),
+            token,
+        } => {
+            let config = ClientConfig::new(name)
+                .room(room)
+                .token(token_from(token).unwrap_or_default());
+            chat::chat(addr, runtime, config, accept_files.as_deref())
+        }
         Command::Send {
             args,
             to,
             name,
             runtime,
-        } => send_command(&args, &to, name, runtime),
+            token,
+        } => send_command(&args, &to, name, token_from(token), runtime),
         Command::Demo { runtime } => demo::demo(runtime),
         Command::Udp {
             bind,
@@ -237,6 +304,7 @@ fn send_command(
     args: &[String],
     to: &str,
     name: Option<String>,
+    token: Option<String>,
     runtime: Runtime,
 ) -> Result<(), String> {
     let (addr, paths) = match args.split_first() {
@@ -247,7 +315,8 @@ fn send_command(
     };
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let name = name.unwrap_or_else(|| format!("sender-{}", std::process::id()));
-    send::send(addr, runtime, &paths, to, &name)
+    let config = ClientConfig::new(name).token(token.unwrap_or_default());
+    send::send(addr, runtime, &paths, to, config)
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {

@@ -17,7 +17,7 @@ pub fn send(
     runtime: Runtime,
     paths: &[PathBuf],
     to: &str,
-    name: &str,
+    config: ClientConfig,
 ) -> Result<(), String> {
     // Every file must be readable before anything is sent.
     let mut files = Vec::new();
@@ -26,7 +26,7 @@ pub fn send(
         files.push((path.clone(), file_name, size));
     }
     let client = runtime
-        .spawn_client(addr, ClientConfig::new(name), None, Duration::from_secs(10))
+        .spawn_client(addr, config, None, Duration::from_secs(10))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
 
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());

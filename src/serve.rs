@@ -19,19 +19,21 @@ pub fn serve(
     runtime: Runtime,
     inbox: &Path,
     overwrite: bool,
-    hub: HubConfig,
+    config: HubConfig,
 ) -> Result<(), String> {
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
         .overwrite(overwrite);
     let dir = inbox.dir().display().to_string();
+    let limits = limits_line(&config);
     let server = runtime
-        .spawn_server(listen, hub, Some(inbox))
+        .spawn_server(listen, config, Some(inbox))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     log(&format!(
         "ferry serving on {} ({runtime:?} runtime), inbox {dir}",
         server.local_addr()
     ));
+    log(&limits);
 
     let stop = Arc::new(AtomicBool::new(false));
     let on_signal = stop.clone();
@@ -75,6 +77,28 @@ pub fn serve(
         journal.show(notice);
     }
     server.join().map_err(|e| e.to_string())
+}
+
+/// The limits in force, for the log; says whether a token is required,
+/// never what it is.
+fn limits_line(config: &HubConfig) -> String {
+    format!(
+        "limits: {}, {} clients, {} per address, files up to {}, inbox quota {}, \
+         {} messages a second (bursts of {}), handshake {:?}, idle {:?}",
+        if config.token.is_some() {
+            "token required"
+        } else {
+            "no token"
+        },
+        config.max_clients,
+        config.max_per_ip,
+        bytes(config.max_file_size),
+        config.inbox_quota.map_or("none".to_string(), bytes),
+        config.flood_per_second,
+        config.flood_burst,
+        config.connection.handshake_timeout,
+        config.connection.idle_timeout,
+    )
 }
 
 /// Turns notices into log lines.

@@ -52,7 +52,8 @@ codes! {
     NAME_INVALID = 0x0102, "name invalid";
     /// No protocol version in common.
     VERSION_UNSUPPORTED = 0x0103, "version unsupported";
-    /// The server has no room for another client.
+    /// The server has no room for another client, or for another
+    /// connection from the same address.
     SERVER_FULL = 0x0104, "server full";
     /// The authentication token was missing or wrong.
     AUTH_FAILED = 0x0105, "authentication failed";
@@ -108,6 +109,8 @@ codes! {
     BAD_RESUME_OFFSET = 0x0508, "bad resume offset";
     /// Too many transfers at once on this connection.
     TOO_MANY_TRANSFERS = 0x0509, "too many transfers";
+    /// The receiver's inbox has no room for the file under its quota.
+    INBOX_FULL = 0x050A, "inbox full";
 }
 
 impl fmt::Debug for Code {

@@ -1,6 +1,7 @@
 //! Limits and timeouts, with the defaults the protocol document names.
 
 use crate::frame::{Settings, DATA_OVERHEAD};
+use std::fmt;
 use std::time::Duration;
 
 /// Limits and timeouts of one connection, either role.
@@ -68,7 +69,9 @@ impl Config {
 }
 
 /// What a client asks for in `HELLO`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` form shows whether a token is set, never the token.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// Limits and timeouts.
@@ -105,21 +108,63 @@ impl ClientConfig {
     }
 }
 
-/// Server-wide limits, on top of each connection's [`Config`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("connection", &self.connection)
+            .field("name", &self.name)
+            .field("room", &self.room)
+            .field("token", &Redacted(!self.token.is_empty()))
+            .finish()
+    }
+}
+
+/// Everything a server enforces, on top of each connection's [`Config`]:
+/// access, limits and flood control. This is the one place where a
+/// server's limits and their defaults are defined; `ferry serve` has a flag
+/// for each.
+///
+/// | Field | Default | `ferry serve` flag |
+/// |-------|---------|--------------------|
+/// | [`token`](Self::token) | none: anyone may join | `--token`, or `FERRY_TOKEN` |
+/// | [`max_clients`](Self::max_clients) | 10,000 | `--max-clients` |
+/// | [`max_per_ip`](Self::max_per_ip) | 64 | `--max-per-ip` |
+/// | [`max_file_size`](Self::max_file_size) | 1 TiB | `--max-file-size` |
+/// | [`inbox_quota`](Self::inbox_quota) | none: the disk is the limit | `--inbox-quota` |
+/// | [`flood_burst`](Self::flood_burst) | 20 messages | `--flood-burst` |
+/// | [`flood_per_second`](Self::flood_per_second) | 10 messages/s | `--flood-rate` |
+/// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
+/// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
+/// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
+///
+/// Its `Debug` form shows whether a token is set, never the token.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubConfig {
     /// Limits and timeouts of every client connection.
     pub connection: Config,
-    /// Clients at once; more are refused with `SERVER_FULL`.
+    /// Clients in rooms at once; more are refused with `SERVER_FULL`.
     pub max_clients: usize,
-    /// Largest file accepted, in bytes.
+    /// Connections at once from one IP address, joined or not; the next
+    /// one is closed at once with `ERROR SERVER_FULL`. Enforced for clients
+    /// added with [`Hub::connect_from`](crate::Hub::connect_from), which
+    /// every ferry runtime uses.
+    pub max_per_ip: usize,
+    /// Largest file accepted, in bytes; larger offers are rejected with
+    /// `FILE_TOO_LARGE`.
     pub max_file_size: u64,
+    /// Most bytes the server's inbox may hold, counting finished files,
+    /// partial files and the full size of uploads under way; an offer that
+    /// would go over it is rejected with `INBOX_FULL` before any byte is
+    /// written. `None`: no quota. The hub only carries it: the inbox of the
+    /// runtime (`ferry_files::HubFiles`) enforces it, as only it sees files.
+    pub inbox_quota: Option<u64>,
     /// Messages a client may send in a burst (`SAY`, `DIRECT_TO`, `WHO`).
     pub flood_burst: u32,
     /// Messages per second a client may send on average.
     pub flood_per_second: u32,
-    /// When set, `HELLO` must carry this token.
+    /// When set, `HELLO` must carry this token, compared in constant time;
+    /// otherwise the client is refused with `AUTH_FAILED`.
     pub token: Option<Vec<u8>>,
 }
 
@@ -128,10 +173,54 @@ impl Default for HubConfig {
         HubConfig {
             connection: Config::default(),
             max_clients: 10_000,
+            max_per_ip: 64,
             max_file_size: 1 << 40,
+            inbox_quota: None,
             flood_burst: 20,
             flood_per_second: 10,
             token: None,
+        }
+    }
+}
+
+impl fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("connection", &self.connection)
+            .field("max_clients", &self.max_clients)
+            .field("max_per_ip", &self.max_per_ip)
+            .field("max_file_size", &self.max_file_size)
+            .field("inbox_quota", &self.inbox_quota)
+            .field("flood_burst", &self.flood_burst)
+            .field("flood_per_second", &self.flood_per_second)
+            .field("token", &Redacted(self.token.is_some()))
+            .finish()
+    }
+}
+
+/// Stands in for a secret in `Debug` output.
+struct Redacted(bool);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0 { "<set>" } else { "<none>" })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let hub = HubConfig {
+            token: Some(b"hunter2-secret".to_vec()),
+            ..HubConfig::default()
+        };
+        let client = ClientConfig::new("alice").token(b"hunter2-secret".to_vec());
+        for shown in [format!("{hub:?}"), format!("{client:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("token: <set>"), "{shown}");
         }
     }
 }

@@ -488,6 +488,9 @@ impl Connection {
         if self.phase == Phase::Closed {
             return;
         }
+        // A server closing before the client's preamble arrived (a limit,
+        // a shutdown) has not sent its own yet; every frame follows one.
+        self.send_preamble();
         self.queue(
             &Frame::Error {
                 code,

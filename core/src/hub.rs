@@ -10,6 +10,9 @@ use crate::names::{check_name, name_key, DEFAULT_ROOM};
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
 use bytes::{Bytes, BytesMut};
+// A plain value type from `core`: the hub only counts connections per
+// address and compares addresses; it never touches a socket.
+use core::net::IpAddr;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::Instant;
@@ -101,6 +104,8 @@ struct Client {
     bucket: TokenBucket,
     /// The deadline registered in `Hub::timers`.
     timer: Option<Instant>,
+    /// The address it connected from, while counted in `Hub::per_ip`.
+    origin: Option<IpAddr>,
 }
 
 struct Room {
@@ -169,6 +174,8 @@ pub struct Hub {
     writable: VecDeque<ClientId>,
     writable_set: HashSet<ClientId>,
     timers: BTreeSet<(Instant, ClientId)>,
+    /// Open connections per address, for [`HubConfig::max_per_ip`].
+    per_ip: HashMap<IpAddr, usize>,
     /// The latest time any input carried, for work done while polling.
     last_now: Instant,
 }
@@ -199,6 +206,7 @@ impl Hub {
             writable: VecDeque::new(),
             writable_set: HashSet::new(),
             timers: BTreeSet::new(),
+            per_ip: HashMap::new(),
         }
     }
 
@@ -249,9 +257,41 @@ impl Hub {
         self.relays.len() / 2
     }
 
+    /// Open connections from `ip` counted against
+    /// [`HubConfig::max_per_ip`].
+    pub fn connections_from(&self, ip: IpAddr) -> usize {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
     // ----- input ---------------------------------------------------------
 
-    /// A new client socket was accepted.
+    /// A new client socket was accepted from `ip`. Like
+    /// [`connect`](Self::connect), and also counts the connection against
+    /// [`HubConfig::max_per_ip`]: one over the limit is closed at once with
+    /// `ERROR SERVER_FULL` naming the address (drain and close it like any
+    /// other). The count drops when the connection closes.
+    ///
+    /// The address is only compared, never used: the hub stays sans-IO.
+    pub fn connect_from(&mut self, now: Instant, ip: IpAddr) -> ClientId {
+        let id = self.connect(now);
+        let count = self.per_ip.entry(ip).or_insert(0);
+        *count += 1;
+        let over = *count > self.config.max_per_ip;
+        let max = self.config.max_per_ip;
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.origin = Some(ip);
+            if over {
+                let reason = format!("too many connections from {ip} (at most {max})");
+                c.conn.close_with_error(now, Code::SERVER_FULL, &reason);
+                self.touch(id);
+            }
+        }
+        self.process(now);
+        id
+    }
+
+    /// A new client socket was accepted; no per-address limit applies
+    /// (see [`connect_from`](Self::connect_from)).
     pub fn connect(&mut self, now: Instant) -> ClientId {
         let id = ClientId(self.next_id);
         self.next_id += 1;
@@ -268,6 +308,7 @@ impl Hub {
                     updated: now,
                 },
                 timer: None,
+                origin: None,
             },
         );
         self.touch(id);
@@ -569,6 +610,7 @@ impl Hub {
                 by_peer,
             } => {
                 self.leave(id, now, code);
+                self.uncount(id);
                 self.events.push_back(HubEvent::Closed {
                     client: id,
                     code,
@@ -599,11 +641,18 @@ impl Hub {
             Some((Code::ROOM_INVALID, format!("room name: {e}")))
         } else if self.names.len() >= self.config.max_clients {
             Some((Code::SERVER_FULL, "the server is full".to_string()))
-        } else if self.names.contains_key(&(key.clone(), name_key(&name))) {
-            Some((
-                Code::NAME_TAKEN,
-                format!("the name {name:?} is taken in this room"),
-            ))
+        } else if let Some(&holder) = self.names.get(&(key.clone(), name_key(&name))) {
+            let held = self
+                .clients
+                .get(&holder)
+                .map(|c| c.conn.name().to_string())
+                .unwrap_or_default();
+            let reason = if held.to_lowercase() == name.to_lowercase() {
+                format!("the name {name:?} is taken in this room")
+            } else {
+                format!("the name {name:?} looks like {held:?}, who is in this room")
+            };
+            Some((Code::NAME_TAKEN, reason))
         } else {
             None
         };
@@ -705,6 +754,19 @@ impl Hub {
         c.conn.close_with_error(now, Code::FLOODING, &reason);
         self.touch(id);
         false
+    }
+
+    /// A closed connection no longer counts against its address's limit.
+    fn uncount(&mut self, id: ClientId) {
+        let Some(ip) = self.clients.get_mut(&id).and_then(|c| c.origin.take()) else {
+            return;
+        };
+        if let Some(count) = self.per_ip.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
     }
 
     fn token_matches(&self, offered: &[u8]) -> bool {
@@ -1011,12 +1073,19 @@ fn room_key(room: &str) -> String {
     }
 }
 
-/// Compares secrets in time that depends only on their lengths.
+/// Compares secrets in constant time: both are hashed first (BLAKE3), so
+/// the time depends on neither their contents nor where they first differ,
+/// and the comparison of the two 32-byte digests touches every byte.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let a = blake3::hash(a);
+    let b = blake3::hash(b);
+    let diff = a
+        .as_bytes()
+        .iter()
+        .zip(b.as_bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keeps the compiler from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 /// Flood control: a bucket of `capacity` milli-tokens refilled at
@@ -1045,5 +1114,18 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"abc", b""));
     }
 }

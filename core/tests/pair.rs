@@ -33,6 +33,11 @@ fn refused_names(split: Split) {
     for (name, code) in [
         ("alice", Code::NAME_TAKEN),
         ("ALICE", Code::NAME_TAKEN),
+        // Look-alikes: Cyrillic А, fullwidth letters, a digit one for l.
+        ("\u{410}lice", Code::NAME_TAKEN),
+        ("\u{FF41}\u{FF4C}\u{FF49}\u{FF43}\u{FF45}", Code::NAME_TAKEN),
+        ("A1ice", Code::NAME_TAKEN),
+        ("al\u{200B}ice", Code::NAME_INVALID),
         ("", Code::NAME_INVALID),
         ("a\u{1b}[2Jb", Code::NAME_INVALID),
         ("evil\u{202e}", Code::NAME_INVALID),

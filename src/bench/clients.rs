@@ -54,7 +54,13 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     }
     let server = FerryServer::start(
         options.runtime,
-        &["--max-clients".into(), (count + 16).to_string()],
+        &[
+            "--max-clients".into(),
+            (count + 16).to_string(),
+            // Every client of the bench comes from 127.0.0.1.
+            "--max-per-ip".into(),
+            (count + 16).to_string(),
+        ],
     )?;
     std::thread::sleep(SETTLE);
     let rss_before = resident(server.pid())?;

@@ -223,7 +223,10 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
                 &[
                     "--flood-burst".into(),
                     unlimited.clone(),
-                    "--flood-per-second".into(),
+                    "--flood-rate".into(),
+                    unlimited.clone(),
+                    // Every client of the bench comes from 127.0.0.1.
+                    "--max-per-ip".into(),
                     unlimited,
                 ],
             )?;

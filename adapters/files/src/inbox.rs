@@ -21,7 +21,31 @@ pub const PART_SUFFIX: &str = ".part";
 pub struct Inbox {
     dir: PathBuf,
     overwrite: bool,
+    quota: Option<u64>,
     in_use: Arc<InUse>,
+}
+
+/// An offer refused because the inbox's quota has no room for it; carried
+/// inside the `io::Error` that [`Inbox::begin`] returns (of kind
+/// [`StorageFull`](io::ErrorKind::StorageFull)). A limit, not a fault of
+/// the disk: the file was never started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the inbox is full: {used} of its {quota}-byte quota in use, the file needs {wanted}")]
+#[non_exhaustive]
+pub struct QuotaExceeded {
+    /// The quota in bytes.
+    pub quota: u64,
+    /// Bytes the inbox holds or has promised to uploads under way.
+    pub used: u64,
+    /// Bytes the offer needs.
+    pub wanted: u64,
+}
+
+impl QuotaExceeded {
+    /// Whether `error` is an inbox quota refusal.
+    pub fn is(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<QuotaExceeded>())
+    }
 }
 
 /// The partial files being received, by lowercased name.
@@ -36,6 +60,8 @@ struct InUse {
 struct Holder {
     /// Tells this holder from a later one of the same name.
     serial: u64,
+    /// The size of the file being received, counted whole against a quota.
+    size: u64,
     /// The transfer is over, and its writer is finishing the last queued
     /// writes.
     closing: bool,
@@ -75,8 +101,37 @@ impl Inbox {
         Ok(Inbox {
             dir,
             overwrite: false,
+            quota: None,
             in_use: Arc::default(),
         })
+    }
+
+    /// Caps the bytes the folder may hold: finished files, partial files,
+    /// and the whole size of every file being received. An offer that would
+    /// go over it is refused by [`begin`](Self::begin) before any byte is
+    /// written. `None` (the default): no quota.
+    pub fn quota(mut self, quota: Option<u64>) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Bytes counted against the quota: every file in the folder, except
+    /// the partial files of transfers under way, which count at their full
+    /// size instead, and `skip` (the partial file of the offer in question).
+    fn usage(&self, names: &HashMap<String, Holder>, skip: &str) -> io::Result<u64> {
+        let mut used: u64 = names.values().map(|h| h.size).sum();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let key = entry.file_name().to_string_lossy().to_lowercase();
+            if key == skip || names.contains_key(&key) {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.is_file() {
+                used = used.saturating_add(meta.len());
+            }
+        }
+        Ok(used)
     }
 
     /// Replace existing files of the same name instead of picking a free name.
@@ -124,11 +179,25 @@ impl Inbox {
                     format!("{name:?} is already being received"),
                 ));
             }
+            if let Some(quota) = self.quota {
+                // Under the lock: two offers at once cannot both take the
+                // last free bytes.
+                let used = self.usage(&names, &key)?;
+                if used.saturating_add(size) > quota {
+                    let full = QuotaExceeded {
+                        quota,
+                        used,
+                        wanted: size,
+                    };
+                    return Err(io::Error::new(io::ErrorKind::StorageFull, full));
+                }
+            }
             serial = names.values().map(|h| h.serial).max().unwrap_or(0) + 1;
             names.insert(
                 key,
                 Holder {
                     serial,
+                    size,
                     closing: false,
                 },
             );

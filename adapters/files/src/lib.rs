@@ -41,7 +41,7 @@ mod udp;
 pub use batch::OutputBatch;
 pub use disk::Wake;
 pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
-pub use inbox::{free_name, Inbox, Receiving, Sending, PART_SUFFIX};
+pub use inbox::{free_name, Inbox, QuotaExceeded, Receiving, Sending, PART_SUFFIX};
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};
 pub use udp::{session_number, UdpCommand, UdpHandle};

@@ -131,7 +131,8 @@ impl HubFiles {
                 client, name, code, ..
             } => Some(ServerNotice::Left { client, name, code }),
             HubEvent::Transfer { client, event } => {
-                let inbox = self.inbox.clone();
+                let quota = hub.config().inbox_quota;
+                let inbox = self.inbox.clone().map(|inbox| inbox.quota(quota));
                 let disk = self.disk.clone();
                 let files = self.clients.entry(client).or_insert_with(|| {
                     let policy = if inbox.is_some() {

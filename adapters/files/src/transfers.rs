@@ -461,6 +461,8 @@ impl FileTransfers {
             Err(e) => {
                 let code = if e.kind() == io::ErrorKind::AlreadyExists {
                     Code::FILE_REJECTED
+                } else if crate::inbox::QuotaExceeded::is(&e) {
+                    Code::INBOX_FULL
                 } else {
                     Code::IO_ERROR
                 };

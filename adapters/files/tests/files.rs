@@ -308,3 +308,29 @@ fn offers_are_declined_without_an_inbox() {
         Some(Report::Offered { accepted: None, .. })
     ));
 }
+
+#[test]
+fn the_inbox_quota_counts_files_partials_and_uploads_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("old.bin"), vec![0u8; 60]).unwrap();
+    let inbox = Inbox::open(dir.path()).unwrap().quota(Some(100));
+    // 60 held + 50 wanted > 100: refused, and nothing is created.
+    let err = inbox.begin("big.bin", 50).unwrap_err();
+    assert!(ferry_files::QuotaExceeded::is(&err), "{err}");
+    assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+    assert!(err.to_string().contains("inbox is full"), "{err}");
+    assert!(!dir.path().join("big.bin.part").exists());
+    // 60 + 40 fits; while it is under way it counts whole.
+    let receiving = inbox.begin("fits.bin", 40).unwrap();
+    let err = inbox.begin("one.bin", 1).unwrap_err();
+    assert!(ferry_files::QuotaExceeded::is(&err), "{err}");
+    drop(receiving);
+    // A partial file left for a resume counts at its length (0 here), and
+    // its own resume is not counted twice.
+    let again = inbox.begin("fits.bin", 40).unwrap();
+    assert_eq!(again.resume_from(), 0);
+    drop(again);
+    // No quota: anything goes.
+    let free = Inbox::open(dir.path()).unwrap();
+    drop(free.begin("big.bin", 1 << 40).unwrap());
+}

@@ -197,7 +197,7 @@ impl Server {
             // Frames are written whole; waiting to coalesce them only adds
             // latency to chat.
             let _ = stream.set_nodelay(true);
-            let id = self.hub.connect(now);
+            let id = self.hub.connect_from(now, peer.ip());
             let registered = token_of(id).and_then(|token| {
                 self.poll
                     .registry()

@@ -233,7 +233,7 @@ impl Server<'_> {
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
         // Chat frames are small and should leave at once.
         let _ = stream.set_nodelay(true);
-        let id = self.hub.connect(now);
+        let id = self.hub.connect_from(now, peer.ip());
         let (outlet, segments, wanted) = Outlet::new();
         let reader = self.executor.spawn(read_loop(
             stream.clone(),

@@ -229,7 +229,7 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     let client = {
         let mut shared = state.lock();
         let now = Instant::now();
-        let client = shared.hub.connect(now);
+        let client = shared.hub.connect_from(now, peer.ip());
         shared.writers.insert(client, wake_tx);
         let _ = shared
             .notices

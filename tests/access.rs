@@ -1,0 +1,172 @@
+//! Access and limits, end to end against `ferry serve`: the shared token,
+//! the per-address and client limits, file size and inbox quota, and names
+//! that impersonate.
+
+mod common;
+
+use common::{contents, run, Proc, Raw, Serve};
+use ferry_core::frame::Frame;
+use ferry_core::Code;
+
+const TOKEN: &str = "correct-horse-battery-staple";
+
+#[test]
+fn without_the_token_nobody_chats_or_sends() {
+    let inbox = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    // The server takes its token from the environment.
+    let mut server = Serve::start_with(inbox.path(), &[], |c| {
+        c.env("FERRY_TOKEN", TOKEN);
+    });
+    server.expect(&["limits: token required"]);
+    let addr = server.addr();
+    let path = files.path().join("secret-plans.txt");
+    std::fs::write(&path, b"nothing to see").unwrap();
+    let path = path.to_str().unwrap();
+
+    // No token, or a wrong one: refused, for chat and for send alike.
+    let (ok, _, err) = run(&["chat", &addr, "--name", "eve"], &[]);
+    assert!(!ok);
+    assert!(err.contains("authentication failed"), "{err}");
+    let (ok, _, err) = run(&["send", &addr, path, "--token", "guess"], &[]);
+    assert!(!ok);
+    assert!(err.contains("authentication failed"), "{err}");
+    let (ok, _, err) = run(&["send", &addr, path], &[("FERRY_TOKEN", "Correct")]);
+    assert!(!ok);
+    assert!(err.contains("authentication failed"), "{err}");
+    assert_eq!(std::fs::read_dir(inbox.path()).unwrap().count(), 0);
+    server.expect_count(&["authentication failed"], 3);
+
+    // The right token, by flag (which wins over the environment) or by
+    // environment: in.
+    let (ok, out, err) = run(
+        &["chat", &addr, "--name", "alice", "--token", TOKEN],
+        &[("FERRY_TOKEN", "wrong")],
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(&["send", &addr, path], &[("FERRY_TOKEN", TOKEN)]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        std::fs::read(inbox.path().join("secret-plans.txt")).unwrap(),
+        b"nothing to see"
+    );
+    server.expect(&["secret-plans.txt", "verified"]);
+    server.terminate();
+    let output = String::from_utf8_lossy(&server.output()).into_owned();
+    assert!(
+        !output.contains(TOKEN),
+        "the token reached the log:\n{output}"
+    );
+    assert!(!output.contains("Correct"), "a wrong token reached the log");
+}
+
+#[test]
+fn a_raw_client_with_a_wrong_token_is_refused_auth_failed() {
+    let inbox = tempfile::tempdir().unwrap();
+    let server = Serve::start(inbox.path(), &["--token", TOKEN]);
+    let mut raw = Raw::connect(server.addr);
+    raw.hello("mallory", "", b"correct-horse-battery-stapl");
+    let (code, reason) = raw.expect_end();
+    assert_eq!(code, Code::AUTH_FAILED);
+    assert!(!reason.contains("correct"), "{reason}");
+}
+
+#[test]
+fn one_address_gets_max_per_ip_connections() {
+    let inbox = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(inbox.path(), &["--max-per-ip", "3"]);
+    let mut held: Vec<Raw> = (0..3).map(|_| Raw::connect(server.addr)).collect();
+    server.expect_count(&["connected from 127.0.0.1"], 3);
+    // The fourth is closed at once, saying why, before it says anything.
+    let mut extra = Raw::connect(server.addr);
+    let (code, reason) = extra.expect_end();
+    assert_eq!(code, Code::SERVER_FULL);
+    assert!(
+        reason.contains("too many connections from 127.0.0.1"),
+        "{reason}"
+    );
+    server.expect(&["too many connections from 127.0.0.1"]);
+    // One leaves; its place is free again, and the newcomer joins.
+    held.pop().unwrap().close();
+    server.expect_count(&["disconnected"], 2);
+    let mut alice = Raw::join(server.addr, "alice", "");
+    alice.say_and_hear("in");
+}
+
+#[test]
+fn max_clients_refuses_server_full() {
+    let inbox = tempfile::tempdir().unwrap();
+    let server = Serve::start(inbox.path(), &["--max-clients", "2"]);
+    let _a = Raw::join(server.addr, "alice", "");
+    let _b = Raw::join(server.addr, "bob", "");
+    let mut carol = Raw::connect(server.addr);
+    carol.hello("carol", "", b"");
+    assert_eq!(carol.expect_end().0, Code::SERVER_FULL);
+}
+
+#[test]
+fn file_size_limit_and_inbox_quota_refuse_before_writing() {
+    let inbox = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(
+        inbox.path(),
+        &["--max-file-size", "1M", "--inbox-quota", "3M"],
+    );
+    let addr = server.addr();
+    let write = |name: &str, size: usize| {
+        let path = files.path().join(name);
+        std::fs::write(&path, contents(size, size as u64)).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let big = write("big.bin", (1 << 20) + 1);
+    let (ok, _, err) = run(&["send", &addr, &big], &[]);
+    assert!(!ok);
+    assert!(err.contains("file too large"), "{err}");
+    for name in ["a.bin", "b.bin", "c.bin"] {
+        let path = write(name, 1 << 20);
+        let (ok, out, err) = run(&["send", &addr, &path], &[]);
+        assert!(ok, "{name}: {out}{err}");
+    }
+    // 3 MiB held: the next byte does not fit.
+    let one = write("one-more.bin", 1);
+    let (ok, _, err) = run(&["send", &addr, &one], &[]);
+    assert!(!ok);
+    assert!(err.contains("inbox full") && err.contains("quota"), "{err}");
+    server.expect(&["one-more.bin", "inbox full"]);
+    let mut names: Vec<String> = std::fs::read_dir(inbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.bin", "b.bin", "c.bin"], "nothing else written");
+}
+
+#[test]
+fn names_that_impersonate_are_refused() {
+    let inbox = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(inbox.path(), &[]);
+    let addr = server.addr();
+    let mut bob = Proc::spawn(&["chat", &addr, "--name", "bob"]);
+    bob.expect(&["you are bob"]);
+    // Cyrillic о, fullwidth letters, a zero for o, capitals.
+    for fake in ["b\u{43e}b", "\u{FF42}\u{FF4F}\u{FF42}", "b0b", "BOB"] {
+        let (ok, _, err) = run(&["chat", &addr, "--name", fake], &[]);
+        assert!(!ok, "{fake:?} got in");
+        assert!(err.contains("name taken"), "{fake:?}: {err}");
+    }
+    // A zero-width character is refused outright.
+    let (ok, _, err) = run(&["chat", &addr, "--name", "b\u{200B}ob"], &[]);
+    assert!(!ok);
+    assert!(err.contains("name invalid"), "{err}");
+    // The reason names whom the name looks like.
+    let mut raw = Raw::connect(server.addr);
+    raw.hello("b\u{43e}b", "", b"");
+    let (code, reason) = raw.expect_end();
+    assert_eq!(code, Code::NAME_TAKEN);
+    assert!(reason.contains("looks like \"bob\""), "{reason}");
+    server.expect(&["looks like"]);
+    let (ok, out, _) = bob.finish();
+    assert!(ok, "{out}");
+    let frames = Raw::join(server.addr, "bobby", "").say_and_hear("still one bob");
+    assert!(frames.iter().all(|f| !matches!(f, Frame::Error { .. })));
+}
