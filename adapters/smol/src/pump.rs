@@ -6,16 +6,12 @@ use async_channel::{Receiver, Sender, TrySendError};
 use async_io::Timer;
 use async_net::{Shutdown, TcpStream};
 use bytes::Bytes;
-use ferry_files::OutputBatch;
+use ferry_files::{OutputBatch, ReadBuffer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, Future};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Bytes asked of the socket per read. One read becomes one message to the
-/// driving task, so this also bounds what one queued message holds.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// Messages queued from the socket tasks to the task that owns the state
 /// machine. Bounded so that a peer sending faster than the state machine
@@ -73,9 +69,9 @@ pub(crate) async fn read_loop<M>(
     to: Sender<M>,
     wrap: impl Fn(Received) -> M,
 ) {
-    let mut buf = vec![0; READ_CHUNK];
+    let mut buf = ReadBuffer::new();
     let end = loop {
-        let n = match stream.read(&mut buf).await {
+        let n = match stream.read(buf.space()).await {
             Ok(0) => break Received::End,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -83,7 +79,7 @@ pub(crate) async fn read_loop<M>(
         };
         // One copy, sized to what arrived, so the buffer is reused and a
         // queued message never pins more than it carries.
-        let data = Bytes::copy_from_slice(&buf[..n]);
+        let data = Bytes::copy_from_slice(buf.filled(n));
         if to.send(wrap(Received::Data(data))).await.is_err() {
             return;
         }

@@ -4,7 +4,7 @@
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
-    OutputBatch, Wake,
+    OutputBatch, ReadBuffer, Wake,
 };
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -83,9 +83,9 @@ pub fn spawn_client(
 }
 
 fn read_loop(mut stream: TcpStream, input: &Sender<Input>) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = ReadBuffer::new();
     loop {
-        match stream.read(&mut buf) {
+        match stream.read(buf.space()) {
             Ok(0) => {
                 let _ = input.send(Input::Eof);
                 return;
@@ -95,7 +95,7 @@ fn read_loop(mut stream: TcpStream, input: &Sender<Input>) {
                 return;
             }
             Ok(n) => {
-                if input.send(Input::Bytes(buf[..n].to_vec())).is_err() {
+                if input.send(Input::Bytes(buf.filled(n).to_vec())).is_err() {
                     return;
                 }
             }

@@ -4,7 +4,9 @@
 //! when its queue fills.
 
 use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
-use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice, Wake};
+use ferry_files::{
+    HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake,
+};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -249,9 +251,9 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
 }
 
 fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = ReadBuffer::new();
     loop {
-        let read = stream.read(&mut buf);
+        let read = stream.read(buf.space());
         let mut shared = state.lock();
         let now = Instant::now();
         match read {
@@ -267,7 +269,7 @@ fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
                 return;
             }
             Ok(n) => {
-                shared.hub.handle_input(client, now, &buf[..n]);
+                shared.hub.handle_input(client, now, buf.filled(n));
                 shared.after(now);
             }
         }
