@@ -97,6 +97,17 @@ pub enum HubEvent {
     },
 }
 
+impl HubEvent {
+    /// The client this event closed, if it is [`HubEvent::Closed`]: the
+    /// runtime then finishes writing to its socket and closes it.
+    pub fn closed_client(&self) -> Option<ClientId> {
+        match self {
+            HubEvent::Closed { client, .. } => Some(*client),
+            _ => None,
+        }
+    }
+}
+
 struct Client {
     conn: Connection,
     /// Key of the room once joined.

@@ -5,7 +5,7 @@ use crate::sock::{
     commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
     READ_BUF,
 };
-use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
+use ferry_core::{ClientId, Hub, HubConfig};
 use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -358,10 +358,7 @@ impl Server {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
                 progressed = true;
-                let closed = match &event {
-                    HubEvent::Closed { client, .. } => Some(*client),
-                    _ => None,
-                };
+                let closed = event.closed_client();
                 if let Some(notice) = self.files.handle(&mut self.hub, now, event) {
                     self.notify(notice);
                 }

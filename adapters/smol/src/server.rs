@@ -291,10 +291,7 @@ impl Server<'_> {
     }
 
     fn on_event(&mut self, now: Instant, event: HubEvent) {
-        let closed = match &event {
-            HubEvent::Closed { client, .. } => Some(*client),
-            _ => None,
-        };
+        let closed = event.closed_client();
         if let Some(notice) = self.files.handle(&mut self.hub, now, event) {
             // Nobody listening is fine: the server serves on.
             let _ = self.notices.send(notice);

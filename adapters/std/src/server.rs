@@ -3,7 +3,7 @@
 //! client that stops reading blocks only its own writer; the hub drops it
 //! when its queue fills.
 
-use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
+use ferry_core::{ClientId, Hub, HubConfig};
 use ferry_files::{
     HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake,
 };
@@ -127,10 +127,7 @@ impl Shared {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
                 progressed = true;
-                let closed = match &event {
-                    HubEvent::Closed { client, .. } => Some(*client),
-                    _ => None,
-                };
+                let closed = event.closed_client();
                 if let Some(notice) = self.files.handle(&mut self.hub, now, event) {
                     let _ = self.notices.send(notice);
                 }
