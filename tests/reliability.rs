@@ -335,32 +335,58 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
     const CHATTERS: usize = 2;
     const MESSAGES: usize = 2500;
     let text = "x".repeat(4000);
-    // Each chatter writes as fast as the reader keeps up (at most WINDOW
-    // messages ahead of it: the reader is no slow reader), and reads (and
-    // drops) on a thread of its own so that it is not one either.
+    // Each chatter writes only as fast as every listener keeps up: at most
+    // WINDOW of its messages ahead of the slowest of the reader and the
+    // chatters' own drains (each reads, and drops, on a thread of its own).
+    // None of them is a slow reader however the threads are scheduled; only
+    // `slow` is.
     const WINDOW: usize = 50;
-    let heard: Arc<Vec<AtomicUsize>> =
-        Arc::new((0..CHATTERS).map(|_| AtomicUsize::new(0)).collect());
-    let chatters: Vec<_> = (0..CHATTERS)
-        .map(|c| {
+    const READER: usize = CHATTERS;
+    // heard[listener][sender]: messages of `sender` that `listener` has read.
+    let heard: Arc<Vec<Vec<AtomicUsize>>> = Arc::new(
+        (0..=CHATTERS)
+            .map(|_| (0..CHATTERS).map(|_| AtomicUsize::new(0)).collect())
+            .collect(),
+    );
+    // Everyone joins before anyone speaks: a join that read past its own
+    // JOINED would swallow the first messages.
+    let joined: Vec<Raw> = (0..CHATTERS)
+        .map(|c| Raw::join(server.addr, &format!("chatter{c}"), ""))
+        .collect();
+    let chatters: Vec<_> = joined
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut raw)| {
             let heard = heard.clone();
-            let mut raw = Raw::join(server.addr, &format!("chatter{c}"), "");
-            let mut drain = Raw::reader_of(&raw);
+            let mut drain = Raw::split_reader(&mut raw);
             let text = text.clone();
             thread::spawn(move || {
+                let drain_heard = heard.clone();
                 let drainer = thread::spawn(move || {
-                    let mut heard = 0;
-                    while heard < CHATTERS * MESSAGES {
+                    let mut total = 0;
+                    let mut last_other = None;
+                    while total < CHATTERS * MESSAGES {
                         match drain.recv(WAIT) {
-                            Ok(Frame::Message { .. }) => heard += 1,
-                            Ok(_) => {}
-                            Err(e) => panic!("chatter{c}: {e:?} after {heard}"),
+                            Ok(Frame::Message { from, .. }) => {
+                                total += 1;
+                                let sender = chatter_number(&from);
+                                drain_heard[c][sender].fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(other) => last_other = Some(other),
+                            Err(e) => panic!(
+                                "chatter{c}: {e:?} after {total} messages; last other frame: {last_other:?}"
+                            ),
                         }
                     }
                 });
                 for i in 0..MESSAGES {
-                    wait_until("the reader to catch up", || {
-                        (heard[c].load(Ordering::SeqCst) + WINDOW > i).then_some(())
+                    wait_until("every listener to catch up", || {
+                        let slowest = heard
+                            .iter()
+                            .map(|listener| listener[c].load(Ordering::SeqCst))
+                            .min()
+                            .unwrap_or(0);
+                        (slowest + WINDOW > i).then_some(())
                     });
                     raw.send(&Frame::Say {
                         text: format!("{i} {text}").into(),
@@ -399,8 +425,7 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
                 let expected = next.entry(from.to_string()).or_insert(0);
                 assert_eq!(n, *expected, "from {from}");
                 *expected += 1;
-                let c: usize = from.strip_prefix("chatter").unwrap().parse().unwrap();
-                heard[c].store(*expected, Ordering::SeqCst);
+                heard[READER][chatter_number(&from)].store(*expected, Ordering::SeqCst);
             }
             Ok(Frame::Left { name, code, .. }) if name == "slow" => slow_left = Some(code),
             Ok(_) => {}
@@ -427,4 +452,11 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
         "server RSS grew from {start_rss} KiB to {peak} KiB"
     );
     drop(slow);
+}
+
+/// `n` of a message from `chatter{n}`.
+fn chatter_number(from: &str) -> usize {
+    from.strip_prefix("chatter")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a message from {from:?}"))
 }

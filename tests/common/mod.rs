@@ -336,14 +336,17 @@ impl Raw {
         }
     }
 
-    /// Another reader of an established connection's socket (the preamble
-    /// already read by the first).
-    pub fn reader_of(raw: &Raw) -> Raw {
+    /// Hands the reading side of an established connection to a new `Raw`
+    /// (for a thread of its own), with every byte `raw` has read but not yet
+    /// decoded: a frame half read by `raw` would otherwise be lost, and every
+    /// frame after it misread. `raw` keeps the writing side.
+    pub fn split_reader(raw: &mut Raw) -> Raw {
+        assert!(raw.preamble_seen, "split before the preamble was read");
         Raw {
             stream: raw.stream.try_clone().unwrap(),
-            buf: BytesMut::new(),
+            buf: std::mem::take(&mut raw.buf),
             preamble_seen: true,
-            closed: false,
+            closed: raw.closed,
         }
     }
 
