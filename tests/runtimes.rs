@@ -181,6 +181,48 @@ fn room_of_three_with_dm_and_leave_notices() {
     });
 }
 
+/// A message and the end of stream arriving together (one readiness
+/// event for both): the message is heard and the leave announced. A server
+/// that stops reading after a short read must not miss the end of stream
+/// the same event already reported.
+#[test]
+fn a_last_word_and_a_hang_up_together_are_both_heard() {
+    for &(server_name, spawn_server) in SERVERS {
+        let server = spawn_server(any_port(), HubConfig::default(), None).unwrap();
+        let alice = join(ferry_mio::spawn_client, &server, "alice", None);
+        let mut bob = TcpStream::connect(server.local_addr()).unwrap();
+        bob.set_read_timeout(Some(WAIT)).unwrap();
+        let mut conn = Connection::client(ClientConfig::new("bob"), Instant::now());
+        let mut buf = vec![0; 4096];
+        while !conn.is_open() {
+            while let Some(bytes) = conn.poll_transmit() {
+                bob.write_all(&bytes).unwrap();
+            }
+            let n = bob.read(&mut buf).unwrap();
+            assert_ne!(n, 0, "{server_name} server: hung up on bob's hello");
+            conn.handle_input(Instant::now(), &buf[..n]);
+        }
+        wait_for(&alice, "bob's arrival", |n| match n {
+            ClientNotice::Event(Event::Joined { name, .. }) if name == "bob" => Some(()),
+            _ => None,
+        });
+        conn.say(Instant::now(), "bye for now").unwrap();
+        let mut last = Vec::new();
+        while let Some(bytes) = conn.poll_transmit() {
+            last.extend_from_slice(&bytes);
+        }
+        bob.write_all(&last).unwrap();
+        bob.shutdown(std::net::Shutdown::Write).unwrap();
+        let (_, from, text) = message(&alice);
+        assert_eq!((from.as_str(), text.as_str()), ("bob", "bye for now"));
+        wait_for(&alice, "bob leaving", |n| match n {
+            ClientNotice::Event(Event::Left { name, .. }) if name == "bob" => Some(()),
+            _ => None,
+        });
+        stop(server);
+    }
+}
+
 #[test]
 fn a_name_clash_is_refused() {
     for_each_pair(|label, spawn_server, spawn_client| {

@@ -230,7 +230,7 @@ impl Connection {
         };
         let mut encoded = BytesMut::new();
         match hello.encode(&mut encoded) {
-            Ok(()) => conn.outbox.push_encoded(encoded.freeze()),
+            Ok(()) => conn.outbox.push_shared(&encoded.freeze()),
             Err(e) => conn.close(Code::NAME_INVALID, e.to_string(), false),
         }
         conn
@@ -558,14 +558,14 @@ impl Connection {
         self.ensure_open()?;
         let mut encoded = BytesMut::new();
         frame.encode(&mut encoded)?;
-        self.send_encoded(now, encoded.freeze());
+        self.send_encoded(now, &encoded.freeze());
         Ok(())
     }
 
     /// Server: queues an already encoded room frame (a broadcast encoded once
     /// and shared by every member). Drops the client as a slow reader if its
     /// queue is full.
-    pub(crate) fn send_encoded(&mut self, now: Instant, frame: Bytes) {
+    pub(crate) fn send_encoded(&mut self, now: Instant, frame: &Bytes) {
         if self.phase != Phase::Open {
             return;
         }
@@ -576,7 +576,7 @@ impl Connection {
             self.fail(LimitExceeded::SlowReader { limit }.into(), now);
             return;
         }
-        self.outbox.push_encoded(frame);
+        self.outbox.push_shared(frame);
         self.last_send = now;
     }
 
@@ -1043,7 +1043,7 @@ impl Connection {
     fn send_preamble(&mut self) {
         if !self.preamble_sent {
             self.preamble_sent = true;
-            self.outbox.push_encoded(Bytes::from_static(&PREAMBLE));
+            self.outbox.push_shared(&Bytes::from_static(&PREAMBLE));
         }
     }
 

@@ -12,8 +12,9 @@ use crate::transfer::{Outcome, TransferEvent};
 use bytes::{Bytes, BytesMut};
 // A plain value type from `core`: the hub only counts connections per
 // address and compares addresses; it never touches a socket.
+use crate::client_map::{ClientMap, ClientSet};
 use core::net::IpAddr;
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
@@ -117,6 +118,11 @@ struct Client {
     timer: Option<Instant>,
     /// The address it connected from, while counted in `Hub::per_ip`.
     origin: Option<IpAddr>,
+    /// Queued in `Hub::dirty`: its events are due to be handled.
+    dirty: bool,
+    /// Queued in `Hub::touched`: its timer and write readiness are due to
+    /// be refreshed.
+    touched: bool,
 }
 
 struct Room {
@@ -172,7 +178,7 @@ type End = (ClientId, TransferId);
 /// ```
 pub struct Hub {
     config: HubConfig,
-    clients: HashMap<ClientId, Client>,
+    clients: ClientMap<Client>,
     next_id: u64,
     rooms: HashMap<String, Room>,
     /// (room key, name key) → client: names are unique in a room.
@@ -180,10 +186,14 @@ pub struct Hub {
     /// Relay links, both directions: sender end ↔ recipient end.
     relays: HashMap<End, End>,
     events: VecDeque<HubEvent>,
-    /// Clients whose connection produced events not yet processed.
+    /// Clients whose connection produced events not yet processed, each
+    /// once (see `Client::dirty`).
     dirty: VecDeque<ClientId>,
+    /// Clients processed since the last refresh of timers and write
+    /// readiness, each once (see `Client::touched`); kept for its capacity.
+    touched: Vec<ClientId>,
     writable: VecDeque<ClientId>,
-    writable_set: HashSet<ClientId>,
+    writable_set: ClientSet,
     timers: BTreeSet<(Instant, ClientId)>,
     /// Open connections per address, for [`HubConfig::max_per_ip`].
     per_ip: HashMap<IpAddr, usize>,
@@ -207,15 +217,16 @@ impl Hub {
         Hub {
             last_now: now,
             config,
-            clients: HashMap::new(),
+            clients: ClientMap::default(),
             next_id: 0,
             rooms: HashMap::new(),
             names: HashMap::new(),
             relays: HashMap::new(),
             events: VecDeque::new(),
             dirty: VecDeque::new(),
+            touched: Vec::new(),
             writable: VecDeque::new(),
-            writable_set: HashSet::new(),
+            writable_set: ClientSet::default(),
             timers: BTreeSet::new(),
             per_ip: HashMap::new(),
         }
@@ -320,6 +331,8 @@ impl Hub {
                 },
                 timer: None,
                 origin: None,
+                dirty: false,
+                touched: false,
             },
         );
         self.touch(id);
@@ -559,16 +572,29 @@ impl Hub {
     // ----- internals -----------------------------------------------------
 
     fn touch(&mut self, id: ClientId) {
-        self.dirty.push_back(id);
+        // A broadcast touches every member: each is queued once however
+        // many messages reach it before the next `process`.
+        if let Some(c) = self.clients.get_mut(&id) {
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push_back(id);
+            }
+        }
     }
 
     /// Handles the events of every touched connection until none is left,
     /// then refreshes their timers and write readiness.
     fn process(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
-        let mut touched = Vec::new();
         while let Some(id) = self.dirty.pop_front() {
-            touched.push(id);
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            c.dirty = false;
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(id);
+            }
             loop {
                 let Some(event) = self.clients.get_mut(&id).and_then(|c| c.conn.poll_event())
                 else {
@@ -577,12 +603,12 @@ impl Hub {
                 self.handle_event(id, now, event);
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for id in touched {
+        let mut touched = std::mem::take(&mut self.touched);
+        for id in touched.drain(..) {
             let Some(c) = self.clients.get_mut(&id) else {
                 continue;
             };
+            c.touched = false;
             let deadline = c.conn.poll_timeout();
             if deadline != c.timer {
                 if let Some(old) = c.timer {
@@ -597,6 +623,7 @@ impl Hub {
                 self.writable.push_back(id);
             }
         }
+        self.touched = touched;
     }
 
     fn handle_event(&mut self, id: ClientId, now: Instant, event: Event) {
@@ -808,7 +835,7 @@ impl Hub {
         let mut encoded = BytesMut::new();
         if frame.encode(&mut encoded).is_ok() {
             if let Some(c) = self.clients.get_mut(&id) {
-                c.conn.send_encoded(now, encoded.freeze());
+                c.conn.send_encoded(now, &encoded.freeze());
                 self.touch(id);
             }
         }
@@ -826,11 +853,13 @@ impl Hub {
             return;
         }
         let encoded = encoded.freeze();
-        let members = room.members.clone();
-        for member in members {
+        for &member in &room.members {
             if let Some(c) = self.clients.get_mut(&member) {
-                c.conn.send_encoded(now, encoded.clone());
-                self.touch(member);
+                c.conn.send_encoded(now, &encoded);
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push_back(member);
+                }
             }
         }
     }

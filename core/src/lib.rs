@@ -60,6 +60,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client_map;
 pub mod code;
 pub mod config;
 pub mod connection;
@@ -75,6 +76,7 @@ mod outbox;
 pub mod text;
 pub mod transfer;
 
+pub use client_map::{ClientMap, ClientSet};
 pub use code::Code;
 pub use config::{ClientConfig, Config, HubConfig};
 pub use connection::{Connection, Event, Role};

@@ -9,6 +9,14 @@ use crate::frame::{encode_data_header, Frame, TransferId, DATA_OVERHEAD};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 
+/// Shared frames up to this size are copied into the control lane (see
+/// [`Outbox::push_shared`]): copying that much costs less than a reference
+/// count, a queue entry and a write segment of its own.
+const COPY_AT_MOST: usize = 1024;
+
+/// The first allocation of an empty control lane that receives a copy.
+const CONTROL_START: usize = 4096;
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     /// Encoded control frames not yet handed out.
@@ -42,16 +50,28 @@ impl Outbox {
     }
 
     /// Queues an already encoded control frame (a broadcast shared by many
-    /// connections) without copying it.
-    pub(crate) fn push_encoded(&mut self, bytes: Bytes) {
+    /// connections). A small one is copied behind the frames before it, so
+    /// that a client's chat goes out as one contiguous write however many
+    /// messages it holds, and costs no reference count per member; a large
+    /// one is shared, never copied.
+    pub(crate) fn push_shared(&mut self, bytes: &Bytes) {
+        if bytes.len() <= COPY_AT_MOST {
+            if self.control.capacity() == 0 {
+                // Room for a burst of chat at once rather than growing from
+                // one frame's size by doubling.
+                self.control.reserve(CONTROL_START);
+            }
+            self.control.extend_from_slice(bytes);
+            return;
+        }
         self.flush_control();
         self.shared_bytes += bytes.len();
-        self.shared.push_back(bytes);
+        self.shared.push_back(bytes.clone());
     }
 
     fn flush_control(&mut self) {
         if !self.control.is_empty() {
-            let pending = self.control.split().freeze();
+            let pending = std::mem::take(&mut self.control).freeze();
             self.shared_bytes += pending.len();
             self.shared.push_back(pending);
         }
@@ -89,7 +109,9 @@ impl Outbox {
             return Some(bytes);
         }
         if !self.control.is_empty() {
-            return Some(self.control.split().freeze());
+            // Taken whole, not split off: an idle connection then holds no
+            // buffer at all once its last bytes are written.
+            return Some(std::mem::take(&mut self.control).freeze());
         }
         let item = self.data.pop_front()?;
         self.data_bytes -= item.head.len();

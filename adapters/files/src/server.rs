@@ -3,8 +3,8 @@
 use crate::disk::{DiskQueue, Done, Wake};
 use crate::inbox::Inbox;
 use crate::transfers::{FileTransfers, HubClient, OfferPolicy, Report};
-use ferry_core::{ClientId, Code, Hub, HubEvent, Text};
-use std::collections::HashMap;
+use ferry_core::{ClientId, ClientMap, Code, Hub, HubEvent, Text};
+
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -76,7 +76,7 @@ pub enum ServerCommand {
 #[derive(Debug)]
 pub struct HubFiles {
     inbox: Option<Inbox>,
-    clients: HashMap<ClientId, FileTransfers>,
+    clients: ClientMap<FileTransfers>,
     disk: DiskQueue,
 }
 
@@ -87,7 +87,7 @@ impl HubFiles {
     pub fn new(inbox: Option<Inbox>, wake: Wake) -> Self {
         HubFiles {
             inbox,
-            clients: HashMap::new(),
+            clients: ClientMap::default(),
             disk: DiskQueue::new(wake),
         }
     }

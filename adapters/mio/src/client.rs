@@ -1,8 +1,8 @@
 //! The client: one thread, one `mio::Poll`, one [`Connection`].
 
 use crate::sock::{
-    commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
-    READ_BUF,
+    commander, disk_wake, drained_by, read_some, set_write_interest, write_out, Flush, ReadOutcome,
+    LINGER, READ_BUF,
 };
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
@@ -160,8 +160,9 @@ impl Client {
             for event in events.iter() {
                 match event.token() {
                     SOCKET => {
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(now);
+                        let peer_closed = event.is_read_closed() || event.is_error();
+                        if event.is_readable() || peer_closed {
+                            self.read(peer_closed, now);
                         }
                         if event.is_writable() || event.is_write_closed() {
                             self.blocked = false;
@@ -210,12 +211,15 @@ impl Client {
 
     /// Reads until the socket would block, draining the connection after
     /// every read, as its contract asks.
-    fn read(&mut self, now: Instant) {
+    fn read(&mut self, peer_closed: bool, now: Instant) {
         while !self.eof {
             match read_some(&mut self.stream, &mut self.buf) {
                 ReadOutcome::Data(n) => {
                     self.conn.handle_input(now, &self.buf[..n]);
                     self.settle(now);
+                    if drained_by(n, self.buf.len(), peer_closed) {
+                        return;
+                    }
                 }
                 ReadOutcome::WouldBlock => return,
                 ReadOutcome::Eof => {

@@ -2,14 +2,14 @@
 //! [`Hub`].
 
 use crate::sock::{
-    commander, disk_wake, read_some, set_write_interest, write_out, Flush, ReadOutcome, LINGER,
-    READ_BUF,
+    commander, disk_wake, drained_by, read_some, set_write_interest, write_out, Flush, ReadOutcome,
+    LINGER, READ_BUF,
 };
-use ferry_core::{ClientId, Hub, HubConfig};
+use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -55,7 +55,7 @@ pub(crate) fn spawn(
         hub: Hub::new(config, Instant::now()),
         files: HubFiles::new(inbox, disk_wake(&waker)),
         _waker: waker.clone(),
-        conns: HashMap::new(),
+        conns: ClientMap::default(),
         lingering: BTreeSet::new(),
         commands,
         notices,
@@ -100,7 +100,7 @@ struct Server {
     listener: Option<TcpListener>,
     hub: Hub,
     files: HubFiles,
-    conns: HashMap<ClientId, Conn>,
+    conns: ClientMap<Conn>,
     /// Closing clients by deadline, so expiring them costs nothing per loop.
     lingering: BTreeSet<(Instant, ClientId)>,
     commands: Receiver<ServerCommand>,
@@ -131,10 +131,10 @@ impl Server {
                     WAKER => woken = true,
                     token => {
                         let Some(id) = client_of(token) else { continue };
-                        let readable =
-                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        let peer_closed = event.is_read_closed() || event.is_error();
+                        let readable = event.is_readable() || peer_closed;
                         let writable = event.is_writable() || event.is_write_closed();
-                        self.on_socket(id, readable, writable, now);
+                        self.on_socket(id, readable.then_some(peer_closed), writable, now);
                     }
                 }
             }
@@ -226,27 +226,28 @@ impl Server {
         }
     }
 
-    fn on_socket(&mut self, id: ClientId, readable: bool, writable: bool, now: Instant) {
+    /// `readable` is `Some(peer_closed)` for a read event.
+    fn on_socket(&mut self, id: ClientId, readable: Option<bool>, writable: bool, now: Instant) {
         if writable {
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.blocked = false;
             }
             self.flush(id, now);
         }
-        if readable {
-            self.read(id, now);
+        if let Some(peer_closed) = readable {
+            self.read(id, peer_closed, now);
         }
         self.maybe_finish(id, now);
     }
 
-    /// Reads until the socket would block. After a read that filled the
-    /// whole buffer (more is probably waiting), the hub is drained before
-    /// reading on: what one fast sender queues for everyone else then grows
-    /// by one buffer at a time, well inside each client's outgoing limit,
-    /// instead of by the whole backlog of its socket. Smaller reads are
-    /// drained with the rest of the batch, so a burst of events from many
-    /// sockets reaches each peer in few writes.
-    fn read(&mut self, id: ClientId, now: Instant) {
+    /// Reads until the socket is empty (see [`drained_by`]). After a read
+    /// that filled the whole buffer (more is probably waiting), the hub is
+    /// drained before reading on: what one fast sender queues for everyone
+    /// else then grows by one buffer at a time, well inside each client's
+    /// outgoing limit, instead of by the whole backlog of its socket.
+    /// Smaller reads are drained with the rest of the batch, so a burst of
+    /// events from many sockets reaches each peer in few writes.
+    fn read(&mut self, id: ClientId, peer_closed: bool, now: Instant) {
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -263,6 +264,9 @@ impl Server {
                         if n == self.buf.len() {
                             self.settle(now);
                         }
+                    }
+                    if drained_by(n, self.buf.len(), peer_closed) {
+                        return;
                     }
                 }
                 ReadOutcome::WouldBlock => return,

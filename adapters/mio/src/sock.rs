@@ -44,6 +44,17 @@ pub(crate) fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> ReadOutcome {
     }
 }
 
+/// Whether a read of `n` bytes into a buffer of `len` emptied the socket,
+/// so that reading again would only return `WouldBlock`. On epoll and
+/// kqueue, more data arriving later raises a new edge, so the read loop can
+/// stop here and save that system call (tokio relies on the same). Not when
+/// the event already said the peer closed (`peer_closed`): no new edge will
+/// announce the end of stream or the error, so reading must go on until it
+/// shows. Not on Windows, whose readiness is emulated.
+pub(crate) fn drained_by(n: usize, len: usize, peer_closed: bool) -> bool {
+    !cfg!(windows) && !peer_closed && n < len
+}
+
 /// Whether all output was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flush {

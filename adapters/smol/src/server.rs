@@ -7,10 +7,10 @@ use async_executor::{Executor, Task};
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
-use ferry_core::{ClientId, Hub, HubConfig, HubEvent};
+use ferry_core::{ClientId, ClientMap, Hub, HubConfig, HubEvent};
 use ferry_files::{HubFiles, Inbox, ServerCommand, ServerNotice};
 use futures_lite::future;
-use std::collections::HashMap;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -87,7 +87,7 @@ pub async fn run_server(
         executor: &executor,
         hub: Hub::new(hub, Instant::now()),
         files: HubFiles::new(inbox, disk_wake),
-        peers: HashMap::new(),
+        peers: ClientMap::default(),
         lingering: Vec::new(),
         inputs: inputs_tx,
         notices,
@@ -124,7 +124,7 @@ struct Server<'ex> {
     executor: &'ex Executor<'static>,
     hub: Hub,
     files: HubFiles,
-    peers: HashMap<ClientId, Peer>,
+    peers: ClientMap<Peer>,
     /// Sockets of removed clients, still writing their last bytes.
     lingering: Vec<Task<()>>,
     inputs: Sender<Input>,

@@ -3,11 +3,11 @@
 //! client that stops reading blocks only its own writer; the hub drops it
 //! when its queue fills.
 
-use ferry_core::{ClientId, Hub, HubConfig};
+use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
     HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake,
 };
-use std::collections::HashMap;
+
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +44,7 @@ pub fn spawn_server(
         shared: Mutex::new(Shared {
             hub: Hub::new(hub, Instant::now()),
             files: HubFiles::new(inbox, disk_wake),
-            writers: HashMap::new(),
+            writers: ClientMap::default(),
             notices: notices_tx,
         }),
         stopping: AtomicBool::new(false),
@@ -115,7 +115,7 @@ struct Shared {
     hub: Hub,
     files: HubFiles,
     /// Wakes each client's writer; `true` asks it to finish after flushing.
-    writers: HashMap<ClientId, Sender<bool>>,
+    writers: ClientMap<Sender<bool>>,
     notices: Sender<ServerNotice>,
 }
 
