@@ -2,8 +2,9 @@
 //!
 //! `ferry serve` runs a chat room with a file inbox, `ferry chat` joins it
 //! from a terminal (or a script), `ferry send` uploads files with progress
-//! bars, `ferry demo` shows all of it in one process, and `ferry bench`
-//! measures it against simple baselines.
+//! bars, `ferry tui` shows the room, its users and every transfer on one
+//! terminal screen, `ferry demo` shows all of it in one process, and
+//! `ferry bench` measures it against simple baselines.
 
 mod allocator;
 mod bench;
@@ -14,6 +15,7 @@ mod limits;
 mod runtime;
 mod send;
 mod serve;
+mod tui;
 mod udp;
 
 use bench::BenchCommand;
@@ -75,6 +77,33 @@ enum Command {
         /// Accept files sent to you into this folder.
         #[arg(long)]
         accept_files: Option<PathBuf>,
+        /// Which runtime drives the socket.
+        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+        runtime: Runtime,
+        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
+        /// of the process list).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Join a room in a full-screen terminal UI: the log, the users, every
+    /// transfer with its progress; offers are accepted or refused from the
+    /// keyboard, and it reconnects by itself, resuming transfers.
+    Tui {
+        /// Server address.
+        #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+        addr: SocketAddr,
+        /// Your name in the room.
+        #[arg(long)]
+        name: String,
+        /// Room to join (default: lobby).
+        #[arg(long, default_value = "")]
+        room: String,
+        /// Folder for files you accept.
+        #[arg(long, default_value = "ferry-received")]
+        accept_files: PathBuf,
+        /// Seconds an offer waits for your answer before it is refused.
+        #[arg(long, default_value = "60", value_parser = parse_secs)]
+        answer_within: Duration,
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
@@ -264,6 +293,27 @@ fn main() -> ExitCode {
                 .token(token_from(token).unwrap_or_default());
             chat::chat(addr, runtime, config, accept_files.as_deref())
         }
+        Command::Tui {
+            addr,
+            name,
+            room,
+            accept_files,
+            answer_within,
+            runtime,
+            token,
+        } => ferry_files::Inbox::open(&accept_files)
+            .map_err(|e| e.to_string())
+            .and_then(|inbox| {
+                tui::tui(tui::Target {
+                    addr,
+                    runtime,
+                    config: ClientConfig::new(name)
+                        .room(room)
+                        .token(token_from(token).unwrap_or_default()),
+                    inbox: Some(inbox.ask_first(answer_within)),
+                    connect_timeout: Duration::from_secs(10),
+                })
+            }),
         Command::Send {
             args,
             to,

@@ -424,3 +424,91 @@ fn a_killed_upload_resumes_to_the_identical_file() {
         stop(server);
     });
 }
+
+/// Offers into an inbox that asks first wait for the user: accepted, the
+/// file arrives whole; declined, or left unanswered past its time, the
+/// sender hears "rejected" and is not left waiting. Every client runtime.
+#[test]
+fn offers_wait_for_the_users_answer() {
+    let clients: [(&str, SpawnClient); 3] = [
+        ("mio", ferry_mio::spawn_client),
+        ("smol", ferry_smol::spawn_client),
+        ("std", ferry_std::spawn_client),
+    ];
+    for (label, spawn_client) in clients {
+        let src = tempfile::tempdir().unwrap();
+        let bobs = tempfile::tempdir().unwrap();
+        let data = contents(1_000_003, 9);
+        let path = src.path().join("asked.bin");
+        std::fs::write(&path, &data).unwrap();
+        let server = ferry_mio::spawn_server(any_port(), HubConfig::default(), None).unwrap();
+        let alice = join(spawn_client, &server, "alice", None);
+        let answer_within = Duration::from_millis(700);
+        let inbox = Inbox::open(bobs.path()).unwrap().ask_first(answer_within);
+        let bob = spawn_client(
+            server.local_addr(),
+            ClientConfig::new("bob"),
+            Some(inbox),
+            WAIT,
+        )
+        .unwrap();
+        let offer = || {
+            alice.send(ClientCommand::SendFile {
+                path: path.clone(),
+                to: "bob".into(),
+            });
+            wait_for(&bob, "an offer to answer", |n| match n {
+                ClientNotice::File(Report::Asking {
+                    id,
+                    name,
+                    size,
+                    peer,
+                    answer_within: within,
+                }) => {
+                    assert_eq!(
+                        (&*name, size, &*peer),
+                        ("asked.bin", data.len() as u64, "alice")
+                    );
+                    assert_eq!(within, answer_within);
+                    Some(id)
+                }
+                _ => None,
+            })
+        };
+        let rejected = |outcome: Outcome, why: &str| match outcome {
+            Outcome::Rejected { code, reason } => {
+                assert_eq!(code, Code::FILE_REJECTED, "{label}");
+                assert!(reason.contains(why), "{label}: {reason}");
+            }
+            other => panic!("{label}: {other:?}"),
+        };
+
+        // Declined by the user.
+        let id = offer();
+        bob.send(ClientCommand::RejectOffer { id });
+        rejected(transfer_outcome(&alice), "declined");
+        // Left unanswered: declined by itself, nothing written.
+        let started = Instant::now();
+        offer();
+        rejected(transfer_outcome(&alice), "no answer");
+        assert!(started.elapsed() >= answer_within, "{label}");
+        assert!(std::fs::read_dir(bobs.path()).unwrap().next().is_none());
+        // Accepted: the file arrives whole.
+        let id = offer();
+        bob.send(ClientCommand::AcceptOffer { id });
+        assert_eq!(transfer_outcome(&alice), Outcome::Verified, "{label}");
+        let saved = wait_for(&bob, "the saved file", |n| match n {
+            ClientNotice::File(Report::Saved { path, .. }) => Some(path),
+            _ => None,
+        });
+        assert!(std::fs::read(&saved).unwrap() == data, "{label}");
+        // An answer to an offer no longer waiting is an error, not a crash.
+        bob.send(ClientCommand::AcceptOffer { id });
+        let error = wait_for(&bob, "an error", |n| match n {
+            ClientNotice::Error(e) => Some(e),
+            _ => None,
+        });
+        assert!(error.contains("no offer"), "{label}: {error}");
+        stop(server);
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::server::{ServerCommand, ServerNotice};
 use crate::transfers::Report;
+use ferry_core::frame::TransferId;
 use ferry_core::Event;
 use std::fmt;
 use std::io;
@@ -96,6 +97,20 @@ pub enum ClientCommand {
         /// Recipient, empty for the inbox.
         to: String,
     },
+    /// Accept an offer reported as [`Report::Asking`] (resuming any
+    /// partial file of it in the inbox).
+    AcceptOffer {
+        /// The offer's transfer id.
+        id: TransferId,
+    },
+    /// Decline an offer reported as [`Report::Asking`].
+    RejectOffer {
+        /// The offer's transfer id.
+        id: TransferId,
+    },
+    /// Measure the round trip to the server now: the answer comes as
+    /// [`Event::Pong`]. (The connection pings by itself only when idle.)
+    Ping,
     /// Leave politely.
     Bye,
 }

@@ -22,6 +22,8 @@ pub struct Inbox {
     dir: PathBuf,
     overwrite: bool,
     quota: Option<u64>,
+    /// Ask the user before accepting an offer, waiting this long at most.
+    answer_within: Option<Duration>,
     in_use: Arc<InUse>,
 }
 
@@ -102,6 +104,7 @@ impl Inbox {
             dir,
             overwrite: false,
             quota: None,
+            answer_within: None,
             in_use: Arc::default(),
         })
     }
@@ -132,6 +135,20 @@ impl Inbox {
             }
         }
         Ok(used)
+    }
+
+    /// Offers into this folder wait for the user's answer, for
+    /// `answer_within` at most, instead of being accepted at once: a client
+    /// receiving into it runs [`OfferPolicy::Ask`](crate::OfferPolicy::Ask).
+    pub fn ask_first(mut self, answer_within: Duration) -> Self {
+        self.answer_within = Some(answer_within);
+        self
+    }
+
+    /// How long an offer waits for the user's answer, if offers are asked
+    /// about first (see [`ask_first`](Self::ask_first)).
+    pub fn answer_within(&self) -> Option<Duration> {
+        self.answer_within
     }
 
     /// Replace existing files of the same name instead of picking a free name.

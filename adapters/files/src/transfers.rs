@@ -6,10 +6,10 @@ use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::{ClientId, Code, Connection, Hub, Misuse, Text};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The transfer commands of a connection, whether it stands alone
 /// ([`Connection`]) or belongs to a hub ([`HubClient`]).
@@ -155,6 +155,29 @@ pub enum OfferPolicy {
     Accept,
     /// Decline every offer.
     Reject,
+    /// Hold every offer and ask the user: the offer is reported as
+    /// [`Report::Asking`] and waits for
+    /// [`answer_offer`](FileTransfers::answer_offer) (a client's
+    /// `AcceptOffer` / `RejectOffer` command). An offer still unanswered
+    /// after `answer_within` is declined, so that the sender is never left
+    /// waiting: the protocol itself has no deadline for an answer.
+    Ask {
+        /// How long an offer waits for the user.
+        answer_within: Duration,
+    },
+}
+
+impl OfferPolicy {
+    /// The policy of a client receiving into `inbox`: the inbox's own
+    /// ([`Inbox::ask_first`] makes it [`Ask`](Self::Ask)), or
+    /// [`Reject`](Self::Reject) without one.
+    pub fn for_inbox(inbox: Option<&Inbox>) -> OfferPolicy {
+        match inbox.and_then(Inbox::answer_within) {
+            Some(answer_within) => OfferPolicy::Ask { answer_within },
+            None if inbox.is_some() => OfferPolicy::Accept,
+            None => OfferPolicy::Reject,
+        }
+    }
 }
 
 /// What happened to a transfer, for logs and progress bars.
@@ -173,6 +196,35 @@ pub enum Report {
         peer: Text,
         /// `Some(offset)` when accepted.
         accepted: Option<u64>,
+    },
+    /// An offer arrived and waits for the user's answer (policy
+    /// [`OfferPolicy::Ask`]); it is declined by itself after `answer_within`.
+    Asking {
+        /// The transfer: the id to answer with.
+        id: TransferId,
+        /// File name.
+        name: Text,
+        /// Size in bytes.
+        size: u64,
+        /// Who sends it (empty: the server).
+        peer: Text,
+        /// How long the offer waits for an answer.
+        answer_within: Duration,
+    },
+    /// A `SendFile` command became an offer: which transfer it is, so that
+    /// a user interface can follow it (and offer it again after a
+    /// reconnection, when the receiver resumes from what it holds).
+    Offering {
+        /// The transfer.
+        id: TransferId,
+        /// The file, as given in the command.
+        path: PathBuf,
+        /// The name offered.
+        name: Text,
+        /// Size in bytes.
+        size: u64,
+        /// Recipient (empty: the server's inbox).
+        to: Text,
     },
     /// Our offer was accepted; data flows from `offset`.
     Accepted {
@@ -235,9 +287,21 @@ pub struct FileTransfers {
     policy: OfferPolicy,
     receiving: HashMap<TransferId, Receiver>,
     sending: HashMap<TransferId, Sending>,
+    /// Offers waiting for the user's answer (policy `Ask`).
+    held: BTreeMap<TransferId, HeldOffer>,
     disk: DiskQueue,
     /// Tags this connection's completions in a queue shared by a hub.
     owner: u64,
+}
+
+/// An offer waiting for the user's answer.
+#[derive(Debug)]
+struct HeldOffer {
+    name: Text,
+    size: u64,
+    peer: Text,
+    /// Declined by itself then.
+    deadline: Instant,
 }
 
 /// A file being received, and its size.
@@ -256,6 +320,7 @@ impl FileTransfers {
             policy,
             receiving: HashMap::new(),
             sending: HashMap::new(),
+            held: BTreeMap::new(),
             disk: DiskQueue::unsignalled(),
             owner: 0,
         }
@@ -307,6 +372,25 @@ impl FileTransfers {
                 size,
                 peer,
             } => {
+                if let (Some(_), OfferPolicy::Ask { answer_within }) = (&self.inbox, self.policy) {
+                    let deadline = now + answer_within;
+                    self.held.insert(
+                        id,
+                        HeldOffer {
+                            name: name.clone(),
+                            size,
+                            peer: peer.clone(),
+                            deadline,
+                        },
+                    );
+                    return Some(Report::Asking {
+                        id,
+                        name,
+                        size,
+                        peer,
+                        answer_within,
+                    });
+                }
                 let accepted = self.on_offer(ctl, now, id, &name, size);
                 Some(Report::Offered {
                     id,
@@ -359,6 +443,8 @@ impl FileTransfers {
                 None
             }
             TransferEvent::Ended { id, outcome } => {
+                // The sender gave up, or the link dropped, before an answer.
+                self.held.remove(&id);
                 self.sending.remove(&id);
                 if let Some(rx) = self.receiving.remove(&id) {
                     // Wrong bytes are no base for a resume; anything else
@@ -434,6 +520,66 @@ impl FileTransfers {
         }
     }
 
+    /// Answers an offer held for the user (policy [`OfferPolicy::Ask`]):
+    /// accepts it into the inbox (resuming a partial file) or declines it.
+    /// Says what became of it; an error when no such offer waits (already
+    /// answered, expired, or withdrawn by the sender).
+    pub fn answer_offer(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        accept: bool,
+    ) -> Result<Report, String> {
+        let offer = self
+            .held
+            .remove(&id)
+            .ok_or_else(|| format!("no offer {id} is waiting for an answer"))?;
+        let accepted = if accept {
+            self.on_offer(ctl, now, id, &offer.name, offer.size)
+        } else {
+            let _ = ctl.reject(now, id, Code::FILE_REJECTED, "declined by the user");
+            None
+        };
+        Ok(Report::Offered {
+            id,
+            name: offer.name,
+            size: offer.size,
+            peer: offer.peer,
+            accepted,
+        })
+    }
+
+    /// When an offer held for the user expires: call
+    /// [`handle_timeout`](Self::handle_timeout) then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.held.values().map(|offer| offer.deadline).min()
+    }
+
+    /// Declines the held offers whose time to answer is over, saying so.
+    pub fn handle_timeout(&mut self, ctl: &mut impl TransferControl, now: Instant) -> Vec<Report> {
+        let expired: Vec<TransferId> = self
+            .held
+            .iter()
+            .filter(|(_, offer)| offer.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|id| {
+                let offer = self.held.remove(&id)?;
+                let _ = ctl.reject(now, id, Code::FILE_REJECTED, "no answer in time");
+                Some(Report::Offered {
+                    id,
+                    name: offer.name,
+                    size: offer.size,
+                    peer: offer.peer,
+                    accepted: None,
+                })
+            })
+            .collect()
+    }
+
     fn on_offer(
         &mut self,
         ctl: &mut impl TransferControl,
@@ -442,8 +588,9 @@ impl FileTransfers {
         name: &str,
         size: u64,
     ) -> Option<u64> {
+        // `Ask` reaches here only once the user said yes.
         let inbox = match (&self.inbox, self.policy) {
-            (Some(inbox), OfferPolicy::Accept) => inbox,
+            (Some(inbox), OfferPolicy::Accept | OfferPolicy::Ask { .. }) => inbox,
             _ => {
                 let _ = ctl.reject(now, id, Code::FILE_REJECTED, "not accepting files");
                 return None;
@@ -489,21 +636,22 @@ impl FileTransfers {
 }
 
 /// Carries out a user's command on a client connection, registering the file
-/// behind a `SendFile`. The error says what could not be done, for a
+/// behind a `SendFile`. Returns what a user may want to see (the fate of an
+/// answered offer); the error says what could not be done, for a
 /// [`ClientNotice::Error`](crate::ClientNotice::Error).
 pub fn run_command(
     conn: &mut Connection,
     files: &mut FileTransfers,
     now: Instant,
     command: crate::ClientCommand,
-) -> Result<(), String> {
+) -> Result<Option<Report>, String> {
     use crate::ClientCommand;
     match command {
-        ClientCommand::Say(text) => conn.say(now, &text).map_err(|e| e.to_string()),
+        ClientCommand::Say(text) => conn.say(now, &text).map_err(|e| e.to_string())?,
         ClientCommand::Direct { to, text } => conn
             .direct(now, &to, &text)
-            .map_err(|e| format!("direct message to {to:?}: {e}")),
-        ClientCommand::Who => conn.who(now).map_err(|e| e.to_string()),
+            .map_err(|e| format!("direct message to {to:?}: {e}"))?,
+        ClientCommand::Who => conn.who(now).map_err(|e| e.to_string())?,
         ClientCommand::SendFile { path, to } => {
             // `Sending::open` names the path in its errors.
             let (file, name, size) =
@@ -512,11 +660,22 @@ pub fn run_command(
                 .offer_file(now, &name, size, &to)
                 .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
             files.register_send(id, file);
-            Ok(())
+            return Ok(Some(Report::Offering {
+                id,
+                path,
+                name: name.as_str().into(),
+                size,
+                to: to.as_str().into(),
+            }));
         }
-        ClientCommand::Bye => {
-            conn.bye(now);
-            Ok(())
+        ClientCommand::AcceptOffer { id } => {
+            return files.answer_offer(conn, now, id, true).map(Some);
         }
+        ClientCommand::RejectOffer { id } => {
+            return files.answer_offer(conn, now, id, false).map(Some);
+        }
+        ClientCommand::Ping => conn.ping(now),
+        ClientCommand::Bye => conn.bye(now),
     }
+    Ok(None)
 }

@@ -41,11 +41,7 @@ pub(crate) fn spawn(
     let (command_tx, commands) = mpsc::channel();
     let (notices, notice_rx) = mpsc::channel();
     let (welcomed_tx, welcomed) = mpsc::channel();
-    let policy = if accept_files.is_some() {
-        OfferPolicy::Accept
-    } else {
-        OfferPolicy::Reject
-    };
+    let policy = OfferPolicy::for_inbox(accept_files.as_ref());
     let client = Client {
         poll,
         stream,
@@ -144,6 +140,7 @@ impl Client {
             }
             let deadline = [
                 self.conn.poll_timeout(),
+                self.files.poll_timeout(),
                 (!self.conn.is_open()).then_some(self.welcome_by),
                 self.close_by,
             ]
@@ -177,6 +174,11 @@ impl Client {
             }
             if self.conn.poll_timeout().is_some_and(|at| at <= now) {
                 self.conn.handle_timeout(now);
+            }
+            if self.files.poll_timeout().is_some_and(|at| at <= now) {
+                for report in self.files.handle_timeout(&mut self.conn, now) {
+                    self.notify(ClientNotice::File(report));
+                }
             }
         }
     }
@@ -256,8 +258,10 @@ impl Client {
     }
 
     fn command(&mut self, command: ClientCommand, now: Instant) {
-        if let Err(error) = run_command(&mut self.conn, &mut self.files, now, command) {
-            self.notify(ClientNotice::Error(error));
+        match run_command(&mut self.conn, &mut self.files, now, command) {
+            Ok(Some(report)) => self.notify(ClientNotice::File(report)),
+            Ok(None) => {}
+            Err(error) => self.notify(ClientNotice::Error(error)),
         }
     }
 

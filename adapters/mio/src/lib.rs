@@ -89,7 +89,9 @@ pub fn spawn_server(
 /// being `Welcomed`; file transfers are
 /// handled with [`FileTransfers`](ferry_files::FileTransfers) and reported
 /// as [`ClientNotice::File`](ferry_files::ClientNotice::File). Offers are
-/// accepted into `accept_files` when given, declined otherwise. A command
+/// accepted into `accept_files` when given (or held for the user's answer
+/// if it [asks first](ferry_files::Inbox::ask_first)), declined otherwise.
+/// A command
 /// that cannot be carried out is reported as
 /// [`ClientNotice::Error`](ferry_files::ClientNotice::Error).
 ///

@@ -60,8 +60,9 @@ pub(crate) struct Ending {
 /// (chat, membership, [`Event::Closed`] last) as [`ClientNotice::Event`],
 /// and commands that could not be carried out as [`ClientNotice::Error`].
 ///
-/// Offered files are accepted into `accept_files` when it is given, and
-/// declined otherwise.
+/// Offered files are accepted into `accept_files` when it is given (or
+/// held for the user's answer, if it asks first: see
+/// [`Inbox::ask_first`]), and declined otherwise.
 ///
 /// Like [`run_server`](crate::run_server), the future polls its socket
 /// tasks itself, needs only an async-io reactor and is `Send`.
@@ -113,11 +114,7 @@ pub(crate) async fn drive(
         Input::Room,
         Input::Broken,
     ));
-    let policy = if accept_files.is_some() {
-        OfferPolicy::Accept
-    } else {
-        OfferPolicy::Reject
-    };
+    let policy = OfferPolicy::for_inbox(accept_files.as_ref());
     let (disk_wake, disk_done) = crate::disk_signal();
     let mut client = Client {
         conn: Connection::client(config, Instant::now()),
@@ -183,7 +180,8 @@ impl Client {
                         self.notify(ClientNotice::File(report));
                     }
                 }
-                Wake::Timeout => self.conn.handle_timeout(now),
+                // Timers are fired in `drain` below.
+                Wake::Timeout => {}
                 Wake::Command(command) => self.command(now, command),
                 Wake::CommandsClosed => commands = None,
             }
@@ -199,7 +197,11 @@ impl Client {
         flush_by: Option<Instant>,
     ) -> Wake {
         // A closed connection has no timers of its own; the flush has one.
-        let deadline = self.conn.poll_timeout().or(flush_by);
+        let deadline = [self.conn.poll_timeout(), self.files.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .or(flush_by);
         // Commands wait in their channel until the handshake is done (the
         // core refuses chat before it), and are left there once closed.
         let commands = commands.filter(|_| self.conn.is_open());
@@ -239,8 +241,10 @@ impl Client {
     }
 
     fn command(&mut self, now: Instant, command: ClientCommand) {
-        if let Err(error) = run_command(&mut self.conn, &mut self.files, now, command) {
-            self.notify(ClientNotice::Error(error));
+        match run_command(&mut self.conn, &mut self.files, now, command) {
+            Ok(Some(report)) => self.notify(ClientNotice::File(report)),
+            Ok(None) => {}
+            Err(error) => self.notify(ClientNotice::Error(error)),
         }
     }
 
@@ -252,6 +256,11 @@ impl Client {
         // race in `next`; deadlines are checked here as well.
         if self.conn.poll_timeout().is_some_and(|at| at <= now) {
             self.conn.handle_timeout(now);
+        }
+        if self.files.poll_timeout().is_some_and(|at| at <= now) {
+            for report in self.files.handle_timeout(&mut self.conn, now) {
+                self.notify(ClientNotice::File(report));
+            }
         }
         loop {
             let mut busy = false;

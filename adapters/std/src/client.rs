@@ -25,7 +25,8 @@ enum Input {
 }
 
 /// Connects to `addr` and runs the client on threads of its own. Received
-/// files go into `accept_files` (offers are declined without it). Fails if
+/// files go into `accept_files` (offers are declined without it, and wait
+/// for the user's answer if it asks first: see [`Inbox::ask_first`]). Fails if
 /// the connection or the handshake takes longer than `timeout`, or if the
 /// server refuses (the error says why).
 pub fn spawn_client(
@@ -52,11 +53,7 @@ pub fn spawn_client(
     let thread = thread::Builder::new()
         .name("ferry-std-client".into())
         .spawn(move || {
-            let policy = if accept_files.is_some() {
-                OfferPolicy::Accept
-            } else {
-                OfferPolicy::Reject
-            };
+            let policy = OfferPolicy::for_inbox(accept_files.as_ref());
             let mut driver = Driver {
                 conn: Connection::client(config, Instant::now()),
                 files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake),
@@ -129,9 +126,10 @@ impl Driver {
                 let _ = self.stream.shutdown(Shutdown::Both);
                 return Ok(());
             }
-            let deadline = self
-                .conn
-                .poll_timeout()
+            let deadline = [self.conn.poll_timeout(), self.files.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .unwrap_or(now + Duration::from_secs(3600));
             let deadline = if self.welcomed.is_some() {
                 deadline.min(handshake_deadline)
@@ -150,7 +148,13 @@ impl Driver {
                         let _ = self.notices.send(ClientNotice::File(report));
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => self.conn.handle_timeout(Instant::now()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    self.conn.handle_timeout(now);
+                    for report in self.files.handle_timeout(&mut self.conn, now) {
+                        let _ = self.notices.send(ClientNotice::File(report));
+                    }
+                }
             }
             self.events();
             if let Err(e) = self.flush() {
@@ -166,9 +170,12 @@ impl Driver {
     }
 
     fn command(&mut self, command: ClientCommand) {
-        if let Err(error) = run_command(&mut self.conn, &mut self.files, Instant::now(), command) {
-            let _ = self.notices.send(ClientNotice::Error(error));
-        }
+        let notice = match run_command(&mut self.conn, &mut self.files, Instant::now(), command) {
+            Ok(Some(report)) => ClientNotice::File(report),
+            Ok(None) => return,
+            Err(error) => ClientNotice::Error(error),
+        };
+        let _ = self.notices.send(notice);
     }
 
     fn events(&mut self) {

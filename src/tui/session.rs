@@ -1,0 +1,145 @@
+//! The client behind the UI: carries out the [`App`]'s actions and feeds it
+//! what the client reports, never waiting. Connecting (which blocks until
+//! the server welcomes us) runs on a thread of its own; notices are taken
+//! with `try_recv`; commands are queued to the client's own thread, which
+//! does the network and disk work.
+
+use super::app::{Action, App};
+use crate::runtime::Runtime;
+use ferry_core::ClientConfig;
+use ferry_files::{ClientHandle, Inbox};
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Notices handled per [`Session::pump`] at most, so that a flood of
+/// progress reports cannot keep the screen from being drawn.
+const NOTICES_PER_PUMP: usize = 2000;
+
+/// Where and how to connect, again and again.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server.
+    pub addr: SocketAddr,
+    /// The runtime driving the socket.
+    pub runtime: Runtime,
+    /// Name, room and token.
+    pub config: ClientConfig,
+    /// Where received files go (offers are asked about first).
+    pub inbox: Option<Inbox>,
+    /// How long one attempt may take.
+    pub connect_timeout: Duration,
+}
+
+/// The current client, or the attempt to get one.
+#[derive(Debug)]
+pub struct Session {
+    target: Target,
+    client: Option<ClientHandle>,
+    connecting: Option<Receiver<Result<ClientHandle, String>>>,
+}
+
+impl Session {
+    /// Not connected yet: the App's first action says to.
+    pub fn new(target: Target) -> Self {
+        Session {
+            target,
+            client: None,
+            connecting: None,
+        }
+    }
+
+    /// Carries out `actions`.
+    pub fn execute(&mut self, app: &mut App, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Command(command) => match &self.client {
+                    Some(client) => client.send(command),
+                    None => app.error("not connected: nothing was sent".into()),
+                },
+                Action::Connect => self.connect(),
+                // The loop around sees `App::is_finished`.
+                Action::Exit => {}
+            }
+        }
+    }
+
+    fn connect(&mut self) {
+        if self.connecting.is_some() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let target = self.target.clone();
+        let spawned = thread::Builder::new()
+            .name("ferry-tui-connect".into())
+            .spawn(move || {
+                let client = target
+                    .runtime
+                    .spawn_client(
+                        target.addr,
+                        target.config,
+                        target.inbox,
+                        target.connect_timeout,
+                    )
+                    .map_err(|e| e.to_string());
+                // The UI may have gone meanwhile; the client then ends with
+                // its handle.
+                let _ = tx.send(client);
+            });
+        match spawned {
+            Ok(_) => self.connecting = Some(rx),
+            Err(e) => {
+                // Seen as a failed attempt by the next pump.
+                let (tx, rx) = mpsc::channel();
+                let _ = tx.send(Err(format!("cannot start a thread: {e}")));
+                self.connecting = Some(rx);
+            }
+        }
+    }
+
+    /// Takes what happened since the last call (a connection made or
+    /// failed, the client's notices, the time) to the App, and carries out
+    /// what it asks. Never blocks.
+    pub fn pump(&mut self, app: &mut App, now: Instant) {
+        if let Some(rx) = &self.connecting {
+            let outcome = match rx.try_recv() {
+                Ok(outcome) => Some(outcome),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err("the connecting thread died".into())),
+            };
+            if let Some(outcome) = outcome {
+                self.connecting = None;
+                match outcome {
+                    Ok(client) => self.client = Some(client),
+                    Err(error) => {
+                        let actions = app.on_connect_failed(&error, now);
+                        self.execute(app, actions);
+                    }
+                }
+            }
+        }
+        for _ in 0..NOTICES_PER_PUMP {
+            let Some(client) = &self.client else { break };
+            match client.notices().try_recv() {
+                Ok(notice) => {
+                    let actions = app.on_notice(notice, now);
+                    self.execute(app, actions);
+                }
+                Err(TryRecvError::Empty) => break,
+                // Closed was the last notice; the thread winds down alone.
+                Err(TryRecvError::Disconnected) => self.client = None,
+            }
+        }
+        let actions = app.on_tick(now);
+        self.execute(app, actions);
+    }
+
+    /// Waits (a little: the client lingers briefly for its goodbye to
+    /// reach the server) for the client to finish.
+    pub fn finish(mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = client.join();
+        }
+    }
+}
