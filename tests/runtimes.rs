@@ -452,12 +452,18 @@ fn offers_wait_for_the_users_answer() {
             WAIT,
         )
         .unwrap();
+        // Some runtimes return from spawn_client before the welcome: offer
+        // only once alice has seen bob arrive.
+        wait_for(&alice, &format!("{label}: bob's arrival"), |n| match n {
+            ClientNotice::Event(Event::Joined { name, .. }) if name == "bob" => Some(()),
+            _ => None,
+        });
         let offer = || {
             alice.send(ClientCommand::SendFile {
                 path: path.clone(),
                 to: "bob".into(),
             });
-            wait_for(&bob, "an offer to answer", |n| match n {
+            wait_for(&bob, &format!("{label}: an offer to answer"), |n| match n {
                 ClientNotice::File(Report::Asking {
                     id,
                     name,
