@@ -303,6 +303,14 @@ type End = (ClientId, TransferId);
 /// for it), and relays files between users holding at most one
 /// flow-control window per transfer.
 ///
+/// With [`HubConfig::guests`] on (the default), a client whose first byte
+/// is not the preamble's `0x89` is a raw-text guest ([`crate::guest`]): it
+/// joins the default room by typing lines and is sent the room as text
+/// lines, through the same `handle_*` and `poll_*` calls, so a runtime needs
+/// nothing special for it. The hub sends nothing to a client before its
+/// first byte (unless it closes it at once: the per-address limit, a
+/// shutdown), so neither kind of peer is sent bytes meant for the other.
+///
 /// # Example
 ///
 /// ```
