@@ -210,6 +210,14 @@ struct Limits {
     /// Seconds of silence after which a client is dropped [default: 30].
     #[arg(long, value_parser = parse_secs)]
     idle_timeout: Option<Duration>,
+    /// Turn away raw-text guests (nc, telnet): a peer that does not open
+    /// with the ferry handshake is closed instead of joining as a guest.
+    #[arg(long)]
+    no_guests: bool,
+    /// Seconds of silence after which a raw-text guest is dropped
+    /// [default: 600].
+    #[arg(long, value_parser = parse_secs)]
+    guest_idle_timeout: Option<Duration>,
 }
 
 impl Limits {
@@ -239,6 +247,10 @@ impl Limits {
         }
         if let Some(t) = self.idle_timeout {
             config.connection.idle_timeout = t;
+        }
+        config.guests = !self.no_guests;
+        if let Some(t) = self.guest_idle_timeout {
+            config.guest_idle_timeout = t;
         }
         config
     }

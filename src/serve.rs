@@ -84,7 +84,7 @@ pub fn serve(
 fn limits_line(config: &HubConfig) -> String {
     format!(
         "limits: {}, {} clients, {} per address, files up to {}, inbox quota {}, \
-         {} messages a second (bursts of {}), handshake {:?}, idle {:?}",
+         {} messages a second (bursts of {}), handshake {:?}, idle {:?}, {}",
         if config.token.is_some() {
             "token required"
         } else {
@@ -98,6 +98,11 @@ fn limits_line(config: &HubConfig) -> String {
         config.flood_burst,
         config.connection.handshake_timeout,
         config.connection.idle_timeout,
+        if config.guests && config.token.is_none() {
+            format!("raw-text guests (idle {:?})", config.guest_idle_timeout)
+        } else {
+            "no raw-text guests".to_string()
+        },
     )
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{has_raw_control, raise_fd_limit, run, Raw, Serve, WAIT};
+use common::{has_raw_control, raise_fd_limit, run, Raw, Serve, TextGuest, WAIT};
 use ferry_core::frame::{Frame, PREAMBLE};
 use ferry_core::Code;
 use std::net::TcpStream;
@@ -58,11 +58,16 @@ fn garbage_versions_lengths_order_and_floods_are_refused() {
         let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
         let mut alice = Bystander::join(&server);
 
-        // Garbage: an HTTP request is not a ferry peer.
-        let mut raw = Raw::connect(server.addr);
-        raw.send_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        assert_eq!(raw.expect_end().0, Code::NOT_FERRY, "{runtime}");
+        // Garbage: an HTTP request is not a ferry peer, nor a guest to let
+        // into the room; it is told so in plain text.
+        let mut http = TextGuest::connect(server.addr);
+        http.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let answer = String::from_utf8(http.rest()).unwrap();
+        assert_eq!(
+            answer, "! closing: this is a ferry chat server, not a web server\r\n",
+            "{runtime}"
+        );
+        server.expect(&["disconnected: not a ferry peer"]);
         alice.carry_on("garbage");
 
         // A version nobody speaks.

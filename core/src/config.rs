@@ -136,6 +136,10 @@ impl fmt::Debug for ClientConfig {
 /// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
 /// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
 /// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
+/// | [`guests`](Self::guests) | on: raw-text guests may join | `--no-guests` |
+/// | [`guest_idle_timeout`](Self::guest_idle_timeout) | 10 min | `--guest-idle-timeout` |
+/// | [`guest_line_wait`](Self::guest_line_wait) | 1 s | (a line with no end of line is taken after it) |
+/// | [`GUEST_LINE_MAX`](crate::guest::GUEST_LINE_MAX) | 1,024 bytes per guest line | (longer lines are cut) |
 ///
 /// Its `Debug` form shows whether a token is set, never the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -164,8 +168,22 @@ pub struct HubConfig {
     /// Messages per second a client may send on average.
     pub flood_per_second: u32,
     /// When set, `HELLO` must carry this token, compared in constant time;
-    /// otherwise the client is refused with `AUTH_FAILED`.
+    /// otherwise the client is refused with `AUTH_FAILED`. Raw-text guests
+    /// cannot present one, so a server with a token turns them away.
     pub token: Option<Vec<u8>>,
+    /// Serve raw-text guests: a peer whose first byte is not the preamble's
+    /// `0x89` (`nc`, `telnet`) joins the default room as a line-based guest
+    /// (`docs/PROTOCOL.md` §2.3). Off: such a peer is closed with
+    /// `NOT_FERRY`, as version 1 servers did before.
+    pub guests: bool,
+    /// A raw-text guest that sends nothing for this long is closed with
+    /// `IDLE_TIMEOUT`. Longer than `connection.idle_timeout` because a guest
+    /// has no keepalive: `nc` sends nothing while its user only reads.
+    pub guest_idle_timeout: Duration,
+    /// Bytes from a guest with no end of line yet count as a line once no
+    /// more has arrived for this long, for clients that write text without
+    /// newlines (a bare `QTcpSocket` write). End of file also ends a line.
+    pub guest_line_wait: Duration,
 }
 
 impl Default for HubConfig {
@@ -179,6 +197,9 @@ impl Default for HubConfig {
             flood_burst: 20,
             flood_per_second: 10,
             token: None,
+            guests: true,
+            guest_idle_timeout: Duration::from_secs(600),
+            guest_line_wait: Duration::from_secs(1),
         }
     }
 }
@@ -194,6 +215,9 @@ impl fmt::Debug for HubConfig {
             .field("flood_burst", &self.flood_burst)
             .field("flood_per_second", &self.flood_per_second)
             .field("token", &Redacted(self.token.is_some()))
+            .field("guests", &self.guests)
+            .field("guest_idle_timeout", &self.guest_idle_timeout)
+            .field("guest_line_wait", &self.guest_line_wait)
             .finish()
     }
 }

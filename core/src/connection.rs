@@ -501,6 +501,16 @@ impl Connection {
         self.close(code, reason.into(), false);
     }
 
+    /// Server: closes a connection that has sent nothing at all, without
+    /// a word: with raw-text guests served, such a peer may be a person at
+    /// `nc` who has not typed yet, to whom a preamble and an `ERROR` frame
+    /// would be binary noise (and a ferry client always speaks first).
+    pub(crate) fn abandon(&mut self, code: Code, reason: String) {
+        if self.phase != Phase::Closed {
+            self.close(code, reason, false);
+        }
+    }
+
     /// Server: lets the client in under `name` in `room`. Queues `WELCOME`.
     pub fn welcome(&mut self, now: Instant, name: Text, room: Text) -> Result<(), Misuse> {
         if self.role != Role::Server || self.phase != Phase::HelloPending {

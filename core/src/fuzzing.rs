@@ -165,8 +165,12 @@ fn check_canonical(frame: &Frame, bytes: &[u8], limit: u32) {
 ///
 /// Input: one byte of options, then operations: `[op, client, len, bytes…]`.
 /// Clients may first complete a real handshake (option bit 0), so that the
-/// bytes exercise the chat and transfer states too. `start` is any instant:
-/// the core reads no clock, so the caller provides one.
+/// bytes exercise the chat and transfer states too; with option bit 1 the
+/// last two instead join as raw-text guests. A client whose first byte is
+/// not `0x89` becomes a guest anyway, so raw bytes exercise the guest line
+/// reader, sanitiser and commands. Everything the hub sends a guest must be
+/// UTF-8 lines with no control character but their CR LF. `start` is any
+/// instant: the core reads no clock, so the caller provides one.
 pub fn hub_session(data: &[u8], start: std::time::Instant) {
     use crate::transfer::TransferEvent;
     use crate::{ClientConfig, Connection, Hub, HubConfig, HubEvent};
@@ -184,6 +188,10 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
     let clients: Vec<_> = (0..4).map(|_| hub.connect(now)).collect();
     if options & 1 == 1 {
         for (i, &id) in clients.iter().enumerate() {
+            if options & 2 == 2 && i >= 2 {
+                hub.handle_input(id, now, format!("/name guest{i}\n").as_bytes());
+                continue;
+            }
             let mut conn = Connection::client(ClientConfig::new(format!("user{i}")), now);
             while let Some(bytes) = conn.poll_transmit() {
                 hub.handle_input(id, now, &bytes);
@@ -210,7 +218,11 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
         }
         // Act like an adapter: drain output and answer what asks for it.
         while let Some(client) = hub.poll_writable() {
-            while hub.poll_transmit(client).is_some() {}
+            while let Some(bytes) = hub.poll_transmit(client) {
+                if hub.is_guest(client) {
+                    check_guest_output(&bytes);
+                }
+            }
         }
         while let Some(event) = hub.poll_event() {
             let HubEvent::Transfer { client, event } = event else {
@@ -238,6 +250,23 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
                 assert!(data <= window + 8 * max_frame, "data queue {data}");
             }
         }
+    }
+}
+
+/// What a raw-text guest is sent: whole UTF-8 lines, each ending in CR LF,
+/// with no other control character (no escape sequence can reach its
+/// terminal).
+fn check_guest_output(bytes: &[u8]) {
+    let text = std::str::from_utf8(bytes).expect("a guest is sent UTF-8");
+    assert!(
+        text.ends_with("\r\n"),
+        "a guest is sent whole lines: {text:?}"
+    );
+    for line in text.split_terminator("\r\n") {
+        assert!(
+            !line.chars().any(char::is_control),
+            "a control character reaches a guest: {line:?}"
+        );
     }
 }
 

@@ -5,7 +5,8 @@ use crate::code::Code;
 use crate::config::HubConfig;
 use crate::connection::{Connection, Event};
 use crate::error::Misuse;
-use crate::frame::{Frame, TransferId};
+use crate::frame::{Frame, TransferId, PREAMBLE};
+use crate::guest::{self, Command, Guest, GuestEvent};
 use crate::names::{check_name, name_key, DEFAULT_ROOM};
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
@@ -110,7 +111,12 @@ impl HubEvent {
 }
 
 struct Client {
-    conn: Connection,
+    link: Link,
+    /// Guests are served and no byte has arrived yet: the first one tells
+    /// a ferry peer (`0x89`) from a raw-text guest (anything else).
+    undecided: bool,
+    /// When it connected, for the handshake timeout while undecided.
+    connected: Instant,
     /// Key of the room once joined.
     room: Option<String>,
     bucket: TokenBucket,
@@ -123,6 +129,152 @@ struct Client {
     /// Queued in `Hub::touched`: its timer and write readiness are due to
     /// be refreshed.
     touched: bool,
+}
+
+/// A client's connection: the ferry protocol, or a raw-text guest.
+// A guest is much smaller than a ferry connection, but every client starts
+// as a ferry connection and few become guests: boxing would cost every
+// ferry client an allocation and an indirection for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Link {
+    Ferry(Connection),
+    Guest(Guest),
+}
+
+impl Link {
+    /// The ferry connection, unless this is a guest.
+    fn ferry(&mut self) -> Option<&mut Connection> {
+        match self {
+            Link::Ferry(conn) => Some(conn),
+            Link::Guest(_) => None,
+        }
+    }
+
+    fn guest(&mut self) -> Option<&mut Guest> {
+        match self {
+            Link::Guest(guest) => Some(guest),
+            Link::Ferry(_) => None,
+        }
+    }
+
+    fn is_guest(&self) -> bool {
+        matches!(self, Link::Guest(_))
+    }
+
+    fn name(&self) -> &Text {
+        match self {
+            Link::Ferry(conn) => conn.name(),
+            Link::Guest(guest) => guest.name(),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        match self {
+            Link::Ferry(conn) => conn.is_open(),
+            Link::Guest(guest) => !guest.is_closed(),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Link::Ferry(conn) => conn.is_closed(),
+            Link::Guest(guest) => guest.is_closed(),
+        }
+    }
+
+    fn is_drained(&self) -> bool {
+        match self {
+            Link::Ferry(conn) => conn.is_drained(),
+            Link::Guest(guest) => guest.is_drained(),
+        }
+    }
+
+    fn has_events(&self) -> bool {
+        match self {
+            Link::Ferry(conn) => conn.has_events(),
+            Link::Guest(guest) => guest.has_events(),
+        }
+    }
+
+    /// Bytes queued: (chat and control, file data).
+    fn queued(&self) -> (usize, usize) {
+        match self {
+            Link::Ferry(conn) => (conn.queued_control_bytes(), conn.queued_data_bytes()),
+            Link::Guest(guest) => (guest.queued_bytes(), 0),
+        }
+    }
+
+    fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        match self {
+            Link::Ferry(conn) => conn.handle_input(now, data),
+            Link::Guest(guest) => guest.handle_input(now, data),
+        }
+    }
+
+    fn handle_eof(&mut self, now: Instant) {
+        match self {
+            Link::Ferry(conn) => conn.handle_eof(now),
+            Link::Guest(guest) => guest.handle_eof(now),
+        }
+    }
+
+    fn handle_broken(&mut self, now: Instant, reason: &str) {
+        match self {
+            Link::Ferry(conn) => conn.handle_broken(now, reason),
+            Link::Guest(guest) => guest.handle_broken(now, reason),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Link::Ferry(conn) => conn.handle_timeout(now),
+            Link::Guest(guest) => guest.handle_timeout(now),
+        }
+    }
+
+    fn close_with_error(&mut self, now: Instant, code: Code, reason: &str) {
+        match self {
+            Link::Ferry(conn) => conn.close_with_error(now, code, reason),
+            Link::Guest(guest) => guest.close_with_error(now, code, reason),
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        match self {
+            Link::Ferry(conn) => conn.poll_transmit(),
+            Link::Guest(guest) => guest.poll_transmit(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Link::Ferry(conn) => conn.poll_timeout(),
+            Link::Guest(guest) => guest.poll_timeout(),
+        }
+    }
+
+    /// Queues a room frame: the encoded bytes for a ferry client; for a
+    /// guest, the frame as text lines, rendered once into `rendered` and
+    /// shared by every guest of a broadcast (its own echo skipped).
+    fn deliver(
+        &mut self,
+        now: Instant,
+        frame: &Frame,
+        encoded: &Bytes,
+        rendered: &mut Option<Option<Bytes>>,
+    ) {
+        match self {
+            Link::Ferry(conn) => conn.send_encoded(now, encoded),
+            Link::Guest(guest) => {
+                if guest::is_own(frame, guest.name()) {
+                    return;
+                }
+                if let Some(text) = rendered.get_or_insert_with(|| guest::render(frame)) {
+                    guest.send(now, text.clone());
+                }
+            }
+        }
+    }
 }
 
 struct Room {
@@ -156,6 +308,14 @@ type End = (ClientId, TransferId);
 /// client, drops a client whose outgoing queue overflows (nobody else waits
 /// for it), and relays files between users holding at most one
 /// flow-control window per transfer.
+///
+/// With [`HubConfig::guests`] on (the default), a client whose first byte
+/// is not the preamble's `0x89` is a raw-text guest ([`crate::guest`]): it
+/// joins the default room by typing lines and is sent the room as text
+/// lines, through the same `handle_*` and `poll_*` calls, so a runtime needs
+/// nothing special for it. The hub sends nothing to a client before its
+/// first byte (unless it closes it at once: the per-address limit, a
+/// shutdown), so neither kind of peer is sent bytes meant for the other.
 ///
 /// # Example
 ///
@@ -199,6 +359,8 @@ pub struct Hub {
     per_ip: HashMap<IpAddr, usize>,
     /// The latest time any input carried, for work done while polling.
     last_now: Instant,
+    /// The number in the next `guest-N` name.
+    next_guest: u64,
 }
 
 impl fmt::Debug for Hub {
@@ -229,6 +391,7 @@ impl Hub {
             writable_set: ClientSet::default(),
             timers: BTreeSet::new(),
             per_ip: HashMap::new(),
+            next_guest: 1,
         }
     }
 
@@ -253,7 +416,7 @@ impl Hub {
                 r.members
                     .iter()
                     .filter_map(|id| self.clients.get(id))
-                    .map(|c| c.conn.name().clone())
+                    .map(|c| c.link.name().clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -264,14 +427,17 @@ impl Hub {
         self.clients
             .get(&client)
             .filter(|c| c.room.is_some())
-            .map(|c| c.conn.name())
+            .map(|c| c.link.name())
     }
 
     /// Bytes queued for `client`: chat/control and file data.
     pub fn queued_bytes(&self, client: ClientId) -> Option<(usize, usize)> {
-        self.clients
-            .get(&client)
-            .map(|c| (c.conn.queued_control_bytes(), c.conn.queued_data_bytes()))
+        self.clients.get(&client).map(|c| c.link.queued())
+    }
+
+    /// Whether `client` is a raw-text guest (known from its first byte).
+    pub fn is_guest(&self, client: ClientId) -> bool {
+        self.clients.get(&client).is_some_and(|c| c.link.is_guest())
     }
 
     /// Relayed transfers in progress.
@@ -304,7 +470,7 @@ impl Hub {
             c.origin = Some(ip);
             if over {
                 let reason = format!("too many connections from {ip} (at most {max})");
-                c.conn.close_with_error(now, Code::SERVER_FULL, &reason);
+                c.link.close_with_error(now, Code::SERVER_FULL, &reason);
                 self.touch(id);
             }
         }
@@ -321,7 +487,14 @@ impl Hub {
         self.clients.insert(
             id,
             Client {
-                conn: Connection::server(self.config.connection.clone(), now),
+                // Every client starts as a ferry connection; with guests
+                // served, its first byte may turn it into a guest. Nothing
+                // is sent before that byte (a ferry server sends its
+                // preamble once the client's has arrived), so neither kind
+                // of peer sees anything meant for the other.
+                link: Link::Ferry(Connection::server(self.config.connection.clone(), now)),
+                undecided: self.config.guests,
+                connected: now,
                 room: None,
                 bucket: TokenBucket {
                     level: burst,
@@ -342,8 +515,27 @@ impl Hub {
 
     /// Bytes read from `client`'s socket.
     pub fn handle_input(&mut self, client: ClientId, now: Instant, data: &[u8]) {
+        let token_required = self.config.token.is_some();
         if let Some(c) = self.clients.get_mut(&client) {
-            c.conn.handle_input(now, data);
+            if let (true, Some(&first)) = (c.undecided, data.first()) {
+                c.undecided = false;
+                // A ferry peer's first byte is 0x89, which no text starts
+                // with; the decision is made from this one byte, so a ferry
+                // client is never kept waiting.
+                if first != PREAMBLE[0] && !c.link.is_closed() {
+                    let mut guest = Guest::new(&self.config, now);
+                    if token_required {
+                        guest.close_with_error(
+                            now,
+                            Code::AUTH_FAILED,
+                            "this server requires a token, which a raw-text guest cannot give; \
+                             use the ferry program",
+                        );
+                    }
+                    c.link = Link::Guest(guest);
+                }
+            }
+            c.link.handle_input(now, data);
             self.touch(client);
             self.process(now);
         }
@@ -352,7 +544,7 @@ impl Hub {
     /// `client` closed its socket (or it broke).
     pub fn handle_eof(&mut self, client: ClientId, now: Instant) {
         if let Some(c) = self.clients.get_mut(&client) {
-            c.conn.handle_eof(now);
+            c.link.handle_eof(now);
             self.touch(client);
             self.process(now);
         }
@@ -361,7 +553,7 @@ impl Hub {
     /// `client`'s transport failed; see [`Connection::handle_broken`].
     pub fn handle_broken(&mut self, client: ClientId, now: Instant, reason: &str) {
         if let Some(c) = self.clients.get_mut(&client) {
-            c.conn.handle_broken(now, reason);
+            c.link.handle_broken(now, reason);
             self.touch(client);
             self.process(now);
         }
@@ -376,7 +568,20 @@ impl Hub {
             self.timers.pop_first();
             if let Some(c) = self.clients.get_mut(&id) {
                 c.timer = None;
-                c.conn.handle_timeout(now);
+                if c.undecided {
+                    let limit = self.config.connection.handshake_timeout;
+                    if now >= c.connected + limit {
+                        if let Some(conn) = c.link.ferry() {
+                            let secs = limit.as_secs_f64();
+                            conn.abandon(
+                                Code::HANDSHAKE_TIMEOUT,
+                                format!("nothing received in {secs} s"),
+                            );
+                        }
+                    }
+                } else {
+                    c.link.handle_timeout(now);
+                }
                 self.touch(id);
             }
         }
@@ -387,8 +592,8 @@ impl Hub {
     /// open one: it is then treated as a lost connection first.
     pub fn remove(&mut self, client: ClientId, now: Instant) {
         if let Some(c) = self.clients.get_mut(&client) {
-            if !c.conn.is_closed() {
-                c.conn.handle_eof(now);
+            if !c.link.is_closed() {
+                c.link.handle_eof(now);
                 self.touch(client);
                 self.process(now);
             }
@@ -434,7 +639,7 @@ impl Hub {
         let ids: Vec<ClientId> = self.clients.keys().copied().collect();
         for id in ids {
             if let Some(c) = self.clients.get_mut(&id) {
-                c.conn.close_with_error(now, Code::SHUTDOWN, reason);
+                c.link.close_with_error(now, Code::SHUTDOWN, reason);
                 self.touch(id);
             }
         }
@@ -528,7 +733,10 @@ impl Hub {
         f: impl FnOnce(&mut Connection) -> Result<T, Misuse>,
     ) -> Result<T, Misuse> {
         let c = self.clients.get_mut(&client).ok_or(Misuse::Closed)?;
-        let result = f(&mut c.conn);
+        let conn = c.link.ferry().ok_or(Misuse::InvalidArgument(
+            "a raw-text guest has no file transfers",
+        ))?;
+        let result = f(conn);
         self.touch(client);
         self.process(now);
         result
@@ -540,7 +748,7 @@ impl Hub {
     pub fn poll_writable(&mut self) -> Option<ClientId> {
         while let Some(id) = self.writable.pop_front() {
             self.writable_set.remove(&id);
-            if self.clients.get(&id).is_some_and(|c| !c.conn.is_drained()) {
+            if self.clients.get(&id).is_some_and(|c| !c.link.is_drained()) {
                 return Some(id);
             }
         }
@@ -550,9 +758,9 @@ impl Hub {
     /// The next bytes to write to `client`'s socket.
     pub fn poll_transmit(&mut self, client: ClientId) -> Option<Bytes> {
         let c = self.clients.get_mut(&client)?;
-        let bytes = c.conn.poll_transmit();
+        let bytes = c.link.poll_transmit();
         // Writing may have let a sender ask for more file data.
-        if c.conn.has_events() {
+        if c.link.has_events() {
             self.touch(client);
             self.process(self.last_now);
         }
@@ -596,11 +804,17 @@ impl Hub {
                 self.touched.push(id);
             }
             loop {
-                let Some(event) = self.clients.get_mut(&id).and_then(|c| c.conn.poll_event())
-                else {
-                    break;
-                };
-                self.handle_event(id, now, event);
+                match self.clients.get_mut(&id).map(|c| &mut c.link) {
+                    Some(Link::Ferry(conn)) => match conn.poll_event() {
+                        Some(event) => self.handle_event(id, now, event),
+                        None => break,
+                    },
+                    Some(Link::Guest(guest)) => match guest.poll_event() {
+                        Some(event) => self.handle_guest_event(id, now, event),
+                        None => break,
+                    },
+                    None => break,
+                }
             }
         }
         let mut touched = std::mem::take(&mut self.touched);
@@ -609,7 +823,7 @@ impl Hub {
                 continue;
             };
             c.touched = false;
-            let deadline = c.conn.poll_timeout();
+            let deadline = c.link.poll_timeout();
             if deadline != c.timer {
                 if let Some(old) = c.timer {
                     self.timers.remove(&(old, id));
@@ -619,7 +833,7 @@ impl Hub {
                 }
                 c.timer = deadline;
             }
-            if !c.conn.is_drained() && self.writable_set.insert(id) {
+            if !c.link.is_drained() && self.writable_set.insert(id) {
                 self.writable.push_back(id);
             }
         }
@@ -662,6 +876,169 @@ impl Hub {
         }
     }
 
+    fn handle_guest_event(&mut self, id: ClientId, now: Instant, event: GuestEvent) {
+        match event {
+            GuestEvent::Line { text, cut } => self.on_guest_line(id, now, &text, cut),
+            GuestEvent::Closed {
+                code,
+                reason,
+                by_peer,
+            } => {
+                self.leave(id, now, code);
+                self.uncount(id);
+                self.events.push_back(HubEvent::Closed {
+                    client: id,
+                    code,
+                    reason,
+                    by_peer,
+                });
+            }
+        }
+    }
+
+    /// One line from a guest, already sanitised: a message, or a command.
+    fn on_guest_line(&mut self, id: ClientId, now: Instant, line: &str, cut: bool) {
+        let command = guest::parse(line);
+        if command == Command::Nothing && !cut {
+            return;
+        }
+        // Every line costs a flood token, commands included, as every
+        // chat frame does for a ferry client.
+        if !self.take_token(id, now) {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let joined = c.room.is_some();
+        let max = c.link.guest().map_or(0, |g| g.line_max());
+        if cut {
+            self.tell_guest(
+                id,
+                now,
+                &format!("! that line was over {max} bytes: only its start was kept"),
+            );
+        }
+        match command {
+            Command::Nothing => {}
+            Command::Help => {
+                for line in guest::HELP {
+                    self.tell_guest(id, now, line);
+                }
+            }
+            Command::Quit => {
+                if let Some(guest) = self.clients.get_mut(&id).and_then(|c| c.link.guest()) {
+                    guest.quit(now);
+                    self.touch(id);
+                }
+            }
+            Command::Name(name) if !joined => {
+                self.guest_join(id, now, Some(name));
+            }
+            Command::Name(_) => {
+                let name = self.name_of(id).cloned().unwrap_or_default();
+                self.tell_guest(
+                    id,
+                    now,
+                    &format!("! you are {name}: a name is chosen before the first message"),
+                );
+            }
+            Command::Files => self.tell_guest(
+                id,
+                now,
+                "! raw-text guests cannot send or receive files: use the ferry program",
+            ),
+            Command::Say(text) if !joined && guest::is_http_request(text) => {
+                if let Some(guest) = self.clients.get_mut(&id).and_then(|c| c.link.guest()) {
+                    guest.close_with_error(
+                        now,
+                        Code::NOT_FERRY,
+                        "this is a ferry chat server, not a web server",
+                    );
+                    self.touch(id);
+                }
+            }
+            command => {
+                if !joined && !self.guest_join(id, now, None) {
+                    return;
+                }
+                match command {
+                    Command::Say(text) => self.on_say(id, now, text.into()),
+                    Command::Direct { to, text } => self.on_direct(id, now, to.into(), text.into()),
+                    Command::Who => {
+                        let names = self
+                            .room_of(id)
+                            .map(|key| self.members_of(&key))
+                            .unwrap_or_default();
+                        self.send_to(id, now, &Frame::Members { names });
+                    }
+                    Command::Unknown(what) => {
+                        let what: String = what.chars().take(40).collect();
+                        self.tell_guest(
+                            id,
+                            now,
+                            &format!("! unknown command {what:?}: /help lists the commands"),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Lets a guest into the default room as `requested`, or as the next
+    /// free `guest-N`. A refused name is explained and the guest stays
+    /// outside, free to try another; a full server closes it. Returns
+    /// whether it joined.
+    fn guest_join(&mut self, id: ClientId, now: Instant, requested: Option<&str>) -> bool {
+        let room = Text::from_static(DEFAULT_ROOM);
+        let key = room_key(&room);
+        let name = match requested {
+            Some(name) => name.to_string(),
+            None => self.free_guest_name(&key),
+        };
+        if let Some((code, reason)) = self.name_refusal(&key, &name) {
+            if code == Code::SERVER_FULL || requested.is_none() {
+                if let Some(guest) = self.clients.get_mut(&id).and_then(|c| c.link.guest()) {
+                    guest.close_with_error(now, code, &reason);
+                    self.touch(id);
+                }
+            } else {
+                self.tell_guest(
+                    id,
+                    now,
+                    &format!(
+                        "! {reason}: try /name with another name, or say something to join as guest-N"
+                    ),
+                );
+            }
+            return false;
+        }
+        let name = Text::from(name);
+        let Some(guest) = self.clients.get_mut(&id).and_then(|c| c.link.guest()) else {
+            return false;
+        };
+        guest.set_name(name.clone());
+        guest.send_line(
+            now,
+            &format!("* welcome to ferry, {name}: you are a raw-text guest in {room}; /help for commands"),
+        );
+        self.touch(id);
+        self.enter_room(id, now, name, room);
+        true
+    }
+
+    /// The first `guest-N` nobody in the room has (or looks like).
+    fn free_guest_name(&mut self, key: &str) -> String {
+        loop {
+            let name = format!("guest-{}", self.next_guest);
+            self.next_guest += 1;
+            if !self.names.contains_key(&(key.to_string(), name_key(&name))) {
+                return name;
+            }
+        }
+    }
+
     fn on_hello(&mut self, id: ClientId, now: Instant, name: Text, room: Text, token: Bytes) {
         let room = if room.is_empty() {
             Text::from_static(DEFAULT_ROOM)
@@ -677,36 +1054,33 @@ impl Hub {
             Some((Code::NAME_INVALID, format!("user name: {e}")))
         } else if let Err(e) = check_name(&room) {
             Some((Code::ROOM_INVALID, format!("room name: {e}")))
-        } else if self.names.len() >= self.config.max_clients {
-            Some((Code::SERVER_FULL, "the server is full".to_string()))
-        } else if let Some(&holder) = self.names.get(&(key.clone(), name_key(&name))) {
-            let held = self
-                .clients
-                .get(&holder)
-                .map(|c| c.conn.name().to_string())
-                .unwrap_or_default();
-            let reason = if held.to_lowercase() == name.to_lowercase() {
-                format!("the name {name:?} is taken in this room")
-            } else {
-                format!("the name {name:?} looks like {held:?}, who is in this room")
-            };
-            Some((Code::NAME_TAKEN, reason))
         } else {
-            None
+            self.name_refusal(&key, &name)
         };
-        let Some(c) = self.clients.get_mut(&id) else {
+        // HELLO comes only from a ferry connection.
+        let Some(conn) = self.clients.get_mut(&id).and_then(|c| c.link.ferry()) else {
             return;
         };
         if let Some((code, reason)) = refusal {
             // `refuse` only fails outside the pending-hello state, which is
             // the state this event was raised in.
-            let _ = c.conn.refuse(now, code, &reason);
+            let _ = conn.refuse(now, code, &reason);
             self.touch(id);
             return;
         }
-        if c.conn.welcome(now, name.clone(), room.clone()).is_err() {
+        if conn.welcome(now, name.clone(), room.clone()).is_err() {
             return;
         }
+        self.enter_room(id, now, name, room);
+    }
+
+    /// Puts a client that was let in (welcomed, or a guest) into `room`:
+    /// it learns who is there, and the room learns it came.
+    fn enter_room(&mut self, id: ClientId, now: Instant, name: Text, room: Text) {
+        let key = room_key(&room);
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
         c.room = Some(key.clone());
         self.names.insert((key.clone(), name_key(&name)), id);
         let entry = self.rooms.entry(key.clone()).or_insert_with(|| Room {
@@ -724,6 +1098,31 @@ impl Hub {
             name,
             room,
         });
+    }
+
+    /// Why `name` cannot join the room keyed `key`, if it cannot: the same
+    /// rules for ferry clients and guests (valid, room on the server, and no
+    /// name in the room the same or alike).
+    fn name_refusal(&self, key: &str, name: &str) -> Option<(Code, String)> {
+        if let Err(e) = check_name(name) {
+            Some((Code::NAME_INVALID, format!("user name: {e}")))
+        } else if self.names.len() >= self.config.max_clients {
+            Some((Code::SERVER_FULL, "the server is full".to_string()))
+        } else if let Some(&holder) = self.names.get(&(key.to_string(), name_key(name))) {
+            let held = self
+                .clients
+                .get(&holder)
+                .map(|c| c.link.name().to_string())
+                .unwrap_or_default();
+            let reason = if held.to_lowercase() == name.to_lowercase() {
+                format!("the name {name:?} is taken in this room")
+            } else {
+                format!("the name {name:?} looks like {held:?}, who is in this room")
+            };
+            Some((Code::NAME_TAKEN, reason))
+        } else {
+            None
+        }
     }
 
     fn on_say(&mut self, id: ClientId, now: Instant, text: Text) {
@@ -789,7 +1188,7 @@ impl Hub {
             return true;
         }
         let reason = format!("more than {burst} messages in a burst");
-        c.conn.close_with_error(now, Code::FLOODING, &reason);
+        c.link.close_with_error(now, Code::FLOODING, &reason);
         self.touch(id);
         false
     }
@@ -825,7 +1224,7 @@ impl Hub {
                 r.members
                     .iter()
                     .filter_map(|m| self.clients.get(m))
-                    .map(|c| c.conn.name().clone())
+                    .map(|c| c.link.name().clone())
                     .collect()
             })
             .unwrap_or_default()
@@ -835,9 +1234,17 @@ impl Hub {
         let mut encoded = BytesMut::new();
         if frame.encode(&mut encoded).is_ok() {
             if let Some(c) = self.clients.get_mut(&id) {
-                c.conn.send_encoded(now, &encoded.freeze());
+                c.link.deliver(now, frame, &encoded.freeze(), &mut None);
                 self.touch(id);
             }
+        }
+    }
+
+    /// Sends a guest one line of text (sanitised on the way).
+    fn tell_guest(&mut self, id: ClientId, now: Instant, line: &str) {
+        if let Some(guest) = self.clients.get_mut(&id).and_then(|c| c.link.guest()) {
+            guest.send_line(now, line);
+            self.touch(id);
         }
     }
 
@@ -848,14 +1255,16 @@ impl Hub {
             return;
         };
         room.seq += 1;
+        let frame = frame(room.seq);
         let mut encoded = BytesMut::new();
-        if frame(room.seq).encode(&mut encoded).is_err() {
+        if frame.encode(&mut encoded).is_err() {
             return;
         }
         let encoded = encoded.freeze();
+        let mut rendered = None;
         for &member in &room.members {
             if let Some(c) = self.clients.get_mut(&member) {
-                c.conn.send_encoded(now, &encoded);
+                c.link.deliver(now, &frame, &encoded, &mut rendered);
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push_back(member);
@@ -871,7 +1280,7 @@ impl Hub {
         let Some(key) = c.room.take() else {
             return;
         };
-        let name = c.conn.name().clone();
+        let name = c.link.name().clone();
         self.names.remove(&(key.clone(), name_key(&name)));
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
@@ -925,8 +1334,8 @@ impl Hub {
                 data,
             } if self.relays.contains_key(&(id, tid)) => {
                 let (b, b_tid) = self.relays[&(id, tid)];
-                if let Some(c) = self.clients.get_mut(&b) {
-                    c.conn.relay_chunk(now, b_tid, offset, data);
+                if let Some(conn) = self.clients.get_mut(&b).and_then(|c| c.link.ferry()) {
+                    conn.relay_chunk(now, b_tid, offset, data);
                     self.touch(b);
                 }
             }
@@ -941,8 +1350,8 @@ impl Hub {
             }
             TransferEvent::Received { id: tid, hash } if self.relays.contains_key(&(id, tid)) => {
                 let (b, b_tid) = self.relays[&(id, tid)];
-                if let Some(c) = self.clients.get_mut(&b) {
-                    c.conn.relay_done(now, b_tid, hash);
+                if let Some(conn) = self.clients.get_mut(&b).and_then(|c| c.link.ferry()) {
+                    conn.relay_done(now, b_tid, hash);
                     self.touch(b);
                 }
             }
@@ -995,7 +1404,17 @@ impl Hub {
             .room_of(id)
             .and_then(|key| self.names.get(&(key, name_key(&peer))))
             .copied()
-            .filter(|t| self.clients.get(t).is_some_and(|c| c.conn.is_open()));
+            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()));
+        if target.is_some_and(|t| self.is_guest(t)) {
+            let reason = format!("{peer} is a raw-text guest and cannot receive files");
+            self.relay_call(
+                id,
+                now,
+                |c| c.reject(now, tid, Code::FILE_REJECTED, &reason),
+                tid,
+            );
+            return;
+        }
         let Some(target) = target else {
             let reason = format!("nobody named {peer:?} is here");
             self.relay_call(
@@ -1010,7 +1429,8 @@ impl Hub {
         let offered = self
             .clients
             .get_mut(&target)
-            .map(|c| c.conn.offer_relayed(now, &name, size, &from));
+            .and_then(|c| c.link.ferry())
+            .map(|conn| conn.offer_relayed(now, &name, size, &from));
         self.touch(target);
         match offered {
             Some(Ok(b_tid)) => {
@@ -1053,16 +1473,15 @@ impl Hub {
             to,
             outcome: outcome.clone(),
         });
-        let Some(c) = self.clients.get_mut(&other) else {
+        let Some(conn) = self.clients.get_mut(&other).and_then(|c| c.link.ferry()) else {
             return;
         };
         let result = match &outcome {
-            Outcome::Verified => c.conn.finish_receive(now, other_tid, Ok(())),
+            Outcome::Verified => conn.finish_receive(now, other_tid, Ok(())),
             Outcome::Failed { code, reason } => {
-                c.conn
-                    .finish_receive(now, other_tid, Err((*code, reason.clone())))
+                conn.finish_receive(now, other_tid, Err((*code, reason.clone())))
             }
-            Outcome::Rejected { code, reason } => c.conn.reject(now, other_tid, *code, reason),
+            Outcome::Rejected { code, reason } => conn.reject(now, other_tid, *code, reason),
             Outcome::Cancelled { .. } => Err(Misuse::NoSuchTransfer(other_tid)),
         };
         if result.is_err() {
@@ -1080,7 +1499,7 @@ impl Hub {
                 ),
             };
             // Fails only if the other end already ended, which is fine.
-            let _ = c.conn.cancel(now, other_tid, code, &reason);
+            let _ = conn.cancel(now, other_tid, code, &reason);
         }
         self.touch(other);
     }
@@ -1094,11 +1513,9 @@ impl Hub {
         f: impl FnOnce(&mut Connection) -> Result<(), Misuse>,
         tid: TransferId,
     ) {
-        if let Some(c) = self.clients.get_mut(&client) {
-            if f(&mut c.conn).is_err() {
-                let _ = c
-                    .conn
-                    .cancel(now, tid, Code::PEER_GONE, "relay out of step");
+        if let Some(conn) = self.clients.get_mut(&client).and_then(|c| c.link.ferry()) {
+            if f(conn).is_err() {
+                let _ = conn.cancel(now, tid, Code::PEER_GONE, "relay out of step");
             }
             self.touch(client);
         }

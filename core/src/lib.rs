@@ -13,7 +13,8 @@
 //!   liveness, file transfers with flow control, resume and BLAKE3
 //!   verification).
 //! * [`Hub`]: the server side of many connections: rooms, unique names,
-//!   broadcast, relayed transfers, flood and slow-reader limits.
+//!   broadcast, relayed transfers, flood and slow-reader limits; it also
+//!   serves raw-text [`guest`]s (`nc`, `telnet`) as room members.
 //! * [`filename::check_file_name`]: whether an incoming file name is safe to
 //!   create.
 //!
@@ -70,6 +71,7 @@ pub mod filename;
 pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod guest;
 pub mod hub;
 pub mod names;
 mod outbox;

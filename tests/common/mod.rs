@@ -655,3 +655,70 @@ pub fn has_raw_control(bytes: &[u8]) -> Option<usize> {
         .find(|&(_, c)| c.is_control() && c != '\n' && c != '\t')
         .map(|(i, _)| i)
 }
+
+/// A raw-text guest on a plain socket, as `nc` would be: writes lines,
+/// reads lines. Every read waits at most `WAIT`.
+pub struct TextGuest {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+    /// Every line read so far, without its line ending.
+    pub heard: Vec<String>,
+}
+
+impl TextGuest {
+    pub fn connect(addr: SocketAddr) -> TextGuest {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        TextGuest {
+            stream,
+            reader,
+            heard: Vec::new(),
+        }
+    }
+
+    /// Sends `text` as it is (add the line ending yourself).
+    pub fn write(&mut self, text: &[u8]) {
+        self.stream.write_all(text).unwrap();
+    }
+
+    /// The next line, raw bytes (CR LF removed); `None` at end of stream.
+    pub fn line(&mut self) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    line.pop();
+                }
+                self.heard.push(String::from_utf8_lossy(&line).into_owned());
+                Some(line)
+            }
+            Err(e) => panic!("reading a guest's line: {e} (heard {:#?})", self.heard),
+        }
+    }
+
+    /// Reads lines until one contains `part`; returns it.
+    pub fn expect(&mut self, part: &str) -> String {
+        loop {
+            match self.line() {
+                Some(line) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    if line.contains(part) {
+                        return line;
+                    }
+                }
+                None => panic!("the guest never heard {part:?}; heard {:#?}", self.heard),
+            }
+        }
+    }
+
+    /// Reads to the end of the stream; returns every byte that came.
+    pub fn rest(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        match self.reader.read_to_end(&mut all) {
+            Ok(_) => all,
+            Err(e) => panic!("the server did not close: {e}"),
+        }
+    }
+}

@@ -251,10 +251,31 @@ fn garbage_gets_an_error_frame_and_the_room_chats_on() {
     let alice = client(&server, "alice", None);
     let bob = client(&server, "bob", None);
 
+    // An HTTP request is text, so not a ferry peer, and no person either:
+    // it is told so in one plain-text line (a raw-text guest's language).
+    let mut http = TcpStream::connect(server.local_addr()).unwrap();
+    http.set_read_timeout(Some(WAIT)).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: ferry\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    http.read_to_end(&mut answer).unwrap();
+    assert_eq!(
+        answer,
+        b"! closing: this is a ferry chat server, not a web server\r\n"
+    );
+    wait_for(server.notices(), "the web client's end", |n| match n {
+        ServerNotice::Disconnected {
+            code: Code::NOT_FERRY,
+            ..
+        } => Some(()),
+        _ => None,
+    });
+
+    // Binary that starts like the preamble and then differs: a broken
+    // ferry peer, answered in its own language.
     let mut raw = TcpStream::connect(server.local_addr()).unwrap();
     raw.set_read_timeout(Some(WAIT)).unwrap();
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: ferry\r\n\r\n")
-        .unwrap();
+    raw.write_all(b"\x89FERRIES\r\n").unwrap();
     // The server answers, then closes: reading ends at its FIN.
     let mut answer = Vec::new();
     raw.read_to_end(&mut answer).unwrap();

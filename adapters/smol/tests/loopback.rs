@@ -342,10 +342,24 @@ fn garbage_gets_an_error_and_a_close_while_the_room_chats_on() {
     let s = server(None);
     let alice = client(&s, "alice", None);
     let bob = client(&s, "bob", None);
+    // An HTTP request is text, so not a ferry peer, and no person either:
+    // it is told so in one plain-text line (a raw-text guest's language).
+    let mut http = std::net::TcpStream::connect(s.local_addr()).unwrap();
+    http.set_read_timeout(Some(WAIT)).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: ferry\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    http.read_to_end(&mut answer).expect("the server closes");
+    assert_eq!(
+        answer,
+        b"! closing: this is a ferry chat server, not a web server\r\n"
+    );
+
+    // Binary that starts like the preamble and then differs: a broken
+    // ferry peer, answered in its own language.
     let mut raw = std::net::TcpStream::connect(s.local_addr()).unwrap();
     raw.set_read_timeout(Some(WAIT)).unwrap();
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: ferry\r\n\r\n")
-        .unwrap();
+    raw.write_all(b"\x89FERRIES\r\n").unwrap();
     // The server answers, then closes: read to the end.
     let mut answer = Vec::new();
     raw.read_to_end(&mut answer).expect("the server closes");
