@@ -5,6 +5,7 @@
 mod clients;
 mod contenders;
 mod cpu;
+mod echo;
 mod fanout;
 mod latency;
 mod loadgen;
@@ -48,6 +49,9 @@ pub enum BenchCommand {
     /// Round trip: ping/pong and a chat message echoed through a ferry
     /// server, against a raw TCP ping-pong of the same size.
     Rtt(RttOptions),
+    /// A raw TCP echo server in its own process, for `bench rtt`.
+    #[command(hide = true)]
+    Echo,
 }
 
 /// Runs one benchmark and prints its summary table on stdout.
@@ -57,6 +61,7 @@ pub fn bench(which: BenchCommand) -> Result<(), String> {
         BenchCommand::Fanout(options) => fanout::fanout(&options),
         BenchCommand::Clients(options) => clients::clients(&options),
         BenchCommand::Rtt(options) => rtt::rtt(&options),
+        BenchCommand::Echo => echo::echo(),
     }
 }
 

@@ -8,16 +8,19 @@
 //! process; the server is `ferry serve` in its own process. The raw
 //! ping-pong is an echo thread here writing back what it reads.
 
+use super::contenders::announced_address;
 use super::latency::Histogram;
 use super::machine;
 use super::probe;
+use super::process::{drain, last_line, Spawned};
 use super::server::FerryServer;
 use super::table::align;
 use crate::runtime::Runtime;
 use clap::Args;
 use ferry_core::{ClientConfig, Connection, Event};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Round trips made before measuring, so that connections and caches are
@@ -52,7 +55,11 @@ pub struct RttOptions {
 /// One way of making a round trip.
 #[derive(Clone, Copy, PartialEq)]
 enum Contender {
+    /// Echoed by a thread of the bench process.
     RawTcp,
+    /// Echoed by a process of its own (`ferry bench echo`), as a ferry
+    /// server is.
+    RawTcpProcess,
     Ping(Runtime),
     Echo(Runtime),
 }
@@ -60,7 +67,8 @@ enum Contender {
 impl Contender {
     fn label(self) -> String {
         match self {
-            Contender::RawTcp => "raw tcp".into(),
+            Contender::RawTcp => "raw tcp, echo thread".into(),
+            Contender::RawTcpProcess => "raw tcp, echo process".into(),
             Contender::Ping(runtime) => format!("ferry ping ({})", runtime.name()),
             Contender::Echo(runtime) => format!("ferry say echo ({})", runtime.name()),
         }
@@ -70,7 +78,7 @@ impl Contender {
 /// Runs the benchmark and prints the table on stdout.
 pub fn rtt(options: &RttOptions) -> Result<(), String> {
     let timeout = Duration::from_secs(options.timeout);
-    let mut lineup = vec![Contender::RawTcp];
+    let mut lineup = vec![Contender::RawTcp, Contender::RawTcpProcess];
     for &runtime in &options.runtimes {
         if !lineup.contains(&Contender::Ping(runtime)) {
             lineup.extend([Contender::Ping(runtime), Contender::Echo(runtime)]);
@@ -87,6 +95,7 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
             let tag = format!("round {round}/{}: {}", options.rounds, contender.label());
             let histogram = match contender {
                 Contender::RawTcp => raw_tcp(options.pings, size, timeout),
+                Contender::RawTcpProcess => raw_tcp_process(options.pings, size, timeout),
                 Contender::Ping(runtime) => ferry(runtime, false, options.pings, size, timeout),
                 Contender::Echo(runtime) => ferry(runtime, true, options.pings, size, timeout),
             }
@@ -113,31 +122,40 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
     );
     println!("command: {}", machine::command_line());
     println!();
-    let raw = &results[0].1;
-    let mut lines = vec![
-        ["contender", "p50 us", "p99 us", "p50 vs tcp", "p99 vs tcp"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    ];
+    let thread = &results[0].1;
+    let process = &results[1].1;
+    let mut lines = vec![[
+        "contender",
+        "p50 us",
+        "p99 us",
+        "p50 vs thread",
+        "p99 vs thread",
+        "p50 vs process",
+        "p99 vs process",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
     for (contender, histogram) in &results {
-        let ratio = |q| micros(histogram.quantile(q)) / micros(raw.quantile(q));
+        let ratio = |base: &Histogram, q| micros(histogram.quantile(q)) / micros(base.quantile(q));
         lines.push(vec![
             contender.label(),
             format!("{:.1}", micros(histogram.quantile(0.5))),
             format!("{:.1}", micros(histogram.quantile(0.99))),
-            format!("{:.2}x", ratio(0.5)),
-            format!("{:.2}x", ratio(0.99)),
+            format!("{:.2}x", ratio(thread, 0.5)),
+            format!("{:.2}x", ratio(thread, 0.99)),
+            format!("{:.2}x", ratio(process, 0.5)),
+            format!("{:.2}x", ratio(process, 0.99)),
         ]);
     }
     print!("{}", align(&lines));
     println!();
     println!("Percentiles over every round trip of every round. raw tcp: {size} bytes written");
-    println!("and echoed back by a thread of this process. ferry ping: PING/PONG through `ferry");
-    println!(
-        "serve` in its own process; ferry say echo: a {size}-byte chat message said in a room"
-    );
-    println!("of one and read back. vs tcp: ferry's latency over raw TCP's; lower is better.");
+    println!("and echoed back by a blocking thread, of this process (echo thread) or of a");
+    println!("process of its own (echo process, the shape of a server). ferry ping: PING/PONG");
+    println!("through `ferry serve` in its own process; ferry say echo: a {size}-byte chat");
+    println!("message said in a room of one and read back. vs thread / vs process: latency");
+    println!("over that raw TCP echo's; lower is better.");
     Ok(())
 }
 
@@ -160,7 +178,46 @@ fn raw_tcp(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, Stri
         }
         Ok(())
     });
-    let mut stream = TcpStream::connect(addr).map_err(failed)?;
+    let histogram = ping_pong(addr, pings, size, timeout)?;
+    echo.join()
+        .map_err(|_| "raw tcp: the echo thread panicked".to_string())?
+        .map_err(failed)?;
+    Ok(histogram)
+}
+
+fn raw_tcp_process(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, String> {
+    let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut echo = Spawned::spawn(
+        Command::new(program)
+            .args(["bench", "echo"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        "ferry bench echo",
+    )?;
+    let errors = drain(echo.child().stderr.take());
+    let Some(addr) = announced_address(echo.child().stdout.take(), timeout) else {
+        echo.kill();
+        let errors = errors.join().unwrap_or_default();
+        return Err(format!(
+            "the echo process printed no address: {}",
+            last_line(&errors)
+        ));
+    };
+    let histogram = ping_pong(addr, pings, size, timeout);
+    echo.kill();
+    histogram
+}
+
+/// Times `pings` round trips of `size` bytes to the echo at `addr`.
+fn ping_pong(
+    addr: SocketAddr,
+    pings: u64,
+    size: usize,
+    timeout: Duration,
+) -> Result<Histogram, String> {
+    let failed = |e: std::io::Error| format!("raw tcp: {e}");
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
     stream.set_nodelay(true).map_err(failed)?;
     stream.set_read_timeout(Some(timeout)).map_err(failed)?;
     let mut ping = vec![b'.'; size];
@@ -183,15 +240,9 @@ fn raw_tcp(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, Stri
             return Err(super::process::timed_out(timeout));
         }
     }
-    drop(stream);
-    echo.join()
-        .map_err(|_| "raw tcp: the echo thread panicked".to_string())?
-        .map_err(failed)?;
     Ok(histogram)
 }
 
-/// `pings` round trips through a fresh `ferry serve`: pings, or chat
-/// messages echoed back when `echo`.
 fn ferry(
     runtime: Runtime,
     echo: bool,
