@@ -65,52 +65,24 @@ enum Command {
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
     Chat {
-        /// Server address.
-        #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
-        addr: SocketAddr,
-        /// Your name in the room.
-        #[arg(long)]
-        name: String,
-        /// Room to join (default: lobby).
-        #[arg(long, default_value = "")]
-        room: String,
+        #[command(flatten)]
+        join: Join,
         /// Accept files sent to you into this folder.
         #[arg(long)]
         accept_files: Option<PathBuf>,
-        /// Which runtime drives the socket.
-        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
-        runtime: Runtime,
-        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
-        /// of the process list).
-        #[arg(long)]
-        token: Option<String>,
     },
     /// Join a room in a full-screen terminal UI: the log, the users, every
     /// transfer with its progress; offers are accepted or refused from the
     /// keyboard, and it reconnects by itself, resuming transfers.
     Tui {
-        /// Server address.
-        #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
-        addr: SocketAddr,
-        /// Your name in the room.
-        #[arg(long)]
-        name: String,
-        /// Room to join (default: lobby).
-        #[arg(long, default_value = "")]
-        room: String,
+        #[command(flatten)]
+        join: Join,
         /// Folder for files you accept.
         #[arg(long, default_value = "ferry-received")]
         accept_files: PathBuf,
         /// Seconds an offer waits for your answer before it is refused.
         #[arg(long, default_value = "60", value_parser = parse_secs)]
         answer_within: Duration,
-        /// Which runtime drives the socket.
-        #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
-        runtime: Runtime,
-        /// The server's shared token (or set FERRY_TOKEN, which keeps it out
-        /// of the process list).
-        #[arg(long)]
-        token: Option<String>,
     },
     /// Send files to the server's inbox, or to a user in the room.
     Send {
@@ -175,6 +147,35 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+}
+
+/// Who joins which room where: what `chat` and `tui` share.
+#[derive(clap::Args)]
+struct Join {
+    /// Server address.
+    #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+    addr: SocketAddr,
+    /// Your name in the room.
+    #[arg(long)]
+    name: String,
+    /// Room to join (default: lobby).
+    #[arg(long, default_value = "")]
+    room: String,
+    /// Which runtime drives the socket.
+    #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
+    runtime: Runtime,
+    /// The server's shared token (or set FERRY_TOKEN, which keeps it out
+    /// of the process list).
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl Join {
+    fn config(&self) -> ClientConfig {
+        ClientConfig::new(self.name.clone())
+            .room(self.room.clone())
+            .token(token_from(self.token.clone()).unwrap_or_default())
+    }
 }
 
 /// Access and limits of `ferry serve`. Every default is
@@ -292,36 +293,23 @@ fn main() -> ExitCode {
             }
             serve::serve(listen, runtime, &inbox, overwrite, limits.hub_config())
         }
-        Command::Chat {
-            addr,
-            name,
-            room,
-            accept_files,
-            runtime,
-            token,
-        } => {
-            let config = ClientConfig::new(name)
-                .room(room)
-                .token(token_from(token).unwrap_or_default());
-            chat::chat(addr, runtime, config, accept_files.as_deref())
-        }
+        Command::Chat { join, accept_files } => chat::chat(
+            join.addr,
+            join.runtime,
+            join.config(),
+            accept_files.as_deref(),
+        ),
         Command::Tui {
-            addr,
-            name,
-            room,
+            join,
             accept_files,
             answer_within,
-            runtime,
-            token,
         } => ferry_files::Inbox::open(&accept_files)
             .map_err(|e| e.to_string())
             .and_then(|inbox| {
                 tui::tui(tui::Target {
-                    addr,
-                    runtime,
-                    config: ClientConfig::new(name)
-                        .room(room)
-                        .token(token_from(token).unwrap_or_default()),
+                    addr: join.addr,
+                    runtime: join.runtime,
+                    config: join.config(),
                     inbox: Some(inbox.ask_first(answer_within)),
                     connect_timeout: Duration::from_secs(10),
                 })

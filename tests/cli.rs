@@ -347,11 +347,17 @@ fn bench_rtt_compares_ferry_with_raw_tcp() {
         "",
     );
     assert!(ok, "{out}{err}");
-    for label in ["raw tcp", "ferry ping (mio)", "ferry say echo (mio)"] {
+    for label in [
+        "raw tcp, echo thread",
+        "raw tcp, echo process",
+        "ferry ping (mio)",
+        "ferry say echo (mio)",
+    ] {
         let rows = table_rows(&out, label);
         assert_eq!(rows.len(), 1, "{label} in\n{out}");
         let cells = &rows[0];
-        assert_eq!(cells.len(), 4, "{label} in\n{out}");
+        // p50, p99, and both against each raw echo.
+        assert_eq!(cells.len(), 6, "{label} in\n{out}");
         for cell in cells {
             assert!(figure(cell) > 0.0, "{label}: {cell} in\n{out}");
         }

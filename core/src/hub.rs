@@ -860,16 +860,7 @@ impl Hub {
                 code,
                 reason,
                 by_peer,
-            } => {
-                self.leave(id, now, code);
-                self.uncount(id);
-                self.events.push_back(HubEvent::Closed {
-                    client: id,
-                    code,
-                    reason,
-                    by_peer,
-                });
-            }
+            } => self.on_closed(id, now, code, reason, by_peer),
             // Client-role events never come from a server-role connection;
             // pongs need no action.
             _ => {}
@@ -883,17 +874,21 @@ impl Hub {
                 code,
                 reason,
                 by_peer,
-            } => {
-                self.leave(id, now, code);
-                self.uncount(id);
-                self.events.push_back(HubEvent::Closed {
-                    client: id,
-                    code,
-                    reason,
-                    by_peer,
-                });
-            }
+            } => self.on_closed(id, now, code, reason, by_peer),
         }
+    }
+
+    /// A ferry client's or a guest's connection closed: it leaves its room
+    /// and stops counting against the limits; the adapter is told.
+    fn on_closed(&mut self, id: ClientId, now: Instant, code: Code, reason: String, by_peer: bool) {
+        self.leave(id, now, code);
+        self.uncount(id);
+        self.events.push_back(HubEvent::Closed {
+            client: id,
+            code,
+            reason,
+            by_peer,
+        });
     }
 
     /// One line from a guest, already sanitised: a message, or a command.
