@@ -443,6 +443,12 @@ fn offers_wait_for_the_users_answer() {
         std::fs::write(&path, &data).unwrap();
         let server = ferry_mio::spawn_server(any_port(), HubConfig::default(), None).unwrap();
         let alice = join(spawn_client, &server, "alice", None);
+        // Some runtimes return from spawn_client before the welcome: alice
+        // must be in the room before bob comes, to see him arrive.
+        wait_for(&alice, &format!("{label}: alice's welcome"), |n| match n {
+            ClientNotice::Event(Event::Welcomed { .. }) => Some(()),
+            _ => None,
+        });
         let answer_within = Duration::from_millis(700);
         let inbox = Inbox::open(bobs.path()).unwrap().ask_first(answer_within);
         let bob = spawn_client(
@@ -452,8 +458,7 @@ fn offers_wait_for_the_users_answer() {
             WAIT,
         )
         .unwrap();
-        // Some runtimes return from spawn_client before the welcome: offer
-        // only once alice has seen bob arrive.
+        // Offer only once alice has seen bob arrive.
         wait_for(&alice, &format!("{label}: bob's arrival"), |n| match n {
             ClientNotice::Event(Event::Joined { name, .. }) if name == "bob" => Some(()),
             _ => None,
