@@ -1,7 +1,10 @@
 //! End to end over real loopback sockets: the same scenarios for every
 //! runtime as server, and every runtime as client.
 
+mod common;
+
 use bytes::Bytes;
+use common::contents;
 use ferry_core::frame::{decode, Frame, PREAMBLE};
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::{ClientConfig, Code, Connection, Event, HubConfig};
@@ -84,19 +87,6 @@ fn transfer_outcome(client: &ClientHandle) -> Outcome {
 fn stop(server: ServerHandle) {
     server.shutdown("test over");
     server.join().unwrap();
-}
-
-fn contents(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(size + 8);
-    while out.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(size);
-    out
 }
 
 fn for_each_pair(mut scenario: impl FnMut(&str, SpawnServer, SpawnClient)) {
