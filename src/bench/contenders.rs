@@ -219,7 +219,7 @@ pub fn ferry(
     timeout: Duration,
 ) -> Result<FerryRun, String> {
     let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut server = Spawned::spawn(
+    let (server, addr) = spawn_listening(
         Command::new(&program)
             .args([
                 "serve",
@@ -229,21 +229,10 @@ pub fn ferry(
                 runtime.name(),
             ])
             .arg("--inbox")
-            .arg(inbox)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+            .arg(inbox),
         "ferry serve",
+        STARTUP,
     )?;
-    let server_errors = drain(server.child().stderr.take());
-    let Some(addr) = announced_address(server.child().stdout.take(), STARTUP) else {
-        server.kill();
-        let errors = server_errors.join().unwrap_or_default();
-        return Err(format!(
-            "ferry serve printed no address: {}",
-            last_line(&errors)
-        ));
-    };
     sync()?;
     let start = Instant::now();
     let mut sender = Spawned::spawn(
@@ -278,6 +267,33 @@ pub fn ferry(
             sender: peaks[1],
         },
     })
+}
+
+/// Starts `command` (a server that prints the address it listens on as
+/// its first line), with stdin closed and stdout and stderr piped, and
+/// waits up to `limit` for that address. If none comes, the process is
+/// killed and the error quotes the last line of its stderr.
+pub(super) fn spawn_listening(
+    command: &mut Command,
+    what: &str,
+    limit: Duration,
+) -> Result<(Spawned, SocketAddr), String> {
+    let mut process = Spawned::spawn(
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        what,
+    )?;
+    let errors = drain(process.child().stderr.take());
+    match announced_address(process.child().stdout.take(), limit) {
+        Some(addr) => Ok((process, addr)),
+        None => {
+            process.kill();
+            let errors = errors.join().unwrap_or_default();
+            Err(format!("{what} printed no address: {}", last_line(&errors)))
+        }
+    }
 }
 
 /// The address in the first line a server prints. The rest of its output

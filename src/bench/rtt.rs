@@ -6,13 +6,14 @@
 //! room of one and echoed back (the hub's broadcast path as well). The
 //! client is `ferry_core::Connection` over a blocking socket in this
 //! process; the server is `ferry serve` in its own process. The raw
-//! ping-pong is an echo thread here writing back what it reads.
+//! ping-pong is measured twice: against an echo thread in this process, and
+//! against an echo in a process of its own (`ferry bench echo`), the shape
+//! of a server without its work.
 
-use super::contenders::announced_address;
+use super::contenders::spawn_listening;
 use super::latency::Histogram;
 use super::machine;
 use super::probe;
-use super::process::{drain, last_line, Spawned};
 use super::server::FerryServer;
 use super::table::align;
 use crate::runtime::Runtime;
@@ -20,7 +21,7 @@ use clap::Args;
 use ferry_core::{ClientConfig, Connection, Event};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Round trips made before measuring, so that connections and caches are
@@ -187,23 +188,11 @@ fn raw_tcp(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, Stri
 
 fn raw_tcp_process(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, String> {
     let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut echo = Spawned::spawn(
-        Command::new(program)
-            .args(["bench", "echo"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
+    let (echo, addr) = spawn_listening(
+        Command::new(program).args(["bench", "echo"]),
         "ferry bench echo",
+        timeout,
     )?;
-    let errors = drain(echo.child().stderr.take());
-    let Some(addr) = announced_address(echo.child().stdout.take(), timeout) else {
-        echo.kill();
-        let errors = errors.join().unwrap_or_default();
-        return Err(format!(
-            "the echo process printed no address: {}",
-            last_line(&errors)
-        ));
-    };
     let histogram = ping_pong(addr, pings, size, timeout);
     echo.kill();
     histogram

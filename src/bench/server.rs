@@ -2,12 +2,12 @@
 //! port, with an inbox of its own and whatever hidden limits the bench
 //! needs lifted; killed, and its inbox removed, when dropped.
 
-use super::contenders::announced_address;
-use super::process::{drain, last_line, Spawned};
+use super::contenders::spawn_listening;
+use super::process::Spawned;
 use crate::runtime::Runtime;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// How long the server may take to print its address.
@@ -33,28 +33,19 @@ impl FerryServer {
             std::process::id(),
             runtime.name()
         ));
-        let mut process = Spawned::spawn(
+        let (process, addr) = spawn_listening(
             Command::new(program)
                 .args(["serve", "--listen", "127.0.0.1:0", "--runtime"])
                 .arg(runtime.name())
                 .arg("--inbox")
                 .arg(&inbox)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
+                .args(args),
             "ferry serve",
-        )?;
-        let errors = drain(process.child().stderr.take());
-        let Some(addr) = announced_address(process.child().stdout.take(), STARTUP) else {
-            process.kill();
+            STARTUP,
+        )
+        .inspect_err(|_| {
             let _ = std::fs::remove_dir_all(&inbox);
-            let errors = errors.join().unwrap_or_default();
-            return Err(format!(
-                "ferry serve printed no address: {}",
-                last_line(&errors)
-            ));
-        };
+        })?;
         Ok(FerryServer {
             process,
             addr,
