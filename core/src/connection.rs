@@ -4,7 +4,8 @@ use crate::code::Code;
 use crate::config::{ClientConfig, Config};
 use crate::error::{Error, LimitExceeded, Malformed, Misuse, Violation};
 use crate::filename::check_file_name;
-use crate::frame::{decode, Frame, Hash, Settings, TransferId, PREAMBLE, VERSION};
+use crate::frame::{Frame, Hash, Settings, TransferId, PREAMBLE, VERSION};
+use crate::input::InputBuffer;
 use crate::outbox::Outbox;
 use crate::text::Text;
 use crate::transfer::{
@@ -189,7 +190,7 @@ pub struct Connection {
     role: Role,
     config: Config,
     phase: Phase,
-    inbuf: BytesMut,
+    inbuf: InputBuffer,
     outbox: Outbox,
     events: VecDeque<Event>,
     preamble_sent: bool,
@@ -250,7 +251,7 @@ impl Connection {
             handshake_deadline: Some(now + config.handshake_timeout),
             config,
             phase: Phase::Preamble { matched: 0 },
-            inbuf: BytesMut::new(),
+            inbuf: InputBuffer::default(),
             outbox: Outbox::default(),
             events: VecDeque::new(),
             preamble_sent: false,
@@ -371,24 +372,31 @@ impl Connection {
                 self.send_preamble();
             }
         }
-        self.inbuf.extend_from_slice(data);
-        while self.phase != Phase::Closed {
-            let limit = if self.phase == Phase::Open {
-                self.config.max_frame
-            } else {
-                self.config.handshake_max_frame
-            };
-            match decode(&mut self.inbuf, limit) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.handle_frame(frame, now) {
-                        self.fail(e, now);
+        while !data.is_empty() && self.phase != Phase::Closed {
+            let taken = self.inbuf.take_piece(data, self.frame_limit());
+            data = &data[taken..];
+            while self.phase != Phase::Closed {
+                match self.inbuf.decode(self.frame_limit()) {
+                    Ok(Some(frame)) => {
+                        if let Err(e) = self.handle_frame(frame, now) {
+                            self.fail(e, now);
+                        }
                     }
+                    Ok(None) => break,
+                    Err(e) => self.fail(e.into(), now),
                 }
-                Ok(None) => break,
-                Err(e) => self.fail(e.into(), now),
             }
         }
         self.fill_requests();
+    }
+
+    /// Largest frame body accepted now: small until the handshake is over.
+    fn frame_limit(&self) -> u32 {
+        if self.phase == Phase::Open {
+            self.config.max_frame
+        } else {
+            self.config.handshake_max_frame
+        }
     }
 
     /// The peer closed its side of the connection.
@@ -1107,7 +1115,7 @@ impl Connection {
     fn close(&mut self, code: Code, reason: String, by_peer: bool) {
         self.phase = Phase::Closed;
         self.handshake_deadline = None;
-        self.inbuf = BytesMut::new();
+        self.inbuf.clear();
         let ids: Vec<TransferId> = self.transfers.keys().copied().collect();
         for id in ids {
             self.transfers.remove(&id);

@@ -73,6 +73,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod guest;
 pub mod hub;
+mod input;
 pub mod names;
 mod outbox;
 pub mod text;
