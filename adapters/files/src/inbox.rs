@@ -4,7 +4,7 @@ use bytes::Bytes;
 use ferry_core::filename::check_file_name;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -386,7 +386,7 @@ impl Receiving {
     /// Reads `len` bytes at `offset` of the partial file (to hash the prefix
     /// before resuming).
     pub fn read_at(&mut self, offset: u64, len: u32) -> io::Result<Bytes> {
-        read_exact_at(&mut self.file, offset, len)
+        read_exact_at(&self.file, offset, len)
     }
 
     /// Writes received bytes at `offset`.
@@ -397,8 +397,7 @@ impl Receiving {
                 "data past the announced size",
             ));
         }
-        self.file.seek(SeekFrom::Start(offset))?;
-        self.file.write_all(data)?;
+        positioned::write_all_at(&self.file, data, offset)?;
         self.writeback.wrote(&self.file, data.len());
         Ok(())
     }
@@ -474,23 +473,53 @@ impl Sending {
     /// Reads exactly `len` bytes at `offset`; a file that shrank meanwhile is
     /// an error.
     pub fn read_at(&mut self, offset: u64, len: u32) -> io::Result<Bytes> {
-        read_exact_at(&mut self.file, offset, len)
+        read_exact_at(&self.file, offset, len)
     }
 }
 
-fn read_exact_at(file: &mut File, offset: u64, len: u32) -> io::Result<Bytes> {
-    file.seek(SeekFrom::Start(offset))?;
-    // `read_to_end` fills spare capacity without zeroing it first: one copy
-    // per chunk, not a memset and a copy.
-    let mut buf = Vec::with_capacity(len as usize);
-    file.take(u64::from(len)).read_to_end(&mut buf)?;
-    if buf.len() < len as usize {
-        return Err(io::Error::new(
+fn read_exact_at(file: &File, offset: u64, len: u32) -> io::Result<Bytes> {
+    // Zeroed first, then one positioned read: a memset costs less than the
+    // three extra `read` calls `read_to_end` makes growing its reads from
+    // 8 KiB, and no `lseek` is needed.
+    let mut buf = vec![0; len as usize];
+    match positioned::read_exact_at(file, &mut buf, offset) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the file got shorter while being sent",
-        ));
+        )),
+        result => result.map(|()| Bytes::from(buf)),
     }
-    Ok(Bytes::from(buf))
+}
+
+/// Reads and writes at an offset, without moving a shared file position:
+/// one system call where seeking first takes two.
+mod positioned {
+    use std::fs::File;
+    use std::io;
+
+    #[cfg(unix)]
+    pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+    }
+
+    #[cfg(unix)]
+    pub(super) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(file, data, offset)
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        file.seek(SeekFrom::Start(offset))?;
+        file.read_exact(buf)
+    }
+
+    #[cfg(not(unix))]
+    pub(super) fn write_all_at(mut file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom, Write};
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(data)
+    }
 }
 
 /// `NAME`, or the first `NAME (n).EXT` that no file in `dir` has, ignoring
