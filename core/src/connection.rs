@@ -1671,7 +1671,7 @@ impl Connection {
     /// hash, and file data within the flow-control window, round-robin
     /// between transfers and with a small budget so memory stays flat.
     fn fill_requests(&mut self) {
-        if self.phase != Phase::Open {
+        if self.phase != Phase::Open || self.transfers.is_empty() {
             return;
         }
         const PREFIX_READS_AHEAD: usize = 2;

@@ -13,7 +13,7 @@ use crate::transfer::{Outcome, TransferEvent};
 use bytes::{Bytes, BytesMut};
 // A plain value type from `core`: the hub only counts connections per
 // address and compares addresses; it never touches a socket.
-use crate::client_map::{ClientMap, ClientSet};
+use crate::client_map::ClientMap;
 use core::net::IpAddr;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -120,7 +120,10 @@ struct Client {
     /// Key of the room once joined.
     room: Option<String>,
     bucket: TokenBucket,
-    /// The deadline registered in `Hub::timers`.
+    /// The deadline registered in `Hub::timers`. A connection's deadline
+    /// moves later with nearly every frame (idle and keep-alive timers), so
+    /// a later one is not registered: the entry fires early, once, and is
+    /// registered anew then. Only an earlier deadline replaces it at once.
     timer: Option<Instant>,
     /// The address it connected from, while counted in `Hub::per_ip`.
     origin: Option<IpAddr>,
@@ -129,6 +132,8 @@ struct Client {
     /// Queued in `Hub::touched`: its timer and write readiness are due to
     /// be refreshed.
     touched: bool,
+    /// Queued in `Hub::writable`.
+    writable: bool,
 }
 
 /// A client's connection: the ferry protocol, or a raw-text guest.
@@ -352,8 +357,8 @@ pub struct Hub {
     /// Clients processed since the last refresh of timers and write
     /// readiness, each once (see `Client::touched`); kept for its capacity.
     touched: Vec<ClientId>,
+    /// Clients with bytes to send, each once (see `Client::writable`).
     writable: VecDeque<ClientId>,
-    writable_set: ClientSet,
     timers: BTreeSet<(Instant, ClientId)>,
     /// Open connections per address, for [`HubConfig::max_per_ip`].
     per_ip: HashMap<IpAddr, usize>,
@@ -388,7 +393,6 @@ impl Hub {
             dirty: VecDeque::new(),
             touched: Vec::new(),
             writable: VecDeque::new(),
-            writable_set: ClientSet::default(),
             timers: BTreeSet::new(),
             per_ip: HashMap::new(),
             next_guest: 1,
@@ -506,6 +510,7 @@ impl Hub {
                 origin: None,
                 dirty: false,
                 touched: false,
+                writable: false,
             },
         );
         self.touch(id);
@@ -603,7 +608,6 @@ impl Hub {
                 self.timers.remove(&(at, client));
             }
         }
-        self.writable_set.remove(&client);
     }
 
     // ----- commands ------------------------------------------------------
@@ -747,8 +751,11 @@ impl Hub {
     /// A client that has bytes to send, each named once until it is drained.
     pub fn poll_writable(&mut self) -> Option<ClientId> {
         while let Some(id) = self.writable.pop_front() {
-            self.writable_set.remove(&id);
-            if self.clients.get(&id).is_some_and(|c| !c.link.is_drained()) {
+            let Some(c) = self.clients.get_mut(&id) else {
+                continue;
+            };
+            c.writable = false;
+            if !c.link.is_drained() {
                 return Some(id);
             }
         }
@@ -823,17 +830,19 @@ impl Hub {
                 continue;
             };
             c.touched = false;
-            let deadline = c.link.poll_timeout();
-            if deadline != c.timer {
-                if let Some(old) = c.timer {
-                    self.timers.remove(&(old, id));
+            // A later deadline, or none, leaves the registered one: it
+            // fires early, once, and `handle_timeout` registers anew. That
+            // spares a `timers` removal and insertion per frame.
+            if let Some(deadline) = c.link.poll_timeout() {
+                if c.timer.is_none_or(|registered| deadline < registered) {
+                    if let Some(old) = c.timer.replace(deadline) {
+                        self.timers.remove(&(old, id));
+                    }
+                    self.timers.insert((deadline, id));
                 }
-                if let Some(new) = deadline {
-                    self.timers.insert((new, id));
-                }
-                c.timer = deadline;
             }
-            if !c.link.is_drained() && self.writable_set.insert(id) {
+            if !c.writable && !c.link.is_drained() {
+                c.writable = true;
                 self.writable.push_back(id);
             }
         }

@@ -610,6 +610,32 @@ fn silent_client_times_out_with(split: Split) {
     );
 }
 
+/// The hub registers a client's deadline only when it moves earlier, so
+/// an active client's first registered deadline fires long before its real
+/// one: it must be registered anew then, not taken as the timeout.
+#[test]
+fn an_active_client_that_falls_silent_times_out_from_its_last_frame() {
+    for split in splits() {
+        let mut net = Net::new(config(), split);
+        let a = net.join("alice");
+        let b = net.join("bob");
+        for i in 0..12 {
+            net.run_for(Duration::from_secs(5));
+            net.say(a, &format!("still here {i}"));
+        }
+        net.run_for(Duration::from_millis(10));
+        net.peers[a].cut = true;
+        net.run_for(Duration::from_secs(29));
+        assert_eq!(net.hub.members(""), vec!["alice", "bob"], "{split:?}");
+        net.run_for(Duration::from_secs(2));
+        assert_eq!(net.hub.members(""), vec!["bob"], "{split:?}");
+        assert_eq!(
+            net.lefts(b),
+            vec![("alice".to_string(), Code::IDLE_TIMEOUT)]
+        );
+    }
+}
+
 #[test]
 fn handshake_timeout() {
     let mut net = Net::new(config(), Split::Whole);

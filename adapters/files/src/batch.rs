@@ -57,13 +57,29 @@ impl OutputBatch {
         }
     }
 
-    /// The waiting bytes as slices for `write_vectored`, in order.
-    pub fn io_slices(&self) -> Vec<IoSlice<'_>> {
-        self.segments
-            .iter()
-            .take(Self::MAX_SEGMENTS)
-            .map(|s| IoSlice::new(s))
-            .collect()
+    /// The one segment waiting, if just one does. Write it with a plain
+    /// `write` rather than `write_vectored`: on a `std` or `mio` socket that
+    /// is `send`, which skips the file-layer work `writev` does (a chat
+    /// message or a `PONG` is one segment).
+    pub fn single(&self) -> Option<&[u8]> {
+        match self.segments.as_slices() {
+            ([one], []) | ([], [one]) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// The waiting bytes as slices for `write_vectored`, in order, without
+    /// allocating.
+    pub fn io_slices(&self) -> IoSlices<'_> {
+        let mut slices = IoSlices {
+            slices: [IoSlice::new(&[]); Self::MAX_SEGMENTS],
+            len: 0,
+        };
+        for (slot, segment) in slices.slices.iter_mut().zip(&self.segments) {
+            *slot = IoSlice::new(segment);
+            slices.len += 1;
+        }
+        slices
     }
 
     /// Drops the first `written` bytes, as a write reported.
@@ -95,7 +111,10 @@ impl OutputBatch {
         if self.is_empty() {
             return Ok(0);
         }
-        let written = out.write_vectored(&self.io_slices())?;
+        let written = match self.single() {
+            Some(one) => out.write(one)?,
+            None => out.write_vectored(&self.io_slices())?,
+        };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -113,6 +132,22 @@ impl OutputBatch {
             }
         }
         Ok(())
+    }
+}
+
+/// An [`OutputBatch`]'s waiting segments as [`IoSlice`]s, held on the
+/// stack.
+#[derive(Debug)]
+pub struct IoSlices<'a> {
+    slices: [IoSlice<'a>; OutputBatch::MAX_SEGMENTS],
+    len: usize,
+}
+
+impl<'a> std::ops::Deref for IoSlices<'a> {
+    type Target = [IoSlice<'a>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.slices[..self.len]
     }
 }
 

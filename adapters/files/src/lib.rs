@@ -39,7 +39,7 @@ mod server;
 mod transfers;
 mod udp;
 
-pub use batch::OutputBatch;
+pub use batch::{IoSlices, OutputBatch};
 pub use disk::Wake;
 pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
 pub use inbox::{free_name, Inbox, QuotaExceeded, Receiving, Sending, PART_SUFFIX};

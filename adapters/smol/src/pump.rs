@@ -128,7 +128,11 @@ pub(crate) async fn write_loop<M: Clone>(
 /// Writes all of `batch`.
 async fn write_batch(stream: &mut TcpStream, batch: &mut OutputBatch) -> io::Result<()> {
     while !batch.is_empty() {
-        match stream.write_vectored(&batch.io_slices()).await {
+        let written = match batch.single() {
+            Some(one) => stream.write(one).await,
+            None => stream.write_vectored(&batch.io_slices()).await,
+        };
+        match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => batch.advance(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
