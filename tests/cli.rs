@@ -350,6 +350,7 @@ fn bench_rtt_compares_ferry_with_raw_tcp() {
     for label in [
         "raw tcp, echo thread",
         "raw tcp, echo process",
+        "raw tcp, echo loop (mio)",
         "ferry ping (mio)",
         "ferry say echo (mio)",
     ] {

@@ -1,20 +1,37 @@
 //! `ferry bench echo` (hidden): a raw TCP echo server in a process of its
 //! own, the baseline that has the shape of a ferry server (another process,
 //! woken by the kernel for each message) without any of its work. It prints
-//! `listening on ADDR` and writes back whatever each connection sends, on a
-//! blocking thread per connection, until it is killed.
+//! `listening on ADDR` and writes back whatever each connection sends until
+//! it is killed: on a blocking thread per connection, or with
+//! `--event-loop` on one mio loop, the shape of the mio server (the same
+//! `epoll_wait`, read and write per message).
 
-use std::io::{Read, Write};
+use clap::Args;
+use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 
+/// Options of `ferry bench echo`.
+#[derive(Args)]
+pub struct EchoOptions {
+    /// Serve every connection on one mio event loop instead of a thread
+    /// each.
+    #[arg(long)]
+    event_loop: bool,
+}
+
 /// Serves until killed; only fails to start.
-pub fn echo() -> Result<(), String> {
+pub fn echo(options: &EchoOptions) -> Result<(), String> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| format!("echo: cannot listen: {e}"))?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("echo: cannot read the address: {e}"))?;
     println!("listening on {addr}");
+    if options.event_loop {
+        return event_loop(listener).map_err(|e| format!("echo: {e}"));
+    }
     for stream in listener.incoming().map_while(Result::ok) {
         std::thread::spawn(move || echo_back(stream));
     }
@@ -35,6 +52,69 @@ fn echo_back(mut stream: TcpStream) {
                     return;
                 }
             }
+        }
+    }
+}
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// Every connection on one loop. Echoes are small (`bench rtt` sends one
+/// ping and waits), so a write that does not take everything drops the
+/// connection rather than queueing: this is a baseline, not a server.
+fn event_loop(listener: TcpListener) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let mut listener = MioListener::from_std(listener);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut events = Events::with_capacity(256);
+    let mut streams: Vec<Option<MioStream>> = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            if event.token() == LISTENER {
+                while let Ok((mut stream, _)) = listener.accept() {
+                    stream.set_nodelay(true)?;
+                    let token = Token(streams.len());
+                    poll.registry()
+                        .register(&mut stream, token, Interest::READABLE)?;
+                    streams.push(Some(stream));
+                }
+                continue;
+            }
+            let slot = &mut streams[event.token().0];
+            if let Some(stream) = slot {
+                if !echo_ready(stream, &mut buf) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+}
+
+/// Echoes what one readiness event brought; false once the connection is
+/// over.
+fn echo_ready(stream: &mut MioStream, buf: &mut [u8]) -> bool {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if !matches!(stream.write(&buf[..n]), Ok(written) if written == n) {
+                    return false;
+                }
+                if n < buf.len() {
+                    // Emptied: the next arrival raises a new edge.
+                    return true;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }

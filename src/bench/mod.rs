@@ -22,6 +22,7 @@ mod transfer;
 
 use clap::Subcommand;
 pub use clients::ClientsOptions;
+pub use echo::EchoOptions;
 pub use fanout::FanoutOptions;
 pub use rtt::RttOptions;
 pub use transfer::TransferOptions;
@@ -51,7 +52,7 @@ pub enum BenchCommand {
     Rtt(RttOptions),
     /// A raw TCP echo server in its own process, for `bench rtt`.
     #[command(hide = true)]
-    Echo,
+    Echo(EchoOptions),
 }
 
 /// Runs one benchmark and prints its summary table on stdout.
@@ -61,7 +62,7 @@ pub fn bench(which: BenchCommand) -> Result<(), String> {
         BenchCommand::Fanout(options) => fanout::fanout(&options),
         BenchCommand::Clients(options) => clients::clients(&options),
         BenchCommand::Rtt(options) => rtt::rtt(&options),
-        BenchCommand::Echo => echo::echo(),
+        BenchCommand::Echo(options) => echo::echo(&options),
     }
 }
 

@@ -6,9 +6,12 @@
 //! room of one and echoed back (the hub's broadcast path as well). The
 //! client is `ferry_core::Connection` over a blocking socket in this
 //! process; the server is `ferry serve` in its own process. The raw
-//! ping-pong is measured twice: against an echo thread in this process, and
-//! against an echo in a process of its own (`ferry bench echo`), the shape
-//! of a server without its work.
+//! ping-pong is measured three times: against an echo thread in this
+//! process, against an echo in a process of its own (`ferry bench echo`),
+//! the shape of a server without its work, and against an echo on a mio
+//! event loop in a process of its own (`ferry bench echo --event-loop`),
+//! the shape of the mio server: the same `epoll_wait`, read and write per
+//! message, so that what ferry adds beyond them shows apart.
 
 use super::contenders::spawn_listening;
 use super::latency::Histogram;
@@ -27,6 +30,14 @@ use std::time::{Duration, Instant};
 /// Round trips made before measuring, so that connections and caches are
 /// warm.
 const WARM_UP: u64 = 100;
+
+/// Round trips each contender makes in its turn. Turns of a few
+/// milliseconds let a noisy machine disturb every contender alike, where
+/// a whole run each (a third of a second) met different moments; turns of
+/// one round trip left every server cold, as the others' turns filled the
+/// caches in between, which a server's few-microsecond work per message
+/// feels far more than an echo's.
+const TURN: u64 = 100;
 
 /// Options of `ferry bench rtt`.
 #[derive(Args)]
@@ -61,6 +72,9 @@ enum Contender {
     /// Echoed by a process of its own (`ferry bench echo`), as a ferry
     /// server is.
     RawTcpProcess,
+    /// Echoed by a mio event loop in a process of its own, as the mio
+    /// server does.
+    RawTcpLoop,
     Ping(Runtime),
     Echo(Runtime),
 }
@@ -70,6 +84,7 @@ impl Contender {
         match self {
             Contender::RawTcp => "raw tcp, echo thread".into(),
             Contender::RawTcpProcess => "raw tcp, echo process".into(),
+            Contender::RawTcpLoop => "raw tcp, echo loop (mio)".into(),
             Contender::Ping(runtime) => format!("ferry ping ({})", runtime.name()),
             Contender::Echo(runtime) => format!("ferry say echo ({})", runtime.name()),
         }
@@ -79,43 +94,37 @@ impl Contender {
 /// Runs the benchmark and prints the table on stdout.
 pub fn rtt(options: &RttOptions) -> Result<(), String> {
     let timeout = Duration::from_secs(options.timeout);
-    let mut lineup = vec![Contender::RawTcp, Contender::RawTcpProcess];
+    let mut lineup = vec![
+        Contender::RawTcp,
+        Contender::RawTcpProcess,
+        Contender::RawTcpLoop,
+    ];
     for &runtime in &options.runtimes {
         if !lineup.contains(&Contender::Ping(runtime)) {
             lineup.extend([Contender::Ping(runtime), Contender::Echo(runtime)]);
         }
     }
-    let mut results: Vec<(Contender, Histogram)> = lineup
-        .iter()
-        .map(|&contender| (contender, Histogram::default()))
-        .collect();
+    let mut results: Vec<Histogram> = lineup.iter().map(|_| Histogram::default()).collect();
     let size = options.size as usize;
     for round in 1..=options.rounds {
-        let first = (round as usize - 1) % lineup.len();
-        for &contender in lineup[first..].iter().chain(&lineup[..first]) {
-            let tag = format!("round {round}/{}: {}", options.rounds, contender.label());
-            let histogram = match contender {
-                Contender::RawTcp => raw_tcp(options.pings, size, timeout),
-                Contender::RawTcpProcess => raw_tcp_process(options.pings, size, timeout),
-                Contender::Ping(runtime) => ferry(runtime, false, options.pings, size, timeout),
-                Contender::Echo(runtime) => ferry(runtime, true, options.pings, size, timeout),
-            }
+        let tag = format!("round {round}/{}", options.rounds);
+        let histograms = interleaved(&lineup, options.pings, size, timeout)
             .map_err(|e| format!("{tag}: {e}"))?;
+        for ((contender, histogram), all) in lineup.iter().zip(&histograms).zip(&mut results) {
             eprintln!(
-                "{tag}: p50 {:.1} us, p99 {:.1} us",
+                "{tag}: {}: p50 {:.1} us, p99 {:.1} us",
+                contender.label(),
                 micros(histogram.quantile(0.5)),
                 micros(histogram.quantile(0.99))
             );
-            if let Some((_, all)) = results.iter_mut().find(|(c, _)| *c == contender) {
-                all.merge(&histogram);
-            }
+            all.merge(histogram);
         }
     }
 
     println!("ferry bench rtt, {} (UTC)", machine::today());
     println!("machine: {}", machine::describe());
     println!(
-        "pings:   {} per contender and round, {} bytes, {} round{}, contenders interleaved",
+        "pings:   {} per contender and round, {} bytes, {} round{}, contenders taking turns of {TURN}",
         options.pings,
         options.size,
         options.rounds,
@@ -123,8 +132,8 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
     );
     println!("command: {}", machine::command_line());
     println!();
-    let thread = &results[0].1;
-    let process = &results[1].1;
+    let thread = &results[0];
+    let process = &results[1];
     let mut lines = vec![[
         "contender",
         "p50 us",
@@ -137,7 +146,7 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
     .iter()
     .map(|s| s.to_string())
     .collect::<Vec<_>>()];
-    for (contender, histogram) in &results {
+    for (contender, histogram) in lineup.iter().zip(&results) {
         let ratio = |base: &Histogram, q| micros(histogram.quantile(q)) / micros(base.quantile(q));
         lines.push(vec![
             contender.label(),
@@ -151,12 +160,21 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
     }
     print!("{}", align(&lines));
     println!();
-    println!("Percentiles over every round trip of every round. raw tcp: {size} bytes written");
-    println!("and echoed back by a blocking thread, of this process (echo thread) or of a");
-    println!("process of its own (echo process, the shape of a server). ferry ping: PING/PONG");
-    println!("through `ferry serve` in its own process; ferry say echo: a {size}-byte chat");
-    println!("message said in a room of one and read back. vs thread / vs process: latency");
-    println!("over that raw TCP echo's; lower is better.");
+    for line in [
+        "Percentiles over every round trip of every round. Every contender is".to_string(),
+        format!("connected at once and they take turns of {TURN} round trips (the first of"),
+        "each turn, which wakes a sleeping server, uncounted), so that a noisy machine".to_string(),
+        "disturbs them alike. raw tcp:".to_string(),
+        format!("{size} bytes written and echoed back by a blocking thread of this process"),
+        "(echo thread) or of a process of its own (echo process, the shape of a".to_string(),
+        "server), or by a mio event loop in a process of its own (echo loop: the".to_string(),
+        "system calls of the mio server without its work). ferry ping: PING/PONG".to_string(),
+        format!("through `ferry serve` in its own process; ferry say echo: a {size}-byte"),
+        "chat message said in a room of one and read back. vs thread / vs process:".to_string(),
+        "latency over that raw TCP echo's; lower is better.".to_string(),
+    ] {
+        println!("{line}");
+    }
     Ok(())
 }
 
@@ -164,83 +182,235 @@ fn micros(nanos: Option<u64>) -> f64 {
     nanos.map_or(f64::NAN, |n| n as f64 / 1000.0)
 }
 
-/// `pings` round trips of `size` bytes to an echo thread.
-fn raw_tcp(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, String> {
-    let failed = |e: std::io::Error| format!("raw tcp: {e}");
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(failed)?;
-    let addr = listener.local_addr().map_err(failed)?;
-    let echo = std::thread::spawn(move || -> std::io::Result<()> {
-        let (mut stream, _) = listener.accept()?;
-        stream.set_nodelay(true)?;
-        let mut buf = vec![0; size];
-        // Ends when the client hangs up.
-        while stream.read_exact(&mut buf).is_ok() {
-            stream.write_all(&buf)?;
+/// One connection that round trips are timed on.
+enum Peer {
+    /// A raw echo: `size` bytes out, the same back.
+    Raw {
+        stream: TcpStream,
+        ping: Vec<u8>,
+        pong: Vec<u8>,
+    },
+    /// A ferry client: `PING`/`PONG`, or a chat message and its echo.
+    Ferry {
+        stream: TcpStream,
+        conn: Box<Connection>,
+        say: bool,
+        text: Vec<u8>,
+        buf: Vec<u8>,
+    },
+}
+
+impl Peer {
+    fn raw(addr: SocketAddr, size: usize, timeout: Duration) -> Result<Peer, String> {
+        Ok(Peer::Raw {
+            stream: connect(addr, timeout)?,
+            ping: vec![b'.'; size],
+            pong: vec![0; size],
+        })
+    }
+
+    /// A client in a room of its own (`room`), welcomed.
+    fn ferry(addr: SocketAddr, say: bool, room: &str, timeout: Duration) -> Result<Peer, String> {
+        let mut stream = connect(addr, timeout)?;
+        let mut conn = Connection::client(ClientConfig::new("rtt").room(room), Instant::now());
+        let mut buf = vec![0; 64 * 1024];
+        exchange(&mut stream, &mut conn, &mut buf, |event| {
+            matches!(event, Event::Welcomed { .. })
+        })?;
+        Ok(Peer::Ferry {
+            stream,
+            conn: Box::new(conn),
+            say,
+            text: Vec::new(),
+            buf,
+        })
+    }
+
+    /// Times round trip number `i` of `size` bytes.
+    fn round_trip(&mut self, i: u64, size: usize) -> Result<Duration, String> {
+        match self {
+            Peer::Raw { stream, ping, pong } => {
+                let failed = |e: std::io::Error| format!("raw tcp: {e}");
+                ping[..8].copy_from_slice(&i.to_be_bytes());
+                let start = Instant::now();
+                stream.write_all(ping).map_err(failed)?;
+                stream.read_exact(pong).map_err(failed)?;
+                let took = start.elapsed();
+                if pong != ping {
+                    return Err("raw tcp: the echo differs from the ping".into());
+                }
+                Ok(took)
+            }
+            Peer::Ferry {
+                stream,
+                conn,
+                say,
+                text,
+                buf,
+            } => {
+                let start = Instant::now();
+                if *say {
+                    probe::Probe {
+                        sender: 0,
+                        seq: i,
+                        sent: 0,
+                    }
+                    .write(size, text);
+                    let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+                    conn.say(start, text).map_err(|e| e.to_string())?;
+                    exchange(
+                        stream,
+                        conn,
+                        buf,
+                        |event| matches!(event, Event::Message { text: got, .. } if got.as_str() == text),
+                    )?;
+                } else {
+                    conn.ping(start);
+                    exchange(stream, conn, buf, |event| {
+                        matches!(event, Event::Pong { .. })
+                    })?;
+                }
+                Ok(start.elapsed())
+            }
         }
-        Ok(())
-    });
-    let histogram = ping_pong(addr, pings, size, timeout)?;
-    echo.join()
-        .map_err(|_| "raw tcp: the echo thread panicked".to_string())?
-        .map_err(failed)?;
-    Ok(histogram)
+    }
 }
 
-fn raw_tcp_process(pings: u64, size: usize, timeout: Duration) -> Result<Histogram, String> {
-    let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let (echo, addr) = spawn_listening(
-        Command::new(program).args(["bench", "echo"]),
-        "ferry bench echo",
-        timeout,
-    )?;
-    let histogram = ping_pong(addr, pings, size, timeout);
-    echo.kill();
-    histogram
+fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
+    let failed = |e: std::io::Error| format!("cannot connect to {addr}: {e}");
+    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
+    stream.set_nodelay(true).map_err(failed)?;
+    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    Ok(stream)
 }
 
-/// Times `pings` round trips of `size` bytes to the echo at `addr`.
-fn ping_pong(
-    addr: SocketAddr,
+/// What one round keeps running while it measures; dropping it stops
+/// the echo processes and servers.
+#[derive(Default)]
+struct Running {
+    echoes: Vec<super::process::Spawned>,
+    servers: Vec<FerryServer>,
+    echo_thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts every contender of `lineup`, connects to each, then times
+/// `pings` round trips on each, taking turns of [`TURN`] round trips.
+/// Returns one histogram per contender, in `lineup`'s order.
+fn interleaved(
+    lineup: &[Contender],
     pings: u64,
     size: usize,
     timeout: Duration,
-) -> Result<Histogram, String> {
-    let failed = |e: std::io::Error| format!("raw tcp: {e}");
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
-    stream.set_nodelay(true).map_err(failed)?;
-    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
-    let mut ping = vec![b'.'; size];
-    let mut pong = vec![0; size];
-    let mut histogram = Histogram::default();
+) -> Result<Vec<Histogram>, String> {
+    let mut running = Running::default();
+    let mut peers = Vec::with_capacity(lineup.len());
+    for &contender in lineup {
+        let label = contender.label();
+        let peer =
+            start(contender, size, timeout, &mut running).map_err(|e| format!("{label}: {e}"))?;
+        peers.push(peer);
+    }
+    let mut histograms: Vec<Histogram> = lineup.iter().map(|_| Histogram::default()).collect();
     let deadline = Instant::now() + timeout;
-    for i in 0..WARM_UP + pings {
-        ping[..8].copy_from_slice(&i.to_be_bytes());
-        let start = Instant::now();
-        stream.write_all(&ping).map_err(failed)?;
-        stream.read_exact(&mut pong).map_err(failed)?;
-        let took = start.elapsed();
-        if pong != ping {
-            return Err("raw tcp: the echo differs from the ping".into());
+    let count = peers.len();
+    for (k, peer) in peers.iter_mut().enumerate() {
+        for i in 0..WARM_UP {
+            peer.round_trip(i, size)
+                .map_err(|e| format!("{}: {e}", lineup[k].label()))?;
         }
-        if i >= WARM_UP {
-            histogram.record(took.as_nanos() as u64);
+    }
+    let mut done = 0;
+    let mut turn = 0;
+    while done < pings {
+        let this_turn = TURN.min(pings - done);
+        let first = turn % count;
+        for k in (first..count).chain(0..first) {
+            // The first round trip of a turn wakes a server that slept
+            // through the others' turns: it warms caches, uncounted.
+            for i in 0..=this_turn {
+                let took = peers[k]
+                    .round_trip(done + i, size)
+                    .map_err(|e| format!("{}: {e}", lineup[k].label()))?;
+                if i > 0 {
+                    histograms[k].record(took.as_nanos() as u64);
+                }
+            }
         }
+        done += this_turn;
+        turn += 1;
         if Instant::now() >= deadline {
             return Err(super::process::timed_out(timeout));
         }
     }
-    Ok(histogram)
+    // The echo thread ends when its client hangs up.
+    drop(peers);
+    if let Some(thread) = running.echo_thread.take() {
+        thread
+            .join()
+            .map_err(|_| "raw tcp: the echo thread panicked".to_string())?
+            .map_err(|e| format!("raw tcp: {e}"))?;
+    }
+    Ok(histograms)
 }
 
-fn ferry(
-    runtime: Runtime,
-    echo: bool,
-    pings: u64,
+/// Starts what `contender` needs (kept in `running`) and connects to it.
+fn start(
+    contender: Contender,
     size: usize,
     timeout: Duration,
-) -> Result<Histogram, String> {
+    running: &mut Running,
+) -> Result<Peer, String> {
+    match contender {
+        Contender::RawTcp => {
+            let failed = |e: std::io::Error| format!("raw tcp: {e}");
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(failed)?;
+            let addr = listener.local_addr().map_err(failed)?;
+            running.echo_thread = Some(std::thread::spawn(move || -> std::io::Result<()> {
+                let (mut stream, _) = listener.accept()?;
+                stream.set_nodelay(true)?;
+                let mut buf = vec![0; size];
+                // Ends when the client hangs up.
+                while stream.read_exact(&mut buf).is_ok() {
+                    stream.write_all(&buf)?;
+                }
+                Ok(())
+            }));
+            Peer::raw(addr, size, timeout)
+        }
+        Contender::RawTcpProcess | Contender::RawTcpLoop => {
+            let program =
+                std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+            let mut command = Command::new(program);
+            command.args(["bench", "echo"]);
+            if contender == Contender::RawTcpLoop {
+                command.arg("--event-loop");
+            }
+            let (echo, addr) = spawn_listening(&mut command, "ferry bench echo", timeout)?;
+            running.echoes.push(echo);
+            Peer::raw(addr, size, timeout)
+        }
+        Contender::Ping(runtime) | Contender::Echo(runtime) => {
+            let say = matches!(contender, Contender::Echo(_));
+            // One server per runtime, started with its ping contender.
+            let addr = match running.servers.iter().find(|s| s.runtime() == runtime) {
+                Some(server) => server.addr,
+                None => {
+                    let server = start_server(runtime)?;
+                    let addr = server.addr;
+                    running.servers.push(server);
+                    addr
+                }
+            };
+            let room = if say { "rtt-say" } else { "rtt-ping" };
+            Peer::ferry(addr, say, room, timeout)
+        }
+    }
+}
+
+/// A `ferry serve` with its flood limits lifted.
+fn start_server(runtime: Runtime) -> Result<FerryServer, String> {
     let unlimited = u32::MAX.to_string();
-    let server = FerryServer::start(
+    FerryServer::start(
         runtime,
         &[
             "--flood-burst".into(),
@@ -251,52 +421,7 @@ fn ferry(
             "--max-per-ip".into(),
             unlimited,
         ],
-    )?;
-    let failed = |e: std::io::Error| e.to_string();
-    let mut stream = TcpStream::connect_timeout(&server.addr, timeout).map_err(failed)?;
-    stream.set_nodelay(true).map_err(failed)?;
-    stream.set_read_timeout(Some(timeout)).map_err(failed)?;
-    let mut conn = Connection::client(ClientConfig::new("rtt").room("rtt"), Instant::now());
-    let mut buf = vec![0; 64 * 1024];
-    exchange(&mut stream, &mut conn, &mut buf, |event| {
-        matches!(event, Event::Welcomed { .. })
-    })?;
-    let mut text = Vec::new();
-    let mut histogram = Histogram::default();
-    let deadline = Instant::now() + timeout;
-    for i in 0..WARM_UP + pings {
-        let start = Instant::now();
-        if echo {
-            probe::Probe {
-                sender: 0,
-                seq: i,
-                sent: 0,
-            }
-            .write(size, &mut text);
-            let text = std::str::from_utf8(&text).map_err(|e| e.to_string())?;
-            conn.say(start, text).map_err(|e| e.to_string())?;
-            exchange(
-                &mut stream,
-                &mut conn,
-                &mut buf,
-                |event| matches!(event, Event::Message { text: got, .. } if got.as_str() == text),
-            )?;
-        } else {
-            conn.ping(start);
-            exchange(&mut stream, &mut conn, &mut buf, |event| {
-                matches!(event, Event::Pong { .. })
-            })?;
-        }
-        let took = start.elapsed();
-        if i >= WARM_UP {
-            histogram.record(took.as_nanos() as u64);
-        }
-        if Instant::now() >= deadline {
-            return Err(super::process::timed_out(timeout));
-        }
-    }
-    drop(server);
-    Ok(histogram)
+    )
 }
 
 /// Writes what the connection has to send, then reads until an event

@@ -20,6 +20,7 @@ pub struct FerryServer {
     /// Where it listens.
     pub addr: SocketAddr,
     inbox: PathBuf,
+    runtime: Runtime,
 }
 
 impl FerryServer {
@@ -50,7 +51,13 @@ impl FerryServer {
             process,
             addr,
             inbox,
+            runtime,
         })
+    }
+
+    /// The runtime it was started with.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
     }
 
     /// Its process id, for /proc.
