@@ -10,9 +10,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub fn serve(
     listen: SocketAddr,
@@ -35,45 +33,33 @@ pub fn serve(
     ));
     log(&limits);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let on_signal = stop.clone();
-    ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst))
-        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    // Ctrl-C and lines typed at the server reach it from threads of their
+    // own, so this one sleeps until the server reports something: an idle
+    // server wakes nobody.
+    let control = server.control();
+    let stopping = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if !stopping.swap(true, Ordering::SeqCst) {
+            log("shutting down");
+            control.shutdown("the server is shutting down");
+        }
+    })
+    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
 
     // Lines typed at the server go to every room. End of input (a service
     // manager, `&` in a script) only ends this reader, never the server.
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let control = server.control();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                return;
+            if !line.trim().is_empty() {
+                control.announce(line);
             }
         }
     });
 
+    // Ends when the server has stopped and said everything.
     let mut journal = Log::default();
-    loop {
-        while let Ok(line) = lines.try_recv() {
-            if !line.trim().is_empty() {
-                server.announce(line);
-            }
-        }
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match server.notices().recv_timeout(Duration::from_millis(100)) {
-            Ok(notice) => journal.show(notice),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    log("shutting down");
-    server.shutdown("the server is shutting down");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while let Ok(notice) = server
-        .notices()
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-    {
+    for notice in server.notices() {
         journal.show(notice);
     }
     server.join().map_err(|e| e.to_string())

@@ -19,8 +19,13 @@ struct Server {
 
 impl Server {
     fn start(inbox: &std::path::Path) -> Server {
+        Server::start_on("mio", inbox)
+    }
+
+    fn start_on(runtime: &str, inbox: &std::path::Path) -> Server {
         let mut child = Command::new(FERRY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--inbox"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--runtime", runtime])
+            .arg("--inbox")
             .arg(inbox)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -162,6 +167,26 @@ fn serve_chat_send_and_stop() {
 
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+/// The program waits for the server's notices with nothing else to wake
+/// it: a server that stopped must end them even while a client that never
+/// hangs up (here a silent raw socket) still holds a connection.
+#[test]
+fn serve_stops_on_sigterm_with_a_client_connected_on_every_runtime() {
+    for runtime in ["mio", "smol", "std"] {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Server::start_on(runtime, inbox.path());
+        let mut stubborn = std::net::TcpStream::connect(server.addr).unwrap();
+        stubborn.write_all(b"/name stubborn\n").unwrap();
+        server.expect("stubborn");
+        let started = Instant::now();
+        let status = server.terminate();
+        assert!(status.success(), "{runtime}: {status:?}");
+        server.expect("shutting down");
+        println!("{runtime}: stopped in {:?}", started.elapsed());
+        drop(stubborn);
+    }
 }
 
 #[test]

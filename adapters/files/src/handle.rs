@@ -10,6 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Delivers a command into a runtime's loop and wakes it.
@@ -18,7 +19,7 @@ pub type Commander<C> = Box<dyn Fn(C) + Send + Sync>;
 /// A server running on some runtime.
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    command: Commander<ServerCommand>,
+    control: ServerControl,
     notices: Receiver<ServerNotice>,
     thread: JoinHandle<io::Result<()>>,
 }
@@ -41,7 +42,9 @@ impl ServerHandle {
     ) -> Self {
         ServerHandle {
             local_addr,
-            command,
+            control: ServerControl {
+                command: Arc::new(command),
+            },
             notices,
             thread,
         }
@@ -54,12 +57,19 @@ impl ServerHandle {
 
     /// Says `text` to every room as the server.
     pub fn announce(&self, text: impl Into<String>) {
-        (self.command)(ServerCommand::Announce(text.into()));
+        self.control.announce(text);
     }
 
     /// Tells every client and stops; [`join`](Self::join) then returns.
     pub fn shutdown(&self, reason: impl Into<String>) {
-        (self.command)(ServerCommand::Shutdown(reason.into()));
+        self.control.shutdown(reason);
+    }
+
+    /// A handle for other threads (a signal handler, a reader of standard
+    /// input) to announce and shut down with, while this thread waits on
+    /// [`notices`](Self::notices).
+    pub fn control(&self) -> ServerControl {
+        self.control.clone()
     }
 
     /// What the server reports, as it happens.
@@ -72,6 +82,31 @@ impl ServerHandle {
         self.thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the server thread panicked")))
+    }
+}
+
+/// Announces and shuts down a running server from any thread; see
+/// [`ServerHandle::control`].
+#[derive(Clone)]
+pub struct ServerControl {
+    command: Arc<Commander<ServerCommand>>,
+}
+
+impl fmt::Debug for ServerControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerControl").finish_non_exhaustive()
+    }
+}
+
+impl ServerControl {
+    /// Says `text` to every room as the server.
+    pub fn announce(&self, text: impl Into<String>) {
+        (self.command)(ServerCommand::Announce(text.into()));
+    }
+
+    /// Tells every client and stops the server. Harmless once it stopped.
+    pub fn shutdown(&self, reason: impl Into<String>) {
+        (self.command)(ServerCommand::Shutdown(reason.into()));
     }
 }
 

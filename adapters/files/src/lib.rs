@@ -41,7 +41,9 @@ mod udp;
 
 pub use batch::{IoSlices, OutputBatch};
 pub use disk::Wake;
-pub use handle::{ClientCommand, ClientHandle, ClientNotice, Commander, ServerHandle};
+pub use handle::{
+    ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
+};
 pub use inbox::{free_name, Inbox, QuotaExceeded, Receiving, Sending, PART_SUFFIX};
 pub use read_buffer::ReadBuffer;
 pub use server::{HubFiles, ServerCommand, ServerNotice};

@@ -176,6 +176,11 @@ fn run(listener: TcpListener, state: Arc<State>) -> io::Result<()> {
         thread::sleep(Duration::from_millis(10));
     }
     let _ = timer.join();
+    // Readers of clients that have not hung up yet still hold the state:
+    // drop its notice sender here, so that whoever reads the notices sees
+    // their end now that the server has stopped, as with the other
+    // runtimes.
+    state.lock().notices = mpsc::channel().0;
     Ok(())
 }
 
