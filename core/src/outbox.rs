@@ -17,6 +17,10 @@ const COPY_AT_MOST: usize = 1024;
 /// The first allocation of an empty control lane that receives a copy.
 const CONTROL_START: usize = 4096;
 
+/// A control lane allocation this small is kept when its bytes are handed
+/// out; a larger one goes with them (see [`Outbox::pop`]).
+const KEEP_AT_MOST: usize = 256;
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     /// Encoded control frames not yet handed out.
@@ -109,8 +113,14 @@ impl Outbox {
             return Some(bytes);
         }
         if !self.control.is_empty() {
-            // Taken whole, not split off: an idle connection then holds no
-            // buffer at all once its last bytes are written.
+            if self.control.capacity() <= KEEP_AT_MOST {
+                // Split off: the allocation stays for the next frames and is
+                // reused once these bytes are written (a PONG, an ack):
+                // no allocation per round trip.
+                return Some(self.control.split().freeze());
+            }
+            // Taken whole: an idle connection then holds no large buffer
+            // once its last bytes are written.
             return Some(std::mem::take(&mut self.control).freeze());
         }
         let item = self.data.pop_front()?;

@@ -162,3 +162,52 @@ fn a_client_receiving_messages_allocates_per_read_not_per_frame() {
         reads.len()
     );
 }
+
+/// A server answering pings, the round trip `ferry bench rtt` times:
+/// each PING is read into the input buffer and its PONG encoded into the
+/// control lane, both reused once their bytes are gone, so that in a
+/// steady conversation the hub allocates nothing per round trip.
+#[test]
+fn a_hub_answering_pings_allocates_nothing_per_round_trip() {
+    let now = Instant::now();
+    let mut hub = Hub::new(HubConfig::default(), now);
+    let id = hub.connect(now);
+    let mut client = Connection::client(ClientConfig::new("bob"), now);
+    let exchange = |hub: &mut Hub, client: &mut Connection| {
+        while let Some(bytes) = client.poll_transmit() {
+            hub.handle_input(id, now, &bytes);
+        }
+        while let Some(bytes) = hub.poll_transmit(id) {
+            client.handle_input(now, &bytes);
+        }
+    };
+    exchange(&mut hub, &mut client);
+    while client.poll_event().is_some() {}
+    assert!(client.is_open());
+    // The PINGs as the client would send them, encoded before counting.
+    let pings: Vec<Bytes> = (0..1000u64)
+        .map(|nonce| {
+            let mut buf = BytesMut::new();
+            Frame::Ping { nonce }.encode(&mut buf).unwrap();
+            buf.freeze()
+        })
+        .collect();
+    let mut pongs = 0;
+    let mut answer = |hub: &mut Hub, ping: &Bytes| {
+        hub.handle_input(id, now, ping);
+        while let Some(pong) = hub.poll_transmit(id) {
+            assert_eq!(pong[0], ferry_core::frame::frame_type::PONG);
+            pongs += 1;
+        }
+    };
+    for ping in &pings[..10] {
+        answer(&mut hub, ping);
+    }
+    let (count, ()) = allocations_in(|| {
+        for ping in &pings[10..] {
+            answer(&mut hub, ping);
+        }
+    });
+    assert_eq!(pongs, 1000);
+    assert!(count <= 5, "{count} allocations for 990 round trips");
+}
