@@ -386,8 +386,22 @@ impl Connection {
                     Err(e) => self.fail(e.into(), now),
                 }
             }
+            self.check_unread_answers(now);
         }
         self.fill_requests();
+    }
+
+    /// Answers the peer asks for and does not read (a `PONG` for each of a
+    /// flood of `PING`s) count against the same limit as what a room sends
+    /// it: past it, the peer is dropped as a slow reader rather than let the
+    /// queue grow without end.
+    fn check_unread_answers(&mut self, now: Instant) {
+        if self.phase == Phase::Open && self.outbox.control_len() > self.config.max_outgoing {
+            let limit = self.config.max_outgoing;
+            // Its queue is what is full: telling it why can only be best effort.
+            self.outbox.clear();
+            self.fail(LimitExceeded::SlowReader { limit }.into(), now);
+        }
     }
 
     /// Largest frame body accepted now: small until the handshake is over.

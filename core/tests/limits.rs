@@ -90,3 +90,58 @@ fn a_look_alike_name_is_refused_with_the_reason() {
     assert!(reason.contains("looks like \"bob\""), "{reason}");
     assert_eq!(hub.members("lobby"), vec!["bob"]);
 }
+
+/// A client that sends PINGs and never reads its PONGs: its answers count
+/// against `max_outgoing` like what the room sends it, and past that it is
+/// dropped as a slow reader, instead of the hub queueing answers without
+/// end. Someone who reads is not affected.
+#[test]
+fn answers_a_client_never_reads_are_bounded_like_the_rooms_messages() {
+    let now = Instant::now();
+    let mut hub = Hub::new(HubConfig::default(), now);
+    let pinger = hub.connect(now);
+    let events = hello(&mut hub, pinger, now, "pinger", b"");
+    assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+    let mut pings = bytes::BytesMut::new();
+    for nonce in 0..5000 {
+        ferry_core::frame::Frame::Ping { nonce }
+            .encode(&mut pings)
+            .unwrap();
+    }
+    let limit = HubConfig::default().connection.max_outgoing;
+    // Each round's PONGs take as many bytes as its PINGs: the limit is
+    // passed within limit / 65,000 + 1 rounds, and the hub must say so.
+    let mut closed = None;
+    for _ in 0..limit / pings.len() + 2 {
+        hub.handle_input(pinger, now, &pings);
+        while let Some(event) = hub.poll_event() {
+            if let ferry_core::HubEvent::Closed { client, code, .. } = event {
+                if client == pinger {
+                    closed = Some(code);
+                }
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+    }
+    assert_eq!(closed, Some(Code::SLOW_READER));
+    // A reader of its answers is never dropped.
+    let reader = hub.connect(now);
+    let mut client = Connection::client(ClientConfig::new("reader"), now);
+    for round in 0..(limit / pings.len() + 2) * 2 {
+        while let Some(bytes) = client.poll_transmit() {
+            hub.handle_input(reader, now, &bytes);
+        }
+        if round > 4 {
+            hub.handle_input(reader, now, &pings);
+        }
+        while let Some(bytes) = hub.poll_transmit(reader) {
+            client.handle_input(now, &bytes);
+        }
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert!(closed_code(&events).is_none(), "{:?}", closed_code(&events));
+    assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+    assert!(client.is_open());
+}
