@@ -460,3 +460,47 @@ fn chatter_number(from: &str) -> usize {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("a message from {from:?}"))
 }
+
+/// A client that sends PINGs as fast as it can and never reads a PONG.
+/// Every runtime keeps reading it rather than wait on its full socket (the
+/// std server's readers write their own client's answers, but never
+/// blocking), drops it as a slow reader, and serves another client all
+/// along.
+#[test]
+fn a_client_that_pings_without_reading_is_dropped_and_others_are_served() {
+    for runtime in ["mio", "smol", "std"] {
+        eprintln!("{runtime}");
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let mut other = Raw::join(server.addr, "other", "");
+        let mut pinger = Raw::join(server.addr, "pinger", "");
+        let unblock = pinger.stream.try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut pings = bytes::BytesMut::new();
+        for nonce in 0..5000 {
+            Frame::Ping { nonce }.encode(&mut pings).unwrap();
+        }
+        let stopped = stop.clone();
+        let flood = thread::spawn(move || {
+            let mut rounds = 0u64;
+            while !stopped.load(Ordering::SeqCst) && pinger.send_bytes(&pings).is_ok() {
+                rounds += 1;
+            }
+            rounds
+        });
+        // Fewer than the flood limit's burst (20).
+        for i in 0..10 {
+            other.say_and_hear(&format!("still served {i}"));
+        }
+        server.expect(&["pinger (", "left"]);
+        for i in 10..15 {
+            other.say_and_hear(&format!("still served {i}"));
+        }
+        stop.store(true, Ordering::SeqCst);
+        // A write blocked on the dropped connection ends here.
+        let _ = unblock.shutdown(std::net::Shutdown::Both);
+        let rounds = flood.join().unwrap();
+        eprintln!("{runtime}: the pinger sent {rounds} rounds of 5000 PINGs before it stopped");
+        assert!(rounds > 0, "{runtime}");
+    }
+}

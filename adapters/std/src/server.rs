@@ -1,7 +1,11 @@
 //! A server with one reader and one writer thread per connection, all
 //! feeding one hub behind a mutex. Writers write outside the lock, so a
 //! client that stops reading blocks only its own writer; the hub drops it
-//! when its queue fills.
+//! when its queue fills. What a client's own input produces for it (a
+//! `PONG`, the echo of its message) its reader writes itself when the
+//! writer is idle, without blocking: waking the writer thread for it cost
+//! a thread switch per round trip. What does not fit in the socket is left
+//! to the writer, so a reader never stops reading to wait for its peer.
 
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
@@ -46,6 +50,7 @@ pub fn spawn_server(
             files: HubFiles::new(inbox, disk_wake),
             writers: ClientMap::default(),
             notices: notices_tx,
+            serving: None,
         }),
         stopping: AtomicBool::new(false),
         stopped: Condvar::new(),
@@ -117,6 +122,9 @@ struct Shared {
     /// Wakes each client's writer; `true` asks it to finish after flushing.
     writers: ClientMap<Sender<bool>>,
     notices: Sender<ServerNotice>,
+    /// The client whose reader is handling its input and will write what
+    /// that leaves for it itself: its writer is not woken for it.
+    serving: Option<ClientId>,
 }
 
 impl Shared {
@@ -139,6 +147,9 @@ impl Shared {
             }
             while let Some(client) = self.hub.poll_writable() {
                 progressed = true;
+                if self.serving == Some(client) {
+                    continue;
+                }
                 if let Some(writer) = self.writers.get(&client) {
                     let _ = writer.send(false);
                 }
@@ -228,8 +239,12 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     // A peer that never reads would hold its writer thread forever; the hub
     // has dropped it long before this fires.
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
-    let writer_stream = stream.try_clone()?;
+    let outlet = Arc::new(Mutex::new(Outlet {
+        stream: stream.try_clone()?,
+        batch: OutputBatch::new(),
+    }));
     let (wake_tx, wake_rx) = mpsc::channel();
+    let reader_wake = wake_tx.clone();
     let client = {
         let mut shared = state.lock();
         let now = Instant::now();
@@ -242,17 +257,114 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
         client
     };
     let reader_state = state.clone();
+    let reader_outlet = outlet.clone();
     thread::Builder::new()
         .name(format!("ferry-std-read-{}", client.0))
-        .spawn(move || read_loop(&reader_state, client, stream))?;
+        .spawn(move || read_loop(&reader_state, client, stream, &reader_outlet, &reader_wake))?;
     let writer_state = state.clone();
     thread::Builder::new()
         .name(format!("ferry-std-write-{}", client.0))
-        .spawn(move || write_loop(&writer_state, client, writer_stream, wake_rx))?;
+        .spawn(move || write_loop(&writer_state, client, &outlet, wake_rx))?;
     Ok(())
 }
 
-fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
+/// A client's sending side: its writer's, lent to its reader when idle.
+struct Outlet {
+    stream: TcpStream,
+    /// Taken from the hub, not yet written; what a reader could not write
+    /// without blocking stays here for the writer.
+    batch: OutputBatch,
+}
+
+/// How [`Outlet::flush`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Flushed {
+    /// The hub has nothing more for the client.
+    All,
+    /// Not blocking, the socket was full: the rest waits in the batch.
+    Full,
+    /// The write failed; the hub was told, and closes the client.
+    Broken,
+}
+
+impl Outlet {
+    fn lock(outlet: &Mutex<Outlet>) -> MutexGuard<'_, Outlet> {
+        // Whoever panicked holding it left the batch as consistent as a
+        // failed write would: the next write tells.
+        outlet.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes what waits and everything the hub has for `client`, a batch
+    /// at a time, outside the hub's lock; with `blocking` false, only what
+    /// the socket takes at once.
+    fn flush(&mut self, state: &State, client: ClientId, blocking: bool) -> Flushed {
+        loop {
+            if self.batch.is_empty() {
+                let mut shared = state.lock();
+                let more = self.batch.fill(|| shared.hub.poll_transmit(client));
+                shared.after(Instant::now());
+                if !more {
+                    return Flushed::All;
+                }
+            }
+            let written = if blocking {
+                self.batch.write_once(&mut self.stream)
+            } else {
+                write_without_blocking(&self.stream, &mut self.batch)
+            };
+            match written {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if !blocking && e.kind() == io::ErrorKind::WouldBlock => {
+                    return Flushed::Full;
+                }
+                Err(e) => {
+                    let mut shared = state.lock();
+                    let now = Instant::now();
+                    let reason = format!("write failed: {e}");
+                    shared.hub.handle_broken(client, now, &reason);
+                    shared.after(now);
+                    return Flushed::Broken;
+                }
+            }
+        }
+    }
+}
+
+/// One write of what `batch` holds that returns `WouldBlock` rather than
+/// wait for room, on a socket that is otherwise blocking.
+#[cfg(unix)]
+fn write_without_blocking(stream: &TcpStream, batch: &mut OutputBatch) -> io::Result<usize> {
+    // No SIGPIPE for a peer that is gone, as `std`'s own writes ask.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = libc::MSG_DONTWAIT;
+    let socket = socket2::SockRef::from(stream);
+    let written = match batch.single() {
+        Some(one) => socket.send_with_flags(one, flags)?,
+        None => socket.send_vectored_with_flags(&batch.io_slices(), flags)?,
+    };
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    batch.advance(written);
+    Ok(written)
+}
+
+/// Elsewhere the writer does all the writing.
+#[cfg(not(unix))]
+fn write_without_blocking(_: &TcpStream, _: &mut OutputBatch) -> io::Result<usize> {
+    Err(io::ErrorKind::WouldBlock.into())
+}
+
+fn read_loop(
+    state: &Arc<State>,
+    client: ClientId,
+    mut stream: TcpStream,
+    outlet: &Mutex<Outlet>,
+    wake_writer: &Sender<bool>,
+) {
     let mut buf = ReadBuffer::new();
     loop {
         let read = stream.read(buf.space());
@@ -271,9 +383,22 @@ fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
                 return;
             }
             Ok(n) => {
+                shared.serving = Some(client);
                 shared.hub.handle_input(client, now, buf.filled(n));
                 shared.after(now);
+                shared.serving = None;
             }
+        }
+        drop(shared);
+        // What the input left for this client goes out from here if the
+        // writer is idle and the socket has room; otherwise the writer is
+        // woken for it. Either way nothing waits without someone to write it.
+        let written = match outlet.try_lock() {
+            Ok(mut outlet) => outlet.flush(state, client, false),
+            Err(_) => Flushed::Full,
+        };
+        if written == Flushed::Full {
+            let _ = wake_writer.send(false);
         }
     }
 }
@@ -281,59 +406,31 @@ fn read_loop(state: &Arc<State>, client: ClientId, mut stream: TcpStream) {
 fn write_loop(
     state: &Arc<State>,
     client: ClientId,
-    mut stream: TcpStream,
+    outlet: &Mutex<Outlet>,
     wake: mpsc::Receiver<bool>,
 ) {
-    let mut closing = false;
-    let mut batch = OutputBatch::new();
     loop {
-        // Write everything the hub has for this client, a batch at a time,
-        // outside the lock.
-        loop {
-            let more = {
-                let mut shared = state.lock();
-                let more = batch.fill(|| shared.hub.poll_transmit(client));
-                shared.after(Instant::now());
-                more
-            };
-            if !more {
-                break;
-            }
-            if let Err(e) = batch.write_all(&mut stream) {
-                let mut shared = state.lock();
-                let now = Instant::now();
-                let reason = format!("write failed: {e}");
-                shared.hub.handle_broken(client, now, &reason);
-                shared.after(now);
-                closing = true;
-                break;
-            }
-        }
-        if closing {
+        if Outlet::lock(outlet).flush(state, client, true) == Flushed::Broken {
             break;
         }
-        match wake.recv() {
-            Ok(finish) => closing = finish,
+        let mut closing = match wake.recv() {
+            Ok(finish) => finish,
             Err(_) => break,
-        }
+        };
         // Drain pending wakes; one pass writes everything.
         while let Ok(finish) = wake.try_recv() {
             closing |= finish;
         }
         if closing {
             // One last pass flushes the final frames (ERROR, REFUSE...).
-            loop {
-                let segment = state.lock().hub.poll_transmit(client);
-                let Some(segment) = segment else { break };
-                if stream.write_all(&segment).is_err() {
-                    break;
-                }
-            }
+            Outlet::lock(outlet).flush(state, client, true);
             break;
         }
     }
-    let _ = stream.flush();
-    let _ = stream.shutdown(Shutdown::Both);
+    let mut outlet = Outlet::lock(outlet);
+    let _ = outlet.stream.flush();
+    let _ = outlet.stream.shutdown(Shutdown::Both);
+    drop(outlet);
     let mut shared = state.lock();
     shared.writers.remove(&client);
     shared.hub.remove(client, Instant::now());
