@@ -105,16 +105,9 @@ fn decoding_message_frames_allocates_nothing_per_frame() {
     assert_eq!(count, 0, "{count} allocations for {frames} MESSAGE frames");
 }
 
-/// The whole client receive path, not just the codec: bytes into
-/// `Connection::handle_input` in 64 KiB reads, events out of `poll_event`.
-/// Per read the connection copies the bytes into its input buffer, which
-/// costs one allocation whenever the buffer cannot be reused in place
-/// (frames still share it), and the event queue grows once; per frame,
-/// nothing. The bound below is that: a few per 64 KiB read, which is about
-/// 750 frames of this size.
-#[test]
-fn a_client_receiving_messages_allocates_per_read_not_per_frame() {
-    let now = Instant::now();
+/// A hub with one client, `bob`, through its handshake: the hub, bob's
+/// id in it, and bob's connection, its events read.
+fn joined(now: Instant) -> (Hub, ferry_core::ClientId, Connection) {
     let mut hub = Hub::new(HubConfig::default(), now);
     let id = hub.connect(now);
     let mut client = Connection::client(ClientConfig::new("bob"), now);
@@ -126,6 +119,20 @@ fn a_client_receiving_messages_allocates_per_read_not_per_frame() {
     }
     while client.poll_event().is_some() {}
     assert!(client.is_open());
+    (hub, id, client)
+}
+
+/// The whole client receive path, not just the codec: bytes into
+/// `Connection::handle_input` in 64 KiB reads, events out of `poll_event`.
+/// Per read the connection copies the bytes into its input buffer, which
+/// costs one allocation whenever the buffer cannot be reused in place
+/// (frames still share it), and the event queue grows once; per frame,
+/// nothing. The bound below is that: a few per 64 KiB read, which is about
+/// 750 frames of this size.
+#[test]
+fn a_client_receiving_messages_allocates_per_read_not_per_frame() {
+    let now = Instant::now();
+    let (_hub, _id, mut client) = joined(now);
 
     let stream = encoded(|i| Frame::Message {
         seq: i as u64 + 2,
@@ -170,20 +177,7 @@ fn a_client_receiving_messages_allocates_per_read_not_per_frame() {
 #[test]
 fn a_hub_answering_pings_allocates_nothing_per_round_trip() {
     let now = Instant::now();
-    let mut hub = Hub::new(HubConfig::default(), now);
-    let id = hub.connect(now);
-    let mut client = Connection::client(ClientConfig::new("bob"), now);
-    let exchange = |hub: &mut Hub, client: &mut Connection| {
-        while let Some(bytes) = client.poll_transmit() {
-            hub.handle_input(id, now, &bytes);
-        }
-        while let Some(bytes) = hub.poll_transmit(id) {
-            client.handle_input(now, &bytes);
-        }
-    };
-    exchange(&mut hub, &mut client);
-    while client.poll_event().is_some() {}
-    assert!(client.is_open());
+    let (mut hub, id, _client) = joined(now);
     // The PINGs as the client would send them, encoded before counting.
     let pings: Vec<Bytes> = (0..1000u64)
         .map(|nonce| {
