@@ -92,6 +92,8 @@ pub async fn run_server(
         inputs: inputs_tx,
         notices,
         disk_done,
+        timer: Timer::never(),
+        timer_at: None,
     };
     executor.run(server.run(inputs, commands)).await
 }
@@ -131,6 +133,13 @@ struct Server<'ex> {
     notices: mpsc::Sender<ServerNotice>,
     /// Signalled by file writers.
     disk_done: Receiver<()>,
+    /// Fires at the hub's next deadline. Kept from one wait to the next and
+    /// moved only when the deadline does: registering a timer wakes the
+    /// reactor, and a fresh one per wait cost each message a round of
+    /// system calls.
+    timer: Timer,
+    /// Where `timer` is set; `None` for never.
+    timer_at: Option<Instant>,
 }
 
 impl Server<'_> {
@@ -175,11 +184,18 @@ impl Server<'_> {
 
     /// Waits for the next input, command or timer.
     async fn next(
-        &self,
+        &mut self,
         inputs: &Receiver<Input>,
         commands: Option<&Receiver<ServerCommand>>,
     ) -> Wake {
         let deadline = self.hub.poll_timeout();
+        if deadline != self.timer_at {
+            match deadline {
+                Some(at) => self.timer.set_at(at),
+                None => self.timer = Timer::never(),
+            }
+            self.timer_at = deadline;
+        }
         let command = async {
             match commands {
                 Some(commands) => match commands.recv().await {
@@ -196,17 +212,16 @@ impl Server<'_> {
                 Err(_) => future::pending().await,
             }
         };
+        let (timer, timer_at) = (&mut self.timer, &mut self.timer_at);
         let timer = async {
-            match deadline {
-                Some(at) => {
-                    Timer::at(at).await;
-                }
-                None => future::pending::<()>().await,
-            }
+            timer.await;
+            // A timer fires once: the next wait sets it again.
+            *timer_at = None;
             Wake::Timeout
         };
+        let disk_done = &self.disk_done;
         let disk = async {
-            match self.disk_done.recv().await {
+            match disk_done.recv().await {
                 Ok(()) => Wake::Disk,
                 // We hold the sender (in `files`), so this cannot happen.
                 Err(_) => future::pending().await,
