@@ -367,25 +367,40 @@ fn bench_rtt_compares_ferry_with_raw_tcp() {
             "--rounds",
             "1",
             "--runtimes",
-            "mio",
+            "mio,smol",
         ],
         "",
     );
     assert!(ok, "{out}{err}");
-    for label in [
+    let raw = [
         "raw tcp, echo thread",
         "raw tcp, echo process",
         "raw tcp, echo loop (mio)",
+        "raw tcp, echo tasks (smol)",
+    ];
+    let ferry = [
         "ferry ping (mio)",
         "ferry say echo (mio)",
-    ] {
+        "ferry ping (smol)",
+        "ferry say echo (smol)",
+    ];
+    for label in raw.iter().chain(&ferry) {
         let rows = table_rows(&out, label);
         assert_eq!(rows.len(), 1, "{label} in\n{out}");
         let cells = &rows[0];
-        // p50, p99, and both against each raw echo.
-        assert_eq!(cells.len(), 6, "{label} in\n{out}");
-        for cell in cells {
+        // p50, p99, both against each raw echo, then against the echo on
+        // the server's own stack, which only ferry rows have.
+        assert_eq!(cells.len(), 8, "{label} in\n{out}");
+        let (figures, own_stack) = cells.split_at(6);
+        for cell in figures {
             assert!(figure(cell) > 0.0, "{label}: {cell} in\n{out}");
+        }
+        for cell in own_stack {
+            if raw.contains(label) {
+                assert_eq!(*cell, "-", "{label} in\n{out}");
+            } else {
+                assert!(figure(cell) > 0.0, "{label}: {cell} in\n{out}");
+            }
         }
     }
 }

@@ -2,9 +2,10 @@
 //! own, the baseline that has the shape of a ferry server (another process,
 //! woken by the kernel for each message) without any of its work. It prints
 //! `listening on ADDR` and writes back whatever each connection sends until
-//! it is killed: on a blocking thread per connection, or with
-//! `--event-loop` on one mio loop, the shape of the mio server (the same
-//! `epoll_wait`, read and write per message).
+//! it is killed: on a blocking thread per connection, with `--event-loop`
+//! on one mio loop, the shape of the mio server (the same `epoll_wait`,
+//! read and write per message), or with `--tasks` as a task per connection
+//! on async-io and async-executor, the stack the smol server runs on.
 
 use clap::Args;
 use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
@@ -19,6 +20,10 @@ pub struct EchoOptions {
     /// each.
     #[arg(long)]
     event_loop: bool,
+    /// Serve every connection as a task on an async-executor driven by
+    /// async-io's `block_on`, as the smol server does.
+    #[arg(long, conflicts_with = "event_loop")]
+    tasks: bool,
 }
 
 /// Serves until killed; only fails to start.
@@ -31,6 +36,9 @@ pub fn echo(options: &EchoOptions) -> Result<(), String> {
     println!("listening on {addr}");
     if options.event_loop {
         return event_loop(listener).map_err(|e| format!("echo: {e}"));
+    }
+    if options.tasks {
+        return echo_tasks(listener).map_err(|e| format!("echo: {e}"));
     }
     for stream in listener.incoming().map_while(Result::ok) {
         std::thread::spawn(move || echo_back(stream));
@@ -49,6 +57,45 @@ fn echo_back(mut stream: TcpStream) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A task per connection on one executor, which runs inside async-io's
+/// `block_on` on this thread: the smol server's stack without its work.
+fn echo_tasks(listener: TcpListener) -> io::Result<()> {
+    let listener = async_net::TcpListener::try_from(listener)?;
+    let executor = std::sync::Arc::new(async_executor::Executor::new());
+    // The accept loop is a task too, as in the smol server: the future
+    // `run` is given is polled at every wake-up of the thread, and an
+    // accept tried at each would add a system call to every message.
+    let accepting = executor.spawn({
+        let executor = executor.clone();
+        async move {
+            loop {
+                let (stream, _) = listener.accept().await?;
+                executor.spawn(echo_task(stream)).detach();
+            }
+        }
+    });
+    async_io::block_on(executor.run(accepting))
+}
+
+/// Writes back what arrives, as it arrives, until the peer hangs up.
+async fn echo_task(mut stream: async_net::TcpStream) {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
             }

@@ -11,7 +11,11 @@
 //! the shape of a server without its work, and against an echo on a mio
 //! event loop in a process of its own (`ferry bench echo --event-loop`),
 //! the shape of the mio server: the same `epoll_wait`, read and write per
-//! message, so that what ferry adds beyond them shows apart.
+//! message, so that what ferry adds beyond them shows apart; with the smol
+//! runtime also against an echo task per connection on async-io and
+//! async-executor (`ferry bench echo --tasks`), the smol server's stack.
+//! Each ferry row is also given against the echo on its own runtime's
+//! stack ("vs own stack").
 
 use super::contenders::spawn_listening;
 use super::latency::Histogram;
@@ -75,6 +79,9 @@ enum Contender {
     /// Echoed by a mio event loop in a process of its own, as the mio
     /// server does.
     RawTcpLoop,
+    /// Echoed by a task per connection on async-io and async-executor, in
+    /// a process of its own, as the smol server does.
+    RawTcpTasks,
     Ping(Runtime),
     Echo(Runtime),
 }
@@ -85,8 +92,22 @@ impl Contender {
             Contender::RawTcp => "raw tcp, echo thread".into(),
             Contender::RawTcpProcess => "raw tcp, echo process".into(),
             Contender::RawTcpLoop => "raw tcp, echo loop (mio)".into(),
+            Contender::RawTcpTasks => "raw tcp, echo tasks (smol)".into(),
             Contender::Ping(runtime) => format!("ferry ping ({})", runtime.name()),
             Contender::Echo(runtime) => format!("ferry say echo ({})", runtime.name()),
+        }
+    }
+
+    /// The raw echo on the same stack as this ferry server: what the
+    /// runtime costs without ferry's work.
+    fn own_stack(self) -> Option<Contender> {
+        match self {
+            Contender::Ping(runtime) | Contender::Echo(runtime) => Some(match runtime {
+                Runtime::Std => Contender::RawTcpProcess,
+                Runtime::Mio => Contender::RawTcpLoop,
+                Runtime::Smol => Contender::RawTcpTasks,
+            }),
+            _ => None,
         }
     }
 }
@@ -94,16 +115,18 @@ impl Contender {
 /// Runs the benchmark and prints the table on stdout.
 pub fn rtt(options: &RttOptions) -> Result<(), String> {
     let timeout = Duration::from_secs(options.timeout);
-    let mut lineup = vec![
-        Contender::RawTcp,
-        Contender::RawTcpProcess,
-        Contender::RawTcpLoop,
-    ];
+    let mut lineup = vec![Contender::RawTcp, Contender::RawTcpProcess];
+    let mut measured = Vec::new();
     for &runtime in &options.runtimes {
-        if !lineup.contains(&Contender::Ping(runtime)) {
-            lineup.extend([Contender::Ping(runtime), Contender::Echo(runtime)]);
+        let ping = Contender::Ping(runtime);
+        if !measured.contains(&ping) {
+            measured.extend([ping, Contender::Echo(runtime)]);
+            if let Some(stack) = ping.own_stack().filter(|stack| !lineup.contains(stack)) {
+                lineup.push(stack);
+            }
         }
     }
+    lineup.extend(measured);
     let mut results: Vec<Histogram> = lineup.iter().map(|_| Histogram::default()).collect();
     let size = options.size as usize;
     for round in 1..=options.rounds {
@@ -142,12 +165,20 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         "p99 vs thread",
         "p50 vs process",
         "p99 vs process",
+        "p50 vs own stack",
+        "p99 vs own stack",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect::<Vec<_>>()];
     for (contender, histogram) in lineup.iter().zip(&results) {
         let ratio = |base: &Histogram, q| micros(histogram.quantile(q)) / micros(base.quantile(q));
+        let own_stack = contender
+            .own_stack()
+            .and_then(|stack| lineup.iter().position(|&c| c == stack))
+            .map(|i| &results[i]);
+        let versus_own =
+            |q| own_stack.map_or("-".to_string(), |base| format!("{:.2}x", ratio(base, q)));
         lines.push(vec![
             contender.label(),
             format!("{:.1}", micros(histogram.quantile(0.5))),
@@ -156,6 +187,8 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
             format!("{:.2}x", ratio(thread, 0.99)),
             format!("{:.2}x", ratio(process, 0.5)),
             format!("{:.2}x", ratio(process, 0.99)),
+            versus_own(0.5),
+            versus_own(0.99),
         ]);
     }
     print!("{}", align(&lines));
@@ -168,10 +201,14 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         format!("{size} bytes written and echoed back by a blocking thread of this process"),
         "(echo thread) or of a process of its own (echo process, the shape of a".to_string(),
         "server), or by a mio event loop in a process of its own (echo loop: the".to_string(),
-        "system calls of the mio server without its work). ferry ping: PING/PONG".to_string(),
+        "system calls of the mio server without its work), or by a task per".to_string(),
+        "connection on async-io and async-executor (echo tasks: the smol server's".to_string(),
+        "stack without its work). ferry ping: PING/PONG".to_string(),
         format!("through `ferry serve` in its own process; ferry say echo: a {size}-byte"),
         "chat message said in a room of one and read back. vs thread / vs process:".to_string(),
-        "latency over that raw TCP echo's; lower is better.".to_string(),
+        "latency over that raw TCP echo's; vs own stack: over the echo on the".to_string(),
+        "server's own runtime (echo process for std, echo loop for mio, echo tasks".to_string(),
+        "for smol), which is what ferry's work adds; lower is better.".to_string(),
     ] {
         println!("{line}");
     }
@@ -377,13 +414,19 @@ fn start(
             }));
             Peer::raw(addr, size, timeout)
         }
-        Contender::RawTcpProcess | Contender::RawTcpLoop => {
+        Contender::RawTcpProcess | Contender::RawTcpLoop | Contender::RawTcpTasks => {
             let program =
                 std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
             let mut command = Command::new(program);
             command.args(["bench", "echo"]);
-            if contender == Contender::RawTcpLoop {
-                command.arg("--event-loop");
+            match contender {
+                Contender::RawTcpLoop => {
+                    command.arg("--event-loop");
+                }
+                Contender::RawTcpTasks => {
+                    command.arg("--tasks");
+                }
+                _ => {}
             }
             let (echo, addr) = spawn_listening(&mut command, "ferry bench echo", timeout)?;
             running.echoes.push(echo);
