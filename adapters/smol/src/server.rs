@@ -14,6 +14,7 @@ use futures_lite::future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a shutdown waits for clients to be sent their `ERROR SHUTDOWN`.
@@ -75,7 +76,7 @@ pub async fn run_server(
     commands: Receiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
 ) -> io::Result<()> {
-    let executor = Executor::new();
+    let executor = Arc::new(Executor::new());
     let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
     // Owned by the executor: dropped, and the listener closed, when this
     // function returns.
@@ -84,7 +85,7 @@ pub async fn run_server(
         .detach();
     let (disk_wake, disk_done) = crate::disk_signal();
     let mut server = Server {
-        executor: &executor,
+        executor: executor.clone(),
         hub: Hub::new(hub, Instant::now()),
         files: HubFiles::new(inbox, disk_wake),
         peers: ClientMap::default(),
@@ -95,7 +96,12 @@ pub async fn run_server(
         timer: Timer::never(),
         timer_at: None,
     };
-    executor.run(server.run(inputs, commands)).await
+    // The hub's loop is a task like the others rather than the future
+    // `run` drives itself: that future is woken through the thread's own
+    // waker, and each such wake-up cost a non-blocking round of the
+    // reactor (five system calls) per message.
+    let hub_task = executor.spawn(async move { server.run(inputs, commands).await });
+    executor.run(hub_task).await
 }
 
 async fn accept_loop(listener: TcpListener, to: Sender<Input>) {
@@ -122,8 +128,8 @@ struct Peer {
     writer: Task<()>,
 }
 
-struct Server<'ex> {
-    executor: &'ex Executor<'static>,
+struct Server {
+    executor: Arc<Executor<'static>>,
     hub: Hub,
     files: HubFiles,
     peers: ClientMap<Peer>,
@@ -142,7 +148,7 @@ struct Server<'ex> {
     timer_at: Option<Instant>,
 }
 
-impl Server<'_> {
+impl Server {
     async fn run(
         &mut self,
         inputs: Receiver<Input>,
