@@ -124,20 +124,24 @@ pub(crate) async fn drive(
         notices,
         ending: None,
         welcomed: false,
+        timer: Timer::never(),
+        timer_at: None,
     };
-    executor
-        .run(async move {
-            let ending = client.run(&inputs, commands).await;
-            // Closing the queue tells the writer to finish and shut down
-            // its side; the reader then waits a little for the server's end
-            // (see `wind_down`). The reader's last messages have nobody to
-            // go to any more.
-            drop(client.outlet);
-            drop(inputs);
-            wind_down(writer, reader).await;
-            Ok(ending)
-        })
-        .await
+    // A task like the socket tasks rather than the future `run` drives
+    // itself, which is woken through the thread's own waker: each such
+    // wake-up cost a non-blocking round of the reactor per message.
+    let main = executor.spawn(async move {
+        let ending = client.run(&inputs, commands).await;
+        // Closing the queue tells the writer to finish and shut down
+        // its side; the reader then waits a little for the server's end
+        // (see `wind_down`). The reader's last messages have nobody to
+        // go to any more.
+        drop(client.outlet);
+        drop(inputs);
+        wind_down(writer, reader).await;
+        Ok(ending)
+    });
+    executor.run(main).await
 }
 
 struct Client {
@@ -150,6 +154,13 @@ struct Client {
     /// Set by [`Event::Closed`].
     ending: Option<Ending>,
     welcomed: bool,
+    /// Fires at the next deadline, or before it: kept from one wait to the
+    /// next and moved only when a deadline comes earlier, because
+    /// registering a timer wakes the reactor and the connection's deadlines
+    /// move with every frame. Firing early only makes `run` wait again.
+    timer: Timer,
+    /// Where `timer` is set; `None` once it fired, or never set.
+    timer_at: Option<Instant>,
 }
 
 impl Client {
@@ -191,7 +202,7 @@ impl Client {
 
     /// Waits for the next input, command or timer.
     async fn next(
-        &self,
+        &mut self,
         inputs: &Receiver<Input>,
         commands: Option<&Receiver<ClientCommand>>,
         flush_by: Option<Instant>,
@@ -202,6 +213,10 @@ impl Client {
             .flatten()
             .min()
             .or(flush_by);
+        if let Some(at) = deadline.filter(|&at| self.timer_at.is_none_or(|set| at < set)) {
+            self.timer.set_at(at);
+            self.timer_at = Some(at);
+        }
         // Commands wait in their channel until the handshake is done (the
         // core refuses chat before it), and are left there once closed.
         let commands = commands.filter(|_| self.conn.is_open());
@@ -221,17 +236,16 @@ impl Client {
                 Err(_) => future::pending().await,
             }
         };
+        let (timer, timer_at) = (&mut self.timer, &mut self.timer_at);
         let timer = async {
-            match deadline {
-                Some(at) => {
-                    Timer::at(at).await;
-                }
-                None => future::pending::<()>().await,
-            }
+            timer.await;
+            // A timer fires once: the next wait sets it again.
+            *timer_at = None;
             Wake::Timeout
         };
+        let disk_done = &self.disk_done;
         let disk = async {
-            match self.disk_done.recv().await {
+            match disk_done.recv().await {
                 Ok(()) => Wake::Disk,
                 // We hold the sender (in `files`), so this cannot happen.
                 Err(_) => future::pending().await,
