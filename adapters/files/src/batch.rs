@@ -98,6 +98,13 @@ impl OutputBatch {
         }
     }
 
+    /// Takes the waiting segments out, in order, leaving the batch empty
+    /// (for handing what a write did not take to someone else).
+    pub fn drain(&mut self) -> impl Iterator<Item = Bytes> + '_ {
+        self.bytes = 0;
+        self.segments.drain(..)
+    }
+
     /// Forgets everything (the socket broke).
     pub fn clear(&mut self) {
         self.segments.clear();
@@ -114,6 +121,34 @@ impl OutputBatch {
         let written = match self.single() {
             Some(one) => out.write(one)?,
             None => out.write_vectored(&self.io_slices())?,
+        };
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.advance(written);
+        Ok(written)
+    }
+
+    /// One write of what waits that returns `WouldBlock` rather than wait
+    /// for room, whether `socket` is blocking or not (`MSG_DONTWAIT`), and
+    /// raises no `SIGPIPE` for a peer that is gone, as `std`'s own writes
+    /// ask. Otherwise as [`write_once`](Self::write_once).
+    ///
+    /// For a thread or task that writes only when it can do so at once and
+    /// leaves the rest to a writer of its own.
+    #[cfg(unix)]
+    pub fn send_without_blocking(&mut self, socket: &impl std::os::fd::AsFd) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = libc::MSG_DONTWAIT;
+        if self.is_empty() {
+            return Ok(0);
+        }
+        let socket = socket2::SockRef::from(socket);
+        let written = match self.single() {
+            Some(one) => socket.send_with_flags(one, flags)?,
+            None => socket.send_vectored_with_flags(&self.io_slices(), flags)?,
         };
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -215,5 +250,23 @@ mod tests {
         });
         assert_eq!(taken, 3);
         assert_eq!(batch.len(), 300 * 1024);
+    }
+
+    #[test]
+    fn drain_hands_over_what_a_partial_write_left_in_order() {
+        let mut batch = OutputBatch::new();
+        for text in ["first ", "second ", "third"] {
+            batch.push(Bytes::from(text));
+        }
+        let mut out = Trickle {
+            out: Vec::new(),
+            step: 8,
+        };
+        batch.write_once(&mut out).unwrap();
+        let rest: Vec<u8> = batch.drain().flat_map(|s| s.to_vec()).collect();
+        assert_eq!(out.out, b"first se");
+        assert_eq!(rest, b"cond third");
+        assert!(batch.is_empty());
+        assert_eq!(batch.len(), 0);
     }
 }

@@ -95,7 +95,7 @@ pub(crate) async fn drive(
     let _ = stream.set_nodelay(true);
     let executor = Executor::new();
     let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
-    let (outlet, segments, wanted) = Outlet::new();
+    let (outlet, writer_end) = Outlet::new(stream.clone());
     let reader =
         executor.spawn(read_loop(
             stream.clone(),
@@ -108,8 +108,7 @@ pub(crate) async fn drive(
         ));
     let writer = executor.spawn(write_loop(
         stream,
-        segments,
-        wanted,
+        writer_end,
         inputs_tx,
         Input::Room,
         Input::Broken,
@@ -283,7 +282,8 @@ impl Client {
                 self.on_event(now, event);
             }
             let conn = &mut self.conn;
-            let (fed, moved) = self.outlet.feed(|| conn.poll_transmit());
+            // One connection: nothing to gather across clients.
+            let (fed, moved) = self.outlet.feed(true, || conn.poll_transmit());
             if !busy && !moved {
                 return fed;
             }

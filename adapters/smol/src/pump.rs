@@ -96,14 +96,21 @@ pub(crate) async fn read_loop<M>(
 /// the socket is shut down so the peer sees a clean end.
 pub(crate) async fn write_loop<M: Clone>(
     mut stream: TcpStream,
-    segments: Receiver<Bytes>,
-    wanted: Arc<AtomicBool>,
+    writer: WriterEnd,
     to: Sender<M>,
     room: M,
     broken: impl FnOnce(String) -> M,
 ) {
+    let WriterEnd {
+        segments,
+        wanted,
+        writing,
+    } = writer;
     let mut batch = OutputBatch::new();
     while let Ok(segment) = segments.recv().await {
+        // The outlet writes itself only while this is clear; taking a
+        // segment and setting it happen without a yield in between.
+        writing.store(true, Ordering::SeqCst);
         // What else is queued goes out in the same vectored write.
         batch.push(segment);
         while batch.len() < OutputBatch::MAX_BYTES {
@@ -119,6 +126,7 @@ pub(crate) async fn write_loop<M: Clone>(
             let _ = to.send(broken(format!("write failed: {e}"))).await;
             return;
         }
+        writing.store(false, Ordering::SeqCst);
     }
     // Errors here change nothing: the socket is about to be dropped.
     let _ = stream.flush().await;
@@ -143,44 +151,89 @@ async fn write_batch(stream: &mut TcpStream, batch: &mut OutputBatch) -> io::Res
 }
 
 /// The driver's end of one writer: the bounded queue, the wake-up flag and
-/// the one segment that did not fit.
+/// the one segment that did not fit, and the socket, which it writes to
+/// itself while the writer is idle.
+///
+/// Handing every segment to the writer task cost each reply two task
+/// switches (driver to writer, each a round through the executor) where
+/// the driver, holding the bytes, can make the one `send`. It does so only
+/// when the writer has nothing: its queue empty and no batch of its own
+/// half written, so bytes never overtake each other. What the socket does
+/// not take at once goes to the writer, which waits for room; a failed
+/// write goes to the writer too, which meets the failure and reports it.
 #[derive(Debug)]
 pub(crate) struct Outlet {
     segments: Sender<Bytes>,
     wanted: Arc<AtomicBool>,
     held: Option<Bytes>,
+    // Written to directly on Unix only.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    stream: TcpStream,
+    /// Set by the writer while it holds bytes it has not finished writing.
+    writing: Arc<AtomicBool>,
+    /// Segments being written directly, kept for its allocation.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    batch: OutputBatch,
+}
+
+/// The writer's end of an [`Outlet`], for [`write_loop`].
+pub(crate) struct WriterEnd {
+    segments: Receiver<Bytes>,
+    wanted: Arc<AtomicBool>,
+    writing: Arc<AtomicBool>,
 }
 
 /// What [`Outlet::feed`] left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fed {
-    /// The source has nothing more; everything is with the writer.
+    /// The source has nothing more; everything is written or with the
+    /// writer.
     Drained,
     /// The writer's queue is full; it will say when it has room.
     Blocked,
 }
 
 impl Outlet {
-    /// An outlet and the receiving end for [`write_loop`].
-    pub(crate) fn new() -> (Outlet, Receiver<Bytes>, Arc<AtomicBool>) {
+    /// An outlet for `stream` and the end [`write_loop`] takes.
+    pub(crate) fn new(stream: TcpStream) -> (Outlet, WriterEnd) {
         let (segments, rx) = async_channel::bounded(WRITE_QUEUE);
         let wanted = Arc::new(AtomicBool::new(false));
+        let writing = Arc::new(AtomicBool::new(false));
         let outlet = Outlet {
             segments,
             wanted: wanted.clone(),
             held: None,
+            stream,
+            writing: writing.clone(),
+            batch: OutputBatch::new(),
         };
-        (outlet, rx, wanted)
+        let end = WriterEnd {
+            segments: rx,
+            wanted,
+            writing,
+        };
+        (outlet, end)
     }
 
-    /// Moves segments from `next` to the writer while its queue has room.
-    /// Returns how it stopped and whether anything moved.
+    /// Writes what `next` yields straight to the socket while the writer
+    /// is idle and the socket takes it (only if `direct`), then moves the
+    /// rest to the writer while its queue has room. Returns how it stopped
+    /// and whether anything moved.
+    ///
+    /// A driver with more input waiting passes `direct: false`: the writer
+    /// then runs after that input too and sends what it all produced in
+    /// one write, where writing at once would make a system call per
+    /// input and client (a room's broadcasts from several senders).
     ///
     /// A writer that is gone (its socket broke) takes everything: the
     /// segments are dropped, and the state machine learns of the break
     /// from the writer's own message.
-    pub(crate) fn feed(&mut self, mut next: impl FnMut() -> Option<Bytes>) -> (Fed, bool) {
-        let mut moved = false;
+    pub(crate) fn feed(
+        &mut self,
+        direct: bool,
+        mut next: impl FnMut() -> Option<Bytes>,
+    ) -> (Fed, bool) {
+        let mut moved = direct && self.write_directly(&mut next);
         loop {
             let Some(segment) = self.held.take().or_else(&mut next) else {
                 return (Fed::Drained, moved);
@@ -202,5 +255,54 @@ impl Outlet {
                 }
             }
         }
+    }
+
+    /// The direct path of [`feed`](Self::feed): at most a queue's worth of
+    /// segments at a time, so that what the socket leaves always fits in
+    /// the writer's queue, which is empty here.
+    #[cfg(unix)]
+    fn write_directly(&mut self, next: &mut impl FnMut() -> Option<Bytes>) -> bool {
+        let mut moved = false;
+        while self.held.is_none()
+            && self.segments.is_empty()
+            && !self.segments.is_closed()
+            && !self.writing.load(Ordering::SeqCst)
+        {
+            let mut taken = 0;
+            while taken < WRITE_QUEUE && self.batch.len() < OutputBatch::MAX_BYTES {
+                let Some(segment) = next() else { break };
+                self.batch.push(segment);
+                taken += 1;
+            }
+            if self.batch.is_empty() {
+                break;
+            }
+            moved = true;
+            loop {
+                match self.batch.send_without_blocking(&self.stream) {
+                    Ok(_) if self.batch.is_empty() => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // Full (the writer waits for room) or failed (the
+                    // writer meets the failure and reports it).
+                    Err(_) => break,
+                }
+            }
+            if !self.batch.is_empty() {
+                for segment in self.batch.drain() {
+                    // Fits: the queue was empty and this is at most its
+                    // size. Closed: nobody writes any more.
+                    let _ = self.segments.try_send(segment);
+                }
+                break;
+            }
+        }
+        moved
+    }
+
+    /// Elsewhere the writer does all the writing.
+    #[cfg(not(unix))]
+    fn write_directly(&mut self, _: &mut impl FnMut() -> Option<Bytes>) -> bool {
+        false
     }
 }

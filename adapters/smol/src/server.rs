@@ -255,7 +255,7 @@ impl Server {
         // Chat frames are small and should leave at once.
         let _ = stream.set_nodelay(true);
         let id = self.hub.connect_from(now, peer.ip());
-        let (outlet, segments, wanted) = Outlet::new();
+        let (outlet, writer_end) = Outlet::new(stream.clone());
         let reader = self.executor.spawn(read_loop(
             stream.clone(),
             self.inputs.clone(),
@@ -267,8 +267,7 @@ impl Server {
         ));
         let writer = self.executor.spawn(write_loop(
             stream,
-            segments,
-            wanted,
+            writer_end,
             self.inputs.clone(),
             Input::Room(id),
             move |why| Input::Broken(id, why),
@@ -335,7 +334,10 @@ impl Server {
             return false;
         };
         let hub = &mut self.hub;
-        let (fed, moved) = peer.outlet.feed(|| hub.poll_transmit(id));
+        // Written at once only at the end of a burst of input, so that the
+        // writers gather what the whole burst produced for each client.
+        let direct = self.inputs.is_empty();
+        let (fed, moved) = peer.outlet.feed(direct, || hub.poll_transmit(id));
         if fed == Fed::Drained && peer.closed {
             self.remove(id, now);
         }

@@ -335,21 +335,7 @@ impl Outlet {
 /// wait for room, on a socket that is otherwise blocking.
 #[cfg(unix)]
 fn write_without_blocking(stream: &TcpStream, batch: &mut OutputBatch) -> io::Result<usize> {
-    // No SIGPIPE for a peer that is gone, as `std`'s own writes ask.
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let flags = libc::MSG_DONTWAIT;
-    let socket = socket2::SockRef::from(stream);
-    let written = match batch.single() {
-        Some(one) => socket.send_with_flags(one, flags)?,
-        None => socket.send_vectored_with_flags(&batch.io_slices(), flags)?,
-    };
-    if written == 0 {
-        return Err(io::ErrorKind::WriteZero.into());
-    }
-    batch.advance(written);
-    Ok(written)
+    batch.send_without_blocking(stream)
 }
 
 /// Elsewhere the writer does all the writing.
