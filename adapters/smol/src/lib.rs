@@ -23,6 +23,11 @@
 //!  socket ◀─ writer task ◀─────┘  (bounded; "room" when it drained)
 //! ```
 //!
+//! While a writer task has nothing to write, the hub or connection task
+//! sends what it has to that socket itself (non-blocking, on Unix), and
+//! hands the writer only what the socket did not take: a reply then costs
+//! no task switch.
+//!
 //! # Example
 //!
 //! ```

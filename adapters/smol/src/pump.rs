@@ -1,6 +1,7 @@
 //! The two socket tasks every connection gets, server or client side: a
 //! reader that forwards what arrives, and a writer that writes what the
-//! state machine produced. Neither knows anything about the protocol.
+//! state machine produced (or what of it the driver's [`Outlet`] could not
+//! send at once). None of them knows anything about the protocol.
 
 use async_channel::{Receiver, Sender, TrySendError};
 use async_io::Timer;

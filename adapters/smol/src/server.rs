@@ -1,5 +1,6 @@
 //! The server: one task owns the [`Hub`]; each connection has a reader and
-//! a writer task that only move bytes.
+//! a writer task that only move bytes (the hub task writes itself while a
+//! writer is idle: see [`Outlet`]).
 
 use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
 use async_channel::{Receiver, Sender};
