@@ -1,10 +1,10 @@
 //! The client: one task owns the [`Connection`]; a reader and a writer
 //! task move its bytes.
 
+use crate::alarm::Alarm;
 use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE, LINGER};
 use async_channel::Receiver;
 use async_executor::Executor;
-use async_io::Timer;
 use async_net::TcpStream;
 use bytes::Bytes;
 use ferry_core::{ClientConfig, Code, Connection, Event};
@@ -123,8 +123,7 @@ pub(crate) async fn drive(
         notices,
         ending: None,
         welcomed: false,
-        timer: Timer::never(),
-        timer_at: None,
+        alarm: Alarm::new(),
     };
     // A task like the socket tasks rather than the future `run` drives
     // itself, which is woken through the thread's own waker: each such
@@ -153,13 +152,8 @@ struct Client {
     /// Set by [`Event::Closed`].
     ending: Option<Ending>,
     welcomed: bool,
-    /// Fires at the next deadline, or before it: kept from one wait to the
-    /// next and moved only when a deadline comes earlier, because
-    /// registering a timer wakes the reactor and the connection's deadlines
-    /// move with every frame. Firing early only makes `run` wait again.
-    timer: Timer,
-    /// Where `timer` is set; `None` once it fired, or never set.
-    timer_at: Option<Instant>,
+    /// Fires by the next deadline (early at times: `run` then waits again).
+    alarm: Alarm,
 }
 
 impl Client {
@@ -212,10 +206,7 @@ impl Client {
             .flatten()
             .min()
             .or(flush_by);
-        if let Some(at) = deadline.filter(|&at| self.timer_at.is_none_or(|set| at < set)) {
-            self.timer.set_at(at);
-            self.timer_at = Some(at);
-        }
+        self.alarm.arm(deadline);
         // Commands wait in their channel until the handshake is done (the
         // core refuses chat before it), and are left there once closed.
         let commands = commands.filter(|_| self.conn.is_open());
@@ -235,11 +226,9 @@ impl Client {
                 Err(_) => future::pending().await,
             }
         };
-        let (timer, timer_at) = (&mut self.timer, &mut self.timer_at);
+        let alarm = &mut self.alarm;
         let timer = async {
-            timer.await;
-            // A timer fires once: the next wait sets it again.
-            *timer_at = None;
+            alarm.ring().await;
             Wake::Timeout
         };
         let disk_done = &self.disk_done;

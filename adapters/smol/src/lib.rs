@@ -73,6 +73,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod alarm;
 mod client;
 mod pump;
 mod server;

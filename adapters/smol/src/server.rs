@@ -2,6 +2,7 @@
 //! a writer task that only move bytes (the hub task writes itself while a
 //! writer is idle: see [`Outlet`]).
 
+use crate::alarm::Alarm;
 use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
@@ -94,8 +95,7 @@ pub async fn run_server(
         inputs: inputs_tx,
         notices,
         disk_done,
-        timer: Timer::never(),
-        timer_at: None,
+        alarm: Alarm::new(),
     };
     // The hub's loop is a task like the others rather than the future
     // `run` drives itself: that future is woken through the thread's own
@@ -140,13 +140,8 @@ struct Server {
     notices: mpsc::Sender<ServerNotice>,
     /// Signalled by file writers.
     disk_done: Receiver<()>,
-    /// Fires at the hub's next deadline. Kept from one wait to the next and
-    /// moved only when the deadline does: registering a timer wakes the
-    /// reactor, and a fresh one per wait cost each message a round of
-    /// system calls.
-    timer: Timer,
-    /// Where `timer` is set; `None` for never.
-    timer_at: Option<Instant>,
+    /// Fires by the hub's next deadline.
+    alarm: Alarm,
 }
 
 impl Server {
@@ -195,14 +190,7 @@ impl Server {
         inputs: &Receiver<Input>,
         commands: Option<&Receiver<ServerCommand>>,
     ) -> Wake {
-        let deadline = self.hub.poll_timeout();
-        if deadline != self.timer_at {
-            match deadline {
-                Some(at) => self.timer.set_at(at),
-                None => self.timer = Timer::never(),
-            }
-            self.timer_at = deadline;
-        }
+        self.alarm.arm(self.hub.poll_timeout());
         let command = async {
             match commands {
                 Some(commands) => match commands.recv().await {
@@ -219,11 +207,9 @@ impl Server {
                 Err(_) => future::pending().await,
             }
         };
-        let (timer, timer_at) = (&mut self.timer, &mut self.timer_at);
+        let alarm = &mut self.alarm;
         let timer = async {
-            timer.await;
-            // A timer fires once: the next wait sets it again.
-            *timer_at = None;
+            alarm.ring().await;
             Wake::Timeout
         };
         let disk_done = &self.disk_done;

@@ -1,8 +1,8 @@
 //! Peer-to-peer chat over UDP on async-io: one task, one socket, one
 //! [`datagram::Peer`](ferry_core::datagram::Peer).
 
+use crate::alarm::Alarm;
 use async_channel::Receiver;
-use async_io::Timer;
 use async_net::UdpSocket;
 use ferry_core::datagram::{Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
 use ferry_files::{session_number, UdpCommand};
@@ -39,19 +39,15 @@ pub async fn run_udp_chat(
     // One byte more than allowed, so that an oversize datagram shows as such
     // instead of being cut to a valid-looking length.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut alarm = Alarm::new();
     loop {
-        let deadline = peer.poll_timeout();
+        alarm.arm(peer.poll_timeout());
         let wake = future::or(
             async { Wake::Command(commands.recv().await.ok()) },
             future::or(
                 async { Wake::Datagram(socket.recv(&mut buf).await) },
                 async {
-                    match deadline {
-                        Some(at) => {
-                            Timer::at(at).await;
-                        }
-                        None => future::pending::<()>().await,
-                    }
+                    alarm.ring().await;
                     Wake::Timer
                 },
             ),
