@@ -138,23 +138,7 @@ impl OutputBatch {
     /// leaves the rest to a writer of its own.
     #[cfg(unix)]
     pub fn send_without_blocking(&mut self, socket: &impl std::os::fd::AsFd) -> io::Result<usize> {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let flags = libc::MSG_DONTWAIT;
-        if self.is_empty() {
-            return Ok(0);
-        }
-        let socket = socket2::SockRef::from(socket);
-        let written = match self.single() {
-            Some(one) => socket.send_with_flags(one, flags)?,
-            None => socket.send_vectored_with_flags(&self.io_slices(), flags)?,
-        };
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        self.advance(written);
-        Ok(written)
+        self.write_once(&mut DontWait(socket2::SockRef::from(socket)))
     }
 
     /// Writes everything that waits, blocking as needed.
@@ -166,6 +150,34 @@ impl OutputBatch {
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+}
+
+/// A socket whose writes return `WouldBlock` rather than wait, and raise
+/// no `SIGPIPE` (see [`OutputBatch::send_without_blocking`]).
+#[cfg(unix)]
+struct DontWait<'s>(socket2::SockRef<'s>);
+
+#[cfg(unix)]
+impl DontWait<'_> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const FLAGS: std::ffi::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const FLAGS: std::ffi::c_int = libc::MSG_DONTWAIT;
+}
+
+#[cfg(unix)]
+impl Write for DontWait<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_with_flags(buf, Self::FLAGS)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.send_vectored_with_flags(bufs, Self::FLAGS)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
