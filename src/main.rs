@@ -189,9 +189,17 @@ struct Limits {
     /// Most clients in rooms at once [default: 10000].
     #[arg(long)]
     max_clients: Option<usize>,
-    /// Most connections at once from one IP address [default: 64].
+    /// Most connections at once from one source, an address group (see
+    /// --source-prefix-v4/-v6) [default: 64].
     #[arg(long)]
     max_per_ip: Option<usize>,
+    /// Leading bits of an IPv4 address that make one source for the
+    /// per-source limits [default: 32, every address].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=32))]
+    source_prefix_v4: Option<u8>,
+    /// Leading bits of an IPv6 address that make one source [default: 64].
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=128))]
+    source_prefix_v6: Option<u8>,
     /// Largest file accepted, such as 10G or 500M [default: 1T].
     #[arg(long, value_parser = bench::parse_size)]
     max_file_size: Option<u64>,
@@ -232,6 +240,12 @@ impl Limits {
         }
         if let Some(n) = self.max_per_ip {
             config.max_per_ip = n;
+        }
+        if let Some(n) = self.source_prefix_v4 {
+            config.source_prefix_v4 = n;
+        }
+        if let Some(n) = self.source_prefix_v6 {
+            config.source_prefix_v6 = n;
         }
         if let Some(n) = self.max_file_size {
             config.max_file_size = n;

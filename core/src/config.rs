@@ -128,7 +128,9 @@ impl fmt::Debug for ClientConfig {
 /// |-------|---------|--------------------|
 /// | [`token`](Self::token) | none: anyone may join | `--token`, or `FERRY_TOKEN` |
 /// | [`max_clients`](Self::max_clients) | 10,000 | `--max-clients` |
-/// | [`max_per_ip`](Self::max_per_ip) | 64 | `--max-per-ip` |
+/// | [`max_per_ip`](Self::max_per_ip) | 64 per address group | `--max-per-ip` |
+/// | [`source_prefix_v4`](Self::source_prefix_v4) | 32: each IPv4 address is a group | `--source-prefix-v4` |
+/// | [`source_prefix_v6`](Self::source_prefix_v6) | 64: each IPv6 /64 is a group | `--source-prefix-v6` |
 /// | [`max_file_size`](Self::max_file_size) | 1 TiB | `--max-file-size` |
 /// | [`inbox_quota`](Self::inbox_quota) | none: the disk is the limit | `--inbox-quota` |
 /// | [`flood_burst`](Self::flood_burst) | 20 messages | `--flood-burst` |
@@ -149,11 +151,18 @@ pub struct HubConfig {
     pub connection: Config,
     /// Clients in rooms at once; more are refused with `SERVER_FULL`.
     pub max_clients: usize,
-    /// Connections at once from one IP address, joined or not; the next
-    /// one is closed at once with `ERROR SERVER_FULL`. Enforced for clients
-    /// added with [`Hub::connect_from`](crate::Hub::connect_from), which
-    /// every ferry runtime uses.
+    /// Connections at once from one address group (see
+    /// [`source_prefix_v4`](Self::source_prefix_v4)), joined or not; the
+    /// next one is closed at once with `ERROR SERVER_FULL`. Enforced for
+    /// clients added with [`Hub::connect_from`](crate::Hub::connect_from),
+    /// which every ferry runtime uses.
     pub max_per_ip: usize,
+    /// Leading bits of an IPv4 address that name its source for per-source
+    /// limits ([`Source`](crate::Source)); 32: every address is its own.
+    pub source_prefix_v4: u8,
+    /// Leading bits of an IPv6 address that name its source; 64: a /64,
+    /// the block one machine is usually given, counts as one source.
+    pub source_prefix_v6: u8,
     /// Largest file accepted, in bytes; larger offers are rejected with
     /// `FILE_TOO_LARGE`.
     pub max_file_size: u64,
@@ -192,6 +201,8 @@ impl Default for HubConfig {
             connection: Config::default(),
             max_clients: 10_000,
             max_per_ip: 64,
+            source_prefix_v4: 32,
+            source_prefix_v6: 64,
             max_file_size: 1 << 40,
             inbox_quota: None,
             flood_burst: 20,
@@ -210,6 +221,8 @@ impl fmt::Debug for HubConfig {
             .field("connection", &self.connection)
             .field("max_clients", &self.max_clients)
             .field("max_per_ip", &self.max_per_ip)
+            .field("source_prefix_v4", &self.source_prefix_v4)
+            .field("source_prefix_v6", &self.source_prefix_v6)
             .field("max_file_size", &self.max_file_size)
             .field("inbox_quota", &self.inbox_quota)
             .field("flood_burst", &self.flood_burst)

@@ -8,6 +8,7 @@ use crate::error::Misuse;
 use crate::frame::{Frame, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
 use crate::names::{check_name, name_key, DEFAULT_ROOM};
+use crate::source::Source;
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
 use bytes::{Bytes, BytesMut};
@@ -125,8 +126,10 @@ struct Client {
     /// a later one is not registered: the entry fires early, once, and is
     /// registered anew then. Only an earlier deadline replaces it at once.
     timer: Option<Instant>,
-    /// The address it connected from, while counted in `Hub::per_ip`.
-    origin: Option<IpAddr>,
+    /// The address group it connected from, if known.
+    source: Option<Source>,
+    /// Counted in `Hub::per_source` (until it closes).
+    counted: bool,
     /// Queued in `Hub::dirty`: its events are due to be handled.
     dirty: bool,
     /// Queued in `Hub::touched`: its timer and write readiness are due to
@@ -360,8 +363,8 @@ pub struct Hub {
     /// Clients with bytes to send, each once (see `Client::writable`).
     writable: VecDeque<ClientId>,
     timers: BTreeSet<(Instant, ClientId)>,
-    /// Open connections per address, for [`HubConfig::max_per_ip`].
-    per_ip: HashMap<IpAddr, usize>,
+    /// Open connections per address group, for [`HubConfig::max_per_ip`].
+    per_source: HashMap<Source, usize>,
     /// The latest time any input carried, for work done while polling.
     last_now: Instant,
     /// The number in the next `guest-N` name.
@@ -394,7 +397,7 @@ impl Hub {
             touched: Vec::new(),
             writable: VecDeque::new(),
             timers: BTreeSet::new(),
-            per_ip: HashMap::new(),
+            per_source: HashMap::new(),
             next_guest: 1,
         }
     }
@@ -449,10 +452,28 @@ impl Hub {
         self.relays.len() / 2
     }
 
-    /// Open connections from `ip` counted against
+    /// Open connections from the address group of `ip` (see
+    /// [`source_of_ip`](Self::source_of_ip)), counted against
     /// [`HubConfig::max_per_ip`].
     pub fn connections_from(&self, ip: IpAddr) -> usize {
-        self.per_ip.get(&ip).copied().unwrap_or(0)
+        let source = self.source_of_ip(ip);
+        self.per_source.get(&source).copied().unwrap_or(0)
+    }
+
+    /// The address group per-source limits count `ip` in
+    /// ([`HubConfig::source_prefix_v4`], [`HubConfig::source_prefix_v6`]).
+    pub fn source_of_ip(&self, ip: IpAddr) -> Source {
+        Source::of(
+            ip,
+            self.config.source_prefix_v4,
+            self.config.source_prefix_v6,
+        )
+    }
+
+    /// The address group `client` connected from, if it was added with
+    /// [`connect_from`](Self::connect_from).
+    pub fn source_of(&self, client: ClientId) -> Option<Source> {
+        self.clients.get(&client).and_then(|c| c.source)
     }
 
     // ----- input ---------------------------------------------------------
@@ -466,14 +487,16 @@ impl Hub {
     /// The address is only compared, never used: the hub stays sans-IO.
     pub fn connect_from(&mut self, now: Instant, ip: IpAddr) -> ClientId {
         let id = self.connect(now);
-        let count = self.per_ip.entry(ip).or_insert(0);
+        let source = self.source_of_ip(ip);
+        let count = self.per_source.entry(source).or_insert(0);
         *count += 1;
         let over = *count > self.config.max_per_ip;
         let max = self.config.max_per_ip;
         if let Some(c) = self.clients.get_mut(&id) {
-            c.origin = Some(ip);
+            c.source = Some(source);
+            c.counted = true;
             if over {
-                let reason = format!("too many connections from {ip} (at most {max})");
+                let reason = format!("too many connections from {source} (at most {max})");
                 c.link.close_with_error(now, Code::SERVER_FULL, &reason);
                 self.touch(id);
             }
@@ -507,7 +530,8 @@ impl Hub {
                     updated: now,
                 },
                 timer: None,
-                origin: None,
+                source: None,
+                counted: false,
                 dirty: false,
                 touched: false,
                 writable: false,
@@ -1199,13 +1223,16 @@ impl Hub {
 
     /// A closed connection no longer counts against its address's limit.
     fn uncount(&mut self, id: ClientId) {
-        let Some(ip) = self.clients.get_mut(&id).and_then(|c| c.origin.take()) else {
+        let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        if let Some(count) = self.per_ip.get_mut(&ip) {
+        let (Some(source), true) = (c.source, std::mem::take(&mut c.counted)) else {
+            return;
+        };
+        if let Some(count) = self.per_source.get_mut(&source) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                self.per_ip.remove(&ip);
+                self.per_source.remove(&source);
             }
         }
     }

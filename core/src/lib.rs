@@ -76,6 +76,7 @@ pub mod hub;
 mod input;
 pub mod names;
 mod outbox;
+pub mod source;
 pub mod text;
 pub mod transfer;
 
@@ -85,4 +86,5 @@ pub use config::{ClientConfig, Config, HubConfig};
 pub use connection::{Connection, Event, Role};
 pub use error::{DecodeError, Error, LimitExceeded, Malformed, Misuse, Violation};
 pub use hub::{ClientId, Hub, HubEvent};
+pub use source::Source;
 pub use text::Text;

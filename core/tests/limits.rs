@@ -59,6 +59,38 @@ fn per_address_limit_closes_the_extra_connection_and_frees_on_close() {
 }
 
 #[test]
+fn an_ipv6_64_is_one_source_and_a_mapped_ipv4_is_its_address() {
+    let now = Instant::now();
+    let mut config = HubConfig::default();
+    config.max_per_ip = 2;
+    let mut hub = Hub::new(config, now);
+    let first: IpAddr = "2001:db8:7:7::1".parse().unwrap();
+    let second: IpAddr = "2001:db8:7:7:dead:beef::2".parse().unwrap();
+    let third: IpAddr = "2001:db8:7:7:ffff::3".parse().unwrap();
+    hub.connect_from(now, first);
+    hub.connect_from(now, second);
+    assert_eq!(hub.connections_from(third), 2);
+    let extra = hub.connect_from(now, third);
+    let events = hello(&mut hub, extra, now, "mallory", b"");
+    let (code, reason) = closed_code(&events).expect("the third of one /64 is closed");
+    assert_eq!(code, Code::SERVER_FULL);
+    assert!(reason.contains("2001:db8:7:7::/64"), "{reason}");
+    // Another /64 is another source.
+    let elsewhere = hub.connect_from(now, "2001:db8:7:8::1".parse().unwrap());
+    let events = hello(&mut hub, elsewhere, now, "alice", b"");
+    assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+    // `::ffff:10.0.0.9` is 10.0.0.9, however the listener reports it.
+    let v4: IpAddr = [10, 0, 0, 9].into();
+    hub.connect_from(now, v4);
+    hub.connect_from(now, "::ffff:10.0.0.9".parse().unwrap());
+    assert_eq!(hub.connections_from(v4), 2);
+    assert_eq!(
+        hub.source_of(extra).unwrap().to_string(),
+        "2001:db8:7:7::/64"
+    );
+}
+
+#[test]
 fn token_is_required_and_compared_whole() {
     let now = Instant::now();
     let mut config = HubConfig::default();
