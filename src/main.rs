@@ -213,6 +213,32 @@ struct Limits {
     /// Chat messages a client may send per second on average [default: 10].
     #[arg(long)]
     flood_rate: Option<u32>,
+    /// Chat messages and joins all clients from one source may send in a
+    /// burst; reconnecting does not refill it [default: 60].
+    #[arg(long)]
+    source_flood_burst: Option<u32>,
+    /// Chat messages and joins per second one source may send on average
+    /// [default: 20].
+    #[arg(long)]
+    source_flood_rate: Option<u32>,
+    /// Wrong tokens from one source before it is banned [default: 10].
+    #[arg(long)]
+    auth_ban_after: Option<u32>,
+    /// Seconds a source that kept guessing the token is turned away
+    /// [default: 300].
+    #[arg(long, value_parser = parse_secs)]
+    auth_ban: Option<Duration>,
+    /// Most members in one room [default: 1000].
+    #[arg(long)]
+    max_room_members: Option<usize>,
+    /// Control frames (PING, PONG, extensions, answers to transfers) a
+    /// client may send in a burst [default: 100].
+    #[arg(long)]
+    frame_burst: Option<u32>,
+    /// Control frames a client may send per second on average
+    /// [default: 50].
+    #[arg(long)]
+    frame_rate: Option<u32>,
     /// Seconds a client has to finish its handshake [default: 10].
     #[arg(long, value_parser = parse_secs)]
     handshake_timeout: Option<Duration>,
@@ -256,6 +282,27 @@ impl Limits {
         }
         if let Some(n) = self.flood_rate {
             config.flood_per_second = n;
+        }
+        if let Some(n) = self.source_flood_burst {
+            config.source_flood_burst = n;
+        }
+        if let Some(n) = self.source_flood_rate {
+            config.source_flood_per_second = n;
+        }
+        if let Some(n) = self.auth_ban_after {
+            config.auth_failures_before_ban = n;
+        }
+        if let Some(t) = self.auth_ban {
+            config.auth_ban = t;
+        }
+        if let Some(n) = self.max_room_members {
+            config.max_room_members = n;
+        }
+        if let Some(n) = self.frame_burst {
+            config.connection.frame_burst = n;
+        }
+        if let Some(n) = self.frame_rate {
+            config.connection.frame_per_second = n;
         }
         if let Some(t) = self.handshake_timeout {
             config.connection.handshake_timeout = t;

@@ -19,6 +19,7 @@ pub fn serve(
     overwrite: bool,
     config: HubConfig,
 ) -> Result<(), String> {
+    config.check()?;
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
         .overwrite(overwrite);

@@ -237,6 +237,13 @@ fn soak(p: &Params) {
             &max,
             "--max-clients",
             &max,
+            // Every client comes from 127.0.0.1, one source: its shared
+            // budget for joins and messages would price the soak's load
+            // (tests/hostile_load.rs and core/tests/limits.rs test it).
+            "--source-flood-burst",
+            "1000000",
+            "--source-flood-rate",
+            "1000000",
         ];
         // glibc gives each allocating thread a heap of its own (up to 8 per
         // core), and keeps what is freed in it: with a thread per

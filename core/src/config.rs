@@ -1,6 +1,6 @@
 //! Limits and timeouts, with the defaults the protocol document names.
 
-use crate::frame::{Settings, DATA_OVERHEAD};
+use crate::frame::{Settings, DATA_OVERHEAD, MIN_DATA};
 use std::fmt;
 use std::time::Duration;
 
@@ -30,6 +30,15 @@ pub struct Config {
     /// before it counts as a slow reader (file data is bounded separately by
     /// the flow-control window).
     pub max_outgoing: usize,
+    /// Server role: control frames (`PING`, `PONG`, extensions, `BYE`,
+    /// answers to transfers, a `CREDIT` that opens less than
+    /// [`MIN_DATA`](crate::frame::MIN_DATA)) a client may send in a burst.
+    /// Past the budget it is closed with `FLOODING`. Chat frames and offers
+    /// are priced by the hub's flood limits instead, file data by the
+    /// window.
+    pub frame_burst: u32,
+    /// Server role: control frames a client may send per second on average.
+    pub frame_per_second: u32,
 }
 
 impl Default for Config {
@@ -44,6 +53,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             max_transfers: 8,
             max_outgoing: 1 << 20,
+            frame_burst: 100,
+            frame_per_second: 50,
         }
     }
 }
@@ -61,10 +72,11 @@ impl Config {
     }
 
     /// The chunk size to send with when the peer accepts bodies up to
-    /// `peer_max_frame`: never zero, never more than fits in one frame.
+    /// `peer_max_frame`: never zero, never more than fits in one frame, and
+    /// never under the floor receivers hold `DATA` to ([`MIN_DATA`]).
     pub(crate) fn effective_chunk_size(&self, peer_max_frame: u32) -> u32 {
         let fits = peer_max_frame.saturating_sub(DATA_OVERHEAD as u32);
-        self.chunk_size.min(fits).max(1)
+        self.chunk_size.max(MIN_DATA).min(fits).max(1)
     }
 }
 
@@ -135,9 +147,16 @@ impl fmt::Debug for ClientConfig {
 /// | [`inbox_quota`](Self::inbox_quota) | none: the disk is the limit | `--inbox-quota` |
 /// | [`flood_burst`](Self::flood_burst) | 20 messages | `--flood-burst` |
 /// | [`flood_per_second`](Self::flood_per_second) | 10 messages/s | `--flood-rate` |
+/// | [`source_flood_burst`](Self::source_flood_burst) | 60 messages and joins per source | `--source-flood-burst` |
+/// | [`source_flood_per_second`](Self::source_flood_per_second) | 20 messages and joins/s per source | `--source-flood-rate` |
+/// | [`auth_failures_before_ban`](Self::auth_failures_before_ban) | 10 wrong tokens | `--auth-ban-after` |
+/// | [`auth_ban`](Self::auth_ban) | 300 s | `--auth-ban` |
+/// | [`max_room_members`](Self::max_room_members) | 1,000 | `--max-room-members` |
 /// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
 /// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
 /// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
+/// | `connection.frame_burst` | 100 control frames | `--frame-burst` |
+/// | `connection.frame_per_second` | 50 control frames/s | `--frame-rate` |
 /// | [`guests`](Self::guests) | on: raw-text guests may join | `--no-guests` |
 /// | [`guest_idle_timeout`](Self::guest_idle_timeout) | 10 min | `--guest-idle-timeout` |
 /// | [`guest_line_wait`](Self::guest_line_wait) | 1 s | (a line with no end of line is taken after it) |
@@ -176,6 +195,26 @@ pub struct HubConfig {
     pub flood_burst: u32,
     /// Messages per second a client may send on average.
     pub flood_per_second: u32,
+    /// Messages (`SAY`, `DIRECT_TO`, `WHO`, `OFFER`, `CANCEL`, guest lines)
+    /// and joins that all connections from one source (see
+    /// [`source_prefix_v4`](Self::source_prefix_v4)) may send in a burst.
+    /// The budget is shared and outlives the connections, so reconnecting
+    /// does not refill it. A message over it is not delivered (`BOUNCE
+    /// FLOODING`); a join over it is refused (`REFUSE FLOODING`).
+    pub source_flood_burst: u32,
+    /// Messages and joins per second one source may send on average.
+    pub source_flood_per_second: u32,
+    /// Wrong tokens from one source before it is banned for
+    /// [`auth_ban`](Self::auth_ban). Each wrong token is answered later than
+    /// the one before (250 ms, doubling, at most 4 s).
+    pub auth_failures_before_ban: u32,
+    /// How long a source that kept presenting wrong tokens is turned away
+    /// (`ERROR AUTH_FAILED` at connect).
+    pub auth_ban: Duration,
+    /// Members a room may hold; the next is refused with `SERVER_FULL`. A
+    /// room's `MEMBERS` frame must fit in a frame and in a newcomer's
+    /// outgoing queue: see [`check`](Self::check).
+    pub max_room_members: usize,
     /// When set, `HELLO` must carry this token, compared in constant time;
     /// otherwise the client is refused with `AUTH_FAILED`. Raw-text guests
     /// cannot present one, so a server with a token turns them away.
@@ -207,12 +246,45 @@ impl Default for HubConfig {
             inbox_quota: None,
             flood_burst: 20,
             flood_per_second: 10,
+            source_flood_burst: 60,
+            source_flood_per_second: 20,
+            auth_failures_before_ban: 10,
+            auth_ban: Duration::from_secs(300),
+            max_room_members: 1000,
             token: None,
             guests: true,
             guest_idle_timeout: Duration::from_secs(600),
             guest_line_wait: Duration::from_secs(1),
         }
     }
+}
+
+impl HubConfig {
+    /// Whether these limits can all hold at once: a full room's `MEMBERS`
+    /// frame (every name at its longest) must fit in one frame and in half
+    /// of a newcomer's outgoing queue, or the newcomer could never join.
+    pub fn check(&self) -> Result<(), String> {
+        let members = members_frame_size(self.max_room_members);
+        let fits = (self.connection.max_frame as usize).min(self.connection.max_outgoing / 2);
+        if members > fits {
+            let most = (fits - crate::frame::HEADER_LEN - 2) / MEMBER_SIZE;
+            return Err(format!(
+                "a room of {} members needs a MEMBERS frame of up to {members} bytes, \
+                 over {fits}: at most {most} members fit",
+                self.max_room_members
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes a name takes in `MEMBERS` at most: its 16-bit length and up to
+/// [`MAX_NAME_CHARS`](crate::names::MAX_NAME_CHARS) characters of 4 bytes.
+const MEMBER_SIZE: usize = 2 + 4 * crate::names::MAX_NAME_CHARS;
+
+/// The largest `MEMBERS` frame of a room of `members`, header included.
+fn members_frame_size(members: usize) -> usize {
+    crate::frame::HEADER_LEN + 2 + members.saturating_mul(MEMBER_SIZE)
 }
 
 impl fmt::Debug for HubConfig {
@@ -227,6 +299,11 @@ impl fmt::Debug for HubConfig {
             .field("inbox_quota", &self.inbox_quota)
             .field("flood_burst", &self.flood_burst)
             .field("flood_per_second", &self.flood_per_second)
+            .field("source_flood_burst", &self.source_flood_burst)
+            .field("source_flood_per_second", &self.source_flood_per_second)
+            .field("auth_failures_before_ban", &self.auth_failures_before_ban)
+            .field("auth_ban", &self.auth_ban)
+            .field("max_room_members", &self.max_room_members)
             .field("token", &Redacted(self.token.is_some()))
             .field("guests", &self.guests)
             .field("guest_idle_timeout", &self.guest_idle_timeout)

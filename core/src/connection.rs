@@ -1,11 +1,14 @@
 //! [`Connection`]: one ferry link, client or server side, as a state machine.
 
+use crate::bucket::TokenBucket;
 use crate::code::Code;
 use crate::config::{ClientConfig, Config};
 use crate::error::{Error, LimitExceeded, Malformed, Misuse, Violation};
 use crate::filename::check_file_name;
-use crate::frame::{Frame, Hash, Settings, TransferId, PREAMBLE, VERSION};
-use crate::input::InputBuffer;
+use crate::frame::{
+    Frame, Hash, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN, MIN_DATA, PREAMBLE, VERSION,
+};
+use crate::input::{InputBuffer, SHARED_BELOW};
 use crate::outbox::Outbox;
 use crate::text::Text;
 use crate::transfer::{
@@ -198,6 +201,11 @@ pub struct Connection {
     handshake_deadline: Option<Instant>,
     last_recv: Instant,
     last_send: Instant,
+    /// Server role: what control frames cost (see [`Config::frame_burst`]).
+    frame_budget: TokenBucket,
+    /// Some output was handed out by `poll_transmit`: the peer has (or
+    /// will have) the preamble, whatever is discarded later.
+    output_started: bool,
     /// Settings in force: the server's own, or the ones it announced.
     settings: Settings,
     /// DATA payload size we send.
@@ -244,6 +252,7 @@ impl Connection {
 
     fn new(role: Role, config: Config, now: Instant) -> Connection {
         let settings = config.settings();
+        let frame_budget = TokenBucket::full(config.frame_burst, config.frame_per_second, now);
         Connection {
             role,
             chunk_size: settings.chunk_size,
@@ -257,6 +266,8 @@ impl Connection {
             preamble_sent: false,
             last_recv: now,
             last_send: now,
+            frame_budget,
+            output_started: false,
             version: VERSION,
             ping: None,
             next_nonce: 1,
@@ -378,7 +389,8 @@ impl Connection {
             while self.phase != Phase::Closed {
                 match self.inbuf.decode(self.frame_limit()) {
                     Ok(Some(frame)) => {
-                        if let Err(e) = self.handle_frame(frame, now) {
+                        let priced = self.charge_control_frame(&frame, now);
+                        if let Err(e) = priced.and_then(|()| self.handle_frame(frame, now)) {
                             self.fail(e, now);
                         }
                     }
@@ -398,10 +410,50 @@ impl Connection {
     fn check_unread_answers(&mut self, now: Instant) {
         if self.phase == Phase::Open && self.outbox.control_len() > self.config.max_outgoing {
             let limit = self.config.max_outgoing;
-            // Its queue is what is full: telling it why can only be best effort.
-            self.outbox.clear();
+            self.drop_unsent_output();
             self.fail(LimitExceeded::SlowReader { limit }.into(), now);
         }
+    }
+
+    /// Throws away the output a slow reader never took, keeping what must
+    /// still go out for the stream to make sense: the rest of a frame
+    /// already begun, and the preamble if the peer never got it, so that
+    /// the `ERROR` that follows reaches it as a ferry frame.
+    fn drop_unsent_output(&mut self) {
+        self.outbox.discard_unsent();
+        if !self.output_started {
+            self.preamble_sent = false;
+        }
+    }
+
+    /// Server role: a control frame costs a token of the frame budget
+    /// ([`Config::frame_burst`]); without one the client is flooding. Chat
+    /// frames and offers are priced by the hub, `DATA` by the window, and
+    /// `CREDIT` where it is handled (it is free when it opens the window).
+    fn charge_control_frame(&mut self, frame: &Frame, now: Instant) -> Result<(), Error> {
+        let priced_elsewhere = matches!(
+            frame,
+            Frame::Hello { .. }
+                | Frame::Say { .. }
+                | Frame::Who
+                | Frame::DirectTo { .. }
+                | Frame::Offer { .. }
+                | Frame::Cancel { .. }
+                | Frame::Data { .. }
+                | Frame::Credit { .. }
+        );
+        if priced_elsewhere {
+            return Ok(());
+        }
+        self.take_frame_token(now)
+    }
+
+    fn take_frame_token(&mut self, now: Instant) -> Result<(), Error> {
+        if self.role != Role::Server || self.frame_budget.take(now) {
+            return Ok(());
+        }
+        let burst = self.config.frame_burst;
+        Err(LimitExceeded::FrameFlooding { burst }.into())
     }
 
     /// Largest frame body accepted now: small until the handshake is over.
@@ -603,8 +655,7 @@ impl Connection {
         }
         if self.outbox.control_len() + frame.len() > self.config.max_outgoing {
             let limit = self.config.max_outgoing;
-            // Its queue is what is full: telling it why can only be best effort.
-            self.outbox.clear();
+            self.drop_unsent_output();
             self.fail(LimitExceeded::SlowReader { limit }.into(), now);
             return;
         }
@@ -1037,6 +1088,7 @@ impl Connection {
     /// The next bytes to write to the socket.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let bytes = self.outbox.pop();
+        self.output_started |= bytes.is_some();
         // The data lane drained below its budget: ask for more file data.
         if self.outbox.data_len() < 2 * self.chunk_size as usize {
             self.fill_requests();
@@ -1511,6 +1563,10 @@ impl Connection {
                 if end > limit {
                     return Err(Violation::FlowControl { id, end, limit }.into());
                 }
+                let min = data_floor(max_chunk, *window);
+                if (len as u64) < min && end != size {
+                    return Err(Violation::DataTooSmall { id, len, min }.into());
+                }
                 *expected = end;
                 if let Some(h) = incoming.hasher.as_mut() {
                     h.update(&data);
@@ -1518,6 +1574,13 @@ impl Connection {
                 if restarted {
                     self.emit(TransferEvent::Restarted { id });
                 }
+                // Kept until written or relayed: a short frame's payload
+                // must not keep the neighbours it was read with alive.
+                let data = if HEADER_LEN + DATA_OVERHEAD + len < SHARED_BELOW {
+                    Bytes::copy_from_slice(&data)
+                } else {
+                    data
+                };
                 self.emit(TransferEvent::Chunk { id, offset, data });
                 Ok(())
             }
@@ -1544,7 +1607,15 @@ impl Connection {
                     }
                     .into());
                 }
+                // A credit that opens the window by a frame's worth is paid
+                // for by the data it lets through; a trickle of tiny or
+                // repeated credits is control traffic like any other.
+                let opens = written - *confirmed;
+                let free = opens >= u64::from(MIN_DATA) || (written == size && opens > 0);
                 *confirmed = written;
+                if !free {
+                    self.take_frame_token(now)?;
+                }
                 self.emit(TransferEvent::Progress {
                     id,
                     confirmed: written,
@@ -1758,6 +1829,12 @@ impl Connection {
                     continue;
                 }
                 let len = (limit - reads.requested).min(u64::from(chunk)) as u32;
+                // Receivers refuse a frame under the floor that does not end
+                // the file: wait for the window to open further.
+                let ends_file = reads.requested + u64::from(len) == size;
+                if u64::from(len) < data_floor(chunk as usize, *window) && !ends_file {
+                    continue;
+                }
                 let offset = reads.request(len);
                 in_flight += u64::from(len);
                 requests.push(TransferEvent::NeedChunk { id, offset, len });
@@ -1769,6 +1846,12 @@ impl Connection {
             self.emit(request);
         }
     }
+}
+
+/// The smallest `DATA` payload that need not end the file, for a receiver
+/// taking chunks up to `max_chunk` within `window`.
+fn data_floor(max_chunk: usize, window: u32) -> u64 {
+    u64::from(MIN_DATA.min(window)).min(max_chunk as u64)
 }
 
 /// Reason strings go on the wire in a u16-length field; keep them short and

@@ -88,6 +88,13 @@ pub enum LimitExceeded {
         /// The burst allowance.
         burst: u32,
     },
+    /// More control frames (PING, PONG, extensions, answers to transfers)
+    /// than the frame budget allows.
+    #[error("more than {burst} control frames (PING, PONG, extension, ...) in a burst")]
+    FrameFlooding {
+        /// The burst allowance.
+        burst: u32,
+    },
     /// The peer did not read and its outgoing queue grew past the limit.
     #[error("outgoing queue over {limit} bytes: the peer is not reading")]
     SlowReader {
@@ -164,6 +171,17 @@ pub enum Violation {
         expected: u64,
         /// The offered size.
         size: u64,
+    },
+    /// A `DATA` payload under the floor ([`MIN_DATA`](crate::frame::MIN_DATA))
+    /// that does not end the file.
+    #[error("transfer {id}: DATA of {len} bytes that does not end the file; at least {min} are required")]
+    DataTooSmall {
+        /// The transfer.
+        id: u32,
+        /// The payload's length.
+        len: usize,
+        /// The floor in force.
+        min: u64,
     },
     /// `DONE` before all bytes arrived.
     #[error("transfer {id}: DONE after {received} of {size} bytes")]
@@ -272,7 +290,9 @@ impl Error {
             Error::Malformed(_) => Code::MALFORMED,
             Error::LimitExceeded(limit) => match limit {
                 LimitExceeded::FrameTooLarge { .. } => Code::FRAME_TOO_LARGE,
-                LimitExceeded::Flooding { .. } => Code::FLOODING,
+                LimitExceeded::Flooding { .. } | LimitExceeded::FrameFlooding { .. } => {
+                    Code::FLOODING
+                }
                 LimitExceeded::SlowReader { .. } => Code::SLOW_READER,
                 LimitExceeded::TooManyTransfers { .. } => Code::TOO_MANY_TRANSFERS,
                 LimitExceeded::HandshakeTimeout { .. } => Code::HANDSHAKE_TIMEOUT,

@@ -27,6 +27,14 @@ pub const VERSION: u16 = 1;
 /// Bytes of a `DATA` body before the payload: transfer id and offset.
 pub const DATA_OVERHEAD: usize = 12;
 
+/// The smallest `DATA` payload a receiver takes, unless the frame ends the
+/// file, or the receiver's chunk size or granted window is smaller still
+/// (`docs/PROTOCOL.md` §6.10.4). Every frame costs the receiver far more
+/// than its bytes (a queue entry, a header, a system call): a floor on the
+/// payload keeps a window's worth of frames within a small multiple of the
+/// window, where 1-byte frames made 4 MiB of window cost 470 MiB.
+pub const MIN_DATA: u32 = 1024;
+
 /// Identifies one file transfer on one connection.
 ///
 /// The lowest bit says who offered it: 0 for the client, 1 for the server, so

@@ -1,6 +1,7 @@
 //! [`Hub`]: the server side of many connections — rooms, names, broadcast,
 //! relayed transfers — with no I/O.
 
+use crate::bucket::TokenBucket;
 use crate::code::Code;
 use crate::config::HubConfig;
 use crate::connection::{Connection, Event};
@@ -9,6 +10,7 @@ use crate::frame::{Frame, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
 use crate::names::{check_name, name_key, DEFAULT_ROOM};
 use crate::source::Source;
+use crate::sources::{Sources, Turnaway};
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
 use bytes::{Bytes, BytesMut};
@@ -86,6 +88,15 @@ pub enum HubEvent {
         /// What happened.
         event: TransferEvent,
     },
+    /// A source kept presenting wrong tokens and is turned away for `ban`.
+    SourceBanned {
+        /// The address group.
+        source: Source,
+        /// Wrong tokens that led to the ban.
+        failures: u32,
+        /// How long it lasts.
+        ban: std::time::Duration,
+    },
     /// The connection is over. Write out what [`Hub::poll_transmit`] still
     /// returns for it, close the socket, then call [`Hub::remove`].
     Closed {
@@ -128,8 +139,11 @@ struct Client {
     timer: Option<Instant>,
     /// The address group it connected from, if known.
     source: Option<Source>,
-    /// Counted in `Hub::per_source` (until it closes).
+    /// Counted in `Hub::sources` (until it closes).
     counted: bool,
+    /// A refusal held back (a wrong token is answered late) and when it is
+    /// due: its timer is part of the client's.
+    refusal: Option<(Instant, Code, String)>,
     /// Queued in `Hub::dirty`: its events are due to be handled.
     dirty: bool,
     /// Queued in `Hub::touched`: its timer and write readiness are due to
@@ -363,8 +377,9 @@ pub struct Hub {
     /// Clients with bytes to send, each once (see `Client::writable`).
     writable: VecDeque<ClientId>,
     timers: BTreeSet<(Instant, ClientId)>,
-    /// Open connections per address group, for [`HubConfig::max_per_ip`].
-    per_source: HashMap<Source, usize>,
+    /// What each address group has spent: connections, its shared chat
+    /// budget, wrong tokens.
+    sources: Sources,
     /// The latest time any input carried, for work done while polling.
     last_now: Instant,
     /// The number in the next `guest-N` name.
@@ -384,6 +399,7 @@ impl fmt::Debug for Hub {
 impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig, now: Instant) -> Hub {
+        let sources = Sources::new(&config);
         Hub {
             last_now: now,
             config,
@@ -397,7 +413,7 @@ impl Hub {
             touched: Vec::new(),
             writable: VecDeque::new(),
             timers: BTreeSet::new(),
-            per_source: HashMap::new(),
+            sources,
             next_guest: 1,
         }
     }
@@ -456,8 +472,13 @@ impl Hub {
     /// [`source_of_ip`](Self::source_of_ip)), counted against
     /// [`HubConfig::max_per_ip`].
     pub fn connections_from(&self, ip: IpAddr) -> usize {
-        let source = self.source_of_ip(ip);
-        self.per_source.get(&source).copied().unwrap_or(0)
+        self.sources.connections(self.source_of_ip(ip))
+    }
+
+    /// Address groups the hub remembers: those with connections, and those
+    /// whose budget or wrong tokens are not forgotten yet.
+    pub fn sources_remembered(&self) -> usize {
+        self.sources.len()
     }
 
     /// The address group per-source limits count `ip` in
@@ -488,16 +509,27 @@ impl Hub {
     pub fn connect_from(&mut self, now: Instant, ip: IpAddr) -> ClientId {
         let id = self.connect(now);
         let source = self.source_of_ip(ip);
-        let count = self.per_source.entry(source).or_insert(0);
-        *count += 1;
-        let over = *count > self.config.max_per_ip;
+        let admitted = self.sources.connect(source, now);
         let max = self.config.max_per_ip;
         if let Some(c) = self.clients.get_mut(&id) {
             c.source = Some(source);
             c.counted = true;
-            if over {
-                let reason = format!("too many connections from {source} (at most {max})");
-                c.link.close_with_error(now, Code::SERVER_FULL, &reason);
+            let turned_away = match admitted {
+                Ok(()) => None,
+                Err(Turnaway::TooMany) => Some((
+                    Code::SERVER_FULL,
+                    format!("too many connections from {source} (at most {max})"),
+                )),
+                Err(Turnaway::Banned(left)) => Some((
+                    Code::AUTH_FAILED,
+                    format!(
+                        "too many wrong tokens from {source}: try again in {} s",
+                        left.as_secs() + 1
+                    ),
+                )),
+            };
+            if let Some((code, reason)) = turned_away {
+                c.link.close_with_error(now, code, &reason);
                 self.touch(id);
             }
         }
@@ -510,7 +542,6 @@ impl Hub {
     pub fn connect(&mut self, now: Instant) -> ClientId {
         let id = ClientId(self.next_id);
         self.next_id += 1;
-        let burst = u64::from(self.config.flood_burst) * TokenBucket::UNIT;
         self.clients.insert(
             id,
             Client {
@@ -523,15 +554,15 @@ impl Hub {
                 undecided: self.config.guests,
                 connected: now,
                 room: None,
-                bucket: TokenBucket {
-                    level: burst,
-                    capacity: burst,
-                    per_second: u64::from(self.config.flood_per_second),
-                    updated: now,
-                },
+                bucket: TokenBucket::full(
+                    self.config.flood_burst,
+                    self.config.flood_per_second,
+                    now,
+                ),
                 timer: None,
                 source: None,
                 counted: false,
+                refusal: None,
                 dirty: false,
                 touched: false,
                 writable: false,
@@ -590,6 +621,7 @@ impl Hub {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.sources.handle_timeout(now);
         while let Some(&(at, id)) = self.timers.first() {
             if at > now {
                 break;
@@ -597,6 +629,13 @@ impl Hub {
             self.timers.pop_first();
             if let Some(c) = self.clients.get_mut(&id) {
                 c.timer = None;
+                if let Some((_, code, reason)) = c.refusal.take_if(|(at, ..)| *at <= now) {
+                    if let Some(conn) = c.link.ferry() {
+                        // Still waiting for its answer: nothing else can
+                        // have answered the HELLO meanwhile.
+                        let _ = conn.refuse(now, code, &reason);
+                    }
+                }
                 if c.undecided {
                     let limit = self.config.connection.handshake_timeout;
                     if now >= c.connected + limit {
@@ -805,7 +844,11 @@ impl Hub {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _)| at)
+        let client = self.timers.first().map(|&(at, _)| at);
+        [client, self.sources.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     // ----- internals -----------------------------------------------------
@@ -857,7 +900,9 @@ impl Hub {
             // A later deadline, or none, leaves the registered one: it
             // fires early, once, and `handle_timeout` registers anew. That
             // spares a `timers` removal and insertion per frame.
-            if let Some(deadline) = c.link.poll_timeout() {
+            let refusal = c.refusal.as_ref().map(|&(at, ..)| at);
+            let deadline = [c.link.poll_timeout(), refusal].into_iter().flatten().min();
+            if let Some(deadline) = deadline {
                 if c.timer.is_none_or(|registered| deadline < registered) {
                     if let Some(old) = c.timer.replace(deadline) {
                         self.timers.remove(&(old, id));
@@ -915,7 +960,7 @@ impl Hub {
     /// and stops counting against the limits; the adapter is told.
     fn on_closed(&mut self, id: ClientId, now: Instant, code: Code, reason: String, by_peer: bool) {
         self.leave(id, now, code);
-        self.uncount(id);
+        self.uncount(id, now);
         self.events.push_back(HubEvent::Closed {
             client: id,
             code,
@@ -1025,8 +1070,11 @@ impl Hub {
             Some(name) => name.to_string(),
             None => self.free_guest_name(&key),
         };
-        if let Some((code, reason)) = self.name_refusal(&key, &name) {
-            if code == Code::SERVER_FULL || requested.is_none() {
+        let refusal = self
+            .name_refusal(&key, &name)
+            .or_else(|| self.join_allowed(id, now).err());
+        if let Some((code, reason)) = refusal {
+            if code == Code::SERVER_FULL || code == Code::FLOODING || requested.is_none() {
                 if let Some(guest) = self.clients.get_mut(&id).and_then(|c| c.link.guest()) {
                     guest.close_with_error(now, code, &reason);
                     self.touch(id);
@@ -1074,9 +1122,24 @@ impl Hub {
             room
         };
         let key = room_key(&room);
+        let source = self.clients.get(&id).and_then(|c| c.source);
+        let banned = source.and_then(|s| self.sources.banned_for(s, now).map(|left| (s, left)));
         // The token comes first, so that an outsider learns nothing about
         // who is here.
-        let refusal = if !self.token_matches(&token) {
+        let refusal = if let Some((source, left)) = banned {
+            // Even the right token: a ban is not a guessing window.
+            Some((
+                Code::AUTH_FAILED,
+                format!(
+                    "too many wrong tokens from {source}: try again in {} s",
+                    left.as_secs() + 1
+                ),
+            ))
+        } else if !self.token_matches(&token) {
+            if let Some(source) = source {
+                self.hold_auth_refusal(id, now, source);
+                return;
+            }
             Some((Code::AUTH_FAILED, "wrong or missing token".to_string()))
         } else if let Err(e) = check_name(&name) {
             Some((Code::NAME_INVALID, format!("user name: {e}")))
@@ -1084,6 +1147,7 @@ impl Hub {
             Some((Code::ROOM_INVALID, format!("room name: {e}")))
         } else {
             self.name_refusal(&key, &name)
+                .or_else(|| self.join_allowed(id, now).err())
         };
         // HELLO comes only from a ferry connection.
         let Some(conn) = self.clients.get_mut(&id).and_then(|c| c.link.ferry()) else {
@@ -1100,6 +1164,25 @@ impl Hub {
             return;
         }
         self.enter_room(id, now, name, room);
+    }
+
+    /// A wrong token from `source`: refused, but only after a delay that
+    /// grows with every wrong token from the same source, and a source that
+    /// keeps guessing is banned for a while (one event says so).
+    fn hold_auth_refusal(&mut self, id: ClientId, now: Instant, source: Source) {
+        let penalty = self.sources.auth_failed(source, now);
+        if let Some((ban, failures)) = penalty.banned {
+            self.events.push_back(HubEvent::SourceBanned {
+                source,
+                failures,
+                ban,
+            });
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            let reason = "wrong or missing token".to_string();
+            c.refusal = Some((now + penalty.delay, Code::AUTH_FAILED, reason));
+            self.touch(id);
+        }
     }
 
     /// Puts a client that was let in (welcomed, or a guest) into `room`:
@@ -1136,6 +1219,16 @@ impl Hub {
             Some((Code::NAME_INVALID, format!("user name: {e}")))
         } else if self.names.len() >= self.config.max_clients {
             Some((Code::SERVER_FULL, "the server is full".to_string()))
+        } else if self
+            .rooms
+            .get(key)
+            .is_some_and(|room| room.members.len() >= self.config.max_room_members)
+        {
+            let max = self.config.max_room_members;
+            Some((
+                Code::SERVER_FULL,
+                format!("this room is full ({max} members)"),
+            ))
         } else if let Some(&holder) = self.names.get(&(key.to_string(), name_key(name))) {
             let held = self
                 .clients
@@ -1206,34 +1299,66 @@ impl Hub {
         false
     }
 
-    /// Spends one flood token; a client out of tokens is disconnected.
+    /// Spends one flood token of the client and one of its source. A client
+    /// out of tokens is disconnected; when only its source is (another
+    /// connection from the same addresses spent them, or this one before it
+    /// reconnected), the message is not delivered and the client is told.
     fn take_token(&mut self, id: ClientId, now: Instant) -> bool {
         let burst = self.config.flood_burst;
         let Some(c) = self.clients.get_mut(&id) else {
             return false;
         };
-        if c.bucket.take(now) {
+        if !c.bucket.take(now) {
+            let reason = format!("more than {burst} messages in a burst");
+            c.link.close_with_error(now, Code::FLOODING, &reason);
+            self.touch(id);
+            return false;
+        }
+        let Some(source) = c.source else {
+            return true;
+        };
+        if self.sources.take_token(source, now) {
             return true;
         }
-        let reason = format!("more than {burst} messages in a burst");
-        c.link.close_with_error(now, Code::FLOODING, &reason);
-        self.touch(id);
+        let reason = format!(
+            "not delivered: {source} is over its budget ({} messages in a burst, {} a second)",
+            self.sources.burst(),
+            self.config.source_flood_per_second
+        );
+        if self.is_guest(id) {
+            self.tell_guest(id, now, &format!("! {reason}"));
+        } else {
+            let bounce = Frame::Bounce {
+                code: Code::FLOODING,
+                reason: reason.into(),
+            };
+            self.send_to(id, now, &bounce);
+        }
         false
     }
 
-    /// A closed connection no longer counts against its address's limit.
-    fn uncount(&mut self, id: ClientId) {
+    /// Spends a token of `id`'s source for joining a room: reconnecting
+    /// costs what it makes the room see (a `JOINED`, then a `LEFT`).
+    fn join_allowed(&mut self, id: ClientId, now: Instant) -> Result<(), (Code, String)> {
+        let Some(source) = self.clients.get(&id).and_then(|c| c.source) else {
+            return Ok(());
+        };
+        if self.sources.take_token(source, now) {
+            return Ok(());
+        }
+        Err((
+            Code::FLOODING,
+            format!("too many joins and messages from {source}: wait a moment"),
+        ))
+    }
+
+    /// A closed connection no longer counts against its source's limit.
+    fn uncount(&mut self, id: ClientId, now: Instant) {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        let (Some(source), true) = (c.source, std::mem::take(&mut c.counted)) else {
-            return;
-        };
-        if let Some(count) = self.per_source.get_mut(&source) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_source.remove(&source);
-            }
+        if let (Some(source), true) = (c.source, std::mem::take(&mut c.counted)) {
+            self.sources.disconnect(source, now);
         }
     }
 
@@ -1337,6 +1462,24 @@ impl Hub {
     }
 
     fn on_transfer(&mut self, id: ClientId, now: Instant, event: TransferEvent) {
+        // An offer, or a cancel the client sent, is priced like a message:
+        // each sets disk or a peer to work, and the pair made 392,000 empty
+        // files in 40 s when they were free.
+        let priced = match &event {
+            TransferEvent::Offered { .. } => true,
+            TransferEvent::Ended {
+                outcome: Outcome::Cancelled { by_peer: true, .. },
+                ..
+            } => self.clients.get(&id).is_some_and(|c| c.link.is_open()),
+            _ => false,
+        };
+        if priced && !self.take_token(id, now) {
+            if let TransferEvent::Offered { id: tid, .. } = event {
+                let reason = "over the flood limit: offer again later";
+                self.relay_call(id, now, |c| c.reject(now, tid, Code::FLOODING, reason), tid);
+                return;
+            }
+        }
         match event {
             TransferEvent::Offered {
                 id: tid,
@@ -1576,34 +1719,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Flood control: a bucket of `capacity` milli-tokens refilled at
-/// `per_second` tokens per second; each message takes one token.
-#[derive(Debug)]
-struct TokenBucket {
-    level: u64,
-    capacity: u64,
-    per_second: u64,
-    updated: Instant,
-}
-
-impl TokenBucket {
-    const UNIT: u64 = 1000;
-
-    fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.updated);
-        let refill = (elapsed.as_millis() as u64).saturating_mul(self.per_second);
-        if refill > 0 {
-            self.level = self.level.saturating_add(refill).min(self.capacity);
-            self.updated = now;
-        }
-        if self.level >= Self::UNIT {
-            self.level -= Self::UNIT;
-            true
-        } else {
-            false
-        }
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::constant_time_eq;

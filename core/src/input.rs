@@ -14,10 +14,12 @@ use bytes::BytesMut;
 /// next read: during an upload, a second copy of nearly every byte.
 ///
 /// So bytes go in a piece at a time ([`take_piece`](Self::take_piece)):
-/// whole frames together, and a large frame that is not complete yet in a
-/// buffer of its own, sized for the whole frame once its header says how
-/// long it is. A peer cannot make that buffer more than twice what it has
-/// sent.
+/// short frames together, and each large frame in a buffer of its own,
+/// sized for the whole frame once its header says how long it is. A peer
+/// cannot make that buffer more than twice what it has sent. A payload
+/// kept from a large frame therefore holds that frame's memory and nothing
+/// else; one from a short frame would hold its neighbours too, so the
+/// connection copies those ([`SHARED_BELOW`]).
 #[derive(Debug, Default)]
 pub(crate) struct InputBuffer {
     buf: BytesMut,
@@ -50,6 +52,12 @@ impl InputBuffer {
                     // The whole rest of the frame, or twice what is held.
                     (take, (total - held).min(held + take))
                 }
+                // A small frame: its rest, and the small frames after it.
+                Some(total) if data.len() > total - held => {
+                    let rest = total - held;
+                    let take = rest + small_frames(&data[rest..], max_body);
+                    (take, take)
+                }
                 Some(_) => all,
                 // Its header first, to know how long it is.
                 None if held < HEADER_LEN => {
@@ -60,16 +68,14 @@ impl InputBuffer {
                 None => all,
             }
         } else {
-            let whole = whole_frames(data, max_body);
-            match frame_len(&data[whole..], max_body) {
-                // The whole frames alone; the large one they are followed
-                // by starts a buffer of its own next time.
-                Some(total) if total >= LARGE_FRAME && whole > 0 => (whole, whole),
-                Some(total) if total >= LARGE_FRAME => {
-                    let take = data.len();
+            match small_frames(data, max_body) {
+                // A large frame first: a buffer of its own, sized for it.
+                0 => {
+                    let total = frame_len(data, max_body).unwrap_or(data.len());
+                    let take = data.len().min(total);
                     (take, total.min(2 * take))
                 }
-                _ => all,
+                small => (small, small),
             }
         };
         self.buf.reserve(room);
@@ -88,6 +94,12 @@ impl InputBuffer {
 /// allocation of its own (a chat client reads hundreds of frames at once).
 const LARGE_FRAME: usize = 16 * 1024;
 
+/// Payloads of frames shorter than this share their buffer with other
+/// frames: one kept past the frame's decoding (file data queued for a slow
+/// reader or the disk) is copied, so that it does not keep the rest of the
+/// buffer alive.
+pub(crate) const SHARED_BELOW: usize = LARGE_FRAME;
+
 /// Length, header included, of the frame at the start of `bytes`, once its
 /// header is there and declares a body of at most `max_body` bytes.
 fn frame_len(bytes: &[u8], max_body: u32) -> Option<usize> {
@@ -96,16 +108,19 @@ fn frame_len(bytes: &[u8], max_body: u32) -> Option<usize> {
     (declared <= max_body).then(|| HEADER_LEN + declared as usize)
 }
 
-/// Bytes at the start of `data` taken by whole frames.
-fn whole_frames(data: &[u8], max_body: u32) -> usize {
+/// Bytes at the start of `data` that share one buffer: whole frames
+/// shorter than [`LARGE_FRAME`], then the rest of `data` if it is the start
+/// of another short frame (or of a header, or of a frame over the limit,
+/// which `decode` rejects). Stops before a large frame, complete or not.
+fn small_frames(data: &[u8], max_body: u32) -> usize {
     let mut end = 0;
-    while let Some(total) = frame_len(&data[end..], max_body) {
-        if total > data.len() - end {
-            break;
+    loop {
+        match frame_len(&data[end..], max_body) {
+            Some(total) if total >= LARGE_FRAME => return end,
+            Some(total) if total <= data.len() - end => end += total,
+            _ => return data.len(),
         }
-        end += total;
     }
-    end
 }
 
 #[cfg(test)]
@@ -121,14 +136,43 @@ mod tests {
     }
 
     #[test]
-    fn whole_frames_stop_before_a_partial_one() {
+    fn short_frames_share_and_a_large_one_stands_alone() {
         let mut data = frame(3);
         data.extend(frame(0));
-        let whole = data.len();
-        data.extend(&frame(100)[..50]);
-        assert_eq!(whole_frames(&data, 1000), whole);
-        assert_eq!(whole_frames(&data[..3], 1000), 0);
-        assert_eq!(whole_frames(&frame(2000), 1000), 0, "over the limit");
+        let short = data.len();
+        data.extend(frame(LARGE_FRAME));
+        data.extend(frame(4));
+        assert_eq!(
+            small_frames(&data, 1 << 20),
+            short,
+            "stops at the large one"
+        );
+        assert_eq!(small_frames(&data[short..], 1 << 20), 0);
+        let mut partial = frame(3);
+        partial.extend(&frame(100)[..50]);
+        assert_eq!(
+            small_frames(&partial, 1000),
+            partial.len(),
+            "a short partial one joins"
+        );
+        assert_eq!(
+            small_frames(&frame(2000), 1000),
+            5 + 2000,
+            "over the limit: decode says so"
+        );
+
+        // Fed in one read, the large frame gets a buffer of exactly its size.
+        let mut input = InputBuffer::default();
+        let mut rest = &data[..];
+        let first = input.take_piece(rest, 1 << 20);
+        assert_eq!(first, short);
+        while input.decode(1 << 20).unwrap().is_some() {}
+        rest = &rest[first..];
+        let second = input.take_piece(rest, 1 << 20);
+        assert_eq!(second, HEADER_LEN + LARGE_FRAME);
+        assert_eq!(input.buf.capacity(), HEADER_LEN + LARGE_FRAME);
+        assert!(input.decode(1 << 20).unwrap().is_some());
+        assert_eq!(input.take_piece(&rest[second..], 1 << 20), 9);
     }
 
     #[test]

@@ -61,6 +61,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod bucket;
 pub mod client_map;
 pub mod code;
 pub mod config;
@@ -77,6 +78,7 @@ mod input;
 pub mod names;
 mod outbox;
 pub mod source;
+mod sources;
 pub mod text;
 pub mod transfer;
 

@@ -162,8 +162,15 @@ impl Outbox {
         }
     }
 
-    /// Forgets everything queued (the connection is being torn down).
-    pub(crate) fn clear(&mut self) {
+    /// Forgets everything queued that has not started going out: the
+    /// payload of a frame whose head was handed out stays, as the stream
+    /// would make no sense without it.
+    pub(crate) fn discard_unsent(&mut self) {
+        let in_progress = self.in_progress.take();
         *self = Outbox::default();
+        if let Some(payload) = in_progress {
+            self.data_bytes = payload.len();
+            self.in_progress = Some(payload);
+        }
     }
 }

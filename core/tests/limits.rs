@@ -130,7 +130,11 @@ fn a_look_alike_name_is_refused_with_the_reason() {
 #[test]
 fn answers_a_client_never_reads_are_bounded_like_the_rooms_messages() {
     let now = Instant::now();
-    let mut hub = Hub::new(HubConfig::default(), now);
+    let mut config = HubConfig::default();
+    // The frame budget would stop this flood first (core/tests/costs.rs);
+    // lifted, the queue's own bound still holds.
+    config.connection.frame_burst = u32::MAX;
+    let mut hub = Hub::new(config, now);
     let pinger = hub.connect(now);
     let events = hello(&mut hub, pinger, now, "pinger", b"");
     assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
@@ -176,4 +180,193 @@ fn answers_a_client_never_reads_are_bounded_like_the_rooms_messages() {
     assert!(closed_code(&events).is_none(), "{:?}", closed_code(&events));
     assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
     assert!(client.is_open());
+}
+
+/// Drains what the hub sends `id` into `client`; returns the client's events.
+fn pump(hub: &mut Hub, id: ClientId, client: &mut Connection, now: Instant) -> Vec<Event> {
+    for _ in 0..4 {
+        while let Some(bytes) = client.poll_transmit() {
+            hub.handle_input(id, now, &bytes);
+        }
+        while let Some(bytes) = hub.poll_transmit(id) {
+            client.handle_input(now, &bytes);
+        }
+    }
+    std::iter::from_fn(|| client.poll_event()).collect()
+}
+
+/// Connects `name` from `ip` and runs its handshake.
+fn join_from(
+    hub: &mut Hub,
+    ip: IpAddr,
+    now: Instant,
+    name: &str,
+) -> (ClientId, Connection, Vec<Event>) {
+    let id = hub.connect_from(now, ip);
+    let mut client = Connection::client(ClientConfig::new(name), now);
+    let events = pump(hub, id, &mut client, now);
+    (id, client, events)
+}
+
+/// A flooder that reconnects gets a fresh per-connection bucket each time,
+/// but not a fresh source budget: what reaches the room is bounded by the
+/// source's burst and rate, however often it reconnects.
+#[test]
+fn a_reconnecting_flooder_delivers_no_more_than_its_source_budget() {
+    let start = Instant::now();
+    let config = HubConfig::default();
+    let (burst, rate) = (config.source_flood_burst, config.source_flood_per_second);
+    let mut hub = Hub::new(config, start);
+    let (alice, mut alice_client, events) =
+        join_from(&mut hub, [10, 0, 0, 2].into(), start, "alice");
+    assert!(matches!(events[0], Event::Welcomed { .. }));
+    let flooder: IpAddr = [10, 0, 0, 66].into();
+    let mut now = start;
+    let mut heard = 0;
+    let mut refused_joins = 0;
+    // Four seconds of reconnecting every 20 ms, 20 messages each time.
+    for round in 0..200 {
+        now += Duration::from_millis(20);
+        let (id, mut client, events) = join_from(&mut hub, flooder, now, &format!("f{round}"));
+        if !matches!(events.first(), Some(Event::Welcomed { .. })) {
+            refused_joins += 1;
+            let (code, _) = closed_code(&events).expect("refused");
+            assert_eq!(code, Code::FLOODING, "{events:?}");
+            hub.remove(id, now);
+            continue;
+        }
+        for n in 0..20 {
+            client.say(now, &format!("spam {n}")).unwrap();
+        }
+        pump(&mut hub, id, &mut client, now);
+        client.bye(now);
+        pump(&mut hub, id, &mut client, now);
+        hub.remove(id, now);
+        heard += pump(&mut hub, alice, &mut alice_client, now)
+            .iter()
+            .filter(|e| matches!(e, Event::Message { .. }))
+            .count();
+    }
+    let elapsed = (now - start).as_secs_f64();
+    let allowed = f64::from(burst) + f64::from(rate) * elapsed;
+    // Joins spend the same budget as messages.
+    assert!(
+        heard as f64 <= allowed,
+        "{heard} messages in {elapsed} s; the source allows {allowed}"
+    );
+    assert!(heard > 0, "some get through: it is a rate, not a ban");
+    assert!(refused_joins > 0, "joins are priced too");
+    assert!(hub.sources_remembered() >= 2);
+    // Once the flooder stops, its record is forgotten when its budget is
+    // full again: nothing is kept per address forever.
+    hub.handle_timeout(now + Duration::from_secs(10));
+    assert_eq!(hub.sources_remembered(), 1, "only alice's source is left");
+}
+
+/// Wrong tokens are answered later and later, then the source is banned,
+/// even for the right token, until the ban ends.
+#[test]
+fn a_token_guesser_is_slowed_then_banned() {
+    let start = Instant::now();
+    let mut config = HubConfig::default();
+    config.token = Some(b"s3cret".to_vec());
+    let (ban_after, ban) = (config.auth_failures_before_ban, config.auth_ban);
+    let mut hub = Hub::new(config, start);
+    let guesser: IpAddr = [10, 0, 0, 99].into();
+    let mut now = start;
+    let mut delays = Vec::new();
+    for guess in 0..ban_after {
+        let id = hub.connect_from(now, guesser);
+        let token = format!("guess{guess}");
+        let mut client = Connection::client(ClientConfig::new("m").token(token.into_bytes()), now);
+        assert!(
+            pump(&mut hub, id, &mut client, now).is_empty(),
+            "not answered at once"
+        );
+        let asked = now;
+        let answered = loop {
+            now = hub.poll_timeout().expect("a refusal is due");
+            hub.handle_timeout(now);
+            let events = pump(&mut hub, id, &mut client, now);
+            if let Some((code, _)) = closed_code(&events) {
+                assert_eq!(code, Code::AUTH_FAILED);
+                break now;
+            }
+        };
+        delays.push((answered - asked).as_millis());
+        hub.remove(id, now);
+    }
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+    assert!(delays[0] >= 250 && delays[4] >= 4000, "{delays:?}");
+    let banned = std::iter::from_fn(|| hub.poll_event())
+        .find(|e| matches!(e, ferry_core::HubEvent::SourceBanned { .. }));
+    assert!(banned.is_some(), "one event says the source is banned");
+    // Banned: turned away at connect, the right token included.
+    let id = hub.connect_from(now, guesser);
+    let events = hello(&mut hub, id, now, "m", b"s3cret");
+    let (code, reason) = closed_code(&events).expect("banned");
+    assert_eq!(code, Code::AUTH_FAILED);
+    assert!(reason.contains("try again in"), "{reason}");
+    // Someone else is not affected; the guesser is let in after the ban.
+    let id = hub.connect_from(now, [10, 0, 0, 1].into());
+    let events = hello(&mut hub, id, now, "alice", b"s3cret");
+    assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+    let later = now + ban;
+    hub.handle_timeout(later);
+    let id = hub.connect_from(later, guesser);
+    let events = hello(&mut hub, id, later, "m", b"s3cret");
+    assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+}
+
+#[test]
+fn a_full_room_refuses_the_next_member_and_the_limit_must_fit_a_frame() {
+    let now = Instant::now();
+    let mut config = HubConfig::default();
+    config.max_room_members = 3;
+    assert!(config.check().is_ok());
+    let mut hub = Hub::new(config, now);
+    for name in ["a", "b", "c"] {
+        let id = hub.connect(now);
+        let events = hello(&mut hub, id, now, name, b"");
+        assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+    }
+    let id = hub.connect(now);
+    let (code, reason) = closed_code(&hello(&mut hub, id, now, "d", b"")).expect("full");
+    assert_eq!(code, Code::SERVER_FULL);
+    assert!(reason.contains("room is full"), "{reason}");
+    // Another room still has room.
+    let id = hub.connect(now);
+    let mut client = Connection::client(ClientConfig::new("d").room("other"), now);
+    let events = pump(&mut hub, id, &mut client, now);
+    assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+
+    let mut config = HubConfig::default();
+    config.max_room_members = 100_000;
+    let err = config.check().unwrap_err();
+    assert!(err.contains("at most"), "{err}");
+    assert!(HubConfig::default().check().is_ok());
+}
+
+/// Offers are priced like messages: a burst of them is flooding.
+#[test]
+fn offers_spend_flood_tokens() {
+    let now = Instant::now();
+    let mut config = HubConfig::default();
+    config.connection.max_transfers = 1000;
+    let burst = config.flood_burst;
+    let mut hub = Hub::new(config, now);
+    let id = hub.connect(now);
+    let mut client_config = ClientConfig::new("offerer");
+    client_config.connection.max_transfers = 1000;
+    let mut client = Connection::client(client_config, now);
+    pump(&mut hub, id, &mut client, now);
+    for n in 0..=burst {
+        // Nobody answers them here: only their price stops the flood.
+        client
+            .offer_file(now, &format!("f{n}.bin"), 10, "")
+            .unwrap();
+    }
+    let events = pump(&mut hub, id, &mut client, now);
+    let (code, _) = closed_code(&events).expect("flooding");
+    assert_eq!(code, Code::FLOODING);
 }

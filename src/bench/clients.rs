@@ -57,9 +57,14 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
         &[
             "--max-clients".into(),
             (count + 16).to_string(),
-            // Every client of the bench comes from 127.0.0.1.
+            // Every client of the bench comes from 127.0.0.1, one source
+            // whose joins would be priced.
             "--max-per-ip".into(),
             (count + 16).to_string(),
+            "--source-flood-burst".into(),
+            u32::MAX.to_string(),
+            "--source-flood-rate".into(),
+            u32::MAX.to_string(),
         ],
     )?;
     std::thread::sleep(SETTLE);

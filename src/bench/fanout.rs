@@ -9,7 +9,7 @@ use super::memory::Sampler;
 use super::peers::FerryPeer;
 use super::probe;
 use super::redis::{self, RedisPeer, RedisServer};
-use super::server::FerryServer;
+use super::server::{limits_lifted, FerryServer};
 use super::table::{align, median};
 use crate::runtime::Runtime;
 use clap::Args;
@@ -217,19 +217,7 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
             })
         }
         Contender::Ferry(runtime) => {
-            let unlimited = u32::MAX.to_string();
-            let server = FerryServer::start(
-                runtime,
-                &[
-                    "--flood-burst".into(),
-                    unlimited.clone(),
-                    "--flood-rate".into(),
-                    unlimited.clone(),
-                    // Every client of the bench comes from 127.0.0.1.
-                    "--max-per-ip".into(),
-                    unlimited,
-                ],
-            )?;
+            let server = FerryServer::start(runtime, &limits_lifted())?;
             let addr = server.addr;
             timed(server.pid(), me, |started| {
                 loadgen::run(

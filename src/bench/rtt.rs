@@ -21,7 +21,7 @@ use super::contenders::spawn_listening;
 use super::latency::Histogram;
 use super::machine;
 use super::probe;
-use super::server::FerryServer;
+use super::server::{limits_lifted, FerryServer};
 use super::table::align;
 use crate::runtime::Runtime;
 use clap::Args;
@@ -452,19 +452,7 @@ fn start(
 
 /// A `ferry serve` with its flood limits lifted.
 fn start_server(runtime: Runtime) -> Result<FerryServer, String> {
-    let unlimited = u32::MAX.to_string();
-    FerryServer::start(
-        runtime,
-        &[
-            "--flood-burst".into(),
-            unlimited.clone(),
-            "--flood-rate".into(),
-            unlimited.clone(),
-            // Every client of the bench comes from 127.0.0.1.
-            "--max-per-ip".into(),
-            unlimited,
-        ],
-    )
+    FerryServer::start(runtime, &limits_lifted())
 }
 
 /// Writes what the connection has to send, then reads until an event

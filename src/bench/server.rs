@@ -23,6 +23,25 @@ pub struct FerryServer {
     runtime: Runtime,
 }
 
+/// Arguments that lift every rate and per-source limit of `ferry serve`:
+/// a benchmark's load generator is one process on 127.0.0.1 that sends as
+/// fast as it can, which is exactly what the limits are there to stop.
+pub fn limits_lifted() -> Vec<String> {
+    let unlimited = u32::MAX.to_string();
+    [
+        "--flood-burst",
+        "--flood-rate",
+        "--source-flood-burst",
+        "--source-flood-rate",
+        "--frame-burst",
+        "--frame-rate",
+        "--max-per-ip",
+    ]
+    .into_iter()
+    .flat_map(|flag| [flag.to_string(), unlimited.clone()])
+    .collect()
+}
+
 impl FerryServer {
     /// Starts this program as `ferry serve --runtime RUNTIME` with the
     /// extra arguments `args` (such as `--flood-burst N`).
