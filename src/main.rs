@@ -231,6 +231,10 @@ struct Limits {
     /// Most members in one room [default: 1000].
     #[arg(long)]
     max_room_members: Option<usize>,
+    /// Most file data all relayed transfers together may hold in the
+    /// server, such as 1G [default: 256M].
+    #[arg(long, value_parser = bench::parse_size)]
+    max_relay_memory: Option<u64>,
     /// Control frames (PING, PONG, extensions, answers to transfers) a
     /// client may send in a burst [default: 100].
     #[arg(long)]
@@ -297,6 +301,9 @@ impl Limits {
         }
         if let Some(n) = self.max_room_members {
             config.max_room_members = n;
+        }
+        if let Some(n) = self.max_relay_memory {
+            config.max_relay_memory = n;
         }
         if let Some(n) = self.frame_burst {
             config.connection.frame_burst = n;

@@ -152,6 +152,7 @@ impl fmt::Debug for ClientConfig {
 /// | [`auth_failures_before_ban`](Self::auth_failures_before_ban) | 10 wrong tokens | `--auth-ban-after` |
 /// | [`auth_ban`](Self::auth_ban) | 300 s | `--auth-ban` |
 /// | [`max_room_members`](Self::max_room_members) | 1,000 | `--max-room-members` |
+/// | [`max_relay_memory`](Self::max_relay_memory) | 256 MiB | `--max-relay-memory` |
 /// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
 /// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
 /// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
@@ -215,6 +216,13 @@ pub struct HubConfig {
     /// room's `MEMBERS` frame must fit in a frame and in a newcomer's
     /// outgoing queue: see [`check`](Self::check).
     pub max_room_members: usize,
+    /// File data all relayed transfers together may hold in the server: each
+    /// reserves its flow-control window (`connection.window`) while it runs,
+    /// and an offer that would pass this is rejected with
+    /// `TOO_MANY_TRANSFERS`. A receiver that stops reading makes the server
+    /// hold its window (and a small cost per queued frame), so this bounds
+    /// what stalled receivers can make the server hold in all.
+    pub max_relay_memory: u64,
     /// When set, `HELLO` must carry this token, compared in constant time;
     /// otherwise the client is refused with `AUTH_FAILED`. Raw-text guests
     /// cannot present one, so a server with a token turns them away.
@@ -251,6 +259,7 @@ impl Default for HubConfig {
             auth_failures_before_ban: 10,
             auth_ban: Duration::from_secs(300),
             max_room_members: 1000,
+            max_relay_memory: 256 << 20,
             token: None,
             guests: true,
             guest_idle_timeout: Duration::from_secs(600),
@@ -304,6 +313,7 @@ impl fmt::Debug for HubConfig {
             .field("auth_failures_before_ban", &self.auth_failures_before_ban)
             .field("auth_ban", &self.auth_ban)
             .field("max_room_members", &self.max_room_members)
+            .field("max_relay_memory", &self.max_relay_memory)
             .field("token", &Redacted(self.token.is_some()))
             .field("guests", &self.guests)
             .field("guest_idle_timeout", &self.guest_idle_timeout)

@@ -367,6 +367,9 @@ pub struct Hub {
     names: HashMap<(String, String), ClientId>,
     /// Relay links, both directions: sender end ↔ recipient end.
     relays: HashMap<End, End>,
+    /// Bytes of file data the relays under way may hold at once: a window
+    /// each (see [`HubConfig::max_relay_memory`]).
+    relay_reserved: u64,
     events: VecDeque<HubEvent>,
     /// Clients whose connection produced events not yet processed, each
     /// once (see `Client::dirty`).
@@ -408,6 +411,7 @@ impl Hub {
             rooms: HashMap::new(),
             names: HashMap::new(),
             relays: HashMap::new(),
+            relay_reserved: 0,
             events: VecDeque::new(),
             dirty: VecDeque::new(),
             touched: Vec::new(),
@@ -1589,6 +1593,17 @@ impl Hub {
             );
             return;
         }
+        let window = u64::from(self.config.connection.window);
+        if self.relay_reserved + window > self.config.max_relay_memory {
+            let reason = "the server holds all the relayed data it can: try again later";
+            self.relay_call(
+                id,
+                now,
+                |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, reason),
+                tid,
+            );
+            return;
+        }
         let Some(target) = target else {
             let reason = format!("nobody named {peer:?} is here");
             self.relay_call(
@@ -1610,6 +1625,7 @@ impl Hub {
             Some(Ok(b_tid)) => {
                 self.relays.insert((id, tid), (target, b_tid));
                 self.relays.insert((target, b_tid), (id, tid));
+                self.relay_reserved += window;
                 self.events.push_back(HubEvent::RelayStarted {
                     from: id,
                     to: target,
@@ -1635,6 +1651,8 @@ impl Hub {
             return;
         };
         self.relays.remove(&(other, other_tid));
+        let window = u64::from(self.config.connection.window);
+        self.relay_reserved = self.relay_reserved.saturating_sub(window);
         // The hub offers with odd ids: an odd id is the recipient's end.
         let recipient_side = tid & 1 == 1;
         let (from, to) = if recipient_side {

@@ -370,3 +370,50 @@ fn offers_spend_flood_tokens() {
     let (code, _) = closed_code(&events).expect("flooding");
     assert_eq!(code, Code::FLOODING);
 }
+
+/// Every relay reserves a window of server memory; past the ceiling, an
+/// offer is rejected instead of letting stalled receivers pile data up.
+#[test]
+fn relays_past_the_memory_ceiling_are_rejected_until_one_ends() {
+    let now = Instant::now();
+    let mut config = HubConfig::default();
+    config.max_relay_memory = 2 * u64::from(config.connection.window);
+    let mut hub = Hub::new(config, now);
+    let alice = hub.connect(now);
+    let mut alice_client = Connection::client(ClientConfig::new("alice"), now);
+    pump(&mut hub, alice, &mut alice_client, now);
+    let bob = hub.connect(now);
+    let mut bob_client = Connection::client(ClientConfig::new("bob"), now);
+    pump(&mut hub, bob, &mut bob_client, now);
+    let rejected = |events: &[Event]| {
+        events.iter().find_map(|e| match e {
+            Event::Transfer(ferry_core::transfer::TransferEvent::Ended {
+                id,
+                outcome: ferry_core::transfer::Outcome::Rejected { code, .. },
+            }) => Some((*id, *code)),
+            _ => None,
+        })
+    };
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            alice_client
+                .offer_file(now, &format!("f{n}"), 1 << 30, "bob")
+                .unwrap(),
+        );
+    }
+    let events = pump(&mut hub, alice, &mut alice_client, now);
+    assert_eq!(rejected(&events), Some((ids[2], Code::TOO_MANY_TRANSFERS)));
+    assert_eq!(hub.relay_count(), 2);
+    // One ends: its window is free for the next offer.
+    alice_client
+        .cancel(now, ids[0], Code::CANCELLED, "no")
+        .unwrap();
+    pump(&mut hub, alice, &mut alice_client, now);
+    assert_eq!(hub.relay_count(), 1);
+    alice_client.offer_file(now, "f3", 1 << 30, "bob").unwrap();
+    let events = pump(&mut hub, alice, &mut alice_client, now);
+    assert_eq!(rejected(&events), None, "{events:?}");
+    assert_eq!(hub.relay_count(), 2);
+    pump(&mut hub, bob, &mut bob_client, now);
+}

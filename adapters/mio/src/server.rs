@@ -23,6 +23,14 @@ const WAKER: Token = Token(1);
 /// neither are tokens, and a late event for a closed socket finds nothing.
 const FIRST_CLIENT: usize = 2;
 
+/// Bytes read from one socket per turn of the loop. Readiness is
+/// edge-triggered, and reading until `WouldBlock` let one client whose
+/// socket never empties (a flood of PINGs or empty frames) keep the loop
+/// from every other socket, the listener and the timers for a minute. A
+/// socket left readable at its budget is read again next turn, after
+/// everyone else's events.
+const READ_BUDGET: usize = 4 * READ_BUF;
+
 fn token_of(id: ClientId) -> Option<Token> {
     usize::try_from(id.0)
         .ok()?
@@ -57,6 +65,7 @@ pub(crate) fn spawn(
         _waker: waker.clone(),
         conns: ClientMap::default(),
         lingering: BTreeSet::new(),
+        unread: Vec::new(),
         commands,
         notices,
         buf: vec![0; READ_BUF],
@@ -87,6 +96,8 @@ struct Conn {
     eof: bool,
     /// The hub closed this client: finish by this instant at the latest.
     closing: Option<Instant>,
+    /// Its read budget ran out with input left: queued in `Server::unread`.
+    unread: bool,
     /// Our side was shut down (FIN sent) after the last bytes.
     shut: bool,
 }
@@ -103,6 +114,9 @@ struct Server {
     conns: ClientMap<Conn>,
     /// Closing clients by deadline, so expiring them costs nothing per loop.
     lingering: BTreeSet<(Instant, ClientId)>,
+    /// Sockets that may hold more input than their last turn's budget read,
+    /// with whether the peer had closed; read again next turn.
+    unread: Vec<(ClientId, bool)>,
     commands: Receiver<ServerCommand>,
     notices: Sender<ServerNotice>,
     buf: Vec<u8>,
@@ -113,17 +127,24 @@ struct Server {
 impl Server {
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        let mut carried = Vec::new();
         loop {
             let now = Instant::now();
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(now));
+            // Input left over from the last turn: look for other events
+            // without sleeping, then read on.
+            let timeout = if self.unread.is_empty() {
+                self.next_deadline()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            std::mem::swap(&mut carried, &mut self.unread);
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
@@ -137,6 +158,13 @@ impl Server {
                         self.on_socket(id, readable.then_some(peer_closed), writable, now);
                     }
                 }
+            }
+            for (id, peer_closed) in carried.drain(..) {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.unread = false;
+                }
+                self.read(id, peer_closed, now);
+                self.maybe_finish(id, now);
             }
             if woken {
                 self.take_commands(now);
@@ -219,6 +247,7 @@ impl Server {
                     want_write: false,
                     eof: false,
                     closing: None,
+                    unread: false,
                     shut: false,
                 },
             );
@@ -240,14 +269,17 @@ impl Server {
         self.maybe_finish(id, now);
     }
 
-    /// Reads until the socket is empty (see [`drained_by`]). After a read
-    /// that filled the whole buffer (more is probably waiting), the hub is
-    /// drained before reading on: what one fast sender queues for everyone
-    /// else then grows by one buffer at a time, well inside each client's
-    /// outgoing limit, instead of by the whole backlog of its socket.
-    /// Smaller reads are drained with the rest of the batch, so a burst of
-    /// events from many sockets reaches each peer in few writes.
+    /// Reads until the socket is empty (see [`drained_by`]) or this turn's
+    /// [`READ_BUDGET`] is spent; then the socket waits in `unread` for the
+    /// next turn. After a read that filled the whole buffer (more is
+    /// probably waiting), the hub is drained before reading on: what one
+    /// fast sender queues for everyone else then grows by one buffer at a
+    /// time, well inside each client's outgoing limit, instead of by the
+    /// whole backlog of its socket. Smaller reads are drained with the rest
+    /// of the batch, so a burst of events from many sockets reaches each
+    /// peer in few writes.
     fn read(&mut self, id: ClientId, peer_closed: bool, now: Instant) {
+        let mut budget = READ_BUDGET;
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -255,8 +287,16 @@ impl Server {
             if conn.eof {
                 return;
             }
+            if budget == 0 {
+                if !conn.unread {
+                    conn.unread = true;
+                    self.unread.push((id, peer_closed));
+                }
+                return;
+            }
             match read_some(&mut conn.stream, &mut self.buf) {
                 ReadOutcome::Data(n) => {
+                    budget = budget.saturating_sub(n);
                     // After the hub closed it, input is only read to see
                     // the end of stream; the closed connection ignores it.
                     if conn.closing.is_none() {

@@ -180,7 +180,24 @@ impl Server {
                 Wake::Command(_) => {}
                 Wake::CommandsClosed => commands = None,
             }
+            self.catch_up(now);
             self.drain(now);
+        }
+    }
+
+    /// Fires due timers and takes finished disk work even while input keeps
+    /// coming: `next` prefers input, so under a steady stream of it (one
+    /// client flooding) the timers and the disk would otherwise wait, and
+    /// timeouts and upload confirmations with them.
+    fn catch_up(&mut self, now: Instant) {
+        if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+            self.hub.handle_timeout(now);
+        }
+        if self.disk_done.try_recv().is_ok() {
+            while self.disk_done.try_recv().is_ok() {}
+            for notice in self.files.poll_disk(&mut self.hub, now) {
+                let _ = self.notices.send(notice);
+            }
         }
     }
 
