@@ -70,8 +70,10 @@ pub fn serve(
 /// never what it is.
 fn limits_line(config: &HubConfig) -> String {
     format!(
-        "limits: {}, {} clients, {} per address, files up to {}, inbox quota {}, \
-         {} messages a second (bursts of {}), handshake {:?}, idle {:?}, {}",
+        "limits: {}, {} clients, {} connections per source, files up to {}, inbox quota {}, \
+         {} messages a second (bursts of {}) per client and {} ({}) per source, \
+         {} control frames a second (bursts of {}), rooms of {}, relays holding {}, \
+         handshake {:?}, idle {:?}, {}",
         if config.token.is_some() {
             "token required"
         } else {
@@ -83,6 +85,12 @@ fn limits_line(config: &HubConfig) -> String {
         config.inbox_quota.map_or("none".to_string(), bytes),
         config.flood_per_second,
         config.flood_burst,
+        config.source_flood_per_second,
+        config.source_flood_burst,
+        config.connection.frame_per_second,
+        config.connection.frame_burst,
+        config.max_room_members,
+        bytes(config.max_relay_memory),
         config.connection.handshake_timeout,
         config.connection.idle_timeout,
         if config.guests && config.token.is_none() {

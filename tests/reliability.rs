@@ -326,6 +326,11 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
             "1000000",
             "--flood-rate",
             "1000000",
+            // All the chatters come from 127.0.0.1, one source.
+            "--source-flood-burst",
+            "1000000",
+            "--source-flood-rate",
+            "1000000",
         ],
     );
     let start_rss = server.rss_kib();

@@ -1,4 +1,4 @@
-//! What each frame costs a client (`docs/PROTOCOL.md` §7.1): control
+//! What each frame costs a client (`docs/PROTOCOL.md` §6.5): control
 //! frames spend the frame budget, file data is held to a floor, and a
 //! flooder is closed with `FLOODING` while a client at an honest pace never
 //! is.
