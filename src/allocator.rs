@@ -21,3 +21,24 @@ pub fn tune() {
         }
     }
 }
+
+/// Hands memory freed inside glibc's heaps back to the OS.
+///
+/// The trim threshold above only returns memory freed at the very top of
+/// a heap. After a flood of clients or a stalled relay leaves, what they
+/// held is free but scattered below live allocations, and stays resident:
+/// 1.6 GiB was still held after an attacking pair disconnected (issue 12).
+/// `malloc_trim` releases every free page of every heap. It walks the heaps
+/// under their locks, so `ferry serve` calls it from its own thread, at
+/// most once a second, after clients leave; never from an event loop.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `malloc_trim` only returns free pages to the OS; it has
+        // no preconditions and its result (whether anything was released)
+        // is not needed.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}

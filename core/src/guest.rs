@@ -466,7 +466,7 @@ impl Guest {
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
         let bytes = self.outbox.pop_front()?;
-        self.queued -= bytes.len();
+        self.queued -= held(&bytes);
         Some(bytes)
     }
 
@@ -477,7 +477,7 @@ impl Guest {
         if self.closed || text.is_empty() {
             return;
         }
-        if self.queued + text.len() > self.max_outgoing {
+        if self.queued + held(&text) > self.max_outgoing {
             let limit = self.max_outgoing;
             self.outbox.clear();
             self.queued = 0;
@@ -488,7 +488,7 @@ impl Guest {
             );
             return;
         }
-        self.queued += text.len();
+        self.queued += held(&text);
         self.outbox.push_back(text);
     }
 
@@ -551,6 +551,13 @@ impl Guest {
             by_peer,
         });
     }
+}
+
+/// What a queued line costs the server: its text and its queue entry. A
+/// guest's lines are short, so counting the text alone let a queue at its
+/// byte limit hold several times that in entries.
+fn held(line: &Bytes) -> usize {
+    line.len() + std::mem::size_of::<Bytes>()
 }
 
 #[cfg(test)]

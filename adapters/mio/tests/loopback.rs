@@ -455,6 +455,9 @@ fn a_client_that_stops_reading_holds_nobody_up() {
     // Let alice talk as fast as she can; the point is the reader.
     config.flood_burst = 1_000_000;
     config.flood_per_second = 1_000_000;
+    // Every client is on 127.0.0.1, one source with one shared budget.
+    config.source_flood_burst = 1_000_000;
+    config.source_flood_per_second = 1_000_000;
     config.connection.max_outgoing = 256 * 1024;
     let server = server_with(config, None);
     let alice = client(&server, "alice", None);
@@ -512,9 +515,12 @@ fn read_until(stream: &mut TcpStream, conn: &mut Connection, want: impl Fn(&Even
 
 #[test]
 fn one_thread_holds_a_thousand_clients() {
-    // All of them come from 127.0.0.1: lift the per-address limit.
+    // All of them come from 127.0.0.1: lift the per-source limits (a
+    // thousand joins at once spend the shared budget of joins).
     let mut config = ferry_core::HubConfig::default();
     config.max_per_ip = 2_000;
+    config.source_flood_burst = 1_000_000;
+    config.source_flood_per_second = 1_000_000;
     let server = server_with(config, None);
     let mut users = Vec::new();
     // Waves of a hundred, each connecting and saying HELLO before any of

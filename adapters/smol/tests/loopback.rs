@@ -386,6 +386,9 @@ fn a_client_that_stops_reading_is_dropped_and_the_room_goes_on() {
     let mut config = HubConfig::default();
     config.flood_burst = 1_000_000;
     config.flood_per_second = 1_000_000;
+    // Every client is on 127.0.0.1, one source with one shared budget.
+    config.source_flood_burst = 1_000_000;
+    config.source_flood_per_second = 1_000_000;
     config.connection.max_outgoing = 256 * 1024;
     let s = ferry_smol::spawn_server("127.0.0.1:0".parse().unwrap(), config, None).unwrap();
     let alice = client(&s, "alice", None);
