@@ -10,7 +10,8 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 pub fn serve(
     listen: SocketAddr,
@@ -58,13 +59,42 @@ pub fn serve(
         }
     });
 
-    // Ends when the server has stopped and said everything.
+    // Ends when the server has stopped and said everything. Memory the
+    // clients that left were holding goes back to the OS a moment after
+    // they leave (a wave of leaves costs one trim).
     let mut journal = Log::default();
-    for notice in server.notices() {
+    let mut trim_at: Option<Instant> = None;
+    loop {
+        let notice = match trim_at {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                match server.notices().recv_timeout(wait) {
+                    Ok(notice) => notice,
+                    Err(RecvTimeoutError::Timeout) => {
+                        crate::allocator::release_free_memory();
+                        trim_at = None;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            None => match server.notices().recv() {
+                Ok(notice) => notice,
+                Err(_) => break,
+            },
+        };
+        if matches!(notice, ServerNotice::Disconnected { .. }) && trim_at.is_none() {
+            trim_at = Some(Instant::now() + TRIM_AFTER_LEAVES);
+        }
         journal.show(notice);
     }
     server.join().map_err(|e| e.to_string())
 }
+
+/// How long after a client leaves freed memory is handed back to the OS:
+/// long enough that a wave of leaves (or a reconnecting flood) costs one
+/// trim, which walks every heap under its lock.
+const TRIM_AFTER_LEAVES: Duration = Duration::from_secs(2);
 
 /// The limits in force, for the log; says whether a token is required,
 /// never what it is.
