@@ -134,13 +134,14 @@ impl HubFiles {
                 let quota = hub.config().inbox_quota;
                 let inbox = self.inbox.clone().map(|inbox| inbox.quota(quota));
                 let disk = self.disk.clone();
+                let source = hub.source_of(client);
                 let files = self.clients.entry(client).or_insert_with(|| {
                     let policy = if inbox.is_some() {
                         OfferPolicy::Accept
                     } else {
                         OfferPolicy::Reject
                     };
-                    FileTransfers::new(inbox, policy).with_disk(disk, client.0)
+                    FileTransfers::new(inbox, policy).with_disk(disk, client.0, source)
                 });
                 let mut ctl = HubClient { hub, client };
                 files
