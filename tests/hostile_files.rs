@@ -406,6 +406,7 @@ fn a_crowded_inbox_with_a_quota_answers_offers_at_once_and_exactly() {
         let mut mallory = Mallory::join(&server, "mallory");
         let mut id = 0;
         let mut accepted_in_all = 0;
+        let started = Instant::now();
         for round in 0..25 {
             // Eight offers at once, room for five: never more than five
             // accepted, whatever the order they are handled in.
@@ -432,7 +433,11 @@ fn a_crowded_inbox_with_a_quota_answers_offers_at_once_and_exactly() {
             mallory.send(&cancels);
         }
         let (worst, pings) = pinger.finish();
-        eprintln!("{runtime}: {accepted_in_all} accepted, worst ping {worst:?} of {pings}");
+        eprintln!(
+            "{runtime}: 200 offers answered in {:?}, {accepted_in_all} accepted, \
+             worst ping {worst:?} of {pings}",
+            started.elapsed()
+        );
         assert!(worst < PING_BOUND, "{runtime}: a ping took {worst:?}");
         drop(mallory);
         common::wait_until("the empty partial files to go", || {
