@@ -21,14 +21,21 @@ const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
 /// machine, far below the seconds a blocked loop takes.
 const PING_BOUND: Duration = Duration::from_millis(200);
 
+/// While only writers are busy (syncing files), the loop has nothing to do
+/// but answer: the bystander's target of issue 12.
+const BUSY_PING_BOUND: Duration = Duration::from_millis(50);
+
 /// Flood limits out of the way: these tests make hundreds of offers from
 /// one connection on purpose, and are about the disk, not about flooding.
 const NO_FLOOD_LIMIT: [&str; 4] = ["--flood-burst", "100000", "--flood-rate", "100000"];
 
 /// A member that pings the server every 20 ms on a thread of its own and
-/// keeps the slowest round trip.
+/// keeps the slowest round trip: of every ping, or of those sent while
+/// [`measuring`](Self::measuring) (to leave out what a test does not
+/// mean to measure).
 struct Pinger {
     stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
     thread: thread::JoinHandle<(Duration, usize)>,
 }
 
@@ -36,13 +43,15 @@ impl Pinger {
     fn start(server: &Serve, name: &str) -> Pinger {
         let mut raw = Raw::join(server.addr, name, "");
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let measuring = Arc::new(AtomicBool::new(true));
+        let (stopping, measured) = (stop.clone(), measuring.clone());
         let thread = thread::spawn(move || {
             let mut worst = Duration::ZERO;
             let mut pings = 0;
             let mut nonce = 0u64;
             while !stopping.load(Ordering::SeqCst) {
                 nonce += 1;
+                let counts = measured.load(Ordering::SeqCst);
                 let sent = Instant::now();
                 raw.send(&Frame::Ping { nonce }).unwrap();
                 loop {
@@ -52,16 +61,28 @@ impl Pinger {
                         Err(e) => panic!("ping {nonce} never answered: {e:?}"),
                     }
                 }
-                worst = worst.max(sent.elapsed());
-                pings += 1;
+                if counts && measured.load(Ordering::SeqCst) {
+                    worst = worst.max(sent.elapsed());
+                    pings += 1;
+                }
                 thread::sleep(Duration::from_millis(20));
             }
             (worst, pings)
         });
-        Pinger { stop, thread }
+        Pinger {
+            stop,
+            measuring,
+            thread,
+        }
     }
 
-    /// Stops; returns the slowest round trip and the number of pings.
+    /// Whether the pings from now on count.
+    fn measuring(&self, on: bool) {
+        self.measuring.store(on, Ordering::SeqCst);
+    }
+
+    /// Stops; returns the slowest round trip and the number of pings that
+    /// counted.
     fn finish(self) -> (Duration, usize) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.join().unwrap()
@@ -256,42 +277,50 @@ fn re_offering_names_whose_writers_are_busy_never_stalls_the_loop() {
         args.extend(NO_FLOOD_LIMIT);
         let server = Serve::start(inbox.path(), &args);
         let pinger = Pinger::start(&server, "bystander");
+        // Only the re-offers count: how the loop shares itself between a
+        // bulk upload and a ping is another matter.
+        pinger.measuring(false);
         let mut mallory = Mallory::join(&server, "mallory");
         let data = common::contents(8 << 20, 7);
         let size = data.len() as u64;
+        let name = |i: usize| format!("busy{i}.bin");
         let mut ids: Vec<u32> = (0..FILES).map(|i| i * 2).collect();
         let offers: Vec<Frame> = ids
             .iter()
             .enumerate()
-            .map(|(i, &id)| offer(id, &format!("busy{i}.bin"), size))
+            .map(|(i, &id)| offer(id, &name(i), size))
             .collect();
         mallory.send(&offers);
+        let mut answers: Vec<(u64, u64)> = ids.iter().map(|&id| mallory.accepted(id)).collect();
         let mut next_id = FILES * 2;
         for round in 0..2 {
             let mut last = Vec::new();
-            for (i, id) in ids.iter_mut().enumerate() {
-                let (offset, window) = mallory.accepted(*id);
-                assert_eq!(offset, 0, "{runtime}: round {round}");
-                mallory.upload(*id, offset, window, &data);
-                let name = format!("busy{i}.bin");
+            for (i, (id, (offset, window))) in ids.iter_mut().zip(&answers).enumerate() {
+                assert_eq!(*offset, 0, "{runtime}: round {round}");
+                mallory.upload(*id, *offset, *window, &data);
                 last.push(Frame::Done {
                     id: *id,
                     hash: *blake3::hash(&data).as_bytes(),
                 });
                 last.push(cancel(*id));
-                last.push(offer(next_id, &name, size));
+                last.push(offer(next_id, &name(i), size));
                 *id = next_id;
                 next_id += 2;
             }
+            pinger.measuring(true);
             mallory.send(&last);
-        }
-        for id in ids {
-            mallory.accepted(id);
+            // Answered once the old writers are done: the bystander is
+            // measured until then, and a little after.
+            answers = ids.iter().map(|&id| mallory.accepted(id)).collect();
+            thread::sleep(Duration::from_millis(100));
+            pinger.measuring(false);
         }
         let (worst, pings) = pinger.finish();
         eprintln!("{runtime}: worst ping {worst:?} of {pings}");
+        // Tighter than elsewhere (the issue's target for a bystander):
+        // before, the pings waited for the final syncs, 87-140 ms here.
         assert!(
-            worst < PING_BOUND,
+            worst < BUSY_PING_BOUND,
             "{runtime}: a bystander's ping took {worst:?}"
         );
     }
