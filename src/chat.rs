@@ -1,16 +1,19 @@
 //! `ferry chat`: a line-oriented client. Each stdin line is a message;
 //! `/who`, `/msg NAME text`, `/send PATH [NAME]`, `/quit`.
 
+use crate::budget::{summary, LogBudget, DEFAULT_BURST, DEFAULT_PER_SECOND};
 use crate::display::{bytes, log, safe};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
+use ferry_core::frame::TransferId;
 use ferry_core::{ClientConfig, Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Inbox, Report};
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const HELP: &str =
     "commands: /who, /msg NAME TEXT, /send PATH [NAME], /quit; anything else is said to the room";
@@ -46,7 +49,9 @@ pub fn chat(
     // MEMBERS is the one every newcomer gets, not an answer.)
     let mut barrier = false;
     let mut greeted = false;
+    let mut screen = Screen::default();
     loop {
+        screen.summarise(Instant::now());
         match lines.try_recv() {
             Ok(line) => {
                 if let Some(command) = parse(&line) {
@@ -105,12 +110,13 @@ pub fn chat(
                     ClientNotice::Error(_) => sending = sending.saturating_sub(1),
                     _ => {}
                 }
-                show(&notice);
+                screen.show(&notice, Instant::now());
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    screen.summarise(Instant::now() + Duration::from_secs(3600));
     let _ = client.join();
     Ok(())
 }
@@ -156,7 +162,62 @@ fn parse(line: &str) -> Option<ClientCommand> {
     }
 }
 
-fn show(notice: &ClientNotice) {
+/// Prints notices, with the lines about the files one user sends us kept
+/// within a budget: a flood of offers must not flood the terminal.
+struct Screen {
+    /// The sender of each file coming in, by transfer.
+    senders: HashMap<TransferId, String>,
+    budget: LogBudget<String>,
+}
+
+impl Default for Screen {
+    fn default() -> Self {
+        Screen {
+            senders: HashMap::new(),
+            budget: LogBudget::new(DEFAULT_BURST, DEFAULT_PER_SECOND),
+        }
+    }
+}
+
+impl Screen {
+    fn show(&mut self, notice: &ClientNotice, now: Instant) {
+        let Some(line) = line(notice) else { return };
+        // Who a line about an incoming file is about. Ids the server
+        // offers are odd; even ones are our own files going out.
+        let sender = match notice {
+            ClientNotice::File(
+                Report::Offered { id, peer, .. } | Report::Asking { id, peer, .. },
+            ) => {
+                let sender = peer.to_lowercase();
+                self.senders.insert(*id, sender.clone());
+                Some(sender)
+            }
+            ClientNotice::File(Report::Finished { id, .. }) => self.senders.remove(id),
+            ClientNotice::File(
+                Report::Saved { id, .. }
+                | Report::PartialKept { id, .. }
+                | Report::LocalError { id, .. },
+            ) => self.senders.get(id).cloned(),
+            _ => None,
+        };
+        if sender.is_none_or(|sender| self.budget.admit(&sender, now)) {
+            log(&line);
+        }
+    }
+
+    fn summarise(&mut self, now: Instant) {
+        for (sender, count) in self.budget.due(now) {
+            let who = if sender.is_empty() {
+                "the server".to_string()
+            } else {
+                safe(&sender)
+            };
+            log(&summary(count, &who));
+        }
+    }
+}
+
+fn line(notice: &ClientNotice) -> Option<String> {
     let line = match notice {
         ClientNotice::Event(event) => match event {
             Event::Welcomed { name, room, .. } => {
@@ -174,7 +235,7 @@ fn show(notice: &ClientNotice) {
             Event::Bounced { code, reason } => {
                 format!("! not delivered: {code} ({})", safe(reason))
             }
-            _ => return,
+            _ => return None,
         },
         ClientNotice::File(report) => match report {
             Report::Offered {
@@ -210,12 +271,12 @@ fn show(notice: &ClientNotice) {
             Report::Finished { id, outcome } => {
                 format!("* transfer {id}: {}", outcome_text(outcome))
             }
-            _ => return,
+            _ => return None,
         },
         ClientNotice::Error(error) => format!("! {}", safe(error)),
-        _ => return,
+        _ => return None,
     };
-    log(&line);
+    Some(line)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 mod allocator;
 mod bench;
+mod budget;
 mod chat;
 mod demo;
 mod display;
@@ -207,6 +208,19 @@ struct Limits {
     /// such as 50G [default: no quota].
     #[arg(long, value_parser = bench::parse_size)]
     inbox_quota: Option<u64>,
+    /// Most unfinished files one source may have in the inbox: uploads
+    /// under way plus partial files kept for a resume [default: 16].
+    #[arg(long)]
+    max_partials_per_source: Option<usize>,
+    /// Log lines about one source printed at once; past it, and past
+    /// --log-rate, lines are counted and summarised. 0: print every line
+    /// [default: 20].
+    #[arg(long)]
+    log_burst: Option<u32>,
+    /// Log lines about one source printed per second in the long run
+    /// [default: 1].
+    #[arg(long)]
+    log_rate: Option<u32>,
     /// Chat messages a client may send in a burst [default: 20].
     #[arg(long)]
     flood_burst: Option<u32>,
@@ -359,7 +373,18 @@ fn main() -> ExitCode {
             if let Err(e) = limits::raise_open_files() {
                 eprintln!("ferry: {e}");
             }
-            serve::serve(listen, runtime, &inbox, overwrite, limits.hub_config())
+            let options = serve::Options {
+                listen,
+                runtime,
+                inbox: &inbox,
+                overwrite,
+                max_partials: limits
+                    .max_partials_per_source
+                    .unwrap_or(ferry_files::DEFAULT_MAX_PARTIALS),
+                log_burst: limits.log_burst.unwrap_or(budget::DEFAULT_BURST),
+                log_per_second: limits.log_rate.unwrap_or(budget::DEFAULT_PER_SECOND),
+            };
+            serve::serve(options, limits.hub_config())
         }
         Command::Chat { join, accept_files } => chat::chat(
             join.addr,

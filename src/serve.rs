@@ -1,9 +1,10 @@
 //! `ferry serve`: a chat room and file inbox, with a log of who does what.
 
+use crate::budget::{summary, LogBudget};
 use crate::display::{bytes, log, rate, safe};
 use crate::runtime::Runtime;
 use ferry_core::transfer::Outcome;
-use ferry_core::{ClientId, HubConfig, HubEvent};
+use ferry_core::{ClientId, HubConfig, HubEvent, Source};
 use ferry_files::{Inbox, Report, ServerNotice};
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -13,19 +14,38 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-pub fn serve(
-    listen: SocketAddr,
-    runtime: Runtime,
-    inbox: &Path,
-    overwrite: bool,
-    config: HubConfig,
-) -> Result<(), String> {
+/// What `ferry serve` needs besides the hub's configuration.
+pub struct Options<'a> {
+    pub listen: SocketAddr,
+    pub runtime: Runtime,
+    pub inbox: &'a Path,
+    pub overwrite: bool,
+    /// Unfinished files one source may have in the inbox.
+    pub max_partials: usize,
+    /// Log lines about one source at once, then per second (burst 0: no
+    /// limit).
+    pub log_burst: u32,
+    pub log_per_second: u32,
+}
+
+pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
+    let Options {
+        listen,
+        runtime,
+        inbox,
+        overwrite,
+        max_partials,
+        log_burst,
+        log_per_second,
+    } = options;
     config.check()?;
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
-        .overwrite(overwrite);
+        .overwrite(overwrite)
+        .max_partials_per_sender(max_partials);
     let dir = inbox.dir().display().to_string();
-    let limits = limits_line(&config);
+    let limits = limits_line(&config, max_partials, log_burst, log_per_second);
+    let prefixes = (config.source_prefix_v4, config.source_prefix_v6);
     let server = runtime
         .spawn_server(listen, config, Some(inbox))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -59,35 +79,51 @@ pub fn serve(
         }
     });
 
-    // Ends when the server has stopped and said everything. Memory the
-    // clients that left were holding goes back to the OS a moment after
-    // they leave (a wave of leaves costs one trim).
-    let mut journal = Log::default();
+    // Ends when the server has stopped and said everything. Besides
+    // notices, it wakes to summarise what the log budget left out, and to
+    // hand memory back to the OS a moment after clients leave (a wave of
+    // leaves costs one trim). Idle, it sleeps until the next notice.
+    let mut journal = Log::new(prefixes, LogBudget::new(log_burst, log_per_second));
     let mut trim_at: Option<Instant> = None;
+    let mut summarise_at: Option<Instant> = None;
     loop {
-        let notice = match trim_at {
-            Some(at) => {
-                let wait = at.saturating_duration_since(Instant::now());
-                match server.notices().recv_timeout(wait) {
-                    Ok(notice) => notice,
-                    Err(RecvTimeoutError::Timeout) => {
-                        crate::allocator::release_free_memory();
-                        trim_at = None;
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-            None => match server.notices().recv() {
-                Ok(notice) => notice,
-                Err(_) => break,
-            },
+        let received = match [trim_at, summarise_at].into_iter().flatten().min() {
+            Some(at) => server
+                .notices()
+                .recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => server
+                .notices()
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
         };
-        if matches!(notice, ServerNotice::Disconnected { .. }) && trim_at.is_none() {
-            trim_at = Some(Instant::now() + TRIM_AFTER_LEAVES);
+        let now = Instant::now();
+        match received {
+            Ok(notice) => {
+                if matches!(notice, ServerNotice::Disconnected { .. }) && trim_at.is_none() {
+                    trim_at = Some(now + TRIM_AFTER_LEAVES);
+                }
+                journal.show(notice, now);
+                // Summaries look at every source: at most a few times a
+                // second, however many notices arrive.
+                summarise_at.get_or_insert(now + SUMMARY_SCAN);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-        journal.show(notice);
+        if trim_at.is_some_and(|at| at <= now) {
+            crate::allocator::release_free_memory();
+            trim_at = None;
+        }
+        if summarise_at.is_some_and(|at| at <= now) {
+            journal.summarise(now);
+            summarise_at = journal
+                .budget
+                .next_due()
+                .map(|at| at.max(now + SUMMARY_SCAN));
+        }
     }
+    // Stopped: whatever was left out is said now.
+    journal.summarise(Instant::now() + Duration::from_secs(3600));
     server.join().map_err(|e| e.to_string())
 }
 
@@ -96,14 +132,19 @@ pub fn serve(
 /// trim, which walks every heap under its lock.
 const TRIM_AFTER_LEAVES: Duration = Duration::from_secs(2);
 
+/// How often, at most, the log budget's sources are looked over for
+/// summaries due.
+const SUMMARY_SCAN: Duration = Duration::from_millis(250);
+
 /// The limits in force, for the log; says whether a token is required,
 /// never what it is.
-fn limits_line(config: &HubConfig) -> String {
+fn limits_line(config: &HubConfig, max_partials: usize, log_burst: u32, log_rate: u32) -> String {
     format!(
         "limits: {}, {} clients, {} connections per source, files up to {}, inbox quota {}, \
+         {} unfinished files per source, \
          {} messages a second (bursts of {}) per client and {} ({}) per source, \
          {} control frames a second (bursts of {}), rooms of {}, relays holding {}, \
-         handshake {:?}, idle {:?}, {}",
+         handshake {:?}, idle {:?}, {}, {}",
         if config.token.is_some() {
             "token required"
         } else {
@@ -113,6 +154,7 @@ fn limits_line(config: &HubConfig) -> String {
         config.max_per_ip,
         bytes(config.max_file_size),
         config.inbox_quota.map_or("none".to_string(), bytes),
+        max_partials,
         config.flood_per_second,
         config.flood_burst,
         config.source_flood_per_second,
@@ -128,18 +170,81 @@ fn limits_line(config: &HubConfig) -> String {
         } else {
             "no raw-text guests".to_string()
         },
+        if log_burst == 0 {
+            "every log line printed".to_string()
+        } else {
+            format!("log lines per source: {log_burst} at once, then {log_rate} a second")
+        },
     )
 }
 
-/// Turns notices into log lines.
-#[derive(Default)]
+/// Turns notices into log lines, within a budget per source.
 struct Log {
     peers: HashMap<ClientId, SocketAddr>,
     names: HashMap<ClientId, String>,
     transfers: HashMap<(ClientId, u32), (String, u64, Instant)>,
+    /// The address group of each client, as the hub's per-source limits
+    /// see it: `(IPv4, IPv6)` prefix lengths.
+    prefixes: (u8, u8),
+    sources: HashMap<ClientId, Source>,
+    budget: LogBudget<Source>,
+}
+
+/// The client a notice is about.
+fn about(notice: &ServerNotice) -> Option<ClientId> {
+    match notice {
+        ServerNotice::Connected { client, .. }
+        | ServerNotice::Joined { client, .. }
+        | ServerNotice::Left { client, .. }
+        | ServerNotice::File { client, .. }
+        | ServerNotice::Disconnected { client, .. } => Some(*client),
+        ServerNotice::Relay(
+            HubEvent::RelayStarted { from, .. } | HubEvent::RelayEnded { from, .. },
+        ) => Some(*from),
+        _ => None,
+    }
 }
 
 impl Log {
+    fn new(prefixes: (u8, u8), budget: LogBudget<Source>) -> Log {
+        Log {
+            peers: HashMap::new(),
+            names: HashMap::new(),
+            transfers: HashMap::new(),
+            prefixes,
+            sources: HashMap::new(),
+            budget,
+        }
+    }
+
+    /// Prints the line for `notice`, unless its source is over its budget
+    /// (then it is only counted).
+    fn show(&mut self, notice: ServerNotice, now: Instant) {
+        if let ServerNotice::Connected { client, peer } = &notice {
+            let (v4, v6) = self.prefixes;
+            self.sources.insert(*client, Source::of(peer.ip(), v4, v6));
+        }
+        let source = about(&notice).and_then(|c| self.sources.get(&c).copied());
+        if let ServerNotice::Disconnected { client, .. } = &notice {
+            self.sources.remove(client);
+        }
+        // Built even when not printed: it keeps the names and transfers
+        // later lines need.
+        let Some(line) = self.line(notice) else {
+            return;
+        };
+        if source.is_none_or(|source| self.budget.admit(&source, now)) {
+            log(&line);
+        }
+    }
+
+    /// One line for each source whose suppressed lines are due a summary.
+    fn summarise(&mut self, now: Instant) {
+        for (source, count) in self.budget.due(now) {
+            log(&summary(count, &source.to_string()));
+        }
+    }
+
     fn who(&self, client: ClientId) -> String {
         match (self.names.get(&client), self.peers.get(&client)) {
             (Some(name), Some(peer)) => format!("{name} ({peer})"),
@@ -149,7 +254,7 @@ impl Log {
         }
     }
 
-    fn show(&mut self, notice: ServerNotice) {
+    fn line(&mut self, notice: ServerNotice) -> Option<String> {
         let line = match notice {
             ServerNotice::Connected { client, peer } => {
                 self.peers.insert(client, peer);
@@ -175,6 +280,14 @@ impl Log {
                 line
             }
             ServerNotice::CommandFailed(error) => error,
+            ServerNotice::SourceBanned {
+                source,
+                failures,
+                ban,
+            } => format!(
+                "{source} banned for {} s after {failures} wrong tokens",
+                ban.as_secs()
+            ),
             ServerNotice::Relay(HubEvent::RelayStarted {
                 from,
                 to,
@@ -230,9 +343,7 @@ impl Log {
                     format!("{}: {}", self.who(client), safe(&error))
                 }
                 Report::Finished { id, outcome } => {
-                    let Some((name, size, start)) = self.transfers.remove(&(client, id)) else {
-                        return;
-                    };
+                    let (name, size, start) = self.transfers.remove(&(client, id))?;
                     format!(
                         "{name} from {}: {} ({}, {})",
                         self.who(client),
@@ -241,11 +352,11 @@ impl Log {
                         rate(size, start.elapsed())
                     )
                 }
-                _ => return,
+                _ => return None,
             },
-            _ => return,
+            _ => return None,
         };
-        log(&line);
+        Some(line)
     }
 }
 

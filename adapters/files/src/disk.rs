@@ -1,16 +1,20 @@
 //! Incoming files are written on threads of their own.
 //!
 //! Each file being received gets a writer thread that owns its `NAME.part`:
-//! it writes the chunks, reads back prefixes to hash for a resume, and in
-//! the end syncs and renames the file. The loop that drives the protocol
-//! only queues jobs and later collects what finished, so a slow disk (or the
-//! `fsync` of a 4 GiB file) delays that one file, never the chat or the
-//! other clients, and the socket keeps being read while the disk writes.
+//! it first opens the file (waiting, if need be, for the writer of an
+//! earlier transfer of the same name to let go of it), then writes the
+//! chunks, reads back prefixes to hash for a resume, and in the end syncs
+//! and renames the file, or closes it (removing it if it is empty). The
+//! loop that drives the protocol only queues jobs and later collects what
+//! finished, so a slow disk (or the `fsync` of a 4 GiB file, or an earlier
+//! writer of the same name still finishing) delays that one file, never
+//! the chat or the other clients, and the socket keeps being read while
+//! the disk writes.
 //! Memory stays bounded by the protocol's flow-control window: data is
 //! confirmed to the sender only once written, so no more than a window can
 //! wait in a writer's queue.
 
-use crate::inbox::{NameInUse, Receiving};
+use crate::inbox::{NameInUse, Receiving, Reservation};
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use std::collections::VecDeque;
@@ -40,6 +44,12 @@ enum Job {
 /// What a writer thread finished.
 #[derive(Debug)]
 pub(crate) enum Done {
+    /// The file is open: the offer can be accepted, resuming at
+    /// `resume_from`.
+    Opened { id: TransferId, resume_from: u64 },
+    /// The file could not be opened (nor waited for): the offer is to be
+    /// declined.
+    NotOpened { id: TransferId, error: io::Error },
     /// Everything up to `upto` is written.
     Written { id: TransferId, upto: u64 },
     /// A prefix read for a resume.
@@ -51,7 +61,8 @@ pub(crate) enum Done {
     /// The file is synced and under its final name.
     Committed { id: TransferId, path: PathBuf },
     /// The transfer ended without the file being stored: the partial file
-    /// stays, holding `held` bytes, for a later resume.
+    /// stays, holding `held` bytes (never 0: an empty one is removed), for
+    /// a later resume.
     Kept {
         id: TransferId,
         path: PathBuf,
@@ -148,25 +159,34 @@ pub(crate) struct IncomingFile {
 }
 
 impl IncomingFile {
-    /// Starts a writer thread for `file`; what it finishes goes to `queue`
-    /// tagged with `owner` and `id`.
+    /// Starts a writer thread for the file `reserved`: it opens the file
+    /// and reports [`Done::Opened`] (or [`Done::NotOpened`]), then does the
+    /// jobs it is given. What it finishes goes to `queue` tagged with
+    /// `owner` and `id`.
     pub(crate) fn spawn(
-        file: Receiving,
+        reserved: Reservation,
         id: TransferId,
         owner: u64,
         queue: DiskQueue,
     ) -> io::Result<IncomingFile> {
-        let name = file.name_in_use();
+        let name = reserved.name_in_use();
         let (jobs, inbox) = mpsc::channel();
         let writer = Writer {
-            file: Some(file),
+            file: None,
             id,
             owner,
             queue: queue.clone(),
         };
-        thread::Builder::new()
+        // Opening is disk work like any job: the queue is not idle until
+        // its outcome is reported.
+        queue.shared.busy.fetch_add(1, Ordering::AcqRel);
+        let spawned = thread::Builder::new()
             .name("ferry-file-writer".into())
-            .spawn(move || writer.run(inbox))?;
+            .spawn(move || writer.run(reserved, inbox));
+        if let Err(e) = spawned {
+            queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
         Ok(IncomingFile {
             _name: name,
             jobs,
@@ -203,6 +223,15 @@ impl IncomingFile {
     }
 }
 
+impl Drop for IncomingFile {
+    fn drop(&mut self) {
+        // Closing the file is disk work too (an empty partial is removed):
+        // the queue is not idle until the writer has done it. The writer
+        // sees the end of its jobs only after this, as `jobs` goes after.
+        self.queue.shared.busy.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 struct Writer {
     /// `None` once committed, discarded or failed.
     file: Option<Receiving>,
@@ -212,7 +241,31 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, jobs: Receiver<Job>) {
+    fn run(mut self, reserved: Reservation, jobs: Receiver<Job>) {
+        let done = match reserved.open() {
+            Ok(file) => {
+                let resume_from = file.resume_from();
+                self.file = Some(file);
+                Done::Opened {
+                    id: self.id,
+                    resume_from,
+                }
+            }
+            Err(error) => Done::NotOpened { id: self.id, error },
+        };
+        let opened = matches!(done, Done::Opened { .. });
+        self.queue.push(self.owner, done);
+        self.queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+        if !opened {
+            // Jobs for a file never opened are moot; the loop drops its end
+            // on hearing so, which ends the loop below at once.
+            while jobs.recv().is_ok() {
+                self.queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+            }
+            // The closing the loop counted when it let go.
+            self.queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         while let Ok(first) = jobs.recv() {
             // Take what else is queued before reporting: one confirmation
             // for a run of writes, not one per chunk.
@@ -231,19 +284,25 @@ impl Writer {
             self.queue.shared.busy.fetch_sub(handled, Ordering::AcqRel);
         }
         // The transfer is over. A file neither stored nor thrown away stays
-        // for a resume; say so once its last writes are in.
+        // for a resume, unless it is empty; say so once its last writes are
+        // in.
         if let Some(file) = self.file.take() {
             let path = file.part_path().to_path_buf();
-            let held = std::fs::metadata(&path).map_or(0, |m| m.len());
-            self.queue.push(
-                self.owner,
-                Done::Kept {
-                    id: self.id,
-                    path,
-                    held,
-                },
-            );
+            let held = file.close();
+            if held > 0 {
+                self.queue.push(
+                    self.owner,
+                    Done::Kept {
+                        id: self.id,
+                        path,
+                        held,
+                    },
+                );
+            }
         }
+        // The closing the loop counted when it let go: only now is what
+        // stays on disk settled.
+        self.queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn handle(&mut self, job: Job, written: &mut Option<u64>) {

@@ -1,27 +1,44 @@
-//! The receiving folder: partial files, resume, and the final move.
+//! The receiving folder: partial files, resume, and the final move; and
+//! what the folder holds, counted as it changes.
+//!
+//! Everything an offer needs to be answered is decided in memory, in
+//! O(1): the quota, the limit on unfinished files per sender, whether the
+//! name is free. Whatever touches the disk or may wait (opening the partial
+//! file, waiting for the writer of an earlier transfer of the same name)
+//! is [`Reservation::open`], which runs on the file's writer thread, never
+//! on the loop that drives the protocol.
 
 use bytes::Bytes;
 use ferry_core::filename::check_file_name;
+use ferry_core::{Code, Source};
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Appended to a file's name while it is being received.
 pub const PART_SUFFIX: &str = ".part";
 
+/// How many unfinished files (uploads under way and partial files kept for
+/// a resume) one sender may have in an inbox by default.
+pub const DEFAULT_MAX_PARTIALS: usize = 16;
+
 /// The folder files are received into.
 ///
 /// Cloning gives another handle on the same folder; the handles share the
 /// set of partial files in use, so two transfers of the same name at once
-/// never write into the same `.part` file.
+/// never write into the same `.part` file, and they share the count of
+/// bytes held that the quota is checked against.
 #[derive(Debug, Clone)]
 pub struct Inbox {
     dir: PathBuf,
     overwrite: bool,
     quota: Option<u64>,
+    max_partials: usize,
     /// Ask the user before accepting an offer, waiting this long at most.
     answer_within: Option<Duration>,
     in_use: Arc<InUse>,
@@ -50,39 +67,191 @@ impl QuotaExceeded {
     }
 }
 
-/// The partial files being received, by lowercased name.
+/// Who an offer comes from, for the limit on unfinished files per sender.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Sender {
+    /// A server's client, by its address group: reconnecting or opening
+    /// more connections gives no fresh allowance.
+    Source(Source),
+    /// A user relaying files to this client, by lowercased name (empty:
+    /// the server itself).
+    User(String),
+}
+
+impl fmt::Display for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sender::Source(source) => write!(f, "{source}"),
+            Sender::User(name) if name.is_empty() => f.write_str("the server"),
+            Sender::User(name) => write!(f, "{name}"),
+        }
+    }
+}
+
+/// Why an offer is refused before anything touches the disk.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refused {
+    /// The name is not safe to write.
+    #[error("{0}")]
+    BadName(String),
+    /// Another transfer of the same name is under way (or already waits
+    /// for the previous one to finish).
+    #[error("{0:?} is already being received")]
+    Busy(String),
+    /// The quota has no room for the file.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    /// The sender already has as many unfinished files here as allowed.
+    #[error(
+        "too many unfinished files from {sender}: {held} uploads under way or partial \
+         files kept (at most {max}); finish or resume one first"
+    )]
+    TooManyPartials {
+        /// Who.
+        sender: Sender,
+        /// Its unfinished files.
+        held: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl Refused {
+    /// The protocol's code for this refusal.
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            Refused::BadName(_) => Code::BAD_FILE_NAME,
+            Refused::Busy(_) => Code::FILE_REJECTED,
+            Refused::Quota(_) => Code::INBOX_FULL,
+            Refused::TooManyPartials { .. } => Code::TOO_MANY_TRANSFERS,
+        }
+    }
+}
+
+impl From<Refused> for io::Error {
+    fn from(refused: Refused) -> io::Error {
+        let kind = match &refused {
+            Refused::BadName(_) => io::ErrorKind::InvalidInput,
+            Refused::Busy(_) => io::ErrorKind::AlreadyExists,
+            Refused::Quota(full) => {
+                return io::Error::new(io::ErrorKind::StorageFull, full.clone())
+            }
+            Refused::TooManyPartials { .. } => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, refused.to_string())
+    }
+}
+
+/// The partial files being received, and what the folder holds.
 #[derive(Debug, Default)]
 struct InUse {
-    names: Mutex<HashMap<String, Holder>>,
+    ledger: Mutex<Ledger>,
+    /// Signalled whenever a name is released or a waiter gives up.
     released: Condvar,
 }
 
-/// Who holds a partial file's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the folder holds and has promised, kept up to date as transfers
+/// start and end, so that no offer has to list the folder: one scan when
+/// it is opened, then additions and subtractions.
+///
+/// Files changed behind ferry's back while it runs (an operator deleting
+/// old uploads) are not seen until the inbox is opened again.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Partial files (lowercased `NAME.part`) a transfer holds or waits for.
+    names: HashMap<String, Slot>,
+    /// Bytes of the files no transfer holds: finished files, and partial
+    /// files kept for a resume.
+    stored: u64,
+    /// The full size of every transfer under way or about to start.
+    reserved: u64,
+    /// Partial files kept for a resume (counted in `stored`).
+    kept: HashMap<String, KeptPart>,
+    /// Unfinished files per sender: transfers under way and kept partials.
+    partials: HashMap<Sender, usize>,
+    /// Tells holders of the same name apart.
+    next_serial: u64,
+}
+
+/// Who holds, and who waits for, one partial file's name.
+#[derive(Debug, Default)]
+struct Slot {
+    holder: Option<Holder>,
+    /// One transfer may wait for a closing holder (a resume right after a
+    /// dropped link); a second is refused rather than queued.
+    waiting: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
 struct Holder {
-    /// Tells this holder from a later one of the same name.
     serial: u64,
-    /// The size of the file being received, counted whole against a quota.
-    size: u64,
     /// The transfer is over, and its writer is finishing the last queued
     /// writes.
     closing: bool,
 }
 
+/// A partial file kept for a resume.
+#[derive(Debug, Clone)]
+struct KeptPart {
+    len: u64,
+    /// Who left it; `None` for files found when the inbox was opened, which
+    /// count for nobody.
+    sender: Option<Sender>,
+}
+
+impl Ledger {
+    fn used(&self) -> u64 {
+        self.stored.saturating_add(self.reserved)
+    }
+
+    fn count(&mut self, sender: &Option<Sender>, delta: isize) {
+        let Some(sender) = sender else { return };
+        let entry = self.partials.entry(sender.clone()).or_default();
+        *entry = entry.saturating_add_signed(delta);
+        if *entry == 0 {
+            self.partials.remove(sender);
+        }
+    }
+
+    /// The kept partial `key` becomes part of a transfer (counted whole in
+    /// `reserved` from now on).
+    fn take_kept(&mut self, key: &str) -> Option<KeptPart> {
+        let kept = self.kept.remove(key)?;
+        self.stored = self.stored.saturating_sub(kept.len);
+        self.count(&kept.sender, -1);
+        Some(kept)
+    }
+
+    fn put_kept(&mut self, key: String, kept: KeptPart) {
+        self.stored = self.stored.saturating_add(kept.len);
+        self.count(&kept.sender, 1);
+        if let Some(old) = self.kept.insert(key, kept) {
+            // Cannot happen while the name is held; stay consistent anyway.
+            self.stored = self.stored.saturating_sub(old.len);
+            self.count(&old.sender, -1);
+        }
+    }
+}
+
 impl InUse {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Holder>> {
-        // A panic elsewhere while holding the lock leaves the map intact.
-        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        // A panic elsewhere while holding the lock leaves the ledger
+        // consistent: every change under it is a few plain assignments.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 /// How long a new transfer of a name waits for the writer of the previous
 /// transfer of that name to finish (a resume right after a dropped link).
+/// The wait happens on the new file's writer thread, never on a loop.
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 impl Inbox {
     /// Opens `dir`, creating it if missing, and checks that files can be
     /// created in it. Errors name the folder and say what is wrong.
+    ///
+    /// Lists the folder once, to count what it holds for the quota (see
+    /// [`quota`](Self::quota)); offers never list it again.
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Inbox> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| {
@@ -100,41 +269,50 @@ impl Inbox {
         })?;
         // Best effort: the probe is empty and named as ours.
         let _ = fs::remove_file(&probe);
+        let ledger = Ledger::scan(&dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot list inbox {}: {e}", dir.display()),
+            )
+        })?;
         Ok(Inbox {
             dir,
             overwrite: false,
             quota: None,
+            max_partials: DEFAULT_MAX_PARTIALS,
             answer_within: None,
-            in_use: Arc::default(),
+            in_use: Arc::new(InUse {
+                ledger: Mutex::new(ledger),
+                released: Condvar::new(),
+            }),
         })
     }
 
     /// Caps the bytes the folder may hold: finished files, partial files,
     /// and the whole size of every file being received. An offer that would
-    /// go over it is refused by [`begin`](Self::begin) before any byte is
-    /// written. `None` (the default): no quota.
+    /// go over it is refused before any byte is written. `None` (the
+    /// default): no quota.
     pub fn quota(mut self, quota: Option<u64>) -> Self {
         self.quota = quota;
         self
     }
 
-    /// Bytes counted against the quota: every file in the folder, except
-    /// the partial files of transfers under way, which count at their full
-    /// size instead, and `skip` (the partial file of the offer in question).
-    fn usage(&self, names: &HashMap<String, Holder>, skip: &str) -> io::Result<u64> {
-        let mut used: u64 = names.values().map(|h| h.size).sum();
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let key = entry.file_name().to_string_lossy().to_lowercase();
-            if key == skip || names.contains_key(&key) {
-                continue;
-            }
-            let meta = entry.metadata()?;
-            if meta.is_file() {
-                used = used.saturating_add(meta.len());
-            }
-        }
-        Ok(used)
+    /// Caps the unfinished files one sender may have here: uploads under
+    /// way plus partial files kept for a resume (default
+    /// [`DEFAULT_MAX_PARTIALS`]). A server's clients are counted by source
+    /// (address group), a client's senders by user name. Past it, a new
+    /// file is refused with `TOO_MANY_TRANSFERS`; resuming one of its own
+    /// partial files is not a new file. Partial files found when the inbox
+    /// was opened count for nobody.
+    pub fn max_partials_per_sender(mut self, max: usize) -> Self {
+        self.max_partials = max;
+        self
+    }
+
+    /// Bytes counted against the quota now: files in the folder (as last
+    /// counted) and the full size of every transfer under way.
+    pub fn used(&self) -> u64 {
+        self.in_use.lock().used()
     }
 
     /// Offers into this folder wait for the user's answer, for
@@ -166,79 +344,204 @@ impl Inbox {
     /// here, as this is where it becomes a path). Reuses `NAME.part` from an
     /// earlier attempt if there is one no longer than `size`; its length is
     /// then the offset to resume from.
+    ///
+    /// Opens the file, and may wait (up to 10 s) for the writer of an
+    /// earlier transfer of the same name to finish: not for an event loop.
+    /// Servers and clients go through [`FileTransfers`](crate::FileTransfers),
+    /// which does this on the file's writer thread.
     pub fn begin(&self, name: &str, size: u64) -> io::Result<Receiving> {
-        check_file_name(name)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        self.reserve(name, size, None)?.open()
+    }
+
+    /// Books `name` for a transfer of `size` bytes from `sender`: checks
+    /// the name, the quota and the sender's unfinished files, and holds (or
+    /// queues for) the name. In memory only, O(1): fit for an event loop.
+    /// [`Reservation::open`] then does the disk work.
+    pub(crate) fn reserve(
+        &self,
+        name: &str,
+        size: u64,
+        sender: Option<Sender>,
+    ) -> Result<Reservation, Refused> {
+        check_file_name(name).map_err(|e| Refused::BadName(e.to_string()))?;
         let part_name = format!("{name}{PART_SUFFIX}");
-        let serial;
-        {
-            let key = part_name.to_lowercase();
-            let mut names = self.in_use.lock();
-            let deadline = Instant::now() + RELEASE_WAIT;
-            // A transfer of this name that ended a moment ago may still be
-            // writing its last chunks: wait for it rather than refuse the
-            // resume that typically follows.
-            while names.get(&key).is_some_and(|holder| holder.closing) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                names = self
-                    .in_use
-                    .released
-                    .wait_timeout(names, left)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
-            }
-            if names.contains_key(&key) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{name:?} is already being received"),
-                ));
-            }
-            if let Some(quota) = self.quota {
-                // Under the lock: two offers at once cannot both take the
-                // last free bytes.
-                let used = self.usage(&names, &key)?;
-                if used.saturating_add(size) > quota {
-                    let full = QuotaExceeded {
-                        quota,
-                        used,
-                        wanted: size,
-                    };
-                    return Err(io::Error::new(io::ErrorKind::StorageFull, full));
-                }
-            }
-            serial = names.values().map(|h| h.serial).max().unwrap_or(0) + 1;
-            names.insert(
-                key,
-                Holder {
-                    serial,
-                    size,
-                    closing: false,
-                },
-            );
-        }
-        let release = Release {
-            in_use: self.in_use.clone(),
-            key: part_name.to_lowercase(),
-            serial,
+        let key = part_name.to_lowercase();
+        let mut ledger = self.in_use.lock();
+        let closing = match ledger.names.get(&key) {
+            None => false,
+            Some(Slot {
+                holder: Some(Holder { closing: true, .. }),
+                waiting: None,
+            }) => true,
+            Some(_) => return Err(Refused::Busy(name.to_string())),
         };
-        let part = self.dir.join(&part_name);
+        // A resume of a partial file already here is no new file.
+        let resume = closing || ledger.kept.contains_key(&key);
+        if let Some(sender) = sender.as_ref().filter(|_| !resume) {
+            let held = ledger.partials.get(sender).copied().unwrap_or(0);
+            if held >= self.max_partials {
+                return Err(Refused::TooManyPartials {
+                    sender: sender.clone(),
+                    held,
+                    max: self.max_partials,
+                });
+            }
+        }
+        if let Some(quota) = self.quota {
+            // The partial file this offer resumes is part of its size. (A
+            // name still closing is counted twice for the moment its writer
+            // finishes: an overcount, never an overshoot.)
+            let own = match closing {
+                true => 0,
+                false => ledger.kept.get(&key).map_or(0, |k| k.len),
+            };
+            let used = ledger.used().saturating_sub(own);
+            if used.saturating_add(size) > quota {
+                return Err(QuotaExceeded {
+                    quota,
+                    used,
+                    wanted: size,
+                }
+                .into());
+            }
+        }
+        ledger.next_serial += 1;
+        let serial = ledger.next_serial;
+        ledger.reserved = ledger.reserved.saturating_add(size);
+        ledger.count(&sender, 1);
+        let (holding, took) = if closing {
+            if let Some(slot) = ledger.names.get_mut(&key) {
+                slot.waiting = Some(serial);
+            }
+            (false, None)
+        } else {
+            let took = ledger.take_kept(&key);
+            ledger.names.entry(key.clone()).or_default().holder = Some(Holder {
+                serial,
+                closing: false,
+            });
+            (true, took)
+        };
+        drop(ledger);
+        Ok(Reservation {
+            in_use: self.in_use.clone(),
+            dir: self.dir.clone(),
+            name: name.to_string(),
+            part: self.dir.join(&part_name),
+            key,
+            size,
+            overwrite: self.overwrite,
+            serial,
+            sender,
+            holding,
+            took,
+            fate: Fate::Unopened,
+            cancelled: Arc::default(),
+        })
+    }
+}
+
+impl Ledger {
+    /// Counts what `dir` holds: the only listing of the folder.
+    fn scan(dir: &Path) -> io::Result<Ledger> {
+        let mut ledger = Ledger::default();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let Ok(meta) = entry.metadata() else {
+                // Gone meanwhile.
+                continue;
+            };
+            if !meta.is_file() {
+                continue;
+            }
+            ledger.stored = ledger.stored.saturating_add(meta.len());
+            let key = entry.file_name().to_string_lossy().to_lowercase();
+            if key.ends_with(PART_SUFFIX) {
+                let kept = KeptPart {
+                    len: meta.len(),
+                    sender: None,
+                };
+                ledger.kept.insert(key, kept);
+            }
+        }
+        Ok(ledger)
+    }
+}
+
+/// What became of a reserved file, for the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Never opened: the name was given up before, or opening failed.
+    Unopened,
+    /// Open; whatever is on disk when it closes stays.
+    Open,
+    /// Closed with a partial file of this length kept (0: removed).
+    Kept(u64),
+    /// Stored under its final name, replacing a file of this length.
+    Committed { replaced: u64 },
+    /// Deleted.
+    Discarded,
+}
+
+/// A file booked in an inbox by an offer: its bytes counted against the
+/// quota, its name held (or waited for). Dropping it gives everything back
+/// and tells the ledger what stayed on disk.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    in_use: Arc<InUse>,
+    dir: PathBuf,
+    name: String,
+    part: PathBuf,
+    key: String,
+    size: u64,
+    overwrite: bool,
+    serial: u64,
+    sender: Option<Sender>,
+    /// Holds the name; else waits for a closing holder to release it.
+    holding: bool,
+    /// The kept partial file this transfer took over: back to the kept
+    /// ones if the transfer never opens it.
+    took: Option<KeptPart>,
+    fate: Fate,
+    /// The transfer no longer wants the file: stop waiting for the name.
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Reservation {
+    /// A handle for the loop, to say the transfer is over (see
+    /// [`NameInUse`]).
+    pub(crate) fn name_in_use(&self) -> NameInUse {
+        NameInUse {
+            in_use: self.in_use.clone(),
+            key: self.key.clone(),
+            serial: self.serial,
+            cancelled: self.cancelled.clone(),
+        }
+    }
+
+    /// Waits, if need be, for the writer of an earlier transfer of the name
+    /// to finish, then opens (or creates) `NAME.part`. Blocking: call it
+    /// off the loop (a writer thread does).
+    pub(crate) fn open(mut self) -> io::Result<Receiving> {
+        if !self.holding {
+            self.wait_for_name()?;
+        }
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&part)
+            .open(&self.part)
         {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                OpenOptions::new().read(true).write(true).open(&part)?
+                OpenOptions::new().read(true).write(true).open(&self.part)?
             }
             Err(e) => return Err(e),
         };
+        // From here, whatever is on disk is the ledger's to count.
+        self.fate = Fate::Open;
         let held = file.metadata()?.len();
-        let resume_from = if held <= size {
+        let resume_from = if held <= self.size {
             held
         } else {
             // Longer than the file on offer: not a prefix of it.
@@ -246,73 +549,158 @@ impl Inbox {
             0
         };
         Ok(Receiving {
-            dir: self.dir.clone(),
-            name: name.to_string(),
-            part,
             file,
-            size,
             resume_from,
-            overwrite: self.overwrite,
             writeback: Writeback::default(),
-            release,
+            reservation: self,
         })
+    }
+
+    fn wait_for_name(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + RELEASE_WAIT;
+        let mut ledger = self.in_use.lock();
+        loop {
+            if self.cancelled.load(Ordering::Acquire) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the transfer ended before its file was opened",
+                ));
+            }
+            let slot = ledger.names.entry(self.key.clone()).or_default();
+            if slot.holder.is_none() {
+                slot.holder = Some(Holder {
+                    serial: self.serial,
+                    closing: false,
+                });
+                if slot.waiting == Some(self.serial) {
+                    slot.waiting = None;
+                }
+                self.holding = true;
+                self.took = ledger.take_kept(&self.key);
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "the previous transfer of {:?} is still finishing",
+                        self.name
+                    ),
+                ));
+            }
+            ledger = self
+                .in_use
+                .released
+                .wait_timeout(ledger, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
-/// Frees a partial file's name when the file is closed.
-#[derive(Debug)]
-struct Release {
-    in_use: Arc<InUse>,
-    key: String,
-    serial: u64,
-}
-
-impl Drop for Release {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        let mut names = self.in_use.lock();
-        if names
-            .get(&self.key)
-            .is_some_and(|h| h.serial == self.serial)
-        {
-            names.remove(&self.key);
+        if self.fate == Fate::Open {
+            self.fate = Fate::Kept(keep_or_remove(&self.part));
         }
-        drop(names);
+        let mut ledger = self.in_use.lock();
+        ledger.reserved = ledger.reserved.saturating_sub(self.size);
+        ledger.count(&self.sender, -1);
+        if self.holding {
+            match self.fate {
+                Fate::Unopened | Fate::Open => {
+                    if let Some(took) = self.took.take() {
+                        ledger.put_kept(self.key.clone(), took);
+                    }
+                }
+                Fate::Kept(0) | Fate::Discarded => {}
+                Fate::Kept(len) => {
+                    let kept = KeptPart {
+                        len,
+                        sender: self.sender.clone(),
+                    };
+                    ledger.put_kept(self.key.clone(), kept);
+                }
+                Fate::Committed { replaced } => {
+                    ledger.stored = ledger
+                        .stored
+                        .saturating_add(self.size)
+                        .saturating_sub(replaced);
+                }
+            }
+        }
+        if let Some(slot) = ledger.names.get_mut(&self.key) {
+            if slot.holder.is_some_and(|h| h.serial == self.serial) {
+                slot.holder = None;
+            }
+            if slot.waiting == Some(self.serial) {
+                slot.waiting = None;
+            }
+            if slot.holder.is_none() && slot.waiting.is_none() {
+                ledger.names.remove(&self.key);
+            }
+        }
+        drop(ledger);
         self.in_use.released.notify_all();
     }
 }
 
+/// The length of the partial file at `part`, now that its transfer is
+/// over; an empty one is removed (it holds nothing to resume from, and
+/// offers that never sent a byte must not leave litter), and counts as 0.
+fn keep_or_remove(part: &Path) -> u64 {
+    match fs::metadata(part) {
+        Ok(meta) if meta.len() > 0 => meta.len(),
+        Ok(_) => {
+            // If it cannot be removed it holds no bytes anyway.
+            let _ = fs::remove_file(part);
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
 /// Held by whoever drives a [`Receiving`] from elsewhere: dropping it says
-/// the transfer is over while the file may still be finishing writes, so a
-/// new transfer of the name waits for it instead of being refused.
+/// the transfer is over. The file may still be finishing writes, so the
+/// name is marked as closing (a new transfer of it waits instead of being
+/// refused), and a writer still waiting to open the file gives up.
 #[derive(Debug)]
 pub(crate) struct NameInUse {
     in_use: Arc<InUse>,
     key: String,
     serial: u64,
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Drop for NameInUse {
     fn drop(&mut self) {
-        if let Some(holder) = self.in_use.lock().get_mut(&self.key) {
+        self.cancelled.store(true, Ordering::Release);
+        let mut ledger = self.in_use.lock();
+        if let Some(holder) = ledger
+            .names
+            .get_mut(&self.key)
+            .and_then(|slot| slot.holder.as_mut())
+        {
             if holder.serial == self.serial {
                 holder.closing = true;
             }
         }
+        drop(ledger);
+        // Wakes a writer waiting for this name, to see it is cancelled.
+        self.in_use.released.notify_all();
     }
 }
 
 /// A file being received into `NAME.part`.
 #[derive(Debug)]
 pub struct Receiving {
-    dir: PathBuf,
-    name: String,
-    part: PathBuf,
     file: File,
-    size: u64,
     resume_from: u64,
-    overwrite: bool,
     writeback: Writeback,
-    release: Release,
+    /// Last: the file is closed before the reservation looks at what it
+    /// left on disk.
+    reservation: Reservation,
 }
 
 /// Asks a helper thread to flush a large incoming file to disk while it is
@@ -367,20 +755,12 @@ impl Receiving {
 
     /// The file's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.reservation.name
     }
 
     /// The partial file's path.
     pub fn part_path(&self) -> &Path {
-        &self.part
-    }
-
-    pub(crate) fn name_in_use(&self) -> NameInUse {
-        NameInUse {
-            in_use: self.release.in_use.clone(),
-            key: self.release.key.clone(),
-            serial: self.release.serial,
-        }
+        &self.reservation.part
     }
 
     /// Reads `len` bytes at `offset` of the partial file (to hash the prefix
@@ -391,7 +771,7 @@ impl Receiving {
 
     /// Writes received bytes at `offset`.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if offset + data.len() as u64 > self.size {
+        if offset + data.len() as u64 > self.reservation.size {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "data past the announced size",
@@ -410,24 +790,60 @@ impl Receiving {
     /// Syncs the file and moves it to its final name: the name offered, or
     /// the first free `NAME (n).EXT`, unless overwriting. Returns the path.
     pub fn commit(self) -> io::Result<PathBuf> {
-        self.file.set_len(self.size)?;
-        self.file.sync_all()?;
-        drop(self.file);
-        let target = if self.overwrite {
-            let target = self.dir.join(&self.name);
-            fs::rename(&self.part, &target)?;
-            target
+        let Receiving {
+            file,
+            mut reservation,
+            ..
+        } = self;
+        let r = &mut reservation;
+        file.set_len(r.size)?;
+        file.sync_all()?;
+        drop(file);
+        let (target, replaced) = if r.overwrite {
+            let target = r.dir.join(&r.name);
+            let replaced = fs::symlink_metadata(&target)
+                .ok()
+                .filter(|m| m.is_file())
+                .map_or(0, |m| m.len());
+            fs::rename(&r.part, &target)?;
+            (target, replaced)
         } else {
-            place_without_clobbering(&self.dir, &self.name, &self.part)?
+            (place_without_clobbering(&r.dir, &r.name, &r.part)?, 0)
         };
-        sync_dir(&self.dir);
+        r.fate = Fate::Committed { replaced };
+        sync_dir(&r.dir);
         Ok(target)
     }
 
     /// Deletes the partial file (its contents are known to be wrong).
     pub fn discard(self) -> io::Result<()> {
-        drop(self.file);
-        fs::remove_file(&self.part)
+        let Receiving {
+            file,
+            mut reservation,
+            ..
+        } = self;
+        drop(file);
+        let removed = fs::remove_file(&reservation.part);
+        if removed.is_ok() {
+            reservation.fate = Fate::Discarded;
+        }
+        removed
+    }
+
+    /// Closes the file, the transfer over unfinished: the partial file
+    /// stays for a resume, unless it is empty, when it is removed. Returns
+    /// the bytes it holds (0: removed). Dropping a `Receiving` does the
+    /// same.
+    pub fn close(self) -> u64 {
+        let Receiving {
+            file,
+            mut reservation,
+            ..
+        } = self;
+        drop(file);
+        let held = keep_or_remove(&reservation.part);
+        reservation.fate = Fate::Kept(held);
+        held
     }
 }
 

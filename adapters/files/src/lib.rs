@@ -44,7 +44,9 @@ pub use disk::Wake;
 pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };
-pub use inbox::{free_name, Inbox, QuotaExceeded, Receiving, Sending, PART_SUFFIX};
+pub use inbox::{
+    free_name, Inbox, QuotaExceeded, Receiving, Sending, DEFAULT_MAX_PARTIALS, PART_SUFFIX,
+};
 pub use read_buffer::ReadBuffer;
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};

@@ -49,6 +49,16 @@ pub enum ServerNotice {
     /// An operator command could not be carried out (an announcement over
     /// the message cap, ...).
     CommandFailed(String),
+    /// A source kept presenting wrong tokens and is turned away for `ban`
+    /// (one notice however many connections it makes meanwhile).
+    SourceBanned {
+        /// The address group.
+        source: ferry_core::Source,
+        /// Wrong tokens that led to the ban.
+        failures: u32,
+        /// How long it lasts.
+        ban: std::time::Duration,
+    },
     /// A connection ended.
     Disconnected {
         /// Its id.
@@ -134,13 +144,14 @@ impl HubFiles {
                 let quota = hub.config().inbox_quota;
                 let inbox = self.inbox.clone().map(|inbox| inbox.quota(quota));
                 let disk = self.disk.clone();
+                let source = hub.source_of(client);
                 let files = self.clients.entry(client).or_insert_with(|| {
                     let policy = if inbox.is_some() {
                         OfferPolicy::Accept
                     } else {
                         OfferPolicy::Reject
                     };
-                    FileTransfers::new(inbox, policy).with_disk(disk, client.0)
+                    FileTransfers::new(inbox, policy).with_disk(disk, client.0, source)
                 });
                 let mut ctl = HubClient { hub, client };
                 files
@@ -163,6 +174,15 @@ impl HubFiles {
             relay @ (HubEvent::RelayStarted { .. } | HubEvent::RelayEnded { .. }) => {
                 Some(ServerNotice::Relay(relay))
             }
+            HubEvent::SourceBanned {
+                source,
+                failures,
+                ban,
+            } => Some(ServerNotice::SourceBanned {
+                source,
+                failures,
+                ban,
+            }),
             _ => None,
         }
     }

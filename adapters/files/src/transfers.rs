@@ -1,11 +1,11 @@
 //! Answering a connection's transfer events with file I/O.
 
 use crate::disk::{DiskQueue, Done, IncomingFile, Wake};
-use crate::inbox::{Inbox, Sending};
+use crate::inbox::{Inbox, Sender, Sending};
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientId, Code, Connection, Hub, Misuse, Text};
+use ferry_core::{ClientId, Code, Connection, Hub, Misuse, Source, Text};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
@@ -292,6 +292,10 @@ pub struct FileTransfers {
     disk: DiskQueue,
     /// Tags this connection's completions in a queue shared by a hub.
     owner: u64,
+    /// Where a hub's client connects from: its offers count against the
+    /// inbox's limits for that source. `None` on a client, where offers are
+    /// counted by the user who sends them.
+    source: Option<Source>,
 }
 
 /// An offer waiting for the user's answer.
@@ -309,6 +313,15 @@ struct HeldOffer {
 struct Receiver {
     file: IncomingFile,
     size: u64,
+    /// The offer, until its writer has opened the file and it is answered.
+    unanswered: Option<Unanswered>,
+}
+
+/// An offer whose file is being opened: what its report needs.
+#[derive(Debug)]
+struct Unanswered {
+    name: Text,
+    peer: Text,
 }
 
 impl FileTransfers {
@@ -323,6 +336,7 @@ impl FileTransfers {
             held: BTreeMap::new(),
             disk: DiskQueue::unsignalled(),
             owner: 0,
+            source: None,
         }
     }
 
@@ -334,10 +348,12 @@ impl FileTransfers {
         self
     }
 
-    /// Shares a hub's queue of finished disk work, tagged with `owner`.
-    pub(crate) fn with_disk(mut self, disk: DiskQueue, owner: u64) -> Self {
+    /// Shares a hub's queue of finished disk work, tagged with `owner`, for
+    /// a client connected from `source`.
+    pub(crate) fn with_disk(mut self, disk: DiskQueue, owner: u64, source: Option<Source>) -> Self {
         self.disk = disk;
         self.owner = owner;
+        self.source = source;
         self
     }
 
@@ -359,6 +375,14 @@ impl FileTransfers {
     /// Answers `event` with file I/O and commands to `ctl`. Returns what a
     /// user may want to see. Writes to received files are queued, not done:
     /// their confirmations come from [`poll_disk`](Self::poll_disk).
+    ///
+    /// An offer is refused at once when it cannot be taken (no inbox, an
+    /// unsafe name, the quota, too many unfinished files from its sender,
+    /// the same name being received); otherwise its file is opened on its
+    /// writer thread, and the answer (`ACCEPT`, or `REJECT` if the file
+    /// cannot be opened) is given, and reported as [`Report::Offered`], by
+    /// a later [`poll_disk`](Self::poll_disk). Nothing here waits for the
+    /// disk.
     pub fn handle(
         &mut self,
         ctl: &mut impl TransferControl,
@@ -391,14 +415,7 @@ impl FileTransfers {
                         answer_within,
                     });
                 }
-                let accepted = self.on_offer(ctl, now, id, &name, size);
-                Some(Report::Offered {
-                    id,
-                    name,
-                    size,
-                    peer,
-                    accepted,
-                })
+                self.on_offer(ctl, now, id, name, size, peer)
             }
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
@@ -483,6 +500,39 @@ impl FileTransfers {
         done: Done,
     ) -> Option<Report> {
         match done {
+            Done::Opened { id, resume_from } => {
+                let rx = self.receiving.get_mut(&id)?;
+                let offer = rx.unanswered.take()?;
+                let size = rx.size;
+                if ctl.accept(now, id, resume_from).is_err() {
+                    // Ended meanwhile (its `Ended` drops it too).
+                    self.receiving.remove(&id);
+                    return None;
+                }
+                Some(Report::Offered {
+                    id,
+                    name: offer.name,
+                    size,
+                    peer: offer.peer,
+                    accepted: Some(resume_from),
+                })
+            }
+            Done::NotOpened { id, error } => {
+                let rx = self.receiving.remove(&id)?;
+                let offer = rx.unanswered?;
+                let code = match error.kind() {
+                    io::ErrorKind::AlreadyExists => Code::FILE_REJECTED,
+                    _ => Code::IO_ERROR,
+                };
+                let _ = ctl.reject(now, id, code, &error.to_string());
+                Some(Report::Offered {
+                    id,
+                    name: offer.name,
+                    size: rx.size,
+                    peer: offer.peer,
+                    accepted: None,
+                })
+            }
             Done::Written { id, upto } => {
                 let size = self.receiving.get(&id)?.size;
                 ctl.confirm_written(now, id, upto).ok()?;
@@ -522,32 +572,33 @@ impl FileTransfers {
 
     /// Answers an offer held for the user (policy [`OfferPolicy::Ask`]):
     /// accepts it into the inbox (resuming a partial file) or declines it.
-    /// Says what became of it; an error when no such offer waits (already
-    /// answered, expired, or withdrawn by the sender).
+    /// Says what became of it when that is known at once (declined, or
+    /// refused by the inbox); an accepted offer's file is opened off this
+    /// thread and its [`Report::Offered`] comes from
+    /// [`poll_disk`](Self::poll_disk). An error when no such offer waits
+    /// (already answered, expired, or withdrawn by the sender).
     pub fn answer_offer(
         &mut self,
         ctl: &mut impl TransferControl,
         now: Instant,
         id: TransferId,
         accept: bool,
-    ) -> Result<Report, String> {
+    ) -> Result<Option<Report>, String> {
         let offer = self
             .held
             .remove(&id)
             .ok_or_else(|| format!("no offer {id} is waiting for an answer"))?;
-        let accepted = if accept {
-            self.on_offer(ctl, now, id, &offer.name, offer.size)
-        } else {
-            let _ = ctl.reject(now, id, Code::FILE_REJECTED, "declined by the user");
-            None
-        };
-        Ok(Report::Offered {
+        if accept {
+            return Ok(self.on_offer(ctl, now, id, offer.name, offer.size, offer.peer));
+        }
+        let _ = ctl.reject(now, id, Code::FILE_REJECTED, "declined by the user");
+        Ok(Some(Report::Offered {
             id,
             name: offer.name,
             size: offer.size,
             peer: offer.peer,
-            accepted,
-        })
+            accepted: None,
+        }))
     }
 
     /// When an offer held for the user expires: call
@@ -580,41 +631,58 @@ impl FileTransfers {
             .collect()
     }
 
+    /// Takes an offer: refuses it at once if it cannot be taken (reported
+    /// here), or books its file and starts its writer, which opens the file
+    /// and leads to the answer in [`poll_disk`](Self::poll_disk) (`None`
+    /// here).
     fn on_offer(
         &mut self,
         ctl: &mut impl TransferControl,
         now: Instant,
         id: TransferId,
-        name: &str,
+        name: Text,
         size: u64,
-    ) -> Option<u64> {
+        peer: Text,
+    ) -> Option<Report> {
         // `Ask` reaches here only once the user said yes.
-        let inbox = match (&self.inbox, self.policy) {
-            (Some(inbox), OfferPolicy::Accept | OfferPolicy::Ask { .. }) => inbox,
-            _ => {
-                let _ = ctl.reject(now, id, Code::FILE_REJECTED, "not accepting files");
-                return None;
-            }
-        };
-        let begun = inbox.begin(name, size).and_then(|rx| {
-            let resume = rx.resume_from();
-            IncomingFile::spawn(rx, id, self.owner, self.disk.clone()).map(|file| (file, resume))
-        });
-        match begun {
-            Ok((file, resume)) => {
-                self.receiving.insert(id, Receiver { file, size });
-                ctl.accept(now, id, resume).ok().map(|()| resume)
-            }
-            Err(e) => {
-                let code = if e.kind() == io::ErrorKind::AlreadyExists {
-                    Code::FILE_REJECTED
-                } else if crate::inbox::QuotaExceeded::is(&e) {
-                    Code::INBOX_FULL
-                } else {
-                    Code::IO_ERROR
+        let begun = match (&self.inbox, self.policy) {
+            (Some(inbox), OfferPolicy::Accept | OfferPolicy::Ask { .. }) => {
+                let sender = match self.source {
+                    Some(source) => Sender::Source(source),
+                    None => Sender::User(peer.to_lowercase()),
                 };
-                let _ = ctl.reject(now, id, code, &e.to_string());
+                inbox
+                    .reserve(&name, size, Some(sender))
+                    .map_err(|refused| (refused.code(), refused.to_string()))
+                    .and_then(|reserved| {
+                        IncomingFile::spawn(reserved, id, self.owner, self.disk.clone())
+                            .map_err(|e| (Code::IO_ERROR, format!("cannot start a writer: {e}")))
+                    })
+            }
+            _ => Err((Code::FILE_REJECTED, "not accepting files".to_string())),
+        };
+        match begun {
+            Ok(file) => {
+                let unanswered = Some(Unanswered { name, peer });
+                self.receiving.insert(
+                    id,
+                    Receiver {
+                        file,
+                        size,
+                        unanswered,
+                    },
+                );
                 None
+            }
+            Err((code, reason)) => {
+                let _ = ctl.reject(now, id, code, &reason);
+                Some(Report::Offered {
+                    id,
+                    name,
+                    size,
+                    peer,
+                    accepted: None,
+                })
             }
         }
     }
@@ -668,14 +736,174 @@ pub fn run_command(
                 to: to.as_str().into(),
             }));
         }
-        ClientCommand::AcceptOffer { id } => {
-            return files.answer_offer(conn, now, id, true).map(Some);
-        }
-        ClientCommand::RejectOffer { id } => {
-            return files.answer_offer(conn, now, id, false).map(Some);
-        }
+        ClientCommand::AcceptOffer { id } => return files.answer_offer(conn, now, id, true),
+        ClientCommand::RejectOffer { id } => return files.answer_offer(conn, now, id, false),
         ClientCommand::Ping => conn.ping(now),
         ClientCommand::Bye => conn.bye(now),
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Records the answers given to offers.
+    #[derive(Default)]
+    struct Answers(Vec<(TransferId, Result<u64, Code>)>);
+
+    impl TransferControl for Answers {
+        fn accept(&mut self, _: Instant, id: TransferId, resume: u64) -> Result<(), Misuse> {
+            self.0.push((id, Ok(resume)));
+            Ok(())
+        }
+        fn reject(
+            &mut self,
+            _: Instant,
+            id: TransferId,
+            code: Code,
+            _: &str,
+        ) -> Result<(), Misuse> {
+            self.0.push((id, Err(code)));
+            Ok(())
+        }
+        fn cancel(&mut self, _: Instant, _: TransferId, _: Code, _: &str) -> Result<(), Misuse> {
+            Ok(())
+        }
+        fn supply_chunk(
+            &mut self,
+            _: Instant,
+            _: TransferId,
+            _: u64,
+            _: Bytes,
+        ) -> Result<(), Misuse> {
+            Ok(())
+        }
+        fn confirm_written(&mut self, _: Instant, _: TransferId, _: u64) -> Result<(), Misuse> {
+            Ok(())
+        }
+        fn finish_receive(
+            &mut self,
+            _: Instant,
+            _: TransferId,
+            _: Result<(), (Code, String)>,
+        ) -> Result<(), Misuse> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_offer_never_waits_for_the_busy_writer_of_the_same_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path()).unwrap();
+        // An earlier transfer of the name has ended, and its writer is
+        // still finishing: the name is closing, not free.
+        let reserved = inbox.reserve("a.bin", 10, None).unwrap();
+        let ended = reserved.name_in_use();
+        let mut earlier = reserved.open().unwrap();
+        drop(ended);
+
+        let now = Instant::now();
+        let mut files = FileTransfers::new(Some(inbox), OfferPolicy::Accept);
+        let mut ctl = Answers::default();
+        let offered = TransferEvent::Offered {
+            id: 1,
+            name: "a.bin".into(),
+            size: 10,
+            peer: "bob".into(),
+        };
+        let started = Instant::now();
+        // Before: this waited (up to 10 s) for the earlier writer, on the
+        // loop that called it.
+        assert_eq!(files.handle(&mut ctl, now, offered), None);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(ctl.0.is_empty(), "answered before the file was free");
+        thread_sleep_then_poll(&mut files, &mut ctl);
+        assert!(
+            ctl.0.is_empty(),
+            "answered while the earlier writer is busy"
+        );
+
+        // The earlier writer finishes its last write and lets go: the
+        // offer is accepted, resuming after what it wrote.
+        earlier.write_at(0, b"abc").unwrap();
+        drop(earlier);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut reports = Vec::new();
+        while ctl.0.is_empty() {
+            assert!(Instant::now() < deadline, "never answered");
+            std::thread::sleep(Duration::from_millis(2));
+            reports.extend(files.poll_disk(&mut ctl, now));
+        }
+        assert_eq!(ctl.0, vec![(1, Ok(3))]);
+        assert!(matches!(
+            &reports[..],
+            [Report::Offered {
+                id: 1,
+                accepted: Some(3),
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_cancelled_offer_stops_waiting_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path()).unwrap();
+        let reserved = inbox.reserve("a.bin", 10, None).unwrap();
+        let ended = reserved.name_in_use();
+        let earlier = reserved.open().unwrap();
+        drop(ended);
+
+        let now = Instant::now();
+        let mut files = FileTransfers::new(Some(inbox.clone()), OfferPolicy::Accept);
+        let mut ctl = Answers::default();
+        let offered = |id| TransferEvent::Offered {
+            id,
+            name: "a.bin".into(),
+            size: 10,
+            peer: "bob".into(),
+        };
+        assert_eq!(files.handle(&mut ctl, now, offered(1)), None);
+        // Only one offer may wait for a name.
+        let second = files.handle(&mut ctl, now, offered(3));
+        assert!(matches!(
+            second,
+            Some(Report::Offered { accepted: None, .. })
+        ));
+        assert_eq!(ctl.0, vec![(3, Err(Code::FILE_REJECTED))]);
+        // The sender gives up on the first before its file was opened: its
+        // writer stops waiting at once, with the earlier one still busy.
+        let cancelled = Outcome::Cancelled {
+            code: Code::CANCELLED,
+            reason: "no".into(),
+            by_peer: true,
+        };
+        let ended = TransferEvent::Ended {
+            id: 1,
+            outcome: cancelled,
+        };
+        files.handle(&mut ctl, now, ended);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !files.disk_idle() {
+            assert!(
+                Instant::now() < deadline,
+                "the waiting writer never gave up"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+            // Its word that it gave up concerns an offer no longer open.
+            assert!(files.poll_disk(&mut ctl, now).is_empty());
+        }
+        assert_eq!(ctl.0.len(), 1, "{:?}", ctl.0);
+        // The earlier transfer wrote nothing: its empty partial goes too.
+        drop(earlier);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(inbox.used(), 0);
+    }
+
+    fn thread_sleep_then_poll(files: &mut FileTransfers, ctl: &mut Answers) {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(files.poll_disk(ctl, Instant::now()).is_empty());
+    }
 }

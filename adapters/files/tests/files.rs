@@ -334,3 +334,213 @@ fn the_inbox_quota_counts_files_partials_and_uploads_under_way() {
     let free = Inbox::open(dir.path()).unwrap();
     drop(free.begin("big.bin", 1 << 40).unwrap());
 }
+
+/// Records the answers a `FileTransfers` gives to offers.
+#[derive(Default)]
+struct Answers(Vec<(u32, Result<u64, Code>)>);
+
+impl ferry_files::TransferControl for Answers {
+    fn accept(&mut self, _: Instant, id: u32, resume: u64) -> Result<(), ferry_core::Misuse> {
+        self.0.push((id, Ok(resume)));
+        Ok(())
+    }
+    fn reject(
+        &mut self,
+        _: Instant,
+        id: u32,
+        code: Code,
+        _: &str,
+    ) -> Result<(), ferry_core::Misuse> {
+        self.0.push((id, Err(code)));
+        Ok(())
+    }
+    fn cancel(&mut self, _: Instant, _: u32, _: Code, _: &str) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+    fn supply_chunk(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: u64,
+        _: bytes::Bytes,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+    fn confirm_written(&mut self, _: Instant, _: u32, _: u64) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+    fn finish_receive(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: Result<(), (Code, String)>,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+}
+
+impl Answers {
+    fn of(&self, id: u32) -> Option<Result<u64, Code>> {
+        self.0.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
+    }
+}
+
+/// Hands `files` what its writers finished until they are all idle.
+fn settle(files: &mut FileTransfers, ctl: &mut Answers) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let idle = files.disk_idle();
+        files.poll_disk(ctl, Instant::now());
+        if idle {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the disk never settled");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+fn offered(id: u32, name: &str, size: u64, peer: &str) -> TransferEvent {
+    TransferEvent::Offered {
+        id,
+        name: name.into(),
+        size,
+        peer: peer.into(),
+    }
+}
+
+fn ended(id: u32) -> TransferEvent {
+    TransferEvent::Ended {
+        id,
+        outcome: Outcome::Cancelled {
+            code: Code::CANCELLED,
+            reason: "gone".into(),
+            by_peer: true,
+        },
+    }
+}
+
+#[test]
+fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_overshoot_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        fs::write(dir.path().join(format!("old{i}.bin")), [0u8; 10]).unwrap();
+    }
+    let inbox = Inbox::open(dir.path()).unwrap().quota(Some(1000));
+    assert_eq!(inbox.used(), 200, "counted once, when opened");
+    let now = Instant::now();
+    let mut files = FileTransfers::new(Some(inbox.clone()), OfferPolicy::Accept);
+    let mut ctl = Answers::default();
+    // Ten offers of 100 at once, none of them written yet: the first eight
+    // take the 800 bytes left, whole; the others are refused at once.
+    for i in 0..10 {
+        files.handle(
+            &mut ctl,
+            now,
+            offered(i * 2 + 1, &format!("new{i}"), 100, "bob"),
+        );
+    }
+    let refused: Vec<_> = ctl.0.clone();
+    assert_eq!(
+        refused,
+        vec![(17, Err(Code::INBOX_FULL)), (19, Err(Code::INBOX_FULL))]
+    );
+    settle(&mut files, &mut ctl);
+    assert_eq!(inbox.used(), 1000);
+    for i in 0..8 {
+        assert_eq!(ctl.of(i * 2 + 1), Some(Ok(0)), "{i}");
+    }
+    // One gives up having written nothing: its empty partial goes, its
+    // bytes are free again.
+    files.handle(&mut ctl, now, ended(1));
+    settle(&mut files, &mut ctl);
+    assert!(!dir.path().join("new0.part").exists());
+    assert_eq!(inbox.used(), 900);
+    // One writes 30 bytes and gives up: the partial stays, at its length.
+    files.handle(
+        &mut ctl,
+        now,
+        TransferEvent::Chunk {
+            id: 3,
+            offset: 0,
+            data: bytes::Bytes::from_static(&[7; 30]),
+        },
+    );
+    files.handle(&mut ctl, now, ended(3));
+    settle(&mut files, &mut ctl);
+    assert_eq!(size_of(&dir.path().join("new1.part")), 30);
+    assert_eq!(inbox.used(), 830);
+    // Its resume counts it whole again, not twice.
+    files.handle(&mut ctl, now, offered(21, "new1", 100, "bob"));
+    settle(&mut files, &mut ctl);
+    assert_eq!(ctl.of(21), Some(Ok(30)));
+    assert_eq!(inbox.used(), 900);
+    // Files stored, replaced and thrown away outside a hub count too.
+    // (Dropping the transfers lets their writers close the files, on
+    // their own threads.)
+    drop(files);
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while inbox.used() != 200 + 30 {
+        assert!(Instant::now() < deadline, "used: {}", inbox.used());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut rx = inbox.clone().overwrite(true).begin("old0.bin", 50).unwrap();
+    rx.write_at(0, &[1; 50]).unwrap();
+    rx.commit().unwrap();
+    assert_eq!(inbox.used(), 200 - 10 + 50 + 30);
+    let rx = inbox.begin("bad.bin", 40).unwrap();
+    rx.discard().unwrap();
+    assert_eq!(inbox.used(), 270);
+    // What the ledger says is what a fresh count of the folder says.
+    assert_eq!(Inbox::open(dir.path()).unwrap().used(), 270);
+}
+
+fn size_of(path: &Path) -> u64 {
+    fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[test]
+fn a_sender_may_keep_only_so_many_unfinished_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // Partial files from before count for nobody.
+    for i in 0..5 {
+        fs::write(dir.path().join(format!("older{i}.part")), [1u8; 4]).unwrap();
+    }
+    let inbox = Inbox::open(dir.path()).unwrap().max_partials_per_sender(3);
+    let now = Instant::now();
+    let mut files = FileTransfers::new(Some(inbox), OfferPolicy::Accept);
+    let mut ctl = Answers::default();
+    for (id, name) in [(1, "a"), (3, "b"), (5, "c")] {
+        files.handle(&mut ctl, now, offered(id, name, 100, "Mallory"));
+        files.handle(
+            &mut ctl,
+            now,
+            TransferEvent::Chunk {
+                id,
+                offset: 0,
+                data: bytes::Bytes::from_static(b"x"),
+            },
+        );
+    }
+    settle(&mut files, &mut ctl);
+    // Three under way: a fourth file is refused, from any of her names'
+    // spellings; bob is not affected.
+    let report = files.handle(&mut ctl, now, offered(7, "d", 100, "mallory"));
+    assert!(matches!(
+        report,
+        Some(Report::Offered { accepted: None, .. })
+    ));
+    assert_eq!(ctl.of(7), Some(Err(Code::TOO_MANY_TRANSFERS)));
+    files.handle(&mut ctl, now, offered(9, "e", 100, "bob"));
+    // Abandoned, they are kept (a byte each), and still count.
+    for id in [1, 3, 5] {
+        files.handle(&mut ctl, now, ended(id));
+    }
+    settle(&mut files, &mut ctl);
+    assert_eq!(ctl.of(9), Some(Ok(0)));
+    files.handle(&mut ctl, now, offered(11, "f", 100, "MALLORY"));
+    assert_eq!(ctl.of(11), Some(Err(Code::TOO_MANY_TRANSFERS)));
+    // Resuming one of them is no new file.
+    files.handle(&mut ctl, now, offered(13, "a", 100, "mallory"));
+    settle(&mut files, &mut ctl);
+    assert_eq!(ctl.of(13), Some(Ok(1)));
+}
