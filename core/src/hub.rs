@@ -1326,8 +1326,7 @@ impl Hub {
         }
         let reason = format!(
             "not delivered: {source} is over its budget ({} messages in a burst, {} a second)",
-            self.sources.burst(),
-            self.config.source_flood_per_second
+            self.config.source_flood_burst, self.config.source_flood_per_second
         );
         if self.is_guest(id) {
             self.tell_guest(id, now, &format!("! {reason}"));

@@ -168,11 +168,6 @@ impl Sources {
         self.state(source, now).budget.take(now)
     }
 
-    /// The burst of the shared budget, for explanations.
-    pub(crate) fn burst(&self) -> u32 {
-        self.burst
-    }
-
     /// How much longer `source` is banned, if it is.
     pub(crate) fn banned_for(&self, source: Source, now: Instant) -> Option<Duration> {
         self.states.get(&source).and_then(|s| banned_for(s, now))
