@@ -12,7 +12,7 @@ use ferry_core::frame::{encode_data_header, Frame};
 use ferry_core::Code;
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -692,9 +692,9 @@ fn reconnect_flood(ctx: &Ctx) -> Result<Attacked, String> {
         if wire.send_bytes(&out).is_err() {
             continue;
         }
-        // Reading to the end lets the server close first, so that no
-        // reset throws away lines it has not read yet.
-        let _ = wire.stream().shutdown(Shutdown::Write);
+        // Reading to the end (the server closes after BYE) before the
+        // reset that closing sends, so that it throws away no line the
+        // server has not read yet.
         let _ = wire.outcome(ANSWER);
     }
     let seconds = start.elapsed().as_secs_f64();

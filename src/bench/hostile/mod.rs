@@ -5,10 +5,16 @@
 //! log are measured around each attack, and every figure is held to a
 //! target; the bench fails if any is missed.
 //!
-//! Every attacker connects from 127.0.0.2 (per-address limits must hit
-//! it, not the honest clients), the bystander and the member from
-//! 127.0.0.1, the newcomer from 127.0.0.3; only loopback addresses are
-//! used, and every wait has a deadline.
+//! The attackers connect from 127.0.0.2 (per-address limits must hit
+//! them, not the honest clients), the bystander and the member from
+//! 127.0.0.1, the newcomer from 127.0.0.3; `per-ip` adds 127.0.0.1,
+//! 127.1.2.3 and ::1, and the members of `large-room` come from an address
+//! each (127.1.X.Y), since they stand for thousands of real users. Only
+//! loopback addresses are used, and every wait has a deadline.
+//!
+//! Options that only newer servers have (`--max-room-members`) are passed
+//! only to a server that lists them in `ferry serve --help`, and the table
+//! notes those left out.
 
 mod attacks;
 mod honest;

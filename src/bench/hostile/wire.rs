@@ -45,6 +45,10 @@ impl Wire {
     pub fn connect(server: SocketAddr, from: IpAddr) -> io::Result<Wire> {
         let socket = Socket::new(Domain::for_address(server), Type::STREAM, None)?;
         socket.bind(&SocketAddr::new(from, 0).into())?;
+        // Closing resets the connection instead of leaving it in
+        // TIME_WAIT: the flooders open tens of thousands of connections
+        // from one address, which would otherwise run out of ports.
+        socket.set_linger(Some(Duration::ZERO))?;
         socket.connect_timeout(&server.into(), CONNECT)?;
         let stream: TcpStream = socket.into();
         stream.set_nodelay(true)?;
