@@ -8,6 +8,7 @@
 //! going to every client.
 
 use super::machine;
+use super::memory::resident;
 use super::server::FerryServer;
 use super::table::align;
 use crate::limits::raise_open_files;
@@ -207,25 +208,6 @@ fn server_alive(sockets: &mut [TcpStream]) -> Result<usize, String> {
         }
     }
     Ok(alive)
-}
-
-/// Resident bytes of process `pid` now.
-fn resident(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot read the server's memory from /proc: {e}"))?;
-    status
-        .lines()
-        .find_map(|line| {
-            let kib: u64 = line
-                .strip_prefix("VmRSS:")?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib * 1024)
-        })
-        .ok_or_else(|| "no VmRSS in /proc".to_string())
 }
 
 /// Pages of socket buffer memory TCP holds system-wide (`TCP: ... mem N`

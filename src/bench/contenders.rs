@@ -10,7 +10,8 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The buffer of the plain copy: what a simple program would pick.
@@ -278,6 +279,16 @@ pub(super) fn spawn_listening(
     what: &str,
     limit: Duration,
 ) -> Result<(Spawned, SocketAddr), String> {
+    spawn_logging(command, what, limit).map(|(process, addr, _)| (process, addr))
+}
+
+/// [`spawn_listening`], also keeping what the server prints on stdout
+/// after its address (its log), for benches that count or read it.
+pub(super) fn spawn_logging(
+    command: &mut Command,
+    what: &str,
+    limit: Duration,
+) -> Result<(Spawned, SocketAddr, Arc<Output>), String> {
     let mut process = Spawned::spawn(
         command
             .stdin(Stdio::null())
@@ -286,8 +297,9 @@ pub(super) fn spawn_listening(
         what,
     )?;
     let errors = drain(process.child().stderr.take());
-    match announced_address(process.child().stdout.take(), limit) {
-        Some(addr) => Ok((process, addr)),
+    let output = Arc::new(Output::default());
+    match announced_address(process.child().stdout.take(), limit, output.clone()) {
+        Some(addr) => Ok((process, addr, output)),
         None => {
             process.kill();
             let errors = errors.join().unwrap_or_default();
@@ -296,17 +308,56 @@ pub(super) fn spawn_listening(
     }
 }
 
+/// The lines a server printed on stdout after its first: all of them
+/// counted, the first [`Output::KEPT`] kept, so that a server flooding its
+/// log costs the bench bounded memory.
+#[derive(Default)]
+pub struct Output {
+    count: AtomicU64,
+    kept: Mutex<Vec<String>>,
+}
+
+impl Output {
+    /// Lines kept for reading; later ones are only counted.
+    pub const KEPT: usize = 20_000;
+
+    /// Lines printed so far, the address line included.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// The kept lines that contain `part`.
+    pub fn lines_with(&self, part: &str) -> Vec<String> {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        kept.iter().filter(|l| l.contains(part)).cloned().collect()
+    }
+
+    fn push(&self, line: String) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < Self::KEPT {
+            kept.push(line);
+        }
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// The address in the first line a server prints. The rest of its output
-/// is drained in the background so that logging never blocks it.
-pub(super) fn announced_address(
+/// is read in the background into `output`, so that logging never blocks
+/// it.
+fn announced_address(
     stdout: Option<ChildStdout>,
     limit: Duration,
+    output: Arc<Output>,
 ) -> Option<SocketAddr> {
     let (first_line, first) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stdout?).lines();
-        let _ = first_line.send(lines.next()?.ok()?);
-        lines.map_while(Result::ok).for_each(drop);
+        let line = lines.next()?.ok()?;
+        output.push(line.clone());
+        let _ = first_line.send(line);
+        lines
+            .map_while(Result::ok)
+            .for_each(|line| output.push(line));
         Some(())
     });
     let line = first.recv_timeout(limit).ok()?;

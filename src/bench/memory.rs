@@ -68,20 +68,34 @@ impl Sampler {
     }
 }
 
+/// A process's resident size now (`VmRSS`), in bytes.
+pub fn resident(pid: u32) -> Result<u64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read the server's memory from /proc: {e}"))?;
+    status_field(&status, "VmRSS:").ok_or_else(|| "no VmRSS in /proc".to_string())
+}
+
+/// A `kB` field of /proc/PID/status, in bytes.
+fn status_field(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let kib: u64 = line
+            .strip_prefix(field)?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    })
+}
+
 /// The larger of a process's resident size now (`VmRSS`) and its
 /// high-water mark (`VmHWM`), which catches peaks between two samples.
 fn resident_peak(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .filter_map(|line| {
-            let value = line
-                .strip_prefix("VmRSS:")
-                .or_else(|| line.strip_prefix("VmHWM:"))?;
-            let kib: u64 = value.trim().trim_end_matches("kB").trim().parse().ok()?;
-            Some(kib * 1024)
-        })
-        .max()
+    let rss = status_field(&status, "VmRSS:");
+    let hwm = status_field(&status, "VmHWM:");
+    rss.max(hwm)
 }
 
 #[cfg(test)]

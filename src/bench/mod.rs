@@ -7,6 +7,7 @@ mod contenders;
 mod cpu;
 mod echo;
 mod fanout;
+mod hostile;
 mod latency;
 mod loadgen;
 mod machine;
@@ -24,6 +25,7 @@ use clap::Subcommand;
 pub use clients::ClientsOptions;
 pub use echo::EchoOptions;
 pub use fanout::FanoutOptions;
+pub use hostile::HostileOptions;
 pub use rtt::RttOptions;
 pub use transfer::TransferOptions;
 
@@ -50,6 +52,14 @@ pub enum BenchCommand {
     /// Round trip: ping/pong and a chat message echoed through a ferry
     /// server, against a raw TCP ping-pong of the same size.
     Rtt(RttOptions),
+    /// Hostile load: each attack of issue 12 against a fresh server of
+    /// every runtime, while a bystander pings, a member chats and a
+    /// newcomer joins; the server's memory, files and log are measured
+    /// and held to targets.
+    ///
+    /// Exits non-zero if any target is missed (unless `--no-fail`), with
+    /// a line `FAIL RUNTIME ATTACK: FIGURE` for each.
+    Hostile(HostileOptions),
     /// A raw TCP echo server in its own process, for `bench rtt`.
     #[command(hide = true)]
     Echo(EchoOptions),
@@ -62,6 +72,7 @@ pub fn bench(which: BenchCommand) -> Result<(), String> {
         BenchCommand::Fanout(options) => fanout::fanout(&options),
         BenchCommand::Clients(options) => clients::clients(&options),
         BenchCommand::Rtt(options) => rtt::rtt(&options),
+        BenchCommand::Hostile(options) => hostile::hostile(&options),
         BenchCommand::Echo(options) => echo::echo(&options),
     }
 }

@@ -2,12 +2,14 @@
 //! port, with an inbox of its own and whatever hidden limits the bench
 //! needs lifted; killed, and its inbox removed, when dropped.
 
-use super::contenders::spawn_listening;
+use super::contenders::{spawn_logging, Output};
 use super::process::Spawned;
 use crate::runtime::Runtime;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long the server may take to print its address.
@@ -21,6 +23,27 @@ pub struct FerryServer {
     pub addr: SocketAddr,
     inbox: PathBuf,
     runtime: Runtime,
+    output: Arc<Output>,
+}
+
+/// How to start a [`FerryServer`] beyond its runtime.
+pub struct Launch<'a> {
+    /// Extra arguments (such as `--flood-burst N`).
+    pub args: &'a [String],
+    /// The address to listen on (a loopback one, port 0).
+    pub listen: &'a str,
+    /// Fills the inbox before the server opens it.
+    pub prepare: &'a dyn Fn(&Path) -> Result<(), String>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            args: &[],
+            listen: "127.0.0.1:0",
+            prepare: &|_| Ok(()),
+        }
+    }
 }
 
 /// Arguments that lift every rate and per-source limit of `ferry serve`:
@@ -46,31 +69,54 @@ impl FerryServer {
     /// Starts this program as `ferry serve --runtime RUNTIME` with the
     /// extra arguments `args` (such as `--flood-burst N`).
     pub fn start(runtime: Runtime, args: &[String]) -> Result<FerryServer, String> {
+        FerryServer::launch(
+            runtime,
+            &Launch {
+                args,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts this program as `ferry serve --runtime RUNTIME` as `launch`
+    /// says.
+    pub fn launch(runtime: Runtime, launch: &Launch) -> Result<FerryServer, String> {
+        // Several servers of one runtime may run at once (or one after
+        // the other while an earlier one's inbox is being removed): each
+        // gets a folder of its own.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
         let program =
             std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
         let inbox = std::env::temp_dir().join(format!(
-            "ferry-bench-inbox-{}-{}",
+            "ferry-bench-inbox-{}-{}-{}",
             std::process::id(),
-            runtime.name()
+            runtime.name(),
+            STARTED.fetch_add(1, Ordering::SeqCst)
         ));
-        let (process, addr) = spawn_listening(
+        let cleanup = |e: String| {
+            let _ = std::fs::remove_dir_all(&inbox);
+            e
+        };
+        std::fs::create_dir_all(&inbox)
+            .map_err(|e| format!("cannot create {}: {e}", inbox.display()))?;
+        (launch.prepare)(&inbox).map_err(cleanup)?;
+        let (process, addr, output) = spawn_logging(
             Command::new(program)
-                .args(["serve", "--listen", "127.0.0.1:0", "--runtime"])
+                .args(["serve", "--listen", launch.listen, "--runtime"])
                 .arg(runtime.name())
                 .arg("--inbox")
                 .arg(&inbox)
-                .args(args),
+                .args(launch.args),
             "ferry serve",
             STARTUP,
         )
-        .inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&inbox);
-        })?;
+        .map_err(cleanup)?;
         Ok(FerryServer {
             process,
             addr,
             inbox,
             runtime,
+            output,
         })
     }
 
@@ -83,6 +129,16 @@ impl FerryServer {
     pub fn pid(&self) -> u32 {
         self.process.id()
     }
+
+    /// Its inbox folder.
+    pub fn inbox(&self) -> &Path {
+        &self.inbox
+    }
+
+    /// What it has printed on stdout (its log).
+    pub fn output(&self) -> &Output {
+        &self.output
+    }
 }
 
 impl Drop for FerryServer {
@@ -91,4 +147,24 @@ impl Drop for FerryServer {
         let _ = self.process.child().wait();
         let _ = std::fs::remove_dir_all(&self.inbox);
     }
+}
+
+/// Whether this program's `ferry serve` knows the option `flag` (such as
+/// `--max-room-members`): benches pass options that newer servers have
+/// only where the server knows them, since an unknown one stops it.
+pub fn serve_knows(flag: &str) -> bool {
+    static HELP: OnceLock<String> = OnceLock::new();
+    let help = HELP.get_or_init(|| {
+        std::env::current_exe()
+            .and_then(|program| {
+                Command::new(program)
+                    .args(["serve", "--help"])
+                    .stdin(Stdio::null())
+                    .output()
+            })
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    });
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+        .any(|word| word == flag)
 }

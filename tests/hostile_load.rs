@@ -1,0 +1,132 @@
+//! The hostile-load suite of issue 12: `ferry bench hostile --quick`
+//! against the built program, once per runtime. Every attack runs against
+//! a fresh server while a bystander pings, a member chats and a newcomer
+//! joins; every figure the bench holds to a target (join times, the
+//! bystander's p99 ping, the server's memory growth and return, files and
+//! log lines left, what a reconnecting flooder delivers) must be met, and
+//! a miss names its runtime, attack and figure.
+//!
+//! The runtimes take turns (one lock for the three tests), since the
+//! figures are latencies and two attacks at once would disturb each other.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+/// Every attack of the suite, as the bench names them in its table.
+const ATTACKS: [&str; 14] = [
+    "relay-tiny",
+    "relay-tiny-1024",
+    "relay-tiny-8",
+    "inbox-tiny",
+    "extension-flood",
+    "ping-flood",
+    "ping-flood-read",
+    "offer-cancel",
+    "reoffer-same-name",
+    "reconnect-flood",
+    "token-guess",
+    "per-ip",
+    "large-room",
+    "quota-scan",
+];
+
+/// How long one runtime's suite may take before the test gives up (the
+/// bench bounds every wait itself; this only catches a hung bench).
+const SUITE_LIMIT: Duration = Duration::from_secs(600);
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs every attack against `runtime` and fails with every missed target.
+fn suite(runtime: &str) {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Command::new(FERRY)
+        .args([
+            "bench",
+            "hostile",
+            "--quick",
+            "--no-fail",
+            "--runtimes",
+            runtime,
+        ])
+        .env_remove("FERRY_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ferry bench hostile starts");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + SUITE_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the bench") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{runtime}: the bench took over {} s:\n{}",
+                SUITE_LIMIT.as_secs(),
+                err.join().unwrap_or_default()
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    };
+    let table = out.join().unwrap_or_default();
+    let progress = err.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "{runtime}: the bench could not run ({status}):\n{progress}\n{table}"
+    );
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|line| line.split_whitespace().next() == Some(runtime))
+        .collect();
+    for attack in ATTACKS {
+        assert!(
+            rows.iter()
+                .any(|row| row.split_whitespace().nth(1) == Some(attack)),
+            "{runtime} {attack}: no row in the table:\n{table}"
+        );
+    }
+    let misses: Vec<&str> = table
+        .lines()
+        .filter(|line| line.starts_with("FAIL "))
+        .collect();
+    assert!(
+        misses.is_empty(),
+        "{} targets missed:\n{}\n\n{table}",
+        misses.len(),
+        misses.join("\n")
+    );
+}
+
+#[test]
+fn hostile_load_on_mio() {
+    suite("mio");
+}
+
+#[test]
+fn hostile_load_on_smol() {
+    suite("smol");
+}
+
+#[test]
+fn hostile_load_on_std() {
+    suite("std");
+}
