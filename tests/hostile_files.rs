@@ -27,7 +27,20 @@ const BUSY_PING_BOUND: Duration = Duration::from_millis(50);
 
 /// Flood limits out of the way: these tests make hundreds of offers from
 /// one connection on purpose, and are about the disk, not about flooding.
-const NO_FLOOD_LIMIT: [&str; 4] = ["--flood-burst", "100000", "--flood-rate", "100000"];
+const NO_FLOOD_LIMIT: [&str; 12] = [
+    "--flood-burst",
+    "100000",
+    "--flood-rate",
+    "100000",
+    "--source-flood-burst",
+    "100000",
+    "--source-flood-rate",
+    "100000",
+    "--frame-burst",
+    "100000",
+    "--frame-rate",
+    "100000",
+];
 
 /// A member that pings the server every 20 ms on a thread of its own and
 /// keeps the slowest round trip: of every ping, or of those sent while

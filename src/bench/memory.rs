@@ -91,11 +91,13 @@ fn status_field(status: &str, field: &str) -> Option<u64> {
 
 /// The larger of a process's resident size now (`VmRSS`) and its
 /// high-water mark (`VmHWM`), which catches peaks between two samples.
+/// `None` for a process caught while exiting: it has let go of its memory
+/// and reads 0 for both, which says nothing about its peak.
 fn resident_peak(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status_field(&status, "VmRSS:");
     let hwm = status_field(&status, "VmHWM:");
-    rss.max(hwm)
+    rss.max(hwm).filter(|&bytes| bytes > 0)
 }
 
 #[cfg(test)]
