@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 /// How long a shutdown waits for clients to be sent their `ERROR SHUTDOWN`.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
+/// Inputs handled at most before the writers are fed, however much more
+/// input waits (see `Server::drain`): one queue's worth.
+const FEED_EVERY: usize = INPUT_QUEUE;
+
 /// How long to wait before accepting again after `accept` failed (out of
 /// file descriptors, say): retrying at once would only spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -96,6 +100,7 @@ pub async fn run_server(
         notices,
         disk_done,
         alarm: Alarm::new(),
+        unfed: 0,
     };
     // The hub's loop is a task like the others rather than the future
     // `run` drives itself: that future is woken through the thread's own
@@ -142,6 +147,8 @@ struct Server {
     disk_done: Receiver<()>,
     /// Fires by the hub's next deadline.
     alarm: Alarm,
+    /// Inputs handled since the writers were last fed (see `drain`).
+    unfed: usize,
 }
 
 impl Server {
@@ -299,13 +306,20 @@ impl Server {
         if self.hub.poll_timeout().is_some_and(|at| at <= now) {
             self.hub.handle_timeout(now);
         }
+        // While more input waits, what it makes the hub send stays there
+        // and goes to the writers once per burst of input: feeding after
+        // every input woke each recipient's writer (a system call each)
+        // once per input, so a thousand members joining one after another
+        // cost a million writes and held the task for a third of a second.
+        let feed = self.inputs.is_empty() || self.unfed >= FEED_EVERY;
+        self.unfed = if feed { 0 } else { self.unfed + 1 };
         loop {
             let mut busy = false;
             while let Some(event) = self.hub.poll_event() {
                 busy = true;
                 self.on_event(now, event);
             }
-            while let Some(id) = self.hub.poll_writable() {
+            while let Some(id) = feed.then(|| self.hub.poll_writable()).flatten() {
                 busy |= self.feed(id, now);
             }
             if !busy {
