@@ -17,8 +17,9 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
     out.to_vec()
 }
 
-/// A server-role connection that has welcomed its client.
-fn welcomed_server(config: Config, now: Instant) -> Connection {
+/// A server-role connection that has welcomed its client, its preamble
+/// and `WELCOME` not yet handed out.
+fn welcoming_server(config: Config, now: Instant) -> Connection {
     let mut server = Connection::server(config, now);
     server.handle_input(now, &PREAMBLE);
     let hello = Frame::Hello {
@@ -32,6 +33,13 @@ fn welcomed_server(config: Config, now: Instant) -> Connection {
     server
         .welcome(now, "mallory".into(), "lobby".into())
         .unwrap();
+    server
+}
+
+/// A server-role connection that has welcomed its client, its output
+/// written.
+fn welcomed_server(config: Config, now: Instant) -> Connection {
+    let mut server = welcoming_server(config, now);
     while server.poll_transmit().is_some() {}
     server
 }
@@ -267,19 +275,7 @@ fn a_slow_reader_dropped_before_reading_anything_still_gets_the_preamble() {
     let now = Instant::now();
     let mut config = Config::default();
     config.frame_burst = u32::MAX;
-    let mut server = Connection::server(config, now);
-    server.handle_input(now, &PREAMBLE);
-    let hello = Frame::Hello {
-        versions: vec![1],
-        name: "mallory".into(),
-        room: "".into(),
-        token: Bytes::new(),
-    };
-    server.handle_input(now, &encode(&[hello]));
-    assert!(matches!(server.poll_event(), Some(Event::Hello { .. })));
-    server
-        .welcome(now, "mallory".into(), "lobby".into())
-        .unwrap();
+    let mut server = welcoming_server(config, now);
     // Never reads: the PONGs pile up past the limit.
     let pings = encode(&vec![Frame::Ping { nonce: 1 }; 100_000]);
     server.handle_input(now, &pings);

@@ -9,15 +9,7 @@ use std::time::{Duration, Instant};
 /// hub client `id`; returns the client's events.
 fn hello(hub: &mut Hub, id: ClientId, now: Instant, name: &str, token: &[u8]) -> Vec<Event> {
     let mut client = Connection::client(ClientConfig::new(name).token(token.to_vec()), now);
-    for _ in 0..4 {
-        while let Some(bytes) = client.poll_transmit() {
-            hub.handle_input(id, now, &bytes);
-        }
-        while let Some(bytes) = hub.poll_transmit(id) {
-            client.handle_input(now, &bytes);
-        }
-    }
-    std::iter::from_fn(|| client.poll_event()).collect()
+    pump(hub, id, &mut client, now)
 }
 
 fn closed_code(events: &[Event]) -> Option<(Code, String)> {

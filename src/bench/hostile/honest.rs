@@ -8,7 +8,7 @@ use super::{is_hostile, BYSTANDER_FROM, MEMBER_FROM, NEWCOMER_FROM};
 use crate::bench::latency::Histogram;
 use ferry_core::frame::Frame;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -58,6 +58,20 @@ pub struct Bystander {
     pub hostile_joins: u64,
 }
 
+/// Joins as `name` from `from` and reports how it went on `joined`: the
+/// time to `WELCOME`, or what kept it out.
+fn join_and_report(
+    server: SocketAddr,
+    from: IpAddr,
+    name: &str,
+    token: &[u8],
+    joined: &Sender<Result<Duration, String>>,
+) -> Result<Wire, String> {
+    let result = Wire::join(server, from, name, token, JOIN_TIMEOUT);
+    let _ = joined.send(result.as_ref().map(|&(_, took)| took).map_err(Clone::clone));
+    result.map(|(wire, _)| wire)
+}
+
 /// Joins as `bystander`, reports the time to `WELCOME` on `joined`, then
 /// pings every 20 ms until told to stop.
 pub fn bystander(
@@ -67,13 +81,9 @@ pub fn bystander(
     joined: Sender<Result<Duration, String>>,
 ) -> Bystander {
     let mut seen = Bystander::default();
-    let mut wire = match Wire::join(server, BYSTANDER_FROM, "bystander", token, JOIN_TIMEOUT) {
-        Ok((wire, took)) => {
-            let _ = joined.send(Ok(took));
-            wire
-        }
+    let mut wire = match join_and_report(server, BYSTANDER_FROM, "bystander", token, &joined) {
+        Ok(wire) => wire,
         Err(e) => {
-            let _ = joined.send(Err(e.clone()));
             seen.dropped = Some(e);
             return seen;
         }
@@ -202,13 +212,9 @@ pub fn member(
     joined: Sender<Result<Duration, String>>,
 ) -> Member {
     let mut seen = Member::default();
-    let mut wire = match Wire::join(server, MEMBER_FROM, "member", token, JOIN_TIMEOUT) {
-        Ok((wire, took)) => {
-            let _ = joined.send(Ok(took));
-            wire
-        }
+    let mut wire = match join_and_report(server, MEMBER_FROM, "member", token, &joined) {
+        Ok(wire) => wire,
         Err(e) => {
-            let _ = joined.send(Err(e.clone()));
             seen.dropped = Some(e);
             return seen;
         }
