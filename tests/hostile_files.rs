@@ -7,7 +7,7 @@ mod common;
 
 use bytes::{Bytes, BytesMut};
 use common::{Raw, Serve, WAIT};
-use ferry_core::frame::Frame;
+use ferry_core::frame::{Frame, MIN_DATA};
 use ferry_core::Code;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -393,15 +393,17 @@ fn a_source_may_keep_only_so_many_partial_files() {
     let server = Serve::start(inbox.path(), &args);
     let mut mallory = Mallory::join(&server, "mallory");
     let mut id = 0;
+    // Each left holding one frame at the floor (MIN_DATA) of a larger file.
+    let kept = vec![b'x'; MIN_DATA as usize];
     for i in 0..16 {
-        mallory.send(&[offer(id, &format!("left{i}"), 100)]);
+        mallory.send(&[offer(id, &format!("left{i}"), 4 * MIN_DATA as u64)]);
         assert_eq!(mallory.answer(id), Ok(0), "{i}");
-        let byte = Frame::Data {
+        let start = Frame::Data {
             id,
             offset: 0,
-            data: Bytes::from_static(b"x"),
+            data: Bytes::from(kept.clone()),
         };
-        mallory.send(&[byte, cancel(id)]);
+        mallory.send(&[start, cancel(id)]);
         id += 2;
     }
     common::wait_until("sixteen partial files", || {
@@ -416,11 +418,11 @@ fn a_source_may_keep_only_so_many_partial_files() {
     again.send(&[offer(0, "one-more", 100)]);
     assert_eq!(again.answer(0), Err(Code::TOO_MANY_TRANSFERS));
     // Resuming one of them is fine, and finishing it frees a place.
-    mallory.send(&[offer(id, "left0", 1)]);
-    assert_eq!(mallory.answer(id), Ok(1));
+    mallory.send(&[offer(id, "left0", MIN_DATA as u64)]);
+    assert_eq!(mallory.answer(id), Ok(MIN_DATA as u64));
     let done = Frame::Done {
         id,
-        hash: *blake3::hash(b"x").as_bytes(),
+        hash: *blake3::hash(&kept).as_bytes(),
     };
     mallory.send(&[done]);
     mallory.find("VERIFIED", |frame| {
