@@ -129,8 +129,8 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
 
 /// How long after a client leaves freed memory is handed back to the OS:
 /// long enough that a wave of leaves (or a reconnecting flood) costs one
-/// trim, which walks every heap under its lock.
-const TRIM_AFTER_LEAVES: Duration = Duration::from_secs(2);
+/// trim a second at most, as a trim walks the heaps under their locks.
+const TRIM_AFTER_LEAVES: Duration = Duration::from_secs(1);
 
 /// How often, at most, the log budget's sources are looked over for
 /// summaries due.
