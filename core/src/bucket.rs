@@ -58,25 +58,3 @@ impl TokenBucket {
         self.updated + Duration::from_millis(millis)
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_burst_then_the_rate() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::full(3, 10, start);
-        assert!((0..3).all(|_| bucket.take(start)));
-        assert!(!bucket.take(start));
-        assert_eq!(bucket.full_at(), start + Duration::from_millis(300));
-        // 100 ms buys one token at 10 a second.
-        let later = start + Duration::from_millis(100);
-        assert!(bucket.take(later));
-        assert!(!bucket.take(later));
-        assert_eq!(bucket.full_at(), later + Duration::from_millis(300));
-        let much_later = later + Duration::from_secs(60);
-        assert!((0..3).all(|_| bucket.take(much_later)));
-        assert!(!bucket.take(much_later));
-    }
-}
