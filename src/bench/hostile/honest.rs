@@ -58,6 +58,17 @@ pub struct Bystander {
     pub hostile_joins: u64,
 }
 
+/// Why the connection is over, if what `recv` returned says it is; `None`
+/// for a frame to ignore or a timeout.
+fn ended(received: Result<Frame, NoFrame>) -> Option<String> {
+    match received {
+        Ok(Frame::Error { code, reason }) => Some(format!("ERROR {} ({reason})", code_name(code))),
+        Ok(_) | Err(NoFrame::Timeout) => None,
+        Err(NoFrame::Closed) => Some("closed by the server".into()),
+        Err(NoFrame::Garbled(what)) => Some(what),
+    }
+}
+
 /// Joins as `name` from `from` and reports how it went on `joined`: the
 /// time to `WELCOME`, or what kept it out.
 fn join_and_report(
@@ -129,18 +140,11 @@ pub fn bystander(
                     seen.hostile_joins += 1;
                 }
             }
-            Ok(Frame::Error { code, reason }) => {
-                seen.dropped = Some(format!("ERROR {} ({reason})", code_name(code)));
-                break;
-            }
-            Ok(_) | Err(NoFrame::Timeout) => {}
-            Err(NoFrame::Closed) => {
-                seen.dropped = Some("closed by the server".into());
-                break;
-            }
-            Err(NoFrame::Garbled(what)) => {
-                seen.dropped = Some(what);
-                break;
+            received => {
+                if let Some(why) = ended(received) {
+                    seen.dropped = Some(why);
+                    break;
+                }
             }
         }
     }
@@ -255,18 +259,11 @@ pub fn member(
                     seen.disordered += 1;
                 }
             }
-            Ok(Frame::Error { code, reason }) => {
-                seen.dropped = Some(format!("ERROR {} ({reason})", code_name(code)));
-                break;
-            }
-            Ok(_) | Err(NoFrame::Timeout) => {}
-            Err(NoFrame::Closed) => {
-                seen.dropped = Some("closed by the server".into());
-                break;
-            }
-            Err(NoFrame::Garbled(what)) => {
-                seen.dropped = Some(what);
-                break;
+            received => {
+                if let Some(why) = ended(received) {
+                    seen.dropped = Some(why);
+                    break;
+                }
             }
         }
     }
