@@ -265,7 +265,7 @@ pub fn ferry(
         elapsed: end - start,
         peaks: Peaks {
             server: peaks[0],
-            sender: peaks[1],
+            sender: peaks[1].max(sender.peak_resident()),
         },
     })
 }

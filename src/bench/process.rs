@@ -16,6 +16,9 @@ const POLL: Duration = Duration::from_millis(1);
 pub struct Spawned {
     child: Child,
     what: String,
+    /// How it exited and its peak resident bytes, once reaped by
+    /// [`Spawned::exited`].
+    reaped: Option<(ExitStatus, Option<u64>)>,
 }
 
 impl Spawned {
@@ -27,6 +30,7 @@ impl Spawned {
         Ok(Spawned {
             child,
             what: what.to_string(),
+            reaped: None,
         })
     }
 
@@ -40,9 +44,22 @@ impl Spawned {
 
     /// Whether it has exited, and how.
     pub fn exited(&mut self) -> Result<Option<ExitStatus>, String> {
-        self.child
-            .try_wait()
-            .map_err(|e| format!("cannot wait for {}: {e}", self.what))
+        if let Some((status, _)) = self.reaped {
+            return Ok(Some(status));
+        }
+        let reaped =
+            reap(&mut self.child).map_err(|e| format!("cannot wait for {}: {e}", self.what))?;
+        self.reaped = reaped;
+        Ok(reaped.map(|(status, _)| status))
+    }
+
+    /// Its peak resident memory in bytes over its whole life, as the kernel
+    /// counted it; known once [`Spawned::exited`] has seen it exit (on
+    /// Unix). Sampling /proc cannot replace this: a process that lives less
+    /// than one sampling interval is seen only just after `exec`, when it
+    /// holds almost nothing, and after its exit, when it holds nothing.
+    pub fn peak_resident(&self) -> Option<u64> {
+        self.reaped.and_then(|(_, peak)| peak)
     }
 
     /// Ends it now and reaps it.
@@ -51,8 +68,11 @@ impl Spawned {
     }
 
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // A reaped pid may already belong to another process.
+        if self.reaped.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -60,6 +80,46 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Reaps `child` if it has exited, with its peak resident bytes, which
+/// `wait4` reports (`ru_maxrss`, in KiB on Linux) and `Child::try_wait`
+/// does not.
+#[cfg(unix)]
+fn reap(child: &mut Child) -> std::io::Result<Option<(ExitStatus, Option<u64>)>> {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = libc::pid_t::try_from(child.id()).map_err(std::io::Error::other)?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: all-zero is a valid `rusage` (integers and timevals).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `usage` are live, writable and of the types
+        // wait4 expects; `pid` is our own unreaped child, so no other
+        // process's status is taken.
+        let got = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        match got {
+            0 => return Ok(None),
+            -1 => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            _ => {
+                let peak = u64::try_from(usage.ru_maxrss)
+                    .ok()
+                    .filter(|&kib| kib > 0)
+                    .map(|kib| kib * 1024);
+                return Ok(Some((ExitStatus::from_raw(status), peak)));
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn reap(child: &mut Child) -> std::io::Result<Option<(ExitStatus, Option<u64>)>> {
+    Ok(child.try_wait()?.map(|status| (status, None)))
 }
 
 /// Waits until every one of `children` has exited, or fails once `timeout`
