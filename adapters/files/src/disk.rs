@@ -1,8 +1,8 @@
 //! Incoming files are written on threads of their own.
 //!
-//! Each file being received gets a writer thread that owns its `NAME.part`:
-//! it first opens the file (waiting, if need be, for the writer of an
-//! earlier transfer of the same name to let go of it), then writes the
+//! Each file being received gets a writer thread that owns its partial
+//! file: it first opens the file (waiting, if need be, for the writer of an
+//! earlier attempt at the same transfer to let go of it), then writes the
 //! chunks, reads back prefixes to hash for a resume, and in the end syncs
 //! and renames the file, or closes it (removing it if it is empty). The
 //! loop that drives the protocol only queues jobs and later collects what
@@ -14,7 +14,7 @@
 //! confirmed to the sender only once written, so no more than a window can
 //! wait in a writer's queue.
 
-use crate::inbox::{NameInUse, Receiving, Reservation};
+use crate::inbox::{NameInUse, Receiving, Reservation, ResumeSecret};
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use std::collections::VecDeque;
@@ -45,8 +45,12 @@ enum Job {
 #[derive(Debug)]
 pub(crate) enum Done {
     /// The file is open: the offer can be accepted, resuming at
-    /// `resume_from`.
-    Opened { id: TransferId, resume_from: u64 },
+    /// `resume_from`, and the sender handed `key` to resume it later.
+    Opened {
+        id: TransferId,
+        resume_from: u64,
+        key: ResumeSecret,
+    },
     /// The file could not be opened (nor waited for): the offer is to be
     /// declined.
     NotOpened { id: TransferId, error: io::Error },
@@ -245,10 +249,12 @@ impl Writer {
         let done = match reserved.open() {
             Ok(file) => {
                 let resume_from = file.resume_from();
+                let key = file.resume_key();
                 self.file = Some(file);
                 Done::Opened {
                     id: self.id,
                     resume_from,
+                    key,
                 }
             }
             Err(error) => Done::NotOpened { id: self.id, error },
@@ -287,7 +293,7 @@ impl Writer {
         // for a resume, unless it is empty; say so once its last writes are
         // in.
         if let Some(file) = self.file.take() {
-            let path = file.part_path().to_path_buf();
+            let path = file.part_path();
             let held = file.close();
             if held > 0 {
                 self.queue.push(

@@ -1,47 +1,82 @@
-//! The receiving folder: partial files, resume, and the final move; and
-//! what the folder holds, counted as it changes.
+//! The receiving folder: private partial files, resume by secret, and the
+//! final move; and what the folder holds, counted as it changes.
 //!
-//! Everything an offer needs to be answered is decided in memory, in
-//! O(1): the quota, the limit on unfinished files per sender, whether the
-//! name is free. Whatever touches the disk or may wait (opening the partial
-//! file, waiting for the writer of an earlier transfer of the same name)
-//! is [`Reservation::open`], which runs on the file's writer thread, never
-//! on the loop that drives the protocol.
+//! A file being received is written into a private subfolder
+//! ([`PARTIALS_DIR`], `0700`) under a name the receiver derives from a
+//! random secret, the transfer's resume key: no name a sender chooses can
+//! reach it, no stored file is ever taken for it, and only the sender who
+//! was handed the key can resume it (anyone else offering the same name and
+//! size starts a separate file and learns nothing about the first). Every
+//! file operation goes through the folder's descriptor and never follows a
+//! link (see [`crate::confined`]), and a verified file is moved to its final
+//! name without ever replacing what is there (unless told to overwrite).
+//!
+//! Everything an offer needs to be answered is decided in memory, in O(1):
+//! the quota, the limit on unfinished files per sender, whether the
+//! presented key names a partial file. Whatever touches the disk or may
+//! wait (opening the partial file, waiting for the writer of an earlier
+//! attempt of the same transfer) is [`Reservation::open`], which runs on the
+//! file's writer thread, never on the loop that drives the protocol. Stale
+//! partial files are removed by a thread of the inbox's own after
+//! [`Inbox::partial_ttl`].
 
+use crate::confined::{ConfinedDir, EntryStat};
+use crate::sending::{positioned, read_exact_at};
 use bytes::Bytes;
 use ferry_core::filename::check_file_name;
 use ferry_core::{Code, Source};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Appended to a file's name while it is being received.
+/// The private subfolder of an inbox that holds the files being received
+/// and those kept for a resume.
+pub const PARTIALS_DIR: &str = ".ferry-partial";
+
+/// Ends the name of every partial file in [`PARTIALS_DIR`].
 pub const PART_SUFFIX: &str = ".part";
 
 /// How many unfinished files (uploads under way and partial files kept for
 /// a resume) one sender may have in an inbox by default.
 pub const DEFAULT_MAX_PARTIALS: usize = 16;
 
+/// How long a partial file is kept for a resume after its last write, by
+/// default: a day.
+pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The secret that lets the sender of a cut transfer resume it: 16 random
+/// bytes, handed to the sender when its offer is accepted.
+pub type ResumeSecret = [u8; 16];
+
 /// The folder files are received into.
 ///
 /// Cloning gives another handle on the same folder; the handles share the
-/// set of partial files in use, so two transfers of the same name at once
-/// never write into the same `.part` file, and they share the count of
-/// bytes held that the quota is checked against.
+/// partial files in use and the count of bytes held that the quota is
+/// checked against.
 #[derive(Debug, Clone)]
 pub struct Inbox {
-    dir: PathBuf,
+    dirs: Arc<Dirs>,
     overwrite: bool,
     quota: Option<u64>,
     max_partials: usize,
     /// Ask the user before accepting an offer, waiting this long at most.
     answer_within: Option<Duration>,
     in_use: Arc<InUse>,
+    /// Dropped with the last handle, which stops the expiry thread.
+    _janitor: Arc<mpsc::Sender<()>>,
+}
+
+/// The inbox and its private folder of partial files.
+#[derive(Debug)]
+struct Dirs {
+    inbox: ConfinedDir,
+    partials: ConfinedDir,
 }
 
 /// An offer refused because the inbox's quota has no room for it; carried
@@ -83,7 +118,7 @@ impl fmt::Display for Sender {
         match self {
             Sender::Source(source) => write!(f, "{source}"),
             Sender::User(name) if name.is_empty() => f.write_str("the server"),
-            Sender::User(name) => write!(f, "{name}"),
+            Sender::User(name) => write!(f, "{name:?}"),
         }
     }
 }
@@ -94,9 +129,9 @@ pub(crate) enum Refused {
     /// The name is not safe to write.
     #[error("{0}")]
     BadName(String),
-    /// Another transfer of the same name is under way (or already waits
-    /// for the previous one to finish).
-    #[error("{0:?} is already being received")]
+    /// The transfer this offer resumes is still open on another
+    /// connection (the sender's earlier one, not yet known to be gone).
+    #[error("the earlier transfer of {0:?} is still open; try again when it has ended")]
     Busy(String),
     /// The quota has no room for the file.
     #[error(transparent)]
@@ -114,6 +149,9 @@ pub(crate) enum Refused {
         /// The limit.
         max: usize,
     },
+    /// No secret could be drawn for the transfer.
+    #[error("cannot draw a resume key: {0}")]
+    NoEntropy(String),
 }
 
 impl Refused {
@@ -124,6 +162,7 @@ impl Refused {
             Refused::Busy(_) => Code::FILE_REJECTED,
             Refused::Quota(_) => Code::INBOX_FULL,
             Refused::TooManyPartials { .. } => Code::TOO_MANY_TRANSFERS,
+            Refused::NoEntropy(_) => Code::IO_ERROR,
         }
     }
 }
@@ -136,17 +175,17 @@ impl From<Refused> for io::Error {
             Refused::Quota(full) => {
                 return io::Error::new(io::ErrorKind::StorageFull, full.clone())
             }
-            Refused::TooManyPartials { .. } => io::ErrorKind::Other,
+            Refused::TooManyPartials { .. } | Refused::NoEntropy(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, refused.to_string())
     }
 }
 
-/// The partial files being received, and what the folder holds.
-#[derive(Debug, Default)]
+/// The partial files in use, and what the folder holds.
+#[derive(Debug)]
 struct InUse {
     ledger: Mutex<Ledger>,
-    /// Signalled whenever a name is released or a waiter gives up.
+    /// Signalled whenever a partial file is let go or a waiter gives up.
     released: Condvar,
 }
 
@@ -156,10 +195,11 @@ struct InUse {
 ///
 /// Files changed behind ferry's back while it runs (an operator deleting
 /// old uploads) are not seen until the inbox is opened again.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ledger {
-    /// Partial files (lowercased `NAME.part`) a transfer holds or waits for.
-    names: HashMap<String, Slot>,
+    /// Partial files (their names in [`PARTIALS_DIR`]) a transfer holds or
+    /// waits for.
+    slots: HashMap<String, Slot>,
     /// Bytes of the files no transfer holds: finished files, and partial
     /// files kept for a resume.
     stored: u64,
@@ -167,13 +207,17 @@ struct Ledger {
     reserved: u64,
     /// Partial files kept for a resume (counted in `stored`).
     kept: HashMap<String, KeptPart>,
+    /// The kept partial files by when they were last written, oldest first.
+    by_age: BTreeSet<(SystemTime, String)>,
+    /// How long a kept partial file stays.
+    ttl: Duration,
     /// Unfinished files per sender: transfers under way and kept partials.
     partials: HashMap<Sender, usize>,
-    /// Tells holders of the same name apart.
+    /// Tells holders of the same partial file apart.
     next_serial: u64,
 }
 
-/// Who holds, and who waits for, one partial file's name.
+/// Who holds, and who waits for, one partial file.
 #[derive(Debug, Default)]
 struct Slot {
     holder: Option<Holder>,
@@ -197,9 +241,24 @@ struct KeptPart {
     /// Who left it; `None` for files found when the inbox was opened, which
     /// count for nobody.
     sender: Option<Sender>,
+    /// When it was last written.
+    since: SystemTime,
 }
 
 impl Ledger {
+    fn new() -> Ledger {
+        Ledger {
+            slots: HashMap::new(),
+            stored: 0,
+            reserved: 0,
+            kept: HashMap::new(),
+            by_age: BTreeSet::new(),
+            ttl: DEFAULT_PARTIAL_TTL,
+            partials: HashMap::new(),
+            next_serial: 0,
+        }
+    }
+
     fn used(&self) -> u64 {
         self.stored.saturating_add(self.reserved)
     }
@@ -213,23 +272,50 @@ impl Ledger {
         }
     }
 
-    /// The kept partial `key` becomes part of a transfer (counted whole in
-    /// `reserved` from now on).
-    fn take_kept(&mut self, key: &str) -> Option<KeptPart> {
-        let kept = self.kept.remove(key)?;
+    /// The kept partial `staged` becomes part of a transfer (counted whole
+    /// in `reserved` from now on).
+    fn take_kept(&mut self, staged: &str) -> Option<KeptPart> {
+        let kept = self.kept.remove(staged)?;
+        self.by_age.remove(&(kept.since, staged.to_string()));
         self.stored = self.stored.saturating_sub(kept.len);
         self.count(&kept.sender, -1);
         Some(kept)
     }
 
-    fn put_kept(&mut self, key: String, kept: KeptPart) {
+    fn put_kept(&mut self, staged: String, kept: KeptPart) {
         self.stored = self.stored.saturating_add(kept.len);
         self.count(&kept.sender, 1);
-        if let Some(old) = self.kept.insert(key, kept) {
-            // Cannot happen while the name is held; stay consistent anyway.
+        self.by_age.insert((kept.since, staged.clone()));
+        if let Some(old) = self.kept.insert(staged.clone(), kept) {
+            // Cannot happen while the file is held; stay consistent anyway.
+            self.by_age.remove(&(old.since, staged));
             self.stored = self.stored.saturating_sub(old.len);
             self.count(&old.sender, -1);
         }
+    }
+
+    /// Forgets the kept partial files last written before `now - ttl` and
+    /// returns their names, for the caller to remove outside the lock.
+    fn expire(&mut self, now: SystemTime) -> Vec<String> {
+        let mut expired = Vec::new();
+        while let Some((since, staged)) = self.by_age.first().cloned() {
+            if since + self.ttl > now {
+                break;
+            }
+            self.take_kept(&staged);
+            expired.push(staged);
+        }
+        expired
+    }
+
+    /// How long until the oldest kept partial file expires.
+    fn next_expiry(&self, now: SystemTime) -> Option<Duration> {
+        let (since, _) = self.by_age.first()?;
+        Some(
+            (*since + self.ttl)
+                .duration_since(now)
+                .unwrap_or(Duration::ZERO),
+        )
     }
 }
 
@@ -241,50 +327,79 @@ impl InUse {
     }
 }
 
-/// How long a new transfer of a name waits for the writer of the previous
-/// transfer of that name to finish (a resume right after a dropped link).
-/// The wait happens on the new file's writer thread, never on a loop.
+/// How long a resumed transfer waits for the writer of its previous attempt
+/// to finish (a resume right after a dropped link). The wait happens on the
+/// new file's writer thread, never on a loop.
 const RELEASE_WAIT: Duration = Duration::from_secs(10);
 
+/// How often the expiry thread looks at least, so that a changed TTL or a
+/// clock that jumped is seen.
+const EXPIRY_CHECK: Duration = Duration::from_secs(60);
+
+/// The name in [`PARTIALS_DIR`] of the partial file a key resumes: derived
+/// from the key, so that listing the folder reveals no key, and it is a
+/// name no sender can choose.
+fn staged_name(key: &ResumeSecret) -> String {
+    let derived = blake3::derive_key("ferry 2026-12 inbox partial file name", key);
+    let hex: String = derived[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}{PART_SUFFIX}")
+}
+
+/// Whether `name` is one [`staged_name`] makes.
+fn is_staged_name(name: &str) -> bool {
+    name.strip_suffix(PART_SUFFIX).is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+fn fresh_key() -> Result<ResumeSecret, Refused> {
+    let mut key = [0; 16];
+    getrandom::fill(&mut key).map_err(|e| Refused::NoEntropy(e.to_string()))?;
+    Ok(key)
+}
+
 impl Inbox {
-    /// Opens `dir`, creating it if missing, and checks that files can be
-    /// created in it. Errors name the folder and say what is wrong.
+    /// Opens `dir`, creating it and its private folder of partial files
+    /// ([`PARTIALS_DIR`]) if missing, and checks that files can be created
+    /// there. Errors name the folder and say what is wrong.
     ///
     /// Lists the folder once, to count what it holds for the quota (see
-    /// [`quota`](Self::quota)); offers never list it again.
+    /// [`quota`](Self::quota)); offers never list it again. Starts a thread
+    /// that removes partial files older than [`partial_ttl`](Self::partial_ttl);
+    /// it ends with the last handle on the inbox.
     pub fn open(dir: impl AsRef<Path>) -> io::Result<Inbox> {
-        let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create inbox {}: {e}", dir.display()),
-            )
-        })?;
-        let probe = dir.join(format!(".ferry-write-test-{}", std::process::id()));
-        File::create(&probe).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("inbox {} is not writable: {e}", dir.display()),
-            )
-        })?;
-        // Best effort: the probe is empty and named as ours.
-        let _ = fs::remove_file(&probe);
-        let ledger = Ledger::scan(&dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot list inbox {}: {e}", dir.display()),
-            )
-        })?;
+        let dir = dir.as_ref();
+        let context = |what: &str| {
+            let dir = dir.display().to_string();
+            let what = what.to_string();
+            move |e: io::Error| io::Error::new(e.kind(), format!("{what} {dir}: {e}"))
+        };
+        std::fs::create_dir_all(dir).map_err(context("cannot create inbox"))?;
+        let inbox = ConfinedDir::open(dir).map_err(context("cannot open inbox"))?;
+        let partials = inbox
+            .private_subdir(PARTIALS_DIR)
+            .map_err(context("cannot make the partial-file folder of inbox"))?;
+        let probe = format!(".write-test-{}", std::process::id());
+        partials
+            .create_new(&probe)
+            .and_then(|_| partials.remove(&probe))
+            .map_err(context("cannot write into inbox"))?;
+        let dirs = Arc::new(Dirs { inbox, partials });
+        let ledger = Ledger::scan(&dirs).map_err(context("cannot list inbox"))?;
+        let in_use = Arc::new(InUse {
+            ledger: Mutex::new(ledger),
+            released: Condvar::new(),
+        });
+        let janitor = spawn_janitor(Arc::downgrade(&in_use), Arc::downgrade(&dirs))
+            .map_err(context("cannot start the expiry thread of inbox"))?;
         Ok(Inbox {
-            dir,
+            dirs,
             overwrite: false,
             quota: None,
             max_partials: DEFAULT_MAX_PARTIALS,
             answer_within: None,
-            in_use: Arc::new(InUse {
-                ledger: Mutex::new(ledger),
-                released: Condvar::new(),
-            }),
+            in_use,
+            _janitor: Arc::new(janitor),
         })
     }
 
@@ -306,6 +421,17 @@ impl Inbox {
     /// was opened count for nobody.
     pub fn max_partials_per_sender(mut self, max: usize) -> Self {
         self.max_partials = max;
+        self
+    }
+
+    /// Removes a partial file kept for a resume once it has not been
+    /// written for `ttl` (default [`DEFAULT_PARTIAL_TTL`]), for every handle
+    /// on this folder. Files found when the inbox was opened are aged from
+    /// their modification time.
+    pub fn partial_ttl(self, ttl: Duration) -> Self {
+        self.in_use.lock().ttl = ttl;
+        // Wakes the expiry thread to look again with the new TTL.
+        let _ = self._janitor.send(());
         self
     }
 
@@ -337,47 +463,71 @@ impl Inbox {
 
     /// The folder.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dirs.inbox.path()
     }
 
-    /// Starts receiving `name` (already checked by the core; checked again
-    /// here, as this is where it becomes a path). Reuses `NAME.part` from an
-    /// earlier attempt if there is one no longer than `size`; its length is
-    /// then the offset to resume from.
+    /// Starts receiving a new file `name` of `size` bytes (the name already
+    /// checked by the core; checked again here, as this is where it becomes
+    /// a file), or, with `resume` the key an earlier attempt was given,
+    /// continues that attempt's partial file: its length is then the offset
+    /// to resume from. A key that names no partial file here starts a new
+    /// file, as without one.
     ///
-    /// Opens the file, and may wait (up to 10 s) for the writer of an
-    /// earlier transfer of the same name to finish: not for an event loop.
-    /// Servers and clients go through [`FileTransfers`](crate::FileTransfers),
-    /// which does this on the file's writer thread.
-    pub fn begin(&self, name: &str, size: u64) -> io::Result<Receiving> {
-        self.reserve(name, size, None)?.open()
+    /// Opens the file, and may wait (up to 10 s) for the writer of the
+    /// earlier attempt to finish: not for an event loop. Servers and clients
+    /// go through [`FileTransfers`](crate::FileTransfers), which does this
+    /// on the file's writer thread.
+    pub fn begin(
+        &self,
+        name: &str,
+        size: u64,
+        resume: Option<ResumeSecret>,
+    ) -> io::Result<Receiving> {
+        self.reserve(name, size, None, resume)?.open()
     }
 
-    /// Books `name` for a transfer of `size` bytes from `sender`: checks
-    /// the name, the quota and the sender's unfinished files, and holds (or
-    /// queues for) the name. In memory only, O(1): fit for an event loop.
+    /// Books a file `name` of `size` bytes from `sender`, resuming the
+    /// partial file of `resume` if there is one: checks the name, the quota
+    /// and the sender's unfinished files, and holds (or queues for) the
+    /// partial file. In memory only, O(1): fit for an event loop.
     /// [`Reservation::open`] then does the disk work.
     pub(crate) fn reserve(
         &self,
         name: &str,
         size: u64,
         sender: Option<Sender>,
+        resume: Option<ResumeSecret>,
     ) -> Result<Reservation, Refused> {
         check_file_name(name).map_err(|e| Refused::BadName(e.to_string()))?;
-        let part_name = format!("{name}{PART_SUFFIX}");
-        let key = part_name.to_lowercase();
         let mut ledger = self.in_use.lock();
-        let closing = match ledger.names.get(&key) {
-            None => false,
-            Some(Slot {
-                holder: Some(Holder { closing: true, .. }),
-                waiting: None,
-            }) => true,
-            Some(_) => return Err(Refused::Busy(name.to_string())),
+        // What the key resumes: a kept partial file, or one whose writer is
+        // still closing. A key that names nothing starts a new file.
+        let mut resumed = None;
+        if let Some(key) = resume {
+            let staged = staged_name(&key);
+            match ledger.slots.get(&staged) {
+                None if ledger.kept.contains_key(&staged) => resumed = Some((key, staged, false)),
+                None => {}
+                Some(Slot {
+                    holder: Some(Holder { closing: true, .. }),
+                    waiting: None,
+                }) => resumed = Some((key, staged, true)),
+                Some(_) => return Err(Refused::Busy(name.to_string())),
+            }
+        }
+        let resuming = resumed.is_some();
+        let (key, staged, closing) = match resumed {
+            Some(resumed) => resumed,
+            None => loop {
+                let key = fresh_key()?;
+                let staged = staged_name(&key);
+                if !ledger.slots.contains_key(&staged) && !ledger.kept.contains_key(&staged) {
+                    break (key, staged, false);
+                }
+            },
         };
         // A resume of a partial file already here is no new file.
-        let resume = closing || ledger.kept.contains_key(&key);
-        if let Some(sender) = sender.as_ref().filter(|_| !resume) {
+        if let Some(sender) = sender.as_ref().filter(|_| !resuming) {
             let held = ledger.partials.get(sender).copied().unwrap_or(0);
             if held >= self.max_partials {
                 return Err(Refused::TooManyPartials {
@@ -389,11 +539,11 @@ impl Inbox {
         }
         if let Some(quota) = self.quota {
             // The partial file this offer resumes is part of its size. (A
-            // name still closing is counted twice for the moment its writer
+            // file still closing is counted twice for the moment its writer
             // finishes: an overcount, never an overshoot.)
             let own = match closing {
                 true => 0,
-                false => ledger.kept.get(&key).map_or(0, |k| k.len),
+                false => ledger.kept.get(&staged).map_or(0, |k| k.len),
             };
             let used = ledger.used().saturating_sub(own);
             if used.saturating_add(size) > quota {
@@ -410,13 +560,13 @@ impl Inbox {
         ledger.reserved = ledger.reserved.saturating_add(size);
         ledger.count(&sender, 1);
         let (holding, took) = if closing {
-            if let Some(slot) = ledger.names.get_mut(&key) {
+            if let Some(slot) = ledger.slots.get_mut(&staged) {
                 slot.waiting = Some(serial);
             }
             (false, None)
         } else {
-            let took = ledger.take_kept(&key);
-            ledger.names.entry(key.clone()).or_default().holder = Some(Holder {
+            let took = ledger.take_kept(&staged);
+            ledger.slots.entry(staged.clone()).or_default().holder = Some(Holder {
                 serial,
                 closing: false,
             });
@@ -425,9 +575,9 @@ impl Inbox {
         drop(ledger);
         Ok(Reservation {
             in_use: self.in_use.clone(),
-            dir: self.dir.clone(),
+            dirs: self.dirs.clone(),
             name: name.to_string(),
-            part: self.dir.join(&part_name),
+            staged,
             key,
             size,
             overwrite: self.overwrite,
@@ -442,36 +592,72 @@ impl Inbox {
 }
 
 impl Ledger {
-    /// Counts what `dir` holds: the only listing of the folder.
-    fn scan(dir: &Path) -> io::Result<Ledger> {
-        let mut ledger = Ledger::default();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let Ok(meta) = entry.metadata() else {
-                // Gone meanwhile.
+    /// Counts what the inbox holds: the only listing of the folder. Regular
+    /// files count (links and folders do not); the partial files found are
+    /// kept for a resume, aged from when they were last written.
+    fn scan(dirs: &Dirs) -> io::Result<Ledger> {
+        let mut ledger = Ledger::new();
+        for (_, stat) in dirs.inbox.entries()? {
+            if stat.regular {
+                ledger.stored = ledger.stored.saturating_add(stat.len);
+            }
+        }
+        for (name, stat) in dirs.partials.entries()? {
+            let Some(name) = name.to_str().filter(|name| is_staged_name(name)) else {
                 continue;
             };
-            if !meta.is_file() {
+            if !stat.regular || stat.links != 1 {
                 continue;
             }
-            ledger.stored = ledger.stored.saturating_add(meta.len());
-            let key = entry.file_name().to_string_lossy().to_lowercase();
-            if key.ends_with(PART_SUFFIX) {
-                let kept = KeptPart {
-                    len: meta.len(),
-                    sender: None,
-                };
-                ledger.kept.insert(key, kept);
-            }
+            let since = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(stat.modified).unwrap_or(0));
+            let kept = KeptPart {
+                len: stat.len,
+                sender: None,
+                since,
+            };
+            ledger.put_kept(name.to_string(), kept);
         }
         Ok(ledger)
     }
 }
 
+/// Starts the thread that removes expired partial files; it stops when the
+/// returned sender (held by every handle on the inbox) is dropped.
+fn spawn_janitor(in_use: Weak<InUse>, dirs: Weak<Dirs>) -> io::Result<mpsc::Sender<()>> {
+    let (wake, woken) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("ferry-inbox-expiry".into())
+        .spawn(move || loop {
+            let Some(in_use) = in_use.upgrade() else {
+                return;
+            };
+            let now = SystemTime::now();
+            let expired = in_use.lock().expire(now);
+            if let (false, Some(dirs)) = (expired.is_empty(), dirs.upgrade()) {
+                for staged in &expired {
+                    // Gone already is as good as removed.
+                    let _ = dirs.partials.remove(staged);
+                }
+            }
+            let wait = in_use
+                .lock()
+                .next_expiry(now)
+                .map_or(EXPIRY_CHECK, |left| left.min(EXPIRY_CHECK))
+                .max(Duration::from_millis(10));
+            drop(in_use);
+            match woken.recv_timeout(wait) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        })?;
+    Ok(wake)
+}
+
 /// What became of a reserved file, for the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
-    /// Never opened: the name was given up before, or opening failed.
+    /// Never opened: given up before, or opening failed.
     Unopened,
     /// Open; whatever is on disk when it closes stays.
     Open,
@@ -484,26 +670,27 @@ enum Fate {
 }
 
 /// A file booked in an inbox by an offer: its bytes counted against the
-/// quota, its name held (or waited for). Dropping it gives everything back
-/// and tells the ledger what stayed on disk.
+/// quota, its partial file held (or waited for). Dropping it gives
+/// everything back and tells the ledger what stayed on disk.
 #[derive(Debug)]
 pub(crate) struct Reservation {
     in_use: Arc<InUse>,
-    dir: PathBuf,
+    dirs: Arc<Dirs>,
     name: String,
-    part: PathBuf,
-    key: String,
+    /// The partial file's name in [`PARTIALS_DIR`].
+    staged: String,
+    key: ResumeSecret,
     size: u64,
     overwrite: bool,
     serial: u64,
     sender: Option<Sender>,
-    /// Holds the name; else waits for a closing holder to release it.
+    /// Holds the partial file; else waits for a closing holder to let go.
     holding: bool,
     /// The kept partial file this transfer took over: back to the kept
     /// ones if the transfer never opens it.
     took: Option<KeptPart>,
     fate: Fate,
-    /// The transfer no longer wants the file: stop waiting for the name.
+    /// The transfer no longer wants the file: stop waiting for it.
     cancelled: Arc<AtomicBool>,
 }
 
@@ -513,31 +700,36 @@ impl Reservation {
     pub(crate) fn name_in_use(&self) -> NameInUse {
         NameInUse {
             in_use: self.in_use.clone(),
-            key: self.key.clone(),
+            staged: self.staged.clone(),
             serial: self.serial,
             cancelled: self.cancelled.clone(),
         }
     }
 
-    /// Waits, if need be, for the writer of an earlier transfer of the name
-    /// to finish, then opens (or creates) `NAME.part`. Blocking: call it
-    /// off the loop (a writer thread does).
+    /// Waits, if need be, for the writer of the earlier attempt to finish,
+    /// then opens the partial file it kept, or creates a new one. A kept
+    /// file that is no longer what ferry left there (replaced by a link, or
+    /// given a second name) is removed, never opened, and the transfer
+    /// starts from nothing. Blocking: call it off the loop (a writer thread
+    /// does).
     pub(crate) fn open(mut self) -> io::Result<Receiving> {
         if !self.holding {
-            self.wait_for_name()?;
+            self.wait_for_release()?;
         }
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&self.part)
-        {
-            Ok(file) => file,
+        let partials = &self.dirs.partials;
+        let opened = match partials.create_new(&self.staged) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                OpenOptions::new().read(true).write(true).open(&self.part)?
+                match partials.open_own(&self.staged) {
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        partials.remove(&self.staged)?;
+                        partials.create_new(&self.staged)
+                    }
+                    opened => opened,
+                }
             }
-            Err(e) => return Err(e),
+            created => created,
         };
+        let file = opened?;
         // From here, whatever is on disk is the ledger's to count.
         self.fate = Fate::Open;
         let held = file.metadata()?.len();
@@ -556,7 +748,7 @@ impl Reservation {
         })
     }
 
-    fn wait_for_name(&mut self) -> io::Result<()> {
+    fn wait_for_release(&mut self) -> io::Result<()> {
         let deadline = Instant::now() + RELEASE_WAIT;
         let mut ledger = self.in_use.lock();
         loop {
@@ -566,7 +758,7 @@ impl Reservation {
                     "the transfer ended before its file was opened",
                 ));
             }
-            let slot = ledger.names.entry(self.key.clone()).or_default();
+            let slot = ledger.slots.entry(self.staged.clone()).or_default();
             if slot.holder.is_none() {
                 slot.holder = Some(Holder {
                     serial: self.serial,
@@ -576,7 +768,7 @@ impl Reservation {
                     slot.waiting = None;
                 }
                 self.holding = true;
-                self.took = ledger.take_kept(&self.key);
+                self.took = ledger.take_kept(&self.staged);
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -584,7 +776,7 @@ impl Reservation {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     format!(
-                        "the previous transfer of {:?} is still finishing",
+                        "the previous attempt at {:?} is still finishing",
                         self.name
                     ),
                 ));
@@ -602,7 +794,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.fate == Fate::Open {
-            self.fate = Fate::Kept(keep_or_remove(&self.part));
+            self.fate = Fate::Kept(keep_or_remove(&self.dirs.partials, &self.staged));
         }
         let mut ledger = self.in_use.lock();
         ledger.reserved = ledger.reserved.saturating_sub(self.size);
@@ -611,7 +803,7 @@ impl Drop for Reservation {
             match self.fate {
                 Fate::Unopened | Fate::Open => {
                     if let Some(took) = self.took.take() {
-                        ledger.put_kept(self.key.clone(), took);
+                        ledger.put_kept(self.staged.clone(), took);
                     }
                 }
                 Fate::Kept(0) | Fate::Discarded => {}
@@ -619,8 +811,9 @@ impl Drop for Reservation {
                     let kept = KeptPart {
                         len,
                         sender: self.sender.clone(),
+                        since: SystemTime::now(),
                     };
-                    ledger.put_kept(self.key.clone(), kept);
+                    ledger.put_kept(self.staged.clone(), kept);
                 }
                 Fate::Committed { replaced } => {
                     ledger.stored = ledger
@@ -630,7 +823,7 @@ impl Drop for Reservation {
                 }
             }
         }
-        if let Some(slot) = ledger.names.get_mut(&self.key) {
+        if let Some(slot) = ledger.slots.get_mut(&self.staged) {
             if slot.holder.is_some_and(|h| h.serial == self.serial) {
                 slot.holder = None;
             }
@@ -638,7 +831,7 @@ impl Drop for Reservation {
                 slot.waiting = None;
             }
             if slot.holder.is_none() && slot.waiting.is_none() {
-                ledger.names.remove(&self.key);
+                ledger.slots.remove(&self.staged);
             }
         }
         drop(ledger);
@@ -646,29 +839,33 @@ impl Drop for Reservation {
     }
 }
 
-/// The length of the partial file at `part`, now that its transfer is
-/// over; an empty one is removed (it holds nothing to resume from, and
-/// offers that never sent a byte must not leave litter), and counts as 0.
-fn keep_or_remove(part: &Path) -> u64 {
-    match fs::metadata(part) {
-        Ok(meta) if meta.len() > 0 => meta.len(),
-        Ok(_) => {
-            // If it cannot be removed it holds no bytes anyway.
-            let _ = fs::remove_file(part);
+/// The length of the partial file `staged`, now that its transfer is over;
+/// an empty one is removed (it holds nothing to resume from, and offers
+/// that never sent a byte must not leave litter), and counts as 0.
+fn keep_or_remove(partials: &ConfinedDir, staged: &str) -> u64 {
+    match partials.stat(staged) {
+        Ok(Some(EntryStat {
+            regular: true,
+            len: len @ 1..,
+            ..
+        })) => len,
+        Ok(Some(_)) => {
+            // If it cannot be removed it holds no bytes of ours anyway.
+            let _ = partials.remove(staged);
             0
         }
-        Err(_) => 0,
+        Ok(None) | Err(_) => 0,
     }
 }
 
 /// Held by whoever drives a [`Receiving`] from elsewhere: dropping it says
-/// the transfer is over. The file may still be finishing writes, so the
-/// name is marked as closing (a new transfer of it waits instead of being
-/// refused), and a writer still waiting to open the file gives up.
+/// the transfer is over. The file may still be finishing writes, so it is
+/// marked as closing (a resume of it waits instead of being refused), and a
+/// writer still waiting to open the file gives up.
 #[derive(Debug)]
 pub(crate) struct NameInUse {
     in_use: Arc<InUse>,
-    key: String,
+    staged: String,
     serial: u64,
     cancelled: Arc<AtomicBool>,
 }
@@ -678,8 +875,8 @@ impl Drop for NameInUse {
         self.cancelled.store(true, Ordering::Release);
         let mut ledger = self.in_use.lock();
         if let Some(holder) = ledger
-            .names
-            .get_mut(&self.key)
+            .slots
+            .get_mut(&self.staged)
             .and_then(|slot| slot.holder.as_mut())
         {
             if holder.serial == self.serial {
@@ -687,12 +884,12 @@ impl Drop for NameInUse {
             }
         }
         drop(ledger);
-        // Wakes a writer waiting for this name, to see it is cancelled.
+        // Wakes a writer waiting for this file, to see it is cancelled.
         self.in_use.released.notify_all();
     }
 }
 
-/// A file being received into `NAME.part`.
+/// A file being received into its private partial file.
 #[derive(Debug)]
 pub struct Receiving {
     file: File,
@@ -753,14 +950,25 @@ impl Receiving {
         self.resume_from
     }
 
-    /// The file's name.
+    /// The file's name, as offered.
     pub fn name(&self) -> &str {
         &self.reservation.name
     }
 
-    /// The partial file's path.
-    pub fn part_path(&self) -> &Path {
-        &self.reservation.part
+    /// The key that resumes this file if the transfer is cut: the sender
+    /// must be given it, and nobody else.
+    pub fn resume_key(&self) -> ResumeSecret {
+        self.reservation.key
+    }
+
+    /// Where the partial file is (for messages; the inbox never reaches it
+    /// through this path).
+    pub fn part_path(&self) -> PathBuf {
+        self.reservation
+            .dirs
+            .partials
+            .path()
+            .join(&self.reservation.staged)
     }
 
     /// Reads `len` bytes at `offset` of the partial file (to hash the prefix
@@ -788,7 +996,9 @@ impl Receiving {
     }
 
     /// Syncs the file and moves it to its final name: the name offered, or
-    /// the first free `NAME (n).EXT`, unless overwriting. Returns the path.
+    /// the first free `NAME (n).EXT`, never replacing anything (a file, a
+    /// link, a folder) unless overwriting, when whatever has the name is
+    /// replaced itself, never followed. Returns the path.
     pub fn commit(self) -> io::Result<PathBuf> {
         let Receiving {
             file,
@@ -799,20 +1009,20 @@ impl Receiving {
         file.set_len(r.size)?;
         file.sync_all()?;
         drop(file);
+        let Dirs { inbox, partials } = &*r.dirs;
         let (target, replaced) = if r.overwrite {
-            let target = r.dir.join(&r.name);
-            let replaced = fs::symlink_metadata(&target)
-                .ok()
-                .filter(|m| m.is_file())
-                .map_or(0, |m| m.len());
-            fs::rename(&r.part, &target)?;
-            (target, replaced)
+            let replaced = inbox
+                .stat(&r.name)?
+                .filter(|stat| stat.regular)
+                .map_or(0, |stat| stat.len);
+            partials.move_to(&r.staged, inbox, &r.name, true)?;
+            (r.name.clone(), replaced)
         } else {
-            (place_without_clobbering(&r.dir, &r.name, &r.part)?, 0)
+            (place_without_clobbering(r)?, 0)
         };
         r.fate = Fate::Committed { replaced };
-        sync_dir(&r.dir);
-        Ok(target)
+        inbox.sync();
+        Ok(inbox.path().join(target))
     }
 
     /// Deletes the partial file (its contents are known to be wrong).
@@ -823,7 +1033,7 @@ impl Receiving {
             ..
         } = self;
         drop(file);
-        let removed = fs::remove_file(&reservation.part);
+        let removed = reservation.dirs.partials.remove(&reservation.staged);
         if removed.is_ok() {
             reservation.fate = Fate::Discarded;
         }
@@ -841,110 +1051,23 @@ impl Receiving {
             ..
         } = self;
         drop(file);
-        let held = keep_or_remove(&reservation.part);
+        let held = keep_or_remove(&reservation.dirs.partials, &reservation.staged);
         reservation.fate = Fate::Kept(held);
         held
     }
 }
 
-/// A file being sent.
-#[derive(Debug)]
-pub struct Sending {
-    file: File,
-    size: u64,
-}
-
-impl Sending {
-    /// Opens `path` for sending; returns it with its file name and size.
-    pub fn open(path: impl AsRef<Path>) -> io::Result<(Sending, String, u64)> {
-        let path = path.as_ref();
-        let file = File::open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        let meta = file.metadata()?;
-        if !meta.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a regular file", path.display()),
-            ));
-        }
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{} has no UTF-8 file name", path.display()),
-                )
-            })?
-            .to_string();
-        let size = meta.len();
-        Ok((Sending { file, size }, name, size))
-    }
-
-    /// Size when opened.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Reads exactly `len` bytes at `offset`; a file that shrank meanwhile is
-    /// an error.
-    pub fn read_at(&mut self, offset: u64, len: u32) -> io::Result<Bytes> {
-        read_exact_at(&self.file, offset, len)
-    }
-}
-
-fn read_exact_at(file: &File, offset: u64, len: u32) -> io::Result<Bytes> {
-    // Zeroed first, then one positioned read: a memset costs less than the
-    // three extra `read` calls `read_to_end` makes growing its reads from
-    // 8 KiB, and no `lseek` is needed.
-    let mut buf = vec![0; len as usize];
-    match positioned::read_exact_at(file, &mut buf, offset) {
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the file got shorter while being sent",
-        )),
-        result => result.map(|()| Bytes::from(buf)),
-    }
-}
-
-/// Reads and writes at an offset, without moving a shared file position:
-/// one system call where seeking first takes two.
-mod positioned {
-    use std::fs::File;
-    use std::io;
-
-    #[cfg(unix)]
-    pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-    }
-
-    #[cfg(unix)]
-    pub(super) fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
-        std::os::unix::fs::FileExt::write_all_at(file, data, offset)
-    }
-
-    #[cfg(not(unix))]
-    pub(super) fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        use std::io::{Read, Seek, SeekFrom};
-        file.seek(SeekFrom::Start(offset))?;
-        file.read_exact(buf)
-    }
-
-    #[cfg(not(unix))]
-    pub(super) fn write_all_at(mut file: &File, data: &[u8], offset: u64) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom, Write};
-        file.seek(SeekFrom::Start(offset))?;
-        file.write_all(data)
-    }
-}
-
-/// `NAME`, or the first `NAME (n).EXT` that no file in `dir` has, ignoring
+/// `NAME`, or the first `NAME (n).EXT` that no entry in `dir` has, ignoring
 /// case (so that case-insensitive file systems and users see no clash).
 pub fn free_name(dir: &Path, name: &str) -> io::Result<String> {
-    let taken: HashSet<String> = fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| entry.file_name().into_string().ok())
-        .map(|n| n.to_lowercase())
+    free_name_in(&ConfinedDir::open(dir)?, name)
+}
+
+fn free_name_in(dir: &ConfinedDir, name: &str) -> io::Result<String> {
+    let taken: HashSet<String> = dir
+        .entries()?
+        .into_iter()
+        .map(|(entry, _)| entry.to_string_lossy().to_lowercase())
         .collect();
     let (stem, ext) = match name.rfind('.') {
         Some(dot) if dot > 0 => name.split_at(dot),
@@ -964,36 +1087,21 @@ pub fn free_name(dir: &Path, name: &str) -> io::Result<String> {
         })
 }
 
-/// Moves `part` to a free name in `dir` without ever replacing a file,
-/// even one created at the same moment by someone else.
-fn place_without_clobbering(dir: &Path, name: &str, part: &Path) -> io::Result<PathBuf> {
+/// Moves the reservation's partial file to a free name in the inbox
+/// without ever replacing anything, even an entry created at the same
+/// moment by someone else; returns the name.
+fn place_without_clobbering(r: &Reservation) -> io::Result<String> {
+    let Dirs { inbox, partials } = &*r.dirs;
     for _ in 0..1000 {
-        let target = dir.join(free_name(dir, name)?);
-        // A hard link fails if the target exists: the move cannot clobber.
-        match fs::hard_link(part, &target) {
-            Ok(()) => {
-                fs::remove_file(part)?;
-                return Ok(target);
-            }
+        let target = free_name_in(inbox, &r.name)?;
+        match partials.move_to(&r.staged, inbox, &target, false) {
+            Ok(()) => return Ok(target),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(_) if !target.exists() => {
-                // File systems without hard links: a plain rename, checked.
-                fs::rename(part, &target)?;
-                return Ok(target);
-            }
             Err(e) => return Err(e),
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("no free name for {name:?}"),
+        format!("no free name for {:?}", r.name),
     ))
-}
-
-fn sync_dir(dir: &Path) {
-    // Makes the rename durable on Unix; elsewhere directories cannot be
-    // opened this way, and the rename is as durable as it gets.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }

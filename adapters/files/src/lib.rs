@@ -31,10 +31,13 @@
 //! ```
 
 mod batch;
+#[cfg(unix)]
+mod confined;
 mod disk;
 mod handle;
 mod inbox;
 mod read_buffer;
+mod sending;
 mod server;
 mod transfers;
 mod udp;
@@ -45,8 +48,10 @@ pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };
 pub use inbox::{
-    free_name, Inbox, QuotaExceeded, Receiving, Sending, DEFAULT_MAX_PARTIALS, PART_SUFFIX,
+    free_name, Inbox, QuotaExceeded, Receiving, ResumeSecret, DEFAULT_MAX_PARTIALS,
+    DEFAULT_PARTIAL_TTL, PARTIALS_DIR, PART_SUFFIX,
 };
+pub use sending::Sending;
 pub use read_buffer::ReadBuffer;
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};

@@ -1,7 +1,8 @@
 //! Answering a connection's transfer events with file I/O.
 
 use crate::disk::{DiskQueue, Done, IncomingFile, Wake};
-use crate::inbox::{Inbox, Sender, Sending};
+use crate::inbox::{Inbox, ResumeSecret, Sender};
+use crate::sending::Sending;
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::{Outcome, TransferEvent};
@@ -298,12 +299,20 @@ pub struct FileTransfers {
     source: Option<Source>,
 }
 
-/// An offer waiting for the user's answer.
+/// An offer as it arrived.
 #[derive(Debug)]
-struct HeldOffer {
+struct Offer {
     name: Text,
     size: u64,
     peer: Text,
+    /// The key the sender presented to resume an earlier attempt.
+    resume: Option<ResumeSecret>,
+}
+
+/// An offer waiting for the user's answer.
+#[derive(Debug)]
+struct HeldOffer {
+    offer: Offer,
     /// Declined by itself then.
     deadline: Instant,
 }
@@ -396,26 +405,25 @@ impl FileTransfers {
                 size,
                 peer,
             } => {
+                let offer = Offer {
+                    name,
+                    size,
+                    peer,
+                    resume: None,
+                };
                 if let (Some(_), OfferPolicy::Ask { answer_within }) = (&self.inbox, self.policy) {
-                    let deadline = now + answer_within;
-                    self.held.insert(
+                    let report = Report::Asking {
                         id,
-                        HeldOffer {
-                            name: name.clone(),
-                            size,
-                            peer: peer.clone(),
-                            deadline,
-                        },
-                    );
-                    return Some(Report::Asking {
-                        id,
-                        name,
+                        name: offer.name.clone(),
                         size,
-                        peer,
+                        peer: offer.peer.clone(),
                         answer_within,
-                    });
+                    };
+                    let deadline = now + answer_within;
+                    self.held.insert(id, HeldOffer { offer, deadline });
+                    return Some(report);
                 }
-                self.on_offer(ctl, now, id, name, size, peer)
+                self.on_offer(ctl, now, id, offer)
             }
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
@@ -500,7 +508,11 @@ impl FileTransfers {
         done: Done,
     ) -> Option<Report> {
         match done {
-            Done::Opened { id, resume_from } => {
+            Done::Opened {
+                id,
+                resume_from,
+                key: _,
+            } => {
                 let rx = self.receiving.get_mut(&id)?;
                 let offer = rx.unanswered.take()?;
                 let size = rx.size;
@@ -587,9 +599,10 @@ impl FileTransfers {
         let offer = self
             .held
             .remove(&id)
-            .ok_or_else(|| format!("no offer {id} is waiting for an answer"))?;
+            .ok_or_else(|| format!("no offer {id} is waiting for an answer"))?
+            .offer;
         if accept {
-            return Ok(self.on_offer(ctl, now, id, offer.name, offer.size, offer.peer));
+            return Ok(self.on_offer(ctl, now, id, offer));
         }
         let _ = ctl.reject(now, id, Code::FILE_REJECTED, "declined by the user");
         Ok(Some(Report::Offered {
@@ -618,7 +631,7 @@ impl FileTransfers {
         expired
             .into_iter()
             .filter_map(|id| {
-                let offer = self.held.remove(&id)?;
+                let offer = self.held.remove(&id)?.offer;
                 let _ = ctl.reject(now, id, Code::FILE_REJECTED, "no answer in time");
                 Some(Report::Offered {
                     id,
@@ -640,10 +653,14 @@ impl FileTransfers {
         ctl: &mut impl TransferControl,
         now: Instant,
         id: TransferId,
-        name: Text,
-        size: u64,
-        peer: Text,
+        offer: Offer,
     ) -> Option<Report> {
+        let Offer {
+            name,
+            size,
+            peer,
+            resume,
+        } = offer;
         // `Ask` reaches here only once the user said yes.
         let begun = match (&self.inbox, self.policy) {
             (Some(inbox), OfferPolicy::Accept | OfferPolicy::Ask { .. }) => {
@@ -652,7 +669,7 @@ impl FileTransfers {
                     None => Sender::User(peer.to_lowercase()),
                 };
                 inbox
-                    .reserve(&name, size, Some(sender))
+                    .reserve(&name, size, Some(sender), resume)
                     .map_err(|refused| (refused.code(), refused.to_string()))
                     .and_then(|reserved| {
                         IncomingFile::spawn(reserved, id, self.owner, self.disk.clone())
@@ -799,7 +816,7 @@ mod tests {
         let inbox = Inbox::open(dir.path()).unwrap();
         // An earlier transfer of the name has ended, and its writer is
         // still finishing: the name is closing, not free.
-        let reserved = inbox.reserve("a.bin", 10, None).unwrap();
+        let reserved = inbox.reserve("a.bin", 10, None, None).unwrap();
         let ended = reserved.name_in_use();
         let mut earlier = reserved.open().unwrap();
         drop(ended);
@@ -851,7 +868,7 @@ mod tests {
     fn a_cancelled_offer_stops_waiting_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let inbox = Inbox::open(dir.path()).unwrap();
-        let reserved = inbox.reserve("a.bin", 10, None).unwrap();
+        let reserved = inbox.reserve("a.bin", 10, None, None).unwrap();
         let ended = reserved.name_in_use();
         let earlier = reserved.open().unwrap();
         drop(ended);

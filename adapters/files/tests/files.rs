@@ -266,17 +266,17 @@ fn overwrite_replaces_and_partials_are_exclusive() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("a.txt"), b"old").unwrap();
     let inbox = Inbox::open(dir.path()).unwrap().overwrite(true);
-    let mut rx = inbox.begin("a.txt", 3).unwrap();
+    let mut rx = inbox.begin("a.txt", 3, None).unwrap();
     // A second transfer of the same name at once is refused, not interleaved.
     assert_eq!(
-        inbox.begin("A.TXT", 3).unwrap_err().kind(),
+        inbox.begin("A.TXT", 3, None).unwrap_err().kind(),
         std::io::ErrorKind::AlreadyExists
     );
     rx.write_at(0, b"new").unwrap();
     assert!(rx.write_at(2, b"xx").is_err(), "past the size");
     rx.commit().unwrap();
     assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"new");
-    assert!(inbox.begin("a.txt", 3).is_ok(), "the name is free again");
+    assert!(inbox.begin("a.txt", 3, None).is_ok(), "the name is free again");
 }
 
 #[test]
@@ -315,24 +315,24 @@ fn the_inbox_quota_counts_files_partials_and_uploads_under_way() {
     fs::write(dir.path().join("old.bin"), vec![0u8; 60]).unwrap();
     let inbox = Inbox::open(dir.path()).unwrap().quota(Some(100));
     // 60 held + 50 wanted > 100: refused, and nothing is created.
-    let err = inbox.begin("big.bin", 50).unwrap_err();
+    let err = inbox.begin("big.bin", 50, None).unwrap_err();
     assert!(ferry_files::QuotaExceeded::is(&err), "{err}");
     assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
     assert!(err.to_string().contains("inbox is full"), "{err}");
     assert!(!dir.path().join("big.bin.part").exists());
     // 60 + 40 fits; while it is under way it counts whole.
-    let receiving = inbox.begin("fits.bin", 40).unwrap();
-    let err = inbox.begin("one.bin", 1).unwrap_err();
+    let receiving = inbox.begin("fits.bin", 40, None).unwrap();
+    let err = inbox.begin("one.bin", 1, None).unwrap_err();
     assert!(ferry_files::QuotaExceeded::is(&err), "{err}");
     drop(receiving);
     // A partial file left for a resume counts at its length (0 here), and
     // its own resume is not counted twice.
-    let again = inbox.begin("fits.bin", 40).unwrap();
+    let again = inbox.begin("fits.bin", 40, None).unwrap();
     assert_eq!(again.resume_from(), 0);
     drop(again);
     // No quota: anything goes.
     let free = Inbox::open(dir.path()).unwrap();
-    drop(free.begin("big.bin", 1 << 40).unwrap());
+    drop(free.begin("big.bin", 1 << 40, None).unwrap());
 }
 
 /// Records the answers a `FileTransfers` gives to offers.
@@ -483,11 +483,11 @@ fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_oversh
         assert!(Instant::now() < deadline, "used: {}", inbox.used());
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let mut rx = inbox.clone().overwrite(true).begin("old0.bin", 50).unwrap();
+    let mut rx = inbox.clone().overwrite(true).begin("old0.bin", 50, None).unwrap();
     rx.write_at(0, &[1; 50]).unwrap();
     rx.commit().unwrap();
     assert_eq!(inbox.used(), 200 - 10 + 50 + 30);
-    let rx = inbox.begin("bad.bin", 40).unwrap();
+    let rx = inbox.begin("bad.bin", 40, None).unwrap();
     rx.discard().unwrap();
     assert_eq!(inbox.used(), 270);
     // What the ledger says is what a fresh count of the folder says.
