@@ -1,5 +1,6 @@
 //! `ferry chat`: a line-oriented client. Each stdin line is a message;
-//! `/who`, `/msg NAME text`, `/send PATH [NAME]`, `/quit`.
+//! `/who`, `/msg NAME text`, `/send PATH [NAME]`, `/accept ID`,
+//! `/reject ID`, `/quit`.
 
 use crate::budget::{summary, LogBudget, DEFAULT_BURST, DEFAULT_PER_SECOND};
 use crate::display::{bytes, log, safe};
@@ -15,18 +16,18 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-const HELP: &str =
-    "commands: /who, /msg NAME TEXT, /send PATH [NAME], /quit; anything else is said to the room";
+const HELP: &str = "commands: /who, /msg NAME TEXT, /send PATH [NAME], /accept ID, /reject ID, \
+     /quit; anything else is said to the room";
 
+/// Joins the room at `addr` and chats on stdin and stdout; files offered
+/// go into `inbox` as it says (taken, or asked about), or are refused
+/// without one.
 pub fn chat(
     addr: SocketAddr,
     runtime: Runtime,
     config: ClientConfig,
-    accept_files: Option<&Path>,
+    inbox: Option<Inbox>,
 ) -> Result<(), String> {
-    let inbox = accept_files
-        .map(|dir| Inbox::open(dir).map_err(|e| e.to_string()))
-        .transpose()?;
     let client = runtime
         .spawn_client(addr, config, inbox, Duration::from_secs(10))
         .map_err(|e| format!("cannot join {addr}: {e}"))?;
@@ -140,6 +141,14 @@ fn parse(line: &str) -> Option<ClientCommand> {
             }),
             _ => {
                 eprintln!("usage: /msg NAME TEXT");
+                None
+            }
+        },
+        "accept" | "reject" => match args.trim().parse::<TransferId>() {
+            Ok(id) if command == "accept" => Some(ClientCommand::AcceptOffer { id }),
+            Ok(id) => Some(ClientCommand::RejectOffer { id }),
+            Err(_) => {
+                eprintln!("usage: /{command} ID (the number of the offer)");
                 None
             }
         },
@@ -257,12 +266,26 @@ fn line(notice: &ClientNotice) -> Option<String> {
                         safe(name),
                         bytes(*size)
                     ),
-                    None => format!(
-                        "* declined {} from {from} (use --accept-files DIR)",
-                        safe(name)
-                    ),
+                    None => format!("* declined {} ({}) from {from}", safe(name), bytes(*size)),
                 }
             }
+            Report::Asking {
+                id,
+                name,
+                size,
+                peer,
+                answer_within,
+            } => format!(
+                "* {} offers {} ({}): /accept {id} or /reject {id} within {} s",
+                if peer.is_empty() {
+                    "the server".to_string()
+                } else {
+                    safe(peer)
+                },
+                safe(name),
+                bytes(*size),
+                answer_within.as_secs()
+            ),
             Report::Saved { path, .. } => format!("* saved {}", path.display()),
             Report::PartialKept { path, held, .. } => {
                 format!("* kept {} ({}) for a resume", path.display(), bytes(*held))
@@ -302,6 +325,9 @@ mod tests {
                 to: "bob".into()
             })
         );
+        assert_eq!(parse("/accept 3"), Some(ClientCommand::AcceptOffer { id: 3 }));
+        assert_eq!(parse("/reject 5"), Some(ClientCommand::RejectOffer { id: 5 }));
+        assert_eq!(parse("/accept x"), None);
         assert_eq!(parse(""), None);
         assert_eq!(parse("/bogus"), None);
     }

@@ -13,6 +13,8 @@ mod chat;
 mod demo;
 mod display;
 mod limits;
+mod receive;
+// mod resume_store;
 mod runtime;
 mod send;
 mod serve;
@@ -25,6 +27,7 @@ use clap::{Parser, Subcommand};
 use ferry_core::filename::check_file_name;
 use ferry_core::frame::{decode, PREAMBLE};
 use ferry_core::{ClientConfig, HubConfig};
+use receive::Receive;
 use runtime::Runtime;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -68,9 +71,8 @@ enum Command {
     Chat {
         #[command(flatten)]
         join: Join,
-        /// Accept files sent to you into this folder.
-        #[arg(long)]
-        accept_files: Option<PathBuf>,
+        #[command(flatten)]
+        receive: Receive,
     },
     /// Join a room in a full-screen terminal UI: the log, the users, every
     /// transfer with its progress; offers are accepted or refused from the
@@ -78,12 +80,8 @@ enum Command {
     Tui {
         #[command(flatten)]
         join: Join,
-        /// Folder for files you accept.
-        #[arg(long, default_value = "ferry-received")]
-        accept_files: PathBuf,
-        /// Seconds an offer waits for your answer before it is refused.
-        #[arg(long, default_value = "60", value_parser = parse_secs)]
-        answer_within: Duration,
+        #[command(flatten)]
+        receive: Receive,
     },
     /// Send files to the server's inbox, or to a user in the room.
     Send {
@@ -345,7 +343,7 @@ fn token_from(flag: Option<String>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-fn parse_secs(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
         .trim_end_matches('s')
@@ -386,27 +384,21 @@ fn main() -> ExitCode {
             };
             serve::serve(options, limits.hub_config())
         }
-        Command::Chat { join, accept_files } => chat::chat(
-            join.addr,
-            join.runtime,
-            join.config(),
-            accept_files.as_deref(),
-        ),
-        Command::Tui {
-            join,
-            accept_files,
-            answer_within,
-        } => ferry_files::Inbox::open(&accept_files)
-            .map_err(|e| e.to_string())
-            .and_then(|inbox| {
-                tui::tui(tui::Target {
-                    addr: join.addr,
-                    runtime: join.runtime,
-                    config: join.config(),
-                    inbox: Some(inbox.ask_first(answer_within)),
-                    connect_timeout: Duration::from_secs(10),
-                })
-            }),
+        Command::Chat { join, receive } => {
+            use std::io::IsTerminal;
+            receive
+                .inbox(std::io::stdin().is_terminal())
+                .and_then(|inbox| chat::chat(join.addr, join.runtime, join.config(), inbox))
+        }
+        Command::Tui { join, receive } => receive.inbox(true).and_then(|inbox| {
+            tui::tui(tui::Target {
+                addr: join.addr,
+                runtime: join.runtime,
+                config: join.config(),
+                inbox,
+                connect_timeout: Duration::from_secs(10),
+            })
+        }),
         Command::Send {
             args,
             to,

@@ -65,6 +65,10 @@ pub struct Inbox {
     overwrite: bool,
     quota: Option<u64>,
     max_partials: usize,
+    /// Offers of larger files are refused.
+    max_file_size: Option<u64>,
+    /// Only these senders' files are taken (their name keys); empty: anyone's.
+    only_from: Arc<HashSet<String>>,
     /// Ask the user before accepting an offer, waiting this long at most.
     answer_within: Option<Duration>,
     in_use: Arc<InUse>,
@@ -149,6 +153,17 @@ pub(crate) enum Refused {
         /// The limit.
         max: usize,
     },
+    /// The file is larger than this receiver takes.
+    #[error("{size} bytes is over the {max}-byte limit of this receiver")]
+    TooLarge {
+        /// The size offered.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// This receiver takes files only from some users, not this one.
+    #[error("not accepting files from {0:?}")]
+    NotFrom(String),
     /// No secret could be drawn for the transfer.
     #[error("cannot draw a resume key: {0}")]
     NoEntropy(String),
@@ -163,6 +178,8 @@ impl Refused {
             Refused::Quota(_) => Code::INBOX_FULL,
             Refused::TooManyPartials { .. } => Code::TOO_MANY_TRANSFERS,
             Refused::NoEntropy(_) => Code::IO_ERROR,
+            Refused::TooLarge { .. } => Code::FILE_TOO_LARGE,
+            Refused::NotFrom(_) => Code::FILE_REJECTED,
         }
     }
 }
@@ -175,6 +192,8 @@ impl From<Refused> for io::Error {
             Refused::Quota(full) => {
                 return io::Error::new(io::ErrorKind::StorageFull, full.clone())
             }
+            Refused::TooLarge { .. } => io::ErrorKind::FileTooLarge,
+            Refused::NotFrom(_) => io::ErrorKind::PermissionDenied,
             Refused::TooManyPartials { .. } | Refused::NoEntropy(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, refused.to_string())
@@ -397,6 +416,8 @@ impl Inbox {
             overwrite: false,
             quota: None,
             max_partials: DEFAULT_MAX_PARTIALS,
+            max_file_size: None,
+            only_from: Arc::default(),
             answer_within: None,
             in_use,
             _janitor: Arc::new(janitor),
@@ -433,6 +454,44 @@ impl Inbox {
         // Wakes the expiry thread to look again with the new TTL.
         let _ = self._janitor.send(());
         self
+    }
+
+    /// Refuses offers of files larger than `max` bytes (`FILE_TOO_LARGE`)
+    /// before anyone is asked. `None` (the default): no limit beyond the
+    /// quota.
+    pub fn max_file_size(mut self, max: Option<u64>) -> Self {
+        self.max_file_size = max;
+        self
+    }
+
+    /// Takes files only from these users (a client receiving relayed
+    /// files), compared as the server compares names: ignoring case and
+    /// look-alikes. Offers from anyone else are refused (`FILE_REJECTED`)
+    /// before anyone is asked. Empty (the default): from anyone.
+    pub fn only_from<S: AsRef<str>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.only_from = Arc::new(
+            names
+                .into_iter()
+                .map(|name| ferry_core::names::name_key(name.as_ref()))
+                .collect(),
+        );
+        self
+    }
+
+    /// Whether an offer of `size` bytes from `peer` may be taken at all
+    /// (its size, its sender): what is checked before a user is asked.
+    pub(crate) fn admits(&self, peer: &str, size: u64) -> Result<(), Refused> {
+        if let Some(max) = self.max_file_size.filter(|&max| size > max) {
+            return Err(Refused::TooLarge { size, max });
+        }
+        if !self.only_from.is_empty()
+            && !self
+                .only_from
+                .contains(&ferry_core::names::name_key(peer))
+        {
+            return Err(Refused::NotFrom(peer.to_string()));
+        }
+        Ok(())
     }
 
     /// Bytes counted against the quota now: files in the folder (as last
@@ -499,6 +558,9 @@ impl Inbox {
         resume: Option<ResumeSecret>,
     ) -> Result<Reservation, Refused> {
         check_file_name(name).map_err(|e| Refused::BadName(e.to_string()))?;
+        if let Some(max) = self.max_file_size.filter(|&max| size > max) {
+            return Err(Refused::TooLarge { size, max });
+        }
         let mut ledger = self.in_use.lock();
         // What the key resumes: a kept partial file, or one whose writer is
         // still closing. A key that names nothing starts a new file.

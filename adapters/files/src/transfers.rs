@@ -405,6 +405,16 @@ impl FileTransfers {
                 size,
                 peer,
             } => {
+                if let Some(Err(refused)) = self.inbox.as_ref().map(|i| i.admits(&peer, size)) {
+                    let _ = ctl.reject(now, id, refused.code(), &refused.to_string());
+                    return Some(Report::Offered {
+                        id,
+                        name,
+                        size,
+                        peer,
+                        accepted: None,
+                    });
+                }
                 let offer = Offer {
                     name,
                     size,
