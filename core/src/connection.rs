@@ -1223,8 +1223,18 @@ impl Connection {
         match (self.phase, self.role, frame) {
             // Unknown extensions are skipped, except that a server takes
             // nothing but HELLO before it has welcomed the client.
-            (Phase::Open, _, Frame::Extension { .. })
-            | (Phase::Handshake, Role::Client, Frame::Extension { .. }) => Ok(()),
+            // RESUME_KEY and RESUME are skipped too until resuming is
+            // implemented here.
+            (
+                Phase::Open,
+                _,
+                Frame::Extension { .. } | Frame::Resume { .. } | Frame::ResumeKey { .. },
+            )
+            | (
+                Phase::Handshake,
+                Role::Client,
+                Frame::Extension { .. } | Frame::Resume { .. } | Frame::ResumeKey { .. },
+            ) => Ok(()),
             (_, _, Frame::Error { code, reason }) => {
                 self.close(code, reason.to_string(), true);
                 Ok(())

@@ -66,7 +66,7 @@ fn control_frames_past_the_burst_are_flooding_whatever_their_type() {
         (
             "an empty extension frame",
             Frame::Extension {
-                frame_type: 0x80,
+                frame_type: 0x9a,
                 body: Bytes::new(),
             },
         ),
