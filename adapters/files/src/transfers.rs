@@ -395,6 +395,7 @@ impl FileTransfers {
                 name,
                 size,
                 peer,
+                ..
             } => {
                 if let (Some(_), OfferPolicy::Ask { answer_within }) = (&self.inbox, self.policy) {
                     let deadline = now + answer_within;
@@ -812,6 +813,7 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             peer: "bob".into(),
+            resume: None,
         };
         let started = Instant::now();
         // Before: this waited (up to 10 s) for the earlier writer, on the
@@ -864,6 +866,7 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             peer: "bob".into(),
+            resume: None,
         };
         assert_eq!(files.handle(&mut ctl, now, offered(1)), None);
         // Only one offer may wait for a name.
