@@ -6,7 +6,8 @@ use crate::config::{ClientConfig, Config};
 use crate::error::{Error, LimitExceeded, Malformed, Misuse, Violation};
 use crate::filename::check_file_name;
 use crate::frame::{
-    Frame, Hash, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN, MIN_DATA, PREAMBLE, VERSION,
+    Frame, Hash, ResumeKey, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN, MIN_DATA, PREAMBLE,
+    VERSION,
 };
 use crate::input::{InputBuffer, SHARED_BELOW};
 use crate::outbox::Outbox;
@@ -220,6 +221,9 @@ pub struct Connection {
     highest_peer_id: Option<TransferId>,
     /// Round-robin position among sending transfers.
     send_cursor: TransferId,
+    /// The peer's last frame was `RESUME`: the offer it names, if it is the
+    /// very next frame, comes with this key.
+    pending_resume: Option<(TransferId, ResumeKey)>,
     name: Text,
     room: Text,
 }
@@ -278,6 +282,7 @@ impl Connection {
             },
             highest_peer_id: None,
             send_cursor: 0,
+            pending_resume: None,
             name: Text::new(),
             room: Text::new(),
         }
@@ -430,6 +435,8 @@ impl Connection {
     /// ([`Config::frame_burst`]); without one the client is flooding. Chat
     /// frames and offers are priced by the hub, `DATA` by the window, and
     /// `CREDIT` where it is handled (it is free when it opens the window).
+    /// Extension frames, `RESUME` and `RESUME_KEY` included, are control
+    /// frames.
     fn charge_control_frame(&mut self, frame: &Frame, now: Instant) -> Result<(), Error> {
         let priced_elsewhere = matches!(
             frame,
@@ -673,18 +680,36 @@ impl Connection {
         size: u64,
         to: &str,
     ) -> Result<TransferId, Misuse> {
-        self.offer(now, name, size, to, false)
+        self.offer(now, name, size, to, None, false)
     }
 
-    /// Hub: offers a file whose bytes will be pushed with `relay_chunk`.
+    /// Like [`offer_file`](Self::offer_file), to continue a transfer that
+    /// was cut: `key` is the one the receiver issued for it
+    /// ([`TransferEvent::ResumeKey`]). Queues `RESUME` with the key, then the
+    /// `OFFER`. A receiver that still holds the partial data under that key
+    /// accepts at an offset above 0; otherwise the file goes from the start.
+    pub fn offer_file_resuming(
+        &mut self,
+        now: Instant,
+        name: &str,
+        size: u64,
+        to: &str,
+        key: ResumeKey,
+    ) -> Result<TransferId, Misuse> {
+        self.offer(now, name, size, to, Some(key), false)
+    }
+
+    /// Hub: offers a file whose bytes will be pushed with `relay_chunk`,
+    /// passing on the key the sender presented, if any.
     pub(crate) fn offer_relayed(
         &mut self,
         now: Instant,
         name: &str,
         size: u64,
         from: &str,
+        resume: Option<ResumeKey>,
     ) -> Result<TransferId, Misuse> {
-        self.offer(now, name, size, from, true)
+        self.offer(now, name, size, from, resume, true)
     }
 
     fn offer(
@@ -693,6 +718,7 @@ impl Connection {
         name: &str,
         size: u64,
         peer: &str,
+        resume: Option<ResumeKey>,
         relay: bool,
     ) -> Result<TransferId, Misuse> {
         self.ensure_open()?;
@@ -716,6 +742,10 @@ impl Connection {
                 hasher: blake3::Hasher::new(),
             }),
         );
+        if let Some(key) = resume {
+            // Immediately before its OFFER: nothing else goes between them.
+            self.queue(&Frame::Resume { id, key }, now);
+        }
         self.queue(
             &Frame::Offer {
                 id,
@@ -732,12 +762,44 @@ impl Connection {
     /// already hold from an earlier attempt (0 for none): the connection then
     /// asks for them with [`TransferEvent::NeedChunk`] to hash them before
     /// answering, so the sender can check they match its file.
+    ///
+    /// No key is issued, so the sender cannot resume this transfer if it is
+    /// cut; see [`accept_resumable`](Self::accept_resumable). Resume only
+    /// data kept under the key the offer presented
+    /// ([`TransferEvent::Offered`]'s `resume`).
     pub fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse> {
+        self.accept_with(now, id, resume_from, None)
+    }
+
+    /// Like [`accept`](Self::accept), and hands the sender `key`
+    /// (`RESUME_KEY`, sent just before the `ACCEPT`), with which it can
+    /// resume the transfer if it is cut. `key` must come from a
+    /// cryptographically secure random source, one per transfer (resuming,
+    /// the same key again or a new one that replaces it); keep it with the
+    /// partial data, and resume an offer only if it presents this key.
+    pub fn accept_resumable(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+        key: ResumeKey,
+    ) -> Result<(), Misuse> {
+        self.accept_with(now, id, resume_from, Some(key))
+    }
+
+    fn accept_with(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+        key: Option<ResumeKey>,
+    ) -> Result<(), Misuse> {
         let window = self.config.window;
         let incoming = self.incoming_offered(id)?;
         if resume_from > incoming.size {
             return Err(Misuse::InvalidArgument("resume offset past the end"));
         }
+        incoming.issue_key = key;
         if resume_from == 0 {
             incoming.hasher = Some(blake3::Hasher::new());
             self.send_accept(now, id, 0, window, empty_hash());
@@ -752,8 +814,8 @@ impl Connection {
         Ok(())
     }
 
-    /// Hub: accepts on behalf of the relay recipient, passing its offset and
-    /// prefix hash through; nothing is hashed here.
+    /// Hub: accepts on behalf of the relay recipient, passing its offset,
+    /// prefix hash and resume key through; nothing is hashed here.
     pub(crate) fn accept_relayed(
         &mut self,
         now: Instant,
@@ -761,12 +823,14 @@ impl Connection {
         offset: u64,
         window: u32,
         prefix_hash: Hash,
+        key: Option<ResumeKey>,
     ) -> Result<(), Misuse> {
         let incoming = self.incoming_offered(id)?;
         if offset > incoming.size {
             return Err(Misuse::InvalidArgument("resume offset past the end"));
         }
         incoming.hasher = None;
+        incoming.issue_key = key;
         self.send_accept(now, id, offset, window, prefix_hash);
         Ok(())
     }
@@ -788,6 +852,7 @@ impl Connection {
         window: u32,
         prefix_hash: Hash,
     ) {
+        let mut key = None;
         if let Some(Transfer::Incoming(incoming)) = self.transfers.get_mut(&id) {
             incoming.state = InState::Receiving {
                 accepted: offset,
@@ -798,6 +863,11 @@ impl Connection {
                 window,
                 done: false,
             };
+            key = incoming.issue_key.take();
+        }
+        if let Some(key) = key {
+            // Immediately before the ACCEPT: nothing else goes between them.
+            self.queue(&Frame::ResumeKey { id, key }, now);
         }
         self.queue(
             &Frame::Accept {
@@ -1220,11 +1290,26 @@ impl Connection {
             }
             .into()
         };
+        // A RESUME holds only for the frame right after it.
+        let resume = self.pending_resume.take();
         match (self.phase, self.role, frame) {
             // Unknown extensions are skipped, except that a server takes
-            // nothing but HELLO before it has welcomed the client.
+            // nothing but HELLO before it has welcomed the client (and a
+            // client has no transfer to resume before it is welcomed).
             (Phase::Open, _, Frame::Extension { .. })
-            | (Phase::Handshake, Role::Client, Frame::Extension { .. }) => Ok(()),
+            | (
+                Phase::Handshake,
+                Role::Client,
+                Frame::Extension { .. } | Frame::Resume { .. } | Frame::ResumeKey { .. },
+            ) => Ok(()),
+            (Phase::Open, _, Frame::Resume { id, key }) => {
+                self.pending_resume = Some((id, key));
+                Ok(())
+            }
+            (Phase::Open, _, Frame::ResumeKey { id, key }) => {
+                self.on_resume_key(id, key);
+                Ok(())
+            }
             (_, _, Frame::Error { code, reason }) => {
                 self.close(code, reason.to_string(), true);
                 Ok(())
@@ -1342,7 +1427,7 @@ impl Connection {
                     self.events.push_back(Event::Bounced { code, reason });
                     Ok(())
                 }
-                frame => self.handle_transfer_frame(frame, now, "from a server"),
+                frame => self.handle_transfer_frame(frame, now, "from a server", resume),
             },
             (Phase::Open, Role::Server, frame) => match frame {
                 Frame::Say { text } => {
@@ -1357,9 +1442,22 @@ impl Connection {
                     self.events.push_back(Event::DirectTo { to, text });
                     Ok(())
                 }
-                frame => self.handle_transfer_frame(frame, now, "from a client"),
+                frame => self.handle_transfer_frame(frame, now, "from a client", resume),
             },
             (Phase::Preamble { .. } | Phase::Closed, _, _) => Ok(()),
+        }
+    }
+
+    /// `RESUME_KEY`: kept (by the application) only for an offer of ours
+    /// still waiting for its answer. Anything else is ignored: it is an
+    /// extension frame, and a late or stray one harms nobody.
+    fn on_resume_key(&mut self, id: TransferId, key: ResumeKey) {
+        if let Some(Transfer::Outgoing(Outgoing {
+            state: OutState::Offered,
+            ..
+        })) = self.transfers.get(&id)
+        {
+            self.emit(TransferEvent::ResumeKey { id, key });
         }
     }
 
@@ -1398,6 +1496,7 @@ impl Connection {
         frame: Frame,
         now: Instant,
         state: &'static str,
+        resume: Option<(TransferId, ResumeKey)>,
     ) -> Result<(), Error> {
         let name = frame.name();
         match frame {
@@ -1441,13 +1540,16 @@ impl Connection {
                         size,
                         hasher: None,
                         state: InState::Offered,
+                        issue_key: None,
                     }),
                 );
+                let resume = resume.filter(|&(of, _)| of == id).map(|(_, key)| key);
                 self.emit(TransferEvent::Offered {
                     id,
                     name: file,
                     size,
                     peer,
+                    resume,
                 });
                 Ok(())
             }

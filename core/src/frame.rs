@@ -75,10 +75,72 @@ pub mod frame_type {
     pub const CANCEL: u8 = 0x28;
     /// First extension type: from here up, unknown types are skipped.
     pub const FIRST_EXTENSION: u8 = 0x80;
+    /// Extension: the transfer receiver hands the sender a resume key.
+    pub const RESUME_KEY: u8 = 0x80;
+    /// Extension: the transfer sender presents a resume key with an offer.
+    pub const RESUME: u8 = 0x81;
 
-    /// Whether version 1 defines this critical type.
+    /// Whether version 1 defines this type: a critical type it knows, or
+    /// one of the extensions it defines (`RESUME_KEY`, `RESUME`).
     pub const fn is_known(t: u8) -> bool {
-        matches!(t, 0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28)
+        matches!(t, 0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28 | RESUME_KEY | RESUME)
+    }
+}
+
+/// The secret that lets a transfer sender resume a transfer cut short.
+///
+/// A receiver that keeps partial data issues one per transfer
+/// (`RESUME_KEY`, just before its `ACCEPT`), drawn by the application from
+/// a cryptographically secure random source: the core draws no randomness.
+/// The sender presents it again (`RESUME`, just before a new `OFFER`) to
+/// continue that transfer; an offer without it starts a new, separate
+/// transfer (`docs/PROTOCOL.md` §6.10.9).
+///
+/// Its `Debug` form does not show the bytes, so frames and events can be
+/// logged without leaking it, and `==` takes the same time wherever two
+/// keys differ.
+#[derive(Clone, Copy, Eq)]
+pub struct ResumeKey([u8; ResumeKey::LEN]);
+
+impl ResumeKey {
+    /// Length of a key in bytes.
+    pub const LEN: usize = 16;
+
+    /// A key made of these bytes (from a secure random source when issuing
+    /// one, or as stored when resuming).
+    pub const fn from_bytes(bytes: [u8; ResumeKey::LEN]) -> ResumeKey {
+        ResumeKey(bytes)
+    }
+
+    /// The key's bytes, to store or send. Keep them secret.
+    pub const fn as_bytes(&self) -> &[u8; ResumeKey::LEN] {
+        &self.0
+    }
+}
+
+impl PartialEq for ResumeKey {
+    /// Compares in constant time: every byte is looked at, wherever the
+    /// first difference is.
+    fn eq(&self, other: &ResumeKey) -> bool {
+        let diff = self
+            .0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        // Keeps the compiler from turning the fold into an early exit.
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl std::hash::Hash for ResumeKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl std::fmt::Debug for ResumeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResumeKey(..)")
     }
 }
 
@@ -286,8 +348,26 @@ pub enum Frame {
         /// Human-readable detail.
         reason: Text,
     },
-    /// A frame of extension type (`0x80..=0xFF`). Version 1 defines none;
-    /// receivers skip them.
+    /// Transfer receiver → sender, just before the `ACCEPT` of `id`: if
+    /// this transfer is cut, offer the file again preceded by `RESUME` with
+    /// this key to continue it. Extension type 0x80.
+    ResumeKey {
+        /// The transfer (one the sender offered).
+        id: TransferId,
+        /// The secret to present when resuming.
+        key: ResumeKey,
+    },
+    /// Transfer sender → receiver, just before the `OFFER` of `id`: this
+    /// offer continues the transfer whose partial data the receiver keeps
+    /// under `key`. Extension type 0x81.
+    Resume {
+        /// The offer it goes with.
+        id: TransferId,
+        /// The key the receiver issued.
+        key: ResumeKey,
+    },
+    /// A frame of any other extension type (`0x82..=0xFF`); receivers skip
+    /// those they do not know.
     Extension {
         /// Its type byte, at least 0x80.
         frame_type: u8,
@@ -326,6 +406,8 @@ impl Frame {
             Frame::Verified { .. } => VERIFIED,
             Frame::Failed { .. } => FAILED,
             Frame::Cancel { .. } => CANCEL,
+            Frame::ResumeKey { .. } => RESUME_KEY,
+            Frame::Resume { .. } => RESUME,
             Frame::Extension { frame_type, .. } => *frame_type,
         }
     }
@@ -339,8 +421,9 @@ impl Frame {
     ///
     /// Fails, leaving `out` as it was, if a field cannot be represented: a
     /// string or token over 65,535 bytes, no versions or more than 255, more
-    /// than 65,535 names, a body over `u32::MAX`, or an extension type below
-    /// 0x80.
+    /// than 65,535 names, a body over `u32::MAX`, or an [`Frame::Extension`]
+    /// whose type is below 0x80 or one that version 1 defines (those have
+    /// variants of their own, so that the encoding stays canonical).
     pub fn encode(&self, out: &mut BytesMut) -> Result<(), Misuse> {
         let start = out.len();
         let result = self.encode_unchecked(out);
@@ -469,10 +552,19 @@ impl Frame {
                 out.put_slice(hash);
             }
             Frame::Verified { id } => out.put_u32(*id),
+            Frame::ResumeKey { id, key } | Frame::Resume { id, key } => {
+                out.put_u32(*id);
+                out.put_slice(key.as_bytes());
+            }
             Frame::Extension { frame_type, body } => {
                 if *frame_type < frame_type::FIRST_EXTENSION {
                     return Err(Misuse::InvalidArgument(
                         "extension frame type must be 0x80 or above",
+                    ));
+                }
+                if frame_type::is_known(*frame_type) {
+                    return Err(Misuse::InvalidArgument(
+                        "RESUME_KEY and RESUME are sent as their own variants",
                     ));
                 }
                 out.extend_from_slice(body);
@@ -614,6 +706,14 @@ impl Frame {
                 code: r.code()?,
                 reason: r.text("reason")?,
             },
+            RESUME_KEY => Frame::ResumeKey {
+                id: r.u32("id")?,
+                key: r.resume_key("key")?,
+            },
+            RESUME => Frame::Resume {
+                id: r.u32("id")?,
+                key: r.resume_key("key")?,
+            },
             t if t >= FIRST_EXTENSION => Frame::Extension {
                 frame_type: t,
                 body: r.rest(),
@@ -654,6 +754,8 @@ pub fn type_name(t: u8) -> &'static str {
         VERIFIED => "VERIFIED",
         FAILED => "FAILED",
         CANCEL => "CANCEL",
+        RESUME_KEY => "RESUME_KEY",
+        RESUME => "RESUME",
         t if t >= FIRST_EXTENSION => "EXTENSION",
         _ => "UNKNOWN",
     }
@@ -781,6 +883,10 @@ impl Reader {
 
     fn hash(&mut self, field: &'static str) -> Result<Hash, Malformed> {
         self.array(field)
+    }
+
+    fn resume_key(&mut self, field: &'static str) -> Result<ResumeKey, Malformed> {
+        self.array(field).map(ResumeKey::from_bytes)
     }
 
     fn bytes16(&mut self, field: &'static str) -> Result<Bytes, Malformed> {

@@ -229,7 +229,11 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
                 continue;
             };
             let _ = match event {
-                TransferEvent::Offered { id, .. } => hub.accept(client, now, id, 0),
+                // Issuing a key exercises RESUME_KEY on the way out.
+                TransferEvent::Offered { id, .. } => {
+                    let key = crate::ResumeKey::from_bytes([id as u8; 16]);
+                    hub.accept_resumable(client, now, id, 0, key)
+                }
                 TransferEvent::NeedChunk { id, offset, len } => {
                     let chunk = bytes::Bytes::from(vec![0u8; len as usize]);
                     hub.supply_chunk(client, now, id, offset, chunk)
@@ -288,8 +292,9 @@ pub fn file_name(data: &[u8]) {
 /// and a real [`Hub`](crate::Hub), both honest, over a network the fuzzer
 /// controls: it picks how bytes are split and when they move, lets time
 /// pass, flips a byte in transit, and cuts the connection, after which the
-/// user reconnects and offers the same file again (resuming from the partial
-/// file the hub side kept). Files live in memory.
+/// user reconnects and offers the same file again, presenting the resume key
+/// the hub side issued (and so resuming from the partial file it kept).
+/// Files live in memory.
 ///
 /// Checks that nothing is ever stored but the exact file, that a transfer
 /// never ends verified with other contents, and that once the network
@@ -297,7 +302,9 @@ pub fn file_name(data: &[u8]) {
 /// identical, within a bounded number of steps and retries. (A flipped byte
 /// in an `OFFER`'s name can store the right contents under another name:
 /// the end-to-end hash covers contents, and the transport's checksum the
-/// rest. That is allowed only when a byte was flipped.)
+/// rest. That is allowed only when a byte was flipped.) The hub side resumes
+/// only an offer that presents the key it issued for the partial file, so a
+/// key flipped in transit starts the file over.
 ///
 /// Input: two bytes for the file's size (0 to 16 KiB, so that the small
 /// chunk size and window used here give many chunks and credits), one seed
@@ -325,7 +332,7 @@ pub fn transfer_session(data: &[u8], start: std::time::Instant) {
 mod session {
     use crate::config::{ClientConfig, HubConfig};
     use crate::connection::{Connection, Event};
-    use crate::frame::TransferId;
+    use crate::frame::{ResumeKey, TransferId};
     use crate::hub::{ClientId, Hub, HubEvent};
     use crate::transfer::{Outcome, TransferEvent};
     use bytes::Bytes;
@@ -350,6 +357,13 @@ mod session {
         flipped: bool,
         /// Names of the hub side's incoming transfers.
         receiving: HashMap<(ClientId, TransferId), String>,
+        /// The key the hub side keeps each partial file under, by name.
+        partial_keys: HashMap<String, ResumeKey>,
+        /// Keys issued so far: the next key is made from it (a real receiver
+        /// draws keys from a secure random source; the core draws none).
+        keys_issued: u64,
+        /// The key the uploader was given for its file.
+        resume_key: Option<ResumeKey>,
         link: Link,
         /// How the last attempt's transfer ended, as the client saw it.
         outcome: Option<Outcome>,
@@ -385,6 +399,9 @@ mod session {
                 stored: HashMap::new(),
                 flipped: false,
                 receiving: HashMap::new(),
+                partial_keys: HashMap::new(),
+                keys_issued: 0,
+                resume_key: None,
                 link,
                 outcome: None,
                 flip_in: None,
@@ -520,11 +537,13 @@ mod session {
                     }
                 }
                 if self.link.offered.is_none() && self.link.client.is_open() {
-                    let id = self
-                        .link
-                        .client
-                        .offer_file(self.now, NAME, self.file.len() as u64, "")
-                        .expect("an open client can offer a file");
+                    let (now, size) = (self.now, self.file.len() as u64);
+                    let client = &mut self.link.client;
+                    let id = match self.resume_key {
+                        Some(key) => client.offer_file_resuming(now, NAME, size, "", key),
+                        None => client.offer_file(now, NAME, size, ""),
+                    }
+                    .expect("an open client can offer a file");
                     self.link.offered = Some(id);
                     moved = true;
                 }
@@ -548,7 +567,13 @@ mod session {
                     let chunk = Bytes::copy_from_slice(&self.file[start..end]);
                     let _ = self.link.client.supply_chunk(now, id, offset, chunk);
                 }
+                TransferEvent::ResumeKey { id, key } if Some(id) == self.link.offered => {
+                    self.resume_key = Some(key);
+                }
                 TransferEvent::Ended { id, outcome } if Some(id) == self.link.offered => {
+                    if !matches!(outcome, Outcome::Cancelled { .. }) {
+                        self.resume_key = None;
+                    }
                     if outcome == Outcome::Verified {
                         assert!(
                             self.stored.values().any(|f| *f == self.file),
@@ -565,7 +590,13 @@ mod session {
             let now = self.now;
             let hub = &mut self.hub;
             let _ = match event {
-                TransferEvent::Offered { id, name, size, .. } => {
+                TransferEvent::Offered {
+                    id,
+                    name,
+                    size,
+                    resume,
+                    ..
+                } => {
                     assert!(
                         &*name == NAME || self.flipped,
                         "a name changed in transit without a flipped byte"
@@ -573,11 +604,22 @@ mod session {
                     let partial = self.partials.entry(name.to_string()).or_default();
                     self.receiving.insert((client, id), name.to_string());
                     let held = partial.len() as u64;
-                    let resume = if held <= size { held } else { 0 };
-                    if resume == 0 {
-                        partial.clear();
-                    }
-                    hub.accept(client, now, id, resume)
+                    let kept = self.partial_keys.get(&*name).copied();
+                    let resumable = held <= size && kept.is_some() && resume == kept;
+                    let (from, key) = match kept {
+                        Some(key) if resumable => (held, key),
+                        _ => {
+                            // A new upload: it starts empty, under a new key.
+                            partial.clear();
+                            self.keys_issued += 1;
+                            let mut bytes = [0; ResumeKey::LEN];
+                            bytes[..8].copy_from_slice(&self.keys_issued.to_be_bytes());
+                            let key = ResumeKey::from_bytes(bytes);
+                            self.partial_keys.insert(name.to_string(), key);
+                            (0, key)
+                        }
+                    };
+                    hub.accept_resumable(client, now, id, from, key)
                 }
                 TransferEvent::NeedChunk { id, offset, len } => {
                     // Prefix of the partial file, hashed before resuming.
@@ -605,6 +647,7 @@ mod session {
                 TransferEvent::Received { id, .. } => {
                     let name = self.receiving[&(client, id)].clone();
                     let data = self.partials.remove(&name).unwrap_or_default();
+                    self.partial_keys.remove(&name);
                     assert!(
                         data == self.file,
                         "the hub verified a file that differs from the one sent"
@@ -623,6 +666,7 @@ mod session {
                     // Wrong bytes are no base for a resume.
                     if let Some(name) = self.receiving.get(&(client, id)) {
                         self.partials.remove(name);
+                        self.partial_keys.remove(name);
                     }
                     Ok(())
                 }

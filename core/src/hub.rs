@@ -6,7 +6,7 @@ use crate::code::Code;
 use crate::config::HubConfig;
 use crate::connection::{Connection, Event};
 use crate::error::Misuse;
-use crate::frame::{Frame, TransferId, PREAMBLE};
+use crate::frame::{Frame, ResumeKey, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
 use crate::names::{check_name, name_key, DEFAULT_ROOM};
 use crate::source::Source;
@@ -367,6 +367,9 @@ pub struct Hub {
     names: HashMap<(String, String), ClientId>,
     /// Relay links, both directions: sender end ↔ recipient end.
     relays: HashMap<End, End>,
+    /// Keys a relay recipient issued (`RESUME_KEY`) for offers it has not
+    /// answered yet, by its end: passed on to the sender with the `ACCEPT`.
+    relay_keys: HashMap<End, ResumeKey>,
     /// Bytes of file data the relays under way may hold at once: a window
     /// each (see [`HubConfig::max_relay_memory`]).
     relay_reserved: u64,
@@ -411,6 +414,7 @@ impl Hub {
             rooms: HashMap::new(),
             names: HashMap::new(),
             relays: HashMap::new(),
+            relay_keys: HashMap::new(),
             relay_reserved: 0,
             events: VecDeque::new(),
             dirty: VecDeque::new(),
@@ -737,6 +741,21 @@ impl Hub {
         resume_from: u64,
     ) -> Result<(), Misuse> {
         self.with_conn(client, now, |c| c.accept(now, id, resume_from))
+    }
+
+    /// Accepts an upload offered to the inbox and hands the client `key`
+    /// to resume it with; see [`Connection::accept_resumable`].
+    pub fn accept_resumable(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+        key: ResumeKey,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| {
+            c.accept_resumable(now, id, resume_from, key)
+        })
     }
 
     /// Declines an upload offered to the inbox.
@@ -1489,7 +1508,12 @@ impl Hub {
                 name,
                 size,
                 peer,
-            } => self.on_offer(id, now, tid, name, size, peer),
+                resume,
+            } => self.on_offer(id, now, tid, name, size, peer, resume),
+            TransferEvent::ResumeKey { id: tid, key } if self.relays.contains_key(&(id, tid)) => {
+                // Goes to the sender with the ACCEPT it comes before.
+                self.relay_keys.insert((id, tid), key);
+            }
             TransferEvent::Accepted {
                 id: tid,
                 offset,
@@ -1498,10 +1522,11 @@ impl Hub {
             } if self.relays.contains_key(&(id, tid)) => {
                 let window = window.min(self.config.connection.window);
                 let (a, a_tid) = self.relays[&(id, tid)];
+                let key = self.relay_keys.remove(&(id, tid));
                 self.relay_call(
                     a,
                     now,
-                    |c| c.accept_relayed(now, a_tid, offset, window, prefix_hash),
+                    |c| c.accept_relayed(now, a_tid, offset, window, prefix_hash, key),
                     a_tid,
                 );
             }
@@ -1541,6 +1566,7 @@ impl Hub {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_offer(
         &mut self,
         id: ClientId,
@@ -1549,6 +1575,7 @@ impl Hub {
         name: Text,
         size: u64,
         peer: Text,
+        resume: Option<ResumeKey>,
     ) {
         let refusal = if size > self.config.max_file_size {
             Some((
@@ -1573,6 +1600,7 @@ impl Hub {
                     name,
                     size,
                     peer,
+                    resume,
                 },
             });
             return;
@@ -1618,7 +1646,7 @@ impl Hub {
             .clients
             .get_mut(&target)
             .and_then(|c| c.link.ferry())
-            .map(|conn| conn.offer_relayed(now, &name, size, &from));
+            .map(|conn| conn.offer_relayed(now, &name, size, &from, resume));
         self.touch(target);
         match offered {
             Some(Ok(b_tid)) => {
@@ -1650,6 +1678,8 @@ impl Hub {
             return;
         };
         self.relays.remove(&(other, other_tid));
+        self.relay_keys.remove(&(id, tid));
+        self.relay_keys.remove(&(other, other_tid));
         let window = u64::from(self.config.connection.window);
         self.relay_reserved = self.relay_reserved.saturating_sub(window);
         // The hub offers with odd ids: an odd id is the recipient's end.

@@ -87,6 +87,7 @@ pub use code::Code;
 pub use config::{ClientConfig, Config, HubConfig};
 pub use connection::{Connection, Event, Role};
 pub use error::{DecodeError, Error, LimitExceeded, Malformed, Misuse, Violation};
+pub use frame::ResumeKey;
 pub use hub::{ClientId, Hub, HubEvent};
 pub use source::Source;
 pub use text::Text;

@@ -2,7 +2,7 @@
 //! the connection keeps.
 
 use crate::code::Code;
-use crate::frame::{Hash, TransferId};
+use crate::frame::{Hash, ResumeKey, TransferId};
 use crate::text::Text;
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -18,7 +18,13 @@ pub fn empty_hash() -> Hash {
 pub enum TransferEvent {
     /// The peer offers a file (its name already passed
     /// [`check_file_name`](crate::filename::check_file_name)). Answer with
-    /// `accept` (optionally resuming) or `reject`.
+    /// `accept` or `accept_resumable`, or `reject`.
+    ///
+    /// Resume (accept at an offset above 0) only the partial data kept under
+    /// the key in `resume`, and only if that key is the one this side issued
+    /// for it: an offer without the right key is a new, separate transfer,
+    /// and must learn nothing of another's partial data
+    /// (`docs/PROTOCOL.md` §6.10.9).
     Offered {
         /// The transfer.
         id: TransferId,
@@ -29,6 +35,21 @@ pub enum TransferEvent {
         /// To a client: the sending user, empty for the server. To a server:
         /// the recipient, empty for the server's inbox.
         peer: Text,
+        /// The key the sender presented with `RESUME`, claiming the partial
+        /// data this side keeps under it; `None` for a plain offer.
+        resume: Option<ResumeKey>,
+    },
+    /// The receiver of our offer issued a key to resume it with, should it
+    /// be cut (it comes before [`TransferEvent::Accepted`]). Keep it (on
+    /// disk, to survive a crash) and pass it to
+    /// [`offer_file_resuming`](crate::Connection::offer_file_resuming) when
+    /// offering the same file to the same receiver again; forget it once
+    /// the transfer ends verified, failed or rejected.
+    ResumeKey {
+        /// Our offer.
+        id: TransferId,
+        /// The secret.
+        key: ResumeKey,
     },
     /// Our offer was accepted; data will flow from `offset` (or from 0 if
     /// the receiver's prefix turns out not to match our file).
@@ -210,6 +231,9 @@ pub(crate) struct Incoming {
     /// `None` on a relaying hub, which checks nothing itself.
     pub hasher: Option<blake3::Hasher>,
     pub state: InState,
+    /// The key to send in `RESUME_KEY` just before our `ACCEPT` (which may
+    /// wait for the prefix to be hashed).
+    pub issue_key: Option<ResumeKey>,
 }
 
 #[derive(Debug)]

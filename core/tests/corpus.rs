@@ -505,7 +505,7 @@ fn frame_decode_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 1,
                 &[
                     Frame::Extension {
-                        frame_type: 0x80,
+                        frame_type: 0x9a,
                         body: Bytes::from_static(b"opaque"),
                     },
                     Frame::Extension {

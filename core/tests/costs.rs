@@ -6,7 +6,7 @@
 use bytes::{Bytes, BytesMut};
 use ferry_core::frame::{decode, Frame, MIN_DATA, PREAMBLE};
 use ferry_core::transfer::TransferEvent;
-use ferry_core::{ClientConfig, Code, Config, Connection, Event};
+use ferry_core::{ClientConfig, Code, Config, Connection, Event, ResumeKey};
 use std::time::{Duration, Instant};
 
 fn encode(frames: &[Frame]) -> Vec<u8> {
@@ -66,8 +66,22 @@ fn control_frames_past_the_burst_are_flooding_whatever_their_type() {
         (
             "an empty extension frame",
             Frame::Extension {
-                frame_type: 0x80,
+                frame_type: 0x9a,
                 body: Bytes::new(),
+            },
+        ),
+        (
+            "RESUME",
+            Frame::Resume {
+                id: 2,
+                key: ResumeKey::from_bytes([1; 16]),
+            },
+        ),
+        (
+            "RESUME_KEY for no transfer of ours",
+            Frame::ResumeKey {
+                id: 1,
+                key: ResumeKey::from_bytes([1; 16]),
             },
         ),
     ];

@@ -5,7 +5,7 @@
 mod sim;
 
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientConfig, Code, Event, HubConfig, HubEvent};
+use ferry_core::{ClientConfig, Code, Event, HubConfig, HubEvent, ResumeKey};
 use proptest::prelude::*;
 use sim::{file_bytes, splits, Net, OfferPolicy, Split};
 use std::time::Duration;
@@ -477,9 +477,10 @@ fn resume_after_drop(split: Split, tamper_partial: bool) {
     if tamper_partial {
         net.inbox.partial.get_mut("movie.mkv").unwrap()[1000] ^= 0xFF;
     }
-    // The user reconnects and sends the same file again.
+    // The user reconnects and sends the same file again, with the key the
+    // inbox issued for it.
     net.run_for(Duration::from_secs(1));
-    let again = net.join("alice");
+    let again = net.rejoin(a, "alice");
     let id = net.send_file(again, "movie.mkv", &data, "");
     net.run();
     assert_eq!(net.peers[again].ended(), vec![(id, Outcome::Verified)]);
@@ -538,11 +539,21 @@ fn resume_of_a_relayed_transfer_checks_the_prefix_with(split: Split) {
     let a = net.join("alice");
     let b = net.join("bob");
     let data = file_bytes(2 << 20, 33);
-    // Bob holds a partial copy from an earlier attempt.
+    // Bob holds a partial copy from an earlier attempt of alice's, who kept
+    // the key bob issued for it.
+    let key = ResumeKey::from_bytes([7; 16]);
     net.peers[b]
         .disk
         .partial
         .insert("song.flac".into(), data[..700_000].to_vec());
+    net.peers[b]
+        .disk
+        .keys_issued
+        .insert("song.flac".into(), key);
+    net.peers[a]
+        .disk
+        .resume_keys
+        .insert("song.flac".into(), key);
     let id = net.send_file(a, "song.flac", &data, "bob");
     net.run();
     assert_eq!(net.peers[a].ended(), vec![(id, Outcome::Verified)]);
@@ -557,7 +568,16 @@ fn resume_of_a_relayed_transfer_checks_the_prefix_with(split: Split) {
     // And a partial that does not match the sender's file starts over.
     let mut wrong = data[..500_000].to_vec();
     wrong[10] ^= 1;
+    let key2 = ResumeKey::from_bytes([8; 16]);
     net.peers[b].disk.partial.insert("song2.flac".into(), wrong);
+    net.peers[b]
+        .disk
+        .keys_issued
+        .insert("song2.flac".into(), key2);
+    net.peers[a]
+        .disk
+        .resume_keys
+        .insert("song2.flac".into(), key2);
     let id = net.send_file(a, "song2.flac", &data, "bob");
     net.run();
     assert!(net.peers[a].ended().contains(&(id, Outcome::Verified)));
@@ -957,10 +977,16 @@ proptest! {
         let mut cuts = cuts;
         cuts.sort_unstable();
         let mut attempt = 0;
+        let mut previous = None;
         loop {
             attempt += 1;
             prop_assert!(attempt <= 6);
-            let a = net.join("alice");
+            // Each attempt presents the resume key the last one was given.
+            let a = match previous {
+                Some(old) => net.rejoin(old, "alice"),
+                None => net.join("alice"),
+            };
+            previous = Some(a);
             let id = net.send_file(a, "f.bin", &data, if to_user { "bob" } else { "" });
             let cut_at = cuts.first().copied();
             let start = net.peers[a].up.passed as usize;

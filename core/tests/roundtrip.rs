@@ -9,6 +9,7 @@ use ferry_core::frame::{
     decode, encode_data_header, frame_type, Frame, Hash, Settings, HEADER_LEN,
 };
 use ferry_core::text::Text;
+use ferry_core::ResumeKey;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -133,7 +134,20 @@ fn frame() -> impl Strategy<Value = Frame> {
         (any::<u32>(), code(), text())
             .prop_map(|(id, code, reason)| Frame::Cancel { id, code, reason })
             .boxed(),
-        (frame_type::FIRST_EXTENSION..=u8::MAX, bytes(256))
+        (any::<u32>(), any::<[u8; 16]>())
+            .prop_map(|(id, key)| Frame::ResumeKey {
+                id,
+                key: ResumeKey::from_bytes(key),
+            })
+            .boxed(),
+        (any::<u32>(), any::<[u8; 16]>())
+            .prop_map(|(id, key)| Frame::Resume {
+                id,
+                key: ResumeKey::from_bytes(key),
+            })
+            .boxed(),
+        // The extension types version 1 does not define.
+        ((frame_type::RESUME + 1)..=u8::MAX, bytes(256))
             .prop_map(|(frame_type, body)| Frame::Extension { frame_type, body })
             .boxed(),
     ])
@@ -398,4 +412,60 @@ fn extension_below_0x80_is_not_encodable() {
     };
     assert!(frame.encode(&mut out).is_err());
     assert!(out.is_empty());
+}
+
+/// `RESUME_KEY` and `RESUME` have variants of their own: as opaque
+/// extensions they could encode bodies that decode as something else, or
+/// not at all.
+#[test]
+fn defined_extensions_are_not_encodable_as_opaque_ones() {
+    for frame_type in [frame_type::RESUME_KEY, frame_type::RESUME] {
+        let mut out = BytesMut::new();
+        let frame = Frame::Extension {
+            frame_type,
+            body: Bytes::from_static(&[0; 20]),
+        };
+        assert!(frame.encode(&mut out).is_err(), "{frame_type:#04x}");
+        assert!(out.is_empty());
+    }
+}
+
+/// A resume key's body is exactly 20 bytes; anything else is malformed
+/// (as any known frame's would be), never skipped.
+#[test]
+fn resume_frames_of_the_wrong_length_are_malformed() {
+    for frame_type in [frame_type::RESUME_KEY, frame_type::RESUME] {
+        for len in [0usize, 4, 19, 21, 36] {
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&[frame_type]);
+            buf.extend_from_slice(&(len as u32).to_be_bytes());
+            buf.extend_from_slice(&vec![0xab; len]);
+            let result = decode(&mut buf, LIMIT);
+            let expected = if len < 20 {
+                matches!(
+                    result,
+                    Err(DecodeError::Malformed(Malformed::Truncated { .. }))
+                )
+            } else {
+                matches!(
+                    result,
+                    Err(DecodeError::Malformed(Malformed::TrailingBytes { .. }))
+                )
+            };
+            assert!(expected, "type {frame_type:#04x}, {len} bytes: {result:?}");
+        }
+    }
+}
+
+/// The key is a secret: neither the key nor a frame carrying it prints it.
+#[test]
+fn resume_keys_do_not_print() {
+    let key = ResumeKey::from_bytes([0x5a; 16]);
+    assert_eq!(format!("{key:?}"), "ResumeKey(..)");
+    let frame = Frame::Resume { id: 2, key };
+    assert_eq!(format!("{frame:?}"), "Resume { id: 2, key: ResumeKey(..) }");
+    assert!(!format!("{frame:?}").contains("90"));
+    assert_eq!(key, ResumeKey::from_bytes([0x5a; 16]));
+    assert_ne!(key, ResumeKey::from_bytes([0x5b; 16]));
+    assert_eq!(key.as_bytes(), &[0x5a; 16]);
 }

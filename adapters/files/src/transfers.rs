@@ -404,6 +404,7 @@ impl FileTransfers {
                 name,
                 size,
                 peer,
+                ..
             } => {
                 if let Some(Err(refused)) = self.inbox.as_ref().map(|i| i.admits(&peer, size)) {
                     let _ = ctl.reject(now, id, refused.code(), &refused.to_string());
@@ -839,6 +840,7 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             peer: "bob".into(),
+            resume: None,
         };
         let started = Instant::now();
         // Before: this waited (up to 10 s) for the earlier writer, on the
@@ -891,6 +893,7 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             peer: "bob".into(),
+            resume: None,
         };
         assert_eq!(files.handle(&mut ctl, now, offered(1)), None);
         // Only one offer may wait for a name.

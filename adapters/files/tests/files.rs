@@ -301,6 +301,7 @@ fn offers_are_declined_without_an_inbox() {
             name: "x".into(),
             size: 1,
             peer: "".into(),
+            resume: None,
         },
     );
     assert!(matches!(
@@ -405,6 +406,7 @@ fn offered(id: u32, name: &str, size: u64, peer: &str) -> TransferEvent {
         name: name.into(),
         size,
         peer: peer.into(),
+        resume: None,
     }
 }
 

@@ -5,7 +5,9 @@
 
 use bytes::Bytes;
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, HubEvent};
+use ferry_core::{
+    ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, HubEvent, ResumeKey,
+};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -131,8 +133,17 @@ pub enum OfferPolicy {
 pub struct Disk {
     /// Files being sent, by transfer id.
     pub sending: HashMap<u32, Bytes>,
+    /// Names of files being sent, by transfer id.
+    pub sending_names: HashMap<u32, String>,
+    /// Sender: the keys receivers issued to resume our files, by name (what
+    /// a client keeps on disk between runs).
+    pub resume_keys: HashMap<String, ResumeKey>,
     /// Partial files (`NAME.part`), by name.
     pub partial: HashMap<String, Vec<u8>>,
+    /// Receiver: the key each partial file is kept under, by name.
+    pub keys_issued: HashMap<String, ResumeKey>,
+    /// Where issued keys come from (a real receiver uses a secure source).
+    key_source: Option<Rng>,
     /// Names of incoming transfers, by transfer id.
     pub incoming: HashMap<u32, String>,
     /// Stored files, by name.
@@ -145,11 +156,73 @@ pub struct Disk {
 }
 
 impl Disk {
-    fn new() -> Disk {
+    fn new(seed: u64) -> Disk {
         Disk {
             writing: true,
             policy: Some(OfferPolicy::Accept),
+            key_source: Some(Rng::new(seed ^ 0x6b65_7973)),
             ..Disk::default()
+        }
+    }
+
+    fn new_key(&mut self) -> ResumeKey {
+        let rng = self.key_source.get_or_insert_with(|| Rng::new(1));
+        let mut bytes = [0; ResumeKey::LEN];
+        bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
+        bytes[8..].copy_from_slice(&rng.next().to_le_bytes());
+        ResumeKey::from_bytes(bytes)
+    }
+
+    /// How a receiver answers an offer: it resumes the partial file only
+    /// for the key it issued for it; any other offer is a new upload, which
+    /// starts empty under a new key.
+    pub fn answer_offer(
+        &mut self,
+        id: u32,
+        name: &str,
+        size: u64,
+        resume: Option<ResumeKey>,
+    ) -> (u64, ResumeKey) {
+        self.incoming.insert(id, name.to_string());
+        let have = self.partial.get(name).map_or(0, |f| f.len() as u64);
+        match (resume, self.keys_issued.get(name)) {
+            (Some(presented), Some(&kept)) if presented == kept && have <= size => (have, kept),
+            _ => {
+                self.partial.insert(name.to_string(), Vec::new());
+                let key = self.new_key();
+                self.keys_issued.insert(name.to_string(), key);
+                (0, key)
+            }
+        }
+    }
+
+    /// The partial file of incoming transfer `id` is gone for good (stored,
+    /// or its contents proved wrong): so is its key.
+    fn forget_partial(&mut self, id: u32) {
+        if let Some(name) = self.incoming.get(&id) {
+            self.partial.remove(name);
+            self.keys_issued.remove(name);
+        }
+    }
+
+    /// A sender's bookkeeping of resume keys.
+    fn sender_event(&mut self, event: &TransferEvent) {
+        match event {
+            TransferEvent::ResumeKey { id, key } => {
+                if let Some(name) = self.sending_names.get(id) {
+                    self.resume_keys.insert(name.clone(), *key);
+                }
+            }
+            TransferEvent::Ended { id, outcome } => {
+                // Kept only while the transfer may still be resumed.
+                if !matches!(outcome, Outcome::Cancelled { .. }) {
+                    if let Some(name) = self.sending_names.get(id) {
+                        self.resume_keys.remove(name);
+                    }
+                }
+                self.sending_names.remove(id);
+            }
+            _ => {}
         }
     }
 
@@ -231,7 +304,30 @@ impl Peer {
                     name,
                     size,
                     peer,
+                    ..
                 }) => Some((*id, name.to_string(), *size, peer.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The key each offer presented, in order.
+    pub fn offered_keys(&self) -> Vec<Option<ResumeKey>> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer(TransferEvent::Offered { resume, .. }) => Some(*resume),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The offsets our offers were accepted at, in order.
+    pub fn accepted_at(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer(TransferEvent::Accepted { offset, .. }) => Some(*offset),
                 _ => None,
             })
             .collect()
@@ -264,7 +360,7 @@ impl Net {
             hub: Hub::new(config, now),
             peers: Vec::new(),
             hub_events: Vec::new(),
-            inbox: Disk::new(),
+            inbox: Disk::new(0),
             inbox_names: HashMap::new(),
             hub_sending: HashMap::new(),
             split,
@@ -290,7 +386,7 @@ impl Net {
             conn: Connection::client(config, self.now),
             client,
             events: Vec::new(),
-            disk: Disk::new(),
+            disk: Disk::new(n + 1),
             up: Link::new(self.link_split(2 * n + 1)),
             down: Link::new(self.link_split(2 * n + 2)),
             cut: false,
@@ -307,6 +403,14 @@ impl Net {
             "{name} did not get in: {:?}",
             self.peers[i].events
         );
+        i
+    }
+
+    /// Peer `old`'s user comes back as a new connection, with the resume
+    /// keys it kept (on disk, say).
+    pub fn rejoin(&mut self, old: usize, name: &str) -> usize {
+        let i = self.join(name);
+        self.peers[i].disk.resume_keys = self.peers[old].disk.resume_keys.clone();
         i
     }
 
@@ -373,17 +477,18 @@ impl Net {
             while let Some(event) = p.conn.poll_event() {
                 any = true;
                 if let Event::Transfer(t) = &event {
+                    p.disk.sender_event(t);
                     match t.clone() {
-                        TransferEvent::Offered { id, name, size, .. } => match p.disk.policy {
+                        TransferEvent::Offered {
+                            id,
+                            name,
+                            size,
+                            resume,
+                            ..
+                        } => match p.disk.policy {
                             Some(OfferPolicy::Accept) => {
-                                let have = p
-                                    .disk
-                                    .partial
-                                    .get(name.as_str())
-                                    .map_or(0, |f| f.len() as u64);
-                                let resume = if have <= size { have } else { 0 };
-                                p.disk.incoming.insert(id, name.to_string());
-                                p.conn.accept(now, id, resume).unwrap();
+                                let (from, key) = p.disk.answer_offer(id, &name, size, resume);
+                                p.conn.accept_resumable(now, id, from, key).unwrap();
                             }
                             Some(OfferPolicy::Reject) => p
                                 .conn
@@ -408,16 +513,13 @@ impl Net {
                         TransferEvent::Received { id, .. } => {
                             let name = p.disk.incoming[&id].clone();
                             let file = p.disk.partial.remove(&name).unwrap_or_default();
+                            p.disk.keys_issued.remove(&name);
                             p.disk.stored.insert(name, file);
                             p.conn.finish_receive(now, id, Ok(())).unwrap();
                         }
                         TransferEvent::Ended { id, outcome } => {
-                            if outcome != Outcome::Verified {
-                                if let Some(name) = p.disk.incoming.get(&id) {
-                                    if matches!(outcome, Outcome::Failed { .. }) {
-                                        p.disk.partial.remove(name);
-                                    }
-                                }
+                            if matches!(outcome, Outcome::Failed { .. }) {
+                                p.disk.forget_partial(id);
                             }
                             p.disk.sending.remove(&id);
                         }
@@ -445,16 +547,19 @@ impl Net {
             if let HubEvent::Transfer { client, event: t } = &event {
                 let client = *client;
                 match t.clone() {
-                    TransferEvent::Offered { id, name, size, .. } => match self.inbox.policy {
+                    TransferEvent::Offered {
+                        id,
+                        name,
+                        size,
+                        resume,
+                        ..
+                    } => match self.inbox.policy {
                         Some(OfferPolicy::Accept) => {
-                            let have = self
-                                .inbox
-                                .partial
-                                .get(name.as_str())
-                                .map_or(0, |f| f.len() as u64);
-                            let resume = if have <= size { have } else { 0 };
+                            let (from, key) = self.inbox.answer_offer(id, &name, size, resume);
                             self.inbox_names.insert((client, id), name.to_string());
-                            self.hub.accept(client, now, id, resume).unwrap();
+                            self.hub
+                                .accept_resumable(client, now, id, from, key)
+                                .unwrap();
                         }
                         Some(OfferPolicy::Reject) => self
                             .hub
@@ -494,6 +599,7 @@ impl Net {
                     TransferEvent::Received { id, .. } => {
                         let name = self.inbox_names[&(client, id)].clone();
                         let file = self.inbox.partial.remove(&name).unwrap_or_default();
+                        self.inbox.keys_issued.remove(&name);
                         self.inbox.stored.insert(name, file);
                         self.hub.finish_receive(client, now, id, Ok(())).unwrap();
                     }
@@ -503,6 +609,7 @@ impl Net {
                     } => {
                         if let Some(name) = self.inbox_names.get(&(client, id)) {
                             self.inbox.partial.remove(name);
+                            self.inbox.keys_issued.remove(name);
                         }
                     }
                     _ => {}
@@ -614,12 +721,19 @@ impl Net {
         }
     }
 
-    /// Sends a file from peer `i` to the inbox (`to` empty) or to a user.
+    /// Sends a file from peer `i` to the inbox (`to` empty) or to a user,
+    /// resuming with the key kept for it if there is one.
     pub fn send_file(&mut self, i: usize, name: &str, data: &[u8], to: &str) -> u32 {
         let now = self.now;
         let p = &mut self.peers[i];
-        let id = p.conn.offer_file(now, name, data.len() as u64, to).unwrap();
+        let size = data.len() as u64;
+        let id = match p.disk.resume_keys.get(name) {
+            Some(&key) => p.conn.offer_file_resuming(now, name, size, to, key),
+            None => p.conn.offer_file(now, name, size, to),
+        }
+        .unwrap();
         p.disk.sending.insert(id, Bytes::copy_from_slice(data));
+        p.disk.sending_names.insert(id, name.to_string());
         id
     }
 

@@ -440,7 +440,7 @@ fn batch_of(frame: &Frame) -> (BytesMut, u64) {
 fn extension_flood(ctx: &Ctx) -> Result<Attacked, String> {
     let mut wire = ctx.attacker("ext")?;
     let (batch, per_batch) = batch_of(&Frame::Extension {
-        frame_type: 0x80,
+        frame_type: 0x9a,
         body: bytes::Bytes::new(),
     });
     let batches = flood(&wire, &batch, ctx, &Heard::default());
