@@ -14,7 +14,7 @@ mod demo;
 mod display;
 mod limits;
 mod receive;
-// mod resume_store;
+mod resume_store;
 mod runtime;
 mod send;
 mod serve;

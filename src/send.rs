@@ -1,7 +1,13 @@
 //! `ferry send`: upload files to the server's inbox or to a user, with a
 //! progress bar per file driven by what the receiver has confirmed.
+//!
+//! The resume key a receiver hands out for each file is kept on disk
+//! ([`ResumeStore`]) until the transfer ends, so that running the same
+//! command again after a kill or a dropped connection continues where the
+//! receiver's copy stopped.
 
 use crate::display::{bytes, rate, safe};
+use crate::resume_store::{ResumeStore, TransferKey};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
 use ferry_core::transfer::Outcome;
@@ -25,6 +31,14 @@ pub fn send(
         let (_, file_name, size) = Sending::open(path).map_err(|e| format!("cannot send {e}"))?;
         files.push((path.clone(), file_name, size));
     }
+    let store = open_store();
+    let keys: Vec<Option<TransferKey>> = files
+        .iter()
+        .map(|(path, ..)| {
+            store.as_ref()?;
+            TransferKey::new(addr, to, path).ok()
+        })
+        .collect();
     let client = runtime
         .spawn_client(addr, config, None, Duration::from_secs(10))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -42,9 +56,19 @@ pub fn send(
         bar.set_style(style.clone());
         bar.set_message(safe(file_name));
         transfers.push((2 * i as u32, bar, Instant::now(), *size));
-        client.send(ClientCommand::SendFile {
-            path: path.clone(),
-            to: to.to_string(),
+        let kept = keys[i]
+            .as_ref()
+            .and_then(|transfer| store.as_ref()?.get(transfer));
+        client.send(match kept {
+            Some(key) => ClientCommand::ResumeFile {
+                path: path.clone(),
+                to: to.to_string(),
+                key,
+            },
+            None => ClientCommand::SendFile {
+                path: path.clone(),
+                to: to.to_string(),
+            },
         });
     }
 
@@ -56,6 +80,14 @@ pub fn send(
             .recv_timeout(Duration::from_secs(120))
             .map_err(|_| "no progress for two minutes; giving up".to_string())?;
         match notice {
+            ClientNotice::File(Report::ResumeKey { id, key }) => {
+                let transfer = keys.get((id / 2) as usize).and_then(Option::as_ref);
+                if let (Some(store), Some(transfer)) = (&store, transfer) {
+                    if let Err(e) = store.put(transfer, &key) {
+                        eprintln!("ferry: cannot keep the key to resume this transfer: {e}");
+                    }
+                }
+            }
             ClientNotice::File(Report::Accepted { id, offset }) => {
                 if let Some((_, bar, start, _)) = transfers.iter_mut().find(|t| t.0 == id) {
                     bar.set_position(offset);
@@ -73,6 +105,14 @@ pub fn send(
                     continue;
                 };
                 open -= 1;
+                // A cancelled transfer (a dropped link, the receiver gone)
+                // is resumed by the next run; any other end is final.
+                if !matches!(outcome, Outcome::Cancelled { .. }) {
+                    let transfer = keys.get((id / 2) as usize).and_then(Option::as_ref);
+                    if let (Some(store), Some(transfer)) = (&store, transfer) {
+                        store.forget(transfer);
+                    }
+                }
                 if outcome == Outcome::Verified {
                     bar.finish_with_message(format!(
                         "{} verified ({}, {})",
@@ -106,4 +146,16 @@ pub fn send(
     } else {
         Err(failures.join("; "))
     }
+}
+
+/// The folder of resume keys, or none (with a word why) if there is no
+/// place for it: the files are still sent, only not resumable.
+fn open_store() -> Option<ResumeStore> {
+    let Some(dir) = ResumeStore::default_dir() else {
+        eprintln!("ferry: no HOME, XDG_STATE_HOME or FERRY_STATE_DIR: transfers cannot be resumed");
+        return None;
+    };
+    ResumeStore::open(dir)
+        .map_err(|e| eprintln!("ferry: cannot keep resume keys in {e}: transfers cannot be resumed"))
+        .ok()
 }

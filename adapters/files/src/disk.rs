@@ -14,7 +14,8 @@
 //! confirmed to the sender only once written, so no more than a window can
 //! wait in a writer's queue.
 
-use crate::inbox::{NameInUse, Receiving, Reservation, ResumeSecret};
+use crate::inbox::{NameInUse, Receiving, Reservation};
+use ferry_core::ResumeKey;
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use std::collections::VecDeque;
@@ -49,7 +50,7 @@ pub(crate) enum Done {
     Opened {
         id: TransferId,
         resume_from: u64,
-        key: ResumeSecret,
+        key: ResumeKey,
     },
     /// The file could not be opened (nor waited for): the offer is to be
     /// declined.

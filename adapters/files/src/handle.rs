@@ -132,6 +132,18 @@ pub enum ClientCommand {
         /// Recipient, empty for the inbox.
         to: String,
     },
+    /// Send a file again, presenting the key its receiver handed out for an
+    /// earlier attempt ([`Report::ResumeKey`]): the receiver continues
+    /// from what it kept of that attempt (and the first bytes are checked),
+    /// or, if it kept nothing, takes the file from the start.
+    ResumeFile {
+        /// The file.
+        path: PathBuf,
+        /// Recipient, empty for the inbox.
+        to: String,
+        /// The key of the earlier attempt.
+        key: ferry_core::ResumeKey,
+    },
     /// Accept an offer reported as [`Report::Asking`] (resuming any
     /// partial file of it in the inbox).
     AcceptOffer {

@@ -24,7 +24,7 @@ use crate::confined::{ConfinedDir, EntryStat};
 use crate::sending::{positioned, read_exact_at};
 use bytes::Bytes;
 use ferry_core::filename::check_file_name;
-use ferry_core::{Code, Source};
+use ferry_core::{Code, ResumeKey, Source};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
@@ -49,10 +49,6 @@ pub const DEFAULT_MAX_PARTIALS: usize = 16;
 /// How long a partial file is kept for a resume after its last write, by
 /// default: a day.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// The secret that lets the sender of a cut transfer resume it: 16 random
-/// bytes, handed to the sender when its offer is accepted.
-pub type ResumeSecret = [u8; 16];
 
 /// The folder files are received into.
 ///
@@ -358,8 +354,8 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 /// The name in [`PARTIALS_DIR`] of the partial file a key resumes: derived
 /// from the key, so that listing the folder reveals no key, and it is a
 /// name no sender can choose.
-fn staged_name(key: &ResumeSecret) -> String {
-    let derived = blake3::derive_key("ferry 2026-12 inbox partial file name", key);
+fn staged_name(key: &ResumeKey) -> String {
+    let derived = blake3::derive_key("ferry 2026-12 inbox partial file name", key.as_bytes());
     let hex: String = derived[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("{hex}{PART_SUFFIX}")
 }
@@ -371,10 +367,11 @@ fn is_staged_name(name: &str) -> bool {
     })
 }
 
-fn fresh_key() -> Result<ResumeSecret, Refused> {
-    let mut key = [0; 16];
+/// A new key, from the operating system's secure random source.
+fn fresh_key() -> Result<ResumeKey, Refused> {
+    let mut key = [0; ResumeKey::LEN];
     getrandom::fill(&mut key).map_err(|e| Refused::NoEntropy(e.to_string()))?;
-    Ok(key)
+    Ok(ResumeKey::from_bytes(key))
 }
 
 impl Inbox {
@@ -540,7 +537,7 @@ impl Inbox {
         &self,
         name: &str,
         size: u64,
-        resume: Option<ResumeSecret>,
+        resume: Option<ResumeKey>,
     ) -> io::Result<Receiving> {
         self.reserve(name, size, None, resume)?.open()
     }
@@ -555,7 +552,7 @@ impl Inbox {
         name: &str,
         size: u64,
         sender: Option<Sender>,
-        resume: Option<ResumeSecret>,
+        resume: Option<ResumeKey>,
     ) -> Result<Reservation, Refused> {
         check_file_name(name).map_err(|e| Refused::BadName(e.to_string()))?;
         if let Some(max) = self.max_file_size.filter(|&max| size > max) {
@@ -741,7 +738,7 @@ pub(crate) struct Reservation {
     name: String,
     /// The partial file's name in [`PARTIALS_DIR`].
     staged: String,
-    key: ResumeSecret,
+    key: ResumeKey,
     size: u64,
     overwrite: bool,
     serial: u64,
@@ -1019,7 +1016,7 @@ impl Receiving {
 
     /// The key that resumes this file if the transfer is cut: the sender
     /// must be given it, and nobody else.
-    pub fn resume_key(&self) -> ResumeSecret {
+    pub fn resume_key(&self) -> ResumeKey {
         self.reservation.key
     }
 

@@ -48,7 +48,7 @@ pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };
 pub use inbox::{
-    free_name, Inbox, QuotaExceeded, Receiving, ResumeSecret, DEFAULT_MAX_PARTIALS,
+    free_name, Inbox, QuotaExceeded, Receiving, DEFAULT_MAX_PARTIALS,
     DEFAULT_PARTIAL_TTL, PARTIALS_DIR, PART_SUFFIX,
 };
 pub use sending::Sending;

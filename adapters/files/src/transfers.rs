@@ -1,12 +1,12 @@
 //! Answering a connection's transfer events with file I/O.
 
 use crate::disk::{DiskQueue, Done, IncomingFile, Wake};
-use crate::inbox::{Inbox, ResumeSecret, Sender};
+use crate::inbox::{Inbox, Sender};
 use crate::sending::Sending;
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientId, Code, Connection, Hub, Misuse, Source, Text};
+use ferry_core::{ClientId, Code, Connection, Hub, Misuse, ResumeKey, Source, Text};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::PathBuf;
@@ -15,8 +15,15 @@ use std::time::{Duration, Instant};
 /// The transfer commands of a connection, whether it stands alone
 /// ([`Connection`]) or belongs to a hub ([`HubClient`]).
 pub trait TransferControl {
-    /// See [`Connection::accept`].
-    fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse>;
+    /// See [`Connection::accept_resumable`]: accepts, handing the sender
+    /// `key` to resume the transfer with if it is cut.
+    fn accept(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+        key: ResumeKey,
+    ) -> Result<(), Misuse>;
     /// See [`Connection::reject`].
     fn reject(
         &mut self,
@@ -53,8 +60,14 @@ pub trait TransferControl {
 }
 
 impl TransferControl for Connection {
-    fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse> {
-        Connection::accept(self, now, id, resume_from)
+    fn accept(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+        key: ResumeKey,
+    ) -> Result<(), Misuse> {
+        Connection::accept_resumable(self, now, id, resume_from, key)
     }
     fn reject(
         &mut self,
@@ -106,8 +119,15 @@ pub struct HubClient<'a> {
 }
 
 impl TransferControl for HubClient<'_> {
-    fn accept(&mut self, now: Instant, id: TransferId, resume_from: u64) -> Result<(), Misuse> {
-        self.hub.accept(self.client, now, id, resume_from)
+    fn accept(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        resume_from: u64,
+        key: ResumeKey,
+    ) -> Result<(), Misuse> {
+        self.hub
+            .accept_resumable(self.client, now, id, resume_from, key)
     }
     fn reject(
         &mut self,
@@ -227,6 +247,16 @@ pub enum Report {
         /// Recipient (empty: the server's inbox).
         to: Text,
     },
+    /// The receiver of our offer handed us the key that resumes it if it
+    /// is cut (before [`Report::Accepted`]): keep it, durably, to offer
+    /// the same file again with [`ClientCommand::ResumeFile`](crate::ClientCommand::ResumeFile);
+    /// forget it once the transfer has ended other than cancelled.
+    ResumeKey {
+        /// Our offer.
+        id: TransferId,
+        /// The secret.
+        key: ResumeKey,
+    },
     /// Our offer was accepted; data flows from `offset`.
     Accepted {
         /// The transfer.
@@ -306,7 +336,7 @@ struct Offer {
     size: u64,
     peer: Text,
     /// The key the sender presented to resume an earlier attempt.
-    resume: Option<ResumeSecret>,
+    resume: Option<ResumeKey>,
 }
 
 /// An offer waiting for the user's answer.
@@ -404,7 +434,7 @@ impl FileTransfers {
                 name,
                 size,
                 peer,
-                ..
+                resume,
             } => {
                 if let Some(Err(refused)) = self.inbox.as_ref().map(|i| i.admits(&peer, size)) {
                     let _ = ctl.reject(now, id, refused.code(), &refused.to_string());
@@ -420,7 +450,7 @@ impl FileTransfers {
                     name,
                     size,
                     peer,
-                    resume: None,
+                    resume,
                 };
                 if let (Some(_), OfferPolicy::Ask { answer_within }) = (&self.inbox, self.policy) {
                     let report = Report::Asking {
@@ -436,6 +466,7 @@ impl FileTransfers {
                 }
                 self.on_offer(ctl, now, id, offer)
             }
+            TransferEvent::ResumeKey { id, key } => Some(Report::ResumeKey { id, key }),
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
                 if let Some(rx) = self.receiving.get(&id) {
@@ -522,12 +553,12 @@ impl FileTransfers {
             Done::Opened {
                 id,
                 resume_from,
-                key: _,
+                key,
             } => {
                 let rx = self.receiving.get_mut(&id)?;
                 let offer = rx.unanswered.take()?;
                 let size = rx.size;
-                if ctl.accept(now, id, resume_from).is_err() {
+                if ctl.accept(now, id, resume_from, key).is_err() {
                     // Ended meanwhile (its `Ended` drops it too).
                     self.receiving.remove(&id);
                     return None;
@@ -748,21 +779,9 @@ pub fn run_command(
             .direct(now, &to, &text)
             .map_err(|e| format!("direct message to {to:?}: {e}"))?,
         ClientCommand::Who => conn.who(now).map_err(|e| e.to_string())?,
-        ClientCommand::SendFile { path, to } => {
-            // `Sending::open` names the path in its errors.
-            let (file, name, size) =
-                Sending::open(&path).map_err(|e| format!("cannot send {e}"))?;
-            let id = conn
-                .offer_file(now, &name, size, &to)
-                .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
-            files.register_send(id, file);
-            return Ok(Some(Report::Offering {
-                id,
-                path,
-                name: name.as_str().into(),
-                size,
-                to: to.as_str().into(),
-            }));
+        ClientCommand::SendFile { path, to } => return send_file(conn, files, now, path, to, None),
+        ClientCommand::ResumeFile { path, to, key } => {
+            return send_file(conn, files, now, path, to, Some(key))
         }
         ClientCommand::AcceptOffer { id } => return files.answer_offer(conn, now, id, true),
         ClientCommand::RejectOffer { id } => return files.answer_offer(conn, now, id, false),
@@ -770,6 +789,33 @@ pub fn run_command(
         ClientCommand::Bye => conn.bye(now),
     }
     Ok(None)
+}
+
+/// Offers the file at `path` to `to`, presenting `resume` to continue an
+/// earlier, cut transfer of it.
+fn send_file(
+    conn: &mut Connection,
+    files: &mut FileTransfers,
+    now: Instant,
+    path: PathBuf,
+    to: String,
+    resume: Option<ResumeKey>,
+) -> Result<Option<Report>, String> {
+    // `Sending::open` names the path in its errors.
+    let (file, name, size) = Sending::open(&path).map_err(|e| format!("cannot send {e}"))?;
+    let offered = match resume {
+        Some(key) => conn.offer_file_resuming(now, &name, size, &to, key),
+        None => conn.offer_file(now, &name, size, &to),
+    };
+    let id = offered.map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+    files.register_send(id, file);
+    Ok(Some(Report::Offering {
+        id,
+        path,
+        name: name.as_str().into(),
+        size,
+        to: to.as_str().into(),
+    }))
 }
 
 #[cfg(test)]
@@ -782,7 +828,13 @@ mod tests {
     struct Answers(Vec<(TransferId, Result<u64, Code>)>);
 
     impl TransferControl for Answers {
-        fn accept(&mut self, _: Instant, id: TransferId, resume: u64) -> Result<(), Misuse> {
+        fn accept(
+            &mut self,
+            _: Instant,
+            id: TransferId,
+            resume: u64,
+            _: ResumeKey,
+        ) -> Result<(), Misuse> {
             self.0.push((id, Ok(resume)));
             Ok(())
         }
@@ -822,14 +874,15 @@ mod tests {
     }
 
     #[test]
-    fn an_offer_never_waits_for_the_busy_writer_of_the_same_name() {
+    fn a_resume_never_waits_on_the_loop_for_the_busy_writer_of_its_earlier_attempt() {
         let dir = tempfile::tempdir().unwrap();
         let inbox = Inbox::open(dir.path()).unwrap();
-        // An earlier transfer of the name has ended, and its writer is
-        // still finishing: the name is closing, not free.
+        // An earlier attempt has ended, and its writer is still finishing:
+        // its partial file is closing, not free.
         let reserved = inbox.reserve("a.bin", 10, None, None).unwrap();
         let ended = reserved.name_in_use();
         let mut earlier = reserved.open().unwrap();
+        let key = earlier.resume_key();
         drop(ended);
 
         let now = Instant::now();
@@ -840,7 +893,7 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             peer: "bob".into(),
-            resume: None,
+            resume: Some(key),
         };
         let started = Instant::now();
         // Before: this waited (up to 10 s) for the earlier writer, on the
@@ -883,6 +936,7 @@ mod tests {
         let reserved = inbox.reserve("a.bin", 10, None, None).unwrap();
         let ended = reserved.name_in_use();
         let earlier = reserved.open().unwrap();
+        let key = earlier.resume_key();
         drop(ended);
 
         let now = Instant::now();
@@ -893,10 +947,10 @@ mod tests {
             name: "a.bin".into(),
             size: 10,
             peer: "bob".into(),
-            resume: None,
+            resume: Some(key),
         };
         assert_eq!(files.handle(&mut ctl, now, offered(1)), None);
-        // Only one offer may wait for a name.
+        // Only one offer may wait for a partial file.
         let second = files.handle(&mut ctl, now, offered(3));
         assert!(matches!(
             second,
@@ -928,7 +982,8 @@ mod tests {
         assert_eq!(ctl.0.len(), 1, "{:?}", ctl.0);
         // The earlier transfer wrote nothing: its empty partial goes too.
         drop(earlier);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let partials = dir.path().join(crate::PARTIALS_DIR);
+        assert_eq!(std::fs::read_dir(partials).unwrap().count(), 0);
         assert_eq!(inbox.used(), 0);
     }
 

@@ -4,7 +4,10 @@
 
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::{ClientConfig, Code, Connection, Event, Hub, HubConfig, HubEvent};
-use ferry_files::{free_name, FileTransfers, HubClient, Inbox, OfferPolicy, Report, Sending};
+use ferry_core::ResumeKey;
+use ferry_files::{
+    free_name, FileTransfers, HubClient, Inbox, OfferPolicy, Report, Sending, PARTIALS_DIR,
+};
 use std::fs;
 use std::path::Path;
 use std::time::Instant;
@@ -54,10 +57,27 @@ impl Session {
     }
 
     fn send(&mut self, path: &Path) -> u32 {
+        self.send_resuming(path, None)
+    }
+
+    /// Offers the file, presenting `key` to resume an earlier attempt.
+    fn send_resuming(&mut self, path: &Path, key: Option<ResumeKey>) -> u32 {
         let (file, name, size) = Sending::open(path).unwrap();
-        let id = self.client.offer_file(self.now, &name, size, "").unwrap();
+        let id = match key {
+            Some(key) => self.client.offer_file_resuming(self.now, &name, size, "", key),
+            None => self.client.offer_file(self.now, &name, size, ""),
+        }
+        .unwrap();
         self.client_files.register_send(id, file);
         id
+    }
+
+    /// The key the receiver handed out for transfer `id`.
+    fn key_of(&self, id: u32) -> Option<ResumeKey> {
+        self.reports.iter().find_map(|r| match r {
+            Report::ResumeKey { id: i, key } if *i == id => Some(*key),
+            _ => None,
+        })
     }
 
     fn pump(&mut self) {
@@ -151,13 +171,29 @@ impl Session {
     }
 }
 
+/// The files stored in `dir` (not its folder of partial files).
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != PARTIALS_DIR)
         .collect();
     names.sort();
     names
+}
+
+/// The partial files kept in `dir`, with their lengths.
+fn partials_in(dir: &Path) -> Vec<(String, u64)> {
+    let mut parts: Vec<(String, u64)> = fs::read_dir(dir.join(PARTIALS_DIR))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let len = e.metadata().unwrap().len();
+            (e.file_name().into_string().unwrap(), len)
+        })
+        .collect();
+    parts.sort();
+    parts
 }
 
 #[test]
@@ -194,17 +230,28 @@ fn a_dropped_upload_resumes_from_the_partial_file() {
     fs::write(&path, &data).unwrap();
     let mut s = Session::new(inbox.path());
     s.cut_at = Some(s.sent + 1_200_000);
-    s.send(&path);
+    let first = s.send(&path);
     s.pump();
     // Only the partial file exists, never the final name.
-    assert_eq!(files_in(inbox.path()), vec!["movie.mkv.part"]);
-    let held = fs::metadata(inbox.path().join("movie.mkv.part"))
-        .unwrap()
-        .len();
+    assert!(files_in(inbox.path()).is_empty());
+    let [(_, held)] = partials_in(inbox.path())[..] else {
+        panic!("{:?}", partials_in(inbox.path()));
+    };
     assert!(held > 0 && held < data.len() as u64);
+    let key = s.key_of(first).expect("the receiver handed out a key");
 
+    // Someone else offering the same name and size starts a file of its
+    // own, and is told nothing of the first.
+    let mut other = Session::new(inbox.path());
+    other.cut_at = Some(other.sent + 100_000);
+    let id = other.send(&path);
+    other.pump();
+    assert!(other.reports.contains(&Report::Accepted { id, offset: 0 }));
+    assert_eq!(partials_in(inbox.path()).len(), 2);
+
+    // The key holder resumes after its own bytes.
     let mut s = Session::new(inbox.path());
-    let id = s.send(&path);
+    let id = s.send_resuming(&path, Some(key));
     s.pump();
     assert_eq!(s.outcome(id), Some(Outcome::Verified), "{:?}", s.reports);
     assert!(
@@ -214,6 +261,7 @@ fn a_dropped_upload_resumes_from_the_partial_file() {
     );
     assert_eq!(files_in(inbox.path()), vec!["movie.mkv"]);
     assert_eq!(fs::read(inbox.path().join("movie.mkv")).unwrap(), data);
+    assert_eq!(partials_in(inbox.path()).len(), 1, "the other's stays");
 }
 
 #[test]
@@ -267,16 +315,23 @@ fn overwrite_replaces_and_partials_are_exclusive() {
     fs::write(dir.path().join("a.txt"), b"old").unwrap();
     let inbox = Inbox::open(dir.path()).unwrap().overwrite(true);
     let mut rx = inbox.begin("a.txt", 3, None).unwrap();
-    // A second transfer of the same name at once is refused, not interleaved.
+    // Another transfer of the same name has a partial file of its own.
+    let other = inbox.begin("A.TXT", 3, None).unwrap();
+    assert_ne!(other.resume_key(), rx.resume_key());
+    // Resuming one that is under way is refused, not interleaved.
     assert_eq!(
-        inbox.begin("A.TXT", 3, None).unwrap_err().kind(),
+        inbox
+            .begin("a.txt", 3, Some(rx.resume_key()))
+            .unwrap_err()
+            .kind(),
         std::io::ErrorKind::AlreadyExists
     );
     rx.write_at(0, b"new").unwrap();
     assert!(rx.write_at(2, b"xx").is_err(), "past the size");
     rx.commit().unwrap();
     assert_eq!(fs::read(dir.path().join("a.txt")).unwrap(), b"new");
-    assert!(inbox.begin("a.txt", 3, None).is_ok(), "the name is free again");
+    drop(other);
+    assert!(partials_in(dir.path()).is_empty());
 }
 
 #[test]
@@ -320,7 +375,7 @@ fn the_inbox_quota_counts_files_partials_and_uploads_under_way() {
     assert!(ferry_files::QuotaExceeded::is(&err), "{err}");
     assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
     assert!(err.to_string().contains("inbox is full"), "{err}");
-    assert!(!dir.path().join("big.bin.part").exists());
+    assert!(partials_in(dir.path()).is_empty());
     // 60 + 40 fits; while it is under way it counts whole.
     let receiving = inbox.begin("fits.bin", 40, None).unwrap();
     let err = inbox.begin("one.bin", 1, None).unwrap_err();
@@ -338,11 +393,18 @@ fn the_inbox_quota_counts_files_partials_and_uploads_under_way() {
 
 /// Records the answers a `FileTransfers` gives to offers.
 #[derive(Default)]
-struct Answers(Vec<(u32, Result<u64, Code>)>);
+struct Answers(Vec<(u32, Result<u64, Code>)>, Vec<(u32, ResumeKey)>);
 
 impl ferry_files::TransferControl for Answers {
-    fn accept(&mut self, _: Instant, id: u32, resume: u64) -> Result<(), ferry_core::Misuse> {
+    fn accept(
+        &mut self,
+        _: Instant,
+        id: u32,
+        resume: u64,
+        key: ResumeKey,
+    ) -> Result<(), ferry_core::Misuse> {
         self.0.push((id, Ok(resume)));
+        self.1.push((id, key));
         Ok(())
     }
     fn reject(
@@ -384,6 +446,11 @@ impl Answers {
     fn of(&self, id: u32) -> Option<Result<u64, Code>> {
         self.0.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
     }
+
+    /// The key handed out when `id` was accepted.
+    fn key(&self, id: u32) -> ResumeKey {
+        self.1.iter().find(|(i, _)| *i == id).unwrap().1
+    }
 }
 
 /// Hands `files` what its writers finished until they are all idle.
@@ -401,12 +468,16 @@ fn settle(files: &mut FileTransfers, ctl: &mut Answers) {
 }
 
 fn offered(id: u32, name: &str, size: u64, peer: &str) -> TransferEvent {
+    resumed(id, name, size, peer, None)
+}
+
+fn resumed(id: u32, name: &str, size: u64, peer: &str, key: Option<ResumeKey>) -> TransferEvent {
     TransferEvent::Offered {
         id,
         name: name.into(),
         size,
         peer: peer.into(),
-        resume: None,
+        resume: key,
     }
 }
 
@@ -455,7 +526,7 @@ fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_oversh
     // bytes are free again.
     files.handle(&mut ctl, now, ended(1));
     settle(&mut files, &mut ctl);
-    assert!(!dir.path().join("new0.part").exists());
+    assert_eq!(partials_in(dir.path()).len(), 7, "the 7 others are open");
     assert_eq!(inbox.used(), 900);
     // One writes 30 bytes and gives up: the partial stays, at its length.
     files.handle(
@@ -469,10 +540,12 @@ fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_oversh
     );
     files.handle(&mut ctl, now, ended(3));
     settle(&mut files, &mut ctl);
-    assert_eq!(size_of(&dir.path().join("new1.part")), 30);
+    let lengths: Vec<u64> = partials_in(dir.path()).iter().map(|p| p.1).collect();
+    assert_eq!(lengths.iter().sum::<u64>(), 30, "{lengths:?}");
     assert_eq!(inbox.used(), 830);
     // Its resume counts it whole again, not twice.
-    files.handle(&mut ctl, now, offered(21, "new1", 100, "bob"));
+    let key = ctl.key(3);
+    files.handle(&mut ctl, now, resumed(21, "new1", 100, "bob", Some(key)));
     settle(&mut files, &mut ctl);
     assert_eq!(ctl.of(21), Some(Ok(30)));
     assert_eq!(inbox.used(), 900);
@@ -496,17 +569,17 @@ fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_oversh
     assert_eq!(Inbox::open(dir.path()).unwrap().used(), 270);
 }
 
-fn size_of(path: &Path) -> u64 {
-    fs::metadata(path).map_or(0, |m| m.len())
-}
-
 #[test]
 fn a_sender_may_keep_only_so_many_unfinished_files() {
     let dir = tempfile::tempdir().unwrap();
     // Partial files from before count for nobody.
+    let inbox = Inbox::open(dir.path()).unwrap();
     for i in 0..5 {
-        fs::write(dir.path().join(format!("older{i}.part")), [1u8; 4]).unwrap();
+        let mut rx = inbox.begin(&format!("older{i}"), 4, None).unwrap();
+        rx.write_at(0, &[1; 4]).unwrap();
+        rx.close();
     }
+    drop(inbox);
     let inbox = Inbox::open(dir.path()).unwrap().max_partials_per_sender(3);
     let now = Instant::now();
     let mut files = FileTransfers::new(Some(inbox), OfferPolicy::Accept);
@@ -542,7 +615,8 @@ fn a_sender_may_keep_only_so_many_unfinished_files() {
     files.handle(&mut ctl, now, offered(11, "f", 100, "MALLORY"));
     assert_eq!(ctl.of(11), Some(Err(Code::TOO_MANY_TRANSFERS)));
     // Resuming one of them is no new file.
-    files.handle(&mut ctl, now, offered(13, "a", 100, "mallory"));
+    let key = ctl.key(1);
+    files.handle(&mut ctl, now, resumed(13, "a", 100, "mallory", Some(key)));
     settle(&mut files, &mut ctl);
     assert_eq!(ctl.of(13), Some(Ok(1)));
 }

@@ -2,6 +2,7 @@
 //! can reach, resume only with the key the receiver handed out, no link
 //! planted in the folder ever followed, and a quota counted exactly.
 
+use ferry_core::ResumeKey;
 use ferry_files::{Inbox, PARTIALS_DIR, PART_SUFFIX};
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -43,7 +44,8 @@ fn a_partial_file_resumes_only_with_its_key_and_nobody_learns_of_it() {
 
     // Someone else, same name and size, no key or a made-up one: a new,
     // empty file of its own, and the victim's bytes untouched.
-    for guess in [None, Some([0; 16]), Some([0xff; 16])] {
+    let guesses = [None, Some([0; 16]), Some([0xff; 16])];
+    for guess in guesses.map(|bytes| bytes.map(ResumeKey::from_bytes)) {
         let mut other = inbox.begin("thesis.pdf", 100, guess).unwrap();
         assert_eq!(other.resume_from(), 0);
         assert_ne!(other.resume_key(), key);
