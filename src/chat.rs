@@ -325,8 +325,14 @@ mod tests {
                 to: "bob".into()
             })
         );
-        assert_eq!(parse("/accept 3"), Some(ClientCommand::AcceptOffer { id: 3 }));
-        assert_eq!(parse("/reject 5"), Some(ClientCommand::RejectOffer { id: 5 }));
+        assert_eq!(
+            parse("/accept 3"),
+            Some(ClientCommand::AcceptOffer { id: 3 })
+        );
+        assert_eq!(
+            parse("/reject 5"),
+            Some(ClientCommand::RejectOffer { id: 5 })
+        );
         assert_eq!(parse("/accept x"), None);
         assert_eq!(parse(""), None);
         assert_eq!(parse("/bogus"), None);

@@ -99,7 +99,9 @@ impl ResumeStore {
     /// this returns.
     pub fn put(&self, transfer: &TransferKey, key: &ResumeKey) -> io::Result<()> {
         let path = self.path(transfer);
-        let temporary = self.dir.join(format!(".{}.{}", transfer.entry, std::process::id()));
+        let temporary = self
+            .dir
+            .join(format!(".{}.{}", transfer.entry, std::process::id()));
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)

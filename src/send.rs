@@ -156,6 +156,8 @@ fn open_store() -> Option<ResumeStore> {
         return None;
     };
     ResumeStore::open(dir)
-        .map_err(|e| eprintln!("ferry: cannot keep resume keys in {e}: transfers cannot be resumed"))
+        .map_err(|e| {
+            eprintln!("ferry: cannot keep resume keys in {e}: transfers cannot be resumed")
+        })
         .ok()
 }

@@ -346,16 +346,17 @@ impl App {
         ));
         // A first round trip at once, then every few seconds.
         let mut actions = vec![Action::Command(ClientCommand::Ping)];
-        // Every file we were sending goes again; the receiver resumes from
-        // what it holds.
+        // Every file we were sending goes again, with the key its receiver
+        // handed out: the receiver resumes from what it holds.
         for row in &mut self.transfers {
             if row.direction == Direction::Sending && row.stage == Stage::Interrupted {
                 if let Some(path) = &row.path {
                     row.stage = Stage::Waiting;
                     row.id = None;
-                    actions.push(Action::Command(ClientCommand::SendFile {
-                        path: path.clone(),
-                        to: row.peer.clone(),
+                    let (path, to) = (path.clone(), row.peer.clone());
+                    actions.push(Action::Command(match row.resume_key {
+                        Some(key) => ClientCommand::ResumeFile { path, to, key },
+                        None => ClientCommand::SendFile { path, to },
                     }));
                 }
             }
@@ -493,6 +494,11 @@ impl App {
                         self.transfers[index].stage = Stage::Declined("declined".into());
                         self.notice(format!("declined {name} from {from}"));
                     }
+                }
+            }
+            Report::ResumeKey { id, key } => {
+                if let Some(row) = self.row(id) {
+                    row.resume_key = Some(key);
                 }
             }
             Report::Accepted { id, offset } => {

@@ -455,6 +455,8 @@ fn a_lost_connection_is_retried_with_capped_backoff_and_transfers_resume() {
         },
         t0,
     );
+    let key = ferry_core::ResumeKey::from_bytes([9; 16]);
+    report(&mut app, Report::ResumeKey { id: 0, key }, t0);
     report(&mut app, Report::Accepted { id: 0, offset: 0 }, t0);
     report(
         &mut app,
@@ -512,12 +514,16 @@ fn a_lost_connection_is_retried_with_capped_backoff_and_transfers_resume() {
         "{status}"
     );
 
-    // Back in: the file is offered again, and resumes on the same row.
+    // Back in: the file is offered again with the receiver's key, and
+    // resumes on the same row.
     let actions = welcomed(&mut app, now);
-    assert!(actions.contains(&Action::Command(ClientCommand::SendFile {
-        path: "/data/big.iso".into(),
-        to: String::new()
-    })));
+    assert!(
+        actions.contains(&Action::Command(ClientCommand::ResumeFile {
+            path: "/data/big.iso".into(),
+            to: String::new(),
+            key,
+        }))
+    );
     report(
         &mut app,
         Report::Offering {

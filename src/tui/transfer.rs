@@ -2,6 +2,7 @@
 //! progress, rate, time left and outcome.
 
 use ferry_core::frame::TransferId;
+use ferry_core::ResumeKey;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,8 @@ pub struct TransferRow {
     /// Sending: the file to offer again after a reconnection.
     /// Receiving: where it was saved.
     pub path: Option<PathBuf>,
+    /// Sending: the key the receiver handed out, to resume with.
+    pub resume_key: Option<ResumeKey>,
     /// Where it stands.
     pub stage: Stage,
     /// The connection the id belongs to, and the id (none while a re-offer
@@ -87,6 +90,7 @@ impl TransferRow {
             size,
             done: 0,
             path: None,
+            resume_key: None,
             stage: Stage::Waiting,
             generation: 0,
             id: None,

@@ -95,7 +95,8 @@ impl ConfinedDir {
     /// Creates `name` as a new, empty, private file, open for reading and
     /// writing. Fails if anything is there already, a dangling link too.
     pub(crate) fn create_new(&self, name: &str) -> io::Result<File> {
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.fd, name, flags, Mode::RUSR | Mode::WUSR)?;
         Ok(File::from(fd))
     }

@@ -15,9 +15,9 @@
 //! wait in a writer's queue.
 
 use crate::inbox::{NameInUse, Receiving, Reservation};
-use ferry_core::ResumeKey;
 use bytes::Bytes;
 use ferry_core::frame::TransferId;
+use ferry_core::ResumeKey;
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;

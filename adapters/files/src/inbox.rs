@@ -482,9 +482,7 @@ impl Inbox {
             return Err(Refused::TooLarge { size, max });
         }
         if !self.only_from.is_empty()
-            && !self
-                .only_from
-                .contains(&ferry_core::names::name_key(peer))
+            && !self.only_from.contains(&ferry_core::names::name_key(peer))
         {
             return Err(Refused::NotFrom(peer.to_string()));
         }
@@ -533,12 +531,7 @@ impl Inbox {
     /// earlier attempt to finish: not for an event loop. Servers and clients
     /// go through [`FileTransfers`](crate::FileTransfers), which does this
     /// on the file's writer thread.
-    pub fn begin(
-        &self,
-        name: &str,
-        size: u64,
-        resume: Option<ResumeKey>,
-    ) -> io::Result<Receiving> {
+    pub fn begin(&self, name: &str, size: u64, resume: Option<ResumeKey>) -> io::Result<Receiving> {
         self.reserve(name, size, None, resume)?.open()
     }
 
@@ -834,10 +827,7 @@ impl Reservation {
             if left.is_zero() {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
-                    format!(
-                        "the previous attempt at {:?} is still finishing",
-                        self.name
-                    ),
+                    format!("the previous attempt at {:?} is still finishing", self.name),
                 ));
             }
             ledger = self

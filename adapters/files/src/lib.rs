@@ -48,11 +48,11 @@ pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };
 pub use inbox::{
-    free_name, Inbox, QuotaExceeded, Receiving, DEFAULT_MAX_PARTIALS,
-    DEFAULT_PARTIAL_TTL, PARTIALS_DIR, PART_SUFFIX,
+    free_name, Inbox, QuotaExceeded, Receiving, DEFAULT_MAX_PARTIALS, DEFAULT_PARTIAL_TTL,
+    PARTIALS_DIR, PART_SUFFIX,
 };
-pub use sending::Sending;
 pub use read_buffer::ReadBuffer;
+pub use sending::Sending;
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};
 pub use udp::{session_number, UdpCommand, UdpHandle};

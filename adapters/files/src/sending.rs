@@ -96,4 +96,3 @@ pub(crate) mod positioned {
         file.write_all(data)
     }
 }
-

@@ -3,8 +3,8 @@
 //! name.
 
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientConfig, Code, Connection, Event, Hub, HubConfig, HubEvent};
 use ferry_core::ResumeKey;
+use ferry_core::{ClientConfig, Code, Connection, Event, Hub, HubConfig, HubEvent};
 use ferry_files::{
     free_name, FileTransfers, HubClient, Inbox, OfferPolicy, Report, Sending, PARTIALS_DIR,
 };
@@ -64,7 +64,9 @@ impl Session {
     fn send_resuming(&mut self, path: &Path, key: Option<ResumeKey>) -> u32 {
         let (file, name, size) = Sending::open(path).unwrap();
         let id = match key {
-            Some(key) => self.client.offer_file_resuming(self.now, &name, size, "", key),
+            Some(key) => self
+                .client
+                .offer_file_resuming(self.now, &name, size, "", key),
             None => self.client.offer_file(self.now, &name, size, ""),
         }
         .unwrap();
@@ -558,7 +560,11 @@ fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_oversh
         assert!(Instant::now() < deadline, "used: {}", inbox.used());
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let mut rx = inbox.clone().overwrite(true).begin("old0.bin", 50, None).unwrap();
+    let mut rx = inbox
+        .clone()
+        .overwrite(true)
+        .begin("old0.bin", 50, None)
+        .unwrap();
     rx.write_at(0, &[1; 50]).unwrap();
     rx.commit().unwrap();
     assert_eq!(inbox.used(), 200 - 10 + 50 + 30);

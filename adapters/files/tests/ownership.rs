@@ -40,7 +40,10 @@ fn a_partial_file_resumes_only_with_its_key_and_nobody_learns_of_it() {
     assert_eq!(victim.close(), 60);
     assert_eq!(partials(dir.path()).len(), 1);
     assert!(partials(dir.path())[0].ends_with(PART_SUFFIX));
-    assert!(stored(dir.path()).is_empty(), "never under a name of its own");
+    assert!(
+        stored(dir.path()).is_empty(),
+        "never under a name of its own"
+    );
 
     // Someone else, same name and size, no key or a made-up one: a new,
     // empty file of its own, and the victim's bytes untouched.
@@ -84,7 +87,10 @@ fn stored_files_named_like_partials_are_never_resumed_or_touched() {
     for name in ["report.part", "report (1).part", "report"] {
         assert_eq!(fs::read(dir.path().join(name)).unwrap(), name.as_bytes());
     }
-    assert_eq!(fs::read(dir.path().join("report (2).part")).unwrap(), b"new");
+    assert_eq!(
+        fs::read(dir.path().join("report (2).part")).unwrap(),
+        b"new"
+    );
 }
 
 #[test]
