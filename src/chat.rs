@@ -287,8 +287,8 @@ fn line(notice: &ClientNotice) -> Option<String> {
                 answer_within.as_secs()
             ),
             Report::Saved { path, .. } => format!("* saved {}", path.display()),
-            Report::PartialKept { path, held, .. } => {
-                format!("* kept {} ({}) for a resume", path.display(), bytes(*held))
+            Report::PartialKept { name, held, .. } => {
+                format!("* kept {} ({}) for a resume", safe(name), bytes(*held))
             }
             Report::LocalError { error, .. } => format!("! {}", safe(error)),
             Report::Finished { id, outcome } => {

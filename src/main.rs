@@ -210,6 +210,10 @@ struct Limits {
     /// under way plus partial files kept for a resume [default: 16].
     #[arg(long)]
     max_partials_per_source: Option<usize>,
+    /// Seconds a partial file is kept for a resume after its last write;
+    /// then it is removed [default: 86400, a day].
+    #[arg(long, value_parser = parse_secs)]
+    partial_ttl: Option<Duration>,
     /// Log lines about one source printed at once; past it, and past
     /// --log-rate, lines are counted and summarised. 0: print every line
     /// [default: 20].
@@ -379,6 +383,9 @@ fn main() -> ExitCode {
                 max_partials: limits
                     .max_partials_per_source
                     .unwrap_or(ferry_files::DEFAULT_MAX_PARTIALS),
+                partial_ttl: limits
+                    .partial_ttl
+                    .unwrap_or(ferry_files::DEFAULT_PARTIAL_TTL),
                 log_burst: limits.log_burst.unwrap_or(budget::DEFAULT_BURST),
                 log_per_second: limits.log_rate.unwrap_or(budget::DEFAULT_PER_SECOND),
             };

@@ -22,6 +22,8 @@ pub struct Options<'a> {
     pub overwrite: bool,
     /// Unfinished files one source may have in the inbox.
     pub max_partials: usize,
+    /// How long a partial file is kept for a resume.
+    pub partial_ttl: Duration,
     /// Log lines about one source at once, then per second (burst 0: no
     /// limit).
     pub log_burst: u32,
@@ -35,6 +37,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         inbox,
         overwrite,
         max_partials,
+        partial_ttl,
         log_burst,
         log_per_second,
     } = options;
@@ -42,9 +45,16 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
         .overwrite(overwrite)
-        .max_partials_per_sender(max_partials);
+        .max_partials_per_sender(max_partials)
+        .partial_ttl(partial_ttl);
     let dir = inbox.dir().display().to_string();
-    let limits = limits_line(&config, max_partials, log_burst, log_per_second);
+    let limits = limits_line(
+        &config,
+        max_partials,
+        partial_ttl,
+        log_burst,
+        log_per_second,
+    );
     let prefixes = (config.source_prefix_v4, config.source_prefix_v6);
     let server = runtime
         .spawn_server(listen, config, Some(inbox))
@@ -138,10 +148,16 @@ const SUMMARY_SCAN: Duration = Duration::from_millis(250);
 
 /// The limits in force, for the log; says whether a token is required,
 /// never what it is.
-fn limits_line(config: &HubConfig, max_partials: usize, log_burst: u32, log_rate: u32) -> String {
+fn limits_line(
+    config: &HubConfig,
+    max_partials: usize,
+    partial_ttl: Duration,
+    log_burst: u32,
+    log_rate: u32,
+) -> String {
     format!(
         "limits: {}, {} clients, {} connections per source, files up to {}, inbox quota {}, \
-         {} unfinished files per source, \
+         {} unfinished files per source kept {:?}, \
          {} messages a second (bursts of {}) per client and {} ({}) per source, \
          {} control frames a second (bursts of {}), rooms of {}, relays holding {}, \
          handshake {:?}, idle {:?}, {}, {}",
@@ -155,6 +171,7 @@ fn limits_line(config: &HubConfig, max_partials: usize, log_burst: u32, log_rate
         bytes(config.max_file_size),
         config.inbox_quota.map_or("none".to_string(), bytes),
         max_partials,
+        partial_ttl,
         config.flood_per_second,
         config.flood_burst,
         config.source_flood_per_second,
@@ -336,8 +353,8 @@ impl Log {
                     }
                 }
                 Report::Saved { path, .. } => format!("saved {}", path.display()),
-                Report::PartialKept { path, held, .. } => {
-                    format!("kept {} ({}) for a resume", path.display(), bytes(held))
+                Report::PartialKept { name, held, .. } => {
+                    format!("kept {} ({}) for a resume", safe(&name), bytes(held))
                 }
                 Report::LocalError { error, .. } => {
                     format!("{}: {}", self.who(client), safe(&error))

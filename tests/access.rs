@@ -34,7 +34,8 @@ fn without_the_token_nobody_chats_or_sends() {
     let (ok, _, err) = run(&["send", &addr, path], &[("FERRY_TOKEN", "Correct")]);
     assert!(!ok);
     assert!(err.contains("authentication failed"), "{err}");
-    assert_eq!(std::fs::read_dir(inbox.path()).unwrap().count(), 0);
+    assert!(common::stored_in(inbox.path()).is_empty());
+    assert!(common::partials_in(inbox.path()).is_empty());
     server.expect_count(&["authentication failed"], 3);
 
     // The right token, by flag (which wins over the environment) or by
@@ -133,12 +134,12 @@ fn file_size_limit_and_inbox_quota_refuse_before_writing() {
     assert!(!ok);
     assert!(err.contains("inbox full") && err.contains("quota"), "{err}");
     server.expect(&["one-more.bin", "inbox full"]);
-    let mut names: Vec<String> = std::fs::read_dir(inbox.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a.bin", "b.bin", "c.bin"], "nothing else written");
+    assert_eq!(
+        common::stored_in(inbox.path()),
+        ["a.bin", "b.bin", "c.bin"],
+        "nothing else written"
+    );
+    assert!(common::partials_in(inbox.path()).is_empty());
 }
 
 #[test]

@@ -8,7 +8,7 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::{Raw, Serve, WAIT};
 use ferry_core::frame::{Frame, MIN_DATA};
-use ferry_core::Code;
+use ferry_core::{Code, ResumeKey};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -160,6 +160,17 @@ impl Mallory {
         })
     }
 
+    /// The key the server handed out with its ACCEPT of offer `id`.
+    fn key(&mut self, id: u32) -> ResumeKey {
+        self.find(
+            &format!("the resume key of offer {id}"),
+            |frame| match frame {
+                Frame::ResumeKey { id: got, key } if *got == id => Some(*key),
+                _ => None,
+            },
+        )
+    }
+
     /// The answer to offer `id`, which must be an ACCEPT: (offset, window).
     fn accepted(&mut self, id: u32) -> (u64, u64) {
         let answer = self.find(&format!("the answer to offer {id}"), |frame| match frame {
@@ -219,6 +230,12 @@ fn offer(id: u32, name: &str, size: u64) -> Frame {
     }
 }
 
+/// An offer presenting `key` to resume an earlier attempt: `RESUME` then
+/// `OFFER`.
+fn resume(id: u32, name: &str, size: u64, key: ResumeKey) -> [Frame; 2] {
+    [Frame::Resume { id, key }, offer(id, name, size)]
+}
+
 fn cancel(id: u32) -> Frame {
     Frame::Cancel {
         id,
@@ -227,12 +244,8 @@ fn cancel(id: u32) -> Frame {
     }
 }
 
-fn parts_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".part"))
-        .collect()
+fn parts_in(dir: &Path) -> Vec<(String, u64)> {
+    common::partials_in(dir)
 }
 
 #[test]
@@ -248,13 +261,16 @@ fn re_offering_a_cancelled_name_never_stalls_the_loop() {
         let mut id = 0;
         mallory.send(&[offer(id, "same.bin", size)]);
         assert_eq!(mallory.answer(id), Ok(0), "{runtime}");
+        let key = mallory.key(id);
         for round in 0..20u64 {
             // Some bytes for the writer to be busy with, then the cancel
-            // and the same name again at once: the new offer finds the old
-            // writer still finishing, and resumes after what it wrote.
+            // and the same file again at once, with its key: the new offer
+            // finds the old writer still finishing, and resumes after what
+            // it wrote.
             let held = round * 4096;
             let data = Bytes::from(vec![round as u8; 4096]);
             let next = id + 2;
+            let [resume, again] = resume(next, "same.bin", size, key);
             let frames = [
                 Frame::Data {
                     id,
@@ -262,11 +278,13 @@ fn re_offering_a_cancelled_name_never_stalls_the_loop() {
                     data,
                 },
                 cancel(id),
-                offer(next, "same.bin", size),
+                resume,
+                again,
             ];
             mallory.send(&frames);
             id = next;
             assert_eq!(mallory.answer(id), Ok(held + 4096), "{runtime}");
+            assert_eq!(mallory.key(id), key, "{runtime}: the same key again");
         }
         let (worst, pings) = pinger.finish();
         eprintln!("{runtime}: worst ping {worst:?} of {pings}");
@@ -395,9 +413,11 @@ fn a_source_may_keep_only_so_many_partial_files() {
     let mut id = 0;
     // Each left holding one frame at the floor (MIN_DATA) of a larger file.
     let kept = vec![b'x'; MIN_DATA as usize];
+    let mut first_key = None;
     for i in 0..16 {
         mallory.send(&[offer(id, &format!("left{i}"), 4 * MIN_DATA as u64)]);
         assert_eq!(mallory.answer(id), Ok(0), "{i}");
+        first_key.get_or_insert(mallory.key(id));
         let start = Frame::Data {
             id,
             offset: 0,
@@ -418,7 +438,7 @@ fn a_source_may_keep_only_so_many_partial_files() {
     again.send(&[offer(0, "one-more", 100)]);
     assert_eq!(again.answer(0), Err(Code::TOO_MANY_TRANSFERS));
     // Resuming one of them is fine, and finishing it frees a place.
-    mallory.send(&[offer(id, "left0", MIN_DATA as u64)]);
+    mallory.send(&resume(id, "left0", MIN_DATA as u64, first_key.unwrap()));
     assert_eq!(mallory.answer(id), Ok(MIN_DATA as u64));
     let done = Frame::Done {
         id,
@@ -525,5 +545,6 @@ fn a_flood_of_offers_to_a_chat_receiver_leaves_no_files_and_few_lines() {
     let lines = out.lines().count();
     eprintln!("{lines} lines; {summary}");
     assert!(lines < 60, "{lines} lines:\n{out}");
-    assert_eq!(std::fs::read_dir(downloads.path()).unwrap().count(), 0);
+    assert!(common::stored_in(downloads.path()).is_empty());
+    assert!(parts_in(downloads.path()).is_empty());
 }

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    contents, hash_file, rss_kib, run, size_of, wait_until, Proc, Proxy, ProxyMode, Raw, Serve,
-    WAIT,
+    contents, hash_file, partials_in, rss_kib, run, the_partial_in, wait_until, Proc, Proxy,
+    ProxyMode, Raw, Serve, WAIT,
 };
 use ferry_core::frame::Frame;
 use ferry_core::Code;
@@ -91,27 +91,27 @@ fn a_killed_sender_resumes_to_the_identical_file() {
     let mut server = Serve::start(inbox.path(), &["--runtime", "mio"]);
     let proxy = Proxy::start(server.addr, slow());
     let final_name = inbox.path().join("big.bin");
-    let part = inbox.path().join("big.bin.part");
     let watch = Watch::new(final_name.clone());
 
     let mut sender = Proc::spawn(&["send", &proxy.addr(), &src_arg, "--name", "alice"]);
     wait_until("the partial file to grow", || {
-        (size_of(&part) >= KILL_AT).then_some(())
+        the_partial_in(inbox.path()).filter(|(_, len)| *len >= KILL_AT)
     });
     sender.kill9();
-    let kept = server.expect(&["kept", "big.bin.part", "for a resume"]);
+    let kept = server.expect(&["kept", "big.bin", "for a resume"]);
     assert!(!final_name.exists(), "{kept}");
 
-    // Sent again, directly: it resumes where the partial file ends.
+    // The same command again: it presents the key it was handed, and
+    // resumes where the partial file ends.
     assert!(!watch.appeared(), "big.bin appeared before it was resumed");
-    let (ok, out, err) = run(&["send", &server.addr(), &src_arg], &[]);
+    let (ok, out, err) = run(&["send", &proxy.addr(), &src_arg], &[]);
     let resumes = server.expect(&["resumes big.bin"]);
     assert!(ok, "{out}{err}");
     resumed_at(&resumes);
     server.expect(&["big.bin from", "verified"]);
     assert_eq!(hash_file(&final_name), hash_file(&src));
     assert!(std::fs::read(&final_name).unwrap() == std::fs::read(&src).unwrap());
-    assert!(!part.exists());
+    assert!(partials_in(inbox.path()).is_empty());
 }
 
 #[test]
@@ -120,13 +120,12 @@ fn a_killed_server_resumes_on_the_same_inbox() {
     let files = tempfile::tempdir().unwrap();
     let (src, src_arg) = source(files.path(), "archive.tar", BIG, 2);
     let final_name = inbox.path().join("archive.tar");
-    let part = inbox.path().join("archive.tar.part");
     let watch = Watch::new(final_name.clone());
     let mut server = Serve::start(inbox.path(), &["--runtime", "smol"]);
     let proxy = Proxy::start(server.addr, slow());
     let sender = Proc::spawn(&["send", &proxy.addr(), &src_arg]);
     wait_until("the partial file to grow", || {
-        (size_of(&part) >= KILL_AT).then_some(())
+        the_partial_in(inbox.path()).filter(|(_, len)| *len >= KILL_AT)
     });
     server.kill9();
     // The sender learns the connection broke, and says so.
@@ -134,16 +133,18 @@ fn a_killed_server_resumes_on_the_same_inbox() {
     assert!(!ok);
     assert!(err.starts_with("ferry: "), "{err}");
     assert!(!final_name.exists());
-    drop(proxy);
 
-    let mut server = Serve::start(inbox.path(), &["--runtime", "smol"]);
+    // A new server on the same address and inbox finds the partial file,
+    // and the same command resumes it.
+    let listen = server.addr();
+    let mut server = Serve::start(inbox.path(), &["--runtime", "smol", "--listen", &listen]);
     assert!(!watch.appeared(), "archive.tar appeared before the resume");
-    let (ok, out, err) = run(&["send", &server.addr(), &src_arg], &[]);
+    let (ok, out, err) = run(&["send", &proxy.addr(), &src_arg], &[]);
     let resumes = server.expect(&["resumes archive.tar"]);
     assert!(ok, "{out}{err}");
     resumed_at(&resumes);
     assert_eq!(hash_file(&final_name), hash_file(&src));
-    assert!(!part.exists());
+    assert!(partials_in(inbox.path()).is_empty());
 }
 
 #[test]
@@ -154,7 +155,6 @@ fn a_killed_receiving_chat_client_resumes_from_a_new_one() {
     let dir = received.path().to_str().unwrap();
     let (src, src_arg) = source(files.path(), "photo.raw", BIG, 3);
     let final_name = received.path().join("photo.raw");
-    let part = received.path().join("photo.raw.part");
     let watch = Watch::new(final_name.clone());
     let mut server = Serve::start(inbox.path(), &["--runtime", "std"]);
     let addr = server.addr();
@@ -171,7 +171,7 @@ fn a_killed_receiving_chat_client_resumes_from_a_new_one() {
     bob.expect(&["you are bob"]);
     let alice = Proc::spawn(&["send", &addr, &src_arg, "--to", "bob", "--name", "alice"]);
     wait_until("bob's partial file to grow", || {
-        (size_of(&part) >= KILL_AT).then_some(())
+        the_partial_in(received.path()).filter(|(_, len)| *len >= KILL_AT)
     });
     bob.kill9();
     server.expect(&["bob (", "left"]);
@@ -194,7 +194,7 @@ fn a_killed_receiving_chat_client_resumes_from_a_new_one() {
     assert!(at > 0, "{resuming}");
     bob.expect(&["saved", "photo.raw"]);
     assert_eq!(hash_file(&final_name), hash_file(&src));
-    assert!(!part.exists());
+    assert!(partials_in(received.path()).is_empty());
     let (ok, _, _) = bob.finish();
     assert!(ok);
 }
@@ -225,7 +225,7 @@ fn a_flipped_byte_is_caught_reported_to_both_ends_and_a_retry_succeeds() {
     server.expect(&["ledger.db from", "hash mismatch"]);
     // Wrong bytes are no base for a resume: the partial file is gone too.
     wait_until("the partial file to go", || {
-        (!inbox.path().join("ledger.db.part").exists()).then_some(())
+        partials_in(inbox.path()).is_empty().then_some(())
     });
     assert!(!watch.appeared(), "the corrupt file was stored");
     let (ok, out, err) = run(&["send", &server.addr(), &src_arg], &[]);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::contents;
 use ferry_core::frame::{decode, Frame, PREAMBLE};
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientConfig, Code, Connection, Event, HubConfig};
+use ferry_core::{ClientConfig, Code, Connection, Event, HubConfig, ResumeKey};
 use ferry_files::{
     ClientCommand, ClientHandle, ClientNotice, Inbox, Report, ServerHandle, ServerNotice,
 };
@@ -247,7 +247,7 @@ fn upload_of_64_mib_is_verified() {
         assert_eq!(transfer_outcome(&alice), Outcome::Verified, "{label}");
         let stored = std::fs::read(inbox.path().join("big.bin")).unwrap();
         assert!(stored == data, "{label}: stored file differs");
-        assert!(!inbox.path().join("big.bin.part").exists());
+        assert!(common::partials_in(inbox.path()).is_empty(), "{label}");
         stop(server);
     });
 }
@@ -308,8 +308,9 @@ fn garbage_is_refused_while_others_carry_on() {
 }
 
 /// Uploads the first `upto` bytes of `data` with a hand-driven connection,
-/// then drops the socket: a client killed mid-transfer.
-fn killed_upload(addr: SocketAddr, name: &str, data: &[u8], upto: u64) {
+/// then drops the socket: a client killed mid-transfer. Returns the key
+/// the server handed out to resume it.
+fn killed_upload(addr: SocketAddr, name: &str, data: &[u8], upto: u64) -> ResumeKey {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(20)))
@@ -320,6 +321,7 @@ fn killed_upload(addr: SocketAddr, name: &str, data: &[u8], upto: u64) {
     let mut buf = vec![0u8; 65536];
     let deadline = Instant::now() + WAIT;
     let mut written = 0u64;
+    let mut key = None;
     while Instant::now() < deadline {
         while let Some(b) = conn.poll_transmit() {
             stream.write_all(&b).unwrap();
@@ -339,11 +341,13 @@ fn killed_upload(addr: SocketAddr, name: &str, data: &[u8], upto: u64) {
                         .unwrap();
                 }
                 Event::Transfer(TransferEvent::Progress { confirmed, .. }) => written = confirmed,
+                Event::Transfer(TransferEvent::ResumeKey { key: issued, .. }) => key = Some(issued),
                 _ => {}
             }
         }
         if written >= upto {
-            return; // the socket drops here, mid-transfer
+            // The socket drops here, mid-transfer.
+            return key.expect("the server handed out no resume key");
         }
         match stream.read(&mut buf) {
             Ok(0) => panic!("server closed"),
@@ -355,7 +359,7 @@ fn killed_upload(addr: SocketAddr, name: &str, data: &[u8], upto: u64) {
 }
 
 #[test]
-fn a_killed_upload_resumes_to_the_identical_file() {
+fn a_killed_upload_resumes_for_its_key_holder_only_and_to_the_identical_file() {
     for_each_pair(|label, spawn_server, spawn_client| {
         let src = tempfile::tempdir().unwrap();
         let inbox = tempfile::tempdir().unwrap();
@@ -368,7 +372,7 @@ fn a_killed_upload_resumes_to_the_identical_file() {
             Some(Inbox::open(inbox.path()).unwrap()),
         )
         .unwrap();
-        killed_upload(server.local_addr(), "movie.mkv", &data, 5 << 20);
+        let key = killed_upload(server.local_addr(), "movie.mkv", &data, 5 << 20);
         // The server tells when the partial file is complete on disk.
         let deadline = Instant::now() + WAIT;
         let (kept, reported) = loop {
@@ -392,14 +396,38 @@ fn a_killed_upload_resumes_to_the_identical_file() {
             !inbox.path().join("movie.mkv").exists(),
             "{label}: partial under the final name"
         );
-        assert_eq!(kept, inbox.path().join("movie.mkv.part"), "{label}");
-        let held = std::fs::metadata(&kept).unwrap().len();
+        let (partial, held) = common::the_partial_in(inbox.path()).expect(label);
+        assert_eq!(kept, partial, "{label}");
         assert_eq!(held, reported, "{label}");
         assert!(held >= 5 << 20, "{label}: held {held}");
+
+        // Someone else offers the same name and size, without the key: a
+        // new upload from 0 (told nothing of the first), which it finishes
+        // with other contents; the first stays as it was.
+        let other = contents(data.len(), 9);
+        let other_path = src.path().join("other").join("movie.mkv");
+        std::fs::create_dir(other_path.parent().unwrap()).unwrap();
+        std::fs::write(&other_path, &other).unwrap();
+        let mallory = join(spawn_client, &server, "mallory", None);
+        mallory.send(ClientCommand::SendFile {
+            path: other_path,
+            to: String::new(),
+        });
+        let taken_at = wait_for(&mallory, "mallory's accept", |n| match n {
+            ClientNotice::File(Report::Accepted { offset, .. }) => Some(offset),
+            _ => None,
+        });
+        assert_eq!(taken_at, 0, "{label}: the other upload was resumed");
+        assert_eq!(transfer_outcome(&mallory), Outcome::Verified, "{label}");
+        assert!(std::fs::read(inbox.path().join("movie.mkv")).unwrap() == other);
+        assert_eq!(std::fs::metadata(&partial).unwrap().len(), held, "{label}");
+
+        // The key holder resumes after its own bytes, to the identical file.
         let alice = join(spawn_client, &server, "alice", None);
-        alice.send(ClientCommand::SendFile {
+        alice.send(ClientCommand::ResumeFile {
             path,
             to: String::new(),
+            key,
         });
         let resumed_at = wait_for(&alice, "the accept", |n| match n {
             ClientNotice::File(Report::Accepted { offset, .. }) => Some(offset),
@@ -408,9 +436,10 @@ fn a_killed_upload_resumes_to_the_identical_file() {
         assert_eq!(resumed_at, held, "{label}");
         assert_eq!(transfer_outcome(&alice), Outcome::Verified, "{label}");
         assert!(
-            std::fs::read(inbox.path().join("movie.mkv")).unwrap() == data,
+            std::fs::read(inbox.path().join("movie (1).mkv")).unwrap() == data,
             "{label}"
         );
+        assert!(common::partials_in(inbox.path()).is_empty(), "{label}");
         stop(server);
     });
 }
@@ -493,7 +522,8 @@ fn offers_wait_for_the_users_answer() {
         offer();
         rejected(transfer_outcome(&alice), "no answer");
         assert!(started.elapsed() >= answer_within, "{label}");
-        assert!(std::fs::read_dir(bobs.path()).unwrap().next().is_none());
+        assert!(common::stored_in(bobs.path()).is_empty(), "{label}");
+        assert!(common::partials_in(bobs.path()).is_empty(), "{label}");
         // Accepted: the file arrives whole.
         let id = offer();
         bob.send(ClientCommand::AcceptOffer { id });

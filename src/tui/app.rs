@@ -518,10 +518,10 @@ impl App {
                 }
                 self.notice(format!("saved {}", safe(&shown)));
             }
-            Report::PartialKept { path, held, .. } => {
+            Report::PartialKept { name, held, .. } => {
                 self.notice(format!(
                     "kept {} ({}) for a resume",
-                    safe(&path.display().to_string()),
+                    safe(&name),
                     bytes(held)
                 ));
             }

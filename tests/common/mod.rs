@@ -23,6 +23,51 @@ pub const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 /// The longest any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The state folder (`ferry send`'s resume keys) of the programs this test
+/// binary runs: one of its own, never the user's, so runs do not see each
+/// other's keys. A test that sets `FERRY_STATE_DIR` itself overrides it.
+pub fn state_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// The files stored in a receiving folder, sorted: not its private folder
+/// of partial files.
+pub fn stored_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ferry_files::PARTIALS_DIR)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The partial files a receiving folder keeps, with their lengths, sorted
+/// (none if it has no folder of partial files yet).
+pub fn partials_in(dir: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir(dir.join(ferry_files::PARTIALS_DIR)) else {
+        return Vec::new();
+    };
+    let mut parts: Vec<(String, u64)> = entries
+        .map(|e| {
+            let e = e.unwrap();
+            let len = e.metadata().map_or(0, |m| m.len());
+            (e.file_name().into_string().unwrap(), len)
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// The one partial file a receiving folder keeps: its path and length.
+pub fn the_partial_in(dir: &Path) -> Option<(std::path::PathBuf, u64)> {
+    match &partials_in(dir)[..] {
+        [(name, len)] => Some((dir.join(ferry_files::PARTIALS_DIR).join(name), *len)),
+        _ => None,
+    }
+}
+
 /// Deterministic pseudo-random contents (incompressible, no repeats).
 pub fn contents(size: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -84,7 +129,8 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// `ferry serve` on a free port of 127.0.0.1 with `inbox` and `args`.
+    /// `ferry serve` on a free port of 127.0.0.1 (or where `--listen` in
+    /// `args` says) with `inbox` and `args`.
     pub fn start(inbox: &Path, args: &[&str]) -> Serve {
         Serve::start_with(inbox, args, |_| {})
     }
@@ -93,10 +139,13 @@ impl Serve {
     /// (environment, resource limits) first.
     pub fn start_with(inbox: &Path, args: &[&str], setup: impl FnOnce(&mut Command)) -> Serve {
         let mut command = Command::new(FERRY);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--inbox"])
-            .arg(inbox)
-            .args(args);
+        command.arg("serve");
+        // A free port unless the test names one (a server restarted on the
+        // address of the one it replaces).
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command.arg("--inbox").arg(inbox).args(args);
         // Every test client comes from 127.0.0.1, one source, whose log
         // lines the server would otherwise summarise past a budget: tests
         // that wait for particular lines need them all. Tests of the budget
@@ -238,6 +287,7 @@ impl Proc {
         command
             .args(args)
             .env_remove("FERRY_TOKEN")
+            .env("FERRY_STATE_DIR", state_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

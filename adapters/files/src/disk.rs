@@ -70,6 +70,7 @@ pub(crate) enum Done {
     /// a later resume.
     Kept {
         id: TransferId,
+        name: String,
         path: PathBuf,
         held: u64,
     },
@@ -295,12 +296,14 @@ impl Writer {
         // in.
         if let Some(file) = self.file.take() {
             let path = file.part_path();
+            let name = file.name().to_string();
             let held = file.close();
             if held > 0 {
                 self.queue.push(
                     self.owner,
                     Done::Kept {
                         id: self.id,
+                        name,
                         path,
                         held,
                     },

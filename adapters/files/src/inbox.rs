@@ -31,8 +31,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The private subfolder of an inbox that holds the files being received
@@ -69,7 +68,7 @@ pub struct Inbox {
     answer_within: Option<Duration>,
     in_use: Arc<InUse>,
     /// Dropped with the last handle, which stops the expiry thread.
-    _janitor: Arc<mpsc::Sender<()>>,
+    _janitor: Arc<JanitorStop>,
 }
 
 /// The inbox and its private folder of partial files.
@@ -200,8 +199,20 @@ impl From<Refused> for io::Error {
 #[derive(Debug)]
 struct InUse {
     ledger: Mutex<Ledger>,
-    /// Signalled whenever a partial file is let go or a waiter gives up.
+    /// Signalled whenever a partial file is let go or kept, a waiter gives
+    /// up, or the expiry thread is to look again (or stop).
     released: Condvar,
+}
+
+/// Stops the expiry thread when the last handle on the inbox is dropped.
+#[derive(Debug)]
+struct JanitorStop(Arc<InUse>);
+
+impl Drop for JanitorStop {
+    fn drop(&mut self) {
+        self.0.lock().stopped = true;
+        self.0.released.notify_all();
+    }
 }
 
 /// What the folder holds and has promised, kept up to date as transfers
@@ -230,6 +241,8 @@ struct Ledger {
     partials: HashMap<Sender, usize>,
     /// Tells holders of the same partial file apart.
     next_serial: u64,
+    /// No handle on the inbox is left: the expiry thread ends.
+    stopped: bool,
 }
 
 /// Who holds, and who waits for, one partial file.
@@ -271,6 +284,7 @@ impl Ledger {
             ttl: DEFAULT_PARTIAL_TTL,
             partials: HashMap::new(),
             next_serial: 0,
+            stopped: false,
         }
     }
 
@@ -406,8 +420,9 @@ impl Inbox {
             ledger: Mutex::new(ledger),
             released: Condvar::new(),
         });
-        let janitor = spawn_janitor(Arc::downgrade(&in_use), Arc::downgrade(&dirs))
+        spawn_janitor(in_use.clone(), dirs.clone())
             .map_err(context("cannot start the expiry thread of inbox"))?;
+        let janitor = JanitorStop(in_use.clone());
         Ok(Inbox {
             dirs,
             overwrite: false,
@@ -449,7 +464,7 @@ impl Inbox {
     pub fn partial_ttl(self, ttl: Duration) -> Self {
         self.in_use.lock().ttl = ttl;
         // Wakes the expiry thread to look again with the new TTL.
-        let _ = self._janitor.send(());
+        self.in_use.released.notify_all();
         self
     }
 
@@ -674,36 +689,39 @@ impl Ledger {
     }
 }
 
-/// Starts the thread that removes expired partial files; it stops when the
-/// returned sender (held by every handle on the inbox) is dropped.
-fn spawn_janitor(in_use: Weak<InUse>, dirs: Weak<Dirs>) -> io::Result<mpsc::Sender<()>> {
-    let (wake, woken) = mpsc::channel::<()>();
+/// Starts the thread that removes expired partial files. It sleeps until
+/// the oldest kept file is due (or a file is kept or let go, or the TTL
+/// changes, all of which signal `released`), and ends once the last handle
+/// on the inbox is dropped ([`JanitorStop`]).
+fn spawn_janitor(in_use: Arc<InUse>, dirs: Arc<Dirs>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("ferry-inbox-expiry".into())
-        .spawn(move || loop {
-            let Some(in_use) = in_use.upgrade() else {
-                return;
-            };
-            let now = SystemTime::now();
-            let expired = in_use.lock().expire(now);
-            if let (false, Some(dirs)) = (expired.is_empty(), dirs.upgrade()) {
-                for staged in &expired {
-                    // Gone already is as good as removed.
-                    let _ = dirs.partials.remove(staged);
+        .spawn(move || {
+            let mut ledger = in_use.lock();
+            while !ledger.stopped {
+                let now = SystemTime::now();
+                let expired = ledger.expire(now);
+                if !expired.is_empty() {
+                    drop(ledger);
+                    for staged in &expired {
+                        // Gone already is as good as removed.
+                        let _ = dirs.partials.remove(staged);
+                    }
+                    ledger = in_use.lock();
+                    continue;
                 }
-            }
-            let wait = in_use
-                .lock()
-                .next_expiry(now)
-                .map_or(EXPIRY_CHECK, |left| left.min(EXPIRY_CHECK))
-                .max(Duration::from_millis(10));
-            drop(in_use);
-            match woken.recv_timeout(wait) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                let wait = ledger
+                    .next_expiry(now)
+                    .map_or(EXPIRY_CHECK, |left| left.min(EXPIRY_CHECK))
+                    .max(Duration::from_millis(10));
+                ledger = in_use
+                    .released
+                    .wait_timeout(ledger, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         })?;
-    Ok(wake)
+    Ok(())
 }
 
 /// What became of a reserved file, for the ledger.

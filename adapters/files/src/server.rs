@@ -111,8 +111,20 @@ impl HubFiles {
             let Some(files) = self.clients.get_mut(&client) else {
                 // The client left meanwhile: its transfers are over, but a
                 // partial file left behind is worth telling the operator.
-                if let Done::Kept { id, path, held } = done {
-                    let report = Report::PartialKept { id, path, held };
+                if let Done::Kept {
+                    id,
+                    name,
+                    path,
+                    held,
+                } = done
+                {
+                    let name = name.as_str().into();
+                    let report = Report::PartialKept {
+                        id,
+                        name,
+                        path,
+                        held,
+                    };
                     notices.push(ServerNotice::File { client, report });
                 }
                 continue;

@@ -285,7 +285,10 @@ pub enum Report {
     PartialKept {
         /// The transfer.
         id: TransferId,
-        /// The partial file.
+        /// The file's name, as offered.
+        name: Text,
+        /// The partial file (in the receiving folder's private folder of
+        /// partial files, under a name of the receiver's making).
         path: PathBuf,
         /// Bytes it holds: where a resume will start.
         held: u64,
@@ -606,7 +609,17 @@ impl FileTransfers {
                 let _ = ctl.finish_receive(now, id, Ok(()));
                 Some(Report::Saved { id, path })
             }
-            Done::Kept { id, path, held } => Some(Report::PartialKept { id, path, held }),
+            Done::Kept {
+                id,
+                name,
+                path,
+                held,
+            } => Some(Report::PartialKept {
+                id,
+                name: name.as_str().into(),
+                path,
+                held,
+            }),
             Done::Failed {
                 id,
                 error,

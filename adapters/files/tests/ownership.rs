@@ -182,6 +182,9 @@ fn stale_partial_files_expire() {
     let inbox = Inbox::open(dir.path())
         .unwrap()
         .partial_ttl(Duration::from_millis(300));
+    // The expiry thread is asleep by now, with nothing to expire: keeping a
+    // file must wake it.
+    std::thread::sleep(Duration::from_millis(50));
     let mut rx = inbox.begin("old", 10, None).unwrap();
     let key = rx.resume_key();
     rx.write_at(0, b"12345").unwrap();

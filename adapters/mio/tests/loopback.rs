@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use ferry_core::frame::{decode, Frame, PREAMBLE};
 use ferry_core::transfer::Outcome;
-use ferry_core::{ClientConfig, Code, Connection, Event};
+use ferry_core::{ClientConfig, Code, Connection, Event, ResumeKey};
 use ferry_files::{
     ClientCommand, ClientNotice, FileTransfers, OfferPolicy, Report, Sending, ServerNotice,
 };
@@ -310,6 +310,8 @@ struct RawClient {
     pending: Option<Bytes>,
     /// Bytes handed to the socket so far.
     written: usize,
+    /// The key the receiver handed out to resume the upload, once it did.
+    resume_key: Option<ResumeKey>,
 }
 
 impl RawClient {
@@ -322,6 +324,7 @@ impl RawClient {
             files: FileTransfers::new(None, OfferPolicy::Reject),
             pending: None,
             written: 0,
+            resume_key: None,
         };
         raw.run_until(|raw| raw.conn.is_open());
         raw
@@ -338,7 +341,11 @@ impl RawClient {
             let mut moved = false;
             while let Some(event) = self.conn.poll_event() {
                 if let Event::Transfer(t) = event {
-                    self.files.handle(&mut self.conn, now, t);
+                    if let Some(Report::ResumeKey { key, .. }) =
+                        self.files.handle(&mut self.conn, now, t)
+                    {
+                        self.resume_key = Some(key);
+                    }
                 }
             }
             if let Some(segment) = self.pending.take().or_else(|| self.conn.poll_transmit()) {
@@ -389,6 +396,9 @@ fn an_upload_cut_off_midway_is_resumed_by_a_new_client() {
     mallory.files.register_send(id, file);
     let start = mallory.written;
     mallory.run_until(|raw| raw.written >= start + (3 << 20) + 1000);
+    let key = mallory
+        .resume_key
+        .expect("the server handed out a resume key");
     drop(mallory);
     wait_for(server.notices(), "the cut-off client's end", |n| match n {
         ServerNotice::Disconnected {
@@ -406,18 +416,20 @@ fn an_upload_cut_off_midway_is_resumed_by_a_new_client() {
         } => Some(*held),
         _ => None,
     });
-    assert_eq!(files_in(inbox.path()), vec!["movie.mkv.part"]);
-    let held = fs::metadata(inbox.path().join("movie.mkv.part"))
-        .unwrap()
-        .len();
+    assert!(files_in(inbox.path()).is_empty(), "only a partial file");
+    let [held] = partial_lengths(inbox.path())[..] else {
+        panic!("{:?}", partial_lengths(inbox.path()));
+    };
     assert_eq!(held, reported);
     assert!(held > 0 && held < data.len() as u64, "{held}");
 
-    // Another client offers the identical file and resumes where it broke.
+    // Another client, given the key, offers the identical file and
+    // resumes where it broke.
     let alice = client(&server, "alice", None);
-    alice.send(ClientCommand::SendFile {
+    alice.send(ClientCommand::ResumeFile {
         path,
         to: String::new(),
+        key,
     });
     let offset = wait_for(alice.notices(), "the acceptance", |n| match n {
         ClientNotice::File(Report::Accepted { offset, .. }) => Some(*offset),
@@ -430,6 +442,7 @@ fn an_upload_cut_off_midway_is_resumed_by_a_new_client() {
         "contents differ"
     );
     assert_eq!(files_in(inbox.path()), vec!["movie.mkv"]);
+    assert!(partial_lengths(inbox.path()).is_empty());
     finish(server, vec![alice]);
 }
 

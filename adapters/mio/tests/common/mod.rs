@@ -108,11 +108,24 @@ pub fn contents(size: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// The files stored in a receiving folder, sorted (not its folder of
+/// partial files).
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name != ferry_files::PARTIALS_DIR)
         .collect();
     names.sort();
     names
+}
+
+/// The lengths of the partial files a receiving folder keeps.
+pub fn partial_lengths(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = fs::read_dir(dir.join(ferry_files::PARTIALS_DIR)) else {
+        return Vec::new();
+    };
+    entries
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect()
 }
