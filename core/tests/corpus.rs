@@ -22,6 +22,7 @@ use ferry_core::code::Code;
 use ferry_core::frame::{Frame, Settings};
 use ferry_core::fuzzing;
 use ferry_core::text::Text;
+use ferry_core::ResumeKey;
 
 /// A harness in `ferry_core::fuzzing`: it panics when it finds a bug.
 type Harness = fn(&[u8]);
@@ -249,6 +250,49 @@ fn hub_session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         arrive(1, &[Frame::Verified { id: 1 }]),
     ]
     .concat();
+    // A relayed offer that presents a key, answered with a key.
+    let relay_resume = [
+        vec![HANDSHAKE],
+        arrive(
+            0,
+            &[
+                Frame::Resume {
+                    id: 0,
+                    key: ResumeKey::from_bytes([1; 16]),
+                },
+                Frame::Offer {
+                    id: 0,
+                    size: 4,
+                    name: text("a.txt"),
+                    peer: text("user1"),
+                },
+            ],
+        ),
+        arrive(
+            1,
+            &[
+                Frame::ResumeKey {
+                    id: 1,
+                    key: ResumeKey::from_bytes([2; 16]),
+                },
+                Frame::Accept {
+                    id: 1,
+                    offset: 2,
+                    window: 1 << 20,
+                    prefix_hash: hash(b"ab"),
+                },
+            ],
+        ),
+        arrive(
+            0,
+            &[Frame::Data {
+                id: 0,
+                offset: 2,
+                data: Bytes::from_static(b"cd"),
+            }],
+        ),
+    ]
+    .concat();
     let mut raw_hello = BytesMut::from(&ferry_core::frame::PREAMBLE[..]);
     Frame::Hello {
         versions: vec![1],
@@ -272,6 +316,7 @@ fn hub_session_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("chat", chat),
         ("upload", upload),
         ("relay", relay),
+        ("relay-resume", relay_resume),
         ("handshake-in-pieces", handshake_in_pieces),
         ("garbage", garbage),
     ]
@@ -513,6 +558,29 @@ fn frame_decode_seeds() -> Vec<(&'static str, Vec<u8>)> {
                         body: Bytes::new(),
                     },
                     Frame::Who,
+                ],
+            ),
+        ),
+        (
+            "resume",
+            seed(
+                8,
+                3,
+                &[
+                    Frame::Resume {
+                        id: 2,
+                        key: ResumeKey::from_bytes(*b"0123456789abcdef"),
+                    },
+                    Frame::Offer {
+                        id: 2,
+                        size: 6,
+                        name: text("hello.txt"),
+                        peer: Text::new(),
+                    },
+                    Frame::ResumeKey {
+                        id: 2,
+                        key: ResumeKey::from_bytes([0xff; 16]),
+                    },
                 ],
             ),
         ),
