@@ -282,8 +282,20 @@ impl Proc {
         Proc::spawn_env(args, &[])
     }
 
+    /// Runs `ferry ARGS` in the folder `cwd`.
+    pub fn spawn_in(cwd: &Path, args: &[&str]) -> Proc {
+        Proc::spawn_with(args, &[], Some(cwd))
+    }
+
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_with(args, env, None)
+    }
+
+    fn spawn_with(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> Proc {
         let mut command = Command::new(FERRY);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         command
             .args(args)
             .env_remove("FERRY_TOKEN")

@@ -126,6 +126,8 @@ impl ConfinedDir {
     }
 
     /// What `name` is, links not followed; `None` if nothing is there.
+    // `st_nlink` is a `u64` on some targets and narrower on others.
+    #[allow(clippy::useless_conversion)]
     pub(crate) fn stat(&self, name: &str) -> io::Result<Option<EntryStat>> {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => Ok(Some(EntryStat {
