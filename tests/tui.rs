@@ -76,7 +76,7 @@ fn script(dir: &Path, addr: &str) -> String {
     let mut file = std::fs::File::create(&path).unwrap();
     writeln!(
         file,
-        "'{FERRY}' tui {addr} --name alice --accept-files '{}'\n\
+        "'{FERRY}' tui {addr} --name alice --files-dir '{}'\n\
          status=$?\n\
          stty -a > '{}'\n\
          echo \"ferry exited $status\"\n\

@@ -9,7 +9,6 @@ use crate::display::{bytes, safe};
 use ferry_core::transfer::Outcome;
 use ferry_core::{Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Report};
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// Something the App wants done by the loop around it.
@@ -129,9 +128,6 @@ pub struct App {
     /// Counts connections: transfer ids are only unique within one.
     generation: u64,
     next_ping: Option<Instant>,
-    /// Offers we accepted, as (sender, name, size): the same offer again
-    /// after a reconnection resumes without asking twice.
-    accepted: HashSet<(String, String, u64)>,
     /// Transfers ended by a cancel with this code and reason: if the
     /// connection then closes with the same, the link took them down and
     /// they resume after reconnecting.
@@ -167,7 +163,6 @@ impl App {
             backoff,
             generation: 0,
             next_ping: None,
-            accepted: HashSet::new(),
             cancelled: Vec::new(),
             clock,
         }
@@ -445,22 +440,12 @@ impl App {
                 peer,
                 answer_within,
             } => {
+                // A transfer continued with its resume key is taken without
+                // asking by the client itself (it arrives as `Offered`);
+                // anything asked about is a new file, whoever sends it.
                 let name = safe(&name);
-                let key = (peer.to_string(), name.clone(), size);
-                // The same file again, after it was cut off: the user said
-                // yes to it already.
-                let resuming = self.accepted.contains(&key)
-                    && self.transfers.iter().any(|row| {
-                        matches!(row.stage, Stage::Interrupted | Stage::Failed(_))
-                            && row.is_same_file(Direction::Receiving, &name, &peer, size)
-                    });
                 let index = self.incoming_row(id, &name, &peer, size);
                 let from = sender(&peer);
-                if resuming {
-                    self.transfers[index].stage = Stage::Waiting;
-                    self.notice(format!("{from} offers {name} again: resuming"));
-                    return vec![Action::Command(ClientCommand::AcceptOffer { id })];
-                }
                 self.transfers[index].stage = Stage::Asking {
                     deadline: now + answer_within,
                 };
@@ -481,7 +466,6 @@ impl App {
                 let from = sender(&peer);
                 match accepted {
                     Some(at) => {
-                        self.accepted.insert((peer.to_string(), name.clone(), size));
                         self.transfers[index].start(at, now);
                         let resume = if at > 0 {
                             format!(", resuming at {}", bytes(at))

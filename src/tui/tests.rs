@@ -542,7 +542,7 @@ fn a_lost_connection_is_retried_with_capped_backoff_and_transfers_resume() {
 }
 
 #[test]
-fn an_offer_accepted_before_a_reconnection_resumes_without_asking() {
+fn a_transfer_continued_with_its_key_resumes_without_asking_and_any_other_offer_is_asked() {
     let now = Instant::now();
     let mut app = chatting(now);
     let offer = |app: &mut App, id| {
@@ -584,12 +584,26 @@ fn an_offer_accepted_before_a_reconnection_resumes_without_asking() {
         },
         now,
     );
-    // Bob comes back and offers it again: accepted at once, same row.
-    assert_eq!(
-        offer(&mut app, 5),
-        vec![Action::Command(ClientCommand::AcceptOffer { id: 5 })]
-    );
+    // Bob comes back and offers it again with its resume key: the client
+    // takes it without asking (the user said yes to this transfer), and it
+    // resumes on the same row.
+    let resumed = Report::Offered {
+        id: 5,
+        name: "film.mkv".into(),
+        size: 900,
+        peer: "bob".into(),
+        accepted: Some(300),
+    };
+    assert!(report(&mut app, resumed, now).is_empty());
     assert_eq!(app.transfers.len(), 1);
+    assert_eq!(app.transfers[0].run_from(), 300);
+    // The same name and size offered without the key is a new file: asked
+    // about, whoever offers it.
+    assert!(offer(&mut app, 7).is_empty());
+    assert!(matches!(
+        app.transfers.last().unwrap().stage,
+        Stage::Asking { .. }
+    ));
 }
 
 /// Drives `app` and `session` until `done` says so, failing after a while.

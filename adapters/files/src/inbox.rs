@@ -504,6 +504,15 @@ impl Inbox {
         Ok(())
     }
 
+    /// Whether `key` names a partial file kept here (or one whose transfer
+    /// is just ending): an offer presenting it continues a transfer this
+    /// receiver already took.
+    pub(crate) fn keeps(&self, key: &ResumeKey) -> bool {
+        let staged = staged_name(key);
+        let ledger = self.in_use.lock();
+        ledger.kept.contains_key(&staged) || ledger.slots.contains_key(&staged)
+    }
+
     /// Bytes counted against the quota now: files in the folder (as last
     /// counted) and the full size of every transfer under way.
     pub fn used(&self) -> u64 {

@@ -3,12 +3,14 @@
 //!
 //! [`FileTransfers`] answers a connection's
 //! [`TransferEvent`](ferry_core::transfer::TransferEvent)s with file I/O:
-//! it reads the chunks a sender is asked for, writes received chunks into
-//! `NAME.part` inside the receiving folder, and once the core has checked the
+//! it reads the chunks a sender is asked for, writes received chunks into a
+//! private partial file (in the receiving folder's `.ferry-partial/`, named
+//! after the transfer's resume key), and once the core has checked the
 //! BLAKE3 hash, syncs the file and moves it to its final name, picking a free
-//! one (`report (1).pdf`) unless told to overwrite. A partial file stays for a
-//! later resume and never appears under the final name. Memory stays flat:
-//! data moves one chunk at a time.
+//! one (`report (1).pdf`) unless told to overwrite; nothing is ever reached
+//! through a link. A partial file stays for a later resume by whoever holds
+//! its key and never appears under the final name. Memory stays flat: data
+//! moves one chunk at a time.
 //!
 //! Received files are written on a thread per file, so the loop that
 //! drives the protocol never waits for the disk: it hands chunks over, and

@@ -176,7 +176,9 @@ pub enum OfferPolicy {
     Accept,
     /// Decline every offer.
     Reject,
-    /// Hold every offer and ask the user: the offer is reported as
+    /// Hold every offer and ask the user (except one that presents the key
+    /// of a partial file the inbox keeps: the continuation of a transfer the
+    /// user took already): the offer is reported as
     /// [`Report::Asking`] and waits for
     /// [`answer_offer`](FileTransfers::answer_offer) (a client's
     /// `AcceptOffer` / `RejectOffer` command). An offer still unanswered
@@ -455,7 +457,15 @@ impl FileTransfers {
                     peer,
                     resume,
                 };
-                if let (Some(_), OfferPolicy::Ask { answer_within }) = (&self.inbox, self.policy) {
+                // A transfer the user already took, continued by the one
+                // who holds its key, is not asked about again.
+                let continued = match (&self.inbox, &offer.resume) {
+                    (Some(inbox), Some(key)) => inbox.keeps(key),
+                    _ => false,
+                };
+                if let (Some(_), OfferPolicy::Ask { answer_within }, false) =
+                    (&self.inbox, self.policy, continued)
+                {
                     let report = Report::Asking {
                         id,
                         name: offer.name.clone(),

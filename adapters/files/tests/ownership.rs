@@ -199,3 +199,99 @@ fn stale_partial_files_expire() {
     let rx = inbox.begin("old", 10, Some(key)).unwrap();
     assert_eq!(rx.resume_from(), 0);
 }
+
+/// Takes the answers a `FileTransfers` gives, and the keys it hands out.
+#[derive(Default)]
+struct Answers(Vec<(u32, Option<u64>)>);
+
+impl ferry_files::TransferControl for Answers {
+    fn accept(
+        &mut self,
+        _: Instant,
+        id: u32,
+        resume_from: u64,
+        _: ResumeKey,
+    ) -> Result<(), ferry_core::Misuse> {
+        self.0.push((id, Some(resume_from)));
+        Ok(())
+    }
+    fn reject(
+        &mut self,
+        _: Instant,
+        id: u32,
+        _: ferry_core::Code,
+        _: &str,
+    ) -> Result<(), ferry_core::Misuse> {
+        self.0.push((id, None));
+        Ok(())
+    }
+    fn cancel(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: ferry_core::Code,
+        _: &str,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+    fn supply_chunk(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: u64,
+        _: bytes::Bytes,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+    fn confirm_written(&mut self, _: Instant, _: u32, _: u64) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+    fn finish_receive(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: Result<(), (ferry_core::Code, String)>,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_receiver_that_asks_asks_again_unless_the_offer_holds_the_key() {
+    use ferry_core::transfer::TransferEvent;
+    use ferry_files::{FileTransfers, OfferPolicy, Report};
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path())
+        .unwrap()
+        .ask_first(Duration::from_secs(60));
+    // A transfer the user took, cut with 4 bytes kept.
+    let mut rx = inbox.begin("film.mkv", 10, None).unwrap();
+    let key = rx.resume_key();
+    rx.write_at(0, b"1234").unwrap();
+    rx.close();
+    let policy = OfferPolicy::for_inbox(Some(&inbox));
+    let mut files = FileTransfers::new(Some(inbox), policy);
+    let mut ctl = Answers::default();
+    let now = Instant::now();
+    let offer = |id, resume| TransferEvent::Offered {
+        id,
+        name: "film.mkv".into(),
+        size: 10,
+        peer: "bob".into(),
+        resume,
+    };
+    // The same name and size without the key, or with a made-up one: asked.
+    for (id, resume) in [(1, None), (3, Some(ResumeKey::from_bytes([1; 16])))] {
+        let report = files.handle(&mut ctl, now, offer(id, resume));
+        assert!(matches!(report, Some(Report::Asking { .. })), "{report:?}");
+    }
+    // With the key: taken at once, resuming after the 4 bytes.
+    assert_eq!(files.handle(&mut ctl, now, offer(5, Some(key))), None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctl.0.is_empty() {
+        assert!(Instant::now() < deadline, "never answered");
+        std::thread::sleep(Duration::from_millis(2));
+        files.poll_disk(&mut ctl, now);
+    }
+    assert_eq!(ctl.0, [(5, Some(4))]);
+}
