@@ -356,9 +356,13 @@ fn fill_inbox(dir: &Path, count: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Files in a folder; 0 if it cannot be read.
+/// Files in an inbox: stored ones and partial files; 0 if it cannot be
+/// read.
 fn files_in(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |entries| entries.count() as u64)
+    let count = |dir: &Path| std::fs::read_dir(dir).map_or(0, |entries| entries.count() as u64);
+    let partials = dir.join(ferry_files::PARTIALS_DIR);
+    let folder = u64::from(partials.is_dir());
+    count(dir).saturating_sub(folder) + count(&partials)
 }
 
 /// One attack on a fresh server of `runtime`, with the honest clients
