@@ -141,6 +141,44 @@ fn file_size_limit_and_inbox_quota_refuse_before_writing() {
     assert_eq!(names, ["a.bin", "b.bin", "c.bin"], "nothing else written");
 }
 
+/// The look-alikes the adversarial review got into a room, against the
+/// real server on every runtime: each refused with `NAME_TAKEN`, whom it
+/// looks like named; a name that only mixes scripts is `NAME_INVALID`.
+#[test]
+fn the_reviews_look_alike_names_are_refused_on_every_runtime() {
+    for runtime in ["mio", "smol", "std"] {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let members: Vec<Raw> = ["bob", "alice", "admin"]
+            .into_iter()
+            .map(|name| Raw::join(server.addr, name, ""))
+            .collect();
+        for (fake, member) in [
+            ("b\u{585}b", "bob"),
+            ("\u{1D5BB}\u{1D5C8}\u{1D5BB}", "bob"),
+            ("b\u{1D0F}b", "bob"),
+            ("a\u{217C}ice", "alice"),
+            ("admi\u{578}", "admin"),
+            ("\u{13AA}\u{13A0}\u{13B7}\u{13A5}\u{13C1}", "admin"),
+        ] {
+            let mut raw = Raw::connect(server.addr);
+            raw.hello(fake, "", b"");
+            let (code, reason) = raw.expect_end();
+            assert_eq!(code, Code::NAME_TAKEN, "{runtime}: {fake:?}: {reason}");
+            assert!(
+                reason.contains(&format!("looks like {member:?}")),
+                "{runtime}: {fake:?}: {reason}"
+            );
+        }
+        let mut raw = Raw::connect(server.addr);
+        raw.hello("Zo\u{435}", "", b""); // a Cyrillic е after Latin letters
+        let (code, reason) = raw.expect_end();
+        assert_eq!(code, Code::NAME_INVALID, "{runtime}: {reason}");
+        assert!(reason.contains("Latin, Cyrillic"), "{runtime}: {reason}");
+        drop(members);
+    }
+}
+
 #[test]
 fn names_that_impersonate_are_refused() {
     let inbox = tempfile::tempdir().unwrap();
