@@ -179,6 +179,41 @@ fn the_reviews_look_alike_names_are_refused_on_every_runtime() {
     }
 }
 
+/// Names that read like log syntax: the review's `alice (10.0.0.7:40000)
+/// left` gave `alice (10.0.0.7:40000) left (127.0.0.1:50478) joined lobby`.
+/// The server quotes names (and escapes quotes in them), so each is
+/// visibly one name, on every runtime.
+#[test]
+fn the_log_quotes_names_so_none_forges_an_address_or_an_event() {
+    for runtime in ["mio", "smol", "std"] {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let forged = "alice (10.0.0.7:40000) left";
+        let quotes = r#"bob" (10.0.0.8:1) joined "x\"#;
+        let mut first = Raw::join(server.addr, forged, "");
+        let line = server.expect(&["joined"]);
+        assert!(
+            line.contains(r#""alice (10.0.0.7:40000) left" (127.0.0.1:"#)
+                && line.ends_with(r#") joined "lobby""#),
+            "{runtime}: {line}"
+        );
+        let second = Raw::join(server.addr, quotes, "room (10.0.0.9:2) left");
+        let line = server.expect(&["joined", "10.0.0.8:1"]);
+        assert!(
+            line.contains(r#""bob\" (10.0.0.8:1) joined \"x\\" (127.0.0.1:"#)
+                && line.ends_with(r#") joined "room (10.0.0.9:2) left""#),
+            "{runtime}: {line}"
+        );
+        drop(second);
+        first.close();
+        let line = server.expect(&["alice (10.0.0.7:40000) left\" (127.0.0.1:", "disconnected"]);
+        assert!(
+            line.contains(r#"] "alice (10.0.0.7:40000) left" (127.0.0.1:"#),
+            "{runtime}: {line}"
+        );
+    }
+}
+
 #[test]
 fn names_that_impersonate_are_refused() {
     let inbox = tempfile::tempdir().unwrap();
