@@ -16,6 +16,14 @@ pub fn safe(text: &str) -> String {
     out
 }
 
+/// A user or room name for a log line: in double quotes, with quotes,
+/// backslashes and anything unprintable escaped as Rust writes strings
+/// (`"alice (10.0.0.7:40000) left"`), so that a name can never pass for an
+/// address or an event beside it.
+pub fn quoted(name: &str) -> String {
+    format!("{name:?}")
+}
+
 fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
@@ -76,6 +84,17 @@ mod tests {
         assert_eq!(safe("a\nb"), "a\\nb");
         assert_eq!(safe("ab\u{202e}c"), "ab\\u{202e}c");
         assert_eq!(safe("héllo 🦀"), "héllo 🦀");
+    }
+
+    #[test]
+    fn names_are_quoted_whole() {
+        assert_eq!(
+            quoted("alice (10.0.0.7:40000) left"),
+            r#""alice (10.0.0.7:40000) left""#
+        );
+        assert_eq!(quoted(r#"bob" joined "x\"#), r#""bob\" joined \"x\\""#);
+        assert_eq!(quoted("a\u{1b}[2J\u{202e}"), r#""a\u{1b}[2J\u{202e}""#);
+        assert_eq!(quoted("Zoë 🦀"), "\"Zoë 🦀\"");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `ferry serve`: a chat room and file inbox, with a log of who does what.
 
 use crate::budget::{summary, LogBudget};
-use crate::display::{bytes, log, rate, safe};
+use crate::display::{bytes, log, quoted, rate, safe};
 use crate::runtime::Runtime;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientId, HubConfig, HubEvent, Source};
@@ -195,9 +195,11 @@ fn limits_line(
     )
 }
 
-/// Turns notices into log lines, within a budget per source.
+/// Turns notices into log lines, within a budget per source. User and room
+/// names are quoted ([`quoted`]): no name can forge an address or an event.
 struct Log {
     peers: HashMap<ClientId, SocketAddr>,
+    /// Each client's name, quoted.
     names: HashMap<ClientId, String>,
     transfers: HashMap<(ClientId, u32), (String, u64, Instant)>,
     /// The address group of each client, as the hub's per-source limits
@@ -278,8 +280,8 @@ impl Log {
                 format!("{client} connected from {} port {}", peer.ip(), peer.port())
             }
             ServerNotice::Joined { client, name, room } => {
-                self.names.insert(client, safe(&name));
-                format!("{} joined {}", self.who(client), safe(&room))
+                self.names.insert(client, quoted(&name));
+                format!("{} joined {}", self.who(client), quoted(&room))
             }
             ServerNotice::Left { client, code, .. } => format!("{} left: {code}", self.who(client)),
             ServerNotice::Disconnected {

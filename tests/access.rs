@@ -142,6 +142,79 @@ fn file_size_limit_and_inbox_quota_refuse_before_writing() {
     assert!(common::partials_in(inbox.path()).is_empty());
 }
 
+/// The look-alikes the adversarial review got into a room, against the
+/// real server on every runtime: each refused with `NAME_TAKEN`, whom it
+/// looks like named; a name that only mixes scripts is `NAME_INVALID`.
+#[test]
+fn the_reviews_look_alike_names_are_refused_on_every_runtime() {
+    for runtime in ["mio", "smol", "std"] {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let members: Vec<Raw> = ["bob", "alice", "admin"]
+            .into_iter()
+            .map(|name| Raw::join(server.addr, name, ""))
+            .collect();
+        for (fake, member) in [
+            ("b\u{585}b", "bob"),
+            ("\u{1D5BB}\u{1D5C8}\u{1D5BB}", "bob"),
+            ("b\u{1D0F}b", "bob"),
+            ("a\u{217C}ice", "alice"),
+            ("admi\u{578}", "admin"),
+            ("\u{13AA}\u{13A0}\u{13B7}\u{13A5}\u{13C1}", "admin"),
+        ] {
+            let mut raw = Raw::connect(server.addr);
+            raw.hello(fake, "", b"");
+            let (code, reason) = raw.expect_end();
+            assert_eq!(code, Code::NAME_TAKEN, "{runtime}: {fake:?}: {reason}");
+            assert!(
+                reason.contains(&format!("looks like {member:?}")),
+                "{runtime}: {fake:?}: {reason}"
+            );
+        }
+        let mut raw = Raw::connect(server.addr);
+        raw.hello("Zo\u{435}", "", b""); // a Cyrillic е after Latin letters
+        let (code, reason) = raw.expect_end();
+        assert_eq!(code, Code::NAME_INVALID, "{runtime}: {reason}");
+        assert!(reason.contains("Latin, Cyrillic"), "{runtime}: {reason}");
+        drop(members);
+    }
+}
+
+/// Names that read like log syntax: the review's `alice (10.0.0.7:40000)
+/// left` gave `alice (10.0.0.7:40000) left (127.0.0.1:50478) joined lobby`.
+/// The server quotes names (and escapes quotes in them), so each is
+/// visibly one name, on every runtime.
+#[test]
+fn the_log_quotes_names_so_none_forges_an_address_or_an_event() {
+    for runtime in ["mio", "smol", "std"] {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let forged = "alice (10.0.0.7:40000) left";
+        let quotes = r#"bob" (10.0.0.8:1) joined "x\"#;
+        let mut first = Raw::join(server.addr, forged, "");
+        let line = server.expect(&["joined"]);
+        assert!(
+            line.contains(r#""alice (10.0.0.7:40000) left" (127.0.0.1:"#)
+                && line.ends_with(r#") joined "lobby""#),
+            "{runtime}: {line}"
+        );
+        let second = Raw::join(server.addr, quotes, "room (10.0.0.9:2) left");
+        let line = server.expect(&["joined", "10.0.0.8:1"]);
+        assert!(
+            line.contains(r#""bob\" (10.0.0.8:1) joined \"x\\" (127.0.0.1:"#)
+                && line.ends_with(r#") joined "room (10.0.0.9:2) left""#),
+            "{runtime}: {line}"
+        );
+        drop(second);
+        first.close();
+        let line = server.expect(&["alice (10.0.0.7:40000) left\" (127.0.0.1:", "disconnected"]);
+        assert!(
+            line.contains(r#"] "alice (10.0.0.7:40000) left" (127.0.0.1:"#),
+            "{runtime}: {line}"
+        );
+    }
+}
+
 #[test]
 fn names_that_impersonate_are_refused() {
     let inbox = tempfile::tempdir().unwrap();

@@ -142,7 +142,7 @@ fn serve_chat_send_and_stop() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("<alice> hello room"), "{out}");
     assert!(out.contains("here: alice"), "{out}");
-    server.expect("alice (127.0.0.1");
+    server.expect("\"alice\" (127.0.0.1");
     server.expect("left: quit");
 
     // Upload a file; it lands in the inbox intact.

@@ -149,7 +149,7 @@ fn garbage_versions_lengths_order_and_floods_are_refused() {
                 Frame::Left { name, code: Code::FLOODING, .. } if name == "flood")),
             "{runtime}: {seen:?}"
         );
-        server.expect(&["flood (", "disconnected: flooding"]);
+        server.expect(&["\"flood\" (", "disconnected: flooding"]);
         assert!(server.terminate().success(), "{runtime}");
     }
 }
@@ -270,7 +270,7 @@ fn hostile_file_names_are_refused_and_never_reach_the_disk_or_the_log_raw() {
             "{runtime}: alice was offered {seen:?}"
         );
         drop(mallory);
-        server.expect(&["mallory (", "disconnected"]);
+        server.expect(&["\"mallory\" (", "disconnected"]);
         server.terminate();
         // Nothing outside the inbox, nothing in it.
         let around: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();

@@ -174,7 +174,7 @@ fn a_killed_receiving_chat_client_resumes_from_a_new_one() {
         the_partial_in(received.path()).filter(|(_, len)| *len >= KILL_AT)
     });
     bob.kill9();
-    server.expect(&["bob (", "left"]);
+    server.expect(&["\"bob\" (", "left"]);
     let (ok, _, err) = alice.finish();
     assert!(!ok, "the send cannot have succeeded");
     assert!(err.contains("photo.raw"), "{err}");
@@ -449,7 +449,7 @@ fn a_client_that_stops_reading_is_dropped_and_memory_stays_bounded() {
         })
     });
     assert_eq!(slow_left, Some(Code::SLOW_READER));
-    server.expect(&["slow (", "disconnected: not reading"]);
+    server.expect(&["\"slow\" (", "disconnected: not reading"]);
     let sent_mib = (CHATTERS * MESSAGES * 4000 * 4) >> 20;
     eprintln!("server RSS: {start_rss} KiB at start, {peak} KiB at peak; {sent_mib} MiB relayed");
     assert!(
@@ -497,7 +497,7 @@ fn a_client_that_pings_without_reading_is_dropped_and_others_are_served() {
         for i in 0..10 {
             other.say_and_hear(&format!("still served {i}"));
         }
-        server.expect(&["pinger (", "left"]);
+        server.expect(&["\"pinger\" (", "left"]);
         for i in 10..15 {
             other.say_and_hear(&format!("still served {i}"));
         }

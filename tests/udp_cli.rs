@@ -81,3 +81,79 @@ fn an_address_in_use_is_a_one_line_error() {
     assert!(err.starts_with("ferry: cannot bind"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+/// The review's replay, against the built program on every runtime: a
+/// message, a datagram of another session, then the first datagram again.
+/// The receiver shows the message once (it used to show it twice).
+#[test]
+fn a_message_replayed_after_another_session_is_shown_once() {
+    for runtime in ["mio", "smol", "std"] {
+        replayed_once(runtime);
+        println!("{runtime}: ok");
+    }
+}
+
+fn replayed_once(runtime: &str) {
+    use bytes::BytesMut;
+    use ferry_core::datagram::{Datagram, MAX_DATAGRAM};
+
+    let mallory = UdpSocket::bind("127.0.0.1:0").unwrap();
+    mallory
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let bob_port = free_port();
+    let mut bob = Command::new(FERRY)
+        .args(["udp", "--name", "bob", "--runtime", runtime])
+        .args(["--bind", &format!("127.0.0.1:{bob_port}")])
+        .args(["--peer", &mallory.local_addr().unwrap().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let chat = |session: u64, seq: u64, text: &str| {
+        let mut out = BytesMut::new();
+        Datagram::Chat {
+            session,
+            seq,
+            from: "alice".into(),
+            text: text.into(),
+        }
+        .encode(&mut out)
+        .unwrap();
+        out
+    };
+    let pay = chat(0x1111, 0, "pay 10 EUR");
+    let datagrams = [
+        pay.clone(),
+        chat(0x2222, 0, "another session"),
+        pay,
+        chat(0x2222, 1, "done"),
+    ];
+    // Bob may not be bound yet: send each until its ACK comes back, which
+    // also says bob has taken it.
+    let mut buf = [0u8; MAX_DATAGRAM];
+    for datagram in &datagrams {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        'acked: loop {
+            assert!(Instant::now() < deadline, "{runtime}: no ACK from bob");
+            mallory.send_to(datagram, ("127.0.0.1", bob_port)).unwrap();
+            while let Ok(n) = mallory.recv(&mut buf) {
+                if buf[0] == 0x41 && buf[5..n] == datagram[5..21] {
+                    break 'acked;
+                }
+            }
+        }
+    }
+    drop(bob.stdin.take());
+    let out = bob.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{runtime}: {stdout} {:?}", out.stderr);
+    assert_eq!(
+        stdout.matches("alice: pay 10 EUR").count(),
+        1,
+        "{runtime}: {stdout}"
+    );
+    assert!(stdout.contains("alice: done"), "{runtime}: {stdout}");
+    assert!(stdout.contains("1 duplicates"), "{runtime}: {stdout}");
+}

@@ -4,7 +4,9 @@
 //! that may drop, duplicate and reorder datagrams. Every message carries the
 //! sender's session (a random number the application picks per run) and a
 //! sequence number; the receiver delivers each message once, in the order
-//! it arrives, and acknowledges it. The sender retransmits what is not
+//! it arrives, and acknowledges it. It remembers what arrived from the
+//! peer's [`SESSIONS_KEPT`] most recent sessions, so a restart of the peer
+//! does not make its earlier messages new again. The sender retransmits what is not
 //! acknowledged, with a doubling timeout, and after a few tries reports the
 //! message lost: nothing disappears silently. Datagrams that are oversize,
 //! malformed or not datagram frames are dropped and counted by reason.
@@ -35,6 +37,12 @@ use crate::text::Text;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
+
+/// Sessions of the peer whose messages a [`Peer`] remembers: a message
+/// from any of them is delivered once, however the sessions alternate. A
+/// session heard from less recently than the last `SESSIONS_KEPT` is
+/// forgotten (about 40 bytes each are kept).
+pub const SESSIONS_KEPT: usize = 16;
 
 /// Largest datagram sent or accepted: under the smallest common path MTU
 /// once IP and UDP headers are added, so that nothing is fragmented.
@@ -254,7 +262,8 @@ pub enum PeerEvent {
         /// The text, so that the application can say which.
         text: Text,
     },
-    /// Messages now come from a new session of the peer (it restarted).
+    /// Messages now come from a session of the peer not heard from before
+    /// (it restarted).
     PeerRestarted,
     /// A datagram was dropped; [`Peer::drops`] keeps the counts.
     Dropped {
@@ -338,7 +347,9 @@ pub struct Peer {
     unacked: BTreeMap<u64, Unacked>,
     /// Retransmission deadlines, earliest first.
     timers: BTreeSet<(Instant, u64)>,
-    seen: Option<SeenWindow>,
+    /// What arrived from the peer's most recent sessions, the most recently
+    /// heard first; at most [`SESSIONS_KEPT`].
+    seen: VecDeque<SeenWindow>,
     drops: DropCounts,
 }
 
@@ -358,7 +369,7 @@ impl Peer {
             events: VecDeque::new(),
             unacked: BTreeMap::new(),
             timers: BTreeSet::new(),
-            seen: None,
+            seen: VecDeque::new(),
             drops: DropCounts::default(),
         }
     }
@@ -433,14 +444,7 @@ impl Peer {
     }
 
     fn on_chat(&mut self, session: u64, seq: u64, from: Text, text: Text) {
-        let restarted = self.seen.as_ref().is_some_and(|s| s.session != session);
-        if restarted || self.seen.is_none() {
-            self.seen = Some(SeenWindow::new(session));
-            if restarted {
-                self.events.push_back(PeerEvent::PeerRestarted);
-            }
-        }
-        let fresh = self.seen.as_mut().is_some_and(|s| s.insert(seq));
+        let fresh = self.seen_window(session).insert(seq);
         if self.config.reliable {
             // Acknowledged even when a duplicate: the first ACK may be the
             // datagram that was lost.
@@ -455,6 +459,32 @@ impl Peer {
         } else {
             self.drop_one(DropReason::Duplicate);
         }
+    }
+
+    /// The window of `session`, moved to the front (most recently heard).
+    /// A session not among those remembered gets a new window, evicting the
+    /// one heard from least recently when [`SESSIONS_KEPT`] are kept, and is
+    /// reported as a restart unless it is the first session heard.
+    fn seen_window(&mut self, session: u64) -> &mut SeenWindow {
+        match self.seen.iter().position(|w| w.session == session) {
+            Some(0) => {}
+            Some(at) => {
+                if let Some(window) = self.seen.remove(at) {
+                    self.seen.push_front(window);
+                }
+            }
+            None => {
+                if !self.seen.is_empty() {
+                    self.events.push_back(PeerEvent::PeerRestarted);
+                }
+                self.seen.truncate(SESSIONS_KEPT - 1);
+                self.seen.push_front(SeenWindow::new(session));
+            }
+        }
+        // Either found and moved to the front, or just pushed there.
+        self.seen
+            .front_mut()
+            .expect("the session's window is at the front")
     }
 
     fn on_ack(&mut self, session: u64, seq: u64) {

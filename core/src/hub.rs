@@ -8,7 +8,7 @@ use crate::connection::{Connection, Event};
 use crate::error::Misuse;
 use crate::frame::{Frame, ResumeKey, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
-use crate::names::{check_name, name_key, DEFAULT_ROOM};
+use crate::names::{check_name, check_name_characters, check_name_scripts, name_key, DEFAULT_ROOM};
 use crate::source::Source;
 use crate::sources::{Sources, Turnaway};
 use crate::text::Text;
@@ -1164,7 +1164,7 @@ impl Hub {
                 return;
             }
             Some((Code::AUTH_FAILED, "wrong or missing token".to_string()))
-        } else if let Err(e) = check_name(&name) {
+        } else if let Err(e) = check_name_characters(&name) {
             Some((Code::NAME_INVALID, format!("user name: {e}")))
         } else if let Err(e) = check_name(&room) {
             Some((Code::ROOM_INVALID, format!("room name: {e}")))
@@ -1236,9 +1236,10 @@ impl Hub {
 
     /// Why `name` cannot join the room keyed `key`, if it cannot: the same
     /// rules for ferry clients and guests (valid, room on the server, and no
-    /// name in the room the same or alike).
+    /// name in the room the same or alike). A look-alike of a member is
+    /// told so even when its scripts are mixed too: that is what it is.
     fn name_refusal(&self, key: &str, name: &str) -> Option<(Code, String)> {
-        if let Err(e) = check_name(name) {
+        if let Err(e) = check_name_characters(name) {
             Some((Code::NAME_INVALID, format!("user name: {e}")))
         } else if self.names.len() >= self.config.max_clients {
             Some((Code::SERVER_FULL, "the server is full".to_string()))
@@ -1264,6 +1265,8 @@ impl Hub {
                 format!("the name {name:?} looks like {held:?}, who is in this room")
             };
             Some((Code::NAME_TAKEN, reason))
+        } else if let Err(e) = check_name_scripts(name) {
+            Some((Code::NAME_INVALID, format!("user name: {e}")))
         } else {
             None
         }

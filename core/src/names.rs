@@ -1,6 +1,9 @@
 //! User and room names: what is allowed, and when two names are the same.
 
 use thiserror::Error;
+use unicode_script::{Script, UnicodeScript};
+use unicode_security::mixed_script::AugmentedScriptSet;
+use unicode_security::skeleton;
 
 /// Longest user or room name, in characters (Unicode scalar values).
 pub const MAX_NAME_CHARS: usize = 32;
@@ -24,12 +27,25 @@ pub enum NameError {
     /// Starts or ends with a space.
     #[error("name starts or ends with a space")]
     OuterSpace,
+    /// Letters of scripts that UTS #39's Highly Restrictive level does not
+    /// allow together (see [`check_name_scripts`]); the scripts, in order.
+    #[error(
+        "name mixes letters of {0}: use one script (Latin may go with Han, Japanese kana or Hangul)"
+    )]
+    MixedScripts(String),
 }
 
-/// Checks a user or room name: 1 to 32 printable characters, spaces only
+/// Checks a user or room name: [`check_name_characters`], then
+/// [`check_name_scripts`].
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    check_name_characters(name)?;
+    check_name_scripts(name)
+}
+
+/// Checks what a name is made of: 1 to 32 printable characters, spaces only
 /// inside, no control or format characters (bidi overrides, zero-width
 /// characters) that could hide or disguise what others see.
-pub fn check_name(name: &str) -> Result<(), NameError> {
+pub fn check_name_characters(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
@@ -46,137 +62,91 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// The key under which a name is unique in a room: its [`skeleton`]. Names
-/// that differ only by case, or that only look different, collide.
-pub fn name_key(name: &str) -> String {
-    skeleton(name)
-}
-
-/// What a name looks like, reduced so that two names a person could mistake
-/// for each other get the same skeleton.
-///
-/// In the spirit of Unicode's confusable skeletons (UTS #39), cut down to
-/// the look-alikes that matter for short names shown in a chat room, with
-/// no tables to load: fullwidth forms become ASCII (`ａ` → `a`); Cyrillic
-/// and Greek letters that look Latin become those letters (`а` → `a`,
-/// `Ρ` → `P`, `ѕ` → `s`); `I`, `1`, `|` and their look-alikes become `l`,
-/// `0` becomes `o`; then the whole name is lowercased (full Unicode
-/// lowercase), `i` joins `l` (case is ignored, and `I` looks like `l`) and
-/// `rn` becomes `m`. So `bob`, `BOB`, `bоb` (Cyrillic о),
-/// `b0b` and `ｂｏｂ` share one skeleton, and so do `Ian` and `lan`.
-///
-/// Invisible characters need no folding here: [`check_name`] refuses them
-/// outright.
+/// Checks that a name's letters are of one script, as UTS #39's *Highly
+/// Restrictive* level has it (section 5.2): the characters' augmented
+/// script sets (Script_Extensions, with Han standing for Japanese, Korean
+/// and Han with Bopomofo too) have a script in common, or the characters
+/// that are not Latin have Japanese (Han, Hiragana, Katakana), Korean (Han,
+/// Hangul) or Han with Bopomofo in common. Characters of no particular
+/// script (digits, punctuation, symbols, emoji, combining marks) go with
+/// any script. So `Zoë`, `李雷`, `山田 Taro`, `Мария` and `b0b_42` pass;
+/// `bօb` (Latin with an Armenian օ) and `Аlice` (a Cyrillic А) do not.
 ///
 /// ```
-/// use ferry_core::names::skeleton;
+/// use ferry_core::names::{check_name_scripts, NameError};
 ///
-/// assert_eq!(skeleton("Аlice"), skeleton("alice")); // Cyrillic А
-/// assert_eq!(skeleton("paypa1"), skeleton("PayPal"));
-/// assert_ne!(skeleton("alice"), skeleton("alicia"));
+/// assert_eq!(check_name_scripts("Zoë 山田たろう"), Ok(()));
+/// assert!(matches!(check_name_scripts("b\u{585}b"), Err(NameError::MixedScripts(_))));
 /// ```
-pub fn skeleton(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+pub fn check_name_scripts(name: &str) -> Result<(), NameError> {
+    let mut all = AugmentedScriptSet::default();
+    let mut beside_latin = AugmentedScriptSet::default();
     for c in name.chars() {
-        let c = fold_confusable(fold_fullwidth(c));
-        let c = match c {
-            'I' | '1' | '|' | 'ǀ' | 'ℓ' => 'l',
-            '0' | 'º' | '°' => 'o',
-            c => c,
-        };
-        out.extend(c.to_lowercase());
+        let set = AugmentedScriptSet::for_char(c);
+        all.intersect_with(set);
+        if !set.base.contains_script(Script::Latin) {
+            beside_latin.intersect_with(set);
+        }
     }
-    // Letters whose lowercase form is a look-alike of its own; and as case
-    // is ignored, `I` is `i` as well as `l`: the three are one letter.
-    let out: String = out
-        .chars()
-        .map(|c| match fold_confusable(c) {
-            'i' => 'l',
-            c => c,
-        })
-        .collect();
-    out.replace("rn", "m")
+    if !all.is_empty() || beside_latin.jpan || beside_latin.kore || beside_latin.hanb {
+        return Ok(());
+    }
+    let mut scripts: Vec<&str> = Vec::new();
+    for c in name.chars() {
+        let script = c.script();
+        if !matches!(script, Script::Common | Script::Inherited | Script::Unknown)
+            && !scripts.contains(&script.full_name())
+        {
+            scripts.push(script.full_name());
+        }
+    }
+    Err(NameError::MixedScripts(scripts.join(", ")))
 }
 
-/// Fullwidth ASCII (U+FF01..=U+FF5E) and the ideographic space become ASCII.
-fn fold_fullwidth(c: char) -> char {
-    match c {
-        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFF01 + 0x21).unwrap_or(c),
-        '\u{3000}' => ' ',
-        c => c,
-    }
+/// The key under which a name is unique in a room: names with equal keys
+/// look alike, or differ only by case, and cannot be in one room at once.
+/// The one definition of "the same name"; rooms are matched by it too.
+///
+/// `key(name) = tailor(skeleton(lowercase(skeleton(name))))`, where
+/// `skeleton` is UTS #39's confusable skeleton (section 4: NFD, each
+/// character replaced by its prototype from `confusables.txt`, NFD again;
+/// the data of Unicode 18.0.0, from the `unicode-security` crate),
+/// `lowercase` is Unicode's full default lowercase mapping, and `tailor`
+/// replaces `i` by `l`, and U+13C1 CHEROKEE LETTER NE and its small form
+/// U+AB91 by `n`.
+///
+/// Why in this order: the first skeleton takes every look-alike UTS #39
+/// knows to its prototype, capitals included (Greek `Υ` is `Y`, Cherokee
+/// `Ꭺ` is `A`), so any two names UTS #39 calls confusable get one key;
+/// lowercasing then ignores case, and the second skeleton folds what
+/// lowercasing produced (`M` → `m` → `rn`). `tailor` closes two gaps:
+/// UTS #39 takes `I` to `l` while case makes `I` an `i`, so `i` and `l`
+/// must share a key for `ADMIN`, `admin` and `ADMlN` to collide; and
+/// `confusables.txt` has no entry for the Cherokee `Ꮑ`, which the
+/// adversarial review used as the `n` of `ᎪᎠᎷᎥᏁ` ("ADMIN"). No NFKC step:
+/// the skeleton already maps the compatibility forms that look alike
+/// (fullwidth, mathematical letters, ligatures), and NFKC first would undo
+/// some of its mappings (U+03F2 `ϲ`, confusable with `c`, is `ς` in NFKC).
+///
+/// ```
+/// use ferry_core::names::name_key;
+///
+/// for look_alike in ["Bob", "BOB", "𝖻𝗈𝖻", "bᴏb", "b\u{585}b", "b0b", "ｂｏｂ"] {
+///     assert_eq!(name_key(look_alike), name_key("bob"), "{look_alike}");
+/// }
+/// assert_eq!(name_key("ᎪᎠᎷᎥᏁ"), name_key("admin"));
+/// assert_ne!(name_key("alice"), name_key("alicia"));
+/// ```
+pub fn name_key(name: &str) -> String {
+    let first: String = skeleton(name).collect();
+    skeleton(&first.to_lowercase()).map(tailor).collect()
 }
 
-/// Letters of other scripts that look like a Latin letter become it.
-fn fold_confusable(c: char) -> char {
+/// ferry's additions to the UTS #39 data; see [`name_key`].
+fn tailor(c: char) -> char {
     match c {
-        // Cyrillic capitals.
-        'А' => 'A',
-        'В' => 'B',
-        'Е' | 'Ё' => 'E',
-        'К' => 'K',
-        'М' => 'M',
-        'Н' => 'H',
-        'О' => 'O',
-        'Р' => 'P',
-        'С' => 'C',
-        'Т' => 'T',
-        'Х' => 'X',
-        'У' | 'Ү' => 'Y',
-        'Ѕ' => 'S',
-        'І' | 'Ӏ' => 'I',
-        'Ј' => 'J',
-        'Ԁ' => 'D',
-        'Ԛ' => 'Q',
-        'Ԝ' => 'W',
-        // Cyrillic small letters.
-        'а' => 'a',
-        'е' => 'e',
-        'о' => 'o',
-        'р' => 'p',
-        'с' => 'c',
-        'х' => 'x',
-        'у' => 'y',
-        'і' => 'i',
-        'ѕ' => 's',
-        'ј' => 'j',
-        'ԁ' => 'd',
-        'ԛ' => 'q',
-        'ԝ' => 'w',
-        'һ' => 'h',
-        'ӏ' => 'l',
-        'ѵ' => 'v',
-        'ɡ' => 'g',
-        // Greek capitals.
-        'Α' => 'A',
-        'Β' => 'B',
-        'Ε' => 'E',
-        'Ζ' => 'Z',
-        'Η' => 'H',
-        'Ι' => 'I',
-        'Κ' => 'K',
-        'Μ' => 'M',
-        'Ν' => 'N',
-        'Ο' => 'O',
-        'Ρ' => 'P',
-        'Τ' => 'T',
-        'Χ' => 'X',
-        'Υ' => 'Y',
-        'Ϲ' => 'C',
-        // Greek small letters.
-        'ο' => 'o',
-        'ν' => 'v',
-        'ρ' => 'p',
-        'α' => 'a',
-        'κ' => 'k',
-        'χ' => 'x',
-        'ϲ' => 'c',
-        'ϳ' => 'j',
-        'υ' => 'u',
-        'ι' => 'i',
-        // Latin look-alikes.
-        'ı' => 'i',
-        'ɑ' => 'a',
+        'i' => 'l',
+        '\u{13C1}' | '\u{AB91}' => 'n',
         c => c,
     }
 }
@@ -240,33 +210,51 @@ mod tests {
     fn keys_ignore_case() {
         assert_eq!(name_key("Alice"), name_key("aLICE"));
         assert_ne!(name_key("alice"), name_key("alice2"));
+        // Every ASCII letter and digit, and every Latin-1 and Latin
+        // Extended-A letter, shares its key with its other case; but for
+        // those whose cases UTS #39 sees as unlike each other: `ß` (`SS`),
+        // `ð` (`Ð`, a barred D) and `ſ` (long s, like an `f`; `S`).
+        for c in ('\u{20}'..='\u{7E}').chain('\u{C0}'..='\u{17F}') {
+            if matches!(c, 'ß' | 'Ð' | 'ð' | 'ſ') || !c.is_alphanumeric() {
+                continue;
+            }
+            let (lower, upper) = (c.to_lowercase().to_string(), c.to_uppercase().to_string());
+            assert_eq!(name_key(&lower), name_key(&upper), "{c:?}");
+        }
     }
 
+    /// The look-alikes the adversarial review got admitted next to `bob`,
+    /// `alice` and `admin`, and the ones the hand-made table caught before.
     #[test]
-    fn look_alikes_share_a_skeleton() {
+    fn look_alikes_share_a_key() {
         let same = [
-            ("alice", "аlice"),    // Cyrillic а
-            ("alice", "ALICE"),    // case
-            ("ALICE", "АLІСЕ"),    // Cyrillic А, І, С, Е
-            ("bob", "bοb"),        // Greek ο
-            ("bob", "b0b"),        // digit zero
-            ("bob", "ＢＯＢ"),     // fullwidth
-            ("paypal", "paypa1"),  // digit one
-            ("paypal", "PAYPAI"),  // capital I
-            ("Ian", "lan"),        // capital I, small L
-            ("modern", "modem"),   // rn, m
-            ("POPE", "ΡΟΡΕ"),      // Greek capitals
-            ("TAXI", "ΤΑΧΙ"),      // Greek capitals
-            ("HYMN", "ΗΥΜΝ"),      // Greek capitals
-            ("ZEBRA", "ΖΕΒRΑ"),    // Greek capitals
-            ("KIM", "ΚΙΜ"),        // Greek capitals
-            ("sjx", "ѕјх"),        // Cyrillic ѕ, ј, х
-            ("pcoy", "рсоу"),      // Cyrillic р, с, о, у
-            ("ie", "іе"),          // Cyrillic і, е
-            ("x y", "x\u{3000}y"), // ideographic space
+            ("bob", "b\u{585}b"),      // Armenian small oh
+            ("bob", "𝖻𝗈𝖻"),            // mathematical sans-serif
+            ("bob", "b\u{1D0F}b"),     // small capital O
+            ("alice", "a\u{217C}ice"), // small roman numeral fifty
+            ("admin", "admi\u{578}"),  // Armenian small vo
+            ("admin", "ᎪᎠᎷᎥᏁ"),        // Cherokee
+            ("ADMIN", "ᎪᎠᎷᎥᏁ"),        // Cherokee
+            ("ADMIN", "ADMlN"),        // small L for capital I
+            ("alice", "аlice"),        // Cyrillic а
+            ("alice", "ALICE"),        // case
+            ("ALICE", "АLІСЕ"),        // Cyrillic А, І, С, Е
+            ("bob", "bοb"),            // Greek ο
+            ("bob", "b0b"),            // digit zero
+            ("bob", "ＢＯＢ"),         // fullwidth
+            ("Bob", "BOB"),            // case
+            ("paypal", "paypa1"),      // digit one
+            ("paypal", "PAYPAI"),      // capital I
+            ("paypal", "ΡΑΥΡΑL"),      // Greek capitals
+            ("Ian", "lan"),            // capital I, small L
+            ("modern", "modem"),       // rn, m
+            ("POPE", "ΡΟΡΕ"),          // Greek capitals
+            ("TAXI", "ΤΑΧΙ"),          // Greek capitals
+            ("sjx", "ѕјх"),            // Cyrillic ѕ, ј, х
+            ("pcoy", "рсоу"),          // Cyrillic р, с, о, у
         ];
         for (a, b) in same {
-            assert_eq!(skeleton(a), skeleton(b), "{a:?} vs {b:?}");
+            assert_eq!(name_key(a), name_key(b), "{a:?} vs {b:?}");
         }
         let different = [
             ("alice", "alicia"),
@@ -274,10 +262,54 @@ mod tests {
             ("émile", "emile"),
             ("李雷", "李电"),
             ("ab", "a b"),
+            ("bob", "bob2"),
         ];
         for (a, b) in different {
-            assert_ne!(skeleton(a), skeleton(b), "{a:?} vs {b:?}");
+            assert_ne!(name_key(a), name_key(b), "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn scripts_are_not_mixed() {
+        for name in [
+            "alice",
+            "Zoë",
+            "李雷",
+            "山田 Taro",
+            "やまだ太郎",
+            "김민준 Kim",
+            "Мария",
+            "Ελένη",
+            "b0b_42",
+            "🦀 crab",
+            "𝖻𝗈𝖻",
+            "ᎪᎠᎷᎥᏁ",
+            "José 李",
+        ] {
+            assert_eq!(check_name(name), Ok(()), "{name}");
+        }
+        for (name, scripts) in [
+            ("b\u{585}b", "Latin, Armenian"),
+            ("admi\u{578}", "Latin, Armenian"),
+            ("\u{410}lice", "Cyrillic, Latin"),
+            ("alpha α", "Latin, Greek"),
+            ("Ꭺlice", "Cherokee, Latin"),
+            ("Мария Ελένη", "Cyrillic, Greek"),
+            ("김 やまだ", "Hangul, Hiragana"),
+        ] {
+            assert_eq!(
+                check_name(name),
+                Err(NameError::MixedScripts(scripts.to_string())),
+                "{name}"
+            );
+        }
+    }
+
+    /// The confusable data is part of the protocol (PROTOCOL.md §6.2 names
+    /// its version): a new version must be a deliberate change.
+    #[test]
+    fn the_confusable_data_is_the_documented_version() {
+        assert_eq!(unicode_security::UNICODE_VERSION, (18, 0, 0));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! reorders: every message arrives at most once, and every message the
 //! sender was told is delivered did arrive; the rest are reported lost.
 
-use ferry_core::datagram::{DropReason, Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
+use bytes::BytesMut;
+use ferry_core::datagram::{
+    Datagram, DropReason, Peer, PeerConfig, PeerEvent, MAX_DATAGRAM, SESSIONS_KEPT,
+};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -262,6 +265,87 @@ fn a_restarted_peer_is_heard_again() {
         })
         .collect();
     assert_eq!(texts, ["one", "two"]);
+}
+
+/// The bytes of a CHAT from mallory's capture: `text` as message `seq` of
+/// `session`.
+fn chat_datagram(session: u64, seq: u64, text: &str) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    Datagram::Chat {
+        session,
+        seq,
+        from: "alice".into(),
+        text: text.into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    out.to_vec()
+}
+
+/// The texts `peer` delivered since last asked, and its restarts.
+fn delivered(peer: &mut Peer) -> (Vec<String>, usize) {
+    let mut texts = Vec::new();
+    let mut restarts = 0;
+    while let Some(event) = peer.poll_event() {
+        match event {
+            PeerEvent::Message { text, .. } => texts.push(text.to_string()),
+            PeerEvent::PeerRestarted => restarts += 1,
+            _ => {}
+        }
+    }
+    (texts, restarts)
+}
+
+/// The review's replay: a message, then a datagram of another session, then
+/// the first datagram again. It used to be shown twice, as another session
+/// cleared the record of what had arrived.
+#[test]
+fn a_message_replayed_after_another_session_is_shown_once() {
+    let now = Instant::now();
+    let mut bob = Peer::new(PeerConfig::new("bob"), now, 2);
+    let pay = chat_datagram(1, 0, "pay 10 EUR");
+    bob.handle_datagram(now, &pay);
+    bob.handle_datagram(now, &chat_datagram(9, 0, "hello from another run"));
+    bob.handle_datagram(now, &pay);
+    // And back and forth once more, with the later session's message too.
+    bob.handle_datagram(now, &chat_datagram(9, 0, "hello from another run"));
+    bob.handle_datagram(now, &pay);
+    let (texts, restarts) = delivered(&mut bob);
+    assert_eq!(texts, ["pay 10 EUR", "hello from another run"]);
+    assert_eq!(restarts, 1, "returning to a known session is no restart");
+    assert_eq!(bob.drops().duplicate, 3);
+    // Every copy is still acknowledged: the first ACK may have been lost.
+    assert_eq!(std::iter::from_fn(|| bob.poll_transmit()).count(), 5);
+}
+
+/// A message from each of the last `SESSIONS_KEPT` sessions stays delivered
+/// once, whatever order they come back in; only a session pushed out by
+/// that many newer ones is forgotten (the documented limit).
+#[test]
+fn the_last_sessions_are_remembered_and_the_oldest_forgotten() {
+    let now = Instant::now();
+    let mut bob = Peer::new(PeerConfig::new("bob"), now, 2);
+    let kept = SESSIONS_KEPT as u64;
+    for session in 0..kept {
+        bob.handle_datagram(now, &chat_datagram(session, 0, &format!("from {session}")));
+    }
+    assert_eq!(delivered(&mut bob).0.len(), SESSIONS_KEPT);
+    for session in (0..kept).rev().chain(0..kept) {
+        bob.handle_datagram(now, &chat_datagram(session, 0, &format!("from {session}")));
+    }
+    assert_eq!(delivered(&mut bob), (vec![], 0));
+    // Session 0 is now the one heard from least recently: one more
+    // session pushes it out, and only it.
+    bob.handle_datagram(now, &chat_datagram(kept, 0, "newest"));
+    assert_eq!(delivered(&mut bob), (vec!["newest".to_string()], 1));
+    bob.handle_datagram(now, &chat_datagram(1, 0, "from 1"));
+    assert_eq!(delivered(&mut bob), (vec![], 0), "session 1 is still known");
+    bob.handle_datagram(now, &chat_datagram(0, 0, "from 0"));
+    assert_eq!(
+        delivered(&mut bob),
+        (vec!["from 0".to_string()], 1),
+        "session 0 was forgotten: only a sender of {SESSIONS_KEPT} other sessions gets here"
+    );
 }
 
 #[test]

@@ -8,11 +8,14 @@
 //!   `key:` line: the key's 16 bytes in hex.
 //! * ```` ```bad-vector ```` blocks: decoding with the given `limit` fails with
 //!   the named error, which maps to the named `code`.
+//! * ```` ```name-vector ```` blocks: the names have the `key:` (or the
+//!   `keys:`, in order), or are refused for the `invalid:` reason.
 
 use bytes::BytesMut;
 use ferry_core::code::Code;
 use ferry_core::error::{DecodeError, Error, LimitExceeded, Malformed};
 use ferry_core::frame::{self, decode, Frame, PREAMBLE};
+use ferry_core::names::{check_name, name_key, NameError};
 use ferry_core::ResumeKey;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,7 +55,8 @@ impl Block {
     }
 }
 
-/// Every ```` ```vector ```` and ```` ```bad-vector ```` block of the document.
+/// Every ```` ```vector ````, ```` ```bad-vector ```` and
+/// ```` ```name-vector ```` block of the document.
 fn blocks(doc: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut current: Option<Block> = None;
@@ -61,7 +65,9 @@ fn blocks(doc: &str) -> Vec<Block> {
         let trimmed = line.trim();
         match current.as_mut() {
             None => {
-                if let Some(kind @ ("vector" | "bad-vector")) = trimmed.strip_prefix("```") {
+                if let Some(kind @ ("vector" | "bad-vector" | "name-vector")) =
+                    trimmed.strip_prefix("```")
+                {
                     current = Some(Block {
                         kind: kind.to_string(),
                         line: line_no,
@@ -260,10 +266,11 @@ fn protocol_document_vectors() {
                 types.insert(check_frame_vector(&block));
                 frame_vectors += 1;
             }
-            _ => {
+            "bad-vector" => {
                 check_bad_vector(&block);
                 bad_vectors += 1;
             }
+            _ => {}
         }
     }
 
@@ -290,6 +297,79 @@ fn protocol_document_vectors() {
             .any(|&t| t >= frame::frame_type::FIRST_EXTENSION && !frame::frame_type::is_known(t)),
         "no vector for an unknown extension frame"
     );
+}
+
+/// `text` with its `\u{…}` escapes replaced by the characters.
+fn unescape(text: &str, what: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("\\u{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        let end = after
+            .find('}')
+            .unwrap_or_else(|| panic!("{what}: unterminated escape"));
+        let c = u32::from_str_radix(&after[..end], 16)
+            .ok()
+            .and_then(char::from_u32)
+            .unwrap_or_else(|| panic!("{what}: bad escape {:?}", &after[..end]));
+        out.push(c);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn list(block: &Block, key: &str) -> Vec<String> {
+    let what = block.name();
+    block
+        .get(key)
+        .split(" | ")
+        .map(|item| unescape(item.trim(), &what))
+        .collect()
+}
+
+#[test]
+fn protocol_document_name_vectors() {
+    let doc = protocol_doc();
+    let mut vectors = 0;
+    for block in blocks(&doc).iter().filter(|b| b.kind == "name-vector") {
+        let what = block.name();
+        let names = list(block, "names");
+        let keys = if block.fields.contains_key("key") {
+            vec![unescape(block.get("key"), &what); names.len()]
+        } else if block.fields.contains_key("keys") {
+            list(block, "keys")
+        } else {
+            Vec::new()
+        };
+        for (name, key) in names.iter().zip(&keys) {
+            assert_eq!(&name_key(name), key, "{what}: key of {name:?}");
+        }
+        match block.fields.get("invalid").map(String::as_str) {
+            None => {
+                assert_eq!(keys.len(), names.len(), "{what}: a key for every name");
+                for name in &names {
+                    assert_eq!(check_name(name), Ok(()), "{what}: {name:?}");
+                }
+            }
+            Some(reason) => {
+                for name in &names {
+                    let refused = check_name(name);
+                    let matches = match reason {
+                        "mixed scripts" => matches!(refused, Err(NameError::MixedScripts(_))),
+                        "forbidden character" => {
+                            matches!(refused, Err(NameError::ForbiddenChar(_)))
+                        }
+                        other => panic!("{what}: unknown reason {other:?}"),
+                    };
+                    assert!(matches, "{what}: {name:?} gave {refused:?}");
+                }
+            }
+        }
+        vectors += 1;
+    }
+    assert!(vectors >= 5, "only {vectors} name vectors in PROTOCOL.md");
 }
 
 #[test]
