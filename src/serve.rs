@@ -314,7 +314,7 @@ impl Log {
                 size,
             }) => format!(
                 "relaying {} ({}) from {} to {}",
-                safe(&name),
+                quoted(&name),
                 bytes(size),
                 self.who(from),
                 self.who(to)
@@ -336,27 +336,29 @@ impl Log {
                     ..
                 } => {
                     self.transfers
-                        .insert((client, id), (safe(&name), size, Instant::now()));
+                        .insert((client, id), (quoted(&name), size, Instant::now()));
                     match accepted {
                         Some(0) => format!(
                             "{} uploads {} ({})",
                             self.who(client),
-                            safe(&name),
+                            quoted(&name),
                             bytes(size)
                         ),
                         Some(at) => format!(
                             "{} resumes {} ({}) at {}",
                             self.who(client),
-                            safe(&name),
+                            quoted(&name),
                             bytes(size),
                             bytes(at)
                         ),
-                        None => format!("{} offered {}: declined", self.who(client), safe(&name)),
+                        None => format!("{} offered {}: declined", self.who(client), quoted(&name)),
                     }
                 }
-                Report::Saved { path, .. } => format!("saved {}", path.display()),
+                Report::Saved { path, .. } => {
+                    format!("saved {}", quoted(&path.display().to_string()))
+                }
                 Report::PartialKept { name, held, .. } => {
-                    format!("kept {} ({}) for a resume", safe(&name), bytes(held))
+                    format!("kept {} ({}) for a resume", quoted(&name), bytes(held))
                 }
                 Report::LocalError { error, .. } => {
                     format!("{}: {}", self.who(client), safe(&error))

@@ -152,7 +152,7 @@ fn serve_chat_send_and_stop() {
     let (ok, out, err) = run(&["send", &addr, path.to_str().unwrap()], "");
     assert!(ok, "{out}{err}");
     assert_eq!(std::fs::read(inbox.path().join("notes.bin")).unwrap(), data);
-    server.expect("notes.bin from");
+    server.expect("\"notes.bin\" from");
 
     // Failures are one clear line and a non-zero status.
     let (ok, _, err) = run(&["send", &addr, "/no/such/file"], "");

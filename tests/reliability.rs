@@ -105,10 +105,10 @@ fn a_killed_sender_resumes_to_the_identical_file() {
     // resumes where the partial file ends.
     assert!(!watch.appeared(), "big.bin appeared before it was resumed");
     let (ok, out, err) = run(&["send", &proxy.addr(), &src_arg], &[]);
-    let resumes = server.expect(&["resumes big.bin"]);
+    let resumes = server.expect(&["resumes \"big.bin\""]);
     assert!(ok, "{out}{err}");
     resumed_at(&resumes);
-    server.expect(&["big.bin from", "verified"]);
+    server.expect(&["\"big.bin\" from", "verified"]);
     assert_eq!(hash_file(&final_name), hash_file(&src));
     assert!(std::fs::read(&final_name).unwrap() == std::fs::read(&src).unwrap());
     assert!(partials_in(inbox.path()).is_empty());
@@ -140,7 +140,7 @@ fn a_killed_server_resumes_on_the_same_inbox() {
     let mut server = Serve::start(inbox.path(), &["--runtime", "smol", "--listen", &listen]);
     assert!(!watch.appeared(), "archive.tar appeared before the resume");
     let (ok, out, err) = run(&["send", &proxy.addr(), &src_arg], &[]);
-    let resumes = server.expect(&["resumes archive.tar"]);
+    let resumes = server.expect(&["resumes \"archive.tar\""]);
     assert!(ok, "{out}{err}");
     resumed_at(&resumes);
     assert_eq!(hash_file(&final_name), hash_file(&src));
@@ -222,7 +222,7 @@ fn a_flipped_byte_is_caught_reported_to_both_ends_and_a_retry_succeeds() {
     );
     assert!(!ok, "a corrupted transfer succeeded");
     assert!(err.contains("hash mismatch"), "sender: {err}");
-    server.expect(&["ledger.db from", "hash mismatch"]);
+    server.expect(&["\"ledger.db\" from", "hash mismatch"]);
     // Wrong bytes are no base for a resume: the partial file is gone too.
     wait_until("the partial file to go", || {
         partials_in(inbox.path()).is_empty().then_some(())
