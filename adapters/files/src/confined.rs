@@ -141,6 +141,17 @@ impl ConfinedDir {
         }
     }
 
+    /// Whether `name` (links not followed) is the very file `file` is open
+    /// on: nothing swapped it for something else since it was opened.
+    pub(crate) fn holds(&self, name: &str, file: &File) -> io::Result<bool> {
+        let open = rustix::fs::fstat(file)?;
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(named) => Ok(named.st_dev == open.st_dev && named.st_ino == open.st_ino),
+            Err(Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes the file (or link) `name`; never a directory.
     pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
         Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)

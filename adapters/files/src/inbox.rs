@@ -918,10 +918,14 @@ impl Drop for Reservation {
 /// The length of the partial file `staged`, now that its transfer is over;
 /// an empty one is removed (it holds nothing to resume from, and offers
 /// that never sent a byte must not leave litter), and counts as 0.
+///
+/// Anything but a regular file with a single link there is not ours (it was
+/// put in place of the file): the name is removed, never what it points to.
 fn keep_or_remove(partials: &ConfinedDir, staged: &str) -> u64 {
     match partials.stat(staged) {
         Ok(Some(EntryStat {
             regular: true,
+            links: 1,
             len: len @ 1..,
             ..
         })) => len,
@@ -1084,8 +1088,17 @@ impl Receiving {
         let r = &mut reservation;
         file.set_len(r.size)?;
         file.sync_all()?;
-        drop(file);
         let Dirs { inbox, partials } = &*r.dirs;
+        // What is moved is a name: it must still be the file written, not
+        // something put in its place meanwhile (a link would land in the
+        // inbox as the "file").
+        if !partials.holds(&r.staged, &file)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the partial file was replaced while it was being received",
+            ));
+        }
+        drop(file);
         let (target, replaced) = if r.overwrite {
             let replaced = inbox
                 .stat(&r.name)?

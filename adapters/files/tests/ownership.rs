@@ -146,6 +146,37 @@ fn links_planted_in_the_inbox_are_never_followed() {
 }
 
 #[test]
+fn a_partial_file_swapped_for_a_link_during_the_transfer_is_never_stored() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = root.path().join("outside");
+    fs::write(&outside, b"hunter2\n").unwrap();
+    let dir = root.path().join("inbox");
+    let inbox = Inbox::open(&dir).unwrap();
+    let mut rx = inbox.begin("doc", 5, None).unwrap();
+    rx.write_at(0, b"12345").unwrap();
+    // Swapped under the writer (only the server's own user could: the
+    // folder is private), for a symlink and then a hard link.
+    let part = rx.part_path();
+    fs::remove_file(&part).unwrap();
+    symlink(&outside, &part).unwrap();
+    let err = rx.commit().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    assert!(stored(&dir).is_empty(), "{:?}", stored(&dir));
+
+    let mut rx = inbox.begin("doc", 5, None).unwrap();
+    rx.write_at(0, b"12345").unwrap();
+    let part = rx.part_path();
+    fs::remove_file(&part).unwrap();
+    fs::hard_link(&outside, &part).unwrap();
+    assert!(rx.commit().is_err());
+    assert!(stored(&dir).is_empty(), "{:?}", stored(&dir));
+    assert_eq!(fs::read(&outside).unwrap(), b"hunter2\n");
+    // The names put in place are gone, what they pointed to is not.
+    assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
+    assert_eq!(inbox.used(), 0);
+}
+
+#[test]
 fn the_folder_of_partials_cannot_be_a_link() {
     let root = tempfile::tempdir().unwrap();
     let elsewhere = root.path().join("elsewhere");
