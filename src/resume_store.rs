@@ -95,8 +95,11 @@ impl ResumeStore {
         parse_hex_key(text.trim())
     }
 
-    /// Keeps `key` for `transfer`, replacing any earlier one; durable when
-    /// this returns.
+    /// Keeps `key` for `transfer`, replacing any earlier one. Safe from a
+    /// killed process once this returns (the page cache outlives it). Not
+    /// synced to the disk: that would cost every transfer an `fsync`, and
+    /// after a power cut an entry lost or left empty only means the file
+    /// starts over.
     pub fn put(&self, transfer: &TransferKey, key: &ResumeKey) -> io::Result<()> {
         let path = self.path(transfer);
         let temporary = self
@@ -110,7 +113,7 @@ impl ResumeStore {
             .open(&temporary)?;
         let hex: String = key.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
         file.write_all(format!("{hex}\n").as_bytes())?;
-        file.sync_all()?;
+        drop(file);
         fs::rename(&temporary, &path)
     }
 
