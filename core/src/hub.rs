@@ -1087,8 +1087,8 @@ impl Hub {
     /// outside, free to try another; a full server closes it. Returns
     /// whether it joined.
     fn guest_join(&mut self, id: ClientId, now: Instant, requested: Option<&str>) -> bool {
-        let room = Text::from_static(DEFAULT_ROOM);
-        let key = room_key(&room);
+        let key = room_key(DEFAULT_ROOM);
+        let room = self.canonical_room(&key, Text::from_static(DEFAULT_ROOM));
         let name = match requested {
             Some(name) => name.to_string(),
             None => self.free_guest_name(&key),
@@ -1125,6 +1125,12 @@ impl Hub {
         self.touch(id);
         self.enter_room(id, now, name, room);
         true
+    }
+
+    /// The name of the room keyed `key` as it was created, or `asked` for a
+    /// room that does not exist yet.
+    fn canonical_room(&self, key: &str, asked: Text) -> Text {
+        self.rooms.get(key).map_or(asked, |room| room.name.clone())
     }
 
     /// The first `guest-N` nobody in the room has (or looks like).
@@ -1172,6 +1178,10 @@ impl Hub {
             self.name_refusal(&key, &name)
                 .or_else(|| self.join_allowed(id, now).err())
         };
+        // A room is called what its first member called it: WELCOME tells
+        // every later member that spelling, whatever case or look-alikes
+        // they asked for.
+        let room = self.canonical_room(&key, room);
         // HELLO comes only from a ferry connection.
         let Some(conn) = self.clients.get_mut(&id).and_then(|c| c.link.ferry()) else {
             return;

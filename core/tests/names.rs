@@ -188,3 +188,25 @@ proptest! {
         prop_assert_eq!(hub.members("lobby").len(), 1);
     }
 }
+
+/// WELCOME names the room as it was created, whatever spelling a later
+/// member asked for, so a client learns the room's one name.
+#[test]
+fn welcome_names_the_room_as_its_first_member_spelled_it() {
+    let now = Instant::now();
+    let mut hub = Hub::new(HubConfig::default(), now);
+    let mut welcomed_in = |name: &str, room: &str| {
+        let id = hub.connect(now);
+        let mut client = Connection::client(ClientConfig::new(name).room(room), now);
+        let events = pump(&mut hub, id, &mut client, now);
+        match events.first() {
+            Some(Event::Welcomed { room, .. }) => room.to_string(),
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    assert_eq!(welcomed_in("alice", "Spec-Room"), "Spec-Room");
+    assert_eq!(welcomed_in("bob", "spec-room"), "Spec-Room");
+    assert_eq!(welcomed_in("carol", "SPEC-ROOM"), "Spec-Room");
+    // A new room is called what its creator asked for.
+    assert_eq!(welcomed_in("dave", "Other"), "Other");
+}
