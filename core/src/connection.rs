@@ -1021,12 +1021,20 @@ impl Connection {
     /// Hub: pushes relayed file bytes to the recipient.
     pub(crate) fn relay_chunk(&mut self, now: Instant, id: TransferId, offset: u64, data: Bytes) {
         if let Some(Transfer::Outgoing(out)) = self.transfers.get_mut(&id) {
-            if let (true, OutState::Sending { confirmed, .. }) = (out.relay, &mut out.state) {
+            if let (
+                true,
+                OutState::Sending {
+                    confirmed, reads, ..
+                },
+            ) = (out.relay, &mut out.state)
+            {
                 if offset == 0 {
                     // The sender restarted (prefix mismatch): so will the
                     // recipient's confirmations.
                     *confirmed = 0;
                 }
+                // What the recipient may confirm at most (see CREDIT).
+                *reads = Reads::starting_at(offset + data.len() as u64);
                 self.outbox.push_data(id, offset, data);
                 self.last_send = now;
             }
@@ -1477,7 +1485,28 @@ impl Connection {
     ) -> Result<Option<&mut Transfer>, Error> {
         let unknown = Violation::UnknownTransfer { frame, id };
         if from_peer_offer != self.is_peer_id(id) {
-            return Err(unknown.into());
+            // An id of the other direction: if that transfer was offered,
+            // the frame comes from the wrong party of it (§6.10.1).
+            let offered = if from_peer_offer {
+                id < self.next_local_id
+            } else {
+                self.highest_peer_id.is_some_and(|h| id <= h)
+            };
+            if !offered {
+                return Err(unknown.into());
+            }
+            let (sender, receiver) = if from_peer_offer {
+                ("receiver", "sender")
+            } else {
+                ("sender", "receiver")
+            };
+            return Err(Violation::WrongParty {
+                frame,
+                id,
+                sender,
+                receiver,
+            }
+            .into());
         }
         let existed = if from_peer_offer {
             self.highest_peer_id.is_some_and(|h| id <= h)
@@ -1691,6 +1720,12 @@ impl Connection {
                     return Ok(());
                 };
                 let size = out.size;
+                // Data queued so far (from the accepted offset): no receiver
+                // can have stored more.
+                let sent = match &out.state {
+                    OutState::Sending { reads, .. } => reads.next,
+                    _ => size,
+                };
                 let (OutState::Sending { confirmed, .. } | OutState::DoneSent { confirmed }) =
                     &mut out.state
                 else {
@@ -1700,6 +1735,9 @@ impl Connection {
                     }
                     .into());
                 };
+                if written > sent && written <= size {
+                    return Err(Violation::CreditBeyondData { id, written, sent }.into());
+                }
                 if written < *confirmed || written > size {
                     return Err(Violation::BadCredit {
                         id,

@@ -141,6 +141,29 @@ pub enum Violation {
         /// The id it named.
         id: u32,
     },
+    /// A frame about a transfer that only the transfer's other party may
+    /// send (`CREDIT` from its sender, `DATA` from its receiver, ...).
+    #[error("{frame} about transfer {id} from its {sender}, which only its {receiver} sends")]
+    WrongParty {
+        /// Frame name.
+        frame: &'static str,
+        /// The transfer.
+        id: u32,
+        /// Who sent it: "sender" or "receiver".
+        sender: &'static str,
+        /// Who may send it.
+        receiver: &'static str,
+    },
+    /// A `CREDIT` for bytes that were never sent (§6.10.5).
+    #[error("transfer {id}: credit {written} for more than the {sent} bytes sent")]
+    CreditBeyondData {
+        /// The transfer.
+        id: u32,
+        /// What the credit claims is stored.
+        written: u64,
+        /// What was sent (or held by the receiver when it accepted).
+        sent: u64,
+    },
     /// A transfer id with the wrong initiator bit, or one already in use.
     #[error("transfer id {id} is not valid for a new offer from this peer")]
     BadTransferId {
@@ -300,6 +323,7 @@ impl Error {
             },
             Error::Violation(violation) => match violation {
                 Violation::UnknownTransfer { .. } => Code::UNKNOWN_TRANSFER,
+                Violation::WrongParty { .. } => Code::UNEXPECTED_FRAME,
                 Violation::FlowControl { .. } => Code::FLOW_CONTROL,
                 Violation::BadResumeOffset { .. } => Code::BAD_RESUME_OFFSET,
                 Violation::VersionNotOffered(_) => Code::VERSION_UNSUPPORTED,

@@ -1707,6 +1707,7 @@ impl Hub {
             to,
             outcome: outcome.clone(),
         });
+        let gone = self.why_gone(id, recipient_side, &outcome);
         let Some(conn) = self.clients.get_mut(&other).and_then(|c| c.link.ferry()) else {
             return;
         };
@@ -1727,15 +1728,48 @@ impl Hub {
                 } if *code != Code::CONNECTION_LOST && *code != Code::QUIT => {
                     (*code, reason.clone())
                 }
-                _ => (
-                    Code::PEER_GONE,
-                    "the other side of the transfer is gone".to_string(),
-                ),
+                _ => (Code::PEER_GONE, gone),
             };
             // Fails only if the other end already ended, which is fine.
             let _ = conn.cancel(now, other_tid, code, &reason);
         }
         self.touch(other);
+    }
+
+    /// What the other end of a relay is told when `id`'s end ended with
+    /// `outcome` without a word of its own: who went, and why (it left,
+    /// its link was lost, or the server dropped it for a fault), so that a
+    /// sender learns more than "gone".
+    fn why_gone(&self, id: ClientId, recipient_side: bool, outcome: &Outcome) -> String {
+        let who = self
+            .clients
+            .get(&id)
+            .map(|c| c.link.name().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| {
+                let role = if recipient_side {
+                    "recipient"
+                } else {
+                    "sender"
+                };
+                format!("the {role}")
+            });
+        match outcome {
+            Outcome::Cancelled { code, .. } if *code == Code::QUIT => format!("{who} left"),
+            Outcome::Cancelled {
+                code,
+                reason,
+                by_peer: true,
+            } if *code == Code::CONNECTION_LOST => {
+                format!("{who}'s connection was lost ({reason})")
+            }
+            Outcome::Cancelled {
+                code,
+                reason,
+                by_peer: false,
+            } => format!("{who} was disconnected by the server: {code} ({reason})"),
+            _ => format!("{who} is gone"),
+        }
     }
 
     /// Calls into `client`'s connection for relay bookkeeping; a failure

@@ -215,8 +215,23 @@ fn gaps_oversized_chunks_and_early_done_are_fatal() {
             ],
             Code::UNEXPECTED_FRAME,
         ),
+        // The uploader sending its receiver's frame about its own upload:
+        // the wrong party (§6.10.1), not an unknown transfer.
         (
             vec![Frame::Credit { id: 0, written: 1 }],
+            Code::UNEXPECTED_FRAME,
+        ),
+        // Ids nobody offered, of either parity: unknown.
+        (
+            vec![Frame::Credit { id: 4, written: 1 }],
+            Code::UNKNOWN_TRANSFER,
+        ),
+        (
+            vec![Frame::Data {
+                id: 1,
+                offset: 0,
+                data: Bytes::from_static(b"x"),
+            }],
             Code::UNKNOWN_TRANSFER,
         ),
     ];
@@ -347,4 +362,46 @@ fn a_hello_too_long_to_encode_closes_the_client_at_once() {
             ..
         })
     ));
+}
+
+/// A server sending a file; the client accepted it: returns the server with
+/// `sent` bytes of it supplied (queued as `DATA`).
+fn sending(now: Instant, size: u64, sent: usize) -> Connection {
+    let mut server = welcomed_server(now);
+    let id = server.offer_file(now, "f.bin", size, "").unwrap();
+    let accept = Frame::Accept {
+        id,
+        offset: 0,
+        window: 1 << 20,
+        prefix_hash: ferry_core::transfer::empty_hash(),
+    };
+    server.handle_input(now, &encode(&[accept]));
+    let mut supplied = 0;
+    while let Some(event) = server.poll_event() {
+        if supplied == sent {
+            break;
+        }
+        if let Event::Transfer(TransferEvent::NeedChunk { id, offset, len }) = event {
+            // Requests are answered in full, in order.
+            assert!(supplied + len as usize <= sent, "ask for less");
+            let data = Bytes::from(vec![7u8; len as usize]);
+            server.supply_chunk(now, id, offset, data).unwrap();
+            supplied += len as usize;
+        }
+    }
+    assert_eq!(supplied, sent);
+    server
+}
+
+#[test]
+fn a_credit_for_bytes_never_sent_is_fatal_and_one_for_bytes_sent_is_not() {
+    let now = Instant::now();
+    // 64 KiB sent of a 1 MiB file: a credit for 64 KiB is fine, one byte
+    // more was never sent (§6.10.5).
+    let credit = |written| Frame::Credit { id: 1, written };
+    let mut server = sending(now, 1 << 20, 64 * 1024);
+    server.handle_input(now, &encode(&[credit(64 * 1024)]));
+    assert_eq!(error_sent(&mut server), None);
+    server.handle_input(now, &encode(&[credit(64 * 1024 + 1)]));
+    assert_eq!(error_sent(&mut server), Some(Code::UNEXPECTED_FRAME));
 }

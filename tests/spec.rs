@@ -1,0 +1,146 @@
+//! The server does what `docs/PROTOCOL.md` says where an independent
+//! implementation found the two disagreeing (issue 14), on every runtime.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Raw, Serve, WAIT};
+use ferry_core::frame::Frame;
+use ferry_core::Code;
+
+const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+
+fn offer(id: u32, size: u64, to: &str) -> Frame {
+    Frame::Offer {
+        id,
+        size,
+        name: "f.bin".into(),
+        peer: to.into(),
+    }
+}
+
+/// The first frame `pick` takes, skipping others.
+fn find<T>(raw: &mut Raw, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>) -> T {
+    loop {
+        match raw.recv(WAIT) {
+            Ok(frame) => {
+                if let Some(found) = pick(&frame) {
+                    return found;
+                }
+            }
+            Err(e) => panic!("{what} never came: {e:?}"),
+        }
+    }
+}
+
+/// §6.10.1: a frame from the wrong party of a transfer is
+/// `UNEXPECTED_FRAME`; `UNKNOWN_TRANSFER` is for ids never offered.
+#[test]
+fn a_frame_from_the_wrong_party_is_unexpected_not_unknown() {
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        // An uploader sends its receiver's frame about its own upload.
+        let mut alice = Raw::join(server.addr, "alice", "");
+        alice.send(&offer(0, 10_000, "")).unwrap();
+        find(&mut alice, "the accept", |f| {
+            matches!(f, Frame::Accept { id: 0, .. }).then_some(())
+        });
+        let credit = Frame::Credit { id: 0, written: 1 };
+        alice.send(&credit).unwrap();
+        let (code, reason) = alice.expect_end();
+        assert_eq!(code, Code::UNEXPECTED_FRAME, "{runtime}: {reason}");
+        assert!(reason.contains("from its sender"), "{runtime}: {reason}");
+
+        // A relay's recipient sends DATA about the server's offer to it.
+        let mut bob = Raw::join(server.addr, "bob", "");
+        let mut carol = Raw::join(server.addr, "carol", "");
+        carol.send(&offer(0, 10_000, "bob")).unwrap();
+        let id = find(&mut bob, "the relayed offer", |f| match f {
+            Frame::Offer { id, .. } => Some(*id),
+            _ => None,
+        });
+        let data = Frame::Data {
+            id,
+            offset: 0,
+            data: Bytes::from_static(b"x"),
+        };
+        bob.send(&data).unwrap();
+        let (code, reason) = bob.expect_end();
+        assert_eq!(code, Code::UNEXPECTED_FRAME, "{runtime}: {reason}");
+        assert!(reason.contains("from its receiver"), "{runtime}: {reason}");
+
+        // An id nobody offered: unknown.
+        let mut dave = Raw::join(server.addr, "dave", "");
+        dave.send(&Frame::Credit { id: 7, written: 1 }).unwrap();
+        let (code, reason) = dave.expect_end();
+        assert_eq!(code, Code::UNKNOWN_TRANSFER, "{runtime}: {reason}");
+    }
+}
+
+/// §6.10.5: a `CREDIT` beyond the bytes received is `UNEXPECTED_FRAME` for
+/// a relay's recipient too, and the sender is told what happened, not only
+/// that its peer is gone.
+#[test]
+fn a_relay_recipient_crediting_bytes_never_sent_is_dropped_and_the_sender_told_why() {
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let mut bob = Raw::join(server.addr, "bob", "");
+        let mut alice = Raw::join(server.addr, "alice", "");
+        alice.send(&offer(0, 100_000, "bob")).unwrap();
+        let id = find(&mut bob, "the relayed offer", |f| match f {
+            Frame::Offer { id, .. } => Some(*id),
+            _ => None,
+        });
+        let accept = Frame::Accept {
+            id,
+            offset: 0,
+            window: 1 << 20,
+            prefix_hash: ferry_core::transfer::empty_hash(),
+        };
+        bob.send(&accept).unwrap();
+        find(&mut alice, "the accept", |f| {
+            matches!(f, Frame::Accept { id: 0, .. }).then_some(())
+        });
+        // Nothing was sent; bob claims 50,000 bytes stored.
+        bob.send(&Frame::Credit {
+            id,
+            written: 50_000,
+        })
+        .unwrap();
+        let (code, reason) = bob.expect_end();
+        assert_eq!(code, Code::UNEXPECTED_FRAME, "{runtime}: {reason}");
+        assert!(reason.contains("bytes sent"), "{runtime}: {reason}");
+        let (code, reason) = find(&mut alice, "the cancel", |f| match f {
+            Frame::Cancel {
+                id: 0,
+                code,
+                reason,
+            } => Some((*code, reason.to_string())),
+            _ => None,
+        });
+        assert_eq!(code, Code::PEER_GONE, "{runtime}");
+        assert!(
+            reason.contains("bob was disconnected by the server")
+                && reason.contains("unexpected frame"),
+            "{runtime}: {reason}"
+        );
+    }
+}
+
+/// §4.2: `WELCOME` names the room as its creator spelled it.
+#[test]
+fn welcome_names_the_room_as_it_was_created() {
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let _alice = Raw::join(server.addr, "alice", "Spec-Room");
+        let mut bob = Raw::connect(server.addr);
+        bob.hello("bob", "spec-room", b"");
+        match bob.recv(WAIT) {
+            Ok(Frame::Welcome { room, .. }) => assert_eq!(room, "Spec-Room", "{runtime}"),
+            other => panic!("{runtime}: {other:?}"),
+        }
+    }
+}
