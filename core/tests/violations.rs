@@ -405,3 +405,51 @@ fn a_credit_for_bytes_never_sent_is_fatal_and_one_for_bytes_sent_is_not() {
     server.handle_input(now, &encode(&[credit(64 * 1024 + 1)]));
     assert_eq!(error_sent(&mut server), Some(Code::UNEXPECTED_FRAME));
 }
+
+/// §3.3's values a frame forbids that are checked once the frame is
+/// decoded, by the side that receives it: each is ERROR `MALFORMED`.
+#[test]
+fn forbidden_values_after_decoding_are_malformed() {
+    let now = Instant::now();
+    // An ACCEPT granting a window of 0.
+    let mut server = welcomed_server(now);
+    let id = server.offer_file(now, "f.bin", 100, "").unwrap();
+    let accept = Frame::Accept {
+        id,
+        offset: 0,
+        window: 0,
+        prefix_hash: ferry_core::transfer::empty_hash(),
+    };
+    server.handle_input(now, &encode(&[accept]));
+    assert_eq!(error_sent(&mut server), Some(Code::MALFORMED));
+
+    // A WELCOME whose settings break §4.2's bounds.
+    let good = ferry_core::frame::Settings {
+        max_frame: 1 << 20,
+        max_message: 4096,
+        chunk_size: 65536,
+        window: 4 << 20,
+        idle_timeout_ms: 30_000,
+    };
+    let breaks: [fn(&mut ferry_core::frame::Settings); 4] = [
+        |s| s.max_frame = 4095,
+        |s| s.chunk_size = 0,
+        |s| s.window = 0,
+        |s| s.idle_timeout_ms = 0,
+    ];
+    for (i, broken) in breaks.iter().enumerate() {
+        let mut settings = good;
+        broken(&mut settings);
+        let mut client = Connection::client(ferry_core::ClientConfig::new("alice"), now);
+        let welcome = Frame::Welcome {
+            version: 1,
+            name: "alice".into(),
+            room: "lobby".into(),
+            settings,
+        };
+        let mut bytes = PREAMBLE.to_vec();
+        bytes.extend(encode(&[welcome]));
+        client.handle_input(now, &bytes);
+        assert_eq!(error_sent(&mut client), Some(Code::MALFORMED), "case {i}");
+    }
+}
