@@ -63,6 +63,11 @@ enum Command {
         /// Replace files of the same name instead of picking a free name.
         #[arg(long)]
         overwrite: bool,
+        /// Once listening, write the address (`IP:PORT` and a newline) to
+        /// this file, for scripts: it appears whole (written, then renamed
+        /// into place), so a script can wait for it to exist.
+        #[arg(long, value_name = "FILE")]
+        addr_file: Option<PathBuf>,
         #[command(flatten)]
         limits: Limits,
     },
@@ -367,6 +372,7 @@ fn main() -> ExitCode {
             runtime,
             inbox,
             overwrite,
+            addr_file,
             limits,
         } => {
             // One descriptor per client: the soft limit (often 1024) would
@@ -380,6 +386,7 @@ fn main() -> ExitCode {
                 runtime,
                 inbox: &inbox,
                 overwrite,
+                addr_file: addr_file.as_deref(),
                 max_partials: limits
                     .max_partials_per_source
                     .unwrap_or(ferry_files::DEFAULT_MAX_PARTIALS),

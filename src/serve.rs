@@ -20,6 +20,8 @@ pub struct Options<'a> {
     pub runtime: Runtime,
     pub inbox: &'a Path,
     pub overwrite: bool,
+    /// Where to write the address once listening.
+    pub addr_file: Option<&'a Path>,
     /// Unfinished files one source may have in the inbox.
     pub max_partials: usize,
     /// How long a partial file is kept for a resume.
@@ -36,6 +38,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         runtime,
         inbox,
         overwrite,
+        addr_file,
         max_partials,
         partial_ttl,
         log_burst,
@@ -59,11 +62,17 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     let server = runtime
         .spawn_server(listen, config, Some(inbox))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // The first line on stdout, in a form scripts may rely on: the address
+    // is the fifth word, after the time (see README).
     log(&format!(
         "ferry serving on {} ({runtime:?} runtime), inbox {dir}",
         server.local_addr()
     ));
     log(&limits);
+    if let Some(path) = addr_file {
+        write_addr_file(path, server.local_addr())
+            .map_err(|e| format!("cannot write the address to {}: {e}", path.display()))?;
+    }
 
     // Ctrl-C and lines typed at the server reach it from threads of their
     // own, so this one sleeps until the server reports something: an idle
@@ -379,6 +388,15 @@ impl Log {
         };
         Some(line)
     }
+}
+
+/// Writes `addr` and a newline to `path` so that the file appears whole: to
+/// a temporary name beside it, then renamed.
+fn write_addr_file(path: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&temporary, format!("{addr}\n"))?;
+    std::fs::rename(&temporary, path)
 }
 
 pub fn outcome_text(outcome: &Outcome) -> String {

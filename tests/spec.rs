@@ -144,3 +144,25 @@ fn welcome_names_the_room_as_it_was_created() {
         }
     }
 }
+
+/// `ferry serve --addr-file FILE` writes the address it listens on, whole,
+/// once it listens; and its first line says the same address as its fifth
+/// word, after the time (the documented form scripts may rely on).
+#[test]
+fn serve_tells_scripts_its_address() {
+    let inbox = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("addr");
+    let file_arg = file.to_str().unwrap();
+    let mut server = Serve::start(inbox.path(), &["--addr-file", file_arg]);
+    let written = common::wait_until("the address file", || std::fs::read_to_string(&file).ok());
+    assert!(written.ends_with('\n'), "{written:?}");
+    let addr: std::net::SocketAddr = written.trim_end().parse().unwrap();
+    assert_eq!(addr, server.addr);
+    let first = server.expect(&["ferry serving on"]);
+    let fifth = first.split_whitespace().nth(4).unwrap();
+    assert_eq!(fifth, addr.to_string(), "{first}");
+    // Nothing else was left beside it.
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 1);
+    Raw::join(addr, "alice", "");
+}
