@@ -166,3 +166,66 @@ fn serve_tells_scripts_its_address() {
     assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 1);
     Raw::join(addr, "alice", "");
 }
+
+/// §6.10.9: a resume racing the earlier attempt, still open on a connection
+/// the server does not know is gone, is told to try again (`TRY_AGAIN`),
+/// not that the file was declined; once that connection is gone, the same
+/// offer resumes.
+#[test]
+fn a_resume_racing_its_earlier_attempt_is_told_to_try_again() {
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let mut old = Raw::join(server.addr, "alice", "");
+        old.send(&offer(0, 10_000, "")).unwrap();
+        let key = find(&mut old, "the key", |f| match f {
+            Frame::ResumeKey { id: 0, key } => Some(*key),
+            _ => None,
+        });
+        find(&mut old, "the accept", |f| {
+            matches!(f, Frame::Accept { id: 0, .. }).then_some(())
+        });
+        let data = Frame::Data {
+            id: 0,
+            offset: 0,
+            data: Bytes::from(vec![1u8; 4096]),
+        };
+        old.send(&data).unwrap();
+        // The link "drops" silently: the old connection is still open.
+        let mut new = Raw::join(server.addr, "alice2", "");
+        new.send(&Frame::Resume { id: 0, key }).unwrap();
+        new.send(&offer(0, 10_000, "")).unwrap();
+        let code = find(&mut new, "the answer", |f| match f {
+            Frame::Reject { id: 0, code, .. } => Some(*code),
+            Frame::Accept { id: 0, .. } => panic!("{runtime}: resumed beside the old attempt"),
+            _ => None,
+        });
+        assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
+        // Once the old connection is gone, the same offer resumes.
+        old.close();
+        let mut id = 0;
+        let offset = common::wait_until("the resume", || {
+            // The server may not have seen the old connection go yet: as
+            // told, offer again a little later, with a fresh id each time.
+            id += 2;
+            new.send(&Frame::Resume { id, key }).unwrap();
+            new.send(&offer(id, 10_000, "")).unwrap();
+            let answer = find(&mut new, "the answer", |f| match f {
+                Frame::Reject { id: got, code, .. } if *got == id => Some(Err(*code)),
+                Frame::Accept {
+                    id: got, offset, ..
+                } if *got == id => Some(Ok(*offset)),
+                _ => None,
+            });
+            match answer {
+                Ok(offset) => Some(offset),
+                Err(code) => {
+                    assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+            }
+        });
+        assert_eq!(offset, 4096, "{runtime}");
+    }
+}

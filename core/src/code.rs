@@ -111,6 +111,10 @@ codes! {
     TOO_MANY_TRANSFERS = 0x0509, "too many transfers";
     /// The receiver's inbox has no room for the file under its quota.
     INBOX_FULL = 0x050A, "inbox full";
+    /// The file cannot be taken right now but can soon: offer it again
+    /// later (a resume while the earlier attempt is still open on a
+    /// connection the receiver does not yet know is gone).
+    TRY_AGAIN = 0x050B, "try again";
 }
 
 impl fmt::Debug for Code {

@@ -130,7 +130,10 @@ pub(crate) enum Refused {
     BadName(String),
     /// The transfer this offer resumes is still open on another
     /// connection (the sender's earlier one, not yet known to be gone).
-    #[error("the earlier transfer of {0:?} is still open; try again when it has ended")]
+    #[error(
+        "the earlier attempt at {0:?} is still open on another connection; \
+         offer it again in a few seconds"
+    )]
     Busy(String),
     /// The quota has no room for the file.
     #[error(transparent)]
@@ -169,7 +172,7 @@ impl Refused {
     pub(crate) fn code(&self) -> Code {
         match self {
             Refused::BadName(_) => Code::BAD_FILE_NAME,
-            Refused::Busy(_) => Code::FILE_REJECTED,
+            Refused::Busy(_) => Code::TRY_AGAIN,
             Refused::Quota(_) => Code::INBOX_FULL,
             Refused::TooManyPartials { .. } => Code::TOO_MANY_TRANSFERS,
             Refused::NoEntropy(_) => Code::IO_ERROR,

@@ -588,7 +588,8 @@ impl FileTransfers {
                 let rx = self.receiving.remove(&id)?;
                 let offer = rx.unanswered?;
                 let code = match error.kind() {
-                    io::ErrorKind::AlreadyExists => Code::FILE_REJECTED,
+                    // The earlier attempt's writer is still finishing.
+                    io::ErrorKind::AlreadyExists => Code::TRY_AGAIN,
                     _ => Code::IO_ERROR,
                 };
                 let _ = ctl.reject(now, id, code, &error.to_string());
@@ -979,7 +980,7 @@ mod tests {
             second,
             Some(Report::Offered { accepted: None, .. })
         ));
-        assert_eq!(ctl.0, vec![(3, Err(Code::FILE_REJECTED))]);
+        assert_eq!(ctl.0, vec![(3, Err(Code::TRY_AGAIN))]);
         // The sender gives up on the first before its file was opened: its
         // writer stops waiting at once, with the earlier one still busy.
         let cancelled = Outcome::Cancelled {
