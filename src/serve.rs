@@ -288,9 +288,15 @@ impl Log {
                 self.peers.insert(client, peer);
                 format!("{client} connected from {} port {}", peer.ip(), peer.port())
             }
-            ServerNotice::Joined { client, name, room } => {
+            ServerNotice::Joined {
+                client,
+                name,
+                room,
+                guest,
+            } => {
                 self.names.insert(client, quoted(&name));
-                format!("{} joined {}", self.who(client), quoted(&room))
+                let guest = if guest { " as a raw-text guest" } else { "" };
+                format!("{} joined {}{guest}", self.who(client), quoted(&room))
             }
             ServerNotice::Left { client, code, .. } => format!("{} left: {code}", self.who(client)),
             ServerNotice::Disconnected {

@@ -60,8 +60,11 @@ fn a_plain_socket_guest_chats_with_a_ferry_client_on_every_runtime() {
         carol.write(b"/name carol\r\n");
         carol.expect("* welcome to ferry, carol");
         assert_eq!(carol.expect("in the room"), "* in the room: alice, carol");
-        // The log names the guest with its address, like any client.
-        server.expect(&[&format!("\"carol\" (127.0.0.1:{port}) joined \"lobby\"")]);
+        // The log names the guest with its address, like any client, and
+        // says it is a guest.
+        server.expect(&[&format!(
+            "\"carol\" (127.0.0.1:{port}) joined \"lobby\" as a raw-text guest"
+        )]);
         wait_frame(&mut alice, "carol joining", |f| match f {
             Frame::Joined { name, .. } if name == "carol" => Some(()),
             _ => None,
@@ -241,7 +244,10 @@ fn a_real_nc_joins_the_room_on_every_runtime() {
         let mut nc = Netcat::start(server.addr);
         nc.type_line("/name netcat");
         nc.expect("* in the room: alice, netcat");
-        server.expect(&["\"netcat\" (127.0.0.1:", "joined \"lobby\""]);
+        server.expect(&[
+            "\"netcat\" (127.0.0.1:",
+            "joined \"lobby\" as a raw-text guest",
+        ]);
         nc.type_line("hello from \u{1b}[1mnc\u{1b}[0m, caf\u{e9}");
         hears(&mut alice, "netcat", "hello from nc, café");
         alice

@@ -27,6 +27,8 @@ pub enum ServerNotice {
         name: Text,
         /// The room.
         room: Text,
+        /// A raw-text guest (`nc`, a plain socket), not a ferry client.
+        guest: bool,
     },
     /// A client left its room.
     Left {
@@ -146,9 +148,12 @@ impl HubFiles {
     /// `Closed` drops the client's open files (partials stay for resume).
     pub fn handle(&mut self, hub: &mut Hub, now: Instant, event: HubEvent) -> Option<ServerNotice> {
         match event {
-            HubEvent::Joined { client, name, room } => {
-                Some(ServerNotice::Joined { client, name, room })
-            }
+            HubEvent::Joined { client, name, room } => Some(ServerNotice::Joined {
+                client,
+                name,
+                room,
+                guest: hub.is_guest(client),
+            }),
             HubEvent::Left {
                 client, name, code, ..
             } => Some(ServerNotice::Left { client, name, code }),
