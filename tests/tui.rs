@@ -9,6 +9,7 @@ use common::{wait_until, Proc, Serve, FERRY};
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// A tmux server of our own (its own socket), killed when dropped, even
 /// when the test fails.
@@ -145,4 +146,212 @@ fn the_tui_chats_in_a_real_terminal_and_restores_it() {
             "{setting} is off after exit: {stty}"
         );
     }
+}
+
+/// `ferry tui` for `alice` in a tmux session of its own (the pane runs
+/// [`script`]), connected to `addr` or trying to: the tmux server and the
+/// pid of the `ferry tui` process.
+fn tui_in_tmux(name: &str, dir: &Path, addr: &str) -> (Tmux, u32) {
+    let tmux = Tmux {
+        socket: format!("ferry-tui-test-{}-{name}", std::process::id()),
+    };
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ferry",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &script(dir, addr),
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    // The one process whose arguments are `tui` and this test's folder.
+    let marker = dir.join("received").display().to_string();
+    let pid = wait_until("the ferry tui process", || {
+        std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .find_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+                let has = |arg: &str| args.contains(&arg.as_bytes());
+                (has("tui") && has(&marker)).then_some(pid)
+            })
+    });
+    (tmux, pid)
+}
+
+/// Whether `pid` still runs (a zombie waiting for its parent does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat_fields(&stat).first() != Some(&"Z"))
+}
+
+/// The fields of /proc/PID/stat after the command name (which may hold
+/// spaces): the state first.
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default()
+}
+
+/// CPU time (user and system) `pid` has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields = stat_fields(&stat);
+    // utime and stime: fields 14 and 15 of the whole line.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// How long `pid` takes to go, failing past `EXIT_WITHIN`.
+fn wait_gone(pid: u32, what: &str) -> Duration {
+    let start = Instant::now();
+    while running(pid) {
+        assert!(
+            start.elapsed() < EXIT_WITHIN,
+            "ferry tui still runs {EXIT_WITHIN:?} after {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = start.elapsed();
+    println!("ferry tui gone {took:?} after {what}");
+    took
+}
+
+/// How long `ferry tui` may take to leave.
+const EXIT_WITHIN: Duration = Duration::from_secs(3);
+
+fn terminate(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The server stopped under a connected TUI: it shows the failed attempts
+/// and waits out its backoff, using (next to) no processor meanwhile.
+fn stop_server_and_check_it_waits_idle(server: &mut Serve, tmux: &Tmux, pid: u32) {
+    server.terminate();
+    tmux.wait_for("cannot connect to");
+    let before = cpu_ticks(pid);
+    let idle = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = (cpu_ticks(pid) - before) as f64 / ticks_per_second() as f64;
+    let share = used / idle.elapsed().as_secs_f64();
+    println!(
+        "ferry tui used {:.1} % of a core while reconnecting",
+        share * 100.0
+    );
+    assert!(
+        share < 0.10,
+        "ferry tui spins: {:.0} % of a core",
+        share * 100.0
+    );
+}
+
+/// The pane's terminal after `ferry tui` left: put back as it was.
+fn assert_terminal_restored(tmux: &Tmux, dir: &Path) {
+    let screen = tmux.wait_for("ferry exited 0");
+    assert!(!screen.contains("Users ("), "{screen}");
+    let stty = std::fs::read_to_string(dir.join("stty.txt")).unwrap();
+    let words: Vec<&str> = stty.split_whitespace().collect();
+    for setting in ["icanon", "echo", "isig"] {
+        assert!(
+            words.contains(&setting),
+            "{setting} is off after exit: {stty}"
+        );
+    }
+}
+
+/// Its tmux session killed (as when an SSH link drops), a connected TUI
+/// says goodbye and leaves; one waiting to reconnect leaves too, and never
+/// spins while it waits.
+#[test]
+fn the_tui_exits_when_its_terminal_goes_away() {
+    if !tmux_installed() {
+        println!("SKIP: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let inbox = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(inbox.path(), &[]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, pid) = tui_in_tmux("hangup-connected", dir.path(), &server.addr());
+    tmux.wait_for("● connected");
+    let _ = tmux.run(&["kill-session", "-t", "ferry"]);
+    wait_gone(pid, "its session was killed, connected");
+    server.expect(&["\"alice\"", "said goodbye"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, pid) = tui_in_tmux("hangup-reconnecting", dir.path(), &server.addr());
+    tmux.wait_for("● connected");
+    stop_server_and_check_it_waits_idle(&mut server, &tmux, pid);
+    let _ = tmux.run(&["kill-session", "-t", "ferry"]);
+    wait_gone(pid, "its session was killed, reconnecting");
+}
+
+/// SIGTERM ends the TUI whatever it is doing: connected (saying goodbye),
+/// asked about an offer, waiting to reconnect; the terminal is restored.
+#[test]
+fn sigterm_ends_the_tui_in_every_state() {
+    if !tmux_installed() {
+        println!("SKIP: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let inbox = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(inbox.path(), &[]);
+
+    // Connected.
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, pid) = tui_in_tmux("term-connected", dir.path(), &server.addr());
+    tmux.wait_for("● connected");
+    terminate(pid);
+    wait_gone(pid, "SIGTERM, connected");
+    assert_terminal_restored(&tmux, dir.path());
+    server.expect(&["\"alice\"", "said goodbye"]);
+
+    // Asked about an offer.
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, pid) = tui_in_tmux("term-prompting", dir.path(), &server.addr());
+    tmux.wait_for("● connected");
+    let file = dir.path().join("offered.txt");
+    std::fs::write(&file, b"for alice").unwrap();
+    let file = file.display().to_string();
+    let _bob = Proc::spawn(&[
+        "send",
+        &server.addr(),
+        &file,
+        "--to",
+        "alice",
+        "--name",
+        "bob",
+    ]);
+    tmux.wait_for("bob offers offered.txt");
+    terminate(pid);
+    wait_gone(pid, "SIGTERM, asked about an offer");
+    assert_terminal_restored(&tmux, dir.path());
+    server.expect(&["\"alice\"", "said goodbye"]);
+
+    // Waiting to reconnect.
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, pid) = tui_in_tmux("term-reconnecting", dir.path(), &server.addr());
+    tmux.wait_for("● connected");
+    stop_server_and_check_it_waits_idle(&mut server, &tmux, pid);
+    terminate(pid);
+    wait_gone(pid, "SIGTERM, reconnecting");
+    assert_terminal_restored(&tmux, dir.path());
 }

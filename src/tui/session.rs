@@ -7,7 +7,7 @@
 use super::app::{Action, App};
 use crate::runtime::Runtime;
 use ferry_core::ClientConfig;
-use ferry_files::{ClientHandle, Inbox};
+use ferry_files::{ClientCommand, ClientHandle, Inbox};
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
@@ -38,6 +38,8 @@ pub struct Session {
     target: Target,
     client: Option<ClientHandle>,
     connecting: Option<Receiver<Result<ClientHandle, String>>>,
+    /// The current client was told goodbye.
+    said_bye: bool,
 }
 
 impl Session {
@@ -47,6 +49,7 @@ impl Session {
             target,
             client: None,
             connecting: None,
+            said_bye: false,
         }
     }
 
@@ -55,7 +58,10 @@ impl Session {
         for action in actions {
             match action {
                 Action::Command(command) => match &self.client {
-                    Some(client) => client.send(command),
+                    Some(client) => {
+                        self.said_bye |= matches!(command, ClientCommand::Bye);
+                        client.send(command);
+                    }
                     None => app.error("not connected: nothing was sent".into()),
                 },
                 Action::Connect => self.connect(),
@@ -111,7 +117,10 @@ impl Session {
             if let Some(outcome) = outcome {
                 self.connecting = None;
                 match outcome {
-                    Ok(client) => self.client = Some(client),
+                    Ok(client) => {
+                        self.client = Some(client);
+                        self.said_bye = false;
+                    }
                     Err(error) => {
                         let actions = app.on_connect_failed(&error, now);
                         self.execute(app, actions);
@@ -135,11 +144,29 @@ impl Session {
         self.execute(app, actions);
     }
 
-    /// Waits (a little: the client lingers briefly for its goodbye to
-    /// reach the server) for the client to finish.
-    pub fn finish(mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = client.join();
+    /// Says goodbye to the server if connected and not said yet, and waits
+    /// for the client to finish (its BYE written and the server's end of
+    /// the connection seen), `within` at most: a server that does not
+    /// answer is left to notice the connection closing with the process.
+    /// A connection attempt under way is abandoned.
+    pub fn leave(mut self, within: Duration) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        if !self.said_bye {
+            client.send(ClientCommand::Bye);
+        }
+        // The client reports `Closed` as soon as BYE is queued, before it
+        // is written: what says it went is the client's thread ending.
+        let (done, finished) = mpsc::channel();
+        let joining = thread::Builder::new()
+            .name("ferry-tui-leave".into())
+            .spawn(move || {
+                let _ = client.join();
+                let _ = done.send(());
+            });
+        if joining.is_ok() {
+            let _ = finished.recv_timeout(within);
         }
     }
 }

@@ -708,7 +708,7 @@ fn the_app_reconnects_to_a_restarted_server_and_resumes_the_upload() {
     let actions = app.quit();
     session.execute(&mut app, actions);
     drive(&mut app, &mut session, "the goodbye", App::is_finished);
-    session.finish();
+    session.leave(Duration::from_secs(1));
     server.shutdown("done");
     server.join().unwrap();
 }
