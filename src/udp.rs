@@ -114,6 +114,9 @@ fn print_event(event: &PeerEvent, peer: SocketAddr) {
             log("* the peer speaks raw text, not ferry datagrams");
             log(RAW_MODE);
         }
+        PeerEvent::FerryMode => log(
+            "* the peer speaks ferry datagrams again: messages are acknowledged and retransmitted",
+        ),
         PeerEvent::Lost { seq, text } => log(&format!(
             "! message {seq} was never acknowledged: {}",
             safe(text)

@@ -13,10 +13,10 @@
 //!
 //! A datagram that is not a ferry frame at all ([`classify`]) is a line of
 //! text from a raw-text peer, such as the Qt UDP chat ferry grew from: it
-//! is shown once, sanitised ([`PeerEvent::RawLine`]), and from then on
-//! (or from the start, with [`PeerConfig::raw`]) the peer sends its own
-//! lines as bare UTF-8 datagrams, without acknowledgements
-//! (`docs/PROTOCOL.md` §9.6).
+//! is shown once, sanitised ([`PeerEvent::RawLine`]), and from then on,
+//! until a ferry message arrives again (or throughout, with
+//! [`PeerConfig::raw`]), the peer sends its own lines as bare UTF-8
+//! datagrams, without acknowledgements (`docs/PROTOCOL.md` §9.6).
 //!
 //! Like [`Connection`](crate::Connection), it does no I/O: datagrams and
 //! time come in, datagrams, events and a deadline go out.
@@ -69,15 +69,17 @@ pub enum Kind {
     /// A ferry frame (which may still be malformed, oversize or of a type
     /// that is not a datagram's): at least 5 bytes, the first a ferry frame
     /// type (`0x40-0x4F`, or a TCP type), the next four a big-endian length
-    /// equal to the datagram's length minus 5.
+    /// equal to the datagram's length minus 5; or, for a datagram over
+    /// [`MAX_DATAGRAM`] (which a receiver reads only in part), a length at
+    /// least that and below 64 KiB.
     Frame,
     /// Anything else: a line of text from a raw-text peer.
     RawText,
 }
 
-/// Tells a ferry frame from raw text. A frame's length field, for any
-/// datagram under 64 KiB, starts with two zero bytes, so a line of text
-/// passes for a frame only if its second and third bytes are NUL; a text
+/// Tells a ferry frame from raw text (see [`Kind`]). A frame's length
+/// field is below 64 KiB, so it starts with two zero bytes: a line of text
+/// passes for a frame only if its second and third bytes are NUL. A text
 /// line starting with `@` (0x40) or `A` (0x41) is text.
 pub fn classify(datagram: &[u8]) -> Kind {
     let Some((header, body)) = datagram.split_first_chunk::<HEADER_LEN>() else {
@@ -85,8 +87,14 @@ pub fn classify(datagram: &[u8]) -> Kind {
     };
     let known = frame_type::is_known(header[0])
         || (datagram_type::FIRST..=datagram_type::LAST).contains(&header[0]);
-    let declared = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-    if known && u64::from(declared) == body.len() as u64 {
+    let declared = u64::from(u32::from_be_bytes([
+        header[1], header[2], header[3], header[4],
+    ]));
+    let body_len = body.len() as u64;
+    // An oversize frame arrives cut to the receiver's buffer: its length
+    // field says more than arrived, and still starts with two zero bytes.
+    let cut_frame = datagram.len() > MAX_DATAGRAM && declared >= body_len && declared < 1 << 16;
+    if known && (declared == body_len || cut_frame) {
         Kind::Frame
     } else {
         Kind::RawText
@@ -291,10 +299,11 @@ pub struct PeerConfig {
     pub max_tries: u32,
     /// Messages waiting for an acknowledgement at once; `send` refuses more.
     pub max_unacked: usize,
-    /// Raw mode from the start: the other end is a raw-text peer, so every
+    /// Raw mode throughout: the other end is a raw-text peer, so every
     /// message goes out as a bare UTF-8 datagram, once, unacknowledged.
-    /// Without, a peer switches to raw mode when the other end first sends
-    /// raw text ([`PeerEvent::RawMode`]).
+    /// Without, a peer switches to raw mode when the other end sends raw
+    /// text ([`PeerEvent::RawMode`]) and back when it sends a new ferry
+    /// message ([`PeerEvent::FerryMode`]).
     pub raw: bool,
 }
 
@@ -360,6 +369,12 @@ pub enum PeerEvent {
     /// the [`RawLine`](PeerEvent::RawLine) that caused it, and never when
     /// [`PeerConfig::raw`] was set.
     RawMode,
+    /// A new message arrived as a ferry CHAT after the peer had spoken raw
+    /// text, so this peer is back to sending acknowledged CHATs (a stray
+    /// or forged raw datagram does not downgrade a ferry chat for good).
+    /// Comes just before that [`Message`](PeerEvent::Message), and never
+    /// when [`PeerConfig::raw`] was set.
+    FerryMode,
     /// A datagram was dropped; [`Peer::drops`] keeps the counts.
     Dropped {
         /// Why.
@@ -488,7 +503,8 @@ impl Peer {
     }
 
     /// Whether messages go out as bare UTF-8 datagrams to a raw-text peer
-    /// ([`PeerConfig::raw`], or since [`PeerEvent::RawMode`]).
+    /// ([`PeerConfig::raw`], or from [`PeerEvent::RawMode`] to
+    /// [`PeerEvent::FerryMode`]).
     pub fn is_raw(&self) -> bool {
         self.raw
     }
@@ -598,6 +614,10 @@ impl Peer {
             self.transmit.push_back(out.freeze());
         }
         if fresh {
+            if self.raw && !self.config.raw {
+                self.raw = false;
+                self.events.push_back(PeerEvent::FerryMode);
+            }
             self.events
                 .push_back(PeerEvent::Message { seq, from, text });
         } else {

@@ -282,6 +282,14 @@ fn frames_and_raw_text_are_told_apart_by_their_header() {
     }
     // A 5-byte line passes for a frame only with NUL bytes in it.
     assert_eq!(classify(b"@\0\0\0\0"), Kind::Frame);
+    // An oversize frame, cut to the receiver's buffer (1201 bytes), still
+    // reads as a frame (and is dropped as oversize); a long line does not.
+    let mut cut_frame = vec![0x40, 0, 0, 0x05, 0xD7];
+    cut_frame.resize(MAX_DATAGRAM + 1, 0);
+    assert_eq!(classify(&cut_frame), Kind::Frame);
+    let mut long_line = b"@".to_vec();
+    long_line.resize(MAX_DATAGRAM + 1, b'x');
+    assert_eq!(classify(&long_line), Kind::RawText);
 }
 
 #[test]
@@ -320,10 +328,25 @@ fn a_raw_datagram_is_a_sanitised_line_once_per_datagram_and_switches_to_raw_mode
     assert_eq!(&bob.poll_transmit().unwrap()[..], b"hello qt");
     assert!(bob.poll_transmit().is_none());
     assert_eq!((bob.unacked(), bob.poll_timeout()), (0, None));
-    // Frames still work: a ferry peer is still heard and acknowledged.
+    // A new ferry message switches back: a stray raw datagram does not
+    // downgrade a ferry chat for good.
     bob.handle_datagram(now, &chat_datagram(7, 0, "still ferry"));
-    assert_eq!(delivered(&mut bob), (vec!["still ferry".to_string()], 0));
+    assert_eq!(
+        events(&mut bob),
+        [
+            PeerEvent::FerryMode,
+            PeerEvent::Message {
+                seq: 0,
+                from: "alice".into(),
+                text: "still ferry".into()
+            }
+        ]
+    );
+    assert!(!bob.is_raw());
     assert_eq!(bob.poll_transmit().unwrap()[0], 0x41);
+    bob.send(now, "framed again").unwrap();
+    assert_eq!(bob.poll_transmit().unwrap()[0], 0x40);
+    assert_eq!(bob.unacked(), 1);
 }
 
 #[test]
@@ -384,9 +407,12 @@ fn in_raw_mode_from_the_start_lines_go_out_bare_and_frame_lookalikes_are_refused
     alice.send(now, &"x".repeat(MAX_DATAGRAM)).unwrap();
     assert_eq!(alice.poll_transmit().unwrap().len(), MAX_DATAGRAM);
     assert_eq!((alice.unacked(), alice.poll_timeout()), (0, None));
-    // Already raw: a raw line does not announce a switch.
+    // Already raw: a raw line does not announce a switch, and with
+    // `raw` set a ferry message does not switch back.
     alice.handle_datagram(now, b"hi alice");
-    assert_eq!(events(&mut alice), [raw_line("hi alice", false)]);
+    alice.handle_datagram(now, &chat_datagram(7, 0, "ferry"));
+    assert_eq!(events(&mut alice).len(), 2);
+    assert!(alice.is_raw());
 }
 
 #[test]
