@@ -85,7 +85,7 @@ pub fn udp(
     let drops = chat.drops();
     if drops.total() > 0 {
         log(&format!(
-            "dropped datagrams: {} oversize, {} malformed, {} not ferry datagrams, {} duplicates, {} stale acknowledgements",
+            "dropped datagrams: {} oversize, {} malformed, {} frames of other types, {} duplicates, {} stale acknowledgements",
             drops.oversize, drops.malformed, drops.not_datagram, drops.duplicate, drops.stale_ack
         ));
     }
