@@ -128,6 +128,11 @@ enum Command {
         /// Send each message once: no acknowledgements, no retransmission.
         #[arg(long)]
         unreliable: bool,
+        /// The peer speaks raw text (like the Qt UDP chat): send each line
+        /// as a bare UTF-8 datagram, unacknowledged. Without, ferry
+        /// switches to this once the peer sends raw text.
+        #[arg(long)]
+        raw: bool,
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
@@ -426,8 +431,9 @@ fn main() -> ExitCode {
             peer,
             name,
             unreliable,
+            raw,
             runtime,
-        } => udp::udp(runtime, bind, peer, &name, unreliable),
+        } => udp::udp(runtime, bind, peer, &name, unreliable, raw),
         Command::Decode { hex, max_frame } => return decode_hex(&hex.join(" "), max_frame),
         Command::CheckName { name } => match check_file_name(&name) {
             Ok(_) => {

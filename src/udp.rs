@@ -21,10 +21,12 @@ pub fn udp(
     peer: SocketAddr,
     name: &str,
     unreliable: bool,
+    raw: bool,
 ) -> Result<(), String> {
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
     let mut config = PeerConfig::new(name);
     config.reliable = !unreliable;
+    config.raw = raw;
     let chat = runtime
         .spawn_udp(socket, peer, config)
         .map_err(|e| format!("cannot chat with {peer}: {e}"))?;
@@ -33,6 +35,9 @@ pub fn udp(
         "chatting on {local} with {peer} as {}",
         safe(name)
     ));
+    if raw {
+        log(RAW_MODE);
+    }
 
     // Events are printed by the main thread between lines; a reader thread
     // hands it the lines.
@@ -49,10 +54,10 @@ pub fn udp(
     let mut last_heard = Instant::now();
     loop {
         while let Ok(event) = chat.events().try_recv() {
-            if matches!(event, PeerEvent::Message { .. }) {
+            if matches!(event, PeerEvent::Message { .. } | PeerEvent::RawLine { .. }) {
                 last_heard = Instant::now();
             }
-            print_event(&event);
+            print_event(&event, peer);
         }
         if !input_open {
             let now = Instant::now();
@@ -75,12 +80,12 @@ pub fn udp(
         }
     }
     while let Ok(event) = chat.events().try_recv() {
-        print_event(&event);
+        print_event(&event, peer);
     }
     let drops = chat.drops();
     if drops.total() > 0 {
         log(&format!(
-            "dropped datagrams: {} oversize, {} malformed, {} not ferry datagrams, {} duplicates, {} stale acknowledgements",
+            "dropped datagrams: {} oversize, {} malformed, {} frames of other types, {} duplicates, {} stale acknowledgements",
             drops.oversize, drops.malformed, drops.not_datagram, drops.duplicate, drops.stale_ack
         ));
     }
@@ -92,9 +97,26 @@ pub fn udp(
     Ok(())
 }
 
-fn print_event(event: &PeerEvent) {
+/// What `ferry udp` says when it sends raw text.
+const RAW_MODE: &str = "* raw mode: lines go out as bare UTF-8 datagrams, without acknowledgements";
+
+fn print_event(event: &PeerEvent, peer: SocketAddr) {
     match event {
         PeerEvent::Message { from, text, .. } => log(&format!("{}: {}", safe(from), safe(text))),
+        // The core already removed escape sequences and controls; `safe`
+        // shows what invisible characters are left.
+        PeerEvent::RawLine { text, cut } => log(&format!(
+            "{peer} (raw): {}{}",
+            safe(text),
+            if *cut { " [cut]" } else { "" }
+        )),
+        PeerEvent::RawMode => {
+            log("* the peer speaks raw text, not ferry datagrams");
+            log(RAW_MODE);
+        }
+        PeerEvent::FerryMode => log(
+            "* the peer speaks ferry datagrams again: messages are acknowledged and retransmitted",
+        ),
         PeerEvent::Lost { seq, text } => log(&format!(
             "! message {seq} was never acknowledged: {}",
             safe(text)

@@ -80,6 +80,9 @@ fn chat_both_ways(a_spawn: Spawn, b_spawn: Spawn) {
     });
 }
 
+/// Garbage that is not a ferry frame is a raw-text line (PROTOCOL.md
+/// §9.6); an oversize frame is dropped and counted; and a ferry peer that
+/// speaks after the garbage has the chat back in acknowledged CHATs.
 #[test]
 fn garbage_from_the_peer_is_dropped_and_counted() {
     for (name, spawn) in RUNTIMES {
@@ -94,8 +97,17 @@ fn garbage_dropped(spawn: Spawn) {
     let alice = spawn(a, b_addr, PeerConfig::new("alice")).unwrap();
     // Bob's socket sends garbage first, then a real chat starts on it.
     b.send_to(b"GET / HTTP/1.0\r\n\r\n", a_addr).unwrap();
-    b.send_to(&[0u8; 1500], a_addr).unwrap();
+    // An oversize CHAT: 1500 bytes, its length field saying so.
+    let mut oversize = vec![0x40, 0, 0, 0x05, 0xD7];
+    oversize.resize(1500, 0);
+    b.send_to(&oversize, a_addr).unwrap();
+    b.send_to(&[0x40, 0, 0, 0, 0], a_addr).unwrap();
     let bob = spawn(b, a_addr, PeerConfig::new("bob")).unwrap();
+    let line = wait_for(alice.events(), "the raw line", |e| match e {
+        PeerEvent::RawLine { text, .. } => Some(text.to_string()),
+        _ => None,
+    });
+    assert_eq!(line, "GET / HTTP/1.0");
     bob.send("still friends?").unwrap();
     let heard = wait_for(alice.events(), "bob's message", |e| match e {
         PeerEvent::Message { text, .. } => Some(text.to_string()),
@@ -104,6 +116,12 @@ fn garbage_dropped(spawn: Spawn) {
     assert_eq!(heard, "still friends?");
     let drops = alice.drops();
     assert_eq!((drops.malformed, drops.oversize), (1, 1), "{drops:?}");
+    // Bob's message put alice back in ferry mode: hers is acknowledged.
+    let seq = alice.send("yes").unwrap();
+    wait_for(alice.events(), "the acknowledgement", |e| match e {
+        PeerEvent::Delivered { seq: s } if *s == seq => Some(()),
+        _ => None,
+    });
 }
 
 #[test]

@@ -157,3 +157,136 @@ fn replayed_once(runtime: &str) {
     assert!(stdout.contains("alice: done"), "{runtime}: {stdout}");
     assert!(stdout.contains("1 duplicates"), "{runtime}: {stdout}");
 }
+
+/// A raw-text peer like the Qt UDP chat ferry grew from: a plain socket
+/// sending and receiving bare UTF-8 lines, one a datagram.
+struct RawPeer {
+    socket: UdpSocket,
+    ferry: std::process::Child,
+    /// Ferry's stdout, a line at a time.
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl RawPeer {
+    fn start(runtime: &str, raw: bool) -> RawPeer {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut command = Command::new(FERRY);
+        command
+            .args(["udp", "--name", "bob", "--runtime", runtime])
+            .args(["--peer", &socket.local_addr().unwrap().to_string()]);
+        if raw {
+            command.arg("--raw");
+        }
+        let mut ferry = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = ferry.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut peer = RawPeer {
+            socket,
+            ferry,
+            lines,
+            seen: Vec::new(),
+        };
+        // Ferry says where it is bound once it is.
+        let started = peer.wait_for("chatting on");
+        let local = started.split_whitespace().nth(3).unwrap().to_string();
+        peer.socket.connect(&local).unwrap();
+        peer
+    }
+
+    /// Waits for a line of ferry's output containing `what`.
+    fn wait_for(&mut self, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(what) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no {what:?} in {:#?}", self.seen),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        writeln!(self.ferry.stdin.as_mut().unwrap(), "{line}").unwrap();
+    }
+
+    fn receive(&self) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let n = self.socket.recv(&mut buf).expect("a datagram from ferry");
+        buf[..n].to_vec()
+    }
+
+    /// Ends ferry's input; returns all it printed.
+    fn finish(mut self) -> String {
+        drop(self.ferry.stdin.take());
+        let status = self.ferry.wait().unwrap();
+        self.seen.extend(self.lines.iter());
+        let out = self.seen.join("\n");
+        assert!(status.success(), "{out}");
+        out
+    }
+}
+
+#[test]
+fn a_raw_text_peer_and_ferry_udp_talk_both_ways() {
+    for runtime in ["mio", "smol", "std"] {
+        let mut qt = RawPeer::start(runtime, false);
+        qt.socket.send(b"raw qt udp line").unwrap();
+        qt.wait_for("the peer speaks raw text");
+        qt.wait_for("* raw mode: lines go out as bare UTF-8 datagrams");
+        let shown = qt.wait_for("raw qt udp line");
+        assert!(shown.ends_with("(raw): raw qt udp line"), "{shown}");
+        qt.socket.send(b"\x1b[31mred\x1b[0m \xff").unwrap();
+        let shown = qt.wait_for("red");
+        assert!(shown.ends_with("(raw): red \u{fffd}"), "{runtime}: {shown}");
+        qt.type_line("hello qt peer");
+        assert_eq!(qt.receive(), b"hello qt peer", "{runtime}");
+        let out = qt.finish();
+        assert_eq!(out.matches("raw qt udp line").count(), 1, "{out}");
+        assert_eq!(out.matches("the peer speaks raw text").count(), 1);
+        assert!(!out.contains('\x1b'), "{runtime}: {out:?}");
+        assert!(!out.contains("dropped"), "{runtime}: {out}");
+        println!("{runtime}: ok");
+    }
+}
+
+#[test]
+fn ferry_udp_raw_talks_to_a_raw_text_peer_from_the_start() {
+    for runtime in ["mio", "smol", "std"] {
+        let mut qt = RawPeer::start(runtime, true);
+        qt.wait_for("* raw mode: lines go out as bare UTF-8 datagrams");
+        qt.type_line("@qt first words");
+        assert_eq!(qt.receive(), b"@qt first words", "{runtime}");
+        qt.socket.send(b"raw qt udp line").unwrap();
+        qt.wait_for("(raw): raw qt udp line");
+        qt.type_line("bye");
+        assert_eq!(qt.receive(), b"bye", "{runtime}");
+        let out = qt.finish();
+        assert_eq!(out.matches("raw qt udp line").count(), 1, "{out}");
+        assert!(!out.contains("the peer speaks raw text"), "{out}");
+        assert_eq!(out.matches("* raw mode").count(), 1, "{out}");
+        println!("{runtime}: ok");
+    }
+}

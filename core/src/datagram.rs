@@ -11,6 +11,13 @@
 //! message lost: nothing disappears silently. Datagrams that are oversize,
 //! malformed or not datagram frames are dropped and counted by reason.
 //!
+//! A datagram that is not a ferry frame at all ([`classify`]) is a line of
+//! text from a raw-text peer, such as the Qt UDP chat ferry grew from: it
+//! is shown once, sanitised ([`PeerEvent::RawLine`]), and from then on,
+//! until a ferry message arrives again (or throughout, with
+//! [`PeerConfig::raw`]), the peer sends its own lines as bare UTF-8
+//! datagrams, without acknowledgements (`docs/PROTOCOL.md` §9.6).
+//!
 //! Like [`Connection`](crate::Connection), it does no I/O: datagrams and
 //! time come in, datagrams, events and a deadline go out.
 //!
@@ -32,7 +39,8 @@
 //! ```
 
 use crate::error::{Malformed, Misuse};
-use crate::frame::{put_text, Reader, HEADER_LEN};
+use crate::frame::{frame_type, put_text, Reader, HEADER_LEN};
+use crate::guest::sanitize;
 use crate::text::Text;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,6 +55,76 @@ pub const SESSIONS_KEPT: usize = 16;
 /// Largest datagram sent or accepted: under the smallest common path MTU
 /// once IP and UDP headers are added, so that nothing is fragmented.
 pub const MAX_DATAGRAM: usize = 1200;
+
+/// Longest text of a raw-text datagram, in bytes: only the first
+/// `RAW_TEXT_MAX` bytes of a datagram are read (the adapters receive at
+/// most one byte more), and the text, once invalid UTF-8 is replaced and
+/// controls removed, is cut to this length at a character boundary.
+pub const RAW_TEXT_MAX: usize = MAX_DATAGRAM;
+
+/// What a received datagram is (`docs/PROTOCOL.md` §9.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A ferry frame (which may still be malformed, oversize or of a type
+    /// that is not a datagram's): at least 5 bytes, the first a ferry frame
+    /// type (`0x40-0x4F`, or a TCP type), the next four a big-endian length
+    /// equal to the datagram's length minus 5; or, for a datagram over
+    /// [`MAX_DATAGRAM`] (which a receiver reads only in part), a length at
+    /// least that and below 64 KiB.
+    Frame,
+    /// Anything else: a line of text from a raw-text peer.
+    RawText,
+}
+
+/// Tells a ferry frame from raw text (see [`Kind`]). A frame's length
+/// field is below 64 KiB, so it starts with two zero bytes: a line of text
+/// passes for a frame only if its second and third bytes are NUL. A text
+/// line starting with `@` (0x40) or `A` (0x41) is text.
+pub fn classify(datagram: &[u8]) -> Kind {
+    let Some((header, body)) = datagram.split_first_chunk::<HEADER_LEN>() else {
+        return Kind::RawText;
+    };
+    let known = frame_type::is_known(header[0])
+        || (datagram_type::FIRST..=datagram_type::LAST).contains(&header[0]);
+    let declared = u64::from(u32::from_be_bytes([
+        header[1], header[2], header[3], header[4],
+    ]));
+    let body_len = body.len() as u64;
+    // An oversize frame arrives cut to the receiver's buffer: its length
+    // field says more than arrived, and still starts with two zero bytes.
+    let cut_frame = datagram.len() > MAX_DATAGRAM && declared >= body_len && declared < 1 << 16;
+    if known && (declared == body_len || cut_frame) {
+        Kind::Frame
+    } else {
+        Kind::RawText
+    }
+}
+
+/// The text of a raw-text datagram and whether it was cut: at most
+/// [`RAW_TEXT_MAX`] bytes read, invalid UTF-8 replaced by U+FFFD, line
+/// breaks at the end dropped and those inside made spaces, escape
+/// sequences and controls removed ([`sanitize`]), then cut to
+/// [`RAW_TEXT_MAX`] bytes.
+pub fn raw_text(datagram: &[u8]) -> (Text, bool) {
+    let mut cut = datagram.len() > RAW_TEXT_MAX;
+    let read = &datagram[..datagram.len().min(RAW_TEXT_MAX)];
+    let lossy = String::from_utf8_lossy(read);
+    let line = lossy
+        .trim_end_matches(['\r', '\n'])
+        .replace("\r\n", " ")
+        .replace(['\r', '\n'], " ");
+    let mut text = sanitize(&line);
+    if text.len() > RAW_TEXT_MAX {
+        let mut end = RAW_TEXT_MAX;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        cut = true;
+    }
+    (Text::from(text), cut)
+}
 
 /// Frame types of the datagram transport (`0x40-0x4F`, never valid on TCP).
 pub mod datagram_type {
@@ -221,6 +299,12 @@ pub struct PeerConfig {
     pub max_tries: u32,
     /// Messages waiting for an acknowledgement at once; `send` refuses more.
     pub max_unacked: usize,
+    /// Raw mode throughout: the other end is a raw-text peer, so every
+    /// message goes out as a bare UTF-8 datagram, once, unacknowledged.
+    /// Without, a peer switches to raw mode when the other end sends raw
+    /// text ([`PeerEvent::RawMode`]) and back when it sends a new ferry
+    /// message ([`PeerEvent::FerryMode`]).
+    pub raw: bool,
 }
 
 impl PeerConfig {
@@ -233,6 +317,7 @@ impl PeerConfig {
             initial_timeout: Duration::from_millis(200),
             max_tries: 6,
             max_unacked: 256,
+            raw: false,
         }
     }
 }
@@ -265,6 +350,31 @@ pub enum PeerEvent {
     /// Messages now come from a session of the peer not heard from before
     /// (it restarted).
     PeerRestarted,
+    /// A datagram that is not a ferry frame arrived: a line from a
+    /// raw-text peer, read by [`raw_text`] (sanitised, at most
+    /// [`RAW_TEXT_MAX`] bytes, `cut` if longer). Each datagram gives one
+    /// event; raw lines have no sequence numbers, so nothing is
+    /// deduplicated or acknowledged.
+    RawLine {
+        /// The line.
+        text: Text,
+        /// Whether it was longer than [`RAW_TEXT_MAX`] and only its start
+        /// is here.
+        cut: bool,
+    },
+    /// The other end spoke raw text, so this peer is now in raw mode: its
+    /// messages go out as bare UTF-8 datagrams, without acknowledgements.
+    /// Messages still waiting for an acknowledgement were sent once more
+    /// as raw lines and are no longer waited for. Comes once, just before
+    /// the [`RawLine`](PeerEvent::RawLine) that caused it, and never when
+    /// [`PeerConfig::raw`] was set.
+    RawMode,
+    /// A new message arrived as a ferry CHAT after the peer had spoken raw
+    /// text, so this peer is back to sending acknowledged CHATs (a stray
+    /// or forged raw datagram does not downgrade a ferry chat for good).
+    /// Comes just before that [`Message`](PeerEvent::Message), and never
+    /// when [`PeerConfig::raw`] was set.
+    FerryMode,
     /// A datagram was dropped; [`Peer::drops`] keeps the counts.
     Dropped {
         /// Why.
@@ -351,6 +461,8 @@ pub struct Peer {
     /// heard first; at most [`SESSIONS_KEPT`].
     seen: VecDeque<SeenWindow>,
     drops: DropCounts,
+    /// Sending bare UTF-8 datagrams to a raw-text peer.
+    raw: bool,
 }
 
 impl Peer {
@@ -362,6 +474,7 @@ impl Peer {
         let _ = now;
         Peer {
             name: Text::from(config.name.as_str()),
+            raw: config.raw,
             config,
             session,
             next_seq: 0,
@@ -374,18 +487,32 @@ impl Peer {
         }
     }
 
-    /// Longest text [`send`](Self::send) takes with our name.
+    /// Longest text [`send`](Self::send) takes with our name (in raw mode,
+    /// a whole datagram).
     pub fn max_text(&self) -> usize {
+        if self.raw {
+            return MAX_DATAGRAM;
+        }
         // Header, session, seq, two length prefixes.
         MAX_DATAGRAM - HEADER_LEN - 8 - 8 - 2 - 2 - self.name.len()
     }
 
     /// Whether [`send`](Self::send) would take another message now.
     pub fn can_send(&self) -> bool {
-        !self.config.reliable || self.unacked.len() < self.config.max_unacked
+        self.raw || !self.config.reliable || self.unacked.len() < self.config.max_unacked
     }
 
-    /// Sends `text`; returns its sequence number.
+    /// Whether messages go out as bare UTF-8 datagrams to a raw-text peer
+    /// ([`PeerConfig::raw`], or from [`PeerEvent::RawMode`] to
+    /// [`PeerEvent::FerryMode`]).
+    pub fn is_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// Sends `text`; returns its sequence number. In raw mode the text goes
+    /// out as it is, once, unacknowledged (the number then only counts
+    /// what was sent); a text that would read as a ferry frame
+    /// ([`classify`]) is refused rather than sent.
     pub fn send(&mut self, now: Instant, text: &str) -> Result<u64, Misuse> {
         let max = self.max_text();
         if text.len() > max {
@@ -393,6 +520,18 @@ impl Peer {
                 len: text.len(),
                 max,
             });
+        }
+        if self.raw {
+            if classify(text.as_bytes()) == Kind::Frame {
+                return Err(Misuse::InvalidArgument(
+                    "this line would read as a ferry frame, not as text",
+                ));
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.transmit
+                .push_back(Bytes::copy_from_slice(text.as_bytes()));
+            return Ok(seq);
         }
         if !self.can_send() {
             return Err(Misuse::InvalidArgument(
@@ -431,6 +570,10 @@ impl Peer {
     /// Takes one datagram that arrived from the peer.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
         let _ = now;
+        if classify(datagram) == Kind::RawText {
+            self.on_raw(datagram);
+            return;
+        }
         match Datagram::decode(datagram) {
             Ok(Datagram::Chat {
                 session,
@@ -441,6 +584,23 @@ impl Peer {
             Ok(Datagram::Ack { session, seq }) => self.on_ack(session, seq),
             Err(reason) => self.drop_one(reason),
         }
+    }
+
+    fn on_raw(&mut self, datagram: &[u8]) {
+        if !self.raw {
+            self.raw = true;
+            self.events.push_back(PeerEvent::RawMode);
+            // What the raw-text peer could not read goes once more as text;
+            // nothing is waited for any more.
+            self.timers.clear();
+            for (_, unacked) in std::mem::take(&mut self.unacked) {
+                if classify(unacked.text.as_bytes()) == Kind::RawText {
+                    self.transmit.push_back(unacked.text.as_bytes().clone());
+                }
+            }
+        }
+        let (text, cut) = raw_text(datagram);
+        self.events.push_back(PeerEvent::RawLine { text, cut });
     }
 
     fn on_chat(&mut self, session: u64, seq: u64, from: Text, text: Text) {
@@ -454,6 +614,10 @@ impl Peer {
             self.transmit.push_back(out.freeze());
         }
         if fresh {
+            if self.raw && !self.config.raw {
+                self.raw = false;
+                self.events.push_back(PeerEvent::FerryMode);
+            }
             self.events
                 .push_back(PeerEvent::Message { seq, from, text });
         } else {

@@ -226,9 +226,12 @@ fn a_dead_link_reports_every_message_lost() {
 fn garbage_and_oversize_datagrams_are_dropped_with_a_reason() {
     let now = Instant::now();
     let mut peer = Peer::new(PeerConfig::new("bob"), now, 1);
-    peer.handle_datagram(now, b"hello there\n");
-    peer.handle_datagram(now, &[0u8; 2000]);
+    // An oversize frame: a ferry header whose length matches, 2000 bytes.
+    let mut oversize = vec![0x40, 0, 0, 0x07, 0xCB];
+    oversize.resize(2000, 0);
+    peer.handle_datagram(now, &oversize);
     peer.handle_datagram(now, &[0x40, 0, 0, 0, 3, 1, 2, 3]);
+    peer.handle_datagram(now, &[0x40, 0, 0, 0, 0]);
     // A TCP frame (PING) is not a datagram frame.
     peer.handle_datagram(now, &[0x04, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
     let drops = peer.drops();
@@ -238,6 +241,199 @@ fn garbage_and_oversize_datagrams_are_dropped_with_a_reason() {
         "{drops:?}"
     );
     assert!(peer.poll_transmit().is_none(), "garbage is never answered");
+    assert!(!peer.is_raw(), "frames, even broken ones, are not raw text");
+}
+
+/// Every event `peer` has, in order.
+fn events(peer: &mut Peer) -> Vec<PeerEvent> {
+    std::iter::from_fn(|| peer.poll_event()).collect()
+}
+
+fn raw_line(text: &str, cut: bool) -> PeerEvent {
+    PeerEvent::RawLine {
+        text: text.into(),
+        cut,
+    }
+}
+
+#[test]
+fn frames_and_raw_text_are_told_apart_by_their_header() {
+    use ferry_core::datagram::{classify, Kind};
+    // Real frames, of every kind, including broken and foreign ones.
+    assert_eq!(classify(&chat_datagram(1, 0, "hi")), Kind::Frame);
+    assert_eq!(classify(&[0x41, 0, 0, 0, 0]), Kind::Frame);
+    assert_eq!(classify(&[0x4F, 0, 0, 0, 1, 9]), Kind::Frame);
+    assert_eq!(classify(&[0x04, 0, 0, 0, 1, 9]), Kind::Frame);
+    // Text, including lines starting with '@' (0x40) and 'A' (0x41),
+    // lines of exactly 5 bytes, and anything shorter.
+    for text in [
+        &b"raw qt udp line"[..],
+        b"@bob are you there?",
+        b"@home",
+        b"Alice",
+        b"hello",
+        b"@",
+        b"",
+        b"\x40\x00\x00\x00",
+        "@\u{e9}t\u{e9}".as_bytes(),
+        b"@\x00\x00\x00\x01",
+    ] {
+        assert_eq!(classify(text), Kind::RawText, "{text:?}");
+    }
+    // A 5-byte line passes for a frame only with NUL bytes in it.
+    assert_eq!(classify(b"@\0\0\0\0"), Kind::Frame);
+    // An oversize frame, cut to the receiver's buffer (1201 bytes), still
+    // reads as a frame (and is dropped as oversize); a long line does not.
+    let mut cut_frame = vec![0x40, 0, 0, 0x05, 0xD7];
+    cut_frame.resize(MAX_DATAGRAM + 1, 0);
+    assert_eq!(classify(&cut_frame), Kind::Frame);
+    let mut long_line = b"@".to_vec();
+    long_line.resize(MAX_DATAGRAM + 1, b'x');
+    assert_eq!(classify(&long_line), Kind::RawText);
+}
+
+#[test]
+fn a_raw_datagram_is_a_sanitised_line_once_per_datagram_and_switches_to_raw_mode() {
+    let now = Instant::now();
+    let mut bob = Peer::new(PeerConfig::new("bob"), now, 1);
+    assert!(!bob.is_raw());
+    bob.handle_datagram(now, b"raw qt udp line");
+    assert_eq!(
+        events(&mut bob),
+        [PeerEvent::RawMode, raw_line("raw qt udp line", false)]
+    );
+    assert!(bob.is_raw());
+    assert!(bob.poll_transmit().is_none(), "raw text is never answered");
+    // Escape sequences and controls are removed whole; line breaks at the
+    // end go, those inside become spaces; invalid UTF-8 is replaced.
+    bob.handle_datagram(now, b"\x1b[31mred\x1b[0m \x1b]0;title\x07ok\r\n");
+    bob.handle_datagram(now, b"two\nlines\x07\x00");
+    bob.handle_datagram(now, b"bad \xff\xfe utf-8");
+    // No deduplication: the same line twice is shown twice.
+    bob.handle_datagram(now, b"@home");
+    bob.handle_datagram(now, b"@home");
+    assert_eq!(
+        events(&mut bob),
+        [
+            raw_line("red ok", false),
+            raw_line("two lines", false),
+            raw_line("bad \u{fffd}\u{fffd} utf-8", false),
+            raw_line("@home", false),
+            raw_line("@home", false),
+        ]
+    );
+    assert_eq!(bob.drops().total(), 0);
+    // Our lines now go out bare, once, never waited for.
+    bob.send(now, "hello qt").unwrap();
+    assert_eq!(&bob.poll_transmit().unwrap()[..], b"hello qt");
+    assert!(bob.poll_transmit().is_none());
+    assert_eq!((bob.unacked(), bob.poll_timeout()), (0, None));
+    // A new ferry message switches back: a stray raw datagram does not
+    // downgrade a ferry chat for good.
+    bob.handle_datagram(now, &chat_datagram(7, 0, "still ferry"));
+    assert_eq!(
+        events(&mut bob),
+        [
+            PeerEvent::FerryMode,
+            PeerEvent::Message {
+                seq: 0,
+                from: "alice".into(),
+                text: "still ferry".into()
+            }
+        ]
+    );
+    assert!(!bob.is_raw());
+    assert_eq!(bob.poll_transmit().unwrap()[0], 0x41);
+    bob.send(now, "framed again").unwrap();
+    assert_eq!(bob.poll_transmit().unwrap()[0], 0x40);
+    assert_eq!(bob.unacked(), 1);
+}
+
+#[test]
+fn raw_text_is_bounded() {
+    use ferry_core::datagram::RAW_TEXT_MAX;
+    let now = Instant::now();
+    let mut bob = Peer::new(PeerConfig::new("bob"), now, 1);
+    // Longer than a datagram (as a test can hand it over): cut.
+    bob.handle_datagram(now, "\u{e9}".repeat(RAW_TEXT_MAX).as_bytes());
+    // Invalid UTF-8 triples in size when replaced: still cut to the max.
+    bob.handle_datagram(now, &[0xff; RAW_TEXT_MAX]);
+    let lines: Vec<(usize, bool)> = events(&mut bob)
+        .into_iter()
+        .filter_map(|e| match e {
+            PeerEvent::RawLine { text, cut } => Some((text.len(), cut)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, [(RAW_TEXT_MAX, true), (RAW_TEXT_MAX, true)]);
+    // A datagram of exactly the maximum is whole.
+    bob.handle_datagram(now, &[b'x'; RAW_TEXT_MAX]);
+    assert_eq!(
+        events(&mut bob),
+        [raw_line(&"x".repeat(RAW_TEXT_MAX), false)]
+    );
+}
+
+#[test]
+fn a_flood_of_raw_datagrams_costs_no_more_than_one_of_chats() {
+    let now = Instant::now();
+    let mut raw = Peer::new(PeerConfig::new("bob"), now, 1);
+    let mut chat = Peer::new(PeerConfig::new("bob"), now, 1);
+    for i in 0..1000u64 {
+        raw.handle_datagram(now, &[b'x'; MAX_DATAGRAM]);
+        chat.handle_datagram(now, &chat_datagram(9, i, &"x".repeat(1150)));
+    }
+    // One event a datagram for both (plus the switch to raw mode), and
+    // nothing sent back for raw text (each CHAT costs an ACK).
+    assert_eq!(events(&mut raw).len(), 1001);
+    assert_eq!(events(&mut chat).len(), 1000);
+    assert!(raw.poll_transmit().is_none());
+    assert_eq!(std::iter::from_fn(|| chat.poll_transmit()).count(), 1000);
+}
+
+#[test]
+fn in_raw_mode_from_the_start_lines_go_out_bare_and_frame_lookalikes_are_refused() {
+    let now = Instant::now();
+    let mut config = PeerConfig::new("alice");
+    config.raw = true;
+    let mut alice = Peer::new(config, now, 1);
+    assert!(alice.is_raw());
+    alice.send(now, "@bob hi").unwrap();
+    alice.send(now, "hello").unwrap();
+    assert_eq!(&alice.poll_transmit().unwrap()[..], b"@bob hi");
+    assert_eq!(&alice.poll_transmit().unwrap()[..], b"hello");
+    assert!(alice.send(now, "@\0\0\0\0").is_err(), "reads as a frame");
+    assert!(alice.send(now, &"x".repeat(MAX_DATAGRAM + 1)).is_err());
+    alice.send(now, &"x".repeat(MAX_DATAGRAM)).unwrap();
+    assert_eq!(alice.poll_transmit().unwrap().len(), MAX_DATAGRAM);
+    assert_eq!((alice.unacked(), alice.poll_timeout()), (0, None));
+    // Already raw: a raw line does not announce a switch, and with
+    // `raw` set a ferry message does not switch back.
+    alice.handle_datagram(now, b"hi alice");
+    alice.handle_datagram(now, &chat_datagram(7, 0, "ferry"));
+    assert_eq!(events(&mut alice).len(), 2);
+    assert!(alice.is_raw());
+}
+
+#[test]
+fn messages_waiting_when_the_peer_turns_out_raw_are_resent_as_text() {
+    let now = Instant::now();
+    let mut alice = Peer::new(PeerConfig::new("alice"), now, 1);
+    alice.send(now, "first").unwrap();
+    let frame = alice.poll_transmit().unwrap();
+    assert_eq!(frame[0], 0x40);
+    assert_eq!(alice.unacked(), 1);
+    // The raw-text peer printed the frame as garbage and says something.
+    alice.handle_datagram(now, b"what was that?");
+    assert_eq!(&alice.poll_transmit().unwrap()[..], b"first");
+    assert!(alice.poll_transmit().is_none());
+    assert_eq!((alice.unacked(), alice.poll_timeout()), (0, None));
+    alice.handle_timeout(now + Duration::from_secs(60));
+    assert!(alice.poll_transmit().is_none(), "nothing retransmitted");
+    assert_eq!(
+        events(&mut alice),
+        [PeerEvent::RawMode, raw_line("what was that?", false)]
+    );
 }
 
 #[test]

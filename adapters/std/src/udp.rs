@@ -19,8 +19,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// from the caller's thread, under the peer's lock.
 ///
 /// The socket is connected to the peer, so the kernel discards datagrams
-/// from anyone else; what the peer sends that is not a valid datagram frame
-/// is dropped and counted ([`UdpHandle::drops`]).
+/// from anyone else; what the peer sends that is a ferry frame but not a
+/// valid datagram frame is dropped and counted ([`UdpHandle::drops`]), and
+/// what is not a ferry frame at all is a raw-text line
+/// ([`PeerEvent::RawLine`]).
 pub fn spawn_udp(
     socket: UdpSocket,
     remote: SocketAddr,
