@@ -32,7 +32,7 @@ pub struct Config {
     pub max_outgoing: usize,
     /// Server role: control frames (`PING`, `PONG`, extensions, `BYE`,
     /// answers to transfers, a `CREDIT` that opens less than
-    /// [`MIN_DATA`](crate::frame::MIN_DATA)) a client may send in a burst.
+    /// [`MIN_DATA`]) a client may send in a burst.
     /// Past the budget it is closed with `FLOODING`. Chat frames and offers
     /// are priced by the hub's flood limits instead, file data by the
     /// window.

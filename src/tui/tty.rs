@@ -7,7 +7,7 @@
 //! loop around it never sees a signal either. So the loop asks poll(2)
 //! first, which tells input, nothing and a hangup apart, and lets crossterm
 //! read only when there is input on a terminal that is still there. A
-//! [`watchdog`] ends the process should crossterm be caught anyway (the
+//! `watchdog` ends the process should crossterm be caught anyway (the
 //! terminal hanging up in the microseconds between the two).
 
 use std::fs::File;
