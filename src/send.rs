@@ -10,13 +10,41 @@ use crate::display::{bytes, rate, safe};
 use crate::resume_store::{ResumeStore, TransferKey};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
+use ferry_core::frame::TransferId;
 use ferry_core::transfer::Outcome;
-use ferry_core::{ClientConfig, Event};
-use ferry_files::{ClientCommand, ClientNotice, Report, Sending};
+use ferry_core::{ClientConfig, Code, Event};
+use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Report, Sending};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
+
+/// How long `send` keeps offering a file again that the receiver asked to
+/// be offered later (`TRY_AGAIN`): longer than a server's default idle
+/// timeout (30 s), by which it has let go of the earlier attempt.
+const TRY_AGAIN_FOR: Duration = Duration::from_secs(60);
+
+/// The longest wait between two offers of a file told `TRY_AGAIN`.
+const TRY_AGAIN_CAP: Duration = Duration::from_secs(8);
+
+/// No word from the server for this long ends the run.
+const NO_PROGRESS: Duration = Duration::from_secs(120);
+
+/// One file being sent.
+struct Upload {
+    path: PathBuf,
+    name: String,
+    size: u64,
+    /// Its entry in the resume store.
+    entry: Option<TransferKey>,
+    bar: ProgressBar,
+    started: Instant,
+    /// When the receiver first said `TRY_AGAIN`, the wait before the next
+    /// offer, and when that offer is due.
+    try_again: Option<(Instant, Duration, Option<Instant>)>,
+}
 
 pub fn send(
     addr: SocketAddr,
@@ -28,17 +56,10 @@ pub fn send(
     // Every file must be readable before anything is sent.
     let mut files = Vec::new();
     for path in paths {
-        let (_, file_name, size) = Sending::open(path).map_err(|e| format!("cannot send {e}"))?;
-        files.push((path.clone(), file_name, size));
+        let (_, name, size) = Sending::open(path).map_err(|e| format!("cannot send {e}"))?;
+        files.push((path.clone(), name, size));
     }
     let store = open_store();
-    let keys: Vec<Option<TransferKey>> = files
-        .iter()
-        .map(|(path, ..)| {
-            store.as_ref()?;
-            TransferKey::new(addr, to, path).ok()
-        })
-        .collect();
     let client = runtime
         .spawn_client(addr, config, None, Duration::from_secs(10))
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
@@ -49,87 +70,139 @@ pub fn send(
     )
     .map_err(|e| e.to_string())?
     .progress_chars("=> ");
-    // ferry-core numbers a client's offers 0, 2, 4, ... in the order made.
-    let mut transfers: Vec<(u32, ProgressBar, Instant, u64)> = Vec::new();
-    for (i, (path, file_name, size)) in files.iter().enumerate() {
-        let bar = bars.add(ProgressBar::new(*size));
+    let mut uploads: Vec<Upload> = Vec::new();
+    for (path, name, size) in files {
+        let bar = bars.add(ProgressBar::new(size));
         bar.set_style(style.clone());
-        bar.set_message(safe(file_name));
-        transfers.push((2 * i as u32, bar, Instant::now(), *size));
-        let kept = keys[i]
+        bar.set_message(safe(&name));
+        let entry = store
             .as_ref()
-            .and_then(|transfer| store.as_ref()?.get(transfer));
-        client.send(match kept {
-            Some(key) => ClientCommand::ResumeFile {
-                path: path.clone(),
-                to: to.to_string(),
-                key,
-            },
-            None => ClientCommand::SendFile {
-                path: path.clone(),
-                to: to.to_string(),
-            },
+            .and_then(|_| TransferKey::new(addr, to, &path).ok());
+        uploads.push(Upload {
+            path,
+            name,
+            size,
+            entry,
+            bar,
+            started: Instant::now(),
+            try_again: None,
         });
+    }
+    // Offers are made in the order of the commands: each `Offering` report
+    // (or error) answers the oldest command still waiting for one.
+    let mut waiting: VecDeque<usize> = VecDeque::new();
+    let mut by_id: HashMap<TransferId, usize> = HashMap::new();
+    for (index, upload) in uploads.iter().enumerate() {
+        offer(&client, upload, store.as_ref(), to);
+        waiting.push_back(index);
     }
 
     let mut failures = Vec::new();
-    let mut open = transfers.len();
+    let mut open = uploads.len();
+    let mut heard = Instant::now();
     while open > 0 {
-        let notice = client
-            .notices()
-            .recv_timeout(Duration::from_secs(120))
-            .map_err(|_| "no progress for two minutes; giving up".to_string())?;
+        let now = Instant::now();
+        for (index, upload) in uploads.iter_mut().enumerate() {
+            if let Some((_, _, due)) = &mut upload.try_again {
+                if due.is_some_and(|at| at <= now) {
+                    *due = None;
+                    offer(&client, upload, store.as_ref(), to);
+                    waiting.push_back(index);
+                }
+            }
+        }
+        let next_offer = uploads
+            .iter()
+            .filter_map(|u| u.try_again.and_then(|(_, _, due)| due))
+            .min();
+        let wait = next_offer.map_or(NO_PROGRESS, |at| at.saturating_duration_since(now));
+        let notice = match client.notices().recv_timeout(wait.min(NO_PROGRESS)) {
+            Ok(notice) => notice,
+            Err(RecvTimeoutError::Timeout) if heard.elapsed() < NO_PROGRESS => continue,
+            Err(_) => return Err("no progress for two minutes; giving up".to_string()),
+        };
+        heard = Instant::now();
+        let upload = |id: &TransferId| by_id.get(id).copied();
         match notice {
+            ClientNotice::File(Report::Offering { id, .. }) => {
+                if let Some(index) = waiting.pop_front() {
+                    by_id.insert(id, index);
+                }
+            }
             ClientNotice::File(Report::ResumeKey { id, key }) => {
-                let transfer = keys.get((id / 2) as usize).and_then(Option::as_ref);
-                if let (Some(store), Some(transfer)) = (&store, transfer) {
-                    if let Err(e) = store.put(transfer, &key) {
+                let Some(index) = upload(&id) else { continue };
+                if let (Some(store), Some(entry)) = (&store, &uploads[index].entry) {
+                    if let Err(e) = store.put(entry, &key) {
                         eprintln!("ferry: cannot keep the key to resume this transfer: {e}");
                     }
                 }
             }
             ClientNotice::File(Report::Accepted { id, offset }) => {
-                if let Some((_, bar, start, _)) = transfers.iter_mut().find(|t| t.0 == id) {
-                    bar.set_position(offset);
-                    bar.reset_eta();
-                    *start = Instant::now();
-                }
+                let Some(index) = upload(&id) else { continue };
+                let upload = &mut uploads[index];
+                upload.bar.set_position(offset);
+                upload.bar.reset_eta();
+                upload.started = Instant::now();
             }
             ClientNotice::File(Report::Progress { id, done, .. }) => {
-                if let Some((_, bar, ..)) = transfers.iter().find(|t| t.0 == id) {
-                    bar.set_position(done);
-                }
+                let Some(index) = upload(&id) else { continue };
+                uploads[index].bar.set_position(done);
             }
             ClientNotice::File(Report::Finished { id, outcome }) => {
-                let Some((_, bar, start, size)) = transfers.iter().find(|t| t.0 == id) else {
+                let Some(index) = by_id.remove(&id) else {
                     continue;
                 };
+                let upload = &mut uploads[index];
+                if let Outcome::Rejected {
+                    code: Code::TRY_AGAIN,
+                    ..
+                } = outcome
+                {
+                    // The receiver still holds the earlier attempt (its
+                    // connection not yet known to be gone): offer again
+                    // a little later, as PROTOCOL.md §6.10.9 says.
+                    let (first, delay, _) =
+                        upload
+                            .try_again
+                            .unwrap_or((Instant::now(), Duration::from_secs(1), None));
+                    if first.elapsed() < TRY_AGAIN_FOR {
+                        upload.bar.set_message(format!(
+                            "{} (receiver busy; again in {} s)",
+                            safe(&upload.name),
+                            delay.as_secs()
+                        ));
+                        let next = (delay * 2).min(TRY_AGAIN_CAP);
+                        upload.try_again = Some((first, next, Some(Instant::now() + delay)));
+                        continue;
+                    }
+                }
                 open -= 1;
                 // A cancelled transfer (a dropped link, the receiver gone)
                 // is resumed by the next run; any other end is final.
                 if !matches!(outcome, Outcome::Cancelled { .. }) {
-                    let transfer = keys.get((id / 2) as usize).and_then(Option::as_ref);
-                    if let (Some(store), Some(transfer)) = (&store, transfer) {
-                        store.forget(transfer);
+                    if let (Some(store), Some(entry)) = (&store, &upload.entry) {
+                        store.forget(entry);
                     }
                 }
                 if outcome == Outcome::Verified {
-                    bar.finish_with_message(format!(
+                    upload.bar.finish_with_message(format!(
                         "{} verified ({}, {})",
-                        safe(&files[(id / 2) as usize].1),
-                        bytes(*size),
-                        rate(*size, start.elapsed())
+                        safe(&upload.name),
+                        bytes(upload.size),
+                        rate(upload.size, upload.started.elapsed())
                     ));
                 } else {
-                    bar.abandon();
+                    upload.bar.abandon();
                     failures.push(format!(
                         "{}: {}",
-                        safe(&files[(id / 2) as usize].1),
+                        safe(&upload.name),
                         outcome_text(&outcome)
                     ));
                 }
             }
             ClientNotice::Error(error) => {
+                // A command that could not become an offer.
+                waiting.pop_front();
                 open -= 1;
                 failures.push(safe(&error));
             }
@@ -146,6 +219,17 @@ pub fn send(
     } else {
         Err(failures.join("; "))
     }
+}
+
+/// Offers `upload` to `to`, presenting the resume key kept for it if any.
+fn offer(client: &ClientHandle, upload: &Upload, store: Option<&ResumeStore>, to: &str) {
+    let kept = upload.entry.as_ref().and_then(|entry| store?.get(entry));
+    let path = upload.path.clone();
+    let to = to.to_string();
+    client.send(match kept {
+        Some(key) => ClientCommand::ResumeFile { path, to, key },
+        None => ClientCommand::SendFile { path, to },
+    });
 }
 
 /// The folder of resume keys, or none (with a word why) if there is no

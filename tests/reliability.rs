@@ -29,7 +29,7 @@ fn slow() -> ProxyMode {
     ProxyMode {
         chunk: Some(64 * 1024),
         pause: Duration::from_millis(10),
-        flip_data_frame: None,
+        ..ProxyMode::default()
     }
 }
 
@@ -111,6 +111,38 @@ fn a_killed_sender_resumes_to_the_identical_file() {
     server.expect(&["\"big.bin\" from", "verified"]);
     assert_eq!(hash_file(&final_name), hash_file(&src));
     assert!(std::fs::read(&final_name).unwrap() == std::fs::read(&src).unwrap());
+    assert!(partials_in(inbox.path()).is_empty());
+}
+
+/// A sender killed on a link that died without a word: the server still
+/// holds its connection, and with it the upload, until its idle timeout.
+/// Run again, `ferry send` is told `TRY_AGAIN`, offers again on its own a
+/// little later, and resumes once the server has let the old link go.
+#[test]
+fn a_resume_refused_while_the_old_link_lingers_is_retried_by_itself() {
+    let inbox = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (src, src_arg) = source(files.path(), "slow.bin", BIG, 5);
+    let mut server = Serve::start(inbox.path(), &["--runtime", "mio", "--idle-timeout", "3"]);
+    let proxy = Proxy::start(
+        server.addr,
+        ProxyMode {
+            silent_drop: true,
+            ..slow()
+        },
+    );
+    let mut sender = Proc::spawn(&["send", &proxy.addr(), &src_arg]);
+    wait_until("the partial file to grow", || {
+        the_partial_in(inbox.path()).filter(|(_, len)| *len >= KILL_AT)
+    });
+    sender.kill9();
+
+    let (ok, out, err) = run(&["send", &proxy.addr(), &src_arg], &[]);
+    assert!(ok, "{out}{err}");
+    server.expect(&["slow.bin", "try again"]);
+    let resumes = server.expect(&["resumes \"slow.bin\""]);
+    resumed_at(&resumes);
+    assert_eq!(hash_file(&inbox.path().join("slow.bin")), hash_file(&src));
     assert!(partials_in(inbox.path()).is_empty());
 }
 

@@ -556,6 +556,10 @@ pub struct ProxyMode {
     /// Flip one byte in the middle of the payload of the client's n-th
     /// `DATA` frame (counting from 1).
     pub flip_data_frame: Option<usize>,
+    /// When the client goes, keep its connection to the server open and
+    /// silent (a link that died without a word): the server learns of it
+    /// only from its idle timeout.
+    pub silent_drop: bool,
 }
 
 /// A TCP proxy on a free port of 127.0.0.1 in front of `target`. Closes
@@ -635,6 +639,17 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: ProxyMode, flip: Option<Ar
         if mode.chunk.is_some() {
             thread::sleep(mode.pause);
         }
+    }
+    let client_to_server = flip.is_some();
+    if mode.silent_drop {
+        if client_to_server {
+            // The other direction's copy of the server socket keeps it
+            // open: no FIN reaches the server.
+            return;
+        }
+        // The client is gone: swallow what the server still says until it
+        // closes the connection itself.
+        while matches!(from.read(&mut buf), Ok(n) if n > 0) {}
     }
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);
