@@ -2,21 +2,21 @@
 //! the document and the code cannot drift apart.
 //!
 //! * ```` ```vector ```` blocks: the hex decodes to exactly one frame that uses
-//!   every byte, whose `Debug` form is the `frame:` line, and which re-encodes
-//!   to the same bytes. The block whose `frame:` is `PREAMBLE` is the preamble.
-//!   A frame carrying a resume key (whose `Debug` form hides it) also has a
-//!   `key:` line: the key's 16 bytes in hex.
+//!   every byte, which the `frame:` line describes in the document's notation
+//!   (see `notation`), and which re-encodes to the same bytes. The block
+//!   whose `frame:` is `PREAMBLE` is the preamble.
 //! * ```` ```bad-vector ```` blocks: decoding with the given `limit` fails with
 //!   the named error, which maps to the named `code`.
 //! * ```` ```name-vector ```` blocks: the names have the `key:` (or the
 //!   `keys:`, in order), or are refused for the `invalid:` reason.
+
+mod notation;
 
 use bytes::BytesMut;
 use ferry_core::code::Code;
 use ferry_core::error::{DecodeError, Error, LimitExceeded, Malformed};
 use ferry_core::frame::{self, decode, Frame, PREAMBLE};
 use ferry_core::names::{check_name, name_key, NameError};
-use ferry_core::ResumeKey;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The limit the positive vectors are decoded with: 1 MiB.
@@ -149,7 +149,7 @@ fn variant(error: &DecodeError) -> &'static str {
 fn check_frame_vector(block: &Block) -> u8 {
     let name = block.name();
     let bytes = parse_hex(block.get("hex"), &name);
-    let expected_debug = block.get("frame");
+    let expected = block.get("frame");
 
     // Every proper prefix is incomplete: nothing is decoded or consumed.
     for len in 0..bytes.len() {
@@ -171,8 +171,8 @@ fn check_frame_vector(block: &Block) -> u8 {
         buf.len()
     );
     assert_eq!(
-        format!("{frame:?}"),
-        expected_debug,
+        notation::frame(&frame),
+        expected,
         "{name}: the `frame:` line does not match the decoded frame"
     );
 
@@ -186,24 +186,6 @@ fn check_frame_vector(block: &Block) -> u8 {
         "{name}: re-encoding gives different bytes"
     );
     assert_eq!(frame.frame_type(), bytes[0], "{name}: frame type");
-    let key = match &frame {
-        Frame::ResumeKey { key, .. } | Frame::Resume { key, .. } => Some(key),
-        _ => None,
-    };
-    match (key, block.fields.get("key")) {
-        (Some(key), Some(hex)) => {
-            let expected = parse_hex(hex, &name);
-            assert_eq!(
-                to_hex(key.as_bytes()),
-                to_hex(&expected),
-                "{name}: the `key:` line does not match the decoded key"
-            );
-            assert_eq!(*key, ResumeKey::from_bytes(expected.try_into().unwrap()));
-        }
-        (Some(_), None) => panic!("{name}: a frame with a key needs a `key:` line"),
-        (None, Some(_)) => panic!("{name}: a `key:` line for a frame without a key"),
-        (None, None) => {}
-    }
     frame.frame_type()
 }
 
@@ -390,9 +372,15 @@ fn protocol_document_lists_every_code_and_frame_type() {
 }
 
 #[test]
-fn frame_debug_is_what_the_vectors_assume() {
-    // The `frame:` lines rely on these Debug forms.
-    assert_eq!(format!("{:?}", Code::QUIT), "Code::QUIT");
-    assert_eq!(format!("{:?}", Code(0xabcd)), "Code(0xabcd)");
-    assert_eq!(format!("{:?}", Frame::Bye), "Bye");
+fn the_notation_writes_what_section_8_says() {
+    // Strings are JSON string literals, non-ASCII as itself.
+    assert_eq!(
+        notation::string("a\"b\\c\n\r\t\u{1}\u{7f}é☕"),
+        "\"a\\\"b\\\\c\\n\\r\\t\\u0001\\u007fé☕\""
+    );
+    assert_eq!(notation::code(Code::QUIT), "QUIT");
+    assert_eq!(notation::code(Code(0xabcd)), "0xabcd");
+    assert_eq!(notation::bytes(b""), "0x");
+    assert_eq!(notation::bytes(&[0, 0xab]), "0x00ab");
+    assert_eq!(notation::frame(&Frame::Bye), "BYE");
 }
