@@ -19,6 +19,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui::Frame;
 use std::time::Duration;
+use unicode_width::UnicodeWidthChar;
 
 /// Width of the users column.
 const USERS_WIDTH: u16 = 22;
@@ -276,11 +277,20 @@ fn offer_prompt(app: &App, row: &TransferRow) -> Paragraph<'static> {
 
 fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
     let inner_width = usize::from(area.width.saturating_sub(4));
-    // Keep the end of a long line in view.
+    // Keep the end of a long line in view, measured in terminal columns: a
+    // CJK character or an emoji takes two, a combining mark none.
     let chars: Vec<char> = app.input.chars().collect();
-    let shown: String = chars[chars.len().saturating_sub(inner_width)..]
-        .iter()
-        .collect();
+    let mut width = 0;
+    let mut start = chars.len();
+    for (index, c) in chars.iter().enumerate().rev() {
+        let w = c.width().unwrap_or(0);
+        if width + w > inner_width {
+            break;
+        }
+        width += w;
+        start = index;
+    }
+    let shown: String = chars[start..].iter().collect();
     let title = if app.link == Link::Connected {
         " Message (Enter sends) "
     } else {
@@ -290,7 +300,7 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect) {
         Paragraph::new(format!("> {shown}")).block(Block::bordered().title(title)),
         area,
     );
-    let x = area.x + 3 + shown.chars().count() as u16;
+    let x = area.x + 3 + width as u16;
     frame.set_cursor_position(Position::new(
         x.min(area.right().saturating_sub(2)),
         area.y + 1,

@@ -712,3 +712,19 @@ fn the_app_reconnects_to_a_restarted_server_and_resumes_the_upload() {
     server.shutdown("done");
     server.join().unwrap();
 }
+
+/// The cursor stands after what was typed, in terminal columns: after
+/// double-width characters too (before, it stood in the middle of them).
+#[test]
+fn the_cursor_follows_double_width_characters() {
+    let now = Instant::now();
+    let mut app = chatting(now);
+    for c in "日本語 ok".chars() {
+        app.on_key(key(KeyCode::Char(c)));
+    }
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    terminal.draw(|frame| draw(frame, &app)).unwrap();
+    let cursor = terminal.get_cursor_position().unwrap();
+    // "> " then 3 characters of 2 columns, a space and "ok", from x = 1.
+    assert_eq!(cursor.x, 1 + 2 + 6 + 1 + 2);
+}
