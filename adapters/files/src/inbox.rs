@@ -373,8 +373,8 @@ const EXPIRY_CHECK: Duration = Duration::from_secs(60);
 /// name no sender can choose.
 fn staged_name(key: &ResumeKey) -> String {
     let derived = blake3::derive_key("ferry 2026-12 inbox partial file name", key.as_bytes());
-    let hex: String = derived[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}{PART_SUFFIX}")
+    let hex = blake3::Hash::from(derived).to_hex();
+    format!("{}{PART_SUFFIX}", &hex[..32])
 }
 
 /// Whether `name` is one [`staged_name`] makes.

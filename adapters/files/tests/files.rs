@@ -2,6 +2,9 @@
 //! inbox on disk, resumes, and never leaves a partial file under its final
 //! name.
 
+mod common;
+
+use common::Answers;
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::ResumeKey;
 use ferry_core::{ClientConfig, Code, Connection, Event, Hub, HubConfig, HubEvent};
@@ -391,68 +394,6 @@ fn the_inbox_quota_counts_files_partials_and_uploads_under_way() {
     // No quota: anything goes.
     let free = Inbox::open(dir.path()).unwrap();
     drop(free.begin("big.bin", 1 << 40, None).unwrap());
-}
-
-/// Records the answers a `FileTransfers` gives to offers.
-#[derive(Default)]
-struct Answers(Vec<(u32, Result<u64, Code>)>, Vec<(u32, ResumeKey)>);
-
-impl ferry_files::TransferControl for Answers {
-    fn accept(
-        &mut self,
-        _: Instant,
-        id: u32,
-        resume: u64,
-        key: ResumeKey,
-    ) -> Result<(), ferry_core::Misuse> {
-        self.0.push((id, Ok(resume)));
-        self.1.push((id, key));
-        Ok(())
-    }
-    fn reject(
-        &mut self,
-        _: Instant,
-        id: u32,
-        code: Code,
-        _: &str,
-    ) -> Result<(), ferry_core::Misuse> {
-        self.0.push((id, Err(code)));
-        Ok(())
-    }
-    fn cancel(&mut self, _: Instant, _: u32, _: Code, _: &str) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-    fn supply_chunk(
-        &mut self,
-        _: Instant,
-        _: u32,
-        _: u64,
-        _: bytes::Bytes,
-    ) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-    fn confirm_written(&mut self, _: Instant, _: u32, _: u64) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-    fn finish_receive(
-        &mut self,
-        _: Instant,
-        _: u32,
-        _: Result<(), (Code, String)>,
-    ) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-}
-
-impl Answers {
-    fn of(&self, id: u32) -> Option<Result<u64, Code>> {
-        self.0.iter().find(|(i, _)| *i == id).map(|(_, a)| *a)
-    }
-
-    /// The key handed out when `id` was accepted.
-    fn key(&self, id: u32) -> ResumeKey {
-        self.1.iter().find(|(i, _)| *i == id).unwrap().1
-    }
 }
 
 /// Hands `files` what its writers finished until they are all idle.

@@ -2,6 +2,9 @@
 //! can reach, resume only with the key the receiver handed out, no link
 //! planted in the folder ever followed, and a quota counted exactly.
 
+mod common;
+
+use common::Answers;
 use ferry_core::ResumeKey;
 use ferry_files::{Inbox, PARTIALS_DIR, PART_SUFFIX};
 use std::fs;
@@ -231,62 +234,6 @@ fn stale_partial_files_expire() {
     assert_eq!(rx.resume_from(), 0);
 }
 
-/// Takes the answers a `FileTransfers` gives, and the keys it hands out.
-#[derive(Default)]
-struct Answers(Vec<(u32, Option<u64>)>);
-
-impl ferry_files::TransferControl for Answers {
-    fn accept(
-        &mut self,
-        _: Instant,
-        id: u32,
-        resume_from: u64,
-        _: ResumeKey,
-    ) -> Result<(), ferry_core::Misuse> {
-        self.0.push((id, Some(resume_from)));
-        Ok(())
-    }
-    fn reject(
-        &mut self,
-        _: Instant,
-        id: u32,
-        _: ferry_core::Code,
-        _: &str,
-    ) -> Result<(), ferry_core::Misuse> {
-        self.0.push((id, None));
-        Ok(())
-    }
-    fn cancel(
-        &mut self,
-        _: Instant,
-        _: u32,
-        _: ferry_core::Code,
-        _: &str,
-    ) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-    fn supply_chunk(
-        &mut self,
-        _: Instant,
-        _: u32,
-        _: u64,
-        _: bytes::Bytes,
-    ) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-    fn confirm_written(&mut self, _: Instant, _: u32, _: u64) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-    fn finish_receive(
-        &mut self,
-        _: Instant,
-        _: u32,
-        _: Result<(), (ferry_core::Code, String)>,
-    ) -> Result<(), ferry_core::Misuse> {
-        Ok(())
-    }
-}
-
 #[test]
 fn a_receiver_that_asks_asks_again_unless_the_offer_holds_the_key() {
     use ferry_core::transfer::TransferEvent;
@@ -324,5 +271,5 @@ fn a_receiver_that_asks_asks_again_unless_the_offer_holds_the_key() {
         std::thread::sleep(Duration::from_millis(2));
         files.poll_disk(&mut ctl, now);
     }
-    assert_eq!(ctl.0, [(5, Some(4))]);
+    assert_eq!(ctl.0, [(5, Ok(4))]);
 }
