@@ -45,6 +45,9 @@ codes! {
     QUIT = 0x0001, "quit";
     /// The connection broke without a goodbye.
     CONNECTION_LOST = 0x0002, "connection lost";
+    /// The client came back on a new connection and took its place
+    /// (`RECLAIM`); this one was closed.
+    REPLACED = 0x0003, "replaced by a new connection";
 
     /// Another user in the room has this name, ignoring case.
     NAME_TAKEN = 0x0101, "name taken";

@@ -1,6 +1,7 @@
 //! Limits and timeouts, with the defaults the protocol document names.
 
 use crate::frame::{Settings, DATA_OVERHEAD, MIN_DATA};
+use crate::secret::SessionSecret;
 use std::fmt;
 use std::time::Duration;
 
@@ -94,6 +95,12 @@ pub struct ClientConfig {
     pub room: String,
     /// Authentication token; empty for none.
     pub token: Vec<u8>,
+    /// The secret of this client's earlier connection to the same server
+    /// (from [`Event::Session`](crate::Event::Session)), presented in
+    /// `RECLAIM` before `HELLO` so that the server closes that connection
+    /// and gives the name back at once. `None`: a first connection. Send it
+    /// only to the server that issued it.
+    pub reclaim: Option<SessionSecret>,
 }
 
 impl ClientConfig {
@@ -104,6 +111,7 @@ impl ClientConfig {
             name: name.into(),
             room: String::new(),
             token: Vec::new(),
+            reclaim: None,
         }
     }
 
@@ -118,6 +126,13 @@ impl ClientConfig {
         self.token = token.into();
         self
     }
+
+    /// Takes back the place of the earlier connection that was handed
+    /// `secret` (see [`reclaim`](Self::reclaim)).
+    pub fn reclaim(mut self, secret: SessionSecret) -> Self {
+        self.reclaim = Some(secret);
+        self
+    }
 }
 
 impl fmt::Debug for ClientConfig {
@@ -127,6 +142,7 @@ impl fmt::Debug for ClientConfig {
             .field("name", &self.name)
             .field("room", &self.room)
             .field("token", &Redacted(!self.token.is_empty()))
+            .field("reclaim", &Redacted(self.reclaim.is_some()))
             .finish()
     }
 }
@@ -240,6 +256,15 @@ pub struct HubConfig {
     /// more has arrived for this long, for clients that write text without
     /// newlines (a bare `QTcpSocket` write). End of file also ends a line.
     pub guest_line_wait: Duration,
+    /// The key a hub makes session secrets with (`SESSION`, `RECLAIM`,
+    /// `docs/PROTOCOL.md` §6.11): set it to 32 bytes from a secure random
+    /// source, new at each start, and every welcomed client is handed a
+    /// secret that lets it take its place back at once after its
+    /// connection is lost. `None` (the default, as the core draws no
+    /// randomness): no secrets are handed out and `RECLAIM` is ignored, so a
+    /// client that reconnects waits for its old connection to time out.
+    /// Every ferry runtime sets it when it is `None`.
+    pub session_key: Option<[u8; 32]>,
 }
 
 impl Default for HubConfig {
@@ -264,6 +289,7 @@ impl Default for HubConfig {
             guests: true,
             guest_idle_timeout: Duration::from_secs(600),
             guest_line_wait: Duration::from_secs(1),
+            session_key: None,
         }
     }
 }
@@ -318,6 +344,7 @@ impl fmt::Debug for HubConfig {
             .field("guests", &self.guests)
             .field("guest_idle_timeout", &self.guest_idle_timeout)
             .field("guest_line_wait", &self.guest_line_wait)
+            .field("session_key", &Redacted(self.session_key.is_some()))
             .finish()
     }
 }
@@ -346,5 +373,19 @@ mod tests {
             assert!(!shown.contains("hunter2"), "{shown}");
             assert!(shown.contains("token: <set>"), "{shown}");
         }
+    }
+
+    #[test]
+    fn debug_never_shows_session_secrets() {
+        let hub = HubConfig {
+            session_key: Some([0xab; 32]),
+            ..HubConfig::default()
+        };
+        let client = ClientConfig::new("alice").reclaim(SessionSecret::from_bytes([0xab; 24]));
+        for shown in [format!("{hub:?}"), format!("{client:?}")] {
+            assert!(!shown.contains("171"), "{shown}");
+        }
+        assert!(format!("{hub:?}").contains("session_key: <set>"));
+        assert!(format!("{client:?}").contains("reclaim: <set>"));
     }
 }

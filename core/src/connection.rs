@@ -11,6 +11,7 @@ use crate::frame::{
 };
 use crate::input::{InputBuffer, SHARED_BELOW};
 use crate::outbox::Outbox;
+use crate::secret::SessionSecret;
 use crate::text::Text;
 use crate::transfer::{
     empty_hash, InState, Incoming, OutState, Outcome, Outgoing, Reads, Transfer, TransferEvent,
@@ -41,6 +42,9 @@ pub enum Event {
         room: Text,
         /// Token presented (empty: none).
         token: Bytes,
+        /// The secret of an earlier connection that this client says is
+        /// its own and dead (`RECLAIM` before `HELLO`), if it sent one.
+        reclaim: Option<SessionSecret>,
     },
     /// Client role: the server let us in.
     Welcomed {
@@ -50,6 +54,15 @@ pub enum Event {
         room: Text,
         /// The server's limits.
         settings: Settings,
+    },
+    /// Client role: the server handed us the secret of this session
+    /// (`SESSION`, just after `WELCOME`). Keep it, and after losing the
+    /// connection reconnect with
+    /// [`ClientConfig::reclaim`](crate::ClientConfig::reclaim) to take
+    /// our place back at once.
+    Session {
+        /// The secret; it stands for this connection, so keep it private.
+        secret: SessionSecret,
     },
     /// Client role: a room message (`from` empty: the server).
     Message {
@@ -224,6 +237,8 @@ pub struct Connection {
     /// The peer's last frame was `RESUME`: the offer it names, if it is the
     /// very next frame, comes with this key.
     pending_resume: Option<(TransferId, ResumeKey)>,
+    /// Server role: the secret a `RECLAIM` before `HELLO` presented.
+    reclaim: Option<SessionSecret>,
     name: Text,
     room: Text,
 }
@@ -235,6 +250,12 @@ impl Connection {
     pub fn client(config: ClientConfig, now: Instant) -> Connection {
         let mut conn = Connection::new(Role::Client, config.connection, now);
         conn.send_preamble();
+        if let Some(secret) = config.reclaim {
+            let mut encoded = BytesMut::new();
+            // A fixed-size body always encodes.
+            let _ = Frame::Reclaim { secret }.encode(&mut encoded);
+            conn.outbox.push_shared(&encoded.freeze());
+        }
         let hello = Frame::Hello {
             versions: vec![VERSION],
             name: Text::from(config.name),
@@ -283,6 +304,7 @@ impl Connection {
             highest_peer_id: None,
             send_cursor: 0,
             pending_resume: None,
+            reclaim: None,
             name: Text::new(),
             room: Text::new(),
         }
@@ -1304,12 +1326,28 @@ impl Connection {
             // Unknown extensions are skipped, except that a server takes
             // nothing but HELLO before it has welcomed the client (and a
             // client has no transfer to resume before it is welcomed).
-            (Phase::Open, _, Frame::Extension { .. })
+            (Phase::Open, _, Frame::Extension { .. } | Frame::Reclaim { .. })
+            | (Phase::Open, Role::Server, Frame::Session { .. })
             | (
                 Phase::Handshake,
                 Role::Client,
-                Frame::Extension { .. } | Frame::Resume { .. } | Frame::ResumeKey { .. },
+                Frame::Extension { .. }
+                | Frame::Resume { .. }
+                | Frame::ResumeKey { .. }
+                | Frame::Session { .. }
+                | Frame::Reclaim { .. },
             ) => Ok(()),
+            (Phase::Open, Role::Client, Frame::Session { secret }) => {
+                self.events.push_back(Event::Session { secret });
+                Ok(())
+            }
+            // The one extension a server takes before HELLO, once.
+            (Phase::Handshake, Role::Server, Frame::Reclaim { secret })
+                if self.reclaim.is_none() =>
+            {
+                self.reclaim = Some(secret);
+                Ok(())
+            }
             (Phase::Open, _, Frame::Resume { id, key }) => {
                 self.pending_resume = Some((id, key));
                 Ok(())
@@ -1341,7 +1379,13 @@ impl Connection {
                 }
                 self.version = VERSION;
                 self.phase = Phase::HelloPending;
-                self.events.push_back(Event::Hello { name, room, token });
+                let reclaim = self.reclaim.take();
+                self.events.push_back(Event::Hello {
+                    name,
+                    room,
+                    token,
+                    reclaim,
+                });
                 Ok(())
             }
             (

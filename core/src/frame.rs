@@ -79,70 +79,20 @@ pub mod frame_type {
     pub const RESUME_KEY: u8 = 0x80;
     /// Extension: the transfer sender presents a resume key with an offer.
     pub const RESUME: u8 = 0x81;
+    /// Extension: the server hands a client the secret of its session.
+    pub const SESSION: u8 = 0x82;
+    /// Extension: a reconnecting client presents an earlier session's secret.
+    pub const RECLAIM: u8 = 0x83;
 
     /// Whether version 1 defines this type: a critical type it knows, or
-    /// one of the extensions it defines (`RESUME_KEY`, `RESUME`).
+    /// one of the extensions it defines (`RESUME_KEY`, `RESUME`, `SESSION`,
+    /// `RECLAIM`).
     pub const fn is_known(t: u8) -> bool {
-        matches!(t, 0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28 | RESUME_KEY | RESUME)
+        matches!(t, 0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28 | RESUME_KEY..=RECLAIM)
     }
 }
 
-/// The secret that lets a transfer sender resume a transfer cut short.
-///
-/// A receiver that keeps partial data issues one per transfer
-/// (`RESUME_KEY`, just before its `ACCEPT`), drawn by the application from
-/// a cryptographically secure random source: the core draws no randomness.
-/// The sender presents it again (`RESUME`, just before a new `OFFER`) to
-/// continue that transfer; an offer without it starts a new, separate
-/// transfer (`docs/PROTOCOL.md` §6.10.9).
-///
-/// Its `Debug` form does not show the bytes, so frames and events can be
-/// logged without leaking it, and `==` takes the same time wherever two
-/// keys differ.
-#[derive(Clone, Copy, Eq)]
-pub struct ResumeKey([u8; ResumeKey::LEN]);
-
-impl ResumeKey {
-    /// Length of a key in bytes.
-    pub const LEN: usize = 16;
-
-    /// A key made of these bytes (from a secure random source when issuing
-    /// one, or as stored when resuming).
-    pub const fn from_bytes(bytes: [u8; ResumeKey::LEN]) -> ResumeKey {
-        ResumeKey(bytes)
-    }
-
-    /// The key's bytes, to store or send. Keep them secret.
-    pub const fn as_bytes(&self) -> &[u8; ResumeKey::LEN] {
-        &self.0
-    }
-}
-
-impl PartialEq for ResumeKey {
-    /// Compares in constant time: every byte is looked at, wherever the
-    /// first difference is.
-    fn eq(&self, other: &ResumeKey) -> bool {
-        let diff = self
-            .0
-            .iter()
-            .zip(other.0.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        // Keeps the compiler from turning the fold into an early exit.
-        std::hint::black_box(diff) == 0
-    }
-}
-
-impl std::hash::Hash for ResumeKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-    }
-}
-
-impl std::fmt::Debug for ResumeKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ResumeKey(..)")
-    }
-}
+pub use crate::secret::{ResumeKey, SessionSecret};
 
 /// What a server tells a client about its limits in `WELCOME`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -366,7 +316,20 @@ pub enum Frame {
         /// The key the receiver issued.
         key: ResumeKey,
     },
-    /// A frame of any other extension type (`0x82..=0xFF`); receivers skip
+    /// Server → client, just after `WELCOME`: the secret that lets this
+    /// client take its place back if its connection is lost. Extension
+    /// type 0x82.
+    Session {
+        /// Present it in `RECLAIM` when reconnecting.
+        secret: SessionSecret,
+    },
+    /// Client → server, before `HELLO`: the connection that was handed this
+    /// secret is mine and dead; close it. Extension type 0x83.
+    Reclaim {
+        /// The secret of the earlier connection's `SESSION`.
+        secret: SessionSecret,
+    },
+    /// A frame of any other extension type (`0x84..=0xFF`); receivers skip
     /// those they do not know.
     Extension {
         /// Its type byte, at least 0x80.
@@ -408,6 +371,8 @@ impl Frame {
             Frame::Cancel { .. } => CANCEL,
             Frame::ResumeKey { .. } => RESUME_KEY,
             Frame::Resume { .. } => RESUME,
+            Frame::Session { .. } => SESSION,
+            Frame::Reclaim { .. } => RECLAIM,
             Frame::Extension { frame_type, .. } => *frame_type,
         }
     }
@@ -556,6 +521,9 @@ impl Frame {
                 out.put_u32(*id);
                 out.put_slice(key.as_bytes());
             }
+            Frame::Session { secret } | Frame::Reclaim { secret } => {
+                out.put_slice(secret.as_bytes());
+            }
             Frame::Extension { frame_type, body } => {
                 if *frame_type < frame_type::FIRST_EXTENSION {
                     return Err(Misuse::InvalidArgument(
@@ -564,7 +532,7 @@ impl Frame {
                 }
                 if frame_type::is_known(*frame_type) {
                     return Err(Misuse::InvalidArgument(
-                        "RESUME_KEY and RESUME are sent as their own variants",
+                        "the extensions version 1 defines are sent as their own variants",
                     ));
                 }
                 out.extend_from_slice(body);
@@ -714,6 +682,12 @@ impl Frame {
                 id: r.u32("id")?,
                 key: r.resume_key("key")?,
             },
+            SESSION => Frame::Session {
+                secret: r.array("secret").map(SessionSecret::from_bytes)?,
+            },
+            RECLAIM => Frame::Reclaim {
+                secret: r.array("secret").map(SessionSecret::from_bytes)?,
+            },
             t if t >= FIRST_EXTENSION => Frame::Extension {
                 frame_type: t,
                 body: r.rest(),
@@ -756,6 +730,8 @@ pub fn type_name(t: u8) -> &'static str {
         CANCEL => "CANCEL",
         RESUME_KEY => "RESUME_KEY",
         RESUME => "RESUME",
+        SESSION => "SESSION",
+        RECLAIM => "RECLAIM",
         t if t >= FIRST_EXTENSION => "EXTENSION",
         _ => "UNKNOWN",
     }

@@ -166,9 +166,10 @@ fn check_canonical(frame: &Frame, bytes: &[u8], limit: u32) {
 /// Input: one byte of options, then operations: `[op, client, len, bytes…]`.
 /// Clients may first complete a real handshake (option bit 0), so that the
 /// bytes exercise the chat and transfer states too; with option bit 1 the
-/// last two instead join as raw-text guests. A client whose first byte is
-/// not `0x89` becomes a guest anyway, so raw bytes exercise the guest line
-/// reader, sanitiser and commands. Everything the hub sends a guest must be
+/// last two instead join as raw-text guests; with option bit 2 the hub hands
+/// out session secrets (`SESSION`) and checks `RECLAIM`s. A client whose
+/// first byte is not `0x89` becomes a guest anyway, so raw bytes exercise
+/// the guest line reader, sanitiser and commands. Everything the hub sends a guest must be
 /// UTF-8 lines with no control character but their CR LF. `start` is any
 /// instant: the core reads no clock, so the caller provides one.
 pub fn hub_session(data: &[u8], start: std::time::Instant) {
@@ -180,7 +181,12 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
         return;
     };
     let mut now = start;
-    let config = HubConfig::default();
+    let mut config = HubConfig::default();
+    if options & 4 == 4 {
+        // Welcomed clients are handed SESSION secrets, and RECLAIMs in the
+        // input are checked against them.
+        config.session_key = Some([0x42; 32]);
+    }
     let max_frame = config.connection.max_frame as usize;
     let max_outgoing = config.connection.max_outgoing;
     let window = config.connection.window as usize;

@@ -9,6 +9,7 @@ use crate::error::Misuse;
 use crate::frame::{Frame, ResumeKey, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
 use crate::names::{check_name, check_name_characters, check_name_scripts, name_key, DEFAULT_ROOM};
+use crate::secret::SessionSecret;
 use crate::source::Source;
 use crate::sources::{Sources, Turnaway};
 use crate::text::Text;
@@ -55,6 +56,17 @@ pub enum HubEvent {
         room: Text,
         /// Why ([`Code::QUIT`], [`Code::FLOODING`], ...).
         code: Code,
+    },
+    /// A client came back on a new connection (`RECLAIM`) and the hub
+    /// closed its old one, which leaves with [`Code::REPLACED`]; the new
+    /// one joins (or is refused) as usual.
+    Replaced {
+        /// The connection closed.
+        old: ClientId,
+        /// The connection that reclaimed its place.
+        new: ClientId,
+        /// The old connection's name.
+        name: Text,
     },
     /// A file is relayed from one user to another through the hub.
     RelayStarted {
@@ -297,6 +309,13 @@ impl Link {
             }
         }
     }
+}
+
+/// What a `HELLO` asked for.
+struct Hello {
+    name: Text,
+    room: Text,
+    token: Bytes,
 }
 
 struct Room {
@@ -943,7 +962,12 @@ impl Hub {
 
     fn handle_event(&mut self, id: ClientId, now: Instant, event: Event) {
         match event {
-            Event::Hello { name, room, token } => self.on_hello(id, now, name, room, token),
+            Event::Hello {
+                name,
+                room,
+                token,
+                reclaim,
+            } => self.on_hello(id, now, Hello { name, room, token }, reclaim),
             // Each chat command spends a flood token first.
             Event::Say { text } if self.take_token(id, now) => self.on_say(id, now, text),
             Event::Who if self.take_token(id, now) => {
@@ -1144,7 +1168,14 @@ impl Hub {
         }
     }
 
-    fn on_hello(&mut self, id: ClientId, now: Instant, name: Text, room: Text, token: Bytes) {
+    fn on_hello(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        hello: Hello,
+        reclaim: Option<SessionSecret>,
+    ) {
+        let Hello { name, room, token } = hello;
         let room = if room.is_empty() {
             Text::from_static(DEFAULT_ROOM)
         } else {
@@ -1170,13 +1201,13 @@ impl Hub {
                 return;
             }
             Some((Code::AUTH_FAILED, "wrong or missing token".to_string()))
-        } else if let Err(e) = check_name_characters(&name) {
-            Some((Code::NAME_INVALID, format!("user name: {e}")))
-        } else if let Err(e) = check_name(&room) {
-            Some((Code::ROOM_INVALID, format!("room name: {e}")))
         } else {
-            self.name_refusal(&key, &name)
-                .or_else(|| self.join_allowed(id, now).err())
+            // Only a client with the right token takes a place back, and
+            // before its name is checked: the place may hold that name.
+            if let Some(secret) = reclaim {
+                self.reclaim(id, now, &secret);
+            }
+            self.join_refusal(id, now, &key, &name, &room)
         };
         // A room is called what its first member called it: WELCOME tells
         // every later member that spelling, whatever case or look-alikes
@@ -1196,7 +1227,67 @@ impl Hub {
         if conn.welcome(now, name.clone(), room.clone()).is_err() {
             return;
         }
+        if let Some(secret) = self.session_secret(id) {
+            self.send_to(id, now, &Frame::Session { secret });
+        }
         self.enter_room(id, now, name, room);
+    }
+
+    /// The secret that stands for client `id`'s session: its number and a
+    /// keyed BLAKE3 tag of it, so that the hub keeps no table of secrets
+    /// and checks a presented one against the client it names. `None`
+    /// without a [`HubConfig::session_key`].
+    fn session_secret(&self, id: ClientId) -> Option<SessionSecret> {
+        let key = self.config.session_key.as_ref()?;
+        let number = id.0.to_be_bytes();
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        hasher.update(b"ferry session secret v1");
+        hasher.update(&number);
+        let tag = hasher.finalize();
+        let mut secret = [0; SessionSecret::LEN];
+        secret[..8].copy_from_slice(&number);
+        secret[8..].copy_from_slice(&tag.as_bytes()[..SessionSecret::LEN - 8]);
+        Some(SessionSecret::from_bytes(secret))
+    }
+
+    /// `RECLAIM`: client `id` presented `secret` as that of an earlier
+    /// connection of its own. If it is the secret of a ferry client still
+    /// here, that connection is closed with `REPLACED` and leaves its room
+    /// now, so its name is free for this `HELLO`. Anything else (a stale
+    /// secret from before a restart, a guess) is ignored: the client is
+    /// then handled like any other.
+    fn reclaim(&mut self, id: ClientId, now: Instant, secret: &SessionSecret) {
+        let mut number = [0; 8];
+        number.copy_from_slice(&secret.as_bytes()[..8]);
+        let old = ClientId(u64::from_be_bytes(number));
+        if old == id || self.session_secret(old).as_ref() != Some(secret) {
+            return;
+        }
+        let Some(c) = self.clients.get_mut(&old) else {
+            return;
+        };
+        let Some(conn) = c.link.ferry() else {
+            return;
+        };
+        if !conn.is_open() {
+            return;
+        }
+        conn.close_with_error(
+            now,
+            Code::REPLACED,
+            "replaced by a new connection of the same client",
+        );
+        self.leave(old, now, Code::REPLACED);
+        self.touch(old);
+        self.events.push_back(HubEvent::Replaced {
+            old,
+            new: id,
+            name: self
+                .clients
+                .get(&old)
+                .map(|c| c.link.name().clone())
+                .unwrap_or_default(),
+        });
     }
 
     /// A wrong token from `source`: refused, but only after a delay that
@@ -1215,6 +1306,26 @@ impl Hub {
             let reason = "wrong or missing token".to_string();
             c.refusal = Some((now + penalty.delay, Code::AUTH_FAILED, reason));
             self.touch(id);
+        }
+    }
+
+    /// Why a client with the right token cannot join as `name` in `room`
+    /// (keyed `key`), if it cannot.
+    fn join_refusal(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        key: &str,
+        name: &str,
+        room: &str,
+    ) -> Option<(Code, String)> {
+        if let Err(e) = check_name_characters(name) {
+            Some((Code::NAME_INVALID, format!("user name: {e}")))
+        } else if let Err(e) = check_name(room) {
+            Some((Code::ROOM_INVALID, format!("room name: {e}")))
+        } else {
+            self.name_refusal(key, name)
+                .or_else(|| self.join_allowed(id, now).err())
         }
     }
 
@@ -1756,6 +1867,9 @@ impl Hub {
             });
         match outcome {
             Outcome::Cancelled { code, .. } if *code == Code::QUIT => format!("{who} left"),
+            Outcome::Cancelled { code, .. } if *code == Code::REPLACED => {
+                format!("{who} came back on a new connection, which may resume the transfer")
+            }
             Outcome::Cancelled {
                 code,
                 reason,

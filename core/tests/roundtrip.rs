@@ -9,7 +9,7 @@ use ferry_core::frame::{
     decode, encode_data_header, frame_type, Frame, Hash, Settings, HEADER_LEN,
 };
 use ferry_core::text::Text;
-use ferry_core::ResumeKey;
+use ferry_core::{ResumeKey, SessionSecret};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
@@ -146,8 +146,18 @@ fn frame() -> impl Strategy<Value = Frame> {
                 key: ResumeKey::from_bytes(key),
             })
             .boxed(),
+        any::<[u8; 24]>()
+            .prop_map(|secret| Frame::Session {
+                secret: SessionSecret::from_bytes(secret),
+            })
+            .boxed(),
+        any::<[u8; 24]>()
+            .prop_map(|secret| Frame::Reclaim {
+                secret: SessionSecret::from_bytes(secret),
+            })
+            .boxed(),
         // The extension types version 1 does not define.
-        ((frame_type::RESUME + 1)..=u8::MAX, bytes(256))
+        ((frame_type::RECLAIM + 1)..=u8::MAX, bytes(256))
             .prop_map(|(frame_type, body)| Frame::Extension { frame_type, body })
             .boxed(),
     ])

@@ -36,6 +36,7 @@ mod batch;
 #[cfg(unix)]
 mod confined;
 mod disk;
+mod entropy;
 mod handle;
 mod inbox;
 mod read_buffer;
@@ -46,6 +47,7 @@ mod udp;
 
 pub use batch::{IoSlices, OutputBatch};
 pub use disk::Wake;
+pub use entropy::with_session_key;
 pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };

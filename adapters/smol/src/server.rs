@@ -92,7 +92,7 @@ pub async fn run_server(
     let (disk_wake, disk_done) = crate::disk_signal();
     let mut server = Server {
         executor: executor.clone(),
-        hub: Hub::new(hub, Instant::now()),
+        hub: Hub::new(ferry_files::with_session_key(hub)?, Instant::now()),
         files: HubFiles::new(inbox, disk_wake),
         peers: ClientMap::default(),
         lingering: Vec::new(),

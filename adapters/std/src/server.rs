@@ -46,7 +46,7 @@ pub fn spawn_server(
     });
     let state = Arc::new(State {
         shared: Mutex::new(Shared {
-            hub: Hub::new(hub, Instant::now()),
+            hub: Hub::new(ferry_files::with_session_key(hub)?, Instant::now()),
             files: HubFiles::new(inbox, disk_wake),
             writers: ClientMap::default(),
             notices: notices_tx,

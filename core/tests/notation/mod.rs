@@ -165,6 +165,8 @@ pub fn frame(frame: &Frame) -> String {
             format!("RESUME_KEY id={id} key={}", bytes(key.as_bytes()))
         }
         Frame::Resume { id, key } => format!("RESUME id={id} key={}", bytes(key.as_bytes())),
+        Frame::Session { secret } => format!("SESSION secret={}", bytes(secret.as_bytes())),
+        Frame::Reclaim { secret } => format!("RECLAIM secret={}", bytes(secret.as_bytes())),
         Frame::Extension { frame_type, body } => {
             format!("EXTENSION type=0x{frame_type:02x} body={}", bytes(body))
         }
