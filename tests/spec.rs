@@ -229,3 +229,105 @@ fn a_resume_racing_its_earlier_attempt_is_told_to_try_again() {
         assert_eq!(offset, 4096, "{runtime}");
     }
 }
+
+/// §6.11: a client whose link died without a word comes back with the
+/// secret of its `SESSION` and gets its name at once (not `NAME_TAKEN` for
+/// the 30 s of the idle timeout); the room sees it leave `REPLACED` and
+/// join again; its upload resumes on the new connection without waiting
+/// for the old one to time out.
+#[test]
+fn a_client_that_lost_its_link_takes_its_name_and_its_upload_back_at_once() {
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let (mut old, secret) = Raw::join_session(server.addr, "alice", "", None);
+        let secret = secret.unwrap_or_else(|| panic!("{runtime}: no SESSION after WELCOME"));
+        let mut bob = Raw::join(server.addr, "bob", "");
+        old.send(&offer(0, 10_000, "")).unwrap();
+        let key = find(&mut old, "the key", |f| match f {
+            Frame::ResumeKey { id: 0, key } => Some(*key),
+            _ => None,
+        });
+        find(&mut old, "the accept", |f| {
+            matches!(f, Frame::Accept { id: 0, .. }).then_some(())
+        });
+        let data = Frame::Data {
+            id: 0,
+            offset: 0,
+            data: Bytes::from(vec![7u8; 4096]),
+        };
+        old.send(&data).unwrap();
+        common::wait_until("the data stored", || {
+            common::the_partial_in(inbox.path()).filter(|(_, len)| *len == 4096)
+        });
+
+        // The link dies silently (the old socket stays open); the client
+        // comes back at once with its secret.
+        let started = std::time::Instant::now();
+        let (mut new, next) = Raw::join_session(server.addr, "alice", "", Some(secret));
+        assert!(next.is_some_and(|next| next != secret), "{runtime}");
+        let (code, reason) = old.expect_end();
+        assert_eq!(code, Code::REPLACED, "{runtime}: {reason}");
+        let left = find(&mut bob, "alice leaving", |f| match f {
+            Frame::Left { name, code, .. } if name == "alice" => Some(*code),
+            Frame::Joined { name, .. } if name == "alice" => {
+                panic!("{runtime}: alice joined again before she left")
+            }
+            _ => None,
+        });
+        assert_eq!(left, Code::REPLACED, "{runtime}");
+        find(&mut bob, "alice back", |f| {
+            matches!(f, Frame::Joined { name, .. } if name == "alice").then_some(())
+        });
+
+        // The upload resumes where the old connection stopped. The inbox may
+        // still be storing the old connection's last writes for a moment
+        // (TRY_AGAIN), never for the idle timeout's 30 s.
+        let mut id = 0;
+        let offset = common::wait_until("the resume", || {
+            new.send(&Frame::Resume { id, key }).unwrap();
+            new.send(&offer(id, 10_000, "")).unwrap();
+            let answer = find(&mut new, "the answer", |f| match f {
+                Frame::Reject { id: got, code, .. } if *got == id => Some(Err(*code)),
+                Frame::Accept {
+                    id: got, offset, ..
+                } if *got == id => Some(Ok(*offset)),
+                _ => None,
+            });
+            id += 2;
+            match answer {
+                Ok(offset) => Some(offset),
+                Err(code) => {
+                    assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+            }
+        });
+        assert_eq!(offset, 4096, "{runtime}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{runtime}: took {:?}, as if waiting for the idle timeout",
+            started.elapsed()
+        );
+
+        // A stale secret (this one was used up) is ignored: the name is
+        // taken, as without RECLAIM.
+        let mut again = Raw::connect(server.addr);
+        again.send_bytes(&ferry_core::frame::PREAMBLE).unwrap();
+        again.send(&Frame::Reclaim { secret }).unwrap();
+        again
+            .send(&Frame::Hello {
+                versions: vec![1],
+                name: "alice".into(),
+                room: "".into(),
+                token: Bytes::new(),
+            })
+            .unwrap();
+        let refused = find(&mut again, "the refusal", |f| match f {
+            Frame::Refuse { code, .. } => Some(*code),
+            _ => None,
+        });
+        assert_eq!(refused, Code::NAME_TAKEN, "{runtime}");
+    }
+}

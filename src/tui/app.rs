@@ -33,6 +33,9 @@ pub enum Link {
     Waiting { attempt: u32, at: Instant },
     /// We said goodbye; leaving by `by` at the latest.
     Leaving { by: Instant },
+    /// A newer connection of ours took our place (`REPLACED`): not
+    /// reconnecting, or the two would take turns pushing each other out.
+    Replaced,
     /// Gone for good.
     Closed,
 }
@@ -375,6 +378,15 @@ impl App {
             return vec![Action::Exit];
         }
         self.members.clear();
+        if code == Code::REPLACED && by_peer {
+            self.error(format!(
+                "a newer connection with this name took our place ({}); \
+                 not reconnecting. /quit to leave",
+                safe(reason)
+            ));
+            self.link = Link::Replaced;
+            return Vec::new();
+        }
         let attempt = 1;
         let delay = self.backoff.delay(attempt);
         let who = if by_peer {

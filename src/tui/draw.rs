@@ -75,6 +75,7 @@ pub fn link_text(app: &App) -> (String, Color) {
         ),
         Link::Leaving { .. } => ("leaving".into(), Color::Yellow),
         Link::Closed => ("disconnected".into(), Color::Red),
+        Link::Replaced => ("replaced by a newer connection".into(), Color::Red),
     }
 }
 

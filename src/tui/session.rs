@@ -6,8 +6,8 @@
 
 use super::app::{Action, App};
 use crate::runtime::Runtime;
-use ferry_core::ClientConfig;
-use ferry_files::{ClientCommand, ClientHandle, Inbox};
+use ferry_core::{ClientConfig, Event};
+use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox};
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
@@ -24,7 +24,9 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The runtime driving the socket.
     pub runtime: Runtime,
-    /// Name, room and token.
+    /// Name, room and token; after each welcome also the secret of that
+    /// session, so that the next connection takes its place back at once
+    /// (`RECLAIM`) if the link died without the server noticing.
     pub config: ClientConfig,
     /// Where received files go (offers are asked about first).
     pub inbox: Option<Inbox>,
@@ -132,6 +134,9 @@ impl Session {
             let Some(client) = &self.client else { break };
             match client.notices().try_recv() {
                 Ok(notice) => {
+                    if let ClientNotice::Event(Event::Session { secret }) = &notice {
+                        self.target.config.reclaim = Some(*secret);
+                    }
                     let actions = app.on_notice(notice, now);
                     self.execute(app, actions);
                 }

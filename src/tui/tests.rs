@@ -713,6 +713,161 @@ fn the_app_reconnects_to_a_restarted_server_and_resumes_the_upload() {
     server.join().unwrap();
 }
 
+/// A proxy in front of a server that can cut its clients off the way a
+/// dead network does: each client's side is closed, while the server's side
+/// stays open and silent, so the server learns of it only from its idle
+/// timeout.
+struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    clients: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+    /// The server-side sockets of cut links, kept open.
+    _kept: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttingProxy {
+    fn start(target: std::net::SocketAddr) -> CuttingProxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let clients: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let kept: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (clients2, kept2) = (clients.clone(), kept.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                clients2.lock().unwrap().push(client.try_clone().unwrap());
+                kept2.lock().unwrap().push(server.try_clone().unwrap());
+                // Each direction copies until its source or sink fails; a
+                // cut client ends both without touching the server side.
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                    });
+                }
+            }
+        });
+        CuttingProxy {
+            addr,
+            clients,
+            _kept: kept,
+        }
+    }
+
+    /// Cuts every client connected so far.
+    fn cut(&self) {
+        for client in self.clients.lock().unwrap().drain(..) {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// A link that dies without the server noticing: the App reconnects at
+/// once, takes its name back with the secret of its session instead of
+/// being refused `NAME_TAKEN` until the server's 30 s idle timeout, and
+/// its upload resumes on the new connection and finishes.
+#[test]
+fn the_app_takes_its_name_back_at_once_after_a_silent_drop_and_resumes() {
+    let inbox = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let path = src.path().join("big.bin");
+    std::fs::write(&path, &data).unwrap();
+    let server = spawn_server("127.0.0.1:0".parse().unwrap(), inbox.path());
+    let proxy = CuttingProxy::start(server.local_addr());
+    let now = Instant::now();
+    let mut app = App::new(
+        proxy.addr.to_string(),
+        "alice".into(),
+        String::new(),
+        Backoff {
+            first: Duration::from_millis(50),
+            cap: Duration::from_millis(200),
+        },
+        fixed_clock,
+        now,
+    );
+    let mut session = Session::new(Target {
+        addr: proxy.addr,
+        runtime: Runtime::Mio,
+        config: ClientConfig::new("alice"),
+        inbox: None,
+        connect_timeout: Duration::from_secs(5),
+    });
+    let actions = app.start(now);
+    session.execute(&mut app, actions);
+    drive(&mut app, &mut session, "the first welcome", |app| {
+        app.link == Link::Connected
+    });
+    let actions = app.submit(&format!("/send {}", path.display()));
+    session.execute(&mut app, actions);
+    drive(&mut app, &mut session, "some progress", |app| {
+        app.transfers.first().is_some_and(|row| row.done > 0)
+    });
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    drive(&mut app, &mut session, "the link to drop", |app| {
+        app.link != Link::Connected
+    });
+    drive(&mut app, &mut session, "the upload to finish", |app| {
+        app.transfers[0].stage.is_over()
+    });
+    let took = cut_at.elapsed();
+    let row = &app.transfers[0];
+    assert_eq!(row.stage, Stage::Verified, "{:#?}", app.log);
+    assert!(row.run_from() > 0, "it started over instead of resuming");
+    assert!(
+        took < Duration::from_secs(20),
+        "{took:?}: as if it waited for the server's idle timeout"
+    );
+    assert!(
+        !app.log.iter().any(|l| l.text.contains("name taken")),
+        "{:#?}",
+        app.log
+    );
+    assert!(app.log.iter().any(|l| l.text.contains("reconnected to")));
+    let stored = std::fs::read(inbox.path().join("big.bin")).unwrap();
+    assert_eq!(blake3::hash(&stored), blake3::hash(&data));
+
+    let actions = app.quit();
+    session.execute(&mut app, actions);
+    drive(&mut app, &mut session, "the goodbye", App::is_finished);
+    session.leave(Duration::from_secs(1));
+    server.shutdown("done");
+    server.join().unwrap();
+}
+
+/// Pushed out by a newer connection of its own, the App stays put instead
+/// of reconnecting: two clients holding the same secret would otherwise
+/// take turns pushing each other out.
+#[test]
+fn replaced_the_app_does_not_reconnect() {
+    let now = Instant::now();
+    let mut app = chatting(now);
+    let actions = app.on_notice(
+        ClientNotice::Event(Event::Closed {
+            code: Code::REPLACED,
+            reason: "replaced by a new connection of the same client".into(),
+            by_peer: true,
+        }),
+        now,
+    );
+    assert!(actions.is_empty());
+    assert_eq!(app.link, Link::Replaced);
+    assert!(app.on_tick(now + Duration::from_secs(60)).is_empty());
+    assert!(app.log.iter().any(|l| l.text.contains("not reconnecting")));
+    assert_eq!(app.quit(), vec![Action::Exit]);
+}
+
 /// The cursor stands after what was typed, in terminal columns: after
 /// double-width characters too (before, it stood in the middle of them).
 #[test]

@@ -8,7 +8,7 @@
 
 use bytes::{Bytes, BytesMut};
 use ferry_core::frame::{decode, Frame, PREAMBLE};
-use ferry_core::Code;
+use ferry_core::{Code, SessionSecret};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -446,15 +446,44 @@ impl Raw {
 
     /// Connects and joins; returns once its own `JOINED` arrived.
     pub fn join(addr: SocketAddr, name: &str, room: &str) -> Raw {
+        Raw::join_session(addr, name, room, None).0
+    }
+
+    /// Connects and joins, first presenting `reclaim` in `RECLAIM` if
+    /// given; returns once its own `JOINED` arrived, with the secret the
+    /// server handed out in `SESSION`, if it did.
+    pub fn join_session(
+        addr: SocketAddr,
+        name: &str,
+        room: &str,
+        reclaim: Option<SessionSecret>,
+    ) -> (Raw, Option<SessionSecret>) {
         let mut raw = Raw::connect(addr);
-        raw.hello(name, room, b"");
+        if let Some(secret) = reclaim {
+            raw.send_bytes(&PREAMBLE).unwrap();
+            let mut out = BytesMut::new();
+            Frame::Reclaim { secret }.encode(&mut out).unwrap();
+            Frame::Hello {
+                versions: vec![1],
+                name: name.into(),
+                room: room.into(),
+                token: Bytes::new(),
+            }
+            .encode(&mut out)
+            .unwrap();
+            raw.send_bytes(&out).unwrap();
+        } else {
+            raw.hello(name, room, b"");
+        }
         match raw.recv(WAIT) {
             Ok(Frame::Welcome { .. }) => {}
             other => panic!("{name} was not welcomed: {other:?}"),
         }
+        let mut session = None;
         loop {
             match raw.recv(WAIT) {
-                Ok(Frame::Joined { name: who, .. }) if who == name => return raw,
+                Ok(Frame::Joined { name: who, .. }) if who == name => return (raw, session),
+                Ok(Frame::Session { secret }) => session = Some(secret),
                 Ok(_) => {}
                 Err(e) => panic!("{name} never saw itself join: {e:?}"),
             }
