@@ -97,11 +97,13 @@ pub enum Error {
         /// rustls' reason.
         reason: rustls::Error,
     },
-    /// The peer exceeded a size limit (a record or handshake message too large).
+    /// The peer exceeded a size limit: a record or handshake message
+    /// too large, or a server's handshake input over
+    /// [`HANDSHAKE_INPUT_LIMIT`](crate::HANDSHAKE_INPUT_LIMIT).
     #[error("peer exceeded a TLS limit: {reason}")]
     Limit {
-        /// rustls' reason.
-        reason: rustls::Error,
+        /// Which limit, and rustls' words when it was rustls' limit.
+        reason: String,
     },
     /// The driver called a method it must not call now; never caused by
     /// the peer's bytes.
@@ -134,7 +136,7 @@ pub enum SetupError {
     /// A PEM file holds no certificate or no key, or does not decode.
     #[error("{}: {why}", path.display())]
     Pem {
-        /// The file ("<memory>" for in-memory PEM).
+        /// The file (`<memory>` for in-memory PEM).
         path: PathBuf,
         /// What is wrong with it.
         why: String,

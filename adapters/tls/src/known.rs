@@ -91,6 +91,17 @@ impl KnownServers {
         self.entries.iter().find(|e| e.server == server)
     }
 
+    /// Every record for `host` and `port` (a server may have several,
+    /// e.g. after a planned key change), in file order.
+    pub fn lookup_all(&self, host: &str, port: u16) -> Vec<KnownServer> {
+        let server = server_key(host, port);
+        self.entries
+            .iter()
+            .filter(|e| e.server == server)
+            .cloned()
+            .collect()
+    }
+
     /// Records `fingerprint` for `host` and `port`: one line appended
     /// with a single write (`O_APPEND`), so clients adding servers at the
     /// same time do not mix their lines. Creates the file `0600` and its

@@ -81,8 +81,8 @@ pub use fingerprint::Fingerprint;
 pub use identity::{Identity, CERT_FILE, KEY_FILE};
 pub use known::{KnownServer, KnownServers};
 pub use transport::{
-    Kind, TlsClient, TlsServer, Transport, Verify, ALPN, OUTGOING_LIMIT, PLAINTEXT_LIMIT,
-    TLS_HANDSHAKE_BYTE,
+    Kind, TlsClient, TlsServer, Transport, Verify, ALPN, HANDSHAKE_INPUT_LIMIT, OUTGOING_LIMIT,
+    PLAINTEXT_LIMIT, TLS_HANDSHAKE_BYTE,
 };
 pub use verify::Verified;
 

@@ -26,6 +26,13 @@ pub const PLAINTEXT_LIMIT: usize = 16 * 1024;
 /// takes the output out.
 pub const OUTGOING_LIMIT: usize = 64 * 1024;
 
+/// How many bytes a server transport takes from a client before its
+/// handshake ends. A client's whole flight (ClientHello, perhaps a second
+/// one after a HelloRetryRequest, Finished) is a few KiB; past this the
+/// client is refused with [`Error::Limit`] instead of being buffered up to
+/// rustls' 64 KiB cap on one handshake message.
+pub const HANDSHAKE_INPUT_LIMIT: usize = 32 * 1024;
+
 /// The first byte of a TLS ClientHello record (content type handshake).
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
 
@@ -86,6 +93,7 @@ pub struct TlsClient {
     provider: Arc<CryptoProvider>,
     ca: Arc<WebPkiServerVerifier>,
     known: Option<KnownServers>,
+    clock: Option<Arc<dyn rustls::time_provider::TimeProvider>>,
 }
 
 impl TlsClient {
@@ -105,7 +113,15 @@ impl TlsClient {
             provider,
             ca,
             known: None,
+            clock: None,
         })
+    }
+
+    /// Checks certificates' validity on the CA path against `clock`
+    /// instead of the system clock (tests, or a driver that owns time).
+    pub fn with_clock(mut self, clock: Arc<dyn rustls::time_provider::TimeProvider>) -> TlsClient {
+        self.clock = Some(clock);
+        self
     }
 
     /// The Mozilla root certificates, to extend.
@@ -205,6 +221,7 @@ pub struct Transport {
     inner: Inner,
     is_client: bool,
     first_byte_seen: bool,
+    handshake_input: usize,
     plaintext: usize,
     peer_closed: bool,
     closing: bool,
@@ -231,6 +248,7 @@ impl Transport {
             inner,
             is_client,
             first_byte_seen: false,
+            handshake_input: 0,
             plaintext: 0,
             peer_closed: false,
             closing: false,
@@ -277,8 +295,8 @@ impl Transport {
     /// The client side of a TLS connection to `host` (a DNS name or an IP
     /// address, IPv6 with or without brackets) at `port`, checked by
     /// `verify` and `tls` in this order: a pin; else a certificate that
-    /// chains to `tls`'s roots for `host` (checked against the system
-    /// clock); else the known-servers list. Offers ALPN [`ALPN`].
+    /// chains to `tls`'s roots for `host` (dates checked against the
+    /// system clock or [`TlsClient::with_clock`]); else the known-servers list. Offers ALPN [`ALPN`].
     pub fn client(
         tls: &TlsClient,
         host: &str,
@@ -296,12 +314,16 @@ impl Transport {
             known: tls
                 .known
                 .as_ref()
-                .map(|k| (k.path().to_path_buf(), k.lookup(host, port).cloned())),
+                .map(|k| (k.path().to_path_buf(), k.lookup_all(host, port))),
             trust_new: verify.trust_new_server,
             server: crate::known::server_key(host, port),
             outcome: outcome.clone(),
         };
-        let mut config = ClientConfig::builder_with_provider(tls.provider.clone())
+        let builder = match &tls.clock {
+            Some(clock) => ClientConfig::builder_with_details(tls.provider.clone(), clock.clone()),
+            None => ClientConfig::builder_with_provider(tls.provider.clone()),
+        };
+        let mut config = builder
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
@@ -357,7 +379,8 @@ impl Transport {
     }
 
     /// Whether the peer ended its side: close_notify, or end of file
-    /// after the handshake (plain: end of file).
+    /// after the handshake (plain: end of file). After close_notify
+    /// [`feed`](Transport::feed) takes nothing more.
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
     }
@@ -441,9 +464,22 @@ impl Transport {
                         break;
                     }
                     let mut rest = &bytes[taken..];
+                    if !is_client && conn.is_handshaking() {
+                        let room = HANDSHAKE_INPUT_LIMIT.saturating_sub(self.handshake_input);
+                        if room == 0 {
+                            let reason = format!("handshake over {HANDSHAKE_INPUT_LIMIT} bytes");
+                            return Err(self.fail(Error::Limit { reason }));
+                        }
+                        rest = &rest[..rest.len().min(room)];
+                    }
                     match conn.read_tls(&mut rest) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => taken += n,
+                        Ok(n) => {
+                            taken += n;
+                            if conn.is_handshaking() {
+                                self.handshake_input += n;
+                            }
+                        }
                     }
                     let handshaking = conn.is_handshaking();
                     match conn.process_new_packets() {
@@ -617,7 +653,9 @@ pub(crate) fn describe(error: rustls::Error) -> Error {
             InvalidMessage::MessageTooLarge
             | InvalidMessage::HandshakePayloadTooLarge
             | InvalidMessage::CertificatePayloadTooLarge,
-        ) => Error::Limit { reason: error },
+        ) => Error::Limit {
+            reason: error.to_string(),
+        },
         E::InvalidMessage(_) | E::DecryptError | E::PeerMisbehaved(_) => {
             Error::Garbage { reason: error }
         }

@@ -39,7 +39,7 @@ pub(crate) struct Verifier {
     pub(crate) pin: Option<Fingerprint>,
     /// The known-servers file and this server's record in it, when the
     /// client keeps one.
-    pub(crate) known: Option<(std::path::PathBuf, Option<KnownServer>)>,
+    pub(crate) known: Option<(std::path::PathBuf, Vec<KnownServer>)>,
     pub(crate) trust_new: bool,
     pub(crate) server: String,
     pub(crate) outcome: Arc<Mutex<Option<Verified>>>,
@@ -74,11 +74,13 @@ impl Verifier {
                 Ok(_) => return Ok(Verified::Ca),
                 Err(e) => e,
             };
-        let Some((path, record)) = &self.known else {
+        let Some((path, records)) = &self.known else {
             return Err(ca_error);
         };
-        match record {
-            Some(known) if known.fingerprint == actual => Ok(Verified::Known { line: known.line }),
+        if let Some(known) = records.iter().find(|k| k.fingerprint == actual) {
+            return Ok(Verified::Known { line: known.line });
+        }
+        match records.first() {
             Some(known) => Err(refuse(Error::ChangedServer {
                 server: self.server.clone(),
                 old: known.fingerprint,

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use common::{read_all, self_signed, Pair};
 use ferry_tls::{
     Error, Fingerprint, Identity, Kind, KnownServers, TlsClient, TlsServer, Transport, Verified,
-    Verify, ALPN, OUTGOING_LIMIT, PLAINTEXT_LIMIT,
+    Verify, ALPN, HANDSHAKE_INPUT_LIMIT, OUTGOING_LIMIT, PLAINTEXT_LIMIT,
 };
 
 fn pinned_pair(chunk: usize) -> Pair {
@@ -443,4 +443,114 @@ fn a_handshake_flood_is_refused_after_little_input() {
         matches!(error, Error::Limit { .. } | Error::Garbage { .. }),
         "{error:?}"
     );
+}
+
+#[test]
+fn transports_and_settings_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Transport>();
+    send_sync::<TlsServer>();
+    send_sync::<TlsClient>();
+    send_sync::<Error>();
+}
+
+fn record(payload: &[u8]) -> Vec<u8> {
+    let mut r = vec![0x16, 0x03, 0x01];
+    r.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    r.extend_from_slice(payload);
+    r
+}
+
+#[test]
+fn a_client_handshake_is_refused_past_its_limit() {
+    let (_dir, identity) = self_signed();
+    let tls = TlsServer::new(&identity).unwrap();
+    // A ClientHello that claims 60,000 bytes, sent in full records: rustls
+    // would wait for all of it; the transport stops at its own limit.
+    let mut first = vec![0x01, 0x00, 0xea, 0x60];
+    first.resize(16 * 1024, 0x41);
+    let mut flood = record(&first);
+    for _ in 0..4 {
+        flood.extend_from_slice(&record(&[0x41; 16 * 1024]));
+    }
+    let mut server = Transport::accept(&flood, Some(&tls)).unwrap();
+    let mut taken = 0;
+    let error = loop {
+        match server.feed(&flood[taken..]) {
+            Ok(0) => panic!("the flood was neither taken nor refused"),
+            Ok(n) => taken += n,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(error, Error::Limit { .. }), "{error:?}");
+    assert!(taken <= HANDSHAKE_INPUT_LIMIT, "{taken}");
+    assert!(error.to_string().starts_with("peer exceeded a TLS limit"));
+
+    // A claim over rustls' own cap is refused at once.
+    let mut server = Transport::accept(&flood, Some(&tls)).unwrap();
+    let error = server
+        .feed(&record(&[0x01, 0xff, 0xff, 0xff, 0x03, 0x03]))
+        .unwrap_err();
+    assert!(matches!(error, Error::Limit { .. }), "{error:?}");
+}
+
+#[test]
+fn any_recorded_fingerprint_of_a_server_is_accepted() {
+    let (dir, identity) = self_signed();
+    let server = TlsServer::new(&identity).unwrap();
+    let path = dir.path().join("known_servers");
+    let old = Fingerprint::of_der(b"the old certificate");
+    std::fs::write(
+        &path,
+        format!(
+            "localhost:7878 {old}\nlocalhost:7878 {}\n",
+            identity.fingerprint()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let client_tls = TlsClient::new().with_known_servers(KnownServers::load(&path).unwrap());
+    let client = Transport::client(&client_tls, "localhost", 7878, &Verify::default()).unwrap();
+    let mut pair = Pair::new(client, Some(&server), 1 << 20);
+    pair.exchange().unwrap();
+    assert_eq!(pair.client.verified(), Some(Verified::Known { line: 2 }));
+}
+
+#[test]
+fn a_known_servers_file_others_can_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("known_servers");
+    std::fs::write(&path, "").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let error = KnownServers::load(&path).unwrap_err();
+    assert!(error.to_string().contains("writable"), "{error}");
+}
+
+#[test]
+fn the_ca_path_checks_dates_against_the_client_clock() {
+    #[derive(Debug)]
+    struct Future;
+    impl rustls::time_provider::TimeProvider for Future {
+        fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+            // Past rcgen's default end of validity, the year 4096.
+            Some(rustls::pki_types::UnixTime::since_unix_epoch(
+                std::time::Duration::from_secs(4_000 * 365 * 86_400),
+            ))
+        }
+    }
+    let (ca, chain, key) = common::ca_and_leaf(&["ferry.test"]);
+    let identity = Identity::from_pem(chain.as_bytes(), key.as_bytes(), SystemTime::now()).unwrap();
+    let server = TlsServer::new(&identity).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client_tls = TlsClient::with_roots(roots)
+        .unwrap()
+        .with_clock(std::sync::Arc::new(Future));
+    let client = Transport::client(&client_tls, "ferry.test", 1, &Verify::default()).unwrap();
+    let mut pair = Pair::new(client, Some(&server), 1 << 20);
+    let error = pair.exchange().unwrap_err().client();
+    assert!(matches!(error, Error::Handshake { .. }), "{error:?}");
+    assert!(error.to_string().contains("expired"), "{error}");
 }
