@@ -216,7 +216,28 @@ enum Inner {
 ///
 /// Plaintext written before the handshake ends is held and sent
 /// encrypted once it ends; for a client, only after the server was
-/// verified, so nothing reaches an unverified server.
+/// verified, so nothing reaches an unverified server. Until then
+/// `write_plaintext` takes at most [`OUTGOING_LIMIT`]; a blocking driver
+/// that gets 0 with nothing to write (`!wants_write()`) must read the
+/// socket next, or it waits forever for a handshake it never feeds.
+///
+/// # In each runtime
+///
+/// * **Blocking std**: read the socket, feed, read plaintext out, write
+///   out with `write_to` while `wants_write`; one thread per connection
+///   or a reader and a writer sharing the transport under a lock
+///   (`tests/socket.rs` has a whole blocking driver).
+/// * **mio**: on readable, read into the connection's buffer until
+///   `WouldBlock` or the buffer is full and feed it; when `feed` takes 0,
+///   stop reading (drop readable interest) until the plaintext was taken
+///   out. After every feed and write, if `wants_write`, call `write_to`
+///   until `WouldBlock` and keep writable interest while `wants_write`.
+/// * **smol / async**: the same with `read().await` into a buffer and
+///   `write_all(&out).await` of [`take_outgoing`](Transport::take_outgoing).
+///
+/// A server should put a deadline on the handshake (`is_handshaking`
+/// still true after a few seconds): the transport has no clock.
+/// Error messages are for people; log them with the peer's address.
 pub struct Transport {
     inner: Inner,
     is_client: bool,
