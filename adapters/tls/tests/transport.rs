@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::time::SystemTime;
 
 use common::{read_all, self_signed, Pair};
@@ -33,6 +34,28 @@ fn pinned_handshake_carries_messages_both_ways_in_any_split() {
         pair.server.write_plaintext(b"WELCOME").unwrap();
         let (at_client, _) = pair.exchange().unwrap();
         assert_eq!(at_client, b"WELCOME");
+    }
+}
+
+#[test]
+fn a_whole_session_survives_random_splits() {
+    let up: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let down: Vec<u8> = up.iter().rev().copied().collect();
+    for seed in 1..=20u64 {
+        let mut pair = pinned_pair(3000);
+        pair.seed = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let (mut at_client, mut at_server) = (Vec::new(), Vec::new());
+        let (mut up_left, mut down_left) = (&up[..], &down[..]);
+        while at_server.len() < up.len() || at_client.len() < down.len() {
+            let n = pair.client.write_plaintext(up_left).unwrap();
+            up_left = &up_left[n..];
+            let n = pair.server.write_plaintext(down_left).unwrap();
+            down_left = &down_left[n..];
+            let (c, s) = pair.exchange().unwrap();
+            at_client.extend_from_slice(&c);
+            at_server.extend_from_slice(&s);
+        }
+        assert!(at_server == up && at_client == down, "seed {seed}");
     }
 }
 
@@ -553,4 +576,52 @@ fn the_ca_path_checks_dates_against_the_client_clock() {
     let error = pair.exchange().unwrap_err().client();
     assert!(matches!(error, Error::Handshake { .. }), "{error:?}");
     assert!(error.to_string().contains("expired"), "{error}");
+}
+
+#[test]
+fn a_server_showing_a_pinned_certificate_without_its_key_is_refused() {
+    use std::sync::Arc;
+    // The man in the middle copies the real server's certificate (public)
+    // but signs the handshake with a key of its own.
+    let (_dir, real) = self_signed();
+    let own_key = rcgen::KeyPair::generate().unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(own_key.serialize_der()).unwrap();
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der).unwrap();
+    let stolen = rustls::sign::CertifiedKey::new(real.chain().to_vec(), signer);
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(stolen)));
+    let mut mitm = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+
+    let verify = Verify::pinned(real.fingerprint());
+    let mut client = Transport::client(&TlsClient::new(), "localhost", 1, &verify).unwrap();
+    client.write_plaintext(b"HELLO token=secret").unwrap();
+    let mut wire = Vec::new();
+    let error = loop {
+        client.take_outgoing(&mut wire);
+        mitm.read_tls(&mut &wire[..]).unwrap();
+        wire.clear();
+        mitm.process_new_packets().unwrap();
+        assert_eq!(
+            mitm.reader().read(&mut [0; 64]).ok(),
+            None,
+            "plaintext leaked"
+        );
+        mitm.write_tls(&mut wire).unwrap();
+        if let Err(e) = client.feed(&wire) {
+            break e;
+        }
+        wire.clear();
+    };
+    let Error::Handshake { reason } = &error else {
+        panic!("{error:?}");
+    };
+    assert_eq!(
+        *reason,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+    );
 }

@@ -35,6 +35,8 @@ pub struct Pair {
     pub to_server: Vec<u8>,
     pub to_client: Vec<u8>,
     pub chunk: usize,
+    /// When not 0, each feed carries a random 1..=chunk bytes (xorshift).
+    pub seed: u64,
 }
 
 impl Pair {
@@ -49,6 +51,7 @@ impl Pair {
             to_server,
             to_client: Vec::new(),
             chunk,
+            seed: 0,
         }
     }
 
@@ -57,11 +60,19 @@ impl Pair {
         to: &mut Transport,
         pipe: &mut Vec<u8>,
         chunk: usize,
+        seed: &mut u64,
     ) -> Result<bool, Error> {
         from.take_outgoing(pipe);
         let mut moved = false;
         while !pipe.is_empty() {
-            let end = pipe.len().min(chunk);
+            let mut size = chunk;
+            if *seed != 0 {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                size = 1 + (*seed % chunk as u64) as usize;
+            }
+            let end = pipe.len().min(size);
             let n = to.feed(&pipe[..end])?;
             if n == 0 {
                 break;
@@ -81,6 +92,7 @@ impl Pair {
                 &mut self.server,
                 &mut self.to_server,
                 self.chunk,
+                &mut self.seed,
             )
             .map_err(Fail::Server)?;
             let b = Pair::move_bytes(
@@ -88,6 +100,7 @@ impl Pair {
                 &mut self.client,
                 &mut self.to_client,
                 self.chunk,
+                &mut self.seed,
             )
             .map_err(Fail::Client)?;
             if !a && !b {
