@@ -387,8 +387,9 @@ impl Transport {
         self.plaintext
     }
 
-    /// How many bytes wait to be written to the socket (TLS records, or
-    /// plaintext held until the handshake ends).
+    /// How many bytes wait to be written to the socket (for TLS, the
+    /// records; plaintext written before the handshake ends counts once
+    /// it is encrypted).
     pub fn outgoing_pending(&mut self) -> usize {
         match &mut self.inner {
             Inner::Plain { outgoing, .. } => outgoing.len(),
@@ -475,17 +476,20 @@ impl Transport {
                     }
                 }
                 self.first_byte_seen |= !bytes.is_empty();
+                let handshaking = conn.is_handshaking();
+                let mut state = match conn.process_new_packets() {
+                    Ok(state) => state,
+                    Err(e) => return Err(self.fail(describe_at(e, handshaking))),
+                };
                 let mut taken = 0;
-                while taken < bytes.len() && self.plaintext < PLAINTEXT_LIMIT {
-                    let state = match conn.process_new_packets() {
-                        Ok(state) => state,
-                        Err(e) => return Err(self.fail(describe(e))),
-                    };
-                    if state.tls_bytes_to_write() >= OUTGOING_LIMIT || state.peer_has_closed() {
-                        break;
-                    }
+                while taken < bytes.len()
+                    && state.plaintext_bytes_to_read() < PLAINTEXT_LIMIT
+                    && state.tls_bytes_to_write() < OUTGOING_LIMIT
+                    && !state.peer_has_closed()
+                {
                     let mut rest = &bytes[taken..];
-                    if !is_client && conn.is_handshaking() {
+                    let handshaking = conn.is_handshaking();
+                    if !is_client && handshaking {
                         let room = HANDSHAKE_INPUT_LIMIT.saturating_sub(self.handshake_input);
                         if room == 0 {
                             let reason = format!("handshake over {HANDSHAKE_INPUT_LIMIT} bytes");
@@ -497,25 +501,17 @@ impl Transport {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
                             taken += n;
-                            if conn.is_handshaking() {
+                            if handshaking {
                                 self.handshake_input += n;
                             }
                         }
                     }
-                    let handshaking = conn.is_handshaking();
-                    match conn.process_new_packets() {
-                        Ok(state) => self.plaintext = state.plaintext_bytes_to_read(),
-                        Err(e) => {
-                            let error = match describe(e) {
-                                Error::Handshake { reason } if !handshaking => {
-                                    Error::Tls { reason }
-                                }
-                                error => error,
-                            };
-                            return Err(self.fail(error));
-                        }
-                    }
+                    state = match conn.process_new_packets() {
+                        Ok(state) => state,
+                        Err(e) => return Err(self.fail(describe_at(e, handshaking))),
+                    };
                 }
+                self.plaintext = state.plaintext_bytes_to_read();
                 Ok(taken)
             }
         }
@@ -529,7 +525,8 @@ impl Transport {
             // An empty read is how rustls learns of end of file.
             let _ = conn.read_tls(&mut io::empty());
             if let Err(e) = conn.process_new_packets() {
-                return Err(self.fail(describe(e)));
+                let error = describe_at(e, conn.is_handshaking());
+                return Err(self.fail(error));
             }
             if conn.is_handshaking() {
                 return Err(self.fail(Error::Truncated));
@@ -648,6 +645,15 @@ impl Transport {
             conn.send_close_notify();
         }
         self.closing = true;
+    }
+}
+
+/// A rustls error as this crate's [`Error`], a failure after the
+/// handshake as [`Error::Tls`].
+fn describe_at(error: rustls::Error, handshaking: bool) -> Error {
+    match describe(error) {
+        Error::Handshake { reason } if !handshaking => Error::Tls { reason },
+        error => error,
     }
 }
 

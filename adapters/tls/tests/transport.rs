@@ -625,3 +625,22 @@ fn a_server_showing_a_pinned_certificate_without_its_key_is_refused() {
         rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
     );
 }
+
+#[test]
+fn a_tampered_record_is_refused_and_an_abrupt_end_after_the_handshake_is_a_close() {
+    let mut pair = pinned_pair(1 << 20);
+    pair.exchange().unwrap();
+    pair.client.write_plaintext(b"chat line").unwrap();
+    let mut wire = Vec::new();
+    pair.client.take_outgoing(&mut wire);
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    let error = pair.server.feed(&wire).unwrap_err();
+    assert!(matches!(error, Error::Garbage { .. }), "{error:?}");
+    assert_eq!(pair.server.plaintext_pending(), 0);
+
+    let mut pair = pinned_pair(1 << 20);
+    pair.exchange().unwrap();
+    pair.server.feed_eof().unwrap();
+    assert!(pair.server.peer_closed());
+}
