@@ -94,7 +94,10 @@ impl Verifier {
             None => Err(refuse(Error::UnknownServer {
                 server: self.server.clone(),
                 fingerprint: actual,
-                ca_reason: crate::transport::describe(ca_error).to_string(),
+                ca_reason: match crate::transport::describe(ca_error) {
+                    Error::Handshake { reason } => reason.to_string(),
+                    other => other.to_string(),
+                },
             })),
         }
     }

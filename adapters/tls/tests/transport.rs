@@ -214,9 +214,13 @@ fn trust_on_first_use_unknown_then_recorded_then_known() {
         ("localhost:7878", identity.fingerprint())
     );
     let text = error.to_string();
-    assert!(
-        text.contains(&format!("--fingerprint {}", identity.fingerprint())),
-        "{text}"
+    let fp = identity.fingerprint();
+    assert_eq!(
+        text,
+        format!(
+            "server localhost:7878 is not known; its certificate is {fp} (not trusted by a CA: \
+             invalid peer certificate: UnknownIssuer); to trust it, connect with --fingerprint {fp}"
+        )
     );
     assert_eq!(pair.server.plaintext_pending(), 0);
 
