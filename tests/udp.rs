@@ -2,6 +2,7 @@
 
 use ferry_core::datagram::{PeerConfig, PeerEvent};
 use ferry_files::UdpHandle;
+use ferry_noise::Secret;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::mpsc::Receiver;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-type Spawn = fn(UdpSocket, SocketAddr, PeerConfig) -> io::Result<UdpHandle>;
+type Spawn = fn(UdpSocket, SocketAddr, PeerConfig, Option<Secret>) -> io::Result<UdpHandle>;
 
 /// Every runtime's driver.
 const RUNTIMES: [(&str, Spawn); 3] = [
@@ -54,8 +55,8 @@ fn two_peers_chat_both_ways_and_hear_acknowledgements() {
 fn chat_both_ways(a_spawn: Spawn, b_spawn: Spawn) {
     let (a, b) = (bind(), bind());
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let alice = a_spawn(a, b_addr, PeerConfig::new("alice")).unwrap();
-    let bob = b_spawn(b, a_addr, PeerConfig::new("bob")).unwrap();
+    let alice = a_spawn(a, b_addr, PeerConfig::new("alice"), None).unwrap();
+    let bob = b_spawn(b, a_addr, PeerConfig::new("bob"), None).unwrap();
     for i in 0..20 {
         alice.send(&format!("ping {i}")).unwrap();
     }
@@ -94,7 +95,7 @@ fn garbage_from_the_peer_is_dropped_and_counted() {
 fn garbage_dropped(spawn: Spawn) {
     let (a, b) = (bind(), bind());
     let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let alice = spawn(a, b_addr, PeerConfig::new("alice")).unwrap();
+    let alice = spawn(a, b_addr, PeerConfig::new("alice"), None).unwrap();
     // Bob's socket sends garbage first, then a real chat starts on it.
     b.send_to(b"GET / HTTP/1.0\r\n\r\n", a_addr).unwrap();
     // An oversize CHAT: 1500 bytes, its length field saying so.
@@ -102,7 +103,7 @@ fn garbage_dropped(spawn: Spawn) {
     oversize.resize(1500, 0);
     b.send_to(&oversize, a_addr).unwrap();
     b.send_to(&[0x40, 0, 0, 0, 0], a_addr).unwrap();
-    let bob = spawn(b, a_addr, PeerConfig::new("bob")).unwrap();
+    let bob = spawn(b, a_addr, PeerConfig::new("bob"), None).unwrap();
     let line = wait_for(alice.events(), "the raw line", |e| match e {
         PeerEvent::RawLine { text, .. } => Some(text.to_string()),
         _ => None,
@@ -139,7 +140,7 @@ fn silent_peer(spawn: Spawn) {
     let mut config = PeerConfig::new("alice");
     config.initial_timeout = Duration::from_millis(20);
     config.max_tries = 3;
-    let alice = spawn(a, nobody.local_addr().unwrap(), config).unwrap();
+    let alice = spawn(a, nobody.local_addr().unwrap(), config, None).unwrap();
     let seq = alice.send("anyone?").unwrap();
     let lost = wait_for(alice.events(), "the loss", |e| match e {
         PeerEvent::Lost { seq, text } => Some((*seq, text.to_string())),
