@@ -105,6 +105,10 @@ pub const RETRY_CAP: Duration = Duration::from_secs(2);
 /// first.
 pub const RESPONSE_SENDS: u32 = 6;
 
+/// Answered handshakes kept unconfirmed at once: a replayed INIT then
+/// cannot push out the real one of a restarting peer.
+pub const PENDING_MAX: usize = 4;
+
 /// Nonces below the highest received that are still accepted (once each).
 pub const REPLAY_WINDOW: u64 = 128;
 
@@ -323,7 +327,12 @@ pub struct Noise {
     /// The confirmed session: everything is sealed with it.
     current: Option<Session>,
     initiator: Option<Initiator>,
-    pending: Option<Pending>,
+    /// Answered handshakes, newest first, at most [`PENDING_MAX`].
+    pending: VecDeque<Pending>,
+    /// Ephemeral keys of INITs ignored because ours won the tie, newest
+    /// first: a late copy of one is not answered once our session is up
+    /// (its sender gave it up, and would only count our answer as a drop).
+    outranked: VecDeque<[u8; 32]>,
     /// The RESPONSE that completed our last handshake as initiator: a
     /// retransmission of it means our confirmation was lost.
     completed_by: Option<Bytes>,
@@ -338,7 +347,7 @@ impl fmt::Debug for Noise {
         f.debug_struct("Noise")
             .field("established", &self.current.is_some())
             .field("initiating", &self.initiator.is_some())
-            .field("pending", &self.pending.is_some())
+            .field("pending", &self.pending.len())
             .field("queued", &self.queue.len())
             .finish_non_exhaustive()
     }
@@ -355,7 +364,8 @@ impl Noise {
             entropy,
             current: None,
             initiator: None,
-            pending: None,
+            pending: VecDeque::new(),
+            outranked: VecDeque::new(),
             completed_by: None,
             queue: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -445,11 +455,9 @@ impl Noise {
     }
 
     fn on_init(&mut self, now: Instant, datagram: &[u8], body: &[u8]) -> Received {
-        if let Some(pending) = &self.pending {
-            if pending.init == datagram {
-                self.transmit.push_back(pending.response.clone());
-                return Received::Consumed;
-            }
+        if let Some(pending) = self.pending.iter().find(|p| p.init == datagram) {
+            self.transmit.push_back(pending.response.clone());
+            return Received::Consumed;
         }
         let psk = self.psk.0;
         let Ok(mut handshake) = self
@@ -470,8 +478,16 @@ impl Noise {
             // Both started: the larger ephemeral key stays initiator, and
             // the other peer answers it.
             if initiator.ephemeral.as_slice() > &body[..32] {
+                let mut theirs = [0u8; 32];
+                theirs.copy_from_slice(&body[..32]);
+                if !self.outranked.contains(&theirs) {
+                    self.outranked.truncate(PENDING_MAX - 1);
+                    self.outranked.push_front(theirs);
+                }
                 return Received::Consumed;
             }
+        } else if self.outranked.iter().any(|e| e.as_slice() == &body[..32]) {
+            return Received::Consumed;
         }
         let mut message = [0u8; HANDSHAKE_LEN];
         if handshake.write_message(&[], &mut message) != Ok(HANDSHAKE_LEN) {
@@ -483,7 +499,8 @@ impl Noise {
         let response = handshake_datagram(noise_type::RESPONSE, &message);
         self.transmit.push_back(response.clone());
         self.initiator = None;
-        self.pending = Some(Pending {
+        self.pending.truncate(PENDING_MAX - 1);
+        self.pending.push_front(Pending {
             session: Session::new(transport),
             init: Bytes::copy_from_slice(datagram),
             response,
@@ -509,7 +526,7 @@ impl Noise {
                 let Ok(transport) = initiator.handshake.into_stateless_transport_mode() else {
                     return Received::Dropped;
                 };
-                self.pending = None;
+                self.pending.clear();
                 self.completed_by = Some(Bytes::copy_from_slice(datagram));
                 self.establish(Session::new(transport));
                 self.confirm();
@@ -533,14 +550,16 @@ impl Noise {
             .and_then(|s| s.open(nonce, ciphertext))
         {
             plain
-        } else if let Some(plain) = self
+        } else if let Some((at, plain)) = self
             .pending
-            .as_mut()
-            .and_then(|p| p.session.open(nonce, ciphertext))
+            .iter_mut()
+            .enumerate()
+            .find_map(|(at, p)| Some((at, p.session.open(nonce, ciphertext)?)))
         {
             // The initiator has the keys: the answered handshake is
             // confirmed and replaces whatever session came before.
-            if let Some(pending) = self.pending.take() {
+            if let Some(pending) = self.pending.remove(at) {
+                self.pending.clear();
                 self.initiator = None;
                 self.establish(pending.session);
             }
@@ -570,7 +589,7 @@ impl Noise {
     }
 
     fn sending(&mut self) -> Option<&mut Session> {
-        match (&mut self.current, &mut self.pending) {
+        match (&mut self.current, self.pending.front_mut()) {
             (Some(current), _) => Some(current),
             (None, Some(pending)) => Some(&mut pending.session),
             (None, None) => None,
@@ -622,7 +641,7 @@ impl Noise {
             }
         }
         let mut gave_up = false;
-        if let Some(pending) = &mut self.pending {
+        for pending in &mut self.pending {
             if pending.due.is_some_and(|due| due <= now) {
                 if pending.sends < RESPONSE_SENDS {
                     pending.sends += 1;
@@ -645,7 +664,7 @@ impl Noise {
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let initiator = self.initiator.as_ref().map(|i| i.due);
-        let pending = self.pending.as_ref().and_then(|p| p.due);
+        let pending = self.pending.iter().filter_map(|p| p.due).min();
         match (initiator, pending) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -48,8 +48,8 @@ struct Sim {
     net: Net,
     rng: Rng,
     events: [Vec<PeerEvent>; 2],
-    /// Every datagram sent, as sent.
-    sent: Vec<Bytes>,
+    /// Every datagram sent, as sent, and by whom.
+    sent: Vec<(usize, Bytes)>,
 }
 
 fn chat(name: &str, secret: Option<&str>, session: u64, seed: u64, now: Instant) -> UdpChat {
@@ -83,7 +83,7 @@ impl Sim {
     fn flush(&mut self) {
         for from in 0..2 {
             while let Some(datagram) = self.peers[from].poll_transmit() {
-                self.sent.push(datagram.clone());
+                self.sent.push((from, datagram.clone()));
                 let copies = if self.rng.chance(self.net.duplicate) {
                     2
                 } else {
@@ -186,7 +186,7 @@ fn both_peers_start_at_once_and_chat_both_ways() {
         assert_eq!(sim.count(who, |e| *e == PeerEvent::Encrypted), 1);
     }
     // Nothing on the wire shows the text, nor is a clear ferry frame.
-    for datagram in &sim.sent {
+    for (_, datagram) in &sim.sent {
         assert!((0x48..=0x4A).contains(&datagram[0]), "{datagram:?}");
         for text in ["typed before", "hello alice", "alice", "bob"] {
             assert!(
@@ -375,7 +375,7 @@ fn replayed_and_tampered_datagrams_are_dropped() {
     sim.run_for(Duration::from_secs(2));
     let before = sim.sent.len();
     sim.send(0, "pay 10 EUR");
-    let chat = sim.sent[before].clone();
+    let chat = sim.sent[before].1.clone();
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.messages(1), ["pay 10 EUR"]);
     let drops = sim.peers[1].drops().unauthenticated;
@@ -469,4 +469,75 @@ fn messages_fit_in_a_datagram_once_sealed() {
         sizes.iter().max(),
         Some(&ferry_core::datagram::MAX_DATAGRAM)
     );
+}
+
+/// The first INIT `who` sent in `sim`.
+fn first_init(sim: &Sim, who: usize) -> Bytes {
+    sim.sent
+        .iter()
+        .find(|(from, d)| *from == who && d[0] == 0x48)
+        .unwrap()
+        .1
+        .clone()
+}
+
+#[test]
+fn honest_peers_starting_at_any_offset_drop_nothing() {
+    for seed in 1..=60 {
+        let mut sim = Sim::new([SECRET, SECRET], Net::default(), seed);
+        // Bob starts up to 3 s later; until then what is sent to him is lost.
+        sim.net.loss = 100;
+        sim.run_for(Duration::from_millis(seed * 50));
+        sim.net.loss = 0;
+        sim.peers[1] = chat("bob", SECRET, 2, seed * 7, sim.now);
+        sim.run_for(Duration::from_secs(5));
+        sim.send(0, "hi");
+        sim.send(1, "ho");
+        sim.run_for(Duration::from_secs(3));
+        assert_eq!(
+            (sim.messages(0), sim.messages(1)),
+            (vec!["ho".to_string()], vec!["hi".to_string()]),
+            "seed {seed}"
+        );
+        for who in 0..2 {
+            assert_eq!(
+                sim.peers[who].drops().total(),
+                0,
+                "seed {seed}: {:?}",
+                sim.peers[who].drops()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_replayed_old_init_neither_blocks_a_new_peer_nor_a_restart() {
+    // An INIT bob sent in an earlier chat with the same secret.
+    let mut earlier = Sim::new([SECRET, SECRET], Net::default(), 11);
+    earlier.run_for(Duration::from_secs(1));
+    let old_init = first_init(&earlier, 1);
+
+    // Replayed to alice as she starts, before bob's own INIT arrives.
+    let mut sim = Sim::new([SECRET, SECRET], Net::default(), 12);
+    sim.peers[0].handle_datagram(sim.now, &old_init);
+    sim.run_for(Duration::from_secs(10));
+    sim.send(0, "still works");
+    sim.send(1, "yes");
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.messages(1), ["still works"]);
+    assert_eq!(sim.messages(0), ["yes"]);
+
+    // Replayed again and again while bob restarts.
+    sim.peers[1] = chat("bob", SECRET, 3, 4321, sim.now);
+    sim.events[1].clear();
+    for _ in 0..20 {
+        sim.peers[0].handle_datagram(sim.now, &old_init);
+        sim.run_for(Duration::from_millis(50));
+    }
+    sim.run_for(Duration::from_secs(3));
+    sim.send(0, "after the restart");
+    sim.send(1, "heard");
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(sim.messages(1), ["after the restart"]);
+    assert_eq!(sim.messages(0), ["yes", "heard"]);
 }
