@@ -2,7 +2,7 @@
 
 use crate::display::{log, safe};
 use crate::runtime::Runtime;
-use ferry_core::datagram::{PeerConfig, PeerEvent};
+use ferry_core::datagram::{DropReason, PeerConfig, PeerEvent};
 use ferry_noise::{Secret, PATTERN};
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
@@ -81,10 +81,23 @@ pub fn udp(
     let mut input_open = true;
     let mut linger_until = None;
     let mut last_heard = Instant::now();
+    let mut warned = false;
     loop {
         while let Ok(event) = chat.events().try_recv() {
             if matches!(event, PeerEvent::Message { .. } | PeerEvent::RawLine { .. }) {
                 last_heard = Instant::now();
+            }
+            let unauthenticated = DropReason::Unauthenticated;
+            if event
+                == (PeerEvent::Dropped {
+                    reason: unauthenticated,
+                })
+                && !warned
+            {
+                // Once: a peer with another secret sends a datagram every
+                // few seconds, and its contents are never shown.
+                warned = true;
+                log(&format!("! a datagram from {peer} failed authentication and was dropped: a different secret, no secret, or a restart (counted at the end)"));
             }
             print_event(&event, peer);
         }

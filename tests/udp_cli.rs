@@ -391,3 +391,44 @@ fn ferry_udp_raw_talks_to_a_raw_text_peer_from_the_start() {
         println!("{runtime}: ok");
     }
 }
+
+/// Different secrets: nothing the other peer says is shown, each says once
+/// that datagrams failed authentication, and the summary counts them.
+#[test]
+fn udp_peers_with_different_secrets_show_nothing_of_each_other() {
+    let (a, b) = (free_port(), free_port());
+    let spawn = |bind: u16, peer: u16, name: &str, secret: &str| {
+        Command::new(FERRY)
+            .args(["udp", "--name", name, "--runtime", "mio"])
+            .args(["--bind", &format!("127.0.0.1:{bind}")])
+            .args(["--peer", &format!("127.0.0.1:{peer}")])
+            .args(["--secret", secret])
+            .env_remove("FERRY_UDP_SECRET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut alice = spawn(a, b, "alice", "the first long secret");
+    let mut bob = spawn(b, a, "bob", "a second long secret!");
+    writeln!(alice.stdin.as_mut().unwrap(), "only for the right bob").unwrap();
+    writeln!(bob.stdin.as_mut().unwrap(), "only for the right alice").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for peer in [&mut alice, &mut bob] {
+        writeln!(peer.stdin.as_mut().unwrap(), "/quit").unwrap();
+    }
+    for (peer, other) in [(alice, "bob"), (bob, "alice")] {
+        let out = peer.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains(&format!("{other}:")), "{stdout}");
+        assert!(!stdout.contains("only for the right"), "{stdout}");
+        assert_eq!(
+            stdout.matches("failed authentication").count(),
+            1,
+            "{stdout}"
+        );
+        assert!(!stdout.contains("* encrypted: handshake"), "{stdout}");
+        assert!(stdout.contains(" unauthenticated"), "{stdout}");
+    }
+}

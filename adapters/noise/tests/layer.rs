@@ -541,3 +541,73 @@ fn a_replayed_old_init_neither_blocks_a_new_peer_nor_a_restart() {
     assert_eq!(sim.messages(1), ["after the restart"]);
     assert_eq!(sim.messages(0), ["yes", "heard"]);
 }
+
+/// Two established layers, alice's datagrams delivered to bob.
+fn established() -> (ferry_noise::Noise, ferry_noise::Noise, Instant) {
+    use ferry_noise::Noise;
+    let now = Instant::now();
+    let secret = Secret::from_text("proptest");
+    let mut alice = Noise::new(&secret, now, entropy(1));
+    let mut bob = Noise::new(&secret, now, entropy(2));
+    for _ in 0..3 {
+        while let Some(d) = alice.poll_transmit() {
+            bob.handle_datagram(now, &d);
+        }
+        while let Some(d) = bob.poll_transmit() {
+            alice.handle_datagram(now, &d);
+        }
+    }
+    assert!(alice.is_established() && bob.is_established());
+    (alice, bob, now)
+}
+
+proptest::proptest! {
+    /// Whatever an attacker without the secret sends, in any shape: never
+    /// a panic, never a plaintext, always counted.
+    #[test]
+    fn forged_datagrams_never_come_through(
+        kind in proptest::sample::select(vec![0x40u8, 0x41, 0x48, 0x49, 0x4A, 0x4B, 0x11, b'h']),
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..1300),
+        honest_length in proptest::bool::ANY,
+    ) {
+        let (_alice, mut bob, now) = established();
+        let mut datagram = vec![kind];
+        let declared = if honest_length { body.len() as u32 } else { body.len() as u32 ^ 1 };
+        datagram.extend_from_slice(&declared.to_be_bytes());
+        datagram.extend_from_slice(&body);
+        let before = bob.unauthenticated();
+        let received = bob.handle_datagram(now, &datagram);
+        // A forged INIT cannot authenticate without the key either.
+        proptest::prop_assert_eq!(received, ferry_noise::Received::Dropped);
+        proptest::prop_assert_eq!(bob.unauthenticated(), before + 1);
+        proptest::prop_assert!(bob.is_established());
+    }
+
+    /// Sealed datagrams delivered in any order, some twice: each plaintext
+    /// comes through exactly once.
+    #[test]
+    fn reordered_and_repeated_datagrams_come_through_once(
+        order in proptest::collection::vec(0usize..40, 0..120),
+    ) {
+        let (mut alice, mut bob, now) = established();
+        let sealed: Vec<Bytes> = (0..40u8)
+            .map(|i| {
+                assert!(alice.seal(&[0x40, 0, 0, 0, 1, i]));
+                alice.poll_transmit().unwrap()
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        for &i in &order {
+            match bob.handle_datagram(now, &sealed[i]) {
+                ferry_noise::Received::Plaintext(p) => {
+                    proptest::prop_assert_eq!(p[5] as usize, i);
+                    proptest::prop_assert!(seen.insert(i), "{} twice", i);
+                }
+                other => {
+                    proptest::prop_assert_eq!(other, ferry_noise::Received::Dropped);
+                    proptest::prop_assert!(seen.contains(&i));
+                }
+            }
+        }
+    }
+}
