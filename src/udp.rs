@@ -97,7 +97,7 @@ pub fn udp(
                 // Once: a peer with another secret sends a datagram every
                 // few seconds, and its contents are never shown.
                 warned = true;
-                log(&format!("! a datagram from {peer} failed authentication and was dropped: a different secret, no secret, or a restart (counted at the end)"));
+                log(&format!("! a datagram from {peer} failed authentication and was dropped: a different secret, no secret, a restart or a replay (counted at the end)"));
             }
             print_event(&event, peer);
         }

@@ -611,3 +611,35 @@ proptest::proptest! {
         }
     }
 }
+
+/// A forged RESPONSE reaching an initiator first does not spoil its
+/// handshake: the real one still completes it.
+#[test]
+fn a_forged_response_does_not_spoil_the_handshake() {
+    use ferry_noise::{Noise, Received};
+    let now = Instant::now();
+    let secret = Secret::from_text("forged response");
+    let mut alice = Noise::new(&secret, now, entropy(1));
+    let mut bob = Noise::new(&secret, now, entropy(2));
+    let alice_init = alice.poll_transmit().unwrap();
+    let bob_init = bob.poll_transmit().unwrap();
+    // Whichever of alice and bob ends up initiator gets a forgery of the
+    // right shape first (without the key, nothing better can be made).
+    let mut forged = vec![0x49, 0, 0, 0, 48];
+    forged.extend_from_slice(&[7; 48]);
+    for target in [&mut alice, &mut bob] {
+        assert_eq!(target.handle_datagram(now, &forged), Received::Dropped);
+    }
+    assert_eq!(bob.handle_datagram(now, &alice_init), Received::Consumed);
+    assert_eq!(alice.handle_datagram(now, &bob_init), Received::Consumed);
+    for _ in 0..3 {
+        while let Some(d) = alice.poll_transmit() {
+            bob.handle_datagram(now, &d);
+        }
+        while let Some(d) = bob.poll_transmit() {
+            alice.handle_datagram(now, &d);
+        }
+    }
+    assert!(alice.is_established() && bob.is_established());
+    assert_eq!(alice.unauthenticated() + bob.unauthenticated(), 2);
+}
