@@ -41,6 +41,9 @@
 //! assert!(events.iter().any(|e| matches!(e, PeerEvent::Message { text, .. } if &**text == "hi bob")));
 //! ```
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use bytes::{BufMut, Bytes, BytesMut};
 use ferry_core::datagram::{
     classify, DropCounts, DropReason, Kind, Peer, PeerConfig, PeerEvent, MAX_DATAGRAM,
