@@ -131,8 +131,15 @@ enum Command {
         /// The peer speaks raw text (like the Qt UDP chat): send each line
         /// as a bare UTF-8 datagram, unacknowledged. Without, ferry
         /// switches to this once the peer sends raw text.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "secret")]
         raw: bool,
+        /// Encrypt the chat with a secret both peers pass (a Noise handshake
+        /// keyed by it; PROTOCOL.md §9.7). Or set FERRY_UDP_SECRET, which
+        /// keeps it out of the process list. Use a long random one: a
+        /// guessable secret can be found offline from a captured handshake.
+        /// Without, the chat is in clear text.
+        #[arg(long)]
+        secret: Option<String>,
         /// Which runtime drives the socket.
         #[arg(long, value_enum, default_value_t = Runtime::DEFAULT)]
         runtime: Runtime,
@@ -357,6 +364,16 @@ fn token_from(flag: Option<String>) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// `--secret`, else `FERRY_UDP_SECRET` (ignored when empty, like
+/// `FERRY_TOKEN`); an empty `--secret` is kept, for `udp` to refuse.
+fn udp_secret_from(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| {
+        std::env::var("FERRY_UDP_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+}
+
 pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .trim()
@@ -432,8 +449,17 @@ fn main() -> ExitCode {
             name,
             unreliable,
             raw,
+            secret,
             runtime,
-        } => udp::udp(runtime, bind, peer, &name, unreliable, raw),
+        } => udp::udp(
+            runtime,
+            bind,
+            peer,
+            &name,
+            unreliable,
+            raw,
+            udp_secret_from(secret),
+        ),
         Command::Decode { hex, max_frame } => return decode_hex(&hex.join(" "), max_frame),
         Command::CheckName { name } => match check_file_name(&name) {
             Ok(_) => {

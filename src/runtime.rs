@@ -60,17 +60,19 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Chats with one peer over UDP on `socket`.
+    /// Chats with one peer over UDP on `socket`, encrypted with `secret`
+    /// when there is one.
     pub fn spawn_udp(
         self,
         socket: std::net::UdpSocket,
         remote: SocketAddr,
         config: ferry_core::datagram::PeerConfig,
+        secret: Option<ferry_noise::Secret>,
     ) -> io::Result<ferry_files::UdpHandle> {
         match self {
-            Runtime::Mio => ferry_mio::spawn_udp(socket, remote, config),
-            Runtime::Smol => ferry_smol::spawn_udp(socket, remote, config),
-            Runtime::Std => ferry_std::spawn_udp(socket, remote, config),
+            Runtime::Mio => ferry_mio::spawn_udp(socket, remote, config, secret),
+            Runtime::Smol => ferry_smol::spawn_udp(socket, remote, config, secret),
+            Runtime::Std => ferry_std::spawn_udp(socket, remote, config, secret),
         }
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::display::{log, safe};
 use crate::runtime::Runtime;
-use ferry_core::datagram::{PeerConfig, PeerEvent};
+use ferry_core::datagram::{DropReason, PeerConfig, PeerEvent};
+use ferry_noise::{Secret, PATTERN};
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
@@ -15,6 +16,10 @@ const LINGER: Duration = Duration::from_secs(15);
 /// deserve an acknowledgement.
 const QUIET: Duration = Duration::from_millis(500);
 
+/// Secrets shorter than this draw a warning: they can be guessed offline
+/// from one captured handshake.
+const SHORT_SECRET: usize = 16;
+
 pub fn udp(
     runtime: Runtime,
     bind: SocketAddr,
@@ -22,19 +27,43 @@ pub fn udp(
     name: &str,
     unreliable: bool,
     raw: bool,
+    secret: Option<String>,
 ) -> Result<(), String> {
+    if secret.as_deref() == Some("") {
+        return Err("--secret is empty: give the secret both peers share".to_string());
+    }
     let socket = UdpSocket::bind(bind).map_err(|e| format!("cannot bind {bind}: {e}"))?;
     let mut config = PeerConfig::new(name);
     config.reliable = !unreliable;
     config.raw = raw;
+    let short = secret
+        .as_ref()
+        .is_some_and(|s| s.chars().count() < SHORT_SECRET);
+    let encrypted = secret.is_some();
     let chat = runtime
-        .spawn_udp(socket, peer, config)
+        .spawn_udp(
+            socket,
+            peer,
+            config,
+            secret.as_deref().map(Secret::from_text),
+        )
         .map_err(|e| format!("cannot chat with {peer}: {e}"))?;
+    drop(secret);
     let local = chat.local_addr();
     log(&format!(
         "chatting on {local} with {peer} as {}",
         safe(name)
     ));
+    if encrypted {
+        log(&format!(
+            "* encrypted with the shared secret ({PATTERN}); handshake with {peer} not yet complete: messages wait for it"
+        ));
+        if short {
+            log(&format!("! the secret is short (under {SHORT_SECRET} characters): whoever captures the handshake can try to guess it offline"));
+        }
+    } else {
+        log("* clear text: anyone on the path can read and forge these messages (--secret encrypts)");
+    }
     if raw {
         log(RAW_MODE);
     }
@@ -52,10 +81,23 @@ pub fn udp(
     let mut input_open = true;
     let mut linger_until = None;
     let mut last_heard = Instant::now();
+    let mut warned = false;
     loop {
         while let Ok(event) = chat.events().try_recv() {
             if matches!(event, PeerEvent::Message { .. } | PeerEvent::RawLine { .. }) {
                 last_heard = Instant::now();
+            }
+            let unauthenticated = DropReason::Unauthenticated;
+            if event
+                == (PeerEvent::Dropped {
+                    reason: unauthenticated,
+                })
+                && !warned
+            {
+                // Once: a peer with another secret sends a datagram every
+                // few seconds, and its contents are never shown.
+                warned = true;
+                log(&format!("! a datagram from {peer} failed authentication and was dropped: a different secret, no secret, a restart or a replay (counted at the end)"));
             }
             print_event(&event, peer);
         }
@@ -85,8 +127,8 @@ pub fn udp(
     let drops = chat.drops();
     if drops.total() > 0 {
         log(&format!(
-            "dropped datagrams: {} oversize, {} malformed, {} frames of other types, {} duplicates, {} stale acknowledgements",
-            drops.oversize, drops.malformed, drops.not_datagram, drops.duplicate, drops.stale_ack
+            "dropped datagrams: {} oversize, {} malformed, {} frames of other types, {} duplicates, {} stale acknowledgements, {} unauthenticated",
+            drops.oversize, drops.malformed, drops.not_datagram, drops.duplicate, drops.stale_ack, drops.unauthenticated
         ));
     }
     let unacked = chat.unacked();
@@ -122,6 +164,7 @@ fn print_event(event: &PeerEvent, peer: SocketAddr) {
             safe(text)
         )),
         PeerEvent::PeerRestarted => log("* the peer restarted"),
+        PeerEvent::Encrypted => log(&format!("* encrypted: handshake with {peer} complete")),
         // Deliveries are the normal case; drops are summed up at the end.
         _ => {}
     }

@@ -64,6 +64,107 @@ fn two_udp_peers_chat_and_leave_once_acknowledged() {
     assert!(bob_out.contains("alice: /quit-not-a-command"), "{bob_out}");
     // The escape sequence is shown escaped, never sent to the terminal raw.
     assert!(!alice_out.contains('\x1b'), "{alice_out:?}");
+    // Without a secret, each says at start that the chat is in clear text.
+    for out in [&alice_out, &bob_out] {
+        assert!(out.contains("* clear text: anyone on the path"), "{out}");
+        assert!(!out.contains("encrypted"), "{out}");
+    }
+}
+
+/// `--secret` on one side and `FERRY_UDP_SECRET` on the other: the chat is
+/// encrypted, each says so at start and once the handshake completes, and
+/// the messages arrive.
+#[test]
+fn two_udp_peers_with_the_same_secret_chat_encrypted() {
+    let (a, b) = (free_port(), free_port());
+    let secret = "a long shared secret for this test";
+    let spawn = |bind: u16, peer: u16, name: &str, runtime: &str, by_env: bool| {
+        let mut command = Command::new(FERRY);
+        command
+            .args(["udp", "--name", name, "--runtime", runtime])
+            .args(["--bind", &format!("127.0.0.1:{bind}")])
+            .args(["--peer", &format!("127.0.0.1:{peer}")])
+            .env_remove("FERRY_UDP_SECRET");
+        if by_env {
+            command.env("FERRY_UDP_SECRET", secret);
+        } else {
+            command.args(["--secret", secret]);
+        }
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut alice = spawn(a, b, "alice", "std", false);
+    let mut bob = spawn(b, a, "bob", "smol", true);
+    // Typed at once: the messages wait for the handshake.
+    writeln!(alice.stdin.as_mut().unwrap(), "hello encrypted bob").unwrap();
+    writeln!(bob.stdin.as_mut().unwrap(), "hello encrypted alice").unwrap();
+    drop(alice.stdin.take());
+    drop(bob.stdin.take());
+    let alice = alice.wait_with_output().unwrap();
+    let bob = bob.wait_with_output().unwrap();
+    let (alice_out, bob_out) = (
+        String::from_utf8_lossy(&alice.stdout),
+        String::from_utf8_lossy(&bob.stdout),
+    );
+    assert!(
+        alice.status.success(),
+        "alice: {alice_out} {:?}",
+        alice.stderr
+    );
+    assert!(bob.status.success(), "bob: {bob_out} {:?}", bob.stderr);
+    assert!(
+        alice_out.contains("bob: hello encrypted alice"),
+        "{alice_out}"
+    );
+    assert!(bob_out.contains("alice: hello encrypted bob"), "{bob_out}");
+    for out in [&alice_out, &bob_out] {
+        assert!(
+            out.contains("* encrypted with the shared secret (Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s); handshake with"),
+            "{out}"
+        );
+        assert!(out.contains("not yet complete"), "{out}");
+        assert_eq!(
+            out.matches("* encrypted: handshake with").count(),
+            1,
+            "{out}"
+        );
+        assert!(!out.contains("clear text"), "{out}");
+        assert!(!out.contains("secret is short"), "{out}");
+        assert!(!out.contains("dropped"), "{out}");
+    }
+}
+
+#[test]
+fn raw_mode_and_a_secret_are_refused_together() {
+    let out = Command::new(FERRY)
+        .args(["udp", "--name", "x", "--peer", "127.0.0.1:9", "--raw"])
+        .args(["--secret", "s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret"), "{err}");
+    let out = Command::new(FERRY)
+        .args([
+            "udp",
+            "--name",
+            "x",
+            "--peer",
+            "127.0.0.1:9",
+            "--secret",
+            "",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret is empty"), "{err}");
 }
 
 #[test]
@@ -288,5 +389,46 @@ fn ferry_udp_raw_talks_to_a_raw_text_peer_from_the_start() {
         assert!(!out.contains("the peer speaks raw text"), "{out}");
         assert_eq!(out.matches("* raw mode").count(), 1, "{out}");
         println!("{runtime}: ok");
+    }
+}
+
+/// Different secrets: nothing the other peer says is shown, each says once
+/// that datagrams failed authentication, and the summary counts them.
+#[test]
+fn udp_peers_with_different_secrets_show_nothing_of_each_other() {
+    let (a, b) = (free_port(), free_port());
+    let spawn = |bind: u16, peer: u16, name: &str, secret: &str| {
+        Command::new(FERRY)
+            .args(["udp", "--name", name, "--runtime", "mio"])
+            .args(["--bind", &format!("127.0.0.1:{bind}")])
+            .args(["--peer", &format!("127.0.0.1:{peer}")])
+            .args(["--secret", secret])
+            .env_remove("FERRY_UDP_SECRET")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut alice = spawn(a, b, "alice", "the first long secret");
+    let mut bob = spawn(b, a, "bob", "a second long secret!");
+    writeln!(alice.stdin.as_mut().unwrap(), "only for the right bob").unwrap();
+    writeln!(bob.stdin.as_mut().unwrap(), "only for the right alice").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for peer in [&mut alice, &mut bob] {
+        writeln!(peer.stdin.as_mut().unwrap(), "/quit").unwrap();
+    }
+    for (peer, other) in [(alice, "bob"), (bob, "alice")] {
+        let out = peer.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.contains(&format!("{other}:")), "{stdout}");
+        assert!(!stdout.contains("only for the right"), "{stdout}");
+        assert_eq!(
+            stdout.matches("failed authentication").count(),
+            1,
+            "{stdout}"
+        );
+        assert!(!stdout.contains("* encrypted: handshake"), "{stdout}");
+        assert!(stdout.contains(" unauthenticated"), "{stdout}");
     }
 }

@@ -177,6 +177,13 @@ pub enum DropReason {
     Duplicate,
     /// An acknowledgement for a message not waiting for one.
     StaleAck,
+    /// Failed authentication in an encrypted chat (`docs/PROTOCOL.md`
+    /// §9.7): a wrong secret, a tampered or replayed datagram, or a
+    /// clear-text frame or raw text arriving at an encrypted peer. The
+    /// core's [`Peer`] never reports it itself: the encryption layer
+    /// beneath it (the `ferry-noise` crate) does, through
+    /// [`DropCounts::add`].
+    Unauthenticated,
 }
 
 /// Counts of dropped datagrams, by reason.
@@ -192,23 +199,32 @@ pub struct DropCounts {
     pub duplicate: u64,
     /// See [`DropReason::StaleAck`].
     pub stale_ack: u64,
+    /// See [`DropReason::Unauthenticated`].
+    pub unauthenticated: u64,
 }
 
 impl DropCounts {
-    fn count(&mut self, reason: DropReason) {
+    /// Counts one drop for `reason`.
+    pub fn add(&mut self, reason: DropReason) {
         let counter = match reason {
             DropReason::Oversize => &mut self.oversize,
             DropReason::Malformed => &mut self.malformed,
             DropReason::NotDatagram => &mut self.not_datagram,
             DropReason::Duplicate => &mut self.duplicate,
             DropReason::StaleAck => &mut self.stale_ack,
+            DropReason::Unauthenticated => &mut self.unauthenticated,
         };
         *counter += 1;
     }
 
     /// All drops.
     pub fn total(&self) -> u64 {
-        self.oversize + self.malformed + self.not_datagram + self.duplicate + self.stale_ack
+        self.oversize
+            + self.malformed
+            + self.not_datagram
+            + self.duplicate
+            + self.stale_ack
+            + self.unauthenticated
     }
 }
 
@@ -305,6 +321,10 @@ pub struct PeerConfig {
     /// text ([`PeerEvent::RawMode`]) and back when it sends a new ferry
     /// message ([`PeerEvent::FerryMode`]).
     pub raw: bool,
+    /// Largest datagram this peer makes, at most [`MAX_DATAGRAM`]: a layer
+    /// beneath that adds its own bytes (encryption, §9.7) lowers it so
+    /// that what it sends still fits in [`MAX_DATAGRAM`].
+    pub max_datagram: usize,
 }
 
 impl PeerConfig {
@@ -318,6 +338,7 @@ impl PeerConfig {
             max_tries: 6,
             max_unacked: 256,
             raw: false,
+            max_datagram: MAX_DATAGRAM,
         }
     }
 }
@@ -375,6 +396,12 @@ pub enum PeerEvent {
     /// Comes just before that [`Message`](PeerEvent::Message), and never
     /// when [`PeerConfig::raw`] was set.
     FerryMode,
+    /// The encrypted channel beneath the peer (`docs/PROTOCOL.md` §9.7)
+    /// is established: messages now go out, and what was typed before
+    /// follows. Comes again when the other end restarted and a new
+    /// handshake replaced the channel. The core's [`Peer`] never emits it:
+    /// the encryption layer beneath it (the `ferry-noise` crate) does.
+    Encrypted,
     /// A datagram was dropped; [`Peer::drops`] keeps the counts.
     Dropped {
         /// Why.
@@ -490,11 +517,12 @@ impl Peer {
     /// Longest text [`send`](Self::send) takes with our name (in raw mode,
     /// a whole datagram).
     pub fn max_text(&self) -> usize {
+        let max = self.config.max_datagram.min(MAX_DATAGRAM);
         if self.raw {
-            return MAX_DATAGRAM;
+            return max;
         }
         // Header, session, seq, two length prefixes.
-        MAX_DATAGRAM - HEADER_LEN - 8 - 8 - 2 - 2 - self.name.len()
+        max.saturating_sub(HEADER_LEN + 8 + 8 + 2 + 2 + self.name.len())
     }
 
     /// Whether [`send`](Self::send) would take another message now.
@@ -666,7 +694,7 @@ impl Peer {
     }
 
     fn drop_one(&mut self, reason: DropReason) {
-        self.drops.count(reason);
+        self.drops.add(reason);
         self.events.push_back(PeerEvent::Dropped { reason });
     }
 

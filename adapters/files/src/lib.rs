@@ -59,4 +59,4 @@ pub use read_buffer::ReadBuffer;
 pub use sending::Sending;
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};
-pub use udp::{session_number, UdpCommand, UdpHandle};
+pub use udp::{os_entropy, session_number, UdpCommand, UdpHandle};

@@ -116,6 +116,22 @@ impl Drop for UdpHandle {
     }
 }
 
+/// Randomness for the encryption layer of a UDP chat
+/// (`ferry_noise::Entropy`): the operating system's secure source.
+///
+/// # Panics
+///
+/// When the operating system cannot give secure random bytes (a kernel
+/// without `getrandom` and without `/dev/urandom`): a handshake with
+/// predictable keys would be worse than a chat that stops.
+pub fn os_entropy() -> impl FnMut(&mut [u8]) + Send + 'static {
+    |buf: &mut [u8]| {
+        if let Err(e) = getrandom::fill(buf) {
+            panic!("the operating system's random source failed: {e}");
+        }
+    }
+}
+
 /// A number that differs between runs: the session a datagram peer's
 /// messages carry, so that the other end can tell a restart from
 /// duplicates. Not a secret; std's randomly seeded hasher, the time and the

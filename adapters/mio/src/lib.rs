@@ -119,11 +119,18 @@ pub fn spawn_client(
 /// [`datagram`](ferry_core::datagram).
 ///
 /// The socket is connected to the peer, so the kernel discards datagrams
-/// from anyone else.
+/// from anyone else. With a `secret`, the chat is encrypted
+/// (`docs/PROTOCOL.md` §9.7).
+///
+/// # Errors
+///
+/// The socket cannot be connected or registered, the thread cannot be
+/// started, or `config` asks for raw mode with a secret (`InvalidInput`).
 pub fn spawn_udp(
     socket: std::net::UdpSocket,
     remote: std::net::SocketAddr,
     config: ferry_core::datagram::PeerConfig,
+    secret: Option<ferry_noise::Secret>,
 ) -> std::io::Result<ferry_files::UdpHandle> {
-    udp::spawn(socket, remote, config)
+    udp::spawn(socket, remote, config, secret)
 }

@@ -1,9 +1,11 @@
 //! Peer-to-peer chat over UDP on a mio event loop: one thread, one socket,
-//! one [`datagram::Peer`](ferry_core::datagram::Peer).
+//! one [`UdpChat`] (a [`datagram::Peer`](ferry_core::datagram::Peer),
+//! encrypted when the users share a secret).
 
 use crate::sock::commander;
-use ferry_core::datagram::{Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
-use ferry_files::{session_number, UdpCommand, UdpHandle};
+use ferry_core::datagram::{PeerConfig, PeerEvent, MAX_DATAGRAM};
+use ferry_files::{os_entropy, session_number, UdpCommand, UdpHandle};
+use ferry_noise::{Entropy, Secret, UdpChat};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -22,7 +24,15 @@ pub(crate) fn spawn(
     socket: std::net::UdpSocket,
     remote: SocketAddr,
     config: PeerConfig,
+    secret: Option<Secret>,
 ) -> io::Result<UdpHandle> {
+    let peer = UdpChat::new(
+        config,
+        Instant::now(),
+        session_number(),
+        secret.map(|s| (s, Box::new(os_entropy()) as Entropy)),
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     socket.connect(remote)?;
     socket.set_nonblocking(true)?;
     let local_addr = socket.local_addr()?;
@@ -37,7 +47,7 @@ pub(crate) fn spawn(
         poll,
         _waker: waker.clone(),
         socket,
-        peer: Peer::new(config, Instant::now(), session_number()),
+        peer,
         commands,
         events: events_tx,
     };
@@ -62,7 +72,7 @@ struct Chat {
     /// would close the descriptor and could vanish from the poll unseen.
     _waker: Arc<Waker>,
     socket: UdpSocket,
-    peer: Peer,
+    peer: UdpChat,
     commands: Receiver<UdpCommand>,
     events: Sender<PeerEvent>,
 }
@@ -122,7 +132,7 @@ impl Chat {
                     let _ = reply.send(self.peer.send(now, &text));
                 }
                 Ok(UdpCommand::Status { reply }) => {
-                    let _ = reply.send((self.peer.unacked(), self.peer.drops().clone()));
+                    let _ = reply.send((self.peer.unacked(), self.peer.drops()));
                 }
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => return true,

@@ -197,15 +197,25 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
 /// Chats over `socket` (already bound) with the peer at `remote` over UDP:
 /// [`run_udp_chat`] on a thread of its own.
 ///
+/// With a `secret`, the chat is encrypted (`docs/PROTOCOL.md` §9.7).
+///
 /// # Errors
 ///
-/// The socket cannot be connected or registered, or the thread cannot be
-/// started.
+/// The socket cannot be connected or registered, the thread cannot be
+/// started, or `config` asks for raw mode with a secret (`InvalidInput`).
 pub fn spawn_udp(
     socket: std::net::UdpSocket,
     remote: SocketAddr,
     config: ferry_core::datagram::PeerConfig,
+    secret: Option<ferry_noise::Secret>,
 ) -> io::Result<UdpHandle> {
+    if config.raw && secret.is_some() {
+        // Said here, not only when the loop starts: the caller hears it.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "raw mode sends clear text, so it cannot be encrypted",
+        ));
+    }
     socket.connect(remote)?;
     let local_addr = socket.local_addr()?;
     let socket = async_net::UdpSocket::try_from(socket)?;
@@ -216,7 +226,7 @@ pub fn spawn_udp(
         .name("ferry-smol-udp".into())
         .spawn(move || {
             // Ends when the handle drops its commander.
-            let _ = async_io::block_on(run_udp_chat(socket, config, commands, events_tx));
+            let _ = async_io::block_on(run_udp_chat(socket, config, secret, commands, events_tx));
         })?;
     let command = Box::new(move |command| {
         // Fails only once the chat stopped, when the command is moot.

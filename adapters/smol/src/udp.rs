@@ -1,11 +1,13 @@
 //! Peer-to-peer chat over UDP on async-io: one task, one socket, one
-//! [`datagram::Peer`](ferry_core::datagram::Peer).
+//! [`UdpChat`] (a [`datagram::Peer`](ferry_core::datagram::Peer),
+//! encrypted when the users share a secret).
 
 use crate::alarm::Alarm;
 use async_channel::Receiver;
 use async_net::UdpSocket;
-use ferry_core::datagram::{Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
-use ferry_files::{session_number, UdpCommand};
+use ferry_core::datagram::{PeerConfig, PeerEvent, MAX_DATAGRAM};
+use ferry_files::{os_entropy, session_number, UdpCommand};
+use ferry_noise::{Entropy, Secret, UdpChat};
 use futures_lite::future;
 use std::io;
 use std::sync::mpsc;
@@ -23,19 +25,29 @@ enum Wake {
 /// closed. What happens goes to `events`. Runs in any executor built on
 /// async-io.
 ///
+/// With a `secret`, the chat is encrypted (`docs/PROTOCOL.md` §9.7).
+///
 /// # Errors
 ///
-/// None today: failed sends lose a datagram (the peer retransmits or
+/// `InvalidInput` when `config` asks for raw mode with a secret. Nothing
+/// else today: failed sends lose a datagram (the peer retransmits or
 /// reports the message lost), failed receives are ignored (an ICMP "port
 /// unreachable" while the other peer is not up yet). The `io::Result`
 /// leaves room for failures that must stop the chat.
 pub async fn run_udp_chat(
     socket: UdpSocket,
     config: PeerConfig,
+    secret: Option<Secret>,
     commands: Receiver<UdpCommand>,
     events: mpsc::Sender<PeerEvent>,
 ) -> io::Result<()> {
-    let mut peer = Peer::new(config, Instant::now(), session_number());
+    let mut peer = UdpChat::new(
+        config,
+        Instant::now(),
+        session_number(),
+        secret.map(|s| (s, Box::new(os_entropy()) as Entropy)),
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     // One byte more than allowed, so that an oversize datagram shows as such
     // instead of being cut to a valid-looking length.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
@@ -61,7 +73,7 @@ pub async fn run_udp_chat(
                 let _ = reply.send(peer.send(now, &text));
             }
             Wake::Command(Some(UdpCommand::Status { reply })) => {
-                let _ = reply.send((peer.unacked(), peer.drops().clone()));
+                let _ = reply.send((peer.unacked(), peer.drops()));
             }
             Wake::Command(Some(_)) => {}
             Wake::Command(None) => return Ok(()),

@@ -1,8 +1,10 @@
 //! Peer-to-peer chat over a UDP socket, driven by a
-//! [`datagram::Peer`](ferry_core::datagram::Peer).
+//! [`UdpChat`]: a [`datagram::Peer`](ferry_core::datagram::Peer), encrypted
+//! when the users share a secret.
 
-use ferry_core::datagram::{Peer, PeerConfig, PeerEvent, MAX_DATAGRAM};
-use ferry_files::{session_number, UdpCommand, UdpHandle};
+use ferry_core::datagram::{PeerConfig, PeerEvent, MAX_DATAGRAM};
+use ferry_files::{os_entropy, session_number, UdpCommand, UdpHandle};
+use ferry_noise::{Entropy, Secret, UdpChat};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,15 +25,32 @@ const TICK: Duration = Duration::from_millis(100);
 /// valid datagram frame is dropped and counted ([`UdpHandle::drops`]), and
 /// what is not a ferry frame at all is a raw-text line
 /// ([`PeerEvent::RawLine`]).
+///
+/// With a `secret`, the chat is encrypted (`docs/PROTOCOL.md` §9.7): the
+/// handshake starts at once, messages wait for it, and what fails
+/// authentication is dropped and counted, never shown.
+///
+/// # Errors
+///
+/// The socket cannot be connected, the thread cannot be started, or
+/// `config` asks for raw mode together with a secret (`InvalidInput`).
 pub fn spawn_udp(
     socket: UdpSocket,
     remote: SocketAddr,
     config: PeerConfig,
+    secret: Option<Secret>,
 ) -> io::Result<UdpHandle> {
+    let chat = UdpChat::new(
+        config,
+        Instant::now(),
+        session_number(),
+        secret.map(|s| (s, Box::new(os_entropy()) as Entropy)),
+    )
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     socket.connect(remote)?;
     let local_addr = socket.local_addr()?;
     let shared = Arc::new(Shared {
-        peer: Mutex::new(Peer::new(config, Instant::now(), session_number())),
+        peer: Mutex::new(chat),
         socket,
         stop: AtomicBool::new(false),
     });
@@ -51,7 +70,7 @@ pub fn spawn_udp(
                 let _ = reply.send(sent);
             }
             UdpCommand::Status { reply } => {
-                let _ = reply.send((peer.unacked(), peer.drops().clone()));
+                let _ = reply.send((peer.unacked(), peer.drops()));
             }
             _ => {}
         }
@@ -61,13 +80,13 @@ pub fn spawn_udp(
 
 /// The peer, its socket, and the receiving thread's stop flag.
 struct Shared {
-    peer: Mutex<Peer>,
+    peer: Mutex<UdpChat>,
     socket: UdpSocket,
     stop: AtomicBool,
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Peer> {
+    fn lock(&self) -> MutexGuard<'_, UdpChat> {
         // A panic elsewhere leaves the peer as consistent as any stop.
         self.peer.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -75,13 +94,13 @@ impl Shared {
     /// Sends what the peer has to send. A failed send (the peer's port is
     /// closed, say) loses the datagram, as the network could; the peer
     /// retransmits or reports the message lost.
-    fn transmit(&self, peer: &mut Peer) {
+    fn transmit(&self, peer: &mut UdpChat) {
         while let Some(datagram) = peer.poll_transmit() {
             let _ = self.socket.send(&datagram);
         }
     }
 
-    fn forward_events(peer: &mut Peer, events: &Sender<PeerEvent>) {
+    fn forward_events(peer: &mut UdpChat, events: &Sender<PeerEvent>) {
         while let Some(event) = peer.poll_event() {
             let _ = events.send(event);
         }
