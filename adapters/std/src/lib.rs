@@ -27,6 +27,6 @@ mod client;
 mod server;
 mod udp;
 
-pub use client::{spawn_client, Client};
-pub use server::spawn_server;
+pub use client::{spawn_client, spawn_client_tls, Client, ClientTls};
+pub use server::{spawn_server, spawn_server_tls};
 pub use udp::spawn_udp;
