@@ -37,6 +37,11 @@ enum Input {
 /// How a client speaks TLS to one server: the client settings (roots,
 /// known servers), the name to check the server's certificate against
 /// (its host name or IP address), and how to trust it.
+///
+/// A server trusted on first use ([`Verify::trusting_new_server`]) is
+/// appended to the known-servers file of `client` once the handshake
+/// succeeds; the copy in memory is this connection's, so load the file
+/// again for the next connection.
 #[derive(Debug, Clone)]
 pub struct ClientTls {
     /// Roots and the known-servers file.
@@ -79,6 +84,21 @@ fn tls_error(error: ferry_tls::Error) -> io::Error {
         _ => io::ErrorKind::InvalidData,
     };
     io::Error::new(kind, error.to_string())
+}
+
+/// Records a server trusted on first use in the known-servers file, so
+/// that the next connection knows it (and refuses it if it changes).
+fn remember(tls: &ClientTls, port: u16, transport: &Transport) -> io::Result<()> {
+    let Some(ferry_tls::Verified::New { fingerprint }) = transport.verified() else {
+        return Ok(());
+    };
+    let mut client = tls.client.clone();
+    match client.known_servers_mut() {
+        Some(known) => known
+            .add(&tls.host, port, fingerprint)
+            .map_err(|e| io::Error::other(e.to_string())),
+        None => Ok(()),
+    }
 }
 
 /// Runs the TLS handshake on `stream` until the server is verified, by
@@ -171,6 +191,7 @@ pub fn spawn_client_tls(
     let (transport, unfed) = match &tls {
         Some(tls) => {
             let (transport, unfed) = handshake(&mut stream, tls, addr.port(), deadline)?;
+            remember(tls, addr.port(), &transport)?;
             (Some(Arc::new(Mutex::new(transport))), unfed)
         }
         None => (None, Vec::new()),

@@ -275,6 +275,11 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     // has dropped it long before this fires.
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let kind = Arc::new(OnceLock::new());
+    if state.tls.is_none() {
+        // Without TLS there is nothing to tell apart: the hub's bytes may
+        // go out from the start, as they always did.
+        let _ = kind.set(None);
+    }
     let outlet = Arc::new(Mutex::new(Outlet {
         stream: stream.try_clone()?,
         batch: OutputBatch::new(),
@@ -484,31 +489,30 @@ impl Reader<'_> {
     fn run(&self, mut stream: TcpStream, kind: &ConnKind) {
         let mut buf = ReadBuffer::new();
         let read = stream.read(buf.space());
-        let tls = match (&read, &self.state.tls) {
+        let decided = kind.get_or_init(|| match (&read, &self.state.tls) {
             (Ok(n), Some(server)) if *n > 0 && Kind::of_first_byte(buf.space()[0]) == Kind::Tls => {
-                Some(server.clone())
+                // Only the first byte decides: accept cannot fail on one.
+                let transport = Transport::accept(&buf.space()[..*n], Some(server)).ok()?;
+                Some(Arc::new(Tls {
+                    transport: Mutex::new(transport),
+                    drained: Condvar::new(),
+                }))
             }
+            // The writer may have decided first (see write_loop): then
+            // this connection is plain whatever it sent.
             _ => None,
-        };
-        let Some(server) = tls else {
-            let _ = kind.set(None);
-            if self.input(read, &mut buf) {
-                self.plain(stream, buf);
-            }
-            return;
-        };
-        let Ok(n) = read else { return };
-        let first = buf.filled(n).to_vec();
-        // Only the first byte decides: accept cannot fail on one.
-        let Ok(transport) = Transport::accept(&first, Some(&server)) else {
-            return;
-        };
-        let tls = Arc::new(Tls {
-            transport: Mutex::new(transport),
-            drained: Condvar::new(),
         });
-        let _ = kind.set(Some(tls.clone()));
-        self.tls(stream, buf, &tls, first);
+        match (decided, read) {
+            (Some(tls), Ok(n)) => {
+                let first = buf.filled(n).to_vec();
+                self.tls(stream, buf, tls, first);
+            }
+            (_, read) => {
+                if self.input(read, &mut buf) {
+                    self.plain(stream, buf);
+                }
+            }
+        }
     }
 
     /// Hands one read's outcome to the hub and writes what it left for
@@ -669,6 +673,10 @@ fn write_loop(
             closing |= finish;
         }
         if closing {
+            // A client closed before its first byte (turned away at
+            // connect, or silent until the handshake timeout) gets the
+            // hub's last words in clear: there is no TLS to put them in.
+            let _ = Outlet::lock(outlet).kind.set(None);
             // One last pass flushes the final frames (ERROR, REFUSE...).
             Outlet::lock(outlet).flush(state, client, true);
             break;

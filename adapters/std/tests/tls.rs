@@ -526,3 +526,115 @@ fn no_chat_line_or_file_byte_crosses_the_wire_in_clear() {
     assert!(contains(&plain.seen().0, line.as_bytes()));
     finish(tls.server, vec![alice, bob, carl]);
 }
+
+#[test]
+fn a_new_server_is_refused_then_trusted_remembered_and_a_changed_one_refused() {
+    let tls = tls_server(HubConfig::default(), None);
+    let addr = tls.server.local_addr();
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("known_servers");
+    let with_known = |verify: Verify| {
+        let known = ferry_tls::KnownServers::load(&path).unwrap();
+        Some(ClientTls::new(
+            TlsClient::new().with_known_servers(known),
+            "127.0.0.1",
+            verify,
+        ))
+    };
+    let connect = |name: &str, tls: Option<ClientTls>| {
+        spawn_client_tls(
+            addr,
+            ClientConfig::new(name),
+            None,
+            Duration::from_secs(5),
+            tls,
+        )
+    };
+    let fingerprint = tls.identity.fingerprint().to_string();
+
+    let error = connect("first", with_known(Verify::default())).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("--fingerprint {fingerprint}")),
+        "{message}"
+    );
+
+    let trusted = connect(
+        "trusting",
+        with_known(Verify::default().trusting_new_server()),
+    )
+    .unwrap();
+    let recorded = fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        recorded,
+        format!("127.0.0.1:{} {fingerprint}\n", addr.port())
+    );
+    let known = connect("known", with_known(Verify::default())).unwrap();
+
+    // The server's key as someone else's: the record no longer matches.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Identity::load_or_create(other_dir.path(), SystemTime::now()).unwrap();
+    let changed = state.path().join("changed");
+    let mut list = ferry_tls::KnownServers::load(&changed).unwrap();
+    list.add("127.0.0.1", addr.port(), other.fingerprint())
+        .unwrap();
+    let tls_changed = ClientTls::new(
+        TlsClient::new().with_known_servers(list),
+        "127.0.0.1",
+        Verify::default().trusting_new_server(),
+    );
+    let message = connect("changed", Some(tls_changed))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("changed its certificate")
+            && message.contains(&fingerprint)
+            && message.contains(&other.fingerprint().to_string()),
+        "{message}"
+    );
+    finish(tls.server, vec![trusted, known]);
+}
+
+#[test]
+fn a_tls_client_refuses_a_server_without_tls() {
+    let server =
+        ferry_std::spawn_server("127.0.0.1:0".parse().unwrap(), HubConfig::default(), None)
+            .unwrap();
+    let tls = ClientTls::new(TlsClient::new(), "127.0.0.1", Verify::default());
+    let error = spawn_client_tls(
+        server.local_addr(),
+        ClientConfig::new("alice"),
+        None,
+        Duration::from_secs(3),
+        Some(tls),
+    )
+    .unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    assert!(
+        error.to_string().starts_with("server speaks no TLS"),
+        "{error}"
+    );
+    finish(server, vec![]);
+}
+
+#[test]
+fn a_plain_client_turned_away_at_connect_still_hears_why() {
+    let mut config = HubConfig::default();
+    config.max_per_ip = 1;
+    let tls = tls_server(config, None);
+    let alice = client(tls.server.local_addr(), "alice", None);
+    let error = spawn_client_tls(
+        tls.server.local_addr(),
+        ClientConfig::new("bob"),
+        None,
+        Duration::from_secs(5),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("too many connections"),
+        "{error}"
+    );
+    finish(tls.server, vec![alice]);
+}
