@@ -575,7 +575,7 @@ impl Reader<'_> {
                     Ok(0) => {
                         let ended = tls.lock().feed_eof();
                         if let Err(e) = ended {
-                            return self.tls_failed(&mut stream, tls, &e);
+                            return self.tls_failed(&stream, tls, &e);
                         }
                         // What came before the end still reaches the hub.
                         self.tls_plaintext(tls, buf.space());
@@ -595,7 +595,7 @@ impl Reader<'_> {
             let fed = tls.lock().feed(&unfed);
             let taken = match fed {
                 Ok(taken) => taken,
-                Err(e) => return self.tls_failed(&mut stream, tls, &e),
+                Err(e) => return self.tls_failed(&stream, tls, &e),
             };
             unfed.drain(..taken);
             self.tls_plaintext(tls, buf.space());
@@ -642,10 +642,14 @@ impl Reader<'_> {
 
     /// Ends a connection whose TLS failed: the alert for the peer goes out
     /// if the socket takes it, and the hub learns why, with the address.
-    fn tls_failed(&self, stream: &mut TcpStream, tls: &Tls, error: &ferry_tls::Error) {
+    fn tls_failed(&self, stream: &TcpStream, tls: &Tls, error: &ferry_tls::Error) {
         let mut alert = Vec::new();
         tls.lock().take_outgoing(&mut alert);
-        let _ = stream.write_all(&alert);
+        // Only if the socket takes it at once: a peer that sends garbage
+        // and reads nothing must not hold this thread for WRITE_TIMEOUT.
+        let mut batch = OutputBatch::new();
+        batch.push(Bytes::from(alert));
+        let _ = write_without_blocking(stream, &mut batch);
         let mut shared = self.state.lock();
         let now = Instant::now();
         let reason = format!("TLS with {}: {error}", self.peer);

@@ -638,3 +638,83 @@ fn a_plain_client_turned_away_at_connect_still_hears_why() {
     );
     finish(tls.server, vec![alice]);
 }
+
+#[test]
+fn a_file_goes_from_tls_user_to_tls_user() {
+    let src = tempfile::tempdir().unwrap();
+    let bobs = tempfile::tempdir().unwrap();
+    let data = contents(5 << 20, 5);
+    let path = src.path().join("holiday.jpg");
+    fs::write(&path, &data).unwrap();
+    let tls = tls_server(HubConfig::default(), None);
+    let addr = tls.server.local_addr();
+    let alice = client(addr, "alice", pinned(&tls.identity));
+    let bob = spawn_client_tls(
+        addr,
+        ClientConfig::new("bob"),
+        Some(Inbox::open(bobs.path()).unwrap()),
+        Duration::from_secs(5),
+        pinned(&tls.identity),
+    )
+    .unwrap();
+    alice.send(ClientCommand::SendFile {
+        path,
+        to: "bob".into(),
+    });
+    let saved = wait_for(bob.notices(), "bob's copy", |n| match n {
+        ClientNotice::File(Report::Saved { path, .. }) => Some(path.clone()),
+        ClientNotice::File(Report::Offered { accepted: None, .. }) => panic!("declined"),
+        _ => None,
+    });
+    assert!(fs::read(&saved).unwrap() == data, "contents differ");
+    // Chat still flows both ways afterwards.
+    say(&bob, "got it");
+    hears(&alice, "bob", "got it");
+    finish(tls.server, vec![alice, bob]);
+}
+
+#[test]
+fn a_tls_guest_that_stops_reading_holds_nobody_up() {
+    let mut config = HubConfig::default();
+    config.flood_burst = 1_000_000;
+    config.flood_per_second = 1_000_000;
+    config.source_flood_burst = 1_000_000;
+    config.source_flood_per_second = 1_000_000;
+    config.connection.max_outgoing = 256 * 1024;
+    let tls = tls_server(config, None);
+    let addr = tls.server.local_addr();
+    let alice = client(addr, "alice", pinned(&tls.identity));
+    let bob = client(addr, "bob", pinned(&tls.identity));
+    // Joins inside TLS, then never reads again.
+    let mut slow = TextOverTls::connect(addr, &tls.identity);
+    slow.write(b"/name slow\r\n");
+    slow.expect("* welcome to ferry, slow");
+    let text = "x".repeat(4000);
+    let mut dropped = false;
+    for round in 0..125 {
+        for i in 0..20 {
+            say(&alice, &format!("{round}.{i} {text}"));
+        }
+        hears(&bob, "alice", &format!("{round}.19 {text}"));
+        while let Ok(notice) = tls.server.notices().try_recv() {
+            dropped |= is_slow_reader(&notice);
+        }
+    }
+    if !dropped {
+        wait_for(tls.server.notices(), "the slow reader dropped", |n| {
+            is_slow_reader(n).then_some(())
+        });
+    }
+    drop(slow);
+    finish(tls.server, vec![alice, bob]);
+}
+
+fn is_slow_reader(notice: &ServerNotice) -> bool {
+    matches!(
+        notice,
+        ServerNotice::Disconnected {
+            code: ferry_core::Code::SLOW_READER,
+            ..
+        }
+    )
+}
