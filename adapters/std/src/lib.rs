@@ -7,6 +7,11 @@
 //! sockets and the core, keeps the clock, and runs files through
 //! [`ferry_files`].
 //!
+//! TLS comes from `ferry-tls`: [`spawn_server_tls`] serves TLS and plain
+//! clients on one port, told apart by their first byte, and
+//! [`spawn_client_tls`] (or [`Client::connect_tls`]) verifies the server
+//! ([`ClientTls`]) before it writes a single ferry byte.
+//!
 //! # Example
 //!
 //! ```

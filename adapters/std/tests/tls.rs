@@ -451,14 +451,15 @@ fn a_wrong_pin_is_refused_before_any_ferry_byte_is_sent() {
     );
     assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
     // The server saw a connection end without anyone joining.
-    wait_for(
-        tls.server.notices(),
-        "the refused connection's end",
-        |n| match n {
-            ServerNotice::Joined { .. } => panic!("the refused client joined"),
-            ServerNotice::Disconnected { .. } => Some(()),
-            _ => None,
-        },
+    let reason = wait_for(tls.server.notices(), "the refused one's end", |n| match n {
+        ServerNotice::Joined { .. } => panic!("the refused client joined"),
+        ServerNotice::Disconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    // The log says who and why: the client's alert, as rustls words it.
+    assert!(
+        reason.contains("TLS with 127.0.0.1:") && reason.contains("alert"),
+        "{reason}"
     );
     // On the wire: after its ClientHello, the client sent no record that
     // could hold a HELLO (an encrypted alert is 19 bytes).
