@@ -273,6 +273,10 @@ fn read_tls_loop(
 ) {
     let mut buf = ReadBuffer::new();
     let mut plaintext = vec![0; ferry_tls::PLAINTEXT_LIMIT];
+    // The handshake's last read may have brought the server's first bytes.
+    if send_plaintext(transport, &mut plaintext, input).is_err() {
+        return;
+    }
     loop {
         if unfed.is_empty() {
             match stream.read(buf.space()) {
