@@ -1,15 +1,22 @@
 //! A client on blocking sockets: one thread reads the socket, one drives
 //! the connection (commands, timers, writes, files).
+//!
+//! With TLS, the handshake runs to the end (the server verified) before
+//! the connection is even made, so no ferry byte, the token least of all,
+//! can reach a server that was not checked. The reader then feeds the
+//! transport and passes plaintext on; the driver encrypts under the same
+//! lock, but writes to the socket outside it.
 
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
     OutputBatch, ReadBuffer, Wake,
 };
-use std::io::{self, Read};
+use ferry_tls::{TlsClient, Transport, Verify};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,33 +29,188 @@ enum Input {
     Command(ClientCommand),
     /// A file writer finished something.
     Disk,
+    /// TLS: the transport has records to send that no plaintext made
+    /// (an answer to the server's own TLS messages).
+    Records,
+}
+
+/// How a client speaks TLS to one server: the client settings (roots,
+/// known servers), the name to check the server's certificate against
+/// (its host name or IP address), and how to trust it.
+///
+/// A server trusted on first use ([`Verify::trusting_new_server`]) is
+/// appended to the known-servers file of `client` once the handshake
+/// succeeds; the copy in memory is this connection's, so load the file
+/// again for the next connection.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// Roots and the known-servers file.
+    pub client: TlsClient,
+    /// The server's host name or IP address, as the user gave it.
+    pub host: String,
+    /// A pin, or trust of a new server.
+    pub verify: Verify,
+}
+
+impl ClientTls {
+    /// TLS to `host`, checked by `client` and `verify`.
+    pub fn new(client: TlsClient, host: impl Into<String>, verify: Verify) -> ClientTls {
+        ClientTls {
+            client,
+            host: host.into(),
+            verify,
+        }
+    }
+}
+
+/// A TLS connection's transport, shared by the reader and the driver.
+type SharedTransport = Arc<Mutex<Transport>>;
+
+fn lock(transport: &Mutex<Transport>) -> MutexGuard<'_, Transport> {
+    // A panic leaves it as a failed I/O would: the next call says so.
+    transport.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A ferry-tls error as an `io::Error` whose message is its one line.
+fn tls_error(error: ferry_tls::Error) -> io::Error {
+    use ferry_tls::Error as E;
+    let kind = match error {
+        E::PinMismatch { .. }
+        | E::UnknownServer { .. }
+        | E::ChangedServer { .. }
+        | E::CertificateName { .. }
+        | E::Handshake { .. } => io::ErrorKind::PermissionDenied,
+        E::Truncated => io::ErrorKind::UnexpectedEof,
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, error.to_string())
+}
+
+/// Records a server trusted on first use in the known-servers file, so
+/// that the next connection knows it (and refuses it if it changes).
+fn remember(tls: &ClientTls, port: u16, transport: &Transport) -> io::Result<()> {
+    let Some(ferry_tls::Verified::New { fingerprint }) = transport.verified() else {
+        return Ok(());
+    };
+    let mut client = tls.client.clone();
+    match client.known_servers_mut() {
+        Some(known) => known
+            .add(&tls.host, port, fingerprint)
+            .map_err(|e| io::Error::other(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Runs the TLS handshake on `stream` until the server is verified, by
+/// `deadline`. Returns the transport and the socket bytes it has not taken
+/// yet (the server may have sent more than the handshake).
+fn handshake(
+    stream: &mut TcpStream,
+    tls: &ClientTls,
+    port: u16,
+    deadline: Instant,
+) -> io::Result<(Transport, Vec<u8>)> {
+    let mut transport = Transport::client(&tls.client, &tls.host, port, &tls.verify)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut unfed = Vec::new();
+    let mut buf = [0; 16 * 1024];
+    loop {
+        while transport.wants_write() {
+            transport.write_to(stream)?;
+        }
+        if !transport.is_handshaking() {
+            stream.set_read_timeout(None)?;
+            return Ok((transport, unfed));
+        }
+        if unfed.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server did not complete the TLS handshake in time",
+                ));
+            }
+            stream.set_read_timeout(Some(left))?;
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    transport.feed_eof().map_err(tls_error)?;
+                    return Err(tls_error(ferry_tls::Error::Truncated));
+                }
+                Ok(n) => unfed.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let result = transport.feed(&unfed);
+        let taken = match result {
+            Ok(taken) => taken,
+            Err(e) => {
+                // The alert tells the server why, if it still listens.
+                let mut alert = Vec::new();
+                transport.take_outgoing(&mut alert);
+                let _ = stream.write_all(&alert);
+                return Err(tls_error(e));
+            }
+        };
+        unfed.drain(..taken);
+    }
 }
 
 /// Connects to `addr` and runs the client on threads of its own. Received
 /// files go into `accept_files` (offers are declined without it, and wait
 /// for the user's answer if it asks first: see [`Inbox::ask_first`]). Fails if
 /// the connection or the handshake takes longer than `timeout`, or if the
-/// server refuses (the error says why).
+/// server refuses (the error says why). In clear text; see
+/// [`spawn_client_tls`].
 pub fn spawn_client(
     addr: SocketAddr,
     config: ClientConfig,
     accept_files: Option<Inbox>,
     timeout: Duration,
 ) -> io::Result<ClientHandle> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    spawn_client_tls(addr, config, accept_files, timeout, None)
+}
+
+/// [`spawn_client`], through TLS when `tls` is given. The TLS handshake
+/// ends, and the server is verified, before any ferry byte is written; a
+/// server that fails the check is an error whose message is ferry-tls's
+/// one line (a pin mismatch names both fingerprints, an unknown server the
+/// flag that pins it, a server without TLS its first byte), and it never
+/// sees the HELLO or its token. `timeout` covers both handshakes.
+pub fn spawn_client_tls(
+    addr: SocketAddr,
+    config: ClientConfig,
+    accept_files: Option<Inbox>,
+    timeout: Duration,
+    tls: Option<ClientTls>,
+) -> io::Result<ClientHandle> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
+    let (transport, unfed) = match &tls {
+        Some(tls) => {
+            let (transport, unfed) = handshake(&mut stream, tls, addr.port(), deadline)?;
+            remember(tls, addr.port(), &transport)?;
+            (Some(Arc::new(Mutex::new(transport))), unfed)
+        }
+        None => (None, Vec::new()),
+    };
     let (input_tx, input) = mpsc::channel();
     let (notices_tx, notices) = mpsc::channel();
     let reader = stream.try_clone()?;
     let reader_tx = input_tx.clone();
+    let reader_transport = transport.clone();
     thread::Builder::new()
         .name("ferry-std-client-read".into())
-        .spawn(move || read_loop(reader, &reader_tx))?;
+        .spawn(move || match reader_transport {
+            Some(transport) => read_tls_loop(reader, &transport, unfed, &reader_tx),
+            None => read_loop(reader, &reader_tx),
+        })?;
     let disk_tx = input_tx.clone();
     let disk_wake: Wake = Arc::new(move || {
         let _ = disk_tx.send(Input::Disk);
     });
-    let deadline = Instant::now() + timeout;
     let (welcomed_tx, welcomed) = mpsc::channel();
     let thread = thread::Builder::new()
         .name("ferry-std-client".into())
@@ -58,6 +220,7 @@ pub fn spawn_client(
                 conn: Connection::client(config, Instant::now()),
                 files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake),
                 stream,
+                transport,
                 notices: notices_tx,
                 welcomed: Some(welcomed_tx),
             };
@@ -100,10 +263,93 @@ fn read_loop(mut stream: TcpStream, input: &Sender<Input>) {
     }
 }
 
+/// The TLS read path: socket bytes (after `unfed`, what the handshake
+/// left) into the transport, its plaintext to the driver.
+fn read_tls_loop(
+    mut stream: TcpStream,
+    transport: &Mutex<Transport>,
+    mut unfed: Vec<u8>,
+    input: &Sender<Input>,
+) {
+    let mut buf = ReadBuffer::new();
+    let mut plaintext = vec![0; ferry_tls::PLAINTEXT_LIMIT];
+    // The handshake's last read may have brought the server's first bytes.
+    if send_plaintext(transport, &mut plaintext, input).is_err() {
+        return;
+    }
+    loop {
+        if unfed.is_empty() {
+            match stream.read(buf.space()) {
+                Ok(0) => {
+                    let ended = lock(transport).feed_eof();
+                    let _ = send_plaintext(transport, &mut plaintext, input);
+                    let _ = input.send(match ended {
+                        Ok(()) => Input::Eof,
+                        Err(e) => Input::Broken(format!("TLS: {e}")),
+                    });
+                    return;
+                }
+                Ok(n) => unfed.extend_from_slice(buf.filled(n)),
+                Err(e) => {
+                    let _ = input.send(Input::Broken(format!("read failed: {e}")));
+                    return;
+                }
+            }
+        }
+        let fed = lock(transport).feed(&unfed);
+        let taken = match fed {
+            Ok(taken) => taken,
+            Err(e) => {
+                let _ = input.send(Input::Broken(format!("TLS: {e}")));
+                return;
+            }
+        };
+        unfed.drain(..taken);
+        if send_plaintext(transport, &mut plaintext, input).is_err() {
+            return;
+        }
+        let (closed, records) = {
+            let t = lock(transport);
+            (t.peer_closed(), t.wants_write())
+        };
+        if closed {
+            let _ = input.send(Input::Eof);
+            return;
+        }
+        if records && input.send(Input::Records).is_err() {
+            return;
+        }
+        if taken == 0 && !unfed.is_empty() {
+            // Its output is full until the driver writes it: wait rather
+            // than spin (the driver was just woken if it had to be).
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Passes the transport's plaintext on; an error once the driver is gone.
+fn send_plaintext(
+    transport: &Mutex<Transport>,
+    buf: &mut [u8],
+    input: &Sender<Input>,
+) -> Result<(), ()> {
+    loop {
+        let n = lock(transport).read_plaintext(buf).unwrap_or(0);
+        if n == 0 {
+            return Ok(());
+        }
+        input
+            .send(Input::Bytes(buf[..n].to_vec()))
+            .map_err(|_| ())?;
+    }
+}
+
 struct Driver {
     conn: Connection,
     files: FileTransfers,
     stream: TcpStream,
+    /// TLS: the transport the connection's bytes go through.
+    transport: Option<SharedTransport>,
     notices: Sender<ClientNotice>,
     /// Told once whether the handshake succeeded.
     welcomed: Option<Sender<io::Result<()>>>,
@@ -143,6 +389,7 @@ impl Driver {
                 }
                 Ok(Input::Broken(reason)) => self.conn.handle_broken(Instant::now(), &reason),
                 Ok(Input::Command(command)) => self.command(command),
+                Ok(Input::Records) => {}
                 Ok(Input::Disk) => {
                     for report in self.files.poll_disk(&mut self.conn, Instant::now()) {
                         let _ = self.notices.send(ClientNotice::File(report));
@@ -163,6 +410,16 @@ impl Driver {
                 self.events();
             }
             if self.conn.is_closed() && self.conn.is_drained() {
+                if let Some(transport) = &self.transport {
+                    // close_notify: the server sees a deliberate end.
+                    let mut records = Vec::new();
+                    {
+                        let mut transport = lock(transport);
+                        transport.close();
+                        transport.take_outgoing(&mut records);
+                    }
+                    let _ = self.stream.write_all(&records);
+                }
                 let _ = self.stream.shutdown(Shutdown::Write);
                 return Ok(());
             }
@@ -218,12 +475,42 @@ impl Driver {
 
     fn flush(&mut self) -> io::Result<()> {
         let mut batch = OutputBatch::new();
+        if let Some(transport) = self.transport.clone() {
+            self.write_records(&transport)?;
+            while batch.fill(|| self.conn.poll_transmit()) {
+                while !batch.is_empty() {
+                    let mut taken = 0;
+                    {
+                        let mut transport = lock(&transport);
+                        for slice in batch.io_slices().iter() {
+                            let n = transport.write_plaintext(slice).map_err(tls_error)?;
+                            taken += n;
+                            if n < slice.len() {
+                                break;
+                            }
+                        }
+                    }
+                    batch.advance(taken);
+                    self.write_records(&transport)?;
+                }
+                self.events();
+            }
+            return Ok(());
+        }
         while batch.fill(|| self.conn.poll_transmit()) {
             batch.write_all(&mut self.stream)?;
             // Writing may have let the connection ask for more file data.
             self.events();
         }
         Ok(())
+    }
+
+    /// Writes out the transport's records, outside its lock so that the
+    /// reader keeps feeding it while the socket is full.
+    fn write_records(&mut self, transport: &Mutex<Transport>) -> io::Result<()> {
+        let mut records = Vec::new();
+        lock(transport).take_outgoing(&mut records);
+        self.stream.write_all(&records)
     }
 }
 
@@ -248,6 +535,18 @@ impl Client {
         timeout: Duration,
     ) -> io::Result<Client> {
         spawn_client(addr, config, accept_files, timeout).map(|handle| Client { handle })
+    }
+
+    /// [`connect_with`](Client::connect_with) through TLS when `tls` is
+    /// given (see [`spawn_client_tls`]).
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: ClientConfig,
+        accept_files: Option<Inbox>,
+        timeout: Duration,
+        tls: Option<ClientTls>,
+    ) -> io::Result<Client> {
+        spawn_client_tls(addr, config, accept_files, timeout, tls).map(|handle| Client { handle })
     }
 
     /// Says `text` to the room.

@@ -7,6 +7,11 @@
 //! sockets and the core, keeps the clock, and runs files through
 //! [`ferry_files`].
 //!
+//! TLS comes from `ferry-tls`: [`spawn_server_tls`] serves TLS and plain
+//! clients on one port, told apart by their first byte, and
+//! [`spawn_client_tls`] (or [`Client::connect_tls`]) verifies the server
+//! ([`ClientTls`]) before it writes a single ferry byte.
+//!
 //! # Example
 //!
 //! ```
@@ -27,6 +32,6 @@ mod client;
 mod server;
 mod udp;
 
-pub use client::{spawn_client, Client};
-pub use server::spawn_server;
+pub use client::{spawn_client, spawn_client_tls, Client, ClientTls};
+pub use server::{spawn_server, spawn_server_tls};
 pub use udp::spawn_udp;

@@ -6,17 +6,28 @@
 //! writer is idle, without blocking: waking the writer thread for it cost
 //! a thread switch per round trip. What does not fit in the socket is left
 //! to the writer, so a reader never stops reading to wait for its peer.
+//!
+//! With a [`TlsServer`], a connection whose first byte starts a TLS
+//! ClientHello runs through a [`Transport`] shared by its reader and
+//! writer: the reader feeds it socket bytes and hands the plaintext to the
+//! hub, the writer moves the hub's bytes into it and writes the records.
+//! Neither holds the transport's lock while it blocks on the socket, so a
+//! writer stuck on a peer that does not read never stops its reader. Every
+//! other connection (the ferry preamble, a raw-text guest) stays plain and
+//! takes exactly the path it takes without TLS.
 
+use bytes::Bytes;
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
     HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake,
 };
+use ferry_tls::{Kind, TlsServer, Transport};
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,13 +37,35 @@ const TIMER_TICK: Duration = Duration::from_millis(200);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a shutting-down server lets writers flush.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// How long a TLS reader whose transport refuses input waits for its
+/// writer before looking again (the writer also wakes it when it drains).
+const TLS_DRAIN_WAIT: Duration = Duration::from_millis(100);
 
 /// Binds `listen` (port 0 picks a free port) and serves on threads of its
 /// own: one acceptor, one timer, and a reader and a writer per client.
+/// Every connection is plain; see [`spawn_server_tls`] for TLS.
 pub fn spawn_server(
     listen: SocketAddr,
     hub: HubConfig,
     inbox: Option<Inbox>,
+) -> io::Result<ServerHandle> {
+    spawn_server_tls(listen, hub, inbox, None)
+}
+
+/// [`spawn_server`], also speaking TLS with `tls`: a connection whose first
+/// byte starts a TLS ClientHello (`0x16`) is served through TLS, any other
+/// (the ferry preamble, a raw-text guest) in clear text on the same port.
+///
+/// A TLS handshake that fails ends that connection alone, with a
+/// [`ServerNotice::Disconnected`] whose reason names the client's address
+/// and rustls' reason. The hub's `handshake_timeout` also bounds the TLS
+/// handshake: it runs from the TCP accept, so a client that never finishes
+/// TLS is closed then like one that never sends HELLO.
+pub fn spawn_server_tls(
+    listen: SocketAddr,
+    hub: HubConfig,
+    inbox: Option<Inbox>,
+    tls: Option<Arc<TlsServer>>,
 ) -> io::Result<ServerHandle> {
     let listener = TcpListener::bind(listen)?;
     let local_addr = listener.local_addr()?;
@@ -55,6 +88,7 @@ pub fn spawn_server(
         stopping: AtomicBool::new(false),
         stopped: Condvar::new(),
         local_addr,
+        tls,
     });
     let disk_state = Arc::downgrade(&state);
     thread::Builder::new()
@@ -107,6 +141,7 @@ struct State {
     stopping: AtomicBool,
     stopped: Condvar,
     local_addr: SocketAddr,
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl State {
@@ -239,9 +274,17 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     // A peer that never reads would hold its writer thread forever; the hub
     // has dropped it long before this fires.
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let kind = Arc::new(OnceLock::new());
+    if state.tls.is_none() {
+        // Without TLS there is nothing to tell apart: the hub's bytes may
+        // go out from the start, as they always did.
+        let _ = kind.set(None);
+    }
     let outlet = Arc::new(Mutex::new(Outlet {
         stream: stream.try_clone()?,
         batch: OutputBatch::new(),
+        kind: kind.clone(),
+        plaintext: OutputBatch::new(),
     }));
     let (wake_tx, wake_rx) = mpsc::channel();
     let reader_wake = wake_tx.clone();
@@ -260,7 +303,16 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     let reader_outlet = outlet.clone();
     thread::Builder::new()
         .name(format!("ferry-std-read-{}", client.0))
-        .spawn(move || read_loop(&reader_state, client, stream, &reader_outlet, &reader_wake))?;
+        .spawn(move || {
+            let reader = Reader {
+                state: &reader_state,
+                client,
+                peer,
+                outlet: &reader_outlet,
+                wake_writer: &reader_wake,
+            };
+            reader.run(stream, &kind)
+        })?;
     let writer_state = state.clone();
     thread::Builder::new()
         .name(format!("ferry-std-write-{}", client.0))
@@ -268,12 +320,37 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// How a connection turned out to speak, set once by its reader from the
+/// first bytes: `None` plain, `Some` TLS.
+type ConnKind = OnceLock<Option<Arc<Tls>>>;
+
+/// A TLS connection's transport, shared by its reader and writer.
+struct Tls {
+    transport: Mutex<Transport>,
+    /// Signalled when the writer took records out, for a reader whose
+    /// transport refused input while its output was full.
+    drained: Condvar,
+}
+
+impl Tls {
+    fn lock(&self) -> MutexGuard<'_, Transport> {
+        // A panic leaves the transport as a failed I/O would: the next
+        // call reports the connection's end.
+        self.transport.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// A client's sending side: its writer's, lent to its reader when idle.
 struct Outlet {
     stream: TcpStream,
-    /// Taken from the hub, not yet written; what a reader could not write
-    /// without blocking stays here for the writer.
+    /// Taken from the hub (or, for TLS, records from the transport), not
+    /// yet written; what a reader could not write without blocking stays
+    /// here for the writer.
     batch: OutputBatch,
+    /// Plain or TLS, once the reader knows.
+    kind: Arc<ConnKind>,
+    /// TLS only: the hub's bytes the transport has not taken yet.
+    plaintext: OutputBatch,
 }
 
 /// How [`Outlet::flush`] ended.
@@ -300,9 +377,29 @@ impl Outlet {
     fn flush(&mut self, state: &State, client: ClientId, blocking: bool) -> Flushed {
         loop {
             if self.batch.is_empty() {
-                let mut shared = state.lock();
-                let more = self.batch.fill(|| shared.hub.poll_transmit(client));
-                shared.after(Instant::now());
+                let kind = self.kind.clone();
+                let more = match kind.get() {
+                    Some(None) => {
+                        let mut shared = state.lock();
+                        let more = self.batch.fill(|| shared.hub.poll_transmit(client));
+                        shared.after(Instant::now());
+                        more
+                    }
+                    Some(Some(tls)) => match self.encrypt(state, client, tls) {
+                        Ok(more) => more,
+                        Err(e) => {
+                            let mut shared = state.lock();
+                            let now = Instant::now();
+                            shared.hub.handle_broken(client, now, &format!("TLS: {e}"));
+                            shared.after(now);
+                            return Flushed::Broken;
+                        }
+                    },
+                    // Until the first bytes tell plain from TLS, the hub's
+                    // bytes wait in the hub: sent in clear, they would break
+                    // a TLS handshake. The reader flushes once it knows.
+                    None => false,
+                };
                 if !more {
                     return Flushed::All;
                 }
@@ -331,6 +428,40 @@ impl Outlet {
     }
 }
 
+impl Outlet {
+    /// TLS: moves the hub's bytes for `client` into the transport and the
+    /// records it makes into the batch. Returns whether the batch has
+    /// something to write.
+    fn encrypt(
+        &mut self,
+        state: &State,
+        client: ClientId,
+        tls: &Tls,
+    ) -> Result<bool, ferry_tls::Error> {
+        if self.plaintext.is_empty() {
+            let mut shared = state.lock();
+            self.plaintext.fill(|| shared.hub.poll_transmit(client));
+            shared.after(Instant::now());
+        }
+        let mut transport = tls.lock();
+        let mut taken = 0;
+        for slice in self.plaintext.io_slices().iter() {
+            let n = transport.write_plaintext(slice)?;
+            taken += n;
+            if n < slice.len() {
+                break;
+            }
+        }
+        self.plaintext.advance(taken);
+        let mut records = Vec::new();
+        transport.take_outgoing(&mut records);
+        drop(transport);
+        tls.drained.notify_all();
+        self.batch.push(Bytes::from(records));
+        Ok(!self.batch.is_empty())
+    }
+}
+
 /// One write of what `batch` holds that returns `WouldBlock` rather than
 /// wait for room, on a socket that is otherwise blocking.
 #[cfg(unix)]
@@ -344,48 +475,186 @@ fn write_without_blocking(_: &TcpStream, _: &mut OutputBatch) -> io::Result<usiz
     Err(io::ErrorKind::WouldBlock.into())
 }
 
-fn read_loop(
-    state: &Arc<State>,
+/// A client's receiving side.
+struct Reader<'a> {
+    state: &'a Arc<State>,
     client: ClientId,
-    mut stream: TcpStream,
-    outlet: &Mutex<Outlet>,
-    wake_writer: &Sender<bool>,
-) {
-    let mut buf = ReadBuffer::new();
-    loop {
+    peer: SocketAddr,
+    outlet: &'a Mutex<Outlet>,
+    wake_writer: &'a Sender<bool>,
+}
+
+impl Reader<'_> {
+    /// Reads until the client is gone; the first bytes decide plain or TLS.
+    fn run(&self, mut stream: TcpStream, kind: &ConnKind) {
+        let mut buf = ReadBuffer::new();
         let read = stream.read(buf.space());
-        let mut shared = state.lock();
+        let decided = kind.get_or_init(|| match (&read, &self.state.tls) {
+            (Ok(n), Some(server)) if *n > 0 && Kind::of_first_byte(buf.space()[0]) == Kind::Tls => {
+                // Only the first byte decides: accept cannot fail on one.
+                let transport = Transport::accept(&buf.space()[..*n], Some(server)).ok()?;
+                Some(Arc::new(Tls {
+                    transport: Mutex::new(transport),
+                    drained: Condvar::new(),
+                }))
+            }
+            // The writer may have decided first (see write_loop): then
+            // this connection is plain whatever it sent.
+            _ => None,
+        });
+        match (decided, read) {
+            (Some(tls), Ok(n)) => {
+                let first = buf.filled(n).to_vec();
+                self.tls(stream, buf, tls, first);
+            }
+            (_, read) => {
+                if self.input(read, &mut buf) {
+                    self.plain(stream, buf);
+                }
+            }
+        }
+    }
+
+    /// Hands one read's outcome to the hub and writes what it left for
+    /// the client; false once the client is gone.
+    fn input(&self, read: io::Result<usize>, buf: &mut ReadBuffer) -> bool {
+        let mut shared = self.state.lock();
         let now = Instant::now();
         match read {
             Ok(0) => {
-                shared.hub.handle_eof(client, now);
+                shared.hub.handle_eof(self.client, now);
                 shared.after(now);
-                return;
+                return false;
             }
             Err(e) => {
                 let reason = format!("read failed: {e}");
-                shared.hub.handle_broken(client, now, &reason);
+                shared.hub.handle_broken(self.client, now, &reason);
                 shared.after(now);
-                return;
+                return false;
             }
             Ok(n) => {
-                shared.serving = Some(client);
-                shared.hub.handle_input(client, now, buf.filled(n));
+                shared.serving = Some(self.client);
+                shared.hub.handle_input(self.client, now, buf.filled(n));
                 shared.after(now);
                 shared.serving = None;
             }
         }
         drop(shared);
-        // What the input left for this client goes out from here if the
-        // writer is idle and the socket has room; otherwise the writer is
-        // woken for it. Either way nothing waits without someone to write it.
-        let written = match outlet.try_lock() {
-            Ok(mut outlet) => outlet.flush(state, client, false),
+        self.write_back();
+        true
+    }
+
+    /// What the input left for this client goes out from here if the
+    /// writer is idle and the socket has room; otherwise the writer is
+    /// woken for it. Either way nothing waits without someone to write it.
+    fn write_back(&self) {
+        let written = match self.outlet.try_lock() {
+            Ok(mut outlet) => outlet.flush(self.state, self.client, false),
             Err(_) => Flushed::Full,
         };
         if written == Flushed::Full {
-            let _ = wake_writer.send(false);
+            let _ = self.wake_writer.send(false);
         }
+    }
+
+    fn plain(&self, mut stream: TcpStream, mut buf: ReadBuffer) {
+        loop {
+            let read = stream.read(buf.space());
+            if !self.input(read, &mut buf) {
+                return;
+            }
+        }
+    }
+
+    /// The TLS read path: socket bytes into the transport, its plaintext
+    /// to the hub. `unfed` starts with the bytes the first read got.
+    fn tls(&self, mut stream: TcpStream, mut buf: ReadBuffer, tls: &Tls, mut unfed: Vec<u8>) {
+        loop {
+            if unfed.is_empty() {
+                match stream.read(buf.space()) {
+                    Ok(0) => {
+                        let ended = tls.lock().feed_eof();
+                        if let Err(e) = ended {
+                            return self.tls_failed(&stream, tls, &e);
+                        }
+                        // What came before the end still reaches the hub.
+                        self.tls_plaintext(tls, buf.space());
+                        let mut shared = self.state.lock();
+                        let now = Instant::now();
+                        shared.hub.handle_eof(self.client, now);
+                        shared.after(now);
+                        return;
+                    }
+                    Ok(n) => unfed.extend_from_slice(buf.filled(n)),
+                    Err(e) => {
+                        let _ = self.input(Err(e), &mut buf);
+                        return;
+                    }
+                }
+            }
+            let fed = tls.lock().feed(&unfed);
+            let taken = match fed {
+                Ok(taken) => taken,
+                Err(e) => return self.tls_failed(&stream, tls, &e),
+            };
+            unfed.drain(..taken);
+            self.tls_plaintext(tls, buf.space());
+            // The handshake's answers, and what the hub had been holding
+            // until the handshake ended, go out now.
+            self.write_back();
+            let mut transport = tls.lock();
+            if transport.peer_closed() {
+                drop(transport);
+                let mut shared = self.state.lock();
+                let now = Instant::now();
+                shared.hub.handle_eof(self.client, now);
+                shared.after(now);
+                return;
+            }
+            if taken == 0 && !unfed.is_empty() {
+                // Its output is full: read no more until the writer drains
+                // it, so a peer that sends without reading is held to a
+                // record or two.
+                drop(transport);
+                let _ = self.wake_writer.send(false);
+                transport = tls.lock();
+                let _ = tls.drained.wait_timeout(transport, TLS_DRAIN_WAIT);
+            }
+        }
+    }
+
+    /// Moves the transport's plaintext to the hub.
+    fn tls_plaintext(&self, tls: &Tls, buf: &mut [u8]) {
+        loop {
+            // Only misuse fails here; the next feed reports it.
+            let n = tls.lock().read_plaintext(buf).unwrap_or_default();
+            if n == 0 {
+                return;
+            }
+            let mut shared = self.state.lock();
+            let now = Instant::now();
+            shared.serving = Some(self.client);
+            shared.hub.handle_input(self.client, now, &buf[..n]);
+            shared.after(now);
+            shared.serving = None;
+        }
+    }
+
+    /// Ends a connection whose TLS failed: the alert for the peer goes out
+    /// if the socket takes it, and the hub learns why, with the address.
+    fn tls_failed(&self, stream: &TcpStream, tls: &Tls, error: &ferry_tls::Error) {
+        let mut alert = Vec::new();
+        tls.lock().take_outgoing(&mut alert);
+        // Only if the socket takes it at once: a peer that sends garbage
+        // and reads nothing must not hold this thread for WRITE_TIMEOUT.
+        let mut batch = OutputBatch::new();
+        batch.push(Bytes::from(alert));
+        let _ = write_without_blocking(stream, &mut batch);
+        let mut shared = self.state.lock();
+        let now = Instant::now();
+        let reason = format!("TLS with {}: {error}", self.peer);
+        shared.hub.handle_broken(self.client, now, &reason);
+        shared.after(now);
     }
 }
 
@@ -408,12 +677,26 @@ fn write_loop(
             closing |= finish;
         }
         if closing {
+            // A client closed before its first byte (turned away at
+            // connect, or silent until the handshake timeout) gets the
+            // hub's last words in clear: there is no TLS to put them in.
+            let _ = Outlet::lock(outlet).kind.set(None);
             // One last pass flushes the final frames (ERROR, REFUSE...).
             Outlet::lock(outlet).flush(state, client, true);
             break;
         }
     }
     let mut outlet = Outlet::lock(outlet);
+    if let Some(Some(tls)) = outlet.kind.get().cloned() {
+        // close_notify tells the client the end is deliberate, not a cut.
+        let mut records = Vec::new();
+        {
+            let mut transport = tls.lock();
+            transport.close();
+            transport.take_outgoing(&mut records);
+        }
+        let _ = outlet.stream.write_all(&records);
+    }
     let _ = outlet.stream.flush();
     let _ = outlet.stream.shutdown(Shutdown::Both);
     drop(outlet);
