@@ -62,6 +62,8 @@ codes! {
     AUTH_FAILED = 0x0105, "authentication failed";
     /// The room name is not acceptable.
     ROOM_INVALID = 0x0106, "room invalid";
+    /// The server takes only encrypted (TLS) connections.
+    TLS_REQUIRED = 0x0107, "TLS required";
 
     /// A frame could not be parsed.
     MALFORMED = 0x0201, "malformed frame";

@@ -628,6 +628,29 @@ impl Hub {
         }
     }
 
+    /// Bytes read from `client` on a server that takes only encrypted
+    /// connections, when they did not start one (the adapter tells: a TLS
+    /// ClientHello starts with `0x16`). Nothing in `data` is acted on: the
+    /// client is told why in its own terms, a raw-text guest (first byte
+    /// not `0x89`, guests served) in a line of text, a ferry peer with
+    /// `ERROR TLS_REQUIRED`, and closed.
+    pub fn refuse_unencrypted(&mut self, client: ClientId, now: Instant, data: &[u8]) {
+        const WHY: &str = "this server takes only encrypted (TLS) connections: \
+                           use a ferry client with TLS on, or `openssl s_client -quiet`";
+        let guests = self.config.guests;
+        if let Some(c) = self.clients.get_mut(&client) {
+            if c.undecided && !data.is_empty() {
+                c.undecided = false;
+                if guests && data[0] != PREAMBLE[0] && !c.link.is_closed() {
+                    c.link = Link::Guest(Guest::new(&self.config, now));
+                }
+            }
+            c.link.close_with_error(now, Code::TLS_REQUIRED, WHY);
+            self.touch(client);
+            self.process(now);
+        }
+    }
+
     /// `client` closed its socket (or it broke).
     pub fn handle_eof(&mut self, client: ClientId, now: Instant) {
         if let Some(c) = self.clients.get_mut(&client) {

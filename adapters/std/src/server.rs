@@ -507,6 +507,19 @@ impl Reader<'_> {
                 let first = buf.filled(n).to_vec();
                 self.tls(stream, buf, tls, first);
             }
+            (_, Ok(n)) if n > 0 && self.state.tls.as_ref().is_some_and(|t| t.is_required()) => {
+                let mut shared = self.state.lock();
+                let now = Instant::now();
+                shared
+                    .hub
+                    .refuse_unencrypted(self.client, now, buf.filled(n));
+                shared.after(now);
+                drop(shared);
+                self.write_back();
+                // The hub ignores whatever else it sends; reading on sees
+                // the end of the connection.
+                self.plain(stream, buf);
+            }
             (_, read) => {
                 if self.input(read, &mut buf) {
                     self.plain(stream, buf);

@@ -31,9 +31,13 @@ struct Tls {
 }
 
 fn tls_server(config: HubConfig, inbox: Option<&Path>) -> Tls {
+    tls_server_requiring(config, inbox, false)
+}
+
+fn tls_server_requiring(config: HubConfig, inbox: Option<&Path>, required: bool) -> Tls {
     let dir = tempfile::tempdir().unwrap();
     let identity = Identity::load_or_create(&dir.path().join("tls"), SystemTime::now()).unwrap();
-    let tls = Arc::new(TlsServer::new(&identity).unwrap());
+    let tls = Arc::new(TlsServer::new(&identity).unwrap().require_tls(required));
     let inbox = inbox.map(|dir| Inbox::open(dir).unwrap());
     let server =
         spawn_server_tls("127.0.0.1:0".parse().unwrap(), config, inbox, Some(tls)).unwrap();
@@ -718,4 +722,46 @@ fn is_slow_reader(notice: &ServerNotice) -> bool {
             ..
         }
     )
+}
+
+/// With TLS required, a plain ferry client is told `TLS_REQUIRED` (its
+/// HELLO never handled) and a raw-text guest one line of text, while TLS
+/// clients chat on.
+#[test]
+fn with_tls_required_clear_text_clients_are_turned_away_with_a_reason() {
+    let tls = tls_server_requiring(HubConfig::default(), None, true);
+    let addr = tls.server.local_addr();
+    let alice = client(addr, "alice", pinned(&tls.identity));
+
+    let error = spawn_client_tls(
+        addr,
+        ClientConfig::new("bob"),
+        None,
+        Duration::from_secs(5),
+        None,
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("TLS"), "{error}");
+
+    let mut guest = TcpStream::connect(addr).unwrap();
+    guest.set_read_timeout(Some(WAIT)).unwrap();
+    guest.write_all(b"/name mallory\nhello\n").unwrap();
+    let mut said = Vec::new();
+    let _ = guest.read_to_end(&mut said);
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.contains("only encrypted (TLS)"), "{said:?}");
+    assert!(!said.contains("welcome"), "{said:?}");
+
+    say(&alice, "still here");
+    hears(&alice, "alice", "still here");
+    assert!(
+        !tls.server
+            .notices()
+            .try_iter()
+            .any(|n| matches!(n, ServerNotice::Joined { name, .. } if name != "alice")),
+        "someone joined in clear text"
+    );
+    finish(tls.server, vec![alice]);
 }

@@ -65,6 +65,7 @@
 #![cfg(unix)]
 #![warn(missing_docs)]
 
+mod connect;
 mod der;
 mod error;
 mod files;
@@ -76,6 +77,7 @@ mod verify;
 
 use std::sync::{Arc, OnceLock};
 
+pub use connect::{handshake, io_error, remember, ClientTls};
 pub use error::{Error, ParseFingerprintError, SetupError};
 pub use fingerprint::Fingerprint;
 pub use identity::{Identity, CERT_FILE, KEY_FILE};

@@ -60,6 +60,7 @@ impl Kind {
 pub struct TlsServer {
     config: Arc<ServerConfig>,
     fingerprint: Fingerprint,
+    required: bool,
 }
 
 impl TlsServer {
@@ -76,7 +77,23 @@ impl TlsServer {
         Ok(TlsServer {
             config: Arc::new(config),
             fingerprint: identity.fingerprint(),
+            required: false,
         })
+    }
+
+    /// Whether clear-text connections are turned away
+    /// ([`Hub::refuse_unencrypted`]) rather than served beside TLS ones on
+    /// the same port. Off by default.
+    ///
+    /// [`Hub::refuse_unencrypted`]: https://docs.rs/ferry-core/latest/ferry_core/struct.Hub.html#method.refuse_unencrypted
+    pub fn require_tls(mut self, required: bool) -> TlsServer {
+        self.required = required;
+        self
+    }
+
+    /// Whether clear-text connections are turned away.
+    pub fn is_required(&self) -> bool {
+        self.required
     }
 
     /// The fingerprint of the certificate this server shows.

@@ -1,0 +1,128 @@
+//! A client's TLS connect step, for runtimes that connect on a blocking
+//! socket before handing it to their loop: the handshake run to the end
+//! (the server verified), then the transport for the loop to drive.
+
+use crate::{Error, TlsClient, Transport, Verified, Verify};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::Instant;
+
+/// How a client speaks TLS to one server: the client settings (roots,
+/// known servers), the name to check the server's certificate against
+/// (its host name or IP address), and how to trust it.
+///
+/// A server trusted on first use ([`Verify::trusting_new_server`]) is
+/// appended to the known-servers file of `client` once the handshake
+/// succeeds; the copy in memory is this connection's, so load the file
+/// again for the next connection.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// Roots and the known-servers file.
+    pub client: TlsClient,
+    /// The server's host name or IP address, as the user gave it.
+    pub host: String,
+    /// A pin, or trust of a new server.
+    pub verify: Verify,
+}
+
+impl ClientTls {
+    /// TLS to `host`, checked by `client` and `verify`.
+    pub fn new(client: TlsClient, host: impl Into<String>, verify: Verify) -> ClientTls {
+        ClientTls {
+            client,
+            host: host.into(),
+            verify,
+        }
+    }
+}
+
+/// A ferry-tls error as an `io::Error` whose message is its one line: the
+/// kind says who is at fault (`PermissionDenied` for a server that failed
+/// the check, `UnexpectedEof` for a cut handshake, `InvalidData` for
+/// anything else the peer sent).
+pub fn io_error(error: Error) -> io::Error {
+    use Error as E;
+    let kind = match error {
+        E::PinMismatch { .. }
+        | E::UnknownServer { .. }
+        | E::ChangedServer { .. }
+        | E::CertificateName { .. }
+        | E::Handshake { .. } => io::ErrorKind::PermissionDenied,
+        E::Truncated => io::ErrorKind::UnexpectedEof,
+        _ => io::ErrorKind::InvalidData,
+    };
+    io::Error::new(kind, error.to_string())
+}
+
+/// Records a server trusted on first use in the known-servers file, so
+/// that the next connection knows it (and refuses it if it changes).
+pub fn remember(tls: &ClientTls, port: u16, transport: &Transport) -> io::Result<()> {
+    let Some(Verified::New { fingerprint }) = transport.verified() else {
+        return Ok(());
+    };
+    let mut client = tls.client.clone();
+    match client.known_servers_mut() {
+        Some(known) => known
+            .add(&tls.host, port, fingerprint)
+            .map_err(|e| io::Error::other(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Runs the TLS handshake on a blocking `stream` until the server is
+/// verified, by `deadline`; what thread-per-connection and readiness
+/// runtimes alike do before their ferry connection exists, so that no
+/// ferry byte can reach a server that was not checked. Returns the transport and the socket bytes it has not taken
+/// yet (the server may have sent more than the handshake).
+pub fn handshake(
+    stream: &mut TcpStream,
+    tls: &ClientTls,
+    port: u16,
+    deadline: Instant,
+) -> io::Result<(Transport, Vec<u8>)> {
+    let mut transport = Transport::client(&tls.client, &tls.host, port, &tls.verify)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let mut unfed = Vec::new();
+    let mut buf = [0; 16 * 1024];
+    loop {
+        while transport.wants_write() {
+            transport.write_to(stream)?;
+        }
+        if !transport.is_handshaking() {
+            stream.set_read_timeout(None)?;
+            return Ok((transport, unfed));
+        }
+        if unfed.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the server did not complete the TLS handshake in time",
+                ));
+            }
+            stream.set_read_timeout(Some(left))?;
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    transport.feed_eof().map_err(io_error)?;
+                    return Err(io_error(Error::Truncated));
+                }
+                Ok(n) => unfed.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let result = transport.feed(&unfed);
+        let taken = match result {
+            Ok(taken) => taken,
+            Err(e) => {
+                // The alert tells the server why, if it still listens.
+                let mut alert = Vec::new();
+                transport.take_outgoing(&mut alert);
+                let _ = stream.write_all(&alert);
+                return Err(io_error(e));
+            }
+        };
+        unfed.drain(..taken);
+    }
+}
