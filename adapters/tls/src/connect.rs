@@ -39,7 +39,7 @@ impl ClientTls {
 /// A ferry-tls error as an `io::Error` whose message is its one line: the
 /// kind says who is at fault (`PermissionDenied` for a server that failed
 /// the check, `UnexpectedEof` for a cut handshake, `InvalidData` for
-/// anything else the peer sent).
+/// anything else the peer sent), and [`tls_error_in`] gives it back.
 pub fn io_error(error: Error) -> io::Error {
     use Error as E;
     let kind = match error {
@@ -51,7 +51,14 @@ pub fn io_error(error: Error) -> io::Error {
         E::Truncated => io::ErrorKind::UnexpectedEof,
         _ => io::ErrorKind::InvalidData,
     };
-    io::Error::new(kind, error.to_string())
+    io::Error::new(kind, error)
+}
+
+/// The ferry-tls error inside an `io::Error` made by [`io_error`], so that
+/// a program can act on it (ask the user about an
+/// [`UnknownServer`](Error::UnknownServer), say how to pin one).
+pub fn tls_error_in(error: &io::Error) -> Option<&Error> {
+    error.get_ref()?.downcast_ref::<Error>()
 }
 
 /// Records a server trusted on first use in the known-servers file, so
@@ -124,5 +131,25 @@ pub fn handshake(
             }
         };
         unfed.drain(..taken);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_error_carries_the_tls_error_and_its_one_line() {
+        let error = io_error(Error::NotTls { first_byte: 0x89 });
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(matches!(
+            tls_error_in(&error),
+            Some(Error::NotTls { first_byte: 0x89 })
+        ));
+        assert_eq!(
+            error.to_string(),
+            Error::NotTls { first_byte: 0x89 }.to_string()
+        );
+        assert!(tls_error_in(&io::Error::other("plain")).is_none());
     }
 }

@@ -77,7 +77,7 @@ mod verify;
 
 use std::sync::{Arc, OnceLock};
 
-pub use connect::{handshake, io_error, remember, ClientTls};
+pub use connect::{handshake, io_error, remember, tls_error_in, ClientTls};
 pub use error::{Error, ParseFingerprintError, SetupError};
 pub use fingerprint::Fingerprint;
 pub use identity::{Identity, CERT_FILE, KEY_FILE};
