@@ -99,9 +99,11 @@ pub fn spawn_server(
 /// whose reason names the client's address and rustls' reason. The hub's
 /// `handshake_timeout` also bounds the TLS handshake: it runs from the TCP
 /// accept, so a client that never finishes TLS is closed then like one
-/// that never sends `HELLO`. Each TLS connection holds at most a record or
-/// two of input: a client that sends without reading is not read further
-/// until its socket takes the server's output.
+/// that never sends `HELLO`. Each TLS connection's transport holds at most
+/// a record or two of input and [`ferry_tls::OUTGOING_LIMIT`] of output:
+/// when that output is full and the socket takes no more, the socket is
+/// not read until it does. What the hub queues beyond that is bounded by
+/// its outgoing limit, as for plain clients (a slow reader is dropped).
 ///
 /// # Errors
 ///
