@@ -1,14 +1,22 @@
 //! The client: one thread, one `mio::Poll`, one [`Connection`].
+//!
+//! With TLS, the handshake runs to the end on a blocking socket (the
+//! server verified) before the connection is even made, so no ferry byte,
+//! the token least of all, can reach a server that was not checked. The
+//! socket then joins the loop, which drives the transport between it and
+//! the connection.
 
 use crate::sock::{
     commander, disk_wake, drained_by, read_some, set_write_interest, write_out, Flush, ReadOutcome,
     LINGER, READ_BUF,
 };
+use crate::tls::{write_tls, Broke};
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
     OutputBatch,
 };
+use ferry_tls::{handshake, remember, ClientTls, Transport};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -27,9 +35,27 @@ pub(crate) fn spawn(
     config: ClientConfig,
     accept_files: Option<Inbox>,
     connect_timeout: Duration,
+    tls: Option<ClientTls>,
 ) -> io::Result<ClientHandle> {
     let started = Instant::now();
-    let stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
+    let tls = match &tls {
+        Some(settings) => {
+            // Blocking, bounded by the same deadline as the welcome: the
+            // loop only ever sees a verified server.
+            let deadline = started + connect_timeout;
+            let (transport, unfed) = handshake(&mut stream, settings, addr.port(), deadline)?;
+            remember(settings, addr.port(), &transport)?;
+            Some(TlsState {
+                transport,
+                unfed,
+                plaintext: OutputBatch::new(),
+                stalled: false,
+                closed: false,
+            })
+        }
+        None => None,
+    };
     stream.set_nonblocking(true)?;
     // Frames are written whole; waiting to coalesce them only adds latency.
     stream.set_nodelay(true)?;
@@ -61,6 +87,7 @@ pub(crate) fn spawn(
         connect_timeout,
         close_by: None,
         welcomed: Some(welcomed_tx),
+        tls,
     };
     let thread = thread::Builder::new()
         .name("ferry-mio-client".into())
@@ -79,6 +106,21 @@ pub(crate) fn spawn(
             "no answer from the server in time",
         )),
     }
+}
+
+/// A TLS connection's transport and what waits around it.
+struct TlsState {
+    transport: Transport,
+    /// Socket bytes the transport has not taken yet (first: what the
+    /// handshake's last read brought beyond the handshake).
+    unfed: Vec<u8>,
+    /// The connection's bytes the transport has not taken yet.
+    plaintext: OutputBatch,
+    /// The transport refused input until its output is written: the socket
+    /// is not read until WRITABLE makes room.
+    stalled: bool,
+    /// close_notify was queued.
+    closed: bool,
 }
 
 struct Client {
@@ -111,16 +153,31 @@ struct Client {
     close_by: Option<Instant>,
     /// Told once whether the handshake succeeded.
     welcomed: Option<Sender<io::Result<()>>>,
+    /// Through TLS, when given.
+    tls: Option<TlsState>,
 }
 
 impl Client {
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(16);
         let mut now = Instant::now();
+        if self.tls.is_some() {
+            // The handshake's last read may have brought the server's
+            // first bytes: they come before anything the socket reads.
+            self.read(false, now);
+        }
         loop {
             self.settle(now);
             if self.conn.is_closed() {
                 let close_by = *self.close_by.get_or_insert(now + LINGER);
+                if let Some(tls) = &mut self.tls {
+                    if !tls.closed && !self.blocked && !self.broken {
+                        // close_notify: the server sees a deliberate end.
+                        tls.closed = true;
+                        tls.transport.close();
+                        self.flush(now);
+                    }
+                }
                 if !self.blocked && self.pending.is_empty() && !self.shut {
                     self.shut = true;
                     let _ = self.stream.shutdown(Shutdown::Write);
@@ -163,6 +220,7 @@ impl Client {
                         }
                         if event.is_writable() || event.is_write_closed() {
                             self.blocked = false;
+                            self.resume(now);
                         }
                     }
                     WAKER => {
@@ -214,6 +272,9 @@ impl Client {
     /// Reads until the socket would block, draining the connection after
     /// every read, as its contract asks.
     fn read(&mut self, peer_closed: bool, now: Instant) {
+        if self.tls.is_some() {
+            return self.read_tls(peer_closed, now);
+        }
         while !self.eof {
             match read_some(&mut self.stream, &mut self.buf) {
                 ReadOutcome::Data(n) => {
@@ -235,6 +296,116 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// The TLS read path: socket bytes into the transport, its plaintext
+    /// to the connection. Stops while the transport's output is full and
+    /// the socket takes no more; WRITABLE resumes it ([`Client::resume`]).
+    fn read_tls(&mut self, peer_closed: bool, now: Instant) {
+        let mut drained = false;
+        let mut idle_rounds = 0;
+        loop {
+            let Some(tls) = &mut self.tls else { return };
+            if self.eof || tls.stalled {
+                return;
+            }
+            if tls.unfed.is_empty() {
+                if drained {
+                    return;
+                }
+                match read_some(&mut self.stream, &mut self.buf) {
+                    ReadOutcome::Data(n) => {
+                        drained = drained_by(n, self.buf.len(), peer_closed);
+                        tls.unfed.extend_from_slice(&self.buf[..n]);
+                    }
+                    ReadOutcome::WouldBlock => return,
+                    ReadOutcome::Eof => {
+                        self.eof = true;
+                        match tls.transport.feed_eof() {
+                            Ok(()) => {
+                                // What came before the end still counts.
+                                self.deliver(now);
+                                self.conn.handle_eof(now);
+                            }
+                            Err(e) => self.tls_failed(now, &e),
+                        }
+                        return;
+                    }
+                    ReadOutcome::Failed(e) => {
+                        self.eof = true;
+                        self.broken = true;
+                        self.conn.handle_broken(now, &format!("read failed: {e}"));
+                        return;
+                    }
+                }
+            }
+            let taken = match tls.transport.feed(&tls.unfed) {
+                Ok(taken) => taken,
+                Err(e) => return self.tls_failed(now, &e),
+            };
+            tls.unfed.drain(..taken);
+            let stuck = taken == 0 && !tls.unfed.is_empty();
+            self.deliver(now);
+            // Answers to the server's TLS messages go out with the rest.
+            self.settle(now);
+            let Some(tls) = &mut self.tls else { return };
+            if tls.transport.peer_closed() && !self.eof {
+                self.eof = true;
+                self.conn.handle_eof(now);
+                return;
+            }
+            if stuck {
+                idle_rounds += 1;
+                // Output full and the socket takes no more: read on after
+                // WRITABLE. Refusing for any other reason is not spun on.
+                if self.blocked || idle_rounds > 1 {
+                    tls.stalled = true;
+                    return;
+                }
+            } else {
+                idle_rounds = 0;
+            }
+        }
+    }
+
+    /// A TLS read that stopped for room in the socket goes on once there is.
+    fn resume(&mut self, now: Instant) {
+        self.flush(now);
+        if let Some(tls) = &mut self.tls {
+            if tls.stalled && !self.blocked {
+                tls.stalled = false;
+                self.read(false, now);
+            }
+        }
+    }
+
+    /// Moves the transport's plaintext to the connection.
+    fn deliver(&mut self, now: Instant) {
+        while let Some(tls) = &mut self.tls {
+            // Only misuse fails here; the next feed reports it.
+            let n = tls.transport.read_plaintext(&mut self.buf).unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            self.conn.handle_input(now, &self.buf[..n]);
+        }
+    }
+
+    /// The TLS layer failed: the alert goes out if the socket takes it at
+    /// once, and the connection ends with ferry-tls's one line.
+    fn tls_failed(&mut self, now: Instant, error: &ferry_tls::Error) {
+        if let Some(tls) = &mut self.tls {
+            let mut alert = Vec::new();
+            tls.transport.take_outgoing(&mut alert);
+            if !alert.is_empty() {
+                let _ = io::Write::write(&mut self.stream, &alert);
+            }
+            tls.closed = true;
+        }
+        self.eof = true;
+        self.broken = true;
+        self.pending.clear();
+        self.conn.handle_broken(now, &format!("TLS: {error}"));
     }
 
     fn take_commands(&mut self, now: Instant) {
@@ -294,7 +465,20 @@ impl Client {
             return;
         }
         let conn = &mut self.conn;
-        let result = write_out(&mut self.stream, &mut self.pending, || conn.poll_transmit());
+        let result = match &mut self.tls {
+            None => write_out(&mut self.stream, &mut self.pending, || conn.poll_transmit()),
+            Some(tls) => match write_tls(
+                &mut self.stream,
+                &mut tls.transport,
+                &mut tls.plaintext,
+                tls.closed,
+                || conn.poll_transmit(),
+            ) {
+                Ok(flush) => Ok(flush),
+                Err(Broke::Io(e)) => Err(e),
+                Err(Broke::Tls(e)) => return self.tls_failed(now, &e),
+            },
+        };
         let result = result.and_then(|flush| {
             self.blocked = flush == Flush::Blocked;
             set_write_interest(

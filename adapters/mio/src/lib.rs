@@ -14,6 +14,11 @@
 //! into the loop (waking it with a [`mio::Waker`]) and hands out what it
 //! reports on a channel.
 //!
+//! TLS comes from `ferry-tls`: [`spawn_server_tls`] serves TLS and plain
+//! clients on one port, told apart by their first byte, and
+//! [`spawn_client_tls`] verifies the server ([`ClientTls`]) before it
+//! writes a single ferry byte.
+//!
 //! # Example
 //!
 //! ```
@@ -42,12 +47,16 @@
 mod client;
 mod server;
 mod sock;
+mod tls;
 mod udp;
 
 use ferry_core::{ClientConfig, HubConfig};
 use ferry_files::{ClientHandle, Inbox, ServerHandle};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use ferry_tls::ClientTls;
 use std::time::Duration;
 
 /// Binds `listen` and runs a [`Hub`](ferry_core::Hub) on it in a new
@@ -75,7 +84,37 @@ pub fn spawn_server(
     hub: HubConfig,
     inbox: Option<Inbox>,
 ) -> io::Result<ServerHandle> {
-    server::spawn(listen, hub, inbox)
+    server::spawn(listen, hub, inbox, None)
+}
+
+/// [`spawn_server`], also speaking TLS with `tls`: a connection whose
+/// first byte starts a TLS ClientHello (`0x16`) is served through TLS, any
+/// other (the ferry preamble, a raw-text guest) in clear text on the same
+/// port, or turned away with a reason if `tls` [requires
+/// TLS](ferry_tls::TlsServer::require_tls). Without `tls`, every
+/// connection takes exactly the path of [`spawn_server`].
+///
+/// A TLS handshake that fails ends that connection alone, with a
+/// [`ServerNotice::Disconnected`](ferry_files::ServerNotice::Disconnected)
+/// whose reason names the client's address and rustls' reason. The hub's
+/// `handshake_timeout` also bounds the TLS handshake: it runs from the TCP
+/// accept, so a client that never finishes TLS is closed then like one
+/// that never sends `HELLO`. Each TLS connection's transport holds at most
+/// a record or two of input and [`ferry_tls::OUTGOING_LIMIT`] of output:
+/// when that output is full and the socket takes no more, the socket is
+/// not read until it does. What the hub queues beyond that is bounded by
+/// its outgoing limit, as for plain clients (a slow reader is dropped).
+///
+/// # Errors
+///
+/// As [`spawn_server`].
+pub fn spawn_server_tls(
+    listen: SocketAddr,
+    hub: HubConfig,
+    inbox: Option<Inbox>,
+    tls: Option<Arc<ferry_tls::TlsServer>>,
+) -> io::Result<ServerHandle> {
+    server::spawn(listen, hub, inbox, tls)
 }
 
 /// Connects to the server at `addr` (giving up after `connect_timeout`) and
@@ -111,7 +150,33 @@ pub fn spawn_client(
     accept_files: Option<Inbox>,
     connect_timeout: Duration,
 ) -> io::Result<ClientHandle> {
-    client::spawn(addr, config, accept_files, connect_timeout)
+    client::spawn(addr, config, accept_files, connect_timeout, None)
+}
+
+/// [`spawn_client`], through TLS when `tls` is given. The TLS handshake
+/// runs to its end on a blocking socket, and the server is verified,
+/// before any ferry byte is written; only then does the socket join the
+/// mio loop. A server that fails the check is an error whose message is
+/// ferry-tls's one line (a pin mismatch names both fingerprints, an
+/// unknown server the flag that pins it, a server without TLS its first
+/// byte), and it never sees the `HELLO` or its token. A server trusted on
+/// first use is recorded in the known-servers file. `connect_timeout`
+/// covers both handshakes.
+///
+/// # Errors
+///
+/// As [`spawn_client`], and the TLS handshake's failure
+/// ([`ferry_tls::io_error`]: `PermissionDenied` for a server that failed
+/// the check, `UnexpectedEof` for a cut handshake, `InvalidData` for
+/// anything else it sent).
+pub fn spawn_client_tls(
+    addr: SocketAddr,
+    config: ClientConfig,
+    accept_files: Option<Inbox>,
+    connect_timeout: Duration,
+    tls: Option<ClientTls>,
+) -> io::Result<ClientHandle> {
+    client::spawn(addr, config, accept_files, connect_timeout, tls)
 }
 
 /// Chats over `socket` (already bound) with the peer at `remote` over UDP,

@@ -1,16 +1,25 @@
 //! The server: one thread, one `mio::Poll`, every client socket of a
 //! [`Hub`].
+//!
+//! With a [`TlsServer`], a connection's first bytes decide what it speaks:
+//! a TLS ClientHello (`0x16`) runs through a [`Transport`] between the
+//! socket and the hub, anything else (the ferry preamble, a raw-text
+//! guest) takes the plain path it takes without TLS. Until the first bytes
+//! arrive the hub's output for the connection waits in the hub: sent in
+//! clear, it would break a TLS handshake.
 
 use crate::sock::{
     commander, disk_wake, drained_by, read_some, set_write_interest, write_out, Flush, ReadOutcome,
     LINGER, READ_BUF,
 };
+use crate::tls::{write_tls, Broke};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice};
+use ferry_tls::{Kind, TlsServer, Transport};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::BTreeSet;
-use std::io;
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
@@ -48,6 +57,7 @@ pub(crate) fn spawn(
     listen: SocketAddr,
     config: HubConfig,
     inbox: Option<Inbox>,
+    tls: Option<Arc<TlsServer>>,
 ) -> io::Result<ServerHandle> {
     let mut listener = TcpListener::bind(listen)?;
     let local_addr = listener.local_addr()?;
@@ -70,6 +80,7 @@ pub(crate) fn spawn(
         notices,
         buf: vec![0; READ_BUF],
         stop_by: None,
+        tls,
     };
     let thread = thread::Builder::new()
         .name("ferry-mio-server".into())
@@ -82,10 +93,37 @@ pub(crate) fn spawn(
     ))
 }
 
+/// What a connection speaks.
+enum Layer {
+    /// Clear text: socket bytes go to the hub as they are.
+    Plain,
+    /// A TLS server without its first byte yet.
+    Undecided,
+    /// Through TLS.
+    Tls(Box<TlsConn>),
+}
+
+/// A TLS connection's state beside its socket.
+struct TlsConn {
+    transport: Transport,
+    /// Socket bytes the transport has not taken yet.
+    unfed: Vec<u8>,
+    /// The hub's bytes the transport has not taken yet.
+    plaintext: OutputBatch,
+    /// The transport refused input until its output is written: the
+    /// socket is not read until a flush makes room (WRITABLE says when).
+    stalled: bool,
+    /// close_notify was queued; nothing more goes in.
+    closed: bool,
+}
+
 /// One accepted socket.
 struct Conn {
     stream: TcpStream,
     token: Token,
+    /// For the log when its TLS fails.
+    peer: SocketAddr,
+    layer: Layer,
     /// Output taken from the core and not yet written.
     pending: OutputBatch,
     /// The last write met a full socket; WRITABLE will say when to go on.
@@ -122,6 +160,8 @@ struct Server {
     buf: Vec<u8>,
     /// Shutting down: return once every socket is closed, or at this instant.
     stop_by: Option<Instant>,
+    /// TLS beside plain connections on the same port, when given.
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl Server {
@@ -242,6 +282,14 @@ impl Server {
                 Conn {
                     stream,
                     token,
+                    peer,
+                    // Without TLS there is nothing to tell apart: the
+                    // hub's bytes go out from the start, as they always did.
+                    layer: if self.tls.is_some() {
+                        Layer::Undecided
+                    } else {
+                        Layer::Plain
+                    },
                     pending: OutputBatch::new(),
                     blocked: false,
                     want_write: false,
@@ -257,14 +305,26 @@ impl Server {
 
     /// `readable` is `Some(peer_closed)` for a read event.
     fn on_socket(&mut self, id: ClientId, readable: Option<bool>, writable: bool, now: Instant) {
+        let mut resume = false;
         if writable {
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.blocked = false;
             }
             self.flush(id, now);
+            // A TLS read that stopped for room in the socket goes on.
+            if let Some(conn) = self.conns.get_mut(&id) {
+                if let Layer::Tls(tls) = &mut conn.layer {
+                    if tls.stalled && !conn.blocked {
+                        tls.stalled = false;
+                        resume = true;
+                    }
+                }
+            }
         }
         if let Some(peer_closed) = readable {
             self.read(id, peer_closed, now);
+        } else if resume {
+            self.read(id, false, now);
         }
         self.maybe_finish(id, now);
     }
@@ -279,6 +339,17 @@ impl Server {
     /// of the batch, so a burst of events from many sockets reaches each
     /// peer in few writes.
     fn read(&mut self, id: ClientId, peer_closed: bool, now: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        match conn.layer {
+            Layer::Plain => self.read_plain(id, peer_closed, now),
+            Layer::Undecided => self.read_first(id, peer_closed, now),
+            Layer::Tls(_) => self.read_tls(id, peer_closed, now, READ_BUDGET),
+        }
+    }
+
+    fn read_plain(&mut self, id: ClientId, peer_closed: bool, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
             let Some(conn) = self.conns.get_mut(&id) else {
@@ -328,6 +399,215 @@ impl Server {
         }
     }
 
+    /// A TLS server's first read of a connection: its first byte decides
+    /// TLS or plain, and the bytes read go on down that path.
+    fn read_first(&mut self, id: ClientId, peer_closed: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let n = match read_some(&mut conn.stream, &mut self.buf) {
+            ReadOutcome::Data(n) => n,
+            ReadOutcome::WouldBlock => return,
+            ReadOutcome::Eof => {
+                // Gone before its first byte: the hub's last words (if
+                // any) go out in clear, there is no TLS to put them in.
+                conn.layer = Layer::Plain;
+                conn.eof = true;
+                self.hub.handle_eof(id, now);
+                return;
+            }
+            ReadOutcome::Failed(e) => {
+                conn.layer = Layer::Plain;
+                conn.eof = true;
+                conn.shut = true;
+                self.hub
+                    .handle_broken(id, now, &format!("read failed: {e}"));
+                return;
+            }
+        };
+        let first = &self.buf[..n];
+        let server = self.tls.as_deref();
+        if Kind::of_first_byte(first[0]) == Kind::Tls {
+            if let Ok(transport) = Transport::accept(first, server) {
+                conn.layer = Layer::Tls(Box::new(TlsConn {
+                    transport,
+                    unfed: first.to_vec(),
+                    plaintext: OutputBatch::new(),
+                    stalled: false,
+                    closed: false,
+                }));
+                return self.read_tls(id, peer_closed, now, READ_BUDGET.saturating_sub(n));
+            }
+        }
+        conn.layer = Layer::Plain;
+        if server.is_some_and(TlsServer::is_required) {
+            // Nothing it sent is acted on; reading on only sees its end.
+            self.hub.refuse_unencrypted(id, now, first);
+        } else {
+            self.hub.handle_input(id, now, first);
+        }
+        // What the hub held while undecided goes out now.
+        self.flush(id, now);
+        if !drained_by(n, self.buf.len(), peer_closed) {
+            self.read_plain(id, peer_closed, now);
+        }
+    }
+
+    /// The TLS read path: socket bytes into the transport, its plaintext
+    /// to the hub, its answers out, within `budget` socket bytes this
+    /// turn. Stops reading while the transport's output is full and the
+    /// socket will not take it (`stalled`); the WRITABLE event that makes
+    /// room resumes it (see [`Server::on_socket`]).
+    fn read_tls(&mut self, id: ClientId, peer_closed: bool, now: Instant, mut budget: usize) {
+        let mut drained = false;
+        let mut idle_rounds = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Layer::Tls(tls) = &mut conn.layer else {
+                return;
+            };
+            if conn.eof || tls.stalled {
+                return;
+            }
+            let mut full = false;
+            if tls.unfed.is_empty() {
+                if drained {
+                    return;
+                }
+                if budget == 0 {
+                    if !conn.unread {
+                        conn.unread = true;
+                        self.unread.push((id, peer_closed));
+                    }
+                    return;
+                }
+                match read_some(&mut conn.stream, &mut self.buf) {
+                    ReadOutcome::Data(n) => {
+                        budget = budget.saturating_sub(n);
+                        drained = drained_by(n, self.buf.len(), peer_closed);
+                        full = n == self.buf.len();
+                        // After the hub closed it, input is only read to
+                        // see the end of stream.
+                        if conn.closing.is_none() && !tls.closed {
+                            tls.unfed.extend_from_slice(&self.buf[..n]);
+                        }
+                        if tls.unfed.is_empty() {
+                            continue;
+                        }
+                    }
+                    ReadOutcome::WouldBlock => return,
+                    ReadOutcome::Eof => {
+                        conn.eof = true;
+                        if conn.closing.is_some() || tls.closed {
+                            self.hub.handle_eof(id, now);
+                            return;
+                        }
+                        if let Err(e) = tls.transport.feed_eof() {
+                            return self.tls_failed(id, now, &e);
+                        }
+                        // What came before the end still reaches the hub.
+                        self.deliver(id, now);
+                        self.hub.handle_eof(id, now);
+                        return;
+                    }
+                    ReadOutcome::Failed(e) => {
+                        conn.eof = true;
+                        conn.pending.clear();
+                        conn.shut = true;
+                        self.hub
+                            .handle_broken(id, now, &format!("read failed: {e}"));
+                        return;
+                    }
+                }
+            }
+            let taken = match tls.transport.feed(&tls.unfed) {
+                Ok(taken) => taken,
+                Err(e) => return self.tls_failed(id, now, &e),
+            };
+            tls.unfed.drain(..taken);
+            let stuck = taken == 0 && !tls.unfed.is_empty();
+            self.deliver(id, now);
+            // The handshake's answers, the hub's replies, and what the hub
+            // held until the handshake ended go out now.
+            self.flush(id, now);
+            if full {
+                self.settle(now);
+            }
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Layer::Tls(tls) = &mut conn.layer else {
+                return;
+            };
+            if tls.transport.peer_closed() && !conn.eof {
+                // close_notify: the client ended the session.
+                conn.eof = true;
+                self.hub.handle_eof(id, now);
+                return;
+            }
+            if stuck {
+                idle_rounds += 1;
+                // Its output is full and the socket takes no more: read
+                // no more until WRITABLE, so a peer that sends without
+                // reading is held to a record or two. A transport that
+                // refuses input for any other reason is left alone too,
+                // rather than spun on; the hub's timers end such a client.
+                if conn.blocked || idle_rounds > 1 {
+                    tls.stalled = true;
+                    return;
+                }
+            } else {
+                idle_rounds = 0;
+            }
+        }
+    }
+
+    /// Moves the transport's plaintext to the hub (unless it closed the
+    /// client, which then ignores input anyway).
+    fn deliver(&mut self, id: ClientId, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Layer::Tls(tls) = &mut conn.layer else {
+                return;
+            };
+            // Only misuse fails here; the next feed reports it.
+            let n = tls.transport.read_plaintext(&mut self.buf).unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            if conn.closing.is_none() {
+                self.hub.handle_input(id, now, &self.buf[..n]);
+            }
+        }
+    }
+
+    /// Ends a connection whose TLS failed: the alert goes out only if the
+    /// socket takes it at once (a peer that sends garbage and reads
+    /// nothing must not hold anything up), and the hub learns why, with
+    /// the client's address.
+    fn tls_failed(&mut self, id: ClientId, now: Instant, error: &ferry_tls::Error) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Layer::Tls(tls) = &mut conn.layer {
+            let mut alert = Vec::new();
+            tls.transport.take_outgoing(&mut alert);
+            if !alert.is_empty() {
+                let _ = conn.stream.write(&alert);
+            }
+            tls.closed = true;
+        }
+        conn.eof = true;
+        conn.shut = true;
+        conn.pending.clear();
+        let reason = format!("TLS with {}: {error}", conn.peer);
+        self.hub.handle_broken(id, now, &reason);
+    }
+
     /// Writes what the hub has for `id` until the socket is full.
     fn flush(&mut self, id: ClientId, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
@@ -339,9 +619,26 @@ impl Server {
             return;
         }
         let hub = &mut self.hub;
-        let result = write_out(&mut conn.stream, &mut conn.pending, || {
-            hub.poll_transmit(id)
-        });
+        let result = match &mut conn.layer {
+            // Until the first bytes tell plain from TLS, the hub's bytes
+            // wait in the hub: sent in clear, they would break a TLS
+            // handshake. The first read flushes once it knows.
+            Layer::Undecided => return,
+            Layer::Plain => write_out(&mut conn.stream, &mut conn.pending, || {
+                hub.poll_transmit(id)
+            }),
+            Layer::Tls(tls) => match write_tls(
+                &mut conn.stream,
+                &mut tls.transport,
+                &mut tls.plaintext,
+                tls.closed,
+                || hub.poll_transmit(id),
+            ) {
+                Ok(flush) => Ok(flush),
+                Err(Broke::Io(e)) => Err(e),
+                Err(Broke::Tls(e)) => return self.tls_failed(id, now, &e),
+            },
+        };
         let registry = self.poll.registry();
         let result = result.and_then(|flush| {
             conn.blocked = flush == Flush::Blocked;
@@ -432,6 +729,12 @@ impl Server {
         if conn.closing.is_some() {
             return;
         }
+        if matches!(conn.layer, Layer::Undecided) {
+            // Closed before its first byte (turned away at connect, or
+            // silent until the handshake timeout): the hub's last words go
+            // out in clear, there is no TLS to put them in.
+            conn.layer = Layer::Plain;
+        }
         let deadline = now + LINGER;
         conn.closing = Some(deadline);
         self.lingering.insert((deadline, id));
@@ -450,6 +753,23 @@ impl Server {
         if conn.closing.is_none() || conn.blocked {
             return;
         }
+        if let Layer::Tls(tls) = &mut conn.layer {
+            if !tls.closed && !conn.shut {
+                // close_notify tells the client the end is deliberate.
+                tls.closed = true;
+                tls.transport.close();
+                self.flush(id, now);
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                if c.blocked {
+                    return;
+                }
+            }
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         if conn.pending.is_empty() && !conn.shut {
             conn.shut = true;
             let _ = conn.stream.shutdown(Shutdown::Write);
