@@ -1,6 +1,13 @@
 //! The server: one task owns the [`Hub`]; each connection has a reader and
 //! a writer task that only move bytes (the hub task writes itself while a
 //! writer is idle: see [`Outlet`]).
+//!
+//! With a [`TlsServer`], the reader first reads the connection's first
+//! bytes and settles how it speaks ([`Sniff`]); meanwhile the hub's bytes
+//! for it wait in the hub and its writer waits to know. A plain connection
+//! then takes exactly the path of a server without TLS (direct writes
+//! included); a TLS one gets the socket tasks of [`crate::tls`], and the
+//! hub never writes to its socket itself.
 
 use crate::alarm::Alarm;
 use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
