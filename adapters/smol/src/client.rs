@@ -3,12 +3,14 @@
 
 use crate::alarm::Alarm;
 use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE, LINGER};
+use crate::tls::{tls_read_loop, tls_write_loop, Tls};
 use async_channel::Receiver;
 use async_executor::Executor;
 use async_net::TcpStream;
 use bytes::Bytes;
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{run_command, ClientCommand, ClientNotice, FileTransfers, Inbox, OfferPolicy};
+use ferry_tls::Transport;
 use futures_lite::future;
 use std::io;
 use std::sync::mpsc;
@@ -78,14 +80,18 @@ pub async fn run_client(
     commands: Receiver<ClientCommand>,
     notices: mpsc::Sender<ClientNotice>,
 ) -> io::Result<()> {
-    drive(stream, config, accept_files, commands, notices)
+    drive(stream, None, config, accept_files, commands, notices)
         .await
         .map(|_| ())
 }
 
 /// [`run_client`], saying how the connection ended.
+///
+/// With a `tls` transport (its handshake done, and the socket bytes it has
+/// not taken yet), the connection runs inside it.
 pub(crate) async fn drive(
     stream: TcpStream,
+    tls: Option<(Transport, Vec<u8>)>,
     config: ClientConfig,
     accept_files: Option<Inbox>,
     commands: Receiver<ClientCommand>,
@@ -96,23 +102,47 @@ pub(crate) async fn drive(
     let executor = Executor::new();
     let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
     let (outlet, writer_end) = Outlet::new(stream.clone());
-    let reader =
-        executor.spawn(read_loop(
-            stream.clone(),
-            inputs_tx.clone(),
-            |received| match received {
-                Received::Data(data) => Input::Read(data),
-                Received::End => Input::Eof,
-                Received::Broken(why) => Input::Broken(why),
-            },
-        ));
-    let writer = executor.spawn(write_loop(
-        stream,
-        writer_end,
-        inputs_tx,
-        Input::Room,
-        Input::Broken,
-    ));
+    let wrap = |received| match received {
+        Received::Data(data) => Input::Read(data),
+        Received::End => Input::Eof,
+        Received::Broken(why) => Input::Broken(why),
+    };
+    let encrypted = tls.is_some();
+    let (reader, writer) = match tls {
+        None => (
+            executor.spawn(read_loop(stream.clone(), inputs_tx.clone(), wrap)),
+            executor.spawn(write_loop(
+                stream,
+                writer_end,
+                inputs_tx,
+                Input::Room,
+                Input::Broken,
+            )),
+        ),
+        Some((transport, unfed)) => {
+            let tls = Tls::new(transport);
+            let label = "TLS".to_string();
+            (
+                executor.spawn(tls_read_loop(
+                    stream.clone(),
+                    tls.clone(),
+                    unfed,
+                    inputs_tx.clone(),
+                    wrap,
+                    label.clone(),
+                )),
+                executor.spawn(tls_write_loop(
+                    stream,
+                    writer_end,
+                    tls,
+                    inputs_tx,
+                    Input::Room,
+                    Input::Broken,
+                    label,
+                )),
+            )
+        }
+    };
     let policy = OfferPolicy::for_inbox(accept_files.as_ref());
     let (disk_wake, disk_done) = crate::disk_signal();
     let mut client = Client {
@@ -120,6 +150,7 @@ pub(crate) async fn drive(
         files: FileTransfers::new(accept_files, policy).on_disk_done(disk_wake),
         disk_done,
         outlet,
+        encrypted,
         notices,
         ending: None,
         welcomed: false,
@@ -148,6 +179,8 @@ struct Client {
     /// Signalled by file writers.
     disk_done: Receiver<()>,
     outlet: Outlet,
+    /// TLS: the writer encrypts everything, nothing is written directly.
+    encrypted: bool,
     notices: mpsc::Sender<ClientNotice>,
     /// Set by [`Event::Closed`].
     ending: Option<Ending>,
@@ -272,7 +305,7 @@ impl Client {
             }
             let conn = &mut self.conn;
             // One connection: nothing to gather across clients.
-            let (fed, moved) = self.outlet.feed(true, || conn.poll_transmit());
+            let (fed, moved) = self.outlet.feed(!self.encrypted, || conn.poll_transmit());
             if !busy && !moved {
                 return fed;
             }

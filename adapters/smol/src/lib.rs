@@ -23,6 +23,14 @@
 //!  socket ◀─ writer task ◀─────┘  (bounded; "room" when it drained)
 //! ```
 //!
+//! * [`spawn_server_tls`] / [`run_server_tls`] and [`spawn_client_tls`]
+//!   do the same through TLS (`ferry-tls`): the server tells a TLS
+//!   ClientHello from plain clients and raw-text guests by the first byte
+//!   on one port; the client finishes the TLS handshake, the server
+//!   verified, before any ferry byte. A TLS connection's reader feeds its
+//!   [`Transport`](ferry_tls::Transport) and forwards the plaintext; its
+//!   writer encrypts the state machine's bytes and writes the records.
+//!
 //! While a writer task has nothing to write, the hub or connection task
 //! sends what it has to that socket itself (non-blocking, on Unix), and
 //! hands the writer only what the socket did not take: a reply then costs
@@ -77,25 +85,30 @@ mod alarm;
 mod client;
 mod pump;
 mod server;
+mod tls;
 mod udp;
 
 pub use client::run_client;
-pub use server::run_server;
+pub use ferry_tls::ClientTls;
+pub use server::{run_server, run_server_tls};
 pub use udp::run_udp_chat;
 
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use ferry_core::{ClientConfig, Code, HubConfig};
 use ferry_files::{ClientHandle, Inbox, ServerHandle, UdpHandle, Wake};
+use ferry_tls::TlsServer;
 use futures_lite::future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// Binds `listen` (port 0 picks a free one) and runs [`run_server`] on a
-/// thread of its own.
+/// thread of its own. Every connection is plain; see [`spawn_server_tls`]
+/// for TLS.
 ///
 /// The handle's [`local_addr`](ServerHandle::local_addr) is the bound
 /// address; its commands go to the server's loop without blocking, and
@@ -111,6 +124,23 @@ pub fn spawn_server(
     hub: HubConfig,
     inbox: Option<Inbox>,
 ) -> io::Result<ServerHandle> {
+    spawn_server_tls(listen, hub, inbox, None)
+}
+
+/// [`spawn_server`], also speaking TLS with `tls`: [`run_server_tls`] on a
+/// thread of its own. TLS clients, plain ferry clients and raw-text
+/// guests share the port (plain ones are turned away with a reason if
+/// `tls` [requires TLS](TlsServer::require_tls)).
+///
+/// # Errors
+///
+/// As [`spawn_server`].
+pub fn spawn_server_tls(
+    listen: SocketAddr,
+    hub: HubConfig,
+    inbox: Option<Inbox>,
+    tls: Option<Arc<TlsServer>>,
+) -> io::Result<ServerHandle> {
     // Bound here rather than on the thread, so that the caller gets the
     // error and the real port at once.
     let listener = TcpListener::try_from(std::net::TcpListener::bind(listen)?)?;
@@ -122,7 +152,9 @@ pub fn spawn_server(
     let thread = thread::Builder::new()
         .name(format!("ferry-server {local_addr}"))
         .spawn(move || {
-            async_io::block_on(run_server(listener, hub, inbox, commands, notices_tx))
+            async_io::block_on(run_server_tls(
+                listener, hub, inbox, tls, commands, notices_tx,
+            ))
         })?;
     let command = Box::new(move |command| {
         // Fails only once the server stopped, when the command is moot.
@@ -145,12 +177,50 @@ pub fn spawn_server(
 /// the thread cannot be started.
 pub fn spawn_client(
     addr: SocketAddr,
-    mut config: ClientConfig,
+    config: ClientConfig,
     accept_files: Option<Inbox>,
     connect_timeout: Duration,
 ) -> io::Result<ClientHandle> {
+    spawn_client_tls(addr, config, accept_files, connect_timeout, None)
+}
+
+/// [`spawn_client`], through TLS when `tls` is given.
+///
+/// The TLS handshake runs to its end, the server verified, before the
+/// ferry connection even exists, so no ferry byte (the token least of all)
+/// can reach a server that failed the check. It runs on a blocking socket
+/// on the calling thread, which this function blocks anyway; a server
+/// trusted on first use is then recorded in the known-servers file
+/// ([`ferry_tls::remember`]). A server that fails the check is an error
+/// whose message is ferry-tls's one line (a pin mismatch names both
+/// fingerprints, an unknown server the flag that pins it, a server
+/// without TLS its first byte). `connect_timeout` covers the TCP connect
+/// and both handshakes.
+///
+/// # Errors
+///
+/// As [`spawn_client`], and the TLS handshake fails or takes too long
+/// (see [`ferry_tls::io_error`] for the kinds).
+pub fn spawn_client_tls(
+    addr: SocketAddr,
+    mut config: ClientConfig,
+    accept_files: Option<Inbox>,
+    connect_timeout: Duration,
+    tls: Option<ClientTls>,
+) -> io::Result<ClientHandle> {
     let start = Instant::now();
-    let stream = async_io::block_on(connect(addr, connect_timeout))?;
+    let (stream, transport) = match &tls {
+        None => (async_io::block_on(connect(addr, connect_timeout))?, None),
+        Some(tls) => {
+            // Blocking, like the caller: only once verified does the
+            // socket become async.
+            let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
+            let (transport, unfed) =
+                ferry_tls::handshake(&mut stream, tls, addr.port(), start + connect_timeout)?;
+            ferry_tls::remember(tls, addr.port(), &transport)?;
+            (TcpStream::try_from(stream)?, Some((transport, unfed)))
+        }
+    };
     // What is left of the budget is the handshake's: the core closes with
     // HANDSHAKE_TIMEOUT when it runs out, and that is read back below.
     let left = connect_timeout.saturating_sub(start.elapsed());
@@ -162,6 +232,7 @@ pub fn spawn_client(
         .spawn(move || {
             let ending = async_io::block_on(client::drive(
                 stream,
+                transport,
                 config,
                 accept_files,
                 commands,

@@ -179,9 +179,9 @@ pub(crate) struct Outlet {
 
 /// The writer's end of an [`Outlet`], for [`write_loop`].
 pub(crate) struct WriterEnd {
-    segments: Receiver<Bytes>,
-    wanted: Arc<AtomicBool>,
-    writing: Arc<AtomicBool>,
+    pub(crate) segments: Receiver<Bytes>,
+    pub(crate) wanted: Arc<AtomicBool>,
+    pub(crate) writing: Arc<AtomicBool>,
 }
 
 /// What [`Outlet::feed`] left behind.

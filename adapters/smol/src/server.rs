@@ -1,22 +1,31 @@
 //! The server: one task owns the [`Hub`]; each connection has a reader and
 //! a writer task that only move bytes (the hub task writes itself while a
 //! writer is idle: see [`Outlet`]).
+//!
+//! With a [`TlsServer`], the reader first reads the connection's first
+//! bytes and settles how it speaks ([`Sniff`]); meanwhile the hub's bytes
+//! for it wait in the hub and its writer waits to know. A plain connection
+//! then takes exactly the path of a server without TLS (direct writes
+//! included); a TLS one gets the socket tasks of [`crate::tls`], and the
+//! hub never writes to its socket itself.
 
 use crate::alarm::Alarm;
 use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
+use crate::tls::{tls_read_loop, tls_write_loop, Tls};
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig, HubEvent};
-use ferry_files::{HubFiles, Inbox, ServerCommand, ServerNotice};
-use futures_lite::future;
+use ferry_files::{HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice};
+use ferry_tls::{Kind, TlsServer, Transport};
+use futures_lite::{future, AsyncReadExt};
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a shutdown waits for clients to be sent their `ERROR SHUTDOWN`.
@@ -41,6 +50,10 @@ enum Input {
     Broken(ClientId, String),
     /// The client's writer has room again.
     Room(ClientId),
+    /// Its first bytes told plain from TLS: the hub's bytes may go out.
+    Decided(ClientId),
+    /// Clear text to a server that requires TLS: the first bytes.
+    Unencrypted(ClientId, Bytes),
 }
 
 /// What woke the hub task.
@@ -82,6 +95,34 @@ pub async fn run_server(
     commands: Receiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
 ) -> io::Result<()> {
+    run_server_tls(listener, hub, inbox, None, commands, notices).await
+}
+
+/// [`run_server`], also speaking TLS with `tls`: a connection whose first
+/// byte starts a TLS ClientHello (`0x16`) is served through TLS, any other
+/// (the ferry preamble, a raw-text guest) in clear text on the same port,
+/// or turned away with a reason if `tls` [requires
+/// TLS](TlsServer::require_tls).
+///
+/// Until a connection's first bytes arrive, the hub's bytes for it wait in
+/// the hub (in clear they would break a TLS handshake), except when the hub
+/// closes it first: its last words then go out in clear. The hub's
+/// `handshake_timeout` runs from the accept, so it bounds the TLS
+/// handshake too. A failed TLS handshake ends that connection alone, with
+/// a [`ServerNotice::Disconnected`] whose reason reads `TLS with <address>:
+/// <rustls' reason>`.
+///
+/// # Errors
+///
+/// As [`run_server`].
+pub async fn run_server_tls(
+    listener: TcpListener,
+    hub: HubConfig,
+    inbox: Option<Inbox>,
+    tls: Option<Arc<TlsServer>>,
+    commands: Receiver<ServerCommand>,
+    notices: mpsc::Sender<ServerNotice>,
+) -> io::Result<()> {
     let executor = Arc::new(Executor::new());
     let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
     // Owned by the executor: dropped, and the listener closed, when this
@@ -101,6 +142,7 @@ pub async fn run_server(
         disk_done,
         alarm: Alarm::new(),
         unfed: 0,
+        tls,
     };
     // The hub's loop is a task like the others rather than the future
     // `run` drives itself: that future is woken through the thread's own
@@ -125,11 +167,33 @@ async fn accept_loop(listener: TcpListener, to: Sender<Input>) {
     }
 }
 
+/// How a connection to a TLS server turned out to speak, set once, by its
+/// reader from the first bytes or by the hub closing it before any:
+/// `None` plain, `Some` TLS.
+struct Sniff {
+    kind: OnceLock<Option<Arc<Tls>>>,
+    /// Wakes the writer, which waits for the kind to know how to write.
+    decided: Sender<()>,
+}
+
+impl Sniff {
+    /// Settles the connection as plain unless it is settled already.
+    fn plain(&self) {
+        let _ = self.kind.set(None);
+        let _ = self.decided.try_send(());
+    }
+}
+
 /// The hub task's view of one connection.
 struct Peer {
     outlet: Outlet,
     /// The hub said [`HubEvent::Closed`]: flush, then remove.
     closed: bool,
+    /// On a TLS server: plain or TLS, once known. `None` without TLS.
+    sniff: Option<Arc<Sniff>>,
+    /// Whether the hub's bytes may go out: always without TLS, else once
+    /// the first bytes told plain from TLS, or the hub closed it.
+    decided: bool,
     reader: Task<()>,
     writer: Task<()>,
 }
@@ -149,6 +213,8 @@ struct Server {
     alarm: Alarm,
     /// Inputs handled since the writers were last fed (see `drain`).
     unfed: usize,
+    /// TLS settings; `None` serves every connection plain, as always.
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl Server {
@@ -259,6 +325,14 @@ impl Server {
             Input::Room(id) => {
                 self.feed(id, now);
             }
+            Input::Decided(id) => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    peer.decided = true;
+                }
+                // What the hub held meanwhile goes out now.
+                self.feed(id, now);
+            }
+            Input::Unencrypted(id, data) => self.hub.refuse_unencrypted(id, now, &data),
         }
     }
 
@@ -267,6 +341,9 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let id = self.hub.connect_from(now, peer.ip());
         let (outlet, writer_end) = Outlet::new(stream.clone());
+        if let Some(tls) = self.tls.clone() {
+            return self.accept_tls(id, stream, peer, outlet, writer_end, tls);
+        }
         let reader = self.executor.spawn(read_loop(
             stream.clone(),
             self.inputs.clone(),
@@ -288,6 +365,80 @@ impl Server {
             Peer {
                 outlet,
                 closed: false,
+                sniff: None,
+                decided: true,
+                reader,
+                writer,
+            },
+        );
+        let _ = self
+            .notices
+            .send(ServerNotice::Connected { client: id, peer });
+    }
+
+    /// [`accept`](Self::accept) on a TLS server: the reader tells plain
+    /// from TLS by the first bytes (after the hub's `connect_from`, so its
+    /// handshake timeout covers TLS too), and the writer waits to know.
+    fn accept_tls(
+        &mut self,
+        id: ClientId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        outlet: Outlet,
+        writer_end: crate::pump::WriterEnd,
+        tls: Arc<TlsServer>,
+    ) {
+        let (decided_tx, decided_rx) = async_channel::bounded(1);
+        let sniff = Arc::new(Sniff {
+            kind: OnceLock::new(),
+            decided: decided_tx,
+        });
+        let reader = self.executor.spawn(sniff_then_read(
+            stream.clone(),
+            id,
+            peer,
+            sniff.clone(),
+            tls,
+            self.inputs.clone(),
+        ));
+        let writer_sniff = sniff.clone();
+        let inputs = self.inputs.clone();
+        let writer = self.executor.spawn(async move {
+            let kind = loop {
+                if let Some(kind) = writer_sniff.kind.get() {
+                    break kind.clone();
+                }
+                // `Sniff` holds a sender, so this only waits.
+                if decided_rx.recv().await.is_err() {
+                    return;
+                }
+            };
+            drop(writer_sniff);
+            let broken = move |why| Input::Broken(id, why);
+            match kind {
+                None => write_loop(stream, writer_end, inputs, Input::Room(id), broken).await,
+                Some(tls) => {
+                    let label = format!("TLS with {peer}");
+                    tls_write_loop(
+                        stream,
+                        writer_end,
+                        tls,
+                        inputs,
+                        Input::Room(id),
+                        broken,
+                        label,
+                    )
+                    .await
+                }
+            }
+        });
+        self.peers.insert(
+            id,
+            Peer {
+                outlet,
+                closed: false,
+                sniff: Some(sniff),
+                decided: false,
                 reader,
                 writer,
             },
@@ -337,6 +488,16 @@ impl Server {
         if let Some(id) = closed {
             if let Some(peer) = self.peers.get_mut(&id) {
                 peer.closed = true;
+                if !peer.decided {
+                    // Closed before its first byte (turned away at
+                    // connect, or silent until the handshake timeout):
+                    // there is no TLS to put its last words in, so they go
+                    // in clear.
+                    if let Some(sniff) = &peer.sniff {
+                        sniff.plain();
+                    }
+                    peer.decided = true;
+                }
             }
             // Its last bytes may already be queued or written: finish now
             // if nothing is left, as the hub will not name it writable.
@@ -351,10 +512,19 @@ impl Server {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
+        if !peer.decided {
+            // Held in the hub until the first bytes tell how to send it.
+            return false;
+        }
         let hub = &mut self.hub;
         // Written at once only at the end of a burst of input, so that the
         // writers gather what the whole burst produced for each client.
-        let direct = self.inputs.is_empty();
+        // Never for TLS: its writer encrypts everything.
+        let plain = peer
+            .sniff
+            .as_ref()
+            .is_none_or(|sniff| matches!(sniff.kind.get(), Some(None)));
+        let direct = plain && self.inputs.is_empty();
         let (fed, moved) = peer.outlet.feed(direct, || hub.poll_transmit(id));
         if fed == Fed::Drained && peer.closed {
             self.remove(id, now);
@@ -415,5 +585,77 @@ impl Server {
             },
         )
         .await;
+    }
+}
+
+/// A TLS server's reader: reads the first bytes, decides plain or TLS by
+/// the first one (unless the hub decided plain first, by closing the
+/// client), and reads on as that kind. No byte read is lost: the first
+/// ones go to the transport or the hub like any others.
+async fn sniff_then_read(
+    mut stream: TcpStream,
+    id: ClientId,
+    peer: SocketAddr,
+    sniff: Arc<Sniff>,
+    tls: Arc<TlsServer>,
+    to: Sender<Input>,
+) {
+    let wrap = move |received| match received {
+        Received::Data(data) => Input::Read(id, data),
+        Received::End => Input::Eof(id),
+        Received::Broken(why) => Input::Broken(id, why),
+    };
+    let mut buf = ReadBuffer::new();
+    let read = loop {
+        match stream.read(buf.space()).await {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            read => break read,
+        }
+    };
+    let first: &[u8] = match &read {
+        Ok(n) => buf.filled(*n),
+        Err(_) => &[],
+    };
+    let decided = sniff
+        .kind
+        .get_or_init(|| match first.first() {
+            Some(&byte) if Kind::of_first_byte(byte) == Kind::Tls => {
+                // Only the first byte decides: accept cannot fail on one.
+                Transport::accept(first, Some(&tls)).ok().map(Tls::new)
+            }
+            _ => None,
+        })
+        .clone();
+    let _ = sniff.decided.try_send(());
+    drop(sniff);
+    let first = Bytes::copy_from_slice(first);
+    if to.send(Input::Decided(id)).await.is_err() {
+        return;
+    }
+    match (decided, read) {
+        (Some(transport), _) => {
+            let label = format!("TLS with {peer}");
+            tls_read_loop(stream, transport, first.to_vec(), to, wrap, label).await;
+        }
+        (None, Err(e)) => {
+            let _ = to
+                .send(Input::Broken(id, format!("read failed: {e}")))
+                .await;
+        }
+        (None, Ok(0)) => {
+            let _ = to.send(Input::Eof(id)).await;
+        }
+        (None, Ok(_)) => {
+            let input = if tls.is_required() {
+                // Nothing it sent is handled; the hub turns it away with a
+                // reason, and reading on sees the end of the connection.
+                Input::Unencrypted(id, first)
+            } else {
+                Input::Read(id, first)
+            };
+            if to.send(input).await.is_ok() {
+                read_loop(stream, to, wrap).await;
+            }
+        }
     }
 }
