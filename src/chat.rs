@@ -6,12 +6,13 @@ use crate::budget::{summary, LogBudget, DEFAULT_BURST, DEFAULT_PER_SECOND};
 use crate::display::{bytes, log, safe};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
+use crate::tls::{connect_error, ServerAddr};
 use ferry_core::frame::TransferId;
 use ferry_core::{ClientConfig, Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Inbox, Report};
+use ferry_tls::ClientTls;
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
@@ -23,14 +24,15 @@ const HELP: &str = "commands: /who, /msg NAME TEXT, /send PATH [NAME], /accept I
 /// go into `inbox` as it says (taken, or asked about), or are refused
 /// without one.
 pub fn chat(
-    addr: SocketAddr,
+    server: &ServerAddr,
     runtime: Runtime,
     config: ClientConfig,
     inbox: Option<Inbox>,
+    tls: Option<ClientTls>,
 ) -> Result<(), String> {
     let client = runtime
-        .spawn_client(addr, config, inbox, Duration::from_secs(10))
-        .map_err(|e| format!("cannot join {addr}: {e}"))?;
+        .spawn_client(server.addr, config, inbox, Duration::from_secs(10), tls)
+        .map_err(|e| connect_error(server, &e))?;
 
     let (lines_tx, lines) = mpsc::channel::<String>();
     std::thread::spawn(move || {

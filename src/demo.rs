@@ -6,11 +6,13 @@ use crate::runtime::Runtime;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientConfig, Event, HubConfig};
 use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox, Report};
+use ferry_tls::{ClientTls, Identity, TlsClient, TlsServer, Verify};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 const FILE_SIZE: u64 = 64 << 20;
 const WAIT: Duration = Duration::from_secs(60);
@@ -29,21 +31,43 @@ fn run(runtime: Runtime, work: &Path) -> Result<(), String> {
     let source = outbox.join("demo.bin");
     let source_hash = write_demo_file(&source)?;
 
+    // TLS as everywhere: a certificate made for the demo, which both users
+    // pin, as users of a real server would after checking it.
+    let identity = Identity::load_or_create(&work.join("server-tls"), SystemTime::now())
+        .map_err(|e| format!("cannot make the server's certificate: {e}"))?;
+    let tls_server = TlsServer::new(&identity).map_err(|e| e.to_string())?;
     let server = runtime
         .spawn_server(
             "127.0.0.1:0".parse().expect("a literal address"),
             HubConfig::default(),
             None,
+            Some(Arc::new(tls_server)),
         )
         .map_err(|e| format!("cannot start the server: {e}"))?;
     let addr = server.local_addr();
-    println!("server listening on {addr} ({runtime:?} runtime)");
+    println!(
+        "server listening on {addr} ({runtime:?} runtime), TLS certificate {}",
+        identity.fingerprint()
+    );
+    let pinned = || {
+        Some(ClientTls::new(
+            TlsClient::new(),
+            addr.ip().to_string(),
+            Verify::pinned(identity.fingerprint()),
+        ))
+    };
     let alice = runtime
-        .spawn_client(addr, ClientConfig::new("alice"), None, WAIT)
+        .spawn_client(addr, ClientConfig::new("alice"), None, WAIT, pinned())
         .map_err(|e| format!("alice cannot join: {e}"))?;
     let bob_inbox = Inbox::open(&bob_dir).map_err(|e| e.to_string())?;
     let bob = runtime
-        .spawn_client(addr, ClientConfig::new("bob"), Some(bob_inbox), WAIT)
+        .spawn_client(
+            addr,
+            ClientConfig::new("bob"),
+            Some(bob_inbox),
+            WAIT,
+            pinned(),
+        )
         .map_err(|e| format!("bob cannot join: {e}"))?;
     wait(
         &alice,

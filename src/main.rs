@@ -18,6 +18,7 @@ mod resume_store;
 mod runtime;
 mod send;
 mod serve;
+mod tls;
 mod tui;
 mod udp;
 
@@ -69,6 +70,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         addr_file: Option<PathBuf>,
         #[command(flatten)]
+        tls: tls::ServerTlsArgs,
+        #[command(flatten)]
         limits: Limits,
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
@@ -106,6 +109,8 @@ enum Command {
         /// of the process list).
         #[arg(long)]
         token: Option<String>,
+        #[command(flatten)]
+        tls: tls::ClientTlsArgs,
     },
     /// A server and two users on loopback: they chat and move a 64 MiB file.
     Demo {
@@ -169,8 +174,8 @@ enum Command {
 #[derive(clap::Args)]
 struct Join {
     /// Server address.
-    #[arg(default_value = DEFAULT_ADDR, value_parser = parse_addr)]
-    addr: SocketAddr,
+    #[arg(default_value = DEFAULT_ADDR, value_parser = tls::parse_server)]
+    addr: tls::ServerAddr,
     /// Your name in the room.
     #[arg(long)]
     name: String,
@@ -184,6 +189,8 @@ struct Join {
     /// of the process list).
     #[arg(long)]
     token: Option<String>,
+    #[command(flatten)]
+    tls: tls::ClientTlsArgs,
 }
 
 impl Join {
@@ -395,6 +402,7 @@ fn main() -> ExitCode {
             inbox,
             overwrite,
             addr_file,
+            tls,
             limits,
         } => {
             // One descriptor per client: the soft limit (often 1024) would
@@ -403,6 +411,13 @@ fn main() -> ExitCode {
             if let Err(e) = limits::raise_open_files() {
                 eprintln!("ferry: {e}");
             }
+            let tls_server = match tls.server() {
+                Ok(server) => server,
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let options = serve::Options {
                 listen,
                 runtime,
@@ -417,6 +432,8 @@ fn main() -> ExitCode {
                     .unwrap_or(ferry_files::DEFAULT_PARTIAL_TTL),
                 log_burst: limits.log_burst.unwrap_or(budget::DEFAULT_BURST),
                 log_per_second: limits.log_rate.unwrap_or(budget::DEFAULT_PER_SECOND),
+                tls: tls_server,
+                require_tls: tls.requires_tls(),
             };
             serve::serve(options, limits.hub_config())
         }
@@ -424,11 +441,16 @@ fn main() -> ExitCode {
             use std::io::IsTerminal;
             receive
                 .inbox(std::io::stdin().is_terminal())
-                .and_then(|inbox| chat::chat(join.addr, join.runtime, join.config(), inbox))
+                .and_then(|inbox| {
+                    let tls = join.tls.client(&join.addr, tls::can_ask())?;
+                    chat::chat(&join.addr, join.runtime, join.config(), inbox, tls)
+                })
         }
         Command::Tui { join, receive } => receive.inbox(true).and_then(|inbox| {
+            let tls = join.tls.client(&join.addr, true)?;
             tui::tui(tui::Target {
-                addr: join.addr,
+                addr: join.addr.addr,
+                tls,
                 runtime: join.runtime,
                 config: join.config(),
                 inbox,
@@ -441,7 +463,8 @@ fn main() -> ExitCode {
             name,
             runtime,
             token,
-        } => send_command(&args, &to, name, token_from(token), runtime),
+            tls,
+        } => send_command(&args, &to, name, token_from(token), runtime, &tls),
         Command::Demo { runtime } => demo::demo(runtime),
         Command::Udp {
             bind,
@@ -487,17 +510,21 @@ fn send_command(
     name: Option<String>,
     token: Option<String>,
     runtime: Runtime,
+    tls: &tls::ClientTlsArgs,
 ) -> Result<(), String> {
-    let (addr, paths) = match args.split_first() {
+    let (server, paths) = match args.split_first() {
         Some((first, rest)) if !rest.is_empty() && !std::path::Path::new(first).exists() => {
-            (parse_addr(first)?, rest)
+            (tls::parse_server(first)?, rest)
         }
-        _ => (parse_addr(DEFAULT_ADDR)?, args),
+        _ => (tls::parse_server(DEFAULT_ADDR)?, args),
     };
     let paths: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
     let name = name.unwrap_or_else(|| format!("sender-{}", std::process::id()));
     let config = ClientConfig::new(name).token(token.unwrap_or_default());
-    send::send(addr, runtime, &paths, to, config)
+    // Nobody is asked: a server met for the first time is refused with the
+    // flag that pins it, unless --trust-new-server.
+    let tls = tls.client(&server, false)?;
+    send::send(&server, runtime, &paths, to, config, tls)
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {

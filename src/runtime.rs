@@ -3,8 +3,10 @@
 use clap::ValueEnum;
 use ferry_core::{ClientConfig, HubConfig};
 use ferry_files::{ClientHandle, Inbox, ServerHandle};
+use ferry_tls::{ClientTls, TlsServer};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A runtime the program can use.
@@ -31,30 +33,36 @@ impl Runtime {
         }
     }
 
+    /// Serves on `listen`, with TLS beside clear text (or TLS only, as
+    /// `tls` says) when `tls` is given.
     pub fn spawn_server(
         self,
         listen: SocketAddr,
         hub: HubConfig,
         inbox: Option<Inbox>,
+        tls: Option<Arc<TlsServer>>,
     ) -> io::Result<ServerHandle> {
         match self {
-            Runtime::Mio => ferry_mio::spawn_server(listen, hub, inbox),
-            Runtime::Smol => ferry_smol::spawn_server(listen, hub, inbox),
-            Runtime::Std => ferry_std::spawn_server(listen, hub, inbox),
+            Runtime::Mio => ferry_mio::spawn_server_tls(listen, hub, inbox, tls),
+            Runtime::Smol => ferry_smol::spawn_server_tls(listen, hub, inbox, tls),
+            Runtime::Std => ferry_std::spawn_server_tls(listen, hub, inbox, tls),
         }
     }
 
+    /// Joins the server at `addr`, through TLS when `tls` is given (the
+    /// server checked before any ferry byte is sent).
     pub fn spawn_client(
         self,
         addr: SocketAddr,
         config: ClientConfig,
         accept_files: Option<Inbox>,
         timeout: Duration,
+        tls: Option<ClientTls>,
     ) -> io::Result<ClientHandle> {
         match self {
-            Runtime::Mio => ferry_mio::spawn_client(addr, config, accept_files, timeout),
-            Runtime::Smol => ferry_smol::spawn_client(addr, config, accept_files, timeout),
-            Runtime::Std => ferry_std::spawn_client(addr, config, accept_files, timeout),
+            Runtime::Mio => ferry_mio::spawn_client_tls(addr, config, accept_files, timeout, tls),
+            Runtime::Smol => ferry_smol::spawn_client_tls(addr, config, accept_files, timeout, tls),
+            Runtime::Std => ferry_std::spawn_client_tls(addr, config, accept_files, timeout, tls),
         }
     }
 }

@@ -10,13 +10,14 @@ use crate::display::{bytes, rate, safe};
 use crate::resume_store::{ResumeStore, TransferKey};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
+use crate::tls::{connect_error, ServerAddr};
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientConfig, Code, Event};
 use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Report, Sending};
+use ferry_tls::ClientTls;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
@@ -47,12 +48,14 @@ struct Upload {
 }
 
 pub fn send(
-    addr: SocketAddr,
+    server: &ServerAddr,
     runtime: Runtime,
     paths: &[PathBuf],
     to: &str,
     config: ClientConfig,
+    tls: Option<ClientTls>,
 ) -> Result<(), String> {
+    let addr = server.addr;
     // Every file must be readable before anything is sent.
     let mut files = Vec::new();
     for path in paths {
@@ -61,8 +64,8 @@ pub fn send(
     }
     let store = open_store();
     let client = runtime
-        .spawn_client(addr, config, None, Duration::from_secs(10))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .spawn_client(addr, config, None, Duration::from_secs(10), tls)
+        .map_err(|e| connect_error(server, &e))?;
 
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(

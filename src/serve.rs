@@ -6,12 +6,14 @@ use crate::runtime::Runtime;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientId, HubConfig, HubEvent, Source};
 use ferry_files::{Inbox, Report, ServerNotice};
+use ferry_tls::TlsServer;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What `ferry serve` needs besides the hub's configuration.
@@ -30,6 +32,10 @@ pub struct Options<'a> {
     /// limit).
     pub log_burst: u32,
     pub log_per_second: u32,
+    /// TLS beside clear text, or alone; `None`: clear text only.
+    pub tls: Option<Arc<TlsServer>>,
+    /// Clear-text connections are turned away.
+    pub require_tls: bool,
 }
 
 pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
@@ -43,6 +49,8 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         partial_ttl,
         log_burst,
         log_per_second,
+        tls,
+        require_tls,
     } = options;
     config.check()?;
     let inbox = Inbox::open(inbox)
@@ -59,8 +67,10 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         log_per_second,
     );
     let prefixes = (config.source_prefix_v4, config.source_prefix_v6);
+    let token = config.token.is_some();
+    let fingerprint = tls.as_ref().map(|tls| tls.fingerprint());
     let server = runtime
-        .spawn_server(listen, config, Some(inbox))
+        .spawn_server(listen, config, Some(inbox), tls)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     // The first line on stdout, in a form scripts may rely on: the address
     // is the fifth word, after the time (see README).
@@ -69,6 +79,29 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         server.local_addr()
     ));
     log(&limits);
+    match fingerprint {
+        Some(fingerprint) => {
+            log(&format!(
+                "TLS on{}; clients check the server by this fingerprint \
+                 (ferry chat --fingerprint ...):",
+                if require_tls {
+                    ", clear text turned away"
+                } else {
+                    " beside clear text on the same port"
+                }
+            ));
+            // On a line of its own, for people to compare and scripts to
+            // take (`grep '^SHA256:'`).
+            println!("{fingerprint}");
+        }
+        None => log("TLS off (--no-tls): everything crosses the network in clear text"),
+    }
+    if token && !require_tls {
+        log(
+            "warning: --token without --require-tls: a client connecting in clear text \
+             sends the token where anyone on the path can read it",
+        );
+    }
     if let Some(path) = addr_file {
         write_addr_file(path, server.local_addr())
             .map_err(|e| format!("cannot write the address to {}: {e}", path.display()))?;

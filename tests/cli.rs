@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 const WAIT: Duration = Duration::from_secs(30);
 
+/// `ferry` with this test binary's own state folder, whose TLS certificate
+/// every server serves (made once, before any server starts), and whose
+/// clients trust a new server as a user would once they checked it.
+fn ferry(args: &[&str]) -> Command {
+    static STATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let state = STATE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        ferry_tls::Identity::load_or_create(&dir.path().join("tls"), std::time::SystemTime::now())
+            .unwrap();
+        dir
+    });
+    let mut command = Command::new(FERRY);
+    command.env("FERRY_STATE_DIR", state.path());
+    match args.split_first() {
+        Some((first, rest)) if matches!(*first, "chat" | "send" | "tui") => {
+            command.arg(first).arg("--trust-new-server").args(rest);
+        }
+        _ => {
+            command.args(args);
+        }
+    }
+    command
+}
+
 /// A `ferry serve` on a free port, with its log lines.
 struct Server {
     child: Child,
@@ -23,8 +47,7 @@ impl Server {
     }
 
     fn start_on(runtime: &str, inbox: &std::path::Path) -> Server {
-        let mut child = Command::new(FERRY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--runtime", runtime])
+        let mut child = ferry(&["serve", "--listen", "127.0.0.1:0", "--runtime", runtime])
             .arg("--inbox")
             .arg(inbox)
             .stdin(Stdio::null())
@@ -95,8 +118,7 @@ impl Drop for Server {
 }
 
 fn run(args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(FERRY)
-        .args(args)
+    let mut child = ferry(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -194,8 +216,7 @@ fn a_taken_name_is_refused() {
     let inbox = tempfile::tempdir().unwrap();
     let mut server = Server::start(inbox.path());
     let addr = server.addr.to_string();
-    let mut first = Command::new(FERRY)
-        .args(["chat", &addr, "--name", "bob"])
+    let mut first = ferry(&["chat", &addr, "--name", "bob"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -239,7 +239,9 @@ fn a_flipped_byte_is_caught_reported_to_both_ends_and_a_retry_succeeds() {
     let mut server = Serve::start(inbox.path(), &["--runtime", "mio"]);
     let final_name = inbox.path().join("ledger.db");
     let watch = Watch::new(final_name.clone());
-    // The 20th chunk (about 1.2 MiB in) gets one byte flipped.
+    // The 20th chunk (about 1.2 MiB in) gets one byte flipped. In clear
+    // text, so that the byte reaches ferry's own check: through TLS the
+    // record would fail its authentication first (see tests/tls.rs).
     let proxy = Proxy::start(
         server.addr,
         ProxyMode {
@@ -247,7 +249,7 @@ fn a_flipped_byte_is_caught_reported_to_both_ends_and_a_retry_succeeds() {
             ..ProxyMode::default()
         },
     );
-    let (ok, _, err) = run(&["send", &proxy.addr(), &src_arg], &[]);
+    let (ok, _, err) = run(&["send", "--no-tls", &proxy.addr(), &src_arg], &[]);
     assert!(
         proxy.flipped.load(Ordering::SeqCst),
         "the proxy flipped nothing"

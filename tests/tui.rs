@@ -77,11 +77,12 @@ fn script(dir: &Path, addr: &str) -> String {
     let mut file = std::fs::File::create(&path).unwrap();
     writeln!(
         file,
-        "'{FERRY}' tui {addr} --name alice --files-dir '{}'\n\
+        "FERRY_STATE_DIR='{}' '{FERRY}' tui --trust-new-server {addr} --name alice --files-dir '{}'\n\
          status=$?\n\
          stty -a > '{}'\n\
          echo \"ferry exited $status\"\n\
          sleep 60",
+        common::state_dir().display(),
         dir.join("received").display(),
         dir.join("stty.txt").display(),
     )

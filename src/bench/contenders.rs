@@ -239,6 +239,8 @@ pub fn ferry(
     let mut sender = Spawned::spawn(
         Command::new(&program)
             .arg("send")
+            // The clear-text row; TLS is measured on its own.
+            .arg("--no-tls")
             .arg(addr.to_string())
             .arg(source)
             .args(["--runtime", runtime.name()])

@@ -8,6 +8,7 @@ use super::app::{Action, App};
 use crate::runtime::Runtime;
 use ferry_core::{ClientConfig, Event};
 use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox};
+use ferry_tls::ClientTls;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
@@ -30,6 +31,9 @@ pub struct Target {
     pub config: ClientConfig,
     /// Where received files go (offers are asked about first).
     pub inbox: Option<Inbox>,
+    /// TLS to the server, checked again at every connection; `None`: clear
+    /// text.
+    pub tls: Option<ClientTls>,
     /// How long one attempt may take.
     pub connect_timeout: Duration,
 }
@@ -89,6 +93,7 @@ impl Session {
                         target.config,
                         target.inbox,
                         target.connect_timeout,
+                        target.tls,
                     )
                     .map_err(|e| e.to_string());
                 // The UI may have gone meanwhile; the client then ends with

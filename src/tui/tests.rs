@@ -669,6 +669,7 @@ fn the_app_reconnects_to_a_restarted_server_and_resumes_the_upload() {
         runtime: Runtime::Mio,
         config: ClientConfig::new("alice"),
         inbox: None,
+        tls: None,
         connect_timeout: Duration::from_secs(5),
     });
     let actions = app.start(now);
@@ -800,6 +801,7 @@ fn the_app_takes_its_name_back_at_once_after_a_silent_drop_and_resumes() {
         runtime: Runtime::Mio,
         config: ClientConfig::new("alice"),
         inbox: None,
+        tls: None,
         connect_timeout: Duration::from_secs(5),
     });
     let actions = app.start(now);

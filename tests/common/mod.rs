@@ -26,9 +26,40 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The state folder (`ferry send`'s resume keys) of the programs this test
 /// binary runs: one of its own, never the user's, so runs do not see each
 /// other's keys. A test that sets `FERRY_STATE_DIR` itself overrides it.
+///
+/// Every `ferry serve` of the test binary serves the one TLS certificate
+/// made here (in `tls/`) before any server starts: servers starting at
+/// once would otherwise race to make it, and a port reused by a server with
+/// another certificate would look like a changed server to the clients.
 pub fn state_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        ferry_tls::Identity::load_or_create(&dir.path().join("tls"), std::time::SystemTime::now())
+            .unwrap();
+        dir
+    })
+    .path()
+}
+
+/// The arguments of a test's client command, with `--trust-new-server`
+/// added to `chat`, `send` and `tui` unless the test chose how to trust the
+/// server itself: test clients trust the test server on first contact, as
+/// a user would once they checked its fingerprint.
+pub fn client_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let chooses = [
+        "--no-tls",
+        "--fingerprint",
+        "--trust-new-server",
+        "--known-servers",
+    ];
+    let mut args = args.to_vec();
+    if matches!(args.first(), Some(&("chat" | "send" | "tui")))
+        && !args.iter().any(|a| chooses.contains(a))
+    {
+        args.insert(1, "--trust-new-server");
+    }
+    args
 }
 
 /// The files stored in a receiving folder, sorted: not its private folder
@@ -155,6 +186,7 @@ impl Serve {
         }
         command
             .env_remove("FERRY_TOKEN")
+            .env("FERRY_STATE_DIR", state_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -297,7 +329,7 @@ impl Proc {
             command.current_dir(cwd);
         }
         command
-            .args(args)
+            .args(client_args(args))
             .env_remove("FERRY_TOKEN")
             .env("FERRY_STATE_DIR", state_dir())
             .stdin(Stdio::piped())

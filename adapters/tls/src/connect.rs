@@ -2,7 +2,7 @@
 //! socket before handing it to their loop: the handshake run to the end
 //! (the server verified), then the transport for the loop to drive.
 
-use crate::{Error, TlsClient, Transport, Verified, Verify};
+use crate::{Error, KnownServers, TlsClient, Transport, Verified, Verify};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
@@ -67,13 +67,28 @@ pub fn remember(tls: &ClientTls, port: u16, transport: &Transport) -> io::Result
     let Some(Verified::New { fingerprint }) = transport.verified() else {
         return Ok(());
     };
-    let mut client = tls.client.clone();
-    match client.known_servers_mut() {
-        Some(known) => known
-            .add(&tls.host, port, fingerprint)
-            .map_err(|e| io::Error::other(e.to_string())),
-        None => Ok(()),
+    let Some(known) = tls
+        .client
+        .clone()
+        .known_servers_mut()
+        .map(|k| k.path().to_owned())
+    else {
+        return Ok(());
+    };
+    // The file as it is now, not the copy `tls` was made with: a client
+    // that reconnects with the same settings (`ferry tui`) recorded the
+    // server the first time, and must not add a line at every reconnect.
+    let mut fresh = KnownServers::load(&known).map_err(|e| io::Error::other(e.to_string()))?;
+    if fresh
+        .lookup_all(&tls.host, port)
+        .iter()
+        .any(|entry| entry.fingerprint == fingerprint)
+    {
+        return Ok(());
     }
+    fresh
+        .add(&tls.host, port, fingerprint)
+        .map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// Runs the TLS handshake on a blocking `stream` until the server is
