@@ -126,3 +126,31 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
     file.sync_all().map_err(|e| io_error(tmp, e))?;
     fs::rename(tmp, path).map_err(|e| io_error(path, e))
 }
+
+/// Holds an exclusive lock on `dir` (through `dir/.lock`) until dropped,
+/// so that servers starting at once in one folder make one identity: each
+/// would otherwise see no files, make its own, and fail on the other's.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, SetupError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    loop {
+        // SAFETY: flock takes a descriptor this function owns, open for
+        // the whole call.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(io_error(&path, error));
+        }
+    }
+}

@@ -46,6 +46,7 @@ impl Identity {
     /// validity period.
     pub fn load_or_create(dir: &Path, now: SystemTime) -> Result<Identity, SetupError> {
         files::private_dir(dir)?;
+        let _lock = files::lock_dir(dir)?;
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
         match (

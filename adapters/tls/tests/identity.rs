@@ -143,3 +143,28 @@ fn an_expired_or_not_yet_valid_certificate_is_refused_at_load() {
         "{error}"
     );
 }
+
+/// Servers starting at once in one empty folder make one identity and all
+/// serve it (before the lock, all but one failed on the others' files).
+#[test]
+fn identities_made_at_once_in_one_folder_are_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let made: Vec<_> = (0..8)
+        .map(|_| {
+            let tls = tls.clone();
+            std::thread::spawn(move || {
+                ferry_tls::Identity::load_or_create(&tls, std::time::SystemTime::now())
+                    .map(|identity| identity.fingerprint())
+            })
+        })
+        .collect();
+    let fingerprints: Vec<_> = made
+        .into_iter()
+        .map(|t| t.join().unwrap().unwrap())
+        .collect();
+    assert!(
+        fingerprints.windows(2).all(|w| w[0] == w[1]),
+        "{fingerprints:?}"
+    );
+}
