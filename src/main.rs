@@ -447,7 +447,8 @@ fn main() -> ExitCode {
                 })
         }
         Command::Tui { join, receive } => receive.inbox(true).and_then(|inbox| {
-            let tls = join.tls.client(&join.addr, true)?;
+            // A new server is asked about inside the UI, not before it.
+            let tls = join.tls.client(&join.addr, false)?;
             tui::tui(tui::Target {
                 addr: join.addr.addr,
                 tls,

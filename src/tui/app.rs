@@ -9,6 +9,7 @@ use crate::display::{bytes, safe};
 use ferry_core::transfer::Outcome;
 use ferry_core::{Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Report};
+use ferry_tls::Fingerprint;
 use std::time::{Duration, Instant};
 
 /// Something the App wants done by the loop around it.
@@ -18,6 +19,9 @@ pub enum Action {
     Command(ClientCommand),
     /// Start connecting, in the background.
     Connect,
+    /// Record the server's certificate (the user trusted it on first
+    /// contact) in the known-servers file, then connect again.
+    TrustServer(Fingerprint),
     /// Leave: the loop ends.
     Exit,
 }
@@ -36,6 +40,9 @@ pub enum Link {
     /// A newer connection of ours took our place (`REPLACED`): not
     /// reconnecting, or the two would take turns pushing each other out.
     Replaced,
+    /// The server is new to this computer: waiting for the user to trust
+    /// its certificate (Ctrl-Y) or leave (Ctrl-N) before anything is sent.
+    NewServer { fingerprint: Fingerprint },
     /// Gone for good.
     Closed,
 }
@@ -220,6 +227,43 @@ impl App {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// The server is not pinned, not certified for its name and not in
+    /// the known-servers file: nothing was sent to it. The user is shown
+    /// its fingerprint and asked; no attempt is made meanwhile.
+    pub fn on_new_server(&mut self, fingerprint: Fingerprint, now: Instant) -> Vec<Action> {
+        self.now = now;
+        if matches!(self.link, Link::Leaving { .. } | Link::Closed) {
+            return Vec::new();
+        }
+        self.notice(format!(
+            "the server at {} is new to this computer; its certificate's fingerprint is",
+            self.server
+        ));
+        self.notice(format!("    {fingerprint}"));
+        self.notice(
+            "compare it with the one `ferry serve` printed there: Ctrl-Y trusts it and \
+             remembers it, Ctrl-N leaves"
+                .into(),
+        );
+        self.link = Link::NewServer { fingerprint };
+        Vec::new()
+    }
+
+    /// The user's answer about a new server.
+    pub fn answer_new_server(&mut self, trust: bool) -> Vec<Action> {
+        let Link::NewServer { fingerprint } = self.link else {
+            return Vec::new();
+        };
+        if !trust {
+            self.notice("not trusted: nothing was sent to it".into());
+            self.link = Link::Closed;
+            return vec![Action::Exit];
+        }
+        self.notice(format!("trusted {fingerprint}; connecting"));
+        self.link = Link::Connecting { attempt: 0 };
+        vec![Action::TrustServer(fingerprint)]
     }
 
     /// A connection attempt failed: try again after the backoff.

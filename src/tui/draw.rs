@@ -76,6 +76,7 @@ pub fn link_text(app: &App) -> (String, Color) {
         Link::Leaving { .. } => ("leaving".into(), Color::Yellow),
         Link::Closed => ("disconnected".into(), Color::Red),
         Link::Replaced => ("replaced by a newer connection".into(), Color::Red),
+        Link::NewServer { .. } => ("new server: ^Y trust it, ^N leave".into(), Color::Yellow),
     }
 }
 

@@ -24,6 +24,12 @@ impl App {
         match key.code {
             KeyCode::Char('c' | 'q') if ctrl => return self.quit(),
             KeyCode::Char('d') if ctrl && self.input.is_empty() => return self.quit(),
+            KeyCode::Char('y') if ctrl && matches!(self.link, Link::NewServer { .. }) => {
+                return self.answer_new_server(true)
+            }
+            KeyCode::Char('n') if ctrl && matches!(self.link, Link::NewServer { .. }) => {
+                return self.answer_new_server(false)
+            }
             KeyCode::Char('y') if ctrl => return self.answer_offer(true),
             KeyCode::Char('n') if ctrl => return self.answer_offer(false),
             KeyCode::Char('u') if ctrl => self.input.clear(),

@@ -8,7 +8,8 @@ use super::app::{Action, App};
 use crate::runtime::Runtime;
 use ferry_core::{ClientConfig, Event};
 use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox};
-use ferry_tls::ClientTls;
+use ferry_tls::{tls_error_in, ClientTls, Error as TlsError, Fingerprint, KnownServers};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::thread;
@@ -43,7 +44,7 @@ pub struct Target {
 pub struct Session {
     target: Target,
     client: Option<ClientHandle>,
-    connecting: Option<Receiver<Result<ClientHandle, String>>>,
+    connecting: Option<Receiver<io::Result<ClientHandle>>>,
     /// The current client was told goodbye.
     said_bye: bool,
 }
@@ -71,6 +72,12 @@ impl Session {
                     None => app.error("not connected: nothing was sent".into()),
                 },
                 Action::Connect => self.connect(),
+                Action::TrustServer(fingerprint) => {
+                    if let Err(e) = self.trust(fingerprint) {
+                        app.error(e);
+                    }
+                    self.connect();
+                }
                 // The loop around sees `App::is_finished`.
                 Action::Exit => {}
             }
@@ -86,16 +93,13 @@ impl Session {
         let spawned = thread::Builder::new()
             .name("ferry-tui-connect".into())
             .spawn(move || {
-                let client = target
-                    .runtime
-                    .spawn_client(
-                        target.addr,
-                        target.config,
-                        target.inbox,
-                        target.connect_timeout,
-                        target.tls,
-                    )
-                    .map_err(|e| e.to_string());
+                let client = target.runtime.spawn_client(
+                    target.addr,
+                    target.config,
+                    target.inbox,
+                    target.connect_timeout,
+                    target.tls,
+                );
                 // The UI may have gone meanwhile; the client then ends with
                 // its handle.
                 let _ = tx.send(client);
@@ -105,10 +109,28 @@ impl Session {
             Err(e) => {
                 // Seen as a failed attempt by the next pump.
                 let (tx, rx) = mpsc::channel();
-                let _ = tx.send(Err(format!("cannot start a thread: {e}")));
+                let _ = tx.send(Err(io::Error::other(format!("cannot start a thread: {e}"))));
                 self.connecting = Some(rx);
             }
         }
+    }
+
+    /// Records `fingerprint` for the server in the known-servers file, and
+    /// makes the next connections read it.
+    fn trust(&mut self, fingerprint: Fingerprint) -> Result<(), String> {
+        let Some(tls) = &mut self.target.tls else {
+            return Ok(());
+        };
+        let Some(path) = tls.client.known_servers_mut().map(|k| k.path().to_owned()) else {
+            return Ok(());
+        };
+        let mut known =
+            KnownServers::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        known
+            .add(&tls.host, self.target.addr.port(), fingerprint)
+            .map_err(|e| format!("cannot remember the server in {}: {e}", path.display()))?;
+        tls.client = tls.client.clone().with_known_servers(known);
+        Ok(())
     }
 
     /// Takes what happened since the last call (a connection made or
@@ -119,7 +141,9 @@ impl Session {
             let outcome = match rx.try_recv() {
                 Ok(outcome) => Some(outcome),
                 Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err("the connecting thread died".into())),
+                Err(TryRecvError::Disconnected) => {
+                    Some(Err(io::Error::other("the connecting thread died")))
+                }
             };
             if let Some(outcome) = outcome {
                 self.connecting = None;
@@ -129,7 +153,12 @@ impl Session {
                         self.said_bye = false;
                     }
                     Err(error) => {
-                        let actions = app.on_connect_failed(&error, now);
+                        let actions = match tls_error_in(&error) {
+                            Some(TlsError::UnknownServer { fingerprint, .. }) => {
+                                app.on_new_server(*fingerprint, now)
+                            }
+                            _ => app.on_connect_failed(&error.to_string(), now),
+                        };
                         self.execute(app, actions);
                     }
                 }

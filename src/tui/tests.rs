@@ -885,3 +885,98 @@ fn the_cursor_follows_double_width_characters() {
     // "> " then 3 characters of 2 columns, a space and "ok", from x = 1.
     assert_eq!(cursor.x, 1 + 2 + 6 + 1 + 2);
 }
+
+/// First contact inside the UI: the server's fingerprint is shown and
+/// nothing is sent until the user trusts it with Ctrl-Y; the known-servers
+/// file then records it, and the App connects and is welcomed.
+#[test]
+fn a_new_server_is_asked_about_in_the_ui_and_remembered_when_trusted() {
+    use ferry_tls::{ClientTls, Identity, KnownServers, TlsClient, TlsServer, Verify};
+    let dir = tempfile::tempdir().unwrap();
+    let identity =
+        Identity::load_or_create(&dir.path().join("tls"), std::time::SystemTime::now()).unwrap();
+    let server = ferry_std::spawn_server_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        HubConfig::default(),
+        None,
+        Some(std::sync::Arc::new(TlsServer::new(&identity).unwrap())),
+    )
+    .unwrap();
+    let addr = server.local_addr();
+    let known_path = dir.path().join("known_servers");
+    let known = KnownServers::load(&known_path).unwrap();
+    let now = Instant::now();
+    let mut app = App::new(
+        addr.to_string(),
+        "alice".into(),
+        String::new(),
+        Backoff::default(),
+        fixed_clock,
+        now,
+    );
+    let mut session = Session::new(Target {
+        addr,
+        runtime: Runtime::Std,
+        config: ClientConfig::new("alice"),
+        inbox: None,
+        tls: Some(ClientTls::new(
+            TlsClient::new().with_known_servers(known),
+            "127.0.0.1",
+            Verify::default(),
+        )),
+        connect_timeout: Duration::from_secs(5),
+    });
+    let actions = app.start(now);
+    session.execute(&mut app, actions);
+    drive(&mut app, &mut session, "the question", |app| {
+        matches!(app.link, Link::NewServer { .. })
+    });
+    assert_eq!(
+        app.link,
+        Link::NewServer {
+            fingerprint: identity.fingerprint()
+        }
+    );
+    let shown = identity.fingerprint().to_string();
+    assert!(
+        app.log.iter().any(|l| l.text.contains(&shown)),
+        "{:#?}",
+        app.log
+    );
+    assert!(!known_path.exists() || std::fs::read_to_string(&known_path).unwrap().is_empty());
+
+    let actions = app.on_key(KeyEvent::new(KeyCode::Char('y'), KeyModifiers::CONTROL));
+    session.execute(&mut app, actions);
+    drive(&mut app, &mut session, "the welcome", |app| {
+        app.link == Link::Connected
+    });
+    assert_eq!(
+        std::fs::read_to_string(&known_path).unwrap(),
+        format!("127.0.0.1:{} {shown}\n", addr.port())
+    );
+
+    let actions = app.quit();
+    session.execute(&mut app, actions);
+    drive(&mut app, &mut session, "the goodbye", App::is_finished);
+    session.leave(Duration::from_secs(1));
+    server.shutdown("done");
+    server.join().unwrap();
+}
+
+/// Ctrl-N on a new server leaves without sending anything.
+#[test]
+fn a_new_server_refused_in_the_ui_ends_it() {
+    let now = Instant::now();
+    let mut app = app(now);
+    app.start(now);
+    let fingerprint: ferry_tls::Fingerprint =
+        format!("SHA256:{}", "ab".repeat(32)).parse().unwrap();
+    assert!(app.on_new_server(fingerprint, now).is_empty());
+    assert!(
+        app.on_tick(now + Duration::from_secs(60)).is_empty(),
+        "it retried"
+    );
+    let actions = app.on_key(KeyEvent::new(KeyCode::Char('n'), KeyModifiers::CONTROL));
+    assert_eq!(actions, vec![Action::Exit]);
+    assert!(app.is_finished());
+}
