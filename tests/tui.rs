@@ -356,3 +356,48 @@ fn sigterm_ends_the_tui_in_every_state() {
     wait_gone(pid, "SIGTERM, reconnecting");
     assert_terminal_restored(&tmux, dir.path());
 }
+
+/// `ferry chat` on a terminal meeting a new server shows its fingerprint
+/// and asks; "y" records it in the known-servers file and joins.
+#[test]
+fn chat_on_a_terminal_asks_about_a_new_server_and_remembers_it() {
+    if !tmux_installed() {
+        println!("SKIP: tmux is not installed (.ci/run installs it)");
+        return;
+    }
+    let inbox = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(inbox.path(), &[]);
+    let fingerprint = server.expect(&["SHA256:"]);
+    let known = dir.path().join("known_servers");
+    let tmux = Tmux {
+        socket: format!("ferry-chat-ask-test-{}", std::process::id()),
+    };
+    let command = format!(
+        "FERRY_STATE_DIR='{}' '{FERRY}' chat {} --name carol --known-servers '{}'; sleep 60",
+        common::state_dir().display(),
+        server.addr(),
+        known.display()
+    );
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "ferry",
+        "-x",
+        "160",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let screen = tmux.wait_for("Trust it and remember it? [y/N]");
+    assert!(screen.contains(&fingerprint), "{screen}");
+    assert!(!known.exists(), "recorded before the answer");
+    tmux.type_line("y");
+    server.expect(&["\"carol\"", "joined"]);
+    assert_eq!(
+        std::fs::read_to_string(&known).unwrap(),
+        format!("{} {fingerprint}\n", server.addr())
+    );
+}
