@@ -485,7 +485,8 @@ impl RecordingProxy {
 }
 
 /// Every runtime as server and as client, over TLS: chat, a 64 MiB upload
-/// verified into the inbox, and a file relayed to a member who takes files.
+/// verified into the inbox, and a 64 MiB file relayed to a member who takes
+/// files (each hop its own TLS connection).
 #[test]
 fn every_runtime_serves_and_speaks_tls_chat_uploads_and_relays() {
     const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
@@ -493,7 +494,7 @@ fn every_runtime_serves_and_speaks_tls_chat_uploads_and_relays() {
     let big = files.path().join("big.bin");
     std::fs::write(&big, common::contents(64 << 20, 7)).unwrap();
     let small = files.path().join("photo.raw");
-    std::fs::write(&small, common::contents(4 << 20, 8)).unwrap();
+    std::fs::write(&small, common::contents(64 << 20, 8)).unwrap();
     let (big_arg, small_arg) = (big.display().to_string(), small.display().to_string());
     for (i, server_runtime) in RUNTIMES.iter().enumerate() {
         let (sender, receiver) = (RUNTIMES[(i + 1) % 3], RUNTIMES[(i + 2) % 3]);
