@@ -417,7 +417,7 @@ impl Output {
         kept.iter().filter(|l| l.contains(part)).cloned().collect()
     }
 
-    fn push(&self, line: String) {
+    pub(super) fn push(&self, line: String) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() < Self::KEPT {
             kept.push(line);

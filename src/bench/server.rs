@@ -211,3 +211,24 @@ pub fn serve_knows(flag: &str) -> bool {
     help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
         .any(|word| word == flag)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_is_read_from_its_own_line_not_the_log() {
+        let fingerprint = Fingerprint::of_der(b"a certificate");
+        let output = Output::default();
+        output.push("2026-12-02 ferry serving on 127.0.0.1:7878".into());
+        output.push("2026-12-02 TLS on; clients check (SHA256: below)".into());
+        output.push(fingerprint.to_string());
+        assert_eq!(
+            fingerprint_in(&output, Duration::ZERO).map(|f| f.to_string()),
+            Ok(fingerprint.to_string())
+        );
+        let silent = Output::default();
+        silent.push("2026-12-02 TLS off (--no-tls)".into());
+        assert!(fingerprint_in(&silent, Duration::ZERO).is_err());
+    }
+}

@@ -401,3 +401,34 @@ impl Drop for Scratch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_ratios_compare_with_the_pipe_and_plain_ferry() {
+        let mut rows = vec![
+            Row::new(SOCAT_TLS, false),
+            Row::new(SOCAT_TLS_FSYNC, false),
+            Row::new(Contender::Ferry(Runtime::Mio).label(), true),
+            Row::new(Contender::FerryTls(Runtime::Mio).label(), true),
+        ];
+        for (row, seconds) in rows.iter_mut().zip([2.0, 4.0, 1.0, 1.25]) {
+            row.seconds.push(seconds);
+        }
+        rows[3].memory = Some(Peaks {
+            server: Some(12 << 20),
+            sender: None,
+        });
+        let lines = tls_ratios(&rows, &[Runtime::Mio, Runtime::Mio], 1 << 30);
+        assert_eq!(
+            lines,
+            [
+                "ferry tls (mio): 819.2 MiB/s; / socat tls 1.60x, / socat tls + fsync 3.20x, \
+              / ferry plain 0.80x; server peak 12.0 MiB"
+            ]
+        );
+        assert!(tls_ratios(&rows[..3], &[Runtime::Mio], 1 << 30).is_empty());
+    }
+}
