@@ -11,10 +11,12 @@ use super::machine;
 use super::memory::resident;
 use super::server::FerryServer;
 use super::table::align;
+use super::tls::{pinned, TlsStream};
 use crate::limits::raise_open_files;
 use crate::runtime::Runtime;
 use clap::Args;
 use ferry_core::{ClientConfig, Connection, Event};
+use ferry_tls::ClientTls;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -35,6 +37,10 @@ pub struct ClientsOptions {
     /// The server's runtime.
     #[arg(long, value_enum, default_value_t = Runtime::Mio)]
     runtime: Runtime,
+    /// Connect the clients over TLS (each pinning the server's
+    /// fingerprint), so that the figure is what an idle TLS client costs.
+    #[arg(long)]
+    tls: bool,
     /// Seconds the whole run may take before the bench gives up.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -68,6 +74,11 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
             u32::MAX.to_string(),
         ],
     )?;
+    let tls = if options.tls {
+        Some(pinned(server.fingerprint()?))
+    } else {
+        None
+    };
     std::thread::sleep(SETTLE);
     let rss_before = resident(server.pid())?;
     let kernel_before = tcp_memory_pages();
@@ -76,7 +87,8 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     let start = Instant::now();
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
-        sockets.push(join(&server, i, timeout).map_err(|e| format!("client {i}: {e}"))?);
+        sockets
+            .push(join(&server, i, tls.as_ref(), timeout).map_err(|e| format!("client {i}: {e}"))?);
         if Instant::now() >= deadline {
             return Err(super::process::timed_out(timeout));
         }
@@ -112,7 +124,12 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     println!("ferry bench clients, {} (UTC)", machine::today());
     println!("machine: {}", machine::describe());
     println!(
-        "clients: {count} idle after the handshake, {ROOM} to a room, open-files limit {limit}"
+        "clients: {count} idle after the handshake{}, {ROOM} to a room, open-files limit {limit}",
+        if options.tls {
+            " over TLS (server pinned)"
+        } else {
+            ""
+        }
     );
     println!("command: {}", machine::command_line());
     println!();
@@ -131,7 +148,11 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
         .map(|s| s.to_string())
         .collect(),
         vec![
-            format!("ferry ({})", options.runtime.name()),
+            format!(
+                "ferry ({}){}",
+                options.runtime.name(),
+                if options.tls { " tls" } else { "" }
+            ),
             count.to_string(),
             format!("{:.2}", connect_time.as_secs_f64()),
             mib(rss_before),
@@ -148,11 +169,32 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     Ok(())
 }
 
-/// Connects client `i` and returns its socket once welcomed.
-fn join(server: &FerryServer, i: usize, timeout: Duration) -> Result<TcpStream, String> {
+/// Connects client `i` (through TLS when `tls` is given) and returns its
+/// socket once welcomed. A TLS client's own state is dropped then: what
+/// the server sends later is read raw and thrown away, as an idle client
+/// would read and ignore it, and the bench's memory stays small.
+fn join(
+    server: &FerryServer,
+    i: usize,
+    tls: Option<&ClientTls>,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
     let failed = |e: std::io::Error| e.to_string();
-    let mut stream = TcpStream::connect_timeout(&server.addr, timeout).map_err(failed)?;
+    let stream = TcpStream::connect_timeout(&server.addr, timeout).map_err(failed)?;
     stream.set_read_timeout(Some(timeout)).map_err(failed)?;
+    match tls {
+        Some(tls) => {
+            let stream = TlsStream::handshake(stream, server.addr, tls, Instant::now() + timeout)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            welcome(stream, i).map(TlsStream::into_socket)
+        }
+        None => welcome(stream, i),
+    }
+}
+
+/// Says HELLO on `stream` and returns it once welcomed.
+fn welcome<S: Read + Write>(mut stream: S, i: usize) -> Result<S, String> {
+    let failed = |e: std::io::Error| e.to_string();
     let config = ClientConfig::new(format!("c{i}")).room(format!("r{}", i / ROOM));
     let mut conn = Connection::client(config, Instant::now());
     let mut buf = [0; 4096];

@@ -4,6 +4,7 @@
 use super::memory::{Peaks, Sampler};
 use super::process::Spawned;
 use super::process::{drain, free_port, last_line, sync, timed_out, wait_all, wait_listening};
+use super::server::fingerprint_in;
 use crate::runtime::Runtime;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -16,6 +17,11 @@ use std::time::{Duration, Instant};
 
 /// The buffer of the plain copy: what a simple program would pick.
 const BUFFER: usize = 64 * 1024;
+
+/// socat's transfer block (`-b`): 128 KiB rather than its default 8 KiB,
+/// so that the TLS pipe moves full 16 KiB records and is not held back
+/// by small reads.
+const SOCAT_BUFFER: &str = "131072";
 
 /// How long a listener may take to come up before the run fails.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -210,17 +216,82 @@ pub fn netcat(source: &Path, output: &Path, timeout: Duration) -> Result<CopyTim
     })
 }
 
+/// `socat` listening with TLS (the certificate and key in `cert_dir`,
+/// as `ferry serve` makes them) and writing into the output file, fed by
+/// `socat` reading the source and connecting with TLS (no certificate
+/// check: `verify=0`, as a quick pipe is set up in practice).
+pub fn socat_tls(
+    source: &Path,
+    output: &Path,
+    cert_dir: &Path,
+    timeout: Duration,
+) -> Result<CopyTimes, String> {
+    let port = free_port()?;
+    let sink = File::create(output).map_err(|e| format!("cannot create the output: {e}"))?;
+    let cert = cert_dir.join(ferry_tls::CERT_FILE);
+    let key = cert_dir.join(ferry_tls::KEY_FILE);
+    let mut listener = Spawned::spawn(
+        Command::new("socat")
+            .args(["-u", "-b", SOCAT_BUFFER])
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            ))
+            .arg("STDOUT")
+            .stdin(Stdio::null())
+            .stdout(sink)
+            .stderr(Stdio::piped()),
+        "socat OPENSSL-LISTEN",
+    )?;
+    let listener_errors = drain(listener.child().stderr.take());
+    wait_listening(port, &mut listener, STARTUP)?;
+    sync()?;
+    let start = Instant::now();
+    let mut sender = Spawned::spawn(
+        Command::new("socat")
+            .args(["-u", "-b", SOCAT_BUFFER])
+            .arg(format!("OPEN:{},rdonly", source.display()))
+            .arg(format!("OPENSSL:127.0.0.1:{port},verify=0"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+        "socat OPENSSL",
+    )?;
+    let sender_errors = drain(sender.child().stderr.take());
+    let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
+    for (status, (what, errors)) in statuses.iter().zip([
+        ("socat OPENSSL-LISTEN", listener_errors),
+        ("socat OPENSSL", sender_errors),
+    ]) {
+        if !status.success() {
+            let errors = errors.join().unwrap_or_default();
+            return Err(format!("{what} failed ({status}): {}", last_line(&errors)));
+        }
+    }
+    fsync(output).map_err(|e| format!("cannot fsync the output: {e}"))?;
+    Ok(CopyTimes {
+        copied: end - start,
+        durable: start.elapsed(),
+    })
+}
+
 /// `ferry send` to a fresh `ferry serve` with `inbox`, both this program
-/// and both with `runtime`. The send returns only once the server has
-/// checked the BLAKE3 hash and stored the file (fsync, rename).
+/// and both with `runtime`, the server's certificate in `tls_dir`. With
+/// `tls` the sender pins the fingerprint the server printed
+/// (`--fingerprint`); without, it sends in clear text (`--no-tls`). The
+/// send returns only once the server has checked the BLAKE3 hash and
+/// stored the file (fsync, rename).
 pub fn ferry(
     runtime: Runtime,
     source: &Path,
     inbox: &Path,
+    tls_dir: &Path,
+    tls: bool,
     timeout: Duration,
 ) -> Result<FerryRun, String> {
     let program = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let (server, addr) = spawn_listening(
+    let (server, addr, output) = spawn_logging(
         Command::new(&program)
             .args([
                 "serve",
@@ -230,17 +301,29 @@ pub fn ferry(
                 runtime.name(),
             ])
             .arg("--inbox")
-            .arg(inbox),
+            .arg(inbox)
+            .arg("--tls-dir")
+            .arg(tls_dir),
         "ferry serve",
         STARTUP,
     )?;
+    let check = if tls {
+        match fingerprint_in(&output, STARTUP) {
+            Ok(fingerprint) => vec!["--fingerprint".to_string(), fingerprint.to_string()],
+            Err(e) => {
+                server.kill();
+                return Err(e);
+            }
+        }
+    } else {
+        vec!["--no-tls".to_string()]
+    };
     sync()?;
     let start = Instant::now();
     let mut sender = Spawned::spawn(
         Command::new(&program)
             .arg("send")
-            // The clear-text row; TLS is measured on its own.
-            .arg("--no-tls")
+            .args(&check)
             .arg(addr.to_string())
             .arg(source)
             .args(["--runtime", runtime.name()])
@@ -334,7 +417,7 @@ impl Output {
         kept.iter().filter(|l| l.contains(part)).cloned().collect()
     }
 
-    fn push(&self, line: String) {
+    pub(super) fn push(&self, line: String) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() < Self::KEPT {
             kept.push(line);

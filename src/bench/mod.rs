@@ -3,6 +3,7 @@
 //! contender alike.
 
 mod clients;
+mod connect;
 mod contenders;
 mod cpu;
 mod echo;
@@ -19,10 +20,12 @@ mod redis;
 mod rtt;
 mod server;
 mod table;
+mod tls;
 mod transfer;
 
 use clap::Subcommand;
 pub use clients::ClientsOptions;
+pub use connect::ConnectOptions;
 pub use echo::EchoOptions;
 pub use fanout::FanoutOptions;
 pub use hostile::HostileOptions;
@@ -52,6 +55,10 @@ pub enum BenchCommand {
     /// Round trip: ping/pong and a chat message echoed through a ferry
     /// server, against a raw TCP ping-pong of the same size.
     Rtt(RttOptions),
+    /// Connect to WELCOME: TCP connect, TLS handshake (or none) and
+    /// HELLO/WELCOME against a local ferry server, plain and TLS
+    /// alternating, percentiles per runtime.
+    Connect(ConnectOptions),
     /// Hostile load: each attack of issue 12 against a fresh server of
     /// every runtime, while a bystander pings, a member chats and a
     /// newcomer joins; the server's memory, files and log are measured
@@ -72,6 +79,7 @@ pub fn bench(which: BenchCommand) -> Result<(), String> {
         BenchCommand::Fanout(options) => fanout::fanout(&options),
         BenchCommand::Clients(options) => clients::clients(&options),
         BenchCommand::Rtt(options) => rtt::rtt(&options),
+        BenchCommand::Connect(options) => connect::connect(&options),
         BenchCommand::Hostile(options) => hostile::hostile(&options),
         BenchCommand::Echo(options) => echo::echo(&options),
     }

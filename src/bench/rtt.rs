@@ -23,9 +23,11 @@ use super::machine;
 use super::probe;
 use super::server::{limits_lifted, FerryServer};
 use super::table::align;
+use super::tls::{pinned, TlsStream, Wire};
 use crate::runtime::Runtime;
 use clap::Args;
 use ferry_core::{ClientConfig, Connection, Event};
+use ferry_tls::ClientTls;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -63,6 +65,9 @@ pub struct RttOptions {
     /// How many times each contender runs.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Leave out the TLS rows (ping and chat echo over TLS).
+    #[arg(long)]
+    no_tls: bool,
     /// Seconds a single run may take before the whole bench gives up.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -84,6 +89,10 @@ enum Contender {
     RawTcpTasks,
     Ping(Runtime),
     Echo(Runtime),
+    /// [`Contender::Ping`] over TLS, the server pinned.
+    TlsPing(Runtime),
+    /// [`Contender::Echo`] over TLS, the server pinned.
+    TlsEcho(Runtime),
 }
 
 impl Contender {
@@ -95,6 +104,17 @@ impl Contender {
             Contender::RawTcpTasks => "raw tcp, echo tasks (smol)".into(),
             Contender::Ping(runtime) => format!("ferry ping ({})", runtime.name()),
             Contender::Echo(runtime) => format!("ferry say echo ({})", runtime.name()),
+            Contender::TlsPing(runtime) => format!("ferry ping tls ({})", runtime.name()),
+            Contender::TlsEcho(runtime) => format!("ferry say echo tls ({})", runtime.name()),
+        }
+    }
+
+    /// The clear-text contender a TLS one is compared with.
+    fn plain(self) -> Option<Contender> {
+        match self {
+            Contender::TlsPing(runtime) => Some(Contender::Ping(runtime)),
+            Contender::TlsEcho(runtime) => Some(Contender::Echo(runtime)),
+            _ => None,
         }
     }
 
@@ -102,7 +122,10 @@ impl Contender {
     /// runtime costs without ferry's work.
     fn own_stack(self) -> Option<Contender> {
         match self {
-            Contender::Ping(runtime) | Contender::Echo(runtime) => Some(match runtime {
+            Contender::Ping(runtime)
+            | Contender::Echo(runtime)
+            | Contender::TlsPing(runtime)
+            | Contender::TlsEcho(runtime) => Some(match runtime {
                 Runtime::Std => Contender::RawTcpProcess,
                 Runtime::Mio => Contender::RawTcpLoop,
                 Runtime::Smol => Contender::RawTcpTasks,
@@ -121,6 +144,9 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         let ping = Contender::Ping(runtime);
         if !measured.contains(&ping) {
             measured.extend([ping, Contender::Echo(runtime)]);
+            if !options.no_tls {
+                measured.extend([Contender::TlsPing(runtime), Contender::TlsEcho(runtime)]);
+            }
             if let Some(stack) = ping.own_stack().filter(|stack| !lineup.contains(stack)) {
                 lineup.push(stack);
             }
@@ -208,9 +234,54 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         "chat message said in a room of one and read back. vs thread / vs process:".to_string(),
         "latency over that raw TCP echo's; vs own stack: over the echo on the".to_string(),
         "server's own runtime (echo process for std, echo loop for mio, echo tasks".to_string(),
-        "for smol), which is what ferry's work adds; lower is better.".to_string(),
+        "for smol), which is what ferry's work adds; lower is better. tls: the".to_string(),
+        "same through TLS 1.3 to the same server, the client pinning its fingerprint.".to_string(),
     ] {
         println!("{line}");
+    }
+    let mut lines = vec![[
+        "over TLS",
+        "p50 plain us",
+        "p50 tls us",
+        "p50 tls/plain",
+        "p99 plain us",
+        "p99 tls us",
+        "p99 tls/plain",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
+    for (contender, tls) in lineup.iter().zip(&results) {
+        let Some(plain) = contender
+            .plain()
+            .and_then(|plain| lineup.iter().position(|&c| c == plain))
+            .map(|i| &results[i])
+        else {
+            continue;
+        };
+        let label = match contender {
+            Contender::TlsPing(runtime) => format!("ping ({})", runtime.name()),
+            Contender::TlsEcho(runtime) => format!("say echo ({})", runtime.name()),
+            _ => continue,
+        };
+        let mut cells = vec![label];
+        for q in [0.5, 0.99] {
+            let (plain, tls) = (micros(plain.quantile(q)), micros(tls.quantile(q)));
+            cells.extend([
+                format!("{plain:.1}"),
+                format!("{tls:.1}"),
+                format!("{:.2}x", tls / plain),
+            ]);
+        }
+        lines.push(cells);
+    }
+    if lines.len() > 1 {
+        println!();
+        print!("{}", align(&lines));
+        println!();
+        println!(
+            "tls/plain: the TLS row's latency over the clear-text row's, same server, same run."
+        );
     }
     Ok(())
 }
@@ -229,7 +300,7 @@ enum Peer {
     },
     /// A ferry client: `PING`/`PONG`, or a chat message and its echo.
     Ferry {
-        stream: TcpStream,
+        stream: Box<dyn Wire>,
         conn: Box<Connection>,
         say: bool,
         text: Vec<u8>,
@@ -247,11 +318,24 @@ impl Peer {
     }
 
     /// A client in a room of its own (`room`), welcomed.
-    fn ferry(addr: SocketAddr, say: bool, room: &str, timeout: Duration) -> Result<Peer, String> {
-        let mut stream = connect(addr, timeout)?;
+    fn ferry(
+        addr: SocketAddr,
+        say: bool,
+        room: &str,
+        tls: Option<&ClientTls>,
+        timeout: Duration,
+    ) -> Result<Peer, String> {
+        let stream = connect(addr, timeout)?;
+        let mut stream: Box<dyn Wire> = match tls {
+            Some(tls) => Box::new(
+                TlsStream::handshake(stream, addr, tls, Instant::now() + timeout)
+                    .map_err(|e| format!("TLS handshake: {e}"))?,
+            ),
+            None => Box::new(stream),
+        };
         let mut conn = Connection::client(ClientConfig::new("rtt").room(room), Instant::now());
         let mut buf = vec![0; 64 * 1024];
-        exchange(&mut stream, &mut conn, &mut buf, |event| {
+        exchange(&mut *stream, &mut conn, &mut buf, |event| {
             matches!(event, Event::Welcomed { .. })
         })?;
         Ok(Peer::Ferry {
@@ -432,20 +516,32 @@ fn start(
             running.echoes.push(echo);
             Peer::raw(addr, size, timeout)
         }
-        Contender::Ping(runtime) | Contender::Echo(runtime) => {
-            let say = matches!(contender, Contender::Echo(_));
+        Contender::Ping(runtime)
+        | Contender::Echo(runtime)
+        | Contender::TlsPing(runtime)
+        | Contender::TlsEcho(runtime) => {
+            let say = matches!(contender, Contender::Echo(_) | Contender::TlsEcho(_));
+            let tls = matches!(contender, Contender::TlsPing(_) | Contender::TlsEcho(_));
             // One server per runtime, started with its ping contender.
-            let addr = match running.servers.iter().find(|s| s.runtime() == runtime) {
-                Some(server) => server.addr,
+            let server = match running.servers.iter().position(|s| s.runtime() == runtime) {
+                Some(i) => &running.servers[i],
                 None => {
-                    let server = start_server(runtime)?;
-                    let addr = server.addr;
-                    running.servers.push(server);
-                    addr
+                    running.servers.push(start_server(runtime)?);
+                    &running.servers[running.servers.len() - 1]
                 }
             };
-            let room = if say { "rtt-say" } else { "rtt-ping" };
-            Peer::ferry(addr, say, room, timeout)
+            let client_tls = if tls {
+                Some(pinned(server.fingerprint()?))
+            } else {
+                None
+            };
+            let room = match (say, tls) {
+                (true, false) => "rtt-say",
+                (false, false) => "rtt-ping",
+                (true, true) => "rtt-say-tls",
+                (false, true) => "rtt-ping-tls",
+            };
+            Peer::ferry(server.addr, say, room, client_tls.as_ref(), timeout)
         }
     }
 }
@@ -458,7 +554,7 @@ fn start_server(runtime: Runtime) -> Result<FerryServer, String> {
 /// Writes what the connection has to send, then reads until an event
 /// `done` accepts arrives.
 fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut dyn Wire,
     conn: &mut Connection,
     buf: &mut [u8],
     done: impl Fn(&Event) -> bool,

@@ -5,12 +5,13 @@
 use super::contenders::{spawn_logging, Output};
 use super::process::Spawned;
 use crate::runtime::Runtime;
+use ferry_tls::Fingerprint;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the server may take to print its address.
 const STARTUP: Duration = Duration::from_secs(10);
@@ -22,6 +23,8 @@ pub struct FerryServer {
     /// Where it listens.
     pub addr: SocketAddr,
     inbox: PathBuf,
+    /// Its certificate's folder (`--tls-dir`), unless started `--no-tls`.
+    tls_dir: Option<PathBuf>,
     runtime: Runtime,
     output: Arc<Output>,
 }
@@ -93,31 +96,46 @@ impl FerryServer {
             runtime.name(),
             STARTED.fetch_add(1, Ordering::SeqCst)
         ));
+        // A certificate of its own, made at its start, rather than the
+        // user's in the state folder.
+        let tls_dir =
+            (!launch.args.iter().any(|arg| arg == "--no-tls")).then(|| inbox.with_extension("tls"));
         let cleanup = |e: String| {
             let _ = std::fs::remove_dir_all(&inbox);
+            if let Some(dir) = &tls_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
             e
         };
         std::fs::create_dir_all(&inbox)
             .map_err(|e| format!("cannot create {}: {e}", inbox.display()))?;
         (launch.prepare)(&inbox).map_err(cleanup)?;
-        let (process, addr, output) = spawn_logging(
-            Command::new(program)
-                .args(["serve", "--listen", launch.listen, "--runtime"])
-                .arg(runtime.name())
-                .arg("--inbox")
-                .arg(&inbox)
-                .args(launch.args),
-            "ferry serve",
-            STARTUP,
-        )
-        .map_err(cleanup)?;
+        let mut command = Command::new(program);
+        command
+            .args(["serve", "--listen", launch.listen, "--runtime"])
+            .arg(runtime.name())
+            .arg("--inbox")
+            .arg(&inbox)
+            .args(launch.args);
+        if let Some(dir) = &tls_dir {
+            command.arg("--tls-dir").arg(dir);
+        }
+        let (process, addr, output) =
+            spawn_logging(&mut command, "ferry serve", STARTUP).map_err(cleanup)?;
         Ok(FerryServer {
             process,
             addr,
             inbox,
+            tls_dir,
             runtime,
             output,
         })
+    }
+
+    /// The fingerprint of its certificate, from the `SHA256:` line it
+    /// prints at start (waited for up to the start-up limit).
+    pub fn fingerprint(&self) -> Result<Fingerprint, String> {
+        fingerprint_in(&self.output, STARTUP)
     }
 
     /// The runtime it was started with.
@@ -146,6 +164,31 @@ impl Drop for FerryServer {
         let _ = self.process.child().kill();
         let _ = self.process.child().wait();
         let _ = std::fs::remove_dir_all(&self.inbox);
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The fingerprint on the `SHA256:` line a `ferry serve` printed on its
+/// stdout (`output`), waited for up to `limit`.
+pub fn fingerprint_in(output: &Output, limit: Duration) -> Result<Fingerprint, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(line) = output
+            .lines_with("SHA256:")
+            .into_iter()
+            .find(|line| line.starts_with("SHA256:"))
+        {
+            return line
+                .trim()
+                .parse()
+                .map_err(|e| format!("ferry serve printed {line:?}: {e}"));
+        }
+        if Instant::now() >= deadline {
+            return Err("ferry serve printed no SHA256: fingerprint line".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -167,4 +210,25 @@ pub fn serve_knows(flag: &str) -> bool {
     });
     help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
         .any(|word| word == flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_is_read_from_its_own_line_not_the_log() {
+        let fingerprint = Fingerprint::of_der(b"a certificate");
+        let output = Output::default();
+        output.push("2026-12-02 ferry serving on 127.0.0.1:7878".into());
+        output.push("2026-12-02 TLS on; clients check (SHA256: below)".into());
+        output.push(fingerprint.to_string());
+        assert_eq!(
+            fingerprint_in(&output, Duration::ZERO).map(|f| f.to_string()),
+            Ok(fingerprint.to_string())
+        );
+        let silent = Output::default();
+        silent.push("2026-12-02 TLS off (--no-tls)".into());
+        assert!(fingerprint_in(&silent, Duration::ZERO).is_err());
+    }
 }

@@ -4,7 +4,9 @@
 use super::memory::Peaks;
 
 /// The contenders other rows are compared with, and their column titles.
-const BASELINES: [(&str, &str); 5] = [
+const BASELINES: [(&str, &str); 7] = [
+    (SOCAT_TLS, "vs tls pipe"),
+    (SOCAT_TLS_FSYNC, "vs tls pipe+fsync"),
     (NC, "vs nc"),
     (NC_FSYNC, "vs nc+fsync"),
     (NC_B3SUM, "vs nc+b3sum"),
@@ -16,6 +18,10 @@ pub const STD_COPY: &str = "std copy";
 pub const STD_COPY_FSYNC: &str = "std copy + fsync";
 pub const NC: &str = "nc";
 pub const NC_FSYNC: &str = "nc + fsync";
+/// `socat` with TLS on both ends (OPENSSL-LISTEN, OPENSSL): a TLS pipe
+/// from widely used tools.
+pub const SOCAT_TLS: &str = "socat tls";
+pub const SOCAT_TLS_FSYNC: &str = "socat tls + fsync";
 /// `nc`, then `b3sum` of the received file and of the source, one after
 /// the other: how a careful user checks a plain copy.
 pub const NC_B3SUM: &str = "nc + b3sum";
@@ -69,15 +75,18 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The median MiB/s of the row `label`, if it ran.
+pub fn rate(rows: &[Row], label: &str, size: u64) -> Option<f64> {
+    rows.iter()
+        .find(|row| row.label == label && !row.seconds.is_empty())
+        .map(|row| row.median_rate(size))
+}
+
 /// The table for `rows` moving `size` bytes each run, one line per row
 /// after a title line, columns aligned; baselines that did not run have
 /// no column.
 pub fn render(rows: &[Row], size: u64) -> String {
-    let rate_of = |label: &str| {
-        rows.iter()
-            .find(|row| row.label == label && !row.seconds.is_empty())
-            .map(|row| row.median_rate(size))
-    };
+    let rate_of = |label: &str| rate(rows, label, size);
     let baselines: Vec<(&str, f64)> = BASELINES
         .iter()
         .filter_map(|&(label, title)| Some((title, rate_of(label)?)))

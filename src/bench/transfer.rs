@@ -5,14 +5,17 @@ use super::contenders::{self, CopyTimes};
 use super::machine;
 use super::memory::Peaks;
 use super::parse_size;
-use super::table::{self, Row, NC, NC_B3SUM, NC_FSYNC, STD_COPY, STD_COPY_FSYNC};
+use super::table::{
+    self, Row, NC, NC_B3SUM, NC_FSYNC, SOCAT_TLS, SOCAT_TLS_FSYNC, STD_COPY, STD_COPY_FSYNC,
+};
+use super::tls::find_or_install_socat;
 use crate::display::bytes;
 use crate::runtime::Runtime;
 use clap::Args;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The source file's name, which ferry also stores it under.
 const SOURCE_NAME: &str = "ferry-bench.bin";
@@ -36,6 +39,9 @@ pub struct TransferOptions {
     /// The runtimes ferry is measured with, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "mio")]
     runtimes: Vec<Runtime>,
+    /// Leave out the TLS rows (ferry over TLS and the socat TLS pipe).
+    #[arg(long)]
+    no_tls: bool,
     /// Seconds a single run may take before the whole bench gives up.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -46,7 +52,9 @@ pub struct TransferOptions {
 enum Contender {
     StdCopy,
     Netcat,
+    SocatTls,
     Ferry(Runtime),
+    FerryTls(Runtime),
 }
 
 /// Runs the benchmark: writes the source file, moves it `--rounds` times
@@ -58,6 +66,11 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
     let source = scratch.dir.join(SOURCE_NAME);
     let received_dir = scratch.dir.join("received");
     let received = received_dir.join(SOURCE_NAME);
+    // The certificate every TLS contender serves: `ferry serve` makes it
+    // here on first start; made now so that socat can use it too.
+    let tls_dir = scratch.dir.join("tls");
+    ferry_tls::Identity::load_or_create(&tls_dir, SystemTime::now())
+        .map_err(|e| format!("cannot make a certificate in {}: {e}", tls_dir.display()))?;
 
     let mut lineup = vec![Contender::StdCopy];
     let mut rows = vec![Row::new(STD_COPY, false), Row::new(STD_COPY_FSYNC, false)];
@@ -76,6 +89,15 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
         }
         Err(why) => eprintln!("note: {why}; skipping the nc contender and nc + b3sum"),
     }
+    if !options.no_tls {
+        match find_or_install_socat() {
+            Ok(()) => {
+                lineup.push(Contender::SocatTls);
+                rows.extend([Row::new(SOCAT_TLS, false), Row::new(SOCAT_TLS_FSYNC, false)]);
+            }
+            Err(why) => eprintln!("note: {why}; skipping the TLS pipe (socat) contender"),
+        }
+    }
     for &runtime in &options.runtimes {
         if !lineup
             .iter()
@@ -83,6 +105,10 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
         {
             lineup.push(Contender::Ferry(runtime));
             rows.push(Row::new(Contender::Ferry(runtime).label(), true));
+            if !options.no_tls {
+                lineup.push(Contender::FerryTls(runtime));
+                rows.push(Row::new(Contender::FerryTls(runtime).label(), true));
+            }
         }
     }
 
@@ -122,9 +148,16 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
                     }
                     progress
                 }
-                Contender::Ferry(runtime) => {
-                    let run = contenders::ferry(runtime, &source, &received_dir, timeout)
+                Contender::SocatTls => {
+                    let times = contenders::socat_tls(&source, &received, &tls_dir, timeout)
                         .map_err(failed)?;
+                    record_copy(&mut rows, &label, times, options.size)
+                }
+                Contender::Ferry(runtime) | Contender::FerryTls(runtime) => {
+                    let tls = matches!(contender, Contender::FerryTls(_));
+                    let run =
+                        contenders::ferry(runtime, &source, &received_dir, &tls_dir, tls, timeout)
+                            .map_err(failed)?;
                     record(&mut rows, &label, run.elapsed, Some(run.peaks));
                     timing(run.elapsed, options.size)
                 }
@@ -155,8 +188,53 @@ pub fn transfer(options: &TransferOptions) -> Result<(), String> {
     println!("ferry: `ferry send` to a fresh `ferry serve` until the sender exits, which is");
     println!("after BLAKE3 on both ends and the fsync before rename: compare it with the");
     println!("+ fsync rows. vs X: median MiB/s over X's median MiB/s. server/sender MiB:");
-    println!("peak resident memory of the ferry processes over all rounds.");
+    println!("peak resident memory of the ferry processes over all rounds. ferry tls:");
+    println!("the same over TLS 1.3, the sender pinning the server's printed fingerprint");
+    println!("(--fingerprint); socat tls: socat OPENSSL-LISTEN into the file, fed by socat");
+    println!("OPENSSL (verify=0) from it, with ferry serve's certificate.");
+    let ratios = tls_ratios(&rows, &options.runtimes, options.size);
+    if !ratios.is_empty() {
+        println!();
+        for line in ratios {
+            println!("{line}");
+        }
+    }
     Ok(())
+}
+
+/// The TLS summary: per runtime, ferry over TLS against the TLS pipe
+/// (plain and + fsync) and against ferry's own clear-text figure.
+fn tls_ratios(rows: &[Row], runtimes: &[Runtime], size: u64) -> Vec<String> {
+    let mut lines = Vec::new();
+    for &runtime in runtimes {
+        let tls = Contender::FerryTls(runtime).label();
+        let Some(rate) = table::rate(rows, &tls, size) else {
+            continue;
+        };
+        if lines.iter().any(|line: &String| line.starts_with(&tls)) {
+            continue;
+        }
+        let versus = |label: &str| {
+            table::rate(rows, label, size)
+                .map_or("n/a".to_string(), |base| format!("{:.2}x", rate / base))
+        };
+        let server = rows
+            .iter()
+            .find(|row| row.label == tls)
+            .and_then(|row| row.memory)
+            .and_then(|peaks| peaks.server)
+            .map_or("n/a".to_string(), |bytes| {
+                format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+            });
+        lines.push(format!(
+            "{tls}: {rate:.1} MiB/s; / socat tls {}, / socat tls + fsync {}, / ferry plain {}; \
+             server peak {server}",
+            versus(SOCAT_TLS),
+            versus(SOCAT_TLS_FSYNC),
+            versus(&Contender::Ferry(runtime).label()),
+        ));
+    }
+    lines
 }
 
 impl Contender {
@@ -165,7 +243,9 @@ impl Contender {
         match self {
             Contender::StdCopy => STD_COPY.to_string(),
             Contender::Netcat => NC.to_string(),
+            Contender::SocatTls => SOCAT_TLS.to_string(),
             Contender::Ferry(runtime) => format!("ferry ({})", runtime.name()),
+            Contender::FerryTls(runtime) => format!("ferry tls ({})", runtime.name()),
         }
     }
 }
@@ -319,5 +399,36 @@ impl Drop for Scratch {
         if let Some(parent) = &self.made_parent {
             let _ = std::fs::remove_dir(parent);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_ratios_compare_with_the_pipe_and_plain_ferry() {
+        let mut rows = vec![
+            Row::new(SOCAT_TLS, false),
+            Row::new(SOCAT_TLS_FSYNC, false),
+            Row::new(Contender::Ferry(Runtime::Mio).label(), true),
+            Row::new(Contender::FerryTls(Runtime::Mio).label(), true),
+        ];
+        for (row, seconds) in rows.iter_mut().zip([2.0, 4.0, 1.0, 1.25]) {
+            row.seconds.push(seconds);
+        }
+        rows[3].memory = Some(Peaks {
+            server: Some(12 << 20),
+            sender: None,
+        });
+        let lines = tls_ratios(&rows, &[Runtime::Mio, Runtime::Mio], 1 << 30);
+        assert_eq!(
+            lines,
+            [
+                "ferry tls (mio): 819.2 MiB/s; / socat tls 1.60x, / socat tls + fsync 3.20x, \
+              / ferry plain 0.80x; server peak 12.0 MiB"
+            ]
+        );
+        assert!(tls_ratios(&rows[..3], &[Runtime::Mio], 1 << 30).is_empty());
     }
 }
