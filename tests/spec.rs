@@ -6,7 +6,7 @@ mod common;
 use bytes::Bytes;
 use common::{Raw, Serve, WAIT};
 use ferry_core::frame::Frame;
-use ferry_core::Code;
+use ferry_core::{Code, ResumeKey};
 
 const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
 
@@ -31,6 +31,53 @@ fn find<T>(raw: &mut Raw, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>)
             Err(e) => panic!("{what} never came: {e:?}"),
         }
     }
+}
+
+/// Offers a 10,000-byte file to the inbox on `raw` as transfer 0 and sends
+/// its first 4096 bytes (all `fill`); returns the resume key the inbox
+/// handed out.
+fn start_upload(raw: &mut Raw, fill: u8) -> ResumeKey {
+    raw.send(&offer(0, 10_000, "")).unwrap();
+    let key = find(raw, "the key", |f| match f {
+        Frame::ResumeKey { id: 0, key } => Some(*key),
+        _ => None,
+    });
+    find(raw, "the accept", |f| {
+        matches!(f, Frame::Accept { id: 0, .. }).then_some(())
+    });
+    let data = Frame::Data {
+        id: 0,
+        offset: 0,
+        data: Bytes::from(vec![fill; 4096]),
+    };
+    raw.send(&data).unwrap();
+    key
+}
+
+/// Offers the upload again with `key` (`RESUME` then `OFFER`, ids from
+/// `id` up in steps of 2) until it is accepted, as §6.10.9 says to when
+/// told `TRY_AGAIN` (the only refusal allowed); returns the offset.
+fn resume_until_accepted(raw: &mut Raw, key: ResumeKey, mut id: u32, runtime: &str) -> u64 {
+    common::wait_until("the resume", || {
+        raw.send(&Frame::Resume { id, key }).unwrap();
+        raw.send(&offer(id, 10_000, "")).unwrap();
+        let answer = find(raw, "the answer", |f| match f {
+            Frame::Reject { id: got, code, .. } if *got == id => Some(Err(*code)),
+            Frame::Accept {
+                id: got, offset, ..
+            } if *got == id => Some(Ok(*offset)),
+            _ => None,
+        });
+        id += 2;
+        match answer {
+            Ok(offset) => Some(offset),
+            Err(code) => {
+                assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            }
+        }
+    })
 }
 
 /// §6.10.1: a frame from the wrong party of a transfer is
@@ -177,20 +224,7 @@ fn a_resume_racing_its_earlier_attempt_is_told_to_try_again() {
         let inbox = tempfile::tempdir().unwrap();
         let server = Serve::start(inbox.path(), &["--runtime", runtime]);
         let mut old = Raw::join(server.addr, "alice", "");
-        old.send(&offer(0, 10_000, "")).unwrap();
-        let key = find(&mut old, "the key", |f| match f {
-            Frame::ResumeKey { id: 0, key } => Some(*key),
-            _ => None,
-        });
-        find(&mut old, "the accept", |f| {
-            matches!(f, Frame::Accept { id: 0, .. }).then_some(())
-        });
-        let data = Frame::Data {
-            id: 0,
-            offset: 0,
-            data: Bytes::from(vec![1u8; 4096]),
-        };
-        old.send(&data).unwrap();
+        let key = start_upload(&mut old, 1);
         // The link "drops" silently: the old connection is still open.
         let mut new = Raw::join(server.addr, "alice2", "");
         new.send(&Frame::Resume { id: 0, key }).unwrap();
@@ -201,31 +235,11 @@ fn a_resume_racing_its_earlier_attempt_is_told_to_try_again() {
             _ => None,
         });
         assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
-        // Once the old connection is gone, the same offer resumes.
+        // Once the old connection is gone, the same offer resumes. The
+        // server may not have seen it go yet: as told, offer again a little
+        // later, with a fresh id each time.
         old.close();
-        let mut id = 0;
-        let offset = common::wait_until("the resume", || {
-            // The server may not have seen the old connection go yet: as
-            // told, offer again a little later, with a fresh id each time.
-            id += 2;
-            new.send(&Frame::Resume { id, key }).unwrap();
-            new.send(&offer(id, 10_000, "")).unwrap();
-            let answer = find(&mut new, "the answer", |f| match f {
-                Frame::Reject { id: got, code, .. } if *got == id => Some(Err(*code)),
-                Frame::Accept {
-                    id: got, offset, ..
-                } if *got == id => Some(Ok(*offset)),
-                _ => None,
-            });
-            match answer {
-                Ok(offset) => Some(offset),
-                Err(code) => {
-                    assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    None
-                }
-            }
-        });
+        let offset = resume_until_accepted(&mut new, key, 2, runtime);
         assert_eq!(offset, 4096, "{runtime}");
     }
 }
@@ -243,20 +257,7 @@ fn a_client_that_lost_its_link_takes_its_name_and_its_upload_back_at_once() {
         let (mut old, secret) = Raw::join_session(server.addr, "alice", "", None);
         let secret = secret.unwrap_or_else(|| panic!("{runtime}: no SESSION after WELCOME"));
         let mut bob = Raw::join(server.addr, "bob", "");
-        old.send(&offer(0, 10_000, "")).unwrap();
-        let key = find(&mut old, "the key", |f| match f {
-            Frame::ResumeKey { id: 0, key } => Some(*key),
-            _ => None,
-        });
-        find(&mut old, "the accept", |f| {
-            matches!(f, Frame::Accept { id: 0, .. }).then_some(())
-        });
-        let data = Frame::Data {
-            id: 0,
-            offset: 0,
-            data: Bytes::from(vec![7u8; 4096]),
-        };
-        old.send(&data).unwrap();
+        let key = start_upload(&mut old, 7);
         common::wait_until("the data stored", || {
             common::the_partial_in(inbox.path()).filter(|(_, len)| *len == 4096)
         });
@@ -283,27 +284,7 @@ fn a_client_that_lost_its_link_takes_its_name_and_its_upload_back_at_once() {
         // The upload resumes where the old connection stopped. The inbox may
         // still be storing the old connection's last writes for a moment
         // (TRY_AGAIN), never for the idle timeout's 30 s.
-        let mut id = 0;
-        let offset = common::wait_until("the resume", || {
-            new.send(&Frame::Resume { id, key }).unwrap();
-            new.send(&offer(id, 10_000, "")).unwrap();
-            let answer = find(&mut new, "the answer", |f| match f {
-                Frame::Reject { id: got, code, .. } if *got == id => Some(Err(*code)),
-                Frame::Accept {
-                    id: got, offset, ..
-                } if *got == id => Some(Ok(*offset)),
-                _ => None,
-            });
-            id += 2;
-            match answer {
-                Ok(offset) => Some(offset),
-                Err(code) => {
-                    assert_eq!(code, Code::TRY_AGAIN, "{runtime}");
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    None
-                }
-            }
-        });
+        let offset = resume_until_accepted(&mut new, key, 0, runtime);
         assert_eq!(offset, 4096, "{runtime}");
         assert!(
             started.elapsed() < std::time::Duration::from_secs(10),
@@ -314,16 +295,7 @@ fn a_client_that_lost_its_link_takes_its_name_and_its_upload_back_at_once() {
         // A stale secret (this one was used up) is ignored: the name is
         // taken, as without RECLAIM.
         let mut again = Raw::connect(server.addr);
-        again.send_bytes(&ferry_core::frame::PREAMBLE).unwrap();
-        again.send(&Frame::Reclaim { secret }).unwrap();
-        again
-            .send(&Frame::Hello {
-                versions: vec![1],
-                name: "alice".into(),
-                room: "".into(),
-                token: Bytes::new(),
-            })
-            .unwrap();
+        again.hello_reclaiming("alice", "", secret);
         let refused = find(&mut again, "the refusal", |f| match f {
             Frame::Refuse { code, .. } => Some(*code),
             _ => None,

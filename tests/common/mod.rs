@@ -476,6 +476,21 @@ impl Raw {
         self.stream.write_all(&out).unwrap();
     }
 
+    /// Preamble, `RECLAIM` with `secret`, and `HELLO` without a token.
+    pub fn hello_reclaiming(&mut self, name: &str, room: &str, secret: SessionSecret) {
+        let mut out = BytesMut::from(&PREAMBLE[..]);
+        Frame::Reclaim { secret }.encode(&mut out).unwrap();
+        Frame::Hello {
+            versions: vec![1],
+            name: name.into(),
+            room: room.into(),
+            token: Bytes::new(),
+        }
+        .encode(&mut out)
+        .unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
     /// Connects and joins; returns once its own `JOINED` arrived.
     pub fn join(addr: SocketAddr, name: &str, room: &str) -> Raw {
         Raw::join_session(addr, name, room, None).0
@@ -491,21 +506,9 @@ impl Raw {
         reclaim: Option<SessionSecret>,
     ) -> (Raw, Option<SessionSecret>) {
         let mut raw = Raw::connect(addr);
-        if let Some(secret) = reclaim {
-            raw.send_bytes(&PREAMBLE).unwrap();
-            let mut out = BytesMut::new();
-            Frame::Reclaim { secret }.encode(&mut out).unwrap();
-            Frame::Hello {
-                versions: vec![1],
-                name: name.into(),
-                room: room.into(),
-                token: Bytes::new(),
-            }
-            .encode(&mut out)
-            .unwrap();
-            raw.send_bytes(&out).unwrap();
-        } else {
-            raw.hello(name, room, b"");
+        match reclaim {
+            Some(secret) => raw.hello_reclaiming(name, room, secret),
+            None => raw.hello(name, room, b""),
         }
         match raw.recv(WAIT) {
             Ok(Frame::Welcome { .. }) => {}
