@@ -18,6 +18,26 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A tmux server of its own (named `socket`) running `command` in a
+    /// detached session `ferry`, `columns` wide and 30 lines high.
+    fn start(socket: String, columns: u16, command: &str) -> Tmux {
+        let tmux = Tmux { socket };
+        let columns = columns.to_string();
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "ferry",
+            "-x",
+            &columns,
+            "-y",
+            "30",
+            command,
+        ]);
+        assert!(started.status.success(), "{started:?}");
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .arg("-L")
@@ -99,21 +119,11 @@ fn the_tui_chats_in_a_real_terminal_and_restores_it() {
     let inbox = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let server = Serve::start(inbox.path(), &[]);
-    let tmux = Tmux {
-        socket: format!("ferry-tui-test-{}", std::process::id()),
-    };
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ferry",
-        "-x",
-        "100",
-        "-y",
-        "30",
+    let tmux = Tmux::start(
+        format!("ferry-tui-test-{}", std::process::id()),
+        100,
         &script(dir.path(), &server.addr()),
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    );
 
     let screen = tmux.wait_for("● connected");
     assert!(screen.contains("alice (you)"), "{screen}");
@@ -153,21 +163,11 @@ fn the_tui_chats_in_a_real_terminal_and_restores_it() {
 /// [`script`]), connected to `addr` or trying to: the tmux server and the
 /// pid of the `ferry tui` process.
 fn tui_in_tmux(name: &str, dir: &Path, addr: &str) -> (Tmux, u32) {
-    let tmux = Tmux {
-        socket: format!("ferry-tui-test-{}-{name}", std::process::id()),
-    };
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ferry",
-        "-x",
-        "100",
-        "-y",
-        "30",
+    let tmux = Tmux::start(
+        format!("ferry-tui-test-{}-{name}", std::process::id()),
+        100,
         &script(dir, addr),
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    );
     // The one process whose arguments are `tui` and this test's folder.
     let marker = dir.join("received").display().to_string();
     let pid = wait_until("the ferry tui process", || {
@@ -370,27 +370,17 @@ fn chat_on_a_terminal_asks_about_a_new_server_and_remembers_it() {
     let mut server = Serve::start(inbox.path(), &[]);
     let fingerprint = server.expect(&["SHA256:"]);
     let known = dir.path().join("known_servers");
-    let tmux = Tmux {
-        socket: format!("ferry-chat-ask-test-{}", std::process::id()),
-    };
     let command = format!(
         "FERRY_STATE_DIR='{}' '{FERRY}' chat {} --name carol --known-servers '{}'; sleep 60",
         common::state_dir().display(),
         server.addr(),
         known.display()
     );
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "ferry",
-        "-x",
-        "160",
-        "-y",
-        "30",
+    let tmux = Tmux::start(
+        format!("ferry-chat-ask-test-{}", std::process::id()),
+        160,
         &command,
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    );
     let screen = tmux.wait_for("Trust it and remember it? [y/N]");
     assert!(screen.contains(&fingerprint), "{screen}");
     assert!(!known.exists(), "recorded before the answer");

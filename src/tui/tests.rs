@@ -620,6 +620,55 @@ fn drive(app: &mut App, session: &mut Session, what: &str, mut done: impl FnMut(
     }
 }
 
+/// Alice's App with a real client of `runtime` for `addr`, its first
+/// connection under way, retrying after `backoff`.
+fn started(
+    addr: std::net::SocketAddr,
+    runtime: Runtime,
+    backoff: Backoff,
+    tls: Option<ferry_tls::ClientTls>,
+) -> (App, Session) {
+    let now = Instant::now();
+    let mut app = App::new(
+        addr.to_string(),
+        "alice".into(),
+        String::new(),
+        backoff,
+        fixed_clock,
+        now,
+    );
+    let mut session = Session::new(Target {
+        addr,
+        runtime,
+        config: ClientConfig::new("alice"),
+        inbox: None,
+        tls,
+        connect_timeout: Duration::from_secs(5),
+    });
+    let actions = app.start(now);
+    session.execute(&mut app, actions);
+    (app, session)
+}
+
+/// Reconnection attempts close together, for tests that cut the link.
+const QUICK_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(50),
+    cap: Duration::from_millis(200),
+};
+
+/// Waits for the welcome, then has the App send `path` until some of it
+/// went out.
+fn upload_under_way(app: &mut App, session: &mut Session, path: &std::path::Path) {
+    drive(app, session, "the first welcome", |app| {
+        app.link == Link::Connected
+    });
+    let actions = app.submit(&format!("/send {}", path.display()));
+    session.execute(app, actions);
+    drive(app, session, "some progress", |app| {
+        app.transfers.first().is_some_and(|row| row.done > 0)
+    });
+}
+
 fn spawn_server(addr: std::net::SocketAddr, inbox: &std::path::Path) -> ferry_files::ServerHandle {
     let mut hub = HubConfig::default();
     // A small window keeps the upload slow enough to be cut in the middle.
@@ -652,36 +701,8 @@ fn the_app_reconnects_to_a_restarted_server_and_resumes_the_upload() {
 
     let server = spawn_server("127.0.0.1:0".parse().unwrap(), inbox.path());
     let addr = server.local_addr();
-    let now = Instant::now();
-    let mut app = App::new(
-        addr.to_string(),
-        "alice".into(),
-        String::new(),
-        Backoff {
-            first: Duration::from_millis(50),
-            cap: Duration::from_millis(200),
-        },
-        fixed_clock,
-        now,
-    );
-    let mut session = Session::new(Target {
-        addr,
-        runtime: Runtime::Mio,
-        config: ClientConfig::new("alice"),
-        inbox: None,
-        tls: None,
-        connect_timeout: Duration::from_secs(5),
-    });
-    let actions = app.start(now);
-    session.execute(&mut app, actions);
-    drive(&mut app, &mut session, "the first welcome", |app| {
-        app.link == Link::Connected
-    });
-    let actions = app.submit(&format!("/send {}", path.display()));
-    session.execute(&mut app, actions);
-    drive(&mut app, &mut session, "some progress", |app| {
-        app.transfers.first().is_some_and(|row| row.done > 0)
-    });
+    let (mut app, mut session) = started(addr, Runtime::Mio, QUICK_BACKOFF, None);
+    upload_under_way(&mut app, &mut session, &path);
 
     server.shutdown("restarting");
     server.join().unwrap();
@@ -784,36 +805,8 @@ fn the_app_takes_its_name_back_at_once_after_a_silent_drop_and_resumes() {
     std::fs::write(&path, &data).unwrap();
     let server = spawn_server("127.0.0.1:0".parse().unwrap(), inbox.path());
     let proxy = CuttingProxy::start(server.local_addr());
-    let now = Instant::now();
-    let mut app = App::new(
-        proxy.addr.to_string(),
-        "alice".into(),
-        String::new(),
-        Backoff {
-            first: Duration::from_millis(50),
-            cap: Duration::from_millis(200),
-        },
-        fixed_clock,
-        now,
-    );
-    let mut session = Session::new(Target {
-        addr: proxy.addr,
-        runtime: Runtime::Mio,
-        config: ClientConfig::new("alice"),
-        inbox: None,
-        tls: None,
-        connect_timeout: Duration::from_secs(5),
-    });
-    let actions = app.start(now);
-    session.execute(&mut app, actions);
-    drive(&mut app, &mut session, "the first welcome", |app| {
-        app.link == Link::Connected
-    });
-    let actions = app.submit(&format!("/send {}", path.display()));
-    session.execute(&mut app, actions);
-    drive(&mut app, &mut session, "some progress", |app| {
-        app.transfers.first().is_some_and(|row| row.done > 0)
-    });
+    let (mut app, mut session) = started(proxy.addr, Runtime::Mio, QUICK_BACKOFF, None);
+    upload_under_way(&mut app, &mut session, &path);
 
     proxy.cut();
     let cut_at = Instant::now();
@@ -905,29 +898,12 @@ fn a_new_server_is_asked_about_in_the_ui_and_remembered_when_trusted() {
     let addr = server.local_addr();
     let known_path = dir.path().join("known_servers");
     let known = KnownServers::load(&known_path).unwrap();
-    let now = Instant::now();
-    let mut app = App::new(
-        addr.to_string(),
-        "alice".into(),
-        String::new(),
-        Backoff::default(),
-        fixed_clock,
-        now,
+    let tls = ClientTls::new(
+        TlsClient::new().with_known_servers(known),
+        "127.0.0.1",
+        Verify::default(),
     );
-    let mut session = Session::new(Target {
-        addr,
-        runtime: Runtime::Std,
-        config: ClientConfig::new("alice"),
-        inbox: None,
-        tls: Some(ClientTls::new(
-            TlsClient::new().with_known_servers(known),
-            "127.0.0.1",
-            Verify::default(),
-        )),
-        connect_timeout: Duration::from_secs(5),
-    });
-    let actions = app.start(now);
-    session.execute(&mut app, actions);
+    let (mut app, mut session) = started(addr, Runtime::Std, Backoff::default(), Some(tls));
     drive(&mut app, &mut session, "the question", |app| {
         matches!(app.link, Link::NewServer { .. })
     });
