@@ -68,12 +68,7 @@ impl ResumeStore {
     /// The folder `FERRY_STATE_DIR`, `XDG_STATE_HOME` or `HOME` names
     /// (see the module's documentation); `None` when none is set.
     pub fn default_dir() -> Option<PathBuf> {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-        var("FERRY_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| var("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("ferry")))
-            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/state/ferry")))
-            .map(|state| state.join("resume"))
+        crate::tls::state_dir().map(|state| state.join("resume"))
     }
 
     /// Opens (creating it, private) the folder `dir`, and removes the keys
