@@ -52,7 +52,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         tls,
         require_tls,
     } = options;
-    config.check()?;
+    config.check().map_err(|e| e.to_string())?;
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
         .overwrite(overwrite)

@@ -5,6 +5,23 @@ use crate::secret::SessionSecret;
 use std::fmt;
 use std::time::Duration;
 
+/// A consuming setter per field, named after the field, so that a
+/// configuration reads as one expression (the struct is
+/// `#[non_exhaustive]`, so other crates cannot write a struct literal):
+/// `HubConfig::default().max_clients(500).guests(false)`.
+macro_rules! setters {
+    ($($field:ident: $ty:ty => $doc:literal;)*) => {
+        $(
+            #[doc = $doc]
+            #[must_use]
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
 /// Limits and timeouts of one connection, either role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -61,6 +78,20 @@ impl Default for Config {
 }
 
 impl Config {
+    setters! {
+        max_frame: u32 => "Sets the largest frame body accepted after the handshake.";
+        handshake_max_frame: u32 => "Sets the largest frame body accepted before the handshake completes.";
+        max_message: u32 => "Sets the largest chat message text in bytes.";
+        chunk_size: u32 => "Sets the largest `DATA` payload this side sends.";
+        window: u32 => "Sets the flow-control window granted for each incoming transfer.";
+        idle_timeout: Duration => "Sets how long a silent connection is kept.";
+        handshake_timeout: Duration => "Sets how long the handshake may take.";
+        max_transfers: usize => "Sets how many transfers may be open at once.";
+        max_outgoing: usize => "Sets the chat and control bytes that may wait for a slow reader.";
+        frame_burst: u32 => "Sets the control frames a client may send in a burst (server role).";
+        frame_per_second: u32 => "Sets the control frames a client may send per second (server role).";
+    }
+
     /// What a server announces in `WELCOME`.
     pub fn settings(&self) -> Settings {
         Settings {
@@ -113,6 +144,12 @@ impl ClientConfig {
             token: Vec::new(),
             reclaim: None,
         }
+    }
+
+    /// Uses `connection` as the limits and timeouts instead of the defaults.
+    pub fn connection(mut self, connection: Config) -> Self {
+        self.connection = connection;
+        self
     }
 
     /// Joins `room` instead of the default one.
@@ -295,22 +332,129 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
-    /// Whether these limits can all hold at once: a full room's `MEMBERS`
-    /// frame (every name at its longest) must fit in one frame and in half
-    /// of a newcomer's outgoing queue, or the newcomer could never join.
-    pub fn check(&self) -> Result<(), String> {
+    setters! {
+        connection: Config => "Sets the limits and timeouts of every client connection.";
+        max_clients: usize => "Sets how many clients may be in rooms at once.";
+        max_per_ip: usize => "Sets how many connections one address group may hold at once.";
+        source_prefix_v4: u8 => "Sets the leading bits of an IPv4 address that name its source (0 to 32).";
+        source_prefix_v6: u8 => "Sets the leading bits of an IPv6 address that name its source (0 to 128).";
+        max_file_size: u64 => "Sets the largest file accepted, in bytes.";
+        inbox_quota: Option<u64> => "Sets the most bytes the inbox may hold (`None`: no quota).";
+        flood_burst: u32 => "Sets the messages a client may send in a burst.";
+        flood_per_second: u32 => "Sets the messages per second a client may send on average.";
+        source_flood_burst: u32 => "Sets the messages and joins one source may send in a burst.";
+        source_flood_per_second: u32 => "Sets the messages and joins per second one source may send.";
+        auth_failures_before_ban: u32 => "Sets the wrong tokens from one source before it is banned.";
+        auth_ban: Duration => "Sets how long a banned source is turned away.";
+        max_room_members: usize => "Sets the members a room may hold (see [`check`](Self::check)).";
+        max_relay_memory: u64 => "Sets the file data all relayed transfers may hold together.";
+        guests: bool => "Serves raw-text guests, or not.";
+        guest_idle_timeout: Duration => "Sets how long a silent raw-text guest is kept.";
+        guest_line_wait: Duration => "Sets how long a guest's unfinished line waits for its end.";
+    }
+
+    /// Requires `token` in every `HELLO`.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Hands out session secrets made with `key` (see
+    /// [`session_key`](Self::session_key)): 32 bytes from a secure random
+    /// source, new at each start.
+    #[must_use]
+    pub fn session_key(mut self, key: [u8; 32]) -> Self {
+        self.session_key = Some(key);
+        self
+    }
+
+    /// Whether these limits can all hold at once, as a server should check
+    /// before it starts (`ferry serve` does):
+    ///
+    /// * a full room's `MEMBERS` frame (every name at its longest) must fit
+    ///   in one frame and in half of a newcomer's outgoing queue, or the
+    ///   newcomer could never join;
+    /// * a limit that would turn everyone away (no clients, no connection
+    ///   per address, rooms of no one, no message or control frame ever)
+    ///   is a mistake, not a policy;
+    /// * a source prefix longer than the address.
+    pub fn check(&self) -> Result<(), ConfigError> {
         let members = members_frame_size(self.max_room_members);
         let fits = (self.connection.max_frame as usize).min(self.connection.max_outgoing / 2);
         if members > fits {
-            let most = (fits - crate::frame::HEADER_LEN - 2) / MEMBER_SIZE;
-            return Err(format!(
-                "a room of {} members needs a MEMBERS frame of up to {members} bytes, \
-                 over {fits}: at most {most} members fit",
-                self.max_room_members
-            ));
+            return Err(ConfigError::RoomTooLarge {
+                members: self.max_room_members,
+                frame: members,
+                fits,
+                most: fits.saturating_sub(crate::frame::HEADER_LEN + 2) / MEMBER_SIZE,
+            });
+        }
+        let zero = [
+            ("max_clients", self.max_clients == 0),
+            ("max_per_ip", self.max_per_ip == 0),
+            ("max_room_members", self.max_room_members == 0),
+            ("flood_burst", self.flood_burst == 0),
+            ("source_flood_burst", self.source_flood_burst == 0),
+            ("connection.frame_burst", self.connection.frame_burst == 0),
+            ("connection.max_outgoing", self.connection.max_outgoing == 0),
+        ];
+        if let Some((limit, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(ConfigError::TurnsEveryoneAway { limit });
+        }
+        if self.source_prefix_v4 > 32 {
+            return Err(ConfigError::PrefixTooLong {
+                family: "IPv4",
+                bits: self.source_prefix_v4,
+                most: 32,
+            });
+        }
+        if self.source_prefix_v6 > 128 {
+            return Err(ConfigError::PrefixTooLong {
+                family: "IPv6",
+                bits: self.source_prefix_v6,
+                most: 128,
+            });
         }
         Ok(())
     }
+}
+
+/// Limits that cannot all hold at once: what [`HubConfig::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A full room's `MEMBERS` frame would not fit.
+    #[error(
+        "a room of {members} members needs a MEMBERS frame of up to {frame} bytes, \
+         over {fits}: at most {most} members fit"
+    )]
+    RoomTooLarge {
+        /// The room size asked for.
+        members: usize,
+        /// Bytes its `MEMBERS` frame may need.
+        frame: usize,
+        /// Bytes that fit (the frame limit, half the outgoing queue).
+        fits: usize,
+        /// The most members that fit.
+        most: usize,
+    },
+    /// A limit of zero, which would turn every client away.
+    #[error("{limit} is 0, which would turn every client away")]
+    TurnsEveryoneAway {
+        /// The field.
+        limit: &'static str,
+    },
+    /// A source prefix longer than the address it applies to.
+    #[error("an {family} source prefix of {bits} bits is longer than the address ({most} bits)")]
+    PrefixTooLong {
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// The prefix asked for.
+        bits: u8,
+        /// The address length.
+        most: u8,
+    },
 }
 
 /// Bytes a name takes in `MEMBERS` at most: its 16-bit length and up to

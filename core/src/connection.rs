@@ -130,7 +130,10 @@ pub enum Event {
         rtt: Duration,
     },
     /// The connection is over. Write out what [`Connection::poll_transmit`]
-    /// still returns, then close the socket.
+    /// still returns (the final frame is in there), shut down the sending
+    /// direction, read until the peer's FIN for at most
+    /// [`CLOSE_LINGER`](crate::CLOSE_LINGER), then close the socket:
+    /// [`driving`](crate::driving) step 6, PROTOCOL.md §6.9.
     Closed {
         /// Why.
         code: Code,
@@ -173,13 +176,16 @@ enum Phase {
 /// 4. **Output**: [`poll_transmit`](Self::poll_transmit),
 ///    [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
 ///
-/// After every input or command, drain the output: write every
-/// `poll_transmit` segment (in order; call it when the socket can take more,
-/// and keep at most one unwritten segment yourself, so that chat frames can
-/// overtake queued file data), handle every `poll_event`, then sleep until
-/// `poll_timeout` or the next input. `now` never goes backwards; calling
-/// `handle_timeout` early or twice is harmless. Once [`Event::Closed`] has
-/// been seen, write what is left of `poll_transmit` and close the socket.
+/// After every input or command, drain: write `poll_transmit` segments in
+/// order while the socket takes them, handle every `poll_event`, and repeat
+/// until neither yields anything (each can feed the other: taking output
+/// can ask for the next file chunk); then sleep until `poll_timeout` or the
+/// next input. `now` never goes backwards; calling `handle_timeout` early or
+/// twice is harmless. Once [`Event::Closed`] has been seen, close as
+/// [`driving`](crate::driving) step 6 says: what is left of
+/// `poll_transmit`, then FIN, then read until the peer's FIN for at most
+/// [`CLOSE_LINGER`](crate::CLOSE_LINGER). The [`driving`](crate::driving)
+/// module is the whole contract, with a complete blocking client.
 ///
 /// File contents never pass through here uninvited: to send, the connection
 /// asks for chunks with [`TransferEvent::NeedChunk`] and the application

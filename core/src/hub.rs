@@ -110,7 +110,12 @@ pub enum HubEvent {
         ban: std::time::Duration,
     },
     /// The connection is over. Write out what [`Hub::poll_transmit`] still
-    /// returns for it, close the socket, then call [`Hub::remove`].
+    /// returns for it (the final frame is in there), shut down the sending
+    /// direction, read until the client's FIN, then close the socket and
+    /// call [`Hub::remove`]; all of it within
+    /// [`CLOSE_LINGER`](crate::CLOSE_LINGER), written or not:
+    /// [`driving`](crate::driving) step 6, PROTOCOL.md §6.9. Until
+    /// `remove`, the client still counts against the connection limits.
     Closed {
         /// The client.
         client: ClientId,
@@ -338,11 +343,19 @@ type End = (ClientId, TransferId);
 ///    [`handle_eof`](Self::handle_eof) with what each socket reads, and
 ///    [`handle_timeout`](Self::handle_timeout) when
 ///    [`poll_timeout`](Self::poll_timeout) passes.
-/// 3. After each call, drain: [`poll_writable`](Self::poll_writable) names
-///    every client with bytes to send — write its
-///    [`poll_transmit`](Self::poll_transmit) segments while its socket takes
-///    them (resume on writability); then handle every
-///    [`poll_event`](Self::poll_event).
+/// 3. After each call, drain until nothing moves:
+///    [`poll_writable`](Self::poll_writable) names every client with bytes
+///    to send — write its [`poll_transmit`](Self::poll_transmit) segments
+///    while its socket takes them (resume on writability); then handle
+///    every [`poll_event`](Self::poll_event); repeat while either yielded
+///    something (taking output can ask for the next file chunk).
+/// 4. On [`HubEvent::Closed`], close the socket as
+///    [`driving`](crate::driving) step 6 says, within
+///    [`CLOSE_LINGER`](crate::CLOSE_LINGER), then call
+///    [`remove`](Self::remove).
+///
+/// The [`driving`](crate::driving) module is the whole contract, for
+/// authors of new runtimes.
 ///
 /// The hub enforces unique names (ignoring case), broadcasts each message
 /// once-encoded to every member, limits flooding with a token bucket per
@@ -478,6 +491,14 @@ impl Hub {
             .get(&client)
             .filter(|c| c.room.is_some())
             .map(|c| c.link.name())
+    }
+
+    /// Whether `client` is over: the hub closed it ([`HubEvent::Closed`]
+    /// was queued) or it was [`remove`](Self::remove)d, or never existed.
+    /// A driver whose write to `client` was stuck asks this when the write
+    /// completes or times out ([`driving`](crate::driving) step 7).
+    pub fn is_closed(&self, client: ClientId) -> bool {
+        self.clients.get(&client).is_none_or(|c| c.link.is_closed())
     }
 
     /// Bytes queued for `client`: chat/control and file data.

@@ -17,6 +17,9 @@
 //!   serves raw-text [`guest`]s (`nc`, `telnet`) as room members.
 //! * [`filename::check_file_name`]: whether an incoming file name is safe to
 //!   create.
+//! * [`driving`]: the contract a runtime keeps when it drives a
+//!   [`Connection`] or a [`Hub`] over real sockets (input, output, timeouts,
+//!   back-pressure, closing), written for authors of new adapters.
 //!
 //! The wire format is specified in `docs/PROTOCOL.md`.
 //!
@@ -67,6 +70,7 @@ pub mod code;
 pub mod config;
 pub mod connection;
 pub mod datagram;
+pub mod driving;
 pub mod error;
 pub mod filename;
 pub mod frame;
@@ -85,10 +89,16 @@ pub mod transfer;
 
 pub use client_map::{ClientMap, ClientSet};
 pub use code::Code;
-pub use config::{ClientConfig, Config, HubConfig};
+pub use config::{ClientConfig, Config, ConfigError, HubConfig};
 pub use connection::{Connection, Event, Role};
+pub use driving::CLOSE_LINGER;
 pub use error::{DecodeError, Error, LimitExceeded, Malformed, Misuse, Violation};
 pub use hub::{ClientId, Hub, HubEvent};
 pub use secret::{ResumeKey, SessionSecret};
 pub use source::Source;
 pub use text::Text;
+
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) the `poll_transmit`
+/// methods and file chunks use: drivers name it from here, so their
+/// version always matches the core's.
+pub use bytes;
