@@ -313,6 +313,25 @@ fn a_man_in_the_middle_with_its_own_certificate_learns_nothing() {
     );
 }
 
+#[test]
+fn a_tls_client_turned_away_before_tls_hears_why() {
+    let inbox = tempfile::tempdir().unwrap();
+    let mut server = Serve::start(inbox.path(), &["--max-per-ip", "1"]);
+    let addr = server.addr();
+    let _held = common::Raw::connect(server.addr);
+    server.expect(&["connected from 127.0.0.1"]);
+    // The server refuses before the ClientHello is read, in clear ferry
+    // framing: the client says what the server said, not "no TLS".
+    for runtime in ["mio", "smol", "std"] {
+        let args = ["chat", &addr, "--name", "bob", "--runtime", runtime];
+        let (ok, _, err) = run(&args, &[]);
+        assert!(!ok, "{runtime}");
+        let said = err.contains("turned the connection away before TLS")
+            && err.contains("too many connections from 127.0.0.1");
+        assert!(said, "{runtime}: {err}");
+    }
+}
+
 /// Like [`run`], with `FERRY_TOKEN` and friends set (common's `run`
 /// clears the token).
 fn run_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {

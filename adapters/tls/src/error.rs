@@ -9,7 +9,8 @@ use crate::Fingerprint;
 ///
 /// The variants fall into four groups: the peer sent bytes that are not
 /// TLS ([`NotTls`](Error::NotTls), [`Garbage`](Error::Garbage),
-/// [`Truncated`](Error::Truncated)); the handshake failed, with the reason
+/// [`Truncated`](Error::Truncated)), or a ferry refusal in clear text
+/// ([`RefusedBeforeTls`](Error::RefusedBeforeTls)); the handshake failed, with the reason
 /// ([`Handshake`](Error::Handshake), [`CertificateName`](Error::CertificateName),
 /// [`PinMismatch`](Error::PinMismatch), [`UnknownServer`](Error::UnknownServer),
 /// [`ChangedServer`](Error::ChangedServer), [`Tls`](Error::Tls) after it);
@@ -28,6 +29,17 @@ pub enum Error {
     NotTls {
         /// The server's first byte.
         first_byte: u8,
+    },
+    /// The server turned the connection away in clear text before TLS
+    /// could begin, with a ferry `ERROR` (a TLS server does so for a limit
+    /// it enforces at connect: too many connections from one address, a
+    /// banned source, a shutdown).
+    #[error("server turned the connection away before TLS began: {reason} ({code})")]
+    RefusedBeforeTls {
+        /// The `ERROR`'s code.
+        code: ferry_core::Code,
+        /// The `ERROR`'s reason.
+        reason: String,
     },
     /// The peer sent bytes that are not valid TLS here: undecodable,
     /// failing to decrypt, or breaking the protocol's rules.

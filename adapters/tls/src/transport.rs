@@ -8,6 +8,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig, Connection, RootCertStore, ServerConfig};
 
+use bytes::BytesMut;
+use ferry_core::frame::{self, Frame, PREAMBLE};
+use ferry_core::Code;
+
 use crate::error::SetupError;
 use crate::verify::{Verified, Verifier};
 use crate::{provider, Error, Fingerprint, Identity, KnownServers};
@@ -35,6 +39,11 @@ pub const HANDSHAKE_INPUT_LIMIT: usize = 32 * 1024;
 
 /// The first byte of a TLS ClientHello record (content type handshake).
 pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
+/// Clear-text bytes a client holds when the server's first byte is the
+/// ferry preamble's, hoping for a whole `ERROR` that says why it was turned
+/// away: the preamble and a header, and a reason of up to about 500 bytes.
+const CLEAR_REFUSAL_LIMIT: usize = 1024;
 
 /// What a new connection speaks, told by its first byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +268,8 @@ pub struct Transport {
     inner: Inner,
     is_client: bool,
     first_byte_seen: bool,
+    /// Client: the server answered in clear ferry framing; what came so far.
+    clear_refusal: Option<Vec<u8>>,
     handshake_input: usize,
     plaintext: usize,
     peer_closed: bool,
@@ -286,6 +297,7 @@ impl Transport {
             inner,
             is_client,
             first_byte_seen: false,
+            clear_refusal: None,
             handshake_input: 0,
             plaintext: 0,
             peer_closed: false,
@@ -482,6 +494,14 @@ impl Transport {
                 self.plaintext = incoming.len();
                 Ok(n)
             }
+            Inner::Tls(_) if is_client && self.clear_refusal.is_some() => self.hold_refusal(bytes),
+            Inner::Tls(_)
+                if is_client && !self.first_byte_seen && bytes.first() == Some(&PREAMBLE[0]) =>
+            {
+                self.first_byte_seen = true;
+                self.clear_refusal = Some(Vec::new());
+                self.hold_refusal(bytes)
+            }
             Inner::Tls(conn) => {
                 if let (false, true, Some(&first)) =
                     (self.first_byte_seen, is_client, bytes.first())
@@ -534,10 +554,32 @@ impl Transport {
         }
     }
 
+    /// Client: the server's clear-text answer grows by `bytes`. Once it
+    /// holds a whole ferry `ERROR`, that is the error; until then the bytes
+    /// are taken and held, up to [`CLEAR_REFUSAL_LIMIT`].
+    fn hold_refusal(&mut self, bytes: &[u8]) -> Result<usize, Error> {
+        let held = self.clear_refusal.get_or_insert_with(Vec::new);
+        let take = bytes.len().min(CLEAR_REFUSAL_LIMIT - held.len());
+        held.extend_from_slice(&bytes[..take]);
+        match refusal_in(held) {
+            Some(error) => Err(self.fail(error)),
+            None if held.len() < CLEAR_REFUSAL_LIMIT => Ok(take),
+            None => Err(self.fail(Error::NotTls {
+                first_byte: PREAMBLE[0],
+            })),
+        }
+    }
+
     /// Tells the transport the socket read end of file. An error if the
     /// TLS handshake had not finished ([`Error::Truncated`]).
     pub fn feed_eof(&mut self) -> Result<(), Error> {
         self.check()?;
+        if self.clear_refusal.is_some() {
+            // Clear ferry bytes that never made a whole ERROR.
+            return Err(self.fail(Error::NotTls {
+                first_byte: PREAMBLE[0],
+            }));
+        }
         if let Inner::Tls(conn) = &mut self.inner {
             // An empty read is how rustls learns of end of file.
             let _ = conn.read_tls(&mut io::empty());
@@ -667,6 +709,35 @@ impl Transport {
 
 /// A rustls error as this crate's [`Error`], a failure after the
 /// handshake as [`Error::Tls`].
+/// What a server's clear-text answer (`held`, starting with the ferry
+/// preamble's first byte) says, once it says enough: `None` while a whole
+/// preamble and frame have not arrived. A plain ferry server that does
+/// not take TLS at all says `NOT_FERRY`: that is [`Error::NotTls`], like
+/// any other server that does not speak TLS, and so is anything but an
+/// `ERROR`.
+fn refusal_in(held: &[u8]) -> Option<Error> {
+    let not_tls = Error::NotTls {
+        first_byte: PREAMBLE[0],
+    };
+    let matched = held.len().min(PREAMBLE.len());
+    if held[..matched] != PREAMBLE[..matched] {
+        return Some(not_tls);
+    }
+    if held.len() == PREAMBLE.len() {
+        return None;
+    }
+    let mut rest = BytesMut::from(&held[PREAMBLE.len().min(held.len())..]);
+    match frame::decode(&mut rest, CLEAR_REFUSAL_LIMIT as u32) {
+        Ok(None) => None,
+        Ok(Some(Frame::Error { code, .. })) if code == Code::NOT_FERRY => Some(not_tls),
+        Ok(Some(Frame::Error { code, reason })) => Some(Error::RefusedBeforeTls {
+            code,
+            reason: reason.to_string(),
+        }),
+        Ok(Some(_)) | Err(_) => Some(not_tls),
+    }
+}
+
 fn describe_at(error: rustls::Error, handshaking: bool) -> Error {
     match describe(error) {
         Error::Handshake { reason } if !handshaking => Error::Tls { reason },

@@ -6,6 +6,8 @@ use std::io::Read;
 use std::time::SystemTime;
 
 use common::{read_all, self_signed, Pair};
+use ferry_core::frame::{Frame, PREAMBLE};
+use ferry_core::Code;
 use ferry_tls::{
     Error, Fingerprint, Identity, Kind, KnownServers, TlsClient, TlsServer, Transport, Verified,
     Verify, ALPN, HANDSHAKE_INPUT_LIMIT, OUTGOING_LIMIT, PLAINTEXT_LIMIT,
@@ -367,12 +369,30 @@ fn a_truncated_handshake_is_an_error_on_either_side() {
 
 #[test]
 fn a_server_that_speaks_no_tls_is_named() {
+    // The ferry preamble, and then the end: a plain server that said
+    // nothing more.
     let mut pair = pinned_pair(1 << 20);
-    let error = pair.client.feed(b"\x89FERRY").unwrap_err();
+    assert_eq!(pair.client.feed(b"\x89FERRY").unwrap(), 6);
+    let error = pair.client.feed_eof().unwrap_err();
     assert_eq!(
         error.to_string(),
         "server speaks no TLS (its first byte is 0x89)"
     );
+    // A plain server that takes no TLS says NOT_FERRY; one that sends a
+    // frame other than ERROR, or garbage after the preamble, speaks no TLS
+    // either.
+    for answer in [
+        error_frame(Code::NOT_FERRY, "expected the ferry preamble"),
+        [&PREAMBLE[..], &[0x05, 0, 0, 0, 0]].concat(),
+        b"\x89FERRX\r\n".to_vec(),
+    ] {
+        let mut pair = pinned_pair(1 << 20);
+        let error = pair.client.feed(&answer).unwrap_err();
+        assert!(
+            matches!(error, Error::NotTls { first_byte: 0x89 }),
+            "{answer:?}: {error}"
+        );
+    }
     let mut pair = pinned_pair(1 << 20);
     assert!(matches!(
         pair.client.feed(b"welcome to the chat\n"),
@@ -647,4 +667,61 @@ fn a_tampered_record_is_refused_and_an_abrupt_end_after_the_handshake_is_a_close
     pair.exchange().unwrap();
     pair.server.feed_eof().unwrap();
     assert!(pair.server.peer_closed());
+}
+
+/// The preamble and an `ERROR` frame, as a server turning a client away
+/// before reading from it sends them.
+fn error_frame(code: Code, reason: &str) -> Vec<u8> {
+    let mut out = bytes::BytesMut::from(&PREAMBLE[..]);
+    Frame::Error {
+        code,
+        reason: reason.into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    out.to_vec()
+}
+
+#[test]
+fn a_refusal_in_clear_text_is_told_whole_however_it_is_split() {
+    let refusal = error_frame(Code::SERVER_FULL, "too many connections from 127.0.0.1");
+    for split in [1, 2, 7, 8, 9, 13, refusal.len()] {
+        let mut pair = pinned_pair(1 << 20);
+        let mut outcome = None;
+        for piece in refusal.chunks(split) {
+            match pair.client.feed(piece) {
+                Ok(n) => assert_eq!(n, piece.len(), "held whole"),
+                Err(e) => {
+                    outcome = Some(e);
+                    break;
+                }
+            }
+        }
+        let error = outcome.expect("the whole ERROR is an error");
+        assert!(
+            matches!(&error, Error::RefusedBeforeTls { code, reason }
+                if *code == Code::SERVER_FULL && reason == "too many connections from 127.0.0.1"),
+            "split {split}: {error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "server turned the connection away before TLS began: \
+             too many connections from 127.0.0.1 (server full)"
+        );
+    }
+    // A refusal that never ends is not held past a bound.
+    let mut pair = pinned_pair(1 << 20);
+    let mut endless = error_frame(Code::SERVER_FULL, "x");
+    endless[PREAMBLE.len() + 1..PREAMBLE.len() + 5].copy_from_slice(&60_000u32.to_be_bytes());
+    let mut fed = 0;
+    let error = loop {
+        match pair.client.feed(&endless[..endless.len().min(64)]) {
+            Ok(n) => fed += n,
+            Err(e) => break e,
+        }
+        endless.drain(..endless.len().min(64));
+        endless.extend_from_slice(&[b'x'; 64]);
+        assert!(fed <= 4096, "held {fed} bytes");
+    };
+    assert!(matches!(error, Error::NotTls { .. }), "{error}");
 }
