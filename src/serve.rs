@@ -68,6 +68,9 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     );
     let prefixes = (config.source_prefix_v4, config.source_prefix_v6);
     let token = config.token.is_some();
+    let thread_warning = (runtime == Runtime::Std)
+        .then(|| std_threads_warning(config.max_clients))
+        .flatten();
     let fingerprint = tls.as_ref().map(|tls| tls.fingerprint());
     let server = runtime
         .spawn_server(listen, config, Some(inbox), tls)
@@ -79,6 +82,10 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         server.local_addr()
     ));
     log(&limits);
+    // Before the TLS line: whoever waits for that has seen this too.
+    if let Some(warning) = thread_warning {
+        log(&warning);
+    }
     match fingerprint {
         Some(fingerprint) => {
             log(&format!(
@@ -454,4 +461,31 @@ pub fn outcome_text(outcome: &Outcome) -> String {
         ),
         _ => "ended".into(),
     }
+}
+
+/// Memory mappings a std-runtime connection costs the kernel: a reader and
+/// a writer thread, each with its stack, its guard page, its signal stack
+/// and that stack's guard page.
+const STD_MAPPINGS_PER_CONNECTION: u64 = 8;
+
+/// The std runtime starts two threads per connection, and Linux caps the
+/// memory mappings of a process (`vm.max_map_count`, 65,530 by default):
+/// past about 8,000 connections a new one cannot start its threads and is
+/// refused. Says so at start when `max_clients` would pass the cap.
+fn std_threads_warning(max_clients: usize) -> Option<String> {
+    let cap: u64 = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    // The rest of the process (code, heap, files) needs some too.
+    let fits = cap.saturating_sub(2048) / STD_MAPPINGS_PER_CONNECTION;
+    (max_clients as u64 > fits).then(|| {
+        format!(
+            "warning: the std runtime runs two threads per connection, and this system's \
+             vm.max_map_count ({cap}) leaves room for about {fits} connections, under \
+             --max-clients {max_clients}: raise it (sysctl -w vm.max_map_count=262144) \
+             or serve with --runtime mio"
+        )
+    })
 }

@@ -244,3 +244,34 @@ fn names_that_impersonate_are_refused() {
     let frames = Raw::join(server.addr, "bobby", "").say_and_hear("still one bob");
     assert!(frames.iter().all(|f| !matches!(f, Frame::Error { .. })));
 }
+
+#[test]
+fn the_std_runtime_warns_when_the_kernel_caps_its_threads_under_max_clients() {
+    // Eight memory mappings per connection, 2,048 for the rest: what
+    // `ferry serve` reckons with.
+    let cap: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .expect("Linux")
+        .trim()
+        .parse()
+        .unwrap();
+    let fits = (cap - 2048) / 8;
+    let inbox = tempfile::tempdir().unwrap();
+    let over = (fits + 1).to_string();
+    let mut server = Serve::start(inbox.path(), &["--runtime", "std", "--max-clients", &over]);
+    let line = server.expect(&["warning", "vm.max_map_count"]);
+    assert!(
+        line.contains(&format!("about {fits} connections")),
+        "{line}"
+    );
+    assert!(line.contains("--runtime mio"), "{line}");
+
+    let under = fits.to_string();
+    let mut server = Serve::start(inbox.path(), &["--runtime", "std", "--max-clients", &under]);
+    server.expect(&["TLS on"]);
+    server.catch_up();
+    assert!(
+        !server.seen.iter().any(|l| l.contains("vm.max_map_count")),
+        "{:?}",
+        server.seen
+    );
+}

@@ -299,24 +299,40 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
         shared.after(now);
         client
     };
-    let reader_state = state.clone();
-    let reader_outlet = outlet.clone();
-    thread::Builder::new()
-        .name(format!("ferry-std-read-{}", client.0))
-        .spawn(move || {
-            let reader = Reader {
-                state: &reader_state,
-                client,
-                peer,
-                outlet: &reader_outlet,
-                wake_writer: &reader_wake,
-            };
-            reader.run(stream, &kind)
-        })?;
+    // The writer first: without it, the reader would serve a client that
+    // can never be written to. A thread that cannot start (the kernel's
+    // limit on threads or on memory mappings: four per thread) must not
+    // leave the client in the hub, where it would hold a place of its
+    // address's quota and of max_clients forever.
     let writer_state = state.clone();
-    thread::Builder::new()
+    let writer_outlet = outlet.clone();
+    let started = thread::Builder::new()
         .name(format!("ferry-std-write-{}", client.0))
-        .spawn(move || write_loop(&writer_state, client, &outlet, wake_rx))?;
+        .spawn(move || write_loop(&writer_state, client, &writer_outlet, wake_rx))
+        .and_then(|_| {
+            let reader_state = state.clone();
+            thread::Builder::new()
+                .name(format!("ferry-std-read-{}", client.0))
+                .spawn(move || {
+                    let reader = Reader {
+                        state: &reader_state,
+                        client,
+                        peer,
+                        outlet: &outlet,
+                        wake_writer: &reader_wake,
+                    };
+                    reader.run(stream, &kind)
+                })
+        });
+    if let Err(e) = started {
+        let mut shared = state.lock();
+        let now = Instant::now();
+        // Dropping the writer's wake sender ends a writer that did start.
+        shared.writers.remove(&client);
+        shared.hub.remove(client, now);
+        shared.after(now);
+        return Err(e);
+    }
     Ok(())
 }
 
