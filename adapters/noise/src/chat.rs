@@ -14,9 +14,10 @@ use std::time::Instant;
 ///
 /// Encrypted, everything the peer sends is sealed (or queued until the
 /// handshake completes), and only authenticated plaintext that is a ferry
-/// frame reaches it: clear frames, raw text, wrong keys, tampering and
-/// replays are dropped as [`DropReason::Unauthenticated`], never shown,
-/// and the peer never goes into raw mode.
+/// frame reaches it: clear frames, raw text, wrong keys and tampering are
+/// dropped as [`DropReason::Unauthenticated`], authentic datagrams that
+/// arrive again (duplicated or replayed) as [`DropReason::Duplicate`],
+/// never shown, and the peer never goes into raw mode.
 #[derive(Debug)]
 pub struct UdpChat {
     peer: Peer,
@@ -101,6 +102,7 @@ impl UdpChat {
             }
             Received::Plaintext(_) => self.drop_one(DropReason::Malformed),
             Received::Dropped => self.drop_one(DropReason::Unauthenticated),
+            Received::Duplicate => self.drop_one(DropReason::Duplicate),
             Received::Consumed => {}
         }
         self.after_noise();
@@ -177,6 +179,7 @@ impl UdpChat {
         let (mut drops, own) = (self.peer.drops().clone(), &self.drops);
         drops.malformed += own.malformed;
         drops.unauthenticated += own.unauthenticated;
+        drops.duplicate += own.duplicate;
         drops
     }
 }

@@ -10,6 +10,7 @@ use snow::{Builder, HandshakeState, StatelessTransportState};
 use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
+use zeroize::Zeroize;
 /// The Noise protocol name (§9.7.1).
 pub const PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
 
@@ -86,6 +87,13 @@ impl Secret {
     }
 }
 
+impl Drop for Secret {
+    fn drop(&mut self) {
+        // The key outlives nothing it protects: no copy left in freed memory.
+        self.0.zeroize();
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the key, not even in a panic message.
@@ -105,6 +113,10 @@ pub enum Received {
     /// Failed authentication (or not a datagram of the encrypted mode at
     /// all); counted in [`Noise::unauthenticated`].
     Dropped,
+    /// An authentic sealed datagram that arrived before: the network
+    /// duplicated it, or someone replayed it. Not counted as failed
+    /// authentication.
+    Duplicate,
 }
 
 /// What the layer tells its application.
@@ -121,11 +133,20 @@ pub enum NoiseEvent {
 /// predictable bytes.
 struct Drawn(Option<[u8; 32]>);
 
+impl Drop for Drawn {
+    fn drop(&mut self) {
+        // Whoever reads this learns the ephemeral private key.
+        self.0.zeroize();
+    }
+}
+
 impl Random for Drawn {
     fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        match self.0.take() {
+        match &mut self.0 {
             Some(bytes) if dest.len() <= bytes.len() => {
                 dest.copy_from_slice(&bytes[..dest.len()]);
+                bytes.zeroize();
+                self.0 = None;
                 Ok(())
             }
             _ => Err(snow::Error::Rng),
@@ -138,7 +159,11 @@ struct Resolver(std::sync::Mutex<Option<[u8; 32]>>);
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        let drawn = self.0.lock().ok()?.take();
+        let mut slot = self.0.lock().ok()?;
+        let drawn = *slot;
+        // `take` would leave the bytes behind the `None`.
+        slot.zeroize();
+        *slot = None;
         Some(Box::new(Drawn(drawn)))
     }
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
@@ -228,20 +253,34 @@ impl Session {
         Some(out.freeze())
     }
 
-    /// The plaintext of a DATA body, if it is new and authentic.
-    fn open(&mut self, nonce: u64, ciphertext: &[u8]) -> Option<Bytes> {
-        if !self.window.fresh(nonce) {
-            return None;
-        }
+    /// What a DATA body is under this session's keys. A nonce seen
+    /// before is still authenticated before it counts as a duplicate, so
+    /// that forged datagrams cannot pass for the network's harmless
+    /// duplicates (both cost one decryption).
+    fn open(&mut self, nonce: u64, ciphertext: &[u8]) -> Opened {
+        let fresh = self.window.fresh(nonce);
         let mut plain = vec![0u8; ciphertext.len()];
-        let n = self
-            .transport
-            .read_message(nonce, ciphertext, &mut plain)
-            .ok()?;
+        let Ok(n) = self.transport.read_message(nonce, ciphertext, &mut plain) else {
+            return Opened::Forged;
+        };
+        if !fresh {
+            return Opened::Duplicate;
+        }
         self.window.insert(nonce);
         plain.truncate(n);
-        Some(Bytes::from(plain))
+        Opened::Fresh(Bytes::from(plain))
     }
+}
+
+/// What [`Session::open`] found.
+enum Opened {
+    /// New and authentic: its plaintext.
+    Fresh(Bytes),
+    /// Authentic, but its nonce arrived before (or is older than the
+    /// replay window can tell).
+    Duplicate,
+    /// Not sealed with this session's keys.
+    Forged,
 }
 
 /// Our handshake in progress: waiting for the response to `datagram`.
@@ -351,11 +390,12 @@ impl Noise {
         let mut ephemeral = [0u8; 32];
         (self.entropy)(&mut ephemeral);
         let resolver = Resolver(std::sync::Mutex::new(Some(ephemeral)));
+        ephemeral.zeroize();
         Builder::with_resolver(self.params.clone(), Box::new(resolver))
     }
 
     fn initiate(&mut self, now: Instant) {
-        let psk = self.psk.0;
+        let psk = zeroize::Zeroizing::new(self.psk.0);
         // psk() and prologue() fail only when set twice; the builder is new.
         let Ok(mut handshake) = self
             .builder()
@@ -415,7 +455,7 @@ impl Noise {
             self.transmit.push_back(pending.response.clone());
             return Received::Consumed;
         }
-        let psk = self.psk.0;
+        let psk = zeroize::Zeroizing::new(self.psk.0);
         let Ok(mut handshake) = self
             .builder()
             .psk(0, &psk)
@@ -500,28 +540,35 @@ impl Noise {
         let (nonce, ciphertext) = body.split_at(NONCE_LEN);
         // Eight bytes, split off just above.
         let nonce = u64::from_be_bytes(nonce.try_into().expect("8 bytes"));
-        let plain = if let Some(plain) = self
+        let mut opened = self
             .current
             .as_mut()
-            .and_then(|s| s.open(nonce, ciphertext))
-        {
-            plain
-        } else if let Some((at, plain)) = self
-            .pending
-            .iter_mut()
-            .enumerate()
-            .find_map(|(at, p)| Some((at, p.session.open(nonce, ciphertext)?)))
-        {
-            // The initiator has the keys: the answered handshake is
-            // confirmed and replaces whatever session came before.
-            if let Some(pending) = self.pending.remove(at) {
-                self.pending.clear();
-                self.initiator = None;
-                self.establish(pending.session);
+            .map_or(Opened::Forged, |s| s.open(nonce, ciphertext));
+        if matches!(opened, Opened::Forged) {
+            let found = self.pending.iter_mut().enumerate().find_map(|(at, p)| {
+                match p.session.open(nonce, ciphertext) {
+                    Opened::Forged => None,
+                    other => Some((at, other)),
+                }
+            });
+            if let Some((at, found)) = found {
+                if matches!(found, Opened::Fresh(_)) {
+                    // The initiator has the keys: the answered handshake
+                    // is confirmed and replaces whatever session came
+                    // before.
+                    if let Some(pending) = self.pending.remove(at) {
+                        self.pending.clear();
+                        self.initiator = None;
+                        self.establish(pending.session);
+                    }
+                }
+                opened = found;
             }
-            plain
-        } else {
-            return Received::Dropped;
+        }
+        let plain = match opened {
+            Opened::Fresh(plain) => plain,
+            Opened::Duplicate => return Received::Duplicate,
+            Opened::Forged => return Received::Dropped,
         };
         if plain.is_empty() {
             Received::Consumed
