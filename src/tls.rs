@@ -263,15 +263,8 @@ pub fn can_ask() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
-/// ferry's state folder: `$FERRY_STATE_DIR`, `$XDG_STATE_HOME/ferry` or
-/// `~/.local/state/ferry`.
-pub fn state_dir() -> Option<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    var("FERRY_STATE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| var("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("ferry")))
-        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/state/ferry")))
-}
+/// ferry's state folder, by the one rule ferry-tls keeps.
+pub use ferry_tls::state_dir;
 
 #[cfg(test)]
 mod tests {

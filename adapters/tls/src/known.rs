@@ -31,18 +31,24 @@ pub struct KnownServers {
     lines: usize,
 }
 
+/// ferry's state folder, where a user's server identity, known servers
+/// and resume keys live: `$FERRY_STATE_DIR`, else `$XDG_STATE_HOME/ferry`,
+/// else `$HOME/.local/state/ferry`; `None` when none of these is set.
+pub fn state_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    var("FERRY_STATE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| var("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("ferry")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/state/ferry")))
+}
+
 impl KnownServers {
     /// `$FERRY_STATE_DIR/known_servers`, else
     /// `$XDG_STATE_HOME/ferry/known_servers`, else
     /// `$HOME/.local/state/ferry/known_servers` (the folders ferry keeps
     /// its resume keys under); `None` when none of these is set.
     pub fn default_path() -> Option<PathBuf> {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-        var("FERRY_STATE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| var("XDG_STATE_HOME").map(|d| PathBuf::from(d).join("ferry")))
-            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".local/state/ferry")))
-            .map(|state| state.join("known_servers"))
+        state_dir().map(|state| state.join("known_servers"))
     }
 
     /// Reads `path`; a missing file is an empty list. Refuses a file that

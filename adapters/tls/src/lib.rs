@@ -81,7 +81,7 @@ pub use connect::{handshake, io_error, remember, tls_error_in, ClientTls};
 pub use error::{Error, ParseFingerprintError, SetupError};
 pub use fingerprint::Fingerprint;
 pub use identity::{Identity, CERT_FILE, KEY_FILE};
-pub use known::{KnownServer, KnownServers};
+pub use known::{state_dir, KnownServer, KnownServers};
 pub use transport::{
     Kind, TlsClient, TlsServer, Transport, Verify, ALPN, HANDSHAKE_INPUT_LIMIT, OUTGOING_LIMIT,
     PLAINTEXT_LIMIT, TLS_HANDSHAKE_BYTE,
