@@ -119,6 +119,7 @@ pub fn a_file_goes_from_user_to_user_through_the_room(server: &Adapter, client: 
         Outcome::Verified,
         "the transfer's outcome for alice"
     );
+    assert_eq!(stored_in(bobs.path()), ["photo.jpg"], "bob's files");
     assert_eq!(partials_in(bobs.path()), [], "partial files left with bob");
 
     alice.send(ClientCommand::SendFile {
