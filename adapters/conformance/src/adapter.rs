@@ -150,8 +150,8 @@ impl Adapter {
         })
     }
 
-    /// Calls the adapter's `spawn_client_tls` for a client named `name`,
-    /// receiving files into `inbox` if given, and hands back what it said.
+    /// Calls the adapter's `spawn_client_tls` with [`CONNECT_TIMEOUT`] and
+    /// hands back what it returned, for a scenario to judge.
     pub fn connect(
         &self,
         addr: SocketAddr,

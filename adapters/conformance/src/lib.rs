@@ -57,11 +57,17 @@
 //! ];
 //! ```
 //!
-//! So a new adapter, say `ferry-tokio`, joins in three lines: the
-//! dev-dependency, `ferry_conformance::adapter_tests!(ferry_tokio);` in
-//! its `tests/conformance.rs`, and `ferry_conformance::adapter!(ferry_tokio)`
-//! in the matrix's list (with `ferry-tokio` among the root package's
-//! dependencies).
+//! So a new adapter, say `ferry-tokio` in `adapters/tokio`, joins in three
+//! lines, once its `spawn_server_tls` and `spawn_client_tls` have the
+//! uniform signatures:
+//!
+//! 1. `adapters/tokio/Cargo.toml`, under `[dev-dependencies]`:
+//!    `ferry-conformance.workspace = true`;
+//! 2. `adapters/tokio/tests/conformance.rs`:
+//!    `ferry_conformance::adapter_tests!(ferry_tokio);`
+//! 3. `tests/runtimes.rs`: `ferry_conformance::adapter!(ferry_tokio),` in
+//!    the list of `matrix_tests!` (`ferry-tokio` being a dependency of
+//!    the root package, as the other adapters are).
 //!
 //! Functions named otherwise, or work in progress known to fail some
 //! scenarios, go through an [`Adapter`] value:

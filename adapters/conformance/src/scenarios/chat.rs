@@ -2,7 +2,8 @@
 //! and departures, announcements and the server's shutdown.
 
 use crate::wait::{
-    finish, hears, hears_joined, hears_left, next_message, say, wait_for, wait_for_end,
+    finish, hears, hears_joined, hears_left, message_from, next_message, say, wait_for,
+    wait_for_end,
 };
 use crate::Adapter;
 use ferry_core::{Code, Event, HubConfig, Text};
@@ -90,7 +91,7 @@ pub fn a_direct_message_reaches_only_its_recipient(server: &Adapter, client: &Ad
                 !matches!(n, ClientNotice::Event(Event::Direct { .. })),
                 "carol got a direct message meant for bob: {n:?}"
             );
-            crate::wait::message_from(n, "alice", "after")
+            message_from(n, "alice", "after")
         },
     );
     alice.send(ClientCommand::Direct {

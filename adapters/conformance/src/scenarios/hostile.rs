@@ -3,7 +3,7 @@
 //! stops reading, a thousand clients at once.
 
 use crate::fixtures::HandDriven;
-use crate::wait::{finish, hears, hears_joined, is_slow_reader, say, wait_for};
+use crate::wait::{finish, hears, hears_joined, hears_left, is_slow_reader, say, wait_for, WAIT};
 use crate::Adapter;
 use bytes::BytesMut;
 use ferry_core::frame::{decode, Frame, PREAMBLE};
@@ -11,8 +11,7 @@ use ferry_core::{ClientConfig, Code, Event, HubConfig};
 use ferry_files::ServerNotice;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-
-use crate::wait::WAIT;
+use std::time::Instant;
 
 /// What a server answers to `bytes` on a new connection, read to the end
 /// it must then make.
@@ -114,7 +113,7 @@ pub fn a_last_word_and_a_hang_up_together_are_both_heard(adapter: &Adapter) {
     let mut bob = HandDriven::welcomed(hub.local_addr(), ClientConfig::new("bob"));
     hears_joined(&alice, "bob");
     bob.conn
-        .say(std::time::Instant::now(), "bye for now")
+        .say(Instant::now(), "bye for now")
         .expect("bob saying his last word");
     let mut last = Vec::new();
     while let Some(bytes) = bob.conn.poll_transmit() {
@@ -125,7 +124,7 @@ pub fn a_last_word_and_a_hang_up_together_are_both_heard(adapter: &Adapter) {
         .shutdown(Shutdown::Write)
         .expect("bob hanging up");
     hears(&alice, "bob", "bye for now");
-    crate::wait::hears_left(&alice, "bob");
+    hears_left(&alice, "bob");
     finish(hub, vec![alice]);
 }
 
@@ -168,7 +167,7 @@ pub fn a_client_that_stops_reading_is_dropped_and_holds_nobody_up(adapter: &Adap
             |n| is_slow_reader(n).then_some(()),
         );
     }
-    let code = crate::wait::hears_left(&alice, "slow");
+    let code = hears_left(&alice, "slow");
     assert_eq!(
         code,
         Code::SLOW_READER,

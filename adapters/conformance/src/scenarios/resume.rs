@@ -7,7 +7,7 @@ use crate::Adapter;
 use bytes::Bytes;
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::{ClientConfig, Connection, Event, HubConfig, ResumeKey};
-use ferry_files::{ClientCommand, ClientNotice, Report, ServerNotice};
+use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Report, ServerNotice};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -106,7 +106,7 @@ pub fn a_killed_upload_resumes_for_its_key_holder_only_and_to_the_identical_file
 }
 
 /// The offset an upload of `client`'s was accepted at.
-fn accepted_at(client: &ferry_files::ClientHandle, what: &str) -> u64 {
+fn accepted_at(client: &ClientHandle, what: &str) -> u64 {
     wait_for(client.notices(), what, |n| match n {
         ClientNotice::File(Report::Accepted { offset, .. }) => Some(*offset),
         _ => None,

@@ -6,12 +6,15 @@
 use crate::fixtures::{contents, differs, file_with};
 use crate::tls_peers::{client_hello, contains, time_to_close, Proxy, TextOverTls};
 use crate::wait::{
-    disconnected, finish, hears, is_slow_reader, say, transfer_outcome, wait_for, WAIT,
+    disconnected, finish, hears, hears_joined, is_slow_reader, say, transfer_outcome, wait_for,
+    WAIT,
 };
 use crate::Adapter;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientConfig, HubConfig};
-use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Report, ServerHandle, ServerNotice};
+use ferry_files::{
+    ClientCommand, ClientHandle, ClientNotice, Inbox, Report, ServerHandle, ServerNotice,
+};
 use ferry_tls::{ClientTls, Identity, KnownServers, TlsClient, TlsServer, Verify};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -140,10 +143,10 @@ pub fn a_file_goes_from_tls_user_to_tls_user(server: &Adapter, client: &Adapter)
     let bob = client.join_with(
         tls.addr(),
         ClientConfig::new("bob"),
-        Some(ferry_files::Inbox::open(bobs.path()).expect("bob's inbox")),
+        Some(Inbox::open(bobs.path()).expect("bob's inbox")),
         Some(pinned(&tls.identity)),
     );
-    crate::wait::hears_joined(&alice, "bob");
+    hears_joined(&alice, "bob");
     alice.send(ClientCommand::SendFile {
         path,
         to: "bob".into(),

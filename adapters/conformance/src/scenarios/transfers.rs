@@ -3,7 +3,7 @@
 //! there.
 
 use crate::fixtures::{contents, differs, file_with, partials_in, stored_in};
-use crate::wait::{finish, hears_joined, transfer_outcome, wait_for};
+use crate::wait::{finish, hears, hears_joined, say, transfer_outcome, wait_for};
 use crate::Adapter;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientConfig, Code, HubConfig};
@@ -157,8 +157,8 @@ pub fn a_file_that_does_not_exist_is_an_error_notice(server: &Adapter, client: &
         error.contains("/nonexistent/ferry/file"),
         "the error should name the missing file: {error}"
     );
-    crate::wait::say(&alice, "still here");
-    crate::wait::hears(&alice, "alice", "still here");
+    say(&alice, "still here");
+    hears(&alice, "alice", "still here");
     finish(hub, vec![alice]);
 }
 
