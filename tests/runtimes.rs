@@ -18,7 +18,7 @@
 /// list goes with the gap. Also in `adapters/smol/tests/conformance.rs`.
 const SMOL_FAILING_AS_CLIENT: &[&str] = &[
     "a_taken_name_is_an_error_of_spawn_client",
-    "a_plain_client_turned_away_at_connect_still_hears_why",
+    "a_client_turned_away_at_connect_still_hears_why",
     "with_tls_required_clear_text_clients_are_turned_away_with_a_reason",
     "a_server_that_never_welcomes_is_a_timeout_of_spawn_client",
 ];

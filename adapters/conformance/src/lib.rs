@@ -199,7 +199,7 @@ macro_rules! __scenarios {
                 no_chat_line_or_file_byte_crosses_the_wire_in_clear
                 a_new_server_is_refused_then_trusted_remembered_and_a_changed_one_refused
                 a_tls_client_refuses_a_server_without_tls
-                a_plain_client_turned_away_at_connect_still_hears_why
+                a_client_turned_away_at_connect_still_hears_why
                 with_tls_required_clear_text_clients_are_turned_away_with_a_reason
             ],
             kit_pair: [

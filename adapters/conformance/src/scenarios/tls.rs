@@ -504,9 +504,12 @@ pub fn a_tls_client_refuses_a_server_without_tls(server: &Adapter, client: &Adap
     finish(hub, vec![]);
 }
 
-/// A plain client over the per-address limit of a TLS-capable server is
-/// turned away, and its `spawn_client_tls` error says why.
-pub fn a_plain_client_turned_away_at_connect_still_hears_why(server: &Adapter, client: &Adapter) {
+/// A client over the per-address limit of a TLS-capable server is turned
+/// away before it sends a byte, in clear text (there is no TLS yet), and
+/// its `spawn_client_tls` error says why: a plain client reads the
+/// protocol's ERROR, a TLS client the same ERROR where it expected the
+/// server's TLS hello.
+pub fn a_client_turned_away_at_connect_still_hears_why(server: &Adapter, client: &Adapter) {
     let mut config = HubConfig::default();
     config.max_per_ip = 1;
     let tls = tls_server(server, config, None);
@@ -515,6 +518,21 @@ pub fn a_plain_client_turned_away_at_connect_still_hears_why(server: &Adapter, c
     assert!(
         why.contains("too many connections"),
         "the refusal over the per-address limit should say \"too many connections\": {why}"
+    );
+    let why = match client.connect(
+        tls.addr(),
+        ClientConfig::new("carol"),
+        None,
+        Some(pinned(&tls.identity)),
+    ) {
+        Ok(_) => panic!("spawn_client_tls let carol in over the per-address limit"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        why.contains("turned the connection away before TLS")
+            && why.contains("too many connections"),
+        "a TLS client refused before TLS began should say so and why \
+         (ferry_tls::Error::RefusedBeforeTls), not that the server speaks no TLS: {why}"
     );
     finish(tls.server, vec![alice]);
 }
