@@ -2,6 +2,7 @@
 //! [`datagram::Peer`](ferry_core::datagram::Peer), encrypted when the users
 //! share a secret).
 
+use bytes::Bytes;
 use ferry_core::datagram::{PeerConfig, PeerEvent, MAX_DATAGRAM};
 use ferry_files::{os_entropy, session_number, UdpCommand};
 use ferry_noise::{Entropy, Secret, UdpChat};
@@ -54,6 +55,7 @@ pub async fn run_udp_chat(
         // One byte more than allowed, so that an oversize datagram shows as
         // such instead of being cut to a valid-looking length.
         buf: vec![0u8; MAX_DATAGRAM + 1],
+        unsent: None,
         alarm: Box::pin(tokio::time::sleep_until(Instant::now().into())),
     };
     std::future::poll_fn(|cx| chat.poll(cx)).await
@@ -65,10 +67,25 @@ struct Chat {
     commands: UnboundedReceiver<UdpCommand>,
     events: mpsc::Sender<PeerEvent>,
     buf: Vec<u8>,
+    /// A datagram tokio could not send yet: its socket had not reported
+    /// room (a new socket has not, until the driver's first turn). Sent
+    /// first when the task is woken for room; the rest waits in the peer.
+    unsent: Option<Bytes>,
     alarm: Pin<Box<Sleep>>,
 }
 
 impl Chat {
+    /// Sends what the peer queued. A datagram the socket refuses is lost,
+    /// as the network could lose it; the peer retransmits or reports it.
+    fn transmit(&mut self, cx: &mut Context<'_>) {
+        while let Some(datagram) = self.unsent.take().or_else(|| self.peer.poll_transmit()) {
+            if self.socket.poll_send(cx, &datagram).is_pending() {
+                self.unsent = Some(datagram);
+                return;
+            }
+        }
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let now = Instant::now();
         loop {
@@ -101,9 +118,7 @@ impl Chat {
         if self.peer.poll_timeout().is_some_and(|at| at <= now) {
             self.peer.handle_timeout(now);
         }
-        while let Some(datagram) = self.peer.poll_transmit() {
-            let _ = self.socket.try_send(&datagram);
-        }
+        self.transmit(cx);
         while let Some(event) = self.peer.poll_event() {
             let _ = self.events.send(event);
         }
