@@ -7,15 +7,13 @@
 //! byte, the token least of all, can reach a server that was not checked.
 
 use crate::bell::Doorbell;
-use crate::sock::{
-    read_some, shut_write, write_out, write_tls, Broke, Flush, Polled, ReadOutcome, LINGER,
-    READ_BUF,
-};
+use crate::sock::{shut_write, Polled, LINGER, READ_BUF};
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
-    run_command, ClientCommand, ClientNotice, FileTransfers, Inbox, OfferPolicy, OutputBatch,
+    read_some, run_command, write_out, ClientCommand, ClientNotice, FileTransfers, Flush, Inbox,
+    OfferPolicy, OutputBatch, ReadOutcome,
 };
-use ferry_tls::Transport;
+use ferry_tls::{write_tls, Broke, Transport};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -36,7 +34,7 @@ const READ_BUDGET: usize = 4 * READ_BUF;
 const TURNS_PER_POLL: usize = 8;
 
 /// Runs a ferry client on a connected `stream` as `config` says until the
-/// connection is over and its last bytes are written (or [`LINGER`] after
+/// connection is over and its last bytes are written (or a second after
 /// it closed, for a server that stopped reading), then returns.
 ///
 /// Commands come in on `commands` and are carried out once the server has
@@ -512,6 +510,7 @@ impl Client {
                 Ok(flush) => Ok(flush),
                 Err(Broke::Io(e)) => Err(e),
                 Err(Broke::Tls(e)) => return self.tls_failed(now, &e),
+                Err(other) => Err(io::Error::other(other)),
             },
         };
         match result {

@@ -9,16 +9,25 @@
 //! hub and every socket. This is the second. Each socket is polled with a
 //! waker of its own ([`Doorbell::socket_waker`]) that lists the
 //! connection's id and wakes the task, so a turn looks only at sockets
-//! that are ready, however many are idle. The hub needs no lock (a
-//! per-connection design takes one per message, and on a multi-thread
-//! runtime two readers of one room contend for it), output needs no
-//! cross-task hand-off (a per-connection design must wake a peer's task
-//! whenever that peer's socket is full), and the loop is the mio server's,
-//! whose fairness and TLS handling are already settled: the read budget,
-//! output held until a connection's first byte tells TLS from plain, the
-//! linger after close. Measured on the same machine, `ferry bench rtt`
-//! puts its ping within the target of tokio's own echo task (see
-//! `BENCHMARKS.md`, "tokio").
+//! that are ready, however many are idle.
+//!
+//! For a ping both shapes make the same system calls and the same one
+//! wake-up; they differ in what a message to a room costs. Here the hub
+//! needs no lock and output no hand-off: the task that read a message
+//! writes it to every member's socket in the same turn, and a full socket
+//! only waits for its own waker. With a task per connection every message
+//! takes the hub's lock (contended on a multi-thread runtime whenever two
+//! members talk at once), and a sender that meets a member's full socket
+//! must wake that member's task to finish the write, one more wake-up and
+//! a second owner for that socket's output. One task also keeps the mio
+//! server's loop, whose fairness and TLS handling are settled: the read
+//! budget, output held until a connection's first byte tells TLS from
+//! plain, the linger after close. Only this shape was built and measured:
+//! `ferry bench rtt` puts its ping at 1.07x tokio's own echo task at the
+//! median (target 1.25x) and below it at p99, and its fan-out and 1 GiB
+//! transfer at mio's figures (`BENCHMARKS.md`, "tokio"). What it gives up
+//! is parallelism: on a multi-thread runtime the hub's work stays on one
+//! worker at a time, as it does in every other adapter.
 //!
 //! The task plays fair with whatever else its runtime runs by budgets of
 //! its own, in place of tokio's cooperative one: a socket is read at most
@@ -34,13 +43,13 @@
 //! clear, it would break a TLS handshake.
 
 use crate::bell::Doorbell;
-use crate::sock::{
-    read_some, shut_write, write_out, write_tls, Broke, Flush, Polled, ReadOutcome, LINGER,
-    READ_BUF,
-};
+use crate::sock::{shut_write, Polled, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerNotice};
-use ferry_tls::{Kind, TlsServer, Transport};
+use ferry_files::{
+    read_some, write_out, Flush, HubFiles, Inbox, OutputBatch, ReadOutcome, ServerCommand,
+    ServerNotice,
+};
+use ferry_tls::{write_tls, Broke, Kind, TlsServer, Transport};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
@@ -665,6 +674,7 @@ impl Server {
                 Ok(flush) => Ok(flush),
                 Err(Broke::Io(e)) => Err(e),
                 Err(Broke::Tls(e)) => return self.tls_failed(id, now, &e),
+                Err(other) => Err(io::Error::other(other)),
             },
         };
         match result {
