@@ -18,18 +18,21 @@ pub enum Runtime {
     Smol,
     /// Blocking std sockets, a thread per connection.
     Std,
+    /// One tokio task holding every connection.
+    Tokio,
 }
 
 impl Runtime {
     /// The runtime used when none is named.
     pub const DEFAULT: Runtime = Runtime::Mio;
 
-    /// The name given on the command line (`mio`, `smol`, `std`).
+    /// The name given on the command line (`mio`, `smol`, `std`, `tokio`).
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Mio => "mio",
             Runtime::Smol => "smol",
             Runtime::Std => "std",
+            Runtime::Tokio => "tokio",
         }
     }
 
@@ -46,6 +49,7 @@ impl Runtime {
             Runtime::Mio => ferry_mio::spawn_server_tls(listen, hub, inbox, tls),
             Runtime::Smol => ferry_smol::spawn_server_tls(listen, hub, inbox, tls),
             Runtime::Std => ferry_std::spawn_server_tls(listen, hub, inbox, tls),
+            Runtime::Tokio => ferry_tokio::spawn_server_tls(listen, hub, inbox, tls),
         }
     }
 
@@ -63,6 +67,9 @@ impl Runtime {
             Runtime::Mio => ferry_mio::spawn_client_tls(addr, config, accept_files, timeout, tls),
             Runtime::Smol => ferry_smol::spawn_client_tls(addr, config, accept_files, timeout, tls),
             Runtime::Std => ferry_std::spawn_client_tls(addr, config, accept_files, timeout, tls),
+            Runtime::Tokio => {
+                ferry_tokio::spawn_client_tls(addr, config, accept_files, timeout, tls)
+            }
         }
     }
 }
@@ -81,6 +88,7 @@ impl Runtime {
             Runtime::Mio => ferry_mio::spawn_udp(socket, remote, config, secret),
             Runtime::Smol => ferry_smol::spawn_udp(socket, remote, config, secret),
             Runtime::Std => ferry_std::spawn_udp(socket, remote, config, secret),
+            Runtime::Tokio => ferry_tokio::spawn_udp(socket, remote, config, secret),
         }
     }
 }

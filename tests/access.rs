@@ -147,7 +147,7 @@ fn file_size_limit_and_inbox_quota_refuse_before_writing() {
 /// looks like named; a name that only mixes scripts is `NAME_INVALID`.
 #[test]
 fn the_reviews_look_alike_names_are_refused_on_every_runtime() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         let inbox = tempfile::tempdir().unwrap();
         let server = Serve::start(inbox.path(), &["--runtime", runtime]);
         let members: Vec<Raw> = ["bob", "alice", "admin"]
@@ -186,7 +186,7 @@ fn the_reviews_look_alike_names_are_refused_on_every_runtime() {
 /// visibly one name, on every runtime.
 #[test]
 fn the_log_quotes_names_so_none_forges_an_address_or_an_event() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         let inbox = tempfile::tempdir().unwrap();
         let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
         let forged = "alice (10.0.0.7:40000) left";

@@ -196,7 +196,7 @@ fn serve_chat_send_and_stop() {
 /// hangs up (here a silent raw socket) still holds a connection.
 #[test]
 fn serve_stops_on_sigterm_with_a_client_connected_on_every_runtime() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         let inbox = tempfile::tempdir().unwrap();
         let mut server = Server::start_on(runtime, inbox.path());
         let mut stubborn = std::net::TcpStream::connect(server.addr).unwrap();

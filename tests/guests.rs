@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 /// Reads frames until `pick` accepts one, for at most `WAIT`.
 fn wait_frame<T>(raw: &mut Raw, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>) -> T {

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
-const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 /// alice, who only wants to chat: says a numbered line after every attack
 /// and checks she hears each of hers back, in order, and nothing fatal.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 /// Far above anything a healthy loop takes to answer a ping on a busy test
 /// machine, far below the seconds a blocked loop takes.

@@ -172,6 +172,11 @@ fn hostile_load_on_std() {
 }
 
 #[test]
+fn hostile_load_on_tokio() {
+    suite("tokio");
+}
+
+#[test]
 fn latency_misses_are_read_from_the_bench_lines() {
     assert_eq!(
         latency("FAIL std large-room: bystander p99 ping 268 ms (target under 250 ms)"),

@@ -15,7 +15,7 @@ use ferry_core::{Code, ResumeKey};
 use std::fs;
 use std::os::unix::fs::symlink;
 
-const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 /// What an `ACCEPT` said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -507,7 +507,7 @@ fn chatter_number(from: &str) -> usize {
 /// along.
 #[test]
 fn a_client_that_pings_without_reading_is_dropped_and_others_are_served() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         eprintln!("{runtime}");
         let inbox = tempfile::tempdir().unwrap();
         let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);

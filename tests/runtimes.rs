@@ -27,4 +27,5 @@ ferry_conformance::matrix_tests![
     ferry_conformance::adapter!(ferry_mio),
     ferry_conformance::adapter!(ferry_smol).failing_as_client(SMOL_FAILING_AS_CLIENT),
     ferry_conformance::adapter!(ferry_std),
+    ferry_conformance::adapter!(ferry_tokio),
 ];

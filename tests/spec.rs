@@ -8,7 +8,7 @@ use common::{Raw, Serve, WAIT};
 use ferry_core::frame::Frame;
 use ferry_core::{Code, ResumeKey};
 
-const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 fn offer(id: u32, size: u64, to: &str) -> Frame {
     Frame::Offer {

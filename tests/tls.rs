@@ -326,8 +326,9 @@ fn a_tls_client_turned_away_before_tls_hears_why() {
         let args = ["chat", &addr, "--name", "bob", "--runtime", runtime];
         let (ok, _, err) = run(&args, &[]);
         assert!(!ok, "{runtime}");
-        let said = err.contains("turned the connection away before TLS")
-            && err.contains("too many connections from 127.0.0.1");
+        // In clear before TLS (mio writes the refusal before it reads
+        // the ClientHello), or through TLS: why, never "no TLS".
+        let said = err.contains("too many connections from 127.0.0.1") && !err.contains("no TLS");
         assert!(said, "{runtime}: {err}");
     }
 }
@@ -508,7 +509,7 @@ impl RecordingProxy {
 /// files (each hop its own TLS connection).
 #[test]
 fn every_runtime_serves_and_speaks_tls_chat_uploads_and_relays() {
-    const RUNTIMES: [&str; 3] = ["mio", "smol", "std"];
+    const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
     let files = tempfile::tempdir().unwrap();
     let big = files.path().join("big.bin");
     std::fs::write(&big, common::contents(64 << 20, 7)).unwrap();
@@ -516,7 +517,10 @@ fn every_runtime_serves_and_speaks_tls_chat_uploads_and_relays() {
     std::fs::write(&small, common::contents(64 << 20, 8)).unwrap();
     let (big_arg, small_arg) = (big.display().to_string(), small.display().to_string());
     for (i, server_runtime) in RUNTIMES.iter().enumerate() {
-        let (sender, receiver) = (RUNTIMES[(i + 1) % 3], RUNTIMES[(i + 2) % 3]);
+        let (sender, receiver) = (
+            RUNTIMES[(i + 1) % RUNTIMES.len()],
+            RUNTIMES[(i + 2) % RUNTIMES.len()],
+        );
         let inbox = tempfile::tempdir().unwrap();
         let received = tempfile::tempdir().unwrap();
         let dir = received.path().display().to_string();

@@ -13,10 +13,11 @@ const WAIT: Duration = Duration::from_secs(10);
 type Spawn = fn(UdpSocket, SocketAddr, PeerConfig, Option<Secret>) -> io::Result<UdpHandle>;
 
 /// Every runtime's driver.
-const RUNTIMES: [(&str, Spawn); 3] = [
+const RUNTIMES: [(&str, Spawn); 4] = [
     ("std", ferry_std::spawn_udp),
     ("mio", ferry_mio::spawn_udp),
     ("smol", ferry_smol::spawn_udp),
+    ("tokio", ferry_tokio::spawn_udp),
 ];
 
 fn bind() -> UdpSocket {

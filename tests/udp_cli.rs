@@ -188,7 +188,7 @@ fn an_address_in_use_is_a_one_line_error() {
 /// The receiver shows the message once (it used to show it twice).
 #[test]
 fn a_message_replayed_after_another_session_is_shown_once() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         replayed_once(runtime);
         println!("{runtime}: ok");
     }
@@ -352,7 +352,7 @@ impl RawPeer {
 
 #[test]
 fn a_raw_text_peer_and_ferry_udp_talk_both_ways() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         let mut qt = RawPeer::start(runtime, false);
         qt.socket.send(b"raw qt udp line").unwrap();
         qt.wait_for("the peer speaks raw text");
@@ -375,7 +375,7 @@ fn a_raw_text_peer_and_ferry_udp_talk_both_ways() {
 
 #[test]
 fn ferry_udp_raw_talks_to_a_raw_text_peer_from_the_start() {
-    for runtime in ["mio", "smol", "std"] {
+    for runtime in ["mio", "smol", "std", "tokio"] {
         let mut qt = RawPeer::start(runtime, true);
         qt.wait_for("* raw mode: lines go out as bare UTF-8 datagrams");
         qt.type_line("@qt first words");

@@ -36,7 +36,7 @@ pub struct ConnectOptions {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "mio,smol,std"
+        default_value = "mio,smol,std,tokio"
     )]
     runtimes: Vec<Runtime>,
     /// Seconds the whole run may take before the bench gives up.

@@ -5,7 +5,9 @@
 //! it is killed: on a blocking thread per connection, with `--event-loop`
 //! on one mio loop, the shape of the mio server (the same `epoll_wait`,
 //! read and write per message), or with `--tasks` as a task per connection
-//! on async-io and async-executor, the stack the smol server runs on.
+//! on async-io and async-executor, the stack the smol server runs on, or
+//! with `--tokio` as a task per connection on a current-thread tokio
+//! runtime, the stack the tokio server runs on.
 
 use clap::Args;
 use mio::net::{TcpListener as MioListener, TcpStream as MioStream};
@@ -24,6 +26,10 @@ pub struct EchoOptions {
     /// async-io's `block_on`, as the smol server does.
     #[arg(long, conflicts_with = "event_loop")]
     tasks: bool,
+    /// Serve every connection as a task on a current-thread tokio runtime,
+    /// as the tokio server's thread is.
+    #[arg(long, conflicts_with_all = ["event_loop", "tasks"])]
+    tokio: bool,
 }
 
 /// Serves until killed; only fails to start.
@@ -39,6 +45,9 @@ pub fn echo(options: &EchoOptions) -> Result<(), String> {
     }
     if options.tasks {
         return echo_tasks(listener).map_err(|e| format!("echo: {e}"));
+    }
+    if options.tokio {
+        return echo_tokio(listener).map_err(|e| format!("echo: {e}"));
     }
     for stream in listener.incoming().map_while(Result::ok) {
         std::thread::spawn(move || echo_back(stream));
@@ -98,6 +107,55 @@ async fn echo_task(mut stream: async_net::TcpStream) {
                 if stream.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// A task per connection on a current-thread tokio runtime on this thread:
+/// the tokio server's stack without its work. Each task waits for
+/// readiness and then reads and writes without waiting, as the server
+/// does.
+fn echo_tokio(listener: TcpListener) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            tokio::spawn(echo_tokio_task(stream));
+        }
+    })
+}
+
+/// Writes back what arrives, as it arrives, until the peer hangs up.
+async fn echo_tokio_task(stream: tokio::net::TcpStream) {
+    if stream.set_nodelay(true).is_err() {
+        return;
+    }
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        let n = match stream.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut written = 0;
+        while written < n {
+            match stream.try_write(&buf[written..n]) {
+                Ok(m) => written += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if stream.writable().await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
             }
         }
     }

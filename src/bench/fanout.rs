@@ -43,7 +43,7 @@ pub struct FanoutOptions {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "mio,smol,std"
+        default_value = "mio,smol,std,tokio"
     )]
     runtimes: Vec<Runtime>,
     /// How many times each contender runs each scenario.

@@ -13,7 +13,10 @@
 //! the shape of the mio server: the same `epoll_wait`, read and write per
 //! message, so that what ferry adds beyond them shows apart; with the smol
 //! runtime also against an echo task per connection on async-io and
-//! async-executor (`ferry bench echo --tasks`), the smol server's stack.
+//! async-executor (`ferry bench echo --tasks`), the smol server's stack,
+//! and with the tokio runtime against an echo task per connection on a
+//! current-thread tokio runtime (`ferry bench echo --tokio`), the tokio
+//! server's stack.
 //! Each ferry row is also given against the echo on its own runtime's
 //! stack ("vs own stack").
 
@@ -59,7 +62,7 @@ pub struct RttOptions {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "mio,smol,std"
+        default_value = "mio,smol,std,tokio"
     )]
     runtimes: Vec<Runtime>,
     /// How many times each contender runs.
@@ -87,6 +90,9 @@ enum Contender {
     /// Echoed by a task per connection on async-io and async-executor, in
     /// a process of its own, as the smol server does.
     RawTcpTasks,
+    /// Echoed by a task per connection on a current-thread tokio runtime,
+    /// in a process of its own, the stack the tokio server runs on.
+    RawTcpTokio,
     Ping(Runtime),
     Echo(Runtime),
     /// [`Contender::Ping`] over TLS, the server pinned.
@@ -102,6 +108,7 @@ impl Contender {
             Contender::RawTcpProcess => "raw tcp, echo process".into(),
             Contender::RawTcpLoop => "raw tcp, echo loop (mio)".into(),
             Contender::RawTcpTasks => "raw tcp, echo tasks (smol)".into(),
+            Contender::RawTcpTokio => "raw tcp, echo tasks (tokio)".into(),
             Contender::Ping(runtime) => format!("ferry ping ({})", runtime.name()),
             Contender::Echo(runtime) => format!("ferry say echo ({})", runtime.name()),
             Contender::TlsPing(runtime) => format!("ferry ping tls ({})", runtime.name()),
@@ -129,6 +136,7 @@ impl Contender {
                 Runtime::Std => Contender::RawTcpProcess,
                 Runtime::Mio => Contender::RawTcpLoop,
                 Runtime::Smol => Contender::RawTcpTasks,
+                Runtime::Tokio => Contender::RawTcpTokio,
             }),
             _ => None,
         }
@@ -229,12 +237,15 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         "server), or by a mio event loop in a process of its own (echo loop: the".to_string(),
         "system calls of the mio server without its work), or by a task per".to_string(),
         "connection on async-io and async-executor (echo tasks: the smol server's".to_string(),
-        "stack without its work). ferry ping: PING/PONG".to_string(),
+        "stack without its work), or by a task per connection on a current-thread".to_string(),
+        "tokio runtime (echo tasks (tokio): the tokio server's stack without its".to_string(),
+        "work). ferry ping: PING/PONG".to_string(),
         format!("through `ferry serve` in its own process; ferry say echo: a {size}-byte"),
         "chat message said in a room of one and read back. vs thread / vs process:".to_string(),
         "latency over that raw TCP echo's; vs own stack: over the echo on the".to_string(),
         "server's own runtime (echo process for std, echo loop for mio, echo tasks".to_string(),
-        "for smol), which is what ferry's work adds; lower is better. tls: the".to_string(),
+        "for smol and tokio), which is what ferry's work adds; lower is better. tls: the"
+            .to_string(),
         "same through TLS 1.3 to the same server, the client pinning its fingerprint.".to_string(),
     ] {
         println!("{line}");
@@ -498,7 +509,10 @@ fn start(
             }));
             Peer::raw(addr, size, timeout)
         }
-        Contender::RawTcpProcess | Contender::RawTcpLoop | Contender::RawTcpTasks => {
+        Contender::RawTcpProcess
+        | Contender::RawTcpLoop
+        | Contender::RawTcpTasks
+        | Contender::RawTcpTokio => {
             let program =
                 std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
             let mut command = Command::new(program);
@@ -509,6 +523,9 @@ fn start(
                 }
                 Contender::RawTcpTasks => {
                     command.arg("--tasks");
+                }
+                Contender::RawTcpTokio => {
+                    command.arg("--tokio");
                 }
                 _ => {}
             }

@@ -39,6 +39,7 @@ mod disk;
 mod entropy;
 mod handle;
 mod inbox;
+mod nonblocking;
 mod read_buffer;
 mod sending;
 mod server;
@@ -55,6 +56,7 @@ pub use inbox::{
     free_name, Inbox, QuotaExceeded, Receiving, DEFAULT_MAX_PARTIALS, DEFAULT_PARTIAL_TTL,
     PARTIALS_DIR, PART_SUFFIX,
 };
+pub use nonblocking::{read_some, write_out, Flush, ReadOutcome};
 pub use read_buffer::ReadBuffer;
 pub use sending::Sending;
 pub use server::{HubFiles, ServerCommand, ServerNotice};

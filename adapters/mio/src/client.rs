@@ -10,13 +10,12 @@ use crate::sock::{
     commander, disk_wake, drained_by, read_some, set_write_interest, write_out, Flush, ReadOutcome,
     LINGER, READ_BUF,
 };
-use crate::tls::{write_tls, Broke};
 use ferry_core::{ClientConfig, Code, Connection, Event};
 use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
     OutputBatch,
 };
-use ferry_tls::{handshake, remember, ClientTls, Transport};
+use ferry_tls::{handshake, remember, write_tls, Broke, ClientTls, Transport};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -477,6 +476,7 @@ impl Client {
                 Ok(flush) => Ok(flush),
                 Err(Broke::Io(e)) => Err(e),
                 Err(Broke::Tls(e)) => return self.tls_failed(now, &e),
+                Err(other) => Err(io::Error::other(other)),
             },
         };
         let result = result.and_then(|flush| {

@@ -47,7 +47,6 @@
 mod client;
 mod server;
 mod sock;
-mod tls;
 mod udp;
 
 use ferry_core::{ClientConfig, HubConfig};

@@ -12,10 +12,9 @@ use crate::sock::{
     commander, disk_wake, drained_by, read_some, set_write_interest, write_out, Flush, ReadOutcome,
     LINGER, READ_BUF,
 };
-use crate::tls::{write_tls, Broke};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{HubFiles, Inbox, OutputBatch, ServerCommand, ServerHandle, ServerNotice};
-use ferry_tls::{Kind, TlsServer, Transport};
+use ferry_tls::{write_tls, Broke, Kind, TlsServer, Transport};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::BTreeSet;
@@ -637,6 +636,7 @@ impl Server {
                 Ok(flush) => Ok(flush),
                 Err(Broke::Io(e)) => Err(e),
                 Err(Broke::Tls(e)) => return self.tls_failed(id, now, &e),
+                Err(other) => Err(io::Error::other(other)),
             },
         };
         let registry = self.poll.registry();

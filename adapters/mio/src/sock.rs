@@ -1,11 +1,11 @@
 //! What the server and client loops do alike with a non-blocking socket and
 //! a command channel.
 
-use bytes::Bytes;
-use ferry_files::{Commander, OutputBatch, Wake};
+pub(crate) use ferry_files::{read_some, write_out, Flush, ReadOutcome};
+use ferry_files::{Commander, Wake};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
-use std::io::{self, Read};
+use std::io;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,32 +18,6 @@ pub(crate) const READ_BUF: usize = 64 * 1024;
 /// that stopped reading must not hold a loop (or a shutdown) up.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
 
-/// What one read brought.
-pub(crate) enum ReadOutcome {
-    /// This many bytes, at the start of the buffer.
-    Data(usize),
-    /// Nothing more for now; readiness is edge-triggered, so the loop
-    /// hears of this socket again only after reading up to here.
-    WouldBlock,
-    /// The peer closed its side.
-    Eof,
-    /// The socket broke.
-    Failed(io::Error),
-}
-
-/// Reads once into `buf`, retrying on interruption.
-pub(crate) fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> ReadOutcome {
-    loop {
-        match stream.read(buf) {
-            Ok(0) => return ReadOutcome::Eof,
-            Ok(n) => return ReadOutcome::Data(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return ReadOutcome::Failed(e),
-        }
-    }
-}
-
 /// Whether a read of `n` bytes into a buffer of `len` emptied the socket,
 /// so that reading again would only return `WouldBlock`. On epoll and
 /// kqueue, more data arriving later raises a new edge, so the read loop can
@@ -53,34 +27,6 @@ pub(crate) fn read_some(stream: &mut TcpStream, buf: &mut [u8]) -> ReadOutcome {
 /// shows. Not on Windows, whose readiness is emulated.
 pub(crate) fn drained_by(n: usize, len: usize, peer_closed: bool) -> bool {
     !cfg!(windows) && !peer_closed && n < len
-}
-
-/// Whether all output was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Flush {
-    /// Nothing is left: `next` returned `None`.
-    Done,
-    /// The socket is full; the rest of a batch waits in `pending`.
-    Blocked,
-}
-
-/// Writes `pending`, topped up with the segments `next` yields, one
-/// vectored write at a time, until the socket would block or nothing is
-/// left. At most one batch waits here; the rest stays queued in the core.
-pub(crate) fn write_out(
-    stream: &mut TcpStream,
-    pending: &mut OutputBatch,
-    mut next: impl FnMut() -> Option<Bytes>,
-) -> io::Result<Flush> {
-    while pending.fill(&mut next) {
-        match pending.write_once(stream) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Flush::Done)
 }
 
 /// Registers write interest only while output waits, so that an idle

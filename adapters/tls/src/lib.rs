@@ -70,6 +70,7 @@ mod der;
 mod error;
 mod files;
 mod fingerprint;
+mod flush;
 mod identity;
 mod known;
 mod transport;
@@ -80,6 +81,7 @@ use std::sync::{Arc, OnceLock};
 pub use connect::{handshake, io_error, remember, tls_error_in, ClientTls};
 pub use error::{Error, ParseFingerprintError, SetupError};
 pub use fingerprint::Fingerprint;
+pub use flush::{write_tls, Broke};
 pub use identity::{Identity, CERT_FILE, KEY_FILE};
 pub use known::{state_dir, KnownServer, KnownServers};
 pub use transport::{

@@ -154,7 +154,7 @@ pub struct HostileOptions {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "mio,smol,std"
+        default_value = "mio,smol,std,tokio"
     )]
     runtimes: Vec<Runtime>,
     /// The attacks, comma-separated [default: all].

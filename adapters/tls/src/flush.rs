@@ -1,19 +1,22 @@
-//! What the server and client loops do alike with a TLS [`Transport`] on a
-//! non-blocking socket.
+//! Writing a [`Transport`]'s records to a socket that never blocks, fed
+//! from the core's output: what the event-loop adapters (mio, tokio) do
+//! alike with a TLS connection, whatever type the socket is.
 
-use crate::sock::Flush;
+use crate::{Error, Transport};
 use bytes::Bytes;
-use ferry_files::OutputBatch;
-use ferry_tls::Transport;
-use mio::net::TcpStream;
-use std::io;
+use ferry_files::{Flush, OutputBatch};
+use std::io::{self, Write};
 
 /// Why a TLS flush stopped the connection.
-pub(crate) enum Broke {
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Broke {
     /// The socket failed.
+    #[error("write failed: {0}")]
     Io(io::Error),
     /// The transport refused (it failed before, or misuse).
-    Tls(ferry_tls::Error),
+    #[error("TLS: {0}")]
+    Tls(Error),
 }
 
 /// Writes the transport's records and moves the core's bytes (`plaintext`,
@@ -23,8 +26,13 @@ pub(crate) enum Broke {
 /// amount of plaintext; once that is full the rest stays in `plaintext`
 /// (or in the core) until a feed ends the handshake and the caller
 /// flushes again.
-pub(crate) fn write_tls(
-    stream: &mut TcpStream,
+///
+/// # Errors
+///
+/// The socket failed ([`Broke::Io`]), or the transport refused the
+/// plaintext ([`Broke::Tls`]): the connection cannot go on.
+pub fn write_tls(
+    socket: &mut impl Write,
     transport: &mut Transport,
     plaintext: &mut OutputBatch,
     closed: bool,
@@ -32,7 +40,7 @@ pub(crate) fn write_tls(
 ) -> Result<Flush, Broke> {
     loop {
         while transport.wants_write() {
-            match transport.write_to(stream) {
+            match transport.write_to(socket) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flush::Blocked),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,0 +1,4 @@
+//! The conformance kit (`ferry-conformance`) on the tokio adapter: every
+//! scenario an adapter must pass, one test each.
+
+ferry_conformance::adapter_tests!(ferry_tokio);
