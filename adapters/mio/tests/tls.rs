@@ -7,7 +7,9 @@ use ferry_mio::{self as runtime, spawn_client_tls, spawn_server_tls, ClientTls};
 /// Whether `spawn_client` returns only once the server welcomed the client.
 const CALL_WAITS_FOR_WELCOME: bool = true;
 
-include!("../../conformance/tls.rs");
+// `conformance/tls.rs` is a link to `adapters/conformance/tls.rs`, which
+// `cargo package` follows: the packaged crate carries the tests.
+include!("conformance/tls.rs");
 
 /// A client of the std runtime named `name` at `addr`, already welcomed.
 fn std_client(addr: SocketAddr, name: &str, tls: Option<ClientTls>) -> ClientHandle {

@@ -1,0 +1,1 @@
+../../../conformance/tls.rs
