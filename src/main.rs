@@ -76,6 +76,8 @@ enum Command {
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
+    // This text is the `--help` too, where `[NAME]` is meant literally.
+    #[allow(rustdoc::broken_intra_doc_links)]
     Chat {
         #[command(flatten)]
         join: Join,

@@ -1,6 +1,6 @@
 //! [`Code`]: the one numbering of reasons shared by every frame that says why.
 
-use std::fmt;
+use core::fmt;
 
 /// Why something was refused, closed, bounced, rejected, cancelled or failed.
 ///

@@ -19,7 +19,8 @@
 //! names (`CON`, `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`,
 //! `CONIN$`, `CONOUT$`) in any case and with any extension.
 
-use std::fmt;
+use alloc::string::{String, ToString};
+use core::fmt;
 use thiserror::Error;
 
 /// Longest file name accepted, in bytes of UTF-8 (the limit of common file

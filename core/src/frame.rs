@@ -10,6 +10,7 @@
 use crate::code::Code;
 use crate::error::{DecodeError, LimitExceeded, Malformed, Misuse};
 use crate::text::Text;
+use alloc::vec::Vec;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The eight bytes each side sends before its first frame: `\x89FERRY\r\n`.

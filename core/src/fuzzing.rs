@@ -1,7 +1,7 @@
 //! Harnesses for cargo-fuzz and the corpus regression test.
 //!
 //! Each target under `fuzz/fuzz_targets/` is a one-line shim that calls the
-//! function of the same name here, and `core/tests/corpus.rs` runs every file
+//! function of the same name here, and `tests/corpus.rs` runs every file
 //! committed under `fuzz/corpus/<target>/` through it on stable Rust, so the
 //! corpus is a regression suite even where there is no nightly toolchain.
 //!
@@ -159,7 +159,7 @@ fn check_canonical(frame: &Frame, bytes: &[u8], limit: u32) {
     assert!(encoded.is_empty(), "re-encoded frame left bytes behind");
 }
 
-/// Feeds a [`Hub`] with what fuzzer input says arrives from up to four
+/// Feeds a [`Hub`](crate::Hub) with what fuzzer input says arrives from up to four
 /// clients, in arbitrary splits and interleavings, with time passing. The hub
 /// must never panic, and what it buffers for any client stays bounded.
 ///

@@ -21,7 +21,20 @@
 //!   [`Connection`] or a [`Hub`] over real sockets (input, output, timeouts,
 //!   back-pressure, closing), written for authors of new adapters.
 //!
-//! The wire format is specified in `docs/PROTOCOL.md`.
+//! The wire format is specified in [`protocol`] (`docs/PROTOCOL.md` in the
+//! repository).
+//!
+//! # Features
+//!
+//! * `std` (default): everything above. Without it the crate is `#![no_std]`
+//!   and needs only `alloc`, and holds just the codec: [`frame`], [`text`],
+//!   [`names`], [`filename`], [`code`], [`error`] and [`secret`]. The state
+//!   machines ([`Connection`], [`Hub`], [`guest`], [`datagram`],
+//!   [`transfer`], their configuration and the [`driving`] contract) need
+//!   `std`: they keep hash maps and take `Instant`s.
+//! * `fuzzing`: exposes `ferry_core::fuzzing`, the harnesses of the
+//!   cargo-fuzz targets and of the corpus regression test. **Unstable**: not
+//!   covered by semver; it may change or go in any release.
 //!
 //! # Example
 //!
@@ -61,44 +74,88 @@
 //! assert!(events.iter().any(|e| matches!(e,
 //!     Event::Message { from, text, .. } if from == "alice" && text == "hello, room")));
 //! ```
+#![cfg_attr(not(feature = "std"), no_std)]
+// docs.rs (nightly) labels the items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod bucket;
-pub mod client_map;
+// The codec's `String`s and `Vec`s, with or without `std`.
+extern crate alloc;
+
+// The codec: `no_std` + `alloc`.
 pub mod code;
-pub mod config;
-pub mod connection;
-pub mod datagram;
-pub mod driving;
 pub mod error;
 pub mod filename;
 pub mod frame;
+pub mod names;
+pub mod secret;
+pub mod text;
+
+// The state machines: hash maps, `Instant`s.
+#[cfg(feature = "std")]
+mod bucket;
+#[cfg(feature = "std")]
+pub mod client_map;
+#[cfg(feature = "std")]
+pub mod config;
+#[cfg(feature = "std")]
+pub mod connection;
+#[cfg(feature = "std")]
+pub mod datagram;
+#[cfg(feature = "std")]
+pub mod driving;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+#[cfg(feature = "std")]
 pub mod guest;
+#[cfg(feature = "std")]
 pub mod hub;
+#[cfg(feature = "std")]
 mod input;
-pub mod names;
+#[cfg(feature = "std")]
 mod outbox;
-pub mod secret;
+#[cfg(feature = "std")]
 pub mod source;
+#[cfg(feature = "std")]
 mod sources;
-pub mod text;
+#[cfg(feature = "std")]
 pub mod transfer;
 
-pub use client_map::{ClientMap, ClientSet};
+/// The ferry wire protocol, version 1: its specification, `docs/PROTOCOL.md`
+/// in the repository, included here so that it ships with the crate.
+///
+/// Only in the documentation, not in doctests: its code blocks are diagrams
+/// and test vectors, not Rust.
+#[cfg(all(doc, not(doctest)))]
+#[allow(rustdoc::invalid_rust_codeblocks)]
+#[doc = include_str!("../PROTOCOL.md")]
+pub mod protocol {}
+
+/// The README's example, run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use code::Code;
-pub use config::{ClientConfig, Config, ConfigError, HubConfig};
-pub use connection::{Connection, Event, Role};
-pub use driving::CLOSE_LINGER;
 pub use error::{DecodeError, Error, LimitExceeded, Malformed, Misuse, Violation};
-pub use hub::{ClientId, Hub, HubEvent};
 pub use secret::{ResumeKey, SessionSecret};
-pub use source::Source;
 pub use text::Text;
 
-/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) the `poll_transmit`
-/// methods and file chunks use: drivers name it from here, so their
-/// version always matches the core's.
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) the frames, the
+/// `poll_transmit` methods and file chunks use: drivers name it from here,
+/// so their version always matches the core's.
 pub use bytes;
+
+#[cfg(feature = "std")]
+pub use client_map::{ClientMap, ClientSet};
+#[cfg(feature = "std")]
+pub use config::{ClientConfig, Config, ConfigError, HubConfig};
+#[cfg(feature = "std")]
+pub use connection::{Connection, Event, Role};
+#[cfg(feature = "std")]
+pub use driving::CLOSE_LINGER;
+#[cfg(feature = "std")]
+pub use hub::{ClientId, Hub, HubEvent};
+#[cfg(feature = "std")]
+pub use source::Source;

@@ -1,5 +1,7 @@
 //! User and room names: what is allowed, and when two names are the same.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use thiserror::Error;
 use unicode_script::{Script, UnicodeScript};
 use unicode_security::mixed_script::AugmentedScriptSet;

@@ -34,18 +34,18 @@ macro_rules! secret {
                     .zip(other.0.iter())
                     .fold(0u8, |acc, (a, b)| acc | (a ^ b));
                 // Keeps the compiler from turning the fold into an early exit.
-                std::hint::black_box(diff) == 0
+                core::hint::black_box(diff) == 0
             }
         }
 
-        impl std::hash::Hash for $name {
-            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        impl core::hash::Hash for $name {
+            fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
                 self.0.hash(state);
             }
         }
 
-        impl std::fmt::Debug for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 f.write_str(concat!(stringify!($name), "(..)"))
             }
         }

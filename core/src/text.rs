@@ -1,8 +1,9 @@
 //! [`Text`]: a UTF-8 string that shares the buffer it was decoded from.
 
+use alloc::string::String;
 use bytes::Bytes;
-use std::fmt;
-use std::ops::Deref;
+use core::fmt;
+use core::ops::Deref;
 
 /// An immutable UTF-8 string backed by [`Bytes`].
 ///
@@ -19,11 +20,11 @@ impl Text {
     }
 
     /// Wraps `bytes` if they are valid UTF-8.
-    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, core::str::Utf8Error> {
         // Chat is mostly ASCII, and the ASCII check is far cheaper than full
         // validation on short strings.
         if !bytes.is_ascii() {
-            std::str::from_utf8(&bytes)?;
+            core::str::from_utf8(&bytes)?;
         }
         Ok(Text(bytes))
     }
@@ -39,7 +40,7 @@ impl Text {
         // UTF-8, and `Bytes` is immutable.
         #[allow(unsafe_code)]
         unsafe {
-            std::str::from_utf8_unchecked(&self.0)
+            core::str::from_utf8_unchecked(&self.0)
         }
     }
 

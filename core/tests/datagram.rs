@@ -574,7 +574,7 @@ proptest! {
 fn the_protocol_documents_vectors_hold() {
     use bytes::BytesMut;
     use ferry_core::datagram::Datagram;
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md");
     let doc = std::fs::read_to_string(path).unwrap();
     let mut checked = BTreeSet::new();
     let mut lines = doc.lines();

@@ -1,16 +1,22 @@
 //! The fuzz corpus as a regression suite that runs on stable Rust.
 //!
 //! Every file under `fuzz/corpus/<target>/` goes through the harness of the
-//! same name in `ferry_core::fuzzing`: the committed seeds, and any input that
-//! once crashed a target and was added after the fix. Each target must have at
-//! least one file.
+//! same name in `ferry_core::fuzzing` (or, for `tls_server`, which needs
+//! ferry-tls too, in `tls_server_harness/` beside this file): the committed
+//! seeds, and any input that once crashed a target and was added after the
+//! fix. Each target must have at least one file.
+//!
+//! It lives in the workspace's tests, not ferry-core's, because the corpus
+//! and the targets are in `fuzz/`, outside every published crate.
 //!
 //! The `seed-*` files are written by the ignored test below; after a change to
 //! the wire format, regenerate them with
 //!
 //! ```text
-//! cargo test -p ferry-core --test corpus -- --ignored regenerate_seeds
+//! cargo test -p ferry --test corpus -- --ignored regenerate_seeds
 //! ```
+
+mod tls_server_harness;
 
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,21 +44,18 @@ const TARGETS: &[(&str, Harness)] = &[
     ("transfer_session", |data| {
         fuzzing::transfer_session(data, Instant::now())
     }),
+    ("tls_server", tls_server_harness::tls_server),
 ];
-
-/// Targets whose harness needs more than the core, replayed by their own
-/// crate's tests: `tls_server` by `adapters/tls/tests/corpus.rs`.
-const ELSEWHERE: [&str; 1] = ["tls_server"];
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
+        .join("fuzz/corpus")
         .join(target)
 }
 
 #[test]
 fn every_target_has_a_harness_here() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fuzz_targets");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
     let mut on_disk: Vec<String> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -60,16 +63,11 @@ fn every_target_has_a_harness_here() {
         .map(|path| path.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = TARGETS
-        .iter()
-        .map(|(name, _)| *name)
-        .chain(ELSEWHERE)
-        .map(str::to_string)
-        .collect();
+    let mut listed: Vec<String> = TARGETS.iter().map(|(name, _)| name.to_string()).collect();
     listed.sort();
     assert_eq!(
         on_disk, listed,
-        "fuzz/fuzz_targets/ and TARGETS in core/tests/corpus.rs disagree"
+        "fuzz/fuzz_targets/ and TARGETS in tests/corpus.rs disagree"
     );
 }
 
