@@ -321,3 +321,8 @@ fn on_own_runtime<T: Send + 'static>(
         .name(name.into())
         .spawn(move || runtime.block_on(task))
 }
+
+/// The README's example, run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
