@@ -17,7 +17,8 @@
 //!   [`ClientHandle`] the `ferry` program uses.
 //!
 //! ```text
-//!  socket ─ reader task ─┐  (bytes | eof, bounded)
+//!  socket ─ reader task ─┐  (bytes | eof, bounded; the server reads
+//!                        │   plain sockets itself, see below)
 //!                        ├──▶ hub / connection task ──▶ notices (std mpsc)
 //!  commands (async) ─────┘     │ poll_transmit, while the queue has room
 //!  socket ◀─ writer task ◀─────┘  (bounded; "room" when it drained)
@@ -69,20 +70,24 @@
 //! # What runs where
 //!
 //! The server's [`Hub`](ferry_core::Hub) lives in one task, with no locks.
-//! Each connection adds a reader task, which sends what it reads to the hub
-//! task on a bounded channel (a client sending faster than the hub works is
-//! held back by TCP), and a writer task, which receives segments on a
-//! bounded channel. The hub task moves `poll_transmit` segments into that
-//! channel only while it has room and waits for the writer to say it has
-//! taken one: bytes a slow client does not read stay in the hub, whose
-//! limits drop it as a slow reader. File I/O for the server's inbox happens
-//! in the hub task, through [`HubFiles`](ferry_files::HubFiles), one chunk at
-//! a time.
+//! That task also reads every plain socket itself: the reactor lists a
+//! socket that became readable and wakes the hub task, which reads the
+//! listed sockets in turn, one read each per turn, and queues none of it
+//! (a client sending faster than the hub works is held back by TCP). A TLS
+//! connection has a reader task instead, which decrypts and sends the
+//! plaintext to the hub task on a bounded channel. Each connection adds a
+//! writer task, which receives segments on a bounded channel. The hub task
+//! moves `poll_transmit` segments into that channel only while it has room
+//! and waits for the writer to say it has taken one: bytes a slow client
+//! does not read stay in the hub, whose limits drop it as a slow reader.
+//! File I/O for the server's inbox happens in the hub task, through
+//! [`HubFiles`](ferry_files::HubFiles), one chunk at a time.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod alarm;
 mod client;
+mod intake;
 mod pump;
 mod server;
 mod tls;
