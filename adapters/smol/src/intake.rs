@@ -20,10 +20,10 @@
 //! * The hub still knows when more input waits (see [`Intake::has_woken`]),
 //!   so a burst of input is answered with one write per client.
 
+use crate::pump::discard_until_end;
 use async_io::Async;
 use async_net::TcpStream;
 use ferry_core::{ClientId, ClientMap};
-use futures_lite::AsyncReadExt;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, Read};
@@ -172,7 +172,7 @@ impl Intake {
 
     /// Stops reading `id`'s socket. Returns what keeps reading it, and
     /// drops what arrives, until the peer's end: the socket must not be
-    /// closed while it still receives (see `pump::CLOSE_WAIT`). `None` if
+    /// closed while it still receives (see [`CLOSE_WAIT`](crate::pump::CLOSE_WAIT)). `None` if
     /// the hub did not read it or it has ended.
     pub(crate) fn remove(&mut self, id: ClientId) -> Option<impl Future<Output = ()>> {
         let source = self.sources.remove(&id)?;
@@ -183,11 +183,7 @@ impl Intake {
         if source.ended {
             return None;
         }
-        let mut stream = source.stream;
-        Some(async move {
-            let mut buf = [0; 4096];
-            while let Ok(1..) = stream.read(&mut buf).await {}
-        })
+        Some(discard_until_end(source.stream))
     }
 
     /// Whether a socket the reactor found readable waits for its turn: more

@@ -168,18 +168,21 @@ pub fn spawn_server_tls(
     Ok(ServerHandle::new(local_addr, command, notices, thread))
 }
 
-/// Connects to `addr` and runs [`run_client`] on a thread of its own.
+/// Connects to `addr`, runs [`run_client`] on a thread of its own, and
+/// returns once the server let the client in (its
+/// [`Event::Welcomed`](ferry_core::Event::Welcomed) is the handle's first
+/// notice), as every runtime's `spawn_client` does.
 ///
-/// `connect_timeout` bounds both the TCP connect (an error from this
-/// function) and the handshake after it: a client not welcomed within the
-/// time left ends, and [`join`](ClientHandle::join) returns an error of
-/// kind [`io::ErrorKind::TimedOut`]. Commands given before the welcome wait
-/// for it.
+/// `connect_timeout` bounds both the TCP connect and the handshake after
+/// it.
 ///
 /// # Errors
 ///
-/// The connection is refused or takes longer than `connect_timeout`, or
-/// the thread cannot be started.
+/// The connection is refused, or is not welcomed within
+/// `connect_timeout` ([`io::ErrorKind::TimedOut`]); the server turns the
+/// client away (`PermissionDenied`, the message reading `code: reason`) or
+/// the connection is lost before the welcome (`ConnectionAborted`); or the
+/// thread cannot be started.
 pub fn spawn_client(
     addr: SocketAddr,
     config: ClientConfig,
@@ -200,7 +203,7 @@ pub fn spawn_client(
 /// whose message is ferry-tls's one line (a pin mismatch names both
 /// fingerprints, an unknown server the flag that pins it, a server
 /// without TLS its first byte). `connect_timeout` covers the TCP connect
-/// and both handshakes.
+/// and both handshakes, and the call returns once welcomed.
 ///
 /// # Errors
 ///
@@ -232,6 +235,7 @@ pub fn spawn_client_tls(
     config.connection.handshake_timeout = config.connection.handshake_timeout.min(left);
     let (commands_tx, commands) = async_channel::unbounded();
     let (notices_tx, notices) = mpsc::channel();
+    let (welcome_tx, welcome) = mpsc::channel();
     let thread = thread::Builder::new()
         .name(format!("ferry-client {addr}"))
         .spawn(move || {
@@ -242,12 +246,10 @@ pub fn spawn_client_tls(
                 accept_files,
                 commands,
                 notices_tx,
+                Some(welcome_tx),
             ))?;
             if !ending.welcomed && ending.code == Code::HANDSHAKE_TIMEOUT && !ending.by_peer {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("{addr} did not let us in within {connect_timeout:?}"),
-                ));
+                return Err(not_let_in(addr, connect_timeout));
             }
             Ok(())
         })?;
@@ -255,7 +257,48 @@ pub fn spawn_client_tls(
         // Fails only once the client stopped, when the command is moot.
         let _ = commands_tx.try_send(command);
     });
-    Ok(ClientHandle::new(command, notices, thread))
+    // The core closes the connection when its handshake timer (set to
+    // what is left above) runs out; the grace covers the thread's start.
+    let grace = Duration::from_millis(100);
+    match welcome.recv_timeout(left + grace) {
+        Ok(Ok(())) => Ok(ClientHandle::new(command, notices, thread)),
+        Ok(Err(refusal)) => Err(refused(addr, connect_timeout, refusal)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(not_let_in(addr, connect_timeout)),
+        // Ended without a word: its error says why.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the connection to {addr} ended before the welcome"),
+            )),
+        },
+    }
+}
+
+/// The error [`spawn_client`] returns for a client that was not let in.
+fn refused(addr: SocketAddr, connect_timeout: Duration, refusal: client::Refusal) -> io::Error {
+    let client::Refusal {
+        code,
+        by_peer,
+        reason,
+    } = refusal;
+    if code == Code::HANDSHAKE_TIMEOUT && !by_peer {
+        return not_let_in(addr, connect_timeout);
+    }
+    let kind = if code == Code::CONNECTION_LOST {
+        io::ErrorKind::ConnectionAborted
+    } else {
+        io::ErrorKind::PermissionDenied
+    };
+    io::Error::new(kind, format!("{code}: {reason}"))
+}
+
+/// A client not welcomed within `connect_timeout`.
+fn not_let_in(addr: SocketAddr, connect_timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{addr} did not let us in within {connect_timeout:?}"),
+    )
 }
 
 /// `TcpStream::connect`, giving up after `timeout`.

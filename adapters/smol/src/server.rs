@@ -13,7 +13,7 @@
 
 use crate::alarm::Alarm;
 use crate::intake::{Found, Intake};
-use crate::pump::{wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
+use crate::pump::{discard_until_end, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
 use crate::tls::{tls_read_loop, tls_write_loop, Tls};
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
@@ -385,6 +385,13 @@ impl Server {
             Input::Plain(id, stream) => {
                 if self.peers.contains_key(&id) {
                     self.intake.add(id, &stream);
+                } else {
+                    // Removed before its first bytes came (closed at
+                    // connect): its socket is read on until the peer's
+                    // end, as any removed client's (for as long).
+                    let reading = discard_until_end(stream);
+                    self.lingering
+                        .push(self.executor.spawn(wind_down(async {}, reading)));
                 }
             }
         }
