@@ -52,7 +52,8 @@
 //!     Duration::from_secs(5),
 //! )?;
 //! alice.send(ClientCommand::Say("hello".into()));
-//! // Commands wait for the handshake; the message comes back to the room.
+//! // Welcomed already (spawn_client returns only then): the message comes
+//! // back to the room.
 //! let heard = loop {
 //!     match alice.notices().recv_timeout(Duration::from_secs(5))? {
 //!         ClientNotice::Event(Event::Message { text, .. }) => break text,
