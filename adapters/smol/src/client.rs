@@ -38,6 +38,20 @@ enum Wake {
     CommandsClosed,
 }
 
+/// Told once, by [`drive`], whether the server let the client in: for
+/// [`crate::spawn_client`], which returns only then.
+pub(crate) type Welcome = mpsc::Sender<Result<(), Refusal>>;
+
+/// Why a client was not let in: its [`Event::Closed`] before any welcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    pub(crate) code: Code,
+    /// Whether the server ended it (else the client did, its handshake
+    /// timer run out, or the connection was lost).
+    pub(crate) by_peer: bool,
+    pub(crate) reason: String,
+}
+
 /// How a client connection ended, for [`crate::spawn_client`] to tell a
 /// handshake that ran out of time from any other end.
 #[derive(Debug, Clone, Copy)]
@@ -80,12 +94,13 @@ pub async fn run_client(
     commands: Receiver<ClientCommand>,
     notices: mpsc::Sender<ClientNotice>,
 ) -> io::Result<()> {
-    drive(stream, None, config, accept_files, commands, notices)
+    drive(stream, None, config, accept_files, commands, notices, None)
         .await
         .map(|_| ())
 }
 
-/// [`run_client`], saying how the connection ended.
+/// [`run_client`], saying how the connection ended, and on `welcome`
+/// whether the server let the client in as soon as that is known.
 ///
 /// With a `tls` transport (its handshake done, and the socket bytes it has
 /// not taken yet), the connection runs inside it.
@@ -96,6 +111,7 @@ pub(crate) async fn drive(
     accept_files: Option<Inbox>,
     commands: Receiver<ClientCommand>,
     notices: mpsc::Sender<ClientNotice>,
+    welcome: Option<Welcome>,
 ) -> io::Result<Ending> {
     // Chat frames are small and should leave at once.
     let _ = stream.set_nodelay(true);
@@ -154,6 +170,7 @@ pub(crate) async fn drive(
         notices,
         ending: None,
         welcomed: false,
+        welcome,
         alarm: Alarm::new(),
     };
     // A task like the socket tasks rather than the future `run` drives
@@ -185,6 +202,8 @@ struct Client {
     /// Set by [`Event::Closed`].
     ending: Option<Ending>,
     welcomed: bool,
+    /// Told once whether the server let us in; `None` once told.
+    welcome: Option<Welcome>,
     /// Fires by the next deadline (early at times: `run` then waits again).
     alarm: Alarm,
 }
@@ -321,13 +340,30 @@ impl Client {
             }
             event => {
                 match &event {
-                    Event::Welcomed { .. } => self.welcomed = true,
-                    Event::Closed { code, by_peer, .. } => {
+                    Event::Welcomed { .. } => {
+                        self.welcomed = true;
+                        if let Some(welcome) = self.welcome.take() {
+                            // Nobody waiting any more is fine.
+                            let _ = welcome.send(Ok(()));
+                        }
+                    }
+                    Event::Closed {
+                        code,
+                        by_peer,
+                        reason,
+                    } => {
                         self.ending = Some(Ending {
                             welcomed: self.welcomed,
                             code: *code,
                             by_peer: *by_peer,
                         });
+                        if let Some(welcome) = self.welcome.take() {
+                            let _ = welcome.send(Err(Refusal {
+                                code: *code,
+                                by_peer: *by_peer,
+                                reason: reason.clone(),
+                            }));
+                        }
                     }
                     _ => {}
                 }

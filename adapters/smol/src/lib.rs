@@ -17,7 +17,8 @@
 //!   [`ClientHandle`] the `ferry` program uses.
 //!
 //! ```text
-//!  socket ─ reader task ─┐  (bytes | eof, bounded)
+//!  socket ─ reader task ─┐  (bytes | eof, bounded; the server reads
+//!                        │   plain sockets itself, see below)
 //!                        ├──▶ hub / connection task ──▶ notices (std mpsc)
 //!  commands (async) ─────┘     │ poll_transmit, while the queue has room
 //!  socket ◀─ writer task ◀─────┘  (bounded; "room" when it drained)
@@ -51,7 +52,8 @@
 //!     Duration::from_secs(5),
 //! )?;
 //! alice.send(ClientCommand::Say("hello".into()));
-//! // Commands wait for the handshake; the message comes back to the room.
+//! // Welcomed already (spawn_client returns only then): the message comes
+//! // back to the room.
 //! let heard = loop {
 //!     match alice.notices().recv_timeout(Duration::from_secs(5))? {
 //!         ClientNotice::Event(Event::Message { text, .. }) => break text,
@@ -69,20 +71,24 @@
 //! # What runs where
 //!
 //! The server's [`Hub`](ferry_core::Hub) lives in one task, with no locks.
-//! Each connection adds a reader task, which sends what it reads to the hub
-//! task on a bounded channel (a client sending faster than the hub works is
-//! held back by TCP), and a writer task, which receives segments on a
-//! bounded channel. The hub task moves `poll_transmit` segments into that
-//! channel only while it has room and waits for the writer to say it has
-//! taken one: bytes a slow client does not read stay in the hub, whose
-//! limits drop it as a slow reader. File I/O for the server's inbox happens
-//! in the hub task, through [`HubFiles`](ferry_files::HubFiles), one chunk at
-//! a time.
+//! That task also reads every plain socket itself: the reactor lists a
+//! socket that became readable and wakes the hub task, which reads the
+//! listed sockets in turn, one read each per turn, and queues none of it
+//! (a client sending faster than the hub works is held back by TCP). A TLS
+//! connection has a reader task instead, which decrypts and sends the
+//! plaintext to the hub task on a bounded channel. Each connection adds a
+//! writer task, which receives segments on a bounded channel. The hub task
+//! moves `poll_transmit` segments into that channel only while it has room
+//! and waits for the writer to say it has taken one: bytes a slow client
+//! does not read stay in the hub, whose limits drop it as a slow reader.
+//! File I/O for the server's inbox happens in the hub task, through
+//! [`HubFiles`](ferry_files::HubFiles), one chunk at a time.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod alarm;
 mod client;
+mod intake;
 mod pump;
 mod server;
 mod tls;
@@ -163,18 +169,21 @@ pub fn spawn_server_tls(
     Ok(ServerHandle::new(local_addr, command, notices, thread))
 }
 
-/// Connects to `addr` and runs [`run_client`] on a thread of its own.
+/// Connects to `addr`, runs [`run_client`] on a thread of its own, and
+/// returns once the server let the client in (its
+/// [`Event::Welcomed`](ferry_core::Event::Welcomed) is the handle's first
+/// notice), as every runtime's `spawn_client` does.
 ///
-/// `connect_timeout` bounds both the TCP connect (an error from this
-/// function) and the handshake after it: a client not welcomed within the
-/// time left ends, and [`join`](ClientHandle::join) returns an error of
-/// kind [`io::ErrorKind::TimedOut`]. Commands given before the welcome wait
-/// for it.
+/// `connect_timeout` bounds both the TCP connect and the handshake after
+/// it.
 ///
 /// # Errors
 ///
-/// The connection is refused or takes longer than `connect_timeout`, or
-/// the thread cannot be started.
+/// The connection is refused, or is not welcomed within
+/// `connect_timeout` ([`io::ErrorKind::TimedOut`]); the server turns the
+/// client away (`PermissionDenied`, the message reading `code: reason`) or
+/// the connection is lost before the welcome (`ConnectionAborted`); or the
+/// thread cannot be started.
 pub fn spawn_client(
     addr: SocketAddr,
     config: ClientConfig,
@@ -195,7 +204,7 @@ pub fn spawn_client(
 /// whose message is ferry-tls's one line (a pin mismatch names both
 /// fingerprints, an unknown server the flag that pins it, a server
 /// without TLS its first byte). `connect_timeout` covers the TCP connect
-/// and both handshakes.
+/// and both handshakes, and the call returns once welcomed.
 ///
 /// # Errors
 ///
@@ -227,6 +236,7 @@ pub fn spawn_client_tls(
     config.connection.handshake_timeout = config.connection.handshake_timeout.min(left);
     let (commands_tx, commands) = async_channel::unbounded();
     let (notices_tx, notices) = mpsc::channel();
+    let (welcome_tx, welcome) = mpsc::channel();
     let thread = thread::Builder::new()
         .name(format!("ferry-client {addr}"))
         .spawn(move || {
@@ -237,12 +247,10 @@ pub fn spawn_client_tls(
                 accept_files,
                 commands,
                 notices_tx,
+                Some(welcome_tx),
             ))?;
             if !ending.welcomed && ending.code == Code::HANDSHAKE_TIMEOUT && !ending.by_peer {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("{addr} did not let us in within {connect_timeout:?}"),
-                ));
+                return Err(not_let_in(addr, connect_timeout));
             }
             Ok(())
         })?;
@@ -250,7 +258,48 @@ pub fn spawn_client_tls(
         // Fails only once the client stopped, when the command is moot.
         let _ = commands_tx.try_send(command);
     });
-    Ok(ClientHandle::new(command, notices, thread))
+    // The core closes the connection when its handshake timer (set to
+    // what is left above) runs out; the grace covers the thread's start.
+    let grace = Duration::from_millis(100);
+    match welcome.recv_timeout(left + grace) {
+        Ok(Ok(())) => Ok(ClientHandle::new(command, notices, thread)),
+        Ok(Err(refusal)) => Err(refused(addr, connect_timeout, refusal)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(not_let_in(addr, connect_timeout)),
+        // Ended without a word: its error says why.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("the connection to {addr} ended before the welcome"),
+            )),
+        },
+    }
+}
+
+/// The error [`spawn_client`] returns for a client that was not let in.
+fn refused(addr: SocketAddr, connect_timeout: Duration, refusal: client::Refusal) -> io::Error {
+    let client::Refusal {
+        code,
+        by_peer,
+        reason,
+    } = refusal;
+    if code == Code::HANDSHAKE_TIMEOUT && !by_peer {
+        return not_let_in(addr, connect_timeout);
+    }
+    let kind = if code == Code::CONNECTION_LOST {
+        io::ErrorKind::ConnectionAborted
+    } else {
+        io::ErrorKind::PermissionDenied
+    };
+    io::Error::new(kind, format!("{code}: {reason}"))
+}
+
+/// A client not welcomed within `connect_timeout`.
+fn not_let_in(addr: SocketAddr, connect_timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{addr} did not let us in within {connect_timeout:?}"),
+    )
 }
 
 /// `TcpStream::connect`, giving up after `timeout`.

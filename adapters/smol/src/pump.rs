@@ -52,6 +52,19 @@ pub(crate) async fn wind_down(writer: impl Future<Output = ()>, reader: impl Fut
     .await;
 }
 
+/// Reads `stream` until the peer's end or a failure and drops what
+/// arrives: for a socket nobody reads any more that must still not be
+/// closed while it receives (see [`CLOSE_WAIT`]).
+pub(crate) async fn discard_until_end(mut stream: TcpStream) {
+    let mut buf = [0; 4096];
+    while let Ok(1..) = stream.read(&mut buf).await {
+        // A read that finds bytes does not wait: against a peer that
+        // never stops sending, this loop would otherwise keep the thread
+        // (and the hub) to itself, and its time limit from firing.
+        future::yield_now().await;
+    }
+}
+
 /// What a reader saw.
 pub(crate) enum Received {
     /// Bytes read.

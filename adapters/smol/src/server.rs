@@ -1,16 +1,19 @@
-//! The server: one task owns the [`Hub`]; each connection has a reader and
-//! a writer task that only move bytes (the hub task writes itself while a
-//! writer is idle: see [`Outlet`]).
+//! The server: one task owns the [`Hub`] and reads every plain socket
+//! itself (see [`Intake`]); each connection has a writer task that only
+//! moves bytes (the hub task writes itself while a writer is idle: see
+//! [`Outlet`]).
 //!
-//! With a [`TlsServer`], the reader first reads the connection's first
+//! With a [`TlsServer`], a reader task first reads the connection's first
 //! bytes and settles how it speaks ([`Sniff`]); meanwhile the hub's bytes
 //! for it wait in the hub and its writer waits to know. A plain connection
-//! then takes exactly the path of a server without TLS (direct writes
-//! included); a TLS one gets the socket tasks of [`crate::tls`], and the
-//! hub never writes to its socket itself.
+//! then takes exactly the path of a server without TLS (the hub reads it,
+//! and writes to it directly); a TLS one keeps its reader task and gets
+//! the socket tasks of [`crate::tls`], and the hub never touches its
+//! socket itself.
 
 use crate::alarm::Alarm;
-use crate::pump::{read_loop, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
+use crate::intake::{Found, Intake};
+use crate::pump::{discard_until_end, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
 use crate::tls::{tls_read_loop, tls_write_loop, Tls};
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
@@ -22,10 +25,13 @@ use ferry_files::{HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice};
 use ferry_tls::{Kind, TlsServer, Transport};
 use futures_lite::{future, AsyncReadExt};
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// How long a shutdown waits for clients to be sent their `ERROR SHUTDOWN`.
@@ -34,6 +40,13 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// Inputs handled at most before the writers are fed, however much more
 /// input waits (see `Server::drain`): one queue's worth.
 const FEED_EVERY: usize = INPUT_QUEUE;
+
+/// Wake-ups handled at most before the hub task lets the executor run the
+/// others (writers, TLS readers, the accept loop). A socket the hub reads
+/// is always ready for another turn while its peer keeps sending, so
+/// without this the hub could keep the thread from the tasks that refill
+/// its other inputs.
+const YIELD_EVERY: usize = FEED_EVERY;
 
 /// How long to wait before accepting again after `accept` failed (out of
 /// file descriptors, say): retrying at once would only spin.
@@ -54,11 +67,16 @@ enum Input {
     Decided(ClientId),
     /// Clear text to a server that requires TLS: the first bytes.
     Unencrypted(ClientId, Bytes),
+    /// Its first bytes were plain and have been sent: the hub reads the
+    /// rest itself from this socket.
+    Plain(ClientId, TcpStream),
 }
 
 /// What woke the hub task.
 enum Wake {
     Input(Input),
+    /// A socket the hub reads waits for its turn.
+    Turn,
     /// A file writer finished something.
     Disk,
     Timeout,
@@ -143,6 +161,8 @@ pub async fn run_server_tls(
         alarm: Alarm::new(),
         unfed: 0,
         tls,
+        intake: Intake::new(),
+        turns_first: false,
     };
     // The hub's loop is a task like the others rather than the future
     // `run` drives itself: that future is woken through the thread's own
@@ -194,9 +214,14 @@ struct Peer {
     /// Whether the hub's bytes may go out: always without TLS, else once
     /// the first bytes told plain from TLS, or the hub closed it.
     decided: bool,
-    reader: Task<()>,
+    reader: ReaderTask,
     writer: Task<()>,
 }
+
+/// A connection's reader task: a TLS connection's, or on a TLS server the
+/// one that reads the first bytes and ends once they were plain. `None`
+/// when the hub reads the socket itself.
+type ReaderTask = Option<Task<()>>;
 
 struct Server {
     executor: Arc<Executor<'static>>,
@@ -215,6 +240,11 @@ struct Server {
     unfed: usize,
     /// TLS settings; `None` serves every connection plain, as always.
     tls: Option<Arc<TlsServer>>,
+    /// The plain sockets, which this task reads itself.
+    intake: Intake,
+    /// Whether the next wait looks at the sockets' turns before the
+    /// channel, which it alternates with, so that neither starves.
+    turns_first: bool,
 }
 
 impl Server {
@@ -224,11 +254,18 @@ impl Server {
         commands: Receiver<ServerCommand>,
     ) -> io::Result<()> {
         let mut commands = Some(commands);
+        let mut since_yield = 0;
         loop {
+            since_yield += 1;
+            if since_yield >= YIELD_EVERY {
+                since_yield = 0;
+                future::yield_now().await;
+            }
             let wake = self.next(&inputs, commands.as_ref()).await;
             let now = Instant::now();
             match wake {
                 Wake::Input(input) => self.on_input(now, input),
+                Wake::Turn => self.read_turn(now),
                 Wake::Disk => {
                     for notice in self.files.poll_disk(&mut self.hub, now) {
                         let _ = self.notices.send(notice);
@@ -290,13 +327,25 @@ impl Server {
                 None => future::pending().await,
             }
         };
-        let input = async {
-            match inputs.recv().await {
-                Ok(input) => Wake::Input(input),
-                // We hold a sender ourselves, so this cannot happen.
-                Err(_) => future::pending().await,
+        // The channel and the sockets' turns, the first looked at first
+        // alternating between the two.
+        let turns_first = self.turns_first;
+        self.turns_first = !turns_first;
+        let intake = &mut self.intake;
+        let mut received = pin!(inputs.recv());
+        let input = future::poll_fn(|cx| {
+            if turns_first && intake.poll_turn(cx).is_ready() {
+                return Poll::Ready(Wake::Turn);
             }
-        };
+            // An error cannot happen: we hold a sender ourselves.
+            if let Poll::Ready(Ok(input)) = received.as_mut().poll(cx) {
+                return Poll::Ready(Wake::Input(input));
+            }
+            if !turns_first && intake.poll_turn(cx).is_ready() {
+                return Poll::Ready(Wake::Turn);
+            }
+            Poll::Pending
+        });
         let alarm = &mut self.alarm;
         let timer = async {
             alarm.ring().await;
@@ -333,7 +382,38 @@ impl Server {
                 self.feed(id, now);
             }
             Input::Unencrypted(id, data) => self.hub.refuse_unencrypted(id, now, &data),
+            Input::Plain(id, stream) => {
+                if self.peers.contains_key(&id) {
+                    self.intake.add(id, &stream);
+                } else {
+                    // Removed before its first bytes came (closed at
+                    // connect): its socket is read on until the peer's
+                    // end, as any removed client's (for as long).
+                    let reading = discard_until_end(stream);
+                    self.lingering
+                        .push(self.executor.spawn(wind_down(async {}, reading)));
+                }
+            }
         }
+    }
+
+    /// Reads the socket whose turn it is and hands the hub what it found.
+    fn read_turn(&mut self, now: Instant) {
+        match self.intake.read_turn() {
+            // A removed client is not read any more; one closed by the hub
+            // still is, and the hub ignores what it sends.
+            Some((id, Found::Data(data))) => self.hub.handle_input(id, now, data),
+            Some((id, Found::End)) => self.hub.handle_eof(id, now),
+            Some((id, Found::Broken(why))) => self.hub.handle_broken(id, now, &why),
+            // Nothing there after all: the reactor will say when.
+            None => {}
+        }
+    }
+
+    /// Whether input is known to wait: then what it makes the hub send is
+    /// gathered before anything is written.
+    fn input_waits(&self) -> bool {
+        !self.inputs.is_empty() || self.intake.has_woken()
     }
 
     fn accept(&mut self, now: Instant, stream: TcpStream, peer: SocketAddr) {
@@ -344,15 +424,7 @@ impl Server {
         if let Some(tls) = self.tls.clone() {
             return self.accept_tls(id, stream, peer, outlet, writer_end, tls);
         }
-        let reader = self.executor.spawn(read_loop(
-            stream.clone(),
-            self.inputs.clone(),
-            move |received| match received {
-                Received::Data(data) => Input::Read(id, data),
-                Received::End => Input::Eof(id),
-                Received::Broken(why) => Input::Broken(id, why),
-            },
-        ));
+        self.intake.add(id, &stream);
         let writer = self.executor.spawn(write_loop(
             stream,
             writer_end,
@@ -367,7 +439,7 @@ impl Server {
                 closed: false,
                 sniff: None,
                 decided: true,
-                reader,
+                reader: None,
                 writer,
             },
         );
@@ -439,7 +511,7 @@ impl Server {
                 closed: false,
                 sniff: Some(sniff),
                 decided: false,
-                reader,
+                reader: Some(reader),
                 writer,
             },
         );
@@ -462,7 +534,7 @@ impl Server {
         // every input woke each recipient's writer (a system call each)
         // once per input, so a thousand members joining one after another
         // cost a million writes and held the task for a third of a second.
-        let feed = self.inputs.is_empty() || self.unfed >= FEED_EVERY;
+        let feed = !self.input_waits() || self.unfed >= FEED_EVERY;
         self.unfed = if feed { 0 } else { self.unfed + 1 };
         loop {
             let mut busy = false;
@@ -509,6 +581,7 @@ impl Server {
     /// removes a closed client once all of them are handed over. Returns
     /// whether anything moved.
     fn feed(&mut self, id: ClientId, now: Instant) -> bool {
+        let input_waits = self.input_waits();
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
@@ -524,7 +597,7 @@ impl Server {
             .sniff
             .as_ref()
             .is_none_or(|sniff| matches!(sniff.kind.get(), Some(None)));
-        let direct = plain && self.inputs.is_empty();
+        let direct = plain && !input_waits;
         let (fed, moved) = peer.outlet.feed(direct, || hub.poll_transmit(id));
         if fed == Fed::Drained && peer.closed {
             self.remove(id, now);
@@ -533,10 +606,11 @@ impl Server {
     }
 
     /// Forgets a closed client whose last bytes are with its writer. The
-    /// writer finishes them and shuts the socket's write side; the reader
-    /// keeps draining until the peer closes too, so that unread input does
-    /// not turn the close into a reset that could destroy the final frames
-    /// in flight. Both are bounded (see [`wind_down`]).
+    /// writer finishes them and shuts the socket's write side; its socket
+    /// is read on (by a task, no longer by the hub) until the peer closes
+    /// too, so that unread input does not turn the close into a reset that
+    /// could destroy the final frames in flight. Both are bounded (see
+    /// [`wind_down`]).
     fn remove(&mut self, id: ClientId, now: Instant) {
         let Some(peer) = self.peers.remove(&id) else {
             return;
@@ -550,9 +624,18 @@ impl Server {
         } = peer;
         // Closing the queue is what tells the writer to finish.
         drop(outlet);
+        let drained = self.intake.remove(id);
+        let reading = async move {
+            if let Some(reader) = reader {
+                reader.await;
+            }
+            if let Some(drained) = drained {
+                drained.await;
+            }
+        };
         self.lingering.retain(|task| !task.is_finished());
         self.lingering
-            .push(self.executor.spawn(wind_down(writer, reader)));
+            .push(self.executor.spawn(wind_down(writer, reading)));
     }
 
     /// After a shutdown: keeps moving the clients' last bytes until every
@@ -590,8 +673,9 @@ impl Server {
 
 /// A TLS server's reader: reads the first bytes, decides plain or TLS by
 /// the first one (unless the hub decided plain first, by closing the
-/// client), and reads on as that kind. No byte read is lost: the first
-/// ones go to the transport or the hub like any others.
+/// client), and reads on as TLS, or hands a plain socket to the hub, which
+/// reads on itself. No byte read is lost: the first ones go to the
+/// transport or the hub like any others.
 async fn sniff_then_read(
     mut stream: TcpStream,
     id: ClientId,
@@ -654,7 +738,7 @@ async fn sniff_then_read(
                 Input::Read(id, first)
             };
             if to.send(input).await.is_ok() {
-                read_loop(stream, to, wrap).await;
+                let _ = to.send(Input::Plain(id, stream)).await;
             }
         }
     }
