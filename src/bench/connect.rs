@@ -12,7 +12,7 @@
 use super::latency::Histogram;
 use super::machine;
 use super::server::{limits_lifted, FerryServer};
-use super::table::align;
+use super::table::{align, times};
 use super::tls::{pinned, TlsStream, Wire};
 use crate::runtime::Runtime;
 use clap::Args;
@@ -131,10 +131,7 @@ pub fn connect(options: &ConnectOptions) -> Result<(), String> {
             format!("{:.3}", ms(&target.plain, 0.99)),
             format!("{:.3}", ms(&target.encrypted, 0.5)),
             format!("{:.3}", ms(&target.encrypted, 0.99)),
-            format!(
-                "{:.2}x",
-                ms(&target.encrypted, 0.5) / ms(&target.plain, 0.5)
-            ),
+            times(ms(&target.encrypted, 0.5) / ms(&target.plain, 0.5)),
         ]);
     }
     print!("{}", align(&lines));

@@ -10,6 +10,7 @@ use super::peers::FerryPeer;
 use super::probe;
 use super::redis::{self, RedisPeer, RedisServer};
 use super::server::{limits_lifted, FerryServer};
+use super::table::times;
 use super::table::{align, median};
 use crate::runtime::Runtime;
 use clap::Args;
@@ -306,7 +307,7 @@ fn render(rows: &[Row], subscribers: u64) -> String {
             format!("{} -> {subscribers}", row.publishers),
             row.contender.label(),
             format!("{rate:.0}"),
-            redis.map_or("-".into(), |redis| format!("{:.2}x", rate / redis)),
+            redis.map_or("-".into(), |redis| times(rate / redis)),
             format!("{:.2}", median(&row.p50)),
             format!("{:.2}", median(&row.p99)),
             percent(&row.server_cpu),

@@ -26,6 +26,7 @@ use super::machine;
 use super::probe;
 use super::server::{limits_lifted, FerryServer};
 use super::table::align;
+use super::table::times;
 use super::tls::{pinned, TlsStream, Wire};
 use crate::runtime::Runtime;
 use clap::Args;
@@ -211,16 +212,15 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
             .own_stack()
             .and_then(|stack| lineup.iter().position(|&c| c == stack))
             .map(|i| &results[i]);
-        let versus_own =
-            |q| own_stack.map_or("-".to_string(), |base| format!("{:.2}x", ratio(base, q)));
+        let versus_own = |q| own_stack.map_or("-".to_string(), |base| times(ratio(base, q)));
         lines.push(vec![
             contender.label(),
             format!("{:.1}", micros(histogram.quantile(0.5))),
             format!("{:.1}", micros(histogram.quantile(0.99))),
-            format!("{:.2}x", ratio(thread, 0.5)),
-            format!("{:.2}x", ratio(thread, 0.99)),
-            format!("{:.2}x", ratio(process, 0.5)),
-            format!("{:.2}x", ratio(process, 0.99)),
+            times(ratio(thread, 0.5)),
+            times(ratio(thread, 0.99)),
+            times(ratio(process, 0.5)),
+            times(ratio(process, 0.99)),
             versus_own(0.5),
             versus_own(0.99),
         ]);
@@ -281,7 +281,7 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
             cells.extend([
                 format!("{plain:.1}"),
                 format!("{tls:.1}"),
-                format!("{:.2}x", tls / plain),
+                times(tls / plain),
             ]);
         }
         lines.push(cells);

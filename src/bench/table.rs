@@ -107,11 +107,7 @@ pub fn render(rows: &[Row], size: u64) -> String {
             significant(row.min_seconds()),
             format!("{rate:.1}"),
         ];
-        cells.extend(
-            baselines
-                .iter()
-                .map(|(_, baseline)| format!("{:.2}x", rate / baseline)),
-        );
+        cells.extend(baselines.iter().map(|(_, baseline)| times(rate / baseline)));
         if with_memory {
             let mib = |peak: Option<u64>| match peak {
                 Some(bytes) => format!("{:.1}", bytes as f64 / (1024.0 * 1024.0)),
@@ -170,9 +166,32 @@ pub fn significant(seconds: f64) -> String {
     format!("{seconds:.decimals$}")
 }
 
+/// A ratio as `1.23x`: two decimals, or as many as it takes to show two
+/// significant digits of a small one (`0.0042x`, not `0.00x`), so that no
+/// ratio of two measured figures ever reads as zero.
+pub fn times(ratio: f64) -> String {
+    let magnitude = if ratio > 0.0 && ratio.is_finite() {
+        ratio.log10().floor() as i32
+    } else {
+        0
+    };
+    let decimals = (1 - magnitude).clamp(2, 9) as usize;
+    format!("{ratio:.decimals$}x")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_ratios_keep_two_significant_digits() {
+        assert_eq!(times(1.234), "1.23x");
+        assert_eq!(times(12.5), "12.50x");
+        assert_eq!(times(0.25), "0.25x");
+        assert_eq!(times(0.0042), "0.0042x");
+        assert_eq!(times(0.04), "0.040x");
+        assert_eq!(times(0.0), "0.00x");
+    }
 
     fn row(label: &str, seconds: &[f64]) -> Row {
         Row {

@@ -5,6 +5,7 @@ use super::contenders::{self, CopyTimes};
 use super::machine;
 use super::memory::Peaks;
 use super::parse_size;
+use super::table::times;
 use super::table::{
     self, Row, NC, NC_B3SUM, NC_FSYNC, SOCAT_TLS, SOCAT_TLS_FSYNC, STD_COPY, STD_COPY_FSYNC,
 };
@@ -215,8 +216,7 @@ fn tls_ratios(rows: &[Row], runtimes: &[Runtime], size: u64) -> Vec<String> {
             continue;
         }
         let versus = |label: &str| {
-            table::rate(rows, label, size)
-                .map_or("n/a".to_string(), |base| format!("{:.2}x", rate / base))
+            table::rate(rows, label, size).map_or("n/a".to_string(), |base| times(rate / base))
         };
         let server = rows
             .iter()

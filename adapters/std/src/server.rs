@@ -505,8 +505,14 @@ impl Reader<'_> {
     fn run(&self, mut stream: TcpStream, kind: &ConnKind) {
         let mut buf = ReadBuffer::new();
         let read = stream.read(buf.space());
+        // A client the hub turned away at connect (the per-address limit,
+        // a ban) gets its ERROR in clear whatever it sent, even a
+        // ClientHello: no TLS can start for it.
+        let turned_away = self.state.lock().hub.is_closed(self.client);
         let decided = kind.get_or_init(|| match (&read, &self.state.tls) {
-            (Ok(n), Some(server)) if *n > 0 && Kind::of_first_byte(buf.space()[0]) == Kind::Tls => {
+            (Ok(n), Some(server))
+                if *n > 0 && !turned_away && Kind::of_first_byte(buf.space()[0]) == Kind::Tls =>
+            {
                 // Only the first byte decides: accept cannot fail on one.
                 let transport = Transport::accept(&buf.space()[..*n], Some(server)).ok()?;
                 Some(Arc::new(Tls {
