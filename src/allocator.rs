@@ -1,4 +1,7 @@
-//! Process-wide allocator settings for the `ferry` program.
+//! Process-wide allocator settings for the `ferry` program, and when to
+//! hand freed memory back to the OS.
+
+use std::time::{Duration, Instant};
 
 /// Keeps memory freed at the top of glibc's heaps, up to 16 MiB, instead of
 /// handing it back to the OS at once.
@@ -52,5 +55,125 @@ pub fn release_free_memory() {
         unsafe {
             libc::malloc_trim(0);
         }
+    }
+}
+
+/// When a server hands freed memory back ([`release_free_memory`]): after
+/// clients leave, once what they held is actually free, and at most once a
+/// second.
+///
+/// A leave is announced when the hub closes the client, but its memory
+/// (the frames still queued for it, its connection state) is freed only
+/// when the adapter removes it, up to [`ferry_core::CLOSE_LINGER`] later
+/// (§6.9 of PROTOCOL.md). A trim a fixed second after the first leave of a
+/// wave ran before the last connections of the wave were removed, and
+/// nothing trimmed again: after 497 members left at once, the server held
+/// 11-17 MiB more than before they came, against 1-2 MiB when trimmed
+/// after their lingers (`ferry bench hostile --attacks large-room`).
+#[derive(Debug, Default)]
+pub struct ReleasePlan {
+    due: Option<Instant>,
+    last_leave: Option<Instant>,
+    last_trim: Option<Instant>,
+}
+
+impl ReleasePlan {
+    /// How long after its leave a connection's memory is surely free: the
+    /// close linger, and a margin for the loop to get to it.
+    pub const FREED_WITHIN: Duration =
+        Duration::from_millis(ferry_core::CLOSE_LINGER.as_millis() as u64 + 250);
+    /// The least time between two trims: a trim walks every heap under its
+    /// lock, so a reconnecting flood must not make the server trim on and
+    /// on.
+    pub const MIN_GAP: Duration = Duration::from_secs(1);
+
+    /// A client left at `now`.
+    pub fn on_leave(&mut self, now: Instant) {
+        self.last_leave = Some(now);
+        if self.due.is_none() {
+            self.due = Some(self.not_before(now + Self::FREED_WITHIN));
+        }
+    }
+
+    /// When the next trim is due, if one is.
+    pub fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Whether to trim at `now`; if so, the trim is taken as done and a
+    /// last one planned for leaves whose memory may not be free yet.
+    pub fn take_due(&mut self, now: Instant) -> bool {
+        if self.due.is_none_or(|at| at > now) {
+            return false;
+        }
+        self.last_trim = Some(now);
+        self.due = self
+            .last_leave
+            .map(|left| left + Self::FREED_WITHIN)
+            .filter(|freed| *freed > now)
+            .map(|freed| self.not_before(freed));
+        true
+    }
+
+    fn not_before(&self, at: Instant) -> Instant {
+        self.last_trim
+            .map_or(at, |trimmed| at.max(trimmed + Self::MIN_GAP))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Runs the plan over `leaves` (ms after a start) and returns the
+    /// trims it makes, in ms, polling every 10 ms up to `until`.
+    fn trims(leaves: &[u64], until: u64) -> Vec<u64> {
+        let start = Instant::now();
+        let mut plan = ReleasePlan::default();
+        let mut done = Vec::new();
+        for t in (0..=until).step_by(10) {
+            let now = start + ms(t);
+            for _ in leaves.iter().filter(|&&l| l == t) {
+                plan.on_leave(now);
+            }
+            if plan.take_due(now) {
+                done.push(t);
+            }
+        }
+        done
+    }
+
+    #[test]
+    fn a_wave_of_leaves_is_trimmed_after_the_last_ones_linger() {
+        let wave: Vec<u64> = (0..=900).step_by(10).collect();
+        let done = trims(&wave, 10_000);
+        let last = *done.last().unwrap();
+        assert!(last >= 900 + 1250, "last trim at {last} ms: {done:?}");
+        assert_eq!(done.len(), 2, "{done:?}");
+    }
+
+    #[test]
+    fn a_single_leave_costs_one_trim_once_its_memory_is_free() {
+        assert_eq!(trims(&[100], 10_000), vec![1350]);
+    }
+
+    #[test]
+    fn a_flood_of_leaves_trims_at_most_once_a_second() {
+        let flood: Vec<u64> = (0..=20_000).step_by(10).collect();
+        let done = trims(&flood, 25_000);
+        for pair in done.windows(2) {
+            assert!(pair[1] - pair[0] >= 1000, "{done:?}");
+        }
+        assert!(done.len() >= 16, "{done:?}");
+        assert!(*done.last().unwrap() >= 20_000 + 1250, "{done:?}");
+    }
+
+    #[test]
+    fn nothing_is_trimmed_without_leaves() {
+        assert!(trims(&[], 5_000).is_empty());
     }
 }

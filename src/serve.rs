@@ -143,10 +143,10 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     // hand memory back to the OS a moment after clients leave (a wave of
     // leaves costs one trim). Idle, it sleeps until the next notice.
     let mut journal = Log::new(prefixes, LogBudget::new(log_burst, log_per_second));
-    let mut trim_at: Option<Instant> = None;
+    let mut release = crate::allocator::ReleasePlan::default();
     let mut summarise_at: Option<Instant> = None;
     loop {
-        let received = match [trim_at, summarise_at].into_iter().flatten().min() {
+        let received = match [release.due(), summarise_at].into_iter().flatten().min() {
             Some(at) => server
                 .notices()
                 .recv_timeout(at.saturating_duration_since(Instant::now())),
@@ -158,8 +158,8 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         let now = Instant::now();
         match received {
             Ok(notice) => {
-                if matches!(notice, ServerNotice::Disconnected { .. }) && trim_at.is_none() {
-                    trim_at = Some(now + TRIM_AFTER_LEAVES);
+                if matches!(notice, ServerNotice::Disconnected { .. }) {
+                    release.on_leave(now);
                 }
                 journal.show(notice, now);
                 // Summaries look at every source: at most a few times a
@@ -169,9 +169,8 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if trim_at.is_some_and(|at| at <= now) {
+        if release.take_due(now) {
             crate::allocator::release_free_memory();
-            trim_at = None;
         }
         if summarise_at.is_some_and(|at| at <= now) {
             journal.summarise(now);
@@ -185,11 +184,6 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     journal.summarise(Instant::now() + Duration::from_secs(3600));
     server.join().map_err(|e| e.to_string())
 }
-
-/// How long after a client leaves freed memory is handed back to the OS:
-/// long enough that a wave of leaves (or a reconnecting flood) costs one
-/// trim a second at most, as a trim walks the heaps under their locks.
-const TRIM_AFTER_LEAVES: Duration = Duration::from_secs(1);
 
 /// How often, at most, the log budget's sources are looked over for
 /// summaries due.
