@@ -20,7 +20,8 @@
 //!   read until a write makes room.
 //! * A closed client's last bytes go out, then a FIN, and the socket goes
 //!   once the peer's FIN is seen; the loop drops it at the [`LINGER`]
-//!   deadline at the latest.
+//!   deadline at the latest, and the link gives up at once on a peer that
+//!   floods meanwhile ([`LINGER_READ_LIMIT`]).
 //!
 //! The loop keeps everything that depends on its runtime: registration,
 //! readiness or wakers, timers (the linger deadlines), accepting, and the
@@ -46,6 +47,15 @@ pub const READ_BUDGET: usize = 256 * 1024;
 /// kernel and see the peer's end of stream. Past this it is dropped: a peer
 /// that stopped reading must not hold a loop (or a shutdown) up.
 pub const LINGER: Duration = Duration::from_secs(1);
+
+/// Socket bytes a closed connection may send while it lingers; past this
+/// it is dropped at once. After the close its input is only read to see
+/// its end of stream, and a peer that floods instead (it never read its
+/// `ERROR`, or does not care) had the loop read and discard tens of MiB for
+/// the whole [`LINGER`]. A peer that reads its last frames and closes sends
+/// far less than this first. Dropping the socket with input unread resets
+/// the connection, which may destroy those frames: they had their chance.
+pub const LINGER_READ_LIMIT: usize = 256 * 1024;
 
 /// A non-blocking socket, as a [`Link`] uses it: reads and writes return
 /// `WouldBlock` when the socket is not ready, and the loop learns of its
@@ -121,6 +131,10 @@ pub struct Link {
     eof: bool,
     /// The hub closed this client: finish by this instant at the latest.
     closing: Option<Instant>,
+    /// Socket bytes read and dropped since the hub closed the client.
+    discarded: usize,
+    /// It sent more than [`LINGER_READ_LIMIT`] while closing: drop it now.
+    abandoned: bool,
     /// Its read budget ran out with input left: the loop queued it.
     unread: bool,
     /// Our side was shut down (FIN sent), or nothing can be written.
@@ -156,6 +170,8 @@ impl Link {
             blocked: false,
             eof: false,
             closing: None,
+            discarded: 0,
+            abandoned: false,
             unread: false,
             shut: false,
         }
@@ -211,6 +227,19 @@ impl Link {
         }
     }
 
+    /// `n` bytes read after the close were dropped; past
+    /// [`LINGER_READ_LIMIT`] the link gives up on the peer.
+    fn discard(&mut self, n: usize) -> bool {
+        self.discarded = self.discarded.saturating_add(n);
+        if self.discarded > LINGER_READ_LIMIT {
+            self.abandoned = true;
+            self.eof = true;
+            self.shut = true;
+            self.pending.clear();
+        }
+        self.abandoned
+    }
+
     /// Nothing more can be read or written.
     fn broken(&mut self, hub: &mut Hub, now: Instant, reason: &str) {
         self.eof = true;
@@ -243,9 +272,13 @@ impl Link {
             match read_some(socket, buf) {
                 ReadOutcome::Data(n) => {
                     *budget = budget.saturating_sub(n);
-                    // After the hub closed it, input is only read to see
-                    // the end of stream; the closed connection ignores it.
-                    if self.closing.is_none() {
+                    if self.closing.is_some() {
+                        // Only read to see the end of stream; the closed
+                        // connection ignores it.
+                        if self.discard(n) {
+                            return Reading::Idle;
+                        }
+                    } else {
                         hub.handle_input(self.id, now, &buf[..n]);
                         if n == buf.len() {
                             return Reading::Settle;
@@ -377,6 +410,9 @@ impl Link {
                         full = n == buf.len();
                         if self.closing.is_some() || tls.closed {
                             // Only read to see the end of stream.
+                            if self.discard(n) {
+                                return Reading::Idle;
+                            }
                             continue;
                         }
                         fresh = n;
@@ -569,8 +605,12 @@ impl Link {
     /// and calls [`Hub::remove`]). Its output written, it gets a FIN, and
     /// it goes once the peer's end of stream has been seen too: waiting for
     /// the peer's FIN avoids a reset that could destroy the last bytes (an
-    /// `ERROR` frame) before the peer reads them.
+    /// `ERROR` frame) before the peer reads them. A peer that floods
+    /// instead goes at once ([`LINGER_READ_LIMIT`]).
     pub fn finishing(&mut self, hub: &mut Hub, now: Instant, socket: &mut impl Socket) -> bool {
+        if self.abandoned {
+            return true;
+        }
         if self.closing.is_none() || self.blocked {
             return false;
         }
@@ -590,5 +630,112 @@ impl Link {
             socket.shutdown_write();
         }
         self.shut && self.eof
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::HubConfig;
+    use std::io;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::SystemTime;
+
+    /// A peer that sends without end and reads everything.
+    #[derive(Default)]
+    struct Flood {
+        read: usize,
+        shut: bool,
+    }
+
+    impl Read for Flood {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(b'x');
+            self.read += buf.len();
+            Ok(buf.len())
+        }
+    }
+
+    impl Write for Flood {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Socket for Flood {
+        fn drained_by(&self, _: usize, _: usize) -> bool {
+            false
+        }
+
+        fn shutdown_write(&mut self) {
+            self.shut = true;
+        }
+    }
+
+    fn closed_client(tls: Option<Arc<TlsServer>>) -> (Hub, Link, Flood, Instant) {
+        let now = Instant::now();
+        let mut hub = Hub::new(HubConfig::default(), now);
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+        let id = hub.connect_from(now, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut link = Link::new(id, peer, tls);
+        let mut flood = Flood::default();
+        hub.shutdown(now, "closing for the test");
+        assert!(hub.is_closed(id));
+        assert!(link.close(&mut hub, now, &mut flood).is_some());
+        assert!(
+            !link.finishing(&mut hub, now, &mut flood),
+            "no FIN seen yet"
+        );
+        assert!(flood.shut, "our FIN went out after the last bytes");
+        (hub, link, flood, now)
+    }
+
+    /// Turns of a loop, each with a fresh budget, until the link lets its
+    /// socket go; how many bytes it read by then.
+    fn read_until_finished(
+        hub: &mut Hub,
+        link: &mut Link,
+        flood: &mut Flood,
+        now: Instant,
+    ) -> usize {
+        let mut buf = vec![0; 64 * 1024];
+        for _ in 0..1000 {
+            let mut budget = READ_BUDGET;
+            loop {
+                match link.read(hub, now, flood, &mut buf, &mut budget) {
+                    Reading::Settle => continue,
+                    Reading::Unread => link.dequeue(),
+                    Reading::Idle => {}
+                }
+                break;
+            }
+            if link.finishing(hub, now, flood) {
+                return flood.read;
+            }
+        }
+        panic!("still reading after {} bytes", flood.read);
+    }
+
+    #[test]
+    fn a_closed_client_that_floods_is_dropped_after_the_linger_read_limit() {
+        let (mut hub, mut link, mut flood, now) = closed_client(None);
+        let read = read_until_finished(&mut hub, &mut link, &mut flood, now);
+        assert!(read > LINGER_READ_LIMIT, "{read}");
+        assert!(read <= LINGER_READ_LIMIT + 64 * 1024, "{read}");
+    }
+
+    #[test]
+    fn a_client_turned_away_before_its_first_byte_is_held_to_the_same_limit() {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let identity = crate::Identity::load_or_create(&dir.path().join("tls"), SystemTime::now())
+            .expect("an identity");
+        let server = TlsServer::new(&identity).expect("a TLS server");
+        let (mut hub, mut link, mut flood, now) = closed_client(Some(Arc::new(server)));
+        let read = read_until_finished(&mut hub, &mut link, &mut flood, now);
+        assert!(read <= LINGER_READ_LIMIT + 64 * 1024, "{read}");
     }
 }
