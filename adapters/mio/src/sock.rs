@@ -3,20 +3,18 @@
 
 pub(crate) use ferry_files::{read_some, write_out, Flush, ReadOutcome};
 use ferry_files::{Commander, Wake};
+use ferry_tls::link::Socket;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token, Waker};
-use std::io;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Size of the buffer each loop reads into, reused for every read.
 pub(crate) const READ_BUF: usize = 64 * 1024;
 
-/// How long a closed connection may take to hand its last bytes to the
-/// kernel and see the peer's end of stream. Past this it is dropped: a peer
-/// that stopped reading must not hold a loop (or a shutdown) up.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+pub(crate) use ferry_tls::link::LINGER;
 
 /// Whether a read of `n` bytes into a buffer of `len` emptied the socket,
 /// so that reading again would only return `WouldBlock`. On epoll and
@@ -27,6 +25,53 @@ pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// shows. Not on Windows, whose readiness is emulated.
 pub(crate) fn drained_by(n: usize, len: usize, peer_closed: bool) -> bool {
     !cfg!(windows) && !peer_closed && n < len
+}
+
+/// A client socket as the server's [`Link`](ferry_tls::link::Link) uses
+/// it, with what the socket's last event said.
+pub(crate) struct Stream<'s> {
+    stream: &'s mut TcpStream,
+    /// The event said the peer closed (or the socket failed).
+    peer_closed: bool,
+}
+
+impl<'s> Stream<'s> {
+    pub fn new(stream: &'s mut TcpStream, peer_closed: bool) -> Self {
+        Stream {
+            stream,
+            peer_closed,
+        }
+    }
+}
+
+impl Read for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Stream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Socket for Stream<'_> {
+    fn drained_by(&self, n: usize, len: usize) -> bool {
+        drained_by(n, len, self.peer_closed)
+    }
+
+    fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
 }
 
 /// Registers write interest only while output waits, so that an idle

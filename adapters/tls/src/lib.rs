@@ -73,6 +73,7 @@ mod fingerprint;
 mod flush;
 mod identity;
 mod known;
+pub mod link;
 mod transport;
 mod verify;
 

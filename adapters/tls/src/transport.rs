@@ -1,6 +1,6 @@
 //! The transport: socket bytes in and out, plaintext bytes in and out.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
@@ -632,6 +632,58 @@ impl Transport {
                 }
                 Err(_) => Err(Error::Misuse("reading plaintext failed")),
             },
+        }
+    }
+
+    /// Received plaintext where the transport holds it, without copying it
+    /// out: empty when none waits (then see
+    /// [`peer_closed`](Transport::peer_closed)). Pass what was used to
+    /// [`consume_plaintext`](Transport::consume_plaintext); until then the
+    /// same bytes come again. For TLS it is one record's plaintext at a
+    /// time: call again after consuming for the next.
+    pub fn plaintext(&mut self) -> Result<&[u8], Error> {
+        let conn = match &mut self.inner {
+            Inner::Plain { incoming, .. } => return Ok(incoming),
+            Inner::Tls(conn) => conn,
+        };
+        // The chunk's length first: a borrow returned from one arm of a
+        // match cannot coexist with the state updates of the others.
+        match conn.reader().fill_buf().map(<[u8]>::len) {
+            Ok(0) => {
+                self.peer_closed = true;
+                Ok(&[])
+            }
+            Ok(_) => conn
+                .reader()
+                .into_first_chunk()
+                .map_err(|_| Error::Misuse("reading plaintext failed")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.plaintext = 0;
+                Ok(&[])
+            }
+            // As in read_plaintext: the peer closed without close_notify
+            // after the handshake.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                self.peer_closed = true;
+                self.plaintext = 0;
+                Ok(&[])
+            }
+            Err(_) => Err(Error::Misuse("reading plaintext failed")),
+        }
+    }
+
+    /// Drops the first `n` bytes of [`plaintext`](Transport::plaintext),
+    /// used up.
+    pub fn consume_plaintext(&mut self, n: usize) {
+        match &mut self.inner {
+            Inner::Plain { incoming, .. } => {
+                incoming.drain(..n.min(incoming.len()));
+                self.plaintext = incoming.len();
+            }
+            Inner::Tls(conn) => {
+                conn.reader().consume(n);
+                self.plaintext = self.plaintext.saturating_sub(n);
+            }
         }
     }
 

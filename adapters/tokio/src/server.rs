@@ -43,25 +43,22 @@
 //! and a task with input left over yields to the runtime before it reads
 //! on.
 //!
-//! With a [`TlsServer`], a connection's first bytes decide what it speaks:
-//! a TLS ClientHello (`0x16`) runs through a [`Transport`] between the
-//! socket and the hub, anything else (the ferry preamble, a raw-text
-//! guest) takes the plain path it takes without TLS. Until the first bytes
-//! arrive the hub's output for the connection waits in the hub: sent in
-//! clear, it would break a TLS handshake.
+//! What each connection does with its socket (plain or TLS by its first
+//! bytes, back-pressure, the close) is a [`ferry_tls::link::Link`], shared
+//! with the mio server; this task owns the sockets, their wakers, the
+//! timers and the order in which the hub is drained. Its sockets are
+//! [`Polled`]: a read or write that is not ready registers the
+//! connection's waker and says `WouldBlock`, which is all the link needs.
 
 use crate::bell::Doorbell;
-use crate::sock::{shut_write, Polled, LINGER, READ_BUF};
+use crate::sock::{Polled, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{
-    read_some, write_out, Flush, HubFiles, Inbox, OutputBatch, ReadOutcome, ServerCommand,
-    ServerNotice,
-};
-use ferry_tls::{write_tls, Broke, Kind, TlsServer, Transport};
+use ferry_files::{HubFiles, Inbox, ServerCommand, ServerNotice};
+use ferry_tls::link::{Link, Reading, READ_BUDGET};
+use ferry_tls::TlsServer;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -70,13 +67,6 @@ use std::time::Instant;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Sleep;
-
-/// Bytes read from one socket per turn. Reading until `WouldBlock` let one
-/// client whose socket never empties (a flood of PINGs or empty frames)
-/// keep the task from every other socket, the listener and the timers. A
-/// socket left readable at its budget is read again next turn, after
-/// everyone else's.
-const READ_BUDGET: usize = 4 * READ_BUF;
 
 /// Turns one poll of the task may run (when timers fall due or sockets
 /// ring while it works) before it hands the thread back to the runtime.
@@ -147,50 +137,12 @@ pub async fn run_server_tls(
     tokio::task::unconstrained(std::future::poll_fn(|cx| server.poll(cx))).await
 }
 
-/// What a connection speaks.
-enum Layer {
-    /// Clear text: socket bytes go to the hub as they are.
-    Plain,
-    /// A TLS server without its first byte yet.
-    Undecided,
-    /// Through TLS.
-    Tls(Box<TlsConn>),
-}
-
-/// A TLS connection's state beside its socket.
-struct TlsConn {
-    transport: Transport,
-    /// Socket bytes the transport has not taken yet.
-    unfed: Vec<u8>,
-    /// The hub's bytes the transport has not taken yet.
-    plaintext: OutputBatch,
-    /// The transport refused input until its output is written: the
-    /// socket is not read until a flush makes room.
-    stalled: bool,
-    /// close_notify was queued; nothing more goes in.
-    closed: bool,
-}
-
 /// One accepted socket.
 struct Conn {
     stream: TcpStream,
     /// Lists this connection on the doorbell when its socket is ready.
     waker: Waker,
-    /// For the log when its TLS fails.
-    peer: SocketAddr,
-    layer: Layer,
-    /// Output taken from the core and not yet written.
-    pending: OutputBatch,
-    /// The last write met a full socket; the waker says when to go on.
-    blocked: bool,
-    /// The peer's end of stream was seen.
-    eof: bool,
-    /// The hub closed this client: finish by this instant at the latest.
-    closing: Option<Instant>,
-    /// Its read budget ran out with input left: queued in `Server::unread`.
-    unread: bool,
-    /// Our side was shut down (FIN sent) after the last bytes.
-    shut: bool,
+    link: Link,
 }
 
 struct Server {
@@ -275,7 +227,7 @@ impl Server {
         }
         for &id in &carried {
             if let Some(conn) = self.conns.get_mut(&id) {
-                conn.unread = false;
+                conn.link.dequeue();
             }
             self.read(id, now);
             self.maybe_finish(id, now);
@@ -333,20 +285,7 @@ impl Server {
                 Conn {
                     stream,
                     waker: self.bell.socket_waker(id),
-                    peer,
-                    // Without TLS there is nothing to tell apart: the
-                    // hub's bytes go out from the start.
-                    layer: if self.tls.is_some() {
-                        Layer::Undecided
-                    } else {
-                        Layer::Plain
-                    },
-                    pending: OutputBatch::new(),
-                    blocked: false,
-                    eof: false,
-                    closing: None,
-                    unread: false,
-                    shut: false,
+                    link: Link::new(id, peer, self.tls.clone()),
                 },
             );
             self.notify(ServerNotice::Connected { client: id, peer });
@@ -356,353 +295,65 @@ impl Server {
         }
     }
 
+    /// Runs `step` on the link of `id` with its socket, polled with the
+    /// connection's own waker.
+    fn drive<R>(
+        &mut self,
+        id: ClientId,
+        step: impl FnOnce(&mut Link, &mut Hub, &mut Polled<'_, '_, '_>, &mut [u8]) -> R,
+    ) -> Option<R> {
+        let conn = self.conns.get_mut(&id)?;
+        let mut cx = Context::from_waker(&conn.waker);
+        let mut socket = Polled::new(&mut conn.stream, &mut cx);
+        Some(step(
+            &mut conn.link,
+            &mut self.hub,
+            &mut socket,
+            &mut self.buf,
+        ))
+    }
+
     /// The socket of `id` may be readable or writable (its waker cannot
-    /// say which): a blocked write is tried again, then the socket read.
-    /// Asking a socket that is not ready costs no system call.
+    /// say which): a blocked write is tried again, then the socket read,
+    /// unless it waits in `unread` for its turn. Asking a socket that is
+    /// not ready costs no system call.
     fn on_socket(&mut self, id: ClientId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        if conn.blocked {
-            conn.blocked = false;
-            self.flush(id, now);
-            // A TLS read that stopped for room in the socket goes on.
-            if let Some(conn) = self.conns.get_mut(&id) {
-                if let Layer::Tls(tls) = &mut conn.layer {
-                    if tls.stalled && !conn.blocked {
-                        tls.stalled = false;
-                    }
-                }
-            }
+        if conn.link.blocked() {
+            self.drive(id, |link, hub, socket, _| link.writable(hub, now, socket));
         }
-        let unread = self.conns.get(&id).is_some_and(|conn| conn.unread);
+        let unread = self
+            .conns
+            .get(&id)
+            .is_some_and(|conn| conn.link.is_unread());
         if !unread {
             self.read(id, now);
         }
         self.maybe_finish(id, now);
     }
 
-    /// Reads until the socket is empty or this turn's [`READ_BUDGET`] is
-    /// spent; then the socket waits in `unread` for the next turn. After a
-    /// read that filled the whole buffer (more is probably waiting), the
-    /// hub is drained before reading on: what one fast sender queues for
-    /// everyone else then grows by one buffer at a time, well inside each
-    /// client's outgoing limit, instead of by the whole backlog of its
-    /// socket. Smaller reads are drained with the rest of the turn, so a
-    /// burst of messages from many sockets reaches each peer in few writes.
+    /// Reads `id` until its socket is empty or this turn's [`READ_BUDGET`]
+    /// is spent (then it waits in `unread` for the next turn), draining
+    /// the hub after each whole buffer ([`Reading::Settle`]).
     fn read(&mut self, id: ClientId, now: Instant) {
-        let Some(conn) = self.conns.get(&id) else {
-            return;
-        };
-        match conn.layer {
-            Layer::Plain => self.read_plain(id, now, READ_BUDGET),
-            Layer::Undecided => self.read_first(id, now),
-            Layer::Tls(_) => self.read_tls(id, now, READ_BUDGET),
-        }
-    }
-
-    fn read_plain(&mut self, id: ClientId, now: Instant, mut budget: usize) {
+        let mut budget = READ_BUDGET;
         loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            if conn.eof {
-                return;
-            }
-            if budget == 0 {
-                if !conn.unread {
-                    conn.unread = true;
-                    self.unread.push(id);
-                }
-                return;
-            }
-            let mut cx = Context::from_waker(&conn.waker);
-            match read_some(&mut Polled::new(&mut conn.stream, &mut cx), &mut self.buf) {
-                ReadOutcome::Data(n) => {
-                    budget = budget.saturating_sub(n);
-                    // After the hub closed it, input is only read to see
-                    // the end of stream; the closed connection ignores it.
-                    if conn.closing.is_none() {
-                        self.hub.handle_input(id, now, &self.buf[..n]);
-                        if n == self.buf.len() {
-                            self.settle(now);
-                        }
-                    }
-                }
-                ReadOutcome::WouldBlock => return,
-                ReadOutcome::Eof => {
-                    conn.eof = true;
-                    self.hub.handle_eof(id, now);
-                    return;
-                }
-                ReadOutcome::Failed(e) => {
-                    // Nothing more can be read or written.
-                    conn.eof = true;
-                    conn.pending.clear();
-                    conn.shut = true;
-                    self.hub
-                        .handle_broken(id, now, &format!("read failed: {e}"));
-                    return;
-                }
+            let reading = self.drive(id, |link, hub, socket, buf| {
+                link.read(hub, now, socket, buf, &mut budget)
+            });
+            match reading {
+                Some(Reading::Settle) => self.settle(now),
+                Some(Reading::Unread) => return self.unread.push(id),
+                Some(Reading::Idle) | None => return,
             }
         }
-    }
-
-    /// A TLS server's first read of a connection: its first byte decides
-    /// TLS or plain, and the bytes read go on down that path.
-    fn read_first(&mut self, id: ClientId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if self.hub.is_closed(id) {
-            // Turned away at connect (the per-address limit, a ban): its
-            // ERROR goes out in clear whatever the client sent, even a
-            // ClientHello, as no TLS can start for it; what it sent is
-            // read and dropped while the close lingers.
-            conn.layer = Layer::Plain;
-            return self.read_plain(id, now, READ_BUDGET);
-        }
-        let mut cx = Context::from_waker(&conn.waker);
-        let n = match read_some(&mut Polled::new(&mut conn.stream, &mut cx), &mut self.buf) {
-            ReadOutcome::Data(n) => n,
-            ReadOutcome::WouldBlock => return,
-            ReadOutcome::Eof => {
-                // Gone before its first byte: the hub's last words (if
-                // any) go out in clear, there is no TLS to put them in.
-                conn.layer = Layer::Plain;
-                conn.eof = true;
-                self.hub.handle_eof(id, now);
-                return;
-            }
-            ReadOutcome::Failed(e) => {
-                conn.layer = Layer::Plain;
-                conn.eof = true;
-                conn.shut = true;
-                self.hub
-                    .handle_broken(id, now, &format!("read failed: {e}"));
-                return;
-            }
-        };
-        let first = &self.buf[..n];
-        let server = self.tls.as_deref();
-        if Kind::of_first_byte(first[0]) == Kind::Tls {
-            if let Ok(transport) = Transport::accept(first, server) {
-                conn.layer = Layer::Tls(Box::new(TlsConn {
-                    transport,
-                    unfed: first.to_vec(),
-                    plaintext: OutputBatch::new(),
-                    stalled: false,
-                    closed: false,
-                }));
-                return self.read_tls(id, now, READ_BUDGET.saturating_sub(n));
-            }
-        }
-        conn.layer = Layer::Plain;
-        if server.is_some_and(TlsServer::is_required) {
-            // Nothing it sent is acted on; reading on only sees its end.
-            self.hub.refuse_unencrypted(id, now, first);
-        } else {
-            self.hub.handle_input(id, now, first);
-        }
-        // What the hub held while undecided goes out now.
-        self.flush(id, now);
-        self.read_plain(id, now, READ_BUDGET.saturating_sub(n));
-    }
-
-    /// The TLS read path: socket bytes into the transport, its plaintext
-    /// to the hub, its answers out, within `budget` socket bytes this
-    /// turn. Stops reading while the transport's output is full and the
-    /// socket will not take it (`stalled`); the wake-up that makes room
-    /// resumes it (see [`Server::on_socket`]).
-    fn read_tls(&mut self, id: ClientId, now: Instant, mut budget: usize) {
-        let mut idle_rounds = 0;
-        loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            let Layer::Tls(tls) = &mut conn.layer else {
-                return;
-            };
-            if conn.eof || tls.stalled {
-                return;
-            }
-            let mut full = false;
-            if tls.unfed.is_empty() {
-                if budget == 0 {
-                    if !conn.unread {
-                        conn.unread = true;
-                        self.unread.push(id);
-                    }
-                    return;
-                }
-                let mut cx = Context::from_waker(&conn.waker);
-                match read_some(&mut Polled::new(&mut conn.stream, &mut cx), &mut self.buf) {
-                    ReadOutcome::Data(n) => {
-                        budget = budget.saturating_sub(n);
-                        full = n == self.buf.len();
-                        // After the hub closed it, input is only read to
-                        // see the end of stream.
-                        if conn.closing.is_none() && !tls.closed {
-                            tls.unfed.extend_from_slice(&self.buf[..n]);
-                        }
-                        if tls.unfed.is_empty() {
-                            continue;
-                        }
-                    }
-                    ReadOutcome::WouldBlock => return,
-                    ReadOutcome::Eof => {
-                        conn.eof = true;
-                        if conn.closing.is_some() || tls.closed {
-                            self.hub.handle_eof(id, now);
-                            return;
-                        }
-                        if let Err(e) = tls.transport.feed_eof() {
-                            return self.tls_failed(id, now, &e);
-                        }
-                        // What came before the end still reaches the hub.
-                        self.deliver(id, now);
-                        self.hub.handle_eof(id, now);
-                        return;
-                    }
-                    ReadOutcome::Failed(e) => {
-                        conn.eof = true;
-                        conn.pending.clear();
-                        conn.shut = true;
-                        self.hub
-                            .handle_broken(id, now, &format!("read failed: {e}"));
-                        return;
-                    }
-                }
-            }
-            let taken = match tls.transport.feed(&tls.unfed) {
-                Ok(taken) => taken,
-                Err(e) => return self.tls_failed(id, now, &e),
-            };
-            tls.unfed.drain(..taken);
-            let stuck = taken == 0 && !tls.unfed.is_empty();
-            self.deliver(id, now);
-            // The handshake's answers, the hub's replies, and what the hub
-            // held until the handshake ended go out now.
-            self.flush(id, now);
-            if full {
-                self.settle(now);
-            }
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            let Layer::Tls(tls) = &mut conn.layer else {
-                return;
-            };
-            if tls.transport.peer_closed() && !conn.eof {
-                // close_notify: the client ended the session.
-                conn.eof = true;
-                self.hub.handle_eof(id, now);
-                return;
-            }
-            if stuck {
-                idle_rounds += 1;
-                // Its output is full and the socket takes no more: read
-                // no more until there is room, so a peer that sends
-                // without reading is held to a record or two. A transport
-                // that refuses input for any other reason is left alone
-                // too, rather than spun on; the hub's timers end such a
-                // client.
-                if conn.blocked || idle_rounds > 1 {
-                    tls.stalled = true;
-                    return;
-                }
-            } else {
-                idle_rounds = 0;
-            }
-        }
-    }
-
-    /// Moves the transport's plaintext to the hub (unless it closed the
-    /// client, which then ignores input anyway).
-    fn deliver(&mut self, id: ClientId, now: Instant) {
-        loop {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return;
-            };
-            let Layer::Tls(tls) = &mut conn.layer else {
-                return;
-            };
-            // Only misuse fails here; the next feed reports it.
-            let n = tls.transport.read_plaintext(&mut self.buf).unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            if conn.closing.is_none() {
-                self.hub.handle_input(id, now, &self.buf[..n]);
-            }
-        }
-    }
-
-    /// Ends a connection whose TLS failed: the alert goes out only if the
-    /// socket takes it at once (a peer that sends garbage and reads
-    /// nothing must not hold anything up), and the hub learns why, with
-    /// the client's address.
-    fn tls_failed(&mut self, id: ClientId, now: Instant, error: &ferry_tls::Error) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if let Layer::Tls(tls) = &mut conn.layer {
-            let mut alert = Vec::new();
-            tls.transport.take_outgoing(&mut alert);
-            if !alert.is_empty() {
-                let _ = conn.stream.try_write(&alert);
-            }
-            tls.closed = true;
-        }
-        conn.eof = true;
-        conn.shut = true;
-        conn.pending.clear();
-        let reason = format!("TLS with {}: {error}", conn.peer);
-        self.hub.handle_broken(id, now, &reason);
     }
 
     /// Writes what the hub has for `id` until the socket is full.
     fn flush(&mut self, id: ClientId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.blocked || conn.shut {
-            // Waiting for room (or nothing can be written): trying now
-            // would only meet a full socket again.
-            return;
-        }
-        let hub = &mut self.hub;
-        let mut cx = Context::from_waker(&conn.waker);
-        let mut socket = Polled::new(&mut conn.stream, &mut cx);
-        let result = match &mut conn.layer {
-            // Until the first bytes tell plain from TLS, the hub's bytes
-            // wait in the hub: sent in clear, they would break a TLS
-            // handshake. The first read flushes once it knows.
-            Layer::Undecided => return,
-            Layer::Plain => write_out(&mut socket, &mut conn.pending, || hub.poll_transmit(id)),
-            Layer::Tls(tls) => match write_tls(
-                &mut socket,
-                &mut tls.transport,
-                &mut tls.plaintext,
-                tls.closed,
-                || hub.poll_transmit(id),
-            ) {
-                Ok(flush) => Ok(flush),
-                Err(Broke::Io(e)) => Err(e),
-                Err(Broke::Tls(e)) => return self.tls_failed(id, now, &e),
-                Err(other) => Err(io::Error::other(other)),
-            },
-        };
-        match result {
-            Ok(flush) => conn.blocked = flush == Flush::Blocked,
-            Err(e) => {
-                conn.pending.clear();
-                conn.shut = true;
-                conn.eof = true;
-                self.hub
-                    .handle_broken(id, now, &format!("write failed: {e}"));
-            }
-        }
+        self.drive(id, |link, hub, socket, _| link.flush(hub, now, socket));
     }
 
     fn take_commands(&mut self, cx: &mut Context<'_>, now: Instant) {
@@ -767,61 +418,22 @@ impl Server {
     /// The hub closed `id`: its last bytes go out (best effort), then the
     /// socket closes, within [`LINGER`].
     fn start_close(&mut self, id: ClientId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else {
+        if !self.conns.contains_key(&id) {
             // Never accepted here: only the hub knows it.
             self.hub.remove(id, now);
             return;
-        };
-        if conn.closing.is_some() {
-            return;
         }
-        if matches!(conn.layer, Layer::Undecided) {
-            // Closed before its first byte (turned away at connect, or
-            // silent until the handshake timeout): the hub's last words go
-            // out in clear, there is no TLS to put them in.
-            conn.layer = Layer::Plain;
+        let closing = self.drive(id, |link, hub, socket, _| link.close(hub, now, socket));
+        if let Some(Some(deadline)) = closing {
+            self.lingering.insert((deadline, id));
         }
-        let deadline = now + LINGER;
-        conn.closing = Some(deadline);
-        self.lingering.insert((deadline, id));
-        self.flush(id, now);
         self.maybe_finish(id, now);
     }
 
-    /// A closing client whose output is written gets a FIN; once the peer's
-    /// end of stream has been seen too, the socket and the hub's record go.
-    /// Waiting for the peer's FIN avoids a reset that could destroy the
-    /// last bytes (an `ERROR` frame) before the peer reads them.
+    /// Drops the socket of a closed client once its link is done with it.
     fn maybe_finish(&mut self, id: ClientId, now: Instant) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.closing.is_none() || conn.blocked {
-            return;
-        }
-        if let Layer::Tls(tls) = &mut conn.layer {
-            if !tls.closed && !conn.shut {
-                // close_notify tells the client the end is deliberate.
-                tls.closed = true;
-                tls.transport.close();
-                self.flush(id, now);
-                let Some(c) = self.conns.get_mut(&id) else {
-                    return;
-                };
-                if c.blocked {
-                    return;
-                }
-            }
-        }
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.pending.is_empty() && !conn.shut {
-            conn.shut = true;
-            let mut cx = Context::from_waker(&conn.waker);
-            shut_write(&mut conn.stream, &mut cx);
-        }
-        if conn.shut && conn.eof {
+        let done = self.drive(id, |link, hub, socket, _| link.finishing(hub, now, socket));
+        if done == Some(true) {
             self.finish(id, now);
         }
     }
@@ -839,7 +451,7 @@ impl Server {
 
     fn finish(&mut self, id: ClientId, now: Instant) {
         if let Some(conn) = self.conns.remove(&id) {
-            if let Some(at) = conn.closing {
+            if let Some(at) = conn.link.deadline() {
                 self.lingering.remove(&(at, id));
             }
         }

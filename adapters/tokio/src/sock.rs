@@ -9,20 +9,17 @@
 //! ([`ferry_files::write_out`], [`ferry_tls::write_tls`]) taking the
 //! socket as any [`Write`].
 
+use ferry_tls::link::Socket;
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Size of the buffer each loop reads into, reused for every read.
 pub(crate) const READ_BUF: usize = 64 * 1024;
 
-/// How long a closed connection may take to hand its last bytes to the
-/// kernel and see the peer's end of stream. Past this it is dropped: a peer
-/// that stopped reading must not hold a loop (or a shutdown) up.
-pub(crate) const LINGER: Duration = Duration::from_secs(1);
+pub(crate) use ferry_tls::link::LINGER;
 
 /// A socket and the context its readiness is reported to.
 pub(crate) struct Polled<'s, 'c, 'w> {
@@ -66,6 +63,19 @@ impl Write for Polled<'_, '_, '_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+impl Socket for Polled<'_, '_, '_> {
+    /// Never: tokio registers the waker only when a read returns
+    /// `WouldBlock`, so reading stops there (after a short read tokio
+    /// answers that without a system call).
+    fn drained_by(&self, _n: usize, _len: usize) -> bool {
+        false
+    }
+
+    fn shutdown_write(&mut self) {
+        shut_write(self.stream, self.cx);
     }
 }
 

@@ -1,0 +1,741 @@
+//! One server connection between a non-blocking socket and a [`Hub`]: what
+//! the event-loop servers (mio, tokio) do alike with each client, whatever
+//! type its socket is and however its readiness is learnt.
+//!
+//! A loop keeps a [`Link`] beside each accepted socket and calls it when the
+//! socket may be ready ([`Link::read`], [`Link::writable`]), when the hub
+//! has output for the client ([`Link::flush`]) or closed it
+//! ([`Link::close`]), and after each of these asks [`Link::finishing`]
+//! whether the socket can go. The link does the protocol's part:
+//!
+//! * With a [`TlsServer`], the connection's first bytes decide what it
+//!   speaks: a TLS ClientHello (`0x16`) runs through a [`Transport`]
+//!   between the socket and the hub, anything else (the ferry preamble, a
+//!   raw-text guest) takes the plain path. Until then the hub's output
+//!   waits in the hub: sent in clear, it would break a TLS handshake. A
+//!   client the hub turned away at connect hears why in clear, whatever it
+//!   sent.
+//! * Reads are budgeted ([`READ_BUDGET`]), so one socket cannot hold the
+//!   loop; a TLS connection whose output the peer does not read stops being
+//!   read until a write makes room.
+//! * A closed client's last bytes go out, then a FIN, and the socket goes
+//!   once the peer's FIN is seen; the loop drops it at the [`LINGER`]
+//!   deadline at the latest, and the link gives up at once on a peer that
+//!   floods meanwhile ([`LINGER_READ_LIMIT`]).
+//!
+//! The loop keeps everything that depends on its runtime: registration,
+//! readiness or wakers, timers (the linger deadlines), accepting, and the
+//! order in which it drains the hub. The link tells it what to do next by
+//! return values ([`Reading`], `bool`s) and by [`Link::blocked`].
+
+use crate::{write_tls, Broke, Error, Kind, TlsServer, Transport};
+use ferry_core::{ClientId, Hub};
+use ferry_files::{read_some, write_out, Flush, OutputBatch, ReadOutcome};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Socket bytes read for one connection per turn of a loop. Reading until
+/// `WouldBlock` let one client whose socket never empties (a flood of PINGs
+/// or empty frames) keep the loop from every other socket, the listener and
+/// the timers for a minute. A socket left readable at its budget is read
+/// again next turn, after everyone else's.
+pub const READ_BUDGET: usize = 256 * 1024;
+
+/// How long a closed connection may take to hand its last bytes to the
+/// kernel and see the peer's end of stream. Past this it is dropped: a peer
+/// that stopped reading must not hold a loop (or a shutdown) up.
+pub const LINGER: Duration = Duration::from_secs(1);
+
+/// Socket bytes a closed connection may send while it lingers; past this
+/// it is dropped at once. After the close its input is only read to see
+/// its end of stream, and a peer that floods instead (it never read its
+/// `ERROR`, or does not care) had the loop read and discard tens of MiB for
+/// the whole [`LINGER`]. A peer that reads its last frames and closes sends
+/// far less than this first. Dropping the socket with input unread resets
+/// the connection, which may destroy those frames: they had their chance.
+pub const LINGER_READ_LIMIT: usize = 256 * 1024;
+
+/// A non-blocking socket, as a [`Link`] uses it: reads and writes return
+/// `WouldBlock` when the socket is not ready, and the loop learns of its
+/// readiness its own way (mio events, tokio wakers).
+pub trait Socket: Read + Write {
+    /// Whether a read of `n` bytes into a buffer of `len` emptied the
+    /// socket, so that reading again would only return `WouldBlock` and
+    /// the link may stop without that call. Only where the next arrival
+    /// surely raises a new readiness event; `false` is always safe.
+    fn drained_by(&self, n: usize, len: usize) -> bool;
+
+    /// Sends our FIN after the last bytes (`shutdown(Write)`); a failure is
+    /// ignored, as the socket is closed soon after anyway.
+    fn shutdown_write(&mut self);
+}
+
+/// What a loop does after [`Link::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Reading {
+    /// Nothing more to read until the socket's readiness says so: it is
+    /// empty, it ended, or the link waits for room to write.
+    Idle,
+    /// A whole buffer went to the hub and more is probably waiting: drain
+    /// the hub (its output to every client), then call `read` again with
+    /// what is left of the budget. What one fast sender queues for everyone
+    /// else then grows by one buffer at a time, well inside each client's
+    /// outgoing limit, instead of by the whole backlog of its socket.
+    Settle,
+    /// The budget is spent with input maybe left: read it again next turn,
+    /// after the other sockets (call [`Link::dequeue`] first).
+    Unread,
+}
+
+/// What a connection speaks.
+enum Layer {
+    /// Clear text: socket bytes go to the hub as they are.
+    Plain,
+    /// A TLS server without the connection's first byte yet.
+    Undecided(Arc<TlsServer>),
+    /// Through TLS.
+    Tls(Box<TlsConn>),
+}
+
+/// A TLS connection's state beside its socket.
+struct TlsConn {
+    transport: Transport,
+    /// Socket bytes the transport did not take yet.
+    unfed: Vec<u8>,
+    /// The hub's bytes the transport did not take yet.
+    plaintext: OutputBatch,
+    /// The transport refused input until its output is written: the socket
+    /// is not read until a write makes room ([`Link::writable`]).
+    stalled: bool,
+    /// Feeds in a row that took nothing.
+    idle_feeds: u8,
+    /// close_notify was queued; nothing more goes in.
+    closed: bool,
+}
+
+/// One accepted client socket's protocol state: see the [module
+/// docs](self).
+pub struct Link {
+    id: ClientId,
+    /// For the log when its TLS fails.
+    peer: SocketAddr,
+    layer: Layer,
+    /// Output taken from the hub and not yet written (plain connections).
+    pending: OutputBatch,
+    /// The last write met a full socket; its writability says when to go on.
+    blocked: bool,
+    /// The peer's end of stream was seen (or nothing more can be read).
+    eof: bool,
+    /// The hub closed this client: finish by this instant at the latest.
+    closing: Option<Instant>,
+    /// Socket bytes read and dropped since the hub closed the client.
+    discarded: usize,
+    /// It sent more than [`LINGER_READ_LIMIT`] while closing: drop it now.
+    abandoned: bool,
+    /// Its read budget ran out with input left: the loop queued it.
+    unread: bool,
+    /// Our side was shut down (FIN sent), or nothing can be written.
+    shut: bool,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("blocked", &self.blocked)
+            .field("eof", &self.eof)
+            .field("closing", &self.closing)
+            .field("shut", &self.shut)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// The link of client `id` (from [`Hub::connect_from`]) at `peer`. With
+    /// `tls`, its first bytes decide TLS or plain; without, the hub's bytes
+    /// go out from the start.
+    pub fn new(id: ClientId, peer: SocketAddr, tls: Option<Arc<TlsServer>>) -> Link {
+        Link {
+            id,
+            peer,
+            layer: match tls {
+                Some(server) => Layer::Undecided(server),
+                None => Layer::Plain,
+            },
+            pending: OutputBatch::new(),
+            blocked: false,
+            eof: false,
+            closing: None,
+            discarded: 0,
+            abandoned: false,
+            unread: false,
+            shut: false,
+        }
+    }
+
+    /// Whether the last write met a full socket: the loop watches for the
+    /// socket's writability and then calls [`writable`](Link::writable).
+    pub fn blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Whether the link is queued for a read next turn ([`Reading::Unread`]).
+    pub fn is_unread(&self) -> bool {
+        self.unread
+    }
+
+    /// The loop takes the link off its queue of unread sockets, to read it.
+    pub fn dequeue(&mut self) {
+        self.unread = false;
+    }
+
+    /// The linger deadline, once the hub closed the client.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.closing
+    }
+
+    /// Reads the socket, spending `budget` (start each turn with
+    /// [`READ_BUDGET`]), and gives the hub what came; see [`Reading`] for
+    /// what the loop does next. `buf` is scratch space the loop lends every
+    /// link; a whole buffer read is the sign that more waits.
+    pub fn read(
+        &mut self,
+        hub: &mut Hub,
+        now: Instant,
+        socket: &mut impl Socket,
+        buf: &mut [u8],
+        budget: &mut usize,
+    ) -> Reading {
+        match self.layer {
+            Layer::Plain => self.read_plain(hub, now, socket, buf, budget),
+            Layer::Undecided(_) => self.read_first(hub, now, socket, buf, budget),
+            Layer::Tls(_) => self.read_tls(hub, now, socket, buf, budget, 0),
+        }
+    }
+
+    /// The budget is spent: queued for the next turn, once.
+    fn queue(&mut self) -> Reading {
+        if self.unread {
+            Reading::Idle
+        } else {
+            self.unread = true;
+            Reading::Unread
+        }
+    }
+
+    /// `n` bytes read after the close were dropped; past
+    /// [`LINGER_READ_LIMIT`] the link gives up on the peer.
+    fn discard(&mut self, n: usize) -> bool {
+        self.discarded = self.discarded.saturating_add(n);
+        if self.discarded > LINGER_READ_LIMIT {
+            self.abandoned = true;
+            self.eof = true;
+            self.shut = true;
+            self.pending.clear();
+        }
+        self.abandoned
+    }
+
+    /// Nothing more can be read or written.
+    fn broken(&mut self, hub: &mut Hub, now: Instant, reason: &str) {
+        self.eof = true;
+        self.shut = true;
+        self.pending.clear();
+        hub.handle_broken(self.id, now, reason);
+    }
+
+    /// The loop could not watch the socket any more (a failed
+    /// registration): nothing more can be read or written.
+    pub fn fail(&mut self, hub: &mut Hub, now: Instant, reason: &str) {
+        self.broken(hub, now, reason);
+    }
+
+    fn read_plain(
+        &mut self,
+        hub: &mut Hub,
+        now: Instant,
+        socket: &mut impl Socket,
+        buf: &mut [u8],
+        budget: &mut usize,
+    ) -> Reading {
+        loop {
+            if self.eof {
+                return Reading::Idle;
+            }
+            if *budget == 0 {
+                return self.queue();
+            }
+            match read_some(socket, buf) {
+                ReadOutcome::Data(n) => {
+                    *budget = budget.saturating_sub(n);
+                    if self.closing.is_some() {
+                        // Only read to see the end of stream; the closed
+                        // connection ignores it.
+                        if self.discard(n) {
+                            return Reading::Idle;
+                        }
+                    } else {
+                        hub.handle_input(self.id, now, &buf[..n]);
+                        if n == buf.len() {
+                            return Reading::Settle;
+                        }
+                    }
+                    if socket.drained_by(n, buf.len()) {
+                        return Reading::Idle;
+                    }
+                }
+                ReadOutcome::WouldBlock => return Reading::Idle,
+                ReadOutcome::Eof => {
+                    self.eof = true;
+                    hub.handle_eof(self.id, now);
+                    return Reading::Idle;
+                }
+                ReadOutcome::Failed(e) => {
+                    self.broken(hub, now, &format!("read failed: {e}"));
+                    return Reading::Idle;
+                }
+            }
+        }
+    }
+
+    /// A TLS server's first read of a connection: its first byte decides
+    /// TLS or plain, and the bytes read go on down that path.
+    fn read_first(
+        &mut self,
+        hub: &mut Hub,
+        now: Instant,
+        socket: &mut impl Socket,
+        buf: &mut [u8],
+        budget: &mut usize,
+    ) -> Reading {
+        let Layer::Undecided(server) = &self.layer else {
+            return Reading::Idle;
+        };
+        let server = server.clone();
+        if hub.is_closed(self.id) {
+            // Turned away at connect (the per-address limit, a ban): its
+            // ERROR goes out in clear whatever the client sent, even a
+            // ClientHello, as no TLS can start for it; what it sent is
+            // read and dropped while the close lingers.
+            self.layer = Layer::Plain;
+            return self.read_plain(hub, now, socket, buf, budget);
+        }
+        let n = match read_some(socket, buf) {
+            ReadOutcome::Data(n) => n,
+            ReadOutcome::WouldBlock => return Reading::Idle,
+            ReadOutcome::Eof => {
+                // Gone before its first byte: the hub's last words (if
+                // any) go out in clear, there is no TLS to put them in.
+                self.layer = Layer::Plain;
+                self.eof = true;
+                hub.handle_eof(self.id, now);
+                return Reading::Idle;
+            }
+            ReadOutcome::Failed(e) => {
+                self.layer = Layer::Plain;
+                self.broken(hub, now, &format!("read failed: {e}"));
+                return Reading::Idle;
+            }
+        };
+        *budget = budget.saturating_sub(n);
+        let first = &buf[..n];
+        if Kind::of_first_byte(first[0]) == Kind::Tls {
+            if let Ok(transport) = Transport::accept(first, Some(&server)) {
+                self.layer = Layer::Tls(Box::new(TlsConn {
+                    transport,
+                    unfed: Vec::new(),
+                    plaintext: OutputBatch::new(),
+                    stalled: false,
+                    idle_feeds: 0,
+                    closed: false,
+                }));
+                return self.read_tls(hub, now, socket, buf, budget, n);
+            }
+        }
+        self.layer = Layer::Plain;
+        if server.is_required() {
+            // Nothing it sent is acted on; reading on only sees its end.
+            hub.refuse_unencrypted(self.id, now, first);
+        } else {
+            hub.handle_input(self.id, now, first);
+        }
+        // What the hub held while undecided goes out now.
+        self.flush(hub, now, socket);
+        if socket.drained_by(n, buf.len()) {
+            return Reading::Idle;
+        }
+        self.read_plain(hub, now, socket, buf, budget)
+    }
+
+    /// The TLS read path: socket bytes into the transport, its plaintext
+    /// to the hub, its answers out. `fresh` bytes at the start of `buf`
+    /// were read already and go in first. The transport is fed straight
+    /// from `buf`; only what it does not take is kept (`unfed`), and the
+    /// socket is not read again until that went in. Stops reading while the
+    /// transport's output is full and the socket will not take it
+    /// (`stalled`); [`Link::writable`] resumes it.
+    fn read_tls(
+        &mut self,
+        hub: &mut Hub,
+        now: Instant,
+        socket: &mut impl Socket,
+        buf: &mut [u8],
+        budget: &mut usize,
+        mut fresh: usize,
+    ) -> Reading {
+        let mut drained = false;
+        loop {
+            let Layer::Tls(tls) = &mut self.layer else {
+                return Reading::Idle;
+            };
+            if self.eof || tls.stalled {
+                return Reading::Idle;
+            }
+            let mut full = false;
+            if fresh == 0 && tls.unfed.is_empty() {
+                if drained {
+                    return Reading::Idle;
+                }
+                if *budget == 0 {
+                    return self.queue();
+                }
+                match read_some(socket, buf) {
+                    ReadOutcome::Data(n) => {
+                        *budget = budget.saturating_sub(n);
+                        drained = socket.drained_by(n, buf.len());
+                        full = n == buf.len();
+                        if self.closing.is_some() || tls.closed {
+                            // Only read to see the end of stream.
+                            if self.discard(n) {
+                                return Reading::Idle;
+                            }
+                            continue;
+                        }
+                        fresh = n;
+                    }
+                    ReadOutcome::WouldBlock => return Reading::Idle,
+                    ReadOutcome::Eof => {
+                        self.eof = true;
+                        if self.closing.is_none() && !tls.closed {
+                            if let Err(e) = tls.transport.feed_eof() {
+                                self.tls_failed(hub, now, socket, &e);
+                                return Reading::Idle;
+                            }
+                            // What came before the end still reaches the hub.
+                            self.deliver(hub, now);
+                        }
+                        hub.handle_eof(self.id, now);
+                        return Reading::Idle;
+                    }
+                    ReadOutcome::Failed(e) => {
+                        self.broken(hub, now, &format!("read failed: {e}"));
+                        return Reading::Idle;
+                    }
+                }
+            }
+            let fed = if fresh > 0 {
+                let bytes = &buf[..std::mem::take(&mut fresh)];
+                tls.transport.feed(bytes).inspect(|&taken| {
+                    tls.unfed.extend_from_slice(&bytes[taken..]);
+                })
+            } else {
+                let fed = tls.transport.feed(&tls.unfed);
+                if let Ok(taken) = fed {
+                    tls.unfed.drain(..taken);
+                }
+                fed
+            };
+            let taken = match fed {
+                Ok(taken) => taken,
+                Err(e) => {
+                    self.tls_failed(hub, now, socket, &e);
+                    return Reading::Idle;
+                }
+            };
+            let stuck = taken == 0 && !tls.unfed.is_empty();
+            tls.idle_feeds = if stuck {
+                tls.idle_feeds.saturating_add(1)
+            } else {
+                0
+            };
+            self.deliver(hub, now);
+            // The handshake's answers, the hub's replies, and what the hub
+            // held until the handshake ended go out now.
+            self.flush(hub, now, socket);
+            let Layer::Tls(tls) = &mut self.layer else {
+                return Reading::Idle;
+            };
+            if tls.transport.peer_closed() && !self.eof {
+                // close_notify: the client ended the session.
+                self.eof = true;
+                hub.handle_eof(self.id, now);
+                return Reading::Idle;
+            }
+            // Its output is full and the socket takes no more: read no
+            // more until there is room, so a peer that sends without
+            // reading is held to a record or two. A transport that refuses
+            // input for any other reason is left alone too, rather than
+            // spun on; the hub's timers end such a client.
+            if stuck && (self.blocked || tls.idle_feeds > 1) {
+                tls.stalled = true;
+            }
+            if full {
+                return Reading::Settle;
+            }
+        }
+    }
+
+    /// Hands the transport's plaintext to the hub where rustls holds it,
+    /// with no copy of ours (unless the hub closed the client, which then
+    /// ignores input anyway).
+    fn deliver(&mut self, hub: &mut Hub, now: Instant) {
+        let Layer::Tls(tls) = &mut self.layer else {
+            return;
+        };
+        loop {
+            // Only misuse fails here; the next feed reports it.
+            let chunk = match tls.transport.plaintext() {
+                Ok(chunk) if !chunk.is_empty() => chunk,
+                _ => return,
+            };
+            let n = chunk.len();
+            if self.closing.is_none() {
+                hub.handle_input(self.id, now, chunk);
+            }
+            tls.transport.consume_plaintext(n);
+        }
+    }
+
+    /// Ends a connection whose TLS failed: the alert goes out only if the
+    /// socket takes it at once (a peer that sends garbage and reads
+    /// nothing must not hold anything up), and the hub learns why, with
+    /// the client's address.
+    fn tls_failed(&mut self, hub: &mut Hub, now: Instant, socket: &mut impl Socket, error: &Error) {
+        if let Layer::Tls(tls) = &mut self.layer {
+            let mut alert = Vec::new();
+            tls.transport.take_outgoing(&mut alert);
+            if !alert.is_empty() {
+                let _ = socket.write(&alert);
+            }
+            tls.closed = true;
+        }
+        let reason = format!("TLS with {}: {error}", self.peer);
+        self.broken(hub, now, &reason);
+    }
+
+    /// Writes what the hub has for the client until the socket is full
+    /// (then [`blocked`](Link::blocked)).
+    pub fn flush(&mut self, hub: &mut Hub, now: Instant, socket: &mut impl Socket) {
+        if self.blocked || self.shut {
+            // Waiting for room (or nothing can be written): trying now
+            // would only meet a full socket again.
+            return;
+        }
+        let id = self.id;
+        let written = match &mut self.layer {
+            // Until the first bytes tell plain from TLS, the hub's bytes
+            // wait in the hub: sent in clear, they would break a TLS
+            // handshake. The first read flushes once it knows.
+            Layer::Undecided(_) => return,
+            Layer::Plain => write_out(socket, &mut self.pending, || hub.poll_transmit(id)),
+            Layer::Tls(tls) => match write_tls(
+                socket,
+                &mut tls.transport,
+                &mut tls.plaintext,
+                tls.closed,
+                || hub.poll_transmit(id),
+            ) {
+                Ok(flush) => Ok(flush),
+                Err(Broke::Io(e)) => Err(e),
+                Err(Broke::Tls(e)) => return self.tls_failed(hub, now, socket, &e),
+            },
+        };
+        match written {
+            Ok(flush) => self.blocked = flush == Flush::Blocked,
+            Err(e) => self.broken(hub, now, &format!("write failed: {e}")),
+        }
+    }
+
+    /// The socket has room again: what waits is written, and a TLS read
+    /// that stopped for room may go on. Returns whether it may (the loop
+    /// then reads, even without a readable event).
+    pub fn writable(&mut self, hub: &mut Hub, now: Instant, socket: &mut impl Socket) -> bool {
+        self.blocked = false;
+        self.flush(hub, now, socket);
+        match &mut self.layer {
+            Layer::Tls(tls) if tls.stalled && !self.blocked => {
+                tls.stalled = false;
+                tls.idle_feeds = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The hub closed the client: its last bytes go out (best effort), and
+    /// the loop drops the socket by the returned deadline at the latest
+    /// (`None` if the close had begun already). Then ask
+    /// [`finishing`](Link::finishing).
+    pub fn close(
+        &mut self,
+        hub: &mut Hub,
+        now: Instant,
+        socket: &mut impl Socket,
+    ) -> Option<Instant> {
+        if self.closing.is_some() {
+            return None;
+        }
+        if matches!(self.layer, Layer::Undecided(_)) {
+            // Closed before its first byte (turned away at connect, or
+            // silent until the handshake timeout): the hub's last words go
+            // out in clear, there is no TLS to put them in.
+            self.layer = Layer::Plain;
+        }
+        let deadline = now + LINGER;
+        self.closing = Some(deadline);
+        self.flush(hub, now, socket);
+        Some(deadline)
+    }
+
+    /// Whether a closed client's socket can go now (then the loop drops it
+    /// and calls [`Hub::remove`]). Its output written, it gets a FIN, and
+    /// it goes once the peer's end of stream has been seen too: waiting for
+    /// the peer's FIN avoids a reset that could destroy the last bytes (an
+    /// `ERROR` frame) before the peer reads them. A peer that floods
+    /// instead goes at once ([`LINGER_READ_LIMIT`]).
+    pub fn finishing(&mut self, hub: &mut Hub, now: Instant, socket: &mut impl Socket) -> bool {
+        if self.abandoned {
+            return true;
+        }
+        if self.closing.is_none() || self.blocked {
+            return false;
+        }
+        if let Layer::Tls(tls) = &mut self.layer {
+            if !tls.closed && !self.shut {
+                // close_notify tells the client the end is deliberate.
+                tls.closed = true;
+                tls.transport.close();
+                self.flush(hub, now, socket);
+                if self.blocked {
+                    return false;
+                }
+            }
+        }
+        if self.pending.is_empty() && !self.shut {
+            self.shut = true;
+            socket.shutdown_write();
+        }
+        self.shut && self.eof
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::HubConfig;
+    use std::io;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::SystemTime;
+
+    /// A peer that sends without end and reads everything.
+    #[derive(Default)]
+    struct Flood {
+        read: usize,
+        shut: bool,
+    }
+
+    impl Read for Flood {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            buf.fill(b'x');
+            self.read += buf.len();
+            Ok(buf.len())
+        }
+    }
+
+    impl Write for Flood {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Socket for Flood {
+        fn drained_by(&self, _: usize, _: usize) -> bool {
+            false
+        }
+
+        fn shutdown_write(&mut self) {
+            self.shut = true;
+        }
+    }
+
+    fn closed_client(tls: Option<Arc<TlsServer>>) -> (Hub, Link, Flood, Instant) {
+        let now = Instant::now();
+        let mut hub = Hub::new(HubConfig::default(), now);
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+        let id = hub.connect_from(now, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut link = Link::new(id, peer, tls);
+        let mut flood = Flood::default();
+        hub.shutdown(now, "closing for the test");
+        assert!(hub.is_closed(id));
+        assert!(link.close(&mut hub, now, &mut flood).is_some());
+        assert!(
+            !link.finishing(&mut hub, now, &mut flood),
+            "no FIN seen yet"
+        );
+        assert!(flood.shut, "our FIN went out after the last bytes");
+        (hub, link, flood, now)
+    }
+
+    /// Turns of a loop, each with a fresh budget, until the link lets its
+    /// socket go; how many bytes it read by then.
+    fn read_until_finished(
+        hub: &mut Hub,
+        link: &mut Link,
+        flood: &mut Flood,
+        now: Instant,
+    ) -> usize {
+        let mut buf = vec![0; 64 * 1024];
+        for _ in 0..1000 {
+            let mut budget = READ_BUDGET;
+            loop {
+                match link.read(hub, now, flood, &mut buf, &mut budget) {
+                    Reading::Settle => continue,
+                    Reading::Unread => link.dequeue(),
+                    Reading::Idle => {}
+                }
+                break;
+            }
+            if link.finishing(hub, now, flood) {
+                return flood.read;
+            }
+        }
+        panic!("still reading after {} bytes", flood.read);
+    }
+
+    #[test]
+    fn a_closed_client_that_floods_is_dropped_after_the_linger_read_limit() {
+        let (mut hub, mut link, mut flood, now) = closed_client(None);
+        let read = read_until_finished(&mut hub, &mut link, &mut flood, now);
+        assert!(read > LINGER_READ_LIMIT, "{read}");
+        assert!(read <= LINGER_READ_LIMIT + 64 * 1024, "{read}");
+    }
+
+    #[test]
+    fn a_client_turned_away_before_its_first_byte_is_held_to_the_same_limit() {
+        let dir = tempfile::tempdir().expect("a scratch folder");
+        let identity = crate::Identity::load_or_create(&dir.path().join("tls"), SystemTime::now())
+            .expect("an identity");
+        let server = TlsServer::new(&identity).expect("a TLS server");
+        let (mut hub, mut link, mut flood, now) = closed_client(Some(Arc::new(server)));
+        let read = read_until_finished(&mut hub, &mut link, &mut flood, now);
+        assert!(read <= LINGER_READ_LIMIT + 64 * 1024, "{read}");
+    }
+}
