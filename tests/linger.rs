@@ -1,5 +1,5 @@
 //! A client the hub closed, that floods instead of reading its `ERROR`: the
-//! event-loop servers (mio, tokio) read at most `LINGER_READ_LIMIT` of it
+//! servers of every runtime read at most `LINGER_READ_LIMIT` of it
 //! and then drop its socket, rather than reading and discarding all it
 //! sends for the whole linger.
 //!
@@ -82,4 +82,18 @@ fn the_tokio_server_drops_a_closed_client_that_floods() {
     let addr = SocketAddr::from(([127, 0, 0, 1], 0));
     let server = ferry_tokio::spawn_server(addr, one_per_address(), None).unwrap();
     check("tokio", &server);
+}
+
+#[test]
+fn the_std_server_drops_a_closed_client_that_floods() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = ferry_std::spawn_server(addr, one_per_address(), None).unwrap();
+    check("std", &server);
+}
+
+#[test]
+fn the_smol_server_drops_a_closed_client_that_floods() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = ferry_smol::spawn_server(addr, one_per_address(), None).unwrap();
+    check("smol", &server);
 }

@@ -8,6 +8,7 @@ use async_io::Timer;
 use async_net::{Shutdown, TcpStream};
 use bytes::Bytes;
 use ferry_files::{OutputBatch, ReadBuffer};
+use ferry_tls::link::LINGER_READ_LIMIT;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, Future};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,10 +55,18 @@ pub(crate) async fn wind_down(writer: impl Future<Output = ()>, reader: impl Fut
 
 /// Reads `stream` until the peer's end or a failure and drops what
 /// arrives: for a socket nobody reads any more that must still not be
-/// closed while it receives (see [`CLOSE_WAIT`]).
+/// closed while it receives (see [`CLOSE_WAIT`]). A peer that sends more
+/// than [`LINGER_READ_LIMIT`] meanwhile floods rather than closes: its
+/// socket is shut at once (a reset) instead of read for the whole wait.
 pub(crate) async fn discard_until_end(mut stream: TcpStream) {
     let mut buf = [0; 4096];
-    while let Ok(1..) = stream.read(&mut buf).await {
+    let mut discarded = 0usize;
+    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+        discarded = discarded.saturating_add(n);
+        if discarded > LINGER_READ_LIMIT {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
         // A read that finds bytes does not wait: against a peer that
         // never stops sending, this loop would otherwise keep the thread
         // (and the hub) to itself, and its time limit from firing.

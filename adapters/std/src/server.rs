@@ -21,8 +21,10 @@ use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
     HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake,
 };
+use ferry_tls::link::LINGER_READ_LIMIT;
 use ferry_tls::{Kind, TlsServer, Transport};
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -320,6 +322,7 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
                         peer,
                         outlet: &outlet,
                         wake_writer: &reader_wake,
+                        discarded: Cell::new(0),
                     };
                     reader.run(stream, &kind)
                 })
@@ -498,6 +501,9 @@ struct Reader<'a> {
     peer: SocketAddr,
     outlet: &'a Mutex<Outlet>,
     wake_writer: &'a Sender<bool>,
+    /// Socket bytes read since the hub closed this client: past
+    /// [`LINGER_READ_LIMIT`] the connection is dropped, not read on.
+    discarded: Cell<usize>,
 }
 
 impl Reader<'_> {
@@ -567,6 +573,7 @@ impl Reader<'_> {
                 shared.after(now);
                 return false;
             }
+            Ok(n) if self.over_linger_limit(&shared.hub, n) => return false,
             Ok(n) => {
                 shared.serving = Some(self.client);
                 shared.hub.handle_input(self.client, now, buf.filled(n));
@@ -596,8 +603,32 @@ impl Reader<'_> {
         loop {
             let read = stream.read(buf.space());
             if !self.input(read, &mut buf) {
+                self.drop_if_flooding(&stream);
                 return;
             }
+        }
+    }
+
+    /// Counts `n` more bytes read; true once the hub has closed this
+    /// client and it sent more than [`LINGER_READ_LIMIT`] since. After the
+    /// close its input is read only to see its end; a peer that floods
+    /// instead had this thread read and discard tens of MiB for the whole
+    /// linger (as `ferry_tls::link` found for the event-loop servers).
+    fn over_linger_limit(&self, hub: &Hub, n: usize) -> bool {
+        if !hub.is_closed(self.client) {
+            return false;
+        }
+        let discarded = self.discarded.get().saturating_add(n);
+        self.discarded.set(discarded);
+        discarded > LINGER_READ_LIMIT
+    }
+
+    /// Drops a connection that went over the linger's read limit: both
+    /// directions shut (the peer sees a reset), so its writer finishes at
+    /// once too. Its last frames had their chance.
+    fn drop_if_flooding(&self, stream: &TcpStream) {
+        if self.discarded.get() > LINGER_READ_LIMIT {
+            let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -618,6 +649,10 @@ impl Reader<'_> {
                         let now = Instant::now();
                         shared.hub.handle_eof(self.client, now);
                         shared.after(now);
+                        return;
+                    }
+                    Ok(n) if self.over_linger_limit(&self.state.lock().hub, n) => {
+                        self.drop_if_flooding(&stream);
                         return;
                     }
                     Ok(n) => unfed.extend_from_slice(buf.filled(n)),
