@@ -45,9 +45,6 @@ pub trait Peer {
     fn take_leftover(&mut self) -> Vec<u8> {
         Vec::new()
     }
-
-    /// The largest unit [`receive`](Self::receive) may be given whole.
-    fn max_unit(&self) -> usize;
 }
 
 /// A ferry client: a [`Connection`] over the load generator's socket.
@@ -145,12 +142,16 @@ impl Peer for FerryPeer {
         out: &mut Vec<u8>,
         message: &mut impl FnMut(&[u8]),
     ) -> Result<usize, String> {
+        let limit = self.conn.settings().max_frame;
         let mut used = 0;
         while let Some(header) = bytes[used..].first_chunk::<HEADER_LEN>() {
-            let body = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-            if body > self.max_unit() - HEADER_LEN {
-                return Err(format!("a frame of {body} bytes"));
+            let body = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            // Checked before the frame is waited for, so that the
+            // unfinished tail the load generator keeps stays bounded.
+            if body > limit {
+                return Err(format!("a frame of {body} bytes, over {limit}"));
             }
+            let body = body as usize;
             let end = used + HEADER_LEN + body;
             let Some(frame) = bytes.get(used..end) else {
                 break;
@@ -182,10 +183,6 @@ impl Peer for FerryPeer {
         while let Some(bytes) = self.conn.poll_transmit() {
             out.extend_from_slice(&bytes);
         }
-    }
-
-    fn max_unit(&self) -> usize {
-        HEADER_LEN + self.conn.settings().max_frame as usize
     }
 }
 

@@ -164,10 +164,6 @@ impl Peer for RedisPeer {
     fn take_leftover(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.leftover)
     }
-
-    fn max_unit(&self) -> usize {
-        MAX_REPLY
-    }
 }
 
 /// Appends a command as a RESP array of bulk strings.
