@@ -74,11 +74,21 @@ impl Contender {
 /// One run: what the load generator saw, and what the server cost.
 struct Measured {
     outcome: Outcome,
-    /// Shares of one core used during the run.
-    server_cpu: f64,
-    generator_cpu: f64,
+    /// CPU used during the run, by the server and by the load generator.
+    server_cpu: Cpu,
+    generator_cpu: Cpu,
     /// Peak resident bytes of the server.
     server_peak: Option<u64>,
+}
+
+/// CPU one process used during a run: NaN where /proc could not tell.
+#[derive(Clone, Copy)]
+struct Cpu {
+    /// Seconds of CPU over seconds of the run: the share of one core.
+    share: f64,
+    /// Seconds of CPU per million deliveries: what the work costs,
+    /// whatever the rate it ran at.
+    per_million: f64,
 }
 
 /// What one contender measured in one scenario, round by round.
@@ -88,8 +98,8 @@ struct Row {
     rates: Vec<f64>,
     p50: Vec<f64>,
     p99: Vec<f64>,
-    server_cpu: Vec<f64>,
-    generator_cpu: Vec<f64>,
+    server_cpu: Vec<Cpu>,
+    generator_cpu: Vec<Cpu>,
     server_peak: Option<u64>,
 }
 
@@ -159,9 +169,13 @@ pub fn fanout(options: &FanoutOptions) -> Result<(), String> {
                 let p50 = outcome.latency.quantile(0.5).unwrap_or(0) as f64 / 1e6;
                 let p99 = outcome.latency.quantile(0.99).unwrap_or(0) as f64 / 1e6;
                 eprintln!(
-                    "{tag}: {:.0} deliveries/s, p50 {p50:.2} ms, p99 {p99:.2} ms, server CPU {:.0} %",
+                    "{tag}: {:.0} deliveries/s, p50 {p50:.2} ms, p99 {p99:.2} ms, \
+                     server CPU {:.0} % ({:.2} s/M), loadgen CPU {:.0} % ({:.2} s/M)",
                     outcome.rate(),
-                    server_cpu * 100.0
+                    server_cpu.share * 100.0,
+                    server_cpu.per_million,
+                    generator_cpu.share * 100.0,
+                    generator_cpu.per_million,
                 );
                 let row = rows
                     .iter_mut()
@@ -196,8 +210,11 @@ pub fn fanout(options: &FanoutOptions) -> Result<(), String> {
     println!();
     println!("deliveries/s: messages read by subscribers (messages x subscribers) per second,");
     println!("median over rounds; vs redis: that over Redis's in the same scenario. p50/p99:");
-    println!("send to read, median over rounds. CPU: share of one core used by the server and");
-    println!("by the load generator during the run; a server near 100 % is the bottleneck.");
+    println!("send to read of every delivery, median over rounds. CPU: share of one core used");
+    println!("by the server and by the load generator during the run; a server near 100 % is");
+    println!("the bottleneck. s/M: CPU seconds per million deliveries, what a delivery costs");
+    println!("whatever the rate. The load generator runs on one thread and reads message");
+    println!("frames without decoding them, so that it stays well below the server it drives.");
     println!("A ferry room also echoes each message to its publisher, which Redis does not.");
     Ok(())
 }
@@ -258,14 +275,21 @@ fn timed(
     let after = (cpu_seconds(server), cpu_seconds(generator));
     let peak = sampler.finish().first().copied().flatten();
     let outcome = outcome?;
-    let share = |before: Option<f64>, after: Option<f64>| match (before, after) {
-        (Some(b), Some(a)) if wall > 0.0 => (a - b) / wall,
-        _ => f64::NAN,
+    let deliveries = outcome.deliveries as f64;
+    let cpu = |before: Option<f64>, after: Option<f64>| match (before, after) {
+        (Some(b), Some(a)) if wall > 0.0 && deliveries > 0.0 => Cpu {
+            share: (a - b) / wall,
+            per_million: (a - b) / deliveries * 1e6,
+        },
+        _ => Cpu {
+            share: f64::NAN,
+            per_million: f64::NAN,
+        },
     };
     Ok(Measured {
         outcome,
-        server_cpu: share(before.0, after.0),
-        generator_cpu: share(before.1, after.1),
+        server_cpu: cpu(before.0, after.0),
+        generator_cpu: cpu(before.1, after.1),
         server_peak: peak,
     })
 }
@@ -279,7 +303,9 @@ fn render(rows: &[Row], subscribers: u64) -> String {
         "p50 ms",
         "p99 ms",
         "server CPU",
+        "server s/M",
         "loadgen CPU",
+        "loadgen s/M",
         "server MiB",
     ]
     .iter()
@@ -295,12 +321,20 @@ fn render(rows: &[Row], subscribers: u64) -> String {
                     && !r.rates.is_empty()
             })
             .map(|r| median(&r.rates));
-        let percent = |values: &[f64]| {
-            let share = median(values);
+        let percent = |values: &[Cpu]| {
+            let share = median(&values.iter().map(|cpu| cpu.share).collect::<Vec<_>>());
             if share.is_nan() {
                 "n/a".to_string()
             } else {
                 format!("{:.0} %", share * 100.0)
+            }
+        };
+        let per_million = |values: &[Cpu]| {
+            let seconds = median(&values.iter().map(|cpu| cpu.per_million).collect::<Vec<_>>());
+            if seconds.is_nan() {
+                "n/a".to_string()
+            } else {
+                format!("{seconds:.2}")
             }
         };
         lines.push(vec![
@@ -311,7 +345,9 @@ fn render(rows: &[Row], subscribers: u64) -> String {
             format!("{:.2}", median(&row.p50)),
             format!("{:.2}", median(&row.p99)),
             percent(&row.server_cpu),
+            per_million(&row.server_cpu),
             percent(&row.generator_cpu),
+            per_million(&row.generator_cpu),
             row.server_peak
                 .map_or("n/a".into(), |b| format!("{:.1}", b as f64 / 1048576.0)),
         ]);

@@ -53,12 +53,39 @@ fn put_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
     }
 }
 
+/// The value of fixed-width decimal digits, eight at a time: every
+/// delivery goes through here.
 fn digits(text: &[u8]) -> Option<u64> {
-    text.iter().try_fold(0u64, |value, &digit| {
-        digit
-            .is_ascii_digit()
-            .then(|| value * 10 + u64::from(digit - b'0'))
-    })
+    let mut chunks = text.chunks_exact(8);
+    let mut value = 0u64;
+    for chunk in &mut chunks {
+        let chunk = chunk.try_into().expect("chunks_exact gives 8 bytes");
+        value = value
+            .wrapping_mul(100_000_000)
+            .wrapping_add(eight_digits(chunk)?);
+    }
+    for &byte in chunks.remainder() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+    }
+    Some(value)
+}
+
+/// Eight ASCII digits read as one integer, the first digit in the lowest
+/// byte, combined in pairs, then fours, then eights, with no loop.
+fn eight_digits(chunk: [u8; 8]) -> Option<u64> {
+    let values = u64::from_le_bytes(chunk).wrapping_sub(0x3030_3030_3030_3030);
+    // A byte below '0' borrows and one above '9' reaches 0x10 once 6 is
+    // added: either way a high nibble is set.
+    if (values | values.wrapping_add(0x0606_0606_0606_0606)) & 0xF0F0_F0F0_F0F0_F0F0 != 0 {
+        return None;
+    }
+    let pairs = (values * 10 + (values >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let fours = (pairs * 100 + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((fours * 10_000 + (fours >> 32)) & 0xFFFF_FFFF)
 }
 
 #[cfg(test)]
@@ -78,7 +105,26 @@ mod tests {
         assert!(text.starts_with(b"0007:0000123456:0000009876543210:...."));
         assert_eq!(Probe::read(&text), Some(probe));
         assert_eq!(Probe::read(b"hello"), None);
+        text[20] = b'/';
+        assert_eq!(Probe::read(&text), None);
+        text[20] = b'0';
         text[3] = b'x';
         assert_eq!(Probe::read(&text), None);
+    }
+
+    #[test]
+    fn digits_read_every_value_and_refuse_every_stray_byte() {
+        for value in [0u64, 7, 12_345_678, 99_999_999, 1_234_567_890_123_456] {
+            let text = format!("{value:016}");
+            assert_eq!(digits(text.as_bytes()), Some(value), "{text}");
+            assert_eq!(digits(&text.as_bytes()[6..]), Some(value % 10_000_000_000));
+        }
+        for stray in [b'/', b':', b'?', b'a', 0, 0xFF] {
+            for at in 0..10 {
+                let mut text = *b"0123456789";
+                text[at] = stray;
+                assert_eq!(digits(&text), None, "{text:?}");
+            }
+        }
     }
 }

@@ -64,8 +64,8 @@ impl RedisServer {
 
 /// A RESP client: a subscriber of [`CHANNEL`] or a publisher to it.
 pub struct RedisPeer {
-    /// Bytes read and not yet parsed.
-    input: Vec<u8>,
+    /// Bytes read while subscribing that follow the confirmation.
+    leftover: Vec<u8>,
 }
 
 impl RedisPeer {
@@ -80,23 +80,27 @@ impl RedisPeer {
         let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(failed)?;
         stream.set_nodelay(true).map_err(failed)?;
         stream.set_read_timeout(Some(timeout)).map_err(failed)?;
-        let mut peer = RedisPeer { input: Vec::new() };
         if !subscribe {
+            let peer = RedisPeer {
+                leftover: Vec::new(),
+            };
             return Ok((stream, peer));
         }
         let mut command = Vec::new();
         command_of(&mut command, &[b"SUBSCRIBE", CHANNEL]);
         stream.write_all(&command).map_err(failed)?;
         let mut buf = [0; 4096];
+        let mut input = Vec::new();
         loop {
             let n = stream.read(&mut buf).map_err(failed)?;
             if n == 0 {
                 return Err("redis closed the connection".into());
             }
-            peer.input.extend_from_slice(&buf[..n]);
-            if let Some((reply, used)) = next_reply(&peer.input)? {
-                if reply.first(&peer.input) == Some(&b"subscribe"[..]) {
-                    peer.input.drain(..used);
+            input.extend_from_slice(&buf[..n]);
+            if let Some((reply, used)) = next_reply(&input)? {
+                if reply.first(&input) == Some(&b"subscribe"[..]) {
+                    input.drain(..used);
+                    let peer = RedisPeer { leftover: input };
                     return Ok((stream, peer));
                 }
                 return Err("redis answered SUBSCRIBE with something else".into());
@@ -105,32 +109,60 @@ impl RedisPeer {
     }
 }
 
+/// Largest reply the load generator takes whole: a pushed message of the
+/// largest text the bench sends, with room to spare.
+const MAX_REPLY: usize = 64 * 1024;
+
+/// How every pushed message of [`CHANNEL`] starts, up to its text's length.
+const PUSHED: &[u8] = b"*3\r\n$7\r\nmessage\r\n$4\r\nroom\r\n$";
+
 impl Peer for RedisPeer {
     fn receive(
         &mut self,
         _now: Instant,
         bytes: &[u8],
         _out: &mut Vec<u8>,
-        message: &mut dyn FnMut(&[u8]),
-    ) -> Result<(), String> {
-        self.input.extend_from_slice(bytes);
+        message: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, String> {
         let mut used = 0;
-        while let Some((reply, length)) = next_reply(&self.input[used..])? {
-            let base = &self.input[used..];
-            if reply.first(base) == Some(&b"message"[..]) {
+        loop {
+            let rest = &bytes[used..];
+            // Nearly every reply is a pushed message: take it by its fixed
+            // start, and parse anything else in full.
+            if let Some(after) = rest.strip_prefix(PUSHED) {
+                if let Some((length, next)) = line(after, 0) {
+                    let end = next + number(length)?;
+                    if after.len() < end + 2 {
+                        break;
+                    }
+                    message(&after[next..end]);
+                    used += PUSHED.len() + end + 2;
+                    continue;
+                }
+            }
+            let Some((reply, length)) = next_reply(rest)? else {
+                break;
+            };
+            if reply.first(rest) == Some(&b"message"[..]) {
                 if let Some((start, end)) = reply.parts[2] {
-                    message(&base[start..end]);
+                    message(&rest[start..end]);
                 }
             }
             used += length;
         }
-        self.input.drain(..used);
-        Ok(())
+        if bytes.len() - used > MAX_REPLY {
+            return Err(format!("redis: a reply over {MAX_REPLY} bytes"));
+        }
+        Ok(used)
     }
 
     fn publish(&mut self, _now: Instant, text: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         command_of(out, &[b"PUBLISH", CHANNEL, text]);
         Ok(())
+    }
+
+    fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
     }
 }
 
@@ -199,15 +231,28 @@ fn next_reply(input: &[u8]) -> Result<Option<(Reply, usize)>, String> {
 /// The line starting at `from` without its CR LF, and where the next
 /// begins.
 fn line(input: &[u8], from: usize) -> Option<(&[u8], usize)> {
-    let end = from + input.get(from..)?.windows(2).position(|w| w == b"\r\n")?;
-    Some((&input[from..end], end + 2))
+    let mut end = from;
+    loop {
+        end += input.get(end..)?.iter().position(|&b| b == b'\r')?;
+        if *input.get(end + 1)? == b'\n' {
+            return Some((&input[from..end], end + 2));
+        }
+        end += 1;
+    }
 }
 
+/// A length in a reply: decimal digits, a handful of them.
 fn number(text: &[u8]) -> Result<usize, String> {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| "redis: bad length in a reply".to_string())
+    let bad = || "redis: bad length in a reply".to_string();
+    if text.is_empty() || text.len() > 9 {
+        return Err(bad());
+    }
+    text.iter().try_fold(0, |value, &digit| {
+        digit
+            .is_ascii_digit()
+            .then(|| value * 10 + usize::from(digit - b'0'))
+            .ok_or_else(bad)
+    })
 }
 
 #[cfg(test)]
@@ -222,16 +267,22 @@ mod tests {
             command_of(&mut stream, &[b"message", CHANNEL, text]);
         }
         for split in [1, 2, 7, stream.len()] {
-            let mut peer = RedisPeer { input: Vec::new() };
+            let mut peer = RedisPeer {
+                leftover: Vec::new(),
+            };
+            let mut pending = Vec::new();
             let mut got = Vec::new();
             for piece in stream.chunks(split) {
-                peer.receive(Instant::now(), piece, &mut Vec::new(), &mut |m| {
-                    got.push(m.to_vec())
-                })
-                .unwrap();
+                pending.extend_from_slice(piece);
+                let used = peer
+                    .receive(Instant::now(), &pending, &mut Vec::new(), &mut |m| {
+                        got.push(m.to_vec())
+                    })
+                    .unwrap();
+                pending.drain(..used);
             }
             assert_eq!(got, [&b"hello"[..], b"", b"a\r\nb"], "split {split}");
-            assert!(peer.input.is_empty());
+            assert!(pending.is_empty());
         }
         assert!(next_reply(b"-ERR nope\r\n").is_err());
     }
