@@ -336,6 +336,10 @@ fn the_inbox_quota_is_exact_whatever_the_case_of_names() {
         let quota_arg = quota.to_string();
         let args = ["--runtime", runtime, "--inbox-quota", &quota_arg];
         let server = Serve::start(inbox.path(), &args);
+        // Sees alice leave: her name is free only once the server has
+        // handled her leaving, which her kept partial file does not show
+        // (its bytes are on disk before the server reads her end).
+        let mut watcher = Peer::join(&server, "watcher");
         let mut alice = Peer::join(&server, "alice");
         // `A` keeps 40 KiB of 50; then `a` may have the 60 KiB left, not a
         // byte more (before, a kept `A.part` was not counted for `a`).
@@ -350,6 +354,10 @@ fn the_inbox_quota_is_exact_whatever_the_case_of_names() {
         drop(alice);
         common::wait_until("the kept partial file", || {
             common::the_partial_in(inbox.path()).filter(|(_, len)| *len == 40 * u64::from(MIN_DATA))
+        });
+        watcher.find("alice's LEFT", |frame| match frame {
+            Frame::Left { name, .. } if name == "alice" => Some(()),
+            _ => None,
         });
         let mut alice = Peer::join(&server, "alice");
         let (_, answer) = alice.offer("a", 60 * MIN_DATA as u64 + 1, "", None);
