@@ -14,12 +14,21 @@ use std::time::{Duration, Instant};
 /// `GLIBC_TUNABLES=glibc.malloc.trim_threshold=...` side by side). Peak
 /// resident memory grows by about 2 MiB.
 ///
-/// Also keeps glibc to two heaps ("arenas"). By default each allocating
+/// Also keeps glibc to one heap ("arena"). By default each allocating
 /// thread may get a heap of its own, up to eight per core, and what is
 /// freed in a heap stays there: after 900 clients of the std runtime (two
 /// threads each) left, the server held 60-68 MiB that not even
 /// `malloc_trim` gave back, against 10 MiB with two heaps (issue 12's
 /// join of ~1,000 members; the soak saw the same creep wave after wave).
+/// Two were still one too many: `malloc_trim` returns the free top of the
+/// main heap only, and the event loop's thread allocated in the second,
+/// whose free top stayed resident up to the trim threshold above. After
+/// 497 members left (`ferry bench hostile --attacks large-room`, memory
+/// read after 10 s), smol and tokio held 20-23 MiB against a start of 8 in
+/// about one run of two; with one heap every runtime was back at 10-11,
+/// run after run. `ferry bench fanout` (std, mio, the runtimes whose
+/// threads allocate most) moved within its noise: 1 -> 100 std 3.64M
+/// deliveries/s with two heaps, 3.59M with one; 10 -> 100 3.12M, 3.35M.
 /// Small allocations are served from each thread's cache without taking a
 /// heap's lock, and the std runtime's threads take the hub's lock for
 /// their work anyway.
@@ -27,7 +36,7 @@ pub fn tune() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         const TRIM_THRESHOLD: libc::c_int = 16 << 20;
-        const ARENAS: libc::c_int = 2;
+        const ARENAS: libc::c_int = 1;
         // SAFETY: `mallopt` only sets a glibc malloc parameter; it is called
         // first thing in `main`, and a refusal (return 0) changes nothing.
         unsafe {

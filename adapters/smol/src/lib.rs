@@ -89,6 +89,7 @@
 mod alarm;
 mod client;
 mod intake;
+mod lingering;
 mod pump;
 mod server;
 mod tls;

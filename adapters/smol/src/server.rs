@@ -13,6 +13,7 @@
 
 use crate::alarm::Alarm;
 use crate::intake::{Found, Intake};
+use crate::lingering::Lingering;
 use crate::pump::{discard_until_end, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
 use crate::tls::{tls_read_loop, tls_write_loop, Tls};
 use async_channel::{Receiver, Sender};
@@ -154,7 +155,7 @@ pub async fn run_server_tls(
         hub: Hub::new(ferry_files::with_session_key(hub)?, Instant::now()),
         files: HubFiles::new(inbox, disk_wake),
         peers: ClientMap::default(),
-        lingering: Vec::new(),
+        lingering: Lingering::new(),
         inputs: inputs_tx,
         notices,
         disk_done,
@@ -229,7 +230,7 @@ struct Server {
     files: HubFiles,
     peers: ClientMap<Peer>,
     /// Sockets of removed clients, still writing their last bytes.
-    lingering: Vec<Task<()>>,
+    lingering: Lingering,
     inputs: Sender<Input>,
     notices: mpsc::Sender<ServerNotice>,
     /// Signalled by file writers.
@@ -391,7 +392,7 @@ impl Server {
                     // end, as any removed client's (for as long).
                     let reading = discard_until_end(stream);
                     self.lingering
-                        .push(self.executor.spawn(wind_down(async {}, reading)));
+                        .spawn(&self.executor, wind_down(async {}, reading));
                 }
             }
         }
@@ -633,9 +634,8 @@ impl Server {
                 drained.await;
             }
         };
-        self.lingering.retain(|task| !task.is_finished());
         self.lingering
-            .push(self.executor.spawn(wind_down(writer, reading)));
+            .spawn(&self.executor, wind_down(writer, reading));
     }
 
     /// After a shutdown: keeps moving the clients' last bytes until every
@@ -656,17 +656,9 @@ impl Server {
             }
             self.drain(now);
         }
-        let lingering = std::mem::take(&mut self.lingering);
-        future::or(
-            async {
-                for task in lingering {
-                    task.await;
-                }
-            },
-            async {
-                Timer::at(deadline).await;
-            },
-        )
+        future::or(self.lingering.finish(), async {
+            Timer::at(deadline).await;
+        })
         .await;
     }
 }
