@@ -76,9 +76,7 @@ pub fn release_free_memory() {
 /// when the adapter removes it, up to [`ferry_core::CLOSE_LINGER`] later
 /// (§6.9 of PROTOCOL.md). A trim a fixed second after the first leave of a
 /// wave ran before the last connections of the wave were removed, and
-/// nothing trimmed again: after 497 members left at once, the server held
-/// 11-17 MiB more than before they came, against 1-2 MiB when trimmed
-/// after their lingers (`ferry bench hostile --attacks large-room`).
+/// nothing trimmed again until another client left.
 #[derive(Debug, Default)]
 pub struct ReleasePlan {
     due: Option<Instant>,
