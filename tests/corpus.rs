@@ -1,8 +1,9 @@
 //! The fuzz corpus as a regression suite that runs on stable Rust.
 //!
 //! Every file under `fuzz/corpus/<target>/` goes through the harness of the
-//! same name in `ferry_core::fuzzing` (or, for `tls_server`, which needs
-//! ferry-tls too, in `tls_server_harness/` beside this file): the committed
+//! same name in `ferry_core::fuzzing` (or, for `tls_server` and
+//! `noise_receive`, which need ferry-tls and ferry-noise, in
+//! `tls_server_harness/` and `noise_harness/` beside this file): the committed
 //! seeds, and any input that once crashed a target and was added after the
 //! fix. Each target must have at least one file.
 //!
@@ -16,6 +17,7 @@
 //! cargo test -p ferry --test corpus -- --ignored regenerate_seeds
 //! ```
 
+mod noise_harness;
 mod tls_server_harness;
 
 use std::fs;
@@ -45,6 +47,7 @@ const TARGETS: &[(&str, Harness)] = &[
         fuzzing::transfer_session(data, Instant::now())
     }),
     ("tls_server", tls_server_harness::tls_server),
+    ("noise_receive", noise_harness::noise_receive),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -110,6 +113,7 @@ fn regenerate_seeds() {
         ("hub_session", hub_session_seeds()),
         ("file_name", file_name_seeds()),
         ("transfer_session", transfer_session_seeds()),
+        ("noise_receive", noise_receive_seeds()),
     ] {
         let dir = corpus_dir(target);
         fs::create_dir_all(&dir).unwrap();
@@ -117,6 +121,79 @@ fn regenerate_seeds() {
             fs::write(dir.join(format!("seed-{name}")), data).unwrap();
         }
     }
+}
+
+/// Sessions of [`noise_harness::noise_receive`]: the handshake, data,
+/// and data duplicated, tampered with, cut short and made up.
+fn noise_receive_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    // The first byte: 1, the handshake first; 0, not. Operations: 0 a
+    // datagram from the input, 1 the honest peer seals, 2 replays, 3 flips a
+    // byte, 4 cuts short, 5 time passes, 6 a round trip, 7 the peer
+    // restarts, 8 we seal.
+    const SHAKEN: u8 = 1;
+    const FRESH: u8 = 0;
+    let say = |text: &str| [&[1, text.len() as u8][..], text.as_bytes()].concat();
+    let raw = |datagram: &[u8]| [&[0, datagram.len() as u8][..], datagram].concat();
+    let header = |kind: u8, len: u32| [&[kind][..], &len.to_be_bytes()].concat();
+    vec![
+        // Either peer may stay initiator: the seeds differ in who does.
+        ("handshake", vec![FRESH, 6, 6, 6]),
+        ("handshake-other-way", vec![FRESH | 2, 6, 6, 6]),
+        (
+            "data",
+            [vec![SHAKEN], say("hello"), say("and again"), say("")].concat(),
+        ),
+        (
+            "duplicate",
+            [vec![SHAKEN], say("once"), vec![2, 0, 2, 0], say("twice")].concat(),
+        ),
+        (
+            "tampered",
+            [vec![SHAKEN], say("mine"), vec![3, 0, 0, 0x4b, 3, 0, 20, 1]].concat(),
+        ),
+        (
+            "truncated",
+            [vec![SHAKEN], say("cut"), vec![4, 0, 20]].concat(),
+        ),
+        (
+            "queued-then-handshake",
+            vec![FRESH, 8, 2, b'h', b'i', 8, 2, b'h', b'o', 6, 6, 6],
+        ),
+        (
+            "restart",
+            [
+                vec![SHAKEN],
+                say("before"),
+                vec![7, 6, 6],
+                say("after"),
+                vec![2, 4],
+            ]
+            .concat(),
+        ),
+        (
+            "retransmissions",
+            [
+                vec![FRESH, 2, 0, 7, 6],
+                [5, 0x03, 0xe8].repeat(8),
+                vec![6, 6],
+            ]
+            .concat(),
+        ),
+        (
+            "garbage",
+            [
+                vec![SHAKEN],
+                raw(b"hello in clear text"),
+                raw(&[header(0x48, 48), vec![7; 48]].concat()),
+                raw(&[header(0x49, 48), vec![9; 48]].concat()),
+                raw(&[header(0x4a, 30), vec![0; 30]].concat()),
+                raw(&header(0x4a, 999)),
+                vec![0, 255],
+                vec![0xff; 1500],
+            ]
+            .concat(),
+        ),
+    ]
 }
 
 /// Uploads of a few sizes: untouched, cut and resumed, corrupted in

@@ -386,6 +386,20 @@ impl Noise {
         self.unauthenticated
     }
 
+    /// Handshakes answered and not yet confirmed by a datagram sealed with
+    /// their keys: at most [`PENDING_MAX`].
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// INITs remembered as outranked by our own (so that a late copy is not
+    /// answered): at most [`PENDING_MAX`]. For the fuzz harness, which
+    /// checks every bound the layer keeps.
+    #[doc(hidden)]
+    pub fn outranked(&self) -> usize {
+        self.outranked.len()
+    }
+
     fn builder(&mut self) -> Builder<'_> {
         let mut ephemeral = [0u8; 32];
         (self.entropy)(&mut ephemeral);

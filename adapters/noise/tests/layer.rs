@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use ferry_core::datagram::{Datagram, PeerConfig, PeerEvent};
-use ferry_noise::{Entropy, Secret, UdpChat, QUEUE_MAX};
+use ferry_noise::{Entropy, Noise, Secret, UdpChat, PENDING_MAX, QUEUE_MAX};
 use std::time::{Duration, Instant};
 
 /// xorshift64*: a deterministic stream for the network and for entropy.
@@ -649,4 +649,29 @@ fn a_forged_response_does_not_spoil_the_handshake() {
     }
     assert!(alice.is_established() && bob.is_established());
     assert_eq!(alice.unauthenticated() + bob.unauthenticated(), 2);
+}
+
+/// INITs from many peers at once (a replay of old ones, or a crowd holding
+/// the secret): the layer answers them, but keeps at most [`PENDING_MAX`]
+/// unconfirmed, and remembers at most as many outranked.
+#[test]
+fn many_inits_keep_at_most_pending_max() {
+    let now = Instant::now();
+    let secret = Secret::from_text("many peers");
+    let mut us = Noise::new(&secret, now, entropy(1));
+    while us.poll_transmit().is_some() {}
+    for seed in 2..20 {
+        let mut them = Noise::new(&secret, now, entropy(seed));
+        let init = them.poll_transmit().expect("an INIT on creation");
+        us.handle_datagram(now, &init);
+        while us.poll_transmit().is_some() {}
+        assert!(us.pending() <= PENDING_MAX, "{} pending", us.pending());
+        assert!(
+            us.outranked() <= PENDING_MAX,
+            "{} outranked",
+            us.outranked()
+        );
+    }
+    assert_eq!(us.pending(), PENDING_MAX, "the newest are kept");
+    assert_eq!(us.unauthenticated(), 0);
 }
