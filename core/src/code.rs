@@ -90,6 +90,12 @@ codes! {
     SLOW_READER = 0x0304, "not reading";
     /// The server is shutting down.
     SHUTDOWN = 0x0305, "server shutting down";
+    /// In a cluster: the member's server went away (killed, or cut off
+    /// from the others for longer than its lease).
+    SERVER_GONE = 0x0306, "server gone";
+    /// In a cluster: the servers cannot reach each other now, so the
+    /// message or join could not be carried to the whole room.
+    CLUSTER_UNAVAILABLE = 0x0307, "cluster unavailable";
 
     /// A direct message or file named a user who is not in the room.
     NO_SUCH_USER = 0x0401, "no such user";

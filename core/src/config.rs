@@ -1,5 +1,6 @@
 //! Limits and timeouts, with the defaults the protocol document names.
 
+use crate::cluster::ServerId;
 use crate::frame::{Settings, DATA_OVERHEAD, MIN_DATA};
 use crate::secret::SessionSecret;
 use std::fmt;
@@ -302,6 +303,18 @@ pub struct HubConfig {
     /// client that reconnects waits for its old connection to time out.
     /// Every ferry runtime sets it when it is `None`.
     pub session_key: Option<[u8; 32]>,
+    /// Cluster mode: this server's id in a cluster of servers sharing one
+    /// broker ([`crate::cluster`]). Joins, messages, leaves and
+    /// announcements then go through [`Hub::poll_bus`](crate::Hub::poll_bus)
+    /// to the broker and come back through
+    /// [`Hub::handle_bus`](crate::Hub::handle_bus). `None` (the default):
+    /// one server on its own.
+    pub cluster: Option<ServerId>,
+    /// Bytes of requests the hub may have sent to the broker and not had
+    /// answered; a message or join past it is refused with
+    /// `CLUSTER_UNAVAILABLE` (leaves always go), so a broker that falls
+    /// behind costs bounded memory, never a silent loss.
+    pub max_bus_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -327,6 +340,8 @@ impl Default for HubConfig {
             guest_idle_timeout: Duration::from_secs(600),
             guest_line_wait: Duration::from_secs(1),
             session_key: None,
+            cluster: None,
+            max_bus_bytes: 4 << 20,
         }
     }
 }
@@ -351,6 +366,14 @@ impl HubConfig {
         guests: bool => "Serves raw-text guests, or not.";
         guest_idle_timeout: Duration => "Sets how long a silent raw-text guest is kept.";
         guest_line_wait: Duration => "Sets how long a guest's unfinished line waits for its end.";
+        max_bus_bytes: usize => "Sets the bytes of requests to the cluster's broker that may wait for an answer.";
+    }
+
+    /// Cluster mode, as server `server` (see [`cluster`](Self::cluster)).
+    #[must_use]
+    pub fn cluster(mut self, server: ServerId) -> Self {
+        self.cluster = Some(server);
+        self
     }
 
     /// Requires `token` in every `HELLO`.
@@ -489,6 +512,8 @@ impl fmt::Debug for HubConfig {
             .field("guest_idle_timeout", &self.guest_idle_timeout)
             .field("guest_line_wait", &self.guest_line_wait)
             .field("session_key", &Redacted(self.session_key.is_some()))
+            .field("cluster", &self.cluster)
+            .field("max_bus_bytes", &self.max_bus_bytes)
             .finish()
     }
 }

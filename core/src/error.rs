@@ -277,6 +277,10 @@ pub enum Misuse {
     /// An argument is invalid (a name, a room, a size...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// In cluster mode, the broker cannot take the request now (its link is
+    /// down, or too many requests wait for it); try again later.
+    #[error("the cluster cannot take it now: {0}")]
+    ClusterUnavailable(String),
     /// A confirmation beyond what was delivered.
     #[error("transfer {id}: confirmed {confirmed} bytes, only {delivered} were delivered")]
     OverConfirmed {

@@ -98,6 +98,8 @@ mod bucket;
 #[cfg(feature = "std")]
 pub mod client_map;
 #[cfg(feature = "std")]
+pub mod cluster;
+#[cfg(feature = "std")]
 pub mod config;
 #[cfg(feature = "std")]
 pub mod connection;

@@ -1,7 +1,10 @@
 //! [`Hub`]: the server side of many connections — rooms, names, broadcast,
 //! relayed transfers — with no I/O.
 
+mod cluster;
+
 use crate::bucket::TokenBucket;
+use crate::cluster::replica::Replica;
 use crate::code::Code;
 use crate::config::HubConfig;
 use crate::connection::{Connection, Event};
@@ -325,8 +328,14 @@ struct Hello {
 
 struct Room {
     name: Text,
+    /// Members on this server that entered the room (in cluster mode,
+    /// joiners wait in `joining` until their `JOINED` comes back).
     members: Vec<ClientId>,
     seq: u64,
+    /// In cluster mode: the room across the cluster.
+    replica: Option<Replica>,
+    /// In cluster mode: clients whose join the broker has not applied.
+    joining: Vec<cluster::Joiner>,
 }
 
 /// One end of a relayed transfer.
@@ -422,6 +431,8 @@ pub struct Hub {
     last_now: Instant,
     /// The number in the next `guest-N` name.
     next_guest: u64,
+    /// In cluster mode, the link to the broker.
+    bus: Option<cluster::Bus>,
 }
 
 impl fmt::Debug for Hub {
@@ -438,7 +449,9 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: HubConfig, now: Instant) -> Hub {
         let sources = Sources::new(&config);
+        let bus = config.cluster.map(cluster::Bus::new);
         Hub {
+            bus,
             last_now: now,
             config,
             clients: ClientMap::default(),
@@ -473,6 +486,9 @@ impl Hub {
     /// Names in `room` (default room if empty), in join order.
     pub fn members(&self, room: &str) -> Vec<Text> {
         let key = room_key(room);
+        if let Some(names) = self.cluster_members(&key) {
+            return names;
+        }
         self.rooms
             .get(&key)
             .map(|r| {
@@ -755,6 +771,12 @@ impl Hub {
                 len: text.len(),
                 max,
             });
+        }
+        if self.bus.is_some() {
+            let key = (!room.is_empty()).then(|| room_key(room));
+            return self
+                .cluster_announce(key, text.into())
+                .map_err(Misuse::ClusterUnavailable);
         }
         let keys: Vec<String> = if room.is_empty() {
             self.rooms.keys().cloned().collect()
@@ -1186,6 +1208,12 @@ impl Hub {
             return false;
         };
         guest.set_name(name.clone());
+        if self.bus.is_some() {
+            // Welcomed when the broker has let it in; what it says
+            // meanwhile follows its join to the broker.
+            self.cluster_join(id, now, name, room, requested.is_none());
+            return true;
+        }
         guest.send_line(
             now,
             &format!("* welcome to ferry, {name}: you are a raw-text guest in {room}; /help for commands"),
@@ -1266,6 +1294,11 @@ impl Hub {
             // the state this event was raised in.
             let _ = conn.refuse(now, code, &reason);
             self.touch(id);
+            return;
+        }
+        if self.bus.is_some() {
+            // Welcomed when the broker has let it in.
+            self.cluster_join(id, now, name, room, false);
             return;
         }
         if conn.welcome(now, name.clone(), room.clone()).is_err() {
@@ -1386,6 +1419,8 @@ impl Hub {
             name: room.clone(),
             members: Vec::new(),
             seq: 0,
+            replica: None,
+            joining: Vec::new(),
         });
         entry.members.push(id);
         let names = self.members_of(&key);
@@ -1441,6 +1476,12 @@ impl Hub {
         if !self.within_message_cap(id, now, &text) {
             return;
         }
+        if self.bus.is_some() {
+            if self.room_of(id).is_some() {
+                self.cluster_say(id, now, text, None);
+            }
+            return;
+        }
         let (Some(key), Some(from)) = (self.room_of(id), self.name_of(id).cloned()) else {
             return;
         };
@@ -1457,7 +1498,15 @@ impl Hub {
         let Some(key) = self.room_of(id) else {
             return;
         };
-        match self.names.get(&(key, name_key(&to))).copied() {
+        let target = self.names.get(&(key.clone(), name_key(&to))).copied();
+        if self.bus.is_some() {
+            match target.filter(|&t| self.has_entered(t, &key)) {
+                Some(target) => self.send_to(target, now, &Frame::DirectFrom { from, text }),
+                None => self.cluster_say(id, now, text, Some(to)),
+            }
+            return;
+        }
+        match target {
             Some(target) => self.send_to(target, now, &Frame::DirectFrom { from, text }),
             None => {
                 let reason = format!("nobody named {to:?} is here");
@@ -1563,7 +1612,16 @@ impl Hub {
         self.clients.get(&id).and_then(|c| c.room.clone())
     }
 
+    /// Whether `id` is a member of the room keyed `key` that the room's
+    /// frames reach (in cluster mode, a joiner is not, until its `JOINED`).
+    fn has_entered(&self, id: ClientId, key: &str) -> bool {
+        self.rooms.get(key).is_some_and(|r| r.members.contains(&id))
+    }
+
     fn members_of(&self, key: &str) -> Vec<Text> {
+        if let Some(names) = self.cluster_members(key) {
+            return names;
+        }
         self.rooms
             .get(key)
             .map(|r| {
@@ -1602,6 +1660,15 @@ impl Hub {
         };
         room.seq += 1;
         let frame = frame(room.seq);
+        self.deliver_to_room(now, key, &frame);
+    }
+
+    /// Encodes a room frame once and queues the same bytes for every member
+    /// of the room keyed `key` on this server.
+    fn deliver_to_room(&mut self, now: Instant, key: &str, frame: &Frame) {
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
         let mut encoded = BytesMut::new();
         if frame.encode(&mut encoded).is_err() {
             return;
@@ -1610,7 +1677,7 @@ impl Hub {
         let mut rendered = None;
         for &member in &room.members {
             if let Some(c) = self.clients.get_mut(&member) {
-                c.link.deliver(now, &frame, &encoded, &mut rendered);
+                c.link.deliver(now, frame, &encoded, &mut rendered);
                 if !c.dirty {
                     c.dirty = true;
                     self.dirty.push_back(member);
@@ -1626,6 +1693,10 @@ impl Hub {
         let Some(key) = c.room.take() else {
             return;
         };
+        if self.bus.is_some() {
+            self.cluster_leave(id, now, &key, code);
+            return;
+        }
         let name = c.link.name().clone();
         self.names.remove(&(key.clone(), name_key(&name)));
         let Some(room) = self.rooms.get_mut(&key) else {

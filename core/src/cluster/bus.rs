@@ -1,0 +1,275 @@
+//! What a hub in cluster mode and its broker say to each other.
+//!
+//! A hub emits [`BusRequest`]s ([`Hub::poll_bus`](crate::Hub::poll_bus));
+//! the broker answers each exactly once with a [`BusInput::Answer`]
+//! carrying the request's [`OpId`], and every hub reads the broker's log of
+//! [`RoomEvent`]s in its order. A request whose answer was lost (a broken
+//! link) is sent again with the same `OpId`: the broker applies an
+//! operation once and answers a repeat with what it answered first.
+
+use crate::code::Code;
+use crate::hub::ClientId;
+use crate::source::Source;
+use crate::text::Text;
+use core::fmt;
+
+/// One server of a cluster. Chosen by the driver (64 random bits at each
+/// start: the core draws no randomness), never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(pub u64);
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// A hub's number for one request: 1 for its first, one more for each
+/// next, so a broker can tell a repeat from a new request by comparing it
+/// with the last it applied for that server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpId(pub u64);
+
+/// What a hub asks of the broker. Keys (`room_key`, `name_key`) come
+/// computed ([`crate::names::name_key`]): a broker compares them as bytes
+/// and never folds names itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusRequest {
+    /// Claims `name` in `room` for `client` and appends its `JOINED`.
+    /// Answered [`Answer::Joined`] or [`Answer::Refused`] (`NAME_TAKEN`,
+    /// `SERVER_FULL`, `FLOODING`).
+    Join {
+        /// This request's number.
+        op: OpId,
+        /// The joining client, on the asking server.
+        client: ClientId,
+        /// The room as the client typed it; a new room is called so.
+        room: Text,
+        /// The room's key.
+        room_key: String,
+        /// The name as the client typed it.
+        name: Text,
+        /// The name's key: unique per room across the cluster.
+        name_key: String,
+        /// The client's address group, for the budgets the cluster shares.
+        source: Option<Source>,
+        /// Members the room may hold, this server's limit.
+        max_members: u32,
+    },
+    /// `client`'s chat message to its room. Answered [`Answer::Done`] once
+    /// its `MESSAGE` is in the log, or [`Answer::Refused`] (`FLOODING`: its
+    /// source is over the cluster's budget; `NO_SUCH_USER`: `client` holds
+    /// no name, its join was refused).
+    Say {
+        /// This request's number.
+        op: OpId,
+        /// The sender.
+        client: ClientId,
+        /// The message.
+        text: Text,
+        /// The sender's address group.
+        source: Option<Source>,
+    },
+    /// `client`'s direct message to the member of its room whose name key
+    /// is `to_key`, on another server. Answered [`Answer::Done`] once it is
+    /// in that server's inbox, or `Refused` with `NO_SUCH_USER`.
+    Direct {
+        /// This request's number.
+        op: OpId,
+        /// The sender.
+        client: ClientId,
+        /// The recipient's name as the sender typed it (for the refusal).
+        to: Text,
+        /// The recipient's name key.
+        to_key: String,
+        /// The message.
+        text: Text,
+        /// The sender's address group.
+        source: Option<Source>,
+    },
+    /// The server's own message (`from` empty) to the room keyed
+    /// `room_key`, or to every room with members when `None`.
+    Announce {
+        /// This request's number.
+        op: OpId,
+        /// The room, or every room.
+        room_key: Option<String>,
+        /// The message.
+        text: Text,
+    },
+    /// `client` leaves its room: its name is free, its `LEFT` (with `code`)
+    /// is appended. Never refused; a client that held no name is answered
+    /// `Done` and nothing is appended.
+    Leave {
+        /// This request's number.
+        op: OpId,
+        /// The client leaving.
+        client: ClientId,
+        /// Why, as `LEFT` tells the room.
+        code: Code,
+    },
+    /// The room's members and last `seq` now: asked when the log skipped
+    /// some of its events (a trimmed log, a restarted broker). Answered
+    /// [`Answer::Synced`].
+    Sync {
+        /// This request's number.
+        op: OpId,
+        /// The room.
+        room_key: String,
+    },
+}
+
+impl BusRequest {
+    /// This request's number.
+    pub fn op(&self) -> OpId {
+        match self {
+            BusRequest::Join { op, .. }
+            | BusRequest::Say { op, .. }
+            | BusRequest::Direct { op, .. }
+            | BusRequest::Announce { op, .. }
+            | BusRequest::Leave { op, .. }
+            | BusRequest::Sync { op, .. } => *op,
+        }
+    }
+
+    /// Bytes this request holds, as the hub counts them against
+    /// [`HubConfig::max_bus_bytes`](crate::HubConfig::max_bus_bytes):
+    /// its strings and a fixed cost for the rest.
+    pub fn weight(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED
+            + match self {
+                BusRequest::Join {
+                    room,
+                    room_key,
+                    name,
+                    name_key,
+                    ..
+                } => room.len() + room_key.len() + name.len() + name_key.len(),
+                BusRequest::Say { text, .. } => text.len(),
+                BusRequest::Direct {
+                    to, to_key, text, ..
+                } => to.len() + to_key.len() + text.len(),
+                BusRequest::Announce { room_key, text, .. } => {
+                    room_key.as_ref().map_or(0, String::len) + text.len()
+                }
+                BusRequest::Leave { .. } => 0,
+                BusRequest::Sync { room_key, .. } => room_key.len(),
+            }
+    }
+}
+
+/// What reaches a hub from the broker, through
+/// [`Hub::handle_bus`](crate::Hub::handle_bus).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusInput {
+    /// The answer to the request numbered `op`.
+    Answer {
+        /// The request answered.
+        op: OpId,
+        /// What the broker did.
+        answer: Answer,
+    },
+    /// The next event of the log, in the log's order.
+    Event(RoomEvent),
+    /// A direct message for `client`, a member of this server, from the
+    /// member named `from` of its room on another server.
+    Direct {
+        /// The recipient, on this server.
+        client: ClientId,
+        /// The room both are in, by key: a recipient that left it meanwhile
+        /// does not get the message.
+        room_key: String,
+        /// The sender's name.
+        from: Text,
+        /// The message.
+        text: Text,
+    },
+    /// The link to the broker is lost. Requests still unanswered are
+    /// answered later (applied, or refused with `CLUSTER_UNAVAILABLE`);
+    /// until [`Up`](Self::Up), the hub refuses new requests at once.
+    Down {
+        /// Why, for the log and the members.
+        reason: String,
+    },
+    /// The link to the broker is back.
+    Up,
+}
+
+/// The broker's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answer {
+    /// Applied.
+    Done,
+    /// The join was applied: the room just after its `JOINED`.
+    Joined(Snapshot),
+    /// The room now (the answer to [`BusRequest::Sync`]).
+    Synced(Snapshot),
+    /// Not applied, and why; `code` reaches the client (`REFUSE` for a
+    /// join, `BOUNCE` for a message).
+    Refused {
+        /// Why, as a protocol code.
+        code: Code,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// A room as the broker holds it at one `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The room's key.
+    pub room_key: String,
+    /// The room's name, as its first member called it.
+    pub room: Text,
+    /// The `seq` of the room's last event.
+    pub seq: u64,
+    /// Every member's name, in the order they joined.
+    pub members: Vec<Text>,
+}
+
+/// One event of the broker's log: something that happened in a room, with
+/// the room's next `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomEvent {
+    /// The room's key.
+    pub room_key: String,
+    /// The room's sequence number for this event: one more than the
+    /// room's event before it, across the cluster.
+    pub seq: u64,
+    /// The server whose request appended it (a reaper, for the `LEFT`s of
+    /// a server that went away).
+    pub origin: ServerId,
+    /// That request's number.
+    pub op: OpId,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// `name` joined.
+    Joined {
+        /// The member's name.
+        name: Text,
+    },
+    /// `name` left, with `code` saying why.
+    Left {
+        /// The member's name.
+        name: Text,
+        /// Why (`QUIT`, `CONNECTION_LOST`, `SERVER_GONE`, ...).
+        code: Code,
+    },
+    /// A chat message; `from` is empty for the server's own.
+    Message {
+        /// The sender's name, or empty.
+        from: Text,
+        /// The message.
+        text: Text,
+    },
+}

@@ -1,0 +1,425 @@
+//! [`MemoryBroker`]: what a cluster's broker does, in memory.
+//!
+//! It is the reference for every broker link: the Redis scripts of
+//! `ferry-cluster` implement exactly these operations (one script each, in
+//! `docs/CLUSTER.md` §4), and tests run several hubs over it, delaying,
+//! cutting and restarting it at will. Time comes in as milliseconds on the
+//! broker's own clock, as Redis has one clock for every server.
+
+use super::bus::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot};
+use crate::code::Code;
+use crate::hub::ClientId;
+use crate::source::Source;
+use crate::text::Text;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Answers a broker keeps per server for repeated requests.
+const ANSWERS_KEPT: usize = 1024;
+
+/// A cluster's broker in memory: names, `seq`s, the ordered log, each
+/// server's inbox and lease, and the budgets sources share.
+#[derive(Debug, Default)]
+pub struct MemoryBroker {
+    log: Vec<RoomEvent>,
+    rooms: HashMap<String, Room>,
+    /// Each room's last `seq`, kept when it empties so numbers never repeat.
+    seqs: HashMap<String, u64>,
+    /// Where each member is: (room key, name key).
+    members: HashMap<(ServerId, ClientId), (String, String)>,
+    inboxes: HashMap<ServerId, VecDeque<BusInput>>,
+    /// Per server: the last operation applied, and recent answers.
+    applied: HashMap<ServerId, Applied>,
+    /// Per server: when its lease ends (ms).
+    leases: HashMap<ServerId, u64>,
+    budget: Option<Budget>,
+    buckets: HashMap<Source, Bucket>,
+}
+
+#[derive(Debug)]
+struct Room {
+    name: Text,
+    /// (name key, name, server, client), in join order.
+    members: Vec<(String, Text, ServerId, ClientId)>,
+}
+
+#[derive(Debug, Default)]
+struct Applied {
+    last: u64,
+    answers: BTreeMap<u64, Answer>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    burst: u32,
+    per_second: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Tokens, in thousandths.
+    milli: u64,
+    at_ms: u64,
+}
+
+impl MemoryBroker {
+    /// An empty broker with no shared budgets.
+    pub fn new() -> MemoryBroker {
+        MemoryBroker::default()
+    }
+
+    /// Charges every join and message to its source's budget, shared by
+    /// every server: `burst` at once, `per_second` on average. A source
+    /// over it is refused with `FLOODING`, on whichever server it spends.
+    #[must_use]
+    pub fn source_budget(mut self, burst: u32, per_second: u32) -> MemoryBroker {
+        self.budget = Some(Budget { burst, per_second });
+        self
+    }
+
+    /// Carries out `request` of `server` at `now_ms` and returns its
+    /// answer. A request numbered at or below one already applied for that
+    /// server changes nothing and gets the answer given first.
+    pub fn execute(&mut self, server: ServerId, request: BusRequest, now_ms: u64) -> BusInput {
+        let op = request.op();
+        let applied = self.applied.entry(server).or_default();
+        if op.0 <= applied.last {
+            let answer = applied
+                .answers
+                .get(&op.0)
+                .cloned()
+                .unwrap_or(Answer::Refused {
+                    code: Code::UNSPECIFIED,
+                    reason: "a repeat of a request too old to be remembered".into(),
+                });
+            return BusInput::Answer { op, answer };
+        }
+        let answer = self.apply(server, request, now_ms);
+        let applied = self.applied.entry(server).or_default();
+        applied.last = op.0;
+        applied.answers.insert(op.0, answer.clone());
+        while applied.answers.len() > ANSWERS_KEPT {
+            applied.answers.pop_first();
+        }
+        BusInput::Answer { op, answer }
+    }
+
+    /// The log's events after the first `read`, in order, as a hub takes
+    /// them ([`BusInput::Event`]).
+    pub fn events_after(&self, read: usize) -> impl Iterator<Item = BusInput> + '_ {
+        self.log
+            .get(read..)
+            .unwrap_or_default()
+            .iter()
+            .cloned()
+            .map(BusInput::Event)
+    }
+
+    /// Events in the log.
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Takes what waits in `server`'s inbox (direct messages).
+    pub fn take_inbox(&mut self, server: ServerId) -> Vec<BusInput> {
+        self.inboxes
+            .remove(&server)
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    /// Every member's name in the room keyed `room_key`, in join order.
+    pub fn members(&self, room_key: &str) -> Vec<Text> {
+        self.rooms
+            .get(room_key)
+            .map(|r| r.members.iter().map(|m| m.1.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Moves `server`'s lease to end `lease_ms` after `now_ms`. Returns
+    /// `false` if the server had no lease (never had one, or was reaped):
+    /// the others took it for gone.
+    pub fn renew(&mut self, server: ServerId, now_ms: u64, lease_ms: u64) -> bool {
+        let had = self.leases.contains_key(&server) || !self.applied.contains_key(&server);
+        self.leases.insert(server, now_ms + lease_ms);
+        had
+    }
+
+    /// Takes every server whose lease ended before `now_ms` for gone: each
+    /// of its members leaves with `SERVER_GONE` (appended as `by`'s
+    /// operation 0) and its name is free. Returns the servers reaped.
+    pub fn reap(&mut self, by: ServerId, now_ms: u64) -> Vec<ServerId> {
+        let mut gone: Vec<ServerId> = self
+            .leases
+            .iter()
+            .filter(|&(_, &until)| until < now_ms)
+            .map(|(&s, _)| s)
+            .collect();
+        gone.sort();
+        for &server in &gone {
+            self.leases.remove(&server);
+            self.inboxes.remove(&server);
+            let mut held: Vec<(ServerId, ClientId)> = self
+                .members
+                .keys()
+                .filter(|(s, _)| *s == server)
+                .copied()
+                .collect();
+            held.sort();
+            for member in held {
+                self.remove_member(member, Code::SERVER_GONE, by, OpId(0));
+            }
+        }
+        gone
+    }
+
+    /// Forgets everything, as a Redis restarted without its data does:
+    /// names, `seq`s, the log, inboxes, leases and remembered answers.
+    pub fn restart(&mut self) {
+        *self = MemoryBroker {
+            budget: self.budget,
+            ..MemoryBroker::default()
+        };
+    }
+
+    fn apply(&mut self, server: ServerId, request: BusRequest, now_ms: u64) -> Answer {
+        match request {
+            BusRequest::Join {
+                op,
+                client,
+                room,
+                room_key,
+                name,
+                name_key,
+                source,
+                max_members,
+            } => self.join(
+                (server, client),
+                op,
+                (room, room_key),
+                (name, name_key),
+                source,
+                max_members,
+                now_ms,
+            ),
+            BusRequest::Say {
+                op,
+                client,
+                text,
+                source,
+            } => {
+                let Some((room_key, name)) = self.member((server, client)) else {
+                    return not_in_a_room();
+                };
+                if let Err(refused) = self.charge(source, now_ms) {
+                    return refused;
+                }
+                self.append(
+                    &room_key,
+                    server,
+                    op,
+                    EventKind::Message { from: name, text },
+                );
+                Answer::Done
+            }
+            BusRequest::Direct {
+                client,
+                to,
+                to_key,
+                text,
+                source,
+                ..
+            } => {
+                let Some((room_key, from)) = self.member((server, client)) else {
+                    return not_in_a_room();
+                };
+                if let Err(refused) = self.charge(source, now_ms) {
+                    return refused;
+                }
+                let target = self
+                    .rooms
+                    .get(&room_key)
+                    .and_then(|r| r.members.iter().find(|m| m.0 == to_key).map(|m| (m.2, m.3)));
+                let Some((to_server, to_client)) = target else {
+                    return Answer::Refused {
+                        code: Code::NO_SUCH_USER,
+                        reason: format!("nobody named {to:?} is here"),
+                    };
+                };
+                self.inboxes
+                    .entry(to_server)
+                    .or_default()
+                    .push_back(BusInput::Direct {
+                        client: to_client,
+                        room_key,
+                        from,
+                        text,
+                    });
+                Answer::Done
+            }
+            BusRequest::Announce { op, room_key, text } => {
+                let mut keys: Vec<String> = match room_key {
+                    Some(key) => self
+                        .rooms
+                        .contains_key(&key)
+                        .then_some(key)
+                        .into_iter()
+                        .collect(),
+                    None => self.rooms.keys().cloned().collect(),
+                };
+                keys.sort();
+                for key in keys {
+                    let kind = EventKind::Message {
+                        from: Text::new(),
+                        text: text.clone(),
+                    };
+                    self.append(&key, server, op, kind);
+                }
+                Answer::Done
+            }
+            BusRequest::Leave { op, client, code } => {
+                self.remove_member((server, client), code, server, op);
+                Answer::Done
+            }
+            BusRequest::Sync { room_key, .. } => Answer::Synced(self.snapshot(&room_key)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        member: (ServerId, ClientId),
+        op: OpId,
+        (room, room_key): (Text, String),
+        (name, name_key): (Text, String),
+        source: Option<Source>,
+        max_members: u32,
+        now_ms: u64,
+    ) -> Answer {
+        if let Some((held_room, _)) = self.members.get(&member) {
+            return Answer::Refused {
+                code: Code::UNEXPECTED_FRAME,
+                reason: format!("already a member of {held_room:?}"),
+            };
+        }
+        if let Some(r) = self.rooms.get(&room_key) {
+            if let Some(held) = r.members.iter().find(|m| m.0 == name_key) {
+                let reason = if held.1.to_lowercase() == name.to_lowercase() {
+                    format!("the name {name:?} is taken in this room")
+                } else {
+                    format!(
+                        "the name {name:?} looks like {:?}, who is in this room",
+                        held.1
+                    )
+                };
+                return Answer::Refused {
+                    code: Code::NAME_TAKEN,
+                    reason,
+                };
+            }
+            if r.members.len() >= max_members as usize {
+                return Answer::Refused {
+                    code: Code::SERVER_FULL,
+                    reason: format!("this room is full ({max_members} members)"),
+                };
+            }
+        }
+        if let Err(refused) = self.charge(source, now_ms) {
+            return refused;
+        }
+        let r = self.rooms.entry(room_key.clone()).or_insert_with(|| Room {
+            name: room,
+            members: Vec::new(),
+        });
+        r.members
+            .push((name_key.clone(), name.clone(), member.0, member.1));
+        self.members.insert(member, (room_key.clone(), name_key));
+        self.append(&room_key, member.0, op, EventKind::Joined { name });
+        Answer::Joined(self.snapshot(&room_key))
+    }
+
+    fn member(&self, member: (ServerId, ClientId)) -> Option<(String, Text)> {
+        let (room_key, name_key) = self.members.get(&member)?;
+        let name = self
+            .rooms
+            .get(room_key)?
+            .members
+            .iter()
+            .find(|m| &m.0 == name_key)?
+            .1
+            .clone();
+        Some((room_key.clone(), name))
+    }
+
+    fn remove_member(&mut self, member: (ServerId, ClientId), code: Code, by: ServerId, op: OpId) {
+        let Some((room_key, name_key)) = self.members.remove(&member) else {
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(&room_key) else {
+            return;
+        };
+        let Some(i) = r.members.iter().position(|m| m.0 == name_key) else {
+            return;
+        };
+        let (_, name, ..) = r.members.remove(i);
+        let empty = r.members.is_empty();
+        self.append(&room_key, by, op, EventKind::Left { name, code });
+        if empty {
+            self.rooms.remove(&room_key);
+        }
+    }
+
+    fn append(&mut self, room_key: &str, origin: ServerId, op: OpId, kind: EventKind) {
+        let seq = self.seqs.entry(room_key.to_string()).or_default();
+        *seq += 1;
+        self.log.push(RoomEvent {
+            room_key: room_key.to_string(),
+            seq: *seq,
+            origin,
+            op,
+            kind,
+        });
+    }
+
+    fn snapshot(&self, room_key: &str) -> Snapshot {
+        let room = self.rooms.get(room_key);
+        Snapshot {
+            room_key: room_key.to_string(),
+            room: room.map(|r| r.name.clone()).unwrap_or_default(),
+            seq: self.seqs.get(room_key).copied().unwrap_or(0),
+            members: self.members(room_key),
+        }
+    }
+
+    /// Spends one token of `source`'s shared budget.
+    fn charge(&mut self, source: Option<Source>, now_ms: u64) -> Result<(), Answer> {
+        let (Some(budget), Some(source)) = (self.budget, source) else {
+            return Ok(());
+        };
+        let full = u64::from(budget.burst) * 1000;
+        let bucket = self.buckets.entry(source).or_insert(Bucket {
+            milli: full,
+            at_ms: now_ms,
+        });
+        let refill = now_ms.saturating_sub(bucket.at_ms) * u64::from(budget.per_second);
+        bucket.milli = (bucket.milli + refill).min(full);
+        bucket.at_ms = bucket.at_ms.max(now_ms);
+        if bucket.milli < 1000 {
+            return Err(Answer::Refused {
+                code: Code::FLOODING,
+                reason: format!(
+                    "not delivered: {source} is over the cluster's budget ({} messages in a burst, {} a second)",
+                    budget.burst, budget.per_second
+                ),
+            });
+        }
+        bucket.milli -= 1000;
+        Ok(())
+    }
+}
+
+fn not_in_a_room() -> Answer {
+    Answer::Refused {
+        code: Code::NO_SUCH_USER,
+        reason: "not delivered: you are in no room".into(),
+    }
+}

@@ -1,0 +1,246 @@
+//! What a hub in cluster mode knows of one room: every member's name across
+//! the cluster and the `seq` of the last event it applied, kept in step
+//! with the broker's log.
+//!
+//! A hub keeps a replica only of rooms it has members in (or is joining).
+//! A new replica knows nothing until a [`Snapshot`] arrives (in the answer
+//! to a join, or to a sync): the log's events for the room are held until
+//! then, and those after the snapshot are applied. After that each event
+//! must be the next `seq`: an older one is a repeat and ignored, a later
+//! one means events were lost (a trimmed log, a restarted broker), and the
+//! replica waits for a new snapshot.
+
+use super::bus::{EventKind, RoomEvent, Snapshot};
+use crate::text::Text;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+/// Bytes of events a replica holds while it waits for a snapshot; past
+/// them the oldest are dropped (the snapshot that comes is newer than
+/// them, or a gap is found and another snapshot asked for).
+pub const HELD_MAX: usize = 256 * 1024;
+
+/// Cost counted for an event held, beyond its strings.
+const HELD_EVENT_COST: usize = 96;
+
+/// One room as a hub in cluster mode knows it.
+#[derive(Debug, Clone, Default)]
+pub struct Replica {
+    /// The room's name as its first member called it (empty until a
+    /// snapshot).
+    room: Text,
+    /// `seq` of the last event applied; `None` while waiting for a
+    /// snapshot.
+    seq: Option<u64>,
+    /// Every member's name, in the order they joined.
+    members: Vec<Text>,
+    /// Events from the log while waiting for a snapshot.
+    held: VecDeque<RoomEvent>,
+    held_bytes: usize,
+}
+
+/// What [`Replica::offer`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// The room's next event: applied; deliver it to the local members.
+    Applied,
+    /// At or below the last `seq` applied: seen before, ignored.
+    Repeat,
+    /// Held until a snapshot comes.
+    Held,
+    /// Past the next `seq`: events were lost. The event is held and the
+    /// replica waits for a snapshot, which the hub asks for.
+    Gap {
+        /// The `seq` the replica expected.
+        expected: u64,
+    },
+}
+
+impl Replica {
+    /// A replica that waits for its first snapshot.
+    pub fn awaiting() -> Replica {
+        Replica::default()
+    }
+
+    /// `seq` of the last event applied, `None` while waiting for a
+    /// snapshot.
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    /// The room's name as its first member called it (empty while waiting
+    /// for a snapshot).
+    pub fn room(&self) -> &Text {
+        &self.room
+    }
+
+    /// Every member's name, in join order, as of [`seq`](Self::seq).
+    pub fn members(&self) -> &[Text] {
+        &self.members
+    }
+
+    /// Whether `name` (compared as typed) is a member.
+    pub fn has_member(&self, name: &str) -> bool {
+        self.members.iter().any(|m| m.as_str() == name)
+    }
+
+    /// Takes the log's next event for this room.
+    pub fn offer(&mut self, event: RoomEvent) -> Offered {
+        let Some(seq) = self.seq else {
+            self.hold(event);
+            return Offered::Held;
+        };
+        if event.seq <= seq {
+            return Offered::Repeat;
+        }
+        if event.seq > seq + 1 {
+            self.seq = None;
+            self.hold(event);
+            return Offered::Gap { expected: seq + 1 };
+        }
+        self.apply(&event);
+        Offered::Applied
+    }
+
+    /// Whether a snapshot at `seq` would move this replica: it waits for
+    /// one, or it is behind.
+    pub fn wants(&self, seq: u64) -> bool {
+        self.seq.is_none_or(|have| have < seq)
+    }
+
+    /// A snapshot arrived. A replica that waits takes it, and returns the
+    /// events held after it, in order, for the hub to
+    /// [`offer`](Self::offer) one by one; one that is already past it
+    /// ignores it and returns nothing.
+    pub fn settle(&mut self, snapshot: &Snapshot) -> Vec<RoomEvent> {
+        if self.seq.is_some() {
+            return Vec::new();
+        }
+        self.room = snapshot.room.clone();
+        self.seq = Some(snapshot.seq);
+        self.members.clone_from(&snapshot.members);
+        self.held_bytes = 0;
+        let mut held: Vec<RoomEvent> = core::mem::take(&mut self.held).into();
+        held.sort_by_key(|e| e.seq);
+        held.retain(|e| e.seq > snapshot.seq);
+        held
+    }
+
+    fn apply(&mut self, event: &RoomEvent) {
+        self.seq = Some(event.seq);
+        match &event.kind {
+            EventKind::Joined { name } => self.members.push(name.clone()),
+            EventKind::Left { name, .. } => {
+                if let Some(i) = self.members.iter().position(|m| m == name) {
+                    self.members.remove(i);
+                }
+            }
+            EventKind::Message { .. } => {}
+        }
+    }
+
+    fn hold(&mut self, event: RoomEvent) {
+        self.held_bytes += weight(&event);
+        self.held.push_back(event);
+        while self.held_bytes > HELD_MAX {
+            let Some(old) = self.held.pop_front() else {
+                break;
+            };
+            self.held_bytes -= weight(&old);
+        }
+    }
+}
+
+fn weight(event: &RoomEvent) -> usize {
+    HELD_EVENT_COST
+        + event.room_key.len()
+        + match &event.kind {
+            EventKind::Joined { name } | EventKind::Left { name, .. } => name.len(),
+            EventKind::Message { from, text } => from.len() + text.len(),
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::bus::{OpId, ServerId};
+    use crate::code::Code;
+
+    fn event(seq: u64, kind: EventKind) -> RoomEvent {
+        RoomEvent {
+            room_key: "lobby".into(),
+            seq,
+            origin: ServerId(1),
+            op: OpId(seq),
+            kind,
+        }
+    }
+
+    fn joined(seq: u64, name: &str) -> RoomEvent {
+        event(seq, EventKind::Joined { name: name.into() })
+    }
+
+    fn snapshot(seq: u64, members: &[&str]) -> Snapshot {
+        Snapshot {
+            room_key: "lobby".into(),
+            room: "Lobby".into(),
+            seq,
+            members: members.iter().map(|&m| m.into()).collect(),
+        }
+    }
+
+    #[test]
+    fn holds_until_a_snapshot_then_applies_what_came_after_it() {
+        let mut replica = Replica::awaiting();
+        assert_eq!(replica.offer(joined(4, "carol")), Offered::Held);
+        assert_eq!(replica.offer(joined(5, "dave")), Offered::Held);
+        let after = replica.settle(&snapshot(4, &["alice", "carol"]));
+        assert_eq!(after, vec![joined(5, "dave")]);
+        for e in after {
+            assert_eq!(replica.offer(e), Offered::Applied);
+        }
+        assert_eq!(replica.members(), ["alice", "carol", "dave"]);
+        assert_eq!(replica.seq(), Some(5));
+        assert_eq!(replica.room(), "Lobby");
+        // A second snapshot, older, changes nothing.
+        assert!(replica.settle(&snapshot(3, &["alice"])).is_empty());
+        assert_eq!(replica.members(), ["alice", "carol", "dave"]);
+    }
+
+    #[test]
+    fn repeats_are_ignored_and_gaps_wait_for_a_snapshot() {
+        let mut replica = Replica::awaiting();
+        replica.settle(&snapshot(1, &["alice"]));
+        assert_eq!(replica.offer(joined(2, "bob")), Offered::Applied);
+        assert_eq!(replica.offer(joined(2, "bob")), Offered::Repeat);
+        let left = event(
+            5,
+            EventKind::Left {
+                name: "bob".into(),
+                code: Code::QUIT,
+            },
+        );
+        assert_eq!(replica.offer(left.clone()), Offered::Gap { expected: 3 });
+        assert!(replica.wants(4));
+        assert_eq!(replica.settle(&snapshot(4, &["alice", "bob"])), vec![left]);
+    }
+
+    #[test]
+    fn holds_a_bounded_number_of_bytes() {
+        let mut replica = Replica::awaiting();
+        let text: Text = "x".repeat(60_000).into();
+        for seq in 1..=20 {
+            replica.offer(event(
+                seq,
+                EventKind::Message {
+                    from: "alice".into(),
+                    text: text.clone(),
+                },
+            ));
+        }
+        assert!(replica.held_bytes <= HELD_MAX);
+        let after = replica.settle(&snapshot(0, &[]));
+        assert_eq!(after.last().map(|e| e.seq), Some(20));
+        assert!(after.len() < 20);
+    }
+}

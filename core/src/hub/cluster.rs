@@ -1,0 +1,635 @@
+//! The hub's cluster mode ([`HubConfig::cluster`]): what it asks of the
+//! broker, and what the broker's answers and log mean for its members.
+//!
+//! The rules (`docs/CLUSTER.md` §2.1):
+//!
+//! * a join that passes the local checks becomes [`BusRequest::Join`]; the
+//!   client waits unwelcomed (under the handshake timeout) and enters the
+//!   room when its own `JOINED` is applied from the log, in order, so its
+//!   `MEMBERS` is the room exactly as of that `JOINED` (PROTOCOL.md §6.3);
+//! * messages, direct messages to other servers' members, announcements
+//!   and leaves are requests too; a hub delivers room events only as the
+//!   log brings them, its own members' included;
+//! * every request is counted in bytes until it is answered; past
+//!   [`HubConfig::max_bus_bytes`], or while the link is down, a message or
+//!   join is refused at once with `CLUSTER_UNAVAILABLE` (a leave always
+//!   goes).
+
+use super::{ClientId, Hub, HubEvent, Link, Room};
+use crate::cluster::replica::{Offered, Replica};
+use crate::cluster::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId};
+use crate::code::Code;
+use crate::frame::Frame;
+use crate::names::name_key;
+use crate::text::Text;
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+#[cfg(doc)]
+use crate::HubConfig;
+
+/// A hub's side of the link to its cluster's broker.
+pub(super) struct Bus {
+    server: ServerId,
+    next_op: u64,
+    /// Requests for the driver to take ([`Hub::poll_bus`]).
+    out: VecDeque<BusRequest>,
+    /// Requests not answered yet, by number.
+    pending: HashMap<OpId, Pending>,
+    /// Their weight ([`BusRequest::weight`]) together.
+    pending_bytes: usize,
+    /// Whether the driver says the broker can be reached.
+    up: bool,
+}
+
+struct Pending {
+    client: Option<ClientId>,
+    waiting: Waiting,
+    weight: usize,
+}
+
+enum Waiting {
+    Join { room_key: String },
+    Message,
+    Leave,
+    Announce,
+    Sync { room_key: String },
+}
+
+/// A client of this hub whose join the broker has not applied yet.
+pub(super) struct Joiner {
+    op: OpId,
+    client: ClientId,
+    name: Text,
+    /// Named `guest-N` by the hub, not by the guest: another number is
+    /// tried if another server has that one.
+    auto_named: bool,
+    /// The `seq` of its `JOINED`, once the answer told it.
+    seq: Option<u64>,
+}
+
+impl Bus {
+    pub(super) fn new(server: ServerId) -> Bus {
+        Bus {
+            server,
+            next_op: 1,
+            out: VecDeque::new(),
+            pending: HashMap::new(),
+            pending_bytes: 0,
+            up: true,
+        }
+    }
+
+    fn next_op(&mut self) -> OpId {
+        let op = OpId(self.next_op);
+        self.next_op += 1;
+        op
+    }
+
+    fn send(&mut self, request: BusRequest, client: Option<ClientId>, waiting: Waiting) {
+        let weight = request.weight();
+        self.pending_bytes += weight;
+        self.pending.insert(
+            request.op(),
+            Pending {
+                client,
+                waiting,
+                weight,
+            },
+        );
+        self.out.push_back(request);
+    }
+
+    /// Why a request of `weight` bytes cannot be sent now, if it cannot.
+    fn refusal(&self, weight: usize, max: usize) -> Option<String> {
+        if !self.up {
+            Some("the servers of this cluster cannot reach each other now".into())
+        } else if self.pending_bytes + weight > max {
+            Some("the cluster is behind: try again in a moment".into())
+        } else {
+            None
+        }
+    }
+}
+
+impl Hub {
+    /// This hub's server id, in cluster mode.
+    pub fn cluster_server(&self) -> Option<ServerId> {
+        self.bus.as_ref().map(|b| b.server)
+    }
+
+    /// The next request for the cluster's broker, in cluster mode. Take
+    /// them after every call, as [`poll_transmit`](Self::poll_transmit)'s
+    /// bytes, and carry them to the broker in this order; each is answered
+    /// once through [`handle_bus`](Self::handle_bus).
+    pub fn poll_bus(&mut self) -> Option<BusRequest> {
+        self.bus.as_mut()?.out.pop_front()
+    }
+
+    /// Bytes of requests sent to the broker and not answered yet.
+    pub fn bus_pending_bytes(&self) -> usize {
+        self.bus.as_ref().map_or(0, |b| b.pending_bytes)
+    }
+
+    /// What the broker said: an answer, the log's next event, a direct
+    /// message for a member here, or the link's state. Ignored outside
+    /// cluster mode.
+    pub fn handle_bus(&mut self, now: Instant, input: BusInput) {
+        if self.bus.is_none() {
+            return;
+        }
+        match input {
+            BusInput::Answer { op, answer } => self.on_answer(now, op, answer),
+            BusInput::Event(event) => self.on_room_event(now, event),
+            BusInput::Direct {
+                client,
+                room_key,
+                from,
+                text,
+            } => {
+                if self.has_entered(client, &room_key) {
+                    self.send_to(client, now, &Frame::DirectFrom { from, text });
+                }
+            }
+            BusInput::Down { .. } => {
+                if let Some(bus) = self.bus.as_mut() {
+                    bus.up = false;
+                }
+            }
+            BusInput::Up => {
+                if let Some(bus) = self.bus.as_mut() {
+                    bus.up = true;
+                }
+            }
+        }
+        self.process(now);
+    }
+
+    // ----- requests ------------------------------------------------------
+
+    /// Asks the broker to let `id` into `room` as `name` (local checks
+    /// passed). Refused at once while the link is down or behind.
+    pub(super) fn cluster_join(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        name: Text,
+        room: Text,
+        auto_named: bool,
+    ) {
+        let key = super::room_key(&room);
+        let source = self.clients.get(&id).and_then(|c| c.source);
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let op = bus.next_op();
+        let request = BusRequest::Join {
+            op,
+            client: id,
+            room: room.clone(),
+            room_key: key.clone(),
+            name: name.clone(),
+            name_key: name_key(&name),
+            source,
+            max_members: u32::try_from(self.config.max_room_members).unwrap_or(u32::MAX),
+        };
+        if let Some(reason) = bus.refusal(request.weight(), self.config.max_bus_bytes) {
+            self.refuse_joiner(id, now, Code::CLUSTER_UNAVAILABLE, &reason, false);
+            return;
+        }
+        bus.send(
+            request,
+            Some(id),
+            Waiting::Join {
+                room_key: key.clone(),
+            },
+        );
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.room = Some(key.clone());
+        }
+        self.names.insert((key.clone(), name_key(&name)), id);
+        let room = self.rooms.entry(key).or_insert_with(|| Room {
+            name: room,
+            members: Vec::new(),
+            seq: 0,
+            replica: Some(Replica::awaiting()),
+            joining: Vec::new(),
+        });
+        room.joining.push(Joiner {
+            op,
+            client: id,
+            name,
+            auto_named,
+            seq: None,
+        });
+    }
+
+    /// `id`'s chat message, or (`to` set) its direct message to a member
+    /// of another server; refused at once while the link is down or
+    /// behind.
+    pub(super) fn cluster_say(&mut self, id: ClientId, now: Instant, text: Text, to: Option<Text>) {
+        let source = self.clients.get(&id).and_then(|c| c.source);
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let op = bus.next_op();
+        let request = match to {
+            Some(to) => BusRequest::Direct {
+                op,
+                client: id,
+                to_key: name_key(&to),
+                to,
+                text,
+                source,
+            },
+            None => BusRequest::Say {
+                op,
+                client: id,
+                text,
+                source,
+            },
+        };
+        match bus.refusal(request.weight(), self.config.max_bus_bytes) {
+            Some(reason) => self.bounce(id, now, Code::CLUSTER_UNAVAILABLE, &reason),
+            None => bus.send(request, Some(id), Waiting::Message),
+        }
+    }
+
+    /// The server's own message to the room keyed `room_key`, or to every
+    /// room; refused while the link is down or behind.
+    pub(super) fn cluster_announce(
+        &mut self,
+        room_key: Option<String>,
+        text: Text,
+    ) -> Result<(), String> {
+        let Some(bus) = self.bus.as_mut() else {
+            return Ok(());
+        };
+        let op = bus.next_op();
+        let request = BusRequest::Announce { op, room_key, text };
+        if let Some(reason) = bus.refusal(request.weight(), self.config.max_bus_bytes) {
+            return Err(reason);
+        }
+        bus.send(request, None, Waiting::Announce);
+        Ok(())
+    }
+
+    /// `id` leaves the room keyed `key`: it stops receiving at once, and
+    /// its `LEFT` reaches the room through the log.
+    pub(super) fn cluster_leave(&mut self, id: ClientId, now: Instant, key: &str, code: Code) {
+        let name = self
+            .clients
+            .get(&id)
+            .map(|c| c.link.name().clone())
+            .unwrap_or_default();
+        let mut entered = false;
+        let mut room_name = Text::new();
+        if let Some(room) = self.rooms.get_mut(key) {
+            entered = room.members.contains(&id);
+            room.members.retain(|&m| m != id);
+            room.joining.retain(|j| j.client != id);
+            room_name = room.name.clone();
+        }
+        self.names.remove(&(key.to_string(), name_key(&name)));
+        self.forget_room_if_unused(key);
+        if let Some(bus) = self.bus.as_mut() {
+            let op = bus.next_op();
+            bus.send(
+                BusRequest::Leave {
+                    op,
+                    client: id,
+                    code,
+                },
+                None,
+                Waiting::Leave,
+            );
+        }
+        if entered {
+            self.events.push_back(HubEvent::Left {
+                client: id,
+                name,
+                room: room_name,
+                code,
+            });
+        }
+        let _ = now;
+    }
+
+    /// The names in the room keyed `key` across the cluster.
+    pub(super) fn cluster_members(&self, key: &str) -> Option<Vec<Text>> {
+        self.bus.as_ref()?;
+        let replica = self.rooms.get(key)?.replica.as_ref()?;
+        Some(replica.members().to_vec())
+    }
+
+    // ----- what comes back -----------------------------------------------
+
+    fn on_answer(&mut self, now: Instant, op: OpId, answer: Answer) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let Some(pending) = bus.pending.remove(&op) else {
+            return;
+        };
+        bus.pending_bytes -= pending.weight;
+        match (pending.waiting, answer) {
+            (Waiting::Join { room_key }, Answer::Joined(snapshot)) => {
+                let Some(room) = self.rooms.get_mut(&room_key) else {
+                    return;
+                };
+                let Some(joiner) = room.joining.iter_mut().find(|j| j.op == op) else {
+                    // It left before the answer: its LEFT follows its JOINED.
+                    return;
+                };
+                joiner.seq = Some(snapshot.seq);
+                let Some(replica) = room.replica.as_mut() else {
+                    return;
+                };
+                match replica.seq() {
+                    None => {
+                        let held = replica.settle(&snapshot);
+                        self.enter(now, &room_key, op, (snapshot.seq, snapshot.members), true);
+                        for event in held {
+                            self.on_room_event(now, event);
+                        }
+                    }
+                    Some(applied) if applied >= snapshot.seq => {
+                        // Its JOINED went by unapplied (the log skipped
+                        // it): in from here.
+                        let members = replica.members().to_vec();
+                        self.enter(now, &room_key, op, (snapshot.seq, members), true);
+                    }
+                    // Its JOINED is on its way in the log.
+                    Some(_) => {}
+                }
+            }
+            (Waiting::Join { room_key }, Answer::Refused { code, reason }) => {
+                let Some(room) = self.rooms.get_mut(&room_key) else {
+                    return;
+                };
+                let Some(i) = room.joining.iter().position(|j| j.op == op) else {
+                    return;
+                };
+                let joiner = room.joining.remove(i);
+                self.names
+                    .remove(&(room_key.clone(), name_key(&joiner.name)));
+                if let Some(c) = self.clients.get_mut(&joiner.client) {
+                    c.room = None;
+                }
+                self.forget_room_if_unused(&room_key);
+                let retry = joiner.auto_named && code == Code::NAME_TAKEN;
+                if retry && self.is_guest(joiner.client) {
+                    let name = self.free_guest_name(&room_key);
+                    let room = self
+                        .canonical_room(&room_key, Text::from_static(crate::names::DEFAULT_ROOM));
+                    if let Some(guest) = self
+                        .clients
+                        .get_mut(&joiner.client)
+                        .and_then(|c| c.link.guest())
+                    {
+                        guest.set_name(name.clone().into());
+                    }
+                    self.cluster_join(joiner.client, now, name.into(), room, true);
+                } else {
+                    self.refuse_joiner(joiner.client, now, code, &reason, joiner.auto_named);
+                }
+            }
+            (Waiting::Message, Answer::Refused { code, reason }) => {
+                if let Some(client) = pending.client {
+                    self.bounce(client, now, code, &reason);
+                }
+            }
+            (Waiting::Sync { room_key }, Answer::Synced(snapshot)) => {
+                let Some(replica) = self
+                    .rooms
+                    .get_mut(&room_key)
+                    .and_then(|r| r.replica.as_mut())
+                else {
+                    return;
+                };
+                if replica.seq().is_some() {
+                    return;
+                }
+                let held = replica.settle(&snapshot);
+                // Events were lost: the members learn the room anew.
+                let names = snapshot.members.clone();
+                let local = self
+                    .rooms
+                    .get(&room_key)
+                    .map(|r| r.members.clone())
+                    .unwrap_or_default();
+                for id in local {
+                    self.send_to(
+                        id,
+                        now,
+                        &Frame::Members {
+                            names: names.clone(),
+                        },
+                    );
+                }
+                let late: Vec<(OpId, u64)> = self
+                    .rooms
+                    .get(&room_key)
+                    .map(|r| {
+                        r.joining
+                            .iter()
+                            .filter_map(|j| j.seq.filter(|&s| s <= snapshot.seq).map(|s| (j.op, s)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for (op, seq) in late {
+                    self.enter(now, &room_key, op, (seq, names.clone()), true);
+                }
+                for event in held {
+                    self.on_room_event(now, event);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_room_event(&mut self, now: Instant, event: RoomEvent) {
+        let server = self.cluster_server();
+        let key = event.room_key.clone();
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
+        let Some(replica) = room.replica.as_mut() else {
+            return;
+        };
+        let ours = matches!(event.kind, EventKind::Joined { .. })
+            && Some(event.origin) == server
+            && room.joining.iter().any(|j| j.op == event.op);
+        let (seq, op) = (event.seq, event.op);
+        let frame = match &event.kind {
+            EventKind::Joined { name } => Frame::Joined {
+                seq,
+                name: name.clone(),
+            },
+            EventKind::Left { name, code } => Frame::Left {
+                seq,
+                name: name.clone(),
+                code: *code,
+            },
+            EventKind::Message { from, text } => Frame::Message {
+                seq,
+                from: from.clone(),
+                text: text.clone(),
+            },
+        };
+        match replica.offer(event) {
+            Offered::Applied => {
+                if ours {
+                    let members = replica.members().to_vec();
+                    // Its own JOINED reaches it below, with everyone's.
+                    self.enter(now, &key, op, (seq, members), false);
+                }
+                self.deliver_to_room(now, &key, &frame);
+            }
+            Offered::Repeat if ours => {
+                let members = replica.members().to_vec();
+                self.enter(now, &key, op, (seq, members), true);
+            }
+            Offered::Repeat | Offered::Held => {}
+            Offered::Gap { .. } => self.ask_sync(&key),
+        }
+    }
+
+    /// Lets the joiner of request `op` into the room keyed `key`: its
+    /// `WELCOME` (or a guest's welcome line) and `MEMBERS` (`members`, the
+    /// room as of its `JOINED` at `seq`). With `send_joined`, its `JOINED`
+    /// too: when it enters from a snapshot or late, as the log's copy went
+    /// by before it was in; otherwise the caller delivers that event to
+    /// every member, the joiner included.
+    fn enter(
+        &mut self,
+        now: Instant,
+        key: &str,
+        op: OpId,
+        (seq, members): (u64, Vec<Text>),
+        send_joined: bool,
+    ) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        let Some(i) = room.joining.iter().position(|j| j.op == op) else {
+            return;
+        };
+        let joiner = room.joining.remove(i);
+        let id = joiner.client;
+        if let Some(name) = room.replica.as_ref().map(|r| r.room().clone()) {
+            if !name.is_empty() {
+                room.name = name;
+            }
+        }
+        let room_name = room.name.clone();
+        room.members.push(id);
+        let name = joiner.name;
+        let welcomed = match self.clients.get_mut(&id).map(|c| &mut c.link) {
+            Some(Link::Ferry(conn)) => conn.welcome(now, name.clone(), room_name.clone()).is_ok(),
+            Some(Link::Guest(guest)) => {
+                guest.send_line(
+                    now,
+                    &format!(
+                        "* welcome to ferry, {name}: you are a raw-text guest in {room_name}; /help for commands"
+                    ),
+                );
+                true
+            }
+            None => false,
+        };
+        self.touch(id);
+        if !welcomed {
+            return;
+        }
+        if let Some(secret) = self.session_secret(id) {
+            self.send_to(id, now, &Frame::Session { secret });
+        }
+        self.send_to(id, now, &Frame::Members { names: members });
+        if send_joined {
+            self.send_to(
+                id,
+                now,
+                &Frame::Joined {
+                    seq,
+                    name: name.clone(),
+                },
+            );
+        }
+        self.events.push_back(HubEvent::Joined {
+            client: id,
+            name,
+            room: room_name,
+        });
+    }
+
+    /// Asks the broker for the room keyed `key` as it is now.
+    fn ask_sync(&mut self, key: &str) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let op = bus.next_op();
+        bus.send(
+            BusRequest::Sync {
+                op,
+                room_key: key.to_string(),
+            },
+            None,
+            Waiting::Sync {
+                room_key: key.to_string(),
+            },
+        );
+    }
+
+    /// A join the broker or the link refused: a ferry client gets `REFUSE`;
+    /// a guest that chose its name may choose another, one named by the
+    /// hub (or refused for a reason a new name does not change) is closed.
+    fn refuse_joiner(&mut self, id: ClientId, now: Instant, code: Code, reason: &str, auto: bool) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.room = None;
+        match &mut c.link {
+            Link::Ferry(conn) => {
+                let _ = conn.refuse(now, code, reason);
+            }
+            Link::Guest(guest) => {
+                if auto || code != Code::NAME_TAKEN {
+                    guest.close_with_error(now, code, reason);
+                } else {
+                    guest.send_line(
+                        now,
+                        &format!(
+                            "! {reason}: try /name with another name, or say something to join as guest-N"
+                        ),
+                    );
+                }
+            }
+        }
+        self.touch(id);
+    }
+
+    /// Tells `id` a message of its was not delivered.
+    fn bounce(&mut self, id: ClientId, now: Instant, code: Code, reason: &str) {
+        if self.is_guest(id) {
+            self.tell_guest(id, now, &format!("! not delivered: {reason}"));
+        } else {
+            let frame = Frame::Bounce {
+                code,
+                reason: reason.to_string().into(),
+            };
+            self.send_to(id, now, &frame);
+        }
+    }
+
+    /// Drops the replica of a room with no member and no joiner here.
+    fn forget_room_if_unused(&mut self, key: &str) {
+        if self
+            .rooms
+            .get(key)
+            .is_some_and(|r| r.members.is_empty() && r.joining.is_empty())
+        {
+            self.rooms.remove(key);
+        }
+    }
+}

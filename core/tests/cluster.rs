@@ -1,0 +1,530 @@
+//! Several hubs in cluster mode over the in-memory broker, under proptest:
+//! requests, answers and the log reach each hub at its own pace, users join
+//! with clashing names, talk, send direct messages and leave, and a server
+//! dies and is reaped. Whatever the interleaving, every member sees one
+//! order per room without gaps or repeats, names stay unique across the
+//! servers, and every hub's view of a room ends equal to the broker's.
+
+use ferry_core::cluster::{BusInput, BusRequest, MemoryBroker, ServerId};
+use ferry_core::names::name_key;
+use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, Text};
+use proptest::prelude::*;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+const NAMES: [&str; 5] = ["alice", "Alice", "bob", "carol", "dave"];
+const ROOMS: [&str; 2] = ["lobby", "dev"];
+const SERVERS: usize = 3;
+const USERS: usize = 6;
+const LEASE_MS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+enum Action {
+    Join {
+        user: usize,
+        server: usize,
+        name: usize,
+        room: usize,
+    },
+    Say {
+        user: usize,
+    },
+    Direct {
+        user: usize,
+        to: usize,
+    },
+    Quit {
+        user: usize,
+    },
+    /// One request of the server reaches the broker.
+    Request {
+        server: usize,
+    },
+    /// One answer (or inbox message) reaches the server.
+    Answer {
+        server: usize,
+    },
+    /// Up to `n` events of the log reach the server.
+    Read {
+        server: usize,
+        n: usize,
+    },
+    /// The server dies, with everything in flight to and from it.
+    Crash {
+        server: usize,
+    },
+    /// Everything in flight arrives.
+    Settle,
+}
+
+fn actions() -> impl Strategy<Value = Vec<Action>> {
+    let action = prop_oneof![
+        3 => (0..USERS, 0..SERVERS, 0..NAMES.len(), 0..ROOMS.len())
+            .prop_map(|(user, server, name, room)| Action::Join { user, server, name, room }),
+        4 => (0..USERS).prop_map(|user| Action::Say { user }),
+        1 => (0..USERS, 0..NAMES.len()).prop_map(|(user, to)| Action::Direct { user, to }),
+        1 => (0..USERS).prop_map(|user| Action::Quit { user }),
+        4 => (0..SERVERS).prop_map(|server| Action::Request { server }),
+        4 => (0..SERVERS).prop_map(|server| Action::Answer { server }),
+        4 => (0..SERVERS, 1..4usize).prop_map(|(server, n)| Action::Read { server, n }),
+        1 => (0..SERVERS).prop_map(|server| Action::Crash { server }),
+        1 => Just(Action::Settle),
+    ];
+    proptest::collection::vec(action, 1..200)
+}
+
+struct Server {
+    id: ServerId,
+    hub: Hub,
+    to_broker: VecDeque<BusRequest>,
+    from_broker: VecDeque<BusInput>,
+    read: usize,
+    alive: bool,
+}
+
+struct User {
+    server: usize,
+    client: ClientId,
+    conn: Connection,
+    room: &'static str,
+    /// Events after `Welcomed`, in order.
+    seen: Vec<Event>,
+    welcomed: Option<Text>,
+    said: Vec<String>,
+    closed: bool,
+}
+
+struct Cluster {
+    now: Instant,
+    broker: MemoryBroker,
+    clock_ms: u64,
+    servers: Vec<Server>,
+    users: Vec<Option<User>>,
+    counter: u64,
+    crashed: Vec<String>,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let now = Instant::now();
+        let mut broker = MemoryBroker::new();
+        let servers = (0..SERVERS)
+            .map(|k| {
+                let id = ServerId(100 + k as u64);
+                broker.renew(id, 0, LEASE_MS);
+                Server {
+                    id,
+                    hub: Hub::new(HubConfig::default().cluster(id), now),
+                    to_broker: VecDeque::new(),
+                    from_broker: VecDeque::new(),
+                    read: 0,
+                    alive: true,
+                }
+            })
+            .collect();
+        Cluster {
+            now,
+            broker,
+            clock_ms: 0,
+            servers,
+            users: (0..USERS).map(|_| None).collect(),
+            counter: 0,
+            crashed: Vec::new(),
+        }
+    }
+
+    fn act(&mut self, action: &Action) {
+        match *action {
+            Action::Join {
+                user,
+                server,
+                name,
+                room,
+            } => {
+                if self.users[user].is_some() || !self.servers[server].alive {
+                    return;
+                }
+                let client = self.servers[server].hub.connect(self.now);
+                let config = ClientConfig::new(NAMES[name]).room(ROOMS[room]);
+                self.users[user] = Some(User {
+                    server,
+                    client,
+                    conn: Connection::client(config, self.now),
+                    room: ROOMS[room],
+                    seen: Vec::new(),
+                    welcomed: None,
+                    said: Vec::new(),
+                    closed: false,
+                });
+                self.shuttle(server);
+            }
+            Action::Say { user } | Action::Direct { user, .. } | Action::Quit { user } => {
+                let now = self.now;
+                self.counter += 1;
+                let text = format!("m{}", self.counter);
+                let Some(u) = self.users[user].as_mut() else {
+                    return;
+                };
+                if u.welcomed.is_none() || u.closed || !self.servers[u.server].alive {
+                    return;
+                }
+                match *action {
+                    Action::Say { .. } => {
+                        if u.conn.say(now, &text).is_ok() {
+                            u.said.push(text);
+                        }
+                    }
+                    Action::Direct { to, .. } => {
+                        let _ = u.conn.direct(now, NAMES[to], &text);
+                    }
+                    _ => u.conn.bye(now),
+                }
+                let server = u.server;
+                self.shuttle(server);
+            }
+            Action::Request { server } => {
+                let s = &mut self.servers[server];
+                if !s.alive {
+                    return;
+                }
+                if let Some(request) = s.to_broker.pop_front() {
+                    let answer = self.broker.execute(s.id, request, self.clock_ms);
+                    s.from_broker.push_back(answer);
+                }
+            }
+            Action::Answer { server } => {
+                let s = &mut self.servers[server];
+                if !s.alive {
+                    return;
+                }
+                let inbox = self.broker.take_inbox(s.id);
+                s.from_broker.extend(inbox);
+                if let Some(input) = s.from_broker.pop_front() {
+                    s.hub.handle_bus(self.now, input);
+                    self.shuttle(server);
+                }
+            }
+            Action::Read { server, n } => {
+                let s = &mut self.servers[server];
+                if !s.alive {
+                    return;
+                }
+                let events: Vec<BusInput> = self.broker.events_after(s.read).take(n).collect();
+                for event in events {
+                    s.read += 1;
+                    s.hub.handle_bus(self.now, event);
+                }
+                self.shuttle(server);
+            }
+            Action::Crash { server } => {
+                let alive = self.servers.iter().filter(|s| s.alive).count();
+                if alive < 2 || !self.servers[server].alive {
+                    return;
+                }
+                self.servers[server].alive = false;
+                for u in self.users.iter_mut().flatten() {
+                    if u.server == server && !u.closed {
+                        u.closed = true;
+                        if let Some(name) = &u.welcomed {
+                            self.crashed.push(name.to_string());
+                        }
+                    }
+                }
+                // The others renew; the dead one's lease runs out and the
+                // first to look reaps it.
+                self.clock_ms += LEASE_MS + 1;
+                let alive: Vec<ServerId> = self
+                    .servers
+                    .iter()
+                    .filter(|s| s.alive)
+                    .map(|s| s.id)
+                    .collect();
+                for &id in &alive {
+                    self.broker.renew(id, self.clock_ms, LEASE_MS);
+                }
+                let reaped = self.broker.reap(alive[0], self.clock_ms);
+                assert_eq!(reaped, vec![self.servers[server].id]);
+            }
+            Action::Settle => self.settle(),
+        }
+    }
+
+    /// Moves bytes between the server's hub and its users, and the hub's
+    /// requests to its queue for the broker, until nothing moves.
+    fn shuttle(&mut self, server: usize) {
+        let now = self.now;
+        loop {
+            let mut moved = false;
+            let s = &mut self.servers[server];
+            for u in self
+                .users
+                .iter_mut()
+                .flatten()
+                .filter(|u| u.server == server)
+            {
+                if u.closed {
+                    continue;
+                }
+                while let Some(bytes) = u.conn.poll_transmit() {
+                    s.hub.handle_input(u.client, now, &bytes);
+                    moved = true;
+                }
+                while let Some(bytes) = s.hub.poll_transmit(u.client) {
+                    u.conn.handle_input(now, &bytes);
+                    moved = true;
+                }
+                while let Some(event) = u.conn.poll_event() {
+                    moved = true;
+                    match &event {
+                        Event::Welcomed { name, .. } => u.welcomed = Some(name.clone()),
+                        Event::Closed { .. } => u.closed = true,
+                        _ => {}
+                    }
+                    if u.welcomed.is_some() {
+                        u.seen.push(event);
+                    }
+                }
+            }
+            while let Some(event) = s.hub.poll_event() {
+                moved = true;
+                if let Some(client) = event.closed_client() {
+                    s.hub.remove(client, now);
+                }
+            }
+            while let Some(request) = s.hub.poll_bus() {
+                s.to_broker.push_back(request);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Delivers everything in flight, to every live server, until nothing
+    /// moves.
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            let before: usize = self.log_position();
+            for server in 0..SERVERS {
+                while !self.servers[server].to_broker.is_empty() && self.servers[server].alive {
+                    self.act(&Action::Request { server });
+                }
+                self.act(&Action::Read {
+                    server,
+                    n: usize::MAX,
+                });
+                loop {
+                    let s = &self.servers[server];
+                    if !s.alive || s.from_broker.is_empty() && self.broker_inbox_empty(server) {
+                        break;
+                    }
+                    self.act(&Action::Answer { server });
+                }
+            }
+            let quiet = self
+                .servers
+                .iter()
+                .all(|s| !s.alive || s.to_broker.is_empty() && s.from_broker.is_empty());
+            if quiet && before == self.log_position() {
+                return;
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    fn broker_inbox_empty(&mut self, server: usize) -> bool {
+        let inbox = self.broker.take_inbox(self.servers[server].id);
+        let empty = inbox.is_empty();
+        self.servers[server].from_broker.extend(inbox);
+        empty
+    }
+
+    fn log_position(&self) -> usize {
+        self.broker.log_len() + self.servers.iter().map(|s| s.read).sum::<usize>()
+    }
+}
+
+/// A room event as a member saw it, for comparing members' views.
+fn room_event(event: &Event) -> Option<(u64, String)> {
+    match event {
+        Event::Message { seq, from, text } => Some((*seq, format!("MESSAGE {from} {text}"))),
+        Event::Joined { seq, name } => Some((*seq, format!("JOINED {name}"))),
+        Event::Left { seq, name, code } => Some((*seq, format!("LEFT {name} {code:?}"))),
+        _ => None,
+    }
+}
+
+fn check(cluster: &Cluster) -> Result<(), TestCaseError> {
+    // One order per room: members agree on what each seq is, and each
+    // sees its room's events from its own JOINED on, without gaps.
+    let mut by_room: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
+    for u in cluster.users.iter().flatten() {
+        let Some(name) = &u.welcomed else { continue };
+        let events: Vec<(u64, String)> = u.seen.iter().filter_map(room_event).collect();
+        let first = events.first().cloned();
+        prop_assert_eq!(
+            first.as_ref().map(|e| e.1.clone()),
+            Some(format!("JOINED {name}")),
+            "{}'s first room event is its own JOINED",
+            name
+        );
+        for pair in events.windows(2) {
+            prop_assert_eq!(
+                pair[1].0,
+                pair[0].0 + 1,
+                "{} saw a gap or a repeat: {:?}",
+                name,
+                events
+            );
+        }
+        let room = by_room.entry(name_key(u.room)).or_default();
+        for (seq, what) in events {
+            let known = room.entry(seq).or_insert_with(|| what.clone());
+            prop_assert_eq!(&*known, &what, "two members saw seq {} differently", seq);
+        }
+        // Each message at most once; each of its own, if not bounced, once.
+        let mut texts: Vec<&str> = u
+            .seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { text, .. } | Event::Direct { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        texts.sort_unstable();
+        let before = texts.len();
+        texts.dedup();
+        prop_assert_eq!(before, texts.len(), "{} got a message twice", name);
+        if !u.closed {
+            let echoed = u
+                .said
+                .iter()
+                .filter(|t| texts.binary_search(&t.as_str()).is_ok())
+                .count();
+            // Nothing here refuses a message (no budgets, the link never
+            // down): every one comes back.
+            prop_assert_eq!(echoed, u.said.len(), "{} lost a message", name);
+        }
+    }
+    // Names unique per room, and every hub's view equals the broker's.
+    for room in ROOMS {
+        let members = cluster.broker.members(&name_key(room));
+        let mut keys: Vec<String> = members.iter().map(|m| name_key(m)).collect();
+        keys.sort();
+        keys.dedup();
+        prop_assert_eq!(keys.len(), members.len(), "a name twice in {}", room);
+        // A member of a dead server is gone (its name may have been taken
+        // since by a live member).
+        for crashed in &cluster.crashed {
+            let retaken = cluster.users.iter().flatten().any(|u| {
+                !u.closed
+                    && u.welcomed.as_deref() == Some(crashed.as_str())
+                    && name_key(u.room) == name_key(room)
+            });
+            prop_assert!(
+                retaken || !members.iter().any(|m| m.as_str() == crashed),
+                "{} outlived its server",
+                crashed
+            );
+        }
+        for s in cluster.servers.iter().filter(|s| s.alive) {
+            let local = cluster.users.iter().flatten().any(|u| {
+                u.server == cluster.servers.iter().position(|x| x.id == s.id).unwrap()
+                    && !u.closed
+                    && u.welcomed.is_some()
+                    && name_key(u.room) == name_key(room)
+            });
+            if local {
+                prop_assert_eq!(
+                    s.hub.members(room),
+                    members.clone(),
+                    "a hub's view of {}",
+                    room
+                );
+            }
+        }
+        // Every open member's MEMBERS + JOINED/LEFT ends at the broker's.
+        for u in cluster.users.iter().flatten() {
+            if u.closed || u.welcomed.is_none() || name_key(u.room) != name_key(room) {
+                continue;
+            }
+            let mut view: Vec<Text> = Vec::new();
+            for e in &u.seen {
+                match e {
+                    Event::Members { names } if view.is_empty() => view = names.clone(),
+                    Event::Joined { name, .. } if !view.contains(name) => view.push(name.clone()),
+                    Event::Left { name, .. } => view.retain(|n| n != name),
+                    _ => {}
+                }
+            }
+            prop_assert_eq!(&view, &members, "a member's view of {}", room);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_order_unique_names_and_exactly_once(actions in actions()) {
+        let mut cluster = Cluster::new();
+        for action in &actions {
+            cluster.act(action);
+        }
+        cluster.settle();
+        check(&cluster)?;
+    }
+}
+
+#[test]
+fn a_name_is_refused_on_a_second_server_and_free_after_its_server_is_reaped() {
+    let mut cluster = Cluster::new();
+    cluster.act(&Action::Join {
+        user: 0,
+        server: 0,
+        name: 0,
+        room: 0,
+    });
+    cluster.settle();
+    // "Alice" on another server: a look-alike of alice, refused.
+    cluster.act(&Action::Join {
+        user: 1,
+        server: 1,
+        name: 1,
+        room: 0,
+    });
+    cluster.settle();
+    let refused = cluster.users[1].as_ref().unwrap();
+    assert!(refused.welcomed.is_none() && refused.closed);
+    cluster.act(&Action::Join {
+        user: 2,
+        server: 2,
+        name: 2,
+        room: 0,
+    });
+    cluster.settle();
+    cluster.act(&Action::Crash { server: 0 });
+    cluster.settle();
+    let bob = cluster.users[2].as_ref().unwrap();
+    assert!(bob.seen.iter().any(|e| matches!(e,
+        Event::Left { name, code, .. } if name == "alice" && *code == Code::SERVER_GONE)));
+    // The name is free again, on any server.
+    cluster.users[1] = None;
+    cluster.act(&Action::Join {
+        user: 1,
+        server: 1,
+        name: 1,
+        room: 0,
+    });
+    cluster.settle();
+    assert_eq!(
+        cluster.servers[1].hub.members("lobby"),
+        vec!["bob", "Alice"]
+    );
+    assert_eq!(
+        cluster.servers[2].hub.members("lobby"),
+        vec!["bob", "Alice"]
+    );
+}
