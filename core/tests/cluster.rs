@@ -528,3 +528,125 @@ fn a_name_is_refused_on_a_second_server_and_free_after_its_server_is_reaped() {
         vec!["bob", "Alice"]
     );
 }
+
+/// Everything a guest was sent, as text.
+fn guest_text(hub: &mut Hub, guest: ClientId) -> String {
+    let mut out = Vec::new();
+    while let Some(bytes) = hub.poll_transmit(guest) {
+        out.extend_from_slice(&bytes);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn a_guest_on_one_server_talks_with_a_ferry_client_on_another() {
+    let mut cluster = Cluster::new();
+    cluster.act(&Action::Join {
+        user: 0,
+        server: 0,
+        name: 0,
+        room: 0,
+    });
+    cluster.settle();
+    let now = cluster.now;
+    let server = &mut cluster.servers[1];
+    let guest = server.hub.connect(now);
+    // Its first line joins it as guest-1 and is said after the join.
+    server.hub.handle_input(guest, now, b"hello from nc\n");
+    while let Some(request) = server.hub.poll_bus() {
+        server.to_broker.push_back(request);
+    }
+    cluster.settle();
+    let text = guest_text(&mut cluster.servers[1].hub, guest);
+    assert!(text.contains("welcome to ferry, guest-1"), "{text}");
+    assert!(text.contains("* in the room: alice, guest-1"), "{text}");
+    // A guest does not hear itself (its terminal shows what it typed).
+    assert!(!text.contains("guest-1: hello from nc"), "{text}");
+    let alice = cluster.users[0].as_ref().unwrap();
+    assert!(alice.seen.iter().any(|e| matches!(e,
+        Event::Message { from, text, .. } if from == "guest-1" && text == "hello from nc")));
+    // And back, as a direct message across servers.
+    cluster.users[0]
+        .as_mut()
+        .unwrap()
+        .conn
+        .direct(now, "guest-1", "hi guest")
+        .unwrap();
+    cluster.shuttle(0);
+    cluster.settle();
+    let text = guest_text(&mut cluster.servers[1].hub, guest);
+    assert!(text.contains("alice (to you): hi guest"), "{text}");
+}
+
+#[test]
+fn a_message_is_refused_at_once_while_the_broker_is_away_or_behind() {
+    let now = Instant::now();
+    let config = HubConfig::default()
+        .cluster(ServerId(1))
+        .max_bus_bytes(1024);
+    let mut hub = Hub::new(config, now);
+    let mut broker = MemoryBroker::new();
+    let id = hub.connect(now);
+    let mut alice = Connection::client(ClientConfig::new("alice"), now);
+    let exchange =
+        |hub: &mut Hub, alice: &mut Connection, broker: &mut MemoryBroker, answer: bool| {
+            let mut bounced = Vec::new();
+            for _ in 0..4 {
+                while let Some(bytes) = alice.poll_transmit() {
+                    hub.handle_input(id, now, &bytes);
+                }
+                if answer {
+                    while let Some(request) = hub.poll_bus() {
+                        let input = broker.execute(ServerId(1), request, 0);
+                        hub.handle_bus(now, input);
+                    }
+                    let events: Vec<BusInput> = broker.events_after(0).collect();
+                    for event in events {
+                        hub.handle_bus(now, event);
+                    }
+                }
+                while let Some(bytes) = hub.poll_transmit(id) {
+                    alice.handle_input(now, &bytes);
+                }
+                while let Some(event) = alice.poll_event() {
+                    if let Event::Bounced { code, .. } = event {
+                        bounced.push(code);
+                    }
+                }
+            }
+            bounced
+        };
+    exchange(&mut hub, &mut alice, &mut broker, true);
+    assert!(alice.is_open() && hub.members("lobby") == vec!["alice"]);
+
+    hub.handle_bus(
+        now,
+        BusInput::Down {
+            reason: "test".into(),
+        },
+    );
+    alice.say(now, "lost?").unwrap();
+    let bounced = exchange(&mut hub, &mut alice, &mut broker, false);
+    assert_eq!(bounced, vec![Code::CLUSTER_UNAVAILABLE]);
+    assert!(hub.poll_bus().is_none(), "nothing was sent while down");
+
+    // Back, but the broker does not answer: 1 KiB of requests at most.
+    hub.handle_bus(now, BusInput::Up);
+    for k in 0..20 {
+        alice
+            .say(now, &format!("message {k} {}", "x".repeat(40)))
+            .unwrap();
+    }
+    let bounced = exchange(&mut hub, &mut alice, &mut broker, false);
+    assert!(
+        hub.bus_pending_bytes() <= 1024,
+        "{}",
+        hub.bus_pending_bytes()
+    );
+    assert!(!bounced.is_empty() && bounced.iter().all(|&c| c == Code::CLUSTER_UNAVAILABLE));
+    let mut sent = 0;
+    while hub.poll_bus().is_some() {
+        sent += 1;
+    }
+    assert_eq!(sent + bounced.len(), 20);
+}

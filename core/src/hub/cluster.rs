@@ -66,7 +66,14 @@ pub(super) struct Joiner {
     auto_named: bool,
     /// The `seq` of its `JOINED`, once the answer told it.
     seq: Option<u64>,
+    /// Direct messages that reached it before its `JOINED` did (the
+    /// broker had let it in): delivered when it enters.
+    directs: Vec<(Text, Text)>,
 }
+
+/// Direct messages held for one joiner; more are dropped (a joiner is
+/// in the log's next few events, so this is a race, not a queue).
+const JOINER_DIRECTS_MAX: usize = 16;
 
 impl Bus {
     pub(super) fn new(server: ServerId) -> Bus {
@@ -149,6 +156,14 @@ impl Hub {
             } => {
                 if self.has_entered(client, &room_key) {
                     self.send_to(client, now, &Frame::DirectFrom { from, text });
+                } else if let Some(joiner) = self
+                    .rooms
+                    .get_mut(&room_key)
+                    .and_then(|r| r.joining.iter_mut().find(|j| j.client == client))
+                {
+                    if joiner.directs.len() < JOINER_DIRECTS_MAX {
+                        joiner.directs.push((from, text));
+                    }
                 }
             }
             BusInput::Down { .. } => {
@@ -221,6 +236,7 @@ impl Hub {
             name,
             auto_named,
             seq: None,
+            directs: Vec::new(),
         });
     }
 
@@ -320,6 +336,16 @@ impl Hub {
         self.bus.as_ref()?;
         let replica = self.rooms.get(key)?.replica.as_ref()?;
         Some(replica.members().to_vec())
+    }
+
+    /// Whether `peer` is a member of `id`'s room on another server.
+    pub(super) fn elsewhere_in_cluster(&self, id: ClientId, peer: &str) -> bool {
+        let Some(key) = self.room_of(id) else {
+            return false;
+        };
+        let peer = name_key(peer);
+        self.cluster_members(&key)
+            .is_some_and(|names| names.iter().any(|n| name_key(n) == peer))
     }
 
     // ----- what comes back -----------------------------------------------
@@ -524,7 +550,7 @@ impl Hub {
         }
         let room_name = room.name.clone();
         room.members.push(id);
-        let name = joiner.name;
+        let name = joiner.name.clone();
         let welcomed = match self.clients.get_mut(&id).map(|c| &mut c.link) {
             Some(Link::Ferry(conn)) => conn.welcome(now, name.clone(), room_name.clone()).is_ok(),
             Some(Link::Guest(guest)) => {
@@ -555,6 +581,9 @@ impl Hub {
                     name: name.clone(),
                 },
             );
+        }
+        for (from, text) in joiner.directs {
+            self.send_to(id, now, &Frame::DirectFrom { from, text });
         }
         self.events.push_back(HubEvent::Joined {
             client: id,

@@ -1848,7 +1848,23 @@ impl Hub {
             .room_of(id)
             .and_then(|key| self.names.get(&(key, name_key(&peer))))
             .copied()
-            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()));
+            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
+            .filter(|&t| {
+                self.room_of(id)
+                    .is_some_and(|key| self.has_entered(t, &key))
+            });
+        if target.is_none() && self.elsewhere_in_cluster(id, &peer) {
+            let reason = format!(
+                "{peer} is on another server of this cluster: files between servers are not carried yet"
+            );
+            self.relay_call(
+                id,
+                now,
+                |c| c.reject(now, tid, Code::NO_SUCH_USER, &reason),
+                tid,
+            );
+            return;
+        }
         if target.is_some_and(|t| self.is_guest(t)) {
             let reason = format!("{peer} is a raw-text guest and cannot receive files");
             self.relay_call(
