@@ -579,6 +579,51 @@ fn a_guest_on_one_server_talks_with_a_ferry_client_on_another() {
 }
 
 #[test]
+fn a_guest_whose_number_is_taken_elsewhere_takes_the_next_and_keeps_its_first_line() {
+    let mut cluster = Cluster::new();
+    let now = cluster.now;
+    let mut guests = Vec::new();
+    // guest-1 on both servers at once: one of them is refused by the
+    // broker and must come in as another number, its line intact.
+    for server in [0, 1] {
+        let s = &mut cluster.servers[server];
+        let guest = s.hub.connect(now);
+        s.hub
+            .handle_input(guest, now, format!("first line from {server}\n").as_bytes());
+        while let Some(request) = s.hub.poll_bus() {
+            s.to_broker.push_back(request);
+        }
+        guests.push((server, guest));
+    }
+    cluster.settle();
+    let mut members = cluster.broker.members("lobby");
+    members.sort();
+    assert_eq!(members, vec!["guest-1", "guest-2"]);
+    for (server, guest) in guests {
+        let text = guest_text(&mut cluster.servers[server].hub, guest);
+        assert!(text.contains("welcome to ferry, guest-"), "{text}");
+        assert!(!text.contains("not delivered"), "{text}");
+        // guest-1 (server 0, first to the broker) hears the line of
+        // guest-2, which joined after it.
+        if server == 0 {
+            assert!(text.contains("guest-2: first line from 1"), "{text}");
+        }
+    }
+    // Both lines are in the room, each after its sender's JOINED.
+    let log: Vec<String> = cluster
+        .broker
+        .events_after(0)
+        .map(|e| match e {
+            BusInput::Event(e) => format!("{:?}", e.kind),
+            _ => String::new(),
+        })
+        .collect();
+    let at = |needle: &str| log.iter().position(|l| l.contains(needle)).unwrap();
+    assert!(at("first line from 0") > at("Joined { name: \"guest-1\""));
+    assert!(at("first line from 1") > at("Joined { name: \"guest-2\""));
+}
+
+#[test]
 fn a_message_is_refused_at_once_while_the_broker_is_away_or_behind() {
     let now = Instant::now();
     let config = HubConfig::default()

@@ -69,7 +69,14 @@ pub(super) struct Joiner {
     /// Direct messages that reached it before its `JOINED` did (the
     /// broker had let it in): delivered when it enters.
     directs: Vec<(Text, Text)>,
+    /// What a guest said before it entered (its first line joins it):
+    /// sent when it enters, so it follows its `JOINED`, and never sent if
+    /// the join is refused.
+    lines: Vec<(Text, Option<Text>)>,
 }
+
+/// Lines held for a joining guest; more are refused.
+const JOINER_LINES_MAX: usize = 16;
 
 /// Direct messages held for one joiner; more are dropped (a joiner is
 /// in the log's next few events, so this is a race, not a queue).
@@ -237,6 +244,7 @@ impl Hub {
             auto_named,
             seq: None,
             directs: Vec::new(),
+            lines: Vec::new(),
         });
     }
 
@@ -244,6 +252,19 @@ impl Hub {
     /// of another server; refused at once while the link is down or
     /// behind.
     pub(super) fn cluster_say(&mut self, id: ClientId, now: Instant, text: Text, to: Option<Text>) {
+        let key = self.room_of(id).unwrap_or_default();
+        if let Some(joiner) = self
+            .rooms
+            .get_mut(&key)
+            .and_then(|r| r.joining.iter_mut().find(|j| j.client == id))
+        {
+            if joiner.lines.len() < JOINER_LINES_MAX {
+                joiner.lines.push((text, to));
+            } else {
+                self.bounce(id, now, Code::FLOODING, "wait until you are in the room");
+            }
+            return;
+        }
         let source = self.clients.get(&id).and_then(|c| c.source);
         let Some(bus) = self.bus.as_mut() else {
             return;
@@ -416,6 +437,14 @@ impl Hub {
                         guest.set_name(name.clone().into());
                     }
                     self.cluster_join(joiner.client, now, name.into(), room, true);
+                    // What it said waits for the new attempt.
+                    if let Some(again) = self
+                        .rooms
+                        .get_mut(&room_key)
+                        .and_then(|r| r.joining.iter_mut().find(|j| j.client == joiner.client))
+                    {
+                        again.lines = joiner.lines;
+                    }
                 } else {
                     self.refuse_joiner(joiner.client, now, code, &reason, joiner.auto_named);
                 }
@@ -584,6 +613,9 @@ impl Hub {
         }
         for (from, text) in joiner.directs {
             self.send_to(id, now, &Frame::DirectFrom { from, text });
+        }
+        for (text, to) in joiner.lines {
+            self.cluster_say(id, now, text, to);
         }
         self.events.push_back(HubEvent::Joined {
             client: id,
