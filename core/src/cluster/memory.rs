@@ -7,6 +7,7 @@
 //! broker's own clock, as Redis has one clock for every server.
 
 use super::bus::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot};
+use super::refusal;
 use crate::code::Code;
 use crate::hub::ClientId;
 use crate::source::Source;
@@ -87,10 +88,7 @@ impl MemoryBroker {
                 .answers
                 .get(&op.0)
                 .cloned()
-                .unwrap_or(Answer::Refused {
-                    code: Code::UNSPECIFIED,
-                    reason: "a repeat of a request too old to be remembered".into(),
-                });
+                .unwrap_or_else(refusal::forgotten);
             return BusInput::Answer { op, answer };
         }
         let answer = self.apply(server, request, now_ms);
@@ -208,7 +206,7 @@ impl MemoryBroker {
                 source,
             } => {
                 let Some((room_key, name)) = self.member((server, client)) else {
-                    return not_in_a_room();
+                    return refusal::not_in_a_room();
                 };
                 if let Err(refused) = self.charge(source, now_ms) {
                     return refused;
@@ -230,7 +228,7 @@ impl MemoryBroker {
                 ..
             } => {
                 let Some((room_key, from)) = self.member((server, client)) else {
-                    return not_in_a_room();
+                    return refusal::not_in_a_room();
                 };
                 if let Err(refused) = self.charge(source, now_ms) {
                     return refused;
@@ -240,10 +238,7 @@ impl MemoryBroker {
                     .get(&room_key)
                     .and_then(|r| r.members.iter().find(|m| m.0 == to_key).map(|m| (m.2, m.3)));
                 let Some((to_server, to_client)) = target else {
-                    return Answer::Refused {
-                        code: Code::NO_SUCH_USER,
-                        reason: format!("nobody named {to:?} is here"),
-                    };
+                    return refusal::no_such_user(&to);
                 };
                 self.inboxes
                     .entry(to_server)
@@ -296,31 +291,14 @@ impl MemoryBroker {
         now_ms: u64,
     ) -> Answer {
         if let Some((held_room, _)) = self.members.get(&member) {
-            return Answer::Refused {
-                code: Code::UNEXPECTED_FRAME,
-                reason: format!("already a member of {held_room:?}"),
-            };
+            return refusal::already_member(held_room);
         }
         if let Some(r) = self.rooms.get(&room_key) {
             if let Some(held) = r.members.iter().find(|m| m.0 == name_key) {
-                let reason = if held.1.to_lowercase() == name.to_lowercase() {
-                    format!("the name {name:?} is taken in this room")
-                } else {
-                    format!(
-                        "the name {name:?} looks like {:?}, who is in this room",
-                        held.1
-                    )
-                };
-                return Answer::Refused {
-                    code: Code::NAME_TAKEN,
-                    reason,
-                };
+                return refusal::name_taken(&name, &held.1);
             }
             if r.members.len() >= max_members as usize {
-                return Answer::Refused {
-                    code: Code::SERVER_FULL,
-                    reason: format!("this room is full ({max_members} members)"),
-                };
+                return refusal::room_full(max_members);
             }
         }
         if let Err(refused) = self.charge(source, now_ms) {
@@ -404,22 +382,13 @@ impl MemoryBroker {
         bucket.milli = (bucket.milli + refill).min(full);
         bucket.at_ms = bucket.at_ms.max(now_ms);
         if bucket.milli < 1000 {
-            return Err(Answer::Refused {
-                code: Code::FLOODING,
-                reason: format!(
-                    "not delivered: {source} is over the cluster's budget ({} messages in a burst, {} a second)",
-                    budget.burst, budget.per_second
-                ),
-            });
+            return Err(refusal::over_budget(
+                source,
+                budget.burst,
+                budget.per_second,
+            ));
         }
         bucket.milli -= 1000;
         Ok(())
-    }
-}
-
-fn not_in_a_room() -> Answer {
-    Answer::Refused {
-        code: Code::NO_SUCH_USER,
-        reason: "not delivered: you are in no room".into(),
     }
 }

@@ -21,7 +21,8 @@
 //!   the last `seq` applied, events held until a snapshot arrives);
 //! * [`codec`]: the bytes of an event or request as a broker stores them;
 //! * [`memory`]: [`MemoryBroker`], the broker's semantics in memory, which
-//!   every broker link must match (the Redis scripts mirror it).
+//!   every broker link must match (the Redis scripts mirror it);
+//! * [`refusal`]: the words of a broker's refusals, shared by every broker.
 //!
 //! # Example: two hubs, one room
 //!
@@ -70,7 +71,8 @@
 pub mod bus;
 pub mod codec;
 pub mod memory;
+pub mod refusal;
 pub mod replica;
 
-pub use bus::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId};
+pub use bus::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot};
 pub use memory::MemoryBroker;

@@ -1,0 +1,22 @@
+-- direct: ARGV[5] client, [6] to key, [7] text, [8] source, [9] burst,
+-- [10] per second. MemoryBroker::execute(Direct): the message goes to the
+-- recipient's server's inbox stream.
+local r = repeated()
+if r then return r end
+local client, to_key, text, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local burst, per_second = tonumber(ARGV[9]), tonumber(ARGV[10])
+local room_key, _, from = member(server, client)
+if not room_key then
+  return record({'no_room'})
+end
+if not charge(source, burst, per_second) then
+  return record({'flooding'})
+end
+local target = redis.call('HGET', room_names(room_key), to_key)
+if not target then
+  return record({'no_user'})
+end
+local to_server, to_client = holder(target)
+redis.call('XADD', 'ferry:srv:' .. to_server .. ':inbox', 'MAXLEN', '~', maxlen, '*',
+  'client', to_client, 'room', room_key, 'from', from, 'text', text)
+return record({'done'})

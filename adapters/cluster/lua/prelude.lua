@@ -1,0 +1,132 @@
+-- Shared by every ferry cluster script (prepended to each). Keys and the
+-- meaning of every value: docs/CLUSTER.md section 3. Every script takes
+-- ARGV[1] = the calling server's id (16 hex digits), ARGV[2] = its
+-- operation number, ARGV[3] = now in ms ('' = Redis' own clock; tests pass
+-- a value), ARGV[4] = the log's MAXLEN; its own arguments follow.
+-- Each mirrors one method of ferry_core::cluster::MemoryBroker.
+
+local server = ARGV[1]
+local op = tonumber(ARGV[2])
+local now
+if ARGV[3] ~= '' then
+  now = tonumber(ARGV[3])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local maxlen = ARGV[4]
+
+local answers = 'ferry:srv:' .. server .. ':answers'
+
+-- The answer recorded for a repeated operation, or nil for a new one.
+local function repeated()
+  local last = tonumber(redis.call('HGET', answers, 'last') or '0')
+  if op <= last then
+    local recorded = redis.call('HGET', answers, tostring(op))
+    if recorded then
+      return cjson.decode(recorded)
+    end
+    return {'forgotten'}
+  end
+  return nil
+end
+
+-- Records `reply` as this operation's answer and returns it.
+local function record(reply)
+  redis.call('HSET', answers, 'last', tostring(op), tostring(op), cjson.encode(reply))
+  redis.call('HDEL', answers, tostring(op - 1024))
+  return reply
+end
+
+-- The codec of ferry_core::cluster::codec: version 1, kind, str16 fields.
+local function str16(s)
+  return string.char(math.floor(#s / 256), #s % 256) .. s
+end
+local function body_joined(name)
+  return string.char(1, 1) .. str16(name)
+end
+local function body_left(name, code)
+  return string.char(1, 2) .. str16(name) .. string.char(math.floor(code / 256), code % 256)
+end
+local function body_message(from, text)
+  return string.char(1, 3) .. str16(from) .. str16(text)
+end
+
+local function room_names(room_key) return 'ferry:room:' .. room_key .. ':names' end
+local function room_order(room_key) return 'ferry:room:' .. room_key .. ':order' end
+local function room_meta(room_key) return 'ferry:room:' .. room_key .. ':meta' end
+local function server_members(id) return 'ferry:srv:' .. id .. ':members' end
+
+-- Appends an event to the log with the room's next seq; returns the seq.
+local function append(room_key, origin, opnum, body)
+  local seq = redis.call('HINCRBY', 'ferry:seq', room_key, 1)
+  redis.call('XADD', 'ferry:events', 'MAXLEN', '~', maxlen, '*',
+    'room', room_key, 'seq', tostring(seq), 'origin', origin, 'op', tostring(opnum), 'body', body)
+  return seq
+end
+
+-- A names-hash value: "SERVER CLIENT NAME".
+local function holder(value)
+  local s, c, name = string.match(value, '^(%S+) (%S+) (.*)$')
+  return s, c, name
+end
+
+-- The room as a snapshot reply: {tag, room name, seq, names in join order}.
+local function snapshot(tag, room_key)
+  local seq = redis.call('HGET', 'ferry:seq', room_key) or '0'
+  local reply = {tag, redis.call('HGET', room_meta(room_key), 'name') or '', tostring(seq)}
+  for _, key in ipairs(redis.call('ZRANGE', room_order(room_key), 0, -1)) do
+    local _, _, name = holder(redis.call('HGET', room_names(room_key), key))
+    reply[#reply + 1] = name
+  end
+  return reply
+end
+
+-- (room key, name key, name) of member CLIENT of server ID, or nil.
+local function member(id, client)
+  local at = redis.call('HGET', server_members(id), client)
+  if not at then
+    return nil
+  end
+  local room_key, name_key = string.match(at, '^(.-)\n(.*)$')
+  local _, _, name = holder(redis.call('HGET', room_names(room_key), name_key))
+  return room_key, name_key, name
+end
+
+-- Removes member CLIENT of server ID and appends its LEFT with CODE, as
+-- operation OPNUM of server BY.
+local function remove_member(id, client, code, by, opnum)
+  local room_key, name_key, name = member(id, client)
+  redis.call('HDEL', server_members(id), client)
+  if not room_key then
+    return
+  end
+  redis.call('HDEL', room_names(room_key), name_key)
+  redis.call('ZREM', room_order(room_key), name_key)
+  append(room_key, by, opnum, body_left(name, code))
+  if redis.call('ZCARD', room_order(room_key)) == 0 then
+    redis.call('DEL', room_meta(room_key))
+    redis.call('SREM', 'ferry:rooms', room_key)
+  end
+end
+
+-- Spends one token of SOURCE's shared budget (BURST at once, PER_SECOND on
+-- average); false when it has none. BURST 0: no budget.
+local function charge(source, burst, per_second)
+  if source == '' or burst == 0 then
+    return true
+  end
+  local key = 'ferry:src:' .. source
+  local full = burst * 1000
+  local milli = tonumber(redis.call('HGET', key, 'milli') or full)
+  local at = tonumber(redis.call('HGET', key, 'at') or now)
+  milli = math.min(milli + math.max(now - at, 0) * per_second, full)
+  at = math.max(at, now)
+  local ok = milli >= 1000
+  if ok then
+    milli = milli - 1000
+  end
+  redis.call('HSET', key, 'milli', tostring(milli), 'at', tostring(at))
+  redis.call('PEXPIRE', key, 3600000)
+  return ok
+end

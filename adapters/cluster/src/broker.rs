@@ -1,0 +1,466 @@
+//! [`RedisBroker`]: the operations of a cluster's broker, carried out by
+//! Redis, one Lua script each (`lua/`), with the semantics of
+//! [`MemoryBroker`](ferry_core::cluster::MemoryBroker).
+
+use crate::error::ClusterError;
+use crate::reply::{self, Entry};
+use ferry_core::cluster::{
+    codec, refusal, Answer, BusInput, BusRequest, OpId, RoomEvent, ServerId, Snapshot,
+};
+use ferry_core::{ClientId, Text};
+use redis::{Script, Value};
+use std::time::Duration;
+
+/// The stream every room event is appended to.
+pub const EVENTS: &str = "ferry:events";
+
+/// How a [`RedisBroker`] runs: the settings every server of a cluster must
+/// share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerSettings {
+    /// Entries the log keeps (`XADD MAXLEN ~`), and each inbox. A server
+    /// that falls further behind than this resynchronises.
+    pub log_max_len: u64,
+    /// The budget of joins and messages a source shares across the
+    /// cluster: `(burst, per_second)`; `None`: no shared budget.
+    pub source_budget: Option<(u32, u32)>,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            log_max_len: 100_000,
+            source_budget: None,
+        }
+    }
+}
+
+impl BrokerSettings {
+    /// Sets [`log_max_len`](Self::log_max_len).
+    #[must_use]
+    pub fn log_max_len(mut self, entries: u64) -> Self {
+        self.log_max_len = entries;
+        self
+    }
+
+    /// Sets [`source_budget`](Self::source_budget).
+    #[must_use]
+    pub fn source_budget(mut self, burst: u32, per_second: u32) -> Self {
+        self.source_budget = Some((burst, per_second));
+        self
+    }
+}
+
+struct Scripts {
+    join: Script,
+    say: Script,
+    direct: Script,
+    announce: Script,
+    leave: Script,
+    sync: Script,
+    renew: Script,
+    reap: Script,
+}
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("../lua/prelude.lua"),
+            include_str!(concat!("../lua/", $file))
+        ))
+    };
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            join: script!("join.lua"),
+            say: script!("say.lua"),
+            direct: script!("direct.lua"),
+            announce: script!("announce.lua"),
+            leave: script!("leave.lua"),
+            sync: script!("sync.lua"),
+            renew: script!("renew.lua"),
+            reap: script!("reap.lua"),
+        }
+    }
+}
+
+/// A cluster's broker in Redis, over one blocking connection.
+///
+/// Every method is one round trip (a script, or one command). Time is
+/// Redis' own clock unless a method is given `now_ms` (tests do, to step a
+/// lease or a budget as they step [`MemoryBroker`]'s).
+///
+/// [`MemoryBroker`]: ferry_core::cluster::MemoryBroker
+pub struct RedisBroker {
+    connection: redis::Connection,
+    scripts: Scripts,
+    settings: BrokerSettings,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events read from the log.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    /// The events, in the log's order.
+    pub events: Vec<RoomEvent>,
+    /// The id of the last entry read (events or not): read on from it.
+    pub last_id: Option<String>,
+    /// Entries that were not ferry events (skipped, counted for the log).
+    pub malformed: usize,
+}
+
+impl RedisBroker {
+    /// Connects to the Redis at `url` (`redis://HOST:PORT[/DB]`), giving up
+    /// after `timeout`; commands time out after `timeout` too, except a
+    /// blocking read, which waits what it is told.
+    pub fn connect(
+        url: &str,
+        timeout: Duration,
+        settings: BrokerSettings,
+    ) -> Result<RedisBroker, ClusterError> {
+        let client = redis::Client::open(url)?;
+        let connection = client.get_connection_with_timeout(timeout)?;
+        connection.set_read_timeout(Some(timeout))?;
+        connection.set_write_timeout(Some(timeout))?;
+        Ok(RedisBroker {
+            connection,
+            scripts: Scripts::new(),
+            settings,
+        })
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &BrokerSettings {
+        &self.settings
+    }
+
+    /// Carries out `request` of `server` and returns the broker's answer;
+    /// a request numbered at or below one already applied gets its first
+    /// answer and changes nothing.
+    pub fn execute(
+        &mut self,
+        server: ServerId,
+        request: &BusRequest,
+        now_ms: Option<u64>,
+    ) -> Result<BusInput, ClusterError> {
+        let op = request.op();
+        let mut head = vec![
+            server.to_string(),
+            op.0.to_string(),
+            now_ms.map(|n| n.to_string()).unwrap_or_default(),
+            self.settings.log_max_len.to_string(),
+        ];
+        let (burst, per_second) = self.settings.source_budget.unwrap_or((0, 0));
+        let source = |s: &Option<ferry_core::Source>| s.map(|s| s.to_string()).unwrap_or_default();
+        let value: Value = match request {
+            BusRequest::Join {
+                client,
+                room,
+                room_key,
+                name,
+                name_key,
+                source: src,
+                max_members,
+                ..
+            } => {
+                head.extend([
+                    client.0.to_string(),
+                    room.to_string(),
+                    room_key.clone(),
+                    name.to_string(),
+                    name_key.clone(),
+                    source(src),
+                    max_members.to_string(),
+                    burst.to_string(),
+                    per_second.to_string(),
+                ]);
+                self.invoke(|s| &s.join, &head)?
+            }
+            BusRequest::Say {
+                client,
+                text,
+                source: src,
+                ..
+            } => {
+                head.extend([
+                    client.0.to_string(),
+                    text.to_string(),
+                    source(src),
+                    burst.to_string(),
+                    per_second.to_string(),
+                ]);
+                self.invoke(|s| &s.say, &head)?
+            }
+            BusRequest::Direct {
+                client,
+                to_key,
+                text,
+                source: src,
+                ..
+            } => {
+                head.extend([
+                    client.0.to_string(),
+                    to_key.clone(),
+                    text.to_string(),
+                    source(src),
+                    burst.to_string(),
+                    per_second.to_string(),
+                ]);
+                self.invoke(|s| &s.direct, &head)?
+            }
+            BusRequest::Announce { room_key, text, .. } => {
+                head.extend([
+                    if room_key.is_some() { "1" } else { "0" }.to_string(),
+                    room_key.clone().unwrap_or_default(),
+                    text.to_string(),
+                ]);
+                self.invoke(|s| &s.announce, &head)?
+            }
+            BusRequest::Leave { client, code, .. } => {
+                head.extend([client.0.to_string(), code.0.to_string()]);
+                self.invoke(|s| &s.leave, &head)?
+            }
+            BusRequest::Sync { room_key, .. } => {
+                head.push(room_key.clone());
+                self.invoke(|s| &s.sync, &head)?
+            }
+            _ => return Err(ClusterError::reply("a request this link does not know")),
+        };
+        let answer = self.answer(request, reply::strings(value)?)?;
+        Ok(BusInput::Answer { op, answer })
+    }
+
+    /// Up to `count` events of the log after entry `after` (`"0"`: from
+    /// the start, `"$"`: only new ones), waiting up to `block` for the
+    /// first if there is none.
+    pub fn read_events(
+        &mut self,
+        after: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<EventBatch, ClusterError> {
+        let entries = self.read_stream(EVENTS, after, count, block)?;
+        let mut batch = EventBatch::default();
+        for entry in entries {
+            batch.last_id = Some(entry.id.clone());
+            match event(&entry) {
+                Ok(event) => batch.events.push(event),
+                Err(_) => batch.malformed += 1,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Takes what waits in `server`'s inbox (direct messages): read, then
+    /// deleted.
+    pub fn take_inbox(&mut self, server: ServerId) -> Result<Vec<BusInput>, ClusterError> {
+        let inbox = format!("ferry:srv:{server}:inbox");
+        let entries = self.read_stream(&inbox, "0", 1000, None)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            out.push(BusInput::Direct {
+                client: ClientId(reply::number(entry.field("client")?)?),
+                room_key: String::from_utf8(entry.field("room")?.to_vec())
+                    .map_err(|_| ClusterError::reply("a room key is not UTF-8"))?,
+                from: reply::text(entry.field("from")?.to_vec())?,
+                text: reply::text(entry.field("text")?.to_vec())?,
+            });
+        }
+        if !entries.is_empty() {
+            let mut del = redis::cmd("XDEL");
+            del.arg(&inbox);
+            for entry in &entries {
+                del.arg(&entry.id);
+            }
+            del.query::<Value>(&mut self.connection)?;
+        }
+        Ok(out)
+    }
+
+    /// Moves `server`'s lease to end `lease` from now; `false` if it had
+    /// none (it was reaped: the others took it for gone).
+    pub fn renew(
+        &mut self,
+        server: ServerId,
+        lease: Duration,
+        now_ms: Option<u64>,
+    ) -> Result<bool, ClusterError> {
+        let args = [
+            server.to_string(),
+            "0".into(),
+            now_ms.map(|n| n.to_string()).unwrap_or_default(),
+            self.settings.log_max_len.to_string(),
+            lease.as_millis().to_string(),
+        ];
+        let value = self.invoke(|s| &s.renew, &args)?;
+        Ok(matches!(value, Value::Int(1)))
+    }
+
+    /// Takes every server whose lease has ended for gone (its members
+    /// leave with `SERVER_GONE`, appended as `by`'s); returns them.
+    pub fn reap(
+        &mut self,
+        by: ServerId,
+        now_ms: Option<u64>,
+    ) -> Result<Vec<ServerId>, ClusterError> {
+        let args = [
+            by.to_string(),
+            "0".into(),
+            now_ms.map(|n| n.to_string()).unwrap_or_default(),
+            self.settings.log_max_len.to_string(),
+        ];
+        let value = self.invoke(|s| &s.reap, &args)?;
+        reply::strings(value)?
+            .iter()
+            .map(|id| server_id(id))
+            .collect()
+    }
+
+    fn invoke(
+        &mut self,
+        which: impl Fn(&Scripts) -> &Script,
+        args: &[String],
+    ) -> Result<Value, ClusterError> {
+        let script = which(&self.scripts);
+        let mut invocation = script.prepare_invoke();
+        for arg in args {
+            invocation.arg(arg.as_bytes());
+        }
+        Ok(invocation.invoke(&mut self.connection)?)
+    }
+
+    fn read_stream(
+        &mut self,
+        stream: &str,
+        after: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<Vec<Entry>, ClusterError> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(stream).arg(after);
+        let value: Value = cmd.query(&mut self.connection)?;
+        reply::stream_entries(value)
+    }
+
+    /// The script's reply to `request` as an [`Answer`], worded by
+    /// [`refusal`] as [`MemoryBroker`](ferry_core::cluster::MemoryBroker)
+    /// words it.
+    fn answer(&self, request: &BusRequest, parts: Vec<Vec<u8>>) -> Result<Answer, ClusterError> {
+        let mut parts = parts.into_iter();
+        let tag = parts
+            .next()
+            .ok_or_else(|| ClusterError::reply("an empty reply"))?;
+        let mut next = || {
+            parts
+                .next()
+                .ok_or_else(|| ClusterError::reply("a short reply"))
+        };
+        Ok(match tag.as_slice() {
+            b"done" => Answer::Done,
+            b"joined" | b"synced" => {
+                let room = reply::text(next()?)?;
+                let seq = reply::number(&next()?)?;
+                let mut members = Vec::new();
+                while let Ok(name) = next() {
+                    members.push(reply::text(name)?);
+                }
+                let room_key = match request {
+                    BusRequest::Join { room_key, .. } | BusRequest::Sync { room_key, .. } => {
+                        room_key.clone()
+                    }
+                    _ => return Err(ClusterError::reply("a snapshot for no room")),
+                };
+                let snapshot = Snapshot {
+                    room_key,
+                    room,
+                    seq,
+                    members,
+                };
+                if tag == b"joined" {
+                    Answer::Joined(snapshot)
+                } else {
+                    Answer::Synced(snapshot)
+                }
+            }
+            b"already" => {
+                let room =
+                    String::from_utf8(next()?).map_err(|_| ClusterError::reply("room key"))?;
+                refusal::already_member(&room)
+            }
+            b"taken" => {
+                let held = reply::text(next()?)?;
+                let name = match request {
+                    BusRequest::Join { name, .. } => name.clone(),
+                    _ => Text::new(),
+                };
+                refusal::name_taken(&name, &held)
+            }
+            b"full" => match request {
+                BusRequest::Join { max_members, .. } => refusal::room_full(*max_members),
+                _ => return Err(ClusterError::reply("full, for no join")),
+            },
+            b"flooding" => {
+                let source = match request {
+                    BusRequest::Join { source, .. }
+                    | BusRequest::Say { source, .. }
+                    | BusRequest::Direct { source, .. } => *source,
+                    _ => None,
+                };
+                let (Some(source), Some((burst, per_second))) =
+                    (source, self.settings.source_budget)
+                else {
+                    return Err(ClusterError::reply("flooding, with no budget"));
+                };
+                refusal::over_budget(source, burst, per_second)
+            }
+            b"no_room" => refusal::not_in_a_room(),
+            b"no_user" => match request {
+                BusRequest::Direct { to, .. } => refusal::no_such_user(to),
+                _ => return Err(ClusterError::reply("no_user, for no direct message")),
+            },
+            b"forgotten" => refusal::forgotten(),
+            other => {
+                return Err(ClusterError::reply(format!(
+                    "unknown answer {:?}",
+                    String::from_utf8_lossy(other)
+                )))
+            }
+        })
+    }
+}
+
+/// A log entry as a [`RoomEvent`].
+fn event(entry: &Entry) -> Result<RoomEvent, ClusterError> {
+    Ok(RoomEvent {
+        room_key: String::from_utf8(entry.field("room")?.to_vec())
+            .map_err(|_| ClusterError::reply("a room key is not UTF-8"))?,
+        seq: reply::number(entry.field("seq")?)?,
+        origin: server_id(entry.field("origin")?)?,
+        op: OpId(reply::number(entry.field("op")?)?),
+        kind: codec::decode(entry.field("body")?)
+            .map_err(|e| ClusterError::reply(format!("entry {}: {e}", entry.id)))?,
+    })
+}
+
+/// A server id as the scripts write it: 16 hex digits.
+fn server_id(bytes: &[u8]) -> Result<ServerId, ClusterError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+        .map(ServerId)
+        .ok_or_else(|| ClusterError::reply("not a server id"))
+}

@@ -1,0 +1,96 @@
+//! Redis replies as ferry values: the scripts' answers (a tag, then
+//! strings) and the log's stream entries.
+
+use crate::error::ClusterError;
+use ferry_core::bytes::Bytes;
+use ferry_core::Text;
+use redis::Value;
+
+/// A reply that is a flat array of strings (or integers), as bytes.
+pub(crate) fn strings(value: Value) -> Result<Vec<Vec<u8>>, ClusterError> {
+    match value {
+        Value::Array(items) => items.into_iter().map(string).collect(),
+        other => Err(ClusterError::reply(format!("not an array: {other:?}"))),
+    }
+}
+
+/// One string of a reply, as bytes.
+pub(crate) fn string(value: Value) -> Result<Vec<u8>, ClusterError> {
+    match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        Value::Int(n) => Ok(n.to_string().into_bytes()),
+        other => Err(ClusterError::reply(format!("not a string: {other:?}"))),
+    }
+}
+
+/// Bytes that must be UTF-8 text.
+pub(crate) fn text(bytes: Vec<u8>) -> Result<Text, ClusterError> {
+    Text::from_utf8(Bytes::from(bytes)).map_err(|_| ClusterError::reply("a name is not UTF-8"))
+}
+
+/// Bytes that must be a decimal number.
+pub(crate) fn number(bytes: &[u8]) -> Result<u64, ClusterError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ClusterError::reply("not a number"))
+}
+
+/// One entry of a stream: its id and its fields, in order.
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    pub(crate) fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Entry {
+    /// The value of field `name`.
+    pub(crate) fn field(&self, name: &str) -> Result<&[u8], ClusterError> {
+        self.fields
+            .iter()
+            .find(|(f, _)| f == name.as_bytes())
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| ClusterError::reply(format!("stream entry {} lacks {name}", self.id)))
+    }
+}
+
+/// The entries of an `XREAD` reply for one stream (none: `Nil`, the
+/// block timed out).
+pub(crate) fn stream_entries(value: Value) -> Result<Vec<Entry>, ClusterError> {
+    let streams = match value {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Array(streams) => streams,
+        // RESP3 answers a map of stream name to entries.
+        Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
+        other => return Err(ClusterError::reply(format!("XREAD answered {other:?}"))),
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let entries = match stream {
+            Value::Array(mut pair) if pair.len() == 2 => pair.remove(1),
+            entries @ Value::Array(_) => entries,
+            other => return Err(ClusterError::reply(format!("XREAD stream {other:?}"))),
+        };
+        let Value::Array(entries) = entries else {
+            return Err(ClusterError::reply("XREAD entries are not an array"));
+        };
+        for entry in entries {
+            let Value::Array(mut parts) = entry else {
+                return Err(ClusterError::reply("a stream entry is not an array"));
+            };
+            if parts.len() != 2 {
+                return Err(ClusterError::reply("a stream entry is not [id, fields]"));
+            }
+            let fields = strings(parts.remove(1))?;
+            let id = String::from_utf8(string(parts.remove(0))?)
+                .map_err(|_| ClusterError::reply("a stream id is not UTF-8"))?;
+            let mut pairs = Vec::with_capacity(fields.len() / 2);
+            let mut fields = fields.into_iter();
+            while let (Some(f), Some(v)) = (fields.next(), fields.next()) {
+                pairs.push((f, v));
+            }
+            out.push(Entry { id, fields: pairs });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,384 @@
+//! The Redis scripts against their model: the same requests, from several
+//! servers, go to `MemoryBroker` and to `RedisBroker` on a `redis-server`
+//! this test starts on a free loopback port; every answer, the whole log,
+//! every inbox and every room must come out the same. Proptest picks the
+//! requests: joins with clashing names into small rooms, messages, direct
+//! messages, announcements, leaves, syncs, repeats of earlier operations,
+//! lease renewals and reaps, with the clock moving in between.
+
+use ferry_cluster::{BrokerSettings, RedisBroker};
+use ferry_core::cluster::{BusInput, BusRequest, MemoryBroker, OpId, RoomEvent, ServerId};
+use ferry_core::names::name_key;
+use ferry_core::{ClientId, Code, Source};
+use proptest::prelude::*;
+use std::net::{Ipv4Addr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of this test's own, stopped on drop.
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is needed (apt-get install redis-server)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let up = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if up.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start: {up:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, url }
+    }
+
+    fn broker(&self, settings: BrokerSettings) -> RedisBroker {
+        RedisBroker::connect(&self.url, Duration::from_secs(5), settings).expect("connect")
+    }
+
+    fn flush(&self) {
+        let mut c = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SERVERS: [ServerId; 3] = [ServerId(0xa1), ServerId(0xb2), ServerId(0xc3)];
+const NAMES: [&str; 5] = ["alice", "Alice", "bob", "carol", "ÉVE"];
+const ROOMS: [&str; 2] = ["lobby", "Dev"];
+const BURST: u32 = 4;
+const PER_SECOND: u32 = 2;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Join {
+        server: usize,
+        client: u64,
+        name: usize,
+        room: usize,
+        max: u32,
+        source: u8,
+    },
+    Say {
+        server: usize,
+        client: u64,
+        source: u8,
+    },
+    Direct {
+        server: usize,
+        client: u64,
+        to: usize,
+        source: u8,
+    },
+    Announce {
+        server: usize,
+        room: Option<usize>,
+    },
+    Leave {
+        server: usize,
+        client: u64,
+    },
+    Sync {
+        server: usize,
+        room: usize,
+    },
+    /// The server sends one of its earlier requests again.
+    Repeat {
+        server: usize,
+        which: usize,
+    },
+    Renew {
+        server: usize,
+        lease: u64,
+    },
+    Reap {
+        server: usize,
+    },
+    Wait {
+        ms: u64,
+    },
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    let server = 0..SERVERS.len();
+    let client = 0..4u64;
+    let step = prop_oneof![
+        4 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 1..4u32, 0..3u8)
+            .prop_map(|(server, client, name, room, max, source)| Step::Join { server, client, name, room, max, source }),
+        4 => (server.clone(), client.clone(), 0..3u8)
+            .prop_map(|(server, client, source)| Step::Say { server, client, source }),
+        2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..3u8)
+            .prop_map(|(server, client, to, source)| Step::Direct { server, client, to, source }),
+        1 => (server.clone(), proptest::option::of(0..ROOMS.len()))
+            .prop_map(|(server, room)| Step::Announce { server, room }),
+        2 => (server.clone(), client.clone()).prop_map(|(server, client)| Step::Leave { server, client }),
+        1 => (server.clone(), 0..ROOMS.len()).prop_map(|(server, room)| Step::Sync { server, room }),
+        2 => (server.clone(), 0..8usize).prop_map(|(server, which)| Step::Repeat { server, which }),
+        1 => (server.clone(), 100..5000u64).prop_map(|(server, lease)| Step::Renew { server, lease }),
+        1 => server.prop_map(|server| Step::Reap { server }),
+        2 => (0..3000u64).prop_map(|ms| Step::Wait { ms }),
+    ];
+    proptest::collection::vec(step, 1..60)
+}
+
+fn source(n: u8) -> Option<Source> {
+    (n > 0).then(|| Source::of(Ipv4Addr::new(10, 0, 0, n).into(), 32, 64))
+}
+
+/// What both brokers are asked, and what each answered.
+struct Both {
+    memory: MemoryBroker,
+    redis: RedisBroker,
+    now_ms: u64,
+    /// Per server: its next op and the requests it sent.
+    sent: Vec<(u64, Vec<BusRequest>)>,
+}
+
+impl Both {
+    fn request(&mut self, server: usize, make: impl FnOnce(OpId) -> BusRequest) {
+        let (next, sent) = &mut self.sent[server];
+        let request = make(OpId(*next));
+        *next += 1;
+        sent.push(request.clone());
+        self.send(server, &request);
+    }
+
+    fn send(&mut self, server: usize, request: &BusRequest) {
+        let id = SERVERS[server];
+        let expected = self.memory.execute(id, request.clone(), self.now_ms);
+        let got = self
+            .redis
+            .execute(id, request, Some(self.now_ms))
+            .expect("redis");
+        assert_eq!(got, expected, "answers to {request:?}");
+    }
+
+    fn step(&mut self, step: &Step) {
+        match *step {
+            Step::Join {
+                server,
+                client,
+                name,
+                room,
+                max,
+                source: src,
+            } => self.request(server, |op| BusRequest::Join {
+                op,
+                client: ClientId(client),
+                room: ROOMS[room].into(),
+                room_key: name_key(ROOMS[room]),
+                name: NAMES[name].into(),
+                name_key: name_key(NAMES[name]),
+                source: source(src),
+                max_members: max,
+            }),
+            Step::Say {
+                server,
+                client,
+                source: src,
+            } => {
+                let text = format!("hello {}", self.now_ms);
+                self.request(server, |op| BusRequest::Say {
+                    op,
+                    client: ClientId(client),
+                    text: text.into(),
+                    source: source(src),
+                })
+            }
+            Step::Direct {
+                server,
+                client,
+                to,
+                source: src,
+            } => self.request(server, |op| BusRequest::Direct {
+                op,
+                client: ClientId(client),
+                to: NAMES[to].into(),
+                to_key: name_key(NAMES[to]),
+                text: "psst".into(),
+                source: source(src),
+            }),
+            Step::Announce { server, room } => self.request(server, |op| BusRequest::Announce {
+                op,
+                room_key: room.map(|r| name_key(ROOMS[r])),
+                text: "server says".into(),
+            }),
+            Step::Leave { server, client } => self.request(server, |op| BusRequest::Leave {
+                op,
+                client: ClientId(client),
+                code: Code::QUIT,
+            }),
+            Step::Sync { server, room } => self.request(server, |op| BusRequest::Sync {
+                op,
+                room_key: name_key(ROOMS[room]),
+            }),
+            Step::Repeat { server, which } => {
+                let sent = &self.sent[server].1;
+                if let Some(request) = sent.get(sent.len().saturating_sub(1 + which)).cloned() {
+                    self.send(server, &request);
+                }
+            }
+            Step::Renew { server, lease } => {
+                let id = SERVERS[server];
+                let expected = self.memory.renew(id, self.now_ms, lease);
+                let got = self
+                    .redis
+                    .renew(id, Duration::from_millis(lease), Some(self.now_ms))
+                    .expect("redis");
+                assert_eq!(got, expected, "renew");
+            }
+            Step::Reap { server } => {
+                let id = SERVERS[server];
+                let expected = self.memory.reap(id, self.now_ms);
+                let got = self.redis.reap(id, Some(self.now_ms)).expect("redis");
+                assert_eq!(got, expected, "reaped");
+            }
+            Step::Wait { ms } => self.now_ms += ms,
+        }
+    }
+
+    /// The logs, inboxes and rooms of both, compared.
+    fn compare(&mut self) {
+        let expected: Vec<RoomEvent> = self
+            .memory
+            .events_after(0)
+            .map(|e| match e {
+                BusInput::Event(e) => e,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let batch = self.redis.read_events("0", 100_000, None).expect("redis");
+        assert_eq!(batch.malformed, 0);
+        assert_eq!(batch.events, expected, "the logs");
+        for id in SERVERS {
+            let expected = self.memory.take_inbox(id);
+            let got = self.redis.take_inbox(id).expect("redis");
+            assert_eq!(got, expected, "the inbox of {id}");
+        }
+        for room in ROOMS {
+            let key = name_key(room);
+            let sync = |op| BusRequest::Sync {
+                op,
+                room_key: key.clone(),
+            };
+            let (next, _) = &mut self.sent[0];
+            let op = OpId(*next);
+            *next += 1;
+            self.send(0, &sync(op));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_scripts_do_what_the_memory_broker_does(steps in steps()) {
+        thread_local! {
+            static REDIS: RedisServer = RedisServer::start();
+        }
+        REDIS.with(|redis| {
+            redis.flush();
+            let settings = BrokerSettings::default().source_budget(BURST, PER_SECOND);
+            let mut both = Both {
+                memory: MemoryBroker::new().source_budget(BURST, PER_SECOND),
+                redis: redis.broker(settings),
+                now_ms: 1_000_000,
+                sent: SERVERS.iter().map(|_| (1, Vec::new())).collect(),
+            };
+            for step in &steps {
+                both.step(step);
+            }
+            both.compare();
+        });
+    }
+}
+
+#[test]
+fn a_look_alike_is_refused_and_the_seq_goes_on_after_a_room_empties() {
+    let redis = RedisServer::start();
+    let mut broker = redis.broker(BrokerSettings::default());
+    let server = SERVERS[0];
+    let join = |op, client, name: &str| BusRequest::Join {
+        op: OpId(op),
+        client: ClientId(client),
+        room: "Lobby".into(),
+        room_key: name_key("Lobby"),
+        name: name.into(),
+        name_key: name_key(name),
+        source: None,
+        max_members: 10,
+    };
+    let BusInput::Answer { answer, .. } =
+        broker.execute(server, &join(1, 1, "alice"), None).unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        matches!(answer, ferry_core::cluster::Answer::Joined(ref s) if s.seq == 1 && s.room == "Lobby")
+    );
+    let BusInput::Answer { answer, .. } =
+        broker.execute(server, &join(2, 2, "ALICE"), None).unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        matches!(answer, ferry_core::cluster::Answer::Refused { code, .. } if code == Code::NAME_TAKEN)
+    );
+    let leave = BusRequest::Leave {
+        op: OpId(3),
+        client: ClientId(1),
+        code: Code::QUIT,
+    };
+    broker.execute(server, &leave, None).unwrap();
+    broker.execute(server, &join(4, 2, "ALICE"), None).unwrap();
+    let batch = broker.read_events("0", 100, None).unwrap();
+    let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![1, 2, 3],
+        "JOINED, LEFT, JOINED: the seq never restarts"
+    );
+    // A blocking read from the last id waits, then times out empty.
+    let last = batch.last_id.unwrap();
+    let started = Instant::now();
+    let none = broker
+        .read_events(&last, 10, Some(Duration::from_millis(100)))
+        .unwrap();
+    assert!(none.events.is_empty() && started.elapsed() >= Duration::from_millis(90));
+}
