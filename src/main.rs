@@ -73,6 +73,17 @@ enum Command {
         tls: tls::ServerTlsArgs,
         #[command(flatten)]
         limits: Limits,
+        /// Join a cluster of servers sharing this Redis
+        /// (`redis://HOST:PORT[/DB]`): rooms, names, messages and direct
+        /// messages span every server pointed at it (docs/CLUSTER.md). The
+        /// mio runtime only, for now. Also taken from `FERRY_CLUSTER`.
+        #[arg(long, value_name = "URL")]
+        cluster: Option<String>,
+        /// In a cluster: a server that stops renewing its lease this long
+        /// (killed, cut off) is taken for gone, its members announced
+        /// `LEFT` (`SERVER_GONE`) and their names freed.
+        #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+        cluster_lease: Duration,
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
@@ -406,6 +417,8 @@ fn main() -> ExitCode {
             addr_file,
             tls,
             limits,
+            cluster,
+            cluster_lease,
         } => {
             // One descriptor per client: the soft limit (often 1024) would
             // refuse clients long before `max_clients`. Failing to raise it
@@ -436,6 +449,16 @@ fn main() -> ExitCode {
                 log_per_second: limits.log_rate.unwrap_or(budget::DEFAULT_PER_SECOND),
                 tls: tls_server,
                 require_tls: tls.requires_tls(),
+                cluster: cluster
+                    .or_else(|| {
+                        std::env::var("FERRY_CLUSTER")
+                            .ok()
+                            .filter(|s| !s.is_empty())
+                    })
+                    .map(|url| serve::ClusterOptions {
+                        url,
+                        lease: cluster_lease,
+                    }),
             };
             serve::serve(options, limits.hub_config())
         }

@@ -36,6 +36,16 @@ pub struct Options<'a> {
     pub tls: Option<Arc<TlsServer>>,
     /// Clear-text connections are turned away.
     pub require_tls: bool,
+    /// One server of a cluster; `None`: on its own.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// `--cluster` and what goes with it.
+pub struct ClusterOptions {
+    /// The Redis every server of the cluster shares.
+    pub url: String,
+    /// How long the server stays in the cluster without renewing.
+    pub lease: Duration,
 }
 
 pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
@@ -51,7 +61,20 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         log_per_second,
         tls,
         require_tls,
+        cluster,
     } = options;
+    let mut config = config;
+    let server_id = match &cluster {
+        Some(_) if runtime != Runtime::Mio => {
+            return Err("--cluster runs on the mio runtime only, for now (--runtime mio)".into())
+        }
+        Some(_) => {
+            let id = ferry_files::random_server_id().map_err(|e| e.to_string())?;
+            config = config.cluster(id);
+            Some(id)
+        }
+        None => None,
+    };
     config.check().map_err(|e| e.to_string())?;
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
@@ -109,6 +132,38 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
              sends the token where anyone on the path can read it",
         );
     }
+    // The link starts after the server (its answers go to the server's
+    // control); requests made meanwhile wait among the notices below.
+    let link = match (&cluster, server_id) {
+        (Some(cluster), Some(id)) => {
+            let control = server.control();
+            let settings = ferry_cluster::LinkSettings::default().lease(cluster.lease);
+            match ferry_cluster::Link::start(
+                &cluster.url,
+                id,
+                settings,
+                Arc::new(move |input| control.bus(input)),
+            ) {
+                Ok(link) => {
+                    log(&format!(
+                        "cluster: server {id} on {}, lease {} s",
+                        redacted_url(&cluster.url),
+                        cluster.lease.as_secs_f64()
+                    ));
+                    Some(link)
+                }
+                Err(e) => {
+                    server.shutdown("the server could not join its cluster");
+                    let _ = server.join();
+                    return Err(format!(
+                        "cannot join the cluster at {}: {e}",
+                        redacted_url(&cluster.url)
+                    ));
+                }
+            }
+        }
+        _ => None,
+    };
     if let Some(path) = addr_file {
         write_addr_file(path, server.local_addr())
             .map_err(|e| format!("cannot write the address to {}: {e}", path.display()))?;
@@ -157,6 +212,11 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         };
         let now = Instant::now();
         match received {
+            Ok(ServerNotice::Bus(request)) => {
+                if let Some(link) = &link {
+                    link.send(request);
+                }
+            }
             Ok(notice) => {
                 if matches!(notice, ServerNotice::Disconnected { .. }) {
                     release.on_leave(now);
@@ -180,9 +240,24 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
                 .map(|at| at.max(now + SUMMARY_SCAN));
         }
     }
+    // Stopped: the leaves of its last members reach the cluster, then it
+    // leaves the cluster's leases.
+    if let Some(link) = link {
+        link.close();
+    }
     // Stopped: whatever was left out is said now.
     journal.summarise(Instant::now() + Duration::from_secs(3600));
     server.join().map_err(|e| e.to_string())
+}
+
+/// `url` without a password, for the log.
+fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// How often, at most, the log budget's sources are looked over for

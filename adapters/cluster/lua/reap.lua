@@ -13,5 +13,7 @@ for _, id in ipairs(gone) do
     remove_member(id, client, 774, server, 0)
   end
   redis.call('DEL', server_members(id))
+  -- Kept a day, so that the server, if it wakes, learns it was reaped.
+  redis.call('PEXPIRE', 'ferry:srv:' .. id .. ':answers', 86400000)
 end
 return gone

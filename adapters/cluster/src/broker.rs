@@ -3,7 +3,7 @@
 //! [`MemoryBroker`](ferry_core::cluster::MemoryBroker).
 
 use crate::error::ClusterError;
-use crate::reply::{self, Entry};
+use crate::reply::{self, Entry, Streams};
 use ferry_core::cluster::{
     codec, refusal, Answer, BusInput, BusRequest, OpId, RoomEvent, ServerId, Snapshot,
 };
@@ -249,23 +249,85 @@ impl RedisBroker {
         count: usize,
         block: Option<Duration>,
     ) -> Result<EventBatch, ClusterError> {
-        let entries = self.read_stream(EVENTS, after, count, block)?;
+        let streams = self.read_streams(&[(EVENTS, after)], count, block)?;
         let mut batch = EventBatch::default();
-        for entry in entries {
-            batch.last_id = Some(entry.id.clone());
-            match event(&entry) {
-                Ok(event) => batch.events.push(event),
-                Err(_) => batch.malformed += 1,
-            }
+        for (_, entries) in streams {
+            batch.add(entries);
         }
         Ok(batch)
+    }
+
+    /// What a server reads, in one round trip: up to `count` events of the
+    /// log after entry `after`, and what waits in `server`'s inbox
+    /// (deleted once read), waiting up to `block` if there is neither.
+    pub fn read_log_and_inbox(
+        &mut self,
+        server: ServerId,
+        after: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<(EventBatch, Vec<BusInput>), ClusterError> {
+        let inbox = inbox_key(server);
+        let streams = self.read_streams(&[(EVENTS, after), (&inbox, "0")], count, block)?;
+        let mut batch = EventBatch::default();
+        let mut directs = Vec::new();
+        for (name, entries) in streams {
+            if name == EVENTS.as_bytes() {
+                batch.add(entries);
+            } else {
+                directs.extend(self.directs(&inbox, entries)?);
+            }
+        }
+        Ok((batch, directs))
+    }
+
+    /// The id of the log's last entry (`"0-0"` for an empty log): where a
+    /// server that starts reads on from.
+    pub fn log_end(&mut self) -> Result<String, ClusterError> {
+        let value: Value = redis::cmd("XREVRANGE")
+            .arg(EVENTS)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut self.connection)?;
+        let Value::Array(entries) = value else {
+            return Err(ClusterError::reply("XREVRANGE is not an array"));
+        };
+        match entries.into_iter().next() {
+            None => Ok("0-0".into()),
+            Some(Value::Array(mut parts)) if !parts.is_empty() => {
+                String::from_utf8(reply::string(parts.remove(0))?)
+                    .map_err(|_| ClusterError::reply("a stream id is not UTF-8"))
+            }
+            Some(other) => Err(ClusterError::reply(format!("XREVRANGE entry {other:?}"))),
+        }
+    }
+
+    /// Takes `server` out of the cluster's leases at a clean stop (its
+    /// members have left already), so nobody reaps it later.
+    pub fn retire(&mut self, server: ServerId) -> Result<(), ClusterError> {
+        redis::pipe()
+            .cmd("ZREM")
+            .arg("ferry:servers")
+            .arg(server.to_string())
+            .cmd("DEL")
+            .arg(format!("ferry:srv:{server}:answers"))
+            .query::<Value>(&mut self.connection)?;
+        Ok(())
     }
 
     /// Takes what waits in `server`'s inbox (direct messages): read, then
     /// deleted.
     pub fn take_inbox(&mut self, server: ServerId) -> Result<Vec<BusInput>, ClusterError> {
-        let inbox = format!("ferry:srv:{server}:inbox");
-        let entries = self.read_stream(&inbox, "0", 1000, None)?;
+        let inbox = inbox_key(server);
+        let streams = self.read_streams(&[(&inbox, "0")], 1000, None)?;
+        let entries = streams.into_iter().flat_map(|(_, e)| e).collect();
+        self.directs(&inbox, entries)
+    }
+
+    /// Inbox entries as direct messages; deletes them.
+    fn directs(&mut self, inbox: &str, entries: Vec<Entry>) -> Result<Vec<BusInput>, ClusterError> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in &entries {
             out.push(BusInput::Direct {
@@ -278,7 +340,7 @@ impl RedisBroker {
         }
         if !entries.is_empty() {
             let mut del = redis::cmd("XDEL");
-            del.arg(&inbox);
+            del.arg(inbox);
             for entry in &entries {
                 del.arg(&entry.id);
             }
@@ -339,19 +401,24 @@ impl RedisBroker {
         Ok(invocation.invoke(&mut self.connection)?)
     }
 
-    fn read_stream(
+    fn read_streams(
         &mut self,
-        stream: &str,
-        after: &str,
+        streams: &[(&str, &str)],
         count: usize,
         block: Option<Duration>,
-    ) -> Result<Vec<Entry>, ClusterError> {
+    ) -> Result<Streams, ClusterError> {
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(count);
         if let Some(block) = block {
             cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
         }
-        cmd.arg("STREAMS").arg(stream).arg(after);
+        cmd.arg("STREAMS");
+        for (stream, _) in streams {
+            cmd.arg(*stream);
+        }
+        for (_, after) in streams {
+            cmd.arg(*after);
+        }
         let value: Value = cmd.query(&mut self.connection)?;
         reply::stream_entries(value)
     }
@@ -441,6 +508,22 @@ impl RedisBroker {
             }
         })
     }
+}
+
+impl EventBatch {
+    fn add(&mut self, entries: Vec<Entry>) {
+        for entry in entries {
+            match event(&entry) {
+                Ok(event) => self.events.push(event),
+                Err(_) => self.malformed += 1,
+            }
+            self.last_id = Some(entry.id);
+        }
+    }
+}
+
+fn inbox_key(server: ServerId) -> String {
+    format!("ferry:srv:{server}:inbox")
 }
 
 /// A log entry as a [`RoomEvent`].

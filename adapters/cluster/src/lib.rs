@@ -51,7 +51,9 @@
 
 mod broker;
 mod error;
+pub mod link;
 mod reply;
 
 pub use broker::{BrokerSettings, EventBatch, RedisBroker, EVENTS};
 pub use error::ClusterError;
+pub use link::{Link, LinkSettings};

@@ -54,26 +54,34 @@ impl Entry {
     }
 }
 
-/// The entries of an `XREAD` reply for one stream (none: `Nil`, the
+/// Entries of streams, by stream name.
+pub(crate) type Streams = Vec<(Vec<u8>, Vec<Entry>)>;
+
+/// The entries of an `XREAD` reply, by stream name (none: `Nil`, the
 /// block timed out).
-pub(crate) fn stream_entries(value: Value) -> Result<Vec<Entry>, ClusterError> {
-    let streams = match value {
+pub(crate) fn stream_entries(value: Value) -> Result<Streams, ClusterError> {
+    let streams: Vec<(Value, Value)> = match value {
         Value::Nil => return Ok(Vec::new()),
-        Value::Array(streams) => streams,
+        Value::Array(streams) => streams
+            .into_iter()
+            .map(|stream| match stream {
+                Value::Array(mut pair) if pair.len() == 2 => {
+                    let entries = pair.remove(1);
+                    Ok((pair.remove(0), entries))
+                }
+                other => Err(ClusterError::reply(format!("XREAD stream {other:?}"))),
+            })
+            .collect::<Result<_, _>>()?,
         // RESP3 answers a map of stream name to entries.
-        Value::Map(pairs) => pairs.into_iter().map(|(_, v)| v).collect(),
+        Value::Map(pairs) => pairs,
         other => return Err(ClusterError::reply(format!("XREAD answered {other:?}"))),
     };
     let mut out = Vec::new();
-    for stream in streams {
-        let entries = match stream {
-            Value::Array(mut pair) if pair.len() == 2 => pair.remove(1),
-            entries @ Value::Array(_) => entries,
-            other => return Err(ClusterError::reply(format!("XREAD stream {other:?}"))),
-        };
+    for (name, entries) in streams {
         let Value::Array(entries) = entries else {
             return Err(ClusterError::reply("XREAD entries are not an array"));
         };
+        let mut parsed = Vec::with_capacity(entries.len());
         for entry in entries {
             let Value::Array(mut parts) = entry else {
                 return Err(ClusterError::reply("a stream entry is not an array"));
@@ -89,8 +97,9 @@ pub(crate) fn stream_entries(value: Value) -> Result<Vec<Entry>, ClusterError> {
             while let (Some(f), Some(v)) = (fields.next(), fields.next()) {
                 pairs.push((f, v));
             }
-            out.push(Entry { id, fields: pairs });
+            parsed.push(Entry { id, fields: pairs });
         }
+        out.push((string(name)?, parsed));
     }
     Ok(out)
 }

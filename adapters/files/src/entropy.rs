@@ -20,6 +20,15 @@ pub fn with_session_key(mut config: HubConfig) -> io::Result<HubConfig> {
     Ok(config)
 }
 
+/// A new id for a server of a cluster: 64 bits from the operating system's
+/// secure random source, so two servers (or one restarted) never share one.
+pub fn random_server_id() -> io::Result<ferry_core::cluster::ServerId> {
+    let mut id = [0; 8];
+    getrandom::fill(&mut id)
+        .map_err(|e| io::Error::other(format!("no secure random source for a server id: {e}")))?;
+    Ok(ferry_core::cluster::ServerId(u64::from_be_bytes(id)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,12 @@ impl ServerControl {
     pub fn shutdown(&self, reason: impl Into<String>) {
         (self.command)(ServerCommand::Shutdown(reason.into()));
     }
+
+    /// In cluster mode: hands the hub what its broker link brings (answers,
+    /// the log's events, direct messages, the link's state).
+    pub fn bus(&self, input: ferry_core::cluster::BusInput) {
+        (self.command)(ServerCommand::Bus(input));
+    }
 }
 
 /// What a user asks of a running client.

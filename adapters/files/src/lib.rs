@@ -48,7 +48,7 @@ mod udp;
 
 pub use batch::{IoSlices, OutputBatch};
 pub use disk::Wake;
-pub use entropy::with_session_key;
+pub use entropy::{random_server_id, with_session_key};
 pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };

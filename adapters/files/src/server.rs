@@ -3,6 +3,7 @@
 use crate::disk::{DiskQueue, Done, Wake};
 use crate::inbox::Inbox;
 use crate::transfers::{FileTransfers, HubClient, OfferPolicy, Report};
+use ferry_core::cluster::{BusInput, BusRequest};
 use ferry_core::{ClientId, ClientMap, Code, Hub, HubEvent, Text};
 
 use std::net::SocketAddr;
@@ -51,6 +52,12 @@ pub enum ServerNotice {
     /// An operator command could not be carried out (an announcement over
     /// the message cap, ...).
     CommandFailed(String),
+    /// In cluster mode: a request of the hub for the cluster's broker
+    /// ([`Hub::poll_bus`](ferry_core::Hub::poll_bus)), to be handed to the
+    /// broker link in the order notices come; the answer comes back as
+    /// [`ServerCommand::Bus`] (through
+    /// [`ServerControl::bus`](crate::ServerControl::bus)).
+    Bus(BusRequest),
     /// A source kept presenting wrong tokens and is turned away for `ban`
     /// (one notice however many connections it makes meanwhile).
     SourceBanned {
@@ -80,6 +87,9 @@ pub enum ServerCommand {
     Announce(String),
     /// Tell every client (`ERROR SHUTDOWN` with this reason) and stop.
     Shutdown(String),
+    /// In cluster mode: what the broker link brings for the hub
+    /// ([`Hub::handle_bus`](ferry_core::Hub::handle_bus)).
+    Bus(BusInput),
 }
 
 /// The inbox side of a hub: one [`FileTransfers`] per client, fed the

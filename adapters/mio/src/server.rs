@@ -320,6 +320,7 @@ impl Server {
                     }
                 }
                 Ok(ServerCommand::Shutdown(reason)) => self.begin_shutdown(now, &reason),
+                Ok(ServerCommand::Bus(input)) => self.hub.handle_bus(now, input),
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
@@ -361,6 +362,9 @@ impl Server {
                 progressed = true;
                 self.flush(id, now);
                 self.maybe_finish(id, now);
+            }
+            while let Some(request) = self.hub.poll_bus() {
+                self.notify(ServerNotice::Bus(request));
             }
             if !progressed {
                 return;

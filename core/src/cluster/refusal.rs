@@ -70,3 +70,11 @@ pub fn forgotten() -> Answer {
         "a repeat of a request too old to be remembered".into(),
     )
 }
+
+/// The broker cannot be reached: nothing of the request was done.
+pub fn unavailable(why: &str) -> Answer {
+    refused(
+        Code::CLUSTER_UNAVAILABLE,
+        format!("not delivered: the servers of this cluster cannot reach each other now ({why})"),
+    )
+}

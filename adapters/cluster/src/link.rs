@@ -1,0 +1,364 @@
+//! [`Link`]: a server's connection to its cluster's Redis, on two threads
+//! of its own, so that no runtime's loop ever waits for Redis.
+//!
+//! * The **writer** carries the hub's requests to Redis in the order they
+//!   were sent, one script each, and hands every answer back; every
+//!   lease / 4 it renews the server's lease and reaps servers whose lease
+//!   ran out. When Redis cannot be reached it says
+//!   [`BusInput::Down`] once, answers every request that waits with
+//!   `CLUSTER_UNAVAILABLE` (except leaves and syncs, which wait for the
+//!   link; and the request in flight, whose outcome is unknown: it is sent
+//!   again, the broker answers a repeat as the first time), reconnects
+//!   with backoff (100 ms doubling to 5 s), and says [`BusInput::Up`].
+//! * The **reader** blocks on the log and the server's inbox, and hands
+//!   every event and direct message over in the log's order; it reads on
+//!   from the last entry it delivered after a reconnect.
+//!
+//! What reaches the hub goes through `deliver`, which a runtime makes a
+//! command to its loop (`ServerControl::bus` in the ferry runtimes).
+
+use crate::broker::{BrokerSettings, RedisBroker};
+use crate::error::ClusterError;
+use ferry_core::cluster::{refusal, BusInput, BusRequest, ServerId};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where a link's answers, events and state changes go.
+pub type Deliver = Arc<dyn Fn(BusInput) + Send + Sync>;
+
+/// What a [`Link`] needs besides the broker's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkSettings {
+    /// The broker's settings, the same on every server.
+    pub broker: BrokerSettings,
+    /// How long the server stays a member of the cluster without renewing:
+    /// killed, its members are announced gone this long after (at most).
+    pub lease: Duration,
+    /// Connecting, and each command, give up after this.
+    pub timeout: Duration,
+}
+
+impl Default for LinkSettings {
+    fn default() -> Self {
+        LinkSettings {
+            broker: BrokerSettings::default(),
+            lease: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LinkSettings {
+    /// Sets [`lease`](Self::lease).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Sets [`broker`](Self::broker).
+    #[must_use]
+    pub fn broker(mut self, broker: BrokerSettings) -> Self {
+        self.broker = broker;
+        self
+    }
+}
+
+enum Control {
+    Request(BusRequest),
+    Close,
+}
+
+/// A server's link to its cluster's Redis; see the [module](self).
+pub struct Link {
+    control: Sender<Control>,
+    stop: Arc<AtomicBool>,
+    writer: Option<JoinHandle<()>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").finish_non_exhaustive()
+    }
+}
+
+/// Backoff between reconnection attempts.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long the reader blocks on Redis before looking at `stop`.
+const READ_BLOCK: Duration = Duration::from_millis(500);
+/// Log entries read at once.
+const READ_COUNT: usize = 1024;
+
+impl Link {
+    /// Connects to the Redis at `url` as server `server` (registering its
+    /// lease) and starts the two threads. Fails if Redis cannot be reached
+    /// now: a server is not started on a cluster it cannot join.
+    pub fn start(
+        url: &str,
+        server: ServerId,
+        settings: LinkSettings,
+        deliver: Deliver,
+    ) -> Result<Link, ClusterError> {
+        let connect = {
+            let url = url.to_string();
+            let settings = settings.clone();
+            move || RedisBroker::connect(&url, settings.timeout, settings.broker.clone())
+        };
+        let mut writer_broker = connect()?;
+        let mut reader_broker = connect()?;
+        // Read from here: everything after the first request is after it.
+        let start = reader_broker.log_end()?;
+        writer_broker.renew(server, settings.lease, None)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (control, requests) = mpsc::channel();
+        let writer = {
+            let (deliver, stop, connect) = (deliver.clone(), stop.clone(), connect.clone());
+            let lease = settings.lease;
+            std::thread::Builder::new()
+                .name("ferry-cluster-writer".into())
+                .spawn(move || {
+                    Writer {
+                        server,
+                        broker: Some(writer_broker),
+                        connect: Box::new(connect),
+                        deliver,
+                        stop,
+                        lease,
+                        queue: VecDeque::new(),
+                        up: true,
+                    }
+                    .run(requests)
+                })
+                .map_err(|e| ClusterError::reply(format!("cannot start a thread: {e}")))?
+        };
+        let reader = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("ferry-cluster-reader".into())
+                .spawn(move || {
+                    read_loop(
+                        server,
+                        reader_broker,
+                        Box::new(connect),
+                        start,
+                        deliver,
+                        stop,
+                    )
+                })
+                .map_err(|e| ClusterError::reply(format!("cannot start a thread: {e}")))?
+        };
+        Ok(Link {
+            control,
+            stop,
+            writer: Some(writer),
+            reader: Some(reader),
+        })
+    }
+
+    /// Hands a request of the hub to the writer (never waits).
+    pub fn send(&self, request: BusRequest) {
+        let _ = self.control.send(Control::Request(request));
+    }
+
+    /// Carries out what was sent before (the leaves of a server shutting
+    /// down), takes the server out of the cluster's leases and stops both
+    /// threads.
+    pub fn close(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        let _ = self.control.send(Control::Close);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+type Connect = Box<dyn Fn() -> Result<RedisBroker, ClusterError> + Send>;
+
+struct Writer {
+    server: ServerId,
+    broker: Option<RedisBroker>,
+    connect: Connect,
+    deliver: Deliver,
+    stop: Arc<AtomicBool>,
+    lease: Duration,
+    /// Requests not answered yet, in order; the first may be in flight.
+    queue: VecDeque<BusRequest>,
+    up: bool,
+}
+
+impl Writer {
+    fn run(mut self, requests: Receiver<Control>) {
+        let beat = self.lease / 4;
+        let mut next_beat = Instant::now() + beat;
+        let mut closing = false;
+        loop {
+            let wait = next_beat.saturating_duration_since(Instant::now());
+            if self.queue.is_empty() && !closing {
+                match requests.recv_timeout(wait) {
+                    Ok(Control::Request(r)) => self.queue.push_back(r),
+                    Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+            }
+            loop {
+                match requests.try_recv() {
+                    Ok(Control::Request(r)) => self.queue.push_back(r),
+                    Ok(Control::Close) => closing = true,
+                    Err(_) => break,
+                }
+            }
+            self.carry_out(closing);
+            if Instant::now() >= next_beat {
+                next_beat = Instant::now() + beat;
+                self.heartbeat();
+            }
+            if closing && (self.queue.is_empty() || self.broker.is_none()) {
+                if let Some(broker) = self.broker.as_mut() {
+                    let _ = broker.retire(self.server);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Sends the queue's requests in order, each answered once.
+    fn carry_out(&mut self, closing: bool) {
+        while let Some(request) = self.queue.front() {
+            let Some(broker) = self.broker.as_mut() else {
+                if !self.reconnect(closing) {
+                    return;
+                }
+                continue;
+            };
+            match broker.execute(self.server, request, None) {
+                Ok(answer) => {
+                    self.queue.pop_front();
+                    (self.deliver)(answer);
+                }
+                Err(e) => {
+                    self.broker = None;
+                    self.went_down(&e);
+                    if closing {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Redis failed: says so once, refuses what waits behind the request
+    /// in flight (but leaves and syncs, which must reach Redis).
+    fn went_down(&mut self, error: &ClusterError) {
+        if self.up {
+            self.up = false;
+            (self.deliver)(BusInput::Down {
+                reason: error.to_string(),
+            });
+        }
+        let why = error.to_string();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for (i, request) in self.queue.drain(..).enumerate() {
+            let must_reach =
+                i == 0 || matches!(request, BusRequest::Leave { .. } | BusRequest::Sync { .. });
+            if must_reach {
+                kept.push_back(request);
+            } else {
+                (self.deliver)(BusInput::Answer {
+                    op: request.op(),
+                    answer: refusal::unavailable(&why),
+                });
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// Tries to connect again with backoff, until it works or the link is
+    /// closing (one try then). Says `Up` when back.
+    fn reconnect(&mut self, closing: bool) -> bool {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            if let Ok(broker) = (self.connect)() {
+                self.broker = Some(broker);
+                if !self.up {
+                    self.up = true;
+                    (self.deliver)(BusInput::Up);
+                }
+                return true;
+            }
+            if closing || self.stop.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Renews the lease and reaps servers whose lease ran out.
+    fn heartbeat(&mut self) {
+        let Some(broker) = self.broker.as_mut() else {
+            return;
+        };
+        let beat = broker
+            .renew(self.server, self.lease, None)
+            .and_then(|_| broker.reap(self.server, None));
+        if let Err(e) = beat {
+            self.broker = None;
+            self.went_down(&e);
+        }
+    }
+}
+
+fn read_loop(
+    server: ServerId,
+    broker: RedisBroker,
+    connect: Connect,
+    mut after: String,
+    deliver: Deliver,
+    stop: Arc<AtomicBool>,
+) {
+    let mut broker = Some(broker);
+    let mut backoff = BACKOFF_FIRST;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(b) = broker.as_mut() else {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            broker = connect().ok();
+            continue;
+        };
+        match b.read_log_and_inbox(server, &after, READ_COUNT, Some(READ_BLOCK)) {
+            Ok((batch, directs)) => {
+                backoff = BACKOFF_FIRST;
+                if let Some(last) = batch.last_id {
+                    after = last;
+                }
+                for event in batch.events {
+                    deliver(BusInput::Event(event));
+                }
+                for direct in directs {
+                    deliver(direct);
+                }
+            }
+            Err(_) => broker = None,
+        }
+    }
+}

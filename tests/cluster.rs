@@ -1,0 +1,163 @@
+//! Two `ferry serve --cluster` processes on one `redis-server` (started by
+//! the test on a free loopback port) are one chat service: ferry clients
+//! and a raw-text guest on either server see each other join, talk in one
+//! order with the same `seq`s, send direct messages across, cannot take a
+//! name (or a look-alike) held on the other server, and when one server is
+//! killed with `kill -9` its members are announced gone (`SERVER_GONE`)
+//! within the lease and their names are free again.
+
+mod common;
+
+use common::{Raw, RedisServer, Serve, TextGuest, WAIT};
+use ferry_core::frame::Frame;
+use ferry_core::Code;
+use std::time::{Duration, Instant};
+
+/// Reads frames until `pick` accepts one, for at most `WAIT`.
+fn wait_frame<T>(raw: &mut Raw, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match raw.recv(left) {
+            Ok(frame) => {
+                if let Some(found) = pick(&frame) {
+                    return found;
+                }
+            }
+            Err(e) => panic!("waiting for {what}: {e:?}"),
+        }
+    }
+}
+
+/// The `seq` of the message `text` from `from`, once it arrives.
+fn message_seq(raw: &mut Raw, from: &str, text: &str) -> u64 {
+    wait_frame(raw, &format!("{from}: {text}"), |f| match f {
+        Frame::Message {
+            seq,
+            from: f,
+            text: t,
+        } if f == from && t == text => Some(*seq),
+        _ => None,
+    })
+}
+
+fn cluster_server(inbox: &std::path::Path, url: &str) -> Serve {
+    let mut server = Serve::start(
+        inbox,
+        &["--no-tls", "--cluster", url, "--cluster-lease", "2"],
+    );
+    server.expect(&["cluster: server", "lease 2 s"]);
+    server
+}
+
+#[test]
+fn two_servers_on_one_redis_are_one_room() {
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = cluster_server(inbox_a.path(), &redis.url());
+    let mut b = cluster_server(inbox_b.path(), &redis.url());
+
+    let mut alice = Raw::join(a.addr, "alice", "");
+    let mut bob = Raw::connect(b.addr);
+    bob.hello("bob", "", b"");
+    let members = wait_frame(&mut bob, "bob's MEMBERS", |f| match f {
+        Frame::Members { names } => Some(names.clone()),
+        _ => None,
+    });
+    assert_eq!(members, vec!["alice", "bob"], "MEMBERS spans both servers");
+    wait_frame(&mut alice, "bob joining", |f| match f {
+        Frame::Joined { name, .. } if name == "bob" => Some(()),
+        _ => None,
+    });
+
+    // One order: both see the same seq for each message, in the order
+    // they were said, whichever server each sender is on.
+    alice.send(&Frame::Say { text: "one".into() }).unwrap();
+    bob.send(&Frame::Say { text: "two".into() }).unwrap();
+    let seqs = |raw: &mut Raw| {
+        let mut seqs = [None, None];
+        while seqs.iter().any(Option::is_none) {
+            let (k, seq) = wait_frame(raw, "one and two", |f| match f {
+                Frame::Message { seq, text, .. } if text == "one" => Some((0, *seq)),
+                Frame::Message { seq, text, .. } if text == "two" => Some((1, *seq)),
+                _ => None,
+            });
+            seqs[k] = Some(seq);
+        }
+        seqs
+    };
+    let (at_alice, at_bob) = (seqs(&mut alice), seqs(&mut bob));
+    assert_eq!(
+        at_alice, at_bob,
+        "the same seq for each message on both servers"
+    );
+    assert_ne!(at_alice[0], at_alice[1]);
+
+    // A direct message across servers, and one to nobody.
+    bob.send(&Frame::DirectTo {
+        to: "Alice".into(),
+        text: "psst".into(),
+    })
+    .unwrap();
+    wait_frame(&mut alice, "bob's direct message", |f| match f {
+        Frame::DirectFrom { from, text } if from == "bob" && text == "psst" => Some(()),
+        _ => None,
+    });
+    bob.send(&Frame::DirectTo {
+        to: "zed".into(),
+        text: "hello?".into(),
+    })
+    .unwrap();
+    let code = wait_frame(&mut bob, "the BOUNCE", |f| match f {
+        Frame::Bounce { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, Code::NO_SUCH_USER);
+
+    // alice's name, and a look-alike of it, cannot be taken on server b.
+    let mut impostor = Raw::connect(b.addr);
+    impostor.hello("aIice", "", b"");
+    let (code, reason) = wait_frame(&mut impostor, "the REFUSE", |f| match f {
+        Frame::Refuse { code, reason } => Some((*code, reason.to_string())),
+        _ => None,
+    });
+    assert_eq!(code, Code::NAME_TAKEN, "{reason}");
+    assert!(reason.contains("looks like \"alice\""), "{reason}");
+    let mut twin = Raw::connect(b.addr);
+    twin.hello("Alice", "", b"");
+    let (code, reason) = wait_frame(&mut twin, "the REFUSE", |f| match f {
+        Frame::Refuse { code, reason } => Some((*code, reason.to_string())),
+        _ => None,
+    });
+    assert_eq!(code, Code::NAME_TAKEN, "{reason}");
+    assert!(reason.contains("taken"), "{reason}");
+
+    // A raw-text guest on server b is in the same room.
+    let mut carol = TextGuest::connect(b.addr);
+    carol.write(b"/name carol\r\n");
+    assert_eq!(
+        carol.expect("in the room"),
+        "* in the room: alice, bob, carol"
+    );
+    carol.write(b"hi all\r\n");
+    message_seq(&mut alice, "carol", "hi all");
+
+    // Server a dies: within the lease (2 s) and a heartbeat, the others
+    // hear alice leave with SERVER_GONE, and her name is free again.
+    let killed = Instant::now();
+    a.kill9();
+    let code = wait_frame(&mut bob, "alice leaving", |f| match f {
+        Frame::Left { name, code, .. } if name == "alice" => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, Code::SERVER_GONE);
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "alice was announced gone after {took:?}"
+    );
+    assert_eq!(carol.expect("alice left"), "* alice left (server gone)");
+    let again = Raw::join(b.addr, "alice", "");
+    drop(again);
+    assert!(b.terminate().success());
+}
