@@ -10,6 +10,7 @@
 //! frame carrying [`Error::code`] and the message, then closes.
 
 use crate::code::Code;
+use alloc::string::String;
 use thiserror::Error as ThisError;
 
 /// The peer sent bytes that are not a valid ferry stream.
