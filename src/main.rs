@@ -75,8 +75,8 @@ enum Command {
         limits: Limits,
         /// Join a cluster of servers sharing this Redis
         /// (`redis://HOST:PORT[/DB]`): rooms, names, messages and direct
-        /// messages span every server pointed at it (docs/CLUSTER.md). The
-        /// mio runtime only, for now. Also taken from `FERRY_CLUSTER`.
+        /// messages span every server pointed at it, whatever its runtime
+        /// (docs/CLUSTER.md). Also taken from `FERRY_CLUSTER`.
         #[arg(long, value_name = "URL")]
         cluster: Option<String>,
         /// In a cluster: a server that stops renewing its lease this long

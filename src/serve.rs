@@ -65,9 +65,6 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     } = options;
     let mut config = config;
     let server_id = match &cluster {
-        Some(_) if runtime != Runtime::Mio => {
-            return Err("--cluster runs on the mio runtime only, for now (--runtime mio)".into())
-        }
         Some(_) => {
             let id = ferry_files::random_server_id().map_err(|e| e.to_string())?;
             config = config.cluster(id);

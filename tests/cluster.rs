@@ -42,9 +42,21 @@ fn message_seq(raw: &mut Raw, from: &str, text: &str) -> u64 {
 }
 
 fn cluster_server(inbox: &std::path::Path, url: &str) -> Serve {
+    cluster_server_on(inbox, url, "mio")
+}
+
+fn cluster_server_on(inbox: &std::path::Path, url: &str, runtime: &str) -> Serve {
     let mut server = Serve::start(
         inbox,
-        &["--no-tls", "--cluster", url, "--cluster-lease", "2"],
+        &[
+            "--no-tls",
+            "--cluster",
+            url,
+            "--cluster-lease",
+            "2",
+            "--runtime",
+            runtime,
+        ],
     );
     server.expect(&["cluster: server", "lease 2 s"]);
     server
@@ -160,4 +172,65 @@ fn two_servers_on_one_redis_are_one_room() {
     let again = Raw::join(b.addr, "alice", "");
     drop(again);
     assert!(b.terminate().success());
+}
+
+#[test]
+fn one_room_across_every_runtime() {
+    let redis = RedisServer::start();
+    let runtimes = ["mio", "smol", "std", "tokio"];
+    let inboxes: Vec<_> = runtimes
+        .iter()
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut servers: Vec<Serve> = runtimes
+        .iter()
+        .zip(&inboxes)
+        .map(|(runtime, inbox)| cluster_server_on(inbox.path(), &redis.url(), runtime))
+        .collect();
+    let mut members: Vec<Raw> = runtimes
+        .iter()
+        .zip(&servers)
+        .map(|(runtime, server)| Raw::join(server.addr, &format!("on-{runtime}"), ""))
+        .collect();
+    for (k, runtime) in runtimes.iter().enumerate() {
+        members[k]
+            .send(&Frame::Say {
+                text: format!("hello from {runtime}").into(),
+            })
+            .unwrap();
+    }
+    // Every member hears every runtime's member, each message with one seq
+    // everywhere.
+    let mut seen: Vec<Vec<(u64, String)>> = Vec::new();
+    for (k, member) in members.iter_mut().enumerate() {
+        let mut heard = Vec::new();
+        while heard.len() < runtimes.len() {
+            heard.push(wait_frame(member, "every hello", |f| match f {
+                Frame::Message { seq, text, .. } if text.starts_with("hello from") => {
+                    Some((*seq, text.to_string()))
+                }
+                _ => None,
+            }));
+        }
+        heard.sort();
+        assert!(
+            heard.windows(2).all(|w| w[0].0 < w[1].0),
+            "{}: {heard:?}",
+            runtimes[k]
+        );
+        seen.push(heard);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    // The smol server dies: the others announce its member gone.
+    servers[1].kill9();
+    for k in [0, 2, 3] {
+        let code = wait_frame(&mut members[k], "on-smol leaving", |f| match f {
+            Frame::Left { name, code, .. } if name == "on-smol" => Some(*code),
+            _ => None,
+        });
+        assert_eq!(code, Code::SERVER_GONE, "{}", runtimes[k]);
+    }
+    for k in [0, 2, 3] {
+        assert!(servers[k].terminate().success(), "{}", runtimes[k]);
+    }
 }

@@ -286,6 +286,7 @@ impl Server {
                     self.flush_all(&inputs, now + SHUTDOWN_FLUSH).await;
                     return Ok(());
                 }
+                Wake::Command(ServerCommand::Bus(input)) => self.hub.handle_bus(now, input),
                 // `ServerCommand` may grow; a command this runtime does not
                 // know is ignored rather than fatal.
                 Wake::Command(_) => {}
@@ -549,6 +550,9 @@ impl Server {
             if !busy {
                 break;
             }
+        }
+        while let Some(request) = self.hub.poll_bus() {
+            let _ = self.notices.send(ServerNotice::Bus(request));
         }
     }
 

@@ -128,6 +128,7 @@ pub fn spawn_server_tls(
                 state.stopping.store(true, Ordering::SeqCst);
                 state.stopped.notify_all();
             }
+            ServerCommand::Bus(input) => shared.hub.handle_bus(now, input),
             _ => {}
         }
         shared.after(now);
@@ -190,6 +191,9 @@ impl Shared {
                 if let Some(writer) = self.writers.get(&client) {
                     let _ = writer.send(false);
                 }
+            }
+            while let Some(request) = self.hub.poll_bus() {
+                let _ = self.notices.send(ServerNotice::Bus(request));
             }
             if !progressed {
                 return;

@@ -369,6 +369,7 @@ impl Server {
                 Poll::Ready(Some(ServerCommand::Shutdown(reason))) => {
                     self.begin_shutdown(now, &reason)
                 }
+                Poll::Ready(Some(ServerCommand::Bus(input))) => self.hub.handle_bus(now, input),
                 Poll::Ready(Some(_)) => {}
                 Poll::Pending => return,
                 Poll::Ready(None) => {
@@ -408,6 +409,9 @@ impl Server {
                 progressed = true;
                 self.flush(id, now);
                 self.maybe_finish(id, now);
+            }
+            while let Some(request) = self.hub.poll_bus() {
+                self.notify(ServerNotice::Bus(request));
             }
             if !progressed {
                 return;
