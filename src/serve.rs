@@ -3,6 +3,7 @@
 use crate::budget::{summary, LogBudget};
 use crate::display::{bytes, log, quoted, rate, safe};
 use crate::runtime::Runtime;
+use ferry_core::cluster::BusInput;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientId, HubConfig, HubEvent, Source};
 use ferry_files::{Inbox, Report, ServerNotice};
@@ -139,7 +140,19 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
                 &cluster.url,
                 id,
                 settings,
-                Arc::new(move |input| control.bus(input)),
+                Arc::new(move |input| {
+                    match &input {
+                        BusInput::Down { reason } => log(&format!(
+                            "cluster: Redis cannot be reached ({reason}); messages are refused until it is back"
+                        )),
+                        BusInput::Up => log("cluster: Redis is back"),
+                        BusInput::Restarted { .. } => log(
+                            "cluster: Redis is back but restarted empty; members claim their names again",
+                        ),
+                        _ => {}
+                    }
+                    control.bus(input)
+                }),
             ) {
                 Ok(link) => {
                     log(&format!(

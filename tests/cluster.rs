@@ -234,3 +234,95 @@ fn one_room_across_every_runtime() {
         assert!(servers[k].terminate().success(), "{}", runtimes[k]);
     }
 }
+
+#[test]
+fn redis_killed_and_restarted_empty_the_servers_carry_on() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = cluster_server(inbox_a.path(), &redis.url());
+    let mut b = cluster_server(inbox_b.path(), &redis.url());
+    let mut alice = Raw::join(a.addr, "alice", "");
+    let mut bob = Raw::join(b.addr, "bob", "");
+    alice
+        .send(&Frame::Say {
+            text: "before".into(),
+        })
+        .unwrap();
+    let before = message_seq(&mut bob, "alice", "before");
+
+    redis.kill9();
+    // Messages while Redis is away: refused at once, never lost in
+    // silence (the one in flight when the link fails is sent again later).
+    let deadline = Instant::now() + WAIT;
+    let mut said = 0;
+    let bounced = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no message was refused while Redis was away"
+        );
+        said += 1;
+        alice
+            .send(&Frame::Say {
+                text: format!("during {said}").into(),
+            })
+            .unwrap();
+        match alice.recv(Duration::from_millis(200)) {
+            Ok(Frame::Bounce { code, reason }) => break (code, reason.to_string()),
+            _ => continue,
+        }
+    };
+    assert_eq!(bounced.0, Code::CLUSTER_UNAVAILABLE, "{}", bounced.1);
+    a.expect(&["cluster: Redis cannot be reached"]);
+
+    // Redis comes back empty: both servers notice, claim their members'
+    // names again and tell them who is there.
+    let _redis = RedisServer::start_on(port);
+    // (Messages retried from before, for a member not back yet, bounce.)
+    for (raw, who) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+        let mut view: Option<Vec<String>> = None;
+        while view.as_ref().map(|v| v.len()) != Some(2) {
+            wait_frame(raw, "the room anew", |f| {
+                match f {
+                    Frame::Members { names } => {
+                        view = Some(names.iter().map(|n| n.to_string()).collect())
+                    }
+                    Frame::Joined { name, .. } => {
+                        if let Some(v) = view.as_mut() {
+                            v.push(name.to_string());
+                        }
+                    }
+                    _ => return None,
+                }
+                Some(())
+            });
+        }
+        let mut names = view.unwrap();
+        names.sort();
+        assert_eq!(names, ["alice", "bob"], "{who}");
+    }
+    a.expect(&["cluster: Redis is back but restarted empty"]);
+    // Delivery resumes, numbered past everything said before.
+    alice
+        .send(&Frame::Say {
+            text: "after".into(),
+        })
+        .unwrap();
+    let after = message_seq(&mut bob, "alice", "after");
+    assert!(after > before, "{after} after {before}");
+    // Nothing arrives twice, and alice's name is still hers.
+    bob.send(&Frame::Say {
+        text: "bob after".into(),
+    })
+    .unwrap();
+    message_seq(&mut bob, "bob", "bob after");
+    let mut twin = Raw::connect(b.addr);
+    twin.hello("alice", "", b"");
+    let code = wait_frame(&mut twin, "the REFUSE", |f| match f {
+        Frame::Refuse { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, Code::NAME_TAKEN);
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}

@@ -5,6 +5,11 @@
 -- a value), ARGV[4] = the log's MAXLEN; its own arguments follow.
 -- Each mirrors one method of ferry_core::cluster::MemoryBroker.
 
+-- A whole number as decimal digits: tostring would write 1.7e+15.
+local function int(n)
+  return string.format('%d', n)
+end
+
 local server = ARGV[1]
 local op = tonumber(ARGV[2])
 local now
@@ -22,7 +27,7 @@ local answers = 'ferry:srv:' .. server .. ':answers'
 local function repeated()
   local last = tonumber(redis.call('HGET', answers, 'last') or '0')
   if op <= last then
-    local recorded = redis.call('HGET', answers, tostring(op))
+    local recorded = redis.call('HGET', answers, int(op))
     if recorded then
       return cjson.decode(recorded)
     end
@@ -33,8 +38,8 @@ end
 
 -- Records `reply` as this operation's answer and returns it.
 local function record(reply)
-  redis.call('HSET', answers, 'last', tostring(op), tostring(op), cjson.encode(reply))
-  redis.call('HDEL', answers, tostring(op - 1024))
+  redis.call('HSET', answers, 'last', int(op), int(op), cjson.encode(reply))
+  redis.call('HDEL', answers, int(op - 1024))
   return reply
 end
 
@@ -58,10 +63,20 @@ local function room_meta(room_key) return 'ferry:room:' .. room_key .. ':meta' e
 local function server_members(id) return 'ferry:srv:' .. id .. ':members' end
 
 -- Appends an event to the log with the room's next seq; returns the seq.
+-- A room whose numbering starts anew in a restarted Redis (a server said
+-- so: ferry:restarted) starts at now * 1000, past the numbers it used
+-- before (MemoryBroker::mark_restarted).
+local function start_seq(room_key)
+  if redis.call('HEXISTS', 'ferry:seq', room_key) == 0 and redis.call('EXISTS', 'ferry:restarted') == 1 then
+    redis.call('HSET', 'ferry:seq', room_key, int(now * 1000))
+  end
+end
+
 local function append(room_key, origin, opnum, body)
+  start_seq(room_key)
   local seq = redis.call('HINCRBY', 'ferry:seq', room_key, 1)
   redis.call('XADD', 'ferry:events', 'MAXLEN', '~', maxlen, '*',
-    'room', room_key, 'seq', tostring(seq), 'origin', origin, 'op', tostring(opnum), 'body', body)
+    'room', room_key, 'seq', int(seq), 'origin', origin, 'op', int(opnum), 'body', body)
   return seq
 end
 
@@ -74,7 +89,7 @@ end
 -- The room as a snapshot reply: {tag, room name, seq, names in join order}.
 local function snapshot(tag, room_key)
   local seq = redis.call('HGET', 'ferry:seq', room_key) or '0'
-  local reply = {tag, redis.call('HGET', room_meta(room_key), 'name') or '', tostring(seq)}
+  local reply = {tag, redis.call('HGET', room_meta(room_key), 'name') or '', seq}
   for _, key in ipairs(redis.call('ZRANGE', room_order(room_key), 0, -1)) do
     local _, _, name = holder(redis.call('HGET', room_names(room_key), key))
     reply[#reply + 1] = name
@@ -126,7 +141,7 @@ local function charge(source, burst, per_second)
   if ok then
     milli = milli - 1000
   end
-  redis.call('HSET', key, 'milli', tostring(milli), 'at', tostring(at))
+  redis.call('HSET', key, 'milli', int(milli), 'at', int(at))
   redis.call('PEXPIRE', key, 3600000)
   return ok
 end

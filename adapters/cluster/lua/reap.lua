@@ -2,7 +2,7 @@
 -- lease ended before now leaves: its members' LEFT with SERVER_GONE
 -- (0x0306), appended as the reaper's operation 0. MemoryBroker::reap.
 -- Returns the servers reaped.
-local gone = redis.call('ZRANGEBYSCORE', 'ferry:servers', '-inf', '(' .. tostring(now))
+local gone = redis.call('ZRANGEBYSCORE', 'ferry:servers', '-inf', '(' .. int(now))
 table.sort(gone)
 for _, id in ipairs(gone) do
   redis.call('ZREM', 'ferry:servers', id)

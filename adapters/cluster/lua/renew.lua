@@ -3,6 +3,6 @@
 -- (no answers recorded), 0 if it was reaped.
 local had = redis.call('ZSCORE', 'ferry:servers', server) ~= false
   or redis.call('EXISTS', answers) == 0
-redis.call('ZADD', 'ferry:servers', now + tonumber(ARGV[5]), server)
+redis.call('ZADD', 'ferry:servers', int(now + tonumber(ARGV[5])), server)
 if had then return 1 end
 return 0

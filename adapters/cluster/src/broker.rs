@@ -59,6 +59,7 @@ struct Scripts {
     announce: Script,
     leave: Script,
     sync: Script,
+    rejoin: Script,
     renew: Script,
     reap: Script,
 }
@@ -81,6 +82,7 @@ impl Scripts {
             announce: script!("announce.lua"),
             leave: script!("leave.lua"),
             sync: script!("sync.lua"),
+            rejoin: script!("rejoin.lua"),
             renew: script!("renew.lua"),
             reap: script!("reap.lua"),
         }
@@ -234,6 +236,25 @@ impl RedisBroker {
                 head.push(room_key.clone());
                 self.invoke(|s| &s.sync, &head)?
             }
+            BusRequest::Rejoin {
+                client,
+                room,
+                room_key,
+                name,
+                name_key,
+                min_seq,
+                ..
+            } => {
+                head.extend([
+                    client.0.to_string(),
+                    room.to_string(),
+                    room_key.clone(),
+                    name.to_string(),
+                    name_key.clone(),
+                    min_seq.to_string(),
+                ]);
+                self.invoke(|s| &s.rejoin, &head)?
+            }
             _ => return Err(ClusterError::reply("a request this link does not know")),
         };
         let answer = self.answer(request, reply::strings(value)?)?;
@@ -279,6 +300,28 @@ impl RedisBroker {
             }
         }
         Ok((batch, directs))
+    }
+
+    /// Redis' run id: a new one means Redis restarted (and, without
+    /// persistence, forgot everything).
+    pub fn run_id(&mut self) -> Result<String, ClusterError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut self.connection)?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_string())
+            .ok_or_else(|| ClusterError::reply("INFO server has no run_id"))
+    }
+
+    /// Says Redis restarted (the first thing a link does on finding a new
+    /// run id): see `MemoryBroker::mark_restarted`.
+    pub fn mark_restarted(&mut self) -> Result<(), ClusterError> {
+        redis::cmd("SET")
+            .arg("ferry:restarted")
+            .arg(1)
+            .query::<Value>(&mut self.connection)?;
+        Ok(())
     }
 
     /// The id of the log's last entry (`"0-0"` for an empty log): where a
@@ -446,9 +489,9 @@ impl RedisBroker {
                     members.push(reply::text(name)?);
                 }
                 let room_key = match request {
-                    BusRequest::Join { room_key, .. } | BusRequest::Sync { room_key, .. } => {
-                        room_key.clone()
-                    }
+                    BusRequest::Join { room_key, .. }
+                    | BusRequest::Rejoin { room_key, .. }
+                    | BusRequest::Sync { room_key, .. } => room_key.clone(),
                     _ => return Err(ClusterError::reply("a snapshot for no room")),
                 };
                 let snapshot = Snapshot {
@@ -471,7 +514,7 @@ impl RedisBroker {
             b"taken" => {
                 let held = reply::text(next()?)?;
                 let name = match request {
-                    BusRequest::Join { name, .. } => name.clone(),
+                    BusRequest::Join { name, .. } | BusRequest::Rejoin { name, .. } => name.clone(),
                     _ => Text::new(),
                 };
                 refusal::name_taken(&name, &held)

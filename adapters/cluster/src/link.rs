@@ -113,6 +113,7 @@ impl Link {
         };
         let mut writer_broker = connect()?;
         let mut reader_broker = connect()?;
+        let run_id = writer_broker.run_id()?;
         // Read from here: everything after the first request is after it.
         let start = reader_broker.log_end()?;
         writer_broker.renew(server, settings.lease, None)?;
@@ -120,7 +121,7 @@ impl Link {
         let (control, requests) = mpsc::channel();
         let writer = {
             let (deliver, stop, connect) = (deliver.clone(), stop.clone(), connect.clone());
-            let lease = settings.lease;
+            let (lease, run_id) = (settings.lease, run_id.clone());
             std::thread::Builder::new()
                 .name("ferry-cluster-writer".into())
                 .spawn(move || {
@@ -133,6 +134,7 @@ impl Link {
                         lease,
                         queue: VecDeque::new(),
                         up: true,
+                        run_id,
                     }
                     .run(requests)
                 })
@@ -143,14 +145,14 @@ impl Link {
             std::thread::Builder::new()
                 .name("ferry-cluster-reader".into())
                 .spawn(move || {
-                    read_loop(
+                    Reader {
                         server,
-                        reader_broker,
-                        Box::new(connect),
-                        start,
+                        connect: Box::new(connect),
                         deliver,
                         stop,
-                    )
+                        run_id,
+                    }
+                    .run(reader_broker, start)
                 })
                 .map_err(|e| ClusterError::reply(format!("cannot start a thread: {e}")))?
         };
@@ -204,6 +206,8 @@ struct Writer {
     /// Requests not answered yet, in order; the first may be in flight.
     queue: VecDeque<BusRequest>,
     up: bool,
+    /// Redis' run id when last connected.
+    run_id: String,
 }
 
 impl Writer {
@@ -297,9 +301,21 @@ impl Writer {
     fn reconnect(&mut self, closing: bool) -> bool {
         let mut backoff = BACKOFF_FIRST;
         loop {
-            if let Ok(broker) = (self.connect)() {
+            let run_id = self.run_id.clone();
+            if let Ok((broker, run_id)) = (self.connect)().and_then(|mut b| {
+                let id = b.run_id()?;
+                // Before anything is appended to a restarted Redis.
+                if id != run_id {
+                    b.mark_restarted()?;
+                }
+                Ok((b, id))
+            }) {
                 self.broker = Some(broker);
-                if !self.up {
+                if run_id != self.run_id {
+                    self.run_id = run_id.clone();
+                    self.up = true;
+                    (self.deliver)(BusInput::Restarted { broker: run_id });
+                } else if !self.up {
                     self.up = true;
                     (self.deliver)(BusInput::Up);
                 }
@@ -328,37 +344,51 @@ impl Writer {
     }
 }
 
-fn read_loop(
+struct Reader {
     server: ServerId,
-    broker: RedisBroker,
     connect: Connect,
-    mut after: String,
     deliver: Deliver,
     stop: Arc<AtomicBool>,
-) {
-    let mut broker = Some(broker);
-    let mut backoff = BACKOFF_FIRST;
-    while !stop.load(Ordering::SeqCst) {
-        let Some(b) = broker.as_mut() else {
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-            broker = connect().ok();
-            continue;
-        };
-        match b.read_log_and_inbox(server, &after, READ_COUNT, Some(READ_BLOCK)) {
-            Ok((batch, directs)) => {
-                backoff = BACKOFF_FIRST;
-                if let Some(last) = batch.last_id {
-                    after = last;
+    /// Redis' run id when last connected.
+    run_id: String,
+}
+
+impl Reader {
+    /// Reads the log and the inbox from `after` until the link stops,
+    /// reconnecting with backoff; a restarted Redis is read from its start
+    /// (and said, as the writer may not have noticed yet).
+    fn run(mut self, broker: RedisBroker, mut after: String) {
+        let mut broker = Some(broker);
+        let mut backoff = BACKOFF_FIRST;
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(b) = broker.as_mut() else {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                broker = (self.connect)().ok();
+                if let Some(run_id) = broker.as_mut().and_then(|b| b.run_id().ok()) {
+                    if run_id != self.run_id {
+                        self.run_id = run_id.clone();
+                        after = "0-0".into();
+                        (self.deliver)(BusInput::Restarted { broker: run_id });
+                    }
                 }
-                for event in batch.events {
-                    deliver(BusInput::Event(event));
+                continue;
+            };
+            match b.read_log_and_inbox(self.server, &after, READ_COUNT, Some(READ_BLOCK)) {
+                Ok((batch, directs)) => {
+                    backoff = BACKOFF_FIRST;
+                    if let Some(last) = batch.last_id {
+                        after = last;
+                    }
+                    for event in batch.events {
+                        (self.deliver)(BusInput::Event(event));
+                    }
+                    for direct in directs {
+                        (self.deliver)(direct);
+                    }
                 }
-                for direct in directs {
-                    deliver(direct);
-                }
+                Err(_) => broker = None,
             }
-            Err(_) => broker = None,
         }
     }
 }

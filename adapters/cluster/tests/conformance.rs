@@ -122,6 +122,17 @@ enum Step {
         server: usize,
         which: usize,
     },
+    /// A member of the server claims its name again after a restart.
+    Rejoin {
+        server: usize,
+        client: u64,
+        name: usize,
+        room: usize,
+        min_seq: u64,
+    },
+    /// The broker forgets everything and is marked restarted, as a link
+    /// marks a Redis it finds restarted.
+    Restart,
     Renew {
         server: usize,
         lease: u64,
@@ -150,8 +161,12 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         1 => (server.clone(), 0..ROOMS.len()).prop_map(|(server, room)| Step::Sync { server, room }),
         2 => (server.clone(), 0..8usize).prop_map(|(server, which)| Step::Repeat { server, which }),
         1 => (server.clone(), 100..5000u64).prop_map(|(server, lease)| Step::Renew { server, lease }),
-        1 => server.prop_map(|server| Step::Reap { server }),
+        1 => server.clone().prop_map(|server| Step::Reap { server }),
         2 => (0..3000u64).prop_map(|ms| Step::Wait { ms }),
+        2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 0..20u64).prop_map(
+            |(server, client, name, room, min_seq)| Step::Rejoin { server, client, name, room, min_seq }
+        ),
+        1 => Just(Step::Restart),
     ];
     proptest::collection::vec(step, 1..60)
 }
@@ -167,6 +182,8 @@ struct Both {
     now_ms: u64,
     /// Per server: its next op and the requests it sent.
     sent: Vec<(u64, Vec<BusRequest>)>,
+    /// Empties the Redis, as a restart without persistence does.
+    flush: Box<dyn Fn()>,
 }
 
 impl Both {
@@ -269,6 +286,27 @@ impl Both {
                 assert_eq!(got, expected, "reaped");
             }
             Step::Wait { ms } => self.now_ms += ms,
+            Step::Rejoin {
+                server,
+                client,
+                name,
+                room,
+                min_seq,
+            } => self.request(server, |op| BusRequest::Rejoin {
+                op,
+                client: ClientId(client),
+                room: ROOMS[room].into(),
+                room_key: name_key(ROOMS[room]),
+                name: NAMES[name].into(),
+                name_key: name_key(NAMES[name]),
+                min_seq,
+            }),
+            Step::Restart => {
+                self.memory.restart();
+                self.memory.mark_restarted();
+                (self.flush)();
+                self.redis.mark_restarted().expect("redis");
+            }
         }
     }
 
@@ -318,8 +356,9 @@ proptest! {
             let mut both = Both {
                 memory: MemoryBroker::new().source_budget(BURST, PER_SECOND),
                 redis: redis.broker(settings),
-                now_ms: 1_000_000,
+                now_ms: 1_733_000_000_000,
                 sent: SERVERS.iter().map(|_| (1, Vec::new())).collect(),
+                flush: Box::new(|| REDIS.with(RedisServer::flush)),
             };
             for step in &steps {
                 both.step(step);

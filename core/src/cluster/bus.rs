@@ -109,6 +109,27 @@ pub enum BusRequest {
         /// Why, as `LEFT` tells the room.
         code: Code,
     },
+    /// `client`, a member of this server before the broker restarted
+    /// empty, claims its name again; the room's `seq` is raised to at least
+    /// `min_seq` first (so no number is used twice) and its `JOINED`
+    /// appended. Answered [`Answer::Joined`], or [`Answer::Refused`]
+    /// (`NAME_TAKEN`: another server's member claimed the name first).
+    Rejoin {
+        /// This request's number.
+        op: OpId,
+        /// The member.
+        client: ClientId,
+        /// The room, as it is called.
+        room: Text,
+        /// The room's key.
+        room_key: String,
+        /// The member's name.
+        name: Text,
+        /// The name's key.
+        name_key: String,
+        /// The last `seq` this server delivered in the room.
+        min_seq: u64,
+    },
     /// The room's members and last `seq` now: asked when the log skipped
     /// some of its events (a trimmed log, a restarted broker). Answered
     /// [`Answer::Synced`].
@@ -129,6 +150,7 @@ impl BusRequest {
             | BusRequest::Direct { op, .. }
             | BusRequest::Announce { op, .. }
             | BusRequest::Leave { op, .. }
+            | BusRequest::Rejoin { op, .. }
             | BusRequest::Sync { op, .. } => *op,
         }
     }
@@ -141,6 +163,13 @@ impl BusRequest {
         FIXED
             + match self {
                 BusRequest::Join {
+                    room,
+                    room_key,
+                    name,
+                    name_key,
+                    ..
+                }
+                | BusRequest::Rejoin {
                     room,
                     room_key,
                     name,
@@ -196,6 +225,14 @@ pub enum BusInput {
     },
     /// The link to the broker is back.
     Up,
+    /// The link is back to a broker that restarted (its run id `broker`
+    /// is new): what it held may be lost. The hub claims its members'
+    /// names again ([`BusRequest::Rejoin`]) and learns every room anew.
+    /// Said once per restart (a repeat with the same `broker` is ignored).
+    Restarted {
+        /// The broker's new run id.
+        broker: String,
+    },
 }
 
 /// The broker's answer to one request.

@@ -34,6 +34,13 @@ pub struct MemoryBroker {
     leases: HashMap<ServerId, u64>,
     budget: Option<Budget>,
     buckets: HashMap<Source, Bucket>,
+    /// A server found this broker restarted ([`mark_restarted`]): a room's
+    /// numbers start from the clock, past any used before the restart.
+    ///
+    /// [`mark_restarted`]: MemoryBroker::mark_restarted
+    restarted: bool,
+    /// The time of the operation under way (ms).
+    clock_ms: u64,
 }
 
 #[derive(Debug)]
@@ -81,6 +88,7 @@ impl MemoryBroker {
     /// answer. A request numbered at or below one already applied for that
     /// server changes nothing and gets the answer given first.
     pub fn execute(&mut self, server: ServerId, request: BusRequest, now_ms: u64) -> BusInput {
+        self.clock_ms = now_ms;
         let op = request.op();
         let applied = self.applied.entry(server).or_default();
         if op.0 <= applied.last {
@@ -146,6 +154,7 @@ impl MemoryBroker {
     /// of its members leaves with `SERVER_GONE` (appended as `by`'s
     /// operation 0) and its name is free. Returns the servers reaped.
     pub fn reap(&mut self, by: ServerId, now_ms: u64) -> Vec<ServerId> {
+        self.clock_ms = now_ms;
         let mut gone: Vec<ServerId> = self
             .leases
             .iter()
@@ -168,6 +177,15 @@ impl MemoryBroker {
             }
         }
         gone
+    }
+
+    /// What a broker link does first when it finds the broker restarted:
+    /// from then on a room whose numbering starts anew starts at
+    /// `now_ms × 1000`, past every number the room used before the restart
+    /// (unless it averaged more than a thousand events a millisecond), so
+    /// no member ever sees a number twice.
+    pub fn mark_restarted(&mut self) {
+        self.restarted = true;
     }
 
     /// Forgets everything, as a Redis restarted without its data does:
@@ -276,6 +294,44 @@ impl MemoryBroker {
                 Answer::Done
             }
             BusRequest::Sync { room_key, .. } => Answer::Synced(self.snapshot(&room_key)),
+            BusRequest::Rejoin {
+                op,
+                client,
+                room,
+                room_key,
+                name,
+                name_key,
+                min_seq,
+            } => {
+                let member = (server, client);
+                if let Some((held_room, held_name)) = self.members.get(&member) {
+                    // Asked twice (two restarts in a row): it holds its
+                    // place already.
+                    if *held_room == room_key && *held_name == name_key {
+                        return Answer::Joined(self.snapshot(&room_key));
+                    }
+                    return refusal::already_member(held_room);
+                }
+                if let Some(held) = self
+                    .rooms
+                    .get(&room_key)
+                    .and_then(|r| r.members.iter().find(|m| m.0 == name_key))
+                {
+                    return refusal::name_taken(&name, &held.1);
+                }
+                let base = self.first_seq();
+                let seq = self.seqs.entry(room_key.clone()).or_insert(base);
+                *seq = (*seq).max(min_seq);
+                let r = self.rooms.entry(room_key.clone()).or_insert_with(|| Room {
+                    name: room,
+                    members: Vec::new(),
+                });
+                r.members
+                    .push((name_key.clone(), name.clone(), server, client));
+                self.members.insert(member, (room_key.clone(), name_key));
+                self.append(&room_key, server, op, EventKind::Joined { name });
+                Answer::Joined(self.snapshot(&room_key))
+            }
         }
     }
 
@@ -346,8 +402,18 @@ impl MemoryBroker {
         }
     }
 
+    /// Where a room's numbering starts (its first event is one more).
+    fn first_seq(&self) -> u64 {
+        if self.restarted {
+            self.clock_ms * 1000
+        } else {
+            0
+        }
+    }
+
     fn append(&mut self, room_key: &str, origin: ServerId, op: OpId, kind: EventKind) {
-        let seq = self.seqs.entry(room_key.to_string()).or_default();
+        let base = self.first_seq();
+        let seq = self.seqs.entry(room_key.to_string()).or_insert(base);
         *seq += 1;
         self.log.push(RoomEvent {
             room_key: room_key.to_string(),

@@ -37,6 +37,8 @@ pub struct Replica {
     /// Events from the log while waiting for a snapshot.
     held: VecDeque<RoomEvent>,
     held_bytes: usize,
+    /// The highest `seq` this hub ever applied in the room.
+    floor: u64,
 }
 
 /// What [`Replica::offer`] did with an event.
@@ -84,6 +86,15 @@ impl Replica {
         self.members.iter().any(|m| m.as_str() == name)
     }
 
+    /// Forgets what it knew (the broker restarted): it waits for a snapshot
+    /// again. Returns the last `seq` it had applied.
+    pub fn reset(&mut self) -> u64 {
+        self.held.clear();
+        self.held_bytes = 0;
+        self.seq = None;
+        self.floor
+    }
+
     /// Takes the log's next event for this room.
     pub fn offer(&mut self, event: RoomEvent) -> Offered {
         let Some(seq) = self.seq else {
@@ -118,6 +129,7 @@ impl Replica {
         }
         self.room = snapshot.room.clone();
         self.seq = Some(snapshot.seq);
+        self.floor = self.floor.max(snapshot.seq);
         self.members.clone_from(&snapshot.members);
         self.held_bytes = 0;
         let mut held: Vec<RoomEvent> = core::mem::take(&mut self.held).into();
@@ -128,8 +140,12 @@ impl Replica {
 
     fn apply(&mut self, event: &RoomEvent) {
         self.seq = Some(event.seq);
+        self.floor = self.floor.max(event.seq);
         match &event.kind {
-            EventKind::Joined { name } => self.members.push(name.clone()),
+            // A member that claimed its name again after the broker
+            // restarted is listed once.
+            EventKind::Joined { name } if !self.has_member(name) => self.members.push(name.clone()),
+            EventKind::Joined { .. } => {}
             EventKind::Left { name, .. } => {
                 if let Some(i) = self.members.iter().position(|m| m == name) {
                     self.members.remove(i);

@@ -40,6 +40,8 @@ pub(super) struct Bus {
     pending_bytes: usize,
     /// Whether the driver says the broker can be reached.
     up: bool,
+    /// The run id of the broker's last restart this hub handled.
+    restarted: Option<String>,
 }
 
 struct Pending {
@@ -54,6 +56,7 @@ enum Waiting {
     Leave,
     Announce,
     Sync { room_key: String },
+    Rejoin { room_key: String },
 }
 
 /// A client of this hub whose join the broker has not applied yet.
@@ -91,6 +94,7 @@ impl Bus {
             pending: HashMap::new(),
             pending_bytes: 0,
             up: true,
+            restarted: None,
         }
     }
 
@@ -183,6 +187,7 @@ impl Hub {
                     bus.up = true;
                 }
             }
+            BusInput::Restarted { broker } => self.on_broker_restarted(broker),
         }
         self.process(now);
     }
@@ -236,6 +241,7 @@ impl Hub {
             seq: 0,
             replica: Some(Replica::awaiting()),
             joining: Vec::new(),
+            resync: false,
         });
         room.joining.push(Joiner {
             op,
@@ -395,6 +401,9 @@ impl Hub {
                 match replica.seq() {
                     None => {
                         let held = replica.settle(&snapshot);
+                        // Members here from before a reset learn the room
+                        // anew; the joiner gets it with its welcome.
+                        self.resynced(now, &room_key, snapshot.members.clone());
                         self.enter(now, &room_key, op, (snapshot.seq, snapshot.members), true);
                         for event in held {
                             self.on_room_event(now, event);
@@ -449,6 +458,9 @@ impl Hub {
                     self.refuse_joiner(joiner.client, now, code, &reason, joiner.auto_named);
                 }
             }
+            (Waiting::Rejoin { room_key }, answer) => {
+                self.on_rejoined(now, pending.client, room_key, answer)
+            }
             (Waiting::Message, Answer::Refused { code, reason }) => {
                 if let Some(client) = pending.client {
                     self.bounce(client, now, code, &reason);
@@ -468,20 +480,7 @@ impl Hub {
                 let held = replica.settle(&snapshot);
                 // Events were lost: the members learn the room anew.
                 let names = snapshot.members.clone();
-                let local = self
-                    .rooms
-                    .get(&room_key)
-                    .map(|r| r.members.clone())
-                    .unwrap_or_default();
-                for id in local {
-                    self.send_to(
-                        id,
-                        now,
-                        &Frame::Members {
-                            names: names.clone(),
-                        },
-                    );
-                }
+                self.resynced(now, &room_key, names.clone());
                 let late: Vec<(OpId, u64)> = self
                     .rooms
                     .get(&room_key)
@@ -500,6 +499,117 @@ impl Hub {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The broker restarted and may have lost everything: every room is
+    /// learnt anew, and every member here claims its name again (its
+    /// `seq`s going on from where they were).
+    fn on_broker_restarted(&mut self, broker: String) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        bus.up = true;
+        if bus.restarted.as_deref() == Some(broker.as_str()) {
+            return;
+        }
+        bus.restarted = Some(broker);
+        let mut keys: Vec<String> = self.rooms.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let Some(room) = self.rooms.get_mut(&key) else {
+                continue;
+            };
+            let min_seq = room.replica.as_mut().map_or(0, Replica::reset);
+            room.resync = true;
+            let members = room.members.clone();
+            let room_name = room.name.clone();
+            for id in members {
+                let name = self
+                    .clients
+                    .get(&id)
+                    .map(|c| c.link.name().clone())
+                    .unwrap_or_default();
+                let Some(bus) = self.bus.as_mut() else {
+                    return;
+                };
+                let op = bus.next_op();
+                bus.send(
+                    BusRequest::Rejoin {
+                        op,
+                        client: id,
+                        room: room_name.clone(),
+                        room_key: key.clone(),
+                        name_key: name_key(&name),
+                        name,
+                        min_seq,
+                    },
+                    Some(id),
+                    Waiting::Rejoin {
+                        room_key: key.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The answer to a member's [`BusRequest::Rejoin`].
+    fn on_rejoined(
+        &mut self,
+        now: Instant,
+        client: Option<ClientId>,
+        room_key: String,
+        answer: Answer,
+    ) {
+        match answer {
+            Answer::Joined(snapshot) => {
+                let Some(replica) = self
+                    .rooms
+                    .get_mut(&room_key)
+                    .and_then(|r| r.replica.as_mut())
+                else {
+                    return;
+                };
+                if replica.seq().is_some() {
+                    return;
+                }
+                let held = replica.settle(&snapshot);
+                self.resynced(now, &room_key, snapshot.members);
+                for event in held {
+                    self.on_room_event(now, event);
+                }
+            }
+            Answer::Refused { code, reason } => {
+                let Some(id) = client else {
+                    return;
+                };
+                if let Some(c) = self.clients.get_mut(&id) {
+                    let reason = format!("the cluster restarted and your place was lost: {reason}");
+                    c.link.close_with_error(now, code, &reason);
+                    self.touch(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A room's replica settled after a reset: its members here learn who
+    /// is there now (events may have been lost).
+    fn resynced(&mut self, now: Instant, key: &str, names: Vec<Text>) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        if !std::mem::take(&mut room.resync) {
+            return;
+        }
+        for id in room.members.clone() {
+            self.send_to(
+                id,
+                now,
+                &Frame::Members {
+                    names: names.clone(),
+                },
+            );
         }
     }
 
@@ -546,7 +656,12 @@ impl Hub {
                 self.enter(now, &key, op, (seq, members), true);
             }
             Offered::Repeat | Offered::Held => {}
-            Offered::Gap { .. } => self.ask_sync(&key),
+            Offered::Gap { .. } => {
+                if let Some(room) = self.rooms.get_mut(&key) {
+                    room.resync = true;
+                }
+                self.ask_sync(&key);
+            }
         }
     }
 

@@ -336,6 +336,9 @@ struct Room {
     replica: Option<Replica>,
     /// In cluster mode: clients whose join the broker has not applied.
     joining: Vec<cluster::Joiner>,
+    /// In cluster mode: the replica was reset (the broker restarted, or
+    /// the log lost events): members get `MEMBERS` anew once it settles.
+    resync: bool,
 }
 
 /// One end of a relayed transfer.
@@ -1421,6 +1424,7 @@ impl Hub {
             seq: 0,
             replica: None,
             joining: Vec::new(),
+            resync: false,
         });
         entry.members.push(id);
         let names = self.members_of(&key);

@@ -1,0 +1,31 @@
+-- rejoin: ARGV[5] client, [6] room, [7] room key, [8] name, [9] name key,
+-- [10] min seq. MemoryBroker::execute(Rejoin): a member of a server from
+-- before Redis restarted empty claims its name again.
+local r = repeated()
+if r then return r end
+local client, room, room_key, name, name_key = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local min_seq = tonumber(ARGV[10])
+local at = redis.call('HGET', server_members(server), client)
+if at then
+  if at == room_key .. '\n' .. name_key then
+    return record(snapshot('joined', room_key))
+  end
+  return record({'already', string.match(at, '^(.-)\n')})
+end
+local held = redis.call('HGET', room_names(room_key), name_key)
+if held then
+  local _, _, held_name = holder(held)
+  return record({'taken', held_name})
+end
+start_seq(room_key)
+local seq = tonumber(redis.call('HGET', 'ferry:seq', room_key) or '0')
+if seq < min_seq then
+  redis.call('HSET', 'ferry:seq', room_key, int(min_seq))
+end
+redis.call('HSETNX', room_meta(room_key), 'name', room)
+redis.call('SADD', 'ferry:rooms', room_key)
+local joined = append(room_key, server, op, body_joined(name))
+redis.call('HSET', room_names(room_key), name_key, server .. ' ' .. client .. ' ' .. name)
+redis.call('ZADD', room_order(room_key), int(joined), name_key)
+redis.call('HSET', server_members(server), client, room_key .. '\n' .. name_key)
+return record(snapshot('joined', room_key))
