@@ -158,7 +158,6 @@ impl TreeWriter {
         };
         let root_identity = root.identity().map_err(io_error(root.path()))?;
         let entries = manifest.entries().len();
-        let files = manifest.file_count();
         let mut writer = TreeWriter {
             dest: dest_dir,
             partials,
@@ -176,7 +175,6 @@ impl TreeWriter {
             durability: Durability::default(),
             sync_calls: 0,
         };
-        debug_assert_eq!(writer.unverified_files(), files);
         writer.make_folders()?;
         Ok(writer)
     }
