@@ -274,16 +274,26 @@ impl TreeWriter {
             }
             .into());
         }
-        let path = self.entry_path(index);
-        if let EntryKind::File {
-            executable: true, ..
-        } = entry.kind
-        {
-            rustix::fs::fchmod(&open.file, rustix::fs::Mode::RWXU)
-                .map_err(|e| io_error(&path)(e.into()))?;
+        let executable = matches!(
+            entry.kind,
+            EntryKind::File {
+                executable: true,
+                ..
+            }
+        );
+        let settled = if executable {
+            rustix::fs::fchmod(&open.file, rustix::fs::Mode::RWXU).map_err(io::Error::from)
+        } else {
+            Ok(())
         }
-        set_modified(&open.file, entry.mtime.secs(), entry.mtime.nanos())
-            .map_err(io_error(&path))?;
+        .and_then(|()| set_modified(&open.file, entry.mtime.secs(), entry.mtime.nanos()));
+        if let Err(e) = settled {
+            let path = self.entry_path(index);
+            // Removed, so that it can be sent again; the disk's error is
+            // the one to report.
+            let _ = self.remove_file(index, open);
+            return Err(io_error(&path)(e));
+        }
         self.verified[index] = true;
         Ok(())
     }

@@ -231,8 +231,14 @@ fn a_folder_swapped_for_a_link_mid_tree_redirects_nothing() {
     std::os::unix::fs::symlink(outside.path(), &staged_sub).unwrap();
     // Still held open, the folder the writer made takes the next file,
     // wherever it went; the link is never followed.
-    let _ = writer.write(2, b"second");
-    let _ = writer.finish_file(2, blake3::hash(b"second").as_bytes());
+    writer.write(2, b"second").unwrap();
+    writer
+        .finish_file(2, blake3::hash(b"second").as_bytes())
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dest.path().join("moved/two")).unwrap(),
+        b"second"
+    );
     // Let go of every folder: the next file must reach its folder again,
     // by name, and finds the link.
     writer.folders.clear();
