@@ -48,6 +48,7 @@ const TARGETS: &[(&str, Harness)] = &[
     }),
     ("tls_server", tls_server_harness::tls_server),
     ("noise_receive", noise_harness::noise_receive),
+    ("tree_manifest", fuzzing::tree_manifest),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -103,7 +104,7 @@ fn corpus_passes_every_harness() {
     }
 }
 
-/// Rewrites `fuzz/corpus/frame_decode/seed-*`. The output is deterministic,
+/// Rewrites `fuzz/corpus/*/seed-*`. The output is deterministic,
 /// so running it without a wire-format change leaves the files as they are.
 #[test]
 #[ignore = "writes files; run by hand after a wire-format change"]
@@ -114,6 +115,7 @@ fn regenerate_seeds() {
         ("file_name", file_name_seeds()),
         ("transfer_session", transfer_session_seeds()),
         ("noise_receive", noise_receive_seeds()),
+        ("tree_manifest", tree_manifest_seeds()),
     ] {
         let dir = corpus_dir(target);
         fs::create_dir_all(&dir).unwrap();
@@ -121,6 +123,92 @@ fn regenerate_seeds() {
             fs::write(dir.join(format!("seed-{name}")), data).unwrap();
         }
     }
+}
+
+/// Manifests for [`fuzzing::tree_manifest`]: honest trees, and every kind
+/// of hostile one a receiver must refuse, as bytes and as path lists.
+fn tree_manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
+    // The selector byte: bit 0 path lines (else bytes), bit 1 tight limits.
+    const BYTES: u8 = 0;
+    const LINES: u8 = 1;
+    const TIGHT: u8 = 2;
+    // Entries as a hostile peer encodes them, unchecked: (path, kind
+    // (0 folder, 1 file), flags, size).
+    let raw = |selector: u8, entries: &[(&str, u8, u8, u64)]| {
+        let mut out = vec![selector];
+        out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        out.extend_from_slice(&[0; 12]);
+        for &(path, kind, flags, size) in entries {
+            out.extend_from_slice(&(path.len() as u16).to_be_bytes());
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(&[kind, flags]);
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&1_700_000_000u64.to_be_bytes());
+            out.extend_from_slice(&0u32.to_be_bytes());
+        }
+        out
+    };
+    let limits = TreeLimits::default();
+    let at = Mtime::new(1_700_000_000, 123_456_789).unwrap();
+    let entry = |path: &str, kind| Entry {
+        path: TreePath::new(path, &limits).unwrap(),
+        kind,
+        mtime: at,
+    };
+    let file = |size, executable| EntryKind::File { size, executable };
+    let honest = Manifest::new(
+        at,
+        vec![
+            entry("src", EntryKind::Folder),
+            entry("src/bin", EntryKind::Folder),
+            entry("src/bin/ferry.rs", file(1234, false)),
+            entry("empty", EntryKind::Folder),
+            entry("报告 2024.pdf", file(99, false)),
+            entry("run.sh", file(20, true)),
+        ],
+        &limits,
+    )
+    .unwrap();
+    let lines = |selector: u8, text: &str| [&[selector][..], text.as_bytes()].concat();
+    vec![
+        ("tree", [vec![BYTES], honest.encode()].concat()),
+        ("empty", raw(BYTES, &[])),
+        ("traversal", raw(BYTES, &[("a", 0, 0, 0), ("a/../../x", 1, 0, 1)])),
+        ("absolute", raw(BYTES, &[("/etc/passwd", 1, 0, 1)])),
+        ("separator", raw(BYTES, &[("a\\..\\x", 1, 0, 1)])),
+        ("case-clash", raw(BYTES, &[("Makefile", 1, 0, 1), ("makefile", 1, 0, 1)])),
+        ("file-and-folder", raw(BYTES, &[("a", 0, 0, 0), ("a", 1, 0, 1)])),
+        ("missing-parent", raw(BYTES, &[("a/b/c", 1, 0, 1)])),
+        ("huge-count", {
+            let mut bytes = raw(BYTES, &[]);
+            bytes[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+            bytes
+        }),
+        (
+            "over-tight-limits",
+            raw(
+                TIGHT,
+                &[("d", 0, 0, 0), ("d/d", 0, 0, 0), ("d/d/d", 0, 0, 0), ("d/d/d/f", 1, 0, 11)],
+            ),
+        ),
+        ("truncated", {
+            let mut bytes = [vec![BYTES], honest.encode()].concat();
+            bytes.truncate(bytes.len() - 5);
+            bytes
+        }),
+        (
+            "lines",
+            lines(
+                LINES,
+                "d src\nf src/main.rs\nd src/empty\nf ../evil\nf /etc/passwd\nd SRC\nf src/aux.txt\nf src/Main.rs",
+            ),
+        ),
+        (
+            "lines-tight",
+            lines(LINES | TIGHT, "d a\nd a/b\nd a/b/c\nd a/b/c/d\nf a/b/c/file-with-a-long-name\nf a/1\nf a/2"),
+        ),
+    ]
 }
 
 /// Sessions of [`noise_harness::noise_receive`]: the handshake, data,

@@ -89,7 +89,7 @@ pub enum FileNameError {
 pub struct Escaped(String);
 
 impl Escaped {
-    fn new(text: &str) -> Self {
+    pub(crate) fn new(text: &str) -> Self {
         // Long names are cut in the message, not in the check.
         const SHOWN: usize = 80;
         let mut shown: String = text.chars().take(SHOWN).collect();

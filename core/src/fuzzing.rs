@@ -693,3 +693,130 @@ mod session {
         }
     }
 }
+
+/// A tree's manifest, as a receiver meets it: decoded from bytes a peer
+/// sent, or built from paths it lists.
+///
+/// `data[0]` picks the mode and the limits: bit 0 clear, the rest of the
+/// input is a manifest's bytes for [`Manifest::decode`](crate::tree::Manifest::decode);
+/// set, it is UTF-8 lines, each `d PATH` or `f PATH` (a folder or a 1-byte
+/// file), checked one by one with [`TreePath::new`](crate::tree::TreePath::new)
+/// and the accepted ones built into a manifest. Bit 1 set: tight limits (8
+/// entries, depth 3, 24-byte paths, 10 bytes in all, a 512-byte manifest),
+/// so that every limit is reached; clear: the defaults.
+///
+/// Checks, against rules written here again independently of the code
+/// under test, that whatever is accepted is safe to create: every path is
+/// relative, has no empty, `.` or `..` component, every component passes
+/// the file-name check, within the limits; every entry's folder is listed
+/// before it as a folder; no two names in one folder clash ignoring case
+/// and normalisation; the total size is within the limit. And that the
+/// codec is canonical: what decodes re-encodes to the same bytes, and
+/// what is built encodes to bytes that decode to it. Every error message
+/// must be safe to print.
+pub fn tree_manifest(data: &[u8]) {
+    use crate::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let mut limits = TreeLimits::default();
+    if selector & 2 != 0 {
+        limits.max_entries = 8;
+        limits.max_depth = 3;
+        limits.max_path_bytes = 24;
+        limits.max_total_bytes = 10;
+        limits.max_manifest_bytes = 512;
+    }
+    let printable = |message: String| {
+        assert!(
+            !message.chars().any(char::is_control),
+            "error message with a control character: {message:?}"
+        );
+    };
+    let manifest = if selector & 1 == 0 {
+        match Manifest::decode(rest, &limits) {
+            Ok(manifest) => {
+                assert_eq!(manifest.encode(), rest, "decoded, not re-encoded the same");
+                manifest
+            }
+            Err(e) => return printable(e.to_string()),
+        }
+    } else {
+        let Ok(text) = std::str::from_utf8(rest) else {
+            return;
+        };
+        let mut entries = Vec::new();
+        for line in text.split('\n') {
+            let (kind, path) = match line.split_at_checked(2) {
+                Some(("d ", path)) => (EntryKind::Folder, path),
+                Some(("f ", path)) => (
+                    EntryKind::File {
+                        size: 1,
+                        executable: false,
+                    },
+                    path,
+                ),
+                _ => continue,
+            };
+            match TreePath::new(path, &limits) {
+                Ok(path) => {
+                    entries.push(Entry {
+                        path,
+                        kind,
+                        mtime: Mtime::EPOCH,
+                    });
+                }
+                Err(e) => printable(e.to_string()),
+            }
+        }
+        match Manifest::new(Mtime::EPOCH, entries, &limits) {
+            Ok(manifest) => {
+                let bytes = manifest.encode();
+                assert_eq!(Manifest::decode(&bytes, &limits).as_ref(), Ok(&manifest));
+                manifest
+            }
+            Err(e) => return printable(e.to_string()),
+        }
+    };
+    check_tree_is_safe(&manifest, &limits);
+}
+
+/// The rules of [`tree_manifest`], written out plainly.
+fn check_tree_is_safe(manifest: &crate::tree::Manifest, limits: &crate::tree::TreeLimits) {
+    use crate::filename::check_file_name;
+    let entries = manifest.entries();
+    assert!(entries.len() <= limits.max_entries);
+    let mut total = 0u64;
+    for (index, entry) in entries.iter().enumerate() {
+        let path = entry.path.as_str();
+        assert!(!path.is_empty() && !path.starts_with('/'), "{path:?}");
+        assert!(path.len() <= limits.max_path_bytes, "{path:?}");
+        let components: Vec<&str> = path.split('/').collect();
+        assert!(components.len() <= limits.max_depth, "{path:?}");
+        for component in &components {
+            assert!(!matches!(*component, "" | "." | ".."), "{path:?}");
+            assert!(check_file_name(component).is_ok(), "{path:?}");
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            assert!(
+                entries[..index]
+                    .iter()
+                    .any(|e| e.is_folder() && e.path.as_str() == parent),
+                "{path:?} before its folder"
+            );
+        }
+        let folder = path.rsplit_once('/').map(|(parent, _)| parent);
+        let key = crate::tree::clash_key(entry.path.name());
+        for other in &entries[..index] {
+            let other_folder = other.path.as_str().rsplit_once('/').map(|(p, _)| p);
+            assert!(
+                other_folder != folder || crate::tree::clash_key(other.path.name()) != key,
+                "{path:?} clashes with {:?}",
+                other.path.as_str()
+            );
+        }
+        total += entry.size();
+    }
+    assert!(total <= limits.max_total_bytes);
+    assert_eq!(total, manifest.total_size());
+}

@@ -91,6 +91,7 @@ pub mod frame;
 pub mod names;
 pub mod secret;
 pub mod text;
+pub mod tree;
 
 // The state machines: hash maps, `Instant`s.
 #[cfg(feature = "std")]

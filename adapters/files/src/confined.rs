@@ -215,12 +215,131 @@ impl ConfinedDir {
         Ok(entries)
     }
 
+    /// Creates the subdirectory `name` (private, `0700`), failing if
+    /// anything is there already, and opens it without following a link.
+    pub(crate) fn create_dir(&self, name: &str) -> io::Result<ConfinedDir> {
+        rustix::fs::mkdirat(&self.fd, name, Mode::RWXU)?;
+        self.open_dir(name)
+    }
+
+    /// Opens the subdirectory `name`, never through a link (a link there
+    /// is [`io::ErrorKind::InvalidData`]).
+    pub(crate) fn open_dir(&self, name: &str) -> io::Result<ConfinedDir> {
+        let path = self.path.join(name);
+        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|e| match e {
+                Errno::LOOP | Errno::NOTDIR => io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a directory (a link?)", path.display()),
+                ),
+                e => e.into(),
+            })?;
+        Ok(ConfinedDir { fd, path })
+    }
+
+    /// Which directory this is: its device and inode, to tell whether a
+    /// name still leads to it.
+    pub(crate) fn identity(&self) -> io::Result<Identity> {
+        Identity::of(&self.fd)
+    }
+
+    /// Which file or directory `name` is (links not followed, a link being
+    /// itself); `None` if nothing is there.
+    pub(crate) fn identity_at(&self, name: &str) -> io::Result<Option<Identity>> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            #[allow(clippy::useless_conversion)]
+            Ok(stat) => Ok(Some(Identity {
+                dev: u64::from(stat.st_dev),
+                ino: u64::from(stat.st_ino),
+            })),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sets the directory's modification time.
+    pub(crate) fn set_modified(&self, secs: u64, nanos: u32) -> io::Result<()> {
+        set_modified(&self.fd, secs, nanos)
+    }
+
+    /// Flushes everything written to the file system this directory is
+    /// on, in one call (`syncfs`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn sync_file_system(&self) -> io::Result<()> {
+        Ok(rustix::fs::syncfs(&self.fd)?)
+    }
+
+    /// Moves the directory `name` to `to_name` in `to`, never replacing
+    /// anything there (that is [`io::ErrorKind::AlreadyExists`]).
+    pub(crate) fn move_dir_to(
+        &self,
+        name: &str,
+        to: &ConfinedDir,
+        to_name: &str,
+    ) -> io::Result<()> {
+        match rustix::fs::renameat_with(&self.fd, name, &to.fd, to_name, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) => Err(io::ErrorKind::AlreadyExists.into()),
+            // File systems without `renameat2`: a directory cannot be hard
+            // linked, but an empty one of our own can be replaced; making
+            // it fails if the name is taken.
+            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {
+                rustix::fs::mkdirat(&to.fd, to_name, Mode::RWXU)?;
+                Ok(rustix::fs::renameat(&self.fd, name, &to.fd, to_name)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes the directory's entries durable, or says why not.
+    pub(crate) fn fsync(&self) -> io::Result<()> {
+        Ok(rustix::fs::fsync(&self.fd)?)
+    }
+
     /// Makes the directory's entries durable (after a move into it).
     pub(crate) fn sync(&self) {
         // Some file systems refuse to sync a directory; the move is then as
         // durable as they make it.
         let _ = rustix::fs::fsync(self.fd.as_fd());
     }
+}
+
+/// A file or directory, as the file system knows it: it stays the same
+/// whatever name leads to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    /// The identity of what `fd` is open on.
+    // `st_dev` and `st_ino` are `u64` on some targets and narrower on others.
+    #[allow(clippy::useless_conversion)]
+    pub(crate) fn of(fd: impl AsFd) -> io::Result<Identity> {
+        let stat = rustix::fs::fstat(fd)?;
+        Ok(Identity {
+            dev: u64::from(stat.st_dev),
+            ino: u64::from(stat.st_ino),
+        })
+    }
+}
+
+/// Sets the modification time of what `fd` is open on, leaving its access
+/// time as it is.
+pub(crate) fn set_modified(fd: impl AsFd, secs: u64, nanos: u32) -> io::Result<()> {
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: rustix::fs::Timespec {
+            // Past the year 292 billion: not a time to keep exactly.
+            tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+            tv_nsec: nanos.into(),
+        },
+    };
+    Ok(rustix::fs::futimens(fd, &times)?)
 }
 
 fn not_own(name: &str, what: &str) -> io::Error {

@@ -384,6 +384,12 @@ fn is_staged_name(name: &str) -> bool {
     })
 }
 
+/// A new key for something other than a single file (a tree's staging
+/// folder), from the operating system's secure random source.
+pub(crate) fn fresh_resume_key() -> io::Result<ResumeKey> {
+    fresh_key().map_err(io::Error::from)
+}
+
 /// A new key, from the operating system's secure random source.
 fn fresh_key() -> Result<ResumeKey, Refused> {
     let mut key = [0; ResumeKey::LEN];
@@ -1156,13 +1162,24 @@ pub fn free_name(dir: &Path, name: &str) -> io::Result<String> {
 }
 
 fn free_name_in(dir: &ConfinedDir, name: &str) -> io::Result<String> {
+    free_name_shaped(dir, name, true)
+}
+
+/// `NAME`, or the first `NAME (n)` that no entry in `dir` has, ignoring
+/// case: [`free_name`] for a folder, whose name has no extension to keep
+/// (`photos.2024 (1)`, not `photos (1).2024`).
+pub(crate) fn free_folder_name_in(dir: &ConfinedDir, name: &str) -> io::Result<String> {
+    free_name_shaped(dir, name, false)
+}
+
+fn free_name_shaped(dir: &ConfinedDir, name: &str, keep_extension: bool) -> io::Result<String> {
     let taken: HashSet<String> = dir
         .entries()?
         .into_iter()
         .map(|(entry, _)| entry.to_string_lossy().to_lowercase())
         .collect();
     let (stem, ext) = match name.rfind('.') {
-        Some(dot) if dot > 0 => name.split_at(dot),
+        Some(dot) if dot > 0 && keep_extension => name.split_at(dot),
         _ => (name, ""),
     };
     (0..100_000u32)

@@ -17,6 +17,11 @@
 //! is woken (through the [`Wake`] it provides) to collect confirmations
 //! with `poll_disk`. A chunk is confirmed to the sender only once written.
 //!
+//! A folder sent whole is written by a [`TreeWriter`]: in a private
+//! staging folder, relative to descriptors it made itself, each file
+//! verified against its BLAKE3, the whole tree made durable in one batch and
+//! moved to a free name only once every file is there (`docs/FOLDERS.md`).
+//!
 //! The protocol decisions stay in `ferry-core`; this crate only does what the
 //! core asks, through [`TransferControl`], which both
 //! [`Connection`](ferry_core::Connection) and a hub client implement.
@@ -44,6 +49,7 @@ mod read_buffer;
 mod sending;
 mod server;
 mod transfers;
+mod tree;
 mod udp;
 
 pub use batch::{IoSlices, OutputBatch};
@@ -61,4 +67,8 @@ pub use read_buffer::ReadBuffer;
 pub use sending::Sending;
 pub use server::{HubFiles, ServerCommand, ServerNotice};
 pub use transfers::{run_command, FileTransfers, HubClient, OfferPolicy, Report, TransferControl};
+pub use tree::{
+    Committed, Durability, TreePeerFault, TreeWriteError, TreeWriter, TreeWriterMisuse,
+    OPEN_FOLDERS, TREE_SUFFIX,
+};
 pub use udp::{os_entropy, session_number, UdpCommand, UdpHandle};

@@ -1,0 +1,573 @@
+//! Writing a received tree (a folder sent whole) to disk, safely.
+//!
+//! A [`TreeWriter`] takes a destination folder and a checked
+//! [`Manifest`](ferry_core::tree::Manifest) (its paths are already safe:
+//! relative, no `..`, no clashing names, within limits) and builds the tree
+//! in a private staging folder of the destination,
+//! `.ferry-partial/HEX.tree` (`0700`, beside the partial files of single
+//! files, named after a random key). Only once every file is written and
+//! verified against the sender's BLAKE3 is the tree made durable and moved,
+//! whole, to its final name, `NAME` or the first free `NAME (n)`, with a
+//! move that never replaces anything. A tree never appears half-made under
+//! its final name, and never merges into or replaces a folder already
+//! there. Dropping a writer leaves the staging folder as it is (for a
+//! later resume) and nothing else.
+//!
+//! **Never through a path string.** The destination is opened once; every
+//! folder of the tree is made with `mkdirat` in the descriptor of its
+//! parent, opened with `O_NOFOLLOW | O_DIRECTORY`, and remembered by its
+//! device and inode; every file is created with `openat(O_CREAT | O_EXCL |
+//! O_NOFOLLOW)` in its folder's descriptor. A folder whose descriptor was
+//! let go (at most [`OPEN_FOLDERS`] stay open) is opened again from its
+//! parent's descriptor, one component at a time, and must be the very
+//! folder made before. So a folder swapped for a link while the tree is
+//! written cannot redirect a write: the link is refused, not followed, and
+//! the writer reports [`TreeWriteError::Tampered`]; before the final move
+//! every entry is checked to be the one the writer made.
+//!
+//! **Verified per file, durable per tree.** The writer hashes each file
+//! as it writes it (files are written one at a time, from the first byte
+//! to the last, as the protocol sends them) and
+//! [`finish_file`](TreeWriter::finish_file) compares the sender's hash.
+//! Nothing is flushed while files are written: [`commit`](TreeWriter::commit)
+//! makes the whole tree durable in one `syncfs` (one journal commit
+//! instead of one per file: [`Durability`]), moves it, and syncs the
+//! destination folder so that the new name is durable too: two sync calls
+//! for the whole tree, counted by [`sync_calls`](TreeWriter::sync_calls).
+//!
+//! Modes follow the inbox's: what ferry receives is its owner's only.
+//! Files are `0600`, executable ones `0700`, folders `0700`.
+
+mod error;
+#[cfg(test)]
+mod tests;
+
+pub use error::{TreePeerFault, TreeWriteError, TreeWriterMisuse};
+
+use crate::confined::{set_modified, ConfinedDir, Identity};
+use crate::inbox::{free_folder_name_in, PARTIALS_DIR};
+use ferry_core::filename::check_file_name;
+use ferry_core::tree::{EntryKind, Manifest};
+use ferry_core::ResumeKey;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Ends the name of every tree's staging folder in [`PARTIALS_DIR`].
+pub const TREE_SUFFIX: &str = ".tree";
+
+/// Folder descriptors a writer keeps open at most. Past it they are all
+/// let go and opened again from their parents when needed: a tree of many
+/// folders never runs the process out of descriptors.
+pub const OPEN_FOLDERS: usize = 64;
+
+/// How [`TreeWriter::commit`] makes a tree durable before it moves it to
+/// its final name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// One `syncfs` of the destination's file system (Linux): every file
+    /// and folder of the tree in one writeback and one journal commit. It
+    /// also flushes whatever else is waiting on that file system, which is
+    /// written soon anyway; an `fsync` per file costs a journal commit and
+    /// a device flush each (10,000 small files: seconds, against
+    /// milliseconds). The default on Linux.
+    #[cfg_attr(target_os = "linux", default)]
+    FileSystem,
+    /// An `fsync` of every file and folder of the tree, in one pass at the
+    /// end (never on the write path). The default elsewhere, where
+    /// `syncfs` does not exist.
+    #[cfg_attr(not(target_os = "linux"), default)]
+    EachEntry,
+}
+
+/// A tree moved to its final name by [`TreeWriter::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Committed {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Calls that flushed data to disk for the whole tree (`syncfs`,
+    /// `fsync`): 2 with [`Durability::FileSystem`].
+    pub sync_calls: usize,
+}
+
+/// Builds one received tree; see the module's documentation.
+#[derive(Debug)]
+pub struct TreeWriter {
+    dest: ConfinedDir,
+    partials: ConfinedDir,
+    /// The staging folder's name in [`PARTIALS_DIR`].
+    staged: String,
+    root: ConfinedDir,
+    root_identity: Identity,
+    key: ResumeKey,
+    /// The top-level name the tree was sent under.
+    name: String,
+    manifest: Manifest,
+    /// Each entry's folder, as an index (`None`: the top).
+    parents: Vec<Option<usize>>,
+    /// What the writer made for each entry: a folder, or a file created.
+    made: Vec<Option<Identity>>,
+    verified: Vec<bool>,
+    open: Option<OpenFile>,
+    /// Folder descriptors kept open, by entry index.
+    folders: HashMap<usize, ConfinedDir>,
+    durability: Durability,
+    sync_calls: usize,
+}
+
+/// The file being written.
+#[derive(Debug)]
+struct OpenFile {
+    index: usize,
+    file: File,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl TreeWriter {
+    /// Starts writing the tree `name` (its top-level folder's name, checked
+    /// here like any file name) of `manifest` into the folder `dest`:
+    /// creates its staging folder and every folder of the tree in it. A
+    /// refused name writes nothing at all; any later failure leaves only
+    /// the staging folder.
+    ///
+    /// Blocking disk work: not for an event loop.
+    pub fn create(
+        dest: &Path,
+        name: &str,
+        manifest: Manifest,
+    ) -> Result<TreeWriter, TreeWriteError> {
+        check_file_name(name)?;
+        let dest_dir = ConfinedDir::open(dest).map_err(io_error(dest))?;
+        let partials_path = dest.join(PARTIALS_DIR);
+        let partials = dest_dir
+            .private_subdir(PARTIALS_DIR)
+            .map_err(io_error(&partials_path))?;
+        let (key, staged, root) = loop {
+            let key = crate::inbox::fresh_resume_key().map_err(io_error(&partials_path))?;
+            let staged = staged_tree_name(&key);
+            match partials.create_dir(&staged) {
+                Ok(root) => break (key, staged, root),
+                // A key drawn twice: draw again.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(&partials_path.join(&staged))(e)),
+            }
+        };
+        let root_identity = root.identity().map_err(io_error(root.path()))?;
+        let entries = manifest.entries().len();
+        let mut writer = TreeWriter {
+            dest: dest_dir,
+            partials,
+            staged,
+            root,
+            root_identity,
+            key,
+            name: name.to_string(),
+            parents: manifest.parents(),
+            made: vec![None; entries],
+            verified: vec![false; entries],
+            manifest,
+            open: None,
+            folders: HashMap::new(),
+            durability: Durability::default(),
+            sync_calls: 0,
+        };
+        writer.make_folders()?;
+        Ok(writer)
+    }
+
+    /// How [`commit`](Self::commit) makes the tree durable (default:
+    /// [`Durability::default`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The manifest being written.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The staging folder, for messages (the writer never reaches anything
+    /// through this path).
+    pub fn staging_path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The key the staging folder is named after, for a later resume of
+    /// the tree by whoever holds it.
+    pub fn resume_key(&self) -> ResumeKey {
+        self.key
+    }
+
+    /// Calls that flushed data to disk so far (`syncfs`, `fsync`).
+    pub fn sync_calls(&self) -> usize {
+        self.sync_calls
+    }
+
+    /// Files not yet verified.
+    pub fn unverified_files(&self) -> usize {
+        self.manifest
+            .entries()
+            .iter()
+            .zip(&self.verified)
+            .filter(|(entry, verified)| !entry.is_folder() && !**verified)
+            .count()
+    }
+
+    /// Appends `data` to file `index` of the manifest. Files are written one
+    /// at a time: the first write to a file creates it, and
+    /// [`finish_file`](Self::finish_file) ends it before another is
+    /// started. More bytes than the manifest's size for the file are
+    /// refused ([`TreePeerFault::PastEnd`]) and not written.
+    pub fn write(&mut self, index: usize, data: &[u8]) -> Result<(), TreeWriteError> {
+        let size = self.unverified_file(index)?;
+        self.open_file(index)?;
+        let path = self.entry_path(index);
+        // Opened just above.
+        let open = self.open.as_mut().expect("the file is open");
+        let end = open.written.saturating_add(data.len() as u64);
+        if end > size {
+            return Err(TreePeerFault::PastEnd {
+                path: self.manifest.entries()[index].path.to_string(),
+                size,
+            }
+            .into());
+        }
+        open.file.write_all(data).map_err(io_error(&path))?;
+        open.hasher.update(data);
+        open.written = end;
+        Ok(())
+    }
+
+    /// Ends file `index`: all its bytes must have arrived and their BLAKE3
+    /// must be `hash`, the sender's. Then it takes its executable bit and
+    /// modification time and is closed, verified. A file of 0 bytes needs
+    /// no [`write`](Self::write) before.
+    ///
+    /// A short file or a wrong hash is the peer's fault: the file is
+    /// removed (so that it can be sent again) and the rest of the tree
+    /// stays as it is.
+    pub fn finish_file(&mut self, index: usize, hash: &[u8; 32]) -> Result<(), TreeWriteError> {
+        let size = self.unverified_file(index)?;
+        self.open_file(index)?;
+        // Opened just above.
+        let open = self.open.take().expect("the file is open");
+        let entry = self.manifest.entries()[index].clone();
+        if open.written != size {
+            let written = open.written;
+            self.remove_file(index, open)?;
+            return Err(TreePeerFault::Short {
+                path: entry.path.to_string(),
+                size,
+                written,
+            }
+            .into());
+        }
+        if open.hasher.finalize().as_bytes() != hash {
+            self.remove_file(index, open)?;
+            return Err(TreePeerFault::HashMismatch {
+                path: entry.path.to_string(),
+            }
+            .into());
+        }
+        let executable = matches!(
+            entry.kind,
+            EntryKind::File {
+                executable: true,
+                ..
+            }
+        );
+        let settled = if executable {
+            rustix::fs::fchmod(&open.file, rustix::fs::Mode::RWXU).map_err(io::Error::from)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| set_modified(&open.file, entry.mtime.secs(), entry.mtime.nanos()));
+        if let Err(e) = settled {
+            let path = self.entry_path(index);
+            // Removed, so that it can be sent again; the disk's error is
+            // the one to report.
+            let _ = self.remove_file(index, open);
+            return Err(io_error(&path)(e));
+        }
+        self.verified[index] = true;
+        Ok(())
+    }
+
+    /// Makes the tree durable and moves it to its final name in the
+    /// destination: the name it was sent under or the first free `NAME
+    /// (n)` (ignoring case), never replacing or merging into anything
+    /// there, even an entry that appears at the same moment. Returns where
+    /// it is, and what making it durable took.
+    ///
+    /// Every entry must still be what the writer made
+    /// ([`TreeWriteError::Tampered`]), and every file must have been
+    /// verified ([`TreeWriterMisuse::Unverified`]); otherwise nothing is
+    /// moved and the tree stays in its staging folder.
+    pub fn commit(mut self) -> Result<Committed, TreeWriteError> {
+        // Tampering first: it says more than a file still missing.
+        self.check_untouched()?;
+        if let Some(index) = (0..self.verified.len())
+            .find(|&i| !self.verified[i] && !self.manifest.entries()[i].is_folder())
+        {
+            return Err(TreeWriterMisuse::Unverified {
+                path: self.manifest.entries()[index].path.to_string(),
+            }
+            .into());
+        }
+        // Making an entry changes its folder's time: folders last.
+        for index in (0..self.made.len()).rev() {
+            let entry = &self.manifest.entries()[index];
+            if entry.is_folder() {
+                let mtime = entry.mtime;
+                let path = self.entry_path(index);
+                self.folder(Some(index))?
+                    .set_modified(mtime.secs(), mtime.nanos())
+                    .map_err(io_error(&path))?;
+            }
+        }
+        let root_mtime = self.manifest.root_mtime();
+        self.root
+            .set_modified(root_mtime.secs(), root_mtime.nanos())
+            .map_err(io_error(self.root.path()))?;
+        self.make_durable()?;
+        self.folders.clear();
+        let target = self.place()?;
+        self.dest.sync();
+        self.sync_calls += 1;
+        Ok(Committed {
+            path: self.dest.path().join(target),
+            sync_calls: self.sync_calls,
+        })
+    }
+
+    /// Moves the staging folder to a free name; returns the name.
+    fn place(&self) -> Result<String, TreeWriteError> {
+        let dest = self.dest.path();
+        for _ in 0..1000 {
+            let target = free_folder_name_in(&self.dest, &self.name).map_err(io_error(dest))?;
+            match self.partials.move_dir_to(&self.staged, &self.dest, &target) {
+                Ok(()) => return Ok(target),
+                // Taken since it was found free: look again.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_error(&dest.join(&target))(e)),
+            }
+        }
+        Err(io_error(dest)(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("no free name for {:?}", self.name),
+        )))
+    }
+
+    fn make_durable(&mut self) -> Result<(), TreeWriteError> {
+        match self.durability {
+            #[cfg(target_os = "linux")]
+            Durability::FileSystem => {
+                self.sync_calls += 1;
+                self.root
+                    .sync_file_system()
+                    .map_err(io_error(self.root.path()))
+            }
+            #[cfg(not(target_os = "linux"))]
+            Durability::FileSystem => self.sync_each_entry(),
+            Durability::EachEntry => self.sync_each_entry(),
+        }
+    }
+
+    fn sync_each_entry(&mut self) -> Result<(), TreeWriteError> {
+        for index in 0..self.made.len() {
+            let path = self.entry_path(index);
+            let entry = &self.manifest.entries()[index];
+            let name = entry.path.name().to_string();
+            if entry.is_folder() {
+                self.folder(Some(index))?.fsync().map_err(io_error(&path))?;
+            } else {
+                let file = self
+                    .folder(self.parents[index])?
+                    .open_own(&name)
+                    .map_err(io_error(&path))?;
+                file.sync_all().map_err(io_error(&path))?;
+            }
+            self.sync_calls += 1;
+        }
+        self.root.fsync().map_err(io_error(self.root.path()))?;
+        self.sync_calls += 1;
+        Ok(())
+    }
+
+    /// Checks that every entry, reached from its folder by name without
+    /// following links, is what the writer made, and the staging folder
+    /// too.
+    fn check_untouched(&mut self) -> Result<(), TreeWriteError> {
+        let root = self
+            .partials
+            .identity_at(&self.staged)
+            .map_err(io_error(self.root.path()))?;
+        if root != Some(self.root_identity) {
+            return Err(TreeWriteError::Tampered {
+                path: self.root.path().to_path_buf(),
+                what: "the staging folder is not the one made",
+            });
+        }
+        for index in 0..self.made.len() {
+            let name = self.manifest.entries()[index].path.name().to_string();
+            let path = self.entry_path(index);
+            let found = self
+                .folder(self.parents[index])?
+                .identity_at(&name)
+                .map_err(io_error(&path))?;
+            if found != self.made[index] {
+                return Err(TreeWriteError::Tampered {
+                    path,
+                    what: "not the entry the writer made",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The size of file `index`, if it is a file not verified yet.
+    fn unverified_file(&self, index: usize) -> Result<u64, TreeWriteError> {
+        let entry = self
+            .manifest
+            .entries()
+            .get(index)
+            .ok_or(TreeWriterMisuse::NoSuchEntry(index))?;
+        let EntryKind::File { size, .. } = entry.kind else {
+            return Err(TreeWriterMisuse::NotAFile(index).into());
+        };
+        if self.verified[index] {
+            return Err(TreeWriterMisuse::AlreadyVerified(index).into());
+        }
+        if let Some(open) = self.open.as_ref().filter(|open| open.index != index) {
+            return Err(TreeWriterMisuse::AnotherFileOpen {
+                open: open.index,
+                asked: index,
+            }
+            .into());
+        }
+        Ok(size)
+    }
+
+    /// Creates file `index` unless it is the one open.
+    fn open_file(&mut self, index: usize) -> Result<(), TreeWriteError> {
+        if self.open.is_some() {
+            return Ok(());
+        }
+        let path = self.entry_path(index);
+        let name = self.manifest.entries()[index].path.name().to_string();
+        let file = self
+            .folder(self.parents[index])?
+            .create_new(&name)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => TreeWriteError::Tampered {
+                    path: path.clone(),
+                    what: "something is already there",
+                },
+                _ => io_error(&path)(e),
+            })?;
+        self.made[index] = Some(Identity::of(&file).map_err(io_error(&path))?);
+        self.open = Some(OpenFile {
+            index,
+            file,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+        });
+        Ok(())
+    }
+
+    /// Removes file `index`, which `open` holds, for it to be sent again.
+    fn remove_file(&mut self, index: usize, open: OpenFile) -> Result<(), TreeWriteError> {
+        drop(open);
+        let path = self.entry_path(index);
+        let name = self.manifest.entries()[index].path.name().to_string();
+        self.folder(self.parents[index])?
+            .remove(&name)
+            .map_err(io_error(&path))?;
+        self.made[index] = None;
+        Ok(())
+    }
+
+    /// Makes every folder of the manifest, parents first.
+    fn make_folders(&mut self) -> Result<(), TreeWriteError> {
+        for index in 0..self.made.len() {
+            let entry = &self.manifest.entries()[index];
+            if !entry.is_folder() {
+                continue;
+            }
+            let name = entry.path.name().to_string();
+            let path = self.entry_path(index);
+            let made = self
+                .folder(self.parents[index])?
+                .create_dir(&name)
+                .map_err(io_error(&path))?;
+            self.made[index] = Some(made.identity().map_err(io_error(&path))?);
+            self.keep_open(index, made);
+        }
+        Ok(())
+    }
+
+    /// The folder `index` (`None`: the top), from the descriptors kept
+    /// open or opened again from its parent's, and checked to be the
+    /// folder made for it.
+    fn folder(&mut self, index: Option<usize>) -> Result<&ConfinedDir, TreeWriteError> {
+        let Some(index) = index else {
+            return Ok(&self.root);
+        };
+        if !self.folders.contains_key(&index) {
+            let parent = self.parents[index];
+            let name = self.manifest.entries()[index].path.name().to_string();
+            let path = self.entry_path(index);
+            let tampered = |what| TreeWriteError::Tampered {
+                path: path.clone(),
+                what,
+            };
+            let opened = match self.folder(parent)?.open_dir(&name) {
+                Ok(opened) => opened,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(tampered("not a folder (a link?)"))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(tampered("gone")),
+                Err(e) => return Err(io_error(&path)(e)),
+            };
+            if Some(opened.identity().map_err(io_error(&path))?) != self.made[index] {
+                return Err(tampered("not the folder the writer made"));
+            }
+            self.keep_open(index, opened);
+        }
+        Ok(&self.folders[&index])
+    }
+
+    fn keep_open(&mut self, index: usize, folder: ConfinedDir) {
+        if self.folders.len() >= OPEN_FOLDERS {
+            self.folders.clear();
+        }
+        self.folders.insert(index, folder);
+    }
+
+    /// Where entry `index` is staged, for messages.
+    fn entry_path(&self, index: usize) -> PathBuf {
+        self.root
+            .path()
+            .join(self.manifest.entries()[index].path.as_str())
+    }
+}
+
+/// The name in [`PARTIALS_DIR`] of the staging folder of the tree `key`
+/// resumes: derived from the key, as partial files' names are, so that a
+/// listing reveals no key.
+fn staged_tree_name(key: &ResumeKey) -> String {
+    let derived = blake3::derive_key("ferry 2026-12 inbox partial tree name", key.as_bytes());
+    let hex = blake3::Hash::from(derived).to_hex();
+    format!("{}{TREE_SUFFIX}", &hex[..32])
+}
+
+/// Wraps an I/O error with the path it was about.
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> TreeWriteError {
+    let path = path.to_path_buf();
+    move |source| TreeWriteError::Io { path, source }
+}

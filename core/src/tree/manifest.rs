@@ -1,0 +1,283 @@
+//! [`Manifest`]: the entries of a tree, in the order they are created, and
+//! the rules that make the whole tree safe to create.
+
+use super::error::{ManifestError, TreeLimitExceeded, UnsafeTree};
+use super::path::{clash_key, TreePath};
+use super::TreeLimits;
+use crate::filename::Escaped;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// A modification time: seconds and nanoseconds since the Unix epoch.
+/// Times before 1970 are sent as 0 (the wire has no signed integers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mtime {
+    secs: u64,
+    nanos: u32,
+}
+
+impl Mtime {
+    /// The epoch itself.
+    pub const EPOCH: Mtime = Mtime { secs: 0, nanos: 0 };
+
+    /// `secs` and `nanos` after the epoch; `None` if `nanos` is a billion
+    /// or more (that would be another second).
+    pub const fn new(secs: u64, nanos: u32) -> Option<Mtime> {
+        if nanos >= 1_000_000_000 {
+            return None;
+        }
+        Some(Mtime { secs, nanos })
+    }
+
+    /// Whole seconds since the epoch.
+    pub const fn secs(self) -> u64 {
+        self.secs
+    }
+
+    /// Nanoseconds past [`secs`](Self::secs), below a billion.
+    pub const fn nanos(self) -> u32 {
+        self.nanos
+    }
+}
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A folder, created empty; entries listed after it go inside.
+    Folder,
+    /// A regular file.
+    File {
+        /// Its length in bytes.
+        size: u64,
+        /// Whether it is executable (the only mode bit a tree carries).
+        executable: bool,
+    },
+}
+
+/// One folder or file of a tree.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// Where it goes, below the top-level folder.
+    pub path: TreePath,
+    /// Folder or file.
+    pub kind: EntryKind,
+    /// When it was last modified, applied once it is written (a folder's
+    /// once everything in it is).
+    pub mtime: Mtime,
+}
+
+impl Entry {
+    /// Whether it is a folder.
+    pub fn is_folder(&self) -> bool {
+        matches!(self.kind, EntryKind::Folder)
+    }
+
+    /// Its size: a file's length, 0 for a folder.
+    pub fn size(&self) -> u64 {
+        match self.kind {
+            EntryKind::Folder => 0,
+            EntryKind::File { size, .. } => size,
+        }
+    }
+}
+
+/// The entries of a tree, checked as a whole: safe to create, one after
+/// the other, below a new top-level folder.
+///
+/// Every path passes [`TreePath`]'s rules and, across entries:
+///
+/// * **parents first**: an entry's folder is listed, as a folder, before
+///   it (entries of the top-level folder have none). Folders are never
+///   implied: an empty folder is listed like any other, and the order is
+///   one a receiver can create in a single pass;
+/// * **no path twice**: neither twice the same kind nor as a folder and a
+///   file;
+/// * **no clash**: no two names in one folder have the same [`clash_key`]
+///   (they would be one entry on a file system that ignores case or
+///   normalisation);
+/// * within [`TreeLimits`]: entries, depth, path length, total size.
+///
+/// A `Manifest` cannot be built otherwise: [`Manifest::new`] and
+/// [`Manifest::decode`](Manifest::decode) both check all of this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    root_mtime: Mtime,
+    entries: Vec<Entry>,
+    total_size: u64,
+    files: usize,
+}
+
+impl Manifest {
+    /// Checks `entries` (with the top-level folder's own `root_mtime`)
+    /// against the rules above and `limits`. The first entry at fault, in
+    /// order, is the one reported.
+    pub fn new(
+        root_mtime: Mtime,
+        entries: Vec<Entry>,
+        limits: &TreeLimits,
+    ) -> Result<Manifest, ManifestError> {
+        let max_entries = super::codec::max_entries(limits);
+        if entries.len() > max_entries {
+            return Err(TreeLimitExceeded::TooManyEntries {
+                count: entries.len() as u64,
+                max: max_entries,
+            }
+            .into());
+        }
+        let mut checker = Checker::new(limits);
+        for (index, entry) in entries.iter().enumerate() {
+            checker.admit(&entries[..index], entry)?;
+        }
+        Ok(Manifest {
+            root_mtime,
+            total_size: checker.total_size,
+            files: checker.files,
+            entries,
+        })
+    }
+
+    /// The top-level folder's modification time.
+    pub fn root_mtime(&self) -> Mtime {
+        self.root_mtime
+    }
+
+    /// The entries, parents before what they hold.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The bytes of all files together.
+    pub fn total_size(&self) -> u64 {
+        self.total_size
+    }
+
+    /// How many entries are files.
+    pub fn file_count(&self) -> usize {
+        self.files
+    }
+
+    /// For each entry, the index of the folder entry it is in (`None`:
+    /// the top-level folder). Always an earlier index.
+    pub fn parents(&self) -> Vec<Option<usize>> {
+        let mut folders: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut parents = Vec::with_capacity(self.entries.len());
+        for (index, entry) in self.entries.iter().enumerate() {
+            // Listed before it: checked when the manifest was made.
+            parents.push(entry.path.parent().and_then(|p| folders.get(p).copied()));
+            if entry.is_folder() {
+                folders.insert(entry.path.as_str(), index);
+            }
+        }
+        parents
+    }
+
+    /// Takes the entries back.
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+}
+
+/// Checks entries one at a time, in order, so that a decoder can stop at
+/// the first entry at fault without reading the rest.
+pub(crate) struct Checker<'l> {
+    limits: &'l TreeLimits,
+    /// Every path so far: its entry, and whether it is a folder.
+    paths: BTreeMap<String, (usize, bool)>,
+    /// `(folder, clash key of the name)` of every entry so far, the folder
+    /// as its entry's index + 1 (0: the top-level folder), with the entry.
+    keys: BTreeMap<(usize, String), usize>,
+    total_size: u64,
+    files: usize,
+}
+
+impl<'l> Checker<'l> {
+    pub(crate) fn new(limits: &'l TreeLimits) -> Self {
+        Checker {
+            limits,
+            paths: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            total_size: 0,
+            files: 0,
+        }
+    }
+
+    /// Admits `entry`, the one after `earlier`, or says why not.
+    pub(crate) fn admit(&mut self, earlier: &[Entry], entry: &Entry) -> Result<(), ManifestError> {
+        let index = earlier.len();
+        let path = entry.path.as_str();
+        // The path was checked against the limits it was built with; these
+        // may be tighter.
+        TreePath::new(path, self.limits).map_err(|e| ManifestError::path(index, e))?;
+        let escaped = || Escaped::new(path);
+        if let Some(&(_, was_folder)) = self.paths.get(path) {
+            return Err(if was_folder == entry.is_folder() {
+                UnsafeTree::Duplicate {
+                    entry: index,
+                    path: escaped(),
+                }
+            } else {
+                UnsafeTree::FileAndFolder {
+                    entry: index,
+                    path: escaped(),
+                }
+            }
+            .into());
+        }
+        let folder = match entry.path.parent() {
+            None => 0,
+            Some(parent) => match self.paths.get(parent) {
+                Some(&(parent, true)) => parent + 1,
+                Some(&(_, false)) => {
+                    return Err(UnsafeTree::ParentIsFile {
+                        entry: index,
+                        path: escaped(),
+                    }
+                    .into())
+                }
+                None => {
+                    return Err(UnsafeTree::MissingParent {
+                        entry: index,
+                        path: escaped(),
+                    }
+                    .into())
+                }
+            },
+        };
+        let key = (folder, clash_key(entry.path.name()));
+        if let Some(&other) = self.keys.get(&key) {
+            return Err(UnsafeTree::NameClash {
+                entry: index,
+                path: escaped(),
+                other: Escaped::new(earlier[other].path.as_str()),
+            }
+            .into());
+        }
+        if let EntryKind::File { size, .. } = entry.kind {
+            self.total_size = self
+                .total_size
+                .checked_add(size)
+                .filter(|&total| total <= self.limits.max_total_bytes)
+                .ok_or(TreeLimitExceeded::TooLarge {
+                    max: self.limits.max_total_bytes,
+                })?;
+            self.files += 1;
+        }
+        self.keys.insert(key, index);
+        self.paths
+            .insert(String::from(path), (index, entry.is_folder()));
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// A manifest from entries a [`Checker`] admitted one by one.
+    pub(crate) fn from_checked(root_mtime: Mtime, entries: Vec<Entry>, checker: &Checker) -> Self {
+        Manifest {
+            root_mtime,
+            entries,
+            total_size: checker.total_size,
+            files: checker.files,
+        }
+    }
+}
