@@ -16,7 +16,11 @@
 //!   broadcast, relayed transfers, flood and slow-reader limits; it also
 //!   serves raw-text [`guest`]s (`nc`, `telnet`) as room members.
 //! * [`filename::check_file_name`]: whether an incoming file name is safe to
-//!   create.
+//!   create; [`tree`]: the same for every path of a folder sent whole, and
+//!   the folder's manifest.
+//! * [`cluster`]: a hub in cluster mode, several servers as one chat
+//!   service through a broker (requests out, answers and one ordered log
+//!   in), and [`cluster::MemoryBroker`], the broker's semantics in memory.
 //! * [`driving`]: the contract a runtime keeps when it drives a
 //!   [`Connection`] or a [`Hub`] over real sockets (input, output, timeouts,
 //!   back-pressure, closing), written for authors of new adapters.
@@ -28,9 +32,10 @@
 //!
 //! * `std` (default): everything above. Without it the crate is `#![no_std]`
 //!   and needs only `alloc`, and holds just the codec: [`frame`], [`text`],
-//!   [`names`], [`filename`], [`code`], [`error`] and [`secret`]. The state
-//!   machines ([`Connection`], [`Hub`], [`guest`], [`datagram`],
-//!   [`transfer`], their configuration and the [`driving`] contract) need
+//!   [`names`], [`filename`], [`tree`], [`code`], [`error`] and [`secret`].
+//!   The state machines ([`Connection`], [`Hub`], [`guest`], [`datagram`],
+//!   [`transfer`], [`cluster`], their configuration and the [`driving`]
+//!   contract) need
 //!   `std`: they keep hash maps and take `Instant`s.
 //! * `fuzzing`: exposes `ferry_core::fuzzing`, the harnesses of the
 //!   cargo-fuzz targets and of the corpus regression test. **Unstable**: not
