@@ -146,6 +146,9 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
                             "cluster: Redis cannot be reached ({reason}); messages are refused until it is back"
                         )),
                         BusInput::Up => log("cluster: Redis is back"),
+                        BusInput::Reaped => log(
+                            "cluster: this server missed its lease and was taken for gone; its clients are told to connect again",
+                        ),
                         BusInput::Restarted { .. } => log(
                             "cluster: Redis is back but restarted empty; members claim their names again",
                         ),

@@ -326,3 +326,42 @@ fn redis_killed_and_restarted_empty_the_servers_carry_on() {
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+#[test]
+fn a_server_paused_past_its_lease_tells_its_clients_to_come_back() {
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = cluster_server(inbox_a.path(), &redis.url());
+    let b = cluster_server(inbox_b.path(), &redis.url());
+    let mut alice = Raw::join(a.addr, "alice", "");
+    let mut bob = Raw::join(b.addr, "bob", "");
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &a.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let code = wait_frame(&mut bob, "alice leaving", |f| match f {
+        Frame::Left { name, code, .. } if name == "alice" => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, Code::SERVER_GONE);
+    signal("-CONT");
+    // Awake, server a learns it was taken for gone and closes alice, who
+    // can come back at once.
+    let code = wait_frame(&mut alice, "alice's ERROR", |f| match f {
+        Frame::Error { code, .. } => Some(*code),
+        _ => None,
+    });
+    assert_eq!(code, Code::SERVER_GONE);
+    a.expect(&["cluster: this server missed its lease"]);
+    drop(alice);
+    let _alice = Raw::join(a.addr, "alice", "");
+    wait_frame(&mut bob, "alice back", |f| match f {
+        Frame::Joined { name, .. } if name == "alice" => Some(()),
+        _ => None,
+    });
+    assert!(a.terminate().success());
+}

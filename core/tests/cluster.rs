@@ -752,3 +752,44 @@ fn a_message_is_refused_at_once_while_the_broker_is_away_or_behind() {
     }
     assert_eq!(sent + bounced.len(), 20);
 }
+
+#[test]
+fn a_server_taken_for_gone_closes_its_members() {
+    let mut cluster = Cluster::new();
+    cluster.act(&Action::Join {
+        user: 0,
+        server: 0,
+        name: 0,
+        room: 0,
+    });
+    cluster.act(&Action::Join {
+        user: 1,
+        server: 1,
+        name: 2,
+        room: 0,
+    });
+    cluster.settle();
+    // Server 0 misses its lease (paused): server 1 reaps it.
+    cluster.clock_ms += LEASE_MS + 1;
+    for k in [1, 2] {
+        let id = cluster.servers[k].id;
+        cluster.broker.renew(id, cluster.clock_ms, LEASE_MS);
+    }
+    let reaped = cluster.broker.reap(cluster.servers[1].id, cluster.clock_ms);
+    assert_eq!(reaped, vec![cluster.servers[0].id]);
+    // Awake, its link renews, finds it was reaped and says so.
+    assert!(!cluster
+        .broker
+        .renew(cluster.servers[0].id, cluster.clock_ms, LEASE_MS));
+    cluster.servers[0].from_broker.push_back(BusInput::Reaped);
+    cluster.settle();
+    let alice = cluster.users[0].as_ref().unwrap();
+    assert!(alice.closed);
+    assert!(alice.seen.iter().any(|e| matches!(e,
+        Event::Closed { code, .. } if *code == Code::SERVER_GONE)));
+    let bob = cluster.users[1].as_ref().unwrap();
+    assert!(bob.seen.iter().any(|e| matches!(e,
+        Event::Left { name, code, .. } if name == "alice" && *code == Code::SERVER_GONE)));
+    assert_eq!(cluster.servers[1].hub.members("lobby"), vec!["bob"]);
+    check(&cluster).unwrap();
+}

@@ -336,10 +336,15 @@ impl Writer {
         };
         let beat = broker
             .renew(self.server, self.lease, None)
-            .and_then(|_| broker.reap(self.server, None));
-        if let Err(e) = beat {
-            self.broker = None;
-            self.went_down(&e);
+            .and_then(|had| Ok((had, broker.reap(self.server, None)?)));
+        match beat {
+            Ok((true, _)) => {}
+            // Renewed now, but the others had taken it for gone.
+            Ok((false, _)) => (self.deliver)(BusInput::Reaped),
+            Err(e) => {
+                self.broker = None;
+                self.went_down(&e);
+            }
         }
     }
 }

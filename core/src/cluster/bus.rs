@@ -225,6 +225,12 @@ pub enum BusInput {
     },
     /// The link to the broker is back.
     Up,
+    /// The others took this server for gone (it did not renew its lease in
+    /// time: paused, or cut off from the broker) and its members were
+    /// announced `LEFT ... SERVER_GONE`: the hub closes each of them with
+    /// `SERVER_GONE`, so they reconnect (here or to another server) rather
+    /// than talk in a room that no longer lists them.
+    Reaped,
     /// The link is back to a broker that restarted (its run id `broker`
     /// is new): what it held may be lost. The hub claims its members'
     /// names again ([`BusRequest::Rejoin`]) and learns every room anew.

@@ -188,6 +188,7 @@ impl Hub {
                 }
             }
             BusInput::Restarted { broker } => self.on_broker_restarted(broker),
+            BusInput::Reaped => self.on_reaped(now),
         }
         self.process(now);
     }
@@ -549,6 +550,32 @@ impl Hub {
                         room_key: key.clone(),
                     },
                 );
+            }
+        }
+    }
+
+    /// The cluster took this server for gone: every member and joiner is
+    /// closed with `SERVER_GONE` (their names are free already).
+    fn on_reaped(&mut self, now: Instant) {
+        let mut ids: Vec<ClientId> = self
+            .rooms
+            .values()
+            .flat_map(|r| {
+                r.members
+                    .iter()
+                    .copied()
+                    .chain(r.joining.iter().map(|j| j.client))
+            })
+            .collect();
+        ids.sort();
+        for id in ids {
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.link.close_with_error(
+                    now,
+                    Code::SERVER_GONE,
+                    "this server was cut off from its cluster for too long: connect again",
+                );
+                self.touch(id);
             }
         }
     }
