@@ -410,6 +410,13 @@ fn check(cluster: &Cluster) -> Result<(), TestCaseError> {
     // One order per room: members agree on what each seq is, and each
     // sees its room's events from its own JOINED on, without gaps.
     let mut by_room: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
+    // Once everything has arrived, nobody waits to be let in: each client
+    // of a live server was welcomed or told why not.
+    for u in cluster.users.iter().flatten() {
+        if cluster.servers[u.server].alive {
+            prop_assert!(u.welcomed.is_some() || u.closed, "a client still waits to join");
+        }
+    }
     for u in cluster.users.iter().flatten() {
         let Some(name) = &u.welcomed else { continue };
         let events: Vec<(u64, String)> = u.seen.iter().filter_map(room_event).collect();

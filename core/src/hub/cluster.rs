@@ -17,7 +17,9 @@
 
 use super::{ClientId, Hub, HubEvent, Link, Room};
 use crate::cluster::replica::{Offered, Replica};
-use crate::cluster::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId};
+use crate::cluster::{
+    Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot,
+};
 use crate::code::Code;
 use crate::frame::Frame;
 use crate::names::name_key;
@@ -460,7 +462,7 @@ impl Hub {
                 }
             }
             (Waiting::Rejoin { room_key }, answer) => {
-                self.on_rejoined(now, pending.client, room_key, answer)
+                self.on_rejoined(now, op, pending.client, room_key, answer)
             }
             (Waiting::Message, Answer::Refused { code, reason }) => {
                 if let Some(client) = pending.client {
@@ -468,36 +470,7 @@ impl Hub {
                 }
             }
             (Waiting::Sync { room_key }, Answer::Synced(snapshot)) => {
-                let Some(replica) = self
-                    .rooms
-                    .get_mut(&room_key)
-                    .and_then(|r| r.replica.as_mut())
-                else {
-                    return;
-                };
-                if replica.seq().is_some() {
-                    return;
-                }
-                let held = replica.settle(&snapshot);
-                // Events were lost: the members learn the room anew.
-                let names = snapshot.members.clone();
-                self.resynced(now, &room_key, names.clone());
-                let late: Vec<(OpId, u64)> = self
-                    .rooms
-                    .get(&room_key)
-                    .map(|r| {
-                        r.joining
-                            .iter()
-                            .filter_map(|j| j.seq.filter(|&s| s <= snapshot.seq).map(|s| (j.op, s)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for (op, seq) in late {
-                    self.enter(now, &room_key, op, (seq, names.clone()), true);
-                }
-                for event in held {
-                    self.on_room_event(now, event);
-                }
+                self.settle_reset_room(now, &room_key, snapshot)
             }
             _ => {}
         }
@@ -523,14 +496,28 @@ impl Hub {
             };
             let min_seq = room.replica.as_mut().map_or(0, Replica::reset);
             room.resync = true;
-            let members = room.members.clone();
             let room_name = room.name.clone();
-            for id in members {
-                let name = self
-                    .clients
-                    .get(&id)
-                    .map(|c| c.link.name().clone())
-                    .unwrap_or_default();
+            // Members, and joiners the old broker had let in (their JOINED
+            // went with it): each claims its name again. A joiner's own
+            // JOINED is then the rejoin's.
+            let mut claims: Vec<(ClientId, Option<usize>)> =
+                room.members.iter().map(|&id| (id, None)).collect();
+            claims.extend(
+                room.joining
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, j)| j.seq.is_some())
+                    .map(|(i, j)| (j.client, Some(i))),
+            );
+            for (id, joiner) in claims {
+                let name = match joiner {
+                    Some(i) => self.rooms[&key].joining[i].name.clone(),
+                    None => self
+                        .clients
+                        .get(&id)
+                        .map(|c| c.link.name().clone())
+                        .unwrap_or_default(),
+                };
                 let Some(bus) = self.bus.as_mut() else {
                     return;
                 };
@@ -550,6 +537,10 @@ impl Hub {
                         room_key: key.clone(),
                     },
                 );
+                if let (Some(i), Some(room)) = (joiner, self.rooms.get_mut(&key)) {
+                    room.joining[i].op = op;
+                    room.joining[i].seq = None;
+                }
             }
         }
     }
@@ -584,26 +575,31 @@ impl Hub {
     fn on_rejoined(
         &mut self,
         now: Instant,
+        op: OpId,
         client: Option<ClientId>,
         room_key: String,
         answer: Answer,
     ) {
         match answer {
             Answer::Joined(snapshot) => {
-                let Some(replica) = self
+                // A joiner claiming its name again enters at its new
+                // JOINED, from this snapshot or as the log brings it.
+                let seq = snapshot.seq;
+                let joiner = self.rooms.get_mut(&room_key).and_then(|r| {
+                    r.joining
+                        .iter_mut()
+                        .find(|j| j.op == op)
+                        .map(|j| j.seq = Some(seq))
+                });
+                self.settle_reset_room(now, &room_key, snapshot);
+                let applied = self
                     .rooms
-                    .get_mut(&room_key)
-                    .and_then(|r| r.replica.as_mut())
-                else {
-                    return;
-                };
-                if replica.seq().is_some() {
-                    return;
-                }
-                let held = replica.settle(&snapshot);
-                self.resynced(now, &room_key, snapshot.members);
-                for event in held {
-                    self.on_room_event(now, event);
+                    .get(&room_key)
+                    .and_then(|r| r.replica.as_ref())
+                    .and_then(Replica::seq);
+                if joiner.is_some() && applied.is_some_and(|a| a >= seq) {
+                    let members = self.cluster_members(&room_key).unwrap_or_default();
+                    self.enter(now, &room_key, op, (seq, members), true);
                 }
             }
             Answer::Refused { code, reason } => {
@@ -617,6 +613,37 @@ impl Hub {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A snapshot for a room whose replica was reset (a gap in the log, a
+    /// restarted broker): the replica takes it if it still waits, its
+    /// members here learn the room anew, joiners whose `JOINED` it passed
+    /// enter, and the events held after it are applied.
+    fn settle_reset_room(&mut self, now: Instant, key: &str, snapshot: Snapshot) {
+        let Some(replica) = self.rooms.get_mut(key).and_then(|r| r.replica.as_mut()) else {
+            return;
+        };
+        if replica.seq().is_some() {
+            return;
+        }
+        let held = replica.settle(&snapshot);
+        self.resynced(now, key, snapshot.members.clone());
+        let late: Vec<(OpId, u64)> = self
+            .rooms
+            .get(key)
+            .map(|r| {
+                r.joining
+                    .iter()
+                    .filter_map(|j| j.seq.filter(|&s| s <= snapshot.seq).map(|s| (j.op, s)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (op, seq) in late {
+            self.enter(now, key, op, (seq, snapshot.members.clone()), true);
+        }
+        for event in held {
+            self.on_room_event(now, event);
         }
     }
 
