@@ -14,19 +14,8 @@ use ferry_core::Code;
 use std::time::{Duration, Instant};
 
 /// Reads frames until `pick` accepts one, for at most `WAIT`.
-fn wait_frame<T>(raw: &mut Raw, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match raw.recv(left) {
-            Ok(frame) => {
-                if let Some(found) = pick(&frame) {
-                    return found;
-                }
-            }
-            Err(e) => panic!("waiting for {what}: {e:?}"),
-        }
-    }
+fn wait_frame<T>(raw: &mut Raw, what: &str, pick: impl FnMut(&Frame) -> Option<T>) -> T {
+    raw.wait_for(what, pick)
 }
 
 /// The `seq` of the message `text` from `from`, once it arrives.

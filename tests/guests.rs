@@ -16,19 +16,8 @@ use std::time::{Duration, Instant};
 const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 /// Reads frames until `pick` accepts one, for at most `WAIT`.
-fn wait_frame<T>(raw: &mut Raw, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match raw.recv(left) {
-            Ok(frame) => {
-                if let Some(found) = pick(&frame) {
-                    return found;
-                }
-            }
-            Err(e) => panic!("waiting for {what}: {e:?}"),
-        }
-    }
+fn wait_frame<T>(raw: &mut Raw, what: &str, pick: impl FnMut(&Frame) -> Option<T>) -> T {
+    raw.wait_for(what, pick)
 }
 
 fn hears(raw: &mut Raw, from: &str, text: &str) {

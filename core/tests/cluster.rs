@@ -414,7 +414,10 @@ fn check(cluster: &Cluster) -> Result<(), TestCaseError> {
     // of a live server was welcomed or told why not.
     for u in cluster.users.iter().flatten() {
         if cluster.servers[u.server].alive {
-            prop_assert!(u.welcomed.is_some() || u.closed, "a client still waits to join");
+            prop_assert!(
+                u.welcomed.is_some() || u.closed,
+                "a client still waits to join"
+            );
         }
     }
     for u in cluster.users.iter().flatten() {

@@ -427,6 +427,23 @@ pub enum NoFrame {
 }
 
 impl Raw {
+    /// Reads frames until `pick` accepts one (skipping the others), for
+    /// at most [`WAIT`]; `what` names it if it never comes.
+    pub fn wait_for<T>(&mut self, what: &str, mut pick: impl FnMut(&Frame) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left) {
+                Ok(frame) => {
+                    if let Some(found) = pick(&frame) {
+                        return found;
+                    }
+                }
+                Err(e) => panic!("waiting for {what}: {e:?}"),
+            }
+        }
+    }
+
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_nodelay(true).unwrap();

@@ -22,10 +22,5 @@ end
 if not charge(source, burst, per_second) then
   return record({'flooding'})
 end
-redis.call('HSETNX', room_meta(room_key), 'name', room)
-redis.call('SADD', 'ferry:rooms', room_key)
-local seq = append(room_key, server, op, body_joined(name))
-redis.call('HSET', room_names(room_key), name_key, server .. ' ' .. client .. ' ' .. name)
-redis.call('ZADD', room_order(room_key), int(seq), name_key)
-redis.call('HSET', server_members(server), client, room_key .. '\n' .. name_key)
+enter(client, room, room_key, name, name_key)
 return record(snapshot('joined', room_key))

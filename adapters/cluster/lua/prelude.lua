@@ -108,6 +108,17 @@ local function member(id, client)
   return room_key, name_key, name
 end
 
+-- Member CLIENT of the calling server enters the room as NAME (its name
+-- claimed, its JOINED appended).
+local function enter(client, room, room_key, name, name_key)
+  redis.call('HSETNX', room_meta(room_key), 'name', room)
+  redis.call('SADD', 'ferry:rooms', room_key)
+  local seq = append(room_key, server, op, body_joined(name))
+  redis.call('HSET', room_names(room_key), name_key, server .. ' ' .. client .. ' ' .. name)
+  redis.call('ZADD', room_order(room_key), int(seq), name_key)
+  redis.call('HSET', server_members(server), client, room_key .. '\n' .. name_key)
+end
+
 -- Removes member CLIENT of server ID and appends its LEFT with CODE, as
 -- operation OPNUM of server BY.
 local function remove_member(id, client, code, by, opnum)

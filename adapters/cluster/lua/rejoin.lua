@@ -22,10 +22,5 @@ local seq = tonumber(redis.call('HGET', 'ferry:seq', room_key) or '0')
 if seq < min_seq then
   redis.call('HSET', 'ferry:seq', room_key, int(min_seq))
 end
-redis.call('HSETNX', room_meta(room_key), 'name', room)
-redis.call('SADD', 'ferry:rooms', room_key)
-local joined = append(room_key, server, op, body_joined(name))
-redis.call('HSET', room_names(room_key), name_key, server .. ' ' .. client .. ' ' .. name)
-redis.call('ZADD', room_order(room_key), int(joined), name_key)
-redis.call('HSET', server_members(server), client, room_key .. '\n' .. name_key)
+enter(client, room, room_key, name, name_key)
 return record(snapshot('joined', room_key))
