@@ -47,6 +47,11 @@ pub struct FanoutOptions {
         default_value = "mio,smol,std,tokio"
     )]
     runtimes: Vec<Runtime>,
+    /// Also a cluster of N mio servers on one Redis (`ferry serve
+    /// --cluster`): subscribers and publishers spread over them, every
+    /// message crossing Redis.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    cluster: Option<u32>,
     /// How many times each contender runs each scenario.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
@@ -60,6 +65,8 @@ pub struct FanoutOptions {
 enum Contender {
     Redis,
     Ferry(Runtime),
+    /// N mio servers on one Redis.
+    Cluster(u32),
 }
 
 impl Contender {
@@ -67,6 +74,7 @@ impl Contender {
         match self {
             Contender::Redis => "redis pub/sub".into(),
             Contender::Ferry(runtime) => format!("ferry ({})", runtime.name()),
+            Contender::Cluster(n) => format!("ferry cluster x{n} (mio)"),
         }
     }
 }
@@ -74,8 +82,11 @@ impl Contender {
 /// One run: what the load generator saw, and what the server cost.
 struct Measured {
     outcome: Outcome,
-    /// CPU used during the run, by the server and by the load generator.
+    /// CPU used during the run, by the server (every server and Redis, for
+    /// a cluster) and by the load generator.
     server_cpu: Cpu,
+    /// For a cluster: each server's share of one core, then Redis's.
+    split: Vec<f64>,
     generator_cpu: Cpu,
     /// Peak resident bytes of the server.
     server_peak: Option<u64>,
@@ -122,6 +133,11 @@ pub fn fanout(options: &FanoutOptions) -> Result<(), String> {
             lineup.push(Contender::Ferry(runtime));
         }
     }
+    match (options.cluster, &redis_version) {
+        (Some(n), Some(_)) => lineup.push(Contender::Cluster(n)),
+        (Some(_), None) => return Err("--cluster needs redis-server, which was not found".into()),
+        (None, _) => {}
+    }
     let mut publishers = options.publishers.clone();
     publishers.dedup();
     let mut rows: Vec<Row> = publishers
@@ -163,9 +179,15 @@ pub fn fanout(options: &FanoutOptions) -> Result<(), String> {
                 let Measured {
                     outcome,
                     server_cpu,
+                    split,
                     generator_cpu,
                     server_peak,
                 } = measure(contender, scenario).map_err(|e| format!("{tag}: {e}"))?;
+                if !split.is_empty() {
+                    let shares: Vec<String> =
+                        split.iter().map(|s| format!("{:.0} %", s * 100.0)).collect();
+                    eprintln!("{tag}: CPU by server, then redis: {}", shares.join(", "));
+                }
                 let p50 = outcome.latency.quantile(0.5).unwrap_or(0) as f64 / 1e6;
                 let p99 = outcome.latency.quantile(0.99).unwrap_or(0) as f64 / 1e6;
                 eprintln!(
@@ -226,7 +248,7 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
         Contender::Redis => {
             let server = RedisServer::start(CONNECT)?;
             let addr = server.addr;
-            timed(server.pid(), me, |started| {
+            timed(&[server.pid()], me, |started| {
                 loadgen::run(
                     scenario,
                     |side, _| RedisPeer::connect(addr, side == Side::Subscriber, CONNECT),
@@ -237,7 +259,7 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
         Contender::Ferry(runtime) => {
             let server = FerryServer::start(runtime, &limits_lifted())?;
             let addr = server.addr;
-            timed(server.pid(), me, |started| {
+            timed(&[server.pid()], me, |started| {
                 loadgen::run(
                     scenario,
                     |side, index| {
@@ -251,29 +273,74 @@ fn measure(contender: Contender, scenario: Scenario) -> Result<Measured, String>
                 )
             })
         }
+        Contender::Cluster(n) => {
+            let redis = RedisServer::start(CONNECT)?;
+            let mut args = limits_lifted();
+            args.extend(["--cluster".to_string(), format!("redis://{}", redis.addr)]);
+            let servers = (0..n)
+                .map(|_| FerryServer::start(Runtime::Mio, &args))
+                .collect::<Result<Vec<_>, _>>()?;
+            let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+            let mut pids: Vec<u32> = servers.iter().map(FerryServer::pid).collect();
+            pids.push(redis.pid());
+            timed(&pids, me, |started| {
+                loadgen::run(
+                    scenario,
+                    |side, index| {
+                        let name = match side {
+                            Side::Subscriber => format!("sub{index}"),
+                            Side::Publisher => format!("pub{index}"),
+                        };
+                        // Spread over the servers, publishers too.
+                        let addr = addrs[index % addrs.len()];
+                        FerryPeer::connect(addr, &name, "fanout", CONNECT)
+                    },
+                    started,
+                )
+            })
+        }
     }
 }
 
-/// Runs `run`, sampling the server's memory, and returns its outcome with
-/// the CPU shares of `server` and `generator` from the moment `run` calls
-/// the function it is given (everyone connected) to its end.
+/// Runs `run`, sampling the servers' memory, and returns its outcome with
+/// the CPU shares of the `servers` (together, and each when there are
+/// several) and of `generator` from the moment `run` calls the function it
+/// is given (everyone connected) to its end.
 fn timed(
-    server: u32,
+    servers: &[u32],
     generator: u32,
     run: impl FnOnce(&mut dyn FnMut()) -> Result<Outcome, String>,
 ) -> Result<Measured, String> {
-    let sampler = Sampler::start(vec![server]);
-    let mut before = (None, None, std::time::Instant::now());
+    let sampler = Sampler::start(servers.to_vec());
+    let each = |pids: &[u32]| -> Vec<Option<f64>> { pids.iter().map(|&p| cpu_seconds(p)).collect() };
+    let mut before = (Vec::new(), None, std::time::Instant::now());
     let outcome = run(&mut || {
         before = (
-            cpu_seconds(server),
+            each(servers),
             cpu_seconds(generator),
             std::time::Instant::now(),
         )
     });
     let wall = before.2.elapsed().as_secs_f64();
-    let after = (cpu_seconds(server), cpu_seconds(generator));
-    let peak = sampler.finish().first().copied().flatten();
+    let after_each = each(servers);
+    let after = (cpu_seconds(generator),);
+    let peak = sampler.finish().into_iter().flatten().max();
+    let total = |v: &[Option<f64>]| v.iter().copied().sum::<Option<f64>>();
+    let split: Vec<f64> = if servers.len() > 1 {
+        before
+            .0
+            .iter()
+            .zip(&after_each)
+            .map(|(b, a)| match (b, a) {
+                (Some(b), Some(a)) if wall > 0.0 => (a - b) / wall,
+                _ => f64::NAN,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let after = (total(&after_each), after.0);
+    let before = (total(&before.0), before.1);
     let outcome = outcome?;
     let deliveries = outcome.deliveries as f64;
     let cpu = |before: Option<f64>, after: Option<f64>| match (before, after) {
@@ -289,6 +356,7 @@ fn timed(
     Ok(Measured {
         outcome,
         server_cpu: cpu(before.0, after.0),
+        split,
         generator_cpu: cpu(before.1, after.1),
         server_peak: peak,
     })
