@@ -613,6 +613,16 @@ impl Reader<'_> {
         }
     }
 
+    /// A client the hub closed that went on sending gets a reset when its
+    /// socket closes, not a FIN: a FIN left its writes hanging on a full
+    /// window for as long as the kernel keeps the closed socket (a minute
+    /// on Linux), as `tests/linger.rs` saw one run in twenty-five.
+    fn reset_if_sending(&self, stream: &TcpStream) {
+        if self.discarded.get() > 0 {
+            let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
+
     /// Counts `n` more bytes read; true once the hub has closed this
     /// client and it sent more than [`LINGER_READ_LIMIT`] since. After the
     /// close its input is read only to see its end; a peer that floods
@@ -631,6 +641,7 @@ impl Reader<'_> {
     /// directions shut (the peer sees a reset), so its writer finishes at
     /// once too. Its last frames had their chance.
     fn drop_if_flooding(&self, stream: &TcpStream) {
+        self.reset_if_sending(stream);
         if self.discarded.get() > LINGER_READ_LIMIT {
             let _ = stream.shutdown(Shutdown::Both);
         }
