@@ -184,8 +184,10 @@ pub fn fanout(options: &FanoutOptions) -> Result<(), String> {
                     server_peak,
                 } = measure(contender, scenario).map_err(|e| format!("{tag}: {e}"))?;
                 if !split.is_empty() {
-                    let shares: Vec<String> =
-                        split.iter().map(|s| format!("{:.0} %", s * 100.0)).collect();
+                    let shares: Vec<String> = split
+                        .iter()
+                        .map(|s| format!("{:.0} %", s * 100.0))
+                        .collect();
                     eprintln!("{tag}: CPU by server, then redis: {}", shares.join(", "));
                 }
                 let p50 = outcome.latency.quantile(0.5).unwrap_or(0) as f64 / 1e6;
@@ -312,7 +314,8 @@ fn timed(
     run: impl FnOnce(&mut dyn FnMut()) -> Result<Outcome, String>,
 ) -> Result<Measured, String> {
     let sampler = Sampler::start(servers.to_vec());
-    let each = |pids: &[u32]| -> Vec<Option<f64>> { pids.iter().map(|&p| cpu_seconds(p)).collect() };
+    let each =
+        |pids: &[u32]| -> Vec<Option<f64>> { pids.iter().map(|&p| cpu_seconds(p)).collect() };
     let mut before = (Vec::new(), None, std::time::Instant::now());
     let outcome = run(&mut || {
         before = (
