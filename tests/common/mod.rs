@@ -897,28 +897,51 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// On a free port. Tests run in parallel, and a port found free can be
+    /// taken by another test's server before this one binds it: the server
+    /// that answers must be this one (its `process_id`), else another port
+    /// is tried.
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        RedisServer::start_on(port)
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            if let Some(server) = RedisServer::try_start_on(port) {
+                return server;
+            }
+        }
+        panic!("no redis-server of this test's own could start");
     }
 
     /// On `port` (a restart on the port of one killed before).
     pub fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
+        RedisServer::try_start_on(port).expect("redis-server on its port")
+    }
+
+    fn try_start_on(port: u16) -> Option<RedisServer> {
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is needed (apt-get install redis-server)");
         let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server never listened");
+        loop {
+            if child.try_wait().ok().flatten().is_some() {
+                // It could not bind: the port was taken meanwhile.
+                return None;
+            }
+            if redis_process_id(port) == Some(child.id()) {
+                return Some(RedisServer { child, port });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             thread::sleep(Duration::from_millis(20));
         }
-        RedisServer { child, port }
     }
 
     pub fn url(&self) -> String {
@@ -930,6 +953,28 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The process id of the Redis answering on `port`, if one does.
+fn redis_process_id(port: u16) -> Option<u32> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut reply = Vec::new();
+    let mut chunk = [0; 4096];
+    // `run_id` follows `process_id` in the section: once it is in, so is
+    // the whole `process_id` line.
+    while !String::from_utf8_lossy(&reply).contains("run_id:") {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&reply)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 impl Drop for RedisServer {

@@ -22,12 +22,23 @@ struct RedisServer {
 }
 
 impl RedisServer {
+    /// On a free port; tests run in parallel, so the server that answers
+    /// must be this one (its `process_id`), else another port is tried.
     fn start() -> RedisServer {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
+        for _ in 0..20 {
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            if let Some(server) = RedisServer::try_start_on(port) {
+                return server;
+            }
+        }
+        panic!("no redis-server of this test's own could start");
+    }
+
+    fn try_start_on(port: u16) -> Option<RedisServer> {
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--save",
@@ -43,19 +54,29 @@ impl RedisServer {
         let url = format!("redis://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let up = redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if up.is_ok() {
-                break;
+            if child.try_wait().ok().flatten().is_some() {
+                // It could not bind: the port was taken meanwhile.
+                return None;
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start: {up:?}"
-            );
+            let pid = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
+                .ok()
+                .and_then(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix("process_id:"))
+                        .and_then(|id| id.trim().parse::<u32>().ok())
+                });
+            if pid == Some(child.id()) {
+                return Some(RedisServer { child, url });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        RedisServer { child, url }
     }
 
     fn broker(&self, settings: BrokerSettings) -> RedisBroker {
