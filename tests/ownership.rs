@@ -278,7 +278,7 @@ fn links_planted_in_the_inbox_are_never_followed() {
         fs::hard_link(&secret, inbox.join("z")).unwrap();
         symlink(&secret, inbox.join("y.part")).unwrap();
         fs::hard_link(&secret, inbox.join("w.part")).unwrap();
-        let server = Serve::start(&inbox, &["--runtime", runtime]);
+        let mut server = Serve::start(&inbox, &["--runtime", runtime]);
         let mut mallory = Peer::join(&server, "mallory");
         for name in ["x", "z", "y", "w"] {
             let data = pattern(2 * MIN_DATA as usize, 4);
@@ -313,6 +313,9 @@ fn links_planted_in_the_inbox_are_never_followed() {
         .0;
         fs::remove_file(&part).unwrap();
         symlink(&secret, &part).unwrap();
+        // The partial file grows as bytes arrive, before the server has
+        // seen the connection end: mallory's name is free only once it has.
+        server.expect(&["\"mallory\"", "disconnected"]);
         let mut mallory = Peer::join(&server, "mallory");
         let (id, answer) = mallory.offer("kept", data.len() as u64, "", Some(key));
         let accepted = answer.unwrap();
