@@ -5,12 +5,9 @@ local r = repeated()
 if r then return r end
 local client, to_key, text, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local burst, per_second = tonumber(ARGV[9]), tonumber(ARGV[10])
-local room_key, _, from = member(server, client)
+local room_key, from = sender(client, source, burst, per_second)
 if not room_key then
-  return record({'no_room'})
-end
-if not charge(source, burst, per_second) then
-  return record({'flooding'})
+  return record({from})
 end
 local target = redis.call('HGET', room_names(room_key), to_key)
 if not target then

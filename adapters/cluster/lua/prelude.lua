@@ -156,3 +156,16 @@ local function charge(source, burst, per_second)
   redis.call('PEXPIRE', key, 3600000)
   return ok
 end
+
+-- The room and name of member CLIENT of the calling server sending a
+-- message, its source's budget charged; or nil and the refusal's tag.
+local function sender(client, source, burst, per_second)
+  local room_key, _, name = member(server, client)
+  if not room_key then
+    return nil, 'no_room'
+  end
+  if not charge(source, burst, per_second) then
+    return nil, 'flooding'
+  end
+  return room_key, name
+end

@@ -223,12 +223,10 @@ impl MemoryBroker {
                 text,
                 source,
             } => {
-                let Some((room_key, name)) = self.member((server, client)) else {
-                    return refusal::not_in_a_room();
+                let (room_key, name) = match self.sender((server, client), source, now_ms) {
+                    Ok(sender) => sender,
+                    Err(refused) => return refused,
                 };
-                if let Err(refused) = self.charge(source, now_ms) {
-                    return refused;
-                }
                 self.append(
                     &room_key,
                     server,
@@ -245,12 +243,10 @@ impl MemoryBroker {
                 source,
                 ..
             } => {
-                let Some((room_key, from)) = self.member((server, client)) else {
-                    return refusal::not_in_a_room();
+                let (room_key, from) = match self.sender((server, client), source, now_ms) {
+                    Ok(sender) => sender,
+                    Err(refused) => return refused,
                 };
-                if let Err(refused) = self.charge(source, now_ms) {
-                    return refused;
-                }
                 let target = self
                     .rooms
                     .get(&room_key)
@@ -369,6 +365,19 @@ impl MemoryBroker {
         self.members.insert(member, (room_key.clone(), name_key));
         self.append(&room_key, member.0, op, EventKind::Joined { name });
         Answer::Joined(self.snapshot(&room_key))
+    }
+
+    /// The room and name of the sender of a message, its source's budget
+    /// charged; or the refusal.
+    fn sender(
+        &mut self,
+        member: (ServerId, ClientId),
+        source: Option<Source>,
+        now_ms: u64,
+    ) -> Result<(String, Text), Answer> {
+        let sender = self.member(member).ok_or_else(refusal::not_in_a_room)?;
+        self.charge(source, now_ms)?;
+        Ok(sender)
     }
 
     fn member(&self, member: (ServerId, ClientId)) -> Option<(String, Text)> {
