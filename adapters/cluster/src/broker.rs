@@ -14,6 +14,10 @@ use std::time::Duration;
 /// The stream every room event is appended to.
 pub const EVENTS: &str = "ferry:events";
 
+/// The most requests [`RedisBroker::execute_all`] sends in one pipeline:
+/// well under the 1,024 answers each server's scripts remember.
+pub const MAX_PIPELINE: usize = 256;
+
 /// How a [`RedisBroker`] runs: the settings every server of a cluster must
 /// share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +159,80 @@ impl RedisBroker {
         request: &BusRequest,
         now_ms: Option<u64>,
     ) -> Result<BusInput, ClusterError> {
+        let mut answers = self.execute_all(server, [request], now_ms)?;
+        answers
+            .pop()
+            .ok_or_else(|| ClusterError::reply("no answer"))
+    }
+
+    /// Carries out `requests` of `server` in order, in one round trip (a
+    /// pipeline), and returns their answers in the same order.
+    ///
+    /// On an error nothing is returned, though some requests may have been
+    /// carried out: sent again (same operation numbers, same order), those
+    /// get their first answers and change nothing, and one numbered below a
+    /// request already applied is answered as forgotten, never applied out
+    /// of order. Up to [`MAX_PIPELINE`] requests at a time, so that every
+    /// answer of a batch is still remembered when it is sent again.
+    pub fn execute_all<'r>(
+        &mut self,
+        server: ServerId,
+        requests: impl IntoIterator<Item = &'r BusRequest>,
+        now_ms: Option<u64>,
+    ) -> Result<Vec<BusInput>, ClusterError> {
+        let requests: Vec<&BusRequest> = requests.into_iter().collect();
+        if requests.len() > MAX_PIPELINE {
+            return Err(ClusterError::reply(format!(
+                "{} requests in one pipeline, more than {MAX_PIPELINE}",
+                requests.len()
+            )));
+        }
+        let mut answers = Vec::with_capacity(requests.len());
+        let mut reloaded = false;
+        while answers.len() < requests.len() {
+            let rest = &requests[answers.len()..];
+            let mut pipe = redis::pipe();
+            for request in rest {
+                let (script, args) = self.call(server, request, now_ms)?;
+                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(0).arg(args);
+            }
+            let replies: Vec<redis::RedisResult<Value>> =
+                pipe.ignore_errors().query(&mut self.connection)?;
+            if replies.len() != rest.len() {
+                return Err(ClusterError::reply(
+                    "a pipeline's replies do not match its requests",
+                ));
+            }
+            for (request, reply) in rest.iter().zip(replies) {
+                match reply {
+                    Ok(value) => {
+                        let answer = self.answer(request, reply::strings(value)?)?;
+                        answers.push(BusInput::Answer {
+                            op: request.op(),
+                            answer,
+                        });
+                    }
+                    // Redis forgot the scripts (SCRIPT FLUSH): loaded again,
+                    // what followed is sent again from here.
+                    Err(e) if is_no_script(&e) && !reloaded => {
+                        self.load_scripts()?;
+                        reloaded = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// The script that carries out `request`, and its arguments.
+    fn call(
+        &self,
+        server: ServerId,
+        request: &BusRequest,
+        now_ms: Option<u64>,
+    ) -> Result<(&Script, Vec<String>), ClusterError> {
         let op = request.op();
         let mut head = vec![
             server.to_string(),
@@ -164,7 +242,7 @@ impl RedisBroker {
         ];
         let (burst, per_second) = self.settings.source_budget.unwrap_or((0, 0));
         let source = |s: &Option<ferry_core::Source>| s.map(|s| s.to_string()).unwrap_or_default();
-        let value: Value = match request {
+        let call = match request {
             BusRequest::Join {
                 client,
                 room,
@@ -186,7 +264,7 @@ impl RedisBroker {
                     burst.to_string(),
                     per_second.to_string(),
                 ]);
-                self.invoke(|s| &s.join, &head)?
+                (&self.scripts.join, head)
             }
             BusRequest::Say {
                 client,
@@ -201,7 +279,7 @@ impl RedisBroker {
                     burst.to_string(),
                     per_second.to_string(),
                 ]);
-                self.invoke(|s| &s.say, &head)?
+                (&self.scripts.say, head)
             }
             BusRequest::Direct {
                 client,
@@ -218,7 +296,7 @@ impl RedisBroker {
                     burst.to_string(),
                     per_second.to_string(),
                 ]);
-                self.invoke(|s| &s.direct, &head)?
+                (&self.scripts.direct, head)
             }
             BusRequest::Announce { room_key, text, .. } => {
                 head.extend([
@@ -226,15 +304,15 @@ impl RedisBroker {
                     room_key.clone().unwrap_or_default(),
                     text.to_string(),
                 ]);
-                self.invoke(|s| &s.announce, &head)?
+                (&self.scripts.announce, head)
             }
             BusRequest::Leave { client, code, .. } => {
                 head.extend([client.0.to_string(), code.0.to_string()]);
-                self.invoke(|s| &s.leave, &head)?
+                (&self.scripts.leave, head)
             }
             BusRequest::Sync { room_key, .. } => {
                 head.push(room_key.clone());
-                self.invoke(|s| &s.sync, &head)?
+                (&self.scripts.sync, head)
             }
             BusRequest::Rejoin {
                 client,
@@ -253,12 +331,30 @@ impl RedisBroker {
                     name_key.clone(),
                     min_seq.to_string(),
                 ]);
-                self.invoke(|s| &s.rejoin, &head)?
+                (&self.scripts.rejoin, head)
             }
             _ => return Err(ClusterError::reply("a request this link does not know")),
         };
-        let answer = self.answer(request, reply::strings(value)?)?;
-        Ok(BusInput::Answer { op, answer })
+        Ok(call)
+    }
+
+    /// Loads every script into Redis' script cache.
+    fn load_scripts(&mut self) -> Result<(), ClusterError> {
+        let scripts = &self.scripts;
+        for script in [
+            &scripts.join,
+            &scripts.say,
+            &scripts.direct,
+            &scripts.announce,
+            &scripts.leave,
+            &scripts.sync,
+            &scripts.rejoin,
+            &scripts.renew,
+            &scripts.reap,
+        ] {
+            script.load(&mut self.connection)?;
+        }
+        Ok(())
     }
 
     /// Up to `count` events of the log after entry `after` (`"0"`: from
@@ -589,4 +685,8 @@ fn server_id(bytes: &[u8]) -> Result<ServerId, ClusterError> {
         .and_then(|s| u64::from_str_radix(s, 16).ok())
         .map(ServerId)
         .ok_or_else(|| ClusterError::reply("not a server id"))
+}
+
+fn is_no_script(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }

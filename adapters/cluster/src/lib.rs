@@ -54,6 +54,6 @@ mod error;
 pub mod link;
 mod reply;
 
-pub use broker::{BrokerSettings, EventBatch, RedisBroker, EVENTS};
+pub use broker::{BrokerSettings, EventBatch, RedisBroker, EVENTS, MAX_PIPELINE};
 pub use error::ClusterError;
 pub use link::{Link, LinkSettings};

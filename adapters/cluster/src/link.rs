@@ -17,7 +17,7 @@
 //! What reaches the hub goes through `deliver`, which a runtime makes a
 //! command to its loop (`ServerControl::bus` in the ferry runtimes).
 
-use crate::broker::{BrokerSettings, RedisBroker};
+use crate::broker::{BrokerSettings, RedisBroker, MAX_PIPELINE};
 use crate::error::ClusterError;
 use ferry_core::cluster::{refusal, BusInput, BusRequest, ServerId};
 use std::collections::VecDeque;
@@ -245,23 +245,27 @@ impl Writer {
         }
     }
 
-    /// Sends the queue's requests in order, each answered once.
+    /// Sends the queue's requests in order, each answered once: all that
+    /// wait (up to [`MAX_PIPELINE`]) in one round trip.
     fn carry_out(&mut self, closing: bool) {
-        while let Some(request) = self.queue.front() {
+        while !self.queue.is_empty() {
             let Some(broker) = self.broker.as_mut() else {
                 if !self.reconnect(closing) {
                     return;
                 }
                 continue;
             };
-            match broker.execute(self.server, request, None) {
-                Ok(answer) => {
-                    self.queue.pop_front();
-                    (self.deliver)(answer);
+            let in_flight = self.queue.len().min(MAX_PIPELINE);
+            match broker.execute_all(self.server, self.queue.range(..in_flight), None) {
+                Ok(answers) => {
+                    self.queue.drain(..in_flight);
+                    for answer in answers {
+                        (self.deliver)(answer);
+                    }
                 }
                 Err(e) => {
                     self.broker = None;
-                    self.went_down(&e);
+                    self.went_down(&e, in_flight);
                     if closing {
                         return;
                     }
@@ -270,9 +274,11 @@ impl Writer {
         }
     }
 
-    /// Redis failed: says so once, refuses what waits behind the request
-    /// in flight (but leaves and syncs, which must reach Redis).
-    fn went_down(&mut self, error: &ClusterError) {
+    /// Redis failed: says so once, refuses what waits behind the requests
+    /// in flight (but leaves and syncs, which must reach Redis). Those in
+    /// flight may have been carried out: they are sent again, and Redis
+    /// answers a repeat as it answered the first.
+    fn went_down(&mut self, error: &ClusterError, in_flight: usize) {
         if self.up {
             self.up = false;
             (self.deliver)(BusInput::Down {
@@ -282,8 +288,8 @@ impl Writer {
         let why = error.to_string();
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for (i, request) in self.queue.drain(..).enumerate() {
-            let must_reach =
-                i == 0 || matches!(request, BusRequest::Leave { .. } | BusRequest::Sync { .. });
+            let must_reach = i < in_flight
+                || matches!(request, BusRequest::Leave { .. } | BusRequest::Sync { .. });
             if must_reach {
                 kept.push_back(request);
             } else {
@@ -343,7 +349,7 @@ impl Writer {
             Ok((false, _)) => (self.deliver)(BusInput::Reaped),
             Err(e) => {
                 self.broker = None;
-                self.went_down(&e);
+                self.went_down(&e, 0);
             }
         }
     }

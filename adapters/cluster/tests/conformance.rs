@@ -90,6 +90,17 @@ impl RedisServer {
             .unwrap();
         redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
     }
+
+    fn forget_scripts(&self) {
+        let mut c = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query::<()>(&mut c)
+            .unwrap();
+    }
 }
 
 impl Drop for RedisServer {
@@ -164,6 +175,11 @@ enum Step {
     Wait {
         ms: u64,
     },
+    /// Redis forgets its scripts (`SCRIPT FLUSH`); the memory broker has
+    /// none to forget.
+    ForgetScripts,
+    /// Ends the pipeline being gathered (pipelining runs only).
+    Cut,
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
@@ -188,6 +204,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             |(server, client, name, room, min_seq)| Step::Rejoin { server, client, name, room, min_seq }
         ),
         1 => Just(Step::Restart),
+        1 => Just(Step::ForgetScripts),
+        2 => Just(Step::Cut),
     ];
     proptest::collection::vec(step, 1..60)
 }
@@ -205,6 +223,12 @@ struct Both {
     sent: Vec<(u64, Vec<BusRequest>)>,
     /// Empties the Redis, as a restart without persistence does.
     flush: Box<dyn Fn()>,
+    /// Pipelining: requests gathered (with their server) and sent to Redis
+    /// in one `execute_all` per run of one server's requests; the memory
+    /// broker still takes them one at a time.
+    pipeline: Option<Vec<(usize, BusRequest)>>,
+    /// `SCRIPT FLUSH` on the Redis.
+    forget_scripts: Box<dyn Fn()>,
 }
 
 impl Both {
@@ -217,6 +241,10 @@ impl Both {
     }
 
     fn send(&mut self, server: usize, request: &BusRequest) {
+        if let Some(pipeline) = &mut self.pipeline {
+            pipeline.push((server, request.clone()));
+            return;
+        }
         let id = SERVERS[server];
         let expected = self.memory.execute(id, request.clone(), self.now_ms);
         let got = self
@@ -226,7 +254,41 @@ impl Both {
         assert_eq!(got, expected, "answers to {request:?}");
     }
 
+    /// Sends what the pipeline gathered: each run of one server's requests
+    /// in one round trip, compared with the memory broker's answers.
+    fn send_pipeline(&mut self) {
+        let Some(pipeline) = self.pipeline.replace(Vec::new()) else {
+            return;
+        };
+        for run in pipeline.chunk_by(|a, b| a.0 == b.0) {
+            let id = SERVERS[run[0].0];
+            let expected: Vec<BusInput> = run
+                .iter()
+                .map(|(_, r)| self.memory.execute(id, r.clone(), self.now_ms))
+                .collect();
+            let got = self
+                .redis
+                .execute_all(id, run.iter().map(|(_, r)| r), Some(self.now_ms))
+                .expect("redis");
+            assert_eq!(got, expected, "answers to the pipeline {run:?}");
+        }
+    }
+
     fn step(&mut self, step: &Step) {
+        let request = matches!(
+            step,
+            Step::Join { .. }
+                | Step::Say { .. }
+                | Step::Direct { .. }
+                | Step::Announce { .. }
+                | Step::Leave { .. }
+                | Step::Sync { .. }
+                | Step::Repeat { .. }
+                | Step::Rejoin { .. }
+        );
+        if !request {
+            self.send_pipeline();
+        }
         match *step {
             Step::Join {
                 server,
@@ -328,11 +390,15 @@ impl Both {
                 (self.flush)();
                 self.redis.mark_restarted().expect("redis");
             }
+            Step::ForgetScripts => (self.forget_scripts)(),
+            Step::Cut => {}
         }
     }
 
     /// The logs, inboxes and rooms of both, compared.
     fn compare(&mut self) {
+        self.send_pipeline();
+        self.pipeline = None;
         let expected: Vec<RoomEvent> = self
             .memory
             .events_after(0)
@@ -368,25 +434,38 @@ proptest! {
 
     #[test]
     fn the_scripts_do_what_the_memory_broker_does(steps in steps()) {
-        thread_local! {
-            static REDIS: RedisServer = RedisServer::start();
-        }
-        REDIS.with(|redis| {
-            redis.flush();
-            let settings = BrokerSettings::default().source_budget(BURST, PER_SECOND);
-            let mut both = Both {
-                memory: MemoryBroker::new().source_budget(BURST, PER_SECOND),
-                redis: redis.broker(settings),
-                now_ms: 1_733_000_000_000,
-                sent: SERVERS.iter().map(|_| (1, Vec::new())).collect(),
-                flush: Box::new(|| REDIS.with(RedisServer::flush)),
-            };
-            for step in &steps {
-                both.step(step);
-            }
-            both.compare();
-        });
+        run_both(&steps, false);
     }
+
+    /// The same steps with every run of a server's requests sent in one
+    /// pipeline (`execute_all`): the same answers, log and inboxes.
+    #[test]
+    fn pipelines_do_what_one_request_at_a_time_does(steps in steps()) {
+        run_both(&steps, true);
+    }
+}
+
+fn run_both(steps: &[Step], pipelined: bool) {
+    thread_local! {
+        static REDIS: RedisServer = RedisServer::start();
+    }
+    REDIS.with(|redis| {
+        redis.flush();
+        let settings = BrokerSettings::default().source_budget(BURST, PER_SECOND);
+        let mut both = Both {
+            memory: MemoryBroker::new().source_budget(BURST, PER_SECOND),
+            redis: redis.broker(settings),
+            now_ms: 1_733_000_000_000,
+            sent: SERVERS.iter().map(|_| (1, Vec::new())).collect(),
+            flush: Box::new(|| REDIS.with(RedisServer::flush)),
+            pipeline: pipelined.then(Vec::new),
+            forget_scripts: Box::new(|| REDIS.with(RedisServer::forget_scripts)),
+        };
+        for step in steps {
+            both.step(step);
+        }
+        both.compare();
+    });
 }
 
 #[test]
