@@ -3,7 +3,7 @@
 //! `/reject ID`, `/quit`.
 
 use crate::budget::{summary, LogBudget, DEFAULT_BURST, DEFAULT_PER_SECOND};
-use crate::display::{bytes, log, safe};
+use crate::display::{bytes, earlier, log, safe};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
 use crate::tls::{connect_error, ServerAddr};
@@ -234,6 +234,16 @@ fn line(notice: &ClientNotice) -> Option<String> {
             Event::Welcomed { name, room, .. } => {
                 format!("* you are {} in {}; {HELP}", safe(name), safe(room))
             }
+            Event::History {
+                time_ms,
+                from,
+                text,
+            } if from.is_empty() => format!("({}) ** {}", earlier(*time_ms), safe(text)),
+            Event::History {
+                time_ms,
+                from,
+                text,
+            } => format!("({}) <{}> {}", earlier(*time_ms), safe(from), safe(text)),
             Event::Message { from, text, .. } if from.is_empty() => format!("** {}", safe(text)),
             Event::Message { from, text, .. } => format!("<{}> {}", safe(from), safe(text)),
             Event::Joined { name, .. } => format!("* {} joined", safe(name)),

@@ -52,6 +52,17 @@ pub fn clock() -> String {
     )
 }
 
+/// How a history entry (`HISTORY`, said before we joined) is marked:
+/// `earlier, 14:05 UTC` from its time in ms since the Unix epoch, or
+/// `earlier` when the server did not know the time.
+pub fn earlier(time_ms: u64) -> String {
+    if time_ms == 0 {
+        return "earlier".to_string();
+    }
+    let secs = time_ms / 1000;
+    format!("earlier, {:02}:{:02} UTC", secs / 3600 % 24, secs / 60 % 60)
+}
+
 /// `12.3 MiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -72,7 +72,7 @@ enum Command {
         #[command(flatten)]
         tls: tls::ServerTlsArgs,
         #[command(flatten)]
-        limits: Limits,
+        limits: Box<Limits>,
         /// Join a cluster of servers sharing this Redis
         /// (`redis://HOST:PORT[/DB]`): rooms, names, messages and direct
         /// messages span every server pointed at it, whatever its runtime
@@ -288,6 +288,15 @@ struct Limits {
     /// server, such as 1G [default: 256M].
     #[arg(long, value_parser = bench::parse_size)]
     max_relay_memory: Option<u64>,
+    /// Room history: the last N messages of each room, sent to whoever
+    /// joins before anything else and shown apart by clients (kept in
+    /// memory, or in Redis with --cluster) [default: 0, none].
+    #[arg(long, value_name = "N")]
+    history: Option<usize>,
+    /// Most room history the server holds in memory, such as 64M (the
+    /// oldest message of any room goes first) [default: 16M].
+    #[arg(long, value_parser = bench::parse_size)]
+    max_history_memory: Option<u64>,
     /// Control frames (PING, PONG, extensions, answers to transfers) a
     /// client may send in a burst [default: 100].
     #[arg(long)]
@@ -357,6 +366,12 @@ impl Limits {
         }
         if let Some(n) = self.max_relay_memory {
             config.max_relay_memory = n;
+        }
+        if let Some(n) = self.history {
+            config.history = n;
+        }
+        if let Some(n) = self.max_history_memory {
+            config.max_history_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(n) = self.frame_burst {
             config.connection.frame_burst = n;

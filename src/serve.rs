@@ -290,7 +290,7 @@ fn limits_line(
         "limits: {}, {} clients, {} connections per source, files up to {}, inbox quota {}, \
          {} unfinished files per source kept {:?}, \
          {} messages a second (bursts of {}) per client and {} ({}) per source, \
-         {} control frames a second (bursts of {}), rooms of {}, relays holding {}, \
+         {} control frames a second (bursts of {}), rooms of {}, relays holding {}, {}, \
          handshake {:?}, idle {:?}, {}, {}",
         if config.token.is_some() {
             "token required"
@@ -311,6 +311,15 @@ fn limits_line(
         config.connection.frame_burst,
         config.max_room_members,
         bytes(config.max_relay_memory),
+        if config.history == 0 {
+            "no room history".to_string()
+        } else {
+            format!(
+                "room history of {} messages (at most {} held)",
+                config.history,
+                bytes(config.max_history_bytes as u64)
+            )
+        },
         config.connection.handshake_timeout,
         config.connection.idle_timeout,
         if config.guests && config.token.is_none() {

@@ -207,6 +207,8 @@ impl fmt::Debug for ClientConfig {
 /// | [`auth_ban`](Self::auth_ban) | 300 s | `--auth-ban` |
 /// | [`max_room_members`](Self::max_room_members) | 1,000 | `--max-room-members` |
 /// | [`max_relay_memory`](Self::max_relay_memory) | 256 MiB | `--max-relay-memory` |
+/// | [`history`](Self::history) | 0: no room history | `--history` |
+/// | [`max_history_bytes`](Self::max_history_bytes) | 16 MiB | `--max-history-memory` |
 /// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
 /// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
 /// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
@@ -315,6 +317,16 @@ pub struct HubConfig {
     /// `CLUSTER_UNAVAILABLE` (leaves always go), so a broker that falls
     /// behind costs bounded memory, never a silent loss.
     pub max_bus_bytes: usize,
+    /// Room history: the last messages of each room a newcomer is sent
+    /// first, as `HISTORY` frames (`docs/PROTOCOL.md` §4.31); 0: none. On
+    /// its own the hub keeps them ([`max_history_bytes`](Self::max_history_bytes)
+    /// in all); in a cluster the broker keeps them.
+    pub history: usize,
+    /// Bytes of room history the hub holds: on its own, every room's
+    /// together (the oldest message of any room goes first); in a cluster,
+    /// the histories it holds for joiners until they enter (a joiner past
+    /// it gets none).
+    pub max_history_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -342,6 +354,8 @@ impl Default for HubConfig {
             session_key: None,
             cluster: None,
             max_bus_bytes: 4 << 20,
+            history: 0,
+            max_history_bytes: 16 << 20,
         }
     }
 }
@@ -367,6 +381,8 @@ impl HubConfig {
         guest_idle_timeout: Duration => "Sets how long a silent raw-text guest is kept.";
         guest_line_wait: Duration => "Sets how long a guest's unfinished line waits for its end.";
         max_bus_bytes: usize => "Sets the bytes of requests to the cluster's broker that may wait for an answer.";
+        history: usize => "Sets the messages of each room's history a newcomer is sent (0: none).";
+        max_history_bytes: usize => "Sets the bytes of room history the hub may hold.";
     }
 
     /// Cluster mode, as server `server` (see [`cluster`](Self::cluster)).
@@ -514,6 +530,8 @@ impl fmt::Debug for HubConfig {
             .field("session_key", &Redacted(self.session_key.is_some()))
             .field("cluster", &self.cluster)
             .field("max_bus_bytes", &self.max_bus_bytes)
+            .field("history", &self.history)
+            .field("max_history_bytes", &self.max_history_bytes)
             .finish()
     }
 }

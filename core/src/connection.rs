@@ -64,6 +64,17 @@ pub enum Event {
         /// The secret; it stands for this connection, so keep it private.
         secret: SessionSecret,
     },
+    /// Client role: a message said in the room before this client joined
+    /// (`HISTORY`, PROTOCOL.md §4.31), oldest first, before `Members`.
+    History {
+        /// When the server ordered it, in milliseconds since the Unix
+        /// epoch; 0 if unknown.
+        time_ms: u64,
+        /// Its sender then (empty: the server).
+        from: Text,
+        /// Text.
+        text: Text,
+    },
     /// Client role: a room message (`from` empty: the server).
     Message {
         /// Room sequence number.
@@ -658,7 +669,8 @@ impl Connection {
     }
 
     /// Server: queues a frame the server sends to clients in the room
-    /// (`MESSAGE`, `JOINED`, `LEFT`, `MEMBERS`, `DIRECT_FROM`, `BOUNCE`).
+    /// (`MESSAGE`, `JOINED`, `LEFT`, `MEMBERS`, `DIRECT_FROM`, `BOUNCE`,
+    /// `HISTORY`).
     pub fn send_chat(&mut self, now: Instant, frame: &Frame) -> Result<(), Misuse> {
         if self.role != Role::Server {
             return Err(Misuse::InvalidArgument("only a server sends room frames"));
@@ -671,6 +683,7 @@ impl Connection {
                 | Frame::Members { .. }
                 | Frame::DirectFrom { .. }
                 | Frame::Bounce { .. }
+                | Frame::History { .. }
         ) {
             return Err(Misuse::InvalidArgument("not a room frame"));
         }
@@ -1333,7 +1346,7 @@ impl Connection {
             // nothing but HELLO before it has welcomed the client (and a
             // client has no transfer to resume before it is welcomed).
             (Phase::Open, _, Frame::Extension { .. } | Frame::Reclaim { .. })
-            | (Phase::Open, Role::Server, Frame::Session { .. })
+            | (Phase::Open, Role::Server, Frame::Session { .. } | Frame::History { .. })
             | (
                 Phase::Handshake,
                 Role::Client,
@@ -1341,10 +1354,27 @@ impl Connection {
                 | Frame::Resume { .. }
                 | Frame::ResumeKey { .. }
                 | Frame::Session { .. }
-                | Frame::Reclaim { .. },
+                | Frame::Reclaim { .. }
+                | Frame::History { .. },
             ) => Ok(()),
             (Phase::Open, Role::Client, Frame::Session { secret }) => {
                 self.events.push_back(Event::Session { secret });
+                Ok(())
+            }
+            (
+                Phase::Open,
+                Role::Client,
+                Frame::History {
+                    time_ms,
+                    from,
+                    text,
+                },
+            ) => {
+                self.events.push_back(Event::History {
+                    time_ms,
+                    from,
+                    text,
+                });
                 Ok(())
             }
             // The one extension a server takes before HELLO, once.

@@ -84,12 +84,18 @@ pub mod frame_type {
     pub const SESSION: u8 = 0x82;
     /// Extension: a reconnecting client presents an earlier session's secret.
     pub const RECLAIM: u8 = 0x83;
+    /// Extension: the server replays a message said in the room before the
+    /// client joined.
+    pub const HISTORY: u8 = 0x85;
 
     /// Whether version 1 defines this type: a critical type it knows, or
     /// one of the extensions it defines (`RESUME_KEY`, `RESUME`, `SESSION`,
-    /// `RECLAIM`).
+    /// `RECLAIM`, `HISTORY`).
     pub const fn is_known(t: u8) -> bool {
-        matches!(t, 0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28 | RESUME_KEY..=RECLAIM)
+        matches!(
+            t,
+            0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28 | RESUME_KEY..=RECLAIM | HISTORY
+        )
     }
 }
 
@@ -330,8 +336,20 @@ pub enum Frame {
         /// The secret of the earlier connection's `SESSION`.
         secret: SessionSecret,
     },
-    /// A frame of any other extension type (`0x84..=0xFF`); receivers skip
-    /// those they do not know.
+    /// Server → client, after `WELCOME` and before `MEMBERS`: a message said
+    /// in the room before the client joined, oldest first. Extension type
+    /// 0x85.
+    History {
+        /// When the server ordered it: milliseconds since the Unix epoch
+        /// (UTC), 0 if the server did not know the time.
+        time_ms: u64,
+        /// Its sender; empty for the server's own announcements.
+        from: Text,
+        /// The message.
+        text: Text,
+    },
+    /// A frame of any other extension type; receivers skip those they do
+    /// not know.
     Extension {
         /// Its type byte, at least 0x80.
         frame_type: u8,
@@ -374,6 +392,7 @@ impl Frame {
             Frame::Resume { .. } => RESUME,
             Frame::Session { .. } => SESSION,
             Frame::Reclaim { .. } => RECLAIM,
+            Frame::History { .. } => HISTORY,
             Frame::Extension { frame_type, .. } => *frame_type,
         }
     }
@@ -524,6 +543,15 @@ impl Frame {
             }
             Frame::Session { secret } | Frame::Reclaim { secret } => {
                 out.put_slice(secret.as_bytes());
+            }
+            Frame::History {
+                time_ms,
+                from,
+                text,
+            } => {
+                out.put_u64(*time_ms);
+                put_text(out, from)?;
+                put_text(out, text)?;
             }
             Frame::Extension { frame_type, body } => {
                 if *frame_type < frame_type::FIRST_EXTENSION {
@@ -689,6 +717,11 @@ impl Frame {
             RECLAIM => Frame::Reclaim {
                 secret: r.array("secret").map(SessionSecret::from_bytes)?,
             },
+            HISTORY => Frame::History {
+                time_ms: r.u64("time")?,
+                from: r.text("from")?,
+                text: r.text("text")?,
+            },
             t if t >= FIRST_EXTENSION => Frame::Extension {
                 frame_type: t,
                 body: r.rest(),
@@ -733,6 +766,7 @@ pub fn type_name(t: u8) -> &'static str {
         RESUME => "RESUME",
         SESSION => "SESSION",
         RECLAIM => "RECLAIM",
+        HISTORY => "HISTORY",
         t if t >= FIRST_EXTENSION => "EXTENSION",
         _ => "UNKNOWN",
     }

@@ -199,6 +199,12 @@ pub(crate) fn render(frame: &Frame) -> Option<Bytes> {
         Frame::DirectFrom { from, text } => {
             lines_into(&mut out, &format!("{} (to you): ", sanitize(from)), text)
         }
+        Frame::History { from, text, .. } if from.is_empty() => {
+            lines_into(&mut out, "(earlier) * server: ", text)
+        }
+        Frame::History { from, text, .. } => {
+            lines_into(&mut out, &format!("(earlier) {}: ", sanitize(from)), text)
+        }
         Frame::Joined { name, .. } => line_into(&mut out, &format!("* {name} joined")),
         Frame::Left { name, code, .. } => line_into(&mut out, &format!("* {name} left ({code})")),
         Frame::Members { names } => {

@@ -118,6 +118,8 @@ pub mod fuzzing;
 #[cfg(feature = "std")]
 pub mod guest;
 #[cfg(feature = "std")]
+pub mod history;
+#[cfg(feature = "std")]
 pub mod hub;
 #[cfg(feature = "std")]
 mod input;

@@ -156,8 +156,18 @@ fn frame() -> impl Strategy<Value = Frame> {
                 secret: SessionSecret::from_bytes(secret),
             })
             .boxed(),
+        (any::<u64>(), text(), text())
+            .prop_map(|(time_ms, from, text)| Frame::History {
+                time_ms,
+                from,
+                text,
+            })
+            .boxed(),
         // The extension types version 1 does not define.
         ((frame_type::RECLAIM + 1)..=u8::MAX, bytes(256))
+            .prop_filter("not a defined extension", |(t, _)| {
+                !frame_type::is_known(*t)
+            })
             .prop_map(|(frame_type, body)| Frame::Extension { frame_type, body })
             .boxed(),
     ])

@@ -5,7 +5,7 @@
 //! never waits on the network or the disk, and tests drive it directly.
 
 use super::transfer::{Direction, Stage, TransferRow};
-use crate::display::{bytes, safe};
+use crate::display::{bytes, earlier, safe};
 use ferry_core::transfer::Outcome;
 use ferry_core::{Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Report};
@@ -85,6 +85,8 @@ pub enum LineKind {
     Direct,
     /// Joins, leaves, transfers, the link: dimmed.
     Notice,
+    /// Said in the room before we joined (`HISTORY`): dimmed and italic.
+    History,
     /// Something went wrong.
     Error,
 }
@@ -318,6 +320,19 @@ impl App {
     fn on_event(&mut self, event: Event, now: Instant) -> Vec<Action> {
         match event {
             Event::Welcomed { name, room, .. } => return self.on_welcomed(&name, &room, now),
+            Event::History {
+                time_ms,
+                from,
+                text,
+            } => {
+                let from = if from.is_empty() {
+                    "**".to_string()
+                } else {
+                    format!("<{}>", safe(&from))
+                };
+                let line = format!("({}) {from} {}", earlier(time_ms), safe(&text));
+                self.push(LineKind::History, line);
+            }
             Event::Message { from, text, .. } if from.is_empty() => {
                 self.push(LineKind::Chat, format!("** {}", safe(&text)));
             }

@@ -111,6 +111,7 @@ pub fn line_style(kind: LineKind) -> Style {
         LineKind::Chat => Style::new(),
         LineKind::Direct => Style::new().fg(Color::Magenta),
         LineKind::Notice => Style::new().add_modifier(Modifier::DIM),
+        LineKind::History => Style::new().add_modifier(Modifier::DIM | Modifier::ITALIC),
         LineKind::Error => Style::new().fg(Color::Red),
     }
 }

@@ -43,6 +43,7 @@ mod confined;
 mod disk;
 mod entropy;
 mod handle;
+mod hub_start;
 mod inbox;
 mod nonblocking;
 mod read_buffer;
@@ -58,6 +59,7 @@ pub use entropy::{random_server_id, with_session_key};
 pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,
 };
+pub use hub_start::{start_hub, unix_ms_now};
 pub use inbox::{
     free_name, Inbox, QuotaExceeded, Receiving, DEFAULT_MAX_PARTIALS, DEFAULT_PARTIAL_TTL,
     PARTIALS_DIR, PART_SUFFIX,

@@ -60,7 +60,7 @@ pub(crate) fn spawn(
     let server = Server {
         poll,
         listener: Some(listener),
-        hub: Hub::new(ferry_files::with_session_key(config)?, Instant::now()),
+        hub: ferry_files::start_hub(config)?,
         files: HubFiles::new(inbox, disk_wake(&waker)),
         _waker: waker.clone(),
         conns: ClientMap::default(),

@@ -152,7 +152,7 @@ pub async fn run_server_tls(
     let (disk_wake, disk_done) = crate::disk_signal();
     let mut server = Server {
         executor: executor.clone(),
-        hub: Hub::new(ferry_files::with_session_key(hub)?, Instant::now()),
+        hub: ferry_files::start_hub(hub)?,
         files: HubFiles::new(inbox, disk_wake),
         peers: ClientMap::default(),
         lingering: Lingering::new(),

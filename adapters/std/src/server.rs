@@ -81,7 +81,7 @@ pub fn spawn_server_tls(
     });
     let state = Arc::new(State {
         shared: Mutex::new(Shared {
-            hub: Hub::new(ferry_files::with_session_key(hub)?, Instant::now()),
+            hub: ferry_files::start_hub(hub)?,
             files: HubFiles::new(inbox, disk_wake),
             writers: ClientMap::default(),
             notices: notices_tx,

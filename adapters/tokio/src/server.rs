@@ -115,7 +115,7 @@ pub async fn run_server_tls(
 ) -> io::Result<()> {
     let bell = Doorbell::new();
     let mut server = Server {
-        hub: Hub::new(ferry_files::with_session_key(hub)?, Instant::now()),
+        hub: ferry_files::start_hub(hub)?,
         files: HubFiles::new(inbox, bell.disk_wake()),
         bell,
         listener: Some(listener),

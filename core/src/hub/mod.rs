@@ -11,6 +11,7 @@ use crate::connection::{Connection, Event};
 use crate::error::Misuse;
 use crate::frame::{Frame, ResumeKey, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
+use crate::history::{self, History, HistoryEntry};
 use crate::names::{check_name, check_name_characters, check_name_scripts, name_key, DEFAULT_ROOM};
 use crate::secret::SessionSecret;
 use crate::source::Source;
@@ -436,6 +437,12 @@ pub struct Hub {
     next_guest: u64,
     /// In cluster mode, the link to the broker.
     bus: Option<cluster::Bus>,
+    /// Each room's last messages, on its own (in a cluster the broker keeps
+    /// them).
+    history: History,
+    /// An instant and the wall-clock time then, in ms since the Unix
+    /// epoch: how history entries get their time.
+    clock: Option<(Instant, u64)>,
 }
 
 impl fmt::Debug for Hub {
@@ -453,8 +460,14 @@ impl Hub {
     pub fn new(config: HubConfig, now: Instant) -> Hub {
         let sources = Sources::new(&config);
         let bus = config.cluster.map(cluster::Bus::new);
+        let history = History::new(
+            if bus.is_some() { 0 } else { config.history },
+            config.max_history_bytes,
+        );
         Hub {
             bus,
+            history,
+            clock: None,
             last_now: now,
             config,
             clients: ClientMap::default(),
@@ -510,6 +523,20 @@ impl Hub {
             .get(&client)
             .filter(|c| c.room.is_some())
             .map(|c| c.link.name())
+    }
+
+    /// Tells the hub the wall-clock time: at `now` it was `unix_ms`
+    /// milliseconds since the Unix epoch. Room history is stamped with it
+    /// (`HISTORY` frames carry 0 until it is set); the core reads no clock
+    /// of its own. Every ferry runtime sets it when it starts.
+    pub fn set_unix_time(&mut self, now: Instant, unix_ms: u64) {
+        self.clock = Some((now, unix_ms));
+    }
+
+    /// Bytes of room history the hub holds (see
+    /// [`HubConfig::max_history_bytes`]).
+    pub fn history_bytes(&self) -> usize {
+        self.history.bytes()
     }
 
     /// Whether `client` is over: the hub closed it ([`HubEvent::Closed`]
@@ -1428,6 +1455,10 @@ impl Hub {
         });
         entry.members.push(id);
         let names = self.members_of(&key);
+        if self.history.enabled() {
+            let entries: Vec<HistoryEntry> = self.history.of(&key).cloned().collect();
+            self.send_history(id, now, entries.iter());
+        }
         self.send_to(id, now, &Frame::Members { names });
         let joined = name.clone();
         self.broadcast_with_seq(now, &key, |seq| Frame::Joined { seq, name: joined });
@@ -1664,7 +1695,46 @@ impl Hub {
         };
         room.seq += 1;
         let frame = frame(room.seq);
+        if let Frame::Message { from, text, .. } = &frame {
+            if self.history.enabled() {
+                let time_ms = self.unix_ms(now);
+                self.history
+                    .record(key, HistoryEntry::new(time_ms, from, text));
+            }
+        }
         self.deliver_to_room(now, key, &frame);
+    }
+
+    /// The wall-clock time at `now`, in ms since the Unix epoch, from the
+    /// adapter's [`set_unix_time`](Self::set_unix_time); 0 without it.
+    fn unix_ms(&self, now: Instant) -> u64 {
+        self.clock.map_or(0, |(at, unix_ms)| {
+            let since = now.saturating_duration_since(at).as_millis();
+            unix_ms.saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
+        })
+    }
+
+    /// Sends a newcomer `entries` (oldest first) as `HISTORY` frames: the
+    /// newest that fit in a quarter of its outgoing queue, so that history
+    /// never makes it a slow reader (`docs/PROTOCOL.md` §6.3).
+    fn send_history<'a>(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        entries: impl DoubleEndedIterator<Item = &'a HistoryEntry>,
+    ) {
+        let budget = self.config.connection.max_outgoing / 4;
+        let frames: Vec<Frame> = history::newest_within(entries, budget)
+            .into_iter()
+            .map(|e| Frame::History {
+                time_ms: e.time_ms,
+                from: e.from.clone(),
+                text: e.text.clone(),
+            })
+            .collect();
+        for frame in &frames {
+            self.send_to(id, now, frame);
+        }
     }
 
     /// Encodes a room frame once and queues the same bytes for every member

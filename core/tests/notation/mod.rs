@@ -167,6 +167,11 @@ pub fn frame(frame: &Frame) -> String {
         Frame::Resume { id, key } => format!("RESUME id={id} key={}", bytes(key.as_bytes())),
         Frame::Session { secret } => format!("SESSION secret={}", bytes(secret.as_bytes())),
         Frame::Reclaim { secret } => format!("RECLAIM secret={}", bytes(secret.as_bytes())),
+        Frame::History {
+            time_ms,
+            from,
+            text,
+        } => format!("HISTORY time={time_ms} from={} text={}", s(from), s(text)),
         Frame::Extension { frame_type, body } => {
             format!("EXTENSION type=0x{frame_type:02x} body={}", bytes(body))
         }
