@@ -1,9 +1,10 @@
 //! Room history: the last messages said in each room, replayed to
 //! newcomers as `HISTORY` frames (`docs/PROTOCOL.md` §4.31).
 //!
-//! A hub on its own keeps them in a [`History`]; in a cluster the broker
-//! keeps them and hands a joiner its room's in the join's
-//! [`Snapshot`](crate::cluster::Snapshot).
+//! A hub on its own keeps them itself, at most
+//! [`HubConfig::history`](crate::HubConfig::history) per room; in a
+//! cluster the broker keeps them and hands a joiner its room's in the
+//! join's [`Snapshot`](crate::cluster::Snapshot).
 //!
 //! ```
 //! use ferry_core::history::HistoryEntry;
