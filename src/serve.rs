@@ -74,6 +74,12 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         None => None,
     };
     config.check().map_err(|e| e.to_string())?;
+    // What every server of the cluster must share, from this one's limits:
+    // a source's budget is charged in Redis too, so that spreading over N
+    // servers does not give it N budgets.
+    let broker = ferry_cluster::BrokerSettings::default()
+        .source_budget(config.source_flood_burst, config.source_flood_per_second)
+        .history(u32::try_from(config.history).unwrap_or(u32::MAX));
     let inbox = Inbox::open(inbox)
         .map_err(|e| e.to_string())?
         .overwrite(overwrite)
@@ -135,7 +141,9 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     let link = match (&cluster, server_id) {
         (Some(cluster), Some(id)) => {
             let control = server.control();
-            let settings = ferry_cluster::LinkSettings::default().lease(cluster.lease);
+            let settings = ferry_cluster::LinkSettings::default()
+                .lease(cluster.lease)
+                .broker(broker);
             match ferry_cluster::Link::start(
                 &cluster.url,
                 id,

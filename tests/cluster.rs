@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{Raw, RedisServer, Serve, TextGuest, WAIT};
+use common::{Proc, Raw, RedisServer, Serve, TextGuest, WAIT};
 use ferry_core::frame::Frame;
 use ferry_core::Code;
 use std::time::{Duration, Instant};
@@ -35,18 +35,21 @@ fn cluster_server(inbox: &std::path::Path, url: &str) -> Serve {
 }
 
 fn cluster_server_on(inbox: &std::path::Path, url: &str, runtime: &str) -> Serve {
-    let mut server = Serve::start(
-        inbox,
-        &[
-            "--no-tls",
-            "--cluster",
-            url,
-            "--cluster-lease",
-            "2",
-            "--runtime",
-            runtime,
-        ],
-    );
+    cluster_server_with(inbox, url, runtime, &[])
+}
+
+fn cluster_server_with(inbox: &std::path::Path, url: &str, runtime: &str, more: &[&str]) -> Serve {
+    let mut args = vec![
+        "--no-tls",
+        "--cluster",
+        url,
+        "--cluster-lease",
+        "2",
+        "--runtime",
+        runtime,
+    ];
+    args.extend_from_slice(more);
+    let mut server = Serve::start(inbox, &args);
     server.expect(&["cluster: server", "lease 2 s"]);
     server
 }
@@ -160,6 +163,65 @@ fn two_servers_on_one_redis_are_one_room() {
     assert_eq!(carol.expect("alice left"), "* alice left (server gone)");
     let again = Raw::join(b.addr, "alice", "");
     drop(again);
+    assert!(b.terminate().success());
+}
+
+#[test]
+fn room_history_in_redis_reaches_a_late_joiner_on_another_server() {
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let history = ["--history", "3"];
+    let mut a = cluster_server_with(inbox_a.path(), &redis.url(), "mio", &history);
+    let mut b = cluster_server_with(inbox_b.path(), &redis.url(), "std", &history);
+    a.expect(&["room history of 3 messages"]);
+
+    let mut alice = Raw::join(a.addr, "alice", "");
+    for text in ["one", "two", "three", "four"] {
+        alice.send(&Frame::Say { text: text.into() }).unwrap();
+        message_seq(&mut alice, "alice", text);
+    }
+    let mut bob = Raw::connect(b.addr);
+    bob.hello("bob", "", b"");
+    let mut history = Vec::new();
+    let members = wait_frame(&mut bob, "bob's MEMBERS", |f| match f {
+        Frame::History {
+            time_ms,
+            from,
+            text,
+        } => {
+            history.push((*time_ms, from.to_string(), text.to_string()));
+            None
+        }
+        Frame::Members { names } => Some(names.clone()),
+        _ => None,
+    });
+    assert_eq!(members, vec!["alice", "bob"]);
+    let texts: Vec<&str> = history.iter().map(|(_, _, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["two", "three", "four"],
+        "the last three, oldest first"
+    );
+    assert!(history.iter().all(|(_, from, _)| from == "alice"));
+    // Stamped by Redis' clock: within a minute of this machine's.
+    let now_ms = ferry_files::unix_ms_now();
+    assert!(
+        history.iter().all(|(t, _, _)| t.abs_diff(now_ms) < 60_000),
+        "{history:?} vs {now_ms}"
+    );
+
+    // `ferry chat` shows it apart from live messages.
+    let mut carol = Proc::spawn(&["chat", &b.addr(), "--name", "carol", "--no-tls"]);
+    let line = carol.expect(&["<alice> four"]);
+    assert!(
+        line.contains("(earlier, ") && line.contains(" UTC)"),
+        "{line}"
+    );
+    carol.expect(&["you are carol"]);
+    drop(carol);
+    drop(bob);
+    drop(alice);
+    assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
 

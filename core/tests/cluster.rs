@@ -112,15 +112,20 @@ struct Cluster {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_history(0)
+    }
+
+    /// A cluster whose broker keeps `history` messages per room.
+    fn with_history(history: usize) -> Cluster {
         let now = Instant::now();
-        let mut broker = MemoryBroker::new();
+        let mut broker = MemoryBroker::new().history(history);
         let servers = (0..SERVERS)
             .map(|k| {
                 let id = ServerId(100 + k as u64);
                 broker.renew(id, 0, LEASE_MS);
                 Server {
                     id,
-                    hub: Hub::new(HubConfig::default().cluster(id), now),
+                    hub: Hub::new(HubConfig::default().cluster(id).history(history), now),
                     to_broker: VecDeque::new(),
                     from_broker: VecDeque::new(),
                     read: 0,
@@ -543,6 +548,50 @@ proptest! {
         cluster.settle();
         check(&cluster)?;
     }
+
+    /// The same with room history: a joiner whose `JOINED` comes before
+    /// its answer holds its room's events until the answer, and everything
+    /// above still holds; every joiner got the room's last messages.
+    #[test]
+    fn the_same_with_history_and_every_joiner_gets_it(actions in actions()) {
+        let mut cluster = Cluster::with_history(2);
+        for action in &actions {
+            cluster.act(action);
+        }
+        cluster.settle();
+        check(&cluster)?;
+        check_history(&cluster)?;
+    }
+}
+
+/// Every member's history is its room's messages from before its `JOINED`
+/// (the last two at most, by then), oldest first, with the sender's name.
+fn check_history(cluster: &Cluster) -> Result<(), TestCaseError> {
+    for u in cluster.users.iter().flatten() {
+        let history: Vec<String> = u
+            .seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::History { from, text, .. } => Some(format!("{from}: {text}")),
+                _ => None,
+            })
+            .collect();
+        prop_assert!(history.len() <= 2, "{:?}", u.seen);
+        if !history.is_empty() {
+            // History comes right after the welcome, before MEMBERS.
+            let first = u
+                .seen
+                .iter()
+                .position(|e| matches!(e, Event::History { .. }));
+            let members = u
+                .seen
+                .iter()
+                .position(|e| matches!(e, Event::Members { .. }));
+            prop_assert_eq!(first, Some(1), "{:?}", u.seen);
+            prop_assert!(members > first, "{:?}", u.seen);
+        }
+    }
+    Ok(())
 }
 
 #[test]
@@ -594,6 +643,60 @@ fn a_name_is_refused_on_a_second_server_and_free_after_its_server_is_reaped() {
         cluster.servers[2].hub.members("lobby"),
         vec!["bob", "Alice"]
     );
+}
+
+#[test]
+fn a_late_joiner_on_another_server_gets_the_rooms_last_messages_first() {
+    let mut cluster = Cluster::with_history(2);
+    cluster.act(&Action::Join {
+        user: 0,
+        server: 0,
+        name: 0,
+        room: 0,
+    });
+    cluster.settle();
+    for _ in 0..3 {
+        cluster.act(&Action::Say { user: 0 });
+        cluster.settle();
+    }
+    cluster.act(&Action::Join {
+        user: 1,
+        server: 1,
+        name: 2,
+        room: 0,
+    });
+    cluster.settle();
+    let said = cluster.users[0].as_ref().unwrap().said.clone();
+    let bob = cluster.users[1].as_ref().unwrap();
+    let history: Vec<(u64, String, String)> = bob
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::History {
+                time_ms,
+                from,
+                text,
+            } => Some((*time_ms, from.to_string(), text.to_string())),
+            _ => None,
+        })
+        .collect();
+    let texts: Vec<&str> = history.iter().map(|(_, _, t)| t.as_str()).collect();
+    assert_eq!(texts, [said[1].as_str(), said[2].as_str()]);
+    assert!(history.iter().all(|(_, from, _)| from == "alice"));
+    // Stamped by the broker's clock, in order.
+    assert!(history[0].0 >= 1_000_000 && history[0].0 < history[1].0);
+    // First, before MEMBERS; and not live messages.
+    assert!(
+        matches!(
+            bob.seen[..],
+            [Event::Welcomed { .. }, Event::History { .. }, ..]
+        ),
+        "{:?}",
+        bob.seen
+    );
+    assert!(!bob.seen.iter().any(|e| matches!(e, Event::Message { .. })));
+    // The held history was given back once bob entered.
+    assert_eq!(cluster.servers[1].hub.history_bytes(), 0);
 }
 
 /// Everything a guest was sent, as text.

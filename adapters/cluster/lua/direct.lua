@@ -1,10 +1,10 @@
--- direct: ARGV[5] client, [6] to key, [7] text, [8] source, [9] burst,
--- [10] per second. MemoryBroker::execute(Direct): the message goes to the
+-- direct: ARGV[6] client, [7] to key, [8] text, [9] source, [10] burst,
+-- [11] per second. MemoryBroker::execute(Direct): the message goes to the
 -- recipient's server's inbox stream.
 local r = repeated()
 if r then return r end
-local client, to_key, text, source = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local burst, per_second = tonumber(ARGV[9]), tonumber(ARGV[10])
+local client, to_key, text, source = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local burst, per_second = tonumber(ARGV[10]), tonumber(ARGV[11])
 local room_key, from = sender(client, source, burst, per_second)
 if not room_key then
   return record({from})

@@ -1,11 +1,11 @@
--- join: ARGV[5] client, [6] room, [7] room key, [8] name, [9] name key,
--- [10] source ('' none), [11] max members, [12] burst, [13] per second.
+-- join: ARGV[6] client, [7] room, [8] room key, [9] name, [10] name key,
+-- [11] source ('' none), [12] max members, [13] burst, [14] per second.
 -- MemoryBroker::execute(Join).
 local r = repeated()
 if r then return r end
-local client, room, room_key, name, name_key = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local source, max_members = ARGV[10], tonumber(ARGV[11])
-local burst, per_second = tonumber(ARGV[12]), tonumber(ARGV[13])
+local client, room, room_key, name, name_key = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local source, max_members = ARGV[11], tonumber(ARGV[12])
+local burst, per_second = tonumber(ARGV[13]), tonumber(ARGV[14])
 local at = redis.call('HGET', server_members(server), client)
 if at then
   local held_room = string.match(at, '^(.-)\n')
@@ -23,4 +23,4 @@ if not charge(source, burst, per_second) then
   return record({'flooding'})
 end
 enter(client, room, room_key, name, name_key)
-return record(snapshot('joined', room_key))
+return with_history(record(snapshot('joined', room_key)), room_key)

@@ -2,7 +2,8 @@
 -- meaning of every value: docs/CLUSTER.md section 3. Every script takes
 -- ARGV[1] = the calling server's id (16 hex digits), ARGV[2] = its
 -- operation number, ARGV[3] = now in ms ('' = Redis' own clock; tests pass
--- a value), ARGV[4] = the log's MAXLEN; its own arguments follow.
+-- a value), ARGV[4] = the log's MAXLEN, ARGV[5] = the messages of room
+-- history kept per room (0: none); its own arguments follow.
 -- Each mirrors one method of ferry_core::cluster::MemoryBroker.
 
 -- A whole number as decimal digits: tostring would write 1.7e+15.
@@ -20,6 +21,7 @@ else
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local maxlen = ARGV[4]
+local history = tonumber(ARGV[5])
 
 local answers = 'ferry:srv:' .. server .. ':answers'
 
@@ -56,10 +58,20 @@ end
 local function body_message(from, text)
   return string.char(1, 3) .. str16(from) .. str16(text)
 end
+-- A number as 8 bytes, big-endian (exact below 2^53, as times in ms are).
+local function u64(n)
+  local bytes = {}
+  for i = 8, 1, -1 do
+    bytes[i] = n % 256
+    n = math.floor(n / 256)
+  end
+  return string.char(unpack(bytes))
+end
 
 local function room_names(room_key) return 'ferry:room:' .. room_key .. ':names' end
 local function room_order(room_key) return 'ferry:room:' .. room_key .. ':order' end
 local function room_meta(room_key) return 'ferry:room:' .. room_key .. ':meta' end
+local function room_history(room_key) return 'ferry:room:' .. room_key .. ':history' end
 local function server_members(id) return 'ferry:srv:' .. id .. ':members' end
 
 -- Appends an event to the log with the room's next seq; returns the seq.
@@ -80,19 +92,45 @@ local function append(room_key, origin, opnum, body)
   return seq
 end
 
+-- Keeps a message as the newest of the room's history: at most `history`
+-- entries (time u64, from str16, text str16), kept after the room empties,
+-- dropped a week after the room's last message.
+local function remember(room_key, from, text)
+  if history > 0 then
+    local key = room_history(room_key)
+    redis.call('RPUSH', key, u64(now) .. str16(from) .. str16(text))
+    redis.call('LTRIM', key, -history, -1)
+    redis.call('PEXPIRE', key, 604800000)
+  end
+end
+
 -- A names-hash value: "SERVER CLIENT NAME".
 local function holder(value)
   local s, c, name = string.match(value, '^(%S+) (%S+) (.*)$')
   return s, c, name
 end
 
--- The room as a snapshot reply: {tag, room name, seq, names in join order}.
+-- The room as a snapshot reply: {tag, room name, seq, count of names,
+-- names in join order}.
 local function snapshot(tag, room_key)
   local seq = redis.call('HGET', 'ferry:seq', room_key) or '0'
-  local reply = {tag, redis.call('HGET', room_meta(room_key), 'name') or '', seq}
-  for _, key in ipairs(redis.call('ZRANGE', room_order(room_key), 0, -1)) do
+  local keys = redis.call('ZRANGE', room_order(room_key), 0, -1)
+  local reply = {tag, redis.call('HGET', room_meta(room_key), 'name') or '', seq, #keys}
+  for _, key in ipairs(keys) do
     local _, _, name = holder(redis.call('HGET', room_names(room_key), key))
     reply[#reply + 1] = name
+  end
+  return reply
+end
+
+-- A join's snapshot REPLY with the room's history after it, oldest first.
+-- Only the reply carries it: the answer recorded for a repeat does not
+-- (a thousand recorded joins would each hold a room's history).
+local function with_history(reply, room_key)
+  if history > 0 then
+    for _, entry in ipairs(redis.call('LRANGE', room_history(room_key), -history, -1)) do
+      reply[#reply + 1] = entry
+    end
   end
   return reply
 end

@@ -1,10 +1,10 @@
--- rejoin: ARGV[5] client, [6] room, [7] room key, [8] name, [9] name key,
--- [10] min seq. MemoryBroker::execute(Rejoin): a member of a server from
+-- rejoin: ARGV[6] client, [7] room, [8] room key, [9] name, [10] name key,
+-- [11] min seq. MemoryBroker::execute(Rejoin): a member of a server from
 -- before Redis restarted empty claims its name again.
 local r = repeated()
 if r then return r end
-local client, room, room_key, name, name_key = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-local min_seq = tonumber(ARGV[10])
+local client, room, room_key, name, name_key = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local min_seq = tonumber(ARGV[11])
 local at = redis.call('HGET', server_members(server), client)
 if at then
   if at == room_key .. '\n' .. name_key then

@@ -1,4 +1,4 @@
--- sync: ARGV[5] room key. MemoryBroker::execute(Sync).
+-- sync: ARGV[6] room key. MemoryBroker::execute(Sync).
 local r = repeated()
 if r then return r end
-return record(snapshot('synced', ARGV[5]))
+return record(snapshot('synced', ARGV[6]))

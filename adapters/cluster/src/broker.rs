@@ -29,6 +29,10 @@ pub struct BrokerSettings {
     /// The budget of joins and messages a source shares across the
     /// cluster: `(burst, per_second)`; `None`: no shared budget.
     pub source_budget: Option<(u32, u32)>,
+    /// Messages of history kept per room (said or announced), handed to
+    /// every joiner; 0: none. Each room's list is dropped a week after its
+    /// last message.
+    pub history: u32,
 }
 
 impl Default for BrokerSettings {
@@ -36,6 +40,7 @@ impl Default for BrokerSettings {
         BrokerSettings {
             log_max_len: 100_000,
             source_budget: None,
+            history: 0,
         }
     }
 }
@@ -45,6 +50,13 @@ impl BrokerSettings {
     #[must_use]
     pub fn log_max_len(mut self, entries: u64) -> Self {
         self.log_max_len = entries;
+        self
+    }
+
+    /// Sets [`history`](Self::history).
+    #[must_use]
+    pub fn history(mut self, messages: u32) -> Self {
+        self.history = messages;
         self
     }
 
@@ -239,6 +251,7 @@ impl RedisBroker {
             op.0.to_string(),
             now_ms.map(|n| n.to_string()).unwrap_or_default(),
             self.settings.log_max_len.to_string(),
+            self.settings.history.to_string(),
         ];
         let (burst, per_second) = self.settings.source_budget.unwrap_or((0, 0));
         let source = |s: &Option<ferry_core::Source>| s.map(|s| s.to_string()).unwrap_or_default();
@@ -501,6 +514,7 @@ impl RedisBroker {
             "0".into(),
             now_ms.map(|n| n.to_string()).unwrap_or_default(),
             self.settings.log_max_len.to_string(),
+            self.settings.history.to_string(),
             lease.as_millis().to_string(),
         ];
         let value = self.invoke(|s| &s.renew, &args)?;
@@ -519,6 +533,7 @@ impl RedisBroker {
             "0".into(),
             now_ms.map(|n| n.to_string()).unwrap_or_default(),
             self.settings.log_max_len.to_string(),
+            self.settings.history.to_string(),
         ];
         let value = self.invoke(|s| &s.reap, &args)?;
         reply::strings(value)?
@@ -580,9 +595,18 @@ impl RedisBroker {
             b"joined" | b"synced" => {
                 let room = reply::text(next()?)?;
                 let seq = reply::number(&next()?)?;
+                let count = reply::number(&next()?)?;
                 let mut members = Vec::new();
-                while let Ok(name) = next() {
-                    members.push(reply::text(name)?);
+                for _ in 0..count {
+                    members.push(reply::text(next()?)?);
+                }
+                // What follows the names is the room's history.
+                let mut history = Vec::new();
+                while let Ok(entry) = next() {
+                    history.push(
+                        codec::decode_history(&entry)
+                            .map_err(|e| ClusterError::reply(format!("a history entry: {e}")))?,
+                    );
                 }
                 let room_key = match request {
                     BusRequest::Join { room_key, .. }
@@ -595,6 +619,7 @@ impl RedisBroker {
                     room,
                     seq,
                     members,
+                    history,
                 };
                 if tag == b"joined" {
                     Answer::Joined(snapshot)

@@ -115,6 +115,8 @@ const NAMES: [&str; 5] = ["alice", "Alice", "bob", "carol", "ÉVE"];
 const ROOMS: [&str; 2] = ["lobby", "Dev"];
 const BURST: u32 = 4;
 const PER_SECOND: u32 = 2;
+/// Messages of history per room: few, so that rooms fill and roll over.
+const HISTORY: u32 = 3;
 
 #[derive(Debug, Clone)]
 enum Step {
@@ -451,9 +453,13 @@ fn run_both(steps: &[Step], pipelined: bool) {
     }
     REDIS.with(|redis| {
         redis.flush();
-        let settings = BrokerSettings::default().source_budget(BURST, PER_SECOND);
+        let settings = BrokerSettings::default()
+            .source_budget(BURST, PER_SECOND)
+            .history(HISTORY);
         let mut both = Both {
-            memory: MemoryBroker::new().source_budget(BURST, PER_SECOND),
+            memory: MemoryBroker::new()
+                .source_budget(BURST, PER_SECOND)
+                .history(HISTORY as usize),
             redis: redis.broker(settings),
             now_ms: 1_733_000_000_000,
             sent: SERVERS.iter().map(|_| (1, Vec::new())).collect(),

@@ -8,6 +8,7 @@
 //! operation once and answers a repeat with what it answered first.
 
 use crate::code::Code;
+use crate::history::HistoryEntry;
 use crate::hub::ClientId;
 use crate::source::Source;
 use crate::text::Text;
@@ -272,6 +273,10 @@ pub struct Snapshot {
     pub seq: u64,
     /// Every member's name, in the order they joined.
     pub members: Vec<Text>,
+    /// In the answer to a `Join` only: the room's history, oldest first
+    /// (none when the broker keeps none). A repeated `Join` is answered
+    /// without it.
+    pub history: Vec<HistoryEntry>,
 }
 
 /// One event of the broker's log: something that happened in a room, with

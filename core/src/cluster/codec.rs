@@ -16,6 +16,10 @@
 //! value that is not exactly one event of this form is an error, never a
 //! guess.
 //!
+//! A room's history (messages kept for joiners) is a list of entries of
+//! its own, each `time: u64 big-endian (ms since the Unix epoch) | from:
+//! str16 | text: str16` ([`encode_history`]).
+//!
 //! ```
 //! use ferry_core::cluster::{codec, EventKind};
 //!
@@ -27,6 +31,7 @@
 
 use super::bus::EventKind;
 use crate::code::Code;
+use crate::history::HistoryEntry;
 use crate::text::Text;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -109,6 +114,41 @@ pub fn decode(bytes: &[u8]) -> Result<EventKind, CodecError> {
     }
 }
 
+/// A history entry as a broker stores it in a room's history list.
+///
+/// ```
+/// use ferry_core::cluster::codec;
+/// use ferry_core::history::HistoryEntry;
+///
+/// let entry = HistoryEntry::new(1_764_633_600_000, "alice", "hi");
+/// let bytes = codec::encode_history(&entry);
+/// assert_eq!(bytes, b"\x00\x00\x01\x9a\xdc\x5b\xe0\x00\x00\x05alice\x00\x02hi");
+/// assert_eq!(codec::decode_history(&bytes), Ok(entry));
+/// ```
+pub fn encode_history(entry: &HistoryEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + entry.from.len() + entry.text.len());
+    out.extend_from_slice(&entry.time_ms.to_be_bytes());
+    put_str(&mut out, &entry.from);
+    put_str(&mut out, &entry.text);
+    out
+}
+
+/// The history entry `bytes` holds.
+pub fn decode_history(bytes: &[u8]) -> Result<HistoryEntry, CodecError> {
+    let mut input = Reader(bytes);
+    let time = input.take(8)?;
+    let time_ms = u64::from_be_bytes(time.try_into().map_err(|_| CodecError::Truncated)?);
+    let entry = HistoryEntry {
+        time_ms,
+        from: input.str()?,
+        text: input.str()?,
+    };
+    match input.0.len() {
+        0 => Ok(entry),
+        n => Err(CodecError::Trailing(n)),
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let mut end = s.len().min(usize::from(u16::MAX));
     while !s.is_char_boundary(end) {
@@ -171,6 +211,21 @@ mod tests {
         #[test]
         fn every_event_comes_back_as_itself(kind in kinds()) {
             prop_assert_eq!(decode(&encode(&kind)), Ok(kind));
+        }
+
+        #[test]
+        fn every_history_entry_comes_back_as_itself(
+            time_ms in any::<u64>(), from in ".{0,20}", text in ".{0,200}",
+        ) {
+            let entry = HistoryEntry::new(time_ms, &from, &text);
+            prop_assert_eq!(decode_history(&encode_history(&entry)), Ok(entry));
+        }
+
+        #[test]
+        fn history_garbage_is_an_error_or_an_entry_that_encodes_back(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            if let Ok(entry) = decode_history(&bytes) {
+                prop_assert_eq!(encode_history(&entry), bytes);
+            }
         }
 
         #[test]

@@ -9,6 +9,7 @@
 use super::bus::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot};
 use super::refusal;
 use crate::code::Code;
+use crate::history::HistoryEntry;
 use crate::hub::ClientId;
 use crate::source::Source;
 use crate::text::Text;
@@ -41,6 +42,10 @@ pub struct MemoryBroker {
     restarted: bool,
     /// The time of the operation under way (ms).
     clock_ms: u64,
+    /// Messages of history kept per room (0: none).
+    history: usize,
+    /// Each room's last messages, kept when it empties.
+    histories: HashMap<String, VecDeque<HistoryEntry>>,
 }
 
 #[derive(Debug)]
@@ -84,6 +89,17 @@ impl MemoryBroker {
         self
     }
 
+    /// Keeps the last `messages` of each room (said or announced) and hands
+    /// them to a joiner in its `Joined` snapshot, oldest first; kept when
+    /// the room empties, forgotten with everything else on a restart. The
+    /// Redis broker also drops a room's history a week after its last
+    /// message, which this one, used over seconds, does not model.
+    #[must_use]
+    pub fn history(mut self, messages: usize) -> MemoryBroker {
+        self.history = messages;
+        self
+    }
+
     /// Carries out `request` of `server` at `now_ms` and returns its
     /// answer. A request numbered at or below one already applied for that
     /// server changes nothing and gets the answer given first.
@@ -102,7 +118,13 @@ impl MemoryBroker {
         let answer = self.apply(server, request, now_ms);
         let applied = self.applied.entry(server).or_default();
         applied.last = op.0;
-        applied.answers.insert(op.0, answer.clone());
+        // A repeat is answered without the history: a thousand recorded
+        // joins would each hold a room's.
+        let mut recorded = answer.clone();
+        if let Answer::Joined(snapshot) = &mut recorded {
+            snapshot.history = Vec::new();
+        }
+        applied.answers.insert(op.0, recorded);
         while applied.answers.len() > ANSWERS_KEPT {
             applied.answers.pop_first();
         }
@@ -193,6 +215,7 @@ impl MemoryBroker {
     pub fn restart(&mut self) {
         *self = MemoryBroker {
             budget: self.budget,
+            history: self.history,
             ..MemoryBroker::default()
         };
     }
@@ -364,7 +387,13 @@ impl MemoryBroker {
             .push((name_key.clone(), name.clone(), member.0, member.1));
         self.members.insert(member, (room_key.clone(), name_key));
         self.append(&room_key, member.0, op, EventKind::Joined { name });
-        Answer::Joined(self.snapshot(&room_key))
+        let mut snapshot = self.snapshot(&room_key);
+        snapshot.history = self
+            .histories
+            .get(&room_key)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default();
+        Answer::Joined(snapshot)
     }
 
     /// The room and name of the sender of a message, its source's budget
@@ -421,6 +450,13 @@ impl MemoryBroker {
     }
 
     fn append(&mut self, room_key: &str, origin: ServerId, op: OpId, kind: EventKind) {
+        if let (EventKind::Message { from, text }, true) = (&kind, self.history > 0) {
+            let kept = self.histories.entry(room_key.to_string()).or_default();
+            kept.push_back(HistoryEntry::new(self.clock_ms, from, text));
+            if kept.len() > self.history {
+                kept.pop_front();
+            }
+        }
         let base = self.first_seq();
         let seq = self.seqs.entry(room_key.to_string()).or_insert(base);
         *seq += 1;
@@ -440,6 +476,7 @@ impl MemoryBroker {
             room: room.map(|r| r.name.clone()).unwrap_or_default(),
             seq: self.seqs.get(room_key).copied().unwrap_or(0),
             members: self.members(room_key),
+            history: Vec::new(),
         }
     }
 

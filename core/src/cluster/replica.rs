@@ -202,6 +202,7 @@ mod tests {
             room: "Lobby".into(),
             seq,
             members: members.iter().map(|&m| m.into()).collect(),
+            history: Vec::new(),
         }
     }
 

@@ -22,9 +22,12 @@ use crate::cluster::{
 };
 use crate::code::Code;
 use crate::frame::Frame;
+use crate::history::{self, HistoryEntry};
 use crate::names::name_key;
 use crate::text::Text;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[cfg(doc)]
@@ -44,6 +47,39 @@ pub(super) struct Bus {
     up: bool,
     /// The run id of the broker's last restart this hub handled.
     restarted: Option<String>,
+    /// Bytes of history held for joiners until they enter (see
+    /// [`HeldHistory`]).
+    history_held: Arc<AtomicUsize>,
+}
+
+/// A room's events from a joiner's `JOINED` on, held until the answer to
+/// its join (which carries the room's history) arrives: the log and the
+/// answers come on different connections, and the joiner must get its
+/// history before `MEMBERS`. Usually a fraction of a millisecond; past
+/// [`AWAITING_EVENTS_MAX`] events the room goes on and the joiner enters
+/// without its history.
+pub(super) struct AwaitingAnswer {
+    op: OpId,
+    events: Vec<RoomEvent>,
+}
+
+/// Events a room holds for a joiner's answer at most.
+const AWAITING_EVENTS_MAX: usize = 1024;
+
+/// A joiner's room history from its join's answer, held until it enters.
+/// Counted in the hub's `history_held` while it lives, wherever the
+/// joiner ends (entered, refused, gone), so that joiners the log is slow
+/// to let in cannot make the hub hold more than `max_history_bytes`.
+pub(super) struct HeldHistory {
+    entries: Vec<HistoryEntry>,
+    weight: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for HeldHistory {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.weight, Ordering::Relaxed);
+    }
 }
 
 struct Pending {
@@ -78,6 +114,9 @@ pub(super) struct Joiner {
     /// sent when it enters, so it follows its `JOINED`, and never sent if
     /// the join is refused.
     lines: Vec<(Text, Option<Text>)>,
+    /// The room's history from the answer to its join: sent when it
+    /// enters, before `MEMBERS`.
+    history: Option<HeldHistory>,
 }
 
 /// Lines held for a joining guest; more are refused.
@@ -97,7 +136,40 @@ impl Bus {
             pending_bytes: 0,
             up: true,
             restarted: None,
+            history_held: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Bytes of history held for joiners.
+    pub(super) fn history_held(&self) -> usize {
+        self.history_held.load(Ordering::Relaxed)
+    }
+
+    /// Holds the newest of `history` that fit in `budget` for a joiner,
+    /// unless that would take the history held past `max_bytes`: then the
+    /// joiner gets none.
+    fn hold_history(
+        &self,
+        history: &[HistoryEntry],
+        budget: usize,
+        max_bytes: usize,
+    ) -> Option<HeldHistory> {
+        let entries: Vec<HistoryEntry> = history::newest_within(history.iter(), budget)
+            .into_iter()
+            .cloned()
+            .collect();
+        if entries.is_empty() {
+            return None;
+        }
+        let weight = entries.iter().map(HistoryEntry::weight).sum();
+        let held = self.history_held.fetch_add(weight, Ordering::Relaxed) + weight;
+        let kept = HeldHistory {
+            entries,
+            weight,
+            held: self.history_held.clone(),
+        };
+        // Over the limit: dropped at once, which gives its bytes back.
+        (held <= max_bytes).then_some(kept)
     }
 
     fn next_op(&mut self) -> OpId {
@@ -245,6 +317,7 @@ impl Hub {
             replica: Some(Replica::awaiting()),
             joining: Vec::new(),
             resync: false,
+            awaiting_answer: None,
         });
         room.joining.push(Joiner {
             op,
@@ -254,6 +327,7 @@ impl Hub {
             seq: None,
             directs: Vec::new(),
             lines: Vec::new(),
+            history: None,
         });
     }
 
@@ -361,6 +435,33 @@ impl Hub {
         let _ = now;
     }
 
+    /// The answer to joiner `op`'s join came: it keeps the room's history
+    /// from it, and the room's events held for it go on (its `JOINED`
+    /// first, which lets it in, history and all).
+    fn joiner_answered(&mut self, now: Instant, room_key: &str, op: OpId, answer: &Answer) {
+        let Some(room) = self.rooms.get_mut(room_key) else {
+            return;
+        };
+        if let (Some(joiner), Answer::Joined(snapshot)) =
+            (room.joining.iter_mut().find(|j| j.op == op), answer)
+        {
+            joiner.seq = Some(snapshot.seq);
+            if let Some(bus) = self.bus.as_ref() {
+                joiner.history = bus.hold_history(
+                    &snapshot.history,
+                    self.config.connection.max_outgoing / 4,
+                    self.config.max_history_bytes,
+                );
+            }
+        }
+        if room.awaiting_answer.as_ref().is_some_and(|w| w.op == op) {
+            let waiting = room.awaiting_answer.take();
+            for event in waiting.into_iter().flat_map(|w| w.events) {
+                self.on_room_event(now, event);
+            }
+        }
+    }
+
     /// The names in the room keyed `key` across the cluster.
     pub(super) fn cluster_members(&self, key: &str) -> Option<Vec<Text>> {
         self.bus.as_ref()?;
@@ -388,6 +489,9 @@ impl Hub {
             return;
         };
         bus.pending_bytes -= pending.weight;
+        if let Waiting::Join { room_key } | Waiting::Rejoin { room_key } = &pending.waiting {
+            self.joiner_answered(now, room_key, op, &answer);
+        }
         match (pending.waiting, answer) {
             (Waiting::Join { room_key }, Answer::Joined(snapshot)) => {
                 let Some(room) = self.rooms.get_mut(&room_key) else {
@@ -494,6 +598,8 @@ impl Hub {
             let Some(room) = self.rooms.get_mut(&key) else {
                 continue;
             };
+            // Events of the broker that is gone: the room learns itself anew.
+            room.awaiting_answer = None;
             let min_seq = room.replica.as_mut().map_or(0, Replica::reset);
             room.resync = true;
             let room_name = room.name.clone();
@@ -670,15 +776,45 @@ impl Hub {
     fn on_room_event(&mut self, now: Instant, event: RoomEvent) {
         let server = self.cluster_server();
         let key = event.room_key.clone();
+        let history = self.config.history > 0;
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
+        if let Some(waiting) = room.awaiting_answer.as_mut() {
+            if waiting.events.len() < AWAITING_EVENTS_MAX {
+                waiting.events.push(event);
+                return;
+            }
+            // Too long: the room goes on, the joiner without its history
+            // (taken as answered, so that its JOINED lets it in).
+            let waiting = room.awaiting_answer.take();
+            if let Some(w) = &waiting {
+                let seq = w.events.first().map(|e| e.seq);
+                if let Some(joiner) = room.joining.iter_mut().find(|j| j.op == w.op) {
+                    joiner.seq = seq;
+                }
+            }
+            for held in waiting.into_iter().flat_map(|w| w.events) {
+                self.on_room_event(now, held);
+            }
+            self.on_room_event(now, event);
+            return;
+        }
         let Some(replica) = room.replica.as_mut() else {
             return;
         };
-        let ours = matches!(event.kind, EventKind::Joined { .. })
-            && Some(event.origin) == server
-            && room.joining.iter().any(|j| j.op == event.op);
+        let joiner = (matches!(event.kind, EventKind::Joined { .. })
+            && Some(event.origin) == server)
+            .then(|| room.joining.iter().find(|j| j.op == event.op))
+            .flatten();
+        let ours = joiner.is_some();
+        if history && replica.seq().is_some() && joiner.is_some_and(|j| j.seq.is_none()) {
+            room.awaiting_answer = Some(AwaitingAnswer {
+                op: event.op,
+                events: vec![event],
+            });
+            return;
+        }
         let (seq, op) = (event.seq, event.op);
         let frame = match &event.kind {
             EventKind::Joined { name } => Frame::Joined {
@@ -768,6 +904,19 @@ impl Hub {
         }
         if let Some(secret) = self.session_secret(id) {
             self.send_to(id, now, &Frame::Session { secret });
+        }
+        if let Some(history) = joiner.history {
+            for entry in &history.entries {
+                self.send_to(
+                    id,
+                    now,
+                    &Frame::History {
+                        time_ms: entry.time_ms,
+                        from: entry.from.clone(),
+                        text: entry.text.clone(),
+                    },
+                );
+            }
         }
         self.send_to(id, now, &Frame::Members { names: members });
         if send_joined {

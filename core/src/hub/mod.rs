@@ -340,6 +340,10 @@ struct Room {
     /// In cluster mode: the replica was reset (the broker restarted, or
     /// the log lost events): members get `MEMBERS` anew once it settles.
     resync: bool,
+    /// In cluster mode: the room's events wait here while a joiner whose
+    /// `JOINED` came before its join's answer waits for that answer (which
+    /// holds its history).
+    awaiting_answer: Option<cluster::AwaitingAnswer>,
 }
 
 /// One end of a relayed transfer.
@@ -536,7 +540,10 @@ impl Hub {
     /// Bytes of room history the hub holds (see
     /// [`HubConfig::max_history_bytes`]).
     pub fn history_bytes(&self) -> usize {
-        self.history.bytes()
+        match &self.bus {
+            Some(bus) => bus.history_held(),
+            None => self.history.bytes(),
+        }
     }
 
     /// Whether `client` is over: the hub closed it ([`HubEvent::Closed`]
@@ -1452,6 +1459,7 @@ impl Hub {
             replica: None,
             joining: Vec::new(),
             resync: false,
+            awaiting_answer: None,
         });
         entry.members.push(id);
         let names = self.members_of(&key);
