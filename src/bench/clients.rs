@@ -9,6 +9,7 @@
 
 use super::machine;
 use super::memory::resident;
+use super::redis::RedisServer;
 use super::server::FerryServer;
 use super::table::align;
 use super::tls::{pinned, TlsStream};
@@ -41,6 +42,12 @@ pub struct ClientsOptions {
     /// fingerprint), so that the figure is what an idle TLS client costs.
     #[arg(long)]
     tls: bool,
+    /// Spread the clients over a cluster of N servers of the runtime on
+    /// one Redis (`ferry serve --cluster`, redis-server on a free port),
+    /// client i on server i mod N; the figure is then the servers' growth
+    /// together per client, with each server's and Redis' shown apart.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    cluster: Option<u32>,
     /// Seconds the whole run may take before the bench gives up.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -59,36 +66,56 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
             options.clients + SPARE_FILES
         ));
     }
-    let server = FerryServer::start(
-        options.runtime,
-        &[
-            "--max-clients".into(),
-            (count + 16).to_string(),
-            // Every client of the bench comes from 127.0.0.1, one source
-            // whose joins would be priced.
-            "--max-per-ip".into(),
-            (count + 16).to_string(),
-            "--source-flood-burst".into(),
-            u32::MAX.to_string(),
-            "--source-flood-rate".into(),
-            u32::MAX.to_string(),
-        ],
-    )?;
-    let tls = if options.tls {
-        Some(pinned(server.fingerprint()?))
-    } else {
-        None
+    let mut args: Vec<String> = vec![
+        "--max-clients".into(),
+        (count + 16).to_string(),
+        // Every client of the bench comes from 127.0.0.1, one source
+        // whose joins would be priced.
+        "--max-per-ip".into(),
+        (count + 16).to_string(),
+        "--source-flood-burst".into(),
+        u32::MAX.to_string(),
+        "--source-flood-rate".into(),
+        u32::MAX.to_string(),
+    ];
+    let redis = match options.cluster {
+        Some(_) => {
+            super::redis::find()?;
+            let redis = RedisServer::start(Duration::from_secs(10))?;
+            args.extend(["--cluster".into(), format!("redis://{}", redis.addr)]);
+            Some(redis)
+        }
+        None => None,
     };
+    let servers = (0..options.cluster.unwrap_or(1))
+        .map(|_| FerryServer::start(options.runtime, &args))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls = servers
+        .iter()
+        .map(|server| {
+            options
+                .tls
+                .then(|| server.fingerprint().map(pinned))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     std::thread::sleep(SETTLE);
-    let rss_before = resident(server.pid())?;
+    let rss = |servers: &[FerryServer]| -> Result<Vec<u64>, String> {
+        servers.iter().map(|s| resident(s.pid())).collect()
+    };
+    let rss_before = rss(&servers)?;
+    let redis_before = redis.as_ref().map(|r| resident(r.pid())).transpose()?;
     let kernel_before = tcp_memory_pages();
 
     eprintln!("connecting {count} clients");
     let start = Instant::now();
     let mut sockets = Vec::with_capacity(count);
     for i in 0..count {
-        sockets
-            .push(join(&server, i, tls.as_ref(), timeout).map_err(|e| format!("client {i}: {e}"))?);
+        let k = i % servers.len();
+        sockets.push(
+            join(&servers[k], i, tls[k].as_ref(), timeout)
+                .map_err(|e| format!("client {i}: {e}"))?,
+        );
         if Instant::now() >= deadline {
             return Err(super::process::timed_out(timeout));
         }
@@ -102,7 +129,8 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
         drain(&mut sockets)?;
     }
     std::thread::sleep(SETTLE);
-    let rss_after = resident(server.pid())?;
+    let rss_after = rss(&servers)?;
+    let redis_after = redis.as_ref().map(|r| resident(r.pid())).transpose()?;
     let kernel_after = tcp_memory_pages();
     let alive = server_alive(&mut sockets)?;
     if alive != count {
@@ -112,7 +140,12 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     }
 
     let kib = |bytes: f64| bytes / 1024.0;
-    let per_client = kib(rss_after.saturating_sub(rss_before) as f64) / count as f64;
+    let grown: Vec<u64> = rss_after
+        .iter()
+        .zip(&rss_before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .collect();
+    let per_client = kib(grown.iter().sum::<u64>() as f64) / count as f64;
     let page = 4096.0;
     let kernel = match (kernel_before, kernel_after) {
         (Some(before), Some(after)) => {
@@ -131,9 +164,13 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
             ""
         }
     );
+    if let Some(n) = options.cluster {
+        println!("cluster: {n} servers on one Redis, client i on server i mod {n}");
+    }
     println!("command: {}", machine::command_line());
     println!();
     let mib = |bytes: u64| format!("{:.1}", bytes as f64 / 1048576.0);
+    let (rss_before, rss_after) = (rss_before.iter().sum(), rss_after.iter().sum());
     let lines = vec![
         [
             "server",
@@ -149,7 +186,10 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
         .collect(),
         vec![
             format!(
-                "ferry ({}){}",
+                "ferry {}({}){}",
+                options
+                    .cluster
+                    .map_or(String::new(), |n| format!("cluster x{n} ")),
                 options.runtime.name(),
                 if options.tls { " tls" } else { "" }
             ),
@@ -163,7 +203,23 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     ];
     print!("{}", align(&lines));
     println!();
-    println!("KiB per client: growth of the server's resident memory (VmRSS) over the clients.");
+    if options.cluster.is_some() {
+        let each: Vec<String> = grown
+            .iter()
+            .zip(servers.iter().map(|_| count.div_ceil(servers.len())))
+            .map(|(bytes, clients)| format!("{:.2}", kib(*bytes as f64) / clients as f64))
+            .collect();
+        println!("KiB per client on each server: {}", each.join(", "));
+        if let (Some(before), Some(after)) = (redis_before, redis_after) {
+            println!(
+                "Redis: {} -> {} MiB, {:.2} KiB per client (names, members, the log of {count} joins)",
+                mib(before),
+                mib(after),
+                kib(after.saturating_sub(before) as f64) / count as f64
+            );
+        }
+    }
+    println!("KiB per client: growth of the servers' resident memory (VmRSS) over the clients.");
     println!("Kernel TCP: growth of the socket buffer memory of the whole system (/proc/net/");
     println!("sockstat, TCP mem) over the clients, both ends of each connection; not in the RSS.");
     Ok(())
