@@ -148,21 +148,9 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
                 &cluster.url,
                 id,
                 settings,
-                Arc::new(move |input| {
-                    match &input {
-                        BusInput::Down { reason } => log(&format!(
-                            "cluster: Redis cannot be reached ({reason}); messages are refused until it is back"
-                        )),
-                        BusInput::Up => log("cluster: Redis is back"),
-                        BusInput::Reaped => log(
-                            "cluster: this server missed its lease and was taken for gone; its clients are told to connect again",
-                        ),
-                        BusInput::Restarted { .. } => log(
-                            "cluster: Redis is back but restarted empty; members claim their names again",
-                        ),
-                        _ => {}
-                    }
-                    control.bus(input)
+                Arc::new(move |inputs: Vec<BusInput>| {
+                    inputs.iter().for_each(log_link_state);
+                    control.bus(inputs)
                 }),
             ) {
                 Ok(link) => {
@@ -341,6 +329,24 @@ fn limits_line(
             format!("log lines per source: {log_burst} at once, then {log_rate} a second")
         },
     )
+}
+
+/// Says in the log what the cluster link's state changes mean for clients.
+fn log_link_state(input: &BusInput) {
+    match input {
+        BusInput::Down { reason } => log(&format!(
+            "cluster: Redis cannot be reached ({reason}); messages are refused until it is back"
+        )),
+        BusInput::Up => log("cluster: Redis is back"),
+        BusInput::Reaped => log(
+            "cluster: this server missed its lease and was taken for gone; \
+             its clients are told to connect again",
+        ),
+        BusInput::Restarted { .. } => {
+            log("cluster: Redis is back but restarted empty; members claim their names again")
+        }
+        _ => {}
+    }
 }
 
 /// Turns notices into log lines, within a budget per source. User and room

@@ -26,6 +26,10 @@ pub struct Scenario {
     pub size: usize,
     /// Messages in flight at most, shared evenly among the publishers.
     pub window: u64,
+    /// Messages per second at most, all publishers together: a load below
+    /// what the server carries, for latency without queues. `None`: as
+    /// fast as the window allows.
+    pub rate: Option<u64>,
     pub timeout: Duration,
 }
 
@@ -104,6 +108,7 @@ pub fn run<P: Peer>(
         messages,
         size,
         window,
+        rate,
         timeout,
     } = scenario;
     let mut poll = Poll::new().map_err(|e| format!("cannot poll: {e}"))?;
@@ -169,12 +174,21 @@ pub fn run<P: Peer>(
                 timeout.as_secs()
             ));
         }
+        // What each publisher may have sent by now at the rate (evenly
+        // spread: every publisher its share of each second).
+        let paced = rate.map(|rate| {
+            let total = (epoch.elapsed().as_secs_f64() * rate as f64) as u64;
+            total / publishers as u64 + 1
+        });
         // Top up every publisher's window, one batch per write.
         for p in 0..publishers {
             let client = &mut clients[subscribers + p];
             let acknowledged = delivered[p] / subscribers as u64;
             let mut queued = false;
-            while sent[p] < quota[p] && sent[p] - acknowledged < share {
+            while sent[p] < quota[p]
+                && sent[p] - acknowledged < share
+                && paced.is_none_or(|allowed| sent[p] < allowed)
+            {
                 let stamp = epoch.elapsed().as_nanos() as u64;
                 Probe {
                     sender: p as u32,
@@ -200,7 +214,9 @@ pub fn run<P: Peer>(
             }
         }
 
-        match poll.poll(&mut events, Some(Duration::from_millis(50))) {
+        // Paced, it wakes every millisecond to send what is due.
+        let wait = Duration::from_millis(if rate.is_some() { 1 } else { 50 });
+        match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("cannot poll: {e}")),

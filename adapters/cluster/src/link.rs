@@ -27,8 +27,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Where a link's answers, events and state changes go.
-pub type Deliver = Arc<dyn Fn(BusInput) + Send + Sync>;
+/// Where a link's answers, events and state changes go, in order: all
+/// that one round trip or one read brought in one call (never empty).
+pub type Deliver = Arc<dyn Fn(Vec<BusInput>) + Send + Sync>;
 
 /// What a [`Link`] needs besides the broker's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,9 +260,7 @@ impl Writer {
             match broker.execute_all(self.server, self.queue.range(..in_flight), None) {
                 Ok(answers) => {
                     self.queue.drain(..in_flight);
-                    for answer in answers {
-                        (self.deliver)(answer);
-                    }
+                    (self.deliver)(answers);
                 }
                 Err(e) => {
                     self.broker = None;
@@ -281,25 +280,29 @@ impl Writer {
     fn went_down(&mut self, error: &ClusterError, in_flight: usize) {
         if self.up {
             self.up = false;
-            (self.deliver)(BusInput::Down {
+            (self.deliver)(vec![BusInput::Down {
                 reason: error.to_string(),
-            });
+            }]);
         }
         let why = error.to_string();
         let mut kept = VecDeque::with_capacity(self.queue.len());
+        let mut refused = Vec::new();
         for (i, request) in self.queue.drain(..).enumerate() {
             let must_reach = i < in_flight
                 || matches!(request, BusRequest::Leave { .. } | BusRequest::Sync { .. });
             if must_reach {
                 kept.push_back(request);
             } else {
-                (self.deliver)(BusInput::Answer {
+                refused.push(BusInput::Answer {
                     op: request.op(),
                     answer: refusal::unavailable(&why),
                 });
             }
         }
         self.queue = kept;
+        if !refused.is_empty() {
+            (self.deliver)(refused);
+        }
     }
 
     /// Tries to connect again with backoff, until it works or the link is
@@ -320,10 +323,10 @@ impl Writer {
                 if run_id != self.run_id {
                     self.run_id = run_id.clone();
                     self.up = true;
-                    (self.deliver)(BusInput::Restarted { broker: run_id });
+                    (self.deliver)(vec![BusInput::Restarted { broker: run_id }]);
                 } else if !self.up {
                     self.up = true;
-                    (self.deliver)(BusInput::Up);
+                    (self.deliver)(vec![BusInput::Up]);
                 }
                 return true;
             }
@@ -346,7 +349,7 @@ impl Writer {
         match beat {
             Ok((true, _)) => {}
             // Renewed now, but the others had taken it for gone.
-            Ok((false, _)) => (self.deliver)(BusInput::Reaped),
+            Ok((false, _)) => (self.deliver)(vec![BusInput::Reaped]),
             Err(e) => {
                 self.broker = None;
                 self.went_down(&e, 0);
@@ -380,7 +383,7 @@ impl Reader {
                     if run_id != self.run_id {
                         self.run_id = run_id.clone();
                         after = "0-0".into();
-                        (self.deliver)(BusInput::Restarted { broker: run_id });
+                        (self.deliver)(vec![BusInput::Restarted { broker: run_id }]);
                     }
                 }
                 continue;
@@ -391,11 +394,11 @@ impl Reader {
                     if let Some(last) = batch.last_id {
                         after = last;
                     }
-                    for event in batch.events {
-                        (self.deliver)(BusInput::Event(event));
-                    }
-                    for direct in directs {
-                        (self.deliver)(direct);
+                    let mut inputs: Vec<BusInput> =
+                        batch.events.into_iter().map(BusInput::Event).collect();
+                    inputs.extend(directs);
+                    if !inputs.is_empty() {
+                        (self.deliver)(inputs);
                     }
                 }
                 Err(_) => broker = None,

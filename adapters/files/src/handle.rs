@@ -110,9 +110,13 @@ impl ServerControl {
     }
 
     /// In cluster mode: hands the hub what its broker link brings (answers,
-    /// the log's events, direct messages, the link's state).
-    pub fn bus(&self, input: ferry_core::cluster::BusInput) {
-        (self.command)(ServerCommand::Bus(input));
+    /// the log's events, direct messages, the link's state), in order: all
+    /// that one read or one round trip brought at once, for one wake of the
+    /// server's loop rather than one each.
+    pub fn bus(&self, inputs: Vec<ferry_core::cluster::BusInput>) {
+        if !inputs.is_empty() {
+            (self.command)(ServerCommand::Bus(inputs));
+        }
     }
 }
 

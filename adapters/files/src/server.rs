@@ -87,9 +87,9 @@ pub enum ServerCommand {
     Announce(String),
     /// Tell every client (`ERROR SHUTDOWN` with this reason) and stop.
     Shutdown(String),
-    /// In cluster mode: what the broker link brings for the hub
-    /// ([`Hub::handle_bus`](ferry_core::Hub::handle_bus)).
-    Bus(BusInput),
+    /// In cluster mode: what the broker link brings for the hub, in order
+    /// ([`Hub::handle_bus`](ferry_core::Hub::handle_bus), each).
+    Bus(Vec<BusInput>),
 }
 
 /// The inbox side of a hub: one [`FileTransfers`] per client, fed the

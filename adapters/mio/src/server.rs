@@ -320,7 +320,11 @@ impl Server {
                     }
                 }
                 Ok(ServerCommand::Shutdown(reason)) => self.begin_shutdown(now, &reason),
-                Ok(ServerCommand::Bus(input)) => self.hub.handle_bus(now, input),
+                Ok(ServerCommand::Bus(inputs)) => {
+                    for input in inputs {
+                        self.hub.handle_bus(now, input);
+                    }
+                }
                 Ok(_) => {}
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {

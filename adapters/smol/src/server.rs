@@ -286,7 +286,11 @@ impl Server {
                     self.flush_all(&inputs, now + SHUTDOWN_FLUSH).await;
                     return Ok(());
                 }
-                Wake::Command(ServerCommand::Bus(input)) => self.hub.handle_bus(now, input),
+                Wake::Command(ServerCommand::Bus(inputs)) => {
+                    for input in inputs {
+                        self.hub.handle_bus(now, input);
+                    }
+                }
                 // `ServerCommand` may grow; a command this runtime does not
                 // know is ignored rather than fatal.
                 Wake::Command(_) => {}

@@ -128,7 +128,11 @@ pub fn spawn_server_tls(
                 state.stopping.store(true, Ordering::SeqCst);
                 state.stopped.notify_all();
             }
-            ServerCommand::Bus(input) => shared.hub.handle_bus(now, input),
+            ServerCommand::Bus(inputs) => {
+                for input in inputs {
+                    shared.hub.handle_bus(now, input);
+                }
+            }
             _ => {}
         }
         shared.after(now);

@@ -369,7 +369,11 @@ impl Server {
                 Poll::Ready(Some(ServerCommand::Shutdown(reason))) => {
                     self.begin_shutdown(now, &reason)
                 }
-                Poll::Ready(Some(ServerCommand::Bus(input))) => self.hub.handle_bus(now, input),
+                Poll::Ready(Some(ServerCommand::Bus(inputs))) => {
+                    for input in inputs {
+                        self.hub.handle_bus(now, input);
+                    }
+                }
                 Poll::Ready(Some(_)) => {}
                 Poll::Pending => return,
                 Poll::Ready(None) => {
