@@ -221,9 +221,9 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         };
         let now = Instant::now();
         match received {
-            Ok(ServerNotice::Bus(request)) => {
+            Ok(ServerNotice::Bus(requests)) => {
                 if let Some(link) = &link {
-                    link.send(request);
+                    link.send_all(requests);
                 }
             }
             Ok(notice) => {

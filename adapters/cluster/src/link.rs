@@ -71,7 +71,7 @@ impl LinkSettings {
 }
 
 enum Control {
-    Request(BusRequest),
+    Requests(Vec<BusRequest>),
     Close,
 }
 
@@ -167,7 +167,16 @@ impl Link {
 
     /// Hands a request of the hub to the writer (never waits).
     pub fn send(&self, request: BusRequest) {
-        let _ = self.control.send(Control::Request(request));
+        self.send_all(vec![request]);
+    }
+
+    /// Hands requests of the hub to the writer, in order (never waits):
+    /// all that one turn of the server's loop made, for one wake of the
+    /// writer.
+    pub fn send_all(&self, requests: Vec<BusRequest>) {
+        if !requests.is_empty() {
+            let _ = self.control.send(Control::Requests(requests));
+        }
     }
 
     /// Carries out what was sent before (the leaves of a server shutting
@@ -220,14 +229,14 @@ impl Writer {
             let wait = next_beat.saturating_duration_since(Instant::now());
             if self.queue.is_empty() && !closing {
                 match requests.recv_timeout(wait) {
-                    Ok(Control::Request(r)) => self.queue.push_back(r),
+                    Ok(Control::Requests(r)) => self.queue.extend(r),
                     Ok(Control::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
             loop {
                 match requests.try_recv() {
-                    Ok(Control::Request(r)) => self.queue.push_back(r),
+                    Ok(Control::Requests(r)) => self.queue.extend(r),
                     Ok(Control::Close) => closing = true,
                     Err(_) => break,
                 }

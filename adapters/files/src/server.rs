@@ -52,12 +52,13 @@ pub enum ServerNotice {
     /// An operator command could not be carried out (an announcement over
     /// the message cap, ...).
     CommandFailed(String),
-    /// In cluster mode: a request of the hub for the cluster's broker
-    /// ([`Hub::poll_bus`](ferry_core::Hub::poll_bus)), to be handed to the
-    /// broker link in the order notices come; the answer comes back as
+    /// In cluster mode: requests of the hub for the cluster's broker
+    /// ([`Hub::poll_bus`](ferry_core::Hub::poll_bus)), all that one turn of
+    /// the server's loop made, in order, to be handed to the broker link in
+    /// the order notices come; the answers come back as
     /// [`ServerCommand::Bus`] (through
     /// [`ServerControl::bus`](crate::ServerControl::bus)).
-    Bus(BusRequest),
+    Bus(Vec<BusRequest>),
     /// A source kept presenting wrong tokens and is turned away for `ban`
     /// (one notice however many connections it makes meanwhile).
     SourceBanned {

@@ -196,8 +196,9 @@ impl Shared {
                     let _ = writer.send(false);
                 }
             }
-            while let Some(request) = self.hub.poll_bus() {
-                let _ = self.notices.send(ServerNotice::Bus(request));
+            let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
+            if !requests.is_empty() {
+                let _ = self.notices.send(ServerNotice::Bus(requests));
             }
             if !progressed {
                 return;

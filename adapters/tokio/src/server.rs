@@ -414,8 +414,9 @@ impl Server {
                 self.flush(id, now);
                 self.maybe_finish(id, now);
             }
-            while let Some(request) = self.hub.poll_bus() {
-                self.notify(ServerNotice::Bus(request));
+            let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
+            if !requests.is_empty() {
+                self.notify(ServerNotice::Bus(requests));
             }
             if !progressed {
                 return;
