@@ -613,6 +613,10 @@ fn check_history(cluster: &Cluster) -> Result<(), TestCaseError> {
             prop_assert_eq!(&got[..], expected, "{}'s history", name);
         }
     }
+    // Everyone settled: nothing is held for joiners any more.
+    for server in cluster.servers.iter().filter(|s| s.alive) {
+        prop_assert_eq!(server.hub.history_bytes(), 0);
+    }
     for u in cluster.users.iter().flatten() {
         let history: Vec<String> = u
             .seen

@@ -167,7 +167,8 @@ impl Replica {
     }
 }
 
-fn weight(event: &RoomEvent) -> usize {
+/// Bytes an event held in memory is counted as.
+pub(crate) fn weight(event: &RoomEvent) -> usize {
     HELD_EVENT_COST
         + event.room_key.len()
         + match &event.kind {

@@ -16,7 +16,7 @@
 //!   goes).
 
 use super::{ClientId, Hub, HubEvent, Link, Room};
-use crate::cluster::replica::{Offered, Replica};
+use crate::cluster::replica::{self, Offered, Replica, HELD_MAX};
 use crate::cluster::{
     Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot,
 };
@@ -50,17 +50,22 @@ pub(super) struct Bus {
     /// Bytes of history held for joiners until they enter (see
     /// [`HeldHistory`]).
     history_held: Arc<AtomicUsize>,
+    /// Bytes of room events held for joiners' answers, every room's
+    /// together (see [`AwaitingAnswer`]).
+    awaiting_bytes: usize,
 }
 
 /// A room's events from a joiner's `JOINED` on, held until the answer to
 /// its join (which carries the room's history) arrives: the log and the
 /// answers come on different connections, and the joiner must get its
 /// history before `MEMBERS`. Usually a fraction of a millisecond; past
-/// [`AWAITING_EVENTS_MAX`] events the room goes on and the joiner enters
+/// [`AWAITING_EVENTS_MAX`] events or [`HELD_MAX`] bytes (or, every room's
+/// together, `max_history_bytes`) the room goes on and the joiner enters
 /// without its history.
 pub(super) struct AwaitingAnswer {
     op: OpId,
     events: Vec<RoomEvent>,
+    bytes: usize,
 }
 
 /// Events a room holds for a joiner's answer at most.
@@ -137,12 +142,14 @@ impl Bus {
             up: true,
             restarted: None,
             history_held: Arc::new(AtomicUsize::new(0)),
+            awaiting_bytes: 0,
         }
     }
 
-    /// Bytes of history held for joiners.
+    /// Bytes held for joiners: their histories, and room events waiting
+    /// for their answers.
     pub(super) fn history_held(&self) -> usize {
-        self.history_held.load(Ordering::Relaxed)
+        self.history_held.load(Ordering::Relaxed) + self.awaiting_bytes
     }
 
     /// Holds the newest of `history` that fit in `budget` for a joiner,
@@ -456,9 +463,20 @@ impl Hub {
         }
         if room.awaiting_answer.as_ref().is_some_and(|w| w.op == op) {
             let waiting = room.awaiting_answer.take();
-            for event in waiting.into_iter().flat_map(|w| w.events) {
-                self.on_room_event(now, event);
-            }
+            self.release_awaiting(now, waiting);
+        }
+    }
+
+    /// Goes on with a room's events that waited for a joiner's answer.
+    fn release_awaiting(&mut self, now: Instant, waiting: Option<AwaitingAnswer>) {
+        let Some(waiting) = waiting else {
+            return;
+        };
+        if let Some(bus) = self.bus.as_mut() {
+            bus.awaiting_bytes -= waiting.bytes;
+        }
+        for event in waiting.events {
+            self.on_room_event(now, event);
         }
     }
 
@@ -599,7 +617,11 @@ impl Hub {
                 continue;
             };
             // Events of the broker that is gone: the room learns itself anew.
-            room.awaiting_answer = None;
+            if let Some(waiting) = room.awaiting_answer.take() {
+                if let Some(bus) = self.bus.as_mut() {
+                    bus.awaiting_bytes -= waiting.bytes;
+                }
+            }
             let min_seq = room.replica.as_mut().map_or(0, Replica::reset);
             room.resync = true;
             let room_name = room.name.clone();
@@ -777,12 +799,22 @@ impl Hub {
         let server = self.cluster_server();
         let key = event.room_key.clone();
         let history = self.config.history > 0;
+        let max_awaiting = self.config.max_history_bytes;
+        let awaiting_bytes = self.bus.as_ref().map_or(0, |b| b.awaiting_bytes);
         let Some(room) = self.rooms.get_mut(&key) else {
             return;
         };
+        let weight = replica::weight(&event);
         if let Some(waiting) = room.awaiting_answer.as_mut() {
-            if waiting.events.len() < AWAITING_EVENTS_MAX {
+            if waiting.events.len() < AWAITING_EVENTS_MAX
+                && waiting.bytes + weight <= HELD_MAX
+                && awaiting_bytes + weight <= max_awaiting
+            {
                 waiting.events.push(event);
+                waiting.bytes += weight;
+                if let Some(bus) = self.bus.as_mut() {
+                    bus.awaiting_bytes += weight;
+                }
                 return;
             }
             // Too long: the room goes on, the joiner without its history
@@ -794,9 +826,7 @@ impl Hub {
                     joiner.seq = seq;
                 }
             }
-            for held in waiting.into_iter().flat_map(|w| w.events) {
-                self.on_room_event(now, held);
-            }
+            self.release_awaiting(now, waiting);
             self.on_room_event(now, event);
             return;
         }
@@ -808,11 +838,19 @@ impl Hub {
             .then(|| room.joining.iter().find(|j| j.op == event.op))
             .flatten();
         let ours = joiner.is_some();
-        if history && replica.seq().is_some() && joiner.is_some_and(|j| j.seq.is_none()) {
+        if history
+            && replica.seq().is_some()
+            && joiner.is_some_and(|j| j.seq.is_none())
+            && awaiting_bytes + weight <= max_awaiting
+        {
             room.awaiting_answer = Some(AwaitingAnswer {
                 op: event.op,
                 events: vec![event],
+                bytes: weight,
             });
+            if let Some(bus) = self.bus.as_mut() {
+                bus.awaiting_bytes += weight;
+            }
             return;
         }
         let (seq, op) = (event.seq, event.op);

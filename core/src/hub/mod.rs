@@ -538,7 +538,9 @@ impl Hub {
     }
 
     /// Bytes of room history the hub holds (see
-    /// [`HubConfig::max_history_bytes`]).
+    /// [`HubConfig::max_history_bytes`]): on its own, every room's; in a
+    /// cluster, what it holds for joiners until they enter (their
+    /// histories, and room events waiting for their answers).
     pub fn history_bytes(&self) -> usize {
         match &self.bus {
             Some(bus) => bus.history_held(),
