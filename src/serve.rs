@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What `ferry serve` needs besides the hub's configuration.
@@ -144,15 +144,24 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
             let settings = ferry_cluster::LinkSettings::default()
                 .lease(cluster.lease)
                 .broker(broker);
-            match ferry_cluster::Link::start(
-                &cluster.url,
-                id,
-                settings,
+            match ferry_cluster::Link::start(&cluster.url, id, settings, {
+                // Both threads of the link notice a restarted Redis;
+                // the log says it once per restart.
+                let restarts = Mutex::new(None::<String>);
                 Arc::new(move |inputs: Vec<BusInput>| {
-                    inputs.iter().for_each(log_link_state);
+                    for input in &inputs {
+                        if let BusInput::Restarted { broker } = input {
+                            let mut last = restarts.lock().unwrap_or_else(|e| e.into_inner());
+                            if last.as_ref() == Some(broker) {
+                                continue;
+                            }
+                            *last = Some(broker.clone());
+                        }
+                        log_link_state(input);
+                    }
                     control.bus(inputs)
-                }),
-            ) {
+                })
+            }) {
                 Ok(link) => {
                     log(&format!(
                         "cluster: server {id} on {}, lease {} s",
