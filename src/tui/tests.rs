@@ -192,6 +192,37 @@ fn own_messages_stand_out_and_notices_are_dimmed() {
 }
 
 #[test]
+fn history_is_dimmed_and_marked_earlier_with_its_time() {
+    let now = Instant::now();
+    let mut app = app(now);
+    welcomed(&mut app, now);
+    event(
+        &mut app,
+        Event::History {
+            // 2025-12-02T14:05:00Z.
+            time_ms: 1_764_684_300_000,
+            from: "carol".into(),
+            text: "before you came".into(),
+        },
+        now,
+    );
+    event(
+        &mut app,
+        Event::History {
+            time_ms: 0,
+            from: "".into(),
+            text: "maintenance tonight".into(),
+        },
+        now,
+    );
+    let buffer = render(&app);
+    let (x, y) = find(&buffer, "(earlier, 14:05 UTC) <carol> before you came").unwrap();
+    assert!(buffer[(x, y)].modifier.contains(Modifier::DIM));
+    assert!(buffer[(x, y)].modifier.contains(Modifier::ITALIC));
+    assert!(find(&buffer, "(earlier) ** maintenance tonight").is_some());
+}
+
+#[test]
 fn the_user_list_follows_the_room() {
     let now = Instant::now();
     let mut app = chatting(now);
