@@ -6,8 +6,8 @@ use crate::config::{ClientConfig, Config};
 use crate::error::{Error, LimitExceeded, Malformed, Misuse, Violation};
 use crate::filename::check_file_name;
 use crate::frame::{
-    Frame, Hash, ResumeKey, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN, MIN_DATA, PREAMBLE,
-    VERSION,
+    features, frame_type, Frame, Hash, ResumeKey, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN,
+    MIN_DATA, PREAMBLE, VERSION,
 };
 use crate::input::{InputBuffer, SHARED_BELOW};
 use crate::outbox::Outbox;
@@ -245,6 +245,14 @@ pub struct Connection {
     pending_resume: Option<(TransferId, ResumeKey)>,
     /// Server role: the secret a `RECLAIM` before `HELLO` presented.
     reclaim: Option<SessionSecret>,
+    /// The bits of the peer's last `FEATURES` (0 until it sends one).
+    peer_features: u32,
+    /// Whether tree frames from the peer are known here: only once this
+    /// side has announced trees in `FEATURES` or offered a tree itself;
+    /// before that they are critical types this side does not know.
+    speaks_trees: bool,
+    /// Server role: the client's first `FEATURES` was answered.
+    features_answered: bool,
     name: Text,
     room: Text,
 }
@@ -311,12 +319,21 @@ impl Connection {
             send_cursor: 0,
             pending_resume: None,
             reclaim: None,
+            peer_features: 0,
+            speaks_trees: false,
+            features_answered: false,
             name: Text::new(),
             room: Text::new(),
         }
     }
 
     // ----- getters -------------------------------------------------------
+
+    /// The bits of the peer's last `FEATURES` frame
+    /// ([`features`]); 0 if it sent none.
+    pub fn peer_features(&self) -> u32 {
+        self.peer_features
+    }
 
     /// Client or server side.
     pub fn role(&self) -> Role {
@@ -420,6 +437,15 @@ impl Connection {
             let taken = self.inbuf.take_piece(data, self.frame_limit());
             data = &data[taken..];
             while self.phase != Phase::Closed {
+                // Tree frames are unknown critical types to a side that
+                // never said it speaks them, decided from the header alone
+                // as for any unknown type (`docs/PROTOCOL.md` §6.12.1).
+                if let Some(t) = self.inbuf.next_type() {
+                    if frame_type::is_tree(t) && !self.speaks_trees {
+                        self.fail(Malformed::UnknownFrameType(t).into(), now);
+                        break;
+                    }
+                }
                 match self.inbuf.decode(self.frame_limit()) {
                     Ok(Some(frame)) => {
                         let priced = self.charge_control_frame(&frame, now);
@@ -440,6 +466,12 @@ impl Connection {
     /// flood of `PING`s) count against the same limit as what a room sends
     /// it: past it, the peer is dropped as a slow reader rather than let the
     /// queue grow without end.
+    /// The `FEATURES` bits this side announces: none yet (trees are taken
+    /// once the inbox can store them).
+    fn own_features(&self) -> u32 {
+        0
+    }
+
     fn check_unread_answers(&mut self, now: Instant) {
         if self.phase == Phase::Open && self.outbox.control_len() > self.config.max_outgoing {
             let limit = self.config.max_outgoing;
@@ -1341,8 +1373,27 @@ impl Connection {
                 | Frame::Resume { .. }
                 | Frame::ResumeKey { .. }
                 | Frame::Session { .. }
-                | Frame::Reclaim { .. },
+                | Frame::Reclaim { .. }
+                | Frame::Features { .. },
             ) => Ok(()),
+            (Phase::Open, Role::Client, Frame::Features { bits }) => {
+                self.peer_features = bits;
+                Ok(())
+            }
+            // A server answers a client's first FEATURES with its own, at
+            // once (`docs/PROTOCOL.md` §6.12.1); later ones are ignored.
+            (Phase::Open, Role::Server, Frame::Features { bits }) => {
+                if !self.features_answered {
+                    self.features_answered = true;
+                    self.peer_features = bits;
+                    let ours = self.own_features();
+                    self.queue(&Frame::Features { bits: ours }, now);
+                    if ours & features::TREES != 0 {
+                        self.speaks_trees = true;
+                    }
+                }
+                Ok(())
+            }
             (Phase::Open, Role::Client, Frame::Session { secret }) => {
                 self.events.push_back(Event::Session { secret });
                 Ok(())
