@@ -58,6 +58,12 @@ pub struct Config {
     pub frame_burst: u32,
     /// Server role: control frames a client may send per second on average.
     pub frame_per_second: u32,
+    /// Take trees (folders sent whole, `docs/PROTOCOL.md` §6.12) within
+    /// these limits: a server with them announces trees in its answer to
+    /// a client's `FEATURES`. `None` (the default): trees are refused, as
+    /// by a peer that does not know them. Set it only where the
+    /// application handles [`TransferEvent::TreeManifest`](crate::transfer::TransferEvent::TreeManifest).
+    pub trees: Option<crate::tree::TreeLimits>,
 }
 
 impl Default for Config {
@@ -74,6 +80,7 @@ impl Default for Config {
             max_outgoing: 1 << 20,
             frame_burst: 100,
             frame_per_second: 50,
+            trees: None,
         }
     }
 }
@@ -91,6 +98,7 @@ impl Config {
         max_outgoing: usize => "Sets the chat and control bytes that may wait for a slow reader.";
         frame_burst: u32 => "Sets the control frames a client may send in a burst (server role).";
         frame_per_second: u32 => "Sets the control frames a client may send per second (server role).";
+        trees: Option<crate::tree::TreeLimits> => "Takes trees within these limits (`None`: refuses them).";
     }
 
     /// What a server announces in `WELCOME`.

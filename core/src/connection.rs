@@ -20,6 +20,8 @@ use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+pub(crate) mod tree_receive;
+
 /// Which end of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -466,10 +468,14 @@ impl Connection {
     /// flood of `PING`s) count against the same limit as what a room sends
     /// it: past it, the peer is dropped as a slow reader rather than let the
     /// queue grow without end.
-    /// The `FEATURES` bits this side announces: none yet (trees are taken
-    /// once the inbox can store them).
+    /// The `FEATURES` bits this side announces: trees if it has limits for
+    /// them.
     fn own_features(&self) -> u32 {
-        0
+        if self.config.trees.is_some() {
+            features::TREES
+        } else {
+            0
+        }
     }
 
     fn check_unread_answers(&mut self, now: Instant) {
@@ -508,6 +514,11 @@ impl Connection {
                 | Frame::Cancel { .. }
                 | Frame::Data { .. }
                 | Frame::Credit { .. }
+                | Frame::TreeOffer { .. }
+                // Each file of a tree at most once, in order: bounded by
+                // the manifest, which was priced whole.
+                | Frame::TreeFile { .. }
+                | Frame::TreeFileDone { .. }
         );
         if priced_elsewhere {
             return Ok(());
@@ -948,7 +959,9 @@ impl Connection {
         code: Code,
         reason: &str,
     ) -> Result<(), Misuse> {
-        self.incoming_offered(id)?;
+        if !self.is_unanswered_tree(id) {
+            self.incoming_offered(id)?;
+        }
         self.transfers.remove(&id);
         self.queue(
             &Frame::Reject {
@@ -1073,6 +1086,8 @@ impl Connection {
                     self.send_accept(now, id, target, window, prefix);
                 }
             }
+            // A tree asks for no chunks.
+            Transfer::Tree(_) => return Err(unrequested),
         }
         self.fill_requests();
         Ok(())
@@ -1140,6 +1155,9 @@ impl Connection {
         id: TransferId,
         upto: u64,
     ) -> Result<(), Misuse> {
+        if self.is_incoming_tree(id) {
+            return self.confirm_tree_written(now, id, upto);
+        }
         let Some(Transfer::Incoming(incoming)) = self.transfers.get_mut(&id) else {
             return Err(Misuse::NoSuchTransfer(id));
         };
@@ -1183,6 +1201,7 @@ impl Connection {
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse> {
         let credited = match self.transfers.get(&id) {
+            Some(Transfer::Tree(_)) => self.finish_tree(id).ok_or(Misuse::NoSuchTransfer(id))?,
             Some(Transfer::Incoming(Incoming {
                 state:
                     InState::Receiving {
@@ -1629,7 +1648,18 @@ impl Connection {
         resume: Option<(TransferId, ResumeKey)>,
     ) -> Result<(), Error> {
         let name = frame.name();
+        if self.on_tree_frame(now, &frame)? {
+            return Ok(());
+        }
         match frame {
+            Frame::TreeOffer {
+                id,
+                total_size,
+                manifest_len,
+                name,
+                peer,
+            } => self.on_tree_offer(now, id, total_size, manifest_len, name, peer, resume),
+            Frame::TreeManifest { id, part } => self.on_tree_manifest(now, id, part),
             Frame::Offer {
                 id,
                 size,

@@ -846,7 +846,18 @@ impl Hub {
         })
     }
 
-    /// Declines an upload offered to the inbox.
+    /// Takes a tree offered to the inbox once its manifest is in; see
+    /// [`Connection::accept_tree`].
+    pub fn accept_tree(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.accept_tree(now, id))
+    }
+
+    /// Declines an upload (a file or a tree) offered to the inbox.
     pub fn reject(
         &mut self,
         client: ClientId,
@@ -1731,7 +1742,7 @@ impl Hub {
         // each sets disk or a peer to work, and the pair made 392,000 empty
         // files in 40 s when they were free.
         let priced = match &event {
-            TransferEvent::Offered { .. } => true,
+            TransferEvent::Offered { .. } | TransferEvent::TreeOffered { .. } => true,
             TransferEvent::Ended {
                 outcome: Outcome::Cancelled { by_peer: true, .. },
                 ..
@@ -1739,7 +1750,9 @@ impl Hub {
             _ => false,
         };
         if priced && !self.take_token(id, now) {
-            if let TransferEvent::Offered { id: tid, .. } = event {
+            if let TransferEvent::Offered { id: tid, .. }
+            | TransferEvent::TreeOffered { id: tid, .. } = event
+            {
                 let reason = "over the flood limit: offer again later";
                 self.relay_call(id, now, |c| c.reject(now, tid, Code::FLOODING, reason), tid);
                 return;
