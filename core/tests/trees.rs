@@ -540,8 +540,19 @@ fn a_rejected_tree_ignores_its_parts_in_flight() {
     let now = Instant::now();
     let mut server = server(config(), now);
     let (manifest, _) = demo();
-    let bytes = manifest.encode();
-    server.handle_input(now, &encode(&[offer(0, &manifest, "demo")]));
+    let bytes = Bytes::from(manifest.encode());
+    server.handle_input(
+        now,
+        &encode(&[
+            offer(0, &manifest, "demo"),
+            Frame::TreeManifest {
+                id: 0,
+                part: bytes.slice(..20),
+            },
+        ]),
+    );
+    let held = server.manifest_bytes_held();
+    assert!((20..=2 * bytes.len()).contains(&held), "{held}");
     assert!(matches!(
         &events(&mut server)[..],
         [Event::Transfer(TransferEvent::TreeOffered { id: 0, .. })]
@@ -550,13 +561,15 @@ fn a_rejected_tree_ignores_its_parts_in_flight() {
         .reject(now, 0, Code::INBOX_FULL, "inbox full")
         .unwrap();
     assert_eq!(rejected(&mut server), Code::INBOX_FULL);
+    assert_eq!(server.manifest_bytes_held(), 0, "freed with the refusal");
     server.handle_input(
         now,
         &encode(&[Frame::TreeManifest {
             id: 0,
-            part: bytes.into(),
+            part: bytes.slice(20..),
         }]),
     );
+    assert_eq!(server.manifest_bytes_held(), 0);
     assert!(sent(&mut server).is_empty());
     assert!(server.is_open());
 }

@@ -1,6 +1,6 @@
 //! Answering a connection's transfer events with file I/O.
 
-use crate::disk::{DiskQueue, Done, IncomingFile, Wake};
+use crate::disk::{DiskQueue, Done, IncomingFile, IncomingTree, Wake};
 use crate::inbox::{Inbox, Sender};
 use crate::sending::Sending;
 use bytes::Bytes;
@@ -57,6 +57,8 @@ pub trait TransferControl {
         id: TransferId,
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse>;
+    /// See [`Connection::accept_tree`].
+    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse>;
 }
 
 impl TransferControl for Connection {
@@ -106,6 +108,9 @@ impl TransferControl for Connection {
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse> {
         Connection::finish_receive(self, now, id, result)
+    }
+    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
+        Connection::accept_tree(self, now, id)
     }
 }
 
@@ -166,6 +171,9 @@ impl TransferControl for HubClient<'_> {
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse> {
         self.hub.finish_receive(self.client, now, id, result)
+    }
+    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
+        self.hub.accept_tree(self.client, now, id)
     }
 }
 
@@ -322,6 +330,8 @@ pub struct FileTransfers {
     inbox: Option<Inbox>,
     policy: OfferPolicy,
     receiving: HashMap<TransferId, Receiver>,
+    /// Trees being received into the inbox.
+    trees: HashMap<TransferId, TreeReceiver>,
     sending: HashMap<TransferId, Sending>,
     /// Offers waiting for the user's answer (policy `Ask`).
     held: BTreeMap<TransferId, HeldOffer>,
@@ -361,6 +371,16 @@ struct Receiver {
     unanswered: Option<Unanswered>,
 }
 
+/// A tree being received into the inbox.
+#[derive(Debug)]
+struct TreeReceiver {
+    name: Text,
+    total_size: u64,
+    peer: Text,
+    /// Its writer, once the manifest is in.
+    writer: Option<IncomingTree>,
+}
+
 /// An offer whose file is being opened: what its report needs.
 #[derive(Debug)]
 struct Unanswered {
@@ -376,6 +396,7 @@ impl FileTransfers {
             inbox,
             policy,
             receiving: HashMap::new(),
+            trees: HashMap::new(),
             sending: HashMap::new(),
             held: BTreeMap::new(),
             disk: DiskQueue::unsignalled(),
@@ -403,7 +424,7 @@ impl FileTransfers {
 
     /// Transfers with a file open.
     pub fn open_count(&self) -> usize {
-        self.receiving.len() + self.sending.len()
+        self.receiving.len() + self.trees.len() + self.sending.len()
     }
 
     /// No disk work queued, running, or finished and not yet polled.
@@ -479,6 +500,53 @@ impl FileTransfers {
                 }
                 self.on_offer(ctl, now, id, offer)
             }
+            TransferEvent::TreeOffered {
+                id,
+                name,
+                total_size,
+                peer,
+                ..
+            } => self.on_tree_offer(ctl, now, id, name, total_size, peer),
+            TransferEvent::TreeManifest { id, manifest } => {
+                let tree = self.trees.get_mut(&id)?;
+                let dest = self.inbox.as_ref()?.dir().to_path_buf();
+                let spawned = IncomingTree::spawn(
+                    dest,
+                    tree.name.to_string(),
+                    manifest,
+                    id,
+                    self.owner,
+                    self.disk.clone(),
+                );
+                match spawned {
+                    Ok(writer) => {
+                        tree.writer = Some(writer);
+                        None
+                    }
+                    Err(e) => {
+                        let tree = self.trees.remove(&id)?;
+                        let reason = format!("cannot start a writer: {e}");
+                        let _ = ctl.reject(now, id, Code::IO_ERROR, &reason);
+                        Some(tree_report(id, tree, None))
+                    }
+                }
+            }
+            TransferEvent::TreeChunk {
+                id, index, data, ..
+            } => {
+                self.trees.get(&id)?.writer.as_ref()?.write(index, data);
+                None
+            }
+            TransferEvent::TreeFileDone { id, index, hash } => {
+                self.trees.get(&id)?.writer.as_ref()?.finish(index, hash);
+                None
+            }
+            TransferEvent::Received { id, .. } if self.trees.contains_key(&id) => {
+                // Verified, made durable and moved by the writer after its
+                // last writes; `poll_disk` reports the outcome.
+                self.trees.get(&id)?.writer.as_ref()?.commit();
+                None
+            }
             TransferEvent::ResumeKey { id, key } => Some(Report::ResumeKey { id, key }),
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
@@ -524,6 +592,8 @@ impl FileTransfers {
             }
             TransferEvent::Ended { id, outcome } => {
                 // The sender gave up, or the link dropped, before an answer.
+                // A tree's staging folder stays as its writer left it.
+                self.trees.remove(&id);
                 self.held.remove(&id);
                 self.sending.remove(&id);
                 if let Some(rx) = self.receiving.remove(&id) {
@@ -631,6 +701,55 @@ impl FileTransfers {
                 path,
                 held,
             }),
+            Done::TreeOpened { id } => {
+                let tree = self.trees.get(&id)?;
+                let report = Report::Offered {
+                    id,
+                    name: Text::from(format!("{}/", tree.name)),
+                    size: tree.total_size,
+                    peer: tree.peer.clone(),
+                    accepted: Some(0),
+                };
+                if ctl.accept_tree(now, id).is_err() {
+                    // Ended meanwhile (its `Ended` drops it too).
+                    self.trees.remove(&id);
+                    return None;
+                }
+                Some(report)
+            }
+            Done::TreeNotOpened { id, code, reason } => {
+                let tree = self.trees.remove(&id)?;
+                let _ = ctl.reject(now, id, code, &reason);
+                Some(tree_report(id, tree, None))
+            }
+            Done::TreeWritten { id, upto } => {
+                let size = self.trees.get(&id)?.total_size;
+                ctl.confirm_written(now, id, upto).ok()?;
+                Some(Report::Progress {
+                    id,
+                    done: upto,
+                    size,
+                })
+            }
+            Done::TreeCommitted { id, path } => {
+                self.trees.remove(&id)?;
+                let _ = ctl.finish_receive(now, id, Ok(()));
+                Some(Report::Saved { id, path })
+            }
+            Done::TreeFailed {
+                id,
+                code,
+                reason,
+                committing,
+            } => {
+                self.trees.remove(&id)?;
+                if committing {
+                    let _ = ctl.finish_receive(now, id, Err((code, reason.clone())));
+                } else {
+                    let _ = ctl.cancel(now, id, code, &reason);
+                }
+                Some(Report::LocalError { id, error: reason })
+            }
             Done::Failed {
                 id,
                 error,
@@ -770,6 +889,40 @@ impl FileTransfers {
         }
     }
 
+    /// A tree offered to the inbox: refused at once if the inbox cannot
+    /// take it (none, its quota, its sender's limits), else its manifest is
+    /// awaited ([`TransferEvent::TreeManifest`]).
+    fn on_tree_offer(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        name: Text,
+        total_size: u64,
+        peer: Text,
+    ) -> Option<Report> {
+        let tree = TreeReceiver {
+            name,
+            total_size,
+            peer,
+            writer: None,
+        };
+        let refused = match (&self.inbox, self.policy) {
+            (Some(inbox), OfferPolicy::Accept) => inbox
+                .admits(&tree.peer, total_size)
+                .err()
+                .map(|refused| (refused.code(), refused.to_string())),
+            // Asking a user about a whole folder is not built yet.
+            _ => Some((Code::FILE_REJECTED, "not accepting folders".to_string())),
+        };
+        if let Some((code, reason)) = refused {
+            let _ = ctl.reject(now, id, code, &reason);
+            return Some(tree_report(id, tree, None));
+        }
+        self.trees.insert(id, tree);
+        None
+    }
+
     /// A local read or write failed: cancel, keep any partial file.
     fn fail(
         &mut self,
@@ -783,6 +936,18 @@ impl FileTransfers {
         self.sending.remove(&id);
         self.receiving.remove(&id);
         Report::LocalError { id, error }
+    }
+}
+
+/// What became of a tree offer, for [`Report::Offered`] (its name ends in
+/// `/`, so that a log tells a folder from a file).
+fn tree_report(id: TransferId, tree: TreeReceiver, accepted: Option<u64>) -> Report {
+    Report::Offered {
+        id,
+        name: Text::from(format!("{}/", tree.name)),
+        size: tree.total_size,
+        peer: tree.peer,
+        accepted,
     }
 }
 
@@ -893,6 +1058,10 @@ mod tests {
             _: TransferId,
             _: Result<(), (Code, String)>,
         ) -> Result<(), Misuse> {
+            Ok(())
+        }
+        fn accept_tree(&mut self, _: Instant, id: TransferId) -> Result<(), Misuse> {
+            self.0.push((id, Ok(0)));
             Ok(())
         }
     }

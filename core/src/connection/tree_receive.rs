@@ -424,6 +424,23 @@ impl Connection {
         Ok(())
     }
 
+    /// Bytes of tree manifests this connection holds while they arrive:
+    /// at most one manifest at a time, of at most the limits'
+    /// `max_manifest_bytes`, growing only with the parts received and
+    /// freed once it is whole (or the tree refused).
+    pub fn manifest_bytes_held(&self) -> usize {
+        self.transfers
+            .values()
+            .map(|t| match t {
+                Transfer::Tree(tree) => match &tree.state {
+                    TreeIn::Manifest { buf, .. } => buf.capacity(),
+                    _ => 0,
+                },
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// A tree the application may still refuse: offered, its manifest
     /// arriving or whole, not yet accepted.
     pub(super) fn is_unanswered_tree(&self, id: TransferId) -> bool {
