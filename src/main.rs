@@ -259,6 +259,10 @@ struct Limits {
     /// [default: 1024, at most 65535].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     tree_max_path: Option<u16>,
+    /// Bytes of folder manifests all clients together may make the server
+    /// hold while they arrive, such as 256M [default: 64M].
+    #[arg(long, value_parser = bench::parse_size)]
+    tree_manifest_memory: Option<u64>,
     /// Largest manifest (the list of a folder's entries) a client may make
     /// the server hold while it checks it, one at a time per connection,
     /// such as 4M [default: 16M]. The files of a folder together are
@@ -373,6 +377,9 @@ impl Limits {
             trees.max_manifest_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
         config.connection.trees = Some(trees);
+        if let Some(n) = self.tree_manifest_memory {
+            config.max_manifest_memory = n;
+        }
         if let Some(n) = self.flood_burst {
             config.flood_burst = n;
         }

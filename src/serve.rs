@@ -327,11 +327,12 @@ fn limits_line(
             .connection
             .trees
             .map_or("no folders".to_string(), |t| format!(
-                "folders of {} entries, {} deep, paths of {} bytes, manifests of {}",
+                "folders of {} entries, {} deep, paths of {} bytes, manifests of {} ({} in all)",
                 t.max_entries,
                 t.max_depth,
                 t.max_path_bytes,
-                bytes(t.max_manifest_bytes as u64)
+                bytes(t.max_manifest_bytes as u64),
+                bytes(config.max_manifest_memory)
             )),
     )
 }

@@ -444,3 +444,53 @@ fn hostile_trees_are_refused_with_their_codes_and_the_server_carries_on() {
         assert!(left.is_empty(), "{runtime}: {left:?}");
     }
 }
+
+#[test]
+fn manifests_arriving_share_a_server_wide_budget() {
+    // One folder "x": a manifest of 41 bytes. Two of them do not fit in 60.
+    let manifest = raw_manifest(&[("x", 0, 0, 0)]);
+    assert_eq!(manifest.len(), 41);
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(
+            inbox.path(),
+            &["--runtime", runtime, "--tree-manifest-memory", "60"],
+        );
+        let (mut first, _) = join_for_trees(&server, "first");
+        let (mut second, _) = join_for_trees(&server, "second");
+        // The first offer's manifest is held while it arrives...
+        first
+            .send(&Frame::TreeOffer {
+                id: 0,
+                total_size: 0,
+                manifest_len: 41,
+                name: "a".into(),
+                peer: "".into(),
+            })
+            .unwrap();
+        first
+            .send(&Frame::TreeManifest {
+                id: 0,
+                part: Bytes::copy_from_slice(&manifest[..10]),
+            })
+            .unwrap();
+        let _ = first.say_and_hear("offered");
+        // ...so there is no room for a second one.
+        offer(&mut second, 0, "b", &manifest, 0);
+        assert_eq!(
+            answer(&mut second, 0),
+            Err(Code::TOO_MANY_TRANSFERS),
+            "{runtime}"
+        );
+        // Once the first manifest is whole, its room is free again.
+        first
+            .send(&Frame::TreeManifest {
+                id: 0,
+                part: Bytes::copy_from_slice(&manifest[10..]),
+            })
+            .unwrap();
+        answer(&mut first, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        offer(&mut second, 2, "b", &manifest, 0);
+        answer(&mut second, 2).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+    }
+}

@@ -207,6 +207,7 @@ impl fmt::Debug for ClientConfig {
 /// | [`source_prefix_v6`](Self::source_prefix_v6) | 64: each IPv6 /64 is a group | `--source-prefix-v6` |
 /// | [`max_file_size`](Self::max_file_size) | 1 TiB | `--max-file-size` |
 /// | [`inbox_quota`](Self::inbox_quota) | none: the disk is the limit | `--inbox-quota` |
+/// | [`max_manifest_memory`](Self::max_manifest_memory) | 64 MiB | `--tree-manifest-memory` |
 /// | [`flood_burst`](Self::flood_burst) | 20 messages | `--flood-burst` |
 /// | [`flood_per_second`](Self::flood_per_second) | 10 messages/s | `--flood-rate` |
 /// | [`source_flood_burst`](Self::source_flood_burst) | 60 messages and joins per source | `--source-flood-burst` |
@@ -254,6 +255,13 @@ pub struct HubConfig {
     /// written. `None`: no quota. The hub only carries it: the inbox of the
     /// runtime (`ferry_files::HubFiles`) enforces it, as only it sees files.
     pub inbox_quota: Option<u64>,
+    /// Bytes of tree manifests all clients together may make the server
+    /// hold while they arrive (each connection holds at most one, of at
+    /// most `connection.trees`' `max_manifest_bytes`): a `TREE_OFFER`
+    /// whose manifest would pass it is rejected with `TOO_MANY_TRANSFERS`.
+    /// Like the quota, the hub only carries it: the inbox of the runtime
+    /// (`ferry_files::HubFiles`) enforces it.
+    pub max_manifest_memory: u64,
     /// Messages a client may send in a burst (`SAY`, `DIRECT_TO`, `WHO`).
     pub flood_burst: u32,
     /// Messages per second a client may send on average.
@@ -335,6 +343,7 @@ impl Default for HubConfig {
             source_prefix_v6: 64,
             max_file_size: 1 << 40,
             inbox_quota: None,
+            max_manifest_memory: 64 << 20,
             flood_burst: 20,
             flood_per_second: 10,
             source_flood_burst: 60,
@@ -363,6 +372,7 @@ impl HubConfig {
         source_prefix_v6: u8 => "Sets the leading bits of an IPv6 address that name its source (0 to 128).";
         max_file_size: u64 => "Sets the largest file accepted, in bytes.";
         inbox_quota: Option<u64> => "Sets the most bytes the inbox may hold (`None`: no quota).";
+        max_manifest_memory: u64 => "Sets the bytes of tree manifests all clients together may make the server hold.";
         flood_burst: u32 => "Sets the messages a client may send in a burst.";
         flood_per_second: u32 => "Sets the messages per second a client may send on average.";
         source_flood_burst: u32 => "Sets the messages and joins one source may send in a burst.";
@@ -507,6 +517,7 @@ impl fmt::Debug for HubConfig {
             .field("source_prefix_v6", &self.source_prefix_v6)
             .field("max_file_size", &self.max_file_size)
             .field("inbox_quota", &self.inbox_quota)
+            .field("max_manifest_memory", &self.max_manifest_memory)
             .field("flood_burst", &self.flood_burst)
             .field("flood_per_second", &self.flood_per_second)
             .field("source_flood_burst", &self.source_flood_burst)
