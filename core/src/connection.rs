@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub(crate) mod tree_receive;
+pub(crate) mod tree_send;
 
 /// Which end of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,14 @@ pub enum Event {
     },
     /// A file transfer needs attention.
     Transfer(TransferEvent),
+    /// Client role: the server answered our
+    /// [`announce_features`](Connection::announce_features) with its own
+    /// `FEATURES` ([`features`] bits; trees may be offered to it if
+    /// [`features::TREES`] is set).
+    Features {
+        /// The server's bits.
+        bits: u32,
+    },
     /// The answer to our ping arrived.
     Pong {
         /// Round-trip time.
@@ -1086,8 +1095,8 @@ impl Connection {
                     self.send_accept(now, id, target, window, prefix);
                 }
             }
-            // A tree asks for no chunks.
-            Transfer::Tree(_) => return Err(unrequested),
+            // A tree asks for no chunks here (see `supply_tree_chunk`).
+            Transfer::Tree(_) | Transfer::OutTree(_) => return Err(unrequested),
         }
         self.fill_requests();
         Ok(())
@@ -1397,6 +1406,7 @@ impl Connection {
             ) => Ok(()),
             (Phase::Open, Role::Client, Frame::Features { bits }) => {
                 self.peer_features = bits;
+                self.events.push_back(Event::Features { bits });
                 Ok(())
             }
             // A server answers a client's first FEATURES with its own, at
@@ -1648,7 +1658,8 @@ impl Connection {
         resume: Option<(TransferId, ResumeKey)>,
     ) -> Result<(), Error> {
         let name = frame.name();
-        if self.on_tree_frame(now, &frame)? {
+        if self.on_tree_frame(now, &frame)? || self.on_tree_answer(&frame)? {
+            self.fill_requests();
             return Ok(());
         }
         match frame {
@@ -2113,6 +2124,7 @@ impl Connection {
                 progressed = true;
             }
         }
+        requests.extend(self.tree_requests(chunk, budget));
         for request in requests {
             self.emit(request);
         }

@@ -74,6 +74,21 @@ pub enum TransferEvent {
         /// How much (exactly).
         len: u32,
     },
+    /// Read `len` bytes at `offset` of file `index` of the tree behind `id`
+    /// (the manifest's entry `index`) and hand them to
+    /// [`supply_tree_chunk`](crate::Connection::supply_tree_chunk).
+    /// Requests come in manifest order and are answered in the order they
+    /// were made.
+    TreeNeedChunk {
+        /// The transfer.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Where to read in that file.
+        offset: u64,
+        /// How much (exactly).
+        len: u32,
+    },
     /// File bytes arrived: write them at `offset`, then `confirm_written`.
     Chunk {
         /// The transfer.
@@ -329,4 +344,6 @@ pub(crate) enum Transfer {
     Incoming(Incoming),
     /// A tree this side receives (`docs/PROTOCOL.md` §6.12).
     Tree(Box<crate::connection::tree_receive::IncomingTree>),
+    /// A tree this side sends.
+    OutTree(Box<crate::connection::tree_send::OutgoingTree>),
 }
