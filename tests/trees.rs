@@ -494,3 +494,47 @@ fn manifests_arriving_share_a_server_wide_budget() {
         answer(&mut second, 2).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
     }
 }
+
+#[test]
+fn ferry_send_dir_puts_the_tree_in_the_inbox_on_every_runtime() {
+    // `ferry send ADDR DIR`, each runtime as server and as client: the
+    // walk, FEATURES asked, the offer, every file without a round trip
+    // each, VERIFIED; the tree compared by a walk of both.
+    let source_dir = tempfile::tempdir().unwrap();
+    let root = make_source(source_dir.path());
+    let expected = walk(&root);
+    // Not sent, each said in one line.
+    std::os::unix::fs::symlink("/etc/passwd", root.join("a link")).unwrap();
+    let root_arg = root.to_str().unwrap();
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let addr = server.addr();
+        // The same runtime drives the sender.
+        let args = common::client_args(&["send", "--runtime", runtime, &addr, root_arg]);
+        let (ok, _, err) = common::run(&args, &[]);
+        assert!(ok, "{runtime}: {err}");
+        assert!(
+            err.contains("skipped \"a link\": a link"),
+            "{runtime}: {err}"
+        );
+        server.expect(&["saved", "projekt"]);
+        assert_eq!(walk(&inbox.path().join("projekt")), expected, "{runtime}");
+    }
+}
+
+#[test]
+fn ferry_send_refuses_a_folder_a_receiver_would_refuse_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bad");
+    fs::create_dir_all(&root).unwrap();
+    for name in ["Makefile", "makefile", "aux.txt"] {
+        fs::write(root.join(name), "x").unwrap();
+    }
+    // Nothing listens there: the refusal comes before any connection.
+    let args = common::client_args(&["send", "127.0.0.1:9", root.to_str().unwrap()]);
+    let (ok, _, err) = common::run(&args, &[]);
+    assert!(!ok);
+    assert!(err.contains("a receiver would refuse this folder"), "{err}");
+    assert!(err.contains("aux.txt") && err.contains("makefile"), "{err}");
+}

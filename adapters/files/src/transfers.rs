@@ -59,6 +59,15 @@ pub trait TransferControl {
     ) -> Result<(), Misuse>;
     /// See [`Connection::accept_tree`].
     fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse>;
+    /// See [`Connection::supply_tree_chunk`].
+    fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse>;
 }
 
 impl TransferControl for Connection {
@@ -111,6 +120,16 @@ impl TransferControl for Connection {
     }
     fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
         Connection::accept_tree(self, now, id)
+    }
+    fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        Connection::supply_tree_chunk(self, now, id, index, offset, data)
     }
 }
 
@@ -174,6 +193,17 @@ impl TransferControl for HubClient<'_> {
     }
     fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
         self.hub.accept_tree(self.client, now, id)
+    }
+    fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        self.hub
+            .supply_tree_chunk(self.client, now, id, index, offset, data)
     }
 }
 
@@ -332,6 +362,8 @@ pub struct FileTransfers {
     receiving: HashMap<TransferId, Receiver>,
     /// Trees being received into the inbox.
     trees: HashMap<TransferId, TreeReceiver>,
+    /// Trees being sent: each file's path and size, by manifest index.
+    tree_sources: HashMap<TransferId, TreeSource>,
     sending: HashMap<TransferId, Sending>,
     /// Offers waiting for the user's answer (policy `Ask`).
     held: BTreeMap<TransferId, HeldOffer>,
@@ -371,6 +403,56 @@ struct Receiver {
     unanswered: Option<Unanswered>,
 }
 
+/// A tree being sent: where its files are, and the one open now.
+#[derive(Debug)]
+struct TreeSource {
+    files: HashMap<u32, (PathBuf, u64)>,
+    /// The file read last (files are read in order, each to its end).
+    open: Option<(u32, std::fs::File)>,
+}
+
+impl TreeSource {
+    /// Reads `len` bytes at `offset` of file `index`, opened without
+    /// following a link; a file whose size changed since the walk is an
+    /// error naming it.
+    fn read(&mut self, index: u32, offset: u64, len: u32) -> io::Result<Bytes> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let (path, size) = self
+            .files
+            .get(&index)
+            .ok_or_else(|| io::Error::other(format!("no file {index} in this folder")))?;
+        let changed = || io::Error::other(format!("{} changed while it was sent", path.display()));
+        if self.open.as_ref().is_none_or(|(i, _)| *i != index) {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let meta = file.metadata()?;
+            if !meta.is_file() || meta.len() != *size {
+                return Err(changed());
+            }
+            self.open = Some((index, file));
+        }
+        // Set just above.
+        let (_, file) = self.open.as_ref().expect("opened above");
+        let mut buf = vec![0; len as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => return Err(changed()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if offset + u64::from(len) == *size {
+            self.open = None;
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
 /// A tree being received into the inbox.
 #[derive(Debug)]
 struct TreeReceiver {
@@ -397,6 +479,7 @@ impl FileTransfers {
             policy,
             receiving: HashMap::new(),
             trees: HashMap::new(),
+            tree_sources: HashMap::new(),
             sending: HashMap::new(),
             held: BTreeMap::new(),
             disk: DiskQueue::unsignalled(),
@@ -424,7 +507,7 @@ impl FileTransfers {
 
     /// Transfers with a file open.
     pub fn open_count(&self) -> usize {
-        self.receiving.len() + self.trees.len() + self.sending.len()
+        self.receiving.len() + self.trees.len() + self.sending.len() + self.tree_sources.len()
     }
 
     /// No disk work queued, running, or finished and not yet polled.
@@ -531,6 +614,22 @@ impl FileTransfers {
                     }
                 }
             }
+            TransferEvent::TreeNeedChunk {
+                id,
+                index,
+                offset,
+                len,
+            } => {
+                let source = self.tree_sources.get_mut(&id)?;
+                match source.read(index, offset, len) {
+                    Ok(data) => {
+                        // Fails only if the transfer already ended.
+                        let _ = ctl.supply_tree_chunk(now, id, index, offset, data);
+                        None
+                    }
+                    Err(e) => Some(self.fail(ctl, now, id, e)),
+                }
+            }
             TransferEvent::TreeChunk {
                 id, index, data, ..
             } => {
@@ -594,6 +693,7 @@ impl FileTransfers {
                 // The sender gave up, or the link dropped, before an answer.
                 // A tree's staging folder stays as its writer left it.
                 self.trees.remove(&id);
+                self.tree_sources.remove(&id);
                 self.held.remove(&id);
                 self.sending.remove(&id);
                 if let Some(rx) = self.receiving.remove(&id) {
@@ -935,6 +1035,7 @@ impl FileTransfers {
         let _ = ctl.cancel(now, id, Code::IO_ERROR, &error);
         self.sending.remove(&id);
         self.receiving.remove(&id);
+        self.tree_sources.remove(&id);
         Report::LocalError { id, error }
     }
 }
@@ -971,6 +1072,31 @@ pub fn run_command(
         ClientCommand::SendFile { path, to } => return send_file(conn, files, now, path, to, None),
         ClientCommand::ResumeFile { path, to, key } => {
             return send_file(conn, files, now, path, to, Some(key))
+        }
+        ClientCommand::AnnounceFeatures(bits) => conn
+            .announce_features(now, bits)
+            .map_err(|e| e.to_string())?,
+        ClientCommand::SendTree { tree, to } => {
+            let id = conn
+                .offer_tree(now, &tree.name, &tree.manifest, &to)
+                .map_err(|e| format!("cannot send the folder {}: {e}", tree.name))?;
+            let sizes: Vec<u64> = tree.manifest.entries().iter().map(|e| e.size()).collect();
+            let source = TreeSource {
+                files: tree
+                    .files
+                    .iter()
+                    .map(|(index, path)| (*index, (path.clone(), sizes[*index as usize])))
+                    .collect(),
+                open: None,
+            };
+            files.tree_sources.insert(id, source);
+            return Ok(Some(Report::Offering {
+                id,
+                path: PathBuf::from(&tree.name),
+                name: Text::from(format!("{}/", tree.name)),
+                size: tree.manifest.total_size(),
+                to: to.as_str().into(),
+            }));
         }
         ClientCommand::AcceptOffer { id } => return files.answer_offer(conn, now, id, true),
         ClientCommand::RejectOffer { id } => return files.answer_offer(conn, now, id, false),
@@ -1062,6 +1188,16 @@ mod tests {
         }
         fn accept_tree(&mut self, _: Instant, id: TransferId) -> Result<(), Misuse> {
             self.0.push((id, Ok(0)));
+            Ok(())
+        }
+        fn supply_tree_chunk(
+            &mut self,
+            _: Instant,
+            _: TransferId,
+            _: u32,
+            _: u64,
+            _: Bytes,
+        ) -> Result<(), Misuse> {
             Ok(())
         }
     }

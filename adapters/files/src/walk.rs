@@ -22,7 +22,7 @@ use std::time::UNIX_EPOCH;
 pub const REFUSED_NAMED: usize = 10;
 
 /// A folder walked for sending.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WalkedTree {
     /// The tree's top-level name (the folder's own name).

@@ -857,6 +857,22 @@ impl Hub {
         self.with_conn(client, now, |c| c.accept_tree(now, id))
     }
 
+    /// Answers a [`TransferEvent::TreeNeedChunk`] (see
+    /// [`Connection::supply_tree_chunk`]).
+    pub fn supply_tree_chunk(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| {
+            c.supply_tree_chunk(now, id, index, offset, data)
+        })
+    }
+
     /// Declines an upload (a file or a tree) offered to the inbox.
     pub fn reject(
         &mut self,

@@ -57,6 +57,16 @@ impl ferry_files::TransferControl for Answers {
         self.0.push((id, Ok(0)));
         Ok(())
     }
+    fn supply_tree_chunk(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: u32,
+        _: u64,
+        _: bytes::Bytes,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
 }
 
 impl Answers {
