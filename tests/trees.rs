@@ -538,3 +538,92 @@ fn ferry_send_refuses_a_folder_a_receiver_would_refuse_before_connecting() {
     assert!(err.contains("a receiver would refuse this folder"), "{err}");
     assert!(err.contains("aux.txt") && err.contains("makefile"), "{err}");
 }
+
+/// A tree of files named `f0`, `f1`, … of the given sizes, and their bytes.
+fn flat_tree(sizes: &[usize]) -> (Manifest, Vec<(u32, Vec<u8>)>) {
+    let limits = TreeLimits::default();
+    let entries = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| Entry {
+            path: TreePath::new(&format!("f{n}"), &limits).unwrap(),
+            kind: EntryKind::File {
+                size: size as u64,
+                executable: false,
+            },
+            mtime: Mtime::EPOCH,
+        })
+        .collect();
+    let manifest = Manifest::new(Mtime::EPOCH, entries, &limits).unwrap();
+    let files = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| (n as u32, contents(size, n as u64 + 7)))
+        .collect();
+    (manifest, files)
+}
+
+#[test]
+fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
+    let (big, big_files) = flat_tree(&[1500, 500]);
+    let (small, small_files) = flat_tree(&[300, 200]);
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(
+            inbox.path(),
+            &["--runtime", runtime, "--inbox-quota", "3000"],
+        );
+        let (mut raw, chunk) = join_for_trees(&server, "alice");
+        // 2,000 bytes fit in 3,000 and are held once stored...
+        let bytes = big.encode();
+        offer(&mut raw, 0, "one", &bytes, big.total_size());
+        answer(&mut raw, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        raw.send_bytes(&tree_frames(0, &big_files, chunk, &bytes))
+            .unwrap();
+        raw.wait_for("VERIFIED", |f| {
+            matches!(f, Frame::Verified { id: 0 }).then_some(())
+        });
+        // ...so 2,000 more do not.
+        offer(&mut raw, 2, "two", &bytes, big.total_size());
+        assert_eq!(answer(&mut raw, 2), Err(Code::INBOX_FULL), "{runtime}");
+        // A tree cut halfway gives its room back and leaves nothing staged.
+        let small_bytes = small.encode();
+        offer(&mut raw, 4, "cut", &small_bytes, small.total_size());
+        answer(&mut raw, 4).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        raw.send(&Frame::TreeFile {
+            id: 4,
+            index: 0,
+            offset: 0,
+        })
+        .unwrap();
+        raw.send(&Frame::Cancel {
+            id: 4,
+            code: Code::CANCELLED,
+            reason: "cut".into(),
+        })
+        .unwrap();
+        let partials = inbox.path().join(".ferry-partial");
+        common::wait_until("the cut tree's staging folder to go", || {
+            let staged = fs::read_dir(&partials)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(".tree")
+                })
+                .count();
+            (staged == 0).then_some(())
+        });
+        offer(&mut raw, 6, "cut", &small_bytes, small.total_size());
+        answer(&mut raw, 6).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        raw.send_bytes(&tree_frames(6, &small_files, chunk, &small_bytes))
+            .unwrap();
+        raw.wait_for("VERIFIED", |f| {
+            matches!(f, Frame::Verified { id: 6 }).then_some(())
+        });
+        assert_eq!(
+            fs::read(inbox.path().join("cut/f0")).unwrap(),
+            small_files[0].1,
+            "{runtime}"
+        );
+    }
+}

@@ -495,8 +495,11 @@ fn run_tree(
     jobs: Receiver<TreeJob>,
 ) {
     let created = TreeWriter::create(&dest, &name, manifest);
+    // Where the tree is staged, to remove it if it is never stored.
+    let mut staging = None;
     let mut writer = match created {
         Ok(writer) => {
+            staging = Some(writer.staging_path().to_path_buf());
             queue.push(owner, Done::TreeOpened { id });
             Some(writer)
         }
@@ -559,10 +562,14 @@ fn run_tree(
                             committing: true,
                         },
                         (None, w) => match w.commit() {
-                            Ok(committed) => Done::TreeCommitted {
-                                id,
-                                path: committed.path,
-                            },
+                            Ok(committed) => {
+                                // Moved to its final name: nothing staged.
+                                staging = None;
+                                Done::TreeCommitted {
+                                    id,
+                                    path: committed.path,
+                                }
+                            }
                             Err(e) => Done::TreeFailed {
                                 id,
                                 code: Code::IO_ERROR,
@@ -596,6 +603,13 @@ fn run_tree(
         queue.shared.busy.fetch_sub(handled, Ordering::AcqRel);
     }
     drop(writer);
+    // A tree not stored (cut, cancelled, a file's hash wrong, the disk
+    // failing) is removed with its staging folder: until trees resume, it
+    // would only hold disk space outside the quota. The staging folder is
+    // in the private `.ferry-partial`, and `remove_dir_all` follows no link.
+    if let Some(staging) = staging {
+        let _ = std::fs::remove_dir_all(staging);
+    }
     // The closing the loop counted when it let go.
     queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
 }

@@ -461,6 +461,8 @@ struct TreeReceiver {
     peer: Text,
     /// Its writer, once the manifest is in.
     writer: Option<IncomingTree>,
+    /// Its room in the inbox's quota.
+    room: Option<crate::inbox::TreeReservation>,
 }
 
 /// An offer whose file is being opened: what its report needs.
@@ -832,7 +834,10 @@ impl FileTransfers {
                 })
             }
             Done::TreeCommitted { id, path } => {
-                self.trees.remove(&id)?;
+                let tree = self.trees.remove(&id)?;
+                if let Some(room) = tree.room {
+                    room.committed();
+                }
                 let _ = ctl.finish_receive(now, id, Ok(()));
                 Some(Report::Saved { id, path })
             }
@@ -1001,23 +1006,31 @@ impl FileTransfers {
         total_size: u64,
         peer: Text,
     ) -> Option<Report> {
-        let tree = TreeReceiver {
+        let mut tree = TreeReceiver {
             name,
             total_size,
             peer,
             writer: None,
+            room: None,
         };
-        let refused = match (&self.inbox, self.policy) {
+        let sender = match self.source {
+            Some(source) => Sender::Source(source),
+            None => Sender::User(tree.peer.to_lowercase()),
+        };
+        let reserved = match (&self.inbox, self.policy) {
             (Some(inbox), OfferPolicy::Accept) => inbox
                 .admits(&tree.peer, total_size)
-                .err()
-                .map(|refused| (refused.code(), refused.to_string())),
+                .and_then(|()| inbox.reserve_tree(total_size, Some(sender)))
+                .map_err(|refused| (refused.code(), refused.to_string())),
             // Asking a user about a whole folder is not built yet.
-            _ => Some((Code::FILE_REJECTED, "not accepting folders".to_string())),
+            _ => Err((Code::FILE_REJECTED, "not accepting folders".to_string())),
         };
-        if let Some((code, reason)) = refused {
-            let _ = ctl.reject(now, id, code, &reason);
-            return Some(tree_report(id, tree, None));
+        match reserved {
+            Ok(room) => tree.room = Some(room),
+            Err((code, reason)) => {
+                let _ = ctl.reject(now, id, code, &reason);
+                return Some(tree_report(id, tree, None));
+            }
         }
         self.trees.insert(id, tree);
         None
