@@ -21,7 +21,7 @@ use std::time::{Duration, UNIX_EPOCH};
 const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
 /// Small files in the tree, spread over folders.
-const SMALL_FILES: usize = 2000;
+const SMALL_FILES: usize = 3000;
 
 /// What a walk of a tree sees of one entry: kind, size, BLAKE3, whether
 /// the owner may execute it, mtime (seconds, nanoseconds).
