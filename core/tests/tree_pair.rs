@@ -232,3 +232,72 @@ fn a_tree_is_not_offered_to_a_peer_that_did_not_announce_trees() {
     assert!(client.offer_tree(now, "demo", &manifest, "").is_err());
     assert!(client.announce_features(now, 0).is_err(), "once");
 }
+
+#[test]
+fn a_side_that_only_sends_trees_takes_none() {
+    use bytes::BytesMut;
+    use ferry_core::frame::{decode, Frame, PREAMBLE};
+    use ferry_core::Code;
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default().trees(Some(TreeLimits::default())), now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (manifest, _) = tree();
+    let mut offered = false;
+    for _ in 0..100 {
+        pump(&mut client, &mut server, now, 1 << 20);
+        while let Some(event) = server.poll_event() {
+            if let Event::Hello { name, .. } = event {
+                server.welcome(now, name, "".into()).unwrap();
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { .. } => {
+                    client.offer_tree(now, "demo", &manifest, "").unwrap();
+                    offered = true;
+                }
+                _ => {}
+            }
+        }
+        if offered {
+            break;
+        }
+    }
+    assert!(offered);
+    // Without limits of its own, the client cannot announce trees...
+    let mut other = Connection::client(ClientConfig::new("bob"), now);
+    assert!(other.announce_features(now, features::TREES).is_err());
+    // ...and a TREE_OFFER to it is out of place.
+    let mut out = BytesMut::new();
+    Frame::TreeOffer {
+        id: 1,
+        total_size: 0,
+        manifest_len: 16,
+        name: "x".into(),
+        peer: "".into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    while client.poll_transmit().is_some() {}
+    client.handle_input(now, &out);
+    let mut sent = BytesMut::new();
+    while let Some(b) = client.poll_transmit() {
+        sent.extend_from_slice(&b);
+    }
+    if sent.starts_with(&PREAMBLE) {
+        let _ = sent.split_to(PREAMBLE.len());
+    }
+    let frames: Vec<Frame> =
+        std::iter::from_fn(|| decode(&mut sent, 1 << 20).ok().flatten()).collect();
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            Frame::Error {
+                code: Code::UNEXPECTED_FRAME,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+}

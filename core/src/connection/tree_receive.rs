@@ -87,13 +87,18 @@ impl Connection {
         peer: Text,
         resume: Option<(TransferId, ResumeKey)>,
     ) -> Result<(), Error> {
+        // A side that only sends trees knows their frames but takes none.
+        let Some(limits) = self.config.trees else {
+            return Err(unexpected(
+                "TREE_OFFER",
+                "to a side that did not announce trees",
+            ));
+        };
         let fresh = self.is_peer_id(id) && self.highest_peer_id.is_none_or(|h| id > h);
         if !fresh {
             return Err(Violation::BadTransferId { id }.into());
         }
         self.highest_peer_id = Some(id);
-        // Known only with limits (`speaks_trees` is set from them).
-        let limits = self.config.trees.unwrap_or_default();
         let refusal = if self.role == Role::Server && !peer.is_empty() {
             Some((
                 Code::FILE_REJECTED,

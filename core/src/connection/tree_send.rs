@@ -151,6 +151,11 @@ impl Connection {
         if self.features_answered {
             return Err(Misuse::InvalidArgument("FEATURES already sent"));
         }
+        if bits & features::TREES != 0 && self.config.trees.is_none() {
+            return Err(Misuse::InvalidArgument(
+                "trees announced without limits for them (Config::trees)",
+            ));
+        }
         self.features_answered = true;
         if bits & features::TREES != 0 {
             self.speaks_trees = true;
