@@ -27,6 +27,7 @@ use bytes::BytesMut;
 use clap::{Parser, Subcommand};
 use ferry_core::filename::check_file_name;
 use ferry_core::frame::{decode, PREAMBLE};
+use ferry_core::tree::TreeLimits;
 use ferry_core::{ClientConfig, HubConfig};
 use receive::Receive;
 use runtime::Runtime;
@@ -243,6 +244,28 @@ struct Limits {
     /// such as 50G [default: no quota].
     #[arg(long, value_parser = bench::parse_size)]
     inbox_quota: Option<u64>,
+    /// Most entries (files and folders) of one folder sent to the inbox
+    /// [default: 100000].
+    #[arg(long)]
+    tree_max_entries: Option<usize>,
+    /// Deepest path inside a folder sent to the inbox, in components
+    /// [default: 32].
+    #[arg(long)]
+    tree_max_depth: Option<usize>,
+    /// Longest path inside a folder sent to the inbox, in bytes
+    /// [default: 1024, at most 65535].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    tree_max_path: Option<u16>,
+    /// Bytes of folder manifests all clients together may make the server
+    /// hold while they arrive, such as 256M [default: 64M].
+    #[arg(long, value_parser = bench::parse_size)]
+    tree_manifest_memory: Option<u64>,
+    /// Largest manifest (the list of a folder's entries) a client may make
+    /// the server hold while it checks it, one at a time per connection,
+    /// such as 4M [default: 16M]. The files of a folder together are
+    /// limited by --max-file-size.
+    #[arg(long, value_parser = bench::parse_size)]
+    tree_max_manifest: Option<u64>,
     /// Most unfinished files one source may have in the inbox: uploads
     /// under way plus partial files kept for a resume [default: 16].
     #[arg(long)]
@@ -343,6 +366,26 @@ impl Limits {
             config.max_file_size = n;
         }
         config.inbox_quota = self.inbox_quota;
+        // Folders go to the inbox too, within these limits; the files of
+        // one folder together are held to the largest file.
+        let mut trees = TreeLimits::default();
+        trees.max_total_bytes = config.max_file_size;
+        if let Some(n) = self.tree_max_entries {
+            trees.max_entries = n;
+        }
+        if let Some(n) = self.tree_max_depth {
+            trees.max_depth = n;
+        }
+        if let Some(n) = self.tree_max_path {
+            trees.max_path_bytes = usize::from(n);
+        }
+        if let Some(n) = self.tree_max_manifest {
+            trees.max_manifest_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        config.connection.trees = Some(trees);
+        if let Some(n) = self.tree_manifest_memory {
+            config.max_manifest_memory = n;
+        }
         if let Some(n) = self.flood_burst {
             config.flood_burst = n;
         }

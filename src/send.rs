@@ -11,10 +11,14 @@ use crate::resume_store::{ResumeStore, TransferKey};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
 use crate::tls::{connect_error, ServerAddr};
+use ferry_core::frame::features;
 use ferry_core::frame::TransferId;
 use ferry_core::transfer::Outcome;
+use ferry_core::tree::TreeLimits;
 use ferry_core::{ClientConfig, Code, Event};
-use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Report, Sending};
+use ferry_files::{
+    walk_tree, ClientCommand, ClientHandle, ClientNotice, Report, Sending, WalkedTree,
+};
 use ferry_tls::ClientTls;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{HashMap, VecDeque};
@@ -45,6 +49,32 @@ struct Upload {
     /// When the receiver first said `TRY_AGAIN`, the wait before the next
     /// offer, and when that offer is due.
     try_again: Option<(Instant, Duration, Option<Instant>)>,
+    /// A folder: what was walked, and where each of its files ends in the
+    /// tree's bytes (for "files done" and the current file).
+    tree: Option<(Box<WalkedTree>, FileEnds)>,
+}
+
+/// Where each file of a folder ends in the folder's bytes, and its path.
+type FileEnds = Vec<(u64, String)>;
+
+impl Upload {
+    /// The bar's message once `done` bytes are confirmed: for a folder,
+    /// files done of all and the file under way.
+    fn message(&self, done: u64) -> String {
+        let Some((_, ends)) = &self.tree else {
+            return safe(&self.name);
+        };
+        let finished = ends.partition_point(|(end, _)| *end <= done);
+        let current = ends
+            .get(finished)
+            .map(|(_, path)| format!(", {}", safe(path)))
+            .unwrap_or_default();
+        format!(
+            "{} {finished}/{} files{current}",
+            safe(&self.name),
+            ends.len()
+        )
+    }
 }
 
 pub fn send(
@@ -56,16 +86,49 @@ pub fn send(
     tls: Option<ClientTls>,
 ) -> Result<(), String> {
     let addr = server.addr;
-    // Every file must be readable before anything is sent.
+    // Every file must be readable, and every folder one a receiver takes,
+    // before anything is sent.
     let mut files = Vec::new();
     for path in paths {
+        if path.is_dir() {
+            let tree = walk_tree(path, &TreeLimits::default())
+                .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+            for skipped in &tree.skipped {
+                eprintln!("ferry: {}: {skipped}", safe(&tree.name));
+            }
+            let name = format!("{}/", tree.name);
+            let size = tree.manifest.total_size();
+            files.push((path.clone(), name, size, Some(Box::new(tree))));
+            continue;
+        }
         let (_, name, size) = Sending::open(path).map_err(|e| format!("cannot send {e}"))?;
-        files.push((path.clone(), name, size));
+        files.push((path.clone(), name, size, None));
     }
     let store = open_store();
     let client = runtime
         .spawn_client(addr, config, None, Duration::from_secs(10), tls)
         .map_err(|e| connect_error(server, &e))?;
+    if files.iter().any(|f| f.3.is_some()) {
+        // Folders go only to a server that says it takes them: one round
+        // trip for the connection, none per folder or file.
+        client.send(ClientCommand::AnnounceFeatures(0));
+        let deadline = Instant::now() + NO_PROGRESS;
+        let bits = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match client.notices().recv_timeout(left) {
+                Ok(ClientNotice::Event(Event::Features { bits })) => break bits,
+                Ok(ClientNotice::Event(Event::Closed { code, reason, .. })) => {
+                    return Err(format!("connection closed: {code} ({})", safe(&reason)));
+                }
+                Ok(ClientNotice::Error(error)) => return Err(safe(&error)),
+                Ok(_) => {}
+                Err(_) => return Err("the server did not say whether it takes folders".into()),
+            }
+        };
+        if bits & features::TREES == 0 {
+            return Err("the server does not take folders".to_string());
+        }
+    }
 
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
@@ -74,14 +137,28 @@ pub fn send(
     .map_err(|e| e.to_string())?
     .progress_chars("=> ");
     let mut uploads: Vec<Upload> = Vec::new();
-    for (path, name, size) in files {
+    for (path, name, size, tree) in files {
         let bar = bars.add(ProgressBar::new(size));
         bar.set_style(style.clone());
-        bar.set_message(safe(&name));
+        // Folders are not resumed yet: no key is kept for them.
         let entry = store
             .as_ref()
+            .filter(|_| tree.is_none())
             .and_then(|_| TransferKey::new(addr, to, &path).ok());
-        uploads.push(Upload {
+        let tree = tree.map(|tree| {
+            let mut end = 0;
+            let ends = tree
+                .files
+                .iter()
+                .map(|(index, _)| {
+                    let entry = &tree.manifest.entries()[*index as usize];
+                    end += entry.size();
+                    (end, entry.path.as_str().to_string())
+                })
+                .collect();
+            (tree, ends)
+        });
+        let upload = Upload {
             path,
             name,
             size,
@@ -89,7 +166,10 @@ pub fn send(
             bar,
             started: Instant::now(),
             try_again: None,
-        });
+            tree,
+        };
+        upload.bar.set_message(upload.message(0));
+        uploads.push(upload);
     }
     // Offers are made in the order of the commands: each `Offering` report
     // (or error) answers the oldest command still waiting for one.
@@ -149,7 +229,11 @@ pub fn send(
             }
             ClientNotice::File(Report::Progress { id, done, .. }) => {
                 let Some(index) = upload(&id) else { continue };
-                uploads[index].bar.set_position(done);
+                let upload = &uploads[index];
+                upload.bar.set_position(done);
+                if upload.tree.is_some() {
+                    upload.bar.set_message(upload.message(done));
+                }
             }
             ClientNotice::File(Report::Finished { id, outcome }) => {
                 let Some(index) = by_id.remove(&id) else {
@@ -188,8 +272,13 @@ pub fn send(
                     }
                 }
                 if outcome == Outcome::Verified {
+                    let files = upload
+                        .tree
+                        .as_ref()
+                        .map(|(_, ends)| format!("{} files, ", ends.len()))
+                        .unwrap_or_default();
                     upload.bar.finish_with_message(format!(
-                        "{} verified ({}, {})",
+                        "{} verified ({files}{}, {})",
                         safe(&upload.name),
                         bytes(upload.size),
                         rate(upload.size, upload.started.elapsed())
@@ -226,6 +315,12 @@ pub fn send(
 
 /// Offers `upload` to `to`, presenting the resume key kept for it if any.
 fn offer(client: &ClientHandle, upload: &Upload, store: Option<&ResumeStore>, to: &str) {
+    if let Some((tree, _)) = &upload.tree {
+        let tree = tree.clone();
+        let to = to.to_string();
+        client.send(ClientCommand::SendTree { tree, to });
+        return;
+    }
     let kept = upload.entry.as_ref().and_then(|entry| store?.get(entry));
     let path = upload.path.clone();
     let to = to.to_string();
@@ -247,4 +342,38 @@ fn open_store() -> Option<ResumeStore> {
             eprintln!("ferry: cannot keep resume keys in {e}: transfers cannot be resumed")
         })
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder's progress says how many files are done and which is
+    /// under way, from the bytes the receiver confirmed.
+    #[test]
+    fn a_folders_progress_names_files_done_and_the_current_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("t");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("a"), "12345").unwrap();
+        std::fs::write(root.join("d/b"), "").unwrap();
+        std::fs::write(root.join("d/c"), "123").unwrap();
+        let tree = Box::new(walk_tree(&root, &TreeLimits::default()).unwrap());
+        let ends = vec![(5, "a".into()), (5, "d/b".into()), (8, "d/c".into())];
+        let upload = Upload {
+            path: root.clone(),
+            name: "t/".into(),
+            size: 8,
+            entry: None,
+            bar: ProgressBar::hidden(),
+            started: Instant::now(),
+            try_again: None,
+            tree: Some((tree, ends)),
+        };
+        assert_eq!(upload.message(0), "t/ 0/3 files, a");
+        assert_eq!(upload.message(4), "t/ 0/3 files, a");
+        // The empty file counts as done with the bytes before it.
+        assert_eq!(upload.message(5), "t/ 2/3 files, d/c");
+        assert_eq!(upload.message(8), "t/ 3/3 files");
+    }
 }

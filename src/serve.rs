@@ -296,7 +296,7 @@ fn limits_line(
          {} unfinished files per source kept {:?}, \
          {} messages a second (bursts of {}) per client and {} ({}) per source, \
          {} control frames a second (bursts of {}), rooms of {}, relays holding {}, {}, \
-         handshake {:?}, idle {:?}, {}, {}",
+         handshake {:?}, idle {:?}, {}, {}, {}",
         if config.token.is_some() {
             "token required"
         } else {
@@ -337,6 +337,17 @@ fn limits_line(
         } else {
             format!("log lines per source: {log_burst} at once, then {log_rate} a second")
         },
+        config
+            .connection
+            .trees
+            .map_or("no folders".to_string(), |t| format!(
+                "folders of {} entries, {} deep, paths of {} bytes, manifests of {} ({} in all)",
+                t.max_entries,
+                t.max_depth,
+                t.max_path_bytes,
+                bytes(t.max_manifest_bytes as u64),
+                bytes(config.max_manifest_memory)
+            )),
     )
 }
 

@@ -126,6 +126,12 @@ codes! {
     /// later (a resume while the earlier attempt is still open on a
     /// connection the receiver does not yet know is gone).
     TRY_AGAIN = 0x050B, "try again";
+    /// A tree's manifest does not parse (not fatal: a relaying server may
+    /// pass on what another client sent).
+    BAD_MANIFEST = 0x050C, "bad manifest";
+    /// A tree over the receiver's limits: entries, depth, path length or
+    /// manifest length.
+    TREE_TOO_LARGE = 0x050D, "tree too large";
 }
 
 impl fmt::Debug for Code {

@@ -58,6 +58,12 @@ pub struct Config {
     pub frame_burst: u32,
     /// Server role: control frames a client may send per second on average.
     pub frame_per_second: u32,
+    /// Take trees (folders sent whole, `docs/PROTOCOL.md` §6.12) within
+    /// these limits: a server with them announces trees in its answer to
+    /// a client's `FEATURES`. `None` (the default): trees are refused, as
+    /// by a peer that does not know them. Set it only where the
+    /// application handles [`TransferEvent::TreeManifest`](crate::transfer::TransferEvent::TreeManifest).
+    pub trees: Option<crate::tree::TreeLimits>,
 }
 
 impl Default for Config {
@@ -74,6 +80,7 @@ impl Default for Config {
             max_outgoing: 1 << 20,
             frame_burst: 100,
             frame_per_second: 50,
+            trees: None,
         }
     }
 }
@@ -91,6 +98,7 @@ impl Config {
         max_outgoing: usize => "Sets the chat and control bytes that may wait for a slow reader.";
         frame_burst: u32 => "Sets the control frames a client may send in a burst (server role).";
         frame_per_second: u32 => "Sets the control frames a client may send per second (server role).";
+        trees: Option<crate::tree::TreeLimits> => "Takes trees within these limits (`None`: refuses them).";
     }
 
     /// What a server announces in `WELCOME`.
@@ -199,6 +207,7 @@ impl fmt::Debug for ClientConfig {
 /// | [`source_prefix_v6`](Self::source_prefix_v6) | 64: each IPv6 /64 is a group | `--source-prefix-v6` |
 /// | [`max_file_size`](Self::max_file_size) | 1 TiB | `--max-file-size` |
 /// | [`inbox_quota`](Self::inbox_quota) | none: the disk is the limit | `--inbox-quota` |
+/// | [`max_manifest_memory`](Self::max_manifest_memory) | 64 MiB | `--tree-manifest-memory` |
 /// | [`flood_burst`](Self::flood_burst) | 20 messages | `--flood-burst` |
 /// | [`flood_per_second`](Self::flood_per_second) | 10 messages/s | `--flood-rate` |
 /// | [`source_flood_burst`](Self::source_flood_burst) | 60 messages and joins per source | `--source-flood-burst` |
@@ -248,6 +257,13 @@ pub struct HubConfig {
     /// written. `None`: no quota. The hub only carries it: the inbox of the
     /// runtime (`ferry_files::HubFiles`) enforces it, as only it sees files.
     pub inbox_quota: Option<u64>,
+    /// Bytes of tree manifests all clients together may make the server
+    /// hold while they arrive (each connection holds at most one, of at
+    /// most `connection.trees`' `max_manifest_bytes`): a `TREE_OFFER`
+    /// whose manifest would pass it is rejected with `TOO_MANY_TRANSFERS`.
+    /// Like the quota, the hub only carries it: the inbox of the runtime
+    /// (`ferry_files::HubFiles`) enforces it.
+    pub max_manifest_memory: u64,
     /// Messages a client may send in a burst (`SAY`, `DIRECT_TO`, `WHO`).
     pub flood_burst: u32,
     /// Messages per second a client may send on average.
@@ -318,7 +334,7 @@ pub struct HubConfig {
     /// behind costs bounded memory, never a silent loss.
     pub max_bus_bytes: usize,
     /// Room history: the last messages of each room a newcomer is sent
-    /// first, as `HISTORY` frames (`docs/PROTOCOL.md` §4.31); 0: none. On
+    /// first, as `HISTORY` frames (`docs/PROTOCOL.md` §4.38); 0: none. On
     /// its own the hub keeps them ([`max_history_bytes`](Self::max_history_bytes)
     /// in all); in a cluster the broker keeps them.
     pub history: usize,
@@ -339,6 +355,7 @@ impl Default for HubConfig {
             source_prefix_v6: 64,
             max_file_size: 1 << 40,
             inbox_quota: None,
+            max_manifest_memory: 64 << 20,
             flood_burst: 20,
             flood_per_second: 10,
             source_flood_burst: 60,
@@ -369,6 +386,7 @@ impl HubConfig {
         source_prefix_v6: u8 => "Sets the leading bits of an IPv6 address that name its source (0 to 128).";
         max_file_size: u64 => "Sets the largest file accepted, in bytes.";
         inbox_quota: Option<u64> => "Sets the most bytes the inbox may hold (`None`: no quota).";
+        max_manifest_memory: u64 => "Sets the bytes of tree manifests all clients together may make the server hold.";
         flood_burst: u32 => "Sets the messages a client may send in a burst.";
         flood_per_second: u32 => "Sets the messages per second a client may send on average.";
         source_flood_burst: u32 => "Sets the messages and joins one source may send in a burst.";
@@ -515,6 +533,7 @@ impl fmt::Debug for HubConfig {
             .field("source_prefix_v6", &self.source_prefix_v6)
             .field("max_file_size", &self.max_file_size)
             .field("inbox_quota", &self.inbox_quota)
+            .field("max_manifest_memory", &self.max_manifest_memory)
             .field("flood_burst", &self.flood_burst)
             .field("flood_per_second", &self.flood_per_second)
             .field("source_flood_burst", &self.source_flood_burst)

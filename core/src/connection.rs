@@ -6,8 +6,8 @@ use crate::config::{ClientConfig, Config};
 use crate::error::{Error, LimitExceeded, Malformed, Misuse, Violation};
 use crate::filename::check_file_name;
 use crate::frame::{
-    Frame, Hash, ResumeKey, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN, MIN_DATA, PREAMBLE,
-    VERSION,
+    features, frame_type, Frame, Hash, ResumeKey, Settings, TransferId, DATA_OVERHEAD, HEADER_LEN,
+    MIN_DATA, PREAMBLE, VERSION,
 };
 use crate::input::{InputBuffer, SHARED_BELOW};
 use crate::outbox::Outbox;
@@ -19,6 +19,9 @@ use crate::transfer::{
 use bytes::{Bytes, BytesMut};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
+
+pub(crate) mod tree_receive;
+pub(crate) mod tree_send;
 
 /// Which end of the link this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +68,7 @@ pub enum Event {
         secret: SessionSecret,
     },
     /// Client role: a message said in the room before this client joined
-    /// (`HISTORY`, PROTOCOL.md §4.31), oldest first, before `Members`.
+    /// (`HISTORY`, PROTOCOL.md §4.38), oldest first, before `Members`.
     History {
         /// When the server ordered it, in milliseconds since the Unix
         /// epoch; 0 if unknown.
@@ -135,6 +138,14 @@ pub enum Event {
     },
     /// A file transfer needs attention.
     Transfer(TransferEvent),
+    /// Client role: the server answered our
+    /// [`announce_features`](Connection::announce_features) with its own
+    /// `FEATURES` ([`features`] bits; trees may be offered to it if
+    /// [`features::TREES`] is set).
+    Features {
+        /// The server's bits.
+        bits: u32,
+    },
     /// The answer to our ping arrived.
     Pong {
         /// Round-trip time.
@@ -256,6 +267,14 @@ pub struct Connection {
     pending_resume: Option<(TransferId, ResumeKey)>,
     /// Server role: the secret a `RECLAIM` before `HELLO` presented.
     reclaim: Option<SessionSecret>,
+    /// The bits of the peer's last `FEATURES` (0 until it sends one).
+    peer_features: u32,
+    /// Whether tree frames from the peer are known here: only once this
+    /// side has announced trees in `FEATURES` or offered a tree itself;
+    /// before that they are critical types this side does not know.
+    speaks_trees: bool,
+    /// Server role: the client's first `FEATURES` was answered.
+    features_answered: bool,
     name: Text,
     room: Text,
 }
@@ -322,12 +341,21 @@ impl Connection {
             send_cursor: 0,
             pending_resume: None,
             reclaim: None,
+            peer_features: 0,
+            speaks_trees: false,
+            features_answered: false,
             name: Text::new(),
             room: Text::new(),
         }
     }
 
     // ----- getters -------------------------------------------------------
+
+    /// The bits of the peer's last `FEATURES` frame
+    /// ([`features`]); 0 if it sent none.
+    pub fn peer_features(&self) -> u32 {
+        self.peer_features
+    }
 
     /// Client or server side.
     pub fn role(&self) -> Role {
@@ -431,6 +459,15 @@ impl Connection {
             let taken = self.inbuf.take_piece(data, self.frame_limit());
             data = &data[taken..];
             while self.phase != Phase::Closed {
+                // Tree frames are unknown critical types to a side that
+                // never said it speaks them, decided from the header alone
+                // as for any unknown type (`docs/PROTOCOL.md` §6.12.1).
+                if let Some(t) = self.inbuf.next_type() {
+                    if frame_type::is_tree(t) && !self.speaks_trees {
+                        self.fail(Malformed::UnknownFrameType(t).into(), now);
+                        break;
+                    }
+                }
                 match self.inbuf.decode(self.frame_limit()) {
                     Ok(Some(frame)) => {
                         let priced = self.charge_control_frame(&frame, now);
@@ -451,6 +488,16 @@ impl Connection {
     /// flood of `PING`s) count against the same limit as what a room sends
     /// it: past it, the peer is dropped as a slow reader rather than let the
     /// queue grow without end.
+    /// The `FEATURES` bits this side announces: trees if it has limits for
+    /// them.
+    fn own_features(&self) -> u32 {
+        if self.config.trees.is_some() {
+            features::TREES
+        } else {
+            0
+        }
+    }
+
     fn check_unread_answers(&mut self, now: Instant) {
         if self.phase == Phase::Open && self.outbox.control_len() > self.config.max_outgoing {
             let limit = self.config.max_outgoing;
@@ -487,6 +534,11 @@ impl Connection {
                 | Frame::Cancel { .. }
                 | Frame::Data { .. }
                 | Frame::Credit { .. }
+                | Frame::TreeOffer { .. }
+                // Each file of a tree at most once, in order: bounded by
+                // the manifest, which was priced whole.
+                | Frame::TreeFile { .. }
+                | Frame::TreeFileDone { .. }
         );
         if priced_elsewhere {
             return Ok(());
@@ -929,7 +981,9 @@ impl Connection {
         code: Code,
         reason: &str,
     ) -> Result<(), Misuse> {
-        self.incoming_offered(id)?;
+        if !self.is_unanswered_tree(id) {
+            self.incoming_offered(id)?;
+        }
         self.transfers.remove(&id);
         self.queue(
             &Frame::Reject {
@@ -1054,6 +1108,8 @@ impl Connection {
                     self.send_accept(now, id, target, window, prefix);
                 }
             }
+            // A tree asks for no chunks here (see `supply_tree_chunk`).
+            Transfer::Tree(_) | Transfer::OutTree(_) => return Err(unrequested),
         }
         self.fill_requests();
         Ok(())
@@ -1121,6 +1177,9 @@ impl Connection {
         id: TransferId,
         upto: u64,
     ) -> Result<(), Misuse> {
+        if self.is_incoming_tree(id) {
+            return self.confirm_tree_written(now, id, upto);
+        }
         let Some(Transfer::Incoming(incoming)) = self.transfers.get_mut(&id) else {
             return Err(Misuse::NoSuchTransfer(id));
         };
@@ -1164,6 +1223,7 @@ impl Connection {
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse> {
         let credited = match self.transfers.get(&id) {
+            Some(Transfer::Tree(_)) => self.finish_tree(id).ok_or(Misuse::NoSuchTransfer(id))?,
             Some(Transfer::Incoming(Incoming {
                 state:
                     InState::Receiving {
@@ -1355,8 +1415,28 @@ impl Connection {
                 | Frame::ResumeKey { .. }
                 | Frame::Session { .. }
                 | Frame::Reclaim { .. }
-                | Frame::History { .. },
+                | Frame::History { .. }
+                | Frame::Features { .. },
             ) => Ok(()),
+            (Phase::Open, Role::Client, Frame::Features { bits }) => {
+                self.peer_features = bits;
+                self.events.push_back(Event::Features { bits });
+                Ok(())
+            }
+            // A server answers a client's first FEATURES with its own, at
+            // once (`docs/PROTOCOL.md` §6.12.1); later ones are ignored.
+            (Phase::Open, Role::Server, Frame::Features { bits }) => {
+                if !self.features_answered {
+                    self.features_answered = true;
+                    self.peer_features = bits;
+                    let ours = self.own_features();
+                    self.queue(&Frame::Features { bits: ours }, now);
+                    if ours & features::TREES != 0 {
+                        self.speaks_trees = true;
+                    }
+                }
+                Ok(())
+            }
             (Phase::Open, Role::Client, Frame::Session { secret }) => {
                 self.events.push_back(Event::Session { secret });
                 Ok(())
@@ -1608,7 +1688,19 @@ impl Connection {
         resume: Option<(TransferId, ResumeKey)>,
     ) -> Result<(), Error> {
         let name = frame.name();
+        if self.on_tree_frame(now, &frame)? || self.on_tree_answer(&frame)? {
+            self.fill_requests();
+            return Ok(());
+        }
         match frame {
+            Frame::TreeOffer {
+                id,
+                total_size,
+                manifest_len,
+                name,
+                peer,
+            } => self.on_tree_offer(now, id, total_size, manifest_len, name, peer, resume),
+            Frame::TreeManifest { id, part } => self.on_tree_manifest(now, id, part),
             Frame::Offer {
                 id,
                 size,
@@ -2062,6 +2154,7 @@ impl Connection {
                 progressed = true;
             }
         }
+        requests.extend(self.tree_requests(chunk, budget));
         for request in requests {
             self.emit(request);
         }

@@ -89,7 +89,8 @@ pub enum FileNameError {
 pub struct Escaped(String);
 
 impl Escaped {
-    pub(crate) fn new(text: &str) -> Self {
+    /// `text` to be shown escaped (and cut after 80 characters).
+    pub fn new(text: &str) -> Self {
         // Long names are cut in the message, not in the check.
         const SHOWN: usize = 80;
         let mut shown: String = text.chars().take(SHOWN).collect();

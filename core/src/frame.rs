@@ -74,6 +74,18 @@ pub mod frame_type {
     pub const VERIFIED: u8 = 0x26;
     pub const FAILED: u8 = 0x27;
     pub const CANCEL: u8 = 0x28;
+    /// Trees (`docs/PROTOCOL.md` §6.12): the sender offers a folder sent whole.
+    pub const TREE_OFFER: u8 = 0x29;
+    /// Trees: a part of the offered tree's manifest.
+    pub const TREE_MANIFEST: u8 = 0x2A;
+    /// Trees: what the receiver of a resumed tree already holds.
+    pub const TREE_HELD: u8 = 0x2B;
+    /// Trees: the receiver takes the tree.
+    pub const TREE_ACCEPT: u8 = 0x2C;
+    /// Trees: the next file's data follows, from an offset.
+    pub const TREE_FILE: u8 = 0x2D;
+    /// Trees: that file is complete; here is its hash.
+    pub const TREE_FILE_DONE: u8 = 0x2E;
     /// First extension type: from here up, unknown types are skipped.
     pub const FIRST_EXTENSION: u8 = 0x80;
     /// Extension: the transfer receiver hands the sender a resume key.
@@ -84,19 +96,55 @@ pub mod frame_type {
     pub const SESSION: u8 = 0x82;
     /// Extension: a reconnecting client presents an earlier session's secret.
     pub const RECLAIM: u8 = 0x83;
+    /// Extension: the optional features this side takes (trees: bit 0).
+    pub const FEATURES: u8 = 0x84;
     /// Extension: the server replays a message said in the room before the
     /// client joined.
     pub const HISTORY: u8 = 0x85;
 
     /// Whether version 1 defines this type: a critical type it knows, or
     /// one of the extensions it defines (`RESUME_KEY`, `RESUME`, `SESSION`,
-    /// `RECLAIM`, `HISTORY`).
+    /// `RECLAIM`, `FEATURES`, `HISTORY`).
+    ///
+    /// The tree frames (`TREE_OFFER` … `TREE_FILE_DONE`) are known to the
+    /// codec; a [`Connection`](crate::Connection) that did not announce
+    /// trees in `FEATURES` still answers them with `UNKNOWN_FRAME_TYPE`.
     pub const fn is_known(t: u8) -> bool {
         matches!(
             t,
-            0x01..=0x07 | 0x10..=0x18 | 0x20..=0x28 | RESUME_KEY..=RECLAIM | HISTORY
+            0x01..=0x07 | 0x10..=0x18 | 0x20..=0x2E | RESUME_KEY..=FEATURES | HISTORY
         )
     }
+
+    /// Whether `t` is one of the tree frames, `TREE_OFFER` … `TREE_FILE_DONE`.
+    pub const fn is_tree(t: u8) -> bool {
+        matches!(t, TREE_OFFER..=TREE_FILE_DONE)
+    }
+}
+
+/// The bits of `FEATURES` (`docs/PROTOCOL.md` §4.37). Unknown bits are
+/// ignored by the receiver, so a later feature takes the next bit.
+pub mod features {
+    /// "I take trees": the peer may offer this side a folder with
+    /// `TREE_OFFER` (`docs/PROTOCOL.md` §6.12).
+    pub const TREES: u32 = 1 << 0;
+}
+
+/// Bytes of one `TREE_HELD` record: `index` (`u32`), `offset` (`u64`) and
+/// `prefix_hash` (32 bytes).
+pub const HELD_RECORD_LEN: usize = 44;
+
+/// One file of a resumed tree that its receiver holds (a `TREE_HELD`
+/// record, `docs/PROTOCOL.md` §6.12.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeldFile {
+    /// The file's index among the manifest's entries.
+    pub index: u32,
+    /// Bytes of it the receiver holds: the file's size if it was verified,
+    /// else the length of the prefix it keeps.
+    pub offset: u64,
+    /// BLAKE3 of those `offset` bytes.
+    pub prefix_hash: Hash,
 }
 
 pub use crate::secret::{ResumeKey, SessionSecret};
@@ -348,8 +396,73 @@ pub enum Frame {
         /// The message.
         text: Text,
     },
-    /// A frame of any other extension type; receivers skip those they do
-    /// not know.
+    /// Sender of a tree → receiver: I have a folder for you (or, to a
+    /// server, for `peer`), whose manifest of `manifest_len` bytes follows in
+    /// `TREE_MANIFEST` parts. Only to a peer that announced
+    /// [`features::TREES`].
+    TreeOffer {
+        /// Transfer id, allocated by the offering side like an `OFFER`'s.
+        id: TransferId,
+        /// Bytes of all files of the tree together.
+        total_size: u64,
+        /// Bytes of the encoded manifest.
+        manifest_len: u32,
+        /// The tree's top-level name, a single path component.
+        name: Text,
+        /// As in `OFFER`: the recipient (client → server, empty for the
+        /// inbox) or the sender (server → client, empty for the server).
+        peer: Text,
+    },
+    /// Sender of a tree → receiver: the next bytes of its manifest.
+    TreeManifest {
+        /// The tree.
+        id: TransferId,
+        /// The bytes (the rest of the body).
+        part: Bytes,
+    },
+    /// Receiver of a resumed tree → sender, before `TREE_ACCEPT`: the files
+    /// it already holds.
+    TreeHeld {
+        /// The tree.
+        id: TransferId,
+        /// One record per file held.
+        records: Vec<HeldFile>,
+    },
+    /// Receiver of a tree → sender: send the files.
+    TreeAccept {
+        /// The tree.
+        id: TransferId,
+        /// Bytes of `DATA` payload the sender may have in flight beyond the
+        /// last `CREDIT`.
+        window: u32,
+    },
+    /// Sender of a tree → receiver: the data of file `index` follows, from
+    /// `offset`.
+    TreeFile {
+        /// The tree.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Where its first `DATA` starts.
+        offset: u64,
+    },
+    /// Sender of a tree → receiver: file `index` is complete.
+    TreeFileDone {
+        /// The tree.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// BLAKE3 of the whole file.
+        hash: Hash,
+    },
+    /// Either way, after the handshake: the optional features this side
+    /// takes (bits of [`features`]). Extension type 0x84.
+    Features {
+        /// The bits; unknown ones are ignored.
+        bits: u32,
+    },
+    /// A frame of any other extension type (`0x86..=0xFF`); receivers skip
+    /// those they do not know.
     Extension {
         /// Its type byte, at least 0x80.
         frame_type: u8,
@@ -393,6 +506,13 @@ impl Frame {
             Frame::Session { .. } => SESSION,
             Frame::Reclaim { .. } => RECLAIM,
             Frame::History { .. } => HISTORY,
+            Frame::TreeOffer { .. } => TREE_OFFER,
+            Frame::TreeManifest { .. } => TREE_MANIFEST,
+            Frame::TreeHeld { .. } => TREE_HELD,
+            Frame::TreeAccept { .. } => TREE_ACCEPT,
+            Frame::TreeFile { .. } => TREE_FILE,
+            Frame::TreeFileDone { .. } => TREE_FILE_DONE,
+            Frame::Features { .. } => FEATURES,
             Frame::Extension { frame_type, .. } => *frame_type,
         }
     }
@@ -553,6 +673,47 @@ impl Frame {
                 put_text(out, from)?;
                 put_text(out, text)?;
             }
+            Frame::TreeOffer {
+                id,
+                total_size,
+                manifest_len,
+                name,
+                peer,
+            } => {
+                out.put_u32(*id);
+                out.put_u64(*total_size);
+                out.put_u32(*manifest_len);
+                put_text(out, name)?;
+                put_text(out, peer)?;
+            }
+            Frame::TreeManifest { id, part } => {
+                out.put_u32(*id);
+                out.extend_from_slice(part);
+            }
+            Frame::TreeHeld { id, records } => {
+                out.reserve(4 + records.len().saturating_mul(HELD_RECORD_LEN));
+                out.put_u32(*id);
+                for record in records {
+                    out.put_u32(record.index);
+                    out.put_u64(record.offset);
+                    out.put_slice(&record.prefix_hash);
+                }
+            }
+            Frame::TreeAccept { id, window } => {
+                out.put_u32(*id);
+                out.put_u32(*window);
+            }
+            Frame::TreeFile { id, index, offset } => {
+                out.put_u32(*id);
+                out.put_u32(*index);
+                out.put_u64(*offset);
+            }
+            Frame::TreeFileDone { id, index, hash } => {
+                out.put_u32(*id);
+                out.put_u32(*index);
+                out.put_slice(hash);
+            }
+            Frame::Features { bits } => out.put_u32(*bits),
             Frame::Extension { frame_type, body } => {
                 if *frame_type < frame_type::FIRST_EXTENSION {
                     return Err(Misuse::InvalidArgument(
@@ -722,6 +883,54 @@ impl Frame {
                 from: r.text("from")?,
                 text: r.text("text")?,
             },
+            TREE_OFFER => Frame::TreeOffer {
+                id: r.u32("id")?,
+                total_size: r.u64("total_size")?,
+                manifest_len: r.u32("manifest_len")?,
+                name: r.text("name")?,
+                peer: r.text("peer")?,
+            },
+            TREE_MANIFEST => Frame::TreeManifest {
+                id: r.u32("id")?,
+                part: r.rest(),
+            },
+            TREE_HELD => {
+                let id = r.u32("id")?;
+                if r.remaining() % HELD_RECORD_LEN != 0 {
+                    // A record cut short: its last field is incomplete.
+                    return Err(Malformed::Truncated {
+                        frame: r.frame,
+                        field: "records",
+                    });
+                }
+                // Sized by the bytes that arrived, not by a claimed count.
+                let mut records = Vec::with_capacity(r.remaining() / HELD_RECORD_LEN);
+                while r.remaining() > 0 {
+                    records.push(HeldFile {
+                        index: r.u32("index")?,
+                        offset: r.u64("offset")?,
+                        prefix_hash: r.hash("prefix_hash")?,
+                    });
+                }
+                Frame::TreeHeld { id, records }
+            }
+            TREE_ACCEPT => Frame::TreeAccept {
+                id: r.u32("id")?,
+                window: r.u32("window")?,
+            },
+            TREE_FILE => Frame::TreeFile {
+                id: r.u32("id")?,
+                index: r.u32("index")?,
+                offset: r.u64("offset")?,
+            },
+            TREE_FILE_DONE => Frame::TreeFileDone {
+                id: r.u32("id")?,
+                index: r.u32("index")?,
+                hash: r.hash("hash")?,
+            },
+            FEATURES => Frame::Features {
+                bits: r.u32("bits")?,
+            },
             t if t >= FIRST_EXTENSION => Frame::Extension {
                 frame_type: t,
                 body: r.rest(),
@@ -767,6 +976,13 @@ pub fn type_name(t: u8) -> &'static str {
         SESSION => "SESSION",
         RECLAIM => "RECLAIM",
         HISTORY => "HISTORY",
+        TREE_OFFER => "TREE_OFFER",
+        TREE_MANIFEST => "TREE_MANIFEST",
+        TREE_HELD => "TREE_HELD",
+        TREE_ACCEPT => "TREE_ACCEPT",
+        TREE_FILE => "TREE_FILE",
+        TREE_FILE_DONE => "TREE_FILE_DONE",
+        FEATURES => "FEATURES",
         t if t >= FIRST_EXTENSION => "EXTENSION",
         _ => "UNKNOWN",
     }

@@ -1,5 +1,5 @@
 //! Room history: the last messages said in each room, replayed to
-//! newcomers as `HISTORY` frames (`docs/PROTOCOL.md` §4.31).
+//! newcomers as `HISTORY` frames (`docs/PROTOCOL.md` §4.38).
 //!
 //! A hub on its own keeps them itself, at most
 //! [`HubConfig::history`](crate::HubConfig::history) per room; in a

@@ -83,6 +83,11 @@ impl InputBuffer {
         take
     }
 
+    /// The type byte of the next frame, once it has arrived.
+    pub(crate) fn next_type(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     /// Decodes the next frame held, as [`frame::decode`](decode) does.
     pub(crate) fn decode(&mut self, max_body: u32) -> Result<Option<Frame>, DecodeError> {
         decode(&mut self.buf, max_body)

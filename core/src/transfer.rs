@@ -74,6 +74,21 @@ pub enum TransferEvent {
         /// How much (exactly).
         len: u32,
     },
+    /// Read `len` bytes at `offset` of file `index` of the tree behind `id`
+    /// (the manifest's entry `index`) and hand them to
+    /// [`supply_tree_chunk`](crate::Connection::supply_tree_chunk).
+    /// Requests come in manifest order and are answered in the order they
+    /// were made.
+    TreeNeedChunk {
+        /// The transfer.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Where to read in that file.
+        offset: u64,
+        /// How much (exactly).
+        len: u32,
+    },
     /// File bytes arrived: write them at `offset`, then `confirm_written`.
     Chunk {
         /// The transfer.
@@ -82,6 +97,63 @@ pub enum TransferEvent {
         offset: u64,
         /// The bytes, sharing the receive buffer.
         data: Bytes,
+    },
+    /// The peer offers a tree (a folder sent whole) to this side: its top
+    /// name passed the file-name check, its manifest's announced length and
+    /// `total_size` the connection's [`TreeLimits`](crate::tree::TreeLimits).
+    /// The manifest follows ([`TransferEvent::TreeManifest`]). Refuse now
+    /// with `reject` what the application can tell from this (a quota):
+    /// the rest of the manifest is then not kept.
+    TreeOffered {
+        /// The transfer.
+        id: TransferId,
+        /// Safe top-level name.
+        name: Text,
+        /// Bytes of all its files.
+        total_size: u64,
+        /// Bytes of the manifest to come.
+        manifest_len: u32,
+        /// As in [`TransferEvent::Offered`].
+        peer: Text,
+        /// As in [`TransferEvent::Offered`].
+        resume: Option<ResumeKey>,
+    },
+    /// The whole manifest of an offered tree arrived and passed every rule
+    /// and limit (`docs/PROTOCOL.md` §6.12.2). Answer with
+    /// [`accept_tree`](crate::Connection::accept_tree) once ready to write
+    /// it (its folders made), or `reject`.
+    TreeManifest {
+        /// The transfer.
+        id: TransferId,
+        /// The checked manifest.
+        manifest: crate::tree::Manifest,
+    },
+    /// Bytes of file `index` of a tree arrived, at `offset` within that
+    /// file (files come one at a time, in manifest order, each from its
+    /// first byte to its last). Write them, then `confirm_written` with
+    /// the total of the tree's bytes written so far, all files together.
+    TreeChunk {
+        /// The transfer.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Where they go in that file.
+        offset: u64,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// File `index` of a tree is complete (every byte of it was handed
+    /// over); `hash` is the sender's BLAKE3 of it, for the application to
+    /// compare with what it wrote. A mismatch is reported once the whole
+    /// tree is [`Received`](TransferEvent::Received), with
+    /// `finish_receive(Err(HASH_MISMATCH, ...))`.
+    TreeFileDone {
+        /// The transfer.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// The sender's BLAKE3 of the whole file.
+        hash: Hash,
     },
     /// The sender did not have the same first bytes as our partial file and
     /// starts again at offset 0: throw the partial data away.
@@ -101,6 +173,10 @@ pub enum TransferEvent {
     /// Every byte arrived and the hash matched: store the file under its
     /// final name, then call `finish_receive`. (On a relaying hub the hash
     /// is not checked here but end to end, and this carries the sender's.)
+    /// For a tree: every file arrived and `hash` is the manifest's; store
+    /// the tree under its final name if every file's hash matched, then
+    /// call `finish_receive` (`Err` with [`Code::HASH_MISMATCH`] naming
+    /// the first file that did not).
     Received {
         /// The transfer.
         id: TransferId,
@@ -266,4 +342,8 @@ pub(crate) enum InState {
 pub(crate) enum Transfer {
     Outgoing(Outgoing),
     Incoming(Incoming),
+    /// A tree this side receives (`docs/PROTOCOL.md` §6.12).
+    Tree(Box<crate::connection::tree_receive::IncomingTree>),
+    /// A tree this side sends.
+    OutTree(Box<crate::connection::tree_send::OutgoingTree>),
 }

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_core::code::Code;
 use ferry_core::error::{DecodeError, LimitExceeded, Malformed};
 use ferry_core::frame::{
-    decode, encode_data_header, frame_type, Frame, Hash, Settings, HEADER_LEN,
+    decode, encode_data_header, frame_type, Frame, Hash, HeldFile, Settings, HEADER_LEN,
 };
 use ferry_core::text::Text;
 use ferry_core::{ResumeKey, SessionSecret};
@@ -162,6 +162,48 @@ fn frame() -> impl Strategy<Value = Frame> {
                 from,
                 text,
             })
+            .boxed(),
+        (any::<u32>(), any::<u64>(), any::<u32>(), text(), text())
+            .prop_map(
+                |(id, total_size, manifest_len, name, peer)| Frame::TreeOffer {
+                    id,
+                    total_size,
+                    manifest_len,
+                    name,
+                    peer,
+                },
+            )
+            .boxed(),
+        (any::<u32>(), bytes(512))
+            .prop_map(|(id, part)| Frame::TreeManifest { id, part })
+            .boxed(),
+        (
+            any::<u32>(),
+            vec((any::<u32>(), any::<u64>(), hash()), 0..=8),
+        )
+            .prop_map(|(id, records)| Frame::TreeHeld {
+                id,
+                records: records
+                    .into_iter()
+                    .map(|(index, offset, prefix_hash)| HeldFile {
+                        index,
+                        offset,
+                        prefix_hash,
+                    })
+                    .collect(),
+            })
+            .boxed(),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(id, window)| Frame::TreeAccept { id, window })
+            .boxed(),
+        (any::<u32>(), any::<u32>(), any::<u64>())
+            .prop_map(|(id, index, offset)| Frame::TreeFile { id, index, offset })
+            .boxed(),
+        (any::<u32>(), any::<u32>(), hash())
+            .prop_map(|(id, index, hash)| Frame::TreeFileDone { id, index, hash })
+            .boxed(),
+        any::<u32>()
+            .prop_map(|bits| Frame::Features { bits })
             .boxed(),
         // The extension types version 1 does not define.
         ((frame_type::RECLAIM + 1)..=u8::MAX, bytes(256))
@@ -473,6 +515,62 @@ fn resume_frames_of_the_wrong_length_are_malformed() {
                 )
             };
             assert!(expected, "type {frame_type:#04x}, {len} bytes: {result:?}");
+        }
+    }
+}
+
+/// The tree frames of a fixed size, and `FEATURES`, refuse any other
+/// length; `TREE_HELD` takes only whole records of 44 bytes after its id.
+#[test]
+fn tree_frames_of_the_wrong_length_are_malformed() {
+    let fixed = [
+        (frame_type::TREE_ACCEPT, 8),
+        (frame_type::TREE_FILE, 16),
+        (frame_type::TREE_FILE_DONE, 40),
+        (frame_type::FEATURES, 4),
+    ];
+    for (frame_type, size) in fixed {
+        for len in [0usize, 1, size - 1, size, size + 1, size + 44] {
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&[frame_type]);
+            buf.extend_from_slice(&(len as u32).to_be_bytes());
+            buf.extend_from_slice(&vec![0xab; len]);
+            let result = decode(&mut buf, LIMIT);
+            let ok = match len.cmp(&size) {
+                std::cmp::Ordering::Less => matches!(
+                    result,
+                    Err(DecodeError::Malformed(Malformed::Truncated { .. }))
+                ),
+                std::cmp::Ordering::Equal => matches!(result, Ok(Some(_))),
+                std::cmp::Ordering::Greater => matches!(
+                    result,
+                    Err(DecodeError::Malformed(Malformed::TrailingBytes { .. }))
+                ),
+            };
+            assert!(ok, "type {frame_type:#04x}, {len} bytes: {result:?}");
+        }
+    }
+    for len in 0usize..=4 + 2 * 44 + 1 {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[frame_type::TREE_HELD]);
+        buf.extend_from_slice(&(len as u32).to_be_bytes());
+        buf.extend_from_slice(&vec![0xab; len]);
+        let result = decode(&mut buf, LIMIT);
+        if len >= 4 && (len - 4) % 44 == 0 {
+            match result {
+                Ok(Some(Frame::TreeHeld { records, .. })) => {
+                    assert_eq!(records.len(), (len - 4) / 44)
+                }
+                other => panic!("TREE_HELD of {len} bytes: {other:?}"),
+            }
+        } else {
+            assert!(
+                matches!(
+                    result,
+                    Err(DecodeError::Malformed(Malformed::Truncated { .. }))
+                ),
+                "TREE_HELD of {len} bytes: {result:?}"
+            );
         }
     }
 }

@@ -9,6 +9,9 @@
 //!   the named error, which maps to the named `code`.
 //! * ```` ```name-vector ```` blocks: the names have the `key:` (or the
 //!   `keys:`, in order), or are refused for the `invalid:` reason.
+//! * ```` ```manifest-vector ```` blocks: the hex decodes to the manifest
+//!   whose `root_mtime:` and `entries:` are listed, re-encodes to the same
+//!   bytes and has the BLAKE3 `hash:`; or is `refused:` with that code.
 
 mod notation;
 
@@ -17,13 +20,14 @@ use ferry_core::code::Code;
 use ferry_core::error::{DecodeError, Error, LimitExceeded, Malformed};
 use ferry_core::frame::{self, decode, Frame, PREAMBLE};
 use ferry_core::names::{check_name, name_key, NameError};
+use ferry_core::tree::{EntryKind, Manifest, TreeLimits};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The limit the positive vectors are decoded with: 1 MiB.
 const LIMIT: u32 = 1 << 20;
 
 /// Fewer positive frame vectors than this fails the test.
-const MIN_VECTORS: usize = 26;
+const MIN_VECTORS: usize = 37;
 
 /// Fewer negative vectors than this fails the test.
 const MIN_BAD_VECTORS: usize = 5;
@@ -67,7 +71,7 @@ fn blocks(doc: &str) -> Vec<Block> {
         let trimmed = line.trim();
         match current.as_mut() {
             None => {
-                if let Some(kind @ ("vector" | "bad-vector" | "name-vector")) =
+                if let Some(kind @ ("vector" | "bad-vector" | "name-vector" | "manifest-vector")) =
                     trimmed.strip_prefix("```")
                 {
                     current = Some(Block {
@@ -385,4 +389,69 @@ fn the_notation_writes_what_section_8_says() {
     assert_eq!(notation::bytes(b""), "0x");
     assert_eq!(notation::bytes(&[0, 0xab]), "0x00ab");
     assert_eq!(notation::frame(&Frame::Bye), "BYE");
+}
+
+#[test]
+fn protocol_document_manifest_vectors() {
+    let doc = protocol_doc();
+    let (mut accepted, mut refused) = (0, 0);
+    for block in blocks(&doc).iter().filter(|b| b.kind == "manifest-vector") {
+        let name = block.name();
+        let bytes = parse_hex(block.get("hex"), &name);
+        let decoded = Manifest::decode(&bytes, &TreeLimits::default());
+        if let Some(code) = block.fields.get("refused") {
+            let error = decoded.expect_err(&name);
+            assert_eq!(
+                format!("{:?}", error.code()),
+                format!("Code::{code}"),
+                "{name}: {error}"
+            );
+            refused += 1;
+            continue;
+        }
+        let manifest = decoded.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let root = manifest.root_mtime();
+        assert_eq!(
+            format!("{}.{}", root.secs(), root.nanos()),
+            block.get("root_mtime"),
+            "{name}: root_mtime"
+        );
+        let entries: Vec<String> = manifest
+            .entries()
+            .iter()
+            .map(|e| {
+                let (kind, flags, size) = match e.kind {
+                    EntryKind::File { size, executable } => (1, u8::from(executable), size),
+                    _ => (0, 0, 0),
+                };
+                format!(
+                    "({},{kind},{flags},{size},{},{})",
+                    notation::string(e.path.as_str()),
+                    e.mtime.secs(),
+                    e.mtime.nanos()
+                )
+            })
+            .collect();
+        assert_eq!(
+            format!("[{}]", entries.join(",")),
+            block.get("entries"),
+            "{name}: entries"
+        );
+        assert_eq!(
+            to_hex(&manifest.encode()),
+            to_hex(&bytes),
+            "{name}: re-encoding"
+        );
+        assert_eq!(
+            notation::bytes(blake3::hash(&bytes).as_bytes()),
+            block.get("hash"),
+            "{name}: hash"
+        );
+        accepted += 1;
+    }
+    assert!(accepted >= 1, "no manifest vector in PROTOCOL.md");
+    assert!(
+        refused >= 5,
+        "only {refused} refused manifest vectors in PROTOCOL.md"
+    );
 }

@@ -453,3 +453,66 @@ fn forbidden_values_after_decoding_are_malformed() {
         assert_eq!(error_sent(&mut client), Some(Code::MALFORMED), "case {i}");
     }
 }
+
+/// The frames a server sent, preamble skipped.
+fn frames_sent(conn: &mut Connection) -> Vec<Frame> {
+    let mut out = BytesMut::new();
+    while let Some(b) = conn.poll_transmit() {
+        out.extend_from_slice(&b);
+    }
+    if out.starts_with(&PREAMBLE) {
+        let _ = out.split_to(PREAMBLE.len());
+    }
+    std::iter::from_fn(|| decode(&mut out, 1 << 20).ok().flatten()).collect()
+}
+
+#[test]
+fn tree_frames_are_unknown_to_a_side_that_never_announced_trees() {
+    use ferry_core::frame::frame_type;
+    let now = Instant::now();
+    for t in frame_type::TREE_OFFER..=frame_type::TREE_FILE_DONE {
+        // Decided from the header alone, whatever length it declares.
+        let mut server = welcomed_server(now);
+        let _ = frames_sent(&mut server);
+        server.handle_input(now, &[t, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            error_sent(&mut server),
+            Some(Code::UNKNOWN_FRAME_TYPE),
+            "{t:#04x}"
+        );
+    }
+    // Also after FEATURES, from a server that takes no trees.
+    let mut server = welcomed_server(now);
+    server.handle_input(now, &encode(&[Frame::Features { bits: 1 }]));
+    let offer = Frame::TreeOffer {
+        id: 0,
+        total_size: 6,
+        manifest_len: 112,
+        name: "demo".into(),
+        peer: "".into(),
+    };
+    let _ = frames_sent(&mut server);
+    server.handle_input(now, &encode(&[offer]));
+    assert_eq!(error_sent(&mut server), Some(Code::UNKNOWN_FRAME_TYPE));
+}
+
+#[test]
+fn a_server_answers_the_first_features_of_a_client_once() {
+    let now = Instant::now();
+    let mut server = welcomed_server(now);
+    let _ = frames_sent(&mut server);
+    server.handle_input(now, &encode(&[Frame::Features { bits: 0xffff_fffe }]));
+    assert_eq!(server.peer_features(), 0xffff_fffe);
+    assert_eq!(frames_sent(&mut server), vec![Frame::Features { bits: 0 }]);
+    server.handle_input(
+        now,
+        &encode(&[Frame::Features { bits: 1 }, Frame::Ping { nonce: 7 }]),
+    );
+    assert_eq!(
+        server.peer_features(),
+        0xffff_fffe,
+        "later FEATURES are ignored"
+    );
+    assert_eq!(frames_sent(&mut server), vec![Frame::Pong { nonce: 7 }]);
+    assert!(server.is_open());
+}

@@ -15,9 +15,11 @@
 //! wait in a writer's queue.
 
 use crate::inbox::{NameInUse, Receiving, Reservation};
+use crate::tree::{TreePeerFault, TreeWriteError, TreeWriter};
 use bytes::Bytes;
-use ferry_core::frame::TransferId;
-use ferry_core::ResumeKey;
+use ferry_core::frame::{Hash, TransferId};
+use ferry_core::tree::Manifest;
+use ferry_core::{Code, ResumeKey};
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
@@ -73,6 +75,28 @@ pub(crate) enum Done {
         name: String,
         path: PathBuf,
         held: u64,
+    },
+    /// A tree's staging folder and all its folders are made: the tree can
+    /// be accepted.
+    TreeOpened { id: TransferId },
+    /// A tree could not be started: the offer is to be declined.
+    TreeNotOpened {
+        id: TransferId,
+        code: Code,
+        reason: String,
+    },
+    /// `upto` payload bytes of a tree (all files together) are written.
+    TreeWritten { id: TransferId, upto: u64 },
+    /// The tree is durable and under its final name.
+    TreeCommitted { id: TransferId, path: PathBuf },
+    /// A tree failed: at its end (`committing`: a file's hash differed, or
+    /// storing it failed; answer `FAILED`), or while it was written (the
+    /// disk failed: cancel it). The staging folder stays.
+    TreeFailed {
+        id: TransferId,
+        code: Code,
+        reason: String,
+        committing: bool,
     },
     /// A job failed; the writer does nothing more for this file.
     Failed {
@@ -385,4 +409,207 @@ impl Writer {
                 .push(self.owner, Done::Written { id: self.id, upto });
         }
     }
+}
+
+/// What a tree's writer thread is asked to do, in order.
+#[derive(Debug)]
+enum TreeJob {
+    Write { index: u32, data: Bytes },
+    Finish { index: u32, hash: Hash },
+    Commit,
+}
+
+/// The loop's end of one tree being received on its writer thread (a
+/// [`TreeWriter`] owned by that thread: making folders, writing, hashing,
+/// the final `syncfs` and move all happen there, never on the loop).
+/// Dropping it lets the writer finish what is queued and stop; the staging
+/// folder stays.
+#[derive(Debug)]
+pub(crate) struct IncomingTree {
+    jobs: Sender<TreeJob>,
+    queue: DiskQueue,
+}
+
+impl IncomingTree {
+    /// Starts a writer thread that makes the staging folder of tree `name`
+    /// in `dest` with every folder of `manifest`, reports
+    /// [`Done::TreeOpened`] (or [`Done::TreeNotOpened`]), then does the
+    /// jobs it is given.
+    pub(crate) fn spawn(
+        dest: PathBuf,
+        name: String,
+        manifest: Manifest,
+        id: TransferId,
+        owner: u64,
+        queue: DiskQueue,
+    ) -> io::Result<IncomingTree> {
+        let (jobs, inbox) = mpsc::channel();
+        let worker = queue.clone();
+        queue.shared.busy.fetch_add(1, Ordering::AcqRel);
+        let spawned = thread::Builder::new()
+            .name("ferry-tree-writer".into())
+            .spawn(move || run_tree(dest, name, manifest, id, owner, worker, inbox));
+        if let Err(e) = spawned {
+            queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(IncomingTree { jobs, queue })
+    }
+
+    fn submit(&self, job: TreeJob) {
+        self.queue.shared.busy.fetch_add(1, Ordering::AcqRel);
+        if self.jobs.send(job).is_err() {
+            self.queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    pub(crate) fn write(&self, index: u32, data: Bytes) {
+        self.submit(TreeJob::Write { index, data });
+    }
+
+    pub(crate) fn finish(&self, index: u32, hash: Hash) {
+        self.submit(TreeJob::Finish { index, hash });
+    }
+
+    pub(crate) fn commit(&self) {
+        self.submit(TreeJob::Commit);
+    }
+}
+
+impl Drop for IncomingTree {
+    fn drop(&mut self) {
+        // The writer's last act (letting go of its folders) is disk work
+        // too: counted until it is done.
+        self.queue.shared.busy.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A tree's writer thread.
+fn run_tree(
+    dest: PathBuf,
+    name: String,
+    manifest: Manifest,
+    id: TransferId,
+    owner: u64,
+    queue: DiskQueue,
+    jobs: Receiver<TreeJob>,
+) {
+    let created = TreeWriter::create(&dest, &name, manifest);
+    // Where the tree is staged, to remove it if it is never stored.
+    let mut staging = None;
+    let mut writer = match created {
+        Ok(writer) => {
+            staging = Some(writer.staging_path().to_path_buf());
+            queue.push(owner, Done::TreeOpened { id });
+            Some(writer)
+        }
+        Err(error) => {
+            let code = match error {
+                TreeWriteError::BadName(_) => Code::BAD_FILE_NAME,
+                _ => Code::IO_ERROR,
+            };
+            let reason = error.to_string();
+            queue.push(owner, Done::TreeNotOpened { id, code, reason });
+            None
+        }
+    };
+    queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
+    // The first file whose hash differed: the tree fails at its end.
+    let mut mismatch: Option<String> = None;
+    let mut written = 0u64;
+    while let Ok(first) = jobs.recv() {
+        let mut handled = 0;
+        let mut wrote = false;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            handled += 1;
+            let Some(w) = writer.as_mut() else {
+                // Failed or finished: later jobs are moot.
+                next = jobs.try_recv().ok();
+                continue;
+            };
+            let failed = match job {
+                TreeJob::Write { index, data } => match w.write(index as usize, &data) {
+                    Ok(()) => {
+                        written += data.len() as u64;
+                        wrote = true;
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+                TreeJob::Finish { index, hash } => match w.finish_file(index as usize, &hash) {
+                    Ok(()) => None,
+                    Err(TreeWriteError::Peer(TreePeerFault::HashMismatch { path })) => {
+                        mismatch.get_or_insert(path);
+                        None
+                    }
+                    Err(e) => Some(e),
+                },
+                TreeJob::Commit => {
+                    if wrote {
+                        queue.push(owner, Done::TreeWritten { id, upto: written });
+                        wrote = false;
+                    }
+                    // Taken: whatever happens, nothing more is written.
+                    let w = writer.take().expect("checked above");
+                    let done = match (&mismatch, w) {
+                        (Some(path), _) => Done::TreeFailed {
+                            id,
+                            code: Code::HASH_MISMATCH,
+                            reason: format!(
+                                "{path}: the BLAKE3 hash of what arrived does not match the sender's"
+                            ),
+                            committing: true,
+                        },
+                        (None, w) => match w.commit() {
+                            Ok(committed) => {
+                                // Moved to its final name: nothing staged.
+                                staging = None;
+                                Done::TreeCommitted {
+                                    id,
+                                    path: committed.path,
+                                }
+                            }
+                            Err(e) => Done::TreeFailed {
+                                id,
+                                code: Code::IO_ERROR,
+                                reason: format!("cannot store the folder: {e}"),
+                                committing: true,
+                            },
+                        },
+                    };
+                    queue.push(owner, done);
+                    None
+                }
+            };
+            if let Some(error) = failed {
+                writer = None;
+                wrote = false;
+                queue.push(
+                    owner,
+                    Done::TreeFailed {
+                        id,
+                        code: Code::IO_ERROR,
+                        reason: error.to_string(),
+                        committing: false,
+                    },
+                );
+            }
+            next = jobs.try_recv().ok();
+        }
+        if wrote {
+            queue.push(owner, Done::TreeWritten { id, upto: written });
+        }
+        queue.shared.busy.fetch_sub(handled, Ordering::AcqRel);
+    }
+    drop(writer);
+    // A tree not stored (cut, cancelled, a file's hash wrong, the disk
+    // failing) is removed with its staging folder: until trees resume, it
+    // would only hold disk space outside the quota. The staging folder is
+    // in the private `.ferry-partial`, and `remove_dir_all` follows no link.
+    if let Some(staging) = staging {
+        let _ = std::fs::remove_dir_all(staging);
+    }
+    // The closing the loop counted when it let go.
+    queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
 }

@@ -154,6 +154,19 @@ pub enum ClientCommand {
         /// The key of the earlier attempt.
         key: ferry_core::ResumeKey,
     },
+    /// Tell the server which optional features this client takes
+    /// ([`ferry_core::frame::features`]; 0 to only learn the server's,
+    /// which come back as [`Event::Features`]).
+    AnnounceFeatures(u32),
+    /// Send a folder, walked with [`walk_tree`](crate::walk_tree), to the
+    /// server's inbox (`to` empty) or to a user; the server must have
+    /// announced trees ([`Event::Features`]).
+    SendTree {
+        /// The folder as walked.
+        tree: Box<crate::WalkedTree>,
+        /// Recipient, empty for the inbox.
+        to: String,
+    },
     /// Accept an offer reported as [`Report::Asking`] (resuming any
     /// partial file of it in the inbox).
     AcceptOffer {

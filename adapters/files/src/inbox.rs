@@ -122,6 +122,37 @@ impl fmt::Display for Sender {
     }
 }
 
+/// Room in the inbox's quota held for a tree under way
+/// ([`Inbox::reserve_tree`]); dropping it gives the room back, unless the
+/// tree was stored.
+#[derive(Debug)]
+pub(crate) struct TreeReservation {
+    in_use: Arc<InUse>,
+    size: u64,
+    sender: Option<Sender>,
+    stored: bool,
+}
+
+impl TreeReservation {
+    /// The tree is under its final name in the inbox: its bytes are held
+    /// for good (until the server restarts: its first count of the folder
+    /// takes in regular files at the top only).
+    pub(crate) fn committed(mut self) {
+        self.stored = true;
+    }
+}
+
+impl Drop for TreeReservation {
+    fn drop(&mut self) {
+        let mut ledger = self.in_use.lock();
+        ledger.reserved = ledger.reserved.saturating_sub(self.size);
+        if self.stored {
+            ledger.stored = ledger.stored.saturating_add(self.size);
+        }
+        ledger.count(&self.sender, -1);
+    }
+}
+
 /// Why an offer is refused before anything touches the disk.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Refused {
@@ -520,6 +551,51 @@ impl Inbox {
         let staged = staged_name(key);
         let ledger = self.in_use.lock();
         ledger.kept.contains_key(&staged) || ledger.slots.contains_key(&staged)
+    }
+
+    /// Holds room for a tree of `size` bytes from `sender` (a folder sent
+    /// whole): its size limit, the sender's unfinished uploads and the
+    /// quota are checked as for a file, and its full size counts against
+    /// the quota until the reservation is dropped, or for good once it is
+    /// [`committed`](TreeReservation::committed).
+    pub(crate) fn reserve_tree(
+        &self,
+        size: u64,
+        sender: Option<Sender>,
+    ) -> Result<TreeReservation, Refused> {
+        if let Some(max) = self.max_file_size.filter(|&max| size > max) {
+            return Err(Refused::TooLarge { size, max });
+        }
+        let mut ledger = self.in_use.lock();
+        if let Some(sender) = &sender {
+            let held = ledger.partials.get(sender).copied().unwrap_or(0);
+            if held >= self.max_partials {
+                return Err(Refused::TooManyPartials {
+                    sender: sender.clone(),
+                    held,
+                    max: self.max_partials,
+                });
+            }
+        }
+        if let Some(quota) = self.quota {
+            let used = ledger.used();
+            if used.saturating_add(size) > quota {
+                return Err(QuotaExceeded {
+                    quota,
+                    used,
+                    wanted: size,
+                }
+                .into());
+            }
+        }
+        ledger.reserved = ledger.reserved.saturating_add(size);
+        ledger.count(&sender, 1);
+        Ok(TreeReservation {
+            in_use: self.in_use.clone(),
+            size,
+            sender,
+            stored: false,
+        })
     }
 
     /// Bytes counted against the quota now: files in the folder (as last

@@ -52,6 +52,8 @@ mod server;
 mod transfers;
 mod tree;
 mod udp;
+#[cfg(unix)]
+mod walk;
 
 pub use batch::{IoSlices, OutputBatch};
 pub use disk::Wake;
@@ -74,3 +76,5 @@ pub use tree::{
     OPEN_FOLDERS, TREE_SUFFIX,
 };
 pub use udp::{os_entropy, session_number, UdpCommand, UdpHandle};
+#[cfg(unix)]
+pub use walk::{walk_tree, Skipped, WalkError, WalkedTree, REFUSED_NAMED};

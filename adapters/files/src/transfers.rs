@@ -1,6 +1,6 @@
 //! Answering a connection's transfer events with file I/O.
 
-use crate::disk::{DiskQueue, Done, IncomingFile, Wake};
+use crate::disk::{DiskQueue, Done, IncomingFile, IncomingTree, Wake};
 use crate::inbox::{Inbox, Sender};
 use crate::sending::Sending;
 use bytes::Bytes;
@@ -57,6 +57,17 @@ pub trait TransferControl {
         id: TransferId,
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse>;
+    /// See [`Connection::accept_tree`].
+    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse>;
+    /// See [`Connection::supply_tree_chunk`].
+    fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse>;
 }
 
 impl TransferControl for Connection {
@@ -106,6 +117,19 @@ impl TransferControl for Connection {
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse> {
         Connection::finish_receive(self, now, id, result)
+    }
+    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
+        Connection::accept_tree(self, now, id)
+    }
+    fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        Connection::supply_tree_chunk(self, now, id, index, offset, data)
     }
 }
 
@@ -166,6 +190,20 @@ impl TransferControl for HubClient<'_> {
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse> {
         self.hub.finish_receive(self.client, now, id, result)
+    }
+    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
+        self.hub.accept_tree(self.client, now, id)
+    }
+    fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        self.hub
+            .supply_tree_chunk(self.client, now, id, index, offset, data)
     }
 }
 
@@ -322,6 +360,10 @@ pub struct FileTransfers {
     inbox: Option<Inbox>,
     policy: OfferPolicy,
     receiving: HashMap<TransferId, Receiver>,
+    /// Trees being received into the inbox.
+    trees: HashMap<TransferId, TreeReceiver>,
+    /// Trees being sent: each file's path and size, by manifest index.
+    tree_sources: HashMap<TransferId, TreeSource>,
     sending: HashMap<TransferId, Sending>,
     /// Offers waiting for the user's answer (policy `Ask`).
     held: BTreeMap<TransferId, HeldOffer>,
@@ -361,6 +403,68 @@ struct Receiver {
     unanswered: Option<Unanswered>,
 }
 
+/// A tree being sent: where its files are, and the one open now.
+#[derive(Debug)]
+struct TreeSource {
+    files: HashMap<u32, (PathBuf, u64)>,
+    /// The file read last (files are read in order, each to its end).
+    open: Option<(u32, std::fs::File)>,
+}
+
+impl TreeSource {
+    /// Reads `len` bytes at `offset` of file `index`, opened without
+    /// following a link; a file whose size changed since the walk is an
+    /// error naming it.
+    fn read(&mut self, index: u32, offset: u64, len: u32) -> io::Result<Bytes> {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let (path, size) = self
+            .files
+            .get(&index)
+            .ok_or_else(|| io::Error::other(format!("no file {index} in this folder")))?;
+        let changed = || io::Error::other(format!("{} changed while it was sent", path.display()));
+        if self.open.as_ref().is_none_or(|(i, _)| *i != index) {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            let meta = file.metadata()?;
+            if !meta.is_file() || meta.len() != *size {
+                return Err(changed());
+            }
+            self.open = Some((index, file));
+        }
+        // Set just above.
+        let (_, file) = self.open.as_ref().expect("opened above");
+        let mut buf = vec![0; len as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => return Err(changed()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if offset + u64::from(len) == *size {
+            self.open = None;
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// A tree being received into the inbox.
+#[derive(Debug)]
+struct TreeReceiver {
+    name: Text,
+    total_size: u64,
+    peer: Text,
+    /// Its writer, once the manifest is in.
+    writer: Option<IncomingTree>,
+    /// Its room in the inbox's quota.
+    room: Option<crate::inbox::TreeReservation>,
+}
+
 /// An offer whose file is being opened: what its report needs.
 #[derive(Debug)]
 struct Unanswered {
@@ -376,6 +480,8 @@ impl FileTransfers {
             inbox,
             policy,
             receiving: HashMap::new(),
+            trees: HashMap::new(),
+            tree_sources: HashMap::new(),
             sending: HashMap::new(),
             held: BTreeMap::new(),
             disk: DiskQueue::unsignalled(),
@@ -403,7 +509,7 @@ impl FileTransfers {
 
     /// Transfers with a file open.
     pub fn open_count(&self) -> usize {
-        self.receiving.len() + self.sending.len()
+        self.receiving.len() + self.trees.len() + self.sending.len() + self.tree_sources.len()
     }
 
     /// No disk work queued, running, or finished and not yet polled.
@@ -479,6 +585,69 @@ impl FileTransfers {
                 }
                 self.on_offer(ctl, now, id, offer)
             }
+            TransferEvent::TreeOffered {
+                id,
+                name,
+                total_size,
+                peer,
+                ..
+            } => self.on_tree_offer(ctl, now, id, name, total_size, peer),
+            TransferEvent::TreeManifest { id, manifest } => {
+                let tree = self.trees.get_mut(&id)?;
+                let dest = self.inbox.as_ref()?.dir().to_path_buf();
+                let spawned = IncomingTree::spawn(
+                    dest,
+                    tree.name.to_string(),
+                    manifest,
+                    id,
+                    self.owner,
+                    self.disk.clone(),
+                );
+                match spawned {
+                    Ok(writer) => {
+                        tree.writer = Some(writer);
+                        None
+                    }
+                    Err(e) => {
+                        let tree = self.trees.remove(&id)?;
+                        let reason = format!("cannot start a writer: {e}");
+                        let _ = ctl.reject(now, id, Code::IO_ERROR, &reason);
+                        Some(tree_report(id, tree, None))
+                    }
+                }
+            }
+            TransferEvent::TreeNeedChunk {
+                id,
+                index,
+                offset,
+                len,
+            } => {
+                let source = self.tree_sources.get_mut(&id)?;
+                match source.read(index, offset, len) {
+                    Ok(data) => {
+                        // Fails only if the transfer already ended.
+                        let _ = ctl.supply_tree_chunk(now, id, index, offset, data);
+                        None
+                    }
+                    Err(e) => Some(self.fail(ctl, now, id, e)),
+                }
+            }
+            TransferEvent::TreeChunk {
+                id, index, data, ..
+            } => {
+                self.trees.get(&id)?.writer.as_ref()?.write(index, data);
+                None
+            }
+            TransferEvent::TreeFileDone { id, index, hash } => {
+                self.trees.get(&id)?.writer.as_ref()?.finish(index, hash);
+                None
+            }
+            TransferEvent::Received { id, .. } if self.trees.contains_key(&id) => {
+                // Verified, made durable and moved by the writer after its
+                // last writes; `poll_disk` reports the outcome.
+                self.trees.get(&id)?.writer.as_ref()?.commit();
+                None
+            }
             TransferEvent::ResumeKey { id, key } => Some(Report::ResumeKey { id, key }),
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
@@ -524,6 +693,9 @@ impl FileTransfers {
             }
             TransferEvent::Ended { id, outcome } => {
                 // The sender gave up, or the link dropped, before an answer.
+                // A tree's staging folder stays as its writer left it.
+                self.trees.remove(&id);
+                self.tree_sources.remove(&id);
                 self.held.remove(&id);
                 self.sending.remove(&id);
                 if let Some(rx) = self.receiving.remove(&id) {
@@ -631,6 +803,58 @@ impl FileTransfers {
                 path,
                 held,
             }),
+            Done::TreeOpened { id } => {
+                let tree = self.trees.get(&id)?;
+                let report = Report::Offered {
+                    id,
+                    name: Text::from(format!("{}/", tree.name)),
+                    size: tree.total_size,
+                    peer: tree.peer.clone(),
+                    accepted: Some(0),
+                };
+                if ctl.accept_tree(now, id).is_err() {
+                    // Ended meanwhile (its `Ended` drops it too).
+                    self.trees.remove(&id);
+                    return None;
+                }
+                Some(report)
+            }
+            Done::TreeNotOpened { id, code, reason } => {
+                let tree = self.trees.remove(&id)?;
+                let _ = ctl.reject(now, id, code, &reason);
+                Some(tree_report(id, tree, None))
+            }
+            Done::TreeWritten { id, upto } => {
+                let size = self.trees.get(&id)?.total_size;
+                ctl.confirm_written(now, id, upto).ok()?;
+                Some(Report::Progress {
+                    id,
+                    done: upto,
+                    size,
+                })
+            }
+            Done::TreeCommitted { id, path } => {
+                let tree = self.trees.remove(&id)?;
+                if let Some(room) = tree.room {
+                    room.committed();
+                }
+                let _ = ctl.finish_receive(now, id, Ok(()));
+                Some(Report::Saved { id, path })
+            }
+            Done::TreeFailed {
+                id,
+                code,
+                reason,
+                committing,
+            } => {
+                self.trees.remove(&id)?;
+                if committing {
+                    let _ = ctl.finish_receive(now, id, Err((code, reason.clone())));
+                } else {
+                    let _ = ctl.cancel(now, id, code, &reason);
+                }
+                Some(Report::LocalError { id, error: reason })
+            }
             Done::Failed {
                 id,
                 error,
@@ -770,6 +994,48 @@ impl FileTransfers {
         }
     }
 
+    /// A tree offered to the inbox: refused at once if the inbox cannot
+    /// take it (none, its quota, its sender's limits), else its manifest is
+    /// awaited ([`TransferEvent::TreeManifest`]).
+    fn on_tree_offer(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        name: Text,
+        total_size: u64,
+        peer: Text,
+    ) -> Option<Report> {
+        let mut tree = TreeReceiver {
+            name,
+            total_size,
+            peer,
+            writer: None,
+            room: None,
+        };
+        let sender = match self.source {
+            Some(source) => Sender::Source(source),
+            None => Sender::User(tree.peer.to_lowercase()),
+        };
+        let reserved = match (&self.inbox, self.policy) {
+            (Some(inbox), OfferPolicy::Accept) => inbox
+                .admits(&tree.peer, total_size)
+                .and_then(|()| inbox.reserve_tree(total_size, Some(sender)))
+                .map_err(|refused| (refused.code(), refused.to_string())),
+            // Asking a user about a whole folder is not built yet.
+            _ => Err((Code::FILE_REJECTED, "not accepting folders".to_string())),
+        };
+        match reserved {
+            Ok(room) => tree.room = Some(room),
+            Err((code, reason)) => {
+                let _ = ctl.reject(now, id, code, &reason);
+                return Some(tree_report(id, tree, None));
+            }
+        }
+        self.trees.insert(id, tree);
+        None
+    }
+
     /// A local read or write failed: cancel, keep any partial file.
     fn fail(
         &mut self,
@@ -782,7 +1048,20 @@ impl FileTransfers {
         let _ = ctl.cancel(now, id, Code::IO_ERROR, &error);
         self.sending.remove(&id);
         self.receiving.remove(&id);
+        self.tree_sources.remove(&id);
         Report::LocalError { id, error }
+    }
+}
+
+/// What became of a tree offer, for [`Report::Offered`] (its name ends in
+/// `/`, so that a log tells a folder from a file).
+fn tree_report(id: TransferId, tree: TreeReceiver, accepted: Option<u64>) -> Report {
+    Report::Offered {
+        id,
+        name: Text::from(format!("{}/", tree.name)),
+        size: tree.total_size,
+        peer: tree.peer,
+        accepted,
     }
 }
 
@@ -806,6 +1085,31 @@ pub fn run_command(
         ClientCommand::SendFile { path, to } => return send_file(conn, files, now, path, to, None),
         ClientCommand::ResumeFile { path, to, key } => {
             return send_file(conn, files, now, path, to, Some(key))
+        }
+        ClientCommand::AnnounceFeatures(bits) => conn
+            .announce_features(now, bits)
+            .map_err(|e| e.to_string())?,
+        ClientCommand::SendTree { tree, to } => {
+            let id = conn
+                .offer_tree(now, &tree.name, &tree.manifest, &to)
+                .map_err(|e| format!("cannot send the folder {}: {e}", tree.name))?;
+            let sizes: Vec<u64> = tree.manifest.entries().iter().map(|e| e.size()).collect();
+            let source = TreeSource {
+                files: tree
+                    .files
+                    .iter()
+                    .map(|(index, path)| (*index, (path.clone(), sizes[*index as usize])))
+                    .collect(),
+                open: None,
+            };
+            files.tree_sources.insert(id, source);
+            return Ok(Some(Report::Offering {
+                id,
+                path: PathBuf::from(&tree.name),
+                name: Text::from(format!("{}/", tree.name)),
+                size: tree.manifest.total_size(),
+                to: to.as_str().into(),
+            }));
         }
         ClientCommand::AcceptOffer { id } => return files.answer_offer(conn, now, id, true),
         ClientCommand::RejectOffer { id } => return files.answer_offer(conn, now, id, false),
@@ -892,6 +1196,20 @@ mod tests {
             _: Instant,
             _: TransferId,
             _: Result<(), (Code, String)>,
+        ) -> Result<(), Misuse> {
+            Ok(())
+        }
+        fn accept_tree(&mut self, _: Instant, id: TransferId) -> Result<(), Misuse> {
+            self.0.push((id, Ok(0)));
+            Ok(())
+        }
+        fn supply_tree_chunk(
+            &mut self,
+            _: Instant,
+            _: TransferId,
+            _: u32,
+            _: u64,
+            _: Bytes,
         ) -> Result<(), Misuse> {
             Ok(())
         }

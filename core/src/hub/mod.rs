@@ -882,7 +882,34 @@ impl Hub {
         })
     }
 
-    /// Declines an upload offered to the inbox.
+    /// Takes a tree offered to the inbox once its manifest is in; see
+    /// [`Connection::accept_tree`].
+    pub fn accept_tree(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.accept_tree(now, id))
+    }
+
+    /// Answers a [`TransferEvent::TreeNeedChunk`] (see
+    /// [`Connection::supply_tree_chunk`]).
+    pub fn supply_tree_chunk(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| {
+            c.supply_tree_chunk(now, id, index, offset, data)
+        })
+    }
+
+    /// Declines an upload (a file or a tree) offered to the inbox.
     pub fn reject(
         &mut self,
         client: ClientId,
@@ -1811,7 +1838,7 @@ impl Hub {
         // each sets disk or a peer to work, and the pair made 392,000 empty
         // files in 40 s when they were free.
         let priced = match &event {
-            TransferEvent::Offered { .. } => true,
+            TransferEvent::Offered { .. } | TransferEvent::TreeOffered { .. } => true,
             TransferEvent::Ended {
                 outcome: Outcome::Cancelled { by_peer: true, .. },
                 ..
@@ -1819,7 +1846,9 @@ impl Hub {
             _ => false,
         };
         if priced && !self.take_token(id, now) {
-            if let TransferEvent::Offered { id: tid, .. } = event {
+            if let TransferEvent::Offered { id: tid, .. }
+            | TransferEvent::TreeOffered { id: tid, .. } = event
+            {
                 let reason = "over the flood limit: offer again later";
                 self.relay_call(id, now, |c| c.reject(now, tid, Code::FLOODING, reason), tid);
                 return;

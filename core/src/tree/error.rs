@@ -6,6 +6,7 @@
 //! Every message quotes the peer's text escaped (see
 //! [`Escaped`](crate::filename::Escaped)), so it is safe to print.
 
+use crate::code::Code;
 use crate::filename::{Escaped, FileNameError};
 use thiserror::Error;
 
@@ -82,6 +83,18 @@ pub enum TreeLimitExceeded {
         /// The limit.
         max: usize,
     },
+}
+
+impl TreeLimitExceeded {
+    /// The code a receiver refuses the tree with: [`Code::FILE_TOO_LARGE`]
+    /// for [`TooLarge`](Self::TooLarge) (as for one file over the size
+    /// limit), else [`Code::TREE_TOO_LARGE`].
+    pub fn code(&self) -> Code {
+        match self {
+            TreeLimitExceeded::TooLarge { .. } => Code::FILE_TOO_LARGE,
+            _ => Code::TREE_TOO_LARGE,
+        }
+    }
 }
 
 /// Why a single tree path was refused ([`TreePath::new`](super::TreePath::new)).
@@ -208,6 +221,19 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
+    /// The code a receiver refuses the tree with (`REJECT`,
+    /// `docs/PROTOCOL.md` §5): [`Code::BAD_MANIFEST`] for bytes that do not
+    /// parse, [`Code::BAD_FILE_NAME`] for an unsafe path or tree,
+    /// [`Code::FILE_TOO_LARGE`] for files over `max_total_bytes`, and
+    /// [`Code::TREE_TOO_LARGE`] for any other limit.
+    pub fn code(&self) -> Code {
+        match self {
+            ManifestError::Malformed(_) => Code::BAD_MANIFEST,
+            ManifestError::Unsafe(_) => Code::BAD_FILE_NAME,
+            ManifestError::Limit(limit) => limit.code(),
+        }
+    }
+
     /// The error for entry `entry` whose path was refused.
     pub(crate) fn path(entry: usize, error: PathError) -> ManifestError {
         match error {

@@ -319,6 +319,46 @@ fn limits_on_depth_count_and_length_are_checked_while_decoding() {
     assert!(Manifest::new(AT, entries, &limits).is_err());
 }
 
+#[test]
+fn each_refusal_has_the_code_of_its_row() {
+    use crate::code::Code;
+    let code =
+        |bytes: &[u8], limits: &TreeLimits| Manifest::decode(bytes, limits).unwrap_err().code();
+    let defaults = TreeLimits::default();
+    // Bytes that do not parse.
+    assert_eq!(code(&[0, 0, 0, 1], &defaults), Code::BAD_MANIFEST);
+    assert_eq!(code(&raw(&[("a", 7, 0, 0)]), &defaults), Code::BAD_MANIFEST);
+    // Unsafe paths and trees.
+    assert_eq!(
+        code(&raw(&[("..", 0, 0, 0)]), &defaults),
+        Code::BAD_FILE_NAME
+    );
+    assert_eq!(
+        code(&raw(&[("/etc", 0, 0, 0)]), &defaults),
+        Code::BAD_FILE_NAME
+    );
+    assert_eq!(
+        code(&raw(&[("A", 1, 0, 1), ("a", 1, 0, 1)]), &defaults),
+        Code::BAD_FILE_NAME
+    );
+    // Limits: the total size is FILE_TOO_LARGE, the others TREE_TOO_LARGE.
+    let mut limits = defaults;
+    limits.max_total_bytes = 1;
+    assert_eq!(code(&raw(&[("a", 1, 0, 2)]), &limits), Code::FILE_TOO_LARGE);
+    limits = defaults;
+    limits.max_entries = 1;
+    assert_eq!(
+        code(&raw(&[("a", 0, 0, 0), ("b", 0, 0, 0)]), &limits),
+        Code::TREE_TOO_LARGE
+    );
+    limits = defaults;
+    limits.max_depth = 1;
+    assert_eq!(
+        code(&raw(&[("a", 0, 0, 0), ("a/b", 0, 0, 0)]), &limits),
+        Code::TREE_TOO_LARGE
+    );
+}
+
 /// Folder names and file names, few enough that generated trees clash.
 fn name() -> impl Strategy<Value = String> {
     prop::sample::select(vec![

@@ -11,7 +11,8 @@
 //! 8259: `\"`, `\\`, `\n`, `\r`, `\t`, other control characters as
 //! `\u00XX`, everything else as itself); byte fields (`bytes16`, `rest`,
 //! `hash`, `key`) as `0x` and two lowercase hex digits a byte (`0x` alone
-//! when empty); lists as `[a,b]`.
+//! when empty); lists as `[a,b]`; a `TREE_HELD` record as
+//! `(index,offset,prefix_hash)`.
 #![allow(dead_code)]
 
 use ferry_core::code::Code;
@@ -172,6 +173,37 @@ pub fn frame(frame: &Frame) -> String {
             from,
             text,
         } => format!("HISTORY time={time_ms} from={} text={}", s(from), s(text)),
+        Frame::TreeOffer {
+            id,
+            total_size,
+            manifest_len,
+            name,
+            peer,
+        } => format!(
+            "TREE_OFFER id={id} total_size={total_size} manifest_len={manifest_len} name={} peer={}",
+            s(name),
+            s(peer)
+        ),
+        Frame::TreeManifest { id, part } => {
+            format!("TREE_MANIFEST id={id} part={}", bytes(part))
+        }
+        Frame::TreeHeld { id, records } => format!(
+            "TREE_HELD id={id} records={}",
+            list(records, |r| format!(
+                "({},{},{})",
+                r.index,
+                r.offset,
+                bytes(&r.prefix_hash)
+            ))
+        ),
+        Frame::TreeAccept { id, window } => format!("TREE_ACCEPT id={id} window={window}"),
+        Frame::TreeFile { id, index, offset } => {
+            format!("TREE_FILE id={id} index={index} offset={offset}")
+        }
+        Frame::TreeFileDone { id, index, hash } => {
+            format!("TREE_FILE_DONE id={id} index={index} hash={}", bytes(hash))
+        }
+        Frame::Features { bits } => format!("FEATURES bits={bits}"),
         Frame::Extension { frame_type, body } => {
             format!("EXTENSION type=0x{frame_type:02x} body={}", bytes(body))
         }

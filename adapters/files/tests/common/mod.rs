@@ -53,6 +53,20 @@ impl ferry_files::TransferControl for Answers {
     ) -> Result<(), ferry_core::Misuse> {
         Ok(())
     }
+    fn accept_tree(&mut self, _: Instant, id: u32) -> Result<(), ferry_core::Misuse> {
+        self.0.push((id, Ok(0)));
+        Ok(())
+    }
+    fn supply_tree_chunk(
+        &mut self,
+        _: Instant,
+        _: u32,
+        _: u32,
+        _: u64,
+        _: bytes::Bytes,
+    ) -> Result<(), ferry_core::Misuse> {
+        Ok(())
+    }
 }
 
 impl Answers {

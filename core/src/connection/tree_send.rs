@@ -1,0 +1,462 @@
+//! Sending a tree (`docs/PROTOCOL.md` §6.12): `TREE_OFFER` and the
+//! manifest, then, once accepted, every file in manifest order as
+//! `TREE_FILE`, `DATA`, `TREE_FILE_DONE` with no answer awaited between
+//! files, within the receiver's window; `DONE` with the manifest's hash.
+//! The application reads the bytes ([`TransferEvent::TreeNeedChunk`]); no
+//! disk here.
+
+use super::{data_floor, Connection, Role, Transfer};
+use crate::error::{Error, Malformed, Misuse, Violation};
+use crate::filename::check_file_name;
+use crate::frame::{features, Frame, Hash, TransferId};
+use crate::transfer::{empty_hash, Outcome, TransferEvent};
+use crate::tree::Manifest;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// A tree this side sends.
+#[derive(Debug)]
+pub(crate) struct OutgoingTree {
+    /// Each entry's size, `None` for a folder.
+    sizes: Vec<Option<u64>>,
+    /// BLAKE3 of the manifest's bytes, for `DONE`.
+    hash: Hash,
+    total: u64,
+    state: TreeOut,
+}
+
+#[derive(Debug)]
+enum TreeOut {
+    Offered,
+    Sending(Box<Sending>),
+    /// `DONE` queued; waiting for `VERIFIED` or `FAILED`.
+    DoneSent {
+        credited: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Sending {
+    window: u32,
+    /// The receiver's last `CREDIT`: payload bytes of the tree stored.
+    credited: u64,
+    /// Payload bytes asked of the application so far.
+    requested: u64,
+    /// Payload bytes supplied and queued so far.
+    supplied: u64,
+    /// Where the next request starts: an entry and an offset in it.
+    req_entry: usize,
+    req_offset: u64,
+    /// Requests not yet answered: `(index, offset, len)`, oldest first.
+    pending: VecDeque<(u32, u64, u32)>,
+    /// Entries before this one have all their frames queued.
+    framed: usize,
+    /// BLAKE3 of the file being supplied, so far.
+    hasher: blake3::Hasher,
+}
+
+impl Connection {
+    /// Offers `manifest` as the tree `name` (a folder sent whole) to the
+    /// peer: to a server, `to` names the recipient, or is empty for its
+    /// inbox. The peer must have announced trees in `FEATURES`
+    /// ([`peer_features`](Self::peer_features)): a client asks with
+    /// [`announce_features`](Self::announce_features) and waits for
+    /// [`Event::Features`](super::Event::Features). Queues `TREE_OFFER` and
+    /// the manifest in parts; once the receiver accepts, its files are
+    /// asked for in order with [`TransferEvent::TreeNeedChunk`], answered
+    /// with [`supply_tree_chunk`](Self::supply_tree_chunk).
+    pub fn offer_tree(
+        &mut self,
+        now: Instant,
+        name: &str,
+        manifest: &Manifest,
+        to: &str,
+    ) -> Result<TransferId, Misuse> {
+        self.ensure_open()?;
+        if self.peer_features & features::TREES == 0 {
+            return Err(Misuse::InvalidArgument("the peer does not take folders"));
+        }
+        check_file_name(name).map_err(|_| Misuse::InvalidArgument("unsafe folder name"))?;
+        if to.len() > usize::from(u16::MAX) {
+            return Err(Misuse::InvalidArgument("peer name too long"));
+        }
+        if self.transfers.len() >= self.config.max_transfers {
+            return Err(Misuse::InvalidArgument("too many transfers open"));
+        }
+        let bytes = Bytes::from(manifest.encode());
+        let manifest_len = u32::try_from(bytes.len())
+            .map_err(|_| Misuse::InvalidArgument("a manifest over 4 GiB"))?;
+        let id = self.next_local_id;
+        self.next_local_id = id
+            .checked_add(2)
+            .ok_or(Misuse::InvalidArgument("transfer ids exhausted"))?;
+        // Its answers are tree frames: known from now on.
+        self.speaks_trees = true;
+        self.transfers.insert(
+            id,
+            Transfer::OutTree(Box::new(OutgoingTree {
+                sizes: manifest
+                    .entries()
+                    .iter()
+                    .map(|e| (!e.is_folder()).then(|| e.size()))
+                    .collect(),
+                hash: *blake3::hash(&bytes).as_bytes(),
+                total: manifest.total_size(),
+                state: TreeOut::Offered,
+            })),
+        );
+        self.queue(
+            &Frame::TreeOffer {
+                id,
+                total_size: manifest.total_size(),
+                manifest_len,
+                name: name.into(),
+                peer: to.into(),
+            },
+            now,
+        );
+        // The parts go in the data lane: a large manifest is paced like
+        // file data, not held against the control lane's limit.
+        let part = (self.settings.max_frame as usize).saturating_sub(4).max(1);
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + part).min(bytes.len());
+            self.outbox.push_after_data(
+                id,
+                &Frame::TreeManifest {
+                    id,
+                    part: bytes.slice(at..end),
+                },
+            );
+            at = end;
+        }
+        self.last_send = now;
+        Ok(id)
+    }
+
+    /// Client role: tells the server which optional features this side
+    /// takes (`FEATURES`, once, after `WELCOME`); the server answers with
+    /// its own, reported as [`Event::Features`](super::Event::Features).
+    /// Announce [`features::TREES`] only if the application handles
+    /// [`TransferEvent::TreeManifest`]; a client that only sends trees
+    /// announces 0.
+    pub fn announce_features(&mut self, now: Instant, bits: u32) -> Result<(), Misuse> {
+        self.ensure_open()?;
+        if self.role != Role::Client {
+            return Err(Misuse::InvalidArgument(
+                "a server answers FEATURES, it does not announce them",
+            ));
+        }
+        if self.features_answered {
+            return Err(Misuse::InvalidArgument("FEATURES already sent"));
+        }
+        if bits & features::TREES != 0 && self.config.trees.is_none() {
+            return Err(Misuse::InvalidArgument(
+                "trees announced without limits for them (Config::trees)",
+            ));
+        }
+        self.features_answered = true;
+        if bits & features::TREES != 0 {
+            self.speaks_trees = true;
+        }
+        self.queue(&Frame::Features { bits }, now);
+        Ok(())
+    }
+
+    /// Answers the oldest [`TransferEvent::TreeNeedChunk`] of tree `id`
+    /// with exactly the bytes it asked for.
+    pub fn supply_tree_chunk(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Misuse> {
+        let unrequested = Misuse::UnrequestedChunk {
+            id,
+            offset,
+            len: data.len(),
+        };
+        let Some(Transfer::OutTree(tree)) = self.transfers.get_mut(&id) else {
+            return Err(Misuse::NoSuchTransfer(id));
+        };
+        let TreeOut::Sending(s) = &mut tree.state else {
+            return Err(unrequested);
+        };
+        match s.pending.front() {
+            Some(&(i, o, len)) if i == index && o == offset && len as usize == data.len() => {
+                s.pending.pop_front();
+            }
+            _ => return Err(unrequested),
+        }
+        let index = index as usize;
+        // Requested: a file of the manifest.
+        let size = tree.sizes[index].unwrap_or(0);
+        if offset == 0 {
+            Self::frame_empty_files(&mut self.outbox, id, &tree.sizes, s, index);
+            self.outbox.push_after_data(
+                id,
+                &Frame::TreeFile {
+                    id,
+                    index: index as u32,
+                    offset: 0,
+                },
+            );
+        }
+        s.hasher.update(&data);
+        s.supplied += data.len() as u64;
+        let end = offset + data.len() as u64;
+        self.outbox.push_data(id, offset, data);
+        if end == size {
+            let hash = *s.hasher.finalize().as_bytes();
+            s.hasher.reset();
+            s.framed = index + 1;
+            self.outbox.push_after_data(
+                id,
+                &Frame::TreeFileDone {
+                    id,
+                    index: index as u32,
+                    hash,
+                },
+            );
+        }
+        self.last_send = now;
+        self.maybe_tree_done(id);
+        self.fill_requests();
+        Ok(())
+    }
+
+    /// Queues `TREE_FILE` and `TREE_FILE_DONE` for the files of 0 bytes
+    /// from the last one framed up to `until`.
+    fn frame_empty_files(
+        outbox: &mut crate::outbox::Outbox,
+        id: TransferId,
+        sizes: &[Option<u64>],
+        s: &mut Sending,
+        until: usize,
+    ) {
+        for (index, size) in sizes.iter().enumerate().take(until).skip(s.framed) {
+            if *size == Some(0) {
+                let index = index as u32;
+                outbox.push_after_data(
+                    id,
+                    &Frame::TreeFile {
+                        id,
+                        index,
+                        offset: 0,
+                    },
+                );
+                let hash = empty_hash();
+                outbox.push_after_data(id, &Frame::TreeFileDone { id, index, hash });
+            }
+        }
+        s.framed = s.framed.max(until);
+    }
+
+    /// Queues `DONE` once every file's frames are queued.
+    fn maybe_tree_done(&mut self, id: TransferId) {
+        let Some(Transfer::OutTree(tree)) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        let TreeOut::Sending(s) = &mut tree.state else {
+            return;
+        };
+        if s.req_entry < tree.sizes.len() || !s.pending.is_empty() {
+            return;
+        }
+        let len = tree.sizes.len();
+        Self::frame_empty_files(&mut self.outbox, id, &tree.sizes, s, len);
+        let credited = s.credited;
+        let hash = tree.hash;
+        tree.state = TreeOut::DoneSent { credited };
+        self.outbox.push_after_data(id, &Frame::Done { id, hash });
+    }
+
+    /// The next chunks of the trees being sent, within each one's window
+    /// and the connection's `budget` of bytes asked for and not yet
+    /// written; returns the requests.
+    pub(super) fn tree_requests(&mut self, chunk: u32, budget: u64) -> Vec<TransferEvent> {
+        let mut in_flight = self.outbox.data_len() as u64
+            + self
+                .transfers
+                .values()
+                .map(|t| match t {
+                    Transfer::OutTree(tree) => match &tree.state {
+                        TreeOut::Sending(s) => s.requested - s.supplied,
+                        _ => 0,
+                    },
+                    _ => 0,
+                })
+                .sum::<u64>();
+        let mut requests = Vec::new();
+        let ids: Vec<TransferId> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| matches!(t, Transfer::OutTree(_)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            let Some(Transfer::OutTree(tree)) = self.transfers.get_mut(&id) else {
+                continue;
+            };
+            let TreeOut::Sending(s) = &mut tree.state else {
+                continue;
+            };
+            while in_flight < budget {
+                // Past folders, files of 0 bytes and files fully asked for.
+                while s.req_entry < tree.sizes.len() {
+                    match tree.sizes[s.req_entry] {
+                        Some(size) if s.req_offset < size => break,
+                        _ => {
+                            s.req_entry += 1;
+                            s.req_offset = 0;
+                        }
+                    }
+                }
+                let Some(Some(size)) = tree.sizes.get(s.req_entry).copied() else {
+                    break;
+                };
+                let room = (s.credited + u64::from(s.window)).saturating_sub(s.requested);
+                let len = (size - s.req_offset).min(u64::from(chunk)).min(room);
+                let ends_file = s.req_offset + len == size;
+                if len == 0 || (len < data_floor(chunk as usize, s.window) && !ends_file) {
+                    break;
+                }
+                let index = s.req_entry as u32;
+                let offset = s.req_offset;
+                let len = len as u32;
+                s.pending.push_back((index, offset, len));
+                s.req_offset += u64::from(len);
+                s.requested += u64::from(len);
+                in_flight += u64::from(len);
+                requests.push(TransferEvent::TreeNeedChunk {
+                    id,
+                    index,
+                    offset,
+                    len,
+                });
+            }
+        }
+        // Trees with nothing left to ask for (only empty files, or none).
+        let done: Vec<TransferId> = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| matches!(t, Transfer::OutTree(tree) if matches!(tree.state, TreeOut::Sending(_))))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in done {
+            self.maybe_tree_done(id);
+        }
+        requests
+    }
+
+    /// The frames a tree's receiver sends: `TREE_ACCEPT`, `REJECT`,
+    /// `CREDIT`, `VERIFIED`, `FAILED`, `TREE_HELD`. `Ok(false)`: not about
+    /// a tree this side sends.
+    pub(super) fn on_tree_answer(&mut self, frame: &Frame) -> Result<bool, Error> {
+        let id = match frame {
+            Frame::TreeAccept { id, .. } | Frame::TreeHeld { id, .. } => *id,
+            Frame::Reject { id, .. }
+            | Frame::Credit { id, .. }
+            | Frame::Verified { id }
+            | Frame::Failed { id, .. } => *id,
+            _ => return Ok(false),
+        };
+        let is_tree_frame = matches!(frame, Frame::TreeAccept { .. } | Frame::TreeHeld { .. });
+        if !is_tree_frame && !matches!(self.transfers.get(&id), Some(Transfer::OutTree(_))) {
+            return Ok(false);
+        }
+        let name = frame.name();
+        let unexpected =
+            |state| -> Error { Violation::UnexpectedFrame { frame: name, state }.into() };
+        let Some(transfer) = self.named(name, id, false)? else {
+            return Ok(true);
+        };
+        let Transfer::OutTree(tree) = transfer else {
+            return Err(unexpected("for a transfer that is not a folder"));
+        };
+        match (frame, &mut tree.state) {
+            (Frame::TreeAccept { window, .. }, TreeOut::Offered) => {
+                if *window == 0 {
+                    return Err(Malformed::InvalidValue {
+                        frame: "TREE_ACCEPT",
+                        field: "window",
+                        why: "must be at least 1",
+                    }
+                    .into());
+                }
+                tree.state = TreeOut::Sending(Box::new(Sending {
+                    window: *window,
+                    credited: 0,
+                    requested: 0,
+                    supplied: 0,
+                    req_entry: 0,
+                    req_offset: 0,
+                    pending: VecDeque::new(),
+                    framed: 0,
+                    hasher: blake3::Hasher::new(),
+                }));
+                self.emit(TransferEvent::Accepted {
+                    id,
+                    offset: 0,
+                    window: *window,
+                    prefix_hash: empty_hash(),
+                });
+                Ok(true)
+            }
+            (Frame::Reject { code, reason, .. }, TreeOut::Offered) => {
+                let outcome = Outcome::Rejected {
+                    code: *code,
+                    reason: reason.to_string(),
+                };
+                self.transfers.remove(&id);
+                self.outbox.discard_data(id);
+                self.end(id, outcome);
+                Ok(true)
+            }
+            (Frame::Credit { written, .. }, TreeOut::Sending(s)) => {
+                if *written < s.credited || *written > s.supplied {
+                    return Err(unexpected("going back, or past the bytes sent"));
+                }
+                s.credited = *written;
+                let (confirmed, size) = (*written, tree.total);
+                self.emit(TransferEvent::Progress {
+                    id,
+                    confirmed,
+                    size,
+                });
+                Ok(true)
+            }
+            (Frame::Credit { written, .. }, TreeOut::DoneSent { credited }) => {
+                if *written < *credited || *written > tree.total {
+                    return Err(unexpected("going back, or past the bytes sent"));
+                }
+                *credited = *written;
+                let (confirmed, size) = (*written, tree.total);
+                self.emit(TransferEvent::Progress {
+                    id,
+                    confirmed,
+                    size,
+                });
+                Ok(true)
+            }
+            (Frame::Verified { .. }, TreeOut::DoneSent { .. }) => {
+                self.transfers.remove(&id);
+                self.end(id, Outcome::Verified);
+                Ok(true)
+            }
+            (Frame::Failed { code, reason, .. }, TreeOut::DoneSent { .. }) => {
+                let outcome = Outcome::Failed {
+                    code: *code,
+                    reason: reason.to_string(),
+                };
+                self.transfers.remove(&id);
+                self.end(id, outcome);
+                Ok(true)
+            }
+            _ => Err(unexpected("at this point of the folder's transfer")),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! A client connection sends a tree to a server connection through an
+//! in-memory pipe: FEATURES asked and answered, the manifest in parts,
+//! every file in order within a small window, DONE, VERIFIED; the bytes
+//! the receiving application saw are the sender's, file by file.
+
+use bytes::Bytes;
+use ferry_core::frame::features;
+use ferry_core::transfer::{Outcome, TransferEvent};
+use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
+use ferry_core::{ClientConfig, Config, Connection, Event};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn entry(path: &str, kind: EntryKind) -> Entry {
+    Entry {
+        path: TreePath::new(path, &TreeLimits::default()).unwrap(),
+        kind,
+        mtime: Mtime::new(1_700_000_000, 0).unwrap(),
+    }
+}
+
+/// Folders, empty files first, last and between, files larger than the
+/// window and many small ones (the manifest spans several frames).
+fn tree() -> (Manifest, BTreeMap<u32, Vec<u8>>) {
+    let mut entries = vec![entry(
+        "a",
+        EntryKind::File {
+            size: 0,
+            executable: false,
+        },
+    )];
+    let mut data = BTreeMap::new();
+    data.insert(0, Vec::new());
+    entries.push(entry("big", EntryKind::Folder));
+    for (n, size) in [10_000usize, 0, 4096, 1, 5000].into_iter().enumerate() {
+        data.insert(
+            entries.len() as u32,
+            (0..size).map(|i| (i * 7 + n) as u8).collect(),
+        );
+        entries.push(entry(
+            &format!("big/f{n}"),
+            EntryKind::File {
+                size: size as u64,
+                executable: n == 2,
+            },
+        ));
+    }
+    entries.push(entry("empty", EntryKind::Folder));
+    entries.push(entry("small", EntryKind::Folder));
+    for n in 0..300usize {
+        let bytes: Vec<u8> = format!("file number {n}\n").into_bytes();
+        data.insert(entries.len() as u32, bytes.clone());
+        entries.push(entry(
+            &format!("small/with a rather long name to make the manifest span frames {n:04}"),
+            EntryKind::File {
+                size: bytes.len() as u64,
+                executable: false,
+            },
+        ));
+    }
+    data.insert(entries.len() as u32, Vec::new());
+    entries.push(entry(
+        "z",
+        EntryKind::File {
+            size: 0,
+            executable: false,
+        },
+    ));
+    let manifest = Manifest::new(Mtime::EPOCH, entries, &TreeLimits::default()).unwrap();
+    (manifest, data)
+}
+
+/// Moves everything either side has to send to the other, `step` bytes at
+/// a time; returns whether anything moved.
+fn pump(a: &mut Connection, b: &mut Connection, now: Instant, step: usize) -> bool {
+    fn one_way(from: &mut Connection, to: &mut Connection, now: Instant, step: usize) -> bool {
+        let mut moved = false;
+        while let Some(bytes) = from.poll_transmit() {
+            moved = true;
+            for piece in bytes.chunks(step) {
+                to.handle_input(now, piece);
+            }
+        }
+        moved
+    }
+    let there = one_way(a, b, now, step);
+    let back = one_way(b, a, now, step);
+    there || back
+}
+
+fn send_tree(step: usize) {
+    let now = Instant::now();
+    let server_config = Config::default()
+        .trees(Some(TreeLimits::default()))
+        .max_frame(4096)
+        .chunk_size(1024)
+        .window(4096);
+    let mut server = Connection::server(server_config, now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (manifest, files) = tree();
+    assert!(
+        manifest.encode().len() > 4096 * 3,
+        "the manifest spans frames"
+    );
+
+    let mut id = None;
+    let mut received: BTreeMap<u32, (Vec<u8>, [u8; 32])> = BTreeMap::new();
+    let mut written = 0u64;
+    let mut progress = 0u64;
+    let mut outcome = None;
+    for _ in 0..100_000 {
+        let moved = pump(&mut client, &mut server, now, step);
+        let mut acted = false;
+        while let Some(event) = server.poll_event() {
+            acted = true;
+            match event {
+                Event::Hello { name, .. } => server.welcome(now, name, "".into()).unwrap(),
+                Event::Transfer(TransferEvent::TreeOffered { .. }) => {}
+                Event::Transfer(TransferEvent::TreeManifest { id, manifest: m }) => {
+                    assert_eq!(m, manifest);
+                    server.accept_tree(now, id).unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeChunk {
+                    id,
+                    index,
+                    offset,
+                    data,
+                }) => {
+                    let file = &mut received.entry(index).or_default().0;
+                    assert_eq!(file.len() as u64, offset);
+                    file.extend_from_slice(&data);
+                    written += data.len() as u64;
+                    server.confirm_written(now, id, written).unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeFileDone { index, hash, .. }) => {
+                    received.entry(index).or_default().1 = hash;
+                }
+                Event::Transfer(TransferEvent::Received { id, hash }) => {
+                    assert_eq!(hash, *blake3::hash(&manifest.encode()).as_bytes());
+                    server.finish_receive(now, id, Ok(())).unwrap();
+                }
+                Event::Transfer(TransferEvent::Ended { .. }) => {}
+                other => panic!("server: unexpected {other:?}"),
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            acted = true;
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { bits } => {
+                    assert_eq!(bits & features::TREES, features::TREES);
+                    id = Some(client.offer_tree(now, "demo", &manifest, "").unwrap());
+                }
+                Event::Transfer(TransferEvent::Accepted { .. }) => {}
+                Event::Transfer(TransferEvent::TreeNeedChunk {
+                    id,
+                    index,
+                    offset,
+                    len,
+                }) => {
+                    let file = &files[&index];
+                    let data = &file[offset as usize..offset as usize + len as usize];
+                    client
+                        .supply_tree_chunk(now, id, index, offset, Bytes::copy_from_slice(data))
+                        .unwrap();
+                }
+                Event::Transfer(TransferEvent::Progress {
+                    confirmed, size, ..
+                }) => {
+                    assert!(confirmed >= progress && confirmed <= size);
+                    progress = confirmed;
+                }
+                Event::Transfer(TransferEvent::Ended { outcome: o, .. }) => outcome = Some(o),
+                Event::Joined { .. } | Event::Members { .. } => {}
+                other => panic!("client: unexpected {other:?}"),
+            }
+        }
+        if outcome.is_some() || !(moved || acted) {
+            break;
+        }
+    }
+    assert!(id.is_some(), "the tree was offered");
+    assert_eq!(outcome, Some(Outcome::Verified));
+    assert_eq!(progress, manifest.total_size());
+    assert!(client.is_open() && server.is_open());
+    let expected: BTreeMap<u32, (Vec<u8>, [u8; 32])> = files
+        .into_iter()
+        .map(|(i, d)| {
+            let h = *blake3::hash(&d).as_bytes();
+            (i, (d, h))
+        })
+        .collect();
+    assert_eq!(received, expected);
+}
+
+#[test]
+fn a_tree_goes_from_a_client_to_a_server_whole_and_in_order() {
+    send_tree(1 << 20);
+}
+
+#[test]
+fn a_tree_goes_across_fed_in_small_pieces() {
+    send_tree(7);
+}
+
+#[test]
+fn a_tree_is_not_offered_to_a_peer_that_did_not_announce_trees() {
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default(), now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (manifest, _) = tree();
+    let mut answered = None;
+    for _ in 0..100 {
+        pump(&mut client, &mut server, now, 1 << 20);
+        while let Some(event) = server.poll_event() {
+            if let Event::Hello { name, .. } = event {
+                server.welcome(now, name, "".into()).unwrap();
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { bits } => answered = Some(bits),
+                _ => {}
+            }
+        }
+        if answered.is_some() {
+            break;
+        }
+    }
+    assert_eq!(answered, Some(0));
+    assert!(client.offer_tree(now, "demo", &manifest, "").is_err());
+    assert!(client.announce_features(now, 0).is_err(), "once");
+}
+
+#[test]
+fn a_side_that_only_sends_trees_takes_none() {
+    use bytes::BytesMut;
+    use ferry_core::frame::{decode, Frame, PREAMBLE};
+    use ferry_core::Code;
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default().trees(Some(TreeLimits::default())), now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (manifest, _) = tree();
+    let mut offered = false;
+    for _ in 0..100 {
+        pump(&mut client, &mut server, now, 1 << 20);
+        while let Some(event) = server.poll_event() {
+            if let Event::Hello { name, .. } = event {
+                server.welcome(now, name, "".into()).unwrap();
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { .. } => {
+                    client.offer_tree(now, "demo", &manifest, "").unwrap();
+                    offered = true;
+                }
+                _ => {}
+            }
+        }
+        if offered {
+            break;
+        }
+    }
+    assert!(offered);
+    // Without limits of its own, the client cannot announce trees...
+    let mut other = Connection::client(ClientConfig::new("bob"), now);
+    assert!(other.announce_features(now, features::TREES).is_err());
+    // ...and a TREE_OFFER to it is out of place.
+    let mut out = BytesMut::new();
+    Frame::TreeOffer {
+        id: 1,
+        total_size: 0,
+        manifest_len: 16,
+        name: "x".into(),
+        peer: "".into(),
+    }
+    .encode(&mut out)
+    .unwrap();
+    while client.poll_transmit().is_some() {}
+    client.handle_input(now, &out);
+    let mut sent = BytesMut::new();
+    while let Some(b) = client.poll_transmit() {
+        sent.extend_from_slice(&b);
+    }
+    if sent.starts_with(&PREAMBLE) {
+        let _ = sent.split_to(PREAMBLE.len());
+    }
+    let frames: Vec<Frame> =
+        std::iter::from_fn(|| decode(&mut sent, 1 << 20).ok().flatten()).collect();
+    assert!(
+        frames.iter().any(|f| matches!(
+            f,
+            Frame::Error {
+                code: Code::UNEXPECTED_FRAME,
+                ..
+            }
+        )),
+        "{frames:?}"
+    );
+}

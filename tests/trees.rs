@@ -1,0 +1,629 @@
+//! Folders sent whole to the real `ferry serve`'s inbox (`docs/PROTOCOL.md`
+//! §6.12), every runtime, from a raw test peer: a tree with nested and
+//! empty folders, unicode names, an executable, mtimes, an empty file and
+//! a few thousand small files arrives identical; hostile trees are refused
+//! with their documented codes while the server carries on.
+
+mod common;
+
+use bytes::Bytes;
+use bytes::BytesMut;
+use common::{contents, Raw, Serve};
+use ferry_core::frame::{features, Frame};
+use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
+use ferry_core::Code;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
+
+/// Small files in the tree, spread over folders.
+const SMALL_FILES: usize = 3000;
+
+/// What a walk of a tree sees of one entry: kind, size, BLAKE3, whether
+/// the owner may execute it, mtime (seconds, nanoseconds).
+type Seen = (bool, u64, String, bool, (u64, u32));
+
+fn mtime_of(meta: &fs::Metadata) -> (u64, u32) {
+    let t = meta.modified().unwrap().duration_since(UNIX_EPOCH).unwrap();
+    (t.as_secs(), t.subsec_nanos())
+}
+
+/// Every entry below `root`, by its `/`-separated path.
+fn walk(root: &Path) -> BTreeMap<String, Seen> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            let path = format!("{prefix}{name}");
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            let exec = meta.permissions().mode() & 0o100 != 0;
+            if meta.is_dir() {
+                out.insert(
+                    path.clone(),
+                    (true, 0, String::new(), false, mtime_of(&meta)),
+                );
+                stack.push((entry.path(), format!("{path}/")));
+            } else {
+                let hash = blake3::hash(&fs::read(entry.path()).unwrap())
+                    .to_hex()
+                    .to_string();
+                out.insert(path, (false, meta.len(), hash, exec, mtime_of(&meta)));
+            }
+        }
+    }
+    out
+}
+
+fn set_mtime(path: &Path, secs: u64, nanos: u32) {
+    let at = UNIX_EPOCH + Duration::new(secs, nanos);
+    File::open(path).unwrap().set_modified(at).unwrap();
+}
+
+/// Builds the source tree; returns its folder.
+fn make_source(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("projekt");
+    fs::create_dir_all(root.join("src/deep/deeper")).unwrap();
+    fs::create_dir_all(root.join("empty/also empty")).unwrap();
+    fs::create_dir_all(root.join("fotos ☕ été")).unwrap();
+    fs::write(root.join("src/main.rs"), contents(70_000, 1)).unwrap();
+    fs::write(root.join("src/deep/deeper/zero"), b"").unwrap();
+    fs::write(root.join("fotos ☕ été/小さい.txt"), "unicode\n").unwrap();
+    fs::write(root.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    for n in 0..SMALL_FILES {
+        let folder = root.join(format!("many/{:02}", n % 20));
+        fs::create_dir_all(&folder).unwrap();
+        fs::write(
+            folder.join(format!("f{n}.txt")),
+            contents(20 + n % 400, n as u64),
+        )
+        .unwrap();
+    }
+    // Times last, folders after their contents; nanoseconds kept.
+    for (i, (path, seen)) in walk(&root).iter().rev().enumerate() {
+        let _ = seen;
+        set_mtime(&root.join(path), 1_600_000_000 + i as u64, 123_456_789);
+    }
+    set_mtime(&root, 1_650_000_000, 5);
+    root
+}
+
+/// The manifest of `root` (parents first) and each file's bytes by index.
+fn manifest_of(root: &Path) -> (Manifest, Vec<(u32, Vec<u8>)>) {
+    let limits = TreeLimits::default();
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    fn visit(
+        dir: &Path,
+        prefix: &str,
+        entries: &mut Vec<Entry>,
+        files: &mut Vec<(u32, Vec<u8>)>,
+        limits: &TreeLimits,
+    ) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let (secs, nanos) = mtime_of(&meta);
+            let tree_path = format!("{prefix}{name}");
+            let kind = if meta.is_dir() {
+                EntryKind::Folder
+            } else {
+                files.push((entries.len() as u32, fs::read(&path).unwrap()));
+                EntryKind::File {
+                    size: meta.len(),
+                    executable: meta.permissions().mode() & 0o100 != 0,
+                }
+            };
+            entries.push(Entry {
+                path: TreePath::new(&tree_path, limits).unwrap(),
+                kind,
+                mtime: Mtime::new(secs, nanos).unwrap(),
+            });
+            if meta.is_dir() {
+                visit(&path, &format!("{tree_path}/"), entries, files, limits);
+            }
+        }
+    }
+    visit(root, "", &mut entries, &mut files, &limits);
+    let (secs, nanos) = mtime_of(&fs::metadata(root).unwrap());
+    let manifest = Manifest::new(Mtime::new(secs, nanos).unwrap(), entries, &limits).unwrap();
+    (manifest, files)
+}
+
+/// Every frame of tree `id` after its `TREE_ACCEPT`: each file's
+/// `TREE_FILE`, `DATA` of at most `chunk` bytes and `TREE_FILE_DONE`, then
+/// `DONE` with the hash of `manifest`.
+fn tree_frames(id: u32, files: &[(u32, Vec<u8>)], chunk: u32, manifest: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    let chunk = chunk as usize;
+    for (index, data) in files {
+        let index = *index;
+        Frame::TreeFile {
+            id,
+            index,
+            offset: 0,
+        }
+        .encode(&mut out)
+        .unwrap();
+        for (n, piece) in data.chunks(chunk).enumerate() {
+            Frame::Data {
+                id,
+                offset: (n * chunk) as u64,
+                data: Bytes::copy_from_slice(piece),
+            }
+            .encode(&mut out)
+            .unwrap();
+        }
+        let hash = *blake3::hash(data).as_bytes();
+        Frame::TreeFileDone { id, index, hash }
+            .encode(&mut out)
+            .unwrap();
+    }
+    let hash = *blake3::hash(manifest).as_bytes();
+    Frame::Done { id, hash }.encode(&mut out).unwrap();
+    out
+}
+
+/// Joins as `name` and asks the server for its features: it takes trees.
+fn join_for_trees(server: &Serve, name: &str) -> (Raw, u32) {
+    let mut raw = Raw::connect(server.addr);
+    raw.hello(name, "", b"");
+    let chunk = raw.wait_for("WELCOME", |f| match f {
+        Frame::Welcome { settings, .. } => Some(settings.chunk_size),
+        _ => None,
+    });
+    raw.send(&Frame::Features { bits: 0 }).unwrap();
+    let bits = raw.wait_for("FEATURES", |f| match f {
+        Frame::Features { bits } => Some(*bits),
+        _ => None,
+    });
+    assert_eq!(
+        bits & features::TREES,
+        features::TREES,
+        "the server takes trees"
+    );
+    (raw, chunk)
+}
+
+/// Offers `manifest` as tree `id` named `name`, its manifest in two parts.
+fn offer(raw: &mut Raw, id: u32, name: &str, manifest: &[u8], total: u64) {
+    raw.send(&Frame::TreeOffer {
+        id,
+        total_size: total,
+        manifest_len: manifest.len() as u32,
+        name: name.into(),
+        peer: "".into(),
+    })
+    .unwrap();
+    let (a, b) = manifest.split_at(manifest.len() / 2);
+    for part in [a, b] {
+        if !part.is_empty() {
+            raw.send(&Frame::TreeManifest {
+                id,
+                part: Bytes::copy_from_slice(part),
+            })
+            .unwrap();
+        }
+    }
+}
+
+/// The answer to tree `id`: `Ok(window)` or `Err(code)`.
+fn answer(raw: &mut Raw, id: u32) -> Result<u32, Code> {
+    raw.wait_for("TREE_ACCEPT or REJECT", |f| match f {
+        Frame::TreeAccept { id: i, window } if *i == id => Some(Ok(*window)),
+        Frame::Reject { id: i, code, .. } if *i == id => Some(Err(*code)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_tree_arrives_identical_in_the_inbox_on_every_runtime() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let root = make_source(source_dir.path());
+    let (manifest, files) = manifest_of(&root);
+    let bytes = manifest.encode();
+    let expected = walk(&root);
+    assert!(expected.len() > SMALL_FILES);
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let (mut raw, chunk) = join_for_trees(&server, "alice");
+        offer(&mut raw, 0, "projekt", &bytes, manifest.total_size());
+        let window = answer(&mut raw, 0).unwrap_or_else(|c| panic!("{runtime}: refused {c:?}"));
+        assert!(
+            u64::from(window) >= manifest.total_size(),
+            "the test sends the whole tree within one window"
+        );
+        // Every file back to back, no answer awaited in between.
+        raw.send_bytes(&tree_frames(0, &files, chunk, &bytes))
+            .unwrap();
+        raw.wait_for("VERIFIED", |f| match f {
+            Frame::Verified { id: 0 } => Some(()),
+            Frame::Failed { code, reason, .. } => panic!("{runtime}: FAILED {code:?} {reason}"),
+            _ => None,
+        });
+        let arrived = inbox.path().join("projekt");
+        let got = walk(&arrived);
+        assert_eq!(got.len(), expected.len(), "{runtime}: entries");
+        for (path, want) in &expected {
+            assert_eq!(got.get(path), Some(want), "{runtime}: {path}");
+        }
+        assert_eq!(
+            mtime_of(&fs::metadata(&arrived).unwrap()),
+            (1_650_000_000, 5),
+            "{runtime}: the top folder's mtime"
+        );
+        // A second tree of the same name lands beside it, not in it.
+        offer(&mut raw, 2, "projekt", &bytes, manifest.total_size());
+        answer(&mut raw, 2).unwrap();
+        raw.send_bytes(&tree_frames(2, &files, chunk, &bytes))
+            .unwrap();
+        raw.wait_for("VERIFIED", |f| match f {
+            Frame::Verified { id: 2 } => Some(()),
+            Frame::Failed { code, reason, .. } => panic!("{runtime}: FAILED {code:?} {reason}"),
+            _ => None,
+        });
+        assert_eq!(
+            walk(&inbox.path().join("projekt (1)")),
+            expected,
+            "{runtime}: projekt (1)"
+        );
+        assert_eq!(
+            walk(&arrived),
+            expected,
+            "{runtime}: the first is untouched"
+        );
+        server.expect(&["saved", "projekt (1)"]);
+        let _ = raw.say_and_hear("still here");
+    }
+}
+
+/// A manifest's bytes, written by hand as a hostile peer would.
+fn raw_manifest(entries: &[(&str, u8, u8, u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    out.extend_from_slice(&[0; 12]);
+    for &(path, kind, flags, size) in entries {
+        out.extend_from_slice(&(path.len() as u16).to_be_bytes());
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&[0; 12]);
+    }
+    out
+}
+
+#[test]
+fn hostile_trees_are_refused_with_their_codes_and_the_server_carries_on() {
+    let deep: Vec<String> = (1..=5).map(|n| vec!["d"; n].join("/")).collect();
+    let deep: Vec<(&str, u8, u8, u64)> = deep.iter().map(|p| (p.as_str(), 0, 0, 0)).collect();
+    let cases: Vec<(&str, &str, Vec<u8>, u64, Code)> = vec![
+        (
+            "..",
+            "t",
+            raw_manifest(&[("..", 0, 0, 0)]),
+            0,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "../x",
+            "t",
+            raw_manifest(&[("../x", 1, 0, 1)]),
+            1,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "absolute",
+            "t",
+            raw_manifest(&[("/etc", 0, 0, 0)]),
+            0,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "a separator inside a component",
+            "t",
+            raw_manifest(&[("a\\b", 1, 0, 0)]),
+            0,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "clash by case",
+            "t",
+            raw_manifest(&[("README", 1, 0, 1), ("readme", 1, 0, 1)]),
+            2,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "a folder and a file of one name",
+            "t",
+            raw_manifest(&[("a", 0, 0, 0), ("a", 1, 0, 1)]),
+            1,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "an unsafe top name",
+            "..",
+            raw_manifest(&[("a", 0, 0, 0)]),
+            0,
+            Code::BAD_FILE_NAME,
+        ),
+        (
+            "too deep",
+            "t",
+            raw_manifest(&deep),
+            0,
+            Code::TREE_TOO_LARGE,
+        ),
+        (
+            "too many entries",
+            "t",
+            raw_manifest(&(0..11).map(|_| ("x", 0, 0, 0)).collect::<Vec<_>>()),
+            0,
+            Code::TREE_TOO_LARGE,
+        ),
+        (
+            "bad manifest bytes",
+            "t",
+            raw_manifest(&[("a", 7, 0, 0)]),
+            0,
+            Code::BAD_MANIFEST,
+        ),
+        (
+            "a total that is not the manifest's",
+            "t",
+            raw_manifest(&[("a", 1, 0, 3)]),
+            4,
+            Code::BAD_MANIFEST,
+        ),
+    ];
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(
+            inbox.path(),
+            &[
+                "--runtime",
+                runtime,
+                "--tree-max-depth",
+                "4",
+                "--tree-max-entries",
+                "10",
+                "--flood-burst",
+                "100",
+            ],
+        );
+        let (mut raw, _) = join_for_trees(&server, "mallory");
+        for (n, (what, name, bytes, total, code)) in cases.iter().enumerate() {
+            let id = 2 * n as u32;
+            offer(&mut raw, id, name, bytes, *total);
+            assert_eq!(answer(&mut raw, id), Err(*code), "{runtime}: {what}");
+        }
+        // A manifest longer than the limit is refused from the offer.
+        raw.send(&Frame::TreeOffer {
+            id: 100,
+            total_size: 0,
+            manifest_len: 17 << 20,
+            name: "t".into(),
+            peer: "".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            answer(&mut raw, 100),
+            Err(Code::TREE_TOO_LARGE),
+            "{runtime}"
+        );
+        // A tree for a member: not passed on.
+        raw.send(&Frame::TreeOffer {
+            id: 102,
+            total_size: 0,
+            manifest_len: 16,
+            name: "t".into(),
+            peer: "bob".into(),
+        })
+        .unwrap();
+        assert_eq!(answer(&mut raw, 102), Err(Code::FILE_REJECTED), "{runtime}");
+        // The server carries on, and nothing was written.
+        let _ = raw.say_and_hear("still here");
+        let bob = Raw::join(server.addr, "bob", "");
+        drop(bob);
+        let left: Vec<String> = fs::read_dir(inbox.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".ferry-partial")
+            .collect();
+        assert!(left.is_empty(), "{runtime}: {left:?}");
+    }
+}
+
+#[test]
+fn manifests_arriving_share_a_server_wide_budget() {
+    // One folder "x": a manifest of 41 bytes. Two of them do not fit in 60.
+    let manifest = raw_manifest(&[("x", 0, 0, 0)]);
+    assert_eq!(manifest.len(), 41);
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(
+            inbox.path(),
+            &["--runtime", runtime, "--tree-manifest-memory", "60"],
+        );
+        let (mut first, _) = join_for_trees(&server, "first");
+        let (mut second, _) = join_for_trees(&server, "second");
+        // The first offer's manifest is held while it arrives...
+        first
+            .send(&Frame::TreeOffer {
+                id: 0,
+                total_size: 0,
+                manifest_len: 41,
+                name: "a".into(),
+                peer: "".into(),
+            })
+            .unwrap();
+        first
+            .send(&Frame::TreeManifest {
+                id: 0,
+                part: Bytes::copy_from_slice(&manifest[..10]),
+            })
+            .unwrap();
+        let _ = first.say_and_hear("offered");
+        // ...so there is no room for a second one.
+        offer(&mut second, 0, "b", &manifest, 0);
+        assert_eq!(
+            answer(&mut second, 0),
+            Err(Code::TOO_MANY_TRANSFERS),
+            "{runtime}"
+        );
+        // Once the first manifest is whole, its room is free again.
+        first
+            .send(&Frame::TreeManifest {
+                id: 0,
+                part: Bytes::copy_from_slice(&manifest[10..]),
+            })
+            .unwrap();
+        answer(&mut first, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        offer(&mut second, 2, "b", &manifest, 0);
+        answer(&mut second, 2).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+    }
+}
+
+#[test]
+fn ferry_send_dir_puts_the_tree_in_the_inbox_on_every_runtime() {
+    // `ferry send ADDR DIR`, each runtime as server and as client: the
+    // walk, FEATURES asked, the offer, every file without a round trip
+    // each, VERIFIED; the tree compared by a walk of both.
+    let source_dir = tempfile::tempdir().unwrap();
+    let root = make_source(source_dir.path());
+    let expected = walk(&root);
+    // Not sent, each said in one line.
+    std::os::unix::fs::symlink("/etc/passwd", root.join("a link")).unwrap();
+    let root_arg = root.to_str().unwrap();
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let addr = server.addr();
+        // The same runtime drives the sender.
+        let args = common::client_args(&["send", "--runtime", runtime, &addr, root_arg]);
+        let (ok, _, err) = common::run(&args, &[]);
+        assert!(ok, "{runtime}: {err}");
+        assert!(
+            err.contains("skipped \"a link\": a link"),
+            "{runtime}: {err}"
+        );
+        server.expect(&["saved", "projekt"]);
+        assert_eq!(walk(&inbox.path().join("projekt")), expected, "{runtime}");
+    }
+}
+
+#[test]
+fn ferry_send_refuses_a_folder_a_receiver_would_refuse_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bad");
+    fs::create_dir_all(&root).unwrap();
+    for name in ["Makefile", "makefile", "aux.txt"] {
+        fs::write(root.join(name), "x").unwrap();
+    }
+    // Nothing listens there: the refusal comes before any connection.
+    let args = common::client_args(&["send", "127.0.0.1:9", root.to_str().unwrap()]);
+    let (ok, _, err) = common::run(&args, &[]);
+    assert!(!ok);
+    assert!(err.contains("a receiver would refuse this folder"), "{err}");
+    assert!(err.contains("aux.txt") && err.contains("makefile"), "{err}");
+}
+
+/// A tree of files named `f0`, `f1`, … of the given sizes, and their bytes.
+fn flat_tree(sizes: &[usize]) -> (Manifest, Vec<(u32, Vec<u8>)>) {
+    let limits = TreeLimits::default();
+    let entries = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| Entry {
+            path: TreePath::new(&format!("f{n}"), &limits).unwrap(),
+            kind: EntryKind::File {
+                size: size as u64,
+                executable: false,
+            },
+            mtime: Mtime::EPOCH,
+        })
+        .collect();
+    let manifest = Manifest::new(Mtime::EPOCH, entries, &limits).unwrap();
+    let files = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| (n as u32, contents(size, n as u64 + 7)))
+        .collect();
+    (manifest, files)
+}
+
+#[test]
+fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
+    let (big, big_files) = flat_tree(&[1500, 500]);
+    let (small, small_files) = flat_tree(&[300, 200]);
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(
+            inbox.path(),
+            &["--runtime", runtime, "--inbox-quota", "3000"],
+        );
+        let (mut raw, chunk) = join_for_trees(&server, "alice");
+        // 2,000 bytes fit in 3,000 and are held once stored...
+        let bytes = big.encode();
+        offer(&mut raw, 0, "one", &bytes, big.total_size());
+        answer(&mut raw, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        raw.send_bytes(&tree_frames(0, &big_files, chunk, &bytes))
+            .unwrap();
+        raw.wait_for("VERIFIED", |f| {
+            matches!(f, Frame::Verified { id: 0 }).then_some(())
+        });
+        // ...so 2,000 more do not.
+        offer(&mut raw, 2, "two", &bytes, big.total_size());
+        assert_eq!(answer(&mut raw, 2), Err(Code::INBOX_FULL), "{runtime}");
+        // A tree cut halfway gives its room back and leaves nothing staged.
+        let small_bytes = small.encode();
+        offer(&mut raw, 4, "cut", &small_bytes, small.total_size());
+        answer(&mut raw, 4).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        raw.send(&Frame::TreeFile {
+            id: 4,
+            index: 0,
+            offset: 0,
+        })
+        .unwrap();
+        raw.send(&Frame::Cancel {
+            id: 4,
+            code: Code::CANCELLED,
+            reason: "cut".into(),
+        })
+        .unwrap();
+        let partials = inbox.path().join(".ferry-partial");
+        common::wait_until("the cut tree's staging folder to go", || {
+            let staged = fs::read_dir(&partials)
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(".tree")
+                })
+                .count();
+            (staged == 0).then_some(())
+        });
+        offer(&mut raw, 6, "cut", &small_bytes, small.total_size());
+        answer(&mut raw, 6).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        raw.send_bytes(&tree_frames(6, &small_files, chunk, &small_bytes))
+            .unwrap();
+        raw.wait_for("VERIFIED", |f| {
+            matches!(f, Frame::Verified { id: 6 }).then_some(())
+        });
+        assert_eq!(
+            fs::read(inbox.path().join("cut/f0")).unwrap(),
+            small_files[0].1,
+            "{runtime}"
+        );
+    }
+}
