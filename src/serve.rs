@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -99,6 +98,15 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         .then(|| std_threads_warning(config.max_clients))
         .flatten();
     let fingerprint = tls.as_ref().map(|tls| tls.fingerprint());
+    // Ctrl-C (SIGINT, SIGTERM, SIGHUP) is caught before the server exists:
+    // a signal that arrives as soon as clients can connect must stop it
+    // cleanly, not kill it. A thread of its own passes it on once there
+    // is a server to stop.
+    let (signalled, signals) = std::sync::mpsc::channel::<()>();
+    ctrlc::set_handler(move || {
+        let _ = signalled.send(());
+    })
+    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     let server = runtime
         .spawn_server(listen, config, Some(inbox), tls)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -191,14 +199,13 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     // own, so this one sleeps until the server reports something: an idle
     // server wakes nobody.
     let control = server.control();
-    let stopping = AtomicBool::new(false);
-    ctrlc::set_handler(move || {
-        if !stopping.swap(true, Ordering::SeqCst) {
+    std::thread::spawn(move || {
+        // The first signal stops the server; later ones change nothing.
+        if signals.recv().is_ok() {
             log("shutting down");
             control.shutdown("the server is shutting down");
         }
-    })
-    .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
+    });
 
     // Lines typed at the server go to every room. End of input (a service
     // manager, `&` in a script) only ends this reader, never the server.
