@@ -446,15 +446,18 @@ fn hostile_trees_are_refused_with_their_codes_and_the_server_carries_on() {
 }
 
 #[test]
-fn manifests_arriving_share_a_server_wide_budget() {
-    // One folder "x": a manifest of 41 bytes. Two of them do not fit in 60.
+fn manifests_share_a_server_wide_budget_until_their_trees_end() {
+    // One folder "x": a manifest of 41 bytes, counted at what decoding it
+    // can make the server hold. One fits in the budget, two do not.
     let manifest = raw_manifest(&[("x", 0, 0, 0)]);
     assert_eq!(manifest.len(), 41);
+    let one = ferry_core::tree::decoded_bytes_bound(41, &TreeLimits::default());
+    let budget = (2 * one - 1).to_string();
     for runtime in RUNTIMES {
         let inbox = tempfile::tempdir().unwrap();
         let server = Serve::start(
             inbox.path(),
-            &["--runtime", runtime, "--tree-manifest-memory", "60"],
+            &["--runtime", runtime, "--tree-manifest-memory", &budget],
         );
         let (mut first, _) = join_for_trees(&server, "first");
         let (mut second, _) = join_for_trees(&server, "second");
@@ -482,7 +485,7 @@ fn manifests_arriving_share_a_server_wide_budget() {
             Err(Code::TOO_MANY_TRANSFERS),
             "{runtime}"
         );
-        // Once the first manifest is whole, its room is free again.
+        // Whole, it is still held: the tree's writer keeps it.
         first
             .send(&Frame::TreeManifest {
                 id: 0,
@@ -491,7 +494,22 @@ fn manifests_arriving_share_a_server_wide_budget() {
             .unwrap();
         answer(&mut first, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
         offer(&mut second, 2, "b", &manifest, 0);
-        answer(&mut second, 2).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        assert_eq!(
+            answer(&mut second, 2),
+            Err(Code::TOO_MANY_TRANSFERS),
+            "{runtime}"
+        );
+        // Once the first tree has ended, its room is free again.
+        first
+            .send_bytes(&tree_frames(0, &[], 1024, &manifest))
+            .unwrap();
+        first.wait_for("VERIFIED", |f| match f {
+            Frame::Verified { id: 0 } => Some(()),
+            Frame::Failed { code, reason, .. } => panic!("{runtime}: FAILED {code:?} {reason}"),
+            _ => None,
+        });
+        offer(&mut second, 4, "b", &manifest, 0);
+        answer(&mut second, 4).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
     }
 }
 

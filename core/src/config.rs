@@ -258,9 +258,12 @@ pub struct HubConfig {
     /// runtime (`ferry_files::HubFiles`) enforces it, as only it sees files.
     pub inbox_quota: Option<u64>,
     /// Bytes of tree manifests all clients together may make the server
-    /// hold while they arrive (each connection holds at most one, of at
-    /// most `connection.trees`' `max_manifest_bytes`): a `TREE_OFFER`
-    /// whose manifest would pass it is rejected with `TOO_MANY_TRANSFERS`.
+    /// hold, while they arrive and decoded until their trees end (each
+    /// connection receives at most one at a time, of at most
+    /// `connection.trees`' `max_manifest_bytes`; each is counted at
+    /// [`decoded_bytes_bound`](crate::tree::decoded_bytes_bound) of its
+    /// announced length): a `TREE_OFFER` whose manifest would pass it is
+    /// rejected with `TOO_MANY_TRANSFERS`.
     /// Like the quota, the hub only carries it: the inbox of the runtime
     /// (`ferry_files::HubFiles`) enforces it.
     pub max_manifest_memory: u64,

@@ -104,7 +104,7 @@ pub struct HubFiles {
     inbox: Option<Inbox>,
     clients: ClientMap<FileTransfers>,
     disk: DiskQueue,
-    /// Manifests of offered trees still arriving, by client and transfer:
+    /// Manifests of offered trees not yet ended, by client and transfer:
     /// the bytes reserved for each against the hub's
     /// `max_manifest_memory`.
     manifests: HashMap<(ClientId, TransferId), u64>,
@@ -245,11 +245,14 @@ impl HubFiles {
         self.manifest_bytes
     }
 
-    /// Reserves what a tree's manifest will make the server hold, or
-    /// refuses the tree (`TOO_MANY_TRANSFERS`) when the hub's
-    /// `max_manifest_memory` has no room for it; releases the reservation
-    /// once the manifest is whole or the tree has ended. `Some`: the event
-    /// was answered here.
+    /// Reserves what a tree's manifest can make the server hold, while it
+    /// arrives and decoded afterwards
+    /// ([`decoded_bytes_bound`](ferry_core::tree::decoded_bytes_bound) of
+    /// its announced length: the tree's writer keeps the decoded manifest
+    /// until the tree ends), or refuses the tree (`TOO_MANY_TRANSFERS`)
+    /// when the hub's `max_manifest_memory` has no room for it; releases
+    /// the reservation when the tree ends. `Some`: the event was answered
+    /// here.
     fn price_manifest(
         &mut self,
         hub: &mut Hub,
@@ -266,7 +269,9 @@ impl HubFiles {
                 peer,
                 ..
             } => {
-                let len = u64::from(*manifest_len);
+                let limits = hub.config().connection.trees.unwrap_or_default();
+                let len =
+                    ferry_core::tree::decoded_bytes_bound(*manifest_len as usize, &limits) as u64;
                 let max = hub.config().max_manifest_memory;
                 if self.manifest_bytes + len > max {
                     let reason =
@@ -285,7 +290,7 @@ impl HubFiles {
                 self.manifests.insert((client, *id), len);
                 None
             }
-            TransferEvent::TreeManifest { id, .. } | TransferEvent::Ended { id, .. } => {
+            TransferEvent::Ended { id, .. } => {
                 self.release_manifest((client, *id));
                 None
             }

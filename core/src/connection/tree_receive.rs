@@ -1,7 +1,7 @@
 //! Receiving a tree (`docs/PROTOCOL.md` §6.12): the offer checked before
-//! any of the manifest is buffered, the manifest buffered as it arrives
-//! and checked whole, then the files in manifest order with per-tree flow
-//! control. No disk here: the application writes what
+//! any of the manifest is kept, the manifest checked entry by entry as it
+//! arrives (never decoded whole in one go), then the files in manifest
+//! order with per-tree flow control. No disk here: the application writes what
 //! [`TransferEvent::TreeChunk`] hands it, and confirms it.
 
 use super::{Connection, Role, Transfer};
@@ -12,7 +12,7 @@ use crate::frame::{Frame, Hash, ResumeKey, TransferId, DATA_OVERHEAD, HEADER_LEN
 use crate::input::SHARED_BELOW;
 use crate::text::Text;
 use crate::transfer::TransferEvent;
-use crate::tree::{Manifest, MANIFEST_HEADER_LEN};
+use crate::tree::{ManifestDecoder, MANIFEST_HEADER_LEN};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -26,13 +26,24 @@ pub(crate) struct IncomingTree {
 
 #[derive(Debug)]
 enum TreeIn {
-    /// Parts of the manifest arrive; `buf` grows only with what arrived.
-    Manifest { len: u32, buf: Vec<u8> },
+    /// Parts of the manifest arrive, each checked as it comes; what is
+    /// held grows only with what arrived.
+    Manifest(Box<ManifestIn>),
     /// The manifest is whole and checked: waiting for the application's
     /// `accept_tree` or `reject`.
     Ready(Box<Files>),
     /// `TREE_ACCEPT` sent: files arrive.
     Receiving(Box<Files>),
+    /// Only while the state is being replaced.
+    Ended,
+}
+
+/// A manifest while it arrives.
+#[derive(Debug)]
+struct ManifestIn {
+    decoder: ManifestDecoder,
+    /// Of the bytes so far: `DONE` must carry the whole manifest's.
+    hasher: blake3::Hasher,
 }
 
 /// What the receiving side keeps of a checked manifest: each entry's size
@@ -99,52 +110,48 @@ impl Connection {
             return Err(Violation::BadTransferId { id }.into());
         }
         self.highest_peer_id = Some(id);
-        let refusal = if self.role == Role::Server && !peer.is_empty() {
-            Some((
-                Code::FILE_REJECTED,
-                format!("this server does not pass folders on to {peer}: send it to the inbox"),
-            ))
-        } else if let Err(e) = check_file_name(&name) {
-            Some((Code::BAD_FILE_NAME, e.to_string()))
-        } else if (manifest_len as usize) < MANIFEST_HEADER_LEN {
-            Some((
-                Code::BAD_MANIFEST,
-                format!("a manifest of {manifest_len} bytes is shorter than its header"),
-            ))
-        } else if manifest_len as usize > limits.max_manifest_bytes {
-            Some((
-                Code::TREE_TOO_LARGE,
-                format!(
-                    "the manifest is {manifest_len} bytes long; at most {} are allowed",
-                    limits.max_manifest_bytes
-                ),
-            ))
-        } else if total_size > limits.max_total_bytes {
-            Some((
-                Code::FILE_TOO_LARGE,
-                format!(
-                    "the files add up to {total_size} bytes; at most {} are allowed",
-                    limits.max_total_bytes
-                ),
-            ))
-        } else if self.transfers.len() >= self.config.max_transfers {
-            Some((
-                Code::TOO_MANY_TRANSFERS,
-                format!("at most {} transfers at once", self.config.max_transfers),
-            ))
-        } else if self.transfers.values().any(
-            |t| matches!(t, Transfer::Tree(tree) if matches!(tree.state, TreeIn::Manifest { .. })),
-        ) {
-            // What a connection makes this side hold for manifests: one at
-            // a time, at most `max_manifest_bytes`.
-            Some((
-                Code::TOO_MANY_TRANSFERS,
-                "one folder's manifest at a time: offer it again once the first is answered"
-                    .to_string(),
-            ))
-        } else {
-            None
-        };
+        let decoder = ManifestDecoder::new(manifest_len as usize, &limits);
+        let refusal =
+            if self.role == Role::Server && !peer.is_empty() {
+                Some((
+                    Code::FILE_REJECTED,
+                    format!("this server does not pass folders on to {peer}: send it to the inbox"),
+                ))
+            } else if let Err(e) = check_file_name(&name) {
+                Some((Code::BAD_FILE_NAME, e.to_string()))
+            } else if (manifest_len as usize) < MANIFEST_HEADER_LEN {
+                Some((
+                    Code::BAD_MANIFEST,
+                    format!("a manifest of {manifest_len} bytes is shorter than its header"),
+                ))
+            } else if let Err(e) = &decoder {
+                Some((e.code(), e.to_string()))
+            } else if total_size > limits.max_total_bytes {
+                Some((
+                    Code::FILE_TOO_LARGE,
+                    format!(
+                        "the files add up to {total_size} bytes; at most {} are allowed",
+                        limits.max_total_bytes
+                    ),
+                ))
+            } else if self.transfers.len() >= self.config.max_transfers {
+                Some((
+                    Code::TOO_MANY_TRANSFERS,
+                    format!("at most {} transfers at once", self.config.max_transfers),
+                ))
+            } else if self.transfers.values().any(
+                |t| matches!(t, Transfer::Tree(tree) if matches!(tree.state, TreeIn::Manifest(_))),
+            ) {
+                // What a connection makes this side hold for manifests: one at
+                // a time, at most `max_manifest_bytes`.
+                Some((
+                    Code::TOO_MANY_TRANSFERS,
+                    "one folder's manifest at a time: offer it again once the first is answered"
+                        .to_string(),
+                ))
+            } else {
+                None
+            };
         if let Some((code, reason)) = refusal {
             self.queue(
                 &Frame::Reject {
@@ -156,14 +163,18 @@ impl Connection {
             );
             return Ok(());
         }
+        // Refused just above otherwise.
+        let Ok(decoder) = decoder else {
+            return Ok(());
+        };
         self.transfers.insert(
             id,
             Transfer::Tree(Box::new(IncomingTree {
                 total_size,
-                state: TreeIn::Manifest {
-                    len: manifest_len,
-                    buf: Vec::new(),
-                },
+                state: TreeIn::Manifest(Box::new(ManifestIn {
+                    decoder,
+                    hasher: blake3::Hasher::new(),
+                })),
             })),
         );
         let resume = resume.filter(|&(of, _)| of == id).map(|(_, key)| key);
@@ -187,7 +198,6 @@ impl Connection {
         part: Bytes,
     ) -> Result<(), Error> {
         const NAME: &str = "TREE_MANIFEST";
-        let limits = self.config.trees.unwrap_or_default();
         let window = self.config.window;
         let Some(transfer) = self.named(NAME, id, true)? else {
             return Ok(());
@@ -196,34 +206,45 @@ impl Connection {
             return Err(unexpected(NAME, "for a transfer that is not a folder"));
         };
         let total_size = tree.total_size;
-        let TreeIn::Manifest { len, buf } = &mut tree.state else {
+        let TreeIn::Manifest(arriving) = &mut tree.state else {
             return Err(unexpected(NAME, "after the whole manifest"));
         };
-        if part.is_empty() || buf.len() + part.len() > *len as usize {
+        let decoder = &mut arriving.decoder;
+        if part.is_empty() || decoder.fed() + part.len() > decoder.announced_len() {
             return Err(unexpected(NAME, "empty, or past the manifest's length"));
         }
-        buf.extend_from_slice(&part);
-        if buf.len() < *len as usize {
-            return Ok(());
-        }
-        let bytes = std::mem::take(buf);
-        let checked = Manifest::decode(&bytes, &limits)
-            .map_err(|e| (e.code(), e.to_string()))
-            .and_then(|manifest| {
-                if manifest.total_size() == total_size {
-                    Ok(manifest)
-                } else {
-                    Err((
-                        Code::BAD_MANIFEST,
-                        format!(
-                            "the manifest's files add up to {} bytes, the offer said {total_size}",
-                            manifest.total_size()
-                        ),
-                    ))
-                }
-            });
-        let manifest = match checked {
-            Ok(manifest) => manifest,
+        arriving.hasher.update(&part);
+        let checked = match decoder.feed(&part) {
+            Ok(()) if !decoder.is_complete() => return Ok(()),
+            Ok(()) => {
+                let TreeIn::Manifest(arriving) = std::mem::replace(&mut tree.state, TreeIn::Ended)
+                else {
+                    unreachable!("matched just above");
+                };
+                let hash = *arriving.hasher.finalize().as_bytes();
+                arriving
+                    .decoder
+                    .finish()
+                    .map(|manifest| (manifest, hash))
+                    .map_err(|e| (e.code(), e.to_string()))
+                    .and_then(|(manifest, hash)| {
+                        if manifest.total_size() == total_size {
+                            Ok((manifest, hash))
+                        } else {
+                            Err((
+                                Code::BAD_MANIFEST,
+                                format!(
+                                    "the manifest's files add up to {} bytes, the offer said {total_size}",
+                                    manifest.total_size()
+                                ),
+                            ))
+                        }
+                    })
+            }
+            Err(e) => Err((e.code(), e.to_string())),
+        };
+        let (manifest, hash) = match checked {
+            Ok(checked) => checked,
             Err((code, reason)) => {
                 self.transfers.remove(&id);
                 self.queue(
@@ -244,7 +265,7 @@ impl Connection {
                 .iter()
                 .map(|e| (!e.is_folder()).then(|| e.size()))
                 .collect(),
-            hash: *blake3::hash(&bytes).as_bytes(),
+            hash,
             next: 0,
             current: None,
             received: 0,
@@ -412,13 +433,7 @@ impl Connection {
         let Some(Transfer::Tree(tree)) = self.transfers.get_mut(&id) else {
             return Err(Misuse::NoSuchTransfer(id));
         };
-        let state = std::mem::replace(
-            &mut tree.state,
-            TreeIn::Manifest {
-                len: 0,
-                buf: Vec::new(),
-            },
-        );
+        let state = std::mem::replace(&mut tree.state, TreeIn::Ended);
         let TreeIn::Ready(files) = state else {
             tree.state = state;
             return Err(Misuse::NoSuchTransfer(id));
@@ -429,16 +444,18 @@ impl Connection {
         Ok(())
     }
 
-    /// Bytes of tree manifests this connection holds while they arrive:
-    /// at most one manifest at a time, of at most the limits'
-    /// `max_manifest_bytes`, growing only with the parts received and
-    /// freed once it is whole (or the tree refused).
+    /// Heap bytes of tree manifests this connection holds while they
+    /// arrive ([`ManifestDecoder::held_bytes`]): at most one manifest at a
+    /// time, within [`decoded_bytes_bound`](crate::tree::decoded_bytes_bound)
+    /// of its announced length, growing only with the parts received, and
+    /// handed to the application once it is whole (or freed when the tree
+    /// is refused).
     pub fn manifest_bytes_held(&self) -> usize {
         self.transfers
             .values()
             .map(|t| match t {
                 Transfer::Tree(tree) => match &tree.state {
-                    TreeIn::Manifest { buf, .. } => buf.capacity(),
+                    TreeIn::Manifest(arriving) => arriving.decoder.held_bytes(),
                     _ => 0,
                 },
                 _ => 0,
@@ -452,7 +469,7 @@ impl Connection {
         matches!(
             self.transfers.get(&id),
             Some(Transfer::Tree(tree))
-                if matches!(tree.state, TreeIn::Manifest { .. } | TreeIn::Ready(_))
+                if matches!(tree.state, TreeIn::Manifest(_) | TreeIn::Ready(_))
         )
     }
 

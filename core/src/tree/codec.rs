@@ -14,7 +14,7 @@
 
 use super::error::{ManifestError, ManifestMalformed, TreeLimitExceeded};
 use super::manifest::{Checker, Entry, EntryKind, Manifest, Mtime};
-use super::path::TreePath;
+use super::path::{TreePath, MAX_TREE_PATH_BYTES};
 use super::TreeLimits;
 use alloc::vec::Vec;
 
@@ -67,43 +67,257 @@ impl Manifest {
     /// a tree over `limits` are all refused, the first entry at fault in
     /// order reported. The length and the entry count are checked before
     /// anything is allocated for them, and memory grows only with entries
-    /// actually read.
+    /// actually read. The same as a [`ManifestDecoder`] fed all the bytes
+    /// at once.
     pub fn decode(bytes: &[u8], limits: &TreeLimits) -> Result<Manifest, ManifestError> {
-        if bytes.len() > limits.max_manifest_bytes {
+        let mut decoder = ManifestDecoder::new(bytes.len(), limits)?;
+        decoder.feed(bytes)?;
+        decoder.finish()
+    }
+}
+
+/// Decodes and checks a manifest as its bytes arrive, each entry as soon
+/// as it is whole, so that a receiver never decodes a whole manifest in
+/// one go: what a part of the manifest costs to check is in proportion to
+/// its length, and the first entry at fault is refused as soon as it
+/// arrives. What a decoder holds is the entries so far and at most one
+/// incomplete entry's bytes, never the manifest's bytes as such
+/// ([`held_bytes`](Self::held_bytes), within
+/// [`decoded_bytes_bound`]).
+///
+/// Fed in any pieces, it accepts and refuses exactly what
+/// [`Manifest::decode`] does, with the same errors. After an error the
+/// decoder is spent: every later call returns that error again.
+///
+/// ```
+/// use ferry_core::tree::{Entry, EntryKind, Manifest, ManifestDecoder, Mtime, TreeLimits, TreePath};
+///
+/// let limits = TreeLimits::default();
+/// let at = Mtime::new(1_700_000_000, 0).unwrap();
+/// let file = Entry {
+///     path: TreePath::new("notes.txt", &limits).unwrap(),
+///     kind: EntryKind::File { size: 5, executable: false },
+///     mtime: at,
+/// };
+/// let manifest = Manifest::new(at, vec![file], &limits).unwrap();
+/// let bytes = manifest.encode();
+///
+/// let mut decoder = ManifestDecoder::new(bytes.len(), &limits).unwrap();
+/// for piece in bytes.chunks(7) {
+///     decoder.feed(piece).unwrap();
+/// }
+/// assert_eq!(decoder.finish(), Ok(manifest));
+/// ```
+#[derive(Debug)]
+pub struct ManifestDecoder {
+    limits: TreeLimits,
+    /// The manifest's length, as announced.
+    len: usize,
+    /// Bytes fed so far.
+    fed: usize,
+    /// The header's or an entry's bytes while they are not whole.
+    pending: Vec<u8>,
+    /// The entry count and the top-level folder's mtime, once read.
+    header: Option<(usize, Mtime)>,
+    entries: Vec<Entry>,
+    checker: Checker,
+    /// UTF-8 bytes of the entries' paths.
+    path_bytes: usize,
+    /// The error that spent this decoder.
+    failed: Option<ManifestError>,
+}
+
+/// Heap bytes a decoded entry may make a receiver hold besides its path's
+/// UTF-8, while the manifest is decoded and after: the entry itself (twice:
+/// a growing vector may have room for as many again), the allocator's
+/// overhead for its path, the receiving connection's note of its size, and
+/// the decoder's two ordered maps (a 16-byte digest and an index in each,
+/// counted at the fill of a half-full B-tree node and its share of the
+/// nodes above).
+pub const DECODED_BYTES_PER_ENTRY: usize = 2 * core::mem::size_of::<Entry>() + 16 + 16 + 2 * 64;
+
+/// The most heap bytes decoding a manifest of `manifest_len` bytes under
+/// `limits` can make a receiver hold, at any point and with the decoded
+/// [`Manifest`] afterwards: its paths (never more than the bytes) and, for
+/// as many entries as that length can hold, [`DECODED_BYTES_PER_ENTRY`].
+/// What a server should reserve from the offer on, before a byte of the
+/// manifest arrives.
+pub fn decoded_bytes_bound(manifest_len: usize, limits: &TreeLimits) -> usize {
+    let entries = manifest_len
+        .saturating_sub(MANIFEST_HEADER_LEN)
+        .div_ceil(ENTRY_FIXED_LEN + 1)
+        .min(max_entries(limits));
+    manifest_len
+        .saturating_add(entries.saturating_mul(DECODED_BYTES_PER_ENTRY))
+        // A growing vector's smallest room.
+        .saturating_add(4 * core::mem::size_of::<Entry>())
+        // One entry's bytes while they are not whole.
+        .saturating_add((ENTRY_FIXED_LEN + MAX_TREE_PATH_BYTES).min(manifest_len))
+}
+
+impl ManifestDecoder {
+    /// A decoder for a manifest of `len` bytes, refused at once if that is
+    /// over `limits`' `max_manifest_bytes`.
+    pub fn new(len: usize, limits: &TreeLimits) -> Result<Self, ManifestError> {
+        if len > limits.max_manifest_bytes {
             return Err(TreeLimitExceeded::ManifestTooLong {
-                len: bytes.len(),
+                len,
                 max: limits.max_manifest_bytes,
             }
             .into());
         }
-        let mut reader = Reader { bytes, entry: 0 };
-        let count = reader.u32("count")?;
-        let max_entries = max_entries(limits);
-        if count as usize > max_entries {
-            return Err(TreeLimitExceeded::TooManyEntries {
-                count: u64::from(count),
-                max: max_entries,
+        Ok(ManifestDecoder {
+            limits: *limits,
+            len,
+            fed: 0,
+            pending: Vec::new(),
+            header: None,
+            entries: Vec::new(),
+            checker: Checker::new(limits),
+            path_bytes: 0,
+            failed: None,
+        })
+    }
+
+    /// Takes the next bytes and checks every entry they complete. More
+    /// bytes than announced are refused as trailing bytes.
+    pub fn feed(&mut self, part: &[u8]) -> Result<(), ManifestError> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        let fed = self.fed.saturating_add(part.len());
+        if fed > self.len {
+            let error = ManifestError::from(ManifestMalformed::TrailingBytes {
+                extra: fed - self.len,
+            });
+            self.failed = Some(error.clone());
+            return Err(error);
+        }
+        self.fed = fed;
+        self.pending.extend_from_slice(part);
+        let last = self.is_complete();
+        let mut at = 0;
+        let result = self.advance(&mut at, last);
+        self.pending.drain(..at);
+        // Keep the room of an incomplete entry, not of the part that
+        // brought it.
+        self.pending.shrink_to_fit();
+        if let Err(error) = &result {
+            self.failed = Some(error.clone());
+        }
+        result
+    }
+
+    /// Whether every announced byte was fed.
+    pub fn is_complete(&self) -> bool {
+        self.fed == self.len
+    }
+
+    /// The manifest's length, as announced to [`new`](Self::new).
+    pub fn announced_len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes fed so far.
+    pub fn fed(&self) -> usize {
+        self.fed
+    }
+
+    /// The checked manifest, once every announced byte was fed without an
+    /// error; the error a truncated manifest gets otherwise.
+    pub fn finish(mut self) -> Result<Manifest, ManifestError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        if !self.is_complete() {
+            // Read what there is as if it were all: the error names the
+            // field that has no bytes, as a whole decode would.
+            let mut at = 0;
+            self.advance(&mut at, true)?;
+        }
+        let (Some((count, root_mtime)), true) = (self.header, self.is_complete()) else {
+            return Err(ManifestMalformed::Truncated {
+                entry: self.entries.len(),
+                field: "path",
             }
             .into());
-        }
-        let root_mtime = reader.mtime()?;
-        // Never more than the bytes can hold: a count is only a claim.
-        let room = reader.bytes.len() / (ENTRY_FIXED_LEN + 1);
-        let mut entries = Vec::with_capacity((count as usize).min(room));
-        let mut checker = Checker::new(limits);
-        for index in 0..count as usize {
-            reader.entry = index;
-            let entry = reader.entry(limits)?;
-            checker.admit(&entries, &entry)?;
-            entries.push(entry);
-        }
-        if !reader.bytes.is_empty() {
-            return Err(ManifestMalformed::TrailingBytes {
-                extra: reader.bytes.len(),
+        };
+        debug_assert_eq!(count, self.entries.len());
+        self.entries.shrink_to_fit();
+        Ok(Manifest::from_checked(
+            root_mtime,
+            self.entries,
+            &self.checker,
+        ))
+    }
+
+    /// Heap bytes this decoder holds now (an estimate within a few bytes
+    /// an entry; the ordered maps counted as in
+    /// [`DECODED_BYTES_PER_ENTRY`]).
+    pub fn held_bytes(&self) -> usize {
+        self.pending.capacity()
+            + self.entries.capacity() * core::mem::size_of::<Entry>()
+            + self.path_bytes
+            + self.entries.len() * (16 + 2 * 64)
+    }
+
+    /// Reads the header and every whole entry from `pending[*at..]`,
+    /// leaving `*at` past what was read. With `last`, what is there is all
+    /// there will be.
+    fn advance(&mut self, at: &mut usize, last: bool) -> Result<(), ManifestError> {
+        loop {
+            let rest = &self.pending[*at..];
+            let Some((count, _)) = self.header else {
+                if rest.len() < MANIFEST_HEADER_LEN && !last {
+                    return Ok(());
+                }
+                let mut reader = Reader {
+                    bytes: rest,
+                    entry: 0,
+                };
+                let count = reader.u32("count")?;
+                let max_entries = max_entries(&self.limits);
+                if count as usize > max_entries {
+                    return Err(TreeLimitExceeded::TooManyEntries {
+                        count: u64::from(count),
+                        max: max_entries,
+                    }
+                    .into());
+                }
+                let root_mtime = reader.mtime()?;
+                *at += MANIFEST_HEADER_LEN;
+                self.header = Some((count as usize, root_mtime));
+                continue;
+            };
+            if self.entries.len() == count {
+                let read = self.fed - (self.pending.len() - *at);
+                if read < self.len {
+                    return Err(ManifestMalformed::TrailingBytes {
+                        extra: self.len - read,
+                    }
+                    .into());
+                }
+                return Ok(());
             }
-            .into());
+            let whole = match rest {
+                [a, b, ..] => {
+                    rest.len() >= ENTRY_FIXED_LEN + usize::from(u16::from_be_bytes([*a, *b]))
+                }
+                _ => false,
+            };
+            if !whole && !last {
+                return Ok(());
+            }
+            let mut reader = Reader {
+                bytes: rest,
+                entry: self.entries.len(),
+            };
+            let entry = reader.entry(&self.limits)?;
+            *at += rest.len() - reader.bytes.len();
+            self.checker.admit_checked(&self.entries, &entry)?;
+            self.path_bytes += entry.path.as_str().len();
+            self.entries.push(entry);
         }
-        Ok(Manifest::from_checked(root_mtime, entries, &checker))
     }
 }
 

@@ -6,7 +6,6 @@ use super::path::{clash_key, TreePath};
 use super::TreeLimits;
 use crate::filename::Escaped;
 use alloc::collections::BTreeMap;
-use alloc::string::String;
 use alloc::vec::Vec;
 
 /// A modification time: seconds and nanoseconds since the Unix epoch.
@@ -178,23 +177,48 @@ impl Manifest {
     }
 }
 
+/// A path or clash key as the [`Checker`] remembers it: 16 bytes of its
+/// BLAKE3, so that what a checker holds per entry is fixed whatever the
+/// path (see [`DECODED_BYTES_PER_ENTRY`](super::DECODED_BYTES_PER_ENTRY)).
+/// A hit is confirmed against the entry it names before it counts, so a
+/// collision (2^-64 for a birthday search) could only ever refuse a tree,
+/// never admit a bad one.
+type Digest = [u8; 16];
+
+fn digest(parts: &[&[u8]]) -> Digest {
+    let mut hasher = blake3::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let mut digest = [0; 16];
+    digest.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    digest
+}
+
+/// The key under which a name in a folder clashes: the folder as its
+/// entry's index + 1 (0: the top-level folder), and the name's
+/// [`clash_key`].
+fn clash_digest(folder: usize, name: &str) -> Digest {
+    digest(&[&(folder as u64).to_be_bytes(), clash_key(name).as_bytes()])
+}
+
 /// Checks entries one at a time, in order, so that a decoder can stop at
 /// the first entry at fault without reading the rest.
-pub(crate) struct Checker<'l> {
-    limits: &'l TreeLimits,
-    /// Every path so far: its entry, and whether it is a folder.
-    paths: BTreeMap<String, (usize, bool)>,
-    /// `(folder, clash key of the name)` of every entry so far, the folder
-    /// as its entry's index + 1 (0: the top-level folder), with the entry.
-    keys: BTreeMap<(usize, String), usize>,
+#[derive(Debug)]
+pub(crate) struct Checker {
+    limits: TreeLimits,
+    /// Every path so far, by digest: its entry.
+    paths: BTreeMap<Digest, u32>,
+    /// Every `(folder, clash key)` so far, by digest: its entry.
+    keys: BTreeMap<Digest, u32>,
     total_size: u64,
     files: usize,
 }
 
-impl<'l> Checker<'l> {
-    pub(crate) fn new(limits: &'l TreeLimits) -> Self {
+impl Checker {
+    pub(crate) fn new(limits: &TreeLimits) -> Self {
         Checker {
-            limits,
+            limits: *limits,
             paths: BTreeMap::new(),
             keys: BTreeMap::new(),
             total_size: 0,
@@ -202,16 +226,34 @@ impl<'l> Checker<'l> {
         }
     }
 
-    /// Admits `entry`, the one after `earlier`, or says why not.
+    /// Admits `entry`, the one after `earlier`, or says why not. Its path
+    /// is checked again against this checker's limits: it was checked
+    /// against the limits it was built with, which may be looser.
     pub(crate) fn admit(&mut self, earlier: &[Entry], entry: &Entry) -> Result<(), ManifestError> {
+        TreePath::new(entry.path.as_str(), &self.limits)
+            .map_err(|e| ManifestError::path(earlier.len(), e))?;
+        self.admit_checked(earlier, entry)
+    }
+
+    /// [`admit`](Self::admit) for an entry whose path was built with this
+    /// checker's limits.
+    pub(crate) fn admit_checked(
+        &mut self,
+        earlier: &[Entry],
+        entry: &Entry,
+    ) -> Result<(), ManifestError> {
         let index = earlier.len();
         let path = entry.path.as_str();
-        // The path was checked against the limits it was built with; these
-        // may be tighter.
-        TreePath::new(path, self.limits).map_err(|e| ManifestError::path(index, e))?;
         let escaped = || Escaped::new(path);
-        if let Some(&(_, was_folder)) = self.paths.get(path) {
-            return Err(if was_folder == entry.is_folder() {
+        // The index of the entry at `path`, if one was admitted.
+        let find = |paths: &BTreeMap<Digest, u32>, path: &str| {
+            paths
+                .get(&digest(&[path.as_bytes()]))
+                .map(|&i| i as usize)
+                .filter(|&i| earlier[i].path.as_str() == path)
+        };
+        if let Some(other) = find(&self.paths, path) {
+            return Err(if earlier[other].is_folder() == entry.is_folder() {
                 UnsafeTree::Duplicate {
                     entry: index,
                     path: escaped(),
@@ -226,9 +268,9 @@ impl<'l> Checker<'l> {
         }
         let folder = match entry.path.parent() {
             None => 0,
-            Some(parent) => match self.paths.get(parent) {
-                Some(&(parent, true)) => parent + 1,
-                Some(&(_, false)) => {
+            Some(parent) => match find(&self.paths, parent) {
+                Some(parent) if earlier[parent].is_folder() => parent + 1,
+                Some(_) => {
                     return Err(UnsafeTree::ParentIsFile {
                         entry: index,
                         path: escaped(),
@@ -244,8 +286,13 @@ impl<'l> Checker<'l> {
                 }
             },
         };
-        let key = (folder, clash_key(entry.path.name()));
-        if let Some(&other) = self.keys.get(&key) {
+        let key = clash_digest(folder, entry.path.name());
+        let clashes = self.keys.get(&key).map(|&i| i as usize).filter(|&other| {
+            let other = &earlier[other].path;
+            other.parent() == entry.path.parent()
+                && clash_key(other.name()) == clash_key(entry.path.name())
+        });
+        if let Some(other) = clashes {
             return Err(UnsafeTree::NameClash {
                 entry: index,
                 path: escaped(),
@@ -263,9 +310,11 @@ impl<'l> Checker<'l> {
                 })?;
             self.files += 1;
         }
-        self.keys.insert(key, index);
-        self.paths
-            .insert(String::from(path), (index, entry.is_folder()));
+        // Fits: at most `max_entries(limits)` entries, itself at most
+        // u32::MAX.
+        let at = index as u32;
+        self.keys.insert(key, at);
+        self.paths.insert(digest(&[path.as_bytes()]), at);
         Ok(())
     }
 }

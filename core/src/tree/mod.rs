@@ -54,7 +54,10 @@ mod path;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{ENTRY_FIXED_LEN, MANIFEST_HEADER_LEN};
+pub use codec::{
+    decoded_bytes_bound, ManifestDecoder, DECODED_BYTES_PER_ENTRY, ENTRY_FIXED_LEN,
+    MANIFEST_HEADER_LEN,
+};
 pub use error::{
     ManifestError, ManifestMalformed, PathError, TreeLimitExceeded, UnsafePath, UnsafeTree,
 };

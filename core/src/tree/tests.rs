@@ -420,7 +420,89 @@ fn tree() -> impl Strategy<Value = Manifest> {
     })
 }
 
+/// Manifests as a hostile peer might send them: generated paths and
+/// kinds, unchecked (clashes, duplicates, missing parents, bad kinds and
+/// flags), sometimes with a byte changed or cut short.
+fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
+    let entry = (
+        prop::collection::vec(name(), 1..4),
+        0u8..3,
+        0u8..3,
+        0u64..100,
+    );
+    (
+        prop::collection::vec(entry, 0..12),
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        0u8..3,
+    )
+        .prop_map(|(entries, at, byte, how)| {
+            let owned: Vec<(String, u8, u8, u64)> = entries
+                .into_iter()
+                .map(|(parts, kind, flags, size)| {
+                    let size = if kind == 0 { 0 } else { size };
+                    (parts.join("/"), kind, flags, size)
+                })
+                .collect();
+            let entries: Vec<(&str, u8, u8, u64)> = owned
+                .iter()
+                .map(|(path, kind, flags, size)| (path.as_str(), *kind, *flags, *size))
+                .collect();
+            let mut bytes = raw(&entries);
+            match how {
+                1 => {
+                    let i = at.index(bytes.len());
+                    bytes[i] = byte;
+                }
+                2 => bytes.truncate(at.index(bytes.len() + 1)),
+                _ => {}
+            }
+            bytes
+        })
+}
+
 proptest! {
+    /// The decoder fed in any pieces refuses and accepts what a whole
+    /// decode does, with the same error, and never holds more than the
+    /// bound a server reserves from the offer.
+    #[test]
+    fn any_split_decodes_as_the_whole(
+        bytes in prop_oneof![tree().prop_map(|m| m.encode()), hostile_bytes()],
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        tight in any::<bool>(),
+    ) {
+        let mut limits = TreeLimits::default();
+        if tight {
+            limits.max_entries = 6;
+            limits.max_depth = 2;
+            limits.max_path_bytes = 9;
+        }
+        let whole = Manifest::decode(&bytes, &limits);
+        let bound = decoded_bytes_bound(bytes.len(), &limits);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+        points.push(bytes.len());
+        points.sort_unstable();
+        let mut decoder = ManifestDecoder::new(bytes.len(), &limits).unwrap();
+        let mut from = 0;
+        let mut fed = Ok(());
+        for point in points {
+            if point == from {
+                continue;
+            }
+            fed = decoder.feed(&bytes[from..point]);
+            from = point;
+            prop_assert!(decoder.held_bytes() <= bound, "{} > {}", decoder.held_bytes(), bound);
+            if fed.is_err() {
+                break;
+            }
+        }
+        let split = match fed {
+            Ok(()) => decoder.finish(),
+            Err(error) => Err(error),
+        };
+        prop_assert_eq!(split, whole);
+    }
+
     #[test]
     fn what_is_encoded_decodes_to_the_same_manifest(manifest in tree()) {
         let bytes = manifest.encode();
