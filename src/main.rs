@@ -297,6 +297,15 @@ struct Limits {
     /// [default: 20].
     #[arg(long)]
     source_flood_rate: Option<u32>,
+    /// Folder manifest entries all clients of one source may offer in a
+    /// burst: an offer spends as many as its manifest could hold;
+    /// reconnecting does not refill it [default: 200000].
+    #[arg(long)]
+    source_tree_entries_burst: Option<u32>,
+    /// Folder manifest entries per second one source may offer on average
+    /// [default: 20000].
+    #[arg(long)]
+    source_tree_entries_rate: Option<u32>,
     /// Wrong tokens from one source before it is banned [default: 10].
     #[arg(long)]
     auth_ban_after: Option<u32>,
@@ -397,6 +406,12 @@ impl Limits {
         }
         if let Some(n) = self.source_flood_rate {
             config.source_flood_per_second = n;
+        }
+        if let Some(n) = self.source_tree_entries_burst {
+            config.source_tree_entries_burst = n;
+        }
+        if let Some(n) = self.source_tree_entries_rate {
+            config.source_tree_entries_per_second = n;
         }
         if let Some(n) = self.auth_ban_after {
             config.auth_failures_before_ban = n;

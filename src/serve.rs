@@ -348,12 +348,15 @@ fn limits_line(
             .connection
             .trees
             .map_or("no folders".to_string(), |t| format!(
-                "folders of {} entries, {} deep, paths of {} bytes, manifests of {} ({} in all)",
+                "folders of {} entries, {} deep, paths of {} bytes, manifests of {} ({} in all), \
+                 {} manifest entries a second (bursts of {}) per source",
                 t.max_entries,
                 t.max_depth,
                 t.max_path_bytes,
                 bytes(t.max_manifest_bytes as u64),
-                bytes(config.max_manifest_memory)
+                bytes(config.max_manifest_memory),
+                config.source_tree_entries_per_second,
+                config.source_tree_entries_burst
             )),
     )
 }

@@ -47,6 +47,18 @@ impl TokenBucket {
         }
     }
 
+    /// Takes `n` tokens if there are that many (all or none).
+    pub(crate) fn take_n(&mut self, now: Instant, n: u64) -> bool {
+        self.refill(now);
+        let cost = n.saturating_mul(Self::UNIT);
+        if self.level >= cost {
+            self.level -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
     /// When the bucket will be full again if nothing more is taken: until
     /// then it remembers what was spent.
     pub(crate) fn full_at(&self) -> Instant {

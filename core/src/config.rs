@@ -212,6 +212,8 @@ impl fmt::Debug for ClientConfig {
 /// | [`flood_per_second`](Self::flood_per_second) | 10 messages/s | `--flood-rate` |
 /// | [`source_flood_burst`](Self::source_flood_burst) | 60 messages and joins per source | `--source-flood-burst` |
 /// | [`source_flood_per_second`](Self::source_flood_per_second) | 20 messages and joins/s per source | `--source-flood-rate` |
+/// | [`source_tree_entries_burst`](Self::source_tree_entries_burst) | 200,000 folder manifest entries per source | `--source-tree-entries-burst` |
+/// | [`source_tree_entries_per_second`](Self::source_tree_entries_per_second) | 20,000 folder manifest entries/s per source | `--source-tree-entries-rate` |
 /// | [`auth_failures_before_ban`](Self::auth_failures_before_ban) | 10 wrong tokens | `--auth-ban-after` |
 /// | [`auth_ban`](Self::auth_ban) | 300 s | `--auth-ban` |
 /// | [`max_room_members`](Self::max_room_members) | 1,000 | `--max-room-members` |
@@ -280,6 +282,16 @@ pub struct HubConfig {
     pub source_flood_burst: u32,
     /// Messages and joins per second one source may send on average.
     pub source_flood_per_second: u32,
+    /// Entries of folder manifests all clients of one source may offer in
+    /// a burst: what checking them costs the server. A `TREE_OFFER` spends
+    /// as many as its `manifest_len` could hold
+    /// (`(manifest_len - 16) / 27`, at most the trees' `max_entries`, at
+    /// most this burst), before any of it arrives; over the budget it is
+    /// `REJECT FLOODING`. Shared by the source's connections and kept
+    /// across reconnects, like [`source_flood_burst`](Self::source_flood_burst).
+    pub source_tree_entries_burst: u32,
+    /// Folder manifest entries per second one source may offer on average.
+    pub source_tree_entries_per_second: u32,
     /// Wrong tokens from one source before it is banned for
     /// [`auth_ban`](Self::auth_ban). Each wrong token is answered later than
     /// the one before (250 ms, doubling, at most 4 s).
@@ -363,6 +375,8 @@ impl Default for HubConfig {
             flood_per_second: 10,
             source_flood_burst: 60,
             source_flood_per_second: 20,
+            source_tree_entries_burst: 200_000,
+            source_tree_entries_per_second: 20_000,
             auth_failures_before_ban: 10,
             auth_ban: Duration::from_secs(300),
             max_room_members: 1000,
@@ -394,6 +408,8 @@ impl HubConfig {
         flood_per_second: u32 => "Sets the messages per second a client may send on average.";
         source_flood_burst: u32 => "Sets the messages and joins one source may send in a burst.";
         source_flood_per_second: u32 => "Sets the messages and joins per second one source may send.";
+        source_tree_entries_burst: u32 => "Sets the folder manifest entries one source may offer in a burst.";
+        source_tree_entries_per_second: u32 => "Sets the folder manifest entries per second one source may offer.";
         auth_failures_before_ban: u32 => "Sets the wrong tokens from one source before it is banned.";
         auth_ban: Duration => "Sets how long a banned source is turned away.";
         max_room_members: usize => "Sets the members a room may hold (see [`check`](Self::check)).";
@@ -456,6 +472,10 @@ impl HubConfig {
             ("max_room_members", self.max_room_members == 0),
             ("flood_burst", self.flood_burst == 0),
             ("source_flood_burst", self.source_flood_burst == 0),
+            (
+                "source_tree_entries_burst",
+                self.source_tree_entries_burst == 0,
+            ),
             ("connection.frame_burst", self.connection.frame_burst == 0),
             ("connection.max_outgoing", self.connection.max_outgoing == 0),
         ];
@@ -541,6 +561,11 @@ impl fmt::Debug for HubConfig {
             .field("flood_per_second", &self.flood_per_second)
             .field("source_flood_burst", &self.source_flood_burst)
             .field("source_flood_per_second", &self.source_flood_per_second)
+            .field("source_tree_entries_burst", &self.source_tree_entries_burst)
+            .field(
+                "source_tree_entries_per_second",
+                &self.source_tree_entries_per_second,
+            )
             .field("auth_failures_before_ban", &self.auth_failures_before_ban)
             .field("auth_ban", &self.auth_ban)
             .field("max_room_members", &self.max_room_members)

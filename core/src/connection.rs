@@ -540,7 +540,12 @@ impl Connection {
                 | Frame::TreeFile { .. }
                 | Frame::TreeFileDone { .. }
         );
-        if priced_elsewhere {
+        // A manifest's parts are bounded by the offer's manifest_len, whose
+        // entries the hub charged to the source at the offer; parts of a
+        // tree that has ended cost a token like any control frame.
+        let manifest_part =
+            matches!(frame, Frame::TreeManifest { id, .. } if self.is_incoming_tree(*id));
+        if priced_elsewhere || manifest_part {
             return Ok(());
         }
         self.take_frame_token(now)

@@ -47,6 +47,9 @@ struct SourceState {
     connections: usize,
     /// Chat messages and joins, shared by every connection of the source.
     budget: TokenBucket,
+    /// Entries of tree manifests offered (what checking them costs),
+    /// shared by every connection of the source.
+    tree_entries: TokenBucket,
     /// Wrong tokens since the last ban or since they were forgotten.
     auth_failures: u32,
     last_failure: Option<Instant>,
@@ -59,7 +62,7 @@ struct SourceState {
 impl SourceState {
     /// When this record would be no different from a fresh one.
     fn nothing_to_remember_at(&self) -> Instant {
-        let mut at = self.budget.full_at();
+        let mut at = self.budget.full_at().max(self.tree_entries.full_at());
         if let Some(last) = self.last_failure.filter(|_| self.auth_failures > 0) {
             at = at.max(last + AUTH_MEMORY);
         }
@@ -79,6 +82,7 @@ pub(crate) struct Sources {
     max_connections: usize,
     burst: u32,
     per_second: u32,
+    tree_entries: (u32, u32),
     ban_after: u32,
     ban_for: Duration,
 }
@@ -91,6 +95,10 @@ impl Sources {
             max_connections: config.max_per_ip,
             burst: config.source_flood_burst,
             per_second: config.source_flood_per_second,
+            tree_entries: (
+                config.source_tree_entries_burst,
+                config.source_tree_entries_per_second,
+            ),
             ban_after: config.auth_failures_before_ban.max(1),
             ban_for: config.auth_ban,
         }
@@ -108,9 +116,11 @@ impl Sources {
 
     fn state(&mut self, source: Source, now: Instant) -> &mut SourceState {
         let (burst, per_second) = (self.burst, self.per_second);
+        let (entries_burst, entries_per_second) = self.tree_entries;
         let state = self.states.entry(source).or_insert_with(|| SourceState {
             connections: 0,
             budget: TokenBucket::full(burst, per_second, now),
+            tree_entries: TokenBucket::full(entries_burst, entries_per_second, now),
             auth_failures: 0,
             last_failure: None,
             banned_until: None,
@@ -166,6 +176,16 @@ impl Sources {
     /// Spends one token of `source`'s shared budget (a message, a join).
     pub(crate) fn take_token(&mut self, source: Source, now: Instant) -> bool {
         self.state(source, now).budget.take(now)
+    }
+
+    /// Spends `entries` of `source`'s budget of tree manifest entries (at
+    /// most its whole burst, so that the largest manifest can always be
+    /// offered once the budget is full).
+    pub(crate) fn take_tree_entries(&mut self, source: Source, now: Instant, entries: u64) -> bool {
+        let most = u64::from(self.tree_entries.0);
+        self.state(source, now)
+            .tree_entries
+            .take_n(now, entries.min(most))
     }
 
     /// How much longer `source` is banned, if it is.

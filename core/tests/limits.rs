@@ -413,3 +413,100 @@ fn relays_past_the_memory_ceiling_are_rejected_until_one_ends() {
     assert_eq!(hub.relay_count(), 2);
     pump(&mut hub, bob, &mut bob_client, now);
 }
+
+/// Offering a tree spends, from its source, as many manifest entries as
+/// its `manifest_len` could hold (what checking them could cost), before
+/// any of the manifest arrives; the budget is shared by the source's
+/// connections and outlives them, like the message budget.
+#[test]
+fn tree_offers_spend_their_sources_budget_of_manifest_entries() {
+    use bytes::BytesMut;
+    use ferry_core::frame::{decode, Frame};
+    use ferry_core::tree::TreeLimits;
+
+    let start = Instant::now();
+    let mut config = HubConfig::default();
+    config.connection.trees = Some(TreeLimits::default());
+    config.source_tree_entries_burst = 200_000;
+    config.source_tree_entries_per_second = 20_000;
+    let mut hub = Hub::new(config, start);
+    // 100,000 entries of 27 bytes each at most: half the burst.
+    let manifest_len = 16 + 27 * 100_000;
+    let source: IpAddr = [10, 0, 0, 9].into();
+    // Each offer on a connection of its own: the budget is the source's.
+    let offer = |hub: &mut Hub, now: Instant, n: usize| {
+        let (id, _client, events) = join_from(hub, source, now, &format!("t{n}"));
+        assert!(matches!(events[0], Event::Welcomed { .. }), "{events:?}");
+        let mut bytes = BytesMut::new();
+        // Tree frames are known once the client has asked for features.
+        Frame::Features { bits: 0 }.encode(&mut bytes).unwrap();
+        Frame::TreeOffer {
+            id: 0,
+            total_size: 0,
+            manifest_len,
+            name: "tree".into(),
+            peer: "".into(),
+        }
+        .encode(&mut bytes)
+        .unwrap();
+        hub.handle_input(id, now, &bytes);
+        let mut out = BytesMut::new();
+        while let Some(b) = hub.poll_transmit(id) {
+            out.extend_from_slice(&b);
+        }
+        let frames: Vec<Frame> =
+            std::iter::from_fn(|| decode(&mut out, 1 << 20).unwrap()).collect();
+        // Dropped, not closed: the budget must outlive the connection.
+        hub.remove(id, now);
+        assert!(
+            frames.iter().any(|f| matches!(f, Frame::Features { .. })),
+            "{frames:?}"
+        );
+        assert!(
+            !frames.iter().any(|f| matches!(f, Frame::Error { .. })),
+            "{frames:?}"
+        );
+        frames.into_iter().find_map(|f| match f {
+            Frame::Reject { id: 0, code, .. } => Some(code),
+            _ => None,
+        })
+    };
+    assert_eq!(offer(&mut hub, start, 0), None, "within the burst");
+    assert_eq!(offer(&mut hub, start, 1), None, "the rest of the burst");
+    assert_eq!(
+        offer(&mut hub, start, 2),
+        Some(Code::FLOODING),
+        "past it, on a third connection"
+    );
+    // 20,000 entries a second: 100,000 back after 5 s, not before.
+    let later = start + Duration::from_millis(4_900);
+    assert_eq!(offer(&mut hub, later, 3), Some(Code::FLOODING));
+    let later = start + Duration::from_millis(5_100);
+    assert_eq!(offer(&mut hub, later, 4), None, "refilled");
+    // Another source has a budget of its own.
+    let (id, _client, _) = join_from(&mut hub, [10, 0, 0, 10].into(), later, "other");
+    let mut bytes = BytesMut::new();
+    // Tree frames are known once the client has asked for features.
+    Frame::Features { bits: 0 }.encode(&mut bytes).unwrap();
+    Frame::TreeOffer {
+        id: 0,
+        total_size: 0,
+        manifest_len,
+        name: "tree".into(),
+        peer: "".into(),
+    }
+    .encode(&mut bytes)
+    .unwrap();
+    hub.handle_input(id, later, &bytes);
+    let mut out = BytesMut::new();
+    while let Some(b) = hub.poll_transmit(id) {
+        out.extend_from_slice(&b);
+    }
+    let frames: Vec<Frame> = std::iter::from_fn(|| decode(&mut out, 1 << 20).unwrap()).collect();
+    assert!(
+        !frames
+            .iter()
+            .any(|f| matches!(f, Frame::Reject { .. } | Frame::Error { .. })),
+        "{frames:?}"
+    );
+}

@@ -551,8 +551,10 @@ fn a_rejected_tree_ignores_its_parts_in_flight() {
             },
         ]),
     );
+    // The header is read, 4 bytes of the first entry wait for the rest.
     let held = server.manifest_bytes_held();
-    assert!((20..=2 * bytes.len()).contains(&held), "{held}");
+    let bound = ferry_core::tree::decoded_bytes_bound(bytes.len(), &TreeLimits::default());
+    assert!((4..=bound).contains(&held), "{held}");
     assert!(matches!(
         &events(&mut server)[..],
         [Event::Transfer(TransferEvent::TreeOffered { id: 0, .. })]
@@ -591,4 +593,47 @@ fn a_server_without_tree_limits_announces_no_trees() {
     let _ = sent(&mut server);
     server.handle_input(now, &encode(&[Frame::Features { bits: 1 }]));
     assert_eq!(sent(&mut server), vec![Frame::Features { bits: 0 }]);
+}
+
+/// A manifest of `files` empty files at the top.
+fn many_files(files: usize) -> Manifest {
+    let entries = (0..files)
+        .map(|i| entry(&format!("file {i:05}"), file(0)))
+        .collect();
+    Manifest::new(Mtime::EPOCH, entries, &TreeLimits::default()).unwrap()
+}
+
+#[test]
+fn manifest_parts_cost_no_frame_tokens_and_are_at_most_64_kib() {
+    let now = Instant::now();
+    // 3,000 files: 108,016 bytes of manifest, sent in 100 parts while the
+    // frame burst is 10. The offer was priced for all of them.
+    let manifest = many_files(3000);
+    let bytes = Bytes::from(manifest.encode());
+    assert!(bytes.len() > 65_536);
+    let mut first = server(config().frame_burst(10), now);
+    let mut frames = vec![offer(0, &manifest, "many")];
+    for part in bytes.chunks(bytes.len().div_ceil(100)) {
+        frames.push(Frame::TreeManifest {
+            id: 0,
+            part: Bytes::copy_from_slice(part),
+        });
+    }
+    first.handle_input(now, &encode(&frames));
+    assert_eq!(error_code(&mut first), None);
+    assert!(events(&mut first).iter().any(|e| matches!(
+        e,
+        Event::Transfer(TransferEvent::TreeManifest { id: 0, .. })
+    )));
+
+    // The same manifest in one part of 108,016 bytes: over 65,536.
+    let mut second = server(config(), now);
+    second.handle_input(
+        now,
+        &encode(&[
+            offer(0, &manifest, "many"),
+            Frame::TreeManifest { id: 0, part: bytes },
+        ]),
+    );
+    assert_eq!(error_code(&mut second), Some(Code::UNEXPECTED_FRAME));
 }

@@ -12,7 +12,7 @@ use crate::frame::{Frame, Hash, ResumeKey, TransferId, DATA_OVERHEAD, HEADER_LEN
 use crate::input::SHARED_BELOW;
 use crate::text::Text;
 use crate::transfer::TransferEvent;
-use crate::tree::{ManifestDecoder, MANIFEST_HEADER_LEN};
+use crate::tree::{ManifestDecoder, MANIFEST_HEADER_LEN, MAX_MANIFEST_PART};
 use bytes::Bytes;
 use std::time::Instant;
 
@@ -210,8 +210,14 @@ impl Connection {
             return Err(unexpected(NAME, "after the whole manifest"));
         };
         let decoder = &mut arriving.decoder;
-        if part.is_empty() || decoder.fed() + part.len() > decoder.announced_len() {
-            return Err(unexpected(NAME, "empty, or past the manifest's length"));
+        if part.is_empty()
+            || part.len() > MAX_MANIFEST_PART
+            || decoder.fed() + part.len() > decoder.announced_len()
+        {
+            return Err(unexpected(
+                NAME,
+                "empty, over 65,536 bytes, or past the manifest's length",
+            ));
         }
         arriving.hasher.update(&part);
         let checked = match decoder.feed(&part) {

@@ -118,7 +118,9 @@ impl Connection {
         );
         // The parts go in the data lane: a large manifest is paced like
         // file data, not held against the control lane's limit.
-        let part = (self.settings.max_frame as usize).saturating_sub(4).max(1);
+        let part = (self.settings.max_frame as usize)
+            .saturating_sub(4)
+            .clamp(1, crate::tree::MAX_MANIFEST_PART);
         let mut at = 0;
         while at < bytes.len() {
             let end = (at + part).min(bytes.len());

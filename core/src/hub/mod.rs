@@ -1615,6 +1615,18 @@ impl Hub {
     /// out of tokens is disconnected; when only its source is (another
     /// connection from the same addresses spent them, or this one before it
     /// reconnected), the message is not delivered and the client is told.
+    /// Spends what checking a tree manifest of `manifest_len` bytes can
+    /// cost ([`entries_bound`](crate::tree::entries_bound)) from the
+    /// client's source: the manifest's parts are not priced one by one.
+    fn take_tree_entries(&mut self, id: ClientId, now: Instant, manifest_len: u32) -> bool {
+        let limits = self.config.connection.trees.unwrap_or_default();
+        let entries = crate::tree::entries_bound(manifest_len as usize, &limits) as u64;
+        match self.clients.get(&id).and_then(|c| c.source) {
+            Some(source) => self.sources.take_tree_entries(source, now, entries),
+            None => true,
+        }
+    }
+
     fn take_token(&mut self, id: ClientId, now: Instant) -> bool {
         let burst = self.config.flood_burst;
         let Some(c) = self.clients.get_mut(&id) else {
@@ -1851,6 +1863,30 @@ impl Hub {
             {
                 let reason = "over the flood limit: offer again later";
                 self.relay_call(id, now, |c| c.reject(now, tid, Code::FLOODING, reason), tid);
+                return;
+            }
+        }
+        if let TransferEvent::TreeOffered {
+            id: tid,
+            manifest_len,
+            ..
+        } = &event
+        {
+            if !self.take_tree_entries(id, now, *manifest_len) {
+                let (burst, rate) = (
+                    self.config.source_tree_entries_burst,
+                    self.config.source_tree_entries_per_second,
+                );
+                let reason = format!(
+                    "over the folder budget of this address ({burst} manifest entries in a burst, {rate} a second): offer again later"
+                );
+                let tid = *tid;
+                self.relay_call(
+                    id,
+                    now,
+                    |c| c.reject(now, tid, Code::FLOODING, &reason),
+                    tid,
+                );
                 return;
             }
         }

@@ -27,6 +27,11 @@ const FLAG_EXECUTABLE: u8 = 1;
 
 /// Bytes of the manifest's header: count, root mtime.
 pub const MANIFEST_HEADER_LEN: usize = 4 + 8 + 4;
+/// The most bytes of a manifest one `TREE_MANIFEST` part may carry: what a
+/// receiver checks on the arrival of one frame stays small (at most about
+/// 2,400 entries) whatever its largest frame.
+pub const MAX_MANIFEST_PART: usize = 65_536;
+
 /// Bytes of an entry besides its path's UTF-8: the path's length, kind,
 /// flags, size, mtime.
 pub const ENTRY_FIXED_LEN: usize = 2 + 1 + 1 + 8 + 8 + 4;
@@ -143,16 +148,22 @@ pub const DECODED_BYTES_PER_ENTRY: usize = 2 * core::mem::size_of::<Entry>() + 1
 /// What a server should reserve from the offer on, before a byte of the
 /// manifest arrives.
 pub fn decoded_bytes_bound(manifest_len: usize, limits: &TreeLimits) -> usize {
-    let entries = manifest_len
-        .saturating_sub(MANIFEST_HEADER_LEN)
-        .div_ceil(ENTRY_FIXED_LEN + 1)
-        .min(max_entries(limits));
+    let entries = entries_bound(manifest_len, limits);
     manifest_len
         .saturating_add(entries.saturating_mul(DECODED_BYTES_PER_ENTRY))
         // A growing vector's smallest room.
         .saturating_add(4 * core::mem::size_of::<Entry>())
         // One entry's bytes while they are not whole.
         .saturating_add((ENTRY_FIXED_LEN + MAX_TREE_PATH_BYTES).min(manifest_len))
+}
+
+/// The most entries a manifest of `manifest_len` bytes can hold under
+/// `limits`: each takes at least [`ENTRY_FIXED_LEN`] + 1 bytes after the
+/// header, and there are at most `limits`' `max_entries`. What checking it
+/// can cost, known from the offer.
+pub fn entries_bound(manifest_len: usize, limits: &TreeLimits) -> usize {
+    (manifest_len.saturating_sub(MANIFEST_HEADER_LEN) / (ENTRY_FIXED_LEN + 1))
+        .min(max_entries(limits))
 }
 
 impl ManifestDecoder {
@@ -229,7 +240,10 @@ impl ManifestDecoder {
         if let Some(error) = self.failed {
             return Err(error);
         }
-        if !self.is_complete() {
+        let read_all = self
+            .header
+            .is_some_and(|(count, _)| count == self.entries.len());
+        if !read_all || !self.is_complete() {
             // Read what there is as if it were all: the error names the
             // field that has no bytes, as a whole decode would.
             let mut at = 0;

@@ -55,8 +55,8 @@ mod path;
 mod tests;
 
 pub use codec::{
-    decoded_bytes_bound, ManifestDecoder, DECODED_BYTES_PER_ENTRY, ENTRY_FIXED_LEN,
-    MANIFEST_HEADER_LEN,
+    decoded_bytes_bound, entries_bound, ManifestDecoder, DECODED_BYTES_PER_ENTRY, ENTRY_FIXED_LEN,
+    MANIFEST_HEADER_LEN, MAX_MANIFEST_PART,
 };
 pub use error::{
     ManifestError, ManifestMalformed, PathError, TreeLimitExceeded, UnsafePath, UnsafeTree,
