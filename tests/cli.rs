@@ -234,6 +234,50 @@ fn a_taken_name_is_refused() {
 }
 
 #[test]
+fn bench_transfer_tree_moves_a_folder_beside_tar_over_nc_and_cleans_up() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("bench");
+    let (ok, out, err) = run(
+        &[
+            "bench",
+            "transfer",
+            "--tree",
+            "small",
+            "--rounds",
+            "1",
+            "--runtimes",
+            "mio",
+            "--dir",
+            dir.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("10000 files of 4.0 KiB in 100 folders"),
+        "{out}"
+    );
+    assert!(!dir.exists(), "the bench left {} behind", dir.display());
+    for label in ["tar | nc  ", "tar | nc + sync  ", "ferry (mio)  "] {
+        assert!(
+            out.lines().any(|line| line.starts_with(label)),
+            "no row for {label:?} in\n{out}"
+        );
+    }
+    // The ratio against the durable baseline, with issue 18's target.
+    let ratio = out
+        .lines()
+        .find_map(|line| line.strip_prefix("ferry (mio): "))
+        .unwrap_or_else(|| panic!("no ratio line in\n{out}"));
+    let value: f64 = ratio
+        .split('x')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{ratio:?}"));
+    assert!(value > 0.0 && ratio.contains("(target 0.8x)"), "{ratio}");
+}
+
+#[test]
 fn bench_transfer_reports_every_contender_and_cleans_up() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("bench");

@@ -24,7 +24,7 @@ const BUFFER: usize = 64 * 1024;
 const SOCAT_BUFFER: &str = "131072";
 
 /// How long a listener may take to come up before the run fails.
-const STARTUP: Duration = Duration::from_secs(10);
+pub(super) const STARTUP: Duration = Duration::from_secs(10);
 
 /// A copy timed twice: once all bytes are written and the file is closed,
 /// and again once they are on disk.

@@ -22,6 +22,7 @@ mod server;
 mod table;
 mod tls;
 mod transfer;
+mod tree;
 
 use clap::Subcommand;
 pub use clients::ClientsOptions;

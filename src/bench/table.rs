@@ -4,7 +4,9 @@
 use super::memory::Peaks;
 
 /// The contenders other rows are compared with, and their column titles.
-const BASELINES: [(&str, &str); 7] = [
+const BASELINES: [(&str, &str); 9] = [
+    (TAR_NC, "vs tar|nc"),
+    (TAR_NC_SYNC, "vs tar|nc+sync"),
     (SOCAT_TLS, "vs tls pipe"),
     (SOCAT_TLS_FSYNC, "vs tls pipe+fsync"),
     (NC, "vs nc"),
@@ -25,6 +27,10 @@ pub const SOCAT_TLS_FSYNC: &str = "socat tls + fsync";
 /// `nc`, then `b3sum` of the received file and of the source, one after
 /// the other: how a careful user checks a plain copy.
 pub const NC_B3SUM: &str = "nc + b3sum";
+/// A folder: `tar c | nc -N` into `nc -l | tar x`.
+pub const TAR_NC: &str = "tar | nc";
+/// The same, then `sync -f` of the received folder's file system.
+pub const TAR_NC_SYNC: &str = "tar | nc + sync";
 
 /// Everything measured for one contender.
 pub struct Row {
@@ -54,7 +60,7 @@ impl Row {
     }
 
     /// The median over the rounds of MiB per second.
-    fn median_rate(&self, size: u64) -> f64 {
+    pub fn median_rate(&self, size: u64) -> f64 {
         let mib = size as f64 / (1024.0 * 1024.0);
         let rates: Vec<f64> = self.seconds.iter().map(|s| mib / s).collect();
         median(&rates)

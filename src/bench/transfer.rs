@@ -43,6 +43,11 @@ pub struct TransferOptions {
     /// Leave out the TLS rows (ferry over TLS and the socat TLS pipe).
     #[arg(long)]
     no_tls: bool,
+    /// Move a folder instead of one file: `small` is 10,000 files of 4 KiB,
+    /// `large` 100 files of 10 MiB (`--size` is then ignored), against
+    /// `tar c | nc` into `nc | tar x`.
+    #[arg(long, value_enum)]
+    tree: Option<super::tree::TreeShape>,
     /// Seconds a single run may take before the whole bench gives up.
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -64,6 +69,15 @@ enum Contender {
 pub fn transfer(options: &TransferOptions) -> Result<(), String> {
     let timeout = Duration::from_secs(options.timeout);
     let scratch = Scratch::create(options.dir.as_deref())?;
+    if let Some(shape) = options.tree {
+        return super::tree::transfer_tree(
+            shape,
+            options.rounds,
+            &options.runtimes,
+            &scratch.dir,
+            timeout,
+        );
+    }
     let source = scratch.dir.join(SOURCE_NAME);
     let received_dir = scratch.dir.join("received");
     let received = received_dir.join(SOURCE_NAME);
@@ -250,7 +264,7 @@ impl Contender {
     }
 }
 
-fn record(rows: &mut [Row], label: &str, elapsed: Duration, peaks: Option<Peaks>) {
+pub(super) fn record(rows: &mut [Row], label: &str, elapsed: Duration, peaks: Option<Peaks>) {
     if let Some(row) = rows.iter_mut().find(|row| row.label == label) {
         row.seconds.push(elapsed.as_secs_f64());
         if let (Some(memory), Some(peaks)) = (&mut row.memory, peaks) {
@@ -350,7 +364,7 @@ fn check_copy(path: &Path, size: u64, digest: &blake3::Hash) -> Result<(), Strin
 
 /// Empties the folder the copies go to, so that a run neither finds the
 /// last one's file nor pays for deleting it.
-fn clear(dir: &Path) -> Result<(), String> {
+pub(super) fn clear(dir: &Path) -> Result<(), String> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != ErrorKind::NotFound => {
             return Err(format!("cannot empty {}: {e}", dir.display()));

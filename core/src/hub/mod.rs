@@ -1611,10 +1611,6 @@ impl Hub {
         false
     }
 
-    /// Spends one flood token of the client and one of its source. A client
-    /// out of tokens is disconnected; when only its source is (another
-    /// connection from the same addresses spent them, or this one before it
-    /// reconnected), the message is not delivered and the client is told.
     /// Spends what checking a tree manifest of `manifest_len` bytes can
     /// cost ([`entries_bound`](crate::tree::entries_bound)) from the
     /// client's source: the manifest's parts are not priced one by one.
@@ -1627,6 +1623,10 @@ impl Hub {
         }
     }
 
+    /// Spends one flood token of the client and one of its source. A client
+    /// out of tokens is disconnected; when only its source is (another
+    /// connection from the same addresses spent them, or this one before it
+    /// reconnected), the message is not delivered and the client is told.
     fn take_token(&mut self, id: ClientId, now: Instant) -> bool {
         let burst = self.config.flood_burst;
         let Some(c) = self.clients.get_mut(&id) else {
