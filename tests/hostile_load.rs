@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
 
 /// Every attack of the suite, as the bench names them in its table.
-const ATTACKS: [&str; 14] = [
+const ATTACKS: [&str; 15] = [
     "relay-tiny",
     "relay-tiny-1024",
     "relay-tiny-8",
@@ -42,6 +42,7 @@ const ATTACKS: [&str; 14] = [
     "per-ip",
     "large-room",
     "quota-scan",
+    "tree-manifest",
 ];
 
 /// How far over its target a latency may go in this test (see the

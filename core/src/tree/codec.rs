@@ -151,8 +151,9 @@ pub fn decoded_bytes_bound(manifest_len: usize, limits: &TreeLimits) -> usize {
     let entries = entries_bound(manifest_len, limits);
     manifest_len
         .saturating_add(entries.saturating_mul(DECODED_BYTES_PER_ENTRY))
-        // A growing vector's smallest room.
-        .saturating_add(4 * core::mem::size_of::<Entry>())
+        // A growing vector's smallest room, and the two maps' smallest
+        // tables (room for 7 entries each).
+        .saturating_add(4 * core::mem::size_of::<Entry>() + 2 * 8 * 64)
         // One entry's bytes while they are not whole.
         .saturating_add((ENTRY_FIXED_LEN + MAX_TREE_PATH_BYTES).min(manifest_len))
 }
@@ -272,7 +273,8 @@ impl ManifestDecoder {
         self.pending.capacity()
             + self.entries.capacity() * core::mem::size_of::<Entry>()
             + self.path_bytes
-            + self.entries.len() * (16 + 2 * 64)
+            + self.entries.len() * 16
+            + self.checker.capacity().max(self.entries.len()) * 2 * 64
     }
 
     /// Reads the header and every whole entry from `pending[*at..]`,
@@ -301,6 +303,10 @@ impl ManifestDecoder {
                 let root_mtime = reader.mtime()?;
                 *at += MANIFEST_HEADER_LEN;
                 self.header = Some((count as usize, root_mtime));
+                // The count is only a claim: room for no more entries than
+                // the announced length can hold (within the reserved bound).
+                self.checker
+                    .reserve((count as usize).min(entries_bound(self.len, &self.limits)));
                 continue;
             };
             if self.entries.len() == count {

@@ -7,6 +7,7 @@ use super::TreeLimits;
 use crate::filename::Escaped;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use core::hash::{BuildHasherDefault, Hasher};
 
 /// A modification time: seconds and nanoseconds since the Unix epoch.
 /// Times before 1970 are sent as 0 (the wire has no signed integers).
@@ -180,26 +181,49 @@ impl Manifest {
 /// A path or clash key as the [`Checker`] remembers it: 16 bytes of its
 /// BLAKE3, so that what a checker holds per entry is fixed whatever the
 /// path (see [`DECODED_BYTES_PER_ENTRY`](super::DECODED_BYTES_PER_ENTRY)).
-/// A hit is confirmed against the entry it names before it counts, so a
-/// collision (2^-64 for a birthday search) could only ever refuse a tree,
-/// never admit a bad one.
+/// A hit is confirmed against the entry it names before it counts; finding
+/// two paths with one digest is a 2^64 birthday search.
 type Digest = [u8; 16];
 
-fn digest(parts: &[&[u8]]) -> Digest {
-    let mut hasher = blake3::Hasher::new();
-    for part in parts {
-        hasher.update(part);
+/// Digests to entries. The digest is already uniform, so it is its own
+/// hash (its first 8 bytes): no hashing twice, and nothing a peer could
+/// aim at without breaking BLAKE3.
+type Digests = hashbrown::HashMap<Digest, u32, BuildHasherDefault<DigestHasher>>;
+
+/// Hashes a [`Digest`] as its first 8 bytes.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = u64::from_le_bytes(word);
+        }
+    }
+
+    // The slice's length prefix: always 16.
+    fn write_usize(&mut self, _: usize) {}
+}
+
+fn digest(bytes: &[u8]) -> Digest {
     let mut digest = [0; 16];
-    digest.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    digest.copy_from_slice(&blake3::hash(bytes).as_bytes()[..16]);
     digest
 }
 
-/// The key under which a name in a folder clashes: the folder as its
-/// entry's index + 1 (0: the top-level folder), and the name's
-/// [`clash_key`].
+/// The key under which a name in a folder clashes: the name's
+/// [`clash_key`], then the folder as its entry's index + 1 (0: the
+/// top-level folder).
 fn clash_digest(folder: usize, name: &str) -> Digest {
-    digest(&[&(folder as u64).to_be_bytes(), clash_key(name).as_bytes()])
+    let mut key = clash_key(name).into_bytes();
+    key.extend_from_slice(&(folder as u64).to_be_bytes());
+    digest(&key)
 }
 
 /// Checks entries one at a time, in order, so that a decoder can stop at
@@ -208,22 +232,37 @@ fn clash_digest(folder: usize, name: &str) -> Digest {
 pub(crate) struct Checker {
     limits: TreeLimits,
     /// Every path so far, by digest: its entry.
-    paths: BTreeMap<Digest, u32>,
+    paths: Digests,
     /// Every `(folder, clash key)` so far, by digest: its entry.
-    keys: BTreeMap<Digest, u32>,
+    keys: Digests,
     total_size: u64,
     files: usize,
+    /// The folder entry the last entry admitted was in: entries of one
+    /// folder usually follow each other, and this spares looking it up.
+    last_parent: Option<u32>,
 }
 
 impl Checker {
     pub(crate) fn new(limits: &TreeLimits) -> Self {
         Checker {
             limits: *limits,
-            paths: BTreeMap::new(),
-            keys: BTreeMap::new(),
+            paths: Digests::default(),
+            keys: Digests::default(),
             total_size: 0,
             files: 0,
+            last_parent: None,
         }
+    }
+
+    /// Entries the checker has room for without growing.
+    pub(crate) fn capacity(&self) -> usize {
+        self.paths.capacity().max(self.keys.capacity())
+    }
+
+    /// Makes room for `entries` more, within what was reserved for them.
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        self.paths.reserve(entries);
+        self.keys.reserve(entries);
     }
 
     /// Admits `entry`, the one after `earlier`, or says why not. Its path
@@ -245,14 +284,16 @@ impl Checker {
         let index = earlier.len();
         let path = entry.path.as_str();
         let escaped = || Escaped::new(path);
-        // The index of the entry at `path`, if one was admitted.
-        let find = |paths: &BTreeMap<Digest, u32>, path: &str| {
+        // The index of the entry at `path` (by its digest), if one was
+        // admitted.
+        let find = |paths: &Digests, path: &str, digest: &Digest| {
             paths
-                .get(&digest(&[path.as_bytes()]))
+                .get(digest)
                 .map(|&i| i as usize)
                 .filter(|&i| earlier[i].path.as_str() == path)
         };
-        if let Some(other) = find(&self.paths, path) {
+        let own = digest(path.as_bytes());
+        if let Some(other) = find(&self.paths, path, &own) {
             return Err(if earlier[other].is_folder() == entry.is_folder() {
                 UnsafeTree::Duplicate {
                     entry: index,
@@ -266,9 +307,14 @@ impl Checker {
             }
             .into());
         }
-        let folder = match entry.path.parent() {
-            None => 0,
-            Some(parent) => match find(&self.paths, parent) {
+        let cached = self
+            .last_parent
+            .map(|at| at as usize)
+            .filter(|&at| Some(earlier[at].path.as_str()) == entry.path.parent());
+        let folder = match (entry.path.parent(), cached) {
+            (None, _) => 0,
+            (Some(_), Some(at)) => at + 1,
+            (Some(parent), None) => match find(&self.paths, parent, &digest(parent.as_bytes())) {
                 Some(parent) if earlier[parent].is_folder() => parent + 1,
                 Some(_) => {
                     return Err(UnsafeTree::ParentIsFile {
@@ -314,7 +360,9 @@ impl Checker {
         // u32::MAX.
         let at = index as u32;
         self.keys.insert(key, at);
-        self.paths.insert(digest(&[path.as_bytes()]), at);
+        self.paths.insert(own, at);
+        // Fits like `at`.
+        self.last_parent = folder.checked_sub(1).map(|f| f as u32);
         Ok(())
     }
 }

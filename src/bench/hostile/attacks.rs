@@ -67,7 +67,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Whether the attack should go on.
-    fn running(&self) -> bool {
+    pub(super) fn running(&self) -> bool {
         !self.abort.load(Ordering::SeqCst) && Instant::now() < self.until
     }
 
@@ -79,7 +79,7 @@ impl Ctx<'_> {
     }
 
     /// A joined attacker named `hostile-NAME` from the attackers' address.
-    fn attacker(&self, name: &str) -> Result<Wire, String> {
+    pub(super) fn attacker(&self, name: &str) -> Result<Wire, String> {
         let name = format!("hostile-{name}");
         Wire::join(self.server.addr, ATTACKER_FROM, &name, self.token, ANSWER)
             .map(|(wire, _)| wire)
@@ -129,6 +129,7 @@ pub fn run(attack: Attack, ctx: &Ctx) -> Result<Attacked, String> {
         Attack::PerIp => per_ip(ctx),
         Attack::LargeRoom => large_room(ctx),
         Attack::QuotaScan => quota_scan(ctx),
+        Attack::TreeManifest => super::manifests::tree_manifest(ctx),
     }
 }
 

@@ -18,6 +18,7 @@
 
 mod attacks;
 mod honest;
+mod manifests;
 mod wire;
 
 use super::latency::Histogram;
@@ -110,6 +111,9 @@ pub enum Attack {
     LargeRoom,
     /// Offers to an inbox with a quota and thousands of files.
     QuotaScan,
+    /// Folder offers of 100,000 manifest entries each (the last a
+    /// duplicate), again and again from 4 connections of one address.
+    TreeManifest,
 }
 
 impl Attack {
