@@ -33,6 +33,8 @@ pub(crate) struct ConfinedDir {
 pub(crate) struct EntryStat {
     /// A regular file (not a link, directory, fifo, …).
     pub regular: bool,
+    /// A directory (not a link to one).
+    pub directory: bool,
     /// Its length in bytes.
     pub len: u64,
     /// Its hard links.
@@ -132,6 +134,7 @@ impl ConfinedDir {
         match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => Ok(Some(EntryStat {
                 regular: FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile,
+                directory: FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
                 len: u64::try_from(stat.st_size).unwrap_or(0),
                 links: u64::from(stat.st_nlink),
                 modified: stat.st_mtime,
@@ -201,6 +204,7 @@ impl ConfinedDir {
                     name,
                     EntryStat {
                         regular: false,
+                        directory: false,
                         len: 0,
                         links: 0,
                         modified: 0,

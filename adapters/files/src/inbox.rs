@@ -754,13 +754,19 @@ impl Inbox {
 
 impl Ledger {
     /// Counts what the inbox holds: the only listing of the folder. Regular
-    /// files count (links and folders do not); the partial files found are
-    /// kept for a resume, aged from when they were last written.
+    /// files count, and so do the regular files inside its folders (stored
+    /// trees), listed through descriptors and never through a link; links
+    /// themselves do not. The partial files found are kept for a resume,
+    /// aged from when they were last written.
     fn scan(dirs: &Dirs) -> io::Result<Ledger> {
         let mut ledger = Ledger::new();
-        for (_, stat) in dirs.inbox.entries()? {
+        for (name, stat) in dirs.inbox.entries()? {
             if stat.regular {
                 ledger.stored = ledger.stored.saturating_add(stat.len);
+            } else if stat.directory && name != PARTIALS_DIR {
+                if let Some(folder) = name.to_str().and_then(|n| dirs.inbox.open_dir(n).ok()) {
+                    ledger.stored = ledger.stored.saturating_add(folder_bytes(&folder, 1));
+                }
             }
         }
         for (name, stat) in dirs.partials.entries()? {
@@ -782,6 +788,34 @@ impl Ledger {
         Ok(ledger)
     }
 }
+
+/// Bytes of the regular files in `folder` and the folders below it, to
+/// [`SCAN_DEPTH`] levels (deeper ones are not counted), each opened from
+/// its parent's descriptor without following a link. Depth first, so that
+/// only the folders on the way down are open at once. A folder that
+/// cannot be read (another user's, say) counts as empty: it must not keep
+/// the inbox from opening.
+fn folder_bytes(folder: &ConfinedDir, depth: usize) -> u64 {
+    let Ok(entries) = folder.entries() else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for (name, stat) in entries {
+        if stat.regular {
+            total = total.saturating_add(stat.len);
+        } else if stat.directory && depth < SCAN_DEPTH {
+            if let Some(below) = name.to_str().and_then(|n| folder.open_dir(n).ok()) {
+                total = total.saturating_add(folder_bytes(&below, depth + 1));
+            }
+        }
+    }
+    total
+}
+
+/// How deep [`folder_bytes`] goes: deeper than any tree a receiver takes
+/// ([`TreeLimits::max_depth`](ferry_core::tree::TreeLimits::max_depth),
+/// 32 by default, and the top-level folder).
+const SCAN_DEPTH: usize = 64;
 
 /// Starts the thread that removes expired partial files. It sleeps until
 /// the oldest kept file is due (or a file is kept or let go, or the TTL

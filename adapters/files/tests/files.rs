@@ -436,6 +436,25 @@ fn ended(id: u32) -> TransferEvent {
 }
 
 #[test]
+fn stored_folders_count_against_the_quota_when_the_inbox_is_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("top.bin"), [0u8; 10]).unwrap();
+    // A folder stored by an earlier run: files at several depths count.
+    let tree = dir.path().join("projekt");
+    fs::create_dir_all(tree.join("a/b/c")).unwrap();
+    fs::write(tree.join("one.txt"), [0u8; 100]).unwrap();
+    fs::write(tree.join("a/two.txt"), [0u8; 200]).unwrap();
+    fs::write(tree.join("a/b/c/three.txt"), [0u8; 300]).unwrap();
+    // Links are not followed, to a file or to a folder outside.
+    fs::write(outside.path().join("big.bin"), vec![0u8; 5000]).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("big.bin"), tree.join("a/link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), tree.join("dirlink")).unwrap();
+    let inbox = Inbox::open(dir.path()).unwrap().quota(Some(1000));
+    assert_eq!(inbox.used(), 10 + 100 + 200 + 300);
+}
+
+#[test]
 fn the_quota_is_counted_as_files_come_and_go_and_concurrent_offers_cannot_overshoot_it() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..20 {

@@ -136,9 +136,9 @@ pub struct ManifestDecoder {
 /// UTF-8, while the manifest is decoded and after: the entry itself (twice:
 /// a growing vector may have room for as many again), the allocator's
 /// overhead for its path, the receiving connection's note of its size, and
-/// the decoder's two ordered maps (a 16-byte digest and an index in each,
-/// counted at the fill of a half-full B-tree node and its share of the
-/// nodes above).
+/// the decoder's two hash tables (a 16-byte digest, an index and a control
+/// byte in each, 64 bytes allowed for the room a table just grown keeps
+/// free).
 pub const DECODED_BYTES_PER_ENTRY: usize = 2 * core::mem::size_of::<Entry>() + 16 + 16 + 2 * 64;
 
 /// The most heap bytes decoding a manifest of `manifest_len` bytes under
@@ -267,7 +267,7 @@ impl ManifestDecoder {
     }
 
     /// Heap bytes this decoder holds now (an estimate within a few bytes
-    /// an entry; the ordered maps counted as in
+    /// an entry; the hash tables counted by their room, as in
     /// [`DECODED_BYTES_PER_ENTRY`]).
     pub fn held_bytes(&self) -> usize {
         self.pending.capacity()
