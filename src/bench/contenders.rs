@@ -3,7 +3,9 @@
 
 use super::memory::{Peaks, Sampler};
 use super::process::Spawned;
-use super::process::{drain, free_port, last_line, sync, timed_out, wait_all, wait_listening};
+use super::process::{
+    all_succeeded, drain, free_port, last_line, sync, timed_out, wait_all, wait_listening,
+};
 use super::server::fingerprint_in;
 use crate::runtime::Runtime;
 use std::fs::{File, OpenOptions};
@@ -200,15 +202,10 @@ pub fn netcat(source: &Path, output: &Path, timeout: Duration) -> Result<CopyTim
     )?;
     let sender_errors = drain(sender.child().stderr.take());
     let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
-    for (status, (what, errors)) in statuses
-        .iter()
-        .zip([("nc -l", listener_errors), ("nc -N", sender_errors)])
-    {
-        if !status.success() {
-            let errors = errors.join().unwrap_or_default();
-            return Err(format!("{what} failed ({status}): {}", last_line(&errors)));
-        }
-    }
+    all_succeeded(
+        &statuses,
+        vec![("nc -l", listener_errors), ("nc -N", sender_errors)],
+    )?;
     fsync(output).map_err(|e| format!("cannot fsync the output: {e}"))?;
     Ok(CopyTimes {
         copied: end - start,
@@ -260,15 +257,13 @@ pub fn socat_tls(
     )?;
     let sender_errors = drain(sender.child().stderr.take());
     let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
-    for (status, (what, errors)) in statuses.iter().zip([
-        ("socat OPENSSL-LISTEN", listener_errors),
-        ("socat OPENSSL", sender_errors),
-    ]) {
-        if !status.success() {
-            let errors = errors.join().unwrap_or_default();
-            return Err(format!("{what} failed ({status}): {}", last_line(&errors)));
-        }
-    }
+    all_succeeded(
+        &statuses,
+        vec![
+            ("socat OPENSSL-LISTEN", listener_errors),
+            ("socat OPENSSL", sender_errors),
+        ],
+    )?;
     fsync(output).map_err(|e| format!("cannot fsync the output: {e}"))?;
     Ok(CopyTimes {
         copied: end - start,

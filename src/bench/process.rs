@@ -157,6 +157,22 @@ pub fn timed_out(timeout: Duration) -> String {
     )
 }
 
+/// Fails with the last line of its stderr for the first process of a
+/// pipeline that did not exit successfully; `named` pairs each of
+/// `statuses` with what the process was and its drained stderr.
+pub fn all_succeeded(
+    statuses: &[ExitStatus],
+    named: Vec<(&str, JoinHandle<String>)>,
+) -> Result<(), String> {
+    for (status, (what, errors)) in statuses.iter().zip(named) {
+        if !status.success() {
+            let errors = errors.join().unwrap_or_default();
+            return Err(format!("{what} failed ({status}): {}", last_line(&errors)));
+        }
+    }
+    Ok(())
+}
+
 /// Collects everything a child writes to a pipe, so that it never blocks
 /// on a full pipe and its last words are at hand if it fails.
 pub fn drain(pipe: Option<impl Read + Send + 'static>) -> JoinHandle<String> {

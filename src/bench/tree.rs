@@ -6,7 +6,7 @@
 use super::contenders::STARTUP;
 use super::contenders::{self, CopyTimes};
 use super::machine;
-use super::process::{drain, free_port, last_line, sync, wait_all, wait_listening, Spawned};
+use super::process::{all_succeeded, drain, free_port, sync, wait_all, wait_listening, Spawned};
 use super::table::{self, Row, TAR_NC, TAR_NC_SYNC};
 use super::transfer::{clear, record};
 use crate::display::bytes;
@@ -223,15 +223,13 @@ fn tar_nc(source_parent: &Path, out: &Path, timeout: Duration) -> Result<CopyTim
     )?;
     let sender_errors = drain(sender.child().stderr.take());
     let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
-    for (status, (what, errors)) in statuses.iter().zip([
-        ("nc -l | tar x", listener_errors),
-        ("tar c | nc -N", sender_errors),
-    ]) {
-        if !status.success() {
-            let errors = errors.join().unwrap_or_default();
-            return Err(format!("{what} failed ({status}): {}", last_line(&errors)));
-        }
-    }
+    all_succeeded(
+        &statuses,
+        vec![
+            ("nc -l | tar x", listener_errors),
+            ("tar c | nc -N", sender_errors),
+        ],
+    )?;
     let status = Command::new("sync")
         .arg("-f")
         .arg(out)
