@@ -26,7 +26,7 @@ const BUFFER: usize = 64 * 1024;
 const SOCAT_BUFFER: &str = "131072";
 
 /// How long a listener may take to come up before the run fails.
-pub(super) const STARTUP: Duration = Duration::from_secs(10);
+const STARTUP: Duration = Duration::from_secs(10);
 
 /// A copy timed twice: once all bytes are written and the file is closed,
 /// and again once they are on disk.
@@ -174,37 +174,55 @@ pub fn b3sum(path: &Path, timeout: Duration) -> Result<(Duration, String), Strin
     Ok((end - start, hash))
 }
 
+/// Times a pipe over loopback: `listener` is started and waited for on
+/// `port`, the caches are flushed, then `sender` is started (both with
+/// stderr piped, quoted if they fail). Returns when the sender started and
+/// when both had exited, each successfully.
+pub(super) fn listener_then_sender(
+    port: u16,
+    listener: (&mut Command, &str),
+    sender: (&mut Command, &str),
+    timeout: Duration,
+) -> Result<(Instant, Instant), String> {
+    let (listen_what, send_what) = (listener.1, sender.1);
+    let mut listener = Spawned::spawn(listener.0.stderr(Stdio::piped()), listen_what)?;
+    let listener_errors = drain(listener.child().stderr.take());
+    wait_listening(port, &mut listener, STARTUP)?;
+    sync()?;
+    let start = Instant::now();
+    let mut sender = Spawned::spawn(sender.0.stderr(Stdio::piped()), send_what)?;
+    let sender_errors = drain(sender.child().stderr.take());
+    let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
+    all_succeeded(
+        &statuses,
+        vec![(listen_what, listener_errors), (send_what, sender_errors)],
+    )?;
+    Ok((start, end))
+}
+
 /// `nc -l` writing into the output file, fed by `nc -N` reading the source.
 pub fn netcat(source: &Path, output: &Path, timeout: Duration) -> Result<CopyTimes, String> {
     let port = free_port()?;
     let port_text = port.to_string();
     let sink = File::create(output).map_err(|e| format!("cannot create the output: {e}"))?;
-    let mut listener = Spawned::spawn(
-        Command::new("nc")
-            .args(["-l", "127.0.0.1", &port_text])
-            .stdin(Stdio::null())
-            .stdout(sink)
-            .stderr(Stdio::piped()),
-        "nc -l",
-    )?;
-    let listener_errors = drain(listener.child().stderr.take());
-    wait_listening(port, &mut listener, STARTUP)?;
     let input = File::open(source).map_err(|e| format!("cannot open the source: {e}"))?;
-    sync()?;
-    let start = Instant::now();
-    let mut sender = Spawned::spawn(
-        Command::new("nc")
-            .args(["-N", "127.0.0.1", &port_text])
-            .stdin(input)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-        "nc -N",
-    )?;
-    let sender_errors = drain(sender.child().stderr.take());
-    let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
-    all_succeeded(
-        &statuses,
-        vec![("nc -l", listener_errors), ("nc -N", sender_errors)],
+    let (start, end) = listener_then_sender(
+        port,
+        (
+            Command::new("nc")
+                .args(["-l", "127.0.0.1", &port_text])
+                .stdin(Stdio::null())
+                .stdout(sink),
+            "nc -l",
+        ),
+        (
+            Command::new("nc")
+                .args(["-N", "127.0.0.1", &port_text])
+                .stdin(input)
+                .stdout(Stdio::null()),
+            "nc -N",
+        ),
+        timeout,
     )?;
     fsync(output).map_err(|e| format!("cannot fsync the output: {e}"))?;
     Ok(CopyTimes {
@@ -227,42 +245,31 @@ pub fn socat_tls(
     let sink = File::create(output).map_err(|e| format!("cannot create the output: {e}"))?;
     let cert = cert_dir.join(ferry_tls::CERT_FILE);
     let key = cert_dir.join(ferry_tls::KEY_FILE);
-    let mut listener = Spawned::spawn(
-        Command::new("socat")
-            .args(["-u", "-b", SOCAT_BUFFER])
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={},key={},verify=0",
-                cert.display(),
-                key.display()
-            ))
-            .arg("STDOUT")
-            .stdin(Stdio::null())
-            .stdout(sink)
-            .stderr(Stdio::piped()),
-        "socat OPENSSL-LISTEN",
-    )?;
-    let listener_errors = drain(listener.child().stderr.take());
-    wait_listening(port, &mut listener, STARTUP)?;
-    sync()?;
-    let start = Instant::now();
-    let mut sender = Spawned::spawn(
-        Command::new("socat")
-            .args(["-u", "-b", SOCAT_BUFFER])
-            .arg(format!("OPEN:{},rdonly", source.display()))
-            .arg(format!("OPENSSL:127.0.0.1:{port},verify=0"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-        "socat OPENSSL",
-    )?;
-    let sender_errors = drain(sender.child().stderr.take());
-    let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
-    all_succeeded(
-        &statuses,
-        vec![
-            ("socat OPENSSL-LISTEN", listener_errors),
-            ("socat OPENSSL", sender_errors),
-        ],
+    let (start, end) = listener_then_sender(
+        port,
+        (
+            Command::new("socat")
+                .args(["-u", "-b", SOCAT_BUFFER])
+                .arg(format!(
+                    "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,cert={},key={},verify=0",
+                    cert.display(),
+                    key.display()
+                ))
+                .arg("STDOUT")
+                .stdin(Stdio::null())
+                .stdout(sink),
+            "socat OPENSSL-LISTEN",
+        ),
+        (
+            Command::new("socat")
+                .args(["-u", "-b", SOCAT_BUFFER])
+                .arg(format!("OPEN:{},rdonly", source.display()))
+                .arg(format!("OPENSSL:127.0.0.1:{port},verify=0"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            "socat OPENSSL",
+        ),
+        timeout,
     )?;
     fsync(output).map_err(|e| format!("cannot fsync the output: {e}"))?;
     Ok(CopyTimes {

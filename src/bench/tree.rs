@@ -3,10 +3,10 @@
 //! round by round (issue 18's targets: 0.8x and 0.9x of tar over nc, with
 //! verification and durability included).
 
-use super::contenders::STARTUP;
+use super::contenders::listener_then_sender;
 use super::contenders::{self, CopyTimes};
 use super::machine;
-use super::process::{all_succeeded, drain, free_port, sync, wait_all, wait_listening, Spawned};
+use super::process::free_port;
 use super::table::{self, Row, TAR_NC, TAR_NC_SYNC};
 use super::transfer::{clear, record};
 use crate::display::bytes;
@@ -16,7 +16,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The folder's name, which both ends store it under.
 const TREE_NAME: &str = "ferry-bench-tree";
@@ -194,41 +194,31 @@ fn rate(elapsed: Duration, total: u64) -> String {
 /// both ends have exited, then until `sync -f OUT` has returned.
 fn tar_nc(source_parent: &Path, out: &Path, timeout: Duration) -> Result<CopyTimes, String> {
     let port = free_port()?;
-    let mut listener = Spawned::spawn(
-        Command::new("bash")
-            .arg("-c")
-            .arg(r#"set -o pipefail; nc -l 127.0.0.1 "$1" | tar x -C "$2""#)
-            .args(["tar-nc", &port.to_string()])
-            .arg(out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-        "nc -l | tar x",
-    )?;
-    let listener_errors = drain(listener.child().stderr.take());
-    wait_listening(port, &mut listener, STARTUP)?;
-    sync()?;
-    let start = Instant::now();
-    let mut sender = Spawned::spawn(
-        Command::new("bash")
-            .arg("-c")
-            .arg(r#"set -o pipefail; tar c -C "$2" "$3" | nc -N 127.0.0.1 "$1""#)
-            .args(["tar-nc", &port.to_string()])
-            .arg(source_parent)
-            .arg(TREE_NAME)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-        "tar c | nc -N",
-    )?;
-    let sender_errors = drain(sender.child().stderr.take());
-    let (end, statuses) = wait_all(&mut [&mut listener, &mut sender], start, timeout)?;
-    all_succeeded(
-        &statuses,
-        vec![
-            ("nc -l | tar x", listener_errors),
-            ("tar c | nc -N", sender_errors),
-        ],
+    let port_text = port.to_string();
+    let (start, end) = listener_then_sender(
+        port,
+        (
+            Command::new("bash")
+                .arg("-c")
+                .arg(r#"set -o pipefail; nc -l 127.0.0.1 "$1" | tar x -C "$2""#)
+                .args(["tar-nc", &port_text])
+                .arg(out)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            "nc -l | tar x",
+        ),
+        (
+            Command::new("bash")
+                .arg("-c")
+                .arg(r#"set -o pipefail; tar c -C "$2" "$3" | nc -N 127.0.0.1 "$1""#)
+                .args(["tar-nc", &port_text])
+                .arg(source_parent)
+                .arg(TREE_NAME)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            "tar c | nc -N",
+        ),
+        timeout,
     )?;
     let status = Command::new("sync")
         .arg("-f")
