@@ -1625,11 +1625,15 @@ impl Connection {
     /// still waiting for its answer. Anything else is ignored: it is an
     /// extension frame, and a late or stray one harms nobody.
     fn on_resume_key(&mut self, id: TransferId, key: ResumeKey) {
-        if let Some(Transfer::Outgoing(Outgoing {
-            state: OutState::Offered,
-            ..
-        })) = self.transfers.get(&id)
-        {
+        let offered = match self.transfers.get(&id) {
+            Some(Transfer::Outgoing(Outgoing {
+                state: OutState::Offered,
+                ..
+            })) => true,
+            Some(Transfer::OutTree(tree)) => tree.is_offered(),
+            _ => false,
+        };
+        if offered {
             self.emit(TransferEvent::ResumeKey { id, key });
         }
     }

@@ -98,6 +98,19 @@ pub enum TransferEvent {
         /// The bytes, sharing the receive buffer.
         data: Bytes,
     },
+    /// Sending a resumed tree: its receiver already holds the first
+    /// `offset` bytes of file `index` (the whole file if `offset` is its
+    /// size), as the hash of this side's own first `offset` bytes showed;
+    /// they are not sent again. A file the receiver listed whose bytes
+    /// differ here goes whole, with no event.
+    TreeFileHeld {
+        /// The transfer.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Bytes of it the receiver holds.
+        offset: u64,
+    },
     /// The peer offers a tree (a folder sent whole) to this side: its top
     /// name passed the file-name check, its manifest's announced length and
     /// `total_size` the connection's [`TreeLimits`](crate::tree::TreeLimits).

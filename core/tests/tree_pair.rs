@@ -4,7 +4,7 @@
 //! the receiving application saw are the sender's, file by file.
 
 use bytes::Bytes;
-use ferry_core::frame::features;
+use ferry_core::frame::{features, Frame, HeldFile, ResumeKey};
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
 use ferry_core::{ClientConfig, Config, Connection, Event};
@@ -236,7 +236,7 @@ fn a_tree_is_not_offered_to_a_peer_that_did_not_announce_trees() {
 #[test]
 fn a_side_that_only_sends_trees_takes_none() {
     use bytes::BytesMut;
-    use ferry_core::frame::{decode, Frame, PREAMBLE};
+    use ferry_core::frame::{decode, PREAMBLE};
     use ferry_core::Code;
     let now = Instant::now();
     let mut server = Connection::server(Config::default().trees(Some(TreeLimits::default())), now);
@@ -299,5 +299,317 @@ fn a_side_that_only_sends_trees_takes_none() {
             }
         )),
         "{frames:?}"
+    );
+}
+
+/// What the receiving application of [`resume_attempt`] kept of the tree:
+/// each file's bytes so far, and the files whose hash matched.
+#[derive(Default)]
+struct Kept {
+    files: BTreeMap<u32, Vec<u8>>,
+    verified: std::collections::BTreeSet<u32>,
+}
+
+impl Kept {
+    /// The `TREE_HELD` records of what is kept: every file with bytes.
+    fn records(&self) -> Vec<HeldFile> {
+        self.files
+            .iter()
+            .filter(|(_, bytes)| !bytes.is_empty())
+            .map(|(&index, bytes)| HeldFile {
+                index,
+                offset: bytes.len() as u64,
+                prefix_hash: *blake3::hash(bytes).as_bytes(),
+            })
+            .collect()
+    }
+}
+
+/// What one attempt of [`resume_attempt`] saw.
+struct Attempt {
+    outcome: Option<Outcome>,
+    key: Option<ResumeKey>,
+    /// Payload bytes the receiver was handed.
+    received: u64,
+    /// `TreeFileHeld` reports: `(index, offset)`.
+    held: Vec<(u32, u64)>,
+}
+
+/// One attempt at sending `manifest` with `files` to a server that issues
+/// `key` and keeps what arrives in `kept`; with `resume`, the offer
+/// presents the key and the server lists what it kept. Stops (the
+/// connections dropped: a cut) once `cut_after` payload bytes arrived.
+fn resume_attempt(
+    manifest: &Manifest,
+    files: &BTreeMap<u32, Vec<u8>>,
+    kept: &mut Kept,
+    key: ResumeKey,
+    resume: bool,
+    cut_after: Option<u64>,
+) -> Attempt {
+    let now = Instant::now();
+    let server_config = Config::default()
+        .trees(Some(TreeLimits::default()))
+        .max_frame(4096)
+        .chunk_size(1024)
+        .window(4096);
+    let mut server = Connection::server(server_config, now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let mut seen = Attempt {
+        outcome: None,
+        key: None,
+        received: 0,
+        held: Vec::new(),
+    };
+    let mut hashes: BTreeMap<u32, [u8; 32]> = BTreeMap::new();
+    for _ in 0..100_000 {
+        let moved = pump(&mut client, &mut server, now, 1 << 20);
+        let mut acted = false;
+        while let Some(event) = server.poll_event() {
+            acted = true;
+            match event {
+                Event::Hello { name, .. } => server.welcome(now, name, "".into()).unwrap(),
+                Event::Transfer(TransferEvent::TreeOffered { resume: r, .. }) => {
+                    assert_eq!(r, resume.then_some(key), "the key presented");
+                }
+                Event::Transfer(TransferEvent::TreeManifest { id, manifest: m }) => {
+                    assert_eq!(&m, manifest);
+                    let records = if resume { kept.records() } else { Vec::new() };
+                    server
+                        .accept_tree_resumable(now, id, key, &records)
+                        .unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeChunk {
+                    id,
+                    index,
+                    offset,
+                    data,
+                }) => {
+                    let file = kept.files.entry(index).or_default();
+                    if offset == 0 {
+                        // Sent from the start: what was held is not the
+                        // sender's.
+                        file.clear();
+                        kept.verified.remove(&index);
+                    }
+                    assert_eq!(file.len() as u64, offset, "file {index}");
+                    file.extend_from_slice(&data);
+                    seen.received += data.len() as u64;
+                    server.confirm_written(now, id, seen.received).unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeFileDone { index, hash, .. }) => {
+                    let file = kept.files.entry(index).or_default();
+                    assert_eq!(*blake3::hash(file).as_bytes(), hash, "file {index}");
+                    kept.verified.insert(index);
+                    hashes.insert(index, hash);
+                }
+                Event::Transfer(TransferEvent::Received { id, .. }) => {
+                    server.finish_receive(now, id, Ok(())).unwrap();
+                }
+                Event::Transfer(TransferEvent::Ended { .. }) => {}
+                other => panic!("server: unexpected {other:?}"),
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            acted = true;
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { .. } => {
+                    if resume {
+                        client
+                            .offer_tree_resuming(now, "demo", manifest, "", key)
+                            .unwrap();
+                    } else {
+                        client.offer_tree(now, "demo", manifest, "").unwrap();
+                    }
+                }
+                Event::Transfer(TransferEvent::ResumeKey { key: k, .. }) => seen.key = Some(k),
+                Event::Transfer(TransferEvent::TreeFileHeld { index, offset, .. }) => {
+                    seen.held.push((index, offset));
+                }
+                Event::Transfer(TransferEvent::Accepted { .. })
+                | Event::Transfer(TransferEvent::Progress { .. }) => {}
+                Event::Transfer(TransferEvent::TreeNeedChunk {
+                    id,
+                    index,
+                    offset,
+                    len,
+                }) => {
+                    let file = &files[&index];
+                    let data = &file[offset as usize..offset as usize + len as usize];
+                    client
+                        .supply_tree_chunk(now, id, index, offset, Bytes::copy_from_slice(data))
+                        .unwrap();
+                }
+                Event::Transfer(TransferEvent::Ended { outcome: o, .. }) => seen.outcome = Some(o),
+                Event::Joined { .. } | Event::Members { .. } => {}
+                other => panic!("client: unexpected {other:?}"),
+            }
+        }
+        if cut_after.is_some_and(|cut| seen.received >= cut) {
+            return seen;
+        }
+        if seen.outcome.is_some() || !(moved || acted) {
+            break;
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_cut_tree_resumes_sending_only_what_the_receiver_lacks() {
+    let (manifest, mut files) = tree();
+    let key = ResumeKey::from_bytes([7; ResumeKey::LEN]);
+    let mut kept = Kept::default();
+    let total = manifest.total_size();
+
+    // The first attempt is cut in the middle of a file.
+    let first = resume_attempt(&manifest, &files, &mut kept, key, false, Some(total / 2));
+    assert_eq!(first.outcome, None, "cut before the end");
+    assert_eq!(first.key, Some(key), "the key reached the sender");
+    let partial: Vec<u32> = kept
+        .files
+        .iter()
+        .filter(|(i, bytes)| bytes.len() < files[i].len())
+        .map(|(&i, _)| i)
+        .collect();
+    assert_eq!(partial.len(), 1, "one file was cut: {partial:?}");
+    // Meanwhile one of the files that arrived whole changed at the
+    // sender (same size): it must go again, from its first byte.
+    let changed = *kept
+        .verified
+        .iter()
+        .find(|&&i| files[&i].len() > 1000)
+        .expect("a large file arrived whole");
+    for byte in files.get_mut(&changed).unwrap().iter_mut() {
+        *byte = byte.wrapping_add(1);
+    }
+    let held_before: u64 = kept.records().iter().map(|r| r.offset).sum();
+    let partial_len = kept.files[&partial[0]].len() as u64;
+    let changed_len = files[&changed].len() as u64;
+
+    let second = resume_attempt(&manifest, &files, &mut kept, key, true, None);
+    assert_eq!(second.outcome, Some(Outcome::Verified));
+    // Only what the receiver lacked crossed: the rest of the cut file,
+    // the files it never got, and the changed file whole.
+    assert_eq!(second.received, total - held_before + changed_len);
+    assert!(!second.held.iter().any(|&(i, _)| i == changed));
+    assert!(
+        second.held.contains(&(partial[0], partial_len)),
+        "the cut file went on from where it stopped: {:?}",
+        second.held
+    );
+    for (index, bytes) in &files {
+        assert_eq!(
+            &kept.files.get(index).cloned().unwrap_or_default(),
+            bytes,
+            "file {index}"
+        );
+    }
+}
+
+/// A client that offered the tree (presenting `resume`, if any), with
+/// everything it sent so far taken; the server dropped.
+fn offering_client(resume: Option<ResumeKey>) -> Connection {
+    let now = Instant::now();
+    let mut server = Connection::server(Config::default().trees(Some(TreeLimits::default())), now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (manifest, _) = tree();
+    for _ in 0..100 {
+        pump(&mut client, &mut server, now, 1 << 20);
+        while let Some(event) = server.poll_event() {
+            if let Event::Hello { name, .. } = event {
+                server.welcome(now, name, "".into()).unwrap();
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { .. } => {
+                    match resume {
+                        Some(key) => client.offer_tree_resuming(now, "demo", &manifest, "", key),
+                        None => client.offer_tree(now, "demo", &manifest, ""),
+                    }
+                    .unwrap();
+                    while client.poll_transmit().is_some() {}
+                    return client;
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("the client never offered");
+}
+
+/// The code of the `ERROR` `client` sends after taking `frame`, if any.
+fn error_after(client: &mut Connection, frame: Frame) -> Option<ferry_core::Code> {
+    use bytes::BytesMut;
+    use ferry_core::frame::decode;
+    let mut input = BytesMut::new();
+    frame.encode(&mut input).unwrap();
+    client.handle_input(Instant::now(), &input);
+    let mut sent = BytesMut::new();
+    while let Some(b) = client.poll_transmit() {
+        sent.extend_from_slice(&b);
+    }
+    std::iter::from_fn(|| decode(&mut sent, 1 << 20).ok().flatten()).find_map(|f| match f {
+        Frame::Error { code, .. } => Some(code),
+        _ => None,
+    })
+}
+
+#[test]
+fn tree_held_is_taken_only_for_a_resumed_offer_and_only_in_order_for_its_files() {
+    use ferry_core::Code;
+    let (manifest, files) = tree();
+    let key = ResumeKey::from_bytes([3; ResumeKey::LEN]);
+    // The client's first transfer id (a client's ids are even).
+    let id = 0;
+    let record = |index: u32, offset: u64| HeldFile {
+        index,
+        offset,
+        prefix_hash: [0; 32],
+    };
+    let size = |index: u32| files[&index].len() as u64;
+    let last = manifest.entries().len() as u32 - 1;
+    // Entry 1 is the folder `big`, entry 2 the 10,000-byte `big/f0`.
+    assert!(manifest.entries()[1].is_folder());
+    assert_eq!(size(2), 10_000);
+    let good = Frame::TreeHeld {
+        id,
+        records: vec![record(2, 5000), record(last, 0)],
+    };
+    assert_eq!(
+        error_after(&mut offering_client(Some(key)), good.clone()),
+        None
+    );
+    for (resume, records) in [
+        // Not presented: nothing may be listed.
+        (None, vec![record(2, 5000)]),
+        // A folder, past the manifest, past the file's end, out of order,
+        // twice.
+        (Some(key), vec![record(1, 0)]),
+        (Some(key), vec![record(last + 1, 0)]),
+        (Some(key), vec![record(2, 10_001)]),
+        (Some(key), vec![record(3, 1), record(2, 1)]),
+        (Some(key), vec![record(2, 1), record(2, 1)]),
+    ] {
+        let frame = Frame::TreeHeld { id, records };
+        assert_eq!(
+            error_after(&mut offering_client(resume), frame.clone()),
+            Some(Code::UNEXPECTED_FRAME),
+            "{resume:?} {frame:?}"
+        );
+    }
+    // Order holds across frames too.
+    let mut client = offering_client(Some(key));
+    assert_eq!(error_after(&mut client, good), None);
+    let earlier = Frame::TreeHeld {
+        id,
+        records: vec![record(2, 1)],
+    };
+    assert_eq!(
+        error_after(&mut client, earlier),
+        Some(Code::UNEXPECTED_FRAME)
     );
 }

@@ -3,7 +3,7 @@
 //! offer refused with its documented code while the connection carries on.
 
 use bytes::{Bytes, BytesMut};
-use ferry_core::frame::{decode, Frame, PREAMBLE};
+use ferry_core::frame::{decode, Frame, HeldFile, ResumeKey, PREAMBLE};
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
 use ferry_core::{Code, Config, Connection, Event};
@@ -636,4 +636,262 @@ fn manifest_parts_cost_no_frame_tokens_and_are_at_most_64_kib() {
         ]),
     );
     assert_eq!(error_code(&mut second), Some(Code::UNEXPECTED_FRAME));
+}
+
+/// The demo tree offered again with `RESUME`, its manifest whole; the
+/// server's events drained.
+fn resumed_offer(now: Instant, key: ResumeKey) -> (Connection, Manifest, Vec<(u32, Vec<u8>)>) {
+    let mut server = server(config(), now);
+    let (manifest, files) = demo();
+    server.handle_input(
+        now,
+        &encode(&[
+            Frame::Resume { id: 0, key },
+            offer(0, &manifest, "demo"),
+            Frame::TreeManifest {
+                id: 0,
+                part: manifest.encode().into(),
+            },
+        ]),
+    );
+    let offered = events(&mut server);
+    assert!(
+        offered.iter().any(|e| matches!(
+            e,
+            Event::Transfer(TransferEvent::TreeOffered { resume: Some(k), .. }) if *k == key
+        )),
+        "{offered:?}"
+    );
+    (server, manifest, files)
+}
+
+#[test]
+fn a_resumed_tree_lists_what_is_held_and_its_files_start_there() {
+    let now = Instant::now();
+    let key = ResumeKey::from_bytes([9; ResumeKey::LEN]);
+    let (mut server, manifest, files) = resumed_offer(now, key);
+    let a = &files[0].1;
+    let held = [
+        // docs/a.bin: its first 2,048 bytes.
+        HeldFile {
+            index: 1,
+            offset: 2048,
+            prefix_hash: *blake3::hash(&a[..2048]).as_bytes(),
+        },
+        // run.sh: whole.
+        HeldFile {
+            index: 4,
+            offset: 5,
+            prefix_hash: *blake3::hash(b"#!/x\n").as_bytes(),
+        },
+    ];
+    // What the application may list is checked: a folder, out of order,
+    // past a file's end.
+    for bad in [
+        vec![HeldFile {
+            index: 0,
+            ..held[0]
+        }],
+        vec![held[1], held[0]],
+        vec![HeldFile {
+            offset: 3001,
+            ..held[0]
+        }],
+    ] {
+        assert!(
+            server.accept_tree_resumable(now, 0, key, &bad).is_err(),
+            "{bad:?}"
+        );
+    }
+    server.accept_tree_resumable(now, 0, key, &held).unwrap();
+    let answers = sent(&mut server);
+    assert_eq!(
+        answers,
+        [
+            Frame::ResumeKey { id: 0, key },
+            Frame::TreeHeld {
+                id: 0,
+                records: held.to_vec()
+            },
+            Frame::TreeAccept {
+                id: 0,
+                window: config().window
+            },
+        ]
+    );
+    // The sender checked both: a.bin goes on from 2,048, run.sh is there.
+    let mut frames = vec![
+        Frame::TreeFile {
+            id: 0,
+            index: 1,
+            offset: 2048,
+        },
+        Frame::Data {
+            id: 0,
+            offset: 2048,
+            data: Bytes::copy_from_slice(&a[2048..]),
+        },
+        Frame::TreeFileDone {
+            id: 0,
+            index: 1,
+            hash: *blake3::hash(a).as_bytes(),
+        },
+        Frame::TreeFile {
+            id: 0,
+            index: 3,
+            offset: 0,
+        },
+        Frame::TreeFileDone {
+            id: 0,
+            index: 3,
+            hash: *blake3::hash(b"").as_bytes(),
+        },
+        Frame::TreeFile {
+            id: 0,
+            index: 4,
+            offset: 5,
+        },
+        Frame::TreeFileDone {
+            id: 0,
+            index: 4,
+            hash: *blake3::hash(b"#!/x\n").as_bytes(),
+        },
+    ];
+    frames.push(Frame::Done {
+        id: 0,
+        hash: *blake3::hash(&manifest.encode()).as_bytes(),
+    });
+    server.handle_input(now, &encode(&frames));
+    let seen = events(&mut server);
+    let chunks: Vec<(u32, u64, usize)> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transfer(TransferEvent::TreeChunk {
+                index,
+                offset,
+                data,
+                ..
+            }) => Some((*index, *offset, data.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(chunks, [(1, 2048, 952)]);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::Transfer(TransferEvent::Received { id: 0, .. }))),
+        "{seen:?}"
+    );
+    assert!(server.is_open());
+}
+
+#[test]
+fn a_resumed_file_starts_at_zero_or_the_offset_held_and_nowhere_else() {
+    let now = Instant::now();
+    let key = ResumeKey::from_bytes([9; ResumeKey::LEN]);
+    let record = HeldFile {
+        index: 1,
+        offset: 2048,
+        prefix_hash: [1; 32],
+    };
+    // From 0 (the sender's bytes differ): allowed.
+    let (mut server, _, _) = resumed_offer(now, key);
+    server
+        .accept_tree_resumable(now, 0, key, &[record])
+        .unwrap();
+    let _ = sent(&mut server);
+    let from_zero = Frame::TreeFile {
+        id: 0,
+        index: 1,
+        offset: 0,
+    };
+    server.handle_input(now, &encode(&[from_zero]));
+    assert_eq!(error_code(&mut server), None);
+    // Anywhere else, or at an offset for a file not listed: refused.
+    for (index, offset) in [(1, 1024), (1, 3000), (4, 2)] {
+        let (mut server, _, _) = resumed_offer(now, key);
+        server
+            .accept_tree_resumable(now, 0, key, &[record])
+            .unwrap();
+        let _ = sent(&mut server);
+        if index == 4 {
+            // Files 1 and 3 first, in order.
+            let a = vec![0u8; 3000];
+            server.handle_input(
+                now,
+                &encode(&[
+                    Frame::TreeFile {
+                        id: 0,
+                        index: 1,
+                        offset: 0,
+                    },
+                    Frame::Data {
+                        id: 0,
+                        offset: 0,
+                        data: Bytes::from(a),
+                    },
+                    Frame::TreeFileDone {
+                        id: 0,
+                        index: 1,
+                        hash: [0; 32],
+                    },
+                    Frame::TreeFile {
+                        id: 0,
+                        index: 3,
+                        offset: 0,
+                    },
+                    Frame::TreeFileDone {
+                        id: 0,
+                        index: 3,
+                        hash: [0; 32],
+                    },
+                ]),
+            );
+        }
+        let frame = Frame::TreeFile {
+            id: 0,
+            index,
+            offset,
+        };
+        server.handle_input(now, &encode(std::slice::from_ref(&frame)));
+        assert_eq!(
+            error_code(&mut server),
+            Some(Code::UNEXPECTED_FRAME),
+            "{frame:?}"
+        );
+    }
+    // Without RESUME before the offer, nothing may be listed.
+    let (mut server, _, _) = accepted_unanswered(now);
+    assert!(server
+        .accept_tree_resumable(now, 0, key, &[record])
+        .is_err());
+    server.accept_tree_resumable(now, 0, key, &[]).unwrap();
+    assert_eq!(
+        sent(&mut server),
+        [
+            Frame::ResumeKey { id: 0, key },
+            Frame::TreeAccept {
+                id: 0,
+                window: config().window
+            },
+        ]
+    );
+}
+
+/// The demo tree offered without `RESUME`, its manifest whole, not yet
+/// answered.
+fn accepted_unanswered(now: Instant) -> (Connection, Manifest, Vec<(u32, Vec<u8>)>) {
+    let mut server = server(config(), now);
+    let (manifest, files) = demo();
+    server.handle_input(
+        now,
+        &encode(&[
+            offer(0, &manifest, "demo"),
+            Frame::TreeManifest {
+                id: 0,
+                part: manifest.encode().into(),
+            },
+        ]),
+    );
+    let _ = events(&mut server);
+    (server, manifest, files)
 }

@@ -3,17 +3,24 @@
 //! arrives (never decoded whole in one go), then the files in manifest
 //! order with per-tree flow control. No disk here: the application writes what
 //! [`TransferEvent::TreeChunk`] hands it, and confirms it.
+//!
+//! A resumed tree (§6.12.5): the application lists what it kept of an
+//! earlier attempt ([`Connection::accept_tree_resumable`]), and each file
+//! listed may then start at the offset held instead of 0.
 
 use super::{Connection, Role, Transfer};
 use crate::code::Code;
 use crate::error::{Error, Misuse, Violation};
 use crate::filename::check_file_name;
-use crate::frame::{Frame, Hash, ResumeKey, TransferId, DATA_OVERHEAD, HEADER_LEN};
+use crate::frame::{
+    Frame, Hash, HeldFile, ResumeKey, TransferId, DATA_OVERHEAD, HEADER_LEN, HELD_RECORD_LEN,
+};
 use crate::input::SHARED_BELOW;
 use crate::text::Text;
 use crate::transfer::TransferEvent;
 use crate::tree::{ManifestDecoder, MANIFEST_HEADER_LEN, MAX_MANIFEST_PART};
 use bytes::Bytes;
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// A tree being received.
@@ -21,6 +28,9 @@ use std::time::Instant;
 pub(crate) struct IncomingTree {
     /// Bytes of all files, as offered.
     total_size: u64,
+    /// The offer presented a resume key (`RESUME` right before it): only
+    /// then may this side list what it holds.
+    resumed: bool,
     state: TreeIn,
 }
 
@@ -66,12 +76,31 @@ struct Files {
     window: u32,
     /// `DONE` arrived and matched: waiting for `finish_receive`.
     done: bool,
+    /// `(index, offset)` of each file listed in `TREE_HELD` and not
+    /// reached yet: its `TREE_FILE` may start at that offset.
+    held: VecDeque<(u32, u64)>,
 }
 
 impl Files {
     /// The next file entry at or after `self.next`.
     fn next_file(&self) -> Option<usize> {
         (self.next..self.sizes.len()).find(|&i| self.sizes[i].is_some())
+    }
+
+    /// The offset listed in `TREE_HELD` for file `index`, if any; records
+    /// of earlier files are dropped (files arrive in manifest order).
+    fn held_offset(&mut self, index: usize) -> Option<u64> {
+        while self
+            .held
+            .front()
+            .is_some_and(|&(i, _)| (i as usize) < index)
+        {
+            self.held.pop_front();
+        }
+        match self.held.front() {
+            Some(&(i, offset)) if i as usize == index => Some(offset),
+            _ => None,
+        }
     }
 }
 
@@ -171,6 +200,7 @@ impl Connection {
             id,
             Transfer::Tree(Box::new(IncomingTree {
                 total_size,
+                resumed: resume.is_some_and(|(of, _)| of == id),
                 state: TreeIn::Manifest(Box::new(ManifestIn {
                     decoder,
                     hasher: blake3::Hasher::new(),
@@ -279,6 +309,7 @@ impl Connection {
             credited: 0,
             window,
             done: false,
+            held: VecDeque::new(),
         };
         tree.state = TreeIn::Ready(Box::new(files));
         self.emit(TransferEvent::TreeManifest { id, manifest });
@@ -316,15 +347,19 @@ impl Connection {
         match frame {
             Frame::TreeFile { index, offset, .. } => {
                 let index = *index as usize;
-                if files.current.is_some() || files.next_file() != Some(index) || *offset != 0 {
+                let from_held = *offset > 0 && files.held_offset(index) == Some(*offset);
+                if files.current.is_some()
+                    || files.next_file() != Some(index)
+                    || (*offset != 0 && !from_held)
+                {
                     return Err(unexpected(
                         name,
-                        "out of manifest order, for a folder, inside another file, or not from 0",
+                        "out of manifest order, for a folder, inside another file, or not from 0 or the offset held",
                     ));
                 }
                 // Checked just above: `index` is a file.
                 let size = files.sizes[index].unwrap_or(0);
-                files.current = Some((index, 0, size));
+                files.current = Some((index, *offset, size));
                 Ok(true)
             }
             Frame::Data { offset, data, .. } => {
@@ -435,18 +470,84 @@ impl Connection {
     /// [`TransferEvent::TreeChunk`] and [`TransferEvent::TreeFileDone`],
     /// and the whole as [`TransferEvent::Received`].
     pub fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
+        self.accept_tree_with(now, id, None, &[])
+    }
+
+    /// Like [`accept_tree`](Self::accept_tree), and issues `key` (from a
+    /// [`SessionSecret`](crate::frame::SessionSecret)) with which the
+    /// sender can resume the tree if its transfer is cut; `held` lists, in
+    /// increasing `index` order, each file this side kept from an earlier
+    /// attempt (the whole file once verified, else the prefix it holds,
+    /// with the BLAKE3 of those bytes). `held` must be empty unless the
+    /// offer presented a key ([`TransferEvent::TreeOffered`]'s `resume`)
+    /// that names what this side kept. Sends `RESUME_KEY`, the records in
+    /// `TREE_HELD` frames, then `TREE_ACCEPT`; a file listed then starts at
+    /// its `offset` (whole: no [`TransferEvent::TreeChunk`] at all) or, if
+    /// the sender's bytes differ, at 0, and what was held of it must be
+    /// thrown away.
+    pub fn accept_tree_resumable(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        key: ResumeKey,
+        held: &[HeldFile],
+    ) -> Result<(), Misuse> {
+        self.accept_tree_with(now, id, Some(key), held)
+    }
+
+    fn accept_tree_with(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        key: Option<ResumeKey>,
+        held: &[HeldFile],
+    ) -> Result<(), Misuse> {
         self.ensure_open()?;
+        let max_frame = self.settings.max_frame as usize;
         let Some(Transfer::Tree(tree)) = self.transfers.get_mut(&id) else {
             return Err(Misuse::NoSuchTransfer(id));
         };
-        let state = std::mem::replace(&mut tree.state, TreeIn::Ended);
-        let TreeIn::Ready(files) = state else {
-            tree.state = state;
+        let TreeIn::Ready(files) = &mut tree.state else {
             return Err(Misuse::NoSuchTransfer(id));
         };
+        if !held.is_empty() && !tree.resumed {
+            return Err(Misuse::InvalidArgument(
+                "files listed as held for an offer that presented no resume key",
+            ));
+        }
+        let mut last = None;
+        for record in held {
+            let in_order = last.is_none_or(|last| record.index > last);
+            match files.sizes.get(record.index as usize).copied().flatten() {
+                Some(size) if in_order && record.offset <= size => last = Some(record.index),
+                _ => return Err(Misuse::InvalidArgument(
+                    "a held file that is a folder, past the manifest, out of order or past its end",
+                )),
+            }
+        }
+        files.held = held.iter().map(|r| (r.index, r.offset)).collect();
         let window = files.window;
+        let TreeIn::Ready(files) = std::mem::replace(&mut tree.state, TreeIn::Ended) else {
+            unreachable!("matched just above");
+        };
         tree.state = TreeIn::Receiving(files);
-        self.queue(&Frame::TreeAccept { id, window }, now);
+        // All in the data lane, in this order: none may overtake the
+        // others, and what a large tree lists (44 bytes a file, within what
+        // its manifest is counted at) is paced like file data.
+        if let Some(key) = key {
+            self.outbox
+                .push_after_data(id, &Frame::ResumeKey { id, key });
+        }
+        // The frame's body is the id (4 bytes) and whole records.
+        let per_frame = (max_frame.saturating_sub(4) / HELD_RECORD_LEN).max(1);
+        for records in held.chunks(per_frame) {
+            let records = records.to_vec();
+            self.outbox
+                .push_after_data(id, &Frame::TreeHeld { id, records });
+        }
+        self.outbox
+            .push_after_data(id, &Frame::TreeAccept { id, window });
+        self.last_send = now;
         Ok(())
     }
 

@@ -4,11 +4,16 @@
 //! files, within the receiver's window; `DONE` with the manifest's hash.
 //! The application reads the bytes ([`TransferEvent::TreeNeedChunk`]); no
 //! disk here.
+//!
+//! A resumed tree (§6.12.5): the receiver lists in `TREE_HELD` what it
+//! holds of each file; before sending a file it lists, the sender reads
+//! its own first `offset` bytes of it (the same chunk requests, hashed and
+//! not sent) and skips what the hashes show the receiver has.
 
 use super::{data_floor, Connection, Role, Transfer};
 use crate::error::{Error, Malformed, Misuse, Violation};
 use crate::filename::check_file_name;
-use crate::frame::{features, Frame, Hash, TransferId};
+use crate::frame::{features, Frame, Hash, HeldFile, ResumeKey, TransferId};
 use crate::transfer::{empty_hash, Outcome, TransferEvent};
 use crate::tree::Manifest;
 use bytes::Bytes;
@@ -23,7 +28,19 @@ pub(crate) struct OutgoingTree {
     /// BLAKE3 of the manifest's bytes, for `DONE`.
     hash: Hash,
     total: u64,
+    /// This offer presented a resume key: the receiver may list what it
+    /// holds (`TREE_HELD`), and only then.
+    resuming: bool,
+    /// `TREE_HELD` records so far, in increasing index order.
+    held: Vec<HeldFile>,
     state: TreeOut,
+}
+
+impl OutgoingTree {
+    /// Offered and not answered yet.
+    pub(super) fn is_offered(&self) -> bool {
+        matches!(self.state, TreeOut::Offered)
+    }
 }
 
 #[derive(Debug)]
@@ -33,6 +50,8 @@ enum TreeOut {
     /// `DONE` queued; waiting for `VERIFIED` or `FAILED`.
     DoneSent {
         credited: u64,
+        /// Bytes the receiver held from an earlier attempt.
+        skipped: u64,
     },
 }
 
@@ -48,11 +67,41 @@ struct Sending {
     /// Where the next request starts: an entry and an offset in it.
     req_entry: usize,
     req_offset: u64,
-    /// Requests not yet answered: `(index, offset, len)`, oldest first.
-    pending: VecDeque<(u32, u64, u32)>,
+    /// Requests not yet answered, oldest first.
+    pending: VecDeque<Request>,
     /// Entries before this one have all their frames queued.
     framed: usize,
+    /// The file whose `TREE_FILE` is queued and whose bytes are being
+    /// supplied.
+    opened: Option<usize>,
     /// BLAKE3 of the file being supplied, so far.
+    hasher: blake3::Hasher,
+    /// What the receiver said it holds, for the files not reached yet.
+    held: VecDeque<HeldFile>,
+    /// A held prefix being read back to compare with the receiver's hash.
+    checking: Option<Check>,
+    /// Bytes of files the receiver held and that were not sent again.
+    skipped: u64,
+}
+
+/// One chunk asked of the application.
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    index: u32,
+    offset: u64,
+    len: u32,
+    /// Read to compare with a `TREE_HELD` record, not to send.
+    check: bool,
+}
+
+/// Reading back the first `record.offset` bytes of a file the receiver
+/// holds: no `DATA` is sent for the file until the hashes are compared.
+#[derive(Debug)]
+struct Check {
+    record: HeldFile,
+    /// Bytes asked for so far, and hashed so far.
+    requested: u64,
+    hashed: u64,
     hasher: blake3::Hasher,
 }
 
@@ -72,6 +121,37 @@ impl Connection {
         name: &str,
         manifest: &Manifest,
         to: &str,
+    ) -> Result<TransferId, Misuse> {
+        self.offer_tree_with(now, name, manifest, to, None)
+    }
+
+    /// Like [`offer_tree`](Self::offer_tree), to continue a tree whose
+    /// transfer was cut: `key` is the one its receiver issued
+    /// ([`TransferEvent::ResumeKey`]), and `manifest` must be the one
+    /// offered then (same bytes: a changed folder is a new tree). Queues
+    /// `RESUME` with the key, then the offer. A receiver that kept what
+    /// arrived lists it (`TREE_HELD`); each file it holds is read back
+    /// through [`TransferEvent::TreeNeedChunk`] to compare hashes, and
+    /// only what it lacks is sent ([`TransferEvent::TreeFileHeld`]
+    /// reports each file found there, whole or in part).
+    pub fn offer_tree_resuming(
+        &mut self,
+        now: Instant,
+        name: &str,
+        manifest: &Manifest,
+        to: &str,
+        key: ResumeKey,
+    ) -> Result<TransferId, Misuse> {
+        self.offer_tree_with(now, name, manifest, to, Some(key))
+    }
+
+    fn offer_tree_with(
+        &mut self,
+        now: Instant,
+        name: &str,
+        manifest: &Manifest,
+        to: &str,
+        resume: Option<ResumeKey>,
     ) -> Result<TransferId, Misuse> {
         self.ensure_open()?;
         if self.peer_features & features::TREES == 0 {
@@ -103,9 +183,15 @@ impl Connection {
                     .collect(),
                 hash: *blake3::hash(&bytes).as_bytes(),
                 total: manifest.total_size(),
+                resuming: resume.is_some(),
+                held: Vec::new(),
                 state: TreeOut::Offered,
             })),
         );
+        if let Some(key) = resume {
+            // Immediately before its TREE_OFFER: nothing else goes between.
+            self.queue(&Frame::Resume { id, key }, now);
+        }
         self.queue(
             &Frame::TreeOffer {
                 id,
@@ -187,47 +273,106 @@ impl Connection {
         let TreeOut::Sending(s) = &mut tree.state else {
             return Err(unrequested);
         };
-        match s.pending.front() {
-            Some(&(i, o, len)) if i == index && o == offset && len as usize == data.len() => {
+        let request = match s.pending.front() {
+            Some(&r) if r.index == index && r.offset == offset && r.len as usize == data.len() => {
                 s.pending.pop_front();
+                r
             }
             _ => return Err(unrequested),
-        }
+        };
         let index = index as usize;
         // Requested: a file of the manifest.
         let size = tree.sizes[index].unwrap_or(0);
-        if offset == 0 {
-            Self::frame_empty_files(&mut self.outbox, id, &tree.sizes, s, index);
-            self.outbox.push_after_data(
-                id,
-                &Frame::TreeFile {
-                    id,
-                    index: index as u32,
-                    offset: 0,
-                },
-            );
-        }
-        s.hasher.update(&data);
-        s.supplied += data.len() as u64;
-        let end = offset + data.len() as u64;
-        self.outbox.push_data(id, offset, data);
-        if end == size {
-            let hash = *s.hasher.finalize().as_bytes();
-            s.hasher.reset();
-            s.framed = index + 1;
-            self.outbox.push_after_data(
-                id,
-                &Frame::TreeFileDone {
-                    id,
-                    index: index as u32,
-                    hash,
-                },
-            );
+        if request.check {
+            // Check requests are made only while checking, for its file.
+            let Some(check) = s.checking.as_mut() else {
+                return Err(unrequested);
+            };
+            check.hasher.update(&data);
+            check.hashed += data.len() as u64;
+            if check.hashed == check.record.offset {
+                let check = s.checking.take().expect("checked just above");
+                let held = Self::conclude_check(&mut self.outbox, id, &tree.sizes, s, check, size);
+                if let Some(offset) = held {
+                    let index = index as u32;
+                    self.emit(TransferEvent::TreeFileHeld { id, index, offset });
+                }
+            }
+        } else {
+            if s.opened != Some(index) {
+                Self::frame_empty_files(&mut self.outbox, id, &tree.sizes, s, index);
+                let index = index as u32;
+                self.outbox
+                    .push_after_data(id, &Frame::TreeFile { id, index, offset });
+                s.opened = Some(index as usize);
+            }
+            s.hasher.update(&data);
+            s.supplied += data.len() as u64;
+            let end = offset + data.len() as u64;
+            self.outbox.push_data(id, offset, data);
+            if end == size {
+                let hash = *s.hasher.finalize().as_bytes();
+                Self::close_file(&mut self.outbox, id, s, index, hash);
+            }
         }
         self.last_send = now;
         self.maybe_tree_done(id);
         self.fill_requests();
         Ok(())
+    }
+
+    /// Queues `TREE_FILE_DONE` for the file being supplied, `index`.
+    fn close_file(
+        outbox: &mut crate::outbox::Outbox,
+        id: TransferId,
+        s: &mut Sending,
+        index: usize,
+        hash: Hash,
+    ) {
+        s.hasher.reset();
+        s.framed = index + 1;
+        s.opened = None;
+        let index = index as u32;
+        outbox.push_after_data(id, &Frame::TreeFileDone { id, index, hash });
+    }
+
+    /// The first `check.record.offset` bytes of a file the receiver holds
+    /// were read back: if their hash is the receiver's, the file goes on
+    /// from there (`TREE_FILE` at that offset, and at once `TREE_FILE_DONE`
+    /// if that is its end) and `Some(offset)` says so; if not, it goes from
+    /// its first byte, as if nothing were held.
+    fn conclude_check(
+        outbox: &mut crate::outbox::Outbox,
+        id: TransferId,
+        sizes: &[Option<u64>],
+        s: &mut Sending,
+        check: Check,
+        size: u64,
+    ) -> Option<u64> {
+        let HeldFile {
+            index,
+            offset,
+            prefix_hash,
+        } = check.record;
+        if *check.hasher.finalize().as_bytes() != prefix_hash {
+            // The file changed, or the receiver holds other bytes: from 0
+            // (its requests start there: `req_offset` is still 0).
+            return None;
+        }
+        let at = index as usize;
+        Self::frame_empty_files(outbox, id, sizes, s, at);
+        outbox.push_after_data(id, &Frame::TreeFile { id, index, offset });
+        s.skipped += offset;
+        if offset == size {
+            Self::close_file(outbox, id, s, at, prefix_hash);
+            s.req_entry = at + 1;
+            s.req_offset = 0;
+        } else {
+            s.opened = Some(at);
+            s.hasher = check.hasher;
+            s.req_offset = offset;
+        }
+        Some(offset)
     }
 
     /// Queues `TREE_FILE` and `TREE_FILE_DONE` for the files of 0 bytes
@@ -265,14 +410,14 @@ impl Connection {
         let TreeOut::Sending(s) = &mut tree.state else {
             return;
         };
-        if s.req_entry < tree.sizes.len() || !s.pending.is_empty() {
+        if s.req_entry < tree.sizes.len() || !s.pending.is_empty() || s.checking.is_some() {
             return;
         }
         let len = tree.sizes.len();
         Self::frame_empty_files(&mut self.outbox, id, &tree.sizes, s, len);
-        let credited = s.credited;
+        let (credited, skipped) = (s.credited, s.skipped);
         let hash = tree.hash;
-        tree.state = TreeOut::DoneSent { credited };
+        tree.state = TreeOut::DoneSent { credited, skipped };
         self.outbox.push_after_data(id, &Frame::Done { id, hash });
     }
 
@@ -286,7 +431,10 @@ impl Connection {
                 .values()
                 .map(|t| match t {
                     Transfer::OutTree(tree) => match &tree.state {
-                        TreeOut::Sending(s) => s.requested - s.supplied,
+                        TreeOut::Sending(s) => {
+                            s.requested - s.supplied
+                                + s.checking.as_ref().map_or(0, |c| c.requested - c.hashed)
+                        }
                         _ => 0,
                     },
                     _ => 0,
@@ -307,6 +455,32 @@ impl Connection {
                 continue;
             };
             while in_flight < budget {
+                if let Some(check) = &mut s.checking {
+                    let left = check.record.offset - check.requested;
+                    if left == 0 {
+                        // Nothing of this tree is asked for until the
+                        // hashes are compared.
+                        break;
+                    }
+                    let HeldFile { index, .. } = check.record;
+                    let offset = check.requested;
+                    let len = left.min(u64::from(chunk)) as u32;
+                    check.requested += u64::from(len);
+                    in_flight += u64::from(len);
+                    s.pending.push_back(Request {
+                        index,
+                        offset,
+                        len,
+                        check: true,
+                    });
+                    requests.push(TransferEvent::TreeNeedChunk {
+                        id,
+                        index,
+                        offset,
+                        len,
+                    });
+                    continue;
+                }
                 // Past folders, files of 0 bytes and files fully asked for.
                 while s.req_entry < tree.sizes.len() {
                     match tree.sizes[s.req_entry] {
@@ -320,6 +494,28 @@ impl Connection {
                 let Some(Some(size)) = tree.sizes.get(s.req_entry).copied() else {
                     break;
                 };
+                if s.req_offset == 0 {
+                    // Records of files passed (of 0 bytes) or of nothing held.
+                    while s
+                        .held
+                        .front()
+                        .is_some_and(|r| (r.index as usize) < s.req_entry || r.offset == 0)
+                    {
+                        s.held.pop_front();
+                    }
+                    if let Some(record) = s.held.front().copied() {
+                        if record.index as usize == s.req_entry {
+                            s.held.pop_front();
+                            s.checking = Some(Check {
+                                record,
+                                requested: 0,
+                                hashed: 0,
+                                hasher: blake3::Hasher::new(),
+                            });
+                            continue;
+                        }
+                    }
+                }
                 let room = (s.credited + u64::from(s.window)).saturating_sub(s.requested);
                 let len = (size - s.req_offset).min(u64::from(chunk)).min(room);
                 let ends_file = s.req_offset + len == size;
@@ -329,7 +525,12 @@ impl Connection {
                 let index = s.req_entry as u32;
                 let offset = s.req_offset;
                 let len = len as u32;
-                s.pending.push_back((index, offset, len));
+                s.pending.push_back(Request {
+                    index,
+                    offset,
+                    len,
+                    check: false,
+                });
                 s.req_offset += u64::from(len);
                 s.requested += u64::from(len);
                 in_flight += u64::from(len);
@@ -398,7 +599,11 @@ impl Connection {
                     req_offset: 0,
                     pending: VecDeque::new(),
                     framed: 0,
+                    opened: None,
                     hasher: blake3::Hasher::new(),
+                    held: std::mem::take(&mut tree.held).into(),
+                    checking: None,
+                    skipped: 0,
                 }));
                 self.emit(TransferEvent::Accepted {
                     id,
@@ -418,12 +623,31 @@ impl Connection {
                 self.end(id, outcome);
                 Ok(true)
             }
+            (Frame::TreeHeld { records, .. }, TreeOut::Offered) => {
+                if !tree.resuming {
+                    return Err(unexpected("for a folder offered without RESUME"));
+                }
+                for record in records {
+                    let in_order = tree
+                        .held
+                        .last()
+                        .is_none_or(|last| record.index > last.index);
+                    let size = tree.sizes.get(record.index as usize).copied().flatten();
+                    match size {
+                        Some(size) if in_order && record.offset <= size => tree.held.push(*record),
+                        _ => return Err(unexpected(
+                            "for a folder, past the manifest, out of order, or past a file's end",
+                        )),
+                    }
+                }
+                Ok(true)
+            }
             (Frame::Credit { written, .. }, TreeOut::Sending(s)) => {
                 if *written < s.credited || *written > s.supplied {
                     return Err(unexpected("going back, or past the bytes sent"));
                 }
                 s.credited = *written;
-                let (confirmed, size) = (*written, tree.total);
+                let (confirmed, size) = (*written + s.skipped, tree.total);
                 self.emit(TransferEvent::Progress {
                     id,
                     confirmed,
@@ -431,12 +655,12 @@ impl Connection {
                 });
                 Ok(true)
             }
-            (Frame::Credit { written, .. }, TreeOut::DoneSent { credited }) => {
-                if *written < *credited || *written > tree.total {
+            (Frame::Credit { written, .. }, TreeOut::DoneSent { credited, skipped }) => {
+                if *written < *credited || *written + *skipped > tree.total {
                     return Err(unexpected("going back, or past the bytes sent"));
                 }
                 *credited = *written;
-                let (confirmed, size) = (*written, tree.total);
+                let (confirmed, size) = (*written + *skipped, tree.total);
                 self.emit(TransferEvent::Progress {
                     id,
                     confirmed,
