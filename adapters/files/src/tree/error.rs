@@ -94,6 +94,17 @@ pub enum TreeWriterMisuse {
     /// The file was finished and verified already.
     #[error("entry {0} is already verified")]
     AlreadyVerified(usize),
+    /// A file's first write was at neither 0 nor the length held of it,
+    /// or a later write not where the last one ended.
+    #[error("entry {index} written at {offset}, where {expected} was expected")]
+    WrongOffset {
+        /// The file.
+        index: usize,
+        /// Where the write was asked.
+        offset: u64,
+        /// Where it could go.
+        expected: u64,
+    },
     /// [`commit`](super::TreeWriter::commit) before every file was verified.
     #[error("{path} is not verified yet")]
     Unverified {

@@ -13,6 +13,18 @@
 //! there. Dropping a writer leaves the staging folder as it is (for a
 //! later resume) and nothing else.
 //!
+//! **Resumed by key.** The staging folder is named after a key, and a note
+//! beside it (`HEX.tree.manifest`) holds the BLAKE3 of the manifest it was
+//! made for. [`TreeWriter::open`] with that key and the same manifest
+//! takes the staging folder up again and lists what it holds
+//! ([`HeldFile`]s: each file's length and the BLAKE3 of its bytes, read
+//! back from the disk, so that what is listed is what is there even after
+//! a power cut lost writes never synced); the sender then sends only what
+//! is missing, and a file it starts again from 0 replaces what was held.
+//! No journal is kept: one would have to be synced before it could be
+//! trusted, which is a sync on the write path, and reading the held bytes
+//! back costs only on a resume.
+//!
 //! **Never through a path string.** The destination is opened once; every
 //! folder of the tree is made with `mkdirat` in the descriptor of its
 //! parent, opened with `O_NOFOLLOW | O_DIRECTORY`, and remembered by its
@@ -47,15 +59,20 @@ pub use error::{TreePeerFault, TreeWriteError, TreeWriterMisuse};
 use crate::confined::{set_modified, ConfinedDir, Identity};
 use crate::inbox::{free_folder_name_in, PARTIALS_DIR};
 use ferry_core::filename::check_file_name;
+use ferry_core::frame::HeldFile;
 use ferry_core::tree::{EntryKind, Manifest};
 use ferry_core::ResumeKey;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Ends the name of every tree's staging folder in [`PARTIALS_DIR`].
 pub const TREE_SUFFIX: &str = ".tree";
+
+/// Ends the name of the note beside a staging folder (`HEX.tree.manifest`)
+/// that holds the BLAKE3, in hex, of the manifest the folder was made for.
+pub const MANIFEST_NOTE_SUFFIX: &str = ".manifest";
 
 /// Folder descriptors a writer keeps open at most. Past it they are all
 /// let go and opened again from their parents when needed: a tree of many
@@ -111,6 +128,9 @@ pub struct TreeWriter {
     /// What the writer made for each entry: a folder, or a file created.
     made: Vec<Option<Identity>>,
     verified: Vec<bool>,
+    /// What the staging folder held when it was taken up again, for the
+    /// files not reached yet, in index order.
+    held: VecDeque<HeldFile>,
     open: Option<OpenFile>,
     /// Folder descriptors kept open, by entry index.
     folders: HashMap<usize, ConfinedDir>,
@@ -141,25 +161,107 @@ impl TreeWriter {
         manifest: Manifest,
     ) -> Result<TreeWriter, TreeWriteError> {
         check_file_name(name)?;
-        let dest_dir = ConfinedDir::open(dest).map_err(io_error(dest))?;
-        let partials_path = dest.join(PARTIALS_DIR);
-        let partials = dest_dir
-            .private_subdir(PARTIALS_DIR)
-            .map_err(io_error(&partials_path))?;
+        let (dest_dir, partials) = open_partials(dest)?;
+        let note = manifest_note(&manifest);
         let (key, staged, root) = loop {
-            let key = crate::inbox::fresh_resume_key().map_err(io_error(&partials_path))?;
+            let key = crate::inbox::fresh_resume_key().map_err(io_error(partials.path()))?;
             let staged = staged_tree_name(&key);
             match partials.create_dir(&staged) {
                 Ok(root) => break (key, staged, root),
                 // A key drawn twice: draw again.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(io_error(&partials_path.join(&staged))(e)),
+                Err(e) => return Err(io_error(&partials.path().join(&staged))(e)),
             }
         };
+        write_note(&partials, &staged, &note)?;
+        let mut writer =
+            TreeWriter::staged_in(dest_dir, partials, staged, root, key, name, manifest)?;
+        writer.make_folders()?;
+        Ok(writer)
+    }
+
+    /// Starts or takes up again the tree `name` of `manifest` staged under
+    /// `key` in the folder `dest`: if a staging folder of that key was made
+    /// for the same manifest (same bytes), it is taken up and what it holds
+    /// is returned, to be listed to the sender (`TREE_HELD`); otherwise
+    /// (none, another manifest's, or one that is no longer what a writer
+    /// left there) it is removed and the tree starts afresh under `key`,
+    /// holding nothing. Each held file's bytes are read back and hashed
+    /// here.
+    ///
+    /// A held file then goes on at its held length or starts again at 0
+    /// ([`write_at`](Self::write_at)); a file held whole needs only
+    /// [`finish_file`](Self::finish_file). The caller must hold `key` for
+    /// itself alone (the inbox's ledger does): two writers on one staging
+    /// folder would spoil each other's files.
+    ///
+    /// Blocking disk work, reading back every byte held: not for an event
+    /// loop.
+    pub fn open(
+        dest: &Path,
+        name: &str,
+        manifest: Manifest,
+        key: ResumeKey,
+    ) -> Result<(TreeWriter, Vec<HeldFile>), TreeWriteError> {
+        check_file_name(name)?;
+        let (dest_dir, partials) = open_partials(dest)?;
+        let note = manifest_note(&manifest);
+        let staged = staged_tree_name(&key);
+        if read_note(&partials, &staged).as_deref() == Some(note.as_str()) {
+            if let Ok(root) = partials.open_dir(&staged) {
+                let mut writer =
+                    TreeWriter::staged_in(dest_dir, partials, staged, root, key, name, manifest)?;
+                return match writer.take_stock() {
+                    Ok(held) => Ok((writer, held)),
+                    // Not what a writer left: start afresh.
+                    Err(TreeWriteError::Tampered { .. }) => {
+                        let TreeWriter {
+                            staged, manifest, ..
+                        } = writer;
+                        let (dest_dir, partials) = open_partials(dest)?;
+                        TreeWriter::afresh(dest_dir, partials, staged, key, name, manifest, &note)
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+        }
+        TreeWriter::afresh(dest_dir, partials, staged, key, name, manifest, &note)
+    }
+
+    /// Removes whatever is staged under `key` and starts the tree there
+    /// from nothing.
+    fn afresh(
+        dest: ConfinedDir,
+        partials: ConfinedDir,
+        staged: String,
+        key: ResumeKey,
+        name: &str,
+        manifest: Manifest,
+        note: &str,
+    ) -> Result<(TreeWriter, Vec<HeldFile>), TreeWriteError> {
+        remove_staged(&partials, &staged)?;
+        let root = partials
+            .create_dir(&staged)
+            .map_err(io_error(&partials.path().join(&staged)))?;
+        write_note(&partials, &staged, note)?;
+        let mut writer = TreeWriter::staged_in(dest, partials, staged, root, key, name, manifest)?;
+        writer.make_folders()?;
+        Ok((writer, Vec::new()))
+    }
+
+    fn staged_in(
+        dest: ConfinedDir,
+        partials: ConfinedDir,
+        staged: String,
+        root: ConfinedDir,
+        key: ResumeKey,
+        name: &str,
+        manifest: Manifest,
+    ) -> Result<TreeWriter, TreeWriteError> {
         let root_identity = root.identity().map_err(io_error(root.path()))?;
         let entries = manifest.entries().len();
-        let mut writer = TreeWriter {
-            dest: dest_dir,
+        Ok(TreeWriter {
+            dest,
             partials,
             staged,
             root,
@@ -169,14 +271,74 @@ impl TreeWriter {
             parents: manifest.parents(),
             made: vec![None; entries],
             verified: vec![false; entries],
+            held: VecDeque::new(),
             manifest,
             open: None,
             folders: HashMap::new(),
             durability: Durability::default(),
             sync_calls: 0,
-        };
-        writer.make_folders()?;
-        Ok(writer)
+        })
+    }
+
+    /// Takes up a staging folder made for this manifest: finds every
+    /// folder (making those missing) and every file, and returns what the
+    /// files hold. An empty file, or one longer than its size, is removed.
+    /// Anything that is not what a writer makes (a link, a file where a
+    /// folder goes) is [`TreeWriteError::Tampered`].
+    fn take_stock(&mut self) -> Result<Vec<HeldFile>, TreeWriteError> {
+        let mut held = Vec::new();
+        for index in 0..self.made.len() {
+            let entry = &self.manifest.entries()[index];
+            let name = entry.path.name().to_string();
+            let path = self.entry_path(index);
+            let tampered = |what| TreeWriteError::Tampered {
+                path: path.clone(),
+                what,
+            };
+            match entry.kind {
+                EntryKind::Folder => {
+                    let parent = self.folder(self.parents[index])?;
+                    let folder = match parent.open_dir(&name) {
+                        Ok(folder) => folder,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            parent.create_dir(&name).map_err(io_error(&path))?
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                            return Err(tampered("not a folder (a link?)"))
+                        }
+                        Err(e) => return Err(io_error(&path)(e)),
+                    };
+                    self.made[index] = Some(folder.identity().map_err(io_error(&path))?);
+                    self.keep_open(index, folder);
+                }
+                EntryKind::File { size, .. } => {
+                    let parent = self.folder(self.parents[index])?;
+                    let mut file = match parent.open_own(&name) {
+                        Ok(file) => file,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                            return Err(tampered("not a file of its own (a link?)"))
+                        }
+                        Err(e) => return Err(io_error(&path)(e)),
+                    };
+                    let len = file.metadata().map_err(io_error(&path))?.len();
+                    if len == 0 || len > size {
+                        drop(file);
+                        parent.remove(&name).map_err(io_error(&path))?;
+                        continue;
+                    }
+                    let prefix_hash = hash_prefix(&mut file, len).map_err(io_error(&path))?;
+                    self.made[index] = Some(Identity::of(&file).map_err(io_error(&path))?);
+                    held.push(HeldFile {
+                        index: index as u32,
+                        offset: len,
+                        prefix_hash,
+                    });
+                }
+            }
+        }
+        self.held = held.iter().copied().collect();
+        Ok(held)
     }
 
     /// How [`commit`](Self::commit) makes the tree durable (default:
@@ -219,16 +381,44 @@ impl TreeWriter {
     }
 
     /// Appends `data` to file `index` of the manifest. Files are written one
-    /// at a time: the first write to a file creates it, and
-    /// [`finish_file`](Self::finish_file) ends it before another is
-    /// started. More bytes than the manifest's size for the file are
-    /// refused ([`TreePeerFault::PastEnd`]) and not written.
+    /// at a time: the first write to a file creates it (a file held from an
+    /// earlier attempt starts again from nothing: see
+    /// [`write_at`](Self::write_at)), and [`finish_file`](Self::finish_file)
+    /// ends it before another is started. More bytes than the manifest's
+    /// size for the file are refused ([`TreePeerFault::PastEnd`]) and not
+    /// written.
     pub fn write(&mut self, index: usize, data: &[u8]) -> Result<(), TreeWriteError> {
+        let offset = match &self.open {
+            Some(open) if open.index == index => open.written,
+            _ => 0,
+        };
+        self.write_at(index, offset, data)
+    }
+
+    /// Writes `data` at `offset` of file `index`: where the last write to
+    /// it ended, or, for its first write, 0 (a file held from an earlier
+    /// attempt is then started again: what it held is thrown away) or the
+    /// length [`open`](Self::open) found held (the file goes on from
+    /// there). Anything else is [`TreeWriterMisuse::WrongOffset`].
+    pub fn write_at(
+        &mut self,
+        index: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), TreeWriteError> {
         let size = self.unverified_file(index)?;
-        self.open_file(index)?;
+        self.open_file(index, offset)?;
         let path = self.entry_path(index);
         // Opened just above.
         let open = self.open.as_mut().expect("the file is open");
+        if open.written != offset {
+            return Err(TreeWriterMisuse::WrongOffset {
+                index,
+                offset,
+                expected: open.written,
+            }
+            .into());
+        }
         let end = open.written.saturating_add(data.len() as u64);
         if end > size {
             return Err(TreePeerFault::PastEnd {
@@ -253,7 +443,24 @@ impl TreeWriter {
     /// stays as it is.
     pub fn finish_file(&mut self, index: usize, hash: &[u8; 32]) -> Result<(), TreeWriteError> {
         let size = self.unverified_file(index)?;
-        self.open_file(index)?;
+        if self.open.is_none() {
+            if let Some(held) = self.held_file(index).filter(|h| h.offset == size) {
+                // Held whole from an earlier attempt: its hash was read
+                // back when the tree was opened.
+                self.held.pop_front();
+                let open = self.open_held(index, held, false)?;
+                let entry = self.manifest.entries()[index].clone();
+                if held.prefix_hash != *hash {
+                    self.remove_file(index, open)?;
+                    return Err(TreePeerFault::HashMismatch {
+                        path: entry.path.to_string(),
+                    }
+                    .into());
+                }
+                return self.settle(index, open, &entry);
+            }
+        }
+        self.open_file(index, 0)?;
         // Opened just above.
         let open = self.open.take().expect("the file is open");
         let entry = self.manifest.entries()[index].clone();
@@ -274,6 +481,17 @@ impl TreeWriter {
             }
             .into());
         }
+        self.settle(index, open, &entry)
+    }
+
+    /// Gives a verified file its executable bit and modification time, and
+    /// marks it verified.
+    fn settle(
+        &mut self,
+        index: usize,
+        open: OpenFile,
+        entry: &ferry_core::tree::Entry,
+    ) -> Result<(), TreeWriteError> {
         let executable = matches!(
             entry.kind,
             EntryKind::File {
@@ -337,6 +555,9 @@ impl TreeWriter {
         self.make_durable()?;
         self.folders.clear();
         let target = self.place()?;
+        // Nothing is staged under the key any more: its note goes too (if
+        // it stays, it is litter, not harm: it names no folder).
+        let _ = self.partials.remove(&note_name(&self.staged));
         self.dest.sync();
         self.sync_calls += 1;
         Ok(Committed {
@@ -453,10 +674,92 @@ impl TreeWriter {
         Ok(size)
     }
 
-    /// Creates file `index` unless it is the one open.
-    fn open_file(&mut self, index: usize) -> Result<(), TreeWriteError> {
+    /// The held record of file `index`, if the staging folder held some of
+    /// it when it was taken up; records of earlier files are dropped
+    /// (files are written in order).
+    fn held_file(&mut self, index: usize) -> Option<HeldFile> {
+        while self
+            .held
+            .front()
+            .is_some_and(|h| (h.index as usize) < index)
+        {
+            self.held.pop_front();
+        }
+        self.held
+            .front()
+            .copied()
+            .filter(|h| h.index as usize == index)
+    }
+
+    /// Opens file `index`, held from an earlier attempt, as the writer left
+    /// it: the file it made, `held.offset` bytes long. With `rehash`, its
+    /// bytes are hashed again, for the file to go on from there.
+    fn open_held(
+        &mut self,
+        index: usize,
+        held: HeldFile,
+        rehash: bool,
+    ) -> Result<OpenFile, TreeWriteError> {
+        let path = self.entry_path(index);
+        let name = self.manifest.entries()[index].path.name().to_string();
+        let tampered = |what| TreeWriteError::Tampered {
+            path: path.clone(),
+            what,
+        };
+        let mut file = match self.folder(self.parents[index])?.open_own(&name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(tampered("gone")),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(tampered("not a file of its own (a link?)"))
+            }
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        if Some(Identity::of(&file).map_err(io_error(&path))?) != self.made[index]
+            || file.metadata().map_err(io_error(&path))?.len() != held.offset
+        {
+            return Err(tampered("not the file held"));
+        }
+        let mut hasher = blake3::Hasher::new();
+        if rehash {
+            let prefix_hash =
+                hash_prefix_into(&mut file, held.offset, &mut hasher).map_err(io_error(&path))?;
+            if prefix_hash != held.prefix_hash {
+                return Err(tampered("its bytes changed since they were listed"));
+            }
+        }
+        Ok(OpenFile {
+            index,
+            file,
+            hasher,
+            written: held.offset,
+        })
+    }
+
+    /// Opens file `index` for its first write at `offset` unless it is the
+    /// one open: a new file at 0 (replacing what was held of it), or the
+    /// held file at its held length.
+    fn open_file(&mut self, index: usize, offset: u64) -> Result<(), TreeWriteError> {
         if self.open.is_some() {
             return Ok(());
+        }
+        let held = self.held_file(index);
+        if offset != 0 && held.is_none_or(|h| h.offset != offset) {
+            return Err(TreeWriterMisuse::WrongOffset {
+                index,
+                offset,
+                expected: 0,
+            }
+            .into());
+        }
+        if let Some(held) = held {
+            self.held.pop_front();
+            let open = self.open_held(index, held, offset != 0)?;
+            if offset != 0 {
+                self.open = Some(open);
+                return Ok(());
+            }
+            // Sent again from its start: what was held goes.
+            self.remove_file(index, open)?;
         }
         let path = self.entry_path(index);
         let name = self.manifest.entries()[index].path.name().to_string();
@@ -564,6 +867,87 @@ fn staged_tree_name(key: &ResumeKey) -> String {
     let derived = blake3::derive_key("ferry 2026-12 inbox partial tree name", key.as_bytes());
     let hex = blake3::Hash::from(derived).to_hex();
     format!("{}{TREE_SUFFIX}", &hex[..32])
+}
+
+/// Opens `dest` and its private [`PARTIALS_DIR`].
+fn open_partials(dest: &Path) -> Result<(ConfinedDir, ConfinedDir), TreeWriteError> {
+    let dest_dir = ConfinedDir::open(dest).map_err(io_error(dest))?;
+    let partials = dest_dir
+        .private_subdir(PARTIALS_DIR)
+        .map_err(io_error(&dest.join(PARTIALS_DIR)))?;
+    Ok((dest_dir, partials))
+}
+
+/// What the note beside a staging folder says of `manifest`: its BLAKE3.
+fn manifest_note(manifest: &Manifest) -> String {
+    blake3::hash(&manifest.encode()).to_hex().to_string()
+}
+
+/// The name of the note beside the staging folder `staged`.
+fn note_name(staged: &str) -> String {
+    format!("{staged}{MANIFEST_NOTE_SUFFIX}")
+}
+
+/// Writes the note beside `staged` (replacing any).
+fn write_note(partials: &ConfinedDir, staged: &str, note: &str) -> Result<(), TreeWriteError> {
+    let name = note_name(staged);
+    let path = partials.path().join(&name);
+    match partials.remove(&name) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&path)(e)),
+        _ => {}
+    }
+    let mut file = partials.create_new(&name).map_err(io_error(&path))?;
+    file.write_all(note.as_bytes()).map_err(io_error(&path))
+}
+
+/// The note beside `staged`, if there is one that a writer could have left.
+fn read_note(partials: &ConfinedDir, staged: &str) -> Option<String> {
+    let mut file = partials.open_own(&note_name(staged)).ok()?;
+    let mut note = String::new();
+    (&mut file).take(128).read_to_string(&mut note).ok()?;
+    Some(note)
+}
+
+/// Removes the staging folder `staged` and its note, whatever they are
+/// (a link is removed, never followed); nothing there is fine.
+pub(crate) fn remove_staged(partials: &ConfinedDir, staged: &str) -> Result<(), TreeWriteError> {
+    let path = partials.path().join(staged);
+    match partials.stat(staged).map_err(io_error(&path))? {
+        // `remove_dir_all` follows no link inside.
+        Some(stat) if stat.directory => std::fs::remove_dir_all(&path).map_err(io_error(&path))?,
+        Some(_) => partials.remove(staged).map_err(io_error(&path))?,
+        None => {}
+    }
+    match partials.remove(&note_name(staged)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_error(&partials.path().join(note_name(staged)))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The BLAKE3 of the first `len` bytes of `file`, read from its start.
+fn hash_prefix(file: &mut File, len: u64) -> io::Result<[u8; 32]> {
+    hash_prefix_into(file, len, &mut blake3::Hasher::new())
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher` and returns its hash
+/// so far; the file's position is then `len`.
+fn hash_prefix_into(
+    file: &mut File,
+    len: u64,
+    hasher: &mut blake3::Hasher,
+) -> io::Result<[u8; 32]> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let copied = io::copy(&mut (&mut *file).take(len), hasher)?;
+    if copied != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file is shorter than it was",
+        ));
+    }
+    Ok(*hasher.finalize().as_bytes())
 }
 
 /// Wraps an I/O error with the path it was about.

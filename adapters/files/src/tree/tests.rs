@@ -485,3 +485,171 @@ fn ten_thousand_small_files_with_an_fsync_each() {
     // Every entry, the staging folder, the destination.
     assert_eq!(committed.sync_calls, 10_100 + 2);
 }
+
+/// Writes files of `tree` in order until `stop_at` (whole, and finished),
+/// then the first `half` bytes of file `stop_at`, and drops the writer: a
+/// transfer cut in the middle of a file.
+fn cut_at(writer: &mut TreeWriter, tree: &Sample, stop_at: usize, half: usize) {
+    for (index, entry) in tree.manifest.entries().iter().enumerate() {
+        if entry.is_folder() {
+            continue;
+        }
+        let data = &tree.contents[index];
+        if index == stop_at {
+            writer.write(index, &data[..half]).unwrap();
+            return;
+        }
+        writer.write(index, data).unwrap();
+        writer
+            .finish_file(index, blake3::hash(data).as_bytes())
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_tree_taken_up_again_lists_what_it_holds_and_goes_on_from_there() {
+    let dest = tempfile::tempdir().unwrap();
+    let tree = project();
+    let key = ResumeKey::from_bytes([5; ResumeKey::LEN]);
+    let big = tree
+        .manifest
+        .entries()
+        .iter()
+        .position(|e| e.path.as_str() == "big.bin")
+        .unwrap();
+    let (mut writer, held) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    assert!(held.is_empty(), "a new tree holds nothing");
+    cut_at(&mut writer, &tree, big, 100_000);
+    drop(writer);
+
+    let (mut writer, held) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    // Every file before big.bin with bytes, whole; big.bin's first 100,000.
+    let mut expected = Vec::new();
+    for (index, data) in tree.contents.iter().enumerate().take(big + 1) {
+        if tree.manifest.entries()[index].is_folder() || data.is_empty() {
+            continue;
+        }
+        let held_len = if index == big { 100_000 } else { data.len() };
+        expected.push(HeldFile {
+            index: index as u32,
+            offset: held_len as u64,
+            prefix_hash: *blake3::hash(&data[..held_len]).as_bytes(),
+        });
+    }
+    assert_eq!(held, expected);
+    // The sender confirms them: whole files are only finished, big.bin
+    // goes on from 100,000; `zero` (0 bytes, not held) is sent as usual.
+    for (index, entry) in tree.manifest.entries().iter().enumerate() {
+        if entry.is_folder() {
+            continue;
+        }
+        let data = &tree.contents[index];
+        let from = held
+            .iter()
+            .find(|h| h.index as usize == index)
+            .map_or(0, |h| h.offset as usize);
+        if from < data.len() {
+            writer.write_at(index, from as u64, &data[from..]).unwrap();
+        }
+        writer
+            .finish_file(index, blake3::hash(data).as_bytes())
+            .unwrap();
+    }
+    let landed = writer.commit().unwrap().path;
+    // As a tree sent in one go lands.
+    let other = tempfile::tempdir().unwrap();
+    let mut whole = TreeWriter::create(other.path(), "project", tree.manifest.clone()).unwrap();
+    send_all(&mut whole, &tree, 64 * 1024);
+    assert_eq!(walk(&landed), walk(&whole.commit().unwrap().path));
+    assert_eq!(names(&dest.path().join(PARTIALS_DIR)), Vec::<String>::new());
+}
+
+#[test]
+fn a_held_file_sent_again_from_its_start_replaces_what_was_held() {
+    let dest = tempfile::tempdir().unwrap();
+    let tree = project();
+    let key = ResumeKey::from_bytes([6; ResumeKey::LEN]);
+    let (mut writer, _) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    let main_rs = 2;
+    assert_eq!(
+        tree.manifest.entries()[main_rs].path.as_str(),
+        "src/bin/main.rs"
+    );
+    cut_at(&mut writer, &tree, 7, 3);
+    drop(writer);
+    let (mut writer, held) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    assert_eq!(held[0].index as usize, main_rs);
+    // Neither 0 nor what is held: refused, nothing written.
+    let err = writer.write_at(main_rs, 5, b"x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TreeWriteError::Misuse(TreeWriterMisuse::WrongOffset { offset: 5, .. })
+        ),
+        "{err}"
+    );
+    // From 0 with other bytes (the sender's file changed, same size).
+    let changed = b"fn main() {1}";
+    assert_eq!(changed.len(), tree.contents[main_rs].len());
+    writer.write_at(main_rs, 0, changed).unwrap();
+    writer
+        .finish_file(main_rs, blake3::hash(changed).as_bytes())
+        .unwrap();
+    let path = writer.staging_path().join("src/bin/main.rs");
+    assert_eq!(std::fs::read(path).unwrap(), changed);
+    // A file held whole whose hash the sender does not share is removed.
+    let cafe = 6;
+    let err = writer.finish_file(cafe, &[0; 32]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TreeWriteError::Peer(TreePeerFault::HashMismatch { .. })
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_staging_folder_of_another_manifest_or_changed_behind_its_back_starts_afresh() {
+    let dest = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"not yours").unwrap();
+    let tree = project();
+    let key = ResumeKey::from_bytes([8; ResumeKey::LEN]);
+    let (mut writer, _) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    let staging = writer.staging_path().to_path_buf();
+    cut_at(&mut writer, &tree, 9, 10);
+    drop(writer);
+    // Another manifest under the same key: nothing is held, nothing of
+    // the first tree stays.
+    let other = sample(&[("only", Some(b"one file"), false, 1)]);
+    let (writer, held) =
+        TreeWriter::open(dest.path(), "project", other.manifest.clone(), key).unwrap();
+    assert!(held.is_empty());
+    assert_eq!(names(&staging), Vec::<String>::new());
+    drop(writer);
+    // A held file swapped for a link to a file outside: the link is not
+    // followed, nothing outside is read or changed, the tree starts again.
+    let (mut writer, _) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    cut_at(&mut writer, &tree, 9, 10);
+    drop(writer);
+    let run_sh = staging.join("run.sh");
+    std::fs::remove_file(&run_sh).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret"), &run_sh).unwrap();
+    let (mut writer, held) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+    assert!(held.is_empty(), "{held:?}");
+    send_all(&mut writer, &tree, 1000);
+    writer.commit().unwrap();
+    assert_eq!(
+        std::fs::read(outside.path().join("secret")).unwrap(),
+        b"not yours"
+    );
+    assert_eq!(names(outside.path()), ["secret"]);
+}
