@@ -9,7 +9,7 @@ mod common;
 use bytes::Bytes;
 use bytes::BytesMut;
 use common::{contents, Raw, Serve};
-use ferry_core::frame::{features, Frame};
+use ferry_core::frame::{features, Frame, HeldFile};
 use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
 use ferry_core::Code;
 use std::collections::BTreeMap;
@@ -642,6 +642,163 @@ fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
             fs::read(inbox.path().join("cut/f0")).unwrap(),
             small_files[0].1,
             "{runtime}"
+        );
+    }
+}
+
+/// Bytes of the files in the tree staging folders of `inbox`.
+fn staged_tree_bytes(inbox: &Path) -> u64 {
+    fn bytes(dir: &Path) -> u64 {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| {
+                        let e = e.unwrap();
+                        let meta = fs::symlink_metadata(e.path()).unwrap();
+                        if meta.is_dir() {
+                            bytes(&e.path())
+                        } else {
+                            meta.len()
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    fs::read_dir(inbox.join(".ferry-partial"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".tree"))
+        .map(|p| bytes(&p))
+        .sum()
+}
+
+#[test]
+fn a_cut_tree_is_resumed_with_what_the_inbox_holds_on_every_runtime() {
+    let (tree, files) = flat_tree(&[3000, 5000, 2000]);
+    let bytes = tree.encode();
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let (mut raw, chunk) = join_for_trees(&server, "alice");
+        offer(&mut raw, 0, "docs", &bytes, tree.total_size());
+        let key = raw.wait_for("RESUME_KEY", |f| match f {
+            Frame::ResumeKey { id: 0, key } => Some(*key),
+            _ => None,
+        });
+        answer(&mut raw, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        // f0 whole, then the first 2,048 bytes of f1, and the link drops.
+        let mut first = tree_frames(0, &files[..1], chunk, &bytes);
+        // Without the DONE that ends the tree.
+        let done_len = {
+            let mut done = BytesMut::new();
+            Frame::Done {
+                id: 0,
+                hash: [0; 32],
+            }
+            .encode(&mut done)
+            .unwrap();
+            done.len()
+        };
+        first.truncate(first.len() - done_len);
+        raw.send_bytes(&first).unwrap();
+        raw.send(&Frame::TreeFile {
+            id: 0,
+            index: 1,
+            offset: 0,
+        })
+        .unwrap();
+        for (n, piece) in files[1].1[..2048].chunks(1024).enumerate() {
+            raw.send(&Frame::Data {
+                id: 0,
+                offset: (n * 1024) as u64,
+                data: Bytes::copy_from_slice(piece),
+            })
+            .unwrap();
+        }
+        common::wait_until("the first 5,048 bytes staged", || {
+            (staged_tree_bytes(inbox.path()) == 5048).then_some(())
+        });
+        drop(raw);
+
+        // The same tree again, presenting the key (under another name: the
+        // server may not have seen the first connection end yet).
+        let (mut raw, chunk) = join_for_trees(&server, "alice-again");
+        raw.send(&Frame::Resume { id: 0, key }).unwrap();
+        offer(&mut raw, 0, "docs", &bytes, tree.total_size());
+        let mut held = Vec::new();
+        let window = raw.wait_for("TREE_ACCEPT", |f| match f {
+            Frame::TreeHeld { id: 0, records } => {
+                held.extend_from_slice(records);
+                None
+            }
+            Frame::TreeAccept { id: 0, window } => Some(*window),
+            Frame::Reject { code, reason, .. } => panic!("{runtime}: {code:?} {reason}"),
+            _ => None,
+        });
+        assert!(window > 0);
+        let prefix = |index: usize, len: usize| HeldFile {
+            index: index as u32,
+            offset: len as u64,
+            prefix_hash: *blake3::hash(&files[index].1[..len]).as_bytes(),
+        };
+        assert_eq!(held, [prefix(0, 3000), prefix(1, 2048)], "{runtime}");
+        // f0 is there; f1 goes on from 2,048; f2 whole.
+        let mut rest = BytesMut::new();
+        let frames = [
+            Frame::TreeFile {
+                id: 0,
+                index: 0,
+                offset: 3000,
+            },
+            Frame::TreeFileDone {
+                id: 0,
+                index: 0,
+                hash: *blake3::hash(&files[0].1).as_bytes(),
+            },
+            Frame::TreeFile {
+                id: 0,
+                index: 1,
+                offset: 2048,
+            },
+        ];
+        for frame in &frames {
+            frame.encode(&mut rest).unwrap();
+        }
+        for (n, piece) in files[1].1[2048..].chunks(chunk as usize).enumerate() {
+            Frame::Data {
+                id: 0,
+                offset: 2048 + (n * chunk as usize) as u64,
+                data: Bytes::copy_from_slice(piece),
+            }
+            .encode(&mut rest)
+            .unwrap();
+        }
+        Frame::TreeFileDone {
+            id: 0,
+            index: 1,
+            hash: *blake3::hash(&files[1].1).as_bytes(),
+        }
+        .encode(&mut rest)
+        .unwrap();
+        rest.extend_from_slice(&tree_frames(0, &files[2..], chunk, &bytes));
+        raw.send_bytes(&rest).unwrap();
+        raw.wait_for("VERIFIED", |f| match f {
+            Frame::Verified { id: 0 } => Some(()),
+            Frame::Failed { code, reason, .. } => panic!("{runtime}: {code:?} {reason}"),
+            _ => None,
+        });
+        for (n, (_, data)) in files.iter().enumerate() {
+            assert_eq!(
+                &fs::read(inbox.path().join(format!("docs/f{n}"))).unwrap(),
+                data,
+                "{runtime}: f{n}"
+            );
+        }
+        assert_eq!(
+            staged_tree_bytes(inbox.path()),
+            0,
+            "{runtime}: nothing staged"
         );
     }
 }

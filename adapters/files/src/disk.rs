@@ -15,9 +15,9 @@
 //! wait in a writer's queue.
 
 use crate::inbox::{NameInUse, Receiving, Reservation};
-use crate::tree::{TreePeerFault, TreeWriteError, TreeWriter};
+use crate::tree::{TreePeerFault, TreeWriteError};
 use bytes::Bytes;
-use ferry_core::frame::{Hash, TransferId};
+use ferry_core::frame::{Hash, HeldFile, TransferId};
 use ferry_core::tree::Manifest;
 use ferry_core::{Code, ResumeKey};
 use std::collections::VecDeque;
@@ -78,7 +78,15 @@ pub(crate) enum Done {
     },
     /// A tree's staging folder and all its folders are made: the tree can
     /// be accepted.
-    TreeOpened { id: TransferId },
+    TreeOpened {
+        id: TransferId,
+        /// The key its staging folder is named after, for the sender to
+        /// resume with.
+        key: ResumeKey,
+        /// What the staging folder held from an earlier attempt, for the
+        /// sender to skip (empty for a new tree).
+        held: Vec<HeldFile>,
+    },
     /// A tree could not be started: the offer is to be declined.
     TreeNotOpened {
         id: TransferId,
@@ -414,8 +422,15 @@ impl Writer {
 /// What a tree's writer thread is asked to do, in order.
 #[derive(Debug)]
 enum TreeJob {
-    Write { index: u32, data: Bytes },
-    Finish { index: u32, hash: Hash },
+    Write {
+        index: u32,
+        offset: u64,
+        data: Bytes,
+    },
+    Finish {
+        index: u32,
+        hash: Hash,
+    },
     Commit,
 }
 
@@ -436,8 +451,7 @@ impl IncomingTree {
     /// [`Done::TreeOpened`] (or [`Done::TreeNotOpened`]), then does the
     /// jobs it is given.
     pub(crate) fn spawn(
-        dest: PathBuf,
-        name: String,
+        reservation: Reservation,
         manifest: Manifest,
         id: TransferId,
         owner: u64,
@@ -448,7 +462,7 @@ impl IncomingTree {
         queue.shared.busy.fetch_add(1, Ordering::AcqRel);
         let spawned = thread::Builder::new()
             .name("ferry-tree-writer".into())
-            .spawn(move || run_tree(dest, name, manifest, id, owner, worker, inbox));
+            .spawn(move || run_tree(reservation, manifest, id, owner, worker, inbox));
         if let Err(e) = spawned {
             queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
             return Err(e);
@@ -463,8 +477,12 @@ impl IncomingTree {
         }
     }
 
-    pub(crate) fn write(&self, index: u32, data: Bytes) {
-        self.submit(TreeJob::Write { index, data });
+    pub(crate) fn write(&self, index: u32, offset: u64, data: Bytes) {
+        self.submit(TreeJob::Write {
+            index,
+            offset,
+            data,
+        });
     }
 
     pub(crate) fn finish(&self, index: u32, hash: Hash) {
@@ -486,21 +504,20 @@ impl Drop for IncomingTree {
 
 /// A tree's writer thread.
 fn run_tree(
-    dest: PathBuf,
-    name: String,
+    reservation: Reservation,
     manifest: Manifest,
     id: TransferId,
     owner: u64,
     queue: DiskQueue,
     jobs: Receiver<TreeJob>,
 ) {
-    let created = TreeWriter::create(&dest, &name, manifest);
-    // Where the tree is staged, to remove it if it is never stored.
-    let mut staging = None;
-    let mut writer = match created {
-        Ok(writer) => {
-            staging = Some(writer.staging_path().to_path_buf());
-            queue.push(owner, Done::TreeOpened { id });
+    // What stays of a tree not stored (cut, cancelled, a file's hash
+    // wrong, the disk failing) is the reservation's to keep for a resume,
+    // or remove if it holds nothing, when the writer is dropped.
+    let mut writer = match reservation.open_tree(manifest) {
+        Ok((writer, held)) => {
+            let key = writer.writer.resume_key();
+            queue.push(owner, Done::TreeOpened { id, key, held });
             Some(writer)
         }
         Err(error) => {
@@ -529,7 +546,11 @@ fn run_tree(
                 continue;
             };
             let failed = match job {
-                TreeJob::Write { index, data } => match w.write(index as usize, &data) {
+                TreeJob::Write {
+                    index,
+                    offset,
+                    data,
+                } => match w.writer.write_at(index as usize, offset, &data) {
                     Ok(()) => {
                         written += data.len() as u64;
                         wrote = true;
@@ -537,14 +558,16 @@ fn run_tree(
                     }
                     Err(e) => Some(e),
                 },
-                TreeJob::Finish { index, hash } => match w.finish_file(index as usize, &hash) {
-                    Ok(()) => None,
-                    Err(TreeWriteError::Peer(TreePeerFault::HashMismatch { path })) => {
-                        mismatch.get_or_insert(path);
-                        None
+                TreeJob::Finish { index, hash } => {
+                    match w.writer.finish_file(index as usize, &hash) {
+                        Ok(()) => None,
+                        Err(TreeWriteError::Peer(TreePeerFault::HashMismatch { path })) => {
+                            mismatch.get_or_insert(path);
+                            None
+                        }
+                        Err(e) => Some(e),
                     }
-                    Err(e) => Some(e),
-                },
+                }
                 TreeJob::Commit => {
                     if wrote {
                         queue.push(owner, Done::TreeWritten { id, upto: written });
@@ -563,8 +586,6 @@ fn run_tree(
                         },
                         (None, w) => match w.commit() {
                             Ok(committed) => {
-                                // Moved to its final name: nothing staged.
-                                staging = None;
                                 Done::TreeCommitted {
                                     id,
                                     path: committed.path,
@@ -603,13 +624,6 @@ fn run_tree(
         queue.shared.busy.fetch_sub(handled, Ordering::AcqRel);
     }
     drop(writer);
-    // A tree not stored (cut, cancelled, a file's hash wrong, the disk
-    // failing) is removed with its staging folder: until trees resume, it
-    // would only hold disk space outside the quota. The staging folder is
-    // in the private `.ferry-partial`, and `remove_dir_all` follows no link.
-    if let Some(staging) = staging {
-        let _ = std::fs::remove_dir_all(staging);
-    }
     // The closing the loop counted when it let go.
     queue.shared.busy.fetch_sub(1, Ordering::AcqRel);
 }

@@ -22,8 +22,11 @@
 
 use crate::confined::{ConfinedDir, EntryStat};
 use crate::sending::{positioned, read_exact_at};
+use crate::tree::{remove_staged, staged_tree_name, TreeWriteError, TreeWriter, TREE_SUFFIX};
 use bytes::Bytes;
 use ferry_core::filename::check_file_name;
+use ferry_core::frame::HeldFile;
+use ferry_core::tree::Manifest;
 use ferry_core::{Code, ResumeKey, Source};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -119,37 +122,6 @@ impl fmt::Display for Sender {
             Sender::User(name) if name.is_empty() => f.write_str("the server"),
             Sender::User(name) => write!(f, "{name:?}"),
         }
-    }
-}
-
-/// Room in the inbox's quota held for a tree under way
-/// ([`Inbox::reserve_tree`]); dropping it gives the room back, unless the
-/// tree was stored.
-#[derive(Debug)]
-pub(crate) struct TreeReservation {
-    in_use: Arc<InUse>,
-    size: u64,
-    sender: Option<Sender>,
-    stored: bool,
-}
-
-impl TreeReservation {
-    /// The tree is under its final name in the inbox: its bytes are held
-    /// for good (until the server restarts: its first count of the folder
-    /// takes in regular files at the top only).
-    pub(crate) fn committed(mut self) {
-        self.stored = true;
-    }
-}
-
-impl Drop for TreeReservation {
-    fn drop(&mut self) {
-        let mut ledger = self.in_use.lock();
-        ledger.reserved = ledger.reserved.saturating_sub(self.size);
-        if self.stored {
-            ledger.stored = ledger.stored.saturating_add(self.size);
-        }
-        ledger.count(&self.sender, -1);
     }
 }
 
@@ -415,6 +387,13 @@ fn is_staged_name(name: &str) -> bool {
     })
 }
 
+/// Whether `name` is one [`staged_tree_name`] makes.
+fn is_staged_tree_name(name: &str) -> bool {
+    name.strip_suffix(TREE_SUFFIX).is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// A new key for something other than a single file (a tree's staging
 /// folder), from the operating system's secure random source.
 pub(crate) fn fresh_resume_key() -> io::Result<ResumeKey> {
@@ -548,54 +527,29 @@ impl Inbox {
     /// is just ending): an offer presenting it continues a transfer this
     /// receiver already took.
     pub(crate) fn keeps(&self, key: &ResumeKey) -> bool {
-        let staged = staged_name(key);
         let ledger = self.in_use.lock();
-        ledger.kept.contains_key(&staged) || ledger.slots.contains_key(&staged)
+        [Staged::File, Staged::Tree].iter().any(|kind| {
+            let staged = kind.name(key);
+            ledger.kept.contains_key(&staged) || ledger.slots.contains_key(&staged)
+        })
     }
 
-    /// Holds room for a tree of `size` bytes from `sender` (a folder sent
-    /// whole): its size limit, the sender's unfinished uploads and the
-    /// quota are checked as for a file, and its full size counts against
-    /// the quota until the reservation is dropped, or for good once it is
-    /// [`committed`](TreeReservation::committed).
+    /// Books a tree (a folder sent whole) `name` of `size` bytes from
+    /// `sender`, taking up the staging folder of `resume` if one is kept:
+    /// as [`reserve`](Self::reserve) does for a file, with the tree's
+    /// staging folder (`HEX.tree`, see [`TreeWriter`]) in place of a
+    /// partial file. Its full size counts against the quota until the
+    /// reservation is dropped, or for good once the tree is stored. In
+    /// memory only, O(1): fit for an event loop.
+    /// [`Reservation::open_tree`] then does the disk work.
     pub(crate) fn reserve_tree(
         &self,
+        name: &str,
         size: u64,
         sender: Option<Sender>,
-    ) -> Result<TreeReservation, Refused> {
-        if let Some(max) = self.max_file_size.filter(|&max| size > max) {
-            return Err(Refused::TooLarge { size, max });
-        }
-        let mut ledger = self.in_use.lock();
-        if let Some(sender) = &sender {
-            let held = ledger.partials.get(sender).copied().unwrap_or(0);
-            if held >= self.max_partials {
-                return Err(Refused::TooManyPartials {
-                    sender: sender.clone(),
-                    held,
-                    max: self.max_partials,
-                });
-            }
-        }
-        if let Some(quota) = self.quota {
-            let used = ledger.used();
-            if used.saturating_add(size) > quota {
-                return Err(QuotaExceeded {
-                    quota,
-                    used,
-                    wanted: size,
-                }
-                .into());
-            }
-        }
-        ledger.reserved = ledger.reserved.saturating_add(size);
-        ledger.count(&sender, 1);
-        Ok(TreeReservation {
-            in_use: self.in_use.clone(),
-            size,
-            sender,
-            stored: false,
-        })
+        resume: Option<ResumeKey>,
+    ) -> Result<Reservation, Refused> {
+        self.book(name, size, sender, resume, Staged::Tree)
     }
 
     /// Bytes counted against the quota now: files in the folder (as last
@@ -657,6 +611,19 @@ impl Inbox {
         resume: Option<ResumeKey>,
     ) -> Result<Reservation, Refused> {
         check_file_name(name).map_err(|e| Refused::BadName(e.to_string()))?;
+        self.book(name, size, sender, resume, Staged::File)
+    }
+
+    /// [`reserve`](Self::reserve) and [`reserve_tree`](Self::reserve_tree):
+    /// what is staged for `staged` is named after the key.
+    fn book(
+        &self,
+        name: &str,
+        size: u64,
+        sender: Option<Sender>,
+        resume: Option<ResumeKey>,
+        kind: Staged,
+    ) -> Result<Reservation, Refused> {
         if let Some(max) = self.max_file_size.filter(|&max| size > max) {
             return Err(Refused::TooLarge { size, max });
         }
@@ -665,7 +632,7 @@ impl Inbox {
         // still closing. A key that names nothing starts a new file.
         let mut resumed = None;
         if let Some(key) = resume {
-            let staged = staged_name(&key);
+            let staged = kind.name(&key);
             match ledger.slots.get(&staged) {
                 None if ledger.kept.contains_key(&staged) => resumed = Some((key, staged, false)),
                 None => {}
@@ -681,7 +648,7 @@ impl Inbox {
             Some(resumed) => resumed,
             None => loop {
                 let key = fresh_key()?;
-                let staged = staged_name(&key);
+                let staged = kind.name(&key);
                 if !ledger.slots.contains_key(&staged) && !ledger.kept.contains_key(&staged) {
                     break (key, staged, false);
                 }
@@ -737,6 +704,7 @@ impl Inbox {
         Ok(Reservation {
             in_use: self.in_use.clone(),
             dirs: self.dirs.clone(),
+            kind,
             name: name.to_string(),
             staged,
             key,
@@ -770,16 +738,23 @@ impl Ledger {
             }
         }
         for (name, stat) in dirs.partials.entries()? {
-            let Some(name) = name.to_str().filter(|name| is_staged_name(name)) else {
+            let Some(name) = name.to_str() else {
                 continue;
             };
-            if !stat.regular || stat.links != 1 {
+            let len = if is_staged_name(name) && stat.regular && stat.links == 1 {
+                stat.len
+            } else if is_staged_tree_name(name) && stat.directory {
+                // A tree's staging folder: the bytes of its files.
+                dirs.partials
+                    .open_dir(name)
+                    .map_or(0, |folder| folder_bytes(&folder, 1))
+            } else {
                 continue;
-            }
+            };
             let since = SystemTime::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(stat.modified).unwrap_or(0));
             let kept = KeptPart {
-                len: stat.len,
+                len,
                 sender: None,
                 since,
             };
@@ -833,7 +808,11 @@ fn spawn_janitor(in_use: Arc<InUse>, dirs: Arc<Dirs>) -> io::Result<()> {
                     drop(ledger);
                     for staged in &expired {
                         // Gone already is as good as removed.
-                        let _ = dirs.partials.remove(staged);
+                        if is_staged_tree_name(staged) {
+                            let _ = remove_staged(&dirs.partials, staged);
+                        } else {
+                            let _ = dirs.partials.remove(staged);
+                        }
                     }
                     ledger = in_use.lock();
                     continue;
@@ -874,6 +853,8 @@ enum Fate {
 pub(crate) struct Reservation {
     in_use: Arc<InUse>,
     dirs: Arc<Dirs>,
+    /// A file's partial file, or a tree's staging folder.
+    kind: Staged,
     name: String,
     /// The partial file's name in [`PARTIALS_DIR`].
     staged: String,
@@ -989,7 +970,11 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.fate == Fate::Open {
-            self.fate = Fate::Kept(keep_or_remove(&self.dirs.partials, &self.staged));
+            let partials = &self.dirs.partials;
+            self.fate = Fate::Kept(match self.kind {
+                Staged::File => keep_or_remove(partials, &self.staged),
+                Staged::Tree => keep_or_remove_tree(partials, &self.staged),
+            });
         }
         let mut ledger = self.in_use.lock();
         ledger.reserved = ledger.reserved.saturating_sub(self.size);
@@ -1054,6 +1039,99 @@ fn keep_or_remove(partials: &ConfinedDir, staged: &str) -> u64 {
             0
         }
         Ok(None) | Err(_) => 0,
+    }
+}
+
+/// The bytes of the files in the staging folder `staged`, now that its
+/// tree's transfer is over; one that holds none is removed, with its note
+/// (nothing to resume from), and counts as 0.
+fn keep_or_remove_tree(partials: &ConfinedDir, staged: &str) -> u64 {
+    let held = match partials.stat(staged) {
+        Ok(Some(stat)) if stat.directory => partials
+            .open_dir(staged)
+            .map_or(0, |folder| folder_bytes(&folder, 1)),
+        _ => 0,
+    };
+    if held == 0 {
+        // If it cannot be removed it holds no bytes of ours anyway.
+        let _ = remove_staged(partials, staged);
+    }
+    held
+}
+
+/// What a reservation stages, named after its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staged {
+    /// A single file's partial file, `HEX.part`.
+    File,
+    /// A tree's staging folder, `HEX.tree` (and its note).
+    Tree,
+}
+
+impl Staged {
+    /// The name in [`PARTIALS_DIR`] of what `key` resumes.
+    fn name(self, key: &ResumeKey) -> String {
+        match self {
+            Staged::File => staged_name(key),
+            Staged::Tree => staged_tree_name(key),
+        }
+    }
+}
+
+/// A tree being received into its staging folder: the writer, and the
+/// reservation that books it (dropped after the writer, to count what the
+/// folder then holds).
+#[derive(Debug)]
+pub(crate) struct ReceivingTree {
+    /// Writes the tree.
+    pub(crate) writer: TreeWriter,
+    reservation: Reservation,
+}
+
+impl ReceivingTree {
+    /// Makes the tree durable and moves it to its final name
+    /// ([`TreeWriter::commit`]); from then on its bytes are the inbox's.
+    pub(crate) fn commit(self) -> Result<crate::tree::Committed, TreeWriteError> {
+        let ReceivingTree {
+            writer,
+            mut reservation,
+        } = self;
+        let committed = writer.commit()?;
+        reservation.fate = Fate::Committed { replaced: 0 };
+        Ok(committed)
+    }
+}
+
+impl Reservation {
+    /// Waits, if need be, for the writer of the tree's earlier attempt to
+    /// finish, then takes up the staging folder its key names (if it was
+    /// made for the same manifest) or starts one
+    /// ([`TreeWriter::open`]): the writer, and what the folder holds for
+    /// the sender to skip. Blocking, reading back every byte held: call it
+    /// off the loop (a tree's writer thread does).
+    pub(crate) fn open_tree(
+        mut self,
+        manifest: Manifest,
+    ) -> Result<(ReceivingTree, Vec<HeldFile>), TreeWriteError> {
+        debug_assert_eq!(self.kind, Staged::Tree);
+        let dest = self.dirs.inbox.path().to_path_buf();
+        if !self.holding {
+            self.wait_for_release()
+                .map_err(|source| TreeWriteError::Io {
+                    path: dest.join(PARTIALS_DIR).join(&self.staged),
+                    source,
+                })?;
+        }
+        // From here, whatever is on disk is the ledger's to count.
+        self.fate = Fate::Open;
+        let (writer, held) = TreeWriter::open(&dest, &self.name, manifest, self.key)?;
+        Ok((
+            ReceivingTree {
+                writer,
+                reservation: self,
+            },
+            held,
+        ))
     }
 }
 

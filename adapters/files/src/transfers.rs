@@ -1,10 +1,10 @@
 //! Answering a connection's transfer events with file I/O.
 
 use crate::disk::{DiskQueue, Done, IncomingFile, IncomingTree, Wake};
-use crate::inbox::{Inbox, Sender};
+use crate::inbox::{Inbox, NameInUse, Reservation, Sender};
 use crate::sending::Sending;
 use bytes::Bytes;
-use ferry_core::frame::TransferId;
+use ferry_core::frame::{HeldFile, TransferId};
 use ferry_core::transfer::{Outcome, TransferEvent};
 use ferry_core::{ClientId, Code, Connection, Hub, Misuse, ResumeKey, Source, Text};
 use std::collections::{BTreeMap, HashMap};
@@ -57,8 +57,16 @@ pub trait TransferControl {
         id: TransferId,
         result: Result<(), (Code, String)>,
     ) -> Result<(), Misuse>;
-    /// See [`Connection::accept_tree`].
-    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse>;
+    /// See [`Connection::accept_tree_resumable`]: takes a tree, handing
+    /// the sender `key` to resume it with if it is cut, and listing what
+    /// is `held` of an earlier attempt.
+    fn accept_tree(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        key: ResumeKey,
+        held: &[HeldFile],
+    ) -> Result<(), Misuse>;
     /// See [`Connection::supply_tree_chunk`].
     fn supply_tree_chunk(
         &mut self,
@@ -118,8 +126,14 @@ impl TransferControl for Connection {
     ) -> Result<(), Misuse> {
         Connection::finish_receive(self, now, id, result)
     }
-    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
-        Connection::accept_tree(self, now, id)
+    fn accept_tree(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        key: ResumeKey,
+        held: &[HeldFile],
+    ) -> Result<(), Misuse> {
+        Connection::accept_tree_resumable(self, now, id, key, held)
     }
     fn supply_tree_chunk(
         &mut self,
@@ -191,8 +205,15 @@ impl TransferControl for HubClient<'_> {
     ) -> Result<(), Misuse> {
         self.hub.finish_receive(self.client, now, id, result)
     }
-    fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
-        self.hub.accept_tree(self.client, now, id)
+    fn accept_tree(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        key: ResumeKey,
+        held: &[HeldFile],
+    ) -> Result<(), Misuse> {
+        self.hub
+            .accept_tree_resumable(self.client, now, id, key, held)
     }
     fn supply_tree_chunk(
         &mut self,
@@ -461,8 +482,12 @@ struct TreeReceiver {
     peer: Text,
     /// Its writer, once the manifest is in.
     writer: Option<IncomingTree>,
-    /// Its room in the inbox's quota.
-    room: Option<crate::inbox::TreeReservation>,
+    /// Its booking in the inbox (quota, staging folder), until its writer
+    /// takes it.
+    room: Option<Reservation>,
+    /// Says to the inbox, when the transfer ends, that its staging folder
+    /// is being let go (a resume then waits for the writer to finish).
+    in_use: Option<NameInUse>,
 }
 
 /// An offer whose file is being opened: what its report needs.
@@ -590,22 +615,19 @@ impl FileTransfers {
                 name,
                 total_size,
                 peer,
+                resume,
                 ..
-            } => self.on_tree_offer(ctl, now, id, name, total_size, peer),
+            } => self.on_tree_offer(ctl, now, id, name, total_size, peer, resume),
             TransferEvent::TreeManifest { id, manifest } => {
                 let tree = self.trees.get_mut(&id)?;
-                let dest = self.inbox.as_ref()?.dir().to_path_buf();
-                let spawned = IncomingTree::spawn(
-                    dest,
-                    tree.name.to_string(),
-                    manifest,
-                    id,
-                    self.owner,
-                    self.disk.clone(),
-                );
+                let room = tree.room.take()?;
+                let in_use = room.name_in_use();
+                let spawned =
+                    IncomingTree::spawn(room, manifest, id, self.owner, self.disk.clone());
                 match spawned {
                     Ok(writer) => {
                         tree.writer = Some(writer);
+                        tree.in_use = Some(in_use);
                         None
                     }
                     Err(e) => {
@@ -633,9 +655,13 @@ impl FileTransfers {
                 }
             }
             TransferEvent::TreeChunk {
-                id, index, data, ..
+                id,
+                index,
+                offset,
+                data,
             } => {
-                self.trees.get(&id)?.writer.as_ref()?.write(index, data);
+                let writer = self.trees.get(&id)?.writer.as_ref()?;
+                writer.write(index, offset, data);
                 None
             }
             TransferEvent::TreeFileDone { id, index, hash } => {
@@ -803,16 +829,16 @@ impl FileTransfers {
                 path,
                 held,
             }),
-            Done::TreeOpened { id } => {
+            Done::TreeOpened { id, key, held } => {
                 let tree = self.trees.get(&id)?;
                 let report = Report::Offered {
                     id,
                     name: Text::from(format!("{}/", tree.name)),
                     size: tree.total_size,
                     peer: tree.peer.clone(),
-                    accepted: Some(0),
+                    accepted: Some(held.iter().map(|h| h.offset).sum()),
                 };
-                if ctl.accept_tree(now, id).is_err() {
+                if ctl.accept_tree(now, id, key, &held).is_err() {
                     // Ended meanwhile (its `Ended` drops it too).
                     self.trees.remove(&id);
                     return None;
@@ -834,10 +860,7 @@ impl FileTransfers {
                 })
             }
             Done::TreeCommitted { id, path } => {
-                let tree = self.trees.remove(&id)?;
-                if let Some(room) = tree.room {
-                    room.committed();
-                }
+                self.trees.remove(&id)?;
                 let _ = ctl.finish_receive(now, id, Ok(()));
                 Some(Report::Saved { id, path })
             }
@@ -997,6 +1020,7 @@ impl FileTransfers {
     /// A tree offered to the inbox: refused at once if the inbox cannot
     /// take it (none, its quota, its sender's limits), else its manifest is
     /// awaited ([`TransferEvent::TreeManifest`]).
+    #[allow(clippy::too_many_arguments)]
     fn on_tree_offer(
         &mut self,
         ctl: &mut impl TransferControl,
@@ -1005,6 +1029,7 @@ impl FileTransfers {
         name: Text,
         total_size: u64,
         peer: Text,
+        resume: Option<ResumeKey>,
     ) -> Option<Report> {
         let mut tree = TreeReceiver {
             name,
@@ -1012,6 +1037,7 @@ impl FileTransfers {
             peer,
             writer: None,
             room: None,
+            in_use: None,
         };
         let sender = match self.source {
             Some(source) => Sender::Source(source),
@@ -1020,7 +1046,7 @@ impl FileTransfers {
         let reserved = match (&self.inbox, self.policy) {
             (Some(inbox), OfferPolicy::Accept) => inbox
                 .admits(&tree.peer, total_size)
-                .and_then(|()| inbox.reserve_tree(total_size, Some(sender)))
+                .and_then(|()| inbox.reserve_tree(&tree.name, total_size, Some(sender), resume))
                 .map_err(|refused| (refused.code(), refused.to_string())),
             // Asking a user about a whole folder is not built yet.
             _ => Err((Code::FILE_REJECTED, "not accepting folders".to_string())),
@@ -1199,7 +1225,13 @@ mod tests {
         ) -> Result<(), Misuse> {
             Ok(())
         }
-        fn accept_tree(&mut self, _: Instant, id: TransferId) -> Result<(), Misuse> {
+        fn accept_tree(
+            &mut self,
+            _: Instant,
+            id: TransferId,
+            _: ResumeKey,
+            _: &[HeldFile],
+        ) -> Result<(), Misuse> {
             self.0.push((id, Ok(0)));
             Ok(())
         }

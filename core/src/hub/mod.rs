@@ -893,6 +893,20 @@ impl Hub {
         self.with_conn(client, now, |c| c.accept_tree(now, id))
     }
 
+    /// Takes a tree offered to the inbox once its manifest is in, issuing
+    /// `key` and listing what is `held` of an earlier attempt; see
+    /// [`Connection::accept_tree_resumable`].
+    pub fn accept_tree_resumable(
+        &mut self,
+        client: ClientId,
+        now: Instant,
+        id: TransferId,
+        key: ResumeKey,
+        held: &[crate::frame::HeldFile],
+    ) -> Result<(), Misuse> {
+        self.with_conn(client, now, |c| c.accept_tree_resumable(now, id, key, held))
+    }
+
     /// Answers a [`TransferEvent::TreeNeedChunk`] (see
     /// [`Connection::supply_tree_chunk`]).
     pub fn supply_tree_chunk(

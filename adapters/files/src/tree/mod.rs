@@ -863,7 +863,7 @@ impl TreeWriter {
 /// The name in [`PARTIALS_DIR`] of the staging folder of the tree `key`
 /// resumes: derived from the key, as partial files' names are, so that a
 /// listing reveals no key.
-fn staged_tree_name(key: &ResumeKey) -> String {
+pub(crate) fn staged_tree_name(key: &ResumeKey) -> String {
     let derived = blake3::derive_key("ferry 2026-12 inbox partial tree name", key.as_bytes());
     let hex = blake3::Hash::from(derived).to_hex();
     format!("{}{TREE_SUFFIX}", &hex[..32])

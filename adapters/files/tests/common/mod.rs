@@ -53,7 +53,13 @@ impl ferry_files::TransferControl for Answers {
     ) -> Result<(), ferry_core::Misuse> {
         Ok(())
     }
-    fn accept_tree(&mut self, _: Instant, id: u32) -> Result<(), ferry_core::Misuse> {
+    fn accept_tree(
+        &mut self,
+        _: Instant,
+        id: u32,
+        _: ferry_core::ResumeKey,
+        _: &[ferry_core::frame::HeldFile],
+    ) -> Result<(), ferry_core::Misuse> {
         self.0.push((id, Ok(0)));
         Ok(())
     }
