@@ -6,8 +6,9 @@
 //! `0600`): `$FERRY_STATE_DIR`, else `$XDG_STATE_HOME/ferry`, else
 //! `~/.local/state/ferry`, then `resume/`. A file is named after a hash of
 //! what identifies the transfer (server, recipient, the file's absolute
-//! path, size and modification time), so a changed file is a new transfer,
-//! and it holds the key in hex. Each is written to a temporary name and
+//! path, size and modification time; for a folder, its absolute path and
+//! its manifest, which holds every entry's name, size and time), so a
+//! changed file or folder is a new transfer, and it holds the key in hex. Each is written to a temporary name and
 //! renamed, so a kill at any moment leaves either the old key or the new
 //! one. Keys are forgotten once their transfer ends (stored, failed or
 //! refused), and any left behind after [`MAX_AGE`] are removed.
@@ -47,20 +48,51 @@ impl TransferKey {
             .ok()
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        let mut hasher = blake3::Hasher::new_derive_key("ferry 2026-12 send resume store entry");
-        for part in [
-            addr.to_string().as_bytes(),
-            to.to_lowercase().as_bytes(),
-            absolute.as_os_str().as_encoded_bytes(),
-            &meta.len().to_be_bytes(),
-            &modified.to_be_bytes(),
-        ] {
+        Ok(TransferKey::of(
+            "ferry 2026-12 send resume store entry",
+            &[
+                addr.to_string().as_bytes(),
+                to.to_lowercase().as_bytes(),
+                absolute.as_os_str().as_encoded_bytes(),
+                &meta.len().to_be_bytes(),
+                &modified.to_be_bytes(),
+            ],
+        ))
+    }
+
+    /// The transfer of the folder at `path`, walked as `manifest`, to `to`
+    /// on the server at `addr`: the same folder with any entry added,
+    /// removed, resized or touched is another transfer (the receiver
+    /// resumes a tree only with the manifest it was first sent).
+    pub fn for_tree(
+        addr: SocketAddr,
+        to: &str,
+        path: &Path,
+        manifest: &ferry_core::tree::Manifest,
+    ) -> io::Result<TransferKey> {
+        let absolute = fs::canonicalize(path)?;
+        Ok(TransferKey::of(
+            "ferry 2026-12 send resume store tree entry",
+            &[
+                addr.to_string().as_bytes(),
+                to.to_lowercase().as_bytes(),
+                absolute.as_os_str().as_encoded_bytes(),
+                blake3::hash(&manifest.encode()).as_bytes(),
+            ],
+        ))
+    }
+
+    /// The entry named by hashing `parts` (each with its length) under
+    /// `context`.
+    fn of(context: &str, parts: &[&[u8]]) -> TransferKey {
+        let mut hasher = blake3::Hasher::new_derive_key(context);
+        for part in parts {
             hasher.update(&(part.len() as u64).to_be_bytes());
             hasher.update(part);
         }
-        Ok(TransferKey {
+        TransferKey {
             entry: hasher.finalize().to_hex()[..32].to_string(),
-        })
+        }
     }
 }
 

@@ -52,6 +52,9 @@ struct Upload {
     /// A folder: what was walked, and where each of its files ends in the
     /// tree's bytes (for "files done" and the current file).
     tree: Option<(Box<WalkedTree>, FileEnds)>,
+    /// Files of a resumed folder the receiver already held whole, and the
+    /// bytes it held of any file.
+    held: (usize, u64),
 }
 
 /// Where each file of a folder ends in the folder's bytes, and its path.
@@ -140,11 +143,10 @@ pub fn send(
     for (path, name, size, tree) in files {
         let bar = bars.add(ProgressBar::new(size));
         bar.set_style(style.clone());
-        // Folders are not resumed yet: no key is kept for them.
-        let entry = store
-            .as_ref()
-            .filter(|_| tree.is_none())
-            .and_then(|_| TransferKey::new(addr, to, &path).ok());
+        let entry = store.as_ref().and_then(|_| match &tree {
+            Some(tree) => TransferKey::for_tree(addr, to, &path, &tree.manifest).ok(),
+            None => TransferKey::new(addr, to, &path).ok(),
+        });
         let tree = tree.map(|tree| {
             let mut end = 0;
             let ends = tree
@@ -167,6 +169,7 @@ pub fn send(
             started: Instant::now(),
             try_again: None,
             tree,
+            held: (0, 0),
         };
         upload.bar.set_message(upload.message(0));
         uploads.push(upload);
@@ -219,6 +222,14 @@ pub fn send(
                         eprintln!("ferry: cannot keep the key to resume this transfer: {e}");
                     }
                 }
+            }
+            ClientNotice::File(Report::TreeFileHeld {
+                id, bytes, size, ..
+            }) => {
+                let Some(index) = upload(&id) else { continue };
+                let upload = &mut uploads[index];
+                upload.held.0 += usize::from(bytes == size);
+                upload.held.1 += bytes;
             }
             ClientNotice::File(Report::Accepted { id, offset }) => {
                 let Some(index) = upload(&id) else { continue };
@@ -277,11 +288,19 @@ pub fn send(
                         .as_ref()
                         .map(|(_, ends)| format!("{} files, ", ends.len()))
                         .unwrap_or_default();
+                    // What crossed the network this time.
+                    let sent = upload.size - upload.held.1.min(upload.size);
+                    let held = match upload.held {
+                        (0, 0) => String::new(),
+                        (files, held) => {
+                            format!("; {files} files and {} were already there", bytes(held))
+                        }
+                    };
                     upload.bar.finish_with_message(format!(
-                        "{} verified ({files}{}, {})",
+                        "{} verified ({files}{}, {}{held})",
                         safe(&upload.name),
                         bytes(upload.size),
-                        rate(upload.size, upload.started.elapsed())
+                        rate(sent, upload.started.elapsed())
                     ));
                 } else {
                     upload.bar.abandon();
@@ -315,13 +334,17 @@ pub fn send(
 
 /// Offers `upload` to `to`, presenting the resume key kept for it if any.
 fn offer(client: &ClientHandle, upload: &Upload, store: Option<&ResumeStore>, to: &str) {
+    let kept = upload.entry.as_ref().and_then(|entry| store?.get(entry));
     if let Some((tree, _)) = &upload.tree {
         let tree = tree.clone();
         let to = to.to_string();
-        client.send(ClientCommand::SendTree { tree, to });
+        client.send(ClientCommand::SendTree {
+            tree,
+            to,
+            resume: kept,
+        });
         return;
     }
-    let kept = upload.entry.as_ref().and_then(|entry| store?.get(entry));
     let path = upload.path.clone();
     let to = to.to_string();
     client.send(match kept {
@@ -369,6 +392,7 @@ mod tests {
             started: Instant::now(),
             try_again: None,
             tree: Some((tree, ends)),
+            held: (0, 0),
         };
         assert_eq!(upload.message(0), "t/ 0/3 files, a");
         assert_eq!(upload.message(4), "t/ 0/3 files, a");

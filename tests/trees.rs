@@ -802,3 +802,120 @@ fn a_cut_tree_is_resumed_with_what_the_inbox_holds_on_every_runtime() {
         );
     }
 }
+
+/// A folder of `small` files of 1 to 4 KiB in two folders with a file of
+/// `big` bytes between them; returns its path and its files' total size.
+fn album(dir: &Path, small: usize, big: usize) -> (std::path::PathBuf, u64) {
+    let root = dir.join("album");
+    let mut total = 0;
+    for (folder, seed) in [("a", 0), ("z", 1_000_000)] {
+        fs::create_dir_all(root.join(folder)).unwrap();
+        for n in 0..small / 2 {
+            let data = contents(1024 + (n * 37) % 3072, seed + n as u64);
+            total += data.len() as u64;
+            fs::write(root.join(format!("{folder}/{n:04}.txt")), data).unwrap();
+        }
+    }
+    let data = contents(big, 99);
+    total += data.len() as u64;
+    fs::write(root.join("m.bin"), data).unwrap();
+    (root, total)
+}
+
+#[test]
+fn a_killed_sender_resumes_its_folder_sending_only_what_is_missing_on_every_runtime() {
+    use common::{wait_until, Proc, Proxy, ProxyMode};
+    use std::sync::atomic::Ordering;
+    let source = tempfile::tempdir().unwrap();
+    let (root, total) = album(source.path(), 600, 6 << 20);
+    let root_arg = root.to_str().unwrap();
+    let expected = walk(&root);
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        // Slow enough to be killed part way (about 8 MB/s).
+        let proxy = Proxy::start(
+            server.addr,
+            ProxyMode {
+                chunk: Some(16 * 1024),
+                pause: Duration::from_millis(2),
+                ..ProxyMode::default()
+            },
+        );
+        let addr = proxy.addr();
+        let args = ["send", "--runtime", runtime, &addr, root_arg];
+        // Killed at three points: among the first small files, inside the
+        // big one, among the last small files.
+        let mut staged_at_kill = 0;
+        for (n, fraction) in [0.2, 0.5, 0.8].into_iter().enumerate() {
+            let mut sender = Proc::spawn(&args);
+            if n > 0 {
+                server.expect(&["resumes \"album/\""]);
+            }
+            staged_at_kill = wait_until("the folder to arrive part way", || {
+                let staged = staged_tree_bytes(inbox.path());
+                (staged as f64 >= total as f64 * fraction).then_some(staged)
+            });
+            sender.kill9();
+            assert!(
+                !inbox.path().join("album").exists(),
+                "{runtime}: the folder appeared before it was whole"
+            );
+        }
+        // Run to the end: only what the inbox lacks crosses.
+        let carried_before = proxy.carried.load(Ordering::SeqCst);
+        let (ok, _, err) = common::run(&args, &[]);
+        assert!(ok, "{runtime}: {err}");
+        server.expect(&["resumes \"album/\""]);
+        server.expect(&["saved", "album"]);
+        let carried = proxy.carried.load(Ordering::SeqCst) - carried_before;
+        // The manifest, the frames' heads (about 40 bytes a file and 13 a
+        // chunk of data) and the handshake.
+        let overhead = tree_overhead(&root) + 64 * 1024;
+        assert!(
+            carried <= total - staged_at_kill + overhead,
+            "{runtime}: {carried} bytes crossed for {} missing; overhead {overhead}\n{}",
+            total - staged_at_kill,
+            String::from_utf8_lossy(&server.output())
+        );
+        assert_eq!(walk(&inbox.path().join("album")), expected, "{runtime}");
+        assert_eq!(
+            staged_tree_bytes(inbox.path()),
+            0,
+            "{runtime}: nothing staged"
+        );
+    }
+}
+
+/// Bytes of a tree's frames that are not file data, for one run of
+/// `ferry send`: its manifest twice (an offer told `TRY_AGAIN` while the
+/// server has not yet seen the killed sender's connection end is made
+/// again), a `TREE_FILE` and a `TREE_FILE_DONE` per file, a `DATA` head per
+/// chunk of at most 16 KiB.
+fn tree_overhead(root: &Path) -> u64 {
+    let (manifest, files) = manifest_of(root);
+    let size = |frame: Frame| {
+        let mut out = BytesMut::new();
+        frame.encode(&mut out).unwrap();
+        out.len() as u64
+    };
+    let per_file = size(Frame::TreeFile {
+        id: 0,
+        index: 0,
+        offset: 0,
+    }) + size(Frame::TreeFileDone {
+        id: 0,
+        index: 0,
+        hash: [0; 32],
+    });
+    let per_chunk = size(Frame::Data {
+        id: 0,
+        offset: 0,
+        data: Bytes::new(),
+    });
+    let chunks: u64 = files
+        .iter()
+        .map(|(_, data)| data.len().div_ceil(16 * 1024).max(1) as u64)
+        .sum();
+    2 * manifest.encode().len() as u64 + files.len() as u64 * per_file + chunks * per_chunk
+}

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -650,6 +650,8 @@ pub struct Proxy {
     stop: Arc<AtomicBool>,
     /// Bytes flipped so far.
     pub flipped: Arc<AtomicBool>,
+    /// Bytes carried from clients to the server so far.
+    pub carried: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -658,7 +660,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let flipped = Arc::new(AtomicBool::new(false));
-        let (stop2, flipped2) = (stop.clone(), flipped.clone());
+        let carried = Arc::new(AtomicU64::new(0));
+        let (stop2, flipped2, carried2) = (stop.clone(), flipped.clone(), carried.clone());
         thread::spawn(move || {
             for client in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -672,7 +675,8 @@ impl Proxy {
                 let _ = server.set_nodelay(true);
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let flipped = flipped2.clone();
-                thread::spawn(move || pump(client, server, mode, Some(flipped)));
+                let carried = carried2.clone();
+                thread::spawn(move || pump(client, server, mode, Some((flipped, carried))));
                 thread::spawn(move || pump(s2, c2, mode, None));
             }
         });
@@ -680,6 +684,7 @@ impl Proxy {
             addr,
             stop,
             flipped,
+            carried,
         }
     }
 
@@ -698,7 +703,15 @@ impl Drop for Proxy {
 
 /// Copies `from` into `to`, shaping and maybe corrupting the bytes, until
 /// either side ends; then ends both.
-fn pump(mut from: TcpStream, mut to: TcpStream, mode: ProxyMode, flip: Option<Arc<AtomicBool>>) {
+/// `client_to_server` holds the flag of a flipped byte and the count of
+/// bytes carried, for that direction.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mode: ProxyMode,
+    client_to_server: Option<(Arc<AtomicBool>, Arc<AtomicU64>)>,
+) {
+    let (flip, carried) = client_to_server.unzip();
     let mut buf = vec![0u8; mode.chunk.unwrap_or(64 * 1024)];
     let mut scanner = flip
         .as_ref()
@@ -716,6 +729,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: ProxyMode, flip: Option<Ar
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
+        }
+        if let Some(carried) = &carried {
+            carried.fetch_add(n as u64, Ordering::SeqCst);
         }
         if mode.chunk.is_some() {
             thread::sleep(mode.pause);

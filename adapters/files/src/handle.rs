@@ -166,6 +166,10 @@ pub enum ClientCommand {
         tree: Box<crate::WalkedTree>,
         /// Recipient, empty for the inbox.
         to: String,
+        /// The key the receiver handed out for an earlier attempt at the
+        /// same folder ([`Report::ResumeKey`](crate::Report::ResumeKey)),
+        /// to send only what it does not hold yet.
+        resume: Option<ferry_core::ResumeKey>,
     },
     /// Accept an offer reported as [`Report::Asking`] (resuming any
     /// partial file of it in the inbox).

@@ -310,13 +310,29 @@ pub enum Report {
     },
     /// The receiver of our offer handed us the key that resumes it if it
     /// is cut (before [`Report::Accepted`]): keep it, durably, to offer
-    /// the same file again with [`ClientCommand::ResumeFile`](crate::ClientCommand::ResumeFile);
-    /// forget it once the transfer has ended other than cancelled.
+    /// the same file again with [`ClientCommand::ResumeFile`](crate::ClientCommand::ResumeFile)
+    /// (a folder with [`ClientCommand::SendTree`](crate::ClientCommand::SendTree)'s
+    /// `resume`); forget it once the transfer has ended other than
+    /// cancelled.
     ResumeKey {
         /// Our offer.
         id: TransferId,
         /// The secret.
         key: ResumeKey,
+    },
+    /// Sending a resumed folder: the receiver already holds the first
+    /// `bytes` bytes of the file at `path` in it (all of them if that is
+    /// its size: it is not sent again), as the hash of our own bytes
+    /// showed.
+    TreeFileHeld {
+        /// Our offer.
+        id: TransferId,
+        /// The file, relative to the folder.
+        path: String,
+        /// Bytes of it held.
+        bytes: u64,
+        /// Its size.
+        size: u64,
     },
     /// Our offer was accepted; data flows from `offset`.
     Accepted {
@@ -427,7 +443,9 @@ struct Receiver {
 /// A tree being sent: where its files are, and the one open now.
 #[derive(Debug)]
 struct TreeSource {
-    files: HashMap<u32, (PathBuf, u64)>,
+    /// Each file by index: where it is, its size, and its path in the
+    /// tree (for reports).
+    files: HashMap<u32, (PathBuf, u64, String)>,
     /// The file read last (files are read in order, each to its end).
     open: Option<(u32, std::fs::File)>,
 }
@@ -438,7 +456,7 @@ impl TreeSource {
     /// error naming it.
     fn read(&mut self, index: u32, offset: u64, len: u32) -> io::Result<Bytes> {
         use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        let (path, size) = self
+        let (path, size, _) = self
             .files
             .get(&index)
             .ok_or_else(|| io::Error::other(format!("no file {index} in this folder")))?;
@@ -675,6 +693,15 @@ impl FileTransfers {
                 None
             }
             TransferEvent::ResumeKey { id, key } => Some(Report::ResumeKey { id, key }),
+            TransferEvent::TreeFileHeld { id, index, offset } => {
+                let (_, size, path) = self.tree_sources.get(&id)?.files.get(&index)?;
+                Some(Report::TreeFileHeld {
+                    id,
+                    path: path.clone(),
+                    bytes: offset,
+                    size: *size,
+                })
+            }
             TransferEvent::Accepted { id, offset, .. } => Some(Report::Accepted { id, offset }),
             TransferEvent::NeedChunk { id, offset, len } => {
                 if let Some(rx) = self.receiving.get(&id) {
@@ -1115,16 +1142,22 @@ pub fn run_command(
         ClientCommand::AnnounceFeatures(bits) => conn
             .announce_features(now, bits)
             .map_err(|e| e.to_string())?,
-        ClientCommand::SendTree { tree, to } => {
-            let id = conn
-                .offer_tree(now, &tree.name, &tree.manifest, &to)
-                .map_err(|e| format!("cannot send the folder {}: {e}", tree.name))?;
-            let sizes: Vec<u64> = tree.manifest.entries().iter().map(|e| e.size()).collect();
+        ClientCommand::SendTree { tree, to, resume } => {
+            let offered = match resume {
+                Some(key) => conn.offer_tree_resuming(now, &tree.name, &tree.manifest, &to, key),
+                None => conn.offer_tree(now, &tree.name, &tree.manifest, &to),
+            };
+            let id = offered.map_err(|e| format!("cannot send the folder {}: {e}", tree.name))?;
+            let entries = tree.manifest.entries();
             let source = TreeSource {
                 files: tree
                     .files
                     .iter()
-                    .map(|(index, path)| (*index, (path.clone(), sizes[*index as usize])))
+                    .map(|(index, path)| {
+                        let entry = &entries[*index as usize];
+                        let relative = entry.path.as_str().to_string();
+                        (*index, (path.clone(), entry.size(), relative))
+                    })
                     .collect(),
                 open: None,
             };
