@@ -20,8 +20,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 const RUNTIMES: [&str; 4] = ["mio", "smol", "std", "tokio"];
 
-/// Small files in the tree, spread over folders.
+/// Small files in the tree a raw peer sends within one window, spread over
+/// folders.
 const SMALL_FILES: usize = 3000;
+
+/// Small files, and the bytes of the one large file, in the tree `ferry
+/// send` sends (issue 18: "10,000 small files, a 64 MiB file").
+const SEND_SMALL_FILES: usize = 10_000;
+const SEND_BIG_FILE: usize = 64 << 20;
 
 /// What a walk of a tree sees of one entry: kind, size, BLAKE3, whether
 /// the owner may execute it, mtime (seconds, nanoseconds).
@@ -65,8 +71,9 @@ fn set_mtime(path: &Path, secs: u64, nanos: u32) {
     File::open(path).unwrap().set_modified(at).unwrap();
 }
 
-/// Builds the source tree; returns its folder.
-fn make_source(dir: &Path) -> std::path::PathBuf {
+/// Builds the source tree with `small` small files (and, if `big` is not
+/// 0, a file of `big` bytes); returns its folder.
+fn make_source(dir: &Path, small: usize, big: usize) -> std::path::PathBuf {
     let root = dir.join("projekt");
     fs::create_dir_all(root.join("src/deep/deeper")).unwrap();
     fs::create_dir_all(root.join("empty/also empty")).unwrap();
@@ -76,7 +83,10 @@ fn make_source(dir: &Path) -> std::path::PathBuf {
     fs::write(root.join("fotos ☕ été/小さい.txt"), "unicode\n").unwrap();
     fs::write(root.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
     fs::set_permissions(root.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-    for n in 0..SMALL_FILES {
+    if big > 0 {
+        fs::write(root.join("src/big.bin"), contents(big, 64)).unwrap();
+    }
+    for n in 0..small {
         let folder = root.join(format!("many/{:02}", n % 20));
         fs::create_dir_all(&folder).unwrap();
         fs::write(
@@ -230,7 +240,7 @@ fn answer(raw: &mut Raw, id: u32) -> Result<u32, Code> {
 #[test]
 fn a_tree_arrives_identical_in_the_inbox_on_every_runtime() {
     let source_dir = tempfile::tempdir().unwrap();
-    let root = make_source(source_dir.path());
+    let root = make_source(source_dir.path(), SMALL_FILES, 0);
     let (manifest, files) = manifest_of(&root);
     let bytes = manifest.encode();
     let expected = walk(&root);
@@ -517,19 +527,23 @@ fn manifests_share_a_server_wide_budget_until_their_trees_end() {
 fn ferry_send_dir_puts_the_tree_in_the_inbox_on_every_runtime() {
     // `ferry send ADDR DIR`, each runtime as server and as client: the
     // walk, FEATURES asked, the offer, every file without a round trip
-    // each, VERIFIED; the tree compared by a walk of both.
+    // each, VERIFIED; the tree (10,000 small files, 64 MiB in one) compared
+    // by a walk of both.
     let source_dir = tempfile::tempdir().unwrap();
-    let root = make_source(source_dir.path());
+    let root = make_source(source_dir.path(), SEND_SMALL_FILES, SEND_BIG_FILE);
     let expected = walk(&root);
+    assert!(expected.len() > SEND_SMALL_FILES);
     // Not sent, each said in one line.
     std::os::unix::fs::symlink("/etc/passwd", root.join("a link")).unwrap();
     let root_arg = root.to_str().unwrap();
-    for runtime in RUNTIMES {
+    for (n, runtime) in RUNTIMES.iter().enumerate() {
         let inbox = tempfile::tempdir().unwrap();
         let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
         let addr = server.addr();
-        // The same runtime drives the sender.
-        let args = common::client_args(&["send", "--runtime", runtime, &addr, root_arg]);
+        // Another runtime drives the sender: each is server once and
+        // client once.
+        let sender = RUNTIMES[(n + 1) % RUNTIMES.len()];
+        let args = common::client_args(&["send", "--runtime", sender, &addr, root_arg]);
         let (ok, _, err) = common::run(&args, &[]);
         assert!(ok, "{runtime}: {err}");
         assert!(
