@@ -933,3 +933,51 @@ fn tree_overhead(root: &Path) -> u64 {
         .sum();
     2 * manifest.encode().len() as u64 + files.len() as u64 * per_file + chunks * per_chunk
 }
+
+#[test]
+fn a_killed_server_resumes_a_folder_on_the_same_inbox_on_every_runtime() {
+    use common::{wait_until, Proc, Proxy, ProxyMode};
+    let source = tempfile::tempdir().unwrap();
+    let (root, total) = album(source.path(), 200, 4 << 20);
+    let root_arg = root.to_str().unwrap();
+    let expected = walk(&root);
+    for (n, runtime) in RUNTIMES.iter().enumerate() {
+        let inbox = tempfile::tempdir().unwrap();
+        let mut server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let proxy = Proxy::start(
+            server.addr,
+            ProxyMode {
+                chunk: Some(16 * 1024),
+                pause: Duration::from_millis(2),
+                ..ProxyMode::default()
+            },
+        );
+        let addr = proxy.addr();
+        let args = ["send", &addr, root_arg];
+        let sender = Proc::spawn(&args);
+        wait_until("the folder to arrive half way", || {
+            (staged_tree_bytes(inbox.path()) >= total / 2).then_some(())
+        });
+        server.kill9();
+        let (ok, _, err) = sender.finish();
+        assert!(!ok, "{runtime}: the sender saw the server go");
+        assert!(err.starts_with("ferry: "), "{runtime}: {err}");
+        assert!(!inbox.path().join("album").exists());
+
+        // Another runtime, on the same address and inbox, finds the staged
+        // folder; the same command resumes it.
+        let listen = server.addr();
+        let restarted = RUNTIMES[(n + 1) % RUNTIMES.len()];
+        let mut server = Serve::start(inbox.path(), &["--runtime", restarted, "--listen", &listen]);
+        let (ok, _, err) = common::run(&args, &[]);
+        assert!(ok, "{runtime} then {restarted}: {err}");
+        let resumes = server.expect(&["resumes \"album/\""]);
+        assert!(!resumes.ends_with(" at 0 B"), "{resumes}");
+        assert_eq!(walk(&inbox.path().join("album")), expected, "{runtime}");
+        assert_eq!(
+            staged_tree_bytes(inbox.path()),
+            0,
+            "{runtime}: nothing staged"
+        );
+    }
+}
