@@ -6,9 +6,6 @@ use crate::transfers::{FileTransfers, HubClient, OfferPolicy, Report};
 use ferry_core::cluster::{BusInput, BusRequest};
 use ferry_core::{ClientId, ClientMap, Code, Hub, HubEvent, Text};
 
-use ferry_core::frame::TransferId;
-use ferry_core::transfer::TransferEvent;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -104,12 +101,6 @@ pub struct HubFiles {
     inbox: Option<Inbox>,
     clients: ClientMap<FileTransfers>,
     disk: DiskQueue,
-    /// Manifests of offered trees not yet ended, by client and transfer:
-    /// the bytes reserved for each against the hub's
-    /// `max_manifest_memory`.
-    manifests: HashMap<(ClientId, TransferId), u64>,
-    /// Their sum.
-    manifest_bytes: u64,
 }
 
 impl HubFiles {
@@ -121,8 +112,6 @@ impl HubFiles {
             inbox,
             clients: ClientMap::default(),
             disk: DiskQueue::new(wake),
-            manifests: HashMap::new(),
-            manifest_bytes: 0,
         }
     }
 
@@ -180,9 +169,6 @@ impl HubFiles {
                 client, name, code, ..
             } => Some(ServerNotice::Left { client, name, code }),
             HubEvent::Transfer { client, event } => {
-                if let Some(notice) = self.price_manifest(hub, now, client, &event) {
-                    return Some(notice);
-                }
                 let quota = hub.config().inbox_quota;
                 let inbox = self.inbox.clone().map(|inbox| inbox.quota(quota));
                 let disk = self.disk.clone();
@@ -207,15 +193,6 @@ impl HubFiles {
                 ..
             } => {
                 self.clients.remove(&client);
-                let gone: Vec<_> = self
-                    .manifests
-                    .keys()
-                    .filter(|(c, _)| *c == client)
-                    .copied()
-                    .collect();
-                for key in gone {
-                    self.release_manifest(key);
-                }
                 Some(ServerNotice::Disconnected {
                     client,
                     code,
@@ -235,72 +212,6 @@ impl HubFiles {
                 ban,
             }),
             _ => None,
-        }
-    }
-}
-
-impl HubFiles {
-    /// Bytes of tree manifests reserved now, all clients together.
-    pub fn manifest_bytes_reserved(&self) -> u64 {
-        self.manifest_bytes
-    }
-
-    /// Reserves what a tree's manifest can make the server hold, while it
-    /// arrives and decoded afterwards
-    /// ([`decoded_bytes_bound`](ferry_core::tree::decoded_bytes_bound) of
-    /// its announced length: the tree's writer keeps the decoded manifest
-    /// until the tree ends), or refuses the tree (`TOO_MANY_TRANSFERS`)
-    /// when the hub's `max_manifest_memory` has no room for it; releases
-    /// the reservation when the tree ends. `Some`: the event was answered
-    /// here.
-    fn price_manifest(
-        &mut self,
-        hub: &mut Hub,
-        now: Instant,
-        client: ClientId,
-        event: &TransferEvent,
-    ) -> Option<ServerNotice> {
-        match event {
-            TransferEvent::TreeOffered {
-                id,
-                name,
-                total_size,
-                manifest_len,
-                peer,
-                ..
-            } => {
-                let limits = hub.config().connection.trees.unwrap_or_default();
-                let len =
-                    ferry_core::tree::decoded_bytes_bound(*manifest_len as usize, &limits) as u64;
-                let max = hub.config().max_manifest_memory;
-                if self.manifest_bytes + len > max {
-                    let reason =
-                        "the server holds all the folder manifests it can: try again later";
-                    let _ = hub.reject(client, now, *id, Code::TOO_MANY_TRANSFERS, reason);
-                    let report = crate::Report::Offered {
-                        id: *id,
-                        name: Text::from(format!("{name}/")),
-                        size: *total_size,
-                        peer: peer.clone(),
-                        accepted: None,
-                    };
-                    return Some(ServerNotice::File { client, report });
-                }
-                self.manifest_bytes += len;
-                self.manifests.insert((client, *id), len);
-                None
-            }
-            TransferEvent::Ended { id, .. } => {
-                self.release_manifest((client, *id));
-                None
-            }
-            _ => None,
-        }
-    }
-
-    fn release_manifest(&mut self, key: (ClientId, TransferId)) {
-        if let Some(len) = self.manifests.remove(&key) {
-            self.manifest_bytes -= len;
         }
     }
 }

@@ -172,6 +172,9 @@ struct Client {
     touched: bool,
     /// Queued in `Hub::writable`.
     writable: bool,
+    /// Its trees offered and not ended, each with what its manifest may
+    /// make the server hold (counted in `Hub::manifest_reserved`).
+    manifests: Vec<(TransferId, u64)>,
 }
 
 /// A client's connection: the ferry protocol, or a raw-text guest.
@@ -422,6 +425,10 @@ pub struct Hub {
     /// Bytes of file data the relays under way may hold at once: a window
     /// each (see [`HubConfig::max_relay_memory`]).
     relay_reserved: u64,
+    /// What the manifests of trees offered and not ended may make the
+    /// server hold, all clients together (see
+    /// [`HubConfig::max_manifest_memory`]).
+    manifest_reserved: u64,
     events: VecDeque<HubEvent>,
     /// Clients whose connection produced events not yet processed, each
     /// once (see `Client::dirty`).
@@ -481,6 +488,7 @@ impl Hub {
             relays: HashMap::new(),
             relay_keys: HashMap::new(),
             relay_reserved: 0,
+            manifest_reserved: 0,
             events: VecDeque::new(),
             dirty: VecDeque::new(),
             touched: Vec::new(),
@@ -669,6 +677,7 @@ impl Hub {
                 dirty: false,
                 touched: false,
                 writable: false,
+                manifests: Vec::new(),
             },
         );
         self.touch(id);
@@ -1152,6 +1161,10 @@ impl Hub {
     /// A ferry client's or a guest's connection closed: it leaves its room
     /// and stops counting against the limits; the adapter is told.
     fn on_closed(&mut self, id: ClientId, now: Instant, code: Code, reason: String, by_peer: bool) {
+        if let Some(client) = self.clients.get_mut(&id) {
+            let held: u64 = client.manifests.drain(..).map(|(_, len)| len).sum();
+            self.manifest_reserved = self.manifest_reserved.saturating_sub(held);
+        }
         self.leave(id, now, code);
         self.uncount(id, now);
         self.events.push_back(HubEvent::Closed {
@@ -1625,6 +1638,43 @@ impl Hub {
         false
     }
 
+    /// Reserves, until tree `tid` of `id` ends, the most its manifest of
+    /// `manifest_len` bytes can make the server hold, while it arrives and
+    /// decoded afterwards
+    /// ([`decoded_bytes_bound`](crate::tree::decoded_bytes_bound): the
+    /// receiver keeps the decoded manifest until the tree ends); `false`
+    /// when [`HubConfig::max_manifest_memory`] has no room for it.
+    fn reserve_manifest(&mut self, id: ClientId, tid: TransferId, manifest_len: u32) -> bool {
+        let limits = self.config.connection.trees.unwrap_or_default();
+        let len = crate::tree::decoded_bytes_bound(manifest_len as usize, &limits) as u64;
+        if self.manifest_reserved + len > self.config.max_manifest_memory {
+            return false;
+        }
+        let Some(client) = self.clients.get_mut(&id) else {
+            return false;
+        };
+        client.manifests.push((tid, len));
+        self.manifest_reserved += len;
+        true
+    }
+
+    /// Tree `tid` of `id` ended: what its manifest reserved is free.
+    fn release_manifest(&mut self, id: ClientId, tid: TransferId) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if let Some(at) = client.manifests.iter().position(|&(t, _)| t == tid) {
+            let (_, len) = client.manifests.swap_remove(at);
+            self.manifest_reserved = self.manifest_reserved.saturating_sub(len);
+        }
+    }
+
+    /// Bytes of tree manifests reserved now, all clients together (see
+    /// [`HubConfig::max_manifest_memory`]).
+    pub fn manifest_bytes_reserved(&self) -> u64 {
+        self.manifest_reserved
+    }
+
     /// Spends what checking a tree manifest of `manifest_len` bytes can
     /// cost ([`entries_bound`](crate::tree::entries_bound)) from the
     /// client's source: the manifest's parts are not priced one by one.
@@ -1903,6 +1953,27 @@ impl Hub {
                 );
                 return;
             }
+        }
+        if let TransferEvent::TreeOffered {
+            id: tid,
+            manifest_len,
+            ..
+        } = &event
+        {
+            if !self.reserve_manifest(id, *tid, *manifest_len) {
+                let reason = "the server holds all the folder manifests it can: try again later";
+                let tid = *tid;
+                self.relay_call(
+                    id,
+                    now,
+                    |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, reason),
+                    tid,
+                );
+                return;
+            }
+        }
+        if let TransferEvent::Ended { id: tid, .. } = &event {
+            self.release_manifest(id, *tid);
         }
         match event {
             TransferEvent::Offered {
