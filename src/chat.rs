@@ -7,7 +7,9 @@ use crate::display::{bytes, earlier, log, safe};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
 use crate::tls::{connect_error, ServerAddr};
+use ferry_core::frame::features;
 use ferry_core::frame::TransferId;
+use ferry_core::tree::TreeLimits;
 use ferry_core::{ClientConfig, Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Inbox, Report};
 use ferry_tls::ClientTls;
@@ -30,6 +32,16 @@ pub fn chat(
     inbox: Option<Inbox>,
     tls: Option<ClientTls>,
 ) -> Result<(), String> {
+    // Folders are taken into a folder that takes files without asking
+    // (asking about a whole folder is not built): the server is told so
+    // once welcomed, and then relays folders members send us.
+    let takes_trees = inbox
+        .as_ref()
+        .is_some_and(|inbox| inbox.answer_within().is_none());
+    let mut config = config;
+    if takes_trees {
+        config.connection = config.connection.trees(Some(TreeLimits::default()));
+    }
     let client = runtime
         .spawn_client(server.addr, config, inbox, Duration::from_secs(10), tls)
         .map_err(|e| connect_error(server, &e))?;
@@ -96,6 +108,9 @@ pub fn chat(
                     } else {
                         format!("connection closed: {code} ({})", safe(reason))
                     });
+                }
+                if takes_trees && matches!(notice, ClientNotice::Event(Event::Welcomed { .. })) {
+                    client.send(ClientCommand::AnnounceFeatures(features::TREES));
                 }
                 if !greeted && matches!(notice, ClientNotice::Event(Event::Members { .. })) {
                     greeted = true;

@@ -111,6 +111,20 @@ pub enum TransferEvent {
         /// Bytes of it the receiver holds.
         offset: u64,
     },
+    /// A file of a tree being received starts (`TREE_FILE`): its bytes
+    /// follow from `offset` (0, or the length listed as held on a resume;
+    /// at its size, the file is held whole and only
+    /// [`TreeFileDone`](TransferEvent::TreeFileDone) follows). Writers
+    /// that take the offset from each [`TreeChunk`](TransferEvent::TreeChunk)
+    /// can ignore it.
+    TreeFileStarted {
+        /// The transfer.
+        id: TransferId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Where its bytes start.
+        offset: u64,
+    },
     /// The peer offers a tree (a folder sent whole) to this side: its top
     /// name passed the file-name check, its manifest's announced length and
     /// `total_size` the connection's [`TreeLimits`](crate::tree::TreeLimits).

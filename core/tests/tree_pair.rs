@@ -139,7 +139,8 @@ fn send_tree(step: usize) {
                     assert_eq!(hash, *blake3::hash(&manifest.encode()).as_bytes());
                     server.finish_receive(now, id, Ok(())).unwrap();
                 }
-                Event::Transfer(TransferEvent::Ended { .. }) => {}
+                Event::Transfer(TransferEvent::Ended { .. })
+                | Event::Transfer(TransferEvent::TreeFileStarted { .. }) => {}
                 other => panic!("server: unexpected {other:?}"),
             }
         }
@@ -406,7 +407,8 @@ fn resume_attempt(
                 Event::Transfer(TransferEvent::Received { id, .. }) => {
                     server.finish_receive(now, id, Ok(())).unwrap();
                 }
-                Event::Transfer(TransferEvent::Ended { .. }) => {}
+                Event::Transfer(TransferEvent::Ended { .. })
+                | Event::Transfer(TransferEvent::TreeFileStarted { .. }) => {}
                 other => panic!("server: unexpected {other:?}"),
             }
         }

@@ -8,7 +8,7 @@
 //! earlier attempt ([`Connection::accept_tree_resumable`]), and each file
 //! listed may then start at the offset held instead of 0.
 
-use super::{Connection, Role, Transfer};
+use super::{Connection, Transfer};
 use crate::code::Code;
 use crate::error::{Error, Misuse, Violation};
 use crate::filename::check_file_name;
@@ -110,7 +110,7 @@ fn unexpected(frame: &'static str, state: &'static str) -> Error {
 
 impl Connection {
     /// Whether `id` names a tree this side receives.
-    pub(super) fn is_incoming_tree(&self, id: TransferId) -> bool {
+    pub(crate) fn is_incoming_tree(&self, id: TransferId) -> bool {
         matches!(self.transfers.get(&id), Some(Transfer::Tree(_)))
     }
 
@@ -141,12 +141,7 @@ impl Connection {
         self.highest_peer_id = Some(id);
         let decoder = ManifestDecoder::new(manifest_len as usize, &limits);
         let refusal =
-            if self.role == Role::Server && !peer.is_empty() {
-                Some((
-                    Code::FILE_REJECTED,
-                    format!("this server does not pass folders on to {peer}: send it to the inbox"),
-                ))
-            } else if let Err(e) = check_file_name(&name) {
+            if let Err(e) = check_file_name(&name) {
                 Some((Code::BAD_FILE_NAME, e.to_string()))
             } else if (manifest_len as usize) < MANIFEST_HEADER_LEN {
                 Some((
@@ -360,6 +355,11 @@ impl Connection {
                 // Checked just above: `index` is a file.
                 let size = files.sizes[index].unwrap_or(0);
                 files.current = Some((index, *offset, size));
+                self.emit(TransferEvent::TreeFileStarted {
+                    id,
+                    index: index as u32,
+                    offset: *offset,
+                });
                 Ok(true)
             }
             Frame::Data { offset, data, .. } => {
@@ -470,7 +470,21 @@ impl Connection {
     /// [`TransferEvent::TreeChunk`] and [`TransferEvent::TreeFileDone`],
     /// and the whole as [`TransferEvent::Received`].
     pub fn accept_tree(&mut self, now: Instant, id: TransferId) -> Result<(), Misuse> {
-        self.accept_tree_with(now, id, None, &[])
+        self.accept_tree_with(now, id, None, &[], None)
+    }
+
+    /// Hub: accepts a tree on behalf of the recipient it is relayed to,
+    /// with that recipient's window (if smaller than this side's), key and
+    /// records.
+    pub(crate) fn accept_tree_relayed(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        window: u32,
+        key: Option<ResumeKey>,
+        held: &[HeldFile],
+    ) -> Result<(), Misuse> {
+        self.accept_tree_with(now, id, key, held, Some(window))
     }
 
     /// Like [`accept_tree`](Self::accept_tree), and issues `key` (from a
@@ -492,7 +506,7 @@ impl Connection {
         key: ResumeKey,
         held: &[HeldFile],
     ) -> Result<(), Misuse> {
-        self.accept_tree_with(now, id, Some(key), held)
+        self.accept_tree_with(now, id, Some(key), held, None)
     }
 
     fn accept_tree_with(
@@ -501,6 +515,7 @@ impl Connection {
         id: TransferId,
         key: Option<ResumeKey>,
         held: &[HeldFile],
+        window: Option<u32>,
     ) -> Result<(), Misuse> {
         self.ensure_open()?;
         let max_frame = self.settings.max_frame as usize;
@@ -526,6 +541,9 @@ impl Connection {
             }
         }
         files.held = held.iter().map(|r| (r.index, r.offset)).collect();
+        if let Some(window) = window {
+            files.window = files.window.min(window).max(1);
+        }
         let window = files.window;
         let TreeIn::Ready(files) = std::mem::replace(&mut tree.state, TreeIn::Ended) else {
             unreachable!("matched just above");

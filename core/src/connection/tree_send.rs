@@ -33,6 +33,10 @@ pub(crate) struct OutgoingTree {
     resuming: bool,
     /// `TREE_HELD` records so far, in increasing index order.
     held: Vec<HeldFile>,
+    /// Relayed by a hub: its frames come from another connection's tree
+    /// ([`Connection::relay_tree_frame`]), not from the application, and
+    /// what the receiver holds is passed back to that sender unchecked.
+    relay: bool,
     state: TreeOut,
 }
 
@@ -40,6 +44,78 @@ impl OutgoingTree {
     /// Offered and not answered yet.
     pub(super) fn is_offered(&self) -> bool {
         matches!(self.state, TreeOut::Offered)
+    }
+}
+
+/// One frame of a relayed tree's sender, to pass on to its recipient
+/// ([`Connection::relay_tree_frame`]).
+#[derive(Debug)]
+pub(crate) enum RelayedTreeFrame {
+    /// `TREE_FILE`.
+    File { index: u32, offset: u64 },
+    /// `DATA` of the current file.
+    Data { offset: u64, data: Bytes },
+    /// `TREE_FILE_DONE`.
+    FileDone { index: u32, hash: Hash },
+    /// `DONE`.
+    Done { hash: Hash },
+}
+
+impl Connection {
+    /// Hub: what the recipient of relayed tree `id` said it holds
+    /// (`TREE_HELD`), taken once it accepted, to pass to the sender.
+    pub(crate) fn take_relayed_held(&mut self, id: TransferId) -> Vec<HeldFile> {
+        match self.transfers.get_mut(&id) {
+            Some(Transfer::OutTree(tree)) if tree.relay => match &mut tree.state {
+                TreeOut::Sending(s) => std::mem::take(&mut s.held).into(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Hub: passes one frame of a relayed tree's sender on to this
+    /// recipient. The sender's side checked it (order, sizes, window); the
+    /// window here is the same or larger, so it fits.
+    pub(crate) fn relay_tree_frame(
+        &mut self,
+        now: Instant,
+        id: TransferId,
+        frame: RelayedTreeFrame,
+    ) -> Result<(), Misuse> {
+        let Some(Transfer::OutTree(tree)) = self.transfers.get_mut(&id) else {
+            return Err(Misuse::NoSuchTransfer(id));
+        };
+        let TreeOut::Sending(s) = &mut tree.state else {
+            return Err(Misuse::NoSuchTransfer(id));
+        };
+        if !tree.relay {
+            return Err(Misuse::NoSuchTransfer(id));
+        }
+        match frame {
+            RelayedTreeFrame::File { index, offset } => {
+                self.outbox
+                    .push_after_data(id, &Frame::TreeFile { id, index, offset });
+            }
+            RelayedTreeFrame::Data { offset, data } => {
+                s.supplied += data.len() as u64;
+                self.outbox.push_data(id, offset, data);
+            }
+            RelayedTreeFrame::FileDone { index, hash } => {
+                self.outbox
+                    .push_after_data(id, &Frame::TreeFileDone { id, index, hash });
+            }
+            RelayedTreeFrame::Done { hash } => {
+                let credited = s.credited;
+                tree.state = TreeOut::DoneSent {
+                    credited,
+                    skipped: 0,
+                };
+                self.outbox.push_after_data(id, &Frame::Done { id, hash });
+            }
+        }
+        self.last_send = now;
+        Ok(())
     }
 }
 
@@ -122,7 +198,21 @@ impl Connection {
         manifest: &Manifest,
         to: &str,
     ) -> Result<TransferId, Misuse> {
-        self.offer_tree_with(now, name, manifest, to, None)
+        self.offer_tree_with(now, name, manifest, to, None, false)
+    }
+
+    /// Hub: offers a tree another client sends to this one (`from` names
+    /// it), passing on the key that client presented, if any; its frames
+    /// are then pushed with [`relay_tree_frame`](Self::relay_tree_frame).
+    pub(crate) fn offer_tree_relayed(
+        &mut self,
+        now: Instant,
+        name: &str,
+        manifest: &Manifest,
+        from: &str,
+        resume: Option<ResumeKey>,
+    ) -> Result<TransferId, Misuse> {
+        self.offer_tree_with(now, name, manifest, from, resume, true)
     }
 
     /// Like [`offer_tree`](Self::offer_tree), to continue a tree whose
@@ -142,7 +232,7 @@ impl Connection {
         to: &str,
         key: ResumeKey,
     ) -> Result<TransferId, Misuse> {
-        self.offer_tree_with(now, name, manifest, to, Some(key))
+        self.offer_tree_with(now, name, manifest, to, Some(key), false)
     }
 
     fn offer_tree_with(
@@ -152,6 +242,7 @@ impl Connection {
         manifest: &Manifest,
         to: &str,
         resume: Option<ResumeKey>,
+        relay: bool,
     ) -> Result<TransferId, Misuse> {
         self.ensure_open()?;
         if self.peer_features & features::TREES == 0 {
@@ -185,6 +276,7 @@ impl Connection {
                 total: manifest.total_size(),
                 resuming: resume.is_some(),
                 held: Vec::new(),
+                relay,
                 state: TreeOut::Offered,
             })),
         );
@@ -430,6 +522,8 @@ impl Connection {
                 .transfers
                 .values()
                 .map(|t| match t {
+                    // A relayed tree's bytes are in the outbox already.
+                    Transfer::OutTree(tree) if tree.relay => 0,
                     Transfer::OutTree(tree) => match &tree.state {
                         TreeOut::Sending(s) => {
                             s.requested - s.supplied
@@ -454,6 +548,10 @@ impl Connection {
             let TreeOut::Sending(s) = &mut tree.state else {
                 continue;
             };
+            if tree.relay {
+                // Its bytes come from the relayed sender.
+                continue;
+            }
             while in_flight < budget {
                 if let Some(check) = &mut s.checking {
                     let left = check.record.offset - check.requested;
@@ -546,7 +644,7 @@ impl Connection {
         let done: Vec<TransferId> = self
             .transfers
             .iter()
-            .filter(|(_, t)| matches!(t, Transfer::OutTree(tree) if matches!(tree.state, TreeOut::Sending(_))))
+            .filter(|(_, t)| matches!(t, Transfer::OutTree(tree) if !tree.relay && matches!(tree.state, TreeOut::Sending(_))))
             .map(|(&id, _)| id)
             .collect();
         for id in done {

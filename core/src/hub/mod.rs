@@ -7,9 +7,10 @@ use crate::bucket::TokenBucket;
 use crate::cluster::replica::Replica;
 use crate::code::Code;
 use crate::config::HubConfig;
+use crate::connection::tree_send::RelayedTreeFrame;
 use crate::connection::{Connection, Event};
 use crate::error::Misuse;
-use crate::frame::{Frame, ResumeKey, TransferId, PREAMBLE};
+use crate::frame::{features, Frame, ResumeKey, TransferId, PREAMBLE};
 use crate::guest::{self, Command, Guest, GuestEvent};
 use crate::history::{self, History, HistoryEntry};
 use crate::names::{check_name, check_name_characters, check_name_scripts, name_key, DEFAULT_ROOM};
@@ -18,6 +19,7 @@ use crate::source::Source;
 use crate::sources::{Sources, Turnaway};
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
+use crate::tree::Manifest;
 use bytes::{Bytes, BytesMut};
 // A plain value type from `core`: the hub only counts connections per
 // address and compares addresses; it never touches a socket.
@@ -196,6 +198,13 @@ impl Link {
         }
     }
 
+    fn ferry_ref(&self) -> Option<&Connection> {
+        match self {
+            Link::Ferry(conn) => Some(conn),
+            Link::Guest(_) => None,
+        }
+    }
+
     fn guest(&mut self) -> Option<&mut Guest> {
         match self {
             Link::Guest(guest) => Some(guest),
@@ -349,6 +358,15 @@ struct Room {
     awaiting_answer: Option<cluster::AwaitingAnswer>,
 }
 
+/// A tree offered to a member, its manifest still arriving.
+#[derive(Debug)]
+struct PendingTree {
+    target: ClientId,
+    name: Text,
+    total_size: u64,
+    resume: Option<ResumeKey>,
+}
+
 /// One end of a relayed transfer.
 type End = (ClientId, TransferId);
 
@@ -422,6 +440,9 @@ pub struct Hub {
     /// Keys a relay recipient issued (`RESUME_KEY`) for offers it has not
     /// answered yet, by its end: passed on to the sender with the `ACCEPT`.
     relay_keys: HashMap<End, ResumeKey>,
+    /// Trees offered to a member whose manifests are still arriving, by
+    /// the sender's end: offered to the member once checked whole.
+    pending_trees: HashMap<End, PendingTree>,
     /// Bytes of file data the relays under way may hold at once: a window
     /// each (see [`HubConfig::max_relay_memory`]).
     relay_reserved: u64,
@@ -487,6 +508,7 @@ impl Hub {
             names: HashMap::new(),
             relays: HashMap::new(),
             relay_keys: HashMap::new(),
+            pending_trees: HashMap::new(),
             relay_reserved: 0,
             manifest_reserved: 0,
             events: VecDeque::new(),
@@ -1974,8 +1996,47 @@ impl Hub {
         }
         if let TransferEvent::Ended { id: tid, .. } = &event {
             self.release_manifest(id, *tid);
+            self.pending_trees.remove(&(id, *tid));
         }
         match event {
+            TransferEvent::TreeOffered {
+                id: tid,
+                name,
+                total_size,
+                peer,
+                resume,
+                ..
+            } if !peer.is_empty() => {
+                self.on_tree_to_member(id, now, tid, name, total_size, peer, resume)
+            }
+            TransferEvent::TreeManifest { id: tid, manifest }
+                if self.pending_trees.contains_key(&(id, tid)) =>
+            {
+                self.relay_tree(id, now, tid, &manifest)
+            }
+            TransferEvent::TreeFileStarted {
+                id: tid,
+                index,
+                offset,
+            } if self.relays.contains_key(&(id, tid)) => {
+                self.pass_tree_frame(id, now, tid, RelayedTreeFrame::File { index, offset })
+            }
+            TransferEvent::TreeChunk {
+                id: tid,
+                offset,
+                data,
+                ..
+            } if self.relays.contains_key(&(id, tid)) => {
+                self.pass_tree_frame(id, now, tid, RelayedTreeFrame::Data { offset, data })
+            }
+            TransferEvent::TreeFileDone {
+                id: tid,
+                index,
+                hash,
+            } if self.relays.contains_key(&(id, tid)) => {
+                self.pass_tree_frame(id, now, tid, RelayedTreeFrame::FileDone { index, hash })
+            }
+            TransferEvent::TreeFileStarted { .. } => {}
             TransferEvent::Offered {
                 id: tid,
                 name,
@@ -1996,6 +2057,26 @@ impl Hub {
                 let window = window.min(self.config.connection.window);
                 let (a, a_tid) = self.relays[&(id, tid)];
                 let key = self.relay_keys.remove(&(id, tid));
+                let a_tree = self
+                    .clients
+                    .get(&a)
+                    .and_then(|c| c.link.ferry_ref())
+                    .is_some_and(|c| c.is_incoming_tree(a_tid));
+                if a_tree {
+                    let held = self
+                        .clients
+                        .get_mut(&id)
+                        .and_then(|c| c.link.ferry())
+                        .map(|c| c.take_relayed_held(tid))
+                        .unwrap_or_default();
+                    self.relay_call(
+                        a,
+                        now,
+                        |c| c.accept_tree_relayed(now, a_tid, window, key, &held),
+                        a_tid,
+                    );
+                    return;
+                }
                 self.relay_call(
                     a,
                     now,
@@ -2022,6 +2103,16 @@ impl Hub {
             } if self.relays.contains_key(&(id, tid)) => {
                 let (a, a_tid) = self.relays[&(id, tid)];
                 self.relay_call(a, now, |c| c.confirm_written(now, a_tid, confirmed), a_tid);
+            }
+            TransferEvent::Received { id: tid, hash }
+                if self.relays.contains_key(&(id, tid))
+                    && self
+                        .clients
+                        .get(&id)
+                        .and_then(|c| c.link.ferry_ref())
+                        .is_some_and(|c| c.is_incoming_tree(tid)) =>
+            {
+                self.pass_tree_frame(id, now, tid, RelayedTreeFrame::Done { hash })
             }
             TransferEvent::Received { id: tid, hash } if self.relays.contains_key(&(id, tid)) => {
                 let (b, b_tid) = self.relays[&(id, tid)];
@@ -2159,6 +2250,151 @@ impl Hub {
                 );
             }
         }
+    }
+
+    /// A tree offered to a member (`peer`): refused at once if it cannot
+    /// be relayed, else held until its manifest is whole and checked
+    /// ([`relay_tree`](Self::relay_tree)).
+    #[allow(clippy::too_many_arguments)]
+    fn on_tree_to_member(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        tid: TransferId,
+        name: Text,
+        total_size: u64,
+        peer: Text,
+        resume: Option<ResumeKey>,
+    ) {
+        match self.tree_recipient(id, &peer) {
+            Ok(target) => {
+                self.pending_trees.insert(
+                    (id, tid),
+                    PendingTree {
+                        target,
+                        name,
+                        total_size,
+                        resume,
+                    },
+                );
+            }
+            Err((code, reason)) => {
+                self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+            }
+        }
+    }
+
+    /// Who in `id`'s room a tree for `peer` goes to, or why it cannot.
+    fn tree_recipient(&self, id: ClientId, peer: &str) -> Result<ClientId, (Code, String)> {
+        let target = self
+            .room_of(id)
+            .and_then(|key| self.names.get(&(key, name_key(peer))))
+            .copied()
+            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
+            .filter(|&t| {
+                self.room_of(id)
+                    .is_some_and(|key| self.has_entered(t, &key))
+            });
+        let Some(target) = target else {
+            if self.elsewhere_in_cluster(id, peer) {
+                return Err((
+                    Code::NO_SUCH_USER,
+                    format!("{peer} is on another server of this cluster: folders between servers are not carried yet"),
+                ));
+            }
+            return Err((Code::NO_SUCH_USER, format!("nobody named {peer:?} is here")));
+        };
+        let takes_trees = self
+            .clients
+            .get(&target)
+            .and_then(|c| c.link.ferry_ref())
+            .is_some_and(|c| c.peer_features() & features::TREES != 0);
+        if self.is_guest(target) || !takes_trees {
+            return Err((
+                Code::FILE_REJECTED,
+                format!("{peer}'s client does not take folders"),
+            ));
+        }
+        let window = u64::from(self.config.connection.window);
+        if self.relay_reserved + window > self.config.max_relay_memory {
+            return Err((
+                Code::TOO_MANY_TRANSFERS,
+                "the server holds all the relayed data it can: try again later".to_string(),
+            ));
+        }
+        Ok(target)
+    }
+
+    /// The manifest of a tree for a member is whole and checked (by the
+    /// sender's connection, as any receiver checks it): offered to the
+    /// member, unchanged, and relayed from then on.
+    fn relay_tree(&mut self, id: ClientId, now: Instant, tid: TransferId, manifest: &Manifest) {
+        let Some(pending) = self.pending_trees.remove(&(id, tid)) else {
+            return;
+        };
+        let from = self.name_of(id).cloned().unwrap_or_default();
+        // Still there, and still room for it?
+        let peer = self
+            .clients
+            .get(&pending.target)
+            .map(|c| c.link.name().to_string())
+            .unwrap_or_default();
+        if let Err((code, reason)) = self.tree_recipient(id, &peer).and_then(|t| {
+            if t == pending.target {
+                Ok(t)
+            } else {
+                Err((Code::NO_SUCH_USER, format!("{peer} left")))
+            }
+        }) {
+            self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+            return;
+        }
+        let offered = self
+            .clients
+            .get_mut(&pending.target)
+            .and_then(|c| c.link.ferry())
+            .map(|conn| {
+                conn.offer_tree_relayed(now, &pending.name, manifest, &from, pending.resume)
+            });
+        self.touch(pending.target);
+        match offered {
+            Some(Ok(b_tid)) => {
+                let target = pending.target;
+                self.relays.insert((id, tid), (target, b_tid));
+                self.relays.insert((target, b_tid), (id, tid));
+                self.relay_reserved += u64::from(self.config.connection.window);
+                self.events.push_back(HubEvent::RelayStarted {
+                    from: id,
+                    to: target,
+                    name: Text::from(format!("{}/", pending.name)),
+                    size: pending.total_size,
+                });
+            }
+            _ => {
+                let reason = format!("{peer} cannot take another transfer right now");
+                self.relay_call(
+                    id,
+                    now,
+                    |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, &reason),
+                    tid,
+                );
+            }
+        }
+    }
+
+    /// Passes a frame of the tree `id` sends (its end `tid`) on to the
+    /// member it is relayed to.
+    fn pass_tree_frame(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        tid: TransferId,
+        frame: RelayedTreeFrame,
+    ) {
+        let Some(&(b, b_tid)) = self.relays.get(&(id, tid)) else {
+            return;
+        };
+        self.relay_call(b, now, |c| c.relay_tree_frame(now, b_tid, frame), b_tid);
     }
 
     /// One end of a relay ended: finish the other end to match.
