@@ -11,7 +11,7 @@ use ferry_core::frame::features;
 use ferry_core::frame::TransferId;
 use ferry_core::tree::TreeLimits;
 use ferry_core::{ClientConfig, Code, Event};
-use ferry_files::{ClientCommand, ClientNotice, Inbox, Report};
+use ferry_files::{walk_tree, ClientCommand, ClientHandle, ClientNotice, Inbox, Report};
 use ferry_tls::ClientTls;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-const HELP: &str = "commands: /who, /msg NAME TEXT, /send PATH [NAME], /accept ID, /reject ID, \
+const HELP: &str = "commands: /who, /msg NAME TEXT, /send PATH [NAME] (a file or a folder), /accept ID, /reject ID, \
      /quit; anything else is said to the room";
 
 /// Joins the room at `addr` and chats on stdin and stdout; files offered
@@ -65,6 +65,10 @@ pub fn chat(
     let mut barrier = false;
     let mut greeted = false;
     let mut screen = Screen::default();
+    // The server's answer to our FEATURES (whether it takes folders), and
+    // the folders to send once it is known.
+    let mut server_features: Option<u32> = None;
+    let mut folders: Vec<ClientCommand> = Vec::new();
     loop {
         screen.summarise(Instant::now());
         match lines.try_recv() {
@@ -76,7 +80,17 @@ pub fn chat(
                     if command == ClientCommand::Bye {
                         leaving = true;
                     }
-                    client.send(command);
+                    match folder_command(command) {
+                        Ok(tree @ ClientCommand::SendTree { .. }) => match server_features {
+                            Some(bits) => send_folder(&client, tree, bits, &mut sending),
+                            None => folders.push(tree),
+                        },
+                        Ok(command) => client.send(command),
+                        Err(error) => {
+                            eprintln!("! {error}");
+                            sending = sending.saturating_sub(1);
+                        }
+                    }
                 }
                 continue;
             }
@@ -109,8 +123,15 @@ pub fn chat(
                         format!("connection closed: {code} ({})", safe(reason))
                     });
                 }
-                if takes_trees && matches!(notice, ClientNotice::Event(Event::Welcomed { .. })) {
-                    client.send(ClientCommand::AnnounceFeatures(features::TREES));
+                if let ClientNotice::Event(Event::Welcomed { .. }) = notice {
+                    let bits = if takes_trees { features::TREES } else { 0 };
+                    client.send(ClientCommand::AnnounceFeatures(bits));
+                }
+                if let ClientNotice::Event(Event::Features { bits }) = notice {
+                    server_features = Some(bits);
+                    for tree in folders.drain(..) {
+                        send_folder(&client, tree, bits, &mut sending);
+                    }
                 }
                 if !greeted && matches!(notice, ClientNotice::Event(Event::Members { .. })) {
                     greeted = true;
@@ -137,6 +158,40 @@ pub fn chat(
     screen.summarise(Instant::now() + Duration::from_secs(3600));
     let _ = client.join();
     Ok(())
+}
+
+/// `/send PATH` of a folder becomes the folder walked, to send whole (the
+/// walk reads the disk here, off the connection's loop); anything else is
+/// left as it is. A folder that cannot be sent (unreadable, or one a
+/// receiver would refuse) is an error naming why.
+fn folder_command(command: ClientCommand) -> Result<ClientCommand, String> {
+    let ClientCommand::SendFile { path, to } = command else {
+        return Ok(command);
+    };
+    if !path.is_dir() {
+        return Ok(ClientCommand::SendFile { path, to });
+    }
+    let tree = walk_tree(&path, &TreeLimits::default())
+        .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
+    for skipped in &tree.skipped {
+        eprintln!("! {}: {skipped}", safe(&tree.name));
+    }
+    Ok(ClientCommand::SendTree {
+        tree: Box::new(tree),
+        to,
+        resume: None,
+    })
+}
+
+/// Sends a walked folder if the server takes folders (`bits`, its
+/// `FEATURES`), else says it cannot.
+fn send_folder(client: &ClientHandle, tree: ClientCommand, bits: u32, sending: &mut usize) {
+    if bits & features::TREES == 0 {
+        eprintln!("! the server does not take folders");
+        *sending = sending.saturating_sub(1);
+        return;
+    }
+    client.send(tree);
 }
 
 fn parse(line: &str) -> Option<ClientCommand> {

@@ -1033,6 +1033,27 @@ fn a_folder_reaches_a_member_through_the_room_on_every_runtime() {
             !inbox.path().join("album").exists(),
             "{runtime}: not in the server's inbox"
         );
+        // From `ferry chat`: `/send DIR bob` to bob, `/send DIR` to the
+        // server's inbox; the chat leaves once both are through.
+        let mut carol =
+            common::Proc::spawn(&["chat", "--runtime", sender, &addr, "--name", "carol"]);
+        let commands = format!("/send {root_arg} bob\n/send {root_arg}\n");
+        carol
+            .child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(commands.as_bytes())
+            .unwrap();
+        let (ok, out, err) = carol.finish();
+        assert!(ok, "{runtime}: {out}\n{err}");
+        bob.expect(&["saved", "album (1)"]);
+        assert_eq!(
+            walk(&downloads.path().join("album (1)")),
+            expected,
+            "{runtime}"
+        );
+        assert_eq!(walk(&inbox.path().join("album")), expected, "{runtime}");
         let _ = bob.finish();
     }
 }
