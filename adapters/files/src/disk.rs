@@ -515,8 +515,8 @@ fn run_tree(
     // wrong, the disk failing) is the reservation's to keep for a resume,
     // or remove if it holds nothing, when the writer is dropped.
     let mut writer = match reservation.open_tree(manifest) {
-        Ok((writer, held)) => {
-            let key = writer.writer.resume_key();
+        Ok((mut writer, held)) => {
+            let key = writer.writer().resume_key();
             queue.push(owner, Done::TreeOpened { id, key, held });
             Some(writer)
         }
@@ -550,7 +550,7 @@ fn run_tree(
                     index,
                     offset,
                     data,
-                } => match w.writer.write_at(index as usize, offset, &data) {
+                } => match w.writer().write_at(index as usize, offset, &data) {
                     Ok(()) => {
                         written += data.len() as u64;
                         wrote = true;
@@ -559,7 +559,7 @@ fn run_tree(
                     Err(e) => Some(e),
                 },
                 TreeJob::Finish { index, hash } => {
-                    match w.writer.finish_file(index as usize, &hash) {
+                    match w.writer().finish_file(index as usize, &hash) {
                         Ok(()) => None,
                         Err(TreeWriteError::Peer(TreePeerFault::HashMismatch { path })) => {
                             mismatch.get_or_insert(path);

@@ -272,6 +272,9 @@ struct Holder {
 #[derive(Debug, Clone)]
 struct KeptPart {
     len: u64,
+    /// For a tree left by a writer of this process: what it held
+    /// ([`TreeWriter::held`]), so that a resume need not read it back.
+    held: Option<Arc<[HeldFile]>>,
     /// Who left it; `None` for files found when the inbox was opened, which
     /// count for nobody.
     sender: Option<Sender>,
@@ -705,6 +708,7 @@ impl Inbox {
             in_use: self.in_use.clone(),
             dirs: self.dirs.clone(),
             kind,
+            tree_held: None,
             name: name.to_string(),
             staged,
             key,
@@ -755,6 +759,7 @@ impl Ledger {
                 + Duration::from_secs(u64::try_from(stat.modified).unwrap_or(0));
             let kept = KeptPart {
                 len,
+                held: None,
                 sender: None,
                 since,
             };
@@ -855,6 +860,8 @@ pub(crate) struct Reservation {
     dirs: Arc<Dirs>,
     /// A file's partial file, or a tree's staging folder.
     kind: Staged,
+    /// What a tree's writer left in its staging folder, once it is done.
+    tree_held: Option<Arc<[HeldFile]>>,
     name: String,
     /// The partial file's name in [`PARTIALS_DIR`].
     staged: String,
@@ -990,6 +997,7 @@ impl Drop for Reservation {
                 Fate::Kept(len) => {
                     let kept = KeptPart {
                         len,
+                        held: self.tree_held.take(),
                         sender: self.sender.clone(),
                         since: SystemTime::now(),
                     };
@@ -1083,21 +1091,40 @@ impl Staged {
 /// folder then holds).
 #[derive(Debug)]
 pub(crate) struct ReceivingTree {
-    /// Writes the tree.
-    pub(crate) writer: TreeWriter,
+    /// Writes the tree (until it is committed).
+    writer: Option<TreeWriter>,
     reservation: Reservation,
 }
 
+impl Drop for ReceivingTree {
+    fn drop(&mut self) {
+        // What it leaves, for a resume; the writer lets go of the folder
+        // before the reservation looks at what stays on disk.
+        if let Some(writer) = self.writer.take() {
+            self.reservation.tree_held = Some(writer.held().into());
+        }
+    }
+}
+
 impl ReceivingTree {
+    /// The tree's writer.
+    pub(crate) fn writer(&mut self) -> &mut TreeWriter {
+        // Taken only by `commit`, which consumes `self`.
+        self.writer
+            .as_mut()
+            .expect("a tree being received has its writer")
+    }
+
     /// Makes the tree durable and moves it to its final name
     /// ([`TreeWriter::commit`]); from then on its bytes are the inbox's.
     pub(crate) fn commit(self) -> Result<crate::tree::Committed, TreeWriteError> {
-        let ReceivingTree {
-            writer,
-            mut reservation,
-        } = self;
+        let mut this = self;
+        let writer = this
+            .writer
+            .take()
+            .expect("a tree being received has its writer");
         let committed = writer.commit()?;
-        reservation.fate = Fate::Committed { replaced: 0 };
+        this.reservation.fate = Fate::Committed { replaced: 0 };
         Ok(committed)
     }
 }
@@ -1124,10 +1151,17 @@ impl Reservation {
         }
         // From here, whatever is on disk is the ledger's to count.
         self.fate = Fate::Open;
-        let (writer, held) = TreeWriter::open(&dest, &self.name, manifest, self.key)?;
+        // What the writer of the earlier attempt left, if it was this
+        // process's: spares reading it all back.
+        let known = self
+            .took
+            .as_ref()
+            .and_then(|kept| kept.held.clone())
+            .unwrap_or_default();
+        let (writer, held) = TreeWriter::open(&dest, &self.name, manifest, self.key, &known)?;
         Ok((
             ReceivingTree {
-                writer,
+                writer: Some(writer),
                 reservation: self,
             },
             held,

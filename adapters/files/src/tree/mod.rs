@@ -128,6 +128,8 @@ pub struct TreeWriter {
     /// What the writer made for each entry: a folder, or a file created.
     made: Vec<Option<Identity>>,
     verified: Vec<bool>,
+    /// Each verified file's BLAKE3, for [`held`](TreeWriter::held).
+    hashes: HashMap<usize, [u8; 32]>,
     /// What the staging folder held when it was taken up again, for the
     /// files not reached yet, in index order.
     held: VecDeque<HeldFile>,
@@ -195,13 +197,20 @@ impl TreeWriter {
     /// itself alone (the inbox's ledger does): two writers on one staging
     /// folder would spoil each other's files.
     ///
-    /// Blocking disk work, reading back every byte held: not for an event
-    /// loop.
+    /// `known` is what an earlier writer of this tree in this process said
+    /// it left ([`held`](Self::held)), in index order: a file found with
+    /// the length listed there is taken at that hash without being read
+    /// (the staging folder is private to this process's user, and nothing
+    /// but a writer touches it); any other is read back. Empty after a
+    /// restart: then every byte held is read.
+    ///
+    /// Blocking disk work: not for an event loop.
     pub fn open(
         dest: &Path,
         name: &str,
         manifest: Manifest,
         key: ResumeKey,
+        known: &[HeldFile],
     ) -> Result<(TreeWriter, Vec<HeldFile>), TreeWriteError> {
         check_file_name(name)?;
         let (dest_dir, partials) = open_partials(dest)?;
@@ -211,7 +220,7 @@ impl TreeWriter {
             if let Ok(root) = partials.open_dir(&staged) {
                 let mut writer =
                     TreeWriter::staged_in(dest_dir, partials, staged, root, key, name, manifest)?;
-                return match writer.take_stock() {
+                return match writer.take_stock(known) {
                     Ok(held) => Ok((writer, held)),
                     // Not what a writer left: start afresh.
                     Err(TreeWriteError::Tampered { .. }) => {
@@ -271,6 +280,7 @@ impl TreeWriter {
             parents: manifest.parents(),
             made: vec![None; entries],
             verified: vec![false; entries],
+            hashes: HashMap::new(),
             held: VecDeque::new(),
             manifest,
             open: None,
@@ -285,7 +295,7 @@ impl TreeWriter {
     /// files hold. An empty file, or one longer than its size, is removed.
     /// Anything that is not what a writer makes (a link, a file where a
     /// folder goes) is [`TreeWriteError::Tampered`].
-    fn take_stock(&mut self) -> Result<Vec<HeldFile>, TreeWriteError> {
+    fn take_stock(&mut self, known: &[HeldFile]) -> Result<Vec<HeldFile>, TreeWriteError> {
         let mut held = Vec::new();
         for index in 0..self.made.len() {
             let entry = &self.manifest.entries()[index];
@@ -327,7 +337,15 @@ impl TreeWriter {
                         parent.remove(&name).map_err(io_error(&path))?;
                         continue;
                     }
-                    let prefix_hash = hash_prefix(&mut file, len).map_err(io_error(&path))?;
+                    let listed = known
+                        .binary_search_by_key(&(index as u32), |h| h.index)
+                        .ok()
+                        .map(|at| known[at])
+                        .filter(|h| h.offset == len);
+                    let prefix_hash = match listed {
+                        Some(listed) => listed.prefix_hash,
+                        None => hash_prefix(&mut file, len).map_err(io_error(&path))?,
+                    };
                     self.made[index] = Some(Identity::of(&file).map_err(io_error(&path))?);
                     held.push(HeldFile {
                         index: index as u32,
@@ -457,7 +475,7 @@ impl TreeWriter {
                     }
                     .into());
                 }
-                return self.settle(index, open, &entry);
+                return self.settle(index, open, &entry, held.prefix_hash);
             }
         }
         self.open_file(index, 0)?;
@@ -481,7 +499,41 @@ impl TreeWriter {
             }
             .into());
         }
-        self.settle(index, open, &entry)
+        self.settle(index, open, &entry, *hash)
+    }
+
+    /// What the staging folder holds now, as [`open`](Self::open) would
+    /// list it if the tree were taken up again: every file verified, what
+    /// was held of files not reached in this attempt, and the bytes of the
+    /// file being written. Known without reading the disk: handed to the
+    /// next [`open`](Self::open) of the same process (`known`), it spares
+    /// reading back every byte held.
+    pub fn held(&self) -> Vec<HeldFile> {
+        let mut held: Vec<HeldFile> = self
+            .hashes
+            .iter()
+            .map(|(&index, hash)| HeldFile {
+                index: index as u32,
+                offset: self.manifest.entries()[index].size(),
+                prefix_hash: *hash,
+            })
+            .chain(self.held.iter().copied())
+            .chain(
+                self.open
+                    .iter()
+                    .filter(|open| open.written > 0)
+                    .map(|open| HeldFile {
+                        index: open.index as u32,
+                        offset: open.written,
+                        prefix_hash: *open.hasher.finalize().as_bytes(),
+                    }),
+            )
+            .collect();
+        // Files of 0 bytes hold nothing to skip (and are made again).
+        held.retain(|h| h.offset > 0);
+        held.sort_unstable_by_key(|h| h.index);
+        held.dedup_by_key(|h| h.index);
+        held
     }
 
     /// Gives a verified file its executable bit and modification time, and
@@ -491,6 +543,7 @@ impl TreeWriter {
         index: usize,
         open: OpenFile,
         entry: &ferry_core::tree::Entry,
+        hash: [u8; 32],
     ) -> Result<(), TreeWriteError> {
         let executable = matches!(
             entry.kind,
@@ -513,6 +566,7 @@ impl TreeWriter {
             return Err(io_error(&path)(e));
         }
         self.verified[index] = true;
+        self.hashes.insert(index, hash);
         Ok(())
     }
 

@@ -518,13 +518,13 @@ fn a_tree_taken_up_again_lists_what_it_holds_and_goes_on_from_there() {
         .position(|e| e.path.as_str() == "big.bin")
         .unwrap();
     let (mut writer, held) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     assert!(held.is_empty(), "a new tree holds nothing");
     cut_at(&mut writer, &tree, big, 100_000);
     drop(writer);
 
     let (mut writer, held) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     // Every file before big.bin with bytes, whole; big.bin's first 100,000.
     let mut expected = Vec::new();
     for (index, data) in tree.contents.iter().enumerate().take(big + 1) {
@@ -572,7 +572,7 @@ fn a_held_file_sent_again_from_its_start_replaces_what_was_held() {
     let tree = project();
     let key = ResumeKey::from_bytes([6; ResumeKey::LEN]);
     let (mut writer, _) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     let main_rs = 2;
     assert_eq!(
         tree.manifest.entries()[main_rs].path.as_str(),
@@ -581,7 +581,7 @@ fn a_held_file_sent_again_from_its_start_replaces_what_was_held() {
     cut_at(&mut writer, &tree, 7, 3);
     drop(writer);
     let (mut writer, held) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     assert_eq!(held[0].index as usize, main_rs);
     // Neither 0 nor what is held: refused, nothing written.
     let err = writer.write_at(main_rs, 5, b"x").unwrap_err();
@@ -621,7 +621,7 @@ fn a_staging_folder_of_another_manifest_or_changed_behind_its_back_starts_afresh
     let tree = project();
     let key = ResumeKey::from_bytes([8; ResumeKey::LEN]);
     let (mut writer, _) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     let staging = writer.staging_path().to_path_buf();
     cut_at(&mut writer, &tree, 9, 10);
     drop(writer);
@@ -629,21 +629,21 @@ fn a_staging_folder_of_another_manifest_or_changed_behind_its_back_starts_afresh
     // the first tree stays.
     let other = sample(&[("only", Some(b"one file"), false, 1)]);
     let (writer, held) =
-        TreeWriter::open(dest.path(), "project", other.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", other.manifest.clone(), key, &[]).unwrap();
     assert!(held.is_empty());
     assert_eq!(names(&staging), Vec::<String>::new());
     drop(writer);
     // A held file swapped for a link to a file outside: the link is not
     // followed, nothing outside is read or changed, the tree starts again.
     let (mut writer, _) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     cut_at(&mut writer, &tree, 9, 10);
     drop(writer);
     let run_sh = staging.join("run.sh");
     std::fs::remove_file(&run_sh).unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret"), &run_sh).unwrap();
     let (mut writer, held) =
-        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key).unwrap();
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
     assert!(held.is_empty(), "{held:?}");
     send_all(&mut writer, &tree, 1000);
     writer.commit().unwrap();
@@ -652,4 +652,38 @@ fn a_staging_folder_of_another_manifest_or_changed_behind_its_back_starts_afresh
         b"not yours"
     );
     assert_eq!(names(outside.path()), ["secret"]);
+}
+
+#[test]
+fn what_a_writer_leaves_is_what_opening_again_lists_and_spares_reading_it() {
+    let dest = tempfile::tempdir().unwrap();
+    let tree = project();
+    let key = ResumeKey::from_bytes([9; ResumeKey::LEN]);
+    let (mut writer, _) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
+    cut_at(&mut writer, &tree, 9, 100_000);
+    let left = writer.held();
+    let staging = writer.staging_path().to_path_buf();
+    drop(writer);
+    // Read back from the disk, the same.
+    let (writer, read_back) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &[]).unwrap();
+    assert_eq!(read_back, left);
+    drop(writer);
+    // Given what was left, a file found at the length listed is taken at
+    // the listed hash, unread: here its bytes were changed (same length)
+    // behind the writer's back, which only a writer of this process does.
+    std::fs::write(staging.join("run.sh"), b"#!/bin/sh\necho ho\n").unwrap();
+    let (_, known) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &left).unwrap();
+    assert_eq!(known, left, "nothing read back");
+    // A file at another length than listed is read back.
+    std::fs::write(staging.join("run.sh"), b"#!/bin").unwrap();
+    let (_, partly) =
+        TreeWriter::open(dest.path(), "project", tree.manifest.clone(), key, &left).unwrap();
+    let run_sh = partly.iter().find(|h| h.index == 7).unwrap();
+    assert_eq!(
+        (run_sh.offset, run_sh.prefix_hash),
+        (6, *blake3::hash(b"#!/bin").as_bytes())
+    );
 }
