@@ -213,3 +213,170 @@ fn a_tree_for_a_member_who_takes_none_or_nobody_is_refused_with_its_code() {
     assert_eq!(code(send("bob", false).0), Code::FILE_REJECTED);
     assert_eq!(code(send("carol", true).0), Code::NO_SUCH_USER);
 }
+
+/// What bob keeps of the tree: each file's bytes so far.
+type Kept = BTreeMap<u32, Vec<u8>>;
+
+/// One attempt of alice (a new connection named `name`) at sending the
+/// tree to bob through the hub, resuming with `key` if given; bob issues
+/// `bob_key` and lists what he kept. Cut (alice's link broken) once bob
+/// has `cut_after` new bytes. Returns alice's outcome, the key she was
+/// handed, and the bytes bob got in this attempt.
+#[allow(clippy::too_many_arguments)]
+fn relay_attempt(
+    hub: &mut Hub,
+    bob: &mut Member,
+    kept: &mut Kept,
+    name: &str,
+    resume: Option<ferry_core::ResumeKey>,
+    bob_key: ferry_core::ResumeKey,
+    cut_after: Option<u64>,
+    now: Instant,
+) -> (Option<Outcome>, Option<ferry_core::ResumeKey>, u64) {
+    let (manifest, files) = tree();
+    let mut alice = join(hub, now, name, false);
+    match resume {
+        Some(key) => alice
+            .conn
+            .offer_tree_resuming(now, "docs", &manifest, "bob", key)
+            .unwrap(),
+        None => alice
+            .conn
+            .offer_tree(now, "docs", &manifest, "bob")
+            .unwrap(),
+    };
+    let (mut outcome, mut key, mut got) = (None, None, 0u64);
+    let mut written: u64 = 0;
+    for _ in 0..10_000 {
+        let moved = pump(hub, &mut [&mut alice, bob], now);
+        let mut acted = false;
+        while let Some(event) = bob.conn.poll_event() {
+            acted = true;
+            match event {
+                Event::Transfer(TransferEvent::TreeOffered { resume: r, .. }) => {
+                    assert_eq!(r, resume, "the key alice presented reaches bob");
+                }
+                Event::Transfer(TransferEvent::TreeManifest { id, .. }) => {
+                    let records: Vec<HeldFile> = kept
+                        .iter()
+                        .filter(|(_, d)| resume.is_some() && !d.is_empty())
+                        .map(|(&index, d)| HeldFile {
+                            index,
+                            offset: d.len() as u64,
+                            prefix_hash: *blake3::hash(d).as_bytes(),
+                        })
+                        .collect();
+                    bob.conn
+                        .accept_tree_resumable(now, id, bob_key, &records)
+                        .unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeChunk {
+                    id,
+                    index,
+                    offset,
+                    data,
+                }) => {
+                    let file = kept.entry(index).or_default();
+                    if offset == 0 {
+                        file.clear();
+                    }
+                    assert_eq!(file.len() as u64, offset, "file {index}");
+                    file.extend_from_slice(&data);
+                    got += data.len() as u64;
+                    written += data.len() as u64;
+                    bob.conn.confirm_written(now, id, written).unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeFileDone { index, hash, .. }) => {
+                    let file = kept.entry(index).or_default();
+                    assert_eq!(*blake3::hash(file).as_bytes(), hash, "file {index}");
+                }
+                Event::Transfer(TransferEvent::Received { id, .. }) => {
+                    bob.conn.finish_receive(now, id, Ok(())).unwrap();
+                }
+                _ => {}
+            }
+        }
+        while let Some(event) = alice.conn.poll_event() {
+            acted = true;
+            match event {
+                Event::Transfer(TransferEvent::ResumeKey { key: k, .. }) => key = Some(k),
+                Event::Transfer(TransferEvent::TreeNeedChunk {
+                    id,
+                    index,
+                    offset,
+                    len,
+                }) => {
+                    let data = &files[&index][offset as usize..(offset + u64::from(len)) as usize];
+                    alice
+                        .conn
+                        .supply_tree_chunk(now, id, index, offset, Bytes::copy_from_slice(data))
+                        .unwrap();
+                }
+                Event::Transfer(TransferEvent::Ended { outcome: o, .. }) => outcome = Some(o),
+                _ => {}
+            }
+        }
+        if cut_after.is_some_and(|cut| got >= cut) {
+            hub.handle_broken(alice.id, now, "cut");
+            pump(hub, &mut [bob], now);
+            while bob.conn.poll_event().is_some() {}
+            return (outcome, key, got);
+        }
+        if outcome.is_some() || !(moved || acted) {
+            break;
+        }
+    }
+    (outcome, key, got)
+}
+
+#[test]
+fn a_relayed_tree_cut_resumes_with_what_the_member_holds() {
+    let now = Instant::now();
+    let mut config = HubConfig::default();
+    config.connection = config.connection.trees(Some(TreeLimits::default()));
+    let mut hub = Hub::new(config, now);
+    let mut bob = join(&mut hub, now, "bob", true);
+    let bob_key = ferry_core::ResumeKey::from_bytes([8; ferry_core::ResumeKey::LEN]);
+    let mut kept = Kept::new();
+    let (manifest, files) = tree();
+    let total = manifest.total_size();
+    let (outcome, key, first) = relay_attempt(
+        &mut hub,
+        &mut bob,
+        &mut kept,
+        "alice",
+        None,
+        bob_key,
+        Some(100_000),
+        now,
+    );
+    assert_eq!(outcome, None, "cut");
+    assert_eq!(
+        key,
+        Some(bob_key),
+        "bob's key reached alice through the hub"
+    );
+    assert!(first >= 100_000 && first < total);
+    let held: u64 = kept.values().map(|d| d.len() as u64).sum();
+    assert_eq!(hub.relay_count(), 0, "the cut ended the relay");
+
+    let (outcome, _, second) = relay_attempt(
+        &mut hub,
+        &mut bob,
+        &mut kept,
+        "alice-again",
+        Some(bob_key),
+        bob_key,
+        None,
+        now,
+    );
+    assert_eq!(outcome, Some(Outcome::Verified));
+    assert_eq!(second, total - held, "only what bob lacked crossed");
+    for (index, data) in &files {
+        assert_eq!(
+            kept.get(index).map(|d| blake3::hash(d)),
+            Some(blake3::hash(data)),
+            "file {index}"
+        );
+    }
+}
