@@ -1057,3 +1057,77 @@ fn a_folder_reaches_a_member_through_the_room_on_every_runtime() {
         let _ = bob.finish();
     }
 }
+
+#[test]
+fn a_folder_swapped_for_a_link_while_a_tree_arrives_writes_nothing_outside_on_every_runtime() {
+    let limits = TreeLimits::default();
+    let entry = |path: &str, kind| Entry {
+        path: TreePath::new(path, &limits).unwrap(),
+        kind,
+        mtime: Mtime::EPOCH,
+    };
+    let file = |size: usize| EntryKind::File {
+        size: size as u64,
+        executable: false,
+    };
+    let manifest = Manifest::new(
+        Mtime::EPOCH,
+        vec![
+            entry("a", EntryKind::Folder),
+            entry("a/first.bin", file(5000)),
+            entry("b", EntryKind::Folder),
+            entry("b/second.bin", file(5000)),
+        ],
+        &limits,
+    )
+    .unwrap();
+    let files = vec![(1, contents(5000, 1)), (3, contents(5000, 2))];
+    let bytes = manifest.encode();
+    for runtime in RUNTIMES {
+        let inbox = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let server = Serve::start(inbox.path(), &["--runtime", runtime]);
+        let (mut raw, chunk) = join_for_trees(&server, "mallory");
+        offer(&mut raw, 0, "swap", &bytes, manifest.total_size());
+        answer(&mut raw, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
+        let frames = tree_frames(0, &files, chunk, &bytes);
+        // The first file, then the folder b/ of the staged tree becomes a
+        // link to a folder outside the inbox (as another process of the
+        // same user could), then the rest.
+        let first = tree_frames(0, &files[..1], chunk, &bytes);
+        let mut done = BytesMut::new();
+        Frame::Done {
+            id: 0,
+            hash: [0; 32],
+        }
+        .encode(&mut done)
+        .unwrap();
+        let first_len = first.len() - done.len();
+        raw.send_bytes(&frames[..first_len]).unwrap();
+        common::wait_until("the first file staged", || {
+            (staged_tree_bytes(inbox.path()) == 5000).then_some(())
+        });
+        let staged = fs::read_dir(inbox.path().join(".ferry-partial"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.is_dir() && p.to_string_lossy().ends_with(".tree"))
+            .unwrap();
+        fs::rename(staged.join("b"), staged.join("b.moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), staged.join("b")).unwrap();
+        raw.send_bytes(&frames[first_len..]).unwrap();
+        let code = raw.wait_for("the tree's end", |f| match f {
+            Frame::Failed { id: 0, code, .. } => Some(*code),
+            Frame::Verified { id: 0 } => panic!("{runtime}: stored through a link"),
+            _ => None,
+        });
+        assert_eq!(code, Code::IO_ERROR, "{runtime}");
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{runtime}: nothing written outside"
+        );
+        assert!(!inbox.path().join("swap").exists(), "{runtime}");
+        // The server carries on.
+        let _ = raw.say_and_hear("still here");
+    }
+}
