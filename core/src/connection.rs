@@ -1016,11 +1016,13 @@ impl Connection {
         code: Code,
         reason: &str,
     ) -> Result<(), Misuse> {
+        // A tree of ours still queued was never offered: nothing to tell.
+        let unheard = self.is_queued_tree(id);
         if self.transfers.remove(&id).is_none() {
             return Err(Misuse::NoSuchTransfer(id));
         }
         self.outbox.discard_data(id);
-        if self.phase == Phase::Open {
+        if self.phase == Phase::Open && !unheard {
             self.queue(
                 &Frame::Cancel {
                     id,
@@ -1038,6 +1040,7 @@ impl Connection {
                 by_peer: false,
             },
         );
+        self.release_queued_tree(now);
         self.fill_requests();
         Ok(())
     }
@@ -1697,7 +1700,7 @@ impl Connection {
         resume: Option<(TransferId, ResumeKey)>,
     ) -> Result<(), Error> {
         let name = frame.name();
-        if self.on_tree_frame(now, &frame)? || self.on_tree_answer(&frame)? {
+        if self.on_tree_frame(now, &frame)? || self.on_tree_answer(now, &frame)? {
             self.fill_requests();
             return Ok(());
         }
@@ -2021,6 +2024,7 @@ impl Connection {
                         by_peer: true,
                     },
                 );
+                self.release_queued_tree(now);
                 Ok(())
             }
             other => Err(Violation::UnexpectedFrame {

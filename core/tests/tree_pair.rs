@@ -615,3 +615,71 @@ fn tree_held_is_taken_only_for_a_resumed_offer_and_only_in_order_for_its_files()
         Some(Code::UNEXPECTED_FRAME)
     );
 }
+
+#[test]
+fn trees_offered_back_to_back_go_one_manifest_at_a_time_and_all_arrive() {
+    // A receiver takes one manifest at a time per connection (a second
+    // TREE_OFFER meanwhile is TOO_MANY_TRANSFERS): the sender holds each
+    // offer until the one before it is answered.
+    let now = Instant::now();
+    let server_config = Config::default()
+        .trees(Some(TreeLimits::default()))
+        .max_frame(4096)
+        .chunk_size(1024)
+        .window(4096);
+    let mut server = Connection::server(server_config, now);
+    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (manifest, files) = tree();
+    let mut written: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut outcomes = Vec::new();
+    for _ in 0..100_000 {
+        let moved = pump(&mut client, &mut server, now, 1 << 20);
+        let mut acted = false;
+        while let Some(event) = server.poll_event() {
+            acted = true;
+            match event {
+                Event::Hello { name, .. } => server.welcome(now, name, "".into()).unwrap(),
+                Event::Transfer(TransferEvent::TreeManifest { id, .. }) => {
+                    server.accept_tree(now, id).unwrap();
+                }
+                Event::Transfer(TransferEvent::TreeChunk { id, data, .. }) => {
+                    let total = written.entry(id).or_default();
+                    *total += data.len() as u64;
+                    server.confirm_written(now, id, *total).unwrap();
+                }
+                Event::Transfer(TransferEvent::Received { id, .. }) => {
+                    server.finish_receive(now, id, Ok(())).unwrap();
+                }
+                _ => {}
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            acted = true;
+            match event {
+                Event::Welcomed { .. } => client.announce_features(now, 0).unwrap(),
+                Event::Features { .. } => {
+                    for name in ["one", "two", "three"] {
+                        client.offer_tree(now, name, &manifest, "").unwrap();
+                    }
+                }
+                Event::Transfer(TransferEvent::TreeNeedChunk {
+                    id,
+                    index,
+                    offset,
+                    len,
+                }) => {
+                    let data = &files[&index][offset as usize..offset as usize + len as usize];
+                    client
+                        .supply_tree_chunk(now, id, index, offset, Bytes::copy_from_slice(data))
+                        .unwrap();
+                }
+                Event::Transfer(TransferEvent::Ended { outcome, .. }) => outcomes.push(outcome),
+                _ => {}
+            }
+        }
+        if outcomes.len() == 3 || !(moved || acted) {
+            break;
+        }
+    }
+    assert_eq!(outcomes, vec![Outcome::Verified; 3]);
+}

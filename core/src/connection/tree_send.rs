@@ -121,6 +121,9 @@ impl Connection {
 
 #[derive(Debug)]
 enum TreeOut {
+    /// Not offered yet: an earlier tree of ours waits for its answer (a
+    /// receiver takes one manifest at a time per connection, §6.12.3).
+    Queued(Box<QueuedOffer>),
     Offered,
     Sending(Box<Sending>),
     /// `DONE` queued; waiting for `VERIFIED` or `FAILED`.
@@ -158,6 +161,15 @@ struct Sending {
     checking: Option<Check>,
     /// Bytes of files the receiver held and that were not sent again.
     skipped: u64,
+}
+
+/// The frames of a tree offer held back until the tree before it is
+/// answered.
+#[derive(Debug)]
+struct QueuedOffer {
+    offer: Frame,
+    resume: Option<ResumeKey>,
+    manifest: Bytes,
 }
 
 /// One chunk asked of the application.
@@ -264,6 +276,8 @@ impl Connection {
             .ok_or(Misuse::InvalidArgument("transfer ids exhausted"))?;
         // Its answers are tree frames: known from now on.
         self.speaks_trees = true;
+        // Before this tree is one of ours.
+        let wait = self.tree_awaiting_answer();
         self.transfers.insert(
             id,
             Transfer::OutTree(Box::new(OutgoingTree {
@@ -280,39 +294,96 @@ impl Connection {
                 state: TreeOut::Offered,
             })),
         );
-        if let Some(key) = resume {
-            // Immediately before its TREE_OFFER: nothing else goes between.
-            self.queue(&Frame::Resume { id, key }, now);
-        }
-        self.queue(
-            &Frame::TreeOffer {
+        let queued = QueuedOffer {
+            offer: Frame::TreeOffer {
                 id,
                 total_size: manifest.total_size(),
                 manifest_len,
                 name: name.into(),
                 peer: to.into(),
             },
-            now,
-        );
+            resume,
+            manifest: bytes,
+        };
+        if wait {
+            if let Some(Transfer::OutTree(tree)) = self.transfers.get_mut(&id) {
+                tree.state = TreeOut::Queued(Box::new(queued));
+            }
+        } else {
+            self.send_tree_offer(now, id, queued);
+        }
+        Ok(id)
+    }
+
+    /// Whether a tree of ours is offered and not answered yet: the next
+    /// waits for that answer.
+    fn tree_awaiting_answer(&self) -> bool {
+        self.transfers
+            .values()
+            .any(|t| matches!(t, Transfer::OutTree(tree) if tree.is_offered()))
+    }
+
+    /// Queues `RESUME` (if any), `TREE_OFFER` and the manifest in parts.
+    fn send_tree_offer(&mut self, now: Instant, id: TransferId, queued: QueuedOffer) {
+        let QueuedOffer {
+            offer,
+            resume,
+            manifest,
+        } = queued;
+        if let Some(key) = resume {
+            // Immediately before its TREE_OFFER: nothing else goes between.
+            self.queue(&Frame::Resume { id, key }, now);
+        }
+        self.queue(&offer, now);
         // The parts go in the data lane: a large manifest is paced like
         // file data, not held against the control lane's limit.
         let part = (self.settings.max_frame as usize)
             .saturating_sub(4)
             .clamp(1, crate::tree::MAX_MANIFEST_PART);
         let mut at = 0;
-        while at < bytes.len() {
-            let end = (at + part).min(bytes.len());
+        while at < manifest.len() {
+            let end = (at + part).min(manifest.len());
             self.outbox.push_after_data(
                 id,
                 &Frame::TreeManifest {
                     id,
-                    part: bytes.slice(at..end),
+                    part: manifest.slice(at..end),
                 },
             );
             at = end;
         }
         self.last_send = now;
-        Ok(id)
+    }
+
+    /// Offers the oldest queued tree of ours once none awaits an answer.
+    pub(super) fn release_queued_tree(&mut self, now: Instant) {
+        if self.tree_awaiting_answer() {
+            return;
+        }
+        let next = self
+            .transfers
+            .iter()
+            .filter(|(_, t)| {
+                matches!(t, Transfer::OutTree(tree) if matches!(tree.state, TreeOut::Queued(_)))
+            })
+            .map(|(&id, _)| id)
+            .min();
+        let Some(id) = next else {
+            return;
+        };
+        let Some(Transfer::OutTree(tree)) = self.transfers.get_mut(&id) else {
+            return;
+        };
+        let TreeOut::Queued(queued) = std::mem::replace(&mut tree.state, TreeOut::Offered) else {
+            return;
+        };
+        self.send_tree_offer(now, id, *queued);
+    }
+
+    /// Whether `id` is a tree of ours not offered yet (the peer has not
+    /// heard of it: a cancel is not sent).
+    pub(super) fn is_queued_tree(&self, id: TransferId) -> bool {
+        matches!(self.transfers.get(&id), Some(Transfer::OutTree(tree)) if matches!(tree.state, TreeOut::Queued(_)))
     }
 
     /// Client role: tells the server which optional features this side
@@ -656,7 +727,15 @@ impl Connection {
     /// The frames a tree's receiver sends: `TREE_ACCEPT`, `REJECT`,
     /// `CREDIT`, `VERIFIED`, `FAILED`, `TREE_HELD`. `Ok(false)`: not about
     /// a tree this side sends.
-    pub(super) fn on_tree_answer(&mut self, frame: &Frame) -> Result<bool, Error> {
+    pub(super) fn on_tree_answer(&mut self, now: Instant, frame: &Frame) -> Result<bool, Error> {
+        let answered = self.on_tree_answer_inner(frame)?;
+        if answered && matches!(frame, Frame::TreeAccept { .. } | Frame::Reject { .. }) {
+            self.release_queued_tree(now);
+        }
+        Ok(answered)
+    }
+
+    fn on_tree_answer_inner(&mut self, frame: &Frame) -> Result<bool, Error> {
         let id = match frame {
             Frame::TreeAccept { id, .. } | Frame::TreeHeld { id, .. } => *id,
             Frame::Reject { id, .. }
