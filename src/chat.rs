@@ -7,11 +7,12 @@ use crate::display::{bytes, earlier, log, safe};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
 use crate::tls::{connect_error, ServerAddr};
+use crate::upload;
 use ferry_core::frame::features;
 use ferry_core::frame::TransferId;
 use ferry_core::tree::TreeLimits;
 use ferry_core::{ClientConfig, Code, Event};
-use ferry_files::{walk_tree, ClientCommand, ClientHandle, ClientNotice, Inbox, Report};
+use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox, Report};
 use ferry_tls::ClientTls;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -80,12 +81,17 @@ pub fn chat(
                     if command == ClientCommand::Bye {
                         leaving = true;
                     }
-                    match folder_command(command) {
-                        Ok(tree @ ClientCommand::SendTree { .. }) => match server_features {
-                            Some(bits) => send_folder(&client, tree, bits, &mut sending),
-                            None => folders.push(tree),
-                        },
-                        Ok(command) => client.send(command),
+                    match upload::prepare(command) {
+                        Ok((tree @ ClientCommand::SendTree { .. }, skipped)) => {
+                            for line in skipped {
+                                eprintln!("! {line}");
+                            }
+                            match server_features {
+                                Some(bits) => send_folder(&client, tree, bits, &mut sending),
+                                None => folders.push(tree),
+                            }
+                        }
+                        Ok((command, _)) => client.send(command),
                         Err(error) => {
                             eprintln!("! {error}");
                             sending = sending.saturating_sub(1);
@@ -160,34 +166,11 @@ pub fn chat(
     Ok(())
 }
 
-/// `/send PATH` of a folder becomes the folder walked, to send whole (the
-/// walk reads the disk here, off the connection's loop); anything else is
-/// left as it is. A folder that cannot be sent (unreadable, or one a
-/// receiver would refuse) is an error naming why.
-fn folder_command(command: ClientCommand) -> Result<ClientCommand, String> {
-    let ClientCommand::SendFile { path, to } = command else {
-        return Ok(command);
-    };
-    if !path.is_dir() {
-        return Ok(ClientCommand::SendFile { path, to });
-    }
-    let tree = walk_tree(&path, &TreeLimits::default())
-        .map_err(|e| format!("cannot send {}: {e}", path.display()))?;
-    for skipped in &tree.skipped {
-        eprintln!("! {}: {skipped}", safe(&tree.name));
-    }
-    Ok(ClientCommand::SendTree {
-        tree: Box::new(tree),
-        to,
-        resume: None,
-    })
-}
-
 /// Sends a walked folder if the server takes folders (`bits`, its
 /// `FEATURES`), else says it cannot.
 fn send_folder(client: &ClientHandle, tree: ClientCommand, bits: u32, sending: &mut usize) {
-    if bits & features::TREES == 0 {
-        eprintln!("! the server does not take folders");
+    if let Err(error) = upload::server_takes_folders(bits) {
+        eprintln!("! {error}");
         *sending = sending.saturating_sub(1);
         return;
     }

@@ -21,6 +21,7 @@ mod serve;
 mod tls;
 mod tui;
 mod udp;
+mod upload;
 
 use bench::BenchCommand;
 use bytes::BytesMut;

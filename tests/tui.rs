@@ -145,6 +145,20 @@ fn the_tui_chats_in_a_real_terminal_and_restores_it() {
     assert!(ok, "{err}");
     tmux.wait_for("bob left");
 
+    // A folder, sent whole to the server's inbox (walked off the UI thread).
+    let folder = dir.path().join("photos");
+    std::fs::create_dir_all(folder.join("2024")).unwrap();
+    std::fs::write(folder.join("2024/a.jpg"), common::contents(70_000, 3)).unwrap();
+    std::fs::write(folder.join("notes.txt"), b"from the terminal\n").unwrap();
+    tmux.type_line(&format!("/send {}", folder.display()));
+    common::wait_until("the folder in the inbox", || {
+        std::fs::read(inbox.path().join("photos/notes.txt")).ok()
+    });
+    assert_eq!(
+        std::fs::read(inbox.path().join("photos/2024/a.jpg")).unwrap(),
+        common::contents(70_000, 3)
+    );
+
     tmux.type_line("/quit");
     let screen = tmux.wait_for("ferry exited 0");
     // Off the alternate screen: the UI is gone, the shell's lines are back.

@@ -2,18 +2,23 @@
 //! what the client reports, never waiting. Connecting (which blocks until
 //! the server welcomes us) runs on a thread of its own; notices are taken
 //! with `try_recv`; commands are queued to the client's own thread, which
-//! does the network and disk work.
+//! does the network and disk work. What `/send PATH` names is looked at on
+//! a thread of its own (a folder is walked there), never on the UI's.
 
 use super::app::{Action, App};
 use crate::runtime::Runtime;
+use crate::upload::{self, Prepared};
 use ferry_core::{ClientConfig, Event};
 use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox};
 use ferry_tls::{tls_error_in, ClientTls, Error as TlsError, Fingerprint, KnownServers};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// A `/send` command looked at off the UI thread: ready, or why not.
+type PreparedSend = Result<Prepared, String>;
 
 /// Notices handled per [`Session::pump`] at most, so that a flood of
 /// progress reports cannot keep the screen from being drawn.
@@ -47,6 +52,13 @@ pub struct Session {
     connecting: Option<Receiver<io::Result<ClientHandle>>>,
     /// The current client was told goodbye.
     said_bye: bool,
+    /// `/send` commands looked at off the UI thread come back here.
+    prepared: (Sender<PreparedSend>, Receiver<PreparedSend>),
+    /// What the current connection's server said of its `FEATURES`
+    /// (whether it takes folders), once it answered.
+    server_features: Option<u32>,
+    /// Folders walked before that answer.
+    folders: Vec<ClientCommand>,
 }
 
 impl Session {
@@ -57,6 +69,9 @@ impl Session {
             client: None,
             connecting: None,
             said_bye: false,
+            prepared: mpsc::channel(),
+            server_features: None,
+            folders: Vec::new(),
         }
     }
 
@@ -64,6 +79,11 @@ impl Session {
     pub fn execute(&mut self, app: &mut App, actions: Vec<Action>) {
         for action in actions {
             match action {
+                Action::Command(command @ ClientCommand::SendFile { .. })
+                    if self.client.is_some() =>
+                {
+                    self.prepare(app, command)
+                }
                 Action::Command(command) => match &self.client {
                     Some(client) => {
                         self.said_bye |= matches!(command, ClientCommand::Bye);
@@ -81,6 +101,54 @@ impl Session {
                 // The loop around sees `App::is_finished`.
                 Action::Exit => {}
             }
+        }
+    }
+
+    /// Looks at what `/send` names on a thread of its own; the command it
+    /// becomes (a folder walked) comes back through `prepared`.
+    fn prepare(&mut self, app: &mut App, command: ClientCommand) {
+        let tx = self.prepared.0.clone();
+        let spawned = thread::Builder::new()
+            .name("ferry-tui-send".into())
+            .spawn(move || {
+                let _ = tx.send(upload::prepare(command));
+            });
+        if let Err(e) = spawned {
+            app.error(format!("cannot start a thread: {e}"));
+        }
+    }
+
+    /// Sends what the threads of [`prepare`](Self::prepare) made ready: a
+    /// folder only once the server said it takes folders.
+    fn send_prepared(&mut self, app: &mut App) {
+        while let Ok(prepared) = self.prepared.1.try_recv() {
+            let (command, skipped) = match prepared {
+                Ok(prepared) => prepared,
+                Err(error) => {
+                    app.error(error);
+                    continue;
+                }
+            };
+            for line in skipped {
+                app.error(line);
+            }
+            match (&command, self.server_features) {
+                (ClientCommand::SendTree { .. }, None) => self.folders.push(command),
+                (ClientCommand::SendTree { .. }, Some(bits)) => {
+                    match upload::server_takes_folders(bits) {
+                        Ok(()) => self.send(app, command),
+                        Err(error) => app.error(error),
+                    }
+                }
+                _ => self.send(app, command),
+            }
+        }
+    }
+
+    fn send(&self, app: &mut App, command: ClientCommand) {
+        match &self.client {
+            Some(client) => client.send(command),
+            None => app.error("not connected: nothing was sent".into()),
         }
     }
 
@@ -171,6 +239,22 @@ impl Session {
                     if let ClientNotice::Event(Event::Session { secret }) = &notice {
                         self.target.config.reclaim = Some(*secret);
                     }
+                    if let ClientNotice::Event(Event::Welcomed { .. }) = &notice {
+                        // Whether the server takes folders: asked once per
+                        // connection (this side takes none: it asks about
+                        // offers, and asking about a folder is not built).
+                        self.server_features = None;
+                        client.send(ClientCommand::AnnounceFeatures(0));
+                    }
+                    if let ClientNotice::Event(Event::Features { bits }) = &notice {
+                        self.server_features = Some(*bits);
+                        for tree in std::mem::take(&mut self.folders) {
+                            match upload::server_takes_folders(*bits) {
+                                Ok(()) => client.send(tree),
+                                Err(error) => app.error(error),
+                            }
+                        }
+                    }
                     let actions = app.on_notice(notice, now);
                     self.execute(app, actions);
                 }
@@ -179,6 +263,7 @@ impl Session {
                 Err(TryRecvError::Disconnected) => self.client = None,
             }
         }
+        self.send_prepared(app);
         let actions = app.on_tick(now);
         self.execute(app, actions);
     }

@@ -1164,7 +1164,7 @@ pub fn run_command(
             files.tree_sources.insert(id, source);
             return Ok(Some(Report::Offering {
                 id,
-                path: PathBuf::from(&tree.name),
+                path: tree.root.clone(),
                 name: Text::from(format!("{}/", tree.name)),
                 size: tree.manifest.total_size(),
                 to: to.as_str().into(),

@@ -27,6 +27,8 @@ pub const REFUSED_NAMED: usize = 10;
 pub struct WalkedTree {
     /// The tree's top-level name (the folder's own name).
     pub name: String,
+    /// The folder walked, as it was given.
+    pub root: PathBuf,
     /// Its entries, checked with the limits the walk was given.
     pub manifest: Manifest,
     /// For each file of the manifest, in order: its index among the
@@ -131,6 +133,7 @@ pub fn walk_tree(root: &Path, limits: &TreeLimits) -> Result<WalkedTree, WalkErr
         })?;
     Ok(WalkedTree {
         name,
+        root: root.to_path_buf(),
         manifest,
         files: walk.files,
         skipped: walk.skipped,
