@@ -2057,12 +2057,7 @@ impl Hub {
                 let window = window.min(self.config.connection.window);
                 let (a, a_tid) = self.relays[&(id, tid)];
                 let key = self.relay_keys.remove(&(id, tid));
-                let a_tree = self
-                    .clients
-                    .get(&a)
-                    .and_then(|c| c.link.ferry_ref())
-                    .is_some_and(|c| c.is_incoming_tree(a_tid));
-                if a_tree {
+                if self.is_incoming_tree(a, a_tid) {
                     let held = self
                         .clients
                         .get_mut(&id)
@@ -2105,12 +2100,7 @@ impl Hub {
                 self.relay_call(a, now, |c| c.confirm_written(now, a_tid, confirmed), a_tid);
             }
             TransferEvent::Received { id: tid, hash }
-                if self.relays.contains_key(&(id, tid))
-                    && self
-                        .clients
-                        .get(&id)
-                        .and_then(|c| c.link.ferry_ref())
-                        .is_some_and(|c| c.is_incoming_tree(tid)) =>
+                if self.relays.contains_key(&(id, tid)) && self.is_incoming_tree(id, tid) =>
             {
                 self.pass_tree_frame(id, now, tid, RelayedTreeFrame::Done { hash })
             }
@@ -2169,15 +2159,7 @@ impl Hub {
             });
             return;
         }
-        let target = self
-            .room_of(id)
-            .and_then(|key| self.names.get(&(key, name_key(&peer))))
-            .copied()
-            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
-            .filter(|&t| {
-                self.room_of(id)
-                    .is_some_and(|key| self.has_entered(t, &key))
-            });
+        let target = self.member_in_room(id, &peer);
         if target.is_none() && self.elsewhere_in_cluster(id, &peer) {
             let reason = format!(
                 "{peer} is on another server of this cluster: files between servers are not carried yet"
@@ -2284,17 +2266,28 @@ impl Hub {
         }
     }
 
-    /// Who in `id`'s room a tree for `peer` goes to, or why it cannot.
-    fn tree_recipient(&self, id: ClientId, peer: &str) -> Result<ClientId, (Code, String)> {
-        let target = self
-            .room_of(id)
-            .and_then(|key| self.names.get(&(key, name_key(peer))))
+    /// The client named `peer` in `id`'s room, connected and entered: the
+    /// one a file or a tree for `peer` goes to.
+    fn member_in_room(&self, id: ClientId, peer: &str) -> Option<ClientId> {
+        let key = self.room_of(id)?;
+        self.names
+            .get(&(key.clone(), name_key(peer)))
             .copied()
             .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
-            .filter(|&t| {
-                self.room_of(id)
-                    .is_some_and(|key| self.has_entered(t, &key))
-            });
+            .filter(|&t| self.has_entered(t, &key))
+    }
+
+    /// Whether `tid` is a tree that `client` sends to this hub.
+    fn is_incoming_tree(&self, client: ClientId, tid: TransferId) -> bool {
+        self.clients
+            .get(&client)
+            .and_then(|c| c.link.ferry_ref())
+            .is_some_and(|c| c.is_incoming_tree(tid))
+    }
+
+    /// Who in `id`'s room a tree for `peer` goes to, or why it cannot.
+    fn tree_recipient(&self, id: ClientId, peer: &str) -> Result<ClientId, (Code, String)> {
+        let target = self.member_in_room(id, peer);
         let Some(target) = target else {
             if self.elsewhere_in_cluster(id, peer) {
                 return Err((
