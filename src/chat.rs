@@ -3,7 +3,7 @@
 //! `/reject ID`, `/quit`.
 
 use crate::budget::{summary, LogBudget, DEFAULT_BURST, DEFAULT_PER_SECOND};
-use crate::display::{bytes, earlier, log, safe};
+use crate::display::{bytes, earlier, log, offered, safe};
 use crate::runtime::Runtime;
 use crate::serve::outcome_text;
 use crate::tls::{connect_error, ServerAddr};
@@ -33,12 +33,9 @@ pub fn chat(
     inbox: Option<Inbox>,
     tls: Option<ClientTls>,
 ) -> Result<(), String> {
-    // Folders are taken into a folder that takes files without asking
-    // (asking about a whole folder is not built): the server is told so
-    // once welcomed, and then relays folders members send us.
-    let takes_trees = inbox
-        .as_ref()
-        .is_some_and(|inbox| inbox.answer_within().is_none());
+    // Folders are taken, or asked about, as files are: the server is told
+    // so once welcomed, and then relays folders members send us.
+    let takes_trees = inbox.is_some();
     let mut config = config;
     if takes_trees {
         config.connection = config.connection.trees(Some(TreeLimits::default()));
@@ -339,6 +336,7 @@ fn line(notice: &ClientNotice) -> Option<String> {
                 name,
                 size,
                 peer,
+                files,
                 answer_within,
             } => format!(
                 "* {} offers {} ({}): /accept {id} or /reject {id} within {} s",
@@ -348,7 +346,7 @@ fn line(notice: &ClientNotice) -> Option<String> {
                     safe(peer)
                 },
                 safe(name),
-                bytes(*size),
+                offered(*size, *files),
                 answer_within.as_secs()
             ),
             Report::Saved { path, .. } => format!("* saved {}", path.display()),
@@ -401,5 +399,26 @@ mod tests {
         assert_eq!(parse("/accept x"), None);
         assert_eq!(parse(""), None);
         assert_eq!(parse("/bogus"), None);
+    }
+    #[test]
+    fn an_offer_asked_about_names_a_folder_s_files() {
+        let asking = |name: &str, files| {
+            line(&ClientNotice::File(Report::Asking {
+                id: 7,
+                name: name.into(),
+                size: 3 << 20,
+                peer: "bob".into(),
+                files,
+                answer_within: Duration::from_secs(60),
+            }))
+        };
+        assert_eq!(
+            asking("photos/", Some(120)).as_deref(),
+            Some("* bob offers photos/ (120 files, 3.0 MiB): /accept 7 or /reject 7 within 60 s")
+        );
+        assert_eq!(
+            asking("film.mkv", None).as_deref(),
+            Some("* bob offers film.mkv (3.0 MiB): /accept 7 or /reject 7 within 60 s")
+        );
     }
 }

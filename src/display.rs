@@ -79,6 +79,16 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// What an offer holds: `12.3 MiB` for a file, `3 files, 12.3 MiB` for a
+/// folder of that many files.
+pub fn offered(size: u64, files: Option<u64>) -> String {
+    match files {
+        None => bytes(size),
+        Some(1) => format!("1 file, {}", bytes(size)),
+        Some(n) => format!("{n} files, {}", bytes(size)),
+    }
+}
+
 /// `123.4 MiB/s` for `n` bytes in `elapsed`.
 pub fn rate(n: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-6);

@@ -159,6 +159,57 @@ fn the_tui_chats_in_a_real_terminal_and_restores_it() {
         common::contents(70_000, 3)
     );
 
+    // A folder a member sends alice is asked about like a file: Ctrl-Y
+    // takes it into her receiving folder, Ctrl-N refuses the next one.
+    let send_to_alice = |folder: &Path| {
+        Proc::spawn(&[
+            "send",
+            "--to",
+            "alice",
+            "--name",
+            "bob",
+            &server.addr(),
+            folder.to_str().unwrap(),
+        ])
+    };
+    let bob = send_to_alice(&folder);
+    tmux.wait_for("bob offers photos/ (2 files, 68.4 KiB): Ctrl-Y accepts");
+    tmux.run(&["send-keys", "-t", "ferry", "C-y"]);
+    let (ok, _, err) = bob.finish();
+    assert!(ok, "{err}");
+    let received = dir.path().join("received");
+    assert_eq!(
+        std::fs::read(received.join("photos/2024/a.jpg")).unwrap(),
+        common::contents(70_000, 3)
+    );
+    assert_eq!(
+        std::fs::read(received.join("photos/notes.txt")).unwrap(),
+        b"from the terminal\n"
+    );
+    let drafts = dir.path().join("drafts");
+    std::fs::create_dir_all(drafts.join("empty")).unwrap();
+    std::fs::write(drafts.join("draft.txt"), b"not wanted\n").unwrap();
+    let bob = send_to_alice(&drafts);
+    tmux.wait_for("bob offers drafts/ (1 file, 11 B): Ctrl-Y accepts");
+    tmux.run(&["send-keys", "-t", "ferry", "C-n"]);
+    let (ok, _, err) = bob.finish();
+    assert!(!ok, "a refused folder is a failed send");
+    assert!(err.contains("declined by the user"), "{err}");
+    let names = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(&received),
+        [".ferry-partial", "photos"],
+        "nothing of the refused folder was written"
+    );
+    assert!(names(&received.join(".ferry-partial")).is_empty());
+
     tmux.type_line("/quit");
     let screen = tmux.wait_for("ferry exited 0");
     // Off the alternate screen: the UI is gone, the shell's lines are back.

@@ -5,7 +5,7 @@
 //! never waits on the network or the disk, and tests drive it directly.
 
 use super::transfer::{Direction, Stage, TransferRow};
-use crate::display::{bytes, earlier, safe};
+use crate::display::{bytes, earlier, offered, safe};
 use ferry_core::transfer::Outcome;
 use ferry_core::{Code, Event};
 use ferry_files::{ClientCommand, ClientNotice, Report};
@@ -509,6 +509,7 @@ impl App {
                 name,
                 size,
                 peer,
+                files,
                 answer_within,
             } => {
                 // A transfer continued with its resume key is taken without
@@ -522,7 +523,7 @@ impl App {
                 };
                 self.notice(format!(
                     "{from} offers {name} ({}): Ctrl-Y accepts, Ctrl-N refuses",
-                    bytes(size)
+                    offered(size, files)
                 ));
             }
             Report::Offered {

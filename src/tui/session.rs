@@ -8,6 +8,8 @@
 use super::app::{Action, App};
 use crate::runtime::Runtime;
 use crate::upload::{self, Prepared};
+use ferry_core::frame::features;
+use ferry_core::tree::TreeLimits;
 use ferry_core::{ClientConfig, Event};
 use ferry_files::{ClientCommand, ClientHandle, ClientNotice, Inbox};
 use ferry_tls::{tls_error_in, ClientTls, Error as TlsError, Fingerprint, KnownServers};
@@ -63,7 +65,13 @@ pub struct Session {
 
 impl Session {
     /// Not connected yet: the App's first action says to.
-    pub fn new(target: Target) -> Self {
+    pub fn new(mut target: Target) -> Self {
+        // Folders are asked about as files are, when there is somewhere to
+        // put them.
+        if target.inbox.is_some() {
+            let connection = target.config.connection.clone();
+            target.config.connection = connection.trees(Some(TreeLimits::default()));
+        }
         Session {
             target,
             client: None,
@@ -241,10 +249,14 @@ impl Session {
                     }
                     if let ClientNotice::Event(Event::Welcomed { .. }) = &notice {
                         // Whether the server takes folders: asked once per
-                        // connection (this side takes none: it asks about
-                        // offers, and asking about a folder is not built).
+                        // connection, saying whether this side does.
                         self.server_features = None;
-                        client.send(ClientCommand::AnnounceFeatures(0));
+                        let bits = if self.target.inbox.is_some() {
+                            features::TREES
+                        } else {
+                            0
+                        };
+                        client.send(ClientCommand::AnnounceFeatures(bits));
                     }
                     if let ClientNotice::Event(Event::Features { bits }) = &notice {
                         self.server_features = Some(*bits);

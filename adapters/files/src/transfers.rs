@@ -6,6 +6,7 @@ use crate::sending::Sending;
 use bytes::Bytes;
 use ferry_core::frame::{HeldFile, TransferId};
 use ferry_core::transfer::{Outcome, TransferEvent};
+use ferry_core::tree::Manifest;
 use ferry_core::{ClientId, Code, Connection, Hub, Misuse, ResumeKey, Source, Text};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -236,8 +237,10 @@ pub enum OfferPolicy {
     /// Decline every offer.
     Reject,
     /// Hold every offer and ask the user (except one that presents the key
-    /// of a partial file the inbox keeps: the continuation of a transfer the
-    /// user took already): the offer is reported as
+    /// of a partial file or folder the inbox keeps: the continuation of a
+    /// transfer the user took already; a folder is asked about once its
+    /// manifest has arrived, and booked only when taken): the offer is
+    /// reported as
     /// [`Report::Asking`] and waits for
     /// [`answer_offer`](FileTransfers::answer_offer) (a client's
     /// `AcceptOffer` / `RejectOffer` command). An offer still unanswered
@@ -290,6 +293,9 @@ pub enum Report {
         size: u64,
         /// Who sends it (empty: the server).
         peer: Text,
+        /// For a folder (its name then ends in `/`): how many files it
+        /// holds; `None` for a file.
+        files: Option<u64>,
         /// How long the offer waits for an answer.
         answer_within: Duration,
     },
@@ -426,9 +432,19 @@ struct Offer {
 /// An offer waiting for the user's answer.
 #[derive(Debug)]
 struct HeldOffer {
-    offer: Offer,
+    offer: Held,
     /// Declined by itself then.
     deadline: Instant,
+}
+
+/// What an offer waiting for the user holds until the answer.
+#[derive(Debug)]
+enum Held {
+    /// A file's offer.
+    File(Offer),
+    /// A folder's checked manifest (the rest of the offer is its entry in
+    /// `trees`): it is not written anywhere before the user says yes.
+    Tree(Box<Manifest>),
 }
 
 /// A file being received, and its size.
@@ -501,8 +517,10 @@ struct TreeReceiver {
     /// Its writer, once the manifest is in.
     writer: Option<IncomingTree>,
     /// Its booking in the inbox (quota, staging folder), until its writer
-    /// takes it.
+    /// takes it; `None` before that while the user is asked about it.
     room: Option<Reservation>,
+    /// The key its sender presented to resume an earlier attempt.
+    resume: Option<ResumeKey>,
     /// Says to the inbox, when the transfer ends, that its staging folder
     /// is being let go (a resume then waits for the writer to finish).
     in_use: Option<NameInUse>,
@@ -620,8 +638,10 @@ impl FileTransfers {
                         name: offer.name.clone(),
                         size,
                         peer: offer.peer.clone(),
+                        files: None,
                         answer_within,
                     };
+                    let offer = Held::File(offer);
                     let deadline = now + answer_within;
                     self.held.insert(id, HeldOffer { offer, deadline });
                     return Some(report);
@@ -638,22 +658,27 @@ impl FileTransfers {
             } => self.on_tree_offer(ctl, now, id, name, total_size, peer, resume),
             TransferEvent::TreeManifest { id, manifest } => {
                 let tree = self.trees.get_mut(&id)?;
-                let room = tree.room.take()?;
-                let in_use = room.name_in_use();
-                let spawned =
-                    IncomingTree::spawn(room, manifest, id, self.owner, self.disk.clone());
-                match spawned {
-                    Ok(writer) => {
-                        tree.writer = Some(writer);
-                        tree.in_use = Some(in_use);
-                        None
+                if tree.writer.is_some() {
+                    return None;
+                }
+                match (tree.room.take(), self.policy) {
+                    (Some(room), _) => self.open_tree(ctl, now, id, room, manifest),
+                    (None, OfferPolicy::Ask { answer_within }) => {
+                        let report = Report::Asking {
+                            id,
+                            name: Text::from(format!("{}/", tree.name)),
+                            size: tree.total_size,
+                            peer: tree.peer.clone(),
+                            files: Some(manifest.file_count() as u64),
+                            answer_within,
+                        };
+                        let offer = Held::Tree(Box::new(manifest));
+                        let deadline = now + answer_within;
+                        self.held.insert(id, HeldOffer { offer, deadline });
+                        Some(report)
                     }
-                    Err(e) => {
-                        let tree = self.trees.remove(&id)?;
-                        let reason = format!("cannot start a writer: {e}");
-                        let _ = ctl.reject(now, id, Code::IO_ERROR, &reason);
-                        Some(tree_report(id, tree, None))
-                    }
+                    // Refused at the offer otherwise.
+                    (None, _) => None,
                 }
             }
             TransferEvent::TreeNeedChunk {
@@ -941,17 +966,33 @@ impl FileTransfers {
             .remove(&id)
             .ok_or_else(|| format!("no offer {id} is waiting for an answer"))?
             .offer;
-        if accept {
-            return Ok(self.on_offer(ctl, now, id, offer));
+        Ok(match (offer, accept) {
+            (Held::File(offer), true) => self.on_offer(ctl, now, id, offer),
+            (Held::Tree(manifest), true) => self.on_tree_accepted(ctl, now, id, *manifest),
+            (offer, false) => self.decline(ctl, now, id, offer, "declined by the user"),
+        })
+    }
+
+    /// Refuses a held offer with `FILE_REJECTED`, saying why.
+    fn decline(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        offer: Held,
+        reason: &str,
+    ) -> Option<Report> {
+        let _ = ctl.reject(now, id, Code::FILE_REJECTED, reason);
+        match offer {
+            Held::File(offer) => Some(Report::Offered {
+                id,
+                name: offer.name,
+                size: offer.size,
+                peer: offer.peer,
+                accepted: None,
+            }),
+            Held::Tree(_) => Some(tree_report(id, self.trees.remove(&id)?, None)),
         }
-        let _ = ctl.reject(now, id, Code::FILE_REJECTED, "declined by the user");
-        Ok(Some(Report::Offered {
-            id,
-            name: offer.name,
-            size: offer.size,
-            peer: offer.peer,
-            accepted: None,
-        }))
     }
 
     /// When an offer held for the user expires: call
@@ -972,14 +1013,7 @@ impl FileTransfers {
             .into_iter()
             .filter_map(|id| {
                 let offer = self.held.remove(&id)?.offer;
-                let _ = ctl.reject(now, id, Code::FILE_REJECTED, "no answer in time");
-                Some(Report::Offered {
-                    id,
-                    name: offer.name,
-                    size: offer.size,
-                    peer: offer.peer,
-                    accepted: None,
-                })
+                self.decline(ctl, now, id, offer, "no answer in time")
             })
             .collect()
     }
@@ -1046,7 +1080,8 @@ impl FileTransfers {
 
     /// A tree offered to the inbox: refused at once if the inbox cannot
     /// take it (none, its quota, its sender's limits), else its manifest is
-    /// awaited ([`TransferEvent::TreeManifest`]).
+    /// awaited ([`TransferEvent::TreeManifest`]), booked in the inbox now
+    /// or, when the user is to be asked, once the user says yes.
     #[allow(clippy::too_many_arguments)]
     fn on_tree_offer(
         &mut self,
@@ -1064,22 +1099,28 @@ impl FileTransfers {
             peer,
             writer: None,
             room: None,
+            resume,
             in_use: None,
         };
-        let sender = match self.source {
-            Some(source) => Sender::Source(source),
-            None => Sender::User(tree.peer.to_lowercase()),
+        // A tree the user already took, continued by the one who holds its
+        // key, is not asked about again.
+        let continued = match (&self.inbox, &tree.resume) {
+            (Some(inbox), Some(key)) => inbox.keeps(key),
+            _ => false,
         };
-        let reserved = match (&self.inbox, self.policy) {
-            (Some(inbox), OfferPolicy::Accept) => inbox
+        let admitted = match (&self.inbox, self.policy) {
+            (Some(inbox), OfferPolicy::Ask { .. }) if !continued => inbox
                 .admits(&tree.peer, total_size)
-                .and_then(|()| inbox.reserve_tree(&tree.name, total_size, Some(sender), resume))
+                .map(|()| None)
                 .map_err(|refused| (refused.code(), refused.to_string())),
-            // Asking a user about a whole folder is not built yet.
+            (Some(_), OfferPolicy::Accept | OfferPolicy::Ask { .. }) => {
+                self.reserve_tree(&tree).map(Some)
+            }
             _ => Err((Code::FILE_REJECTED, "not accepting folders".to_string())),
         };
-        match reserved {
-            Ok(room) => tree.room = Some(room),
+        match admitted {
+            // Booked now, or (asked about) once the user says yes.
+            Ok(room) => tree.room = room,
             Err((code, reason)) => {
                 let _ = ctl.reject(now, id, code, &reason);
                 return Some(tree_report(id, tree, None));
@@ -1087,6 +1128,70 @@ impl FileTransfers {
         }
         self.trees.insert(id, tree);
         None
+    }
+
+    /// Books `tree` in the inbox: its size against the quota and its
+    /// sender's limits, its staging folder.
+    fn reserve_tree(&self, tree: &TreeReceiver) -> Result<Reservation, (Code, String)> {
+        let Some(inbox) = &self.inbox else {
+            return Err((Code::FILE_REJECTED, "not accepting folders".to_string()));
+        };
+        let sender = match self.source {
+            Some(source) => Sender::Source(source),
+            None => Sender::User(tree.peer.to_lowercase()),
+        };
+        inbox
+            .admits(&tree.peer, tree.total_size)
+            .and_then(|()| {
+                inbox.reserve_tree(&tree.name, tree.total_size, Some(sender), tree.resume)
+            })
+            .map_err(|refused| (refused.code(), refused.to_string()))
+    }
+
+    /// The user said yes to a folder: it is booked in the inbox (or
+    /// refused if it no longer fits) and its writer started.
+    fn on_tree_accepted(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        manifest: Manifest,
+    ) -> Option<Report> {
+        match self.reserve_tree(self.trees.get(&id)?) {
+            Ok(room) => self.open_tree(ctl, now, id, room, manifest),
+            Err((code, reason)) => {
+                let _ = ctl.reject(now, id, code, &reason);
+                Some(tree_report(id, self.trees.remove(&id)?, None))
+            }
+        }
+    }
+
+    /// Starts the writer of a booked tree, which makes its folders and
+    /// leads to the answer in [`poll_disk`](Self::poll_disk) (`None` here),
+    /// or refuses the tree if it cannot start.
+    fn open_tree(
+        &mut self,
+        ctl: &mut impl TransferControl,
+        now: Instant,
+        id: TransferId,
+        room: Reservation,
+        manifest: Manifest,
+    ) -> Option<Report> {
+        let in_use = room.name_in_use();
+        match IncomingTree::spawn(room, manifest, id, self.owner, self.disk.clone()) {
+            Ok(writer) => {
+                let tree = self.trees.get_mut(&id)?;
+                tree.writer = Some(writer);
+                tree.in_use = Some(in_use);
+                None
+            }
+            Err(e) => {
+                let tree = self.trees.remove(&id)?;
+                let reason = format!("cannot start a writer: {e}");
+                let _ = ctl.reject(now, id, Code::IO_ERROR, &reason);
+                Some(tree_report(id, tree, None))
+            }
+        }
     }
 
     /// A local read or write failed: cancel, keep any partial file.

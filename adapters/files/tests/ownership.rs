@@ -273,3 +273,106 @@ fn a_receiver_that_asks_asks_again_unless_the_offer_holds_the_key() {
     }
     assert_eq!(ctl.0, [(5, Ok(4))]);
 }
+
+#[test]
+fn a_receiver_that_asks_asks_about_a_folder_and_books_it_only_once_taken() {
+    use ferry_core::transfer::TransferEvent;
+    use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
+    use ferry_core::Code;
+    use ferry_files::{FileTransfers, OfferPolicy, Report};
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path())
+        .unwrap()
+        .ask_first(Duration::from_secs(60));
+    let mut files = FileTransfers::new(Some(inbox.clone()), OfferPolicy::for_inbox(Some(&inbox)));
+    let mut ctl = Answers::default();
+    let now = Instant::now();
+    let limits = TreeLimits::default();
+    let entry = |path: &str, kind| Entry {
+        path: TreePath::new(path, &limits).unwrap(),
+        kind,
+        mtime: Mtime::EPOCH,
+    };
+    let file = |size| EntryKind::File {
+        size,
+        executable: false,
+    };
+    let manifest = Manifest::new(
+        Mtime::EPOCH,
+        vec![
+            entry("a.txt", file(4)),
+            entry("sub", EntryKind::Folder),
+            entry("sub/b.txt", file(6)),
+        ],
+        &limits,
+    )
+    .unwrap();
+    let mut offer = |files: &mut FileTransfers, id| {
+        let offered = TransferEvent::TreeOffered {
+            id,
+            name: "album".into(),
+            total_size: 10,
+            manifest_len: manifest.encode().len() as u32,
+            peer: "bob".into(),
+            resume: None,
+        };
+        assert_eq!(files.handle(&mut ctl, now, offered), None);
+        let whole = TransferEvent::TreeManifest {
+            id,
+            manifest: manifest.clone(),
+        };
+        files.handle(&mut ctl, now, whole)
+    };
+    let asked = offer(&mut files, 1);
+    assert_eq!(
+        asked,
+        Some(Report::Asking {
+            id: 1,
+            name: "album/".into(),
+            size: 10,
+            peer: "bob".into(),
+            files: Some(2),
+            answer_within: Duration::from_secs(60),
+        })
+    );
+    // Asked about, nothing is booked or written.
+    assert_eq!(inbox.used(), 0);
+    assert!(partials(dir.path()).is_empty());
+    assert!(offer(&mut files, 3).is_some());
+    assert!(offer(&mut files, 5).is_some());
+
+    // Declined: refused, and reported as such.
+    let declined = files.answer_offer(&mut ctl, now, 3, false).unwrap();
+    assert!(
+        matches!(&declined, Some(Report::Offered { id: 3, name, accepted: None, .. }) if &**name == "album/"),
+        "{declined:?}"
+    );
+    assert_eq!(ctl.of(3), Some(Err(Code::FILE_REJECTED)));
+    // Taken: booked against the quota, its writer started, then accepted.
+    assert_eq!(files.answer_offer(&mut ctl, now, 1, true).unwrap(), None);
+    assert_eq!(inbox.used(), 10);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctl.of(1).is_none() {
+        assert!(Instant::now() < deadline, "never answered");
+        std::thread::sleep(Duration::from_millis(2));
+        files.poll_disk(&mut ctl, now);
+    }
+    assert_eq!(ctl.of(1), Some(Ok(0)));
+    // Not answered in time: refused by itself.
+    assert_eq!(files.poll_timeout(), Some(now + Duration::from_secs(60)));
+    let expired = files.handle_timeout(&mut ctl, now + Duration::from_secs(60));
+    assert!(
+        matches!(
+            expired[..],
+            [Report::Offered {
+                id: 5,
+                accepted: None,
+                ..
+            }]
+        ),
+        "{expired:?}"
+    );
+    assert_eq!(ctl.of(5), Some(Err(Code::FILE_REJECTED)));
+    assert!(files.answer_offer(&mut ctl, now, 5, true).is_err());
+    assert_eq!(inbox.used(), 10, "only the folder taken is booked");
+}

@@ -196,12 +196,13 @@ pub fn offers_wait_for_the_users_answer(server: &Adapter, client: &Adapter) {
                 name,
                 size,
                 peer,
+                files,
                 answer_within: within,
             }) => {
                 assert_eq!(
-                    (&**name, *size, &**peer, *within),
-                    ("asked.bin", data.len() as u64, "alice", answer_within),
-                    "the offer bob is asked about (name, size, from, time to answer)"
+                    (&**name, *size, &**peer, *files, *within),
+                    ("asked.bin", data.len() as u64, "alice", None, answer_within),
+                    "the offer bob is asked about (name, size, from, no file count, time to answer)"
                 );
                 Some(*id)
             }
