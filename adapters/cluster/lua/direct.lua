@@ -6,6 +6,7 @@ if r then return r end
 local client, to_key, text, source = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local burst, per_second = tonumber(ARGV[10]), tonumber(ARGV[11])
 local room_key, from = sender(client, source, burst, per_second)
+save_budgets()
 if not room_key then
   return record({from})
 end

@@ -19,7 +19,9 @@ end
 if redis.call('ZCARD', room_order(room_key)) >= max_members then
   return record({'full'})
 end
-if not charge(source, burst, per_second) then
+local charged = charge(source, burst, per_second)
+save_budgets()
+if not charged then
   return record({'flooding'})
 end
 enter(client, room, room_key, name, name_key)

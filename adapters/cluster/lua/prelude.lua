@@ -25,10 +25,16 @@ local history = tonumber(ARGV[5])
 
 local answers = 'ferry:srv:' .. server .. ':answers'
 
+-- The last operation of the calling server carried out, once read: a
+-- script that carries out several (say) reads it once.
+local last_op = nil
+
 -- The answer recorded for a repeated operation, or nil for a new one.
 local function repeated()
-  local last = tonumber(redis.call('HGET', answers, 'last') or '0')
-  if op <= last then
+  if not last_op then
+    last_op = tonumber(redis.call('HGET', answers, 'last') or '0')
+  end
+  if op <= last_op then
     local recorded = redis.call('HGET', answers, int(op))
     if recorded then
       return cjson.decode(recorded)
@@ -42,6 +48,7 @@ end
 local function record(reply)
   redis.call('HSET', answers, 'last', int(op), int(op), cjson.encode(reply))
   redis.call('HDEL', answers, int(op - 1024))
+  last_op = op
   return reply
 end
 
@@ -78,7 +85,13 @@ local function server_members(id) return 'ferry:srv:' .. id .. ':members' end
 -- A room whose numbering starts anew in a restarted Redis (a server said
 -- so: ferry:restarted) starts at now * 1000, past the numbers it used
 -- before (MemoryBroker::mark_restarted).
+-- Looked at once a script per room: after that the room has a seq.
+local seq_started = {}
 local function start_seq(room_key)
+  if seq_started[room_key] then
+    return
+  end
+  seq_started[room_key] = true
   if redis.call('HEXISTS', 'ferry:seq', room_key) == 0 and redis.call('EXISTS', 'ferry:restarted') == 1 then
     redis.call('HSET', 'ferry:seq', room_key, int(now * 1000))
   end
@@ -174,6 +187,11 @@ local function remove_member(id, client, code, by, opnum)
   end
 end
 
+-- Each source's budget as this script last left it (key -> {milli, at}),
+-- read once a script; `save_budgets` writes what changed. Every script
+-- that charges a budget calls it before it returns.
+local budgets = {}
+
 -- Spends one token of SOURCE's shared budget (BURST at once, PER_SECOND on
 -- average); false when it has none. BURST 0: no budget.
 local function charge(source, burst, per_second)
@@ -182,17 +200,31 @@ local function charge(source, burst, per_second)
   end
   local key = 'ferry:src:' .. source
   local full = burst * 1000
-  local milli = tonumber(redis.call('HGET', key, 'milli') or full)
-  local at = tonumber(redis.call('HGET', key, 'at') or now)
-  milli = math.min(milli + math.max(now - at, 0) * per_second, full)
-  at = math.max(at, now)
-  local ok = milli >= 1000
-  if ok then
-    milli = milli - 1000
+  local budget = budgets[key]
+  if not budget then
+    local held = redis.call('HMGET', key, 'milli', 'at')
+    budget = {milli = tonumber(held[1] or full), at = tonumber(held[2] or now)}
+    budgets[key] = budget
   end
-  redis.call('HSET', key, 'milli', int(milli), 'at', int(at))
-  redis.call('PEXPIRE', key, 3600000)
+  budget.milli = math.min(budget.milli + math.max(now - budget.at, 0) * per_second, full)
+  budget.at = math.max(budget.at, now)
+  budget.changed = true
+  local ok = budget.milli >= 1000
+  if ok then
+    budget.milli = budget.milli - 1000
+  end
   return ok
+end
+
+-- Writes the budgets `charge` changed.
+local function save_budgets()
+  for key, budget in pairs(budgets) do
+    if budget.changed then
+      redis.call('HSET', key, 'milli', int(budget.milli), 'at', int(budget.at))
+      redis.call('PEXPIRE', key, 3600000)
+      budget.changed = false
+    end
+  end
 end
 
 -- The room and name of member CLIENT of the calling server sending a

@@ -18,6 +18,17 @@ pub const EVENTS: &str = "ferry:events";
 /// well under the 1,024 answers each server's scripts remember.
 pub const MAX_PIPELINE: usize = 256;
 
+/// The most messages (`Say` requests in a row) carried out by one call of
+/// the say script.
+const MAX_SAYS_PER_CALL: usize = 64;
+
+/// One script call of a pipeline, and how many requests it carries out.
+struct Call<'s> {
+    script: &'s Script,
+    args: Vec<String>,
+    requests: usize,
+}
+
 /// How a [`RedisBroker`] runs: the settings every server of a cluster must
 /// share.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,26 +215,43 @@ impl RedisBroker {
         while answers.len() < requests.len() {
             let rest = &requests[answers.len()..];
             let mut pipe = redis::pipe();
-            for request in rest {
-                let (script, args) = self.call(server, request, now_ms)?;
-                pipe.cmd("EVALSHA").arg(script.get_hash()).arg(0).arg(args);
-            }
+            // How many requests each call carries out.
+            let sizes: Vec<usize> = self
+                .calls(server, rest, now_ms)?
+                .into_iter()
+                .map(|call| {
+                    pipe.cmd("EVALSHA")
+                        .arg(call.script.get_hash())
+                        .arg(0)
+                        .arg(call.args);
+                    call.requests
+                })
+                .collect();
             let replies: Vec<redis::RedisResult<Value>> =
                 pipe.ignore_errors().query(&mut self.connection)?;
-            if replies.len() != rest.len() {
+            if replies.len() != sizes.len() {
                 return Err(ClusterError::reply(
                     "a pipeline's replies do not match its requests",
                 ));
             }
-            for (request, reply) in rest.iter().zip(replies) {
+            let mut carried = rest;
+            for (size, reply) in sizes.into_iter().zip(replies) {
+                let (these, after) = carried.split_at(size);
+                carried = after;
                 match reply {
-                    Ok(value) => {
-                        let answer = self.answer(request, reply::strings(value)?)?;
-                        answers.push(BusInput::Answer {
-                            op: request.op(),
-                            answer,
-                        });
+                    // A call of the say script answers each of its messages.
+                    Ok(value) if matches!(these, [BusRequest::Say { .. }, ..]) => {
+                        let replies = reply::array(value)?;
+                        if replies.len() != these.len() {
+                            return Err(ClusterError::reply(
+                                "the say script's answers do not match its messages",
+                            ));
+                        }
+                        for (request, value) in these.iter().zip(replies) {
+                            answers.push(self.answer_to(request, value)?);
+                        }
                     }
+                    Ok(value) => answers.push(self.answer_to(these[0], value)?),
                     // Redis forgot the scripts (SCRIPT FLUSH): loaded again,
                     // what followed is sent again from here.
                     Err(e) if is_no_script(&e) && !reloaded => {
@@ -238,6 +266,90 @@ impl RedisBroker {
         Ok(answers)
     }
 
+    /// A script's reply to `request` as the bus input that answers it.
+    fn answer_to(&self, request: &BusRequest, value: Value) -> Result<BusInput, ClusterError> {
+        Ok(BusInput::Answer {
+            op: request.op(),
+            answer: self.answer(request, reply::strings(value)?)?,
+        })
+    }
+
+    /// The script calls that carry out `requests` in order: one each,
+    /// except a run of `Say`s, carried out by one call of the say script
+    /// (up to [`MAX_SAYS_PER_CALL`]): the messages a server sends at once
+    /// cost Redis one script run, not one each.
+    fn calls(
+        &self,
+        server: ServerId,
+        requests: &[&BusRequest],
+        now_ms: Option<u64>,
+    ) -> Result<Vec<Call<'_>>, ClusterError> {
+        let mut calls = Vec::new();
+        let mut at = 0;
+        while at < requests.len() {
+            let says = requests[at..]
+                .iter()
+                .take(MAX_SAYS_PER_CALL)
+                .take_while(|r| matches!(r, BusRequest::Say { .. }))
+                .count();
+            let call = if says > 0 {
+                self.say_call(server, &requests[at..at + says], now_ms)
+            } else {
+                let (script, args) = self.call(server, requests[at], now_ms)?;
+                Call {
+                    script,
+                    args,
+                    requests: 1,
+                }
+            };
+            at += call.requests;
+            calls.push(call);
+        }
+        Ok(calls)
+    }
+
+    /// The arguments every script takes first (see `lua/prelude.lua`):
+    /// the server, the operation, the time, the log's length and history.
+    fn head(&self, server: ServerId, op: OpId, now_ms: Option<u64>) -> Vec<String> {
+        vec![
+            server.to_string(),
+            op.0.to_string(),
+            now_ms.map(|n| n.to_string()).unwrap_or_default(),
+            self.settings.log_max_len.to_string(),
+            self.settings.history.to_string(),
+        ]
+    }
+
+    /// One call of the say script carrying out `says` (all `Say`s), in
+    /// order.
+    fn say_call(&self, server: ServerId, says: &[&BusRequest], now_ms: Option<u64>) -> Call<'_> {
+        let (burst, per_second) = self.settings.source_budget.unwrap_or((0, 0));
+        let mut args = self.head(server, says[0].op(), now_ms);
+        args.extend([burst.to_string(), per_second.to_string()]);
+        for request in says {
+            if let BusRequest::Say {
+                op,
+                client,
+                text,
+                source,
+                ..
+            } = request
+            {
+                args.extend([
+                    op.0.to_string(),
+                    client.0.to_string(),
+                    text.to_string(),
+                    source.map(|s| s.to_string()).unwrap_or_default(),
+                ]);
+            }
+        }
+        Call {
+            script: &self.scripts.say,
+            args,
+            requests: says.len(),
+        }
+    }
+
     /// The script that carries out `request`, and its arguments.
     fn call(
         &self,
@@ -245,14 +357,7 @@ impl RedisBroker {
         request: &BusRequest,
         now_ms: Option<u64>,
     ) -> Result<(&Script, Vec<String>), ClusterError> {
-        let op = request.op();
-        let mut head = vec![
-            server.to_string(),
-            op.0.to_string(),
-            now_ms.map(|n| n.to_string()).unwrap_or_default(),
-            self.settings.log_max_len.to_string(),
-            self.settings.history.to_string(),
-        ];
+        let mut head = self.head(server, request.op(), now_ms);
         let (burst, per_second) = self.settings.source_budget.unwrap_or((0, 0));
         let source = |s: &Option<ferry_core::Source>| s.map(|s| s.to_string()).unwrap_or_default();
         let call = match request {
@@ -278,21 +383,6 @@ impl RedisBroker {
                     per_second.to_string(),
                 ]);
                 (&self.scripts.join, head)
-            }
-            BusRequest::Say {
-                client,
-                text,
-                source: src,
-                ..
-            } => {
-                head.extend([
-                    client.0.to_string(),
-                    text.to_string(),
-                    source(src),
-                    burst.to_string(),
-                    per_second.to_string(),
-                ]);
-                (&self.scripts.say, head)
             }
             BusRequest::Direct {
                 client,

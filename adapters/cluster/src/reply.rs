@@ -14,6 +14,14 @@ pub(crate) fn strings(value: Value) -> Result<Vec<Vec<u8>>, ClusterError> {
     }
 }
 
+/// A reply that is an array, as its items.
+pub(crate) fn array(value: Value) -> Result<Vec<Value>, ClusterError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(ClusterError::reply(format!("not an array: {other:?}"))),
+    }
+}
+
 /// One string of a reply, as bytes.
 pub(crate) fn string(value: Value) -> Result<Vec<u8>, ClusterError> {
     match value {

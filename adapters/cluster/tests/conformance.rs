@@ -212,6 +212,26 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     proptest::collection::vec(step, 1..60)
 }
 
+/// Steps that are mostly messages, so that pipelines carry long runs of
+/// them (one call of the say script each), with repeats, leaves, budgets
+/// running out and the scripts forgotten among them.
+fn message_steps() -> impl Strategy<Value = Vec<Step>> {
+    let server = 0..2usize;
+    let client = 0..3u64;
+    let step = prop_oneof![
+        2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 0..3u8)
+            .prop_map(|(server, client, name, room, source)| Step::Join { server, client, name, room, max: 4, source }),
+        12 => (server.clone(), client.clone(), 0..3u8)
+            .prop_map(|(server, client, source)| Step::Say { server, client, source }),
+        2 => (server.clone(), 0..8usize).prop_map(|(server, which)| Step::Repeat { server, which }),
+        1 => (server.clone(), client.clone()).prop_map(|(server, client)| Step::Leave { server, client }),
+        1 => (0..1500u64).prop_map(|ms| Step::Wait { ms }),
+        1 => Just(Step::ForgetScripts),
+        1 => Just(Step::Cut),
+    ];
+    proptest::collection::vec(step, 1..120)
+}
+
 fn source(n: u8) -> Option<Source> {
     (n > 0).then(|| Source::of(Ipv4Addr::new(10, 0, 0, n).into(), 32, 64))
 }
@@ -443,6 +463,14 @@ proptest! {
     /// pipeline (`execute_all`): the same answers, log and inboxes.
     #[test]
     fn pipelines_do_what_one_request_at_a_time_does(steps in steps()) {
+        run_both(&steps, true);
+    }
+
+    /// Runs of messages in one pipeline are carried out by one call of the
+    /// say script each: still the answers, seqs, budgets and history of
+    /// one message at a time.
+    #[test]
+    fn runs_of_messages_do_what_one_at_a_time_does(steps in message_steps()) {
         run_both(&steps, true);
     }
 }
