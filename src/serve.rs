@@ -145,7 +145,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         );
     }
     // The link starts after the server (its answers go to the server's
-    // control); requests made meanwhile wait among the notices below.
+    // control); requests made meanwhile wait in the server's bus route.
     let link = match (&cluster, server_id) {
         (Some(cluster), Some(id)) => {
             let control = server.control();
@@ -171,6 +171,11 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
                 })
             }) {
                 Ok(link) => {
+                    // From here the server's loop hands its requests to
+                    // the link's writer itself (those made meanwhile
+                    // first): a thread in between cost every message a
+                    // wake-up on the way to Redis.
+                    server.route_bus(Box::new(link.sender()));
                     log(&format!(
                         "cluster: server {id} on {}, lease {} s",
                         redacted_url(&cluster.url),
@@ -237,11 +242,6 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         };
         let now = Instant::now();
         match received {
-            Ok(ServerNotice::Bus(requests)) => {
-                if let Some(link) = &link {
-                    link.send_all(requests);
-                }
-            }
             Ok(notice) => {
                 if matches!(notice, ServerNotice::Disconnected { .. }) {
                     release.on_leave(now);

@@ -179,6 +179,19 @@ impl Link {
         }
     }
 
+    /// What [`send_all`](Self::send_all) does, as a function any thread
+    /// may call, for as long as the link runs (afterwards requests are
+    /// dropped): for a server's loop to hand its requests to the writer
+    /// itself, with no thread in between.
+    pub fn sender(&self) -> impl Fn(Vec<BusRequest>) + Send + Sync + 'static {
+        let control = self.control.clone();
+        move |requests| {
+            if !requests.is_empty() {
+                let _ = control.send(Control::Requests(requests));
+            }
+        }
+    }
+
     /// Carries out what was sent before (the leaves of a server shutting
     /// down), takes the server out of the cluster's leases and stops both
     /// threads.

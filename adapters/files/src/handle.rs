@@ -1,6 +1,7 @@
 //! Handles on a server or client running in its own thread, the same for
 //! every runtime, so that the `ferry` program drives any of them alike.
 
+use crate::bus_route::{BusRoute, BusSink};
 use crate::server::{ServerCommand, ServerNotice};
 use crate::transfers::Report;
 use ferry_core::frame::TransferId;
@@ -21,6 +22,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     control: ServerControl,
     notices: Receiver<ServerNotice>,
+    bus: BusRoute,
     thread: JoinHandle<io::Result<()>>,
 }
 
@@ -33,11 +35,13 @@ impl fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    /// For runtimes: wraps a server loop running in `thread`.
+    /// For runtimes: wraps a server loop running in `thread`, which hands
+    /// its requests for a cluster's broker to `bus`.
     pub fn new(
         local_addr: SocketAddr,
         command: Commander<ServerCommand>,
         notices: Receiver<ServerNotice>,
+        bus: BusRoute,
         thread: JoinHandle<io::Result<()>>,
     ) -> Self {
         ServerHandle {
@@ -46,8 +50,17 @@ impl ServerHandle {
                 command: Arc::new(command),
             },
             notices,
+            bus,
             thread,
         }
+    }
+
+    /// In cluster mode: the server's requests for its broker go to `sink`
+    /// (such as `ferry_cluster::Link::sender`, which only queues) straight
+    /// from the server's loop, those made so far first, in order. See
+    /// [`BusRoute`].
+    pub fn route_bus(&self, sink: BusSink) {
+        self.bus.route_to(sink);
     }
 
     /// The address it listens on (the real port when bound to port 0).

@@ -38,6 +38,7 @@
 //! ```
 
 mod batch;
+mod bus_route;
 #[cfg(unix)]
 mod confined;
 mod disk;
@@ -56,6 +57,7 @@ mod udp;
 mod walk;
 
 pub use batch::{IoSlices, OutputBatch};
+pub use bus_route::{BusRoute, BusSink};
 pub use disk::Wake;
 pub use entropy::{random_server_id, with_session_key};
 pub use handle::{

@@ -3,7 +3,7 @@
 use crate::disk::{DiskQueue, Done, Wake};
 use crate::inbox::Inbox;
 use crate::transfers::{FileTransfers, HubClient, OfferPolicy, Report};
-use ferry_core::cluster::{BusInput, BusRequest};
+use ferry_core::cluster::BusInput;
 use ferry_core::{ClientId, ClientMap, Code, Hub, HubEvent, Text};
 
 use std::net::SocketAddr;
@@ -52,13 +52,6 @@ pub enum ServerNotice {
     /// An operator command could not be carried out (an announcement over
     /// the message cap, ...).
     CommandFailed(String),
-    /// In cluster mode: requests of the hub for the cluster's broker
-    /// ([`Hub::poll_bus`](ferry_core::Hub::poll_bus)), all that one turn of
-    /// the server's loop made, in order, to be handed to the broker link in
-    /// the order notices come; the answers come back as
-    /// [`ServerCommand::Bus`] (through
-    /// [`ServerControl::bus`](crate::ServerControl::bus)).
-    Bus(Vec<BusRequest>),
     /// A source kept presenting wrong tokens and is turned away for `ban`
     /// (one notice however many connections it makes meanwhile).
     SourceBanned {

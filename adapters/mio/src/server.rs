@@ -11,7 +11,7 @@
 
 use crate::sock::{commander, disk_wake, set_write_interest, Stream, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
+use ferry_files::{BusRoute, HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
 use mio::net::{TcpListener, TcpStream};
@@ -57,6 +57,7 @@ pub(crate) fn spawn(
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (command_tx, commands) = mpsc::channel();
     let (notices, notice_rx) = mpsc::channel();
+    let bus = BusRoute::default();
     let server = Server {
         poll,
         listener: Some(listener),
@@ -68,6 +69,7 @@ pub(crate) fn spawn(
         unread: Vec::new(),
         commands,
         notices,
+        bus: bus.clone(),
         buf: vec![0; READ_BUF],
         stop_by: None,
         tls,
@@ -79,6 +81,7 @@ pub(crate) fn spawn(
         local_addr,
         commander(command_tx, waker),
         notice_rx,
+        bus,
         thread,
     ))
 }
@@ -109,6 +112,8 @@ struct Server {
     unread: Vec<(ClientId, bool)>,
     commands: Receiver<ServerCommand>,
     notices: Sender<ServerNotice>,
+    /// Where the hub's requests for a cluster's broker go.
+    bus: BusRoute,
     buf: Vec<u8>,
     /// Shutting down: return once every socket is closed, or at this instant.
     stop_by: Option<Instant>,
@@ -369,7 +374,7 @@ impl Server {
             }
             let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
             if !requests.is_empty() {
-                self.notify(ServerNotice::Bus(requests));
+                self.bus.send(requests);
             }
             if !progressed {
                 return;

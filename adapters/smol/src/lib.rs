@@ -103,7 +103,7 @@ pub use udp::run_udp_chat;
 use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use ferry_core::{ClientConfig, Code, HubConfig};
-use ferry_files::{ClientHandle, Inbox, ServerHandle, UdpHandle, Wake};
+use ferry_files::{BusRoute, ClientHandle, Inbox, ServerHandle, UdpHandle, Wake};
 use ferry_tls::TlsServer;
 use futures_lite::future;
 use std::io;
@@ -156,18 +156,20 @@ pub fn spawn_server_tls(
     // never block its caller.
     let (commands_tx, commands) = async_channel::unbounded();
     let (notices_tx, notices) = mpsc::channel();
+    let bus = BusRoute::default();
+    let route = bus.clone();
     let thread = thread::Builder::new()
         .name(format!("ferry-server {local_addr}"))
         .spawn(move || {
             async_io::block_on(run_server_tls(
-                listener, hub, inbox, tls, commands, notices_tx,
+                listener, hub, inbox, tls, commands, notices_tx, route,
             ))
         })?;
     let command = Box::new(move |command| {
         // Fails only once the server stopped, when the command is moot.
         let _ = commands_tx.try_send(command);
     });
-    Ok(ServerHandle::new(local_addr, command, notices, thread))
+    Ok(ServerHandle::new(local_addr, command, notices, bus, thread))
 }
 
 /// Connects to `addr`, runs [`run_client`] on a thread of its own, and

@@ -22,7 +22,7 @@ use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig, HubEvent};
-use ferry_files::{HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice};
+use ferry_files::{BusRoute, HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice};
 use ferry_tls::{Kind, TlsServer, Transport};
 use futures_lite::{future, AsyncReadExt};
 
@@ -114,7 +114,16 @@ pub async fn run_server(
     commands: Receiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
 ) -> io::Result<()> {
-    run_server_tls(listener, hub, inbox, None, commands, notices).await
+    run_server_tls(
+        listener,
+        hub,
+        inbox,
+        None,
+        commands,
+        notices,
+        BusRoute::default(),
+    )
+    .await
 }
 
 /// [`run_server`], also speaking TLS with `tls`: a connection whose first
@@ -131,6 +140,10 @@ pub async fn run_server(
 /// a [`ServerNotice::Disconnected`] whose reason reads `TLS with <address>:
 /// <rustls' reason>`.
 ///
+/// In cluster mode (a `hub` with a [cluster id](HubConfig::cluster)), the
+/// hub's requests for the broker go to `bus` from the hub's task, all that
+/// one turn made at once.
+///
 /// # Errors
 ///
 /// As [`run_server`].
@@ -141,6 +154,7 @@ pub async fn run_server_tls(
     tls: Option<Arc<TlsServer>>,
     commands: Receiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
+    bus: BusRoute,
 ) -> io::Result<()> {
     let executor = Arc::new(Executor::new());
     let (inputs_tx, inputs) = async_channel::bounded(INPUT_QUEUE);
@@ -158,6 +172,7 @@ pub async fn run_server_tls(
         lingering: Lingering::new(),
         inputs: inputs_tx,
         notices,
+        bus,
         disk_done,
         alarm: Alarm::new(),
         unfed: 0,
@@ -233,6 +248,8 @@ struct Server {
     lingering: Lingering,
     inputs: Sender<Input>,
     notices: mpsc::Sender<ServerNotice>,
+    /// Where the hub's requests for a cluster's broker go.
+    bus: BusRoute,
     /// Signalled by file writers.
     disk_done: Receiver<()>,
     /// Fires by the hub's next deadline.
@@ -557,7 +574,7 @@ impl Server {
         }
         let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
         if !requests.is_empty() {
-            let _ = self.notices.send(ServerNotice::Bus(requests));
+            self.bus.send(requests);
         }
     }
 

@@ -19,7 +19,8 @@
 use bytes::Bytes;
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
-    HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake,
+    BusRoute, HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice,
+    Wake,
 };
 use ferry_tls::link::LINGER_READ_LIMIT;
 use ferry_tls::{Kind, TlsServer, Transport};
@@ -72,6 +73,7 @@ pub fn spawn_server_tls(
     let listener = TcpListener::bind(listen)?;
     let local_addr = listener.local_addr()?;
     let (notices_tx, notices) = mpsc::channel();
+    let bus = BusRoute::default();
     // File writers only signal; this thread takes the hub for them, so a
     // writer never waits on the hub's lock (whose holder may be waiting for
     // that writer to release a file's name).
@@ -85,6 +87,7 @@ pub fn spawn_server_tls(
             files: HubFiles::new(inbox, disk_wake),
             writers: ClientMap::default(),
             notices: notices_tx,
+            bus: bus.clone(),
             serving: None,
         }),
         stopping: AtomicBool::new(false),
@@ -140,7 +143,7 @@ pub fn spawn_server_tls(
     let thread = thread::Builder::new()
         .name("ferry-std-server".into())
         .spawn(move || run(listener, state))?;
-    Ok(ServerHandle::new(local_addr, command, notices, thread))
+    Ok(ServerHandle::new(local_addr, command, notices, bus, thread))
 }
 
 struct State {
@@ -164,6 +167,8 @@ struct Shared {
     /// Wakes each client's writer; `true` asks it to finish after flushing.
     writers: ClientMap<Sender<bool>>,
     notices: Sender<ServerNotice>,
+    /// Where the hub's requests for a cluster's broker go.
+    bus: BusRoute,
     /// The client whose reader is handling its input and will write what
     /// that leaves for it itself: its writer is not woken for it.
     serving: Option<ClientId>,
@@ -198,7 +203,7 @@ impl Shared {
             }
             let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
             if !requests.is_empty() {
-                let _ = self.notices.send(ServerNotice::Bus(requests));
+                self.bus.send(requests);
             }
             if !progressed {
                 return;

@@ -75,7 +75,7 @@ pub use server::{run_server, run_server_tls};
 pub use udp::run_udp_chat;
 
 use ferry_core::{ClientConfig, HubConfig};
-use ferry_files::{ClientHandle, Inbox, ServerHandle, UdpHandle};
+use ferry_files::{BusRoute, ClientHandle, Inbox, ServerHandle, UdpHandle};
 use ferry_tls::TlsServer;
 use std::future::Future;
 use std::io;
@@ -147,15 +147,17 @@ pub fn spawn_server_tls(
     // never block its caller.
     let (commands_tx, commands) = tokio::sync::mpsc::unbounded_channel();
     let (notices_tx, notices) = mpsc::channel();
+    let bus = BusRoute::default();
+    let route = bus.clone();
     let thread = on_own_runtime("ferry-tokio-server", async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        run_server_tls(listener, hub, inbox, tls, commands, notices_tx).await
+        run_server_tls(listener, hub, inbox, tls, commands, notices_tx, route).await
     })?;
     let command = Box::new(move |command| {
         // Fails only once the server stopped, when the command is moot.
         let _ = commands_tx.send(command);
     });
-    Ok(ServerHandle::new(local_addr, command, notices, thread))
+    Ok(ServerHandle::new(local_addr, command, notices, bus, thread))
 }
 
 /// Connects to the server at `addr` (giving up after `connect_timeout`) and

@@ -53,7 +53,7 @@
 use crate::bell::Doorbell;
 use crate::sock::{Polled, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{HubFiles, Inbox, ServerCommand, ServerNotice};
+use ferry_files::{BusRoute, HubFiles, Inbox, ServerCommand, ServerNotice};
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
 use std::collections::BTreeSet;
@@ -85,7 +85,16 @@ pub async fn run_server(
     commands: UnboundedReceiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
 ) -> io::Result<()> {
-    run_server_tls(listener, hub, inbox, None, commands, notices).await
+    run_server_tls(
+        listener,
+        hub,
+        inbox,
+        None,
+        commands,
+        notices,
+        BusRoute::default(),
+    )
+    .await
 }
 
 /// Runs a ferry server on `listener`, speaking TLS beside clear text when
@@ -99,7 +108,9 @@ pub async fn run_server(
 /// (`Builder::enable_all`). Uploads go into `inbox` (declined without
 /// one), on ferry-files' writer threads: no file is written on the
 /// runtime's threads. What the server reports goes to `notices`; nobody
-/// listening is fine.
+/// listening is fine. In cluster mode (a `hub` with a [cluster
+/// id](HubConfig::cluster)), the hub's requests for the broker go to `bus`
+/// from the server's task, all that one turn made at once.
 ///
 /// # Errors
 ///
@@ -112,6 +123,7 @@ pub async fn run_server_tls(
     tls: Option<Arc<TlsServer>>,
     commands: UnboundedReceiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
+    bus: BusRoute,
 ) -> io::Result<()> {
     let bell = Doorbell::new();
     let mut server = Server {
@@ -125,6 +137,7 @@ pub async fn run_server_tls(
         unread: Vec::new(),
         commands,
         notices,
+        bus,
         buf: vec![0; READ_BUF],
         stop_by: None,
         tls,
@@ -161,6 +174,8 @@ struct Server {
     unread: Vec<ClientId>,
     commands: UnboundedReceiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
+    /// Where the hub's requests for a cluster's broker go.
+    bus: BusRoute,
     buf: Vec<u8>,
     /// Shutting down: return once every socket is closed, or at this instant.
     stop_by: Option<Instant>,
@@ -416,7 +431,7 @@ impl Server {
             }
             let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
             if !requests.is_empty() {
-                self.notify(ServerNotice::Bus(requests));
+                self.bus.send(requests);
             }
             if !progressed {
                 return;
