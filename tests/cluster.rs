@@ -416,3 +416,44 @@ fn a_server_paused_past_its_lease_tells_its_clients_to_come_back() {
     });
     assert!(a.terminate().success());
 }
+
+#[test]
+fn an_address_spread_over_two_servers_gets_one_allowance() {
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let limit = ["--max-per-ip", "2"];
+    let a = cluster_server_with(inbox_a.path(), &redis.url(), "mio", &limit);
+    let b = cluster_server_with(inbox_b.path(), &redis.url(), "smol", &limit);
+    // Every client of this test comes from 127.0.0.1: two members on
+    // server a use its allowance, which server b counts too.
+    let mut alice = Raw::join(a.addr, "alice", "");
+    let mut bob = Raw::join(a.addr, "bob", "");
+    let refused = |name: &str| {
+        let mut raw = Raw::connect(b.addr);
+        raw.hello(name, "", b"");
+        wait_frame(&mut raw, "the REFUSE", |f| match f {
+            Frame::Refuse { code, reason } => Some((*code, reason.to_string())),
+            Frame::Welcome { .. } => Some((Code::UNSPECIFIED, "welcomed".to_string())),
+            _ => None,
+        })
+    };
+    let (code, reason) = refused("carol");
+    assert_eq!(code, Code::SERVER_FULL, "{reason}");
+    assert!(
+        reason.contains("2 connections across this cluster's servers"),
+        "{reason}"
+    );
+    // alice leaves: her place is free on every server.
+    alice.send(&Frame::Bye).unwrap();
+    wait_frame(&mut bob, "alice leaving", |f| match f {
+        Frame::Left { name, .. } if name == "alice" => Some(()),
+        _ => None,
+    });
+    let mut carol = Raw::connect(b.addr);
+    carol.hello("carol", "", b"");
+    wait_frame(&mut carol, "carol's WELCOME", |f| match f {
+        Frame::Welcome { .. } => Some(()),
+        Frame::Refuse { reason, .. } => panic!("carol refused: {reason}"),
+        _ => None,
+    });
+}

@@ -148,35 +148,52 @@ local function with_history(reply, room_key)
   return reply
 end
 
--- (room key, name key, name) of member CLIENT of server ID, or nil.
+-- A server-members value: "ROOM KEY\nNAME KEY\nSOURCE" ('' no source).
+local function member_at(at)
+  return string.match(at, '^(.-)\n(.-)\n(.*)$')
+end
+
+-- (room key, name key, name, source) of member CLIENT of server ID, or nil.
 local function member(id, client)
   local at = redis.call('HGET', server_members(id), client)
   if not at then
     return nil
   end
-  local room_key, name_key = string.match(at, '^(.-)\n(.*)$')
+  local room_key, name_key, source = member_at(at)
   local _, _, name = holder(redis.call('HGET', room_names(room_key), name_key))
-  return room_key, name_key, name
+  return room_key, name_key, name, source
 end
 
--- Member CLIENT of the calling server enters the room as NAME (its name
--- claimed, its JOINED appended).
-local function enter(client, room, room_key, name, name_key)
+-- Members of each source across every server: 'ferry:srcm', source -> count.
+local function source_members(source)
+  return tonumber(redis.call('HGET', 'ferry:srcm', source) or '0')
+end
+
+-- Member CLIENT of the calling server, from SOURCE ('' none), enters the
+-- room as NAME (its name claimed, its source's members counted, its JOINED
+-- appended).
+local function enter(client, room, room_key, name, name_key, source)
   redis.call('HSETNX', room_meta(room_key), 'name', room)
   redis.call('SADD', 'ferry:rooms', room_key)
   local seq = append(room_key, server, op, body_joined(name))
   redis.call('HSET', room_names(room_key), name_key, server .. ' ' .. client .. ' ' .. name)
   redis.call('ZADD', room_order(room_key), int(seq), name_key)
-  redis.call('HSET', server_members(server), client, room_key .. '\n' .. name_key)
+  redis.call('HSET', server_members(server), client, room_key .. '\n' .. name_key .. '\n' .. source)
+  if source ~= '' then
+    redis.call('HINCRBY', 'ferry:srcm', source, 1)
+  end
 end
 
 -- Removes member CLIENT of server ID and appends its LEFT with CODE, as
 -- operation OPNUM of server BY.
 local function remove_member(id, client, code, by, opnum)
-  local room_key, name_key, name = member(id, client)
+  local room_key, name_key, name, source = member(id, client)
   redis.call('HDEL', server_members(id), client)
   if not room_key then
     return
+  end
+  if source ~= '' and redis.call('HINCRBY', 'ferry:srcm', source, -1) <= 0 then
+    redis.call('HDEL', 'ferry:srcm', source)
   end
   redis.call('HDEL', room_names(room_key), name_key)
   redis.call('ZREM', room_order(room_key), name_key)

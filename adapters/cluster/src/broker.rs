@@ -369,6 +369,7 @@ impl RedisBroker {
                 name_key,
                 source: src,
                 max_members,
+                max_per_source,
                 ..
             } => {
                 head.extend([
@@ -381,6 +382,7 @@ impl RedisBroker {
                     max_members.to_string(),
                     burst.to_string(),
                     per_second.to_string(),
+                    max_per_source.to_string(),
                 ]);
                 (&self.scripts.join, head)
             }
@@ -424,6 +426,7 @@ impl RedisBroker {
                 name,
                 name_key,
                 min_seq,
+                source: src,
                 ..
             } => {
                 head.extend([
@@ -433,6 +436,7 @@ impl RedisBroker {
                     name.to_string(),
                     name_key.clone(),
                     min_seq.to_string(),
+                    source(src),
                 ]);
                 (&self.scripts.rejoin, head)
             }
@@ -733,6 +737,18 @@ impl RedisBroker {
             b"full" => match request {
                 BusRequest::Join { max_members, .. } => refusal::room_full(*max_members),
                 _ => return Err(ClusterError::reply("full, for no join")),
+            },
+            b"source_full" => match request {
+                BusRequest::Join {
+                    source: Some(source),
+                    max_per_source,
+                    ..
+                } => refusal::source_full(*source, *max_per_source),
+                _ => {
+                    return Err(ClusterError::reply(
+                        "source full, for no join with a source",
+                    ))
+                }
             },
             b"flooding" => {
                 let source = match request {

@@ -127,6 +127,8 @@ enum Step {
         room: usize,
         max: u32,
         source: u8,
+        /// Members the source may have across the cluster (0: no limit).
+        per_source: u32,
     },
     Say {
         server: usize,
@@ -163,6 +165,7 @@ enum Step {
         name: usize,
         room: usize,
         min_seq: u64,
+        source: u8,
     },
     /// The broker forgets everything and is marked restarted, as a link
     /// marks a Redis it finds restarted.
@@ -188,8 +191,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     let server = 0..SERVERS.len();
     let client = 0..4u64;
     let step = prop_oneof![
-        4 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 1..4u32, 0..3u8)
-            .prop_map(|(server, client, name, room, max, source)| Step::Join { server, client, name, room, max, source }),
+        4 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 1..4u32, 0..3u8, 0..3u32)
+            .prop_map(|(server, client, name, room, max, source, per_source)| Step::Join { server, client, name, room, max, source, per_source }),
         4 => (server.clone(), client.clone(), 0..3u8)
             .prop_map(|(server, client, source)| Step::Say { server, client, source }),
         2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..3u8)
@@ -202,8 +205,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
         1 => (server.clone(), 100..5000u64).prop_map(|(server, lease)| Step::Renew { server, lease }),
         1 => server.clone().prop_map(|server| Step::Reap { server }),
         2 => (0..3000u64).prop_map(|ms| Step::Wait { ms }),
-        2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 0..20u64).prop_map(
-            |(server, client, name, room, min_seq)| Step::Rejoin { server, client, name, room, min_seq }
+        2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 0..20u64, 0..3u8).prop_map(
+            |(server, client, name, room, min_seq, source)| Step::Rejoin { server, client, name, room, min_seq, source }
         ),
         1 => Just(Step::Restart),
         1 => Just(Step::ForgetScripts),
@@ -220,7 +223,7 @@ fn message_steps() -> impl Strategy<Value = Vec<Step>> {
     let client = 0..3u64;
     let step = prop_oneof![
         2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..ROOMS.len(), 0..3u8)
-            .prop_map(|(server, client, name, room, source)| Step::Join { server, client, name, room, max: 4, source }),
+            .prop_map(|(server, client, name, room, source)| Step::Join { server, client, name, room, max: 4, source, per_source: 2 }),
         12 => (server.clone(), client.clone(), 0..3u8)
             .prop_map(|(server, client, source)| Step::Say { server, client, source }),
         2 => (server.clone(), 0..8usize).prop_map(|(server, which)| Step::Repeat { server, which }),
@@ -319,6 +322,7 @@ impl Both {
                 room,
                 max,
                 source: src,
+                per_source,
             } => self.request(server, |op| BusRequest::Join {
                 op,
                 client: ClientId(client),
@@ -328,6 +332,7 @@ impl Both {
                 name_key: name_key(NAMES[name]),
                 source: source(src),
                 max_members: max,
+                max_per_source: per_source,
             }),
             Step::Say {
                 server,
@@ -397,6 +402,7 @@ impl Both {
                 name,
                 room,
                 min_seq,
+                source: src,
             } => self.request(server, |op| BusRequest::Rejoin {
                 op,
                 client: ClientId(client),
@@ -405,6 +411,7 @@ impl Both {
                 name: NAMES[name].into(),
                 name_key: name_key(NAMES[name]),
                 min_seq,
+                source: source(src),
             }),
             Step::Restart => {
                 self.memory.restart();
@@ -516,6 +523,7 @@ fn a_look_alike_is_refused_and_the_seq_goes_on_after_a_room_empties() {
         name_key: name_key(name),
         source: None,
         max_members: 10,
+        max_per_source: 0,
     };
     let BusInput::Answer { answer, .. } =
         broker.execute(server, &join(1, 1, "alice"), None).unwrap()

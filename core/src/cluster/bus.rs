@@ -39,7 +39,7 @@ pub struct OpId(pub u64);
 pub enum BusRequest {
     /// Claims `name` in `room` for `client` and appends its `JOINED`.
     /// Answered [`Answer::Joined`] or [`Answer::Refused`] (`NAME_TAKEN`,
-    /// `SERVER_FULL`, `FLOODING`).
+    /// `SERVER_FULL` for the room or for the source, `FLOODING`).
     Join {
         /// This request's number.
         op: OpId,
@@ -57,6 +57,11 @@ pub enum BusRequest {
         source: Option<Source>,
         /// Members the room may hold, this server's limit.
         max_members: u32,
+        /// Members `source` may have across the cluster, every server's
+        /// together (this server's limit of connections per address):
+        /// a source spread over several servers gets one allowance, not
+        /// one each. 0: no limit.
+        max_per_source: u32,
     },
     /// `client`'s chat message to its room. Answered [`Answer::Done`] once
     /// its `MESSAGE` is in the log, or [`Answer::Refused`] (`FLOODING`: its
@@ -130,6 +135,9 @@ pub enum BusRequest {
         name_key: String,
         /// The last `seq` this server delivered in the room.
         min_seq: u64,
+        /// The member's address group: counted among its source's members
+        /// again (never refused for it: the member is already connected).
+        source: Option<Source>,
     },
     /// The room's members and last `seq` now: asked when the log skipped
     /// some of its events (a trimmed log, a restarted broker). Answered

@@ -28,6 +28,10 @@ pub struct MemoryBroker {
     seqs: HashMap<String, u64>,
     /// Where each member is: (room key, name key).
     members: HashMap<(ServerId, ClientId), (String, String)>,
+    /// Each member's address group, when it has one.
+    member_sources: HashMap<(ServerId, ClientId), Source>,
+    /// Members of each source across every server.
+    source_members: HashMap<Source, u32>,
     inboxes: HashMap<ServerId, VecDeque<BusInput>>,
     /// Per server: the last operation applied, and recent answers.
     applied: HashMap<ServerId, Applied>,
@@ -231,13 +235,14 @@ impl MemoryBroker {
                 name_key,
                 source,
                 max_members,
+                max_per_source,
             } => self.join(
                 (server, client),
                 op,
                 (room, room_key),
                 (name, name_key),
                 source,
-                max_members,
+                (max_members, max_per_source),
                 now_ms,
             ),
             BusRequest::Say {
@@ -321,6 +326,7 @@ impl MemoryBroker {
                 name,
                 name_key,
                 min_seq,
+                source,
             } => {
                 let member = (server, client);
                 if let Some((held_room, held_name)) = self.members.get(&member) {
@@ -348,8 +354,11 @@ impl MemoryBroker {
                 r.members
                     .push((name_key.clone(), name.clone(), server, client));
                 self.members.insert(member, (room_key.clone(), name_key));
+                self.count_source(member, source);
                 self.append(&room_key, server, op, EventKind::Joined { name });
-                Answer::Joined(self.snapshot(&room_key))
+                // As a join's: a joiner the old broker had let in enters
+                // with what was said since the restart.
+                Answer::Joined(self.snapshot_with_history(&room_key))
             }
         }
     }
@@ -362,7 +371,7 @@ impl MemoryBroker {
         (room, room_key): (Text, String),
         (name, name_key): (Text, String),
         source: Option<Source>,
-        max_members: u32,
+        (max_members, max_per_source): (u32, u32),
         now_ms: u64,
     ) -> Answer {
         if let Some((held_room, _)) = self.members.get(&member) {
@@ -376,6 +385,11 @@ impl MemoryBroker {
                 return refusal::room_full(max_members);
             }
         }
+        if let Some(source) = source.filter(|_| max_per_source > 0) {
+            if self.source_members.get(&source).copied().unwrap_or(0) >= max_per_source {
+                return refusal::source_full(source, max_per_source);
+            }
+        }
         if let Err(refused) = self.charge(source, now_ms) {
             return refused;
         }
@@ -386,14 +400,20 @@ impl MemoryBroker {
         r.members
             .push((name_key.clone(), name.clone(), member.0, member.1));
         self.members.insert(member, (room_key.clone(), name_key));
+        self.count_source(member, source);
         self.append(&room_key, member.0, op, EventKind::Joined { name });
-        let mut snapshot = self.snapshot(&room_key);
+        Answer::Joined(self.snapshot_with_history(&room_key))
+    }
+
+    /// The room's snapshot with its history, as a join's answer has it.
+    fn snapshot_with_history(&self, room_key: &str) -> Snapshot {
+        let mut snapshot = self.snapshot(room_key);
         snapshot.history = self
             .histories
-            .get(&room_key)
+            .get(room_key)
             .map(|h| h.iter().cloned().collect())
             .unwrap_or_default();
-        Answer::Joined(snapshot)
+        snapshot
     }
 
     /// The room and name of the sender of a message, its source's budget
@@ -422,10 +442,26 @@ impl MemoryBroker {
         Some((room_key.clone(), name))
     }
 
+    /// Counts `member` among its source's members.
+    fn count_source(&mut self, member: (ServerId, ClientId), source: Option<Source>) {
+        if let Some(source) = source {
+            self.member_sources.insert(member, source);
+            *self.source_members.entry(source).or_default() += 1;
+        }
+    }
+
     fn remove_member(&mut self, member: (ServerId, ClientId), code: Code, by: ServerId, op: OpId) {
         let Some((room_key, name_key)) = self.members.remove(&member) else {
             return;
         };
+        if let Some(source) = self.member_sources.remove(&member) {
+            if let Some(count) = self.source_members.get_mut(&source) {
+                *count -= 1;
+                if *count == 0 {
+                    self.source_members.remove(&source);
+                }
+            }
+        }
         let Some(r) = self.rooms.get_mut(&room_key) else {
             return;
         };

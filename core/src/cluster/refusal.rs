@@ -32,6 +32,14 @@ pub fn room_full(max_members: u32) -> Answer {
     )
 }
 
+/// `source` has `max` members across the cluster's servers already.
+pub fn source_full(source: Source, max: u32) -> Answer {
+    refused(
+        Code::SERVER_FULL,
+        format!("{source} has {max} connections across this cluster's servers already"),
+    )
+}
+
 /// `source` spent the budget the cluster's servers share.
 pub fn over_budget(source: Source, burst: u32, per_second: u32) -> Answer {
     refused(

@@ -301,6 +301,7 @@ impl Hub {
             name_key: name_key(&name),
             source,
             max_members: u32::try_from(self.config.max_room_members).unwrap_or(u32::MAX),
+            max_per_source: u32::try_from(self.config.max_per_ip).unwrap_or(u32::MAX),
         };
         if let Some(reason) = bus.refusal(request.weight(), self.config.max_bus_bytes) {
             self.refuse_joiner(id, now, Code::CLUSTER_UNAVAILABLE, &reason, false);
@@ -659,6 +660,7 @@ impl Hub {
                         name_key: name_key(&name),
                         name,
                         min_seq,
+                        source: self.clients.get(&id).and_then(|c| c.source),
                     },
                     Some(id),
                     Waiting::Rejoin {
