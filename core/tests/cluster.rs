@@ -549,6 +549,7 @@ proptest! {
         }
         cluster.settle();
         check(&cluster)?;
+        check_restart_delivery(&cluster)?;
     }
 
     /// The same with room history: a joiner whose `JOINED` comes before
@@ -564,6 +565,64 @@ proptest! {
         check(&cluster)?;
         check_history(&cluster)?;
     }
+}
+
+/// A member that was in its room before the broker last restarted, and is
+/// still there, got every message of the restarted broker's log for its
+/// room: those said before its server had the room anew included.
+fn check_restart_delivery(cluster: &Cluster) -> Result<(), TestCaseError> {
+    if cluster.restarts == 0 {
+        return Ok(());
+    }
+    let log: Vec<RoomEvent> = cluster
+        .broker
+        .events_after(0)
+        .filter_map(|e| match e {
+            BusInput::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    for u in cluster.users.iter().flatten() {
+        let Some(name) = &u.welcomed else {
+            continue;
+        };
+        if u.closed || !cluster.servers[u.server].alive {
+            continue;
+        }
+        let own = u.seen.iter().find_map(|e| match e {
+            Event::Joined { seq, name: n } if n == name => Some(*seq),
+            _ => None,
+        });
+        // Its first JOINED is in the restarted log: it joined since.
+        let joined_since = own.is_some_and(|seq| {
+            log.iter().any(|e| {
+                e.seq == seq && matches!(&e.kind, EventKind::Joined { name: n } if n == name)
+            })
+        });
+        if joined_since {
+            continue;
+        }
+        let seen: Vec<u64> = u
+            .seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        for e in log.iter().filter(|e| e.room_key == name_key(u.room)) {
+            if let EventKind::Message { text, .. } = &e.kind {
+                prop_assert!(
+                    seen.contains(&e.seq),
+                    "{} missed {:?} (seq {}) said after the restart",
+                    name,
+                    text,
+                    e.seq
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every member's history is its room's messages from before its `JOINED`

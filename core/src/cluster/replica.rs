@@ -39,6 +39,21 @@ pub struct Replica {
     held_bytes: usize,
     /// The highest `seq` this hub ever applied in the room.
     floor: u64,
+    /// After a snapshot that passed events not read yet: `(after, upto]`,
+    /// the `seq`s whose messages this hub's members did not get and may
+    /// still read in the log.
+    catch_up: Option<(u64, u64)>,
+}
+
+/// What a replica held while it waited for a snapshot
+/// ([`Replica::settle`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Messages at or before the snapshot that this server's members never
+    /// got, in order: the hub delivers them before anything else.
+    pub missed: Vec<RoomEvent>,
+    /// Events after the snapshot, in order, to offer one by one.
+    pub after: Vec<RoomEvent>,
 }
 
 /// What [`Replica::offer`] did with an event.
@@ -48,6 +63,10 @@ pub enum Offered {
     Applied,
     /// At or below the last `seq` applied: seen before, ignored.
     Repeat,
+    /// A message at or below the snapshot the replica settled on, that its
+    /// members never got (the snapshot came before the log brought it):
+    /// deliver it, as [`Applied`](Self::Applied) events are.
+    Missed,
     /// Held until a snapshot comes.
     Held,
     /// Past the next `seq`: events were lost. The event is held and the
@@ -92,6 +111,7 @@ impl Replica {
         self.held.clear();
         self.held_bytes = 0;
         self.seq = None;
+        self.catch_up = None;
         self.floor
     }
 
@@ -102,7 +122,17 @@ impl Replica {
             return Offered::Held;
         };
         if event.seq <= seq {
-            return Offered::Repeat;
+            let Some((after, upto)) = self.catch_up else {
+                return Offered::Repeat;
+            };
+            if event.seq <= after || event.seq > upto {
+                return Offered::Repeat;
+            }
+            self.catch_up = (event.seq < upto).then_some((event.seq, upto));
+            return match event.kind {
+                EventKind::Message { .. } => Offered::Missed,
+                _ => Offered::Repeat,
+            };
         }
         if event.seq > seq + 1 {
             self.seq = None;
@@ -120,13 +150,17 @@ impl Replica {
     }
 
     /// A snapshot arrived. A replica that waits takes it, and returns the
-    /// events held after it, in order, for the hub to
-    /// [`offer`](Self::offer) one by one; one that is already past it
+    /// events it held: the messages at or before the snapshot that its
+    /// members never got (newer than the last event it applied: the
+    /// snapshot stands for who joined and left, not for what was said),
+    /// and the events after it, each in order, for the hub to
+    /// [`offer`](Self::offer) one by one. One that is already past it
     /// ignores it and returns nothing.
-    pub fn settle(&mut self, snapshot: &Snapshot) -> Vec<RoomEvent> {
+    pub fn settle(&mut self, snapshot: &Snapshot) -> Settled {
         if self.seq.is_some() {
-            return Vec::new();
+            return Settled::default();
         }
+        let applied = self.floor;
         self.room = snapshot.room.clone();
         self.seq = Some(snapshot.seq);
         self.floor = self.floor.max(snapshot.seq);
@@ -134,11 +168,29 @@ impl Replica {
         self.held_bytes = 0;
         let mut held: Vec<RoomEvent> = core::mem::take(&mut self.held).into();
         held.sort_by_key(|e| e.seq);
-        held.retain(|e| e.seq > snapshot.seq);
-        held
+        let (before, after): (Vec<RoomEvent>, Vec<RoomEvent>) =
+            held.into_iter().partition(|e| e.seq <= snapshot.seq);
+        // A replica that never applied anything had no members to miss
+        // anything: a joiner gets the room's past as history.
+        if applied == 0 {
+            return Settled {
+                missed: Vec::new(),
+                after,
+            };
+        }
+        // What the log may still bring of the snapshot's past.
+        let read = before.last().map_or(applied, |e| e.seq.max(applied));
+        self.catch_up = (read < snapshot.seq).then_some((read, snapshot.seq));
+        let missed = before
+            .into_iter()
+            .filter(|e| e.seq > applied && matches!(e.kind, EventKind::Message { .. }))
+            .collect();
+        Settled { missed, after }
     }
 
     fn apply(&mut self, event: &RoomEvent) {
+        // The log is past the snapshot: nothing before it comes any more.
+        self.catch_up = None;
         self.seq = Some(event.seq);
         self.floor = self.floor.max(event.seq);
         match &event.kind {
@@ -212,7 +264,7 @@ mod tests {
         let mut replica = Replica::awaiting();
         assert_eq!(replica.offer(joined(4, "carol")), Offered::Held);
         assert_eq!(replica.offer(joined(5, "dave")), Offered::Held);
-        let after = replica.settle(&snapshot(4, &["alice", "carol"]));
+        let after = replica.settle(&snapshot(4, &["alice", "carol"])).after;
         assert_eq!(after, vec![joined(5, "dave")]);
         for e in after {
             assert_eq!(replica.offer(e), Offered::Applied);
@@ -221,7 +273,7 @@ mod tests {
         assert_eq!(replica.seq(), Some(5));
         assert_eq!(replica.room(), "Lobby");
         // A second snapshot, older, changes nothing.
-        assert!(replica.settle(&snapshot(3, &["alice"])).is_empty());
+        assert_eq!(replica.settle(&snapshot(3, &["alice"])), Settled::default());
         assert_eq!(replica.members(), ["alice", "carol", "dave"]);
     }
 
@@ -240,7 +292,13 @@ mod tests {
         );
         assert_eq!(replica.offer(left.clone()), Offered::Gap { expected: 3 });
         assert!(replica.wants(4));
-        assert_eq!(replica.settle(&snapshot(4, &["alice", "bob"])), vec![left]);
+        assert_eq!(
+            replica.settle(&snapshot(4, &["alice", "bob"])),
+            Settled {
+                missed: Vec::new(),
+                after: vec![left]
+            }
+        );
     }
 
     #[test]
@@ -257,8 +315,48 @@ mod tests {
             ));
         }
         assert!(replica.held_bytes <= HELD_MAX);
-        let after = replica.settle(&snapshot(0, &[]));
+        let after = replica.settle(&snapshot(0, &[])).after;
         assert_eq!(after.last().map(|e| e.seq), Some(20));
         assert!(after.len() < 20);
+    }
+
+    fn message(seq: u64, text: &str) -> RoomEvent {
+        event(
+            seq,
+            EventKind::Message {
+                from: "bob".into(),
+                text: text.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn after_a_reset_the_messages_its_members_never_got_are_handed_back() {
+        let mut replica = Replica::awaiting();
+        replica.settle(&snapshot(1, &["alice"]));
+        assert_eq!(replica.offer(message(2, "before")), Offered::Applied);
+        // The broker restarted: the new log starts at 10.
+        assert_eq!(replica.reset(), 2);
+        assert_eq!(replica.offer(joined(11, "bob")), Offered::Held);
+        assert_eq!(replica.offer(message(12, "held")), Offered::Held);
+        // The snapshot is at 15: 12 was held, 13 and 14 come late.
+        let settled = replica.settle(&snapshot(15, &["alice", "bob"]));
+        assert_eq!(settled.missed, vec![message(12, "held")]);
+        assert!(settled.after.is_empty());
+        assert_eq!(replica.offer(message(13, "late")), Offered::Missed);
+        assert_eq!(replica.offer(message(13, "late")), Offered::Repeat);
+        assert_eq!(replica.offer(joined(14, "carol")), Offered::Repeat);
+        assert_eq!(replica.offer(message(16, "after")), Offered::Applied);
+        // Past the snapshot: nothing before it is handed back any more.
+        assert_eq!(replica.offer(message(15, "again")), Offered::Repeat);
+    }
+
+    #[test]
+    fn a_replica_that_never_applied_anything_hands_nothing_back() {
+        let mut replica = Replica::awaiting();
+        assert_eq!(replica.offer(message(3, "history")), Offered::Held);
+        let settled = replica.settle(&snapshot(5, &["alice"]));
+        assert_eq!(settled, Settled::default());
+        assert_eq!(replica.offer(message(4, "history too")), Offered::Repeat);
     }
 }

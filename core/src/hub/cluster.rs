@@ -325,6 +325,7 @@ impl Hub {
             replica: Some(Replica::awaiting()),
             joining: Vec::new(),
             resync: false,
+            catching_up: Vec::new(),
             awaiting_answer: None,
         });
         room.joining.push(Joiner {
@@ -528,10 +529,12 @@ impl Hub {
                     None => {
                         let held = replica.settle(&snapshot);
                         // Members here from before a reset learn the room
-                        // anew; the joiner gets it with its welcome.
+                        // anew, and get what was said meanwhile; the joiner
+                        // gets it with its welcome and history.
                         self.resynced(now, &room_key, snapshot.members.clone());
+                        self.deliver_missed(now, &room_key, held.missed);
                         self.enter(now, &room_key, op, (snapshot.seq, snapshot.members), true);
-                        for event in held {
+                        for event in held.after {
                             self.on_room_event(now, event);
                         }
                     }
@@ -759,6 +762,7 @@ impl Hub {
         }
         let held = replica.settle(&snapshot);
         self.resynced(now, key, snapshot.members.clone());
+        self.deliver_missed(now, key, held.missed);
         let late: Vec<(OpId, u64)> = self
             .rooms
             .get(key)
@@ -772,8 +776,28 @@ impl Hub {
         for (op, seq) in late {
             self.enter(now, key, op, (seq, snapshot.members.clone()), true);
         }
-        for event in held {
+        for event in held.after {
             self.on_room_event(now, event);
+        }
+    }
+
+    /// The messages a reset room's members here never got (said while it
+    /// waited for a snapshot, before it), in order: they follow the room's
+    /// `MEMBERS` and come before anything after the snapshot, so each
+    /// member's `seq`s still only grow.
+    fn deliver_missed(&mut self, now: Instant, key: &str, missed: Vec<RoomEvent>) {
+        if let Some(room) = self.rooms.get_mut(key) {
+            room.catching_up.clone_from(&room.members);
+        }
+        for event in missed {
+            if let EventKind::Message { from, text } = event.kind {
+                let frame = Frame::Message {
+                    seq: event.seq,
+                    from,
+                    text,
+                };
+                self.deliver_to_room(now, key, &frame);
+            }
         }
     }
 
@@ -884,6 +908,14 @@ impl Hub {
             Offered::Repeat if ours => {
                 let members = replica.members().to_vec();
                 self.enter(now, &key, op, (seq, members), true);
+            }
+            Offered::Missed => {
+                let catching_up = self
+                    .rooms
+                    .get(&key)
+                    .map(|r| r.catching_up.clone())
+                    .unwrap_or_default();
+                self.deliver_to_members(now, &key, &catching_up, &frame);
             }
             Offered::Repeat | Offered::Held => {}
             Offered::Gap { .. } => {

@@ -356,6 +356,10 @@ struct Room {
     /// `JOINED` came before its join's answer waits for that answer (which
     /// holds its history).
     awaiting_answer: Option<cluster::AwaitingAnswer>,
+    /// In cluster mode: the members here when the replica settled after a
+    /// reset, who get the messages before the snapshot that the log
+    /// brings late (joiners after them had those in their history).
+    catching_up: Vec<ClientId>,
 }
 
 /// A tree offered to a member, its manifest still arriving.
@@ -1537,6 +1541,7 @@ impl Hub {
             replica: None,
             joining: Vec::new(),
             resync: false,
+            catching_up: Vec::new(),
             awaiting_answer: None,
         });
         entry.members.push(id);
@@ -1891,6 +1896,30 @@ impl Hub {
                     c.dirty = true;
                     self.dirty.push_back(member);
                 }
+            }
+        }
+    }
+
+    /// Delivers `frame` to those of `ids` still in the room keyed `key`
+    /// (a rare path: the catch-up after a reset).
+    fn deliver_to_members(&mut self, now: Instant, key: &str, ids: &[ClientId], frame: &Frame) {
+        let mut encoded = BytesMut::new();
+        if frame.encode(&mut encoded).is_err() {
+            return;
+        }
+        let encoded = encoded.freeze();
+        let mut rendered = None;
+        for &member in ids {
+            let Some(c) = self.clients.get_mut(&member) else {
+                continue;
+            };
+            if c.room.as_deref() != Some(key) {
+                continue;
+            }
+            c.link.deliver(now, frame, &encoded, &mut rendered);
+            if !c.dirty {
+                c.dirty = true;
+                self.dirty.push_back(member);
             }
         }
     }
