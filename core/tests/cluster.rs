@@ -563,6 +563,7 @@ proptest! {
         }
         cluster.settle();
         check(&cluster)?;
+        check_restart_delivery(&cluster)?;
         check_history(&cluster)?;
     }
 }
