@@ -39,6 +39,7 @@
 //!     name_key: ferry_core::names::name_key("alice"),
 //!     source: None,
 //!     max_members: 1000,
+//!     max_per_source: 64,
 //! };
 //! println!("{:?}", broker.execute(server, &join, None)?);
 //! let batch = broker.read_events("0", 100, None)?;
