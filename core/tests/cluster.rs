@@ -568,6 +568,29 @@ proptest! {
     }
 }
 
+/// The broker's log as it stands (since its last restart), in order.
+fn broker_log(cluster: &Cluster) -> Vec<RoomEvent> {
+    cluster
+        .broker
+        .events_after(0)
+        .filter_map(|e| match e {
+            BusInput::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `JOINED` of `user` (welcomed as `name`) that it saw first, if that
+/// one is in `log`: it joined since the broker last restarted.
+fn own_joined_in<'l>(log: &'l [RoomEvent], user: &User, name: &str) -> Option<&'l RoomEvent> {
+    let seq = user.seen.iter().find_map(|e| match e {
+        Event::Joined { seq, name: n } if n == name => Some(*seq),
+        _ => None,
+    })?;
+    log.iter()
+        .find(|e| e.seq == seq && matches!(&e.kind, EventKind::Joined { name: n } if n == name))
+}
+
 /// A member that was in its room before the broker last restarted, and is
 /// still there, got every message of the restarted broker's log for its
 /// room: those said before its server had the room anew included.
@@ -575,14 +598,7 @@ fn check_restart_delivery(cluster: &Cluster) -> Result<(), TestCaseError> {
     if cluster.restarts == 0 {
         return Ok(());
     }
-    let log: Vec<RoomEvent> = cluster
-        .broker
-        .events_after(0)
-        .filter_map(|e| match e {
-            BusInput::Event(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let log = broker_log(cluster);
     for u in cluster.users.iter().flatten() {
         let Some(name) = &u.welcomed else {
             continue;
@@ -590,17 +606,8 @@ fn check_restart_delivery(cluster: &Cluster) -> Result<(), TestCaseError> {
         if u.closed || !cluster.servers[u.server].alive {
             continue;
         }
-        let own = u.seen.iter().find_map(|e| match e {
-            Event::Joined { seq, name: n } if n == name => Some(*seq),
-            _ => None,
-        });
         // Its first JOINED is in the restarted log: it joined since.
-        let joined_since = own.is_some_and(|seq| {
-            log.iter().any(|e| {
-                e.seq == seq && matches!(&e.kind, EventKind::Joined { name: n } if n == name)
-            })
-        });
-        if joined_since {
+        if own_joined_in(&log, u, name).is_some() {
             continue;
         }
         let seen: Vec<u64> = u
@@ -631,28 +638,12 @@ fn check_restart_delivery(cluster: &Cluster) -> Result<(), TestCaseError> {
 /// Checked exactly for members whose `JOINED` is in the broker's log (not
 /// those from before a restart, whose log is gone).
 fn check_history(cluster: &Cluster) -> Result<(), TestCaseError> {
-    let log: Vec<RoomEvent> = cluster
-        .broker
-        .events_after(0)
-        .filter_map(|e| match e {
-            BusInput::Event(e) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let log = broker_log(cluster);
     for u in cluster.users.iter().flatten() {
         let Some(name) = &u.welcomed else {
             continue;
         };
-        let own_seq = u.seen.iter().find_map(|e| match e {
-            Event::Joined { seq, name: n } if n == name => Some(*seq),
-            _ => None,
-        });
-        let own = own_seq.and_then(|seq| {
-            log.iter().find(|e| {
-                e.seq == seq && matches!(&e.kind, EventKind::Joined { name: n } if n == name)
-            })
-        });
-        if let Some(own) = own {
+        if let Some(own) = own_joined_in(&log, u, name) {
             let before: Vec<String> = log
                 .iter()
                 .filter(|e| e.room_key == own.room_key && e.seq < own.seq)

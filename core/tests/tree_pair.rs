@@ -88,15 +88,24 @@ fn pump(a: &mut Connection, b: &mut Connection, now: Instant, step: usize) -> bo
     there || back
 }
 
-fn send_tree(step: usize) {
-    let now = Instant::now();
+/// A server that takes trees in small frames (4 KiB frames, 1 KiB chunks,
+/// a 4 KiB window, so that manifests and files span many frames), and the
+/// client `alice` about to join it.
+fn small_frame_pair(now: Instant) -> (Connection, Connection) {
     let server_config = Config::default()
         .trees(Some(TreeLimits::default()))
         .max_frame(4096)
         .chunk_size(1024)
         .window(4096);
-    let mut server = Connection::server(server_config, now);
-    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    (
+        Connection::server(server_config, now),
+        Connection::client(ClientConfig::new("alice"), now),
+    )
+}
+
+fn send_tree(step: usize) {
+    let now = Instant::now();
+    let (mut server, mut client) = small_frame_pair(now);
     let (manifest, files) = tree();
     assert!(
         manifest.encode().len() > 4096 * 3,
@@ -349,13 +358,7 @@ fn resume_attempt(
     cut_after: Option<u64>,
 ) -> Attempt {
     let now = Instant::now();
-    let server_config = Config::default()
-        .trees(Some(TreeLimits::default()))
-        .max_frame(4096)
-        .chunk_size(1024)
-        .window(4096);
-    let mut server = Connection::server(server_config, now);
-    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (mut server, mut client) = small_frame_pair(now);
     let mut seen = Attempt {
         outcome: None,
         key: None,
@@ -622,13 +625,7 @@ fn trees_offered_back_to_back_go_one_manifest_at_a_time_and_all_arrive() {
     // TREE_OFFER meanwhile is TOO_MANY_TRANSFERS): the sender holds each
     // offer until the one before it is answered.
     let now = Instant::now();
-    let server_config = Config::default()
-        .trees(Some(TreeLimits::default()))
-        .max_frame(4096)
-        .chunk_size(1024)
-        .window(4096);
-    let mut server = Connection::server(server_config, now);
-    let mut client = Connection::client(ClientConfig::new("alice"), now);
+    let (mut server, mut client) = small_frame_pair(now);
     let (manifest, files) = tree();
     let mut written: BTreeMap<u32, u64> = BTreeMap::new();
     let mut outcomes = Vec::new();

@@ -1038,10 +1038,7 @@ impl FileTransfers {
         // `Ask` reaches here only once the user said yes.
         let begun = match (&self.inbox, self.policy) {
             (Some(inbox), OfferPolicy::Accept | OfferPolicy::Ask { .. }) => {
-                let sender = match self.source {
-                    Some(source) => Sender::Source(source),
-                    None => Sender::User(peer.to_lowercase()),
-                };
+                let sender = self.sender(&peer);
                 inbox
                     .reserve(&name, size, Some(sender), resume)
                     .map_err(|refused| (refused.code(), refused.to_string()))
@@ -1130,16 +1127,22 @@ impl FileTransfers {
         None
     }
 
+    /// Who an offer from the user `peer` counts against in the inbox: the
+    /// address of a hub's client, or the user on a client.
+    fn sender(&self, peer: &str) -> Sender {
+        match self.source {
+            Some(source) => Sender::Source(source),
+            None => Sender::User(peer.to_lowercase()),
+        }
+    }
+
     /// Books `tree` in the inbox: its size against the quota and its
     /// sender's limits, its staging folder.
     fn reserve_tree(&self, tree: &TreeReceiver) -> Result<Reservation, (Code, String)> {
         let Some(inbox) = &self.inbox else {
             return Err((Code::FILE_REJECTED, "not accepting folders".to_string()));
         };
-        let sender = match self.source {
-            Some(source) => Sender::Source(source),
-            None => Sender::User(tree.peer.to_lowercase()),
-        };
+        let sender = self.sender(&tree.peer);
         inbox
             .admits(&tree.peer, tree.total_size)
             .and_then(|()| {
