@@ -83,6 +83,7 @@ struct Scripts {
     join: Script,
     say: Script,
     direct: Script,
+    locate: Script,
     announce: Script,
     leave: Script,
     sync: Script,
@@ -106,6 +107,7 @@ impl Scripts {
             join: script!("join.lua"),
             say: script!("say.lua"),
             direct: script!("direct.lua"),
+            locate: script!("locate.lua"),
             announce: script!("announce.lua"),
             leave: script!("leave.lua"),
             sync: script!("sync.lua"),
@@ -403,6 +405,10 @@ impl RedisBroker {
                 ]);
                 (&self.scripts.direct, head)
             }
+            BusRequest::Locate { client, to_key, .. } => {
+                head.extend([client.0.to_string(), to_key.clone()]);
+                (&self.scripts.locate, head)
+            }
             BusRequest::Announce { room_key, text, .. } => {
                 head.extend([
                     if room_key.is_some() { "1" } else { "0" }.to_string(),
@@ -452,6 +458,7 @@ impl RedisBroker {
             &scripts.join,
             &scripts.say,
             &scripts.direct,
+            &scripts.locate,
             &scripts.announce,
             &scripts.leave,
             &scripts.sync,
@@ -686,6 +693,13 @@ impl RedisBroker {
         };
         Ok(match tag.as_slice() {
             b"done" => Answer::Done,
+            b"located" => {
+                let id =
+                    String::from_utf8(next()?).map_err(|_| ClusterError::reply("server id"))?;
+                let id = u64::from_str_radix(&id, 16)
+                    .map_err(|_| ClusterError::reply(format!("server id {id:?}")))?;
+                Answer::Located(ServerId(id))
+            }
             b"joined" | b"synced" => {
                 let room = reply::text(next()?)?;
                 let seq = reply::number(&next()?)?;
@@ -766,7 +780,9 @@ impl RedisBroker {
             }
             b"no_room" => refusal::not_in_a_room(),
             b"no_user" => match request {
-                BusRequest::Direct { to, .. } => refusal::no_such_user(to),
+                BusRequest::Direct { to, .. } | BusRequest::Locate { to, .. } => {
+                    refusal::no_such_user(to)
+                }
                 _ => return Err(ClusterError::reply("no_user, for no direct message")),
             },
             b"forgotten" => refusal::forgotten(),

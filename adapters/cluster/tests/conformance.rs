@@ -141,6 +141,12 @@ enum Step {
         to: usize,
         source: u8,
     },
+    /// Where a member of the caller's room is, for a file.
+    Locate {
+        server: usize,
+        client: u64,
+        to: usize,
+    },
     Announce {
         server: usize,
         room: Option<usize>,
@@ -197,6 +203,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             .prop_map(|(server, client, source)| Step::Say { server, client, source }),
         2 => (server.clone(), client.clone(), 0..NAMES.len(), 0..3u8)
             .prop_map(|(server, client, to, source)| Step::Direct { server, client, to, source }),
+        1 => (server.clone(), client.clone(), 0..NAMES.len())
+            .prop_map(|(server, client, to)| Step::Locate { server, client, to }),
         1 => (server.clone(), proptest::option::of(0..ROOMS.len()))
             .prop_map(|(server, room)| Step::Announce { server, room }),
         2 => (server.clone(), client.clone()).prop_map(|(server, client)| Step::Leave { server, client }),
@@ -305,6 +313,7 @@ impl Both {
             Step::Join { .. }
                 | Step::Say { .. }
                 | Step::Direct { .. }
+                | Step::Locate { .. }
                 | Step::Announce { .. }
                 | Step::Leave { .. }
                 | Step::Sync { .. }
@@ -359,6 +368,12 @@ impl Both {
                 to_key: name_key(NAMES[to]),
                 text: "psst".into(),
                 source: source(src),
+            }),
+            Step::Locate { server, client, to } => self.request(server, |op| BusRequest::Locate {
+                op,
+                client: ClientId(client),
+                to: NAMES[to].into(),
+                to_key: name_key(NAMES[to]),
             }),
             Step::Announce { server, room } => self.request(server, |op| BusRequest::Announce {
                 op,

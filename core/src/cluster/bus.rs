@@ -7,6 +7,7 @@
 //! link) is sent again with the same `OpId`: the broker applies an
 //! operation once and answers a repeat with what it answered first.
 
+use super::relay::RelayFrame;
 use crate::code::Code;
 use crate::history::HistoryEntry;
 use crate::hub::ClientId;
@@ -139,6 +140,20 @@ pub enum BusRequest {
         /// again (never refused for it: the member is already connected).
         source: Option<Source>,
     },
+    /// Which server holds the member of `client`'s room whose name key is
+    /// `to_key`, for a file `client` offers it. Answered
+    /// [`Answer::Located`], or [`Answer::Refused`] (`NO_SUCH_USER`).
+    /// Changes nothing.
+    Locate {
+        /// This request's number.
+        op: OpId,
+        /// The member asking.
+        client: ClientId,
+        /// The name looked for, as typed (for the refusal).
+        to: Text,
+        /// Its key.
+        to_key: String,
+    },
     /// The room's members and last `seq` now: asked when the log skipped
     /// some of its events (a trimmed log, a restarted broker). Answered
     /// [`Answer::Synced`].
@@ -160,6 +175,7 @@ impl BusRequest {
             | BusRequest::Announce { op, .. }
             | BusRequest::Leave { op, .. }
             | BusRequest::Rejoin { op, .. }
+            | BusRequest::Locate { op, .. }
             | BusRequest::Sync { op, .. } => *op,
         }
     }
@@ -193,6 +209,7 @@ impl BusRequest {
                     room_key.as_ref().map_or(0, String::len) + text.len()
                 }
                 BusRequest::Leave { .. } => 0,
+                BusRequest::Locate { to, to_key, .. } => to.len() + to_key.len(),
                 BusRequest::Sync { room_key, .. } => room_key.len(),
             }
     }
@@ -240,6 +257,23 @@ pub enum BusInput {
     /// `SERVER_GONE`, so they reconnect (here or to another server) rather
     /// than talk in a room that no longer lists them.
     Reaped,
+    /// A relay frame from the hub of server `from`, over their direct link
+    /// ([`relay`](super::relay)).
+    Relay {
+        /// The server that sent it.
+        from: ServerId,
+        /// What it said.
+        frame: RelayFrame,
+    },
+    /// The direct link with `server` broke, or could not be made: every
+    /// relay with it ends, its members told why, so the transfer can be
+    /// resumed.
+    PeerLost {
+        /// The other server.
+        server: ServerId,
+        /// Why, in words.
+        reason: String,
+    },
     /// The link is back to a broker that restarted (its run id `broker`
     /// is new): what it held may be lost. The hub claims its members'
     /// names again ([`BusRequest::Rejoin`]) and learns every room anew.
@@ -258,6 +292,8 @@ pub enum Answer {
     Done,
     /// The join was applied: the room just after its `JOINED`.
     Joined(Snapshot),
+    /// The member is on `server` (the answer to [`BusRequest::Locate`]).
+    Located(ServerId),
     /// The room now (the answer to [`BusRequest::Sync`]).
     Synced(Snapshot),
     /// Not applied, and why; `code` reaches the client (`REFUSE` for a

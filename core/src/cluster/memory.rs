@@ -317,6 +317,17 @@ impl MemoryBroker {
                 self.remove_member((server, client), code, server, op);
                 Answer::Done
             }
+            BusRequest::Locate {
+                client, to, to_key, ..
+            } => {
+                let Some((room_key, _)) = self.member((server, client)) else {
+                    return refusal::not_in_a_room();
+                };
+                self.rooms
+                    .get(&room_key)
+                    .and_then(|r| r.members.iter().find(|m| m.0 == to_key))
+                    .map_or_else(|| refusal::no_such_user(&to), |m| Answer::Located(m.2))
+            }
             BusRequest::Sync { room_key, .. } => Answer::Synced(self.snapshot(&room_key)),
             BusRequest::Rejoin {
                 op,

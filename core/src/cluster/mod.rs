@@ -22,6 +22,8 @@
 //! * [`codec`]: the bytes of an event or request as a broker stores them;
 //! * [`memory`]: [`MemoryBroker`], the broker's semantics in memory, which
 //!   every broker link must match (the Redis scripts mirror it);
+//! * [`relay`]: a file relayed between members on two servers, as the
+//!   frames their hubs send each other over a direct link;
 //! * [`refusal`]: the words of a broker's refusals, shared by every broker.
 //!
 //! # Example: two hubs, one room
@@ -72,7 +74,9 @@ pub mod bus;
 pub mod codec;
 pub mod memory;
 pub mod refusal;
+pub mod relay;
 pub mod replica;
 
 pub use bus::{Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot};
 pub use memory::MemoryBroker;
+pub use relay::{RelayFrame, RelayId};

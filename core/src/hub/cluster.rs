@@ -15,7 +15,7 @@
 //!   join is refused at once with `CLUSTER_UNAVAILABLE` (a leave always
 //!   goes).
 
-use super::{ClientId, Hub, HubEvent, Link, Room};
+use super::{ClientId, End, Hub, HubEvent, Link, Room};
 use crate::cluster::replica::{self, Offered, Replica, HELD_MAX};
 use crate::cluster::{
     Answer, BusInput, BusRequest, EventKind, OpId, RoomEvent, ServerId, Snapshot,
@@ -94,12 +94,22 @@ struct Pending {
 }
 
 enum Waiting {
-    Join { room_key: String },
+    Join {
+        room_key: String,
+    },
     Message,
     Leave,
     Announce,
-    Sync { room_key: String },
-    Rejoin { room_key: String },
+    Sync {
+        room_key: String,
+    },
+    Rejoin {
+        room_key: String,
+    },
+    /// Where the recipient of the sender end `end`'s file is.
+    Locate {
+        end: End,
+    },
 }
 
 /// A client of this hub whose join the broker has not applied yet.
@@ -268,6 +278,8 @@ impl Hub {
                     bus.up = true;
                 }
             }
+            BusInput::Relay { from, frame } => self.on_relay_frame(now, from, frame),
+            BusInput::PeerLost { server, reason } => self.on_peer_lost(now, server, &reason),
             BusInput::Restarted { broker } => self.on_broker_restarted(broker),
             BusInput::Reaped => self.on_reaped(now),
         }
@@ -400,6 +412,32 @@ impl Hub {
             return Err(reason);
         }
         bus.send(request, None, Waiting::Announce);
+        Ok(())
+    }
+
+    /// Asks the broker which server holds `to`, of `id`'s room, for the
+    /// file of the sender end `end`; refused at once while the link is
+    /// down or behind.
+    pub(super) fn cluster_locate(
+        &mut self,
+        id: ClientId,
+        end: End,
+        to: Text,
+    ) -> Result<(), String> {
+        let Some(bus) = self.bus.as_mut() else {
+            return Err("this server is not in a cluster".into());
+        };
+        let op = bus.next_op();
+        let request = BusRequest::Locate {
+            op,
+            client: id,
+            to_key: name_key(&to),
+            to,
+        };
+        if let Some(reason) = bus.refusal(request.weight(), self.config.max_bus_bytes) {
+            return Err(reason);
+        }
+        bus.send(request, Some(id), Waiting::Locate { end });
         Ok(())
     }
 
@@ -587,6 +625,7 @@ impl Hub {
                     self.refuse_joiner(joiner.client, now, code, &reason, joiner.auto_named);
                 }
             }
+            (Waiting::Locate { end }, answer) => self.on_located(now, end, answer),
             (Waiting::Rejoin { room_key }, answer) => {
                 self.on_rejoined(now, op, pending.client, room_key, answer)
             }

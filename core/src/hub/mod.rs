@@ -2,6 +2,7 @@
 //! relayed transfers — with no I/O.
 
 mod cluster;
+mod remote_relay;
 
 use crate::bucket::TokenBucket;
 use crate::cluster::replica::Replica;
@@ -450,6 +451,8 @@ pub struct Hub {
     /// Bytes of file data the relays under way may hold at once: a window
     /// each (see [`HubConfig::max_relay_memory`]).
     relay_reserved: u64,
+    /// Relays with members of other servers of the cluster.
+    remote: remote_relay::RemoteRelays,
     /// What the manifests of trees offered and not ended may make the
     /// server hold, all clients together (see
     /// [`HubConfig::max_manifest_memory`]).
@@ -514,6 +517,7 @@ impl Hub {
             relay_keys: HashMap::new(),
             pending_trees: HashMap::new(),
             relay_reserved: 0,
+            remote: remote_relay::RemoteRelays::default(),
             manifest_reserved: 0,
             events: VecDeque::new(),
             dirty: VecDeque::new(),
@@ -2027,6 +2031,10 @@ impl Hub {
             self.release_manifest(id, *tid);
             self.pending_trees.remove(&(id, *tid));
         }
+        if self.remote.holds(id, &event) {
+            self.on_remote_end_event(id, now, event);
+            return;
+        }
         match event {
             TransferEvent::TreeOffered {
                 id: tid,
@@ -2190,15 +2198,7 @@ impl Hub {
         }
         let target = self.member_in_room(id, &peer);
         if target.is_none() && self.elsewhere_in_cluster(id, &peer) {
-            let reason = format!(
-                "{peer} is on another server of this cluster: files between servers are not carried yet"
-            );
-            self.relay_call(
-                id,
-                now,
-                |c| c.reject(now, tid, Code::NO_SUCH_USER, &reason),
-                tid,
-            );
+            self.offer_to_remote(id, now, tid, name, size, peer, resume);
             return;
         }
         if target.is_some_and(|t| self.is_guest(t)) {
@@ -2442,32 +2442,69 @@ impl Hub {
             outcome: outcome.clone(),
         });
         let gone = self.why_gone(id, recipient_side, &outcome);
-        let Some(conn) = self.clients.get_mut(&other).and_then(|c| c.link.ferry()) else {
+        let told = self.outcome_for_other_end(id, recipient_side, outcome);
+        self.end_relay_end(other, other_tid, now, &told, &gone);
+    }
+
+    /// What the other end of a relay that `id`'s end ended with `outcome`
+    /// is told: the outcome itself, except that a cancel not of the
+    /// member's own words says who went and why.
+    fn outcome_for_other_end(
+        &self,
+        id: ClientId,
+        recipient_side: bool,
+        outcome: Outcome,
+    ) -> Outcome {
+        match outcome {
+            Outcome::Cancelled {
+                code,
+                reason,
+                by_peer: true,
+            } if code != Code::CONNECTION_LOST && code != Code::QUIT => Outcome::Cancelled {
+                code,
+                reason,
+                by_peer: true,
+            },
+            Outcome::Cancelled { .. } => Outcome::Cancelled {
+                code: Code::PEER_GONE,
+                reason: self.why_gone(id, recipient_side, &outcome),
+                by_peer: true,
+            },
+            other => other,
+        }
+    }
+
+    /// Ends `client`'s end `tid` of a relay as `outcome` (how the other end
+    /// ended) says; a transfer that cannot end so is cancelled, with the
+    /// cancel's words or `fallback`.
+    fn end_relay_end(
+        &mut self,
+        client: ClientId,
+        tid: TransferId,
+        now: Instant,
+        outcome: &Outcome,
+        fallback: &str,
+    ) {
+        let Some(conn) = self.clients.get_mut(&client).and_then(|c| c.link.ferry()) else {
             return;
         };
-        let result = match &outcome {
-            Outcome::Verified => conn.finish_receive(now, other_tid, Ok(())),
+        let result = match outcome {
+            Outcome::Verified => conn.finish_receive(now, tid, Ok(())),
             Outcome::Failed { code, reason } => {
-                conn.finish_receive(now, other_tid, Err((*code, reason.clone())))
+                conn.finish_receive(now, tid, Err((*code, reason.clone())))
             }
-            Outcome::Rejected { code, reason } => conn.reject(now, other_tid, *code, reason),
-            Outcome::Cancelled { .. } => Err(Misuse::NoSuchTransfer(other_tid)),
+            Outcome::Rejected { code, reason } => conn.reject(now, tid, *code, reason),
+            Outcome::Cancelled { .. } => Err(Misuse::NoSuchTransfer(tid)),
         };
         if result.is_err() {
-            let (code, reason) = match &outcome {
-                Outcome::Cancelled {
-                    code,
-                    reason,
-                    by_peer: true,
-                } if *code != Code::CONNECTION_LOST && *code != Code::QUIT => {
-                    (*code, reason.clone())
-                }
-                _ => (Code::PEER_GONE, gone),
+            let (code, reason) = match outcome {
+                Outcome::Cancelled { code, reason, .. } => (*code, reason.as_str()),
+                _ => (Code::PEER_GONE, fallback),
             };
-            // Fails only if the other end already ended, which is fine.
-            let _ = conn.cancel(now, other_tid, code, &reason);
+            // Fails only if this end already ended, which is fine.
+            let _ = conn.cancel(now, tid, code, reason);
         }
-        self.touch(other);
+        self.touch(client);
     }
 
     /// What the other end of a relay is told when `id`'s end ended with

@@ -1,0 +1,481 @@
+//! Files between members on two servers of a cluster: two hubs over the
+//! in-memory broker, their relay frames carried between them as a direct
+//! link would (encoded and decoded, in order), with the members' files in
+//! memory.
+
+use bytes::Bytes;
+use ferry_core::cluster::relay::{self, RelayFrame};
+use ferry_core::cluster::{BusInput, MemoryBroker, ServerId};
+use ferry_core::transfer::{Outcome, TransferEvent};
+use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, ResumeKey};
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+const SERVERS: [ServerId; 2] = [ServerId(1), ServerId(2)];
+
+/// A member's files: what it sends, what it has received so far.
+#[derive(Default)]
+struct Files {
+    sending: HashMap<u32, Bytes>,
+    /// Incoming transfers' names, and partial files by name.
+    incoming: HashMap<u32, String>,
+    partial: HashMap<String, Vec<u8>>,
+    stored: HashMap<String, Vec<u8>>,
+    /// Receiver: the key each partial file is kept under.
+    keys_issued: HashMap<String, ResumeKey>,
+    /// Sender: the key the receiver issued, by transfer.
+    keys_got: HashMap<u32, ResumeKey>,
+    next_key: u8,
+}
+
+struct Member {
+    server: usize,
+    client: ClientId,
+    conn: Connection,
+    files: Files,
+    events: Vec<Event>,
+    /// Stops confirming writes (a slow disk) while true.
+    stalled: bool,
+    unconfirmed: VecDeque<(u32, u64)>,
+}
+
+struct Cluster {
+    now: Instant,
+    broker: MemoryBroker,
+    hubs: Vec<Hub>,
+    read: Vec<usize>,
+    /// Frames on their way, per (from, to) link, in order.
+    links: HashMap<(usize, usize), VecDeque<Vec<u8>>>,
+    members: Vec<Member>,
+    /// The most file bytes the links held at once.
+    peak_in_flight: usize,
+}
+
+impl Cluster {
+    fn new(config: impl Fn(HubConfig) -> HubConfig) -> Cluster {
+        let now = Instant::now();
+        Cluster {
+            now,
+            broker: MemoryBroker::new(),
+            hubs: SERVERS
+                .iter()
+                .map(|&id| Hub::new(config(HubConfig::default().cluster(id)), now))
+                .collect(),
+            read: vec![0; SERVERS.len()],
+            links: HashMap::new(),
+            members: Vec::new(),
+            peak_in_flight: 0,
+        }
+    }
+
+    fn join(&mut self, server: usize, name: &str) -> usize {
+        let client = self.hubs[server].connect(self.now);
+        self.members.push(Member {
+            server,
+            client,
+            conn: Connection::client(ClientConfig::new(name), self.now),
+            files: Files::default(),
+            events: Vec::new(),
+            stalled: false,
+            unconfirmed: VecDeque::new(),
+        });
+        self.run();
+        let m = self.members.len() - 1;
+        assert!(self.members[m].conn.is_open(), "{name} joined");
+        m
+    }
+
+    fn offer(&mut self, m: usize, name: &str, data: &[u8], to: &str) -> u32 {
+        let now = self.now;
+        let member = &mut self.members[m];
+        let id = match member.files.keys_got.values().next().copied() {
+            Some(key) => member
+                .conn
+                .offer_file_resuming(now, name, data.len() as u64, to, key)
+                .unwrap(),
+            None => member
+                .conn
+                .offer_file(now, name, data.len() as u64, to)
+                .unwrap(),
+        };
+        member
+            .files
+            .sending
+            .insert(id, Bytes::copy_from_slice(data));
+        id
+    }
+
+    /// Moves everything until nothing moves.
+    fn run(&mut self) {
+        for _ in 0..1_000_000 {
+            if !self.step() {
+                return;
+            }
+        }
+        panic!("the cluster never settled");
+    }
+
+    fn step(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        for m in &mut self.members {
+            let hub = &mut self.hubs[m.server];
+            while let Some(bytes) = m.conn.poll_transmit() {
+                hub.handle_input(m.client, now, &bytes);
+                moved = true;
+            }
+            while let Some(bytes) = hub.poll_transmit(m.client) {
+                m.conn.handle_input(now, &bytes);
+                moved = true;
+            }
+            moved |= member_events(m, now);
+        }
+        for (k, hub) in self.hubs.iter_mut().enumerate() {
+            while let Some(event) = hub.poll_event() {
+                moved = true;
+                if let Some(client) = event.closed_client() {
+                    hub.remove(client, now);
+                }
+            }
+            while let Some(request) = hub.poll_bus() {
+                let answer = self.broker.execute(SERVERS[k], request, 0);
+                hub.handle_bus(now, answer);
+                moved = true;
+            }
+            for event in self.broker.events_after(self.read[k]).collect::<Vec<_>>() {
+                hub.handle_bus(now, event);
+                self.read[k] += 1;
+                moved = true;
+            }
+            for direct in self.broker.take_inbox(SERVERS[k]) {
+                hub.handle_bus(now, direct);
+                moved = true;
+            }
+            while let Some((to, frame)) = hub.poll_relay() {
+                let to = SERVERS.iter().position(|&s| s == to).unwrap();
+                self.links
+                    .entry((k, to))
+                    .or_default()
+                    .push_back(relay::encode(&frame));
+                moved = true;
+            }
+        }
+        let in_flight: usize = self
+            .links
+            .values()
+            .flatten()
+            .filter_map(|bytes| match relay::decode(bytes) {
+                Ok(RelayFrame::Data { data, .. }) => Some(data.len()),
+                _ => None,
+            })
+            .sum();
+        self.peak_in_flight = self.peak_in_flight.max(in_flight);
+        for (&(from, to), frames) in &mut self.links {
+            // A few frames a step, so that the links hold some.
+            for _ in 0..4 {
+                let Some(bytes) = frames.pop_front() else {
+                    break;
+                };
+                let frame = relay::decode(&bytes).expect("a frame the hub made");
+                self.hubs[to].handle_bus(
+                    now,
+                    BusInput::Relay {
+                        from: SERVERS[from],
+                        frame,
+                    },
+                );
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    fn ended(&self, m: usize) -> Vec<Outcome> {
+        self.members[m]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer(TransferEvent::Ended { outcome, .. }) => Some(outcome.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn offers_seen(&self, m: usize) -> Vec<(String, u64, String)> {
+        self.members[m]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer(TransferEvent::Offered {
+                    name, size, peer, ..
+                }) => Some((name.to_string(), *size, peer.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What a member's program does with its connection's events: accepts
+/// every offer (resuming what it holds under the key presented), writes
+/// what arrives and confirms it, supplies what it sends.
+fn member_events(m: &mut Member, now: Instant) -> bool {
+    let mut moved = false;
+    while let Some(event) = m.conn.poll_event() {
+        moved = true;
+        if let Event::Transfer(t) = &event {
+            let files = &mut m.files;
+            match t.clone() {
+                TransferEvent::Offered {
+                    id,
+                    name,
+                    size,
+                    resume,
+                    ..
+                } => {
+                    let name = name.to_string();
+                    files.incoming.insert(id, name.clone());
+                    let have = files.partial.get(&name).map_or(0, |p| p.len() as u64);
+                    let kept = files.keys_issued.get(&name).copied();
+                    let (from, key) = match (resume, kept) {
+                        (Some(presented), Some(kept)) if presented == kept && have <= size => {
+                            (have, kept)
+                        }
+                        _ => {
+                            files.next_key += 1;
+                            let key = ResumeKey::from_bytes([files.next_key; 16]);
+                            files.partial.insert(name.clone(), Vec::new());
+                            files.keys_issued.insert(name, key);
+                            (0, key)
+                        }
+                    };
+                    m.conn.accept_resumable(now, id, from, key).unwrap();
+                }
+                TransferEvent::ResumeKey { id, key } => {
+                    files.keys_got.insert(id, key);
+                }
+                TransferEvent::NeedChunk { id, offset, len } => {
+                    let range = offset as usize..(offset + u64::from(len)) as usize;
+                    let chunk = match files.sending.get(&id) {
+                        Some(file) => file.slice(range),
+                        None => Bytes::copy_from_slice(&files.partial[&files.incoming[&id]][range]),
+                    };
+                    m.conn.supply_chunk(now, id, offset, chunk).unwrap();
+                }
+                TransferEvent::Restarted { id } => {
+                    files
+                        .partial
+                        .insert(files.incoming[&id].clone(), Vec::new());
+                }
+                TransferEvent::Chunk { id, offset, data } => {
+                    let part = files
+                        .partial
+                        .entry(files.incoming[&id].clone())
+                        .or_default();
+                    let end = offset as usize + data.len();
+                    if part.len() < end {
+                        part.resize(end, 0);
+                    }
+                    part[offset as usize..end].copy_from_slice(&data);
+                    m.unconfirmed.push_back((id, end as u64));
+                }
+                TransferEvent::Received { id, .. } => {
+                    let name = files.incoming[&id].clone();
+                    let file = files.partial.remove(&name).unwrap_or_default();
+                    files.keys_issued.remove(&name);
+                    files.stored.insert(name, file);
+                    m.conn.finish_receive(now, id, Ok(())).unwrap();
+                }
+                _ => {}
+            }
+        }
+        m.events.push(event);
+    }
+    if !m.stalled {
+        while let Some((id, upto)) = m.unconfirmed.pop_front() {
+            let _ = m.conn.confirm_written(now, id, upto);
+            moved = true;
+        }
+    }
+    moved
+}
+
+fn file(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn window() -> usize {
+    ferry_core::Config::default().window as usize
+}
+
+#[test]
+fn a_file_goes_to_a_member_of_another_server_verified_within_one_window_per_hop() {
+    let mut cluster = Cluster::new(|c| c);
+    let alice = cluster.join(0, "alice");
+    let bob = cluster.join(1, "bob");
+    let data = file(3 * window() + 12_345);
+    cluster.offer(alice, "photo.jpg", &data, "Bob");
+    cluster.run();
+    assert_eq!(cluster.ended(alice), vec![Outcome::Verified]);
+    assert_eq!(cluster.ended(bob), vec![Outcome::Verified]);
+    assert_eq!(
+        cluster.offers_seen(bob),
+        vec![("photo.jpg".into(), data.len() as u64, "alice".into())]
+    );
+    assert!(cluster.members[bob].files.stored["photo.jpg"] == data);
+    assert!(
+        cluster.peak_in_flight <= window(),
+        "the link held {} bytes of file at once, over the window",
+        cluster.peak_in_flight
+    );
+    assert!(cluster.peak_in_flight > 0);
+    for hub in &cluster.hubs {
+        assert_eq!(hub.remote_relay_count(), 0);
+        assert_eq!(hub.relay_count(), 0);
+    }
+}
+
+#[test]
+fn a_recipient_that_writes_slowly_holds_the_sender_to_the_window() {
+    let mut cluster = Cluster::new(|c| c);
+    let alice = cluster.join(0, "alice");
+    let bob = cluster.join(1, "bob");
+    cluster.members[bob].stalled = true;
+    let data = file(4 * window());
+    cluster.offer(alice, "big.bin", &data, "bob");
+    cluster.run();
+    // Nothing confirmed: the sender sent one window and waits.
+    let got = cluster.members[bob].files.partial["big.bin"].len();
+    assert_eq!(got, window(), "bob holds exactly one window");
+    assert!(cluster.ended(alice).is_empty());
+    cluster.members[bob].stalled = false;
+    cluster.run();
+    assert_eq!(cluster.ended(alice), vec![Outcome::Verified]);
+    assert!(cluster.members[bob].files.stored["big.bin"] == data);
+}
+
+#[test]
+fn a_sender_cut_off_resumes_where_the_recipient_stopped() {
+    let mut cluster = Cluster::new(|c| c);
+    let alice = cluster.join(0, "alice");
+    let bob = cluster.join(1, "bob");
+    cluster.members[bob].stalled = true;
+    let data = file(3 * window());
+    cluster.offer(alice, "notes.txt", &data, "bob");
+    cluster.run();
+    // Bob wrote one window; alice's connection is lost.
+    cluster.members[bob].stalled = false;
+    while let Some((id, upto)) = cluster.members[bob].unconfirmed.pop_front() {
+        let now = cluster.now;
+        cluster.members[bob]
+            .conn
+            .confirm_written(now, id, upto)
+            .unwrap();
+    }
+    let key = *cluster.members[alice]
+        .files
+        .keys_got
+        .values()
+        .next()
+        .expect("alice got bob's key with his accept");
+    let (server, client) = (cluster.members[alice].server, cluster.members[alice].client);
+    let now = cluster.now;
+    cluster.hubs[server].remove(client, now);
+    cluster.run();
+    let ended = cluster.ended(bob);
+    assert!(
+        matches!(&ended[..], [Outcome::Cancelled { code, reason, .. }]
+            if *code == Code::PEER_GONE && reason.contains("alice")),
+        "bob is told alice went: {ended:?}"
+    );
+    let held = cluster.members[bob].files.partial["notes.txt"].len();
+    assert!(held >= window(), "bob kept what he wrote: {held}");
+    for hub in &cluster.hubs {
+        assert_eq!(hub.remote_relay_count(), 0);
+    }
+    // Alice comes back and offers again with bob's key.
+    let again = cluster.join(0, "alice");
+    cluster.members[again].files.keys_got.insert(0, key);
+    cluster.offer(again, "notes.txt", &data, "bob");
+    cluster.run();
+    assert_eq!(cluster.ended(again), vec![Outcome::Verified]);
+    assert!(cluster.members[bob].files.stored["notes.txt"] == data);
+    let accepted_at: Vec<u64> = cluster.members[again]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transfer(TransferEvent::Accepted { offset, .. }) => Some(*offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted_at, vec![held as u64], "resumed where bob stopped");
+}
+
+#[test]
+fn a_lost_link_between_the_servers_ends_the_relay_on_both_sides() {
+    let mut cluster = Cluster::new(|c| c);
+    let alice = cluster.join(0, "alice");
+    let bob = cluster.join(1, "bob");
+    cluster.members[bob].stalled = true;
+    cluster.offer(alice, "a.bin", &file(2 * window()), "bob");
+    cluster.run();
+    let now = cluster.now;
+    cluster.links.clear();
+    for (k, other) in [(0, 1), (1, 0)] {
+        cluster.hubs[k].handle_bus(
+            now,
+            BusInput::PeerLost {
+                server: SERVERS[other],
+                reason: "connection reset".into(),
+            },
+        );
+    }
+    cluster.run();
+    for m in [alice, bob] {
+        let ended = cluster.ended(m);
+        assert!(
+            matches!(&ended[..], [Outcome::Cancelled { code, reason, .. }]
+                if *code == Code::PEER_GONE && reason.contains("connection reset")),
+            "{ended:?}"
+        );
+    }
+    for hub in &cluster.hubs {
+        assert_eq!(hub.remote_relay_count(), 0);
+    }
+    // The window each reserved is free again: a new file goes.
+    cluster.members[bob].stalled = false;
+    let data = file(1000);
+    cluster.offer(alice, "b.bin", &data, "bob");
+    cluster.run();
+    assert!(cluster.members[bob].files.stored["b.bin"] == data);
+}
+
+#[test]
+fn an_offer_another_server_cannot_take_is_refused_with_its_reason() {
+    // Bob's server takes files of at most 1000 bytes; alice's takes more.
+    let mut cluster = Cluster::new(|c| c);
+    let alice = cluster.join(0, "alice");
+    cluster.hubs[1] = Hub::new(
+        HubConfig::default().cluster(SERVERS[1]).max_file_size(1000),
+        cluster.now,
+    );
+    let bob = cluster.join(1, "bob");
+    cluster.offer(alice, "big.bin", &file(5000), "bob");
+    cluster.run();
+    let ended = cluster.ended(alice);
+    assert!(
+        matches!(&ended[..], [Outcome::Rejected { code, reason }]
+            if *code == Code::FILE_TOO_LARGE && reason.contains("recipient's server")),
+        "{ended:?}"
+    );
+    assert!(cluster.offers_seen(bob).is_empty());
+    // A name nobody holds is refused by this server as before.
+    cluster.offer(alice, "x", b"x", "carol");
+    cluster.run();
+    assert!(matches!(
+        cluster.ended(alice).last(),
+        Some(Outcome::Rejected { code, .. }) if *code == Code::NO_SUCH_USER
+    ));
+    for hub in &cluster.hubs {
+        assert_eq!(hub.remote_relay_count(), 0);
+    }
+}
