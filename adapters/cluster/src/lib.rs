@@ -16,6 +16,10 @@
 //! Only a single Redis (or a primary) is supported: the scripts name keys
 //! they compute, which Redis Cluster does not allow.
 //!
+//! Files never cross Redis: [`Peers`] links the servers directly, an
+//! ordered pipe of opaque frames over TLS authenticated by the cluster
+//! secret ([`peers`]).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -53,8 +57,14 @@
 mod broker;
 mod error;
 pub mod link;
+#[cfg(unix)]
+pub mod peers;
 mod reply;
 
 pub use broker::{BrokerSettings, EventBatch, RedisBroker, EVENTS, MAX_PIPELINE};
 pub use error::ClusterError;
 pub use link::{Link, LinkSettings};
+#[cfg(unix)]
+pub use peers::{
+    DeliverPeer, Locate, PeerAddress, PeerEvent, PeerKey, PeerSettings, Peers, MAX_FRAME,
+};
