@@ -18,6 +18,7 @@ mod resume_store;
 mod runtime;
 mod send;
 mod serve;
+mod serve_cluster;
 mod tls;
 mod tui;
 mod udp;
@@ -86,6 +87,20 @@ enum Command {
         /// `LEFT` (`SERVER_GONE`) and their names freed.
         #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
         cluster_lease: Duration,
+        /// In a cluster: where this server takes the other servers' direct
+        /// links, which carry files between members on two servers (TLS
+        /// with this server's certificate, the cluster's secret proving
+        /// membership). Advertised in Redis; an address of all interfaces
+        /// (0.0.0.0) is advertised as the one this host reaches Redis from
+        /// [default: the --listen address, any port].
+        #[arg(long, value_name = "ADDR")]
+        cluster_relay: Option<SocketAddr>,
+        /// In a cluster: a file holding the secret every server of the
+        /// cluster shares, which its direct links check (also taken from
+        /// `FERRY_CLUSTER_SECRET`) [default: one the first server makes
+        /// and keeps in Redis].
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
     },
     /// Join a room: each line typed is a message; /who, /msg NAME TEXT,
     /// /send PATH [NAME], /quit.
@@ -493,6 +508,8 @@ fn main() -> ExitCode {
             limits,
             cluster,
             cluster_lease,
+            cluster_relay,
+            cluster_secret_file,
         } => {
             // One descriptor per client: the soft limit (often 1024) would
             // refuse clients long before `max_clients`. Failing to raise it
@@ -532,6 +549,9 @@ fn main() -> ExitCode {
                     .map(|url| serve::ClusterOptions {
                         url,
                         lease: cluster_lease,
+                        relay: cluster_relay,
+                        secret: cluster_secret_file,
+                        identity: tls.identity(),
                     }),
             };
             serve::serve(options, limits.hub_config())

@@ -3,7 +3,6 @@
 use crate::budget::{summary, LogBudget};
 use crate::display::{bytes, log, quoted, rate, safe};
 use crate::runtime::Runtime;
-use ferry_core::cluster::BusInput;
 use ferry_core::transfer::Outcome;
 use ferry_core::{ClientId, HubConfig, HubEvent, Source};
 use ferry_files::{Inbox, Report, ServerNotice};
@@ -11,9 +10,9 @@ use ferry_tls::TlsServer;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What `ferry serve` needs besides the hub's configuration.
@@ -46,6 +45,14 @@ pub struct ClusterOptions {
     pub url: String,
     /// How long the server stays in the cluster without renewing.
     pub lease: Duration,
+    /// Where it takes the other servers' direct links; `None`: the listen
+    /// address, any port.
+    pub relay: Option<SocketAddr>,
+    /// A file holding the cluster's secret (else `FERRY_CLUSTER_SECRET`,
+    /// else the one kept in Redis).
+    pub secret: Option<PathBuf>,
+    /// The certificate its direct links present.
+    pub identity: Result<ferry_tls::Identity, String>,
 }
 
 pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
@@ -144,52 +151,16 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
              sends the token where anyone on the path can read it",
         );
     }
-    // The link starts after the server (its answers go to the server's
-    // control); requests made meanwhile wait in the server's bus route.
-    let link = match (&cluster, server_id) {
+    // The links start after the server (what they bring goes to the
+    // server's control); requests made meanwhile wait in its bus route.
+    let links = match (cluster, server_id) {
         (Some(cluster), Some(id)) => {
-            let control = server.control();
-            let settings = ferry_cluster::LinkSettings::default()
-                .lease(cluster.lease)
-                .broker(broker);
-            match ferry_cluster::Link::start(&cluster.url, id, settings, {
-                // Both threads of the link notice a restarted Redis;
-                // the log says it once per restart.
-                let restarts = Mutex::new(None::<String>);
-                Arc::new(move |inputs: Vec<BusInput>| {
-                    for input in &inputs {
-                        if let BusInput::Restarted { broker } = input {
-                            let mut last = restarts.lock().unwrap_or_else(|e| e.into_inner());
-                            if last.as_ref() == Some(broker) {
-                                continue;
-                            }
-                            *last = Some(broker.clone());
-                        }
-                        log_link_state(input);
-                    }
-                    control.bus(inputs)
-                })
-            }) {
-                Ok(link) => {
-                    // From here the server's loop hands its requests to
-                    // the link's writer itself (those made meanwhile
-                    // first): a thread in between cost every message a
-                    // wake-up on the way to Redis.
-                    server.route_bus(Box::new(link.sender()));
-                    log(&format!(
-                        "cluster: server {id} on {}, lease {} s",
-                        redacted_url(&cluster.url),
-                        cluster.lease.as_secs_f64()
-                    ));
-                    Some(link)
-                }
+            match crate::serve_cluster::join_cluster(&server, id, cluster, listen, broker) {
+                Ok(links) => Some(links),
                 Err(e) => {
                     server.shutdown("the server could not join its cluster");
                     let _ = server.join();
-                    return Err(format!(
-                        "cannot join the cluster at {}: {e}",
-                        redacted_url(&cluster.url)
-                    ));
+                    return Err(e);
                 }
             }
         }
@@ -267,22 +238,12 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     }
     // Stopped: the leaves of its last members reach the cluster, then it
     // leaves the cluster's leases.
-    if let Some(link) = link {
-        link.close();
+    if let Some(links) = links {
+        links.close();
     }
     // Stopped: whatever was left out is said now.
     journal.summarise(Instant::now() + Duration::from_secs(3600));
     server.join().map_err(|e| e.to_string())
-}
-
-/// `url` without a password, for the log.
-fn redacted_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// How often, at most, the log budget's sources are looked over for
@@ -359,24 +320,6 @@ fn limits_line(
                 config.source_tree_entries_burst
             )),
     )
-}
-
-/// Says in the log what the cluster link's state changes mean for clients.
-fn log_link_state(input: &BusInput) {
-    match input {
-        BusInput::Down { reason } => log(&format!(
-            "cluster: Redis cannot be reached ({reason}); messages are refused until it is back"
-        )),
-        BusInput::Up => log("cluster: Redis is back"),
-        BusInput::Reaped => log(
-            "cluster: this server missed its lease and was taken for gone; \
-             its clients are told to connect again",
-        ),
-        BusInput::Restarted { .. } => {
-            log("cluster: Redis is back but restarted empty; members claim their names again")
-        }
-        _ => {}
-    }
 }
 
 /// Turns notices into log lines, within a budget per source. User and room

@@ -92,10 +92,22 @@ impl ServerTlsArgs {
         if self.no_tls {
             return Ok(None);
         }
+        let identity = self.identity()?;
+        let server = TlsServer::new(&identity)
+            .map_err(|e| format!("cannot serve TLS: {e}"))?
+            .require_tls(self.require_tls);
+        Ok(Some(Arc::new(server)))
+    }
+
+    /// The server's certificate and key: `--tls-cert`/`--tls-key`, else
+    /// the self-signed one of `--tls-dir` (made on first start). Also with
+    /// `--no-tls`, for the links between the servers of a cluster, which
+    /// are always encrypted.
+    pub fn identity(&self) -> Result<Identity, String> {
         let now = SystemTime::now();
-        let identity = match (&self.tls_cert, &self.tls_key) {
+        match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Identity::from_pem_files(cert, key, now)
-                .map_err(|e| format!("cannot serve TLS with {}: {e}", cert.display()))?,
+                .map_err(|e| format!("cannot serve TLS with {}: {e}", cert.display())),
             _ => {
                 let dir = self
                     .tls_dir
@@ -107,13 +119,9 @@ impl ServerTlsArgs {
                         "cannot make or read the certificate in {}: {e}",
                         dir.display()
                     )
-                })?
+                })
             }
-        };
-        let server = TlsServer::new(&identity)
-            .map_err(|e| format!("cannot serve TLS: {e}"))?
-            .require_tls(self.require_tls);
-        Ok(Some(Arc::new(server)))
+        }
     }
 
     /// Whether clear-text connections are turned away.

@@ -457,3 +457,92 @@ fn an_address_spread_over_two_servers_gets_one_allowance() {
         _ => None,
     });
 }
+
+/// A 64 MiB file from a member of one server to a member of another goes
+/// over the servers' direct link (never through Redis), arrives verified,
+/// and resumes where the recipient stopped after the sender is killed.
+#[test]
+fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
+    const SIZE: usize = 64 << 20;
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let src = files.path().join("film.raw");
+    std::fs::write(&src, common::contents(SIZE, 17)).unwrap();
+    let src_arg = src.to_str().unwrap();
+    let dir = received.path().to_str().unwrap();
+    let final_name = received.path().join("film.raw");
+    let mut a = cluster_server_on(inbox_a.path(), &redis.url(), "mio");
+    let mut b = cluster_server_on(inbox_b.path(), &redis.url(), "std");
+
+    let mut bob = Proc::spawn(&[
+        "chat",
+        "--no-tls",
+        &b.addr(),
+        "--name",
+        "bob",
+        "--accept-files",
+        dir,
+    ]);
+    bob.expect(&["you are bob"]);
+    // alice reaches her server through a slowed link (about 25 MiB/s),
+    // so that she can be killed partway; both her runs go through it (her
+    // resume keys are kept per server address).
+    let proxy = common::Proxy::start(
+        a.addr,
+        common::ProxyMode {
+            chunk: Some(256 * 1024),
+            pause: Duration::from_millis(10),
+            ..common::ProxyMode::default()
+        },
+    );
+    let mut alice = Proc::spawn(&[
+        "send",
+        "--no-tls",
+        &proxy.addr(),
+        src_arg,
+        "--to",
+        "bob",
+        "--name",
+        "alice",
+    ]);
+    common::wait_until("bob's partial file to grow past 8 MiB", || {
+        common::the_partial_in(received.path()).filter(|(_, len)| *len >= 8 << 20)
+    });
+    alice.kill9();
+    a.expect(&["\"alice\" (", "left"]);
+    assert!(!final_name.exists(), "a partial file under its final name");
+    // bob's server passed on why, and bob keeps what he has.
+    bob.expect(&["cancelled by the peer", "alice's connection was lost"]);
+    bob.expect(&["kept film.raw", "for a resume"]);
+
+    // alice again: bob's client resumes.
+    let (ok, out, err) = common::run(
+        &[
+            "send",
+            "--no-tls",
+            &proxy.addr(),
+            src_arg,
+            "--to",
+            "bob",
+            "--name",
+            "alice",
+        ],
+        &[],
+    );
+    let resuming = bob.expect(&["resuming film.raw", "from alice at "]);
+    assert!(ok, "{out}{err}");
+    let at: u64 = resuming.rsplit(" at ").next().unwrap().parse().unwrap();
+    assert!(at >= 8 << 20, "{resuming}");
+    bob.expect(&["saved", "film.raw"]);
+    assert_eq!(common::hash_file(&final_name), common::hash_file(&src));
+    assert!(common::partials_in(received.path()).is_empty());
+    // Nothing of the file went through Redis: its memory stays far below
+    // the file's size.
+    let used = redis.used_memory();
+    assert!(used < 16 << 20, "Redis holds {used} bytes");
+    drop(bob);
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}

@@ -964,6 +964,13 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Bytes of memory Redis says it uses (`used_memory`).
+    pub fn used_memory(&self) -> u64 {
+        redis_info(self.port, "memory", "used_memory")
+            .and_then(|v| v.parse().ok())
+            .expect("INFO memory from the test's redis-server")
+    }
+
     /// SIGKILL, and reap: everything it held is gone.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -973,24 +980,39 @@ impl RedisServer {
 
 /// The process id of the Redis answering on `port`, if one does.
 fn redis_process_id(port: u16) -> Option<u32> {
+    redis_info(port, "server", "process_id")?.parse().ok()
+}
+
+/// The value of `field` in the `section` of `INFO` of the Redis on `port`.
+fn redis_info(port: u16, section: &str, field: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
+    stream
+        .write_all(format!("INFO {section}\r\n").as_bytes())
+        .ok()?;
+    // A bulk string: `$LEN\r\n`, LEN bytes, `\r\n`.
     let mut reply = Vec::new();
     let mut chunk = [0; 4096];
-    // `run_id` follows `process_id` in the section: once it is in, so is
-    // the whole `process_id` line.
-    while !String::from_utf8_lossy(&reply).contains("run_id:") {
+    loop {
+        if let Some(header_end) = reply.windows(2).position(|w| w == b"\r\n") {
+            let len: usize = std::str::from_utf8(reply.get(1..header_end)?)
+                .ok()?
+                .parse()
+                .ok()?;
+            if reply.len() >= header_end + 2 + len {
+                break;
+            }
+        }
         let n = stream.read(&mut chunk).ok()?;
         if n == 0 {
             return None;
         }
         reply.extend_from_slice(&chunk[..n]);
     }
+    let prefix = format!("{field}:");
     String::from_utf8_lossy(&reply)
         .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|id| id.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(&prefix).map(|v| v.trim().to_string()))
 }
 
 impl Drop for RedisServer {

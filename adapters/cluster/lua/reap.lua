@@ -7,6 +7,7 @@ table.sort(gone)
 for _, id in ipairs(gone) do
   redis.call('ZREM', 'ferry:servers', id)
   redis.call('DEL', 'ferry:srv:' .. id .. ':inbox')
+  redis.call('DEL', 'ferry:srv:' .. id)
   local clients = redis.call('HKEYS', server_members(id))
   table.sort(clients, function(a, b) return tonumber(a) < tonumber(b) end)
   for _, client in ipairs(clients) do

@@ -524,6 +524,55 @@ impl RedisBroker {
             .ok_or_else(|| ClusterError::reply("INFO server has no run_id"))
     }
 
+    /// Publishes where `server` takes the direct links of the other
+    /// servers (files between members, `ferry_core::cluster::relay`): the
+    /// address and its TLS certificate's fingerprint, in `ferry:srv:ID`.
+    /// A link does it at start and with every renewal, so a restarted Redis
+    /// learns it again within a quarter of a lease; reaping the server
+    /// deletes it.
+    pub fn advertise(
+        &mut self,
+        server: ServerId,
+        relay: &str,
+        fingerprint: &str,
+    ) -> Result<(), ClusterError> {
+        redis::cmd("HSET")
+            .arg(format!("ferry:srv:{server}"))
+            .arg("relay")
+            .arg(relay)
+            .arg("fingerprint")
+            .arg(fingerprint)
+            .query::<Value>(&mut self.connection)?;
+        Ok(())
+    }
+
+    /// Where `server` takes direct links, as it advertised it: its address
+    /// and certificate fingerprint, or `None` when it advertised nothing
+    /// (gone, or not taking links).
+    pub fn relay_address(
+        &mut self,
+        server: ServerId,
+    ) -> Result<Option<(String, String)>, ClusterError> {
+        let (relay, fingerprint): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(format!("ferry:srv:{server}"))
+            .arg("relay")
+            .arg("fingerprint")
+            .query(&mut self.connection)?;
+        Ok(relay.zip(fingerprint))
+    }
+
+    /// The value of `key`, set to `value` first if it had none: a secret
+    /// the first server makes and every later one reads.
+    pub fn secret(&mut self, key: &str, value: &str) -> Result<Vec<u8>, ClusterError> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .query::<Value>(&mut self.connection)?;
+        let kept: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(&mut self.connection)?;
+        kept.ok_or_else(|| ClusterError::reply(format!("{key} is gone just after it was set")))
+    }
+
     /// Says Redis restarted (the first thing a link does on finding a new
     /// run id): see `MemoryBroker::mark_restarted`.
     pub fn mark_restarted(&mut self) -> Result<(), ClusterError> {

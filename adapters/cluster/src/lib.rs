@@ -59,6 +59,8 @@ mod error;
 pub mod link;
 #[cfg(unix)]
 pub mod peers;
+#[cfg(unix)]
+pub mod relays;
 mod reply;
 
 pub use broker::{BrokerSettings, EventBatch, RedisBroker, EVENTS, MAX_PIPELINE};
@@ -68,3 +70,5 @@ pub use link::{Link, LinkSettings};
 pub use peers::{
     DeliverPeer, Locate, PeerAddress, PeerEvent, PeerKey, PeerSettings, Peers, MAX_FRAME,
 };
+#[cfg(unix)]
+pub use relays::RelayLinks;

@@ -42,6 +42,10 @@ pub struct LinkSettings {
     pub lease: Duration,
     /// Connecting, and each command, give up after this.
     pub timeout: Duration,
+    /// Where this server takes the other servers' direct links, and its
+    /// certificate's fingerprint (`SHA256:...`), published with every
+    /// renewal ([`RedisBroker::advertise`]); `None`: it takes none.
+    pub advertise: Option<(String, String)>,
 }
 
 impl Default for LinkSettings {
@@ -50,6 +54,7 @@ impl Default for LinkSettings {
             broker: BrokerSettings::default(),
             lease: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
+            advertise: None,
         }
     }
 }
@@ -59,6 +64,14 @@ impl LinkSettings {
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// Sets [`advertise`](Self::advertise): the relay address and the
+    /// fingerprint of its certificate.
+    #[must_use]
+    pub fn advertise(mut self, relay: impl Into<String>, fingerprint: impl Into<String>) -> Self {
+        self.advertise = Some((relay.into(), fingerprint.into()));
         self
     }
 
@@ -118,11 +131,15 @@ impl Link {
         // Read from here: everything after the first request is after it.
         let start = reader_broker.log_end()?;
         writer_broker.renew(server, settings.lease, None)?;
+        if let Some((relay, fingerprint)) = &settings.advertise {
+            writer_broker.advertise(server, relay, fingerprint)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (control, requests) = mpsc::channel();
         let writer = {
             let (deliver, stop, connect) = (deliver.clone(), stop.clone(), connect.clone());
             let (lease, run_id) = (settings.lease, run_id.clone());
+            let advertise = settings.advertise.clone();
             std::thread::Builder::new()
                 .name("ferry-cluster-writer".into())
                 .spawn(move || {
@@ -133,6 +150,7 @@ impl Link {
                         deliver,
                         stop,
                         lease,
+                        advertise,
                         queue: VecDeque::new(),
                         up: true,
                         run_id,
@@ -226,6 +244,8 @@ struct Writer {
     deliver: Deliver,
     stop: Arc<AtomicBool>,
     lease: Duration,
+    /// Published with every renewal (see [`LinkSettings::advertise`]).
+    advertise: Option<(String, String)>,
     /// Requests not answered yet, in order; the first may be in flight.
     queue: VecDeque<BusRequest>,
     up: bool,
@@ -365,9 +385,13 @@ impl Writer {
         let Some(broker) = self.broker.as_mut() else {
             return;
         };
-        let beat = broker
-            .renew(self.server, self.lease, None)
-            .and_then(|had| Ok((had, broker.reap(self.server, None)?)));
+        let advertise = &self.advertise;
+        let beat = broker.renew(self.server, self.lease, None).and_then(|had| {
+            if let Some((relay, fingerprint)) = advertise {
+                broker.advertise(self.server, relay, fingerprint)?;
+            }
+            Ok((had, broker.reap(self.server, None)?))
+        });
         match beat {
             Ok((true, _)) => {}
             // Renewed now, but the others had taken it for gone.

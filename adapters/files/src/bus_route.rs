@@ -1,50 +1,86 @@
 //! [`BusRoute`]: how a server's loop hands its requests for the cluster's
 //! broker to the link that carries them, with no thread in between.
 
-use ferry_core::cluster::BusRequest;
+use ferry_core::cluster::{BusRequest, RelayFrame, ServerId};
+use ferry_core::Hub;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Takes requests for the broker off a server's loop (never waits).
 pub type BusSink = Box<dyn Fn(Vec<BusRequest>) + Send + Sync>;
 
+/// Takes relay frames for other servers off a server's loop (never waits).
+pub type RelaySink = Box<dyn Fn(Vec<(ServerId, RelayFrame)>) + Send + Sync>;
+
 /// Where a server's requests for its cluster's broker go
-/// ([`Hub::poll_bus`](ferry_core::Hub::poll_bus)).
+/// ([`Hub::poll_bus`](ferry_core::Hub::poll_bus)), and its relay frames
+/// for other servers ([`Hub::poll_relay`](ferry_core::Hub::poll_relay)).
 ///
-/// A runtime's loop calls [`send`](Self::send) with all that one turn made;
-/// the program that starts the server and its link hands the link's sink
-/// over once with [`ServerHandle::route_bus`](crate::ServerHandle::route_bus).
-/// Requests sent before that wait here, and go to the sink first, in order:
-/// the broker applies a server's operations in the order they were made,
-/// and takes one numbered below one it applied as forgotten.
+/// A runtime's loop calls [`drain`](Self::drain) after each turn; the
+/// program that starts the server and its links hands their sinks over
+/// once with [`ServerHandle::route_bus`](crate::ServerHandle::route_bus)
+/// and [`ServerHandle::route_relay`](crate::ServerHandle::route_relay).
+/// What was sent before that waits here, and goes to the sink first, in
+/// order: the broker applies a server's operations in the order they were
+/// made, and takes one numbered below one it applied as forgotten.
 ///
 /// What waits is bounded by the hub, which counts every request it made
 /// against [`HubConfig::max_bus_bytes`](ferry_core::HubConfig::max_bus_bytes)
-/// until its answer comes.
+/// until its answer comes, and holds at most one credit window of file
+/// data per relay.
 #[derive(Clone, Default)]
 pub struct BusRoute {
-    route: Arc<Mutex<Route>>,
+    route: Arc<Mutex<Route<BusRequest>>>,
+    relay: Arc<Mutex<Route<(ServerId, RelayFrame)>>>,
 }
 
-enum Route {
-    /// No sink yet: the requests so far, in order.
-    Held(Vec<Vec<BusRequest>>),
-    To(BusSink),
+/// Sent through a sink, or held until there is one.
+enum Route<T> {
+    /// No sink yet: what was sent so far, in order.
+    Held(Vec<Vec<T>>),
+    To(Box<dyn Fn(Vec<T>) + Send + Sync>),
 }
 
-impl Default for Route {
+impl<T> Default for Route<T> {
     fn default() -> Self {
         Route::Held(Vec::new())
     }
 }
 
-impl fmt::Debug for BusRoute {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &*self.lock() {
+impl<T> Route<T> {
+    fn send(&mut self, items: Vec<T>) {
+        if items.is_empty() {
+            return;
+        }
+        match self {
+            Route::To(sink) => sink(items),
+            Route::Held(held) => held.push(items),
+        }
+    }
+
+    fn route_to(&mut self, sink: Box<dyn Fn(Vec<T>) + Send + Sync>) {
+        if let Route::Held(held) = std::mem::take(self) {
+            for items in held {
+                sink(items);
+            }
+        }
+        *self = Route::To(sink);
+    }
+
+    fn state(&self) -> &'static str {
+        match self {
             Route::Held(_) => "waiting for a sink",
             Route::To(_) => "routed",
-        };
-        f.debug_struct("BusRoute").field("state", &state).finish()
+        }
+    }
+}
+
+impl fmt::Debug for BusRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusRoute")
+            .field("requests", &lock(&self.route).state())
+            .field("relay", &lock(&self.relay).state())
+            .finish()
     }
 }
 
@@ -53,32 +89,40 @@ impl BusRoute {
     /// the sink, or keeps them for it. Never waits for the broker: the
     /// sink only queues.
     pub fn send(&self, requests: Vec<BusRequest>) {
-        if requests.is_empty() {
-            return;
-        }
-        let mut route = self.lock();
-        match &mut *route {
-            Route::To(sink) => sink(requests),
-            Route::Held(held) => held.push(requests),
-        }
+        lock(&self.route).send(requests);
+    }
+
+    /// Hands relay `frames` (all that one turn made, in order) to the
+    /// relay sink, or keeps them for it.
+    pub fn send_relay(&self, frames: Vec<(ServerId, RelayFrame)>) {
+        lock(&self.relay).send(frames);
+    }
+
+    /// Takes every request and relay frame `hub` has made and sends them:
+    /// what a runtime's loop calls at the end of each turn in cluster mode.
+    pub fn drain(&self, hub: &mut Hub) {
+        let requests: Vec<_> = std::iter::from_fn(|| hub.poll_bus()).collect();
+        self.send(requests);
+        let frames: Vec<_> = std::iter::from_fn(|| hub.poll_relay()).collect();
+        self.send_relay(frames);
     }
 
     /// From now on requests go to `sink`; those that waited go first, in
     /// order. A second call replaces the sink.
     pub fn route_to(&self, sink: BusSink) {
-        let mut route = self.lock();
-        if let Route::Held(held) = std::mem::take(&mut *route) {
-            for requests in held {
-                sink(requests);
-            }
-        }
-        *route = Route::To(sink);
+        lock(&self.route).route_to(sink);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Route> {
-        // A sink that panicked left nothing half-done that matters here.
-        self.route.lock().unwrap_or_else(|e| e.into_inner())
+    /// From now on relay frames go to `sink`; those that waited go first,
+    /// in order. A second call replaces the sink.
+    pub fn route_relay_to(&self, sink: RelaySink) {
+        lock(&self.relay).route_to(sink);
     }
+}
+
+fn lock<T>(route: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A sink that panicked left nothing half-done that matters here.
+    route.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

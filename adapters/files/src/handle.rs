@@ -1,7 +1,7 @@
 //! Handles on a server or client running in its own thread, the same for
 //! every runtime, so that the `ferry` program drives any of them alike.
 
-use crate::bus_route::{BusRoute, BusSink};
+use crate::bus_route::{BusRoute, BusSink, RelaySink};
 use crate::server::{ServerCommand, ServerNotice};
 use crate::transfers::Report;
 use ferry_core::frame::TransferId;
@@ -61,6 +61,14 @@ impl ServerHandle {
     /// [`BusRoute`].
     pub fn route_bus(&self, sink: BusSink) {
         self.bus.route_to(sink);
+    }
+
+    /// In cluster mode: the server's relay frames for other servers (files
+    /// between members on two servers) go to `sink` (such as
+    /// `ferry_cluster::peers::Peers::sender`, which only queues) straight
+    /// from the server's loop. See [`BusRoute`].
+    pub fn route_relay(&self, sink: RelaySink) {
+        self.bus.route_relay_to(sink);
     }
 
     /// The address it listens on (the real port when bound to port 0).

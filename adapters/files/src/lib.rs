@@ -57,7 +57,7 @@ mod udp;
 mod walk;
 
 pub use batch::{IoSlices, OutputBatch};
-pub use bus_route::{BusRoute, BusSink};
+pub use bus_route::{BusRoute, BusSink, RelaySink};
 pub use disk::Wake;
 pub use entropy::{random_server_id, with_session_key};
 pub use handle::{

@@ -372,10 +372,7 @@ impl Server {
                 self.flush(id, now);
                 self.maybe_finish(id, now);
             }
-            let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
-            if !requests.is_empty() {
-                self.bus.send(requests);
-            }
+            self.bus.drain(&mut self.hub);
             if !progressed {
                 return;
             }

@@ -572,10 +572,7 @@ impl Server {
                 break;
             }
         }
-        let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
-        if !requests.is_empty() {
-            self.bus.send(requests);
-        }
+        self.bus.drain(&mut self.hub);
     }
 
     fn on_event(&mut self, now: Instant, event: HubEvent) {

@@ -201,10 +201,7 @@ impl Shared {
                     let _ = writer.send(false);
                 }
             }
-            let requests: Vec<_> = std::iter::from_fn(|| self.hub.poll_bus()).collect();
-            if !requests.is_empty() {
-                self.bus.send(requests);
-            }
+            self.bus.drain(&mut self.hub);
             if !progressed {
                 return;
             }
