@@ -347,6 +347,9 @@ fn about(notice: &ServerNotice) -> Option<ClientId> {
         ServerNotice::Relay(
             HubEvent::RelayStarted { from, .. } | HubEvent::RelayEnded { from, .. },
         ) => Some(*from),
+        ServerNotice::Relay(
+            HubEvent::RemoteRelayStarted { client, .. } | HubEvent::RemoteRelayEnded { client, .. },
+        ) => Some(*client),
         _ => None,
     }
 }
@@ -397,6 +400,24 @@ impl Log {
             (None, Some(peer)) => format!("{client} ({peer})"),
             (Some(name), None) => name.clone(),
             (None, None) => client.to_string(),
+        }
+    }
+
+    /// Who sends and who receives a file between `client` and `other`, a
+    /// member of `server`.
+    fn across(
+        &self,
+        client: ClientId,
+        sending: bool,
+        other: &str,
+        server: ferry_core::cluster::ServerId,
+    ) -> (String, String) {
+        let here = self.who(client);
+        let there = format!("{} on server {server}", quoted(other));
+        if sending {
+            (here, there)
+        } else {
+            (there, here)
         }
     }
 
@@ -459,6 +480,31 @@ impl Log {
                     self.who(to),
                     outcome_text(&outcome)
                 )
+            }
+            ServerNotice::Relay(HubEvent::RemoteRelayStarted {
+                client,
+                sending,
+                other,
+                server,
+                name,
+                size,
+            }) => {
+                let (from, to) = self.across(client, sending, &other, server);
+                format!(
+                    "relaying {} ({}) from {from} to {to}",
+                    quoted(&name),
+                    bytes(size)
+                )
+            }
+            ServerNotice::Relay(HubEvent::RemoteRelayEnded {
+                client,
+                sending,
+                other,
+                server,
+                outcome,
+            }) => {
+                let (from, to) = self.across(client, sending, &other, server);
+                format!("relay from {from} to {to}: {}", outcome_text(&outcome))
             }
             ServerNotice::File { client, report } => match report {
                 Report::Offered {

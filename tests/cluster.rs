@@ -510,6 +510,14 @@ fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
     common::wait_until("bob's partial file to grow past 8 MiB", || {
         common::the_partial_in(received.path()).filter(|(_, len)| *len >= 8 << 20)
     });
+    a.expect(&[
+        "relaying \"film.raw\" (64.0 MiB) from \"alice\" (",
+        "to \"bob\" on server",
+    ]);
+    b.expect(&[
+        "relaying \"film.raw\" (64.0 MiB) from \"alice\" on server",
+        "to \"bob\" (",
+    ]);
     alice.kill9();
     a.expect(&["\"alice\" (", "left"]);
     assert!(!final_name.exists(), "a partial file under its final name");

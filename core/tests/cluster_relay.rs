@@ -7,7 +7,9 @@ use bytes::Bytes;
 use ferry_core::cluster::relay::{self, RelayFrame};
 use ferry_core::cluster::{BusInput, MemoryBroker, ServerId};
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, ResumeKey};
+use ferry_core::{
+    ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, HubEvent, ResumeKey,
+};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -49,6 +51,8 @@ struct Cluster {
     members: Vec<Member>,
     /// The most file bytes the links held at once.
     peak_in_flight: usize,
+    /// What each hub told its driver.
+    hub_events: Vec<Vec<HubEvent>>,
 }
 
 impl Cluster {
@@ -65,6 +69,7 @@ impl Cluster {
             links: HashMap::new(),
             members: Vec::new(),
             peak_in_flight: 0,
+            hub_events: vec![Vec::new(); SERVERS.len()],
         }
     }
 
@@ -136,6 +141,7 @@ impl Cluster {
                 if let Some(client) = event.closed_client() {
                     hub.remove(client, now);
                 }
+                self.hub_events[k].push(event);
             }
             while let Some(request) = hub.poll_bus() {
                 let answer = self.broker.execute(SERVERS[k], request, 0);
@@ -332,6 +338,45 @@ fn a_file_goes_to_a_member_of_another_server_verified_within_one_window_per_hop(
         assert_eq!(hub.remote_relay_count(), 0);
         assert_eq!(hub.relay_count(), 0);
     }
+    // Each server says it relayed, and how it ended, for its own member.
+    let relays = |k: usize| -> Vec<String> {
+        cluster.hub_events[k]
+            .iter()
+            .filter_map(|e| match e {
+                HubEvent::RemoteRelayStarted {
+                    sending,
+                    other,
+                    server,
+                    name,
+                    size,
+                    ..
+                } => Some(format!("start {sending} {other} {server} {name} {size}")),
+                HubEvent::RemoteRelayEnded {
+                    sending,
+                    other,
+                    server,
+                    outcome,
+                    ..
+                } => Some(format!("end {sending} {other} {server} {outcome:?}")),
+                _ => None,
+            })
+            .collect()
+    };
+    let size = data.len();
+    assert_eq!(
+        relays(0),
+        [
+            format!("start true Bob {} photo.jpg {size}", SERVERS[1]),
+            format!("end true Bob {} Verified", SERVERS[1]),
+        ]
+    );
+    assert_eq!(
+        relays(1),
+        [
+            format!("start false alice {} photo.jpg {size}", SERVERS[0]),
+            format!("end false alice {} Verified", SERVERS[0]),
+        ]
+    );
 }
 
 #[test]
@@ -478,4 +523,61 @@ fn an_offer_another_server_cannot_take_is_refused_with_its_reason() {
     for hub in &cluster.hubs {
         assert_eq!(hub.remote_relay_count(), 0);
     }
+}
+
+#[test]
+fn a_recipient_cut_off_resumes_from_its_new_connection() {
+    let mut cluster = Cluster::new(|c| c);
+    let alice = cluster.join(0, "alice");
+    let bob = cluster.join(1, "bob");
+    cluster.members[bob].stalled = true;
+    let data = file(3 * window());
+    cluster.offer(alice, "song.flac", &data, "bob");
+    cluster.run();
+    // Bob wrote one window and confirmed it, got a second (unconfirmed),
+    // then his connection is lost.
+    let now = cluster.now;
+    while let Some((id, upto)) = cluster.members[bob].unconfirmed.pop_front() {
+        cluster.members[bob]
+            .conn
+            .confirm_written(now, id, upto)
+            .unwrap();
+    }
+    cluster.run();
+    let held = cluster.members[bob].files.partial["song.flac"].len();
+    assert_eq!(held, 2 * window());
+    let (server, client) = (cluster.members[bob].server, cluster.members[bob].client);
+    cluster.hubs[server].remove(client, now);
+    cluster.run();
+    let ended = cluster.ended(alice);
+    assert!(
+        matches!(&ended[..], [Outcome::Cancelled { code, reason, .. }]
+            if *code == Code::PEER_GONE && reason.contains("bob")),
+        "alice is told bob went: {ended:?}"
+    );
+    for hub in &cluster.hubs {
+        assert_eq!(hub.remote_relay_count(), 0);
+    }
+    // Bob is back (on his server, with what his disk kept); alice offers
+    // again with his key.
+    let again = cluster.join(1, "bob");
+    cluster.members[again].files = std::mem::take(&mut cluster.members[bob].files);
+    cluster.members[again].files.incoming.clear();
+    cluster.offer(alice, "song.flac", &data, "bob");
+    cluster.run();
+    assert_eq!(cluster.ended(alice).last(), Some(&Outcome::Verified));
+    assert!(cluster.members[again].files.stored["song.flac"] == data);
+    let accepted_at: Vec<u64> = cluster.members[alice]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Transfer(TransferEvent::Accepted { offset, .. }) => Some(*offset),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        accepted_at,
+        vec![0, held as u64],
+        "resumed where bob stopped"
+    );
 }

@@ -192,9 +192,10 @@ impl HubFiles {
                     reason,
                 })
             }
-            relay @ (HubEvent::RelayStarted { .. } | HubEvent::RelayEnded { .. }) => {
-                Some(ServerNotice::Relay(relay))
-            }
+            relay @ (HubEvent::RelayStarted { .. }
+            | HubEvent::RelayEnded { .. }
+            | HubEvent::RemoteRelayStarted { .. }
+            | HubEvent::RemoteRelayEnded { .. }) => Some(ServerNotice::Relay(relay)),
             HubEvent::SourceBanned {
                 source,
                 failures,

@@ -95,6 +95,37 @@ pub enum HubEvent {
         /// How.
         outcome: Outcome,
     },
+    /// In a cluster: a file between `client`, a member here, and a member
+    /// of another server started being relayed over the servers' link
+    /// ([`crate::cluster::relay`]).
+    RemoteRelayStarted {
+        /// The member here.
+        client: ClientId,
+        /// Whether it is the sender (else the recipient).
+        sending: bool,
+        /// The other member's name.
+        other: Text,
+        /// The other member's server.
+        server: crate::cluster::ServerId,
+        /// File name.
+        name: Text,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// In a cluster: a relay with another server ended, as `client`'s end
+    /// saw it (or as the other server said).
+    RemoteRelayEnded {
+        /// The member here.
+        client: ClientId,
+        /// Whether it is the sender.
+        sending: bool,
+        /// The other member's name.
+        other: Text,
+        /// The other member's server.
+        server: crate::cluster::ServerId,
+        /// How.
+        outcome: Outcome,
+    },
     /// A transfer between a client and the hub itself (an upload to the
     /// inbox, or a file the hub offered) needs the adapter: answer offers
     /// with [`Hub::accept`] or [`Hub::reject`], chunk requests with

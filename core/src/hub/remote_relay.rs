@@ -12,7 +12,7 @@
 //!
 //! [`HubConfig::max_relay_memory`]: crate::HubConfig::max_relay_memory
 
-use super::{ClientId, End, Hub};
+use super::{ClientId, End, Hub, HubEvent};
 use crate::cluster::relay::{RelayFrame, RelayId};
 use crate::cluster::{Answer, ServerId};
 use crate::code::Code;
@@ -39,6 +39,15 @@ impl RemoteRelays {
         self.ends.len()
     }
 
+    /// Forgets the relay of the local end `end`, giving back the `window`
+    /// it reserved of `reserved`.
+    fn forget(&mut self, end: End, reserved: &mut u64, window: u32) -> Option<Remote> {
+        let remote = self.ends.remove(&end)?;
+        self.by_id.remove(&remote.id);
+        *reserved = reserved.saturating_sub(u64::from(window));
+        Some(remote)
+    }
+
     /// Whether `event` of client `id` is about the local end of a relay
     /// with another server.
     pub(super) fn holds(&self, id: ClientId, event: &TransferEvent) -> bool {
@@ -52,6 +61,8 @@ struct Remote {
     /// The other server; `None` while the broker is asked where the
     /// recipient is.
     peer: Option<ServerId>,
+    /// The other member's name.
+    other: Text,
     side: Side,
 }
 
@@ -137,6 +148,7 @@ impl Hub {
             number: self.remote.next_number,
         };
         let from = self.name_of(id).cloned().unwrap_or_default();
+        let other = peer.clone();
         let offer = Offer {
             room_key,
             to: peer,
@@ -150,6 +162,7 @@ impl Hub {
             Remote {
                 id: relay,
                 peer: None,
+                other,
                 side: Side::Sender { offer: Some(offer) },
             },
         );
@@ -169,6 +182,14 @@ impl Hub {
                 remote.peer = Some(server);
                 if let Side::Sender { offer } = &mut remote.side {
                     if let Some(offer) = offer.take() {
+                        self.events.push_back(HubEvent::RemoteRelayStarted {
+                            client: end.0,
+                            sending: true,
+                            other: remote.other.clone(),
+                            server,
+                            name: offer.name.clone(),
+                            size: offer.size,
+                        });
                         let frame = RelayFrame::Offer {
                             id: remote.id,
                             to_key: crate::names::name_key(&offer.to),
@@ -195,7 +216,8 @@ impl Hub {
                 format!("the broker answered {other:?} to where the recipient is"),
             ),
         };
-        self.forget_remote(end);
+        self.remote
+            .forget(end, &mut self.relay_reserved, self.config.connection.window);
         let (id, tid) = end;
         let (code, reason) = refusal;
         self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
@@ -260,12 +282,16 @@ impl Hub {
             }
             (TransferEvent::Ended { outcome, .. }, side) => {
                 let recipient_side = matches!(side, Side::Recipient { .. });
-                let outcome = self.outcome_for_other_end(id, recipient_side, outcome);
-                let peer = self.forget_remote(end);
+                let told = self.outcome_for_other_end(id, recipient_side, outcome.clone());
+                let peer = self.forget_remote(end, outcome);
                 if let Some(peer) = peer {
-                    self.remote
-                        .out
-                        .push_back((peer, RelayFrame::End { id: relay, outcome }));
+                    self.remote.out.push_back((
+                        peer,
+                        RelayFrame::End {
+                            id: relay,
+                            outcome: told,
+                        },
+                    ));
                 }
                 return;
             }
@@ -438,11 +464,20 @@ impl Hub {
                 format!("{to} cannot take another file right now"),
             );
         };
+        self.events.push_back(HubEvent::RemoteRelayStarted {
+            client: target,
+            sending: false,
+            other: sender.clone(),
+            server: from,
+            name,
+            size,
+        });
         self.remote.ends.insert(
             (target, tid),
             Remote {
                 id: relay,
                 peer: Some(from),
+                other: sender,
                 side: Side::Recipient {
                     key: None,
                     window: 0,
@@ -457,19 +492,27 @@ impl Hub {
     /// Ends the local end `end` as the other server said (or as its loss
     /// means), and forgets the relay.
     fn end_remote(&mut self, now: Instant, end: End, outcome: Outcome) {
-        self.forget_remote(end);
+        self.forget_remote(end, outcome.clone());
         let (client, tid) = end;
         self.end_relay_end(client, tid, now, &outcome, "the other member is gone");
     }
 
-    /// Forgets the relay of the local end `end`, giving its window back;
-    /// returns the other server, if it was known.
-    fn forget_remote(&mut self, end: End) -> Option<ServerId> {
-        let remote = self.remote.ends.remove(&end)?;
-        self.remote.by_id.remove(&remote.id);
-        let window = u64::from(self.config.connection.window);
-        self.relay_reserved = self.relay_reserved.saturating_sub(window);
-        remote.peer
+    /// Forgets the relay of the local end `end`, which ended with
+    /// `outcome` (said in a [`HubEvent::RemoteRelayEnded`]), giving its
+    /// window back; returns the other server, if it was known.
+    fn forget_remote(&mut self, end: End, outcome: Outcome) -> Option<ServerId> {
+        let remote =
+            self.remote
+                .forget(end, &mut self.relay_reserved, self.config.connection.window)?;
+        let server = remote.peer?;
+        self.events.push_back(HubEvent::RemoteRelayEnded {
+            client: end.0,
+            sending: matches!(remote.side, Side::Sender { .. }),
+            other: remote.other,
+            server,
+            outcome,
+        });
+        Some(server)
     }
 }
 
