@@ -302,6 +302,9 @@ fn line(notice: &ClientNotice) -> Option<String> {
                 "* here: {}",
                 names.iter().map(|n| safe(n)).collect::<Vec<_>>().join(", ")
             ),
+            Event::Direct { from, text } if from.is_empty() => {
+                format!("** (to you) {}", safe(text))
+            }
             Event::Direct { from, text } => format!("[from {}] {}", safe(from), safe(text)),
             Event::Bounced { code, reason } => {
                 format!("! not delivered: {code} ({})", safe(reason))

@@ -325,10 +325,19 @@ fn redis_killed_and_restarted_empty_the_servers_carry_on() {
     };
     assert_eq!(bounced.0, Code::CLUSTER_UNAVAILABLE, "{}", bounced.1);
     a.expect(&["cluster: Redis cannot be reached"]);
+    // bob, who said nothing, hears of it from his server.
+    let server_says = |raw: &mut Raw, what: &str| {
+        wait_frame(raw, what, |f| match f {
+            Frame::DirectFrom { from, text } if from.is_empty() && text.contains(what) => Some(()),
+            _ => None,
+        })
+    };
+    server_says(&mut bob, "cannot reach the rest of the cluster");
 
     // Redis comes back empty: both servers notice, claim their members'
     // names again and tell them who is there.
     let _redis = RedisServer::start_on(port);
+    server_says(&mut bob, "the cluster is back");
     // (Messages retried from before, for a member not back yet, bounce.)
     for (raw, who) in [(&mut alice, "alice"), (&mut bob, "bob")] {
         let mut view: Option<Vec<String>> = None;

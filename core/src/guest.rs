@@ -196,6 +196,9 @@ pub(crate) fn render(frame: &Frame) -> Option<Bytes> {
         Frame::Message { from, text, .. } => {
             lines_into(&mut out, &format!("{}: ", sanitize(from)), text)
         }
+        Frame::DirectFrom { from, text } if from.is_empty() => {
+            lines_into(&mut out, "* server (to you): ", text)
+        }
         Frame::DirectFrom { from, text } => {
             lines_into(&mut out, &format!("{} (to you): ", sanitize(from)), text)
         }

@@ -12,7 +12,7 @@ use ferry_core::names::name_key;
 use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, Text};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const NAMES: [&str; 5] = ["alice", "Alice", "bob", "carol", "dave"];
 const ROOMS: [&str; 2] = ["lobby", "dev"];
@@ -904,47 +904,79 @@ fn a_message_is_refused_at_once_while_the_broker_is_away_or_behind() {
     let mut broker = MemoryBroker::new();
     let id = hub.connect(now);
     let mut alice = Connection::client(ClientConfig::new("alice"), now);
-    let exchange =
-        |hub: &mut Hub, alice: &mut Connection, broker: &mut MemoryBroker, answer: bool| {
-            let mut bounced = Vec::new();
-            for _ in 0..4 {
-                while let Some(bytes) = alice.poll_transmit() {
-                    hub.handle_input(id, now, &bytes);
+    let exchange = |hub: &mut Hub,
+                    alice: &mut Connection,
+                    broker: &mut MemoryBroker,
+                    answer: bool| {
+        let mut bounced = Vec::new();
+        let mut told = Vec::new();
+        for _ in 0..4 {
+            while let Some(bytes) = alice.poll_transmit() {
+                hub.handle_input(id, now, &bytes);
+            }
+            if answer {
+                while let Some(request) = hub.poll_bus() {
+                    let input = broker.execute(ServerId(1), request, 0);
+                    hub.handle_bus(now, input);
                 }
-                if answer {
-                    while let Some(request) = hub.poll_bus() {
-                        let input = broker.execute(ServerId(1), request, 0);
-                        hub.handle_bus(now, input);
-                    }
-                    let events: Vec<BusInput> = broker.events_after(0).collect();
-                    for event in events {
-                        hub.handle_bus(now, event);
-                    }
-                }
-                while let Some(bytes) = hub.poll_transmit(id) {
-                    alice.handle_input(now, &bytes);
-                }
-                while let Some(event) = alice.poll_event() {
-                    if let Event::Bounced { code, .. } = event {
-                        bounced.push(code);
-                    }
+                let events: Vec<BusInput> = broker.events_after(0).collect();
+                for event in events {
+                    hub.handle_bus(now, event);
                 }
             }
-            bounced
-        };
+            while let Some(bytes) = hub.poll_transmit(id) {
+                alice.handle_input(now, &bytes);
+            }
+            while let Some(event) = alice.poll_event() {
+                match event {
+                    Event::Bounced { code, .. } => bounced.push(code),
+                    Event::Direct { from, text } if from.is_empty() => told.push(text.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        (bounced, told)
+    };
     exchange(&mut hub, &mut alice, &mut broker, true);
     assert!(alice.is_open() && hub.members("lobby") == vec!["alice"]);
 
     hub.handle_bus(
         now,
         BusInput::Down {
-            reason: "test".into(),
+            reason: "connection refused".into(),
         },
     );
     alice.say(now, "lost?").unwrap();
-    let bounced = exchange(&mut hub, &mut alice, &mut broker, false);
+    let (bounced, told) = exchange(&mut hub, &mut alice, &mut broker, false);
     assert_eq!(bounced, vec![Code::CLUSTER_UNAVAILABLE]);
     assert!(hub.poll_bus().is_none(), "nothing was sent while down");
+    // alice heard of it from the server, once, before she said anything.
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("cannot reach the rest of the cluster (connection refused)"),
+        "{told:?}"
+    );
+
+    // A link that comes and goes tells members once per 30 s, and that it
+    // is back once.
+    hub.handle_bus(now, BusInput::Up);
+    let (_, told) = exchange(&mut hub, &mut alice, &mut broker, false);
+    assert_eq!(
+        told,
+        vec!["the cluster is back: messages reach every server again"]
+    );
+    let flaps = [now + Duration::from_secs(1), now + Duration::from_secs(31)];
+    for (k, at) in flaps.into_iter().enumerate() {
+        hub.handle_bus(
+            at,
+            BusInput::Down {
+                reason: "again".into(),
+            },
+        );
+        hub.handle_bus(at, BusInput::Up);
+        let (_, told) = exchange(&mut hub, &mut alice, &mut broker, false);
+        assert_eq!(told.len(), 2 * k, "flap {k}: {told:?}");
+    }
 
     // Back, but the broker does not answer: 1 KiB of requests at most.
     hub.handle_bus(now, BusInput::Up);
@@ -953,7 +985,7 @@ fn a_message_is_refused_at_once_while_the_broker_is_away_or_behind() {
             .say(now, &format!("message {k} {}", "x".repeat(40)))
             .unwrap();
     }
-    let bounced = exchange(&mut hub, &mut alice, &mut broker, false);
+    let (bounced, _) = exchange(&mut hub, &mut alice, &mut broker, false);
     assert!(
         hub.bus_pending_bytes() <= 1024,
         "{}",

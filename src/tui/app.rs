@@ -363,6 +363,9 @@ impl App {
                 let list: Vec<String> = self.members.iter().map(|n| safe(n)).collect();
                 self.notice(format!("here: {}", list.join(", ")));
             }
+            Event::Direct { from, text } if from.is_empty() => {
+                self.notice(format!("server (to you): {}", safe(&text)));
+            }
             Event::Direct { from, text } => {
                 self.push(
                     LineKind::Direct,

@@ -105,6 +105,54 @@ local function append(room_key, origin, opnum, body)
   return seq
 end
 
+-- Appends deferred to the end of a script (say): a room's events of the
+-- call in one log entry (at most RUN of them), its seq the first of
+-- theirs (the others follow it one by one: nothing else appends
+-- meanwhile), 'ops' the operation numbers, space-separated, 'body' the
+-- events' encodings one after the other. An entry of one event is written
+-- as append writes it. Entries of several events trim the log to
+-- maxlen / RUN entries, so that it holds about maxlen events at most (2 x
+-- maxlen while it moves from runs to single events), as before runs.
+local RUN = 16
+local deferred = {}
+local deferred_rooms = {}
+local function append_later(room_key, origin, opnum, body)
+  start_seq(room_key)
+  local seq = redis.call('HINCRBY', 'ferry:seq', room_key, 1)
+  local runs = deferred[room_key]
+  if not runs then
+    runs = {}
+    deferred[room_key] = runs
+    deferred_rooms[#deferred_rooms + 1] = room_key
+  end
+  local run = runs[#runs]
+  if not run or #run.ops == RUN then
+    run = {seq = seq, origin = origin, ops = {}, bodies = {}}
+    runs[#runs + 1] = run
+  end
+  run.ops[#run.ops + 1] = int(opnum)
+  run.bodies[#run.bodies + 1] = body
+  return seq
+end
+local function flush_appends()
+  local run_maxlen = int(math.max(1, math.floor(tonumber(maxlen) / RUN)))
+  for _, room_key in ipairs(deferred_rooms) do
+    for _, run in ipairs(deferred[room_key]) do
+      if #run.ops == 1 then
+        redis.call('XADD', 'ferry:events', 'MAXLEN', '~', maxlen, '*',
+          'room', room_key, 'seq', int(run.seq), 'origin', run.origin, 'op', run.ops[1],
+          'body', run.bodies[1])
+      else
+        redis.call('XADD', 'ferry:events', 'MAXLEN', '~', run_maxlen, '*',
+          'room', room_key, 'seq', int(run.seq), 'origin', run.origin, 'op', run.ops[1],
+          'ops', table.concat(run.ops, ' '), 'body', table.concat(run.bodies))
+      end
+    end
+  end
+  deferred = {}
+  deferred_rooms = {}
+end
+
 -- Keeps a message as the newest of the room's history: at most `history`
 -- entries (time u64, from str16, text str16), kept after the room empties,
 -- dropped a week after the room's last message.

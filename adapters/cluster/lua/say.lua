@@ -4,7 +4,8 @@
 -- answer recorded, a repeat answered as recorded): a server sends all the
 -- messages that wait in one call. What they share is read once (the
 -- sender's member entry, the operation last applied, a source's budget,
--- whether a room is numbered) and a budget written once. Returns each
+-- whether a room is numbered) and a budget written once, and each room's
+-- messages of the call are one log entry (append_later). Returns each
 -- message's answer, in order.
 local burst, per_second = tonumber(ARGV[6]), tonumber(ARGV[7])
 -- Member CLIENT's room key and name (false: not in a room), by client.
@@ -25,7 +26,7 @@ for i = 8, #ARGV, 4 do
     elseif not charge(source, burst, per_second) then
       reply = record({'flooding'})
     else
-      append(from[1], server, op, body_message(from[2], text))
+      append_later(from[1], server, op, body_message(from[2], text))
       remember(from[1], from[2], text)
       reply = record({'done'})
     end
@@ -33,4 +34,5 @@ for i = 8, #ARGV, 4 do
   replies[#replies + 1] = reply
 end
 save_budgets()
+flush_appends()
 return replies

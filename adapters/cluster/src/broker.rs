@@ -848,8 +848,8 @@ impl RedisBroker {
 impl EventBatch {
     fn add(&mut self, entries: Vec<Entry>) {
         for entry in entries {
-            match event(&entry) {
-                Ok(event) => self.events.push(event),
+            match events(&entry) {
+                Ok(events) => self.events.extend(events),
                 Err(_) => self.malformed += 1,
             }
             self.last_id = Some(entry.id);
@@ -862,16 +862,51 @@ fn inbox_key(server: ServerId) -> String {
 }
 
 /// A log entry as a [`RoomEvent`].
-fn event(entry: &Entry) -> Result<RoomEvent, ClusterError> {
-    Ok(RoomEvent {
-        room_key: String::from_utf8(entry.field("room")?.to_vec())
-            .map_err(|_| ClusterError::reply("a room key is not UTF-8"))?,
-        seq: reply::number(entry.field("seq")?)?,
-        origin: server_id(entry.field("origin")?)?,
-        op: OpId(reply::number(entry.field("op")?)?),
-        kind: codec::decode(entry.field("body")?)
-            .map_err(|e| ClusterError::reply(format!("entry {}: {e}", entry.id)))?,
-    })
+fn events(entry: &Entry) -> Result<Vec<RoomEvent>, ClusterError> {
+    let room_key = String::from_utf8(entry.field("room")?.to_vec())
+        .map_err(|_| ClusterError::reply("a room key is not UTF-8"))?;
+    let seq = reply::number(entry.field("seq")?)?;
+    let origin = server_id(entry.field("origin")?)?;
+    let body = entry.field("body")?;
+    let malformed = |e: codec::CodecError| ClusterError::reply(format!("entry {}: {e}", entry.id));
+    // A run of one room's events of one script call (say): consecutive
+    // seqs from `seq`, one operation number each.
+    let Ok(ops) = entry.field("ops") else {
+        return Ok(vec![RoomEvent {
+            room_key,
+            seq,
+            origin,
+            op: OpId(reply::number(entry.field("op")?)?),
+            kind: codec::decode(body).map_err(malformed)?,
+        }]);
+    };
+    let ops = std::str::from_utf8(ops)
+        .map_err(|_| ClusterError::reply("ops is not text"))?
+        .split(' ')
+        .map(|op| op.parse().map(OpId))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ClusterError::reply(format!("entry {}: ops are not numbers", entry.id)))?;
+    let kinds = codec::decode_run(body).map_err(malformed)?;
+    if kinds.len() != ops.len() {
+        return Err(ClusterError::reply(format!(
+            "entry {}: {} events for {} operations",
+            entry.id,
+            kinds.len(),
+            ops.len()
+        )));
+    }
+    Ok(ops
+        .into_iter()
+        .zip(kinds)
+        .zip(seq..)
+        .map(|((op, kind), seq)| RoomEvent {
+            room_key: room_key.clone(),
+            seq,
+            origin,
+            op,
+            kind,
+        })
+        .collect())
 }
 
 /// A server id as the scripts write it: 16 hex digits.

@@ -353,11 +353,19 @@ impl Writer {
         let mut backoff = BACKOFF_FIRST;
         loop {
             let run_id = self.run_id.clone();
+            let (server, lease, advertise) = (self.server, self.lease, &self.advertise);
             if let Ok((broker, run_id)) = (self.connect)().and_then(|mut b| {
                 let id = b.run_id()?;
-                // Before anything is appended to a restarted Redis.
+                // Before anything is appended to a restarted Redis; and the
+                // lease and the relay address before any answer is recorded,
+                // or the next renewal would find answers without a lease and
+                // take this server for reaped.
                 if id != run_id {
                     b.mark_restarted()?;
+                    b.renew(server, lease, None)?;
+                    if let Some((relay, fingerprint)) = advertise {
+                        b.advertise(server, relay, fingerprint)?;
+                    }
                 }
                 Ok((b, id))
             }) {

@@ -92,6 +92,35 @@ pub fn encode(kind: &EventKind) -> Vec<u8> {
 /// The event `bytes` holds.
 pub fn decode(bytes: &[u8]) -> Result<EventKind, CodecError> {
     let mut input = Reader(bytes);
+    let kind = decode_one(&mut input)?;
+    match input.0.len() {
+        0 => Ok(kind),
+        n => Err(CodecError::Trailing(n)),
+    }
+}
+
+/// The events `bytes` holds one after the other (a broker's log entry for
+/// a run of one room's events): at least one, each exactly as [`decode`]
+/// reads it.
+///
+/// ```
+/// use ferry_core::cluster::{codec, EventKind};
+///
+/// let one = EventKind::Message { from: "a".into(), text: "x".into() };
+/// let two = EventKind::Message { from: "b".into(), text: "y".into() };
+/// let run = [codec::encode(&one), codec::encode(&two)].concat();
+/// assert_eq!(codec::decode_run(&run), Ok(vec![one, two]));
+/// ```
+pub fn decode_run(bytes: &[u8]) -> Result<Vec<EventKind>, CodecError> {
+    let mut input = Reader(bytes);
+    let mut kinds = vec![decode_one(&mut input)?];
+    while !input.0.is_empty() {
+        kinds.push(decode_one(&mut input)?);
+    }
+    Ok(kinds)
+}
+
+fn decode_one(input: &mut Reader<'_>) -> Result<EventKind, CodecError> {
     let version = input.u8()?;
     if version != VERSION {
         return Err(CodecError::Version(version));
@@ -108,10 +137,7 @@ pub fn decode(bytes: &[u8]) -> Result<EventKind, CodecError> {
         },
         other => return Err(CodecError::Kind(other)),
     };
-    match input.0.len() {
-        0 => Ok(kind),
-        n => Err(CodecError::Trailing(n)),
-    }
+    Ok(kind)
 }
 
 /// A history entry as a broker stores it in a room's history list.
@@ -211,6 +237,12 @@ mod tests {
         #[test]
         fn every_event_comes_back_as_itself(kind in kinds()) {
             prop_assert_eq!(decode(&encode(&kind)), Ok(kind));
+        }
+
+        #[test]
+        fn every_run_of_events_comes_back_as_itself(run in proptest::collection::vec(kinds(), 1..8)) {
+            let bytes: Vec<u8> = run.iter().flat_map(encode).collect();
+            prop_assert_eq!(decode_run(&bytes), Ok(run));
         }
 
         #[test]

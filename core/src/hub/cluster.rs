@@ -53,7 +53,14 @@ pub(super) struct Bus {
     /// Bytes of room events held for joiners' answers, every room's
     /// together (see [`AwaitingAnswer`]).
     awaiting_bytes: usize,
+    /// When members were last told the broker cannot be reached.
+    outage_told: Option<Instant>,
+    /// They were, and have not been told it is back.
+    outage_pending: bool,
 }
+
+/// Members are told of the broker's outages at most this often.
+pub(super) const OUTAGE_NOTICE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A room's events from a joiner's `JOINED` on, held until the answer to
 /// its join (which carries the room's history) arrives: the log and the
@@ -153,6 +160,8 @@ impl Bus {
             restarted: None,
             history_held: Arc::new(AtomicUsize::new(0)),
             awaiting_bytes: 0,
+            outage_told: None,
+            outage_pending: false,
         }
     }
 
@@ -268,22 +277,78 @@ impl Hub {
                     }
                 }
             }
-            BusInput::Down { .. } => {
-                if let Some(bus) = self.bus.as_mut() {
-                    bus.up = false;
-                }
-            }
-            BusInput::Up => {
-                if let Some(bus) = self.bus.as_mut() {
-                    bus.up = true;
-                }
-            }
+            BusInput::Down { reason } => self.on_broker_down(now, &reason),
+            BusInput::Up => self.on_broker_up(now),
             BusInput::Relay { from, frame } => self.on_relay_frame(now, from, frame),
             BusInput::PeerLost { server, reason } => self.on_peer_lost(now, server, &reason),
-            BusInput::Restarted { broker } => self.on_broker_restarted(broker),
+            BusInput::Restarted { broker } => {
+                self.on_broker_up(now);
+                self.on_broker_restarted(broker)
+            }
             BusInput::Reaped => self.on_reaped(now),
         }
         self.process(now);
+    }
+
+    /// The broker cannot be reached: requests are refused from now on,
+    /// and every member here is told so once (a member who sends nothing
+    /// would otherwise not know its messages cannot go out), at most once
+    /// per [`OUTAGE_NOTICE_EVERY`] however often the link comes and goes.
+    fn on_broker_down(&mut self, now: Instant, reason: &str) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        if !bus.up {
+            return;
+        }
+        bus.up = false;
+        let due = bus
+            .outage_told
+            .is_none_or(|at| now.saturating_duration_since(at) >= OUTAGE_NOTICE_EVERY);
+        if !due {
+            return;
+        }
+        bus.outage_told = Some(now);
+        bus.outage_pending = true;
+        self.tell_members(
+            now,
+            &format!(
+                "this server cannot reach the rest of the cluster ({reason}): \
+                 messages are refused until it is back"
+            ),
+        );
+    }
+
+    /// The broker is back: members told of the outage are told it ended.
+    fn on_broker_up(&mut self, now: Instant) {
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        bus.up = true;
+        if std::mem::take(&mut bus.outage_pending) {
+            self.tell_members(
+                now,
+                "the cluster is back: messages reach every server again",
+            );
+        }
+    }
+
+    /// The server's own word to every member here (`DIRECT_FROM` with an
+    /// empty `from`: to each of them alone, with no room `seq`, which only
+    /// the broker gives).
+    fn tell_members(&mut self, now: Instant, text: &str) {
+        let members: Vec<ClientId> = self
+            .rooms
+            .values()
+            .flat_map(|r| r.members.iter().copied())
+            .collect();
+        let frame = Frame::DirectFrom {
+            from: Text::new(),
+            text: text.into(),
+        };
+        for id in members {
+            self.send_to(id, now, &frame);
+        }
     }
 
     // ----- requests ------------------------------------------------------
