@@ -506,16 +506,18 @@ fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
             ..common::ProxyMode::default()
         },
     );
-    let mut alice = Proc::spawn(&[
+    let proxy_addr = proxy.addr();
+    let send = [
         "send",
         "--no-tls",
-        &proxy.addr(),
+        &proxy_addr,
         src_arg,
         "--to",
         "bob",
         "--name",
         "alice",
-    ]);
+    ];
+    let mut alice = Proc::spawn(&send);
     common::wait_until("bob's partial file to grow past 8 MiB", || {
         common::the_partial_in(received.path()).filter(|(_, len)| *len >= 8 << 20)
     });
@@ -535,19 +537,7 @@ fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
     bob.expect(&["kept film.raw", "for a resume"]);
 
     // alice again: bob's client resumes.
-    let (ok, out, err) = common::run(
-        &[
-            "send",
-            "--no-tls",
-            &proxy.addr(),
-            src_arg,
-            "--to",
-            "bob",
-            "--name",
-            "alice",
-        ],
-        &[],
-    );
+    let (ok, out, err) = common::run(&send, &[]);
     let resuming = bob.expect(&["resuming film.raw", "from alice at "]);
     assert!(ok, "{out}{err}");
     let at: u64 = resuming.rsplit(" at ").next().unwrap().parse().unwrap();

@@ -207,6 +207,18 @@ impl Cluster {
             .collect()
     }
 
+    /// The offsets member `m`'s offers were accepted at, in order.
+    fn accepted_at(&self, m: usize) -> Vec<u64> {
+        self.members[m]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Transfer(TransferEvent::Accepted { offset, .. }) => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn offers_seen(&self, m: usize) -> Vec<(String, u64, String)> {
         self.members[m]
             .events
@@ -444,15 +456,11 @@ fn a_sender_cut_off_resumes_where_the_recipient_stopped() {
     cluster.run();
     assert_eq!(cluster.ended(again), vec![Outcome::Verified]);
     assert!(cluster.members[bob].files.stored["notes.txt"] == data);
-    let accepted_at: Vec<u64> = cluster.members[again]
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Transfer(TransferEvent::Accepted { offset, .. }) => Some(*offset),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(accepted_at, vec![held as u64], "resumed where bob stopped");
+    assert_eq!(
+        cluster.accepted_at(again),
+        vec![held as u64],
+        "resumed where bob stopped"
+    );
 }
 
 #[test]
@@ -567,16 +575,8 @@ fn a_recipient_cut_off_resumes_from_its_new_connection() {
     cluster.run();
     assert_eq!(cluster.ended(alice).last(), Some(&Outcome::Verified));
     assert!(cluster.members[again].files.stored["song.flac"] == data);
-    let accepted_at: Vec<u64> = cluster.members[alice]
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Transfer(TransferEvent::Accepted { offset, .. }) => Some(*offset),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        accepted_at,
+        cluster.accepted_at(alice),
         vec![0, held as u64],
         "resumed where bob stopped"
     );

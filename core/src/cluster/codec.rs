@@ -175,7 +175,8 @@ pub fn decode_history(bytes: &[u8]) -> Result<HistoryEntry, CodecError> {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+/// Writes `s` as a `str16`, cut at a character boundary past 65,535 bytes.
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     let mut end = s.len().min(usize::from(u16::MAX));
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -184,10 +185,11 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&s.as_bytes()[..end]);
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads the fields of an encoded value, front to back.
+pub(super) struct Reader<'a>(pub(super) &'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {
         if self.0.len() < n {
             return Err(CodecError::Truncated);
         }
@@ -196,16 +198,16 @@ impl Reader<'_> {
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(super) fn u8(&mut self) -> Result<u8, CodecError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, CodecError> {
+    pub(super) fn u16(&mut self) -> Result<u16, CodecError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn str(&mut self) -> Result<Text, CodecError> {
+    pub(super) fn str(&mut self) -> Result<Text, CodecError> {
         let len = usize::from(self.u16()?);
         let bytes = Bytes::copy_from_slice(self.take(len)?);
         Text::from_utf8(bytes).map_err(|_| CodecError::NotUtf8)

@@ -55,7 +55,7 @@
 //! ```
 
 use super::bus::ServerId;
-use super::codec::CodecError;
+use super::codec::{put_str, CodecError, Reader};
 use crate::code::Code;
 use crate::frame::Hash;
 use crate::secret::ResumeKey;
@@ -336,15 +336,6 @@ pub fn decode(bytes: &[u8]) -> Result<RelayFrame, CodecError> {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let mut end = s.len().min(usize::from(u16::MAX));
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.extend_from_slice(&(end as u16).to_be_bytes());
-    out.extend_from_slice(&s.as_bytes()[..end]);
-}
-
 fn put_key(out: &mut Vec<u8>, key: Option<&ResumeKey>) {
     match key {
         Some(key) => {
@@ -355,30 +346,7 @@ fn put_key(out: &mut Vec<u8>, key: Option<&ResumeKey>) {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
-
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], CodecError> {
-        if self.0.len() < n {
-            return Err(CodecError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
-        self.take(N)?.try_into().map_err(|_| CodecError::Truncated)
-    }
-
-    fn u8(&mut self) -> Result<u8, CodecError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u16(&mut self) -> Result<u16, CodecError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
     fn u32(&mut self) -> Result<u32, CodecError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
@@ -399,10 +367,8 @@ impl Reader<'_> {
         }
     }
 
-    fn str(&mut self) -> Result<Text, CodecError> {
-        let len = usize::from(self.u16()?);
-        let bytes = Bytes::copy_from_slice(self.take(len)?);
-        Text::from_utf8(bytes).map_err(|_| CodecError::NotUtf8)
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        self.take(N)?.try_into().map_err(|_| CodecError::Truncated)
     }
 }
 

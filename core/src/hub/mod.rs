@@ -2012,7 +2012,7 @@ impl Hub {
             | TransferEvent::TreeOffered { id: tid, .. } = event
             {
                 let reason = "over the flood limit: offer again later";
-                self.relay_call(id, now, |c| c.reject(now, tid, Code::FLOODING, reason), tid);
+                self.refuse_offer(id, now, tid, Code::FLOODING, reason);
                 return;
             }
         }
@@ -2031,12 +2031,7 @@ impl Hub {
                     "over the folder budget of this address ({burst} manifest entries in a burst, {rate} a second): offer again later"
                 );
                 let tid = *tid;
-                self.relay_call(
-                    id,
-                    now,
-                    |c| c.reject(now, tid, Code::FLOODING, &reason),
-                    tid,
-                );
+                self.refuse_offer(id, now, tid, Code::FLOODING, &reason);
                 return;
             }
         }
@@ -2049,12 +2044,7 @@ impl Hub {
             if !self.reserve_manifest(id, *tid, *manifest_len) {
                 let reason = "the server holds all the folder manifests it can: try again later";
                 let tid = *tid;
-                self.relay_call(
-                    id,
-                    now,
-                    |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, reason),
-                    tid,
-                );
+                self.refuse_offer(id, now, tid, Code::TOO_MANY_TRANSFERS, reason);
                 return;
             }
         }
@@ -2211,7 +2201,7 @@ impl Hub {
             None
         };
         if let Some((code, reason)) = refusal {
-            self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+            self.refuse_offer(id, now, tid, code, &reason);
             return;
         }
         if peer.is_empty() {
@@ -2234,33 +2224,17 @@ impl Hub {
         }
         if target.is_some_and(|t| self.is_guest(t)) {
             let reason = format!("{peer} is a raw-text guest and cannot receive files");
-            self.relay_call(
-                id,
-                now,
-                |c| c.reject(now, tid, Code::FILE_REJECTED, &reason),
-                tid,
-            );
+            self.refuse_offer(id, now, tid, Code::FILE_REJECTED, &reason);
             return;
         }
-        let window = u64::from(self.config.connection.window);
-        if self.relay_reserved + window > self.config.max_relay_memory {
+        if self.relay_memory_full() {
             let reason = "the server holds all the relayed data it can: try again later";
-            self.relay_call(
-                id,
-                now,
-                |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, reason),
-                tid,
-            );
+            self.refuse_offer(id, now, tid, Code::TOO_MANY_TRANSFERS, reason);
             return;
         }
         let Some(target) = target else {
             let reason = format!("nobody named {peer:?} is here");
-            self.relay_call(
-                id,
-                now,
-                |c| c.reject(now, tid, Code::NO_SUCH_USER, &reason),
-                tid,
-            );
+            self.refuse_offer(id, now, tid, Code::NO_SUCH_USER, &reason);
             return;
         };
         let from = self.name_of(id).cloned().unwrap_or_default();
@@ -2274,7 +2248,7 @@ impl Hub {
             Some(Ok(b_tid)) => {
                 self.relays.insert((id, tid), (target, b_tid));
                 self.relays.insert((target, b_tid), (id, tid));
-                self.relay_reserved += window;
+                self.relay_reserved += u64::from(self.config.connection.window);
                 self.events.push_back(HubEvent::RelayStarted {
                     from: id,
                     to: target,
@@ -2284,12 +2258,7 @@ impl Hub {
             }
             _ => {
                 let reason = format!("{peer} cannot take another file right now");
-                self.relay_call(
-                    id,
-                    now,
-                    |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, &reason),
-                    tid,
-                );
+                self.refuse_offer(id, now, tid, Code::TOO_MANY_TRANSFERS, &reason);
             }
         }
     }
@@ -2321,7 +2290,7 @@ impl Hub {
                 );
             }
             Err((code, reason)) => {
-                self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+                self.refuse_offer(id, now, tid, code, &reason);
             }
         }
     }
@@ -2368,8 +2337,7 @@ impl Hub {
                 format!("{peer}'s client does not take folders"),
             ));
         }
-        let window = u64::from(self.config.connection.window);
-        if self.relay_reserved + window > self.config.max_relay_memory {
+        if self.relay_memory_full() {
             return Err((
                 Code::TOO_MANY_TRANSFERS,
                 "the server holds all the relayed data it can: try again later".to_string(),
@@ -2399,7 +2367,7 @@ impl Hub {
                 Err((Code::NO_SUCH_USER, format!("{peer} left")))
             }
         }) {
-            self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+            self.refuse_offer(id, now, tid, code, &reason);
             return;
         }
         let offered = self
@@ -2425,12 +2393,7 @@ impl Hub {
             }
             _ => {
                 let reason = format!("{peer} cannot take another transfer right now");
-                self.relay_call(
-                    id,
-                    now,
-                    |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, &reason),
-                    tid,
-                );
+                self.refuse_offer(id, now, tid, Code::TOO_MANY_TRANSFERS, &reason);
             }
         }
     }
@@ -2579,6 +2542,25 @@ impl Hub {
 
     /// Calls into `client`'s connection for relay bookkeeping; a failure
     /// means the transfer is already gone there, so cancel it to be sure.
+    /// Refuses `id`'s offer `tid` with `code` and `reason`.
+    fn refuse_offer(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        tid: TransferId,
+        code: Code,
+        reason: &str,
+    ) {
+        self.relay_call(id, now, |c| c.reject(now, tid, code, reason), tid);
+    }
+
+    /// Whether the relays hold all the memory they may: another would pass
+    /// [`HubConfig::max_relay_memory`] with its window.
+    fn relay_memory_full(&self) -> bool {
+        self.relay_reserved + u64::from(self.config.connection.window)
+            > self.config.max_relay_memory
+    }
+
     fn relay_call(
         &mut self,
         client: ClientId,

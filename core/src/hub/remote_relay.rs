@@ -122,24 +122,13 @@ impl Hub {
         let (Some(server), Some(room_key)) = (self.cluster_server(), self.room_of(id)) else {
             return;
         };
-        let window = u64::from(self.config.connection.window);
-        if self.relay_reserved + window > self.config.max_relay_memory {
+        if self.relay_memory_full() {
             let reason = "the server holds all the relayed data it can: try again later";
-            self.relay_call(
-                id,
-                now,
-                |c| c.reject(now, tid, Code::TOO_MANY_TRANSFERS, reason),
-                tid,
-            );
+            self.refuse_offer(id, now, tid, Code::TOO_MANY_TRANSFERS, reason);
             return;
         }
         if let Err(reason) = self.cluster_locate(id, (id, tid), peer.clone()) {
-            self.relay_call(
-                id,
-                now,
-                |c| c.reject(now, tid, Code::CLUSTER_UNAVAILABLE, &reason),
-                tid,
-            );
+            self.refuse_offer(id, now, tid, Code::CLUSTER_UNAVAILABLE, &reason);
             return;
         }
         self.remote.next_number += 1;
@@ -167,7 +156,7 @@ impl Hub {
             },
         );
         self.remote.by_id.insert(relay, (id, tid));
-        self.relay_reserved += window;
+        self.relay_reserved += u64::from(self.config.connection.window);
     }
 
     /// The broker's answer to where the recipient of the sender end `end`
@@ -220,7 +209,7 @@ impl Hub {
             .forget(end, &mut self.relay_reserved, self.config.connection.window);
         let (id, tid) = end;
         let (code, reason) = refusal;
-        self.relay_call(id, now, |c| c.reject(now, tid, code, &reason), tid);
+        self.refuse_offer(id, now, tid, code, &reason);
     }
 
     /// An event of the local end `(id, tid)` of a relay with another
@@ -445,8 +434,7 @@ impl Hub {
             );
             return refuse(self, Code::FILE_TOO_LARGE, reason);
         }
-        let window = u64::from(self.config.connection.window);
-        if self.relay_reserved + window > self.config.max_relay_memory {
+        if self.relay_memory_full() {
             let reason =
                 "the recipient's server holds all the relayed data it can: try again later";
             return refuse(self, Code::TOO_MANY_TRANSFERS, reason.to_string());
@@ -486,7 +474,7 @@ impl Hub {
             },
         );
         self.remote.by_id.insert(relay, (target, tid));
-        self.relay_reserved += window;
+        self.relay_reserved += u64::from(self.config.connection.window);
     }
 
     /// Ends the local end `end` as the other server said (or as its loss
