@@ -553,3 +553,92 @@ fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
     assert!(a.terminate().success());
     assert!(b.terminate().success());
 }
+
+/// The recipient's server killed (`kill -9`) in the middle of a file
+/// between two servers: the sender is told at once, the recipient joins
+/// another server once the dead one's lease ran out, and the file
+/// resumes there where the recipient stopped.
+#[test]
+fn a_file_between_servers_resumes_after_the_recipients_server_is_killed() {
+    const SIZE: usize = 48 << 20;
+    let redis = RedisServer::start();
+    let inboxes = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let files = tempfile::tempdir().unwrap();
+    let received = tempfile::tempdir().unwrap();
+    let src = files.path().join("album.raw");
+    std::fs::write(&src, common::contents(SIZE, 23)).unwrap();
+    let src_arg = src.to_str().unwrap();
+    let dir = received.path().to_str().unwrap();
+    let final_name = received.path().join("album.raw");
+    let mut a = cluster_server_on(inboxes[0].path(), &redis.url(), "mio");
+    let mut b = cluster_server_on(inboxes[1].path(), &redis.url(), "smol");
+    let c = cluster_server_on(inboxes[2].path(), &redis.url(), "std");
+
+    let chat_on = |server: &Serve| -> Proc {
+        let mut bob = Proc::spawn(&[
+            "chat",
+            "--no-tls",
+            &server.addr(),
+            "--name",
+            "bob",
+            "--accept-files",
+            dir,
+        ]);
+        bob.expect(&["you are bob"]);
+        bob
+    };
+    let bob = chat_on(&b);
+    // Someone on a who sees the room.
+    let mut carol = Raw::join(a.addr, "carol", "");
+    let proxy = common::Proxy::start(
+        a.addr,
+        common::ProxyMode {
+            chunk: Some(256 * 1024),
+            pause: Duration::from_millis(10),
+            ..common::ProxyMode::default()
+        },
+    );
+    let proxy_addr = proxy.addr();
+    let send = [
+        "send",
+        "--no-tls",
+        &proxy_addr,
+        src_arg,
+        "--to",
+        "bob",
+        "--name",
+        "alice",
+    ];
+    let alice = Proc::spawn(&send);
+    common::wait_until("bob's partial file to grow past 8 MiB", || {
+        common::the_partial_in(received.path()).filter(|(_, len)| *len >= 8 << 20)
+    });
+    b.kill9();
+    // alice's server loses its link to bob's: she is told at once, not
+    // after the lease.
+    let (ok, _, err) = alice.finish();
+    assert!(!ok, "the send cannot have succeeded");
+    assert!(
+        err.contains("link to the other member's server was lost"),
+        "{err}"
+    );
+    assert!(!final_name.exists());
+    drop(bob);
+
+    a.expect(&["relay from \"alice\"", "peer gone"]);
+    // bob's name is free once b's lease ran out; he joins c.
+    wait_frame(&mut carol, "bob leaving with his server", |f| match f {
+        Frame::Left { name, code, .. } if name == "bob" => Some(*code),
+        _ => None,
+    });
+    let mut bob = chat_on(&c);
+    let (ok, out, err) = common::run(&send, &[]);
+    let resuming = bob.expect(&["resuming album.raw", "from alice at "]);
+    assert!(ok, "{out}{err}");
+    let at: u64 = resuming.rsplit(" at ").next().unwrap().parse().unwrap();
+    assert!(at >= 8 << 20, "{resuming}");
+    bob.expect(&["saved", "album.raw"]);
+    assert_eq!(common::hash_file(&final_name), common::hash_file(&src));
+    drop(bob);
+    assert!(a.terminate().success());
+}
