@@ -56,7 +56,8 @@
 //!
 //! The port speaks TLS only. An incoming connection is handshaken on a
 //! thread of its own within [`PeerSettings::timeout`]; at most
-//! [`MAX_HANDSHAKING`] at once (past it new ones are closed at once). A
+//! [`MAX_HANDSHAKING`] at once, [`MAX_HANDSHAKING_PER_ADDRESS`] from one IP
+//! address (past either, new ones are closed at once). A
 //! connection that fails its handshake is closed without a word and
 //! counted ([`Peers::refused_links`]).
 
@@ -65,6 +66,7 @@ mod link;
 mod state;
 mod wire;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -85,6 +87,12 @@ pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 /// it are closed as soon as they are accepted (and counted in
 /// [`Peers::refused_links`]).
 pub const MAX_HANDSHAKING: usize = 64;
+
+/// Incoming connections from one IP address whose handshake may run at
+/// once: one address holding silent connections cannot take every one of
+/// [`MAX_HANDSHAKING`] from the servers of the cluster (a server dials a
+/// peer once at a time).
+pub const MAX_HANDSHAKING_PER_ADDRESS: usize = 4;
 
 /// What a queued frame counts for against
 /// [`PeerSettings::max_queued_bytes`] besides its buffer's capacity: its
@@ -273,6 +281,7 @@ impl Peers {
             closing: AtomicBool::new(false),
             refused: AtomicU64::new(0),
             handshaking: AtomicUsize::new(0),
+            handshaking_by_address: Mutex::new(HashMap::new()),
             threads: Mutex::new(Vec::new()),
             live: Mutex::new(0),
             live_changed: Condvar::new(),

@@ -543,19 +543,30 @@ fn a_silent_connection_is_closed_at_the_handshake_deadline() {
     wait_until("B to count it", || b.peers.refused_links() == 1);
 }
 
+/// A TCP connection to `to` from the loopback address `from` (any port).
+fn connect_from(from: [u8; 4], to: std::net::SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local = std::net::SocketAddr::from((from, 0));
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    socket.into()
+}
+
 #[test]
-fn a_flood_of_connections_holds_at_most_the_handshake_limit() {
+fn a_flood_of_connections_holds_at_most_the_handshake_limits() {
+    use ferry_cluster::peers::{MAX_HANDSHAKING, MAX_HANDSHAKING_PER_ADDRESS};
     let directory = Directory::default();
     let a = Node::start(A, b"cluster secret", &directory);
     let b = Node::start(B, b"cluster secret", &directory);
     let b_addr = b.peers.local_addr();
 
-    let held: Vec<TcpStream> = (0..ferry_cluster::peers::MAX_HANDSHAKING)
-        .map(|_| TcpStream::connect(b_addr).unwrap())
+    // One address holds its share of silent connections; one more from it
+    // is closed at once, long before the handshake's deadline.
+    let from_one: Vec<TcpStream> = (0..MAX_HANDSHAKING_PER_ADDRESS)
+        .map(|_| connect_from([127, 0, 0, 2], b_addr))
         .collect();
-    // One past the limit is closed at once, long before the 5 s deadline.
     let start = Instant::now();
-    let mut over = TcpStream::connect(b_addr).unwrap();
+    let mut over = connect_from([127, 0, 0, 2], b_addr);
     until_closed(&mut over);
     assert!(
         start.elapsed() < Duration::from_secs(3),
@@ -563,13 +574,35 @@ fn a_flood_of_connections_holds_at_most_the_handshake_limit() {
         start.elapsed()
     );
     assert_eq!(b.peers.refused_links(), 1);
-
-    // Gone, they free their slots, and A gets through.
-    drop(held);
-    let all = ferry_cluster::peers::MAX_HANDSHAKING as u64 + 1;
-    wait_until("B to refuse them all", || b.peers.refused_links() == all);
+    // A server (from 127.0.0.1) still gets through.
     a.peers.send(B, b"through".to_vec());
     assert_eq!(b.frame_from(A), b"through");
+
+    // Many addresses together hold all the slots there are: one more is
+    // closed at once.
+    let others = MAX_HANDSHAKING - MAX_HANDSHAKING_PER_ADDRESS;
+    let from_many: Vec<TcpStream> = (0..others)
+        .map(|k| {
+            connect_from(
+                [127, 0, 1 + (k / MAX_HANDSHAKING_PER_ADDRESS) as u8, 1],
+                b_addr,
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    let mut over = connect_from([127, 0, 9, 9], b_addr);
+    until_closed(&mut over);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Gone, they free their slots, and every one is counted.
+    drop(from_one);
+    drop(from_many);
+    let all = MAX_HANDSHAKING as u64 + 2;
+    wait_until("B to refuse them all", || b.peers.refused_links() == all);
 }
 
 #[test]

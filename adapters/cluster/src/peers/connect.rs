@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use ferry_core::cluster::ServerId;
 use ferry_tls::{Transport, Verify};
 
+use super::link;
 use super::state::{spawn, Pending, Shared, Slot};
 use super::wire::{self, Failure, Wire};
-use super::{link, MAX_HANDSHAKING};
 
 /// The acceptor thread: hands each connection to a thread of its own.
 pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
@@ -21,8 +21,8 @@ pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
         if shared.closing.load(Ordering::Acquire) {
             return;
         }
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, from) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
                 // Out of descriptors or memory, or a connection reset
@@ -31,12 +31,10 @@ pub(super) fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        if shared.handshaking.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKING {
-            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+        let Some(slot) = Slot::take(shared, from.ip()) else {
             shared.refused.fetch_add(1, Ordering::Relaxed);
             continue;
-        }
-        let slot = Slot(shared.clone());
+        };
         let Some(pending) = shared.pending(&stream) else {
             shared.refused.fetch_add(1, Ordering::Relaxed);
             continue;

@@ -14,7 +14,10 @@ use ferry_tls::{TlsClient, TlsServer};
 
 use super::connect::outgoing;
 use super::wire::{Failure, Wire};
-use super::{DeliverPeer, Locate, PeerEvent, PeerSettings, FRAME_OVERHEAD, MAX_FRAME};
+use super::{
+    DeliverPeer, Locate, PeerEvent, PeerSettings, FRAME_OVERHEAD, MAX_FRAME, MAX_HANDSHAKING,
+    MAX_HANDSHAKING_PER_ADDRESS,
+};
 
 /// What every thread of one [`Peers`] shares.
 pub(super) struct Shared {
@@ -34,6 +37,8 @@ pub(super) struct Shared {
     pub(super) closing: AtomicBool,
     pub(super) refused: AtomicU64,
     pub(super) handshaking: AtomicUsize,
+    /// Of those, how many from each IP address.
+    pub(super) handshaking_by_address: Mutex<HashMap<IpAddr, usize>>,
     pub(super) threads: Mutex<Vec<JoinHandle<()>>>,
     /// Threads running, and their exits signalled, for a bounded wait.
     pub(super) live: Mutex<usize>,
@@ -134,12 +139,46 @@ impl Drop for Pending {
     }
 }
 
-/// One slot of [`MAX_HANDSHAKING`], given back when dropped.
-pub(super) struct Slot(pub(super) Arc<Shared>);
+/// One slot of [`MAX_HANDSHAKING`] (and of its address's
+/// [`MAX_HANDSHAKING_PER_ADDRESS`]), given back when dropped.
+pub(super) struct Slot {
+    shared: Arc<Shared>,
+    address: IpAddr,
+}
+
+impl Slot {
+    /// A slot for a connection from `address`, if one is free.
+    pub(super) fn take(shared: &Arc<Shared>, address: IpAddr) -> Option<Slot> {
+        if shared.handshaking.fetch_add(1, Ordering::AcqRel) >= MAX_HANDSHAKING {
+            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let mut by_address = lock(&shared.handshaking_by_address);
+        let held = by_address.entry(address).or_insert(0);
+        if *held >= MAX_HANDSHAKING_PER_ADDRESS {
+            drop(by_address);
+            shared.handshaking.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        *held += 1;
+        Some(Slot {
+            shared: shared.clone(),
+            address,
+        })
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.handshaking.fetch_sub(1, Ordering::AcqRel);
+        let mut by_address = lock(&self.shared.handshaking_by_address);
+        if let Some(held) = by_address.get_mut(&self.address) {
+            *held -= 1;
+            if *held == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+        drop(by_address);
+        self.shared.handshaking.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
