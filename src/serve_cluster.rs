@@ -121,7 +121,7 @@ fn secret(options: &ClusterOptions) -> Result<(Vec<u8>, &'static str), String> {
 }
 
 /// `url` without a password, for the log.
-pub fn redacted_url(url: &str) -> String {
+fn redacted_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
@@ -144,6 +144,10 @@ fn log_link_state(input: &BusInput) {
         BusInput::Restarted { .. } => {
             log("cluster: Redis is back but restarted empty; members claim their names again")
         }
+        BusInput::PeerLost { server, reason } => log(&format!(
+            "cluster: the direct link with server {server} is gone ({reason}); \
+             files between the two end, and can be resumed"
+        )),
         _ => {}
     }
 }

@@ -626,6 +626,7 @@ fn a_file_between_servers_resumes_after_the_recipients_server_is_killed() {
     drop(bob);
 
     a.expect(&["relay from \"alice\"", "peer gone"]);
+    a.expect(&["cluster: the direct link with server", "is gone"]);
     // bob's name is free once b's lease ran out; he joins c.
     wait_frame(&mut carol, "bob leaving with his server", |f| match f {
         Frame::Left { name, code, .. } if name == "bob" => Some(*code),
