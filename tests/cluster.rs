@@ -467,60 +467,118 @@ fn an_address_spread_over_two_servers_gets_one_allowance() {
     });
 }
 
+/// A file sent from alice, through a slowed link to her server, to bob on
+/// another server, who takes files into a folder of his own.
+struct CrossFile {
+    name: &'static str,
+    _files: tempfile::TempDir,
+    received: tempfile::TempDir,
+    src: std::path::PathBuf,
+    /// Between alice and her server: about 25 MiB/s, so that she or a
+    /// server can be killed partway. Both her runs go through it (her
+    /// resume keys are kept per server address).
+    _proxy: common::Proxy,
+    send: Vec<String>,
+}
+
+impl CrossFile {
+    /// `size` bytes named `name`, sent to the member of alice's server at
+    /// `alice_server`.
+    fn new(name: &'static str, size: usize, seed: u64, alice_server: std::net::SocketAddr) -> Self {
+        let files = tempfile::tempdir().unwrap();
+        let src = files.path().join(name);
+        std::fs::write(&src, common::contents(size, seed)).unwrap();
+        let proxy = common::Proxy::start(
+            alice_server,
+            common::ProxyMode {
+                chunk: Some(256 * 1024),
+                pause: Duration::from_millis(10),
+                ..common::ProxyMode::default()
+            },
+        );
+        let send = [
+            "send",
+            "--no-tls",
+            &proxy.addr(),
+            src.to_str().unwrap(),
+            "--to",
+            "bob",
+            "--name",
+            "alice",
+        ]
+        .map(String::from)
+        .to_vec();
+        CrossFile {
+            name,
+            _files: files,
+            received: tempfile::tempdir().unwrap(),
+            src,
+            _proxy: proxy,
+            send,
+        }
+    }
+
+    fn send_args(&self) -> Vec<&str> {
+        self.send.iter().map(String::as_str).collect()
+    }
+
+    /// bob, on `server`, taking files.
+    fn bob_on(&self, server: &Serve) -> Proc {
+        let mut bob = Proc::spawn(&[
+            "chat",
+            "--no-tls",
+            &server.addr(),
+            "--name",
+            "bob",
+            "--accept-files",
+            self.received.path().to_str().unwrap(),
+        ]);
+        bob.expect(&["you are bob"]);
+        bob
+    }
+
+    /// Waits until bob holds 8 MiB of the file, not yet under its name.
+    fn wait_partway(&self) {
+        common::wait_until("bob's partial file to grow past 8 MiB", || {
+            common::the_partial_in(self.received.path()).filter(|(_, len)| *len >= 8 << 20)
+        });
+    }
+
+    fn final_name(&self) -> std::path::PathBuf {
+        self.received.path().join(self.name)
+    }
+
+    /// alice sends again: bob resumes past the 8 MiB he held, and the file
+    /// arrives whole and verified, with nothing partial left.
+    fn resend_and_expect_resumed(&self, bob: &mut Proc) {
+        let (ok, out, err) = common::run(&self.send_args(), &[]);
+        let resuming = bob.expect(&[&format!("resuming {}", self.name), "from alice at "]);
+        assert!(ok, "{out}{err}");
+        let at: u64 = resuming.rsplit(" at ").next().unwrap().parse().unwrap();
+        assert!(at >= 8 << 20, "{resuming}");
+        bob.expect(&["saved", self.name]);
+        assert_eq!(
+            common::hash_file(&self.final_name()),
+            common::hash_file(&self.src)
+        );
+        assert!(common::partials_in(self.received.path()).is_empty());
+    }
+}
+
 /// A 64 MiB file from a member of one server to a member of another goes
 /// over the servers' direct link (never through Redis), arrives verified,
 /// and resumes where the recipient stopped after the sender is killed.
 #[test]
 fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
-    const SIZE: usize = 64 << 20;
     let redis = RedisServer::start();
     let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let files = tempfile::tempdir().unwrap();
-    let received = tempfile::tempdir().unwrap();
-    let src = files.path().join("film.raw");
-    std::fs::write(&src, common::contents(SIZE, 17)).unwrap();
-    let src_arg = src.to_str().unwrap();
-    let dir = received.path().to_str().unwrap();
-    let final_name = received.path().join("film.raw");
     let mut a = cluster_server_on(inbox_a.path(), &redis.url(), "mio");
     let mut b = cluster_server_on(inbox_b.path(), &redis.url(), "std");
+    let file = CrossFile::new("film.raw", 64 << 20, 17, a.addr);
 
-    let mut bob = Proc::spawn(&[
-        "chat",
-        "--no-tls",
-        &b.addr(),
-        "--name",
-        "bob",
-        "--accept-files",
-        dir,
-    ]);
-    bob.expect(&["you are bob"]);
-    // alice reaches her server through a slowed link (about 25 MiB/s),
-    // so that she can be killed partway; both her runs go through it (her
-    // resume keys are kept per server address).
-    let proxy = common::Proxy::start(
-        a.addr,
-        common::ProxyMode {
-            chunk: Some(256 * 1024),
-            pause: Duration::from_millis(10),
-            ..common::ProxyMode::default()
-        },
-    );
-    let proxy_addr = proxy.addr();
-    let send = [
-        "send",
-        "--no-tls",
-        &proxy_addr,
-        src_arg,
-        "--to",
-        "bob",
-        "--name",
-        "alice",
-    ];
-    let mut alice = Proc::spawn(&send);
-    common::wait_until("bob's partial file to grow past 8 MiB", || {
-        common::the_partial_in(received.path()).filter(|(_, len)| *len >= 8 << 20)
-    });
+    let mut bob = file.bob_on(&b);
+    let mut alice = Proc::spawn(&file.send_args());
+    file.wait_partway();
     a.expect(&[
         "relaying \"film.raw\" (64.0 MiB) from \"alice\" (",
         "to \"bob\" on server",
@@ -531,20 +589,15 @@ fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
     ]);
     alice.kill9();
     a.expect(&["\"alice\" (", "left"]);
-    assert!(!final_name.exists(), "a partial file under its final name");
+    assert!(
+        !file.final_name().exists(),
+        "a partial file under its final name"
+    );
     // bob's server passed on why, and bob keeps what he has.
     bob.expect(&["cancelled by the peer", "alice's connection was lost"]);
     bob.expect(&["kept film.raw", "for a resume"]);
 
-    // alice again: bob's client resumes.
-    let (ok, out, err) = common::run(&send, &[]);
-    let resuming = bob.expect(&["resuming film.raw", "from alice at "]);
-    assert!(ok, "{out}{err}");
-    let at: u64 = resuming.rsplit(" at ").next().unwrap().parse().unwrap();
-    assert!(at >= 8 << 20, "{resuming}");
-    bob.expect(&["saved", "film.raw"]);
-    assert_eq!(common::hash_file(&final_name), common::hash_file(&src));
-    assert!(common::partials_in(received.path()).is_empty());
+    file.resend_and_expect_resumed(&mut bob);
     // Nothing of the file went through Redis: its memory stays far below
     // the file's size.
     let used = redis.used_memory();
@@ -560,59 +613,18 @@ fn a_file_between_members_on_two_servers_arrives_verified_and_resumes() {
 /// resumes there where the recipient stopped.
 #[test]
 fn a_file_between_servers_resumes_after_the_recipients_server_is_killed() {
-    const SIZE: usize = 48 << 20;
     let redis = RedisServer::start();
     let inboxes = [(); 3].map(|_| tempfile::tempdir().unwrap());
-    let files = tempfile::tempdir().unwrap();
-    let received = tempfile::tempdir().unwrap();
-    let src = files.path().join("album.raw");
-    std::fs::write(&src, common::contents(SIZE, 23)).unwrap();
-    let src_arg = src.to_str().unwrap();
-    let dir = received.path().to_str().unwrap();
-    let final_name = received.path().join("album.raw");
     let mut a = cluster_server_on(inboxes[0].path(), &redis.url(), "mio");
     let mut b = cluster_server_on(inboxes[1].path(), &redis.url(), "smol");
     let c = cluster_server_on(inboxes[2].path(), &redis.url(), "std");
+    let file = CrossFile::new("album.raw", 48 << 20, 23, a.addr);
 
-    let chat_on = |server: &Serve| -> Proc {
-        let mut bob = Proc::spawn(&[
-            "chat",
-            "--no-tls",
-            &server.addr(),
-            "--name",
-            "bob",
-            "--accept-files",
-            dir,
-        ]);
-        bob.expect(&["you are bob"]);
-        bob
-    };
-    let bob = chat_on(&b);
+    let bob = file.bob_on(&b);
     // Someone on a who sees the room.
     let mut carol = Raw::join(a.addr, "carol", "");
-    let proxy = common::Proxy::start(
-        a.addr,
-        common::ProxyMode {
-            chunk: Some(256 * 1024),
-            pause: Duration::from_millis(10),
-            ..common::ProxyMode::default()
-        },
-    );
-    let proxy_addr = proxy.addr();
-    let send = [
-        "send",
-        "--no-tls",
-        &proxy_addr,
-        src_arg,
-        "--to",
-        "bob",
-        "--name",
-        "alice",
-    ];
-    let alice = Proc::spawn(&send);
-    common::wait_until("bob's partial file to grow past 8 MiB", || {
-        common::the_partial_in(received.path()).filter(|(_, len)| *len >= 8 << 20)
-    });
+    let alice = Proc::spawn(&file.send_args());
+    file.wait_partway();
     b.kill9();
     // alice's server loses its link to bob's: she is told at once, not
     // after the lease.
@@ -622,7 +634,7 @@ fn a_file_between_servers_resumes_after_the_recipients_server_is_killed() {
         err.contains("link to the other member's server was lost"),
         "{err}"
     );
-    assert!(!final_name.exists());
+    assert!(!file.final_name().exists());
     drop(bob);
 
     a.expect(&["relay from \"alice\"", "peer gone"]);
@@ -632,14 +644,8 @@ fn a_file_between_servers_resumes_after_the_recipients_server_is_killed() {
         Frame::Left { name, code, .. } if name == "bob" => Some(*code),
         _ => None,
     });
-    let mut bob = chat_on(&c);
-    let (ok, out, err) = common::run(&send, &[]);
-    let resuming = bob.expect(&["resuming album.raw", "from alice at "]);
-    assert!(ok, "{out}{err}");
-    let at: u64 = resuming.rsplit(" at ").next().unwrap().parse().unwrap();
-    assert!(at >= 8 << 20, "{resuming}");
-    bob.expect(&["saved", "album.raw"]);
-    assert_eq!(common::hash_file(&final_name), common::hash_file(&src));
+    let mut bob = file.bob_on(&c);
+    file.resend_and_expect_resumed(&mut bob);
     drop(bob);
     assert!(a.terminate().success());
 }

@@ -3,42 +3,27 @@
 //! link would (encoded and decoded, in order), with the members' files in
 //! memory.
 
+mod sim;
+
 use bytes::Bytes;
 use ferry_core::cluster::relay::{self, RelayFrame};
 use ferry_core::cluster::{BusInput, MemoryBroker, ServerId};
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{
-    ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, HubEvent, ResumeKey,
-};
+use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, HubEvent};
+use sim::Disk;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 const SERVERS: [ServerId; 2] = [ServerId(1), ServerId(2)];
 
-/// A member's files: what it sends, what it has received so far.
-#[derive(Default)]
-struct Files {
-    sending: HashMap<u32, Bytes>,
-    /// Incoming transfers' names, and partial files by name.
-    incoming: HashMap<u32, String>,
-    partial: HashMap<String, Vec<u8>>,
-    stored: HashMap<String, Vec<u8>>,
-    /// Receiver: the key each partial file is kept under.
-    keys_issued: HashMap<String, ResumeKey>,
-    /// Sender: the key the receiver issued, by transfer.
-    keys_got: HashMap<u32, ResumeKey>,
-    next_key: u8,
-}
-
 struct Member {
     server: usize,
     client: ClientId,
     conn: Connection,
-    files: Files,
+    /// Its files, and what its program does with them (`sim::Disk`):
+    /// `writing` false is a stalled disk, which confirms nothing.
+    files: Disk,
     events: Vec<Event>,
-    /// Stops confirming writes (a slow disk) while true.
-    stalled: bool,
-    unconfirmed: VecDeque<(u32, u64)>,
 }
 
 struct Cluster {
@@ -79,10 +64,8 @@ impl Cluster {
             server,
             client,
             conn: Connection::client(ClientConfig::new(name), self.now),
-            files: Files::default(),
+            files: Disk::new(self.members.len() as u64),
             events: Vec::new(),
-            stalled: false,
-            unconfirmed: VecDeque::new(),
         });
         self.run();
         let m = self.members.len() - 1;
@@ -93,7 +76,7 @@ impl Cluster {
     fn offer(&mut self, m: usize, name: &str, data: &[u8], to: &str) -> u32 {
         let now = self.now;
         let member = &mut self.members[m];
-        let id = match member.files.keys_got.values().next().copied() {
+        let id = match member.files.resume_keys.get(name).copied() {
             Some(key) => member
                 .conn
                 .offer_file_resuming(now, name, data.len() as u64, to, key)
@@ -107,6 +90,7 @@ impl Cluster {
             .files
             .sending
             .insert(id, Bytes::copy_from_slice(data));
+        member.files.sending_names.insert(id, name.to_string());
         id
     }
 
@@ -233,88 +217,20 @@ impl Cluster {
     }
 }
 
-/// What a member's program does with its connection's events: accepts
-/// every offer (resuming what it holds under the key presented), writes
-/// what arrives and confirms it, supplies what it sends.
+/// What a member's program does with its connection's events
+/// (`sim::Disk::on_transfer`: accepts every offer, resuming what it holds
+/// under the key presented; writes what arrives and confirms it unless
+/// stalled; supplies what it sends).
 fn member_events(m: &mut Member, now: Instant) -> bool {
     let mut moved = false;
     while let Some(event) = m.conn.poll_event() {
         moved = true;
         if let Event::Transfer(t) = &event {
-            let files = &mut m.files;
-            match t.clone() {
-                TransferEvent::Offered {
-                    id,
-                    name,
-                    size,
-                    resume,
-                    ..
-                } => {
-                    let name = name.to_string();
-                    files.incoming.insert(id, name.clone());
-                    let have = files.partial.get(&name).map_or(0, |p| p.len() as u64);
-                    let kept = files.keys_issued.get(&name).copied();
-                    let (from, key) = match (resume, kept) {
-                        (Some(presented), Some(kept)) if presented == kept && have <= size => {
-                            (have, kept)
-                        }
-                        _ => {
-                            files.next_key += 1;
-                            let key = ResumeKey::from_bytes([files.next_key; 16]);
-                            files.partial.insert(name.clone(), Vec::new());
-                            files.keys_issued.insert(name, key);
-                            (0, key)
-                        }
-                    };
-                    m.conn.accept_resumable(now, id, from, key).unwrap();
-                }
-                TransferEvent::ResumeKey { id, key } => {
-                    files.keys_got.insert(id, key);
-                }
-                TransferEvent::NeedChunk { id, offset, len } => {
-                    let range = offset as usize..(offset + u64::from(len)) as usize;
-                    let chunk = match files.sending.get(&id) {
-                        Some(file) => file.slice(range),
-                        None => Bytes::copy_from_slice(&files.partial[&files.incoming[&id]][range]),
-                    };
-                    m.conn.supply_chunk(now, id, offset, chunk).unwrap();
-                }
-                TransferEvent::Restarted { id } => {
-                    files
-                        .partial
-                        .insert(files.incoming[&id].clone(), Vec::new());
-                }
-                TransferEvent::Chunk { id, offset, data } => {
-                    let part = files
-                        .partial
-                        .entry(files.incoming[&id].clone())
-                        .or_default();
-                    let end = offset as usize + data.len();
-                    if part.len() < end {
-                        part.resize(end, 0);
-                    }
-                    part[offset as usize..end].copy_from_slice(&data);
-                    m.unconfirmed.push_back((id, end as u64));
-                }
-                TransferEvent::Received { id, .. } => {
-                    let name = files.incoming[&id].clone();
-                    let file = files.partial.remove(&name).unwrap_or_default();
-                    files.keys_issued.remove(&name);
-                    files.stored.insert(name, file);
-                    m.conn.finish_receive(now, id, Ok(())).unwrap();
-                }
-                _ => {}
-            }
+            m.files.on_transfer(&mut m.conn, now, t);
         }
         m.events.push(event);
     }
-    if !m.stalled {
-        while let Some((id, upto)) = m.unconfirmed.pop_front() {
-            let _ = m.conn.confirm_written(now, id, upto);
-            moved = true;
-        }
-    }
-    moved
+    moved | m.files.confirm_writes(&mut m.conn, now)
 }
 
 fn file(size: usize) -> Vec<u8> {
@@ -396,7 +312,7 @@ fn a_recipient_that_writes_slowly_holds_the_sender_to_the_window() {
     let mut cluster = Cluster::new(|c| c);
     let alice = cluster.join(0, "alice");
     let bob = cluster.join(1, "bob");
-    cluster.members[bob].stalled = true;
+    cluster.members[bob].files.writing = false;
     let data = file(4 * window());
     cluster.offer(alice, "big.bin", &data, "bob");
     cluster.run();
@@ -404,7 +320,7 @@ fn a_recipient_that_writes_slowly_holds_the_sender_to_the_window() {
     let got = cluster.members[bob].files.partial["big.bin"].len();
     assert_eq!(got, window(), "bob holds exactly one window");
     assert!(cluster.ended(alice).is_empty());
-    cluster.members[bob].stalled = false;
+    cluster.members[bob].files.writing = true;
     cluster.run();
     assert_eq!(cluster.ended(alice), vec![Outcome::Verified]);
     assert!(cluster.members[bob].files.stored["big.bin"] == data);
@@ -415,13 +331,13 @@ fn a_sender_cut_off_resumes_where_the_recipient_stopped() {
     let mut cluster = Cluster::new(|c| c);
     let alice = cluster.join(0, "alice");
     let bob = cluster.join(1, "bob");
-    cluster.members[bob].stalled = true;
+    cluster.members[bob].files.writing = false;
     let data = file(3 * window());
     cluster.offer(alice, "notes.txt", &data, "bob");
     cluster.run();
     // Bob wrote one window; alice's connection is lost.
-    cluster.members[bob].stalled = false;
-    while let Some((id, upto)) = cluster.members[bob].unconfirmed.pop_front() {
+    cluster.members[bob].files.writing = true;
+    while let Some((id, upto)) = cluster.members[bob].files.unconfirmed.pop_front() {
         let now = cluster.now;
         cluster.members[bob]
             .conn
@@ -430,9 +346,8 @@ fn a_sender_cut_off_resumes_where_the_recipient_stopped() {
     }
     let key = *cluster.members[alice]
         .files
-        .keys_got
-        .values()
-        .next()
+        .resume_keys
+        .get("notes.txt")
         .expect("alice got bob's key with his accept");
     let (server, client) = (cluster.members[alice].server, cluster.members[alice].client);
     let now = cluster.now;
@@ -451,7 +366,10 @@ fn a_sender_cut_off_resumes_where_the_recipient_stopped() {
     }
     // Alice comes back and offers again with bob's key.
     let again = cluster.join(0, "alice");
-    cluster.members[again].files.keys_got.insert(0, key);
+    cluster.members[again]
+        .files
+        .resume_keys
+        .insert("notes.txt".into(), key);
     cluster.offer(again, "notes.txt", &data, "bob");
     cluster.run();
     assert_eq!(cluster.ended(again), vec![Outcome::Verified]);
@@ -468,7 +386,7 @@ fn a_lost_link_between_the_servers_ends_the_relay_on_both_sides() {
     let mut cluster = Cluster::new(|c| c);
     let alice = cluster.join(0, "alice");
     let bob = cluster.join(1, "bob");
-    cluster.members[bob].stalled = true;
+    cluster.members[bob].files.writing = false;
     cluster.offer(alice, "a.bin", &file(2 * window()), "bob");
     cluster.run();
     let now = cluster.now;
@@ -495,7 +413,7 @@ fn a_lost_link_between_the_servers_ends_the_relay_on_both_sides() {
         assert_eq!(hub.remote_relay_count(), 0);
     }
     // The window each reserved is free again: a new file goes.
-    cluster.members[bob].stalled = false;
+    cluster.members[bob].files.writing = true;
     let data = file(1000);
     cluster.offer(alice, "b.bin", &data, "bob");
     cluster.run();
@@ -538,14 +456,14 @@ fn a_recipient_cut_off_resumes_from_its_new_connection() {
     let mut cluster = Cluster::new(|c| c);
     let alice = cluster.join(0, "alice");
     let bob = cluster.join(1, "bob");
-    cluster.members[bob].stalled = true;
+    cluster.members[bob].files.writing = false;
     let data = file(3 * window());
     cluster.offer(alice, "song.flac", &data, "bob");
     cluster.run();
     // Bob wrote one window and confirmed it, got a second (unconfirmed),
     // then his connection is lost.
     let now = cluster.now;
-    while let Some((id, upto)) = cluster.members[bob].unconfirmed.pop_front() {
+    while let Some((id, upto)) = cluster.members[bob].files.unconfirmed.pop_front() {
         cluster.members[bob]
             .conn
             .confirm_written(now, id, upto)

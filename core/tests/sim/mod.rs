@@ -156,7 +156,7 @@ pub struct Disk {
 }
 
 impl Disk {
-    fn new(seed: u64) -> Disk {
+    pub fn new(seed: u64) -> Disk {
         Disk {
             writing: true,
             policy: Some(OfferPolicy::Accept),
@@ -171,6 +171,73 @@ impl Disk {
         bytes[..8].copy_from_slice(&rng.next().to_le_bytes());
         bytes[8..].copy_from_slice(&rng.next().to_le_bytes());
         ResumeKey::from_bytes(bytes)
+    }
+
+    /// What a client program does with a transfer event of its
+    /// connection `conn`: answers offers as [`policy`](Self::policy) says
+    /// (resuming what it holds under the key presented), supplies what it
+    /// sends, writes what arrives (confirmed by
+    /// [`confirm_writes`](Self::confirm_writes)), stores what is verified.
+    pub fn on_transfer(&mut self, conn: &mut Connection, now: Instant, t: &TransferEvent) {
+        self.sender_event(t);
+        match t.clone() {
+            TransferEvent::Offered {
+                id,
+                name,
+                size,
+                resume,
+                ..
+            } => match self.policy {
+                Some(OfferPolicy::Accept) => {
+                    let (from, key) = self.answer_offer(id, &name, size, resume);
+                    conn.accept_resumable(now, id, from, key).unwrap();
+                }
+                Some(OfferPolicy::Reject) => conn
+                    .reject(now, id, Code::FILE_REJECTED, "no thanks")
+                    .unwrap(),
+                _ => {}
+            },
+            TransferEvent::NeedChunk { id, offset, len } => {
+                let chunk = self.chunk(id, offset, len);
+                conn.supply_chunk(now, id, offset, chunk).unwrap();
+            }
+            TransferEvent::Restarted { id } => {
+                let name = self.incoming[&id].clone();
+                self.partial.insert(name, Vec::new());
+            }
+            TransferEvent::Chunk { id, offset, data } => {
+                self.write(id, offset, &data);
+                self.unconfirmed.push_back((id, offset + data.len() as u64));
+            }
+            TransferEvent::Received { id, .. } => {
+                let name = self.incoming[&id].clone();
+                let file = self.partial.remove(&name).unwrap_or_default();
+                self.keys_issued.remove(&name);
+                self.stored.insert(name, file);
+                conn.finish_receive(now, id, Ok(())).unwrap();
+            }
+            TransferEvent::Ended { id, outcome } => {
+                if matches!(outcome, Outcome::Failed { .. }) {
+                    self.forget_partial(id);
+                }
+                self.sending.remove(&id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Confirms what was written, unless the disk is stalled
+    /// ([`writing`](Self::writing) false); whether it confirmed anything.
+    pub fn confirm_writes(&mut self, conn: &mut Connection, now: Instant) -> bool {
+        let mut any = false;
+        if self.writing {
+            while let Some((id, upto)) = self.unconfirmed.pop_front() {
+                // The transfer may have ended meanwhile.
+                let _ = conn.confirm_written(now, id, upto);
+                any = true;
+            }
+        }
+        any
     }
 
     /// How a receiver answers an offer: it resumes the partial file only
@@ -477,64 +544,11 @@ impl Net {
             while let Some(event) = p.conn.poll_event() {
                 any = true;
                 if let Event::Transfer(t) = &event {
-                    p.disk.sender_event(t);
-                    match t.clone() {
-                        TransferEvent::Offered {
-                            id,
-                            name,
-                            size,
-                            resume,
-                            ..
-                        } => match p.disk.policy {
-                            Some(OfferPolicy::Accept) => {
-                                let (from, key) = p.disk.answer_offer(id, &name, size, resume);
-                                p.conn.accept_resumable(now, id, from, key).unwrap();
-                            }
-                            Some(OfferPolicy::Reject) => p
-                                .conn
-                                .reject(now, id, Code::FILE_REJECTED, "no thanks")
-                                .unwrap(),
-                            _ => {}
-                        },
-                        TransferEvent::NeedChunk { id, offset, len } => {
-                            let chunk = p.disk.chunk(id, offset, len);
-                            p.conn.supply_chunk(now, id, offset, chunk).unwrap();
-                        }
-                        TransferEvent::Restarted { id } => {
-                            let name = p.disk.incoming[&id].clone();
-                            p.disk.partial.insert(name, Vec::new());
-                        }
-                        TransferEvent::Chunk { id, offset, data } => {
-                            p.disk.write(id, offset, &data);
-                            p.disk
-                                .unconfirmed
-                                .push_back((id, offset + data.len() as u64));
-                        }
-                        TransferEvent::Received { id, .. } => {
-                            let name = p.disk.incoming[&id].clone();
-                            let file = p.disk.partial.remove(&name).unwrap_or_default();
-                            p.disk.keys_issued.remove(&name);
-                            p.disk.stored.insert(name, file);
-                            p.conn.finish_receive(now, id, Ok(())).unwrap();
-                        }
-                        TransferEvent::Ended { id, outcome } => {
-                            if matches!(outcome, Outcome::Failed { .. }) {
-                                p.disk.forget_partial(id);
-                            }
-                            p.disk.sending.remove(&id);
-                        }
-                        _ => {}
-                    }
+                    p.disk.on_transfer(&mut p.conn, now, t);
                 }
                 p.events.push(event);
             }
-            if p.disk.writing {
-                while let Some((id, upto)) = p.disk.unconfirmed.pop_front() {
-                    // The transfer may have ended meanwhile.
-                    let _ = p.conn.confirm_written(now, id, upto);
-                    any = true;
-                }
-            }
+            any |= p.disk.confirm_writes(&mut p.conn, now);
         }
         any
     }
