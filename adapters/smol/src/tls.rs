@@ -10,7 +10,7 @@
 use crate::pump::{Received, WriterEnd};
 use async_channel::{Receiver, Sender, TryRecvError};
 use async_net::{Shutdown, TcpStream};
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_files::ReadBuffer;
 use ferry_tls::Transport;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -70,12 +70,15 @@ async fn send_alert(stream: &mut TcpStream, tls: &Tls) {
 pub(crate) async fn tls_read_loop<M>(
     mut stream: TcpStream,
     tls: Arc<Tls>,
-    mut unfed: Vec<u8>,
+    unfed: Vec<u8>,
     to: Sender<M>,
     wrap: impl Fn(Received) -> M,
     label: String,
 ) {
     let mut buf = ReadBuffer::new();
+    // Taken from the front as the transport takes it, without moving the
+    // rest.
+    let mut unfed = BytesMut::from(&unfed[..]);
     // A client's handshake may have brought plaintext along already.
     if !pass_plaintext(&tls, &mut buf, &to, &wrap).await {
         return;
@@ -119,7 +122,7 @@ pub(crate) async fn tls_read_loop<M>(
                 return;
             }
         };
-        unfed.drain(..taken);
+        unfed.advance(taken);
         if !pass_plaintext(&tls, &mut buf, &to, &wrap).await {
             return;
         }

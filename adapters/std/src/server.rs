@@ -16,7 +16,7 @@
 //! other connection (the ferry preamble, a raw-text guest) stays plain and
 //! takes exactly the path it takes without TLS.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
     BusRoute, HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice,
@@ -656,7 +656,10 @@ impl Reader<'_> {
 
     /// The TLS read path: socket bytes into the transport, its plaintext
     /// to the hub. `unfed` starts with the bytes the first read got.
-    fn tls(&self, mut stream: TcpStream, mut buf: ReadBuffer, tls: &Tls, mut unfed: Vec<u8>) {
+    fn tls(&self, mut stream: TcpStream, mut buf: ReadBuffer, tls: &Tls, unfed: Vec<u8>) {
+        // Taken from the front as the transport takes it, without moving
+        // the rest.
+        let mut unfed = BytesMut::from(&unfed[..]);
         loop {
             if unfed.is_empty() {
                 match stream.read(buf.space()) {
@@ -689,7 +692,7 @@ impl Reader<'_> {
                 Ok(taken) => taken,
                 Err(e) => return self.tls_failed(&stream, tls, &e),
             };
-            unfed.drain(..taken);
+            unfed.advance(taken);
             self.tls_plaintext(tls, buf.space());
             // The handshake's answers, and what the hub had been holding
             // until the handshake ended, go out now.

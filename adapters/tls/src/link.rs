@@ -29,6 +29,7 @@
 //! return values ([`Reading`], `bool`s) and by [`Link::blocked`].
 
 use crate::{write_tls, Broke, Error, Kind, TlsServer, Transport};
+use bytes::{Buf, BytesMut};
 use ferry_core::{ClientId, Hub};
 use ferry_files::{read_some, write_out, Flush, OutputBatch, ReadOutcome};
 use std::io::{Read, Write};
@@ -104,7 +105,7 @@ enum Layer {
 struct TlsConn {
     transport: Transport,
     /// Socket bytes the transport did not take yet.
-    unfed: Vec<u8>,
+    unfed: BytesMut,
     /// The hub's bytes the transport did not take yet.
     plaintext: OutputBatch,
     /// The transport refused input until its output is written: the socket
@@ -347,7 +348,7 @@ impl Link {
             if let Ok(transport) = Transport::accept(first, Some(&server)) {
                 self.layer = Layer::Tls(Box::new(TlsConn {
                     transport,
-                    unfed: Vec::new(),
+                    unfed: BytesMut::new(),
                     plaintext: OutputBatch::new(),
                     stalled: false,
                     idle_feeds: 0,
@@ -388,6 +389,10 @@ impl Link {
         mut fresh: usize,
     ) -> Reading {
         let mut drained = false;
+        // Where the `fresh` bytes still to feed start in `buf`.
+        let mut start = 0;
+        // The last read filled `buf`: more waits in the socket.
+        let mut full = false;
         loop {
             let Layer::Tls(tls) = &mut self.layer else {
                 return Reading::Idle;
@@ -395,7 +400,6 @@ impl Link {
             if self.eof || tls.stalled {
                 return Reading::Idle;
             }
-            let mut full = false;
             if fresh == 0 && tls.unfed.is_empty() {
                 if drained {
                     return Reading::Idle;
@@ -416,6 +420,7 @@ impl Link {
                             continue;
                         }
                         fresh = n;
+                        start = 0;
                     }
                     ReadOutcome::WouldBlock => return Reading::Idle,
                     ReadOutcome::Eof => {
@@ -437,15 +442,24 @@ impl Link {
                     }
                 }
             }
+            // What the transport does not take of `fresh` stays in `buf`
+            // while the loop feeds on; it is copied aside only when the
+            // transport takes nothing more, as `buf` is lent for this call.
             let fed = if fresh > 0 {
-                let bytes = &buf[..std::mem::take(&mut fresh)];
-                tls.transport.feed(bytes).inspect(|&taken| {
-                    tls.unfed.extend_from_slice(&bytes[taken..]);
-                })
+                let fed = tls.transport.feed(&buf[start..start + fresh]);
+                if let Ok(taken) = fed {
+                    start += taken;
+                    fresh -= taken;
+                    if taken == 0 {
+                        tls.unfed.extend_from_slice(&buf[start..start + fresh]);
+                        fresh = 0;
+                    }
+                }
+                fed
             } else {
                 let fed = tls.transport.feed(&tls.unfed);
                 if let Ok(taken) = fed {
-                    tls.unfed.drain(..taken);
+                    tls.unfed.advance(taken);
                 }
                 fed
             };
@@ -483,7 +497,7 @@ impl Link {
             if stuck && (self.blocked || tls.idle_feeds > 1) {
                 tls.stalled = true;
             }
-            if full {
+            if full && fresh == 0 {
                 return Reading::Settle;
             }
         }
