@@ -345,6 +345,13 @@ struct Limits {
     /// oldest message of any room goes first) [default: 16M].
     #[arg(long, value_parser = bench::parse_size)]
     max_history_memory: Option<u64>,
+    /// Most chat and control bytes the server queues for all clients
+    /// together, such as 1G: past it, the client furthest behind is
+    /// dropped as a slow reader, then the next, so clients that stop
+    /// reading cannot make the server hold their queue limit each
+    /// [default: 256M].
+    #[arg(long, value_parser = bench::parse_size)]
+    max_outgoing_memory: Option<u64>,
     /// Control frames (PING, PONG, extensions, answers to transfers) a
     /// client may send in a burst [default: 100].
     #[arg(long)]
@@ -446,6 +453,9 @@ impl Limits {
         }
         if let Some(n) = self.max_history_memory {
             config.max_history_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.max_outgoing_memory {
+            config.max_outgoing_memory = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(n) = self.frame_burst {
             config.connection.frame_burst = n;

@@ -220,6 +220,7 @@ impl fmt::Debug for ClientConfig {
 /// | [`max_relay_memory`](Self::max_relay_memory) | 256 MiB | `--max-relay-memory` |
 /// | [`history`](Self::history) | 0: no room history | `--history` |
 /// | [`max_history_bytes`](Self::max_history_bytes) | 16 MiB | `--max-history-memory` |
+/// | [`max_outgoing_memory`](Self::max_outgoing_memory) | 256 MiB | `--max-outgoing-memory` |
 /// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
 /// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
 /// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
@@ -358,6 +359,14 @@ pub struct HubConfig {
     /// the histories it holds for joiners until they enter (a joiner past
     /// it gets none).
     pub max_history_bytes: usize,
+    /// Chat and control bytes queued for every client together. Each
+    /// client's own queue is bounded by `connection.max_outgoing`; past
+    /// this total, the client with the biggest queue (of at least 64 KiB)
+    /// is dropped as a slow reader (`SLOW_READER`), then the next biggest,
+    /// until the total is back within it. Clients that keep up hold next to
+    /// nothing and are never dropped for it, so the total may pass this by
+    /// at most 64 KiB per client.
+    pub max_outgoing_memory: usize,
 }
 
 impl Default for HubConfig {
@@ -390,6 +399,7 @@ impl Default for HubConfig {
             max_bus_bytes: 4 << 20,
             history: 0,
             max_history_bytes: 16 << 20,
+            max_outgoing_memory: 256 << 20,
         }
     }
 }
@@ -420,6 +430,7 @@ impl HubConfig {
         max_bus_bytes: usize => "Sets the bytes of requests to the cluster's broker that may wait for an answer.";
         history: usize => "Sets the messages of each room's history a newcomer is sent (0: none).";
         max_history_bytes: usize => "Sets the bytes of room history the hub may hold.";
+        max_outgoing_memory: usize => "Sets the chat and control bytes all clients' queues may hold together.";
     }
 
     /// Cluster mode, as server `server` (see [`cluster`](Self::cluster)).
@@ -579,6 +590,7 @@ impl fmt::Debug for HubConfig {
             .field("max_bus_bytes", &self.max_bus_bytes)
             .field("history", &self.history)
             .field("max_history_bytes", &self.max_history_bytes)
+            .field("max_outgoing_memory", &self.max_outgoing_memory)
             .finish()
     }
 }

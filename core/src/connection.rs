@@ -506,6 +506,18 @@ impl Connection {
         }
     }
 
+    /// Server: drops the peer as a slow reader because the server's queues
+    /// together are over `limit` and this one is the biggest: what it
+    /// never took is thrown away and it is told why.
+    pub(crate) fn drop_for_outgoing_memory(&mut self, now: Instant, limit: usize) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let queued = self.outbox.control_len();
+        self.drop_unsent_output();
+        self.fail(LimitExceeded::OutgoingMemory { limit, queued }.into(), now);
+    }
+
     /// Throws away the output a slow reader never took, keeping what must
     /// still go out for the stream to make sense: the rest of a frame
     /// already begun, and the preamble if the peer never got it, so that

@@ -102,6 +102,18 @@ pub enum LimitExceeded {
         /// The queue limit in bytes.
         limit: usize,
     },
+    /// The server's queues for every client together passed its limit,
+    /// and this peer's queue was the biggest: it is not reading.
+    #[error(
+        "the server's queues for all clients passed {limit} bytes and this peer's \
+         ({queued} bytes) was the biggest: it is not reading"
+    )]
+    OutgoingMemory {
+        /// The server's limit for every queue together, in bytes.
+        limit: usize,
+        /// This peer's queue when it was dropped, in bytes.
+        queued: usize,
+    },
     /// Too many transfers open at once.
     #[error("more than {limit} transfers at once")]
     TooManyTransfers {
@@ -321,7 +333,9 @@ impl Error {
                 LimitExceeded::Flooding { .. } | LimitExceeded::FrameFlooding { .. } => {
                     Code::FLOODING
                 }
-                LimitExceeded::SlowReader { .. } => Code::SLOW_READER,
+                LimitExceeded::SlowReader { .. } | LimitExceeded::OutgoingMemory { .. } => {
+                    Code::SLOW_READER
+                }
                 LimitExceeded::TooManyTransfers { .. } => Code::TOO_MANY_TRANSFERS,
                 LimitExceeded::HandshakeTimeout { .. } => Code::HANDSHAKE_TIMEOUT,
                 LimitExceeded::IdleTimeout { .. } => Code::IDLE_TIMEOUT,

@@ -260,6 +260,15 @@ pub fn hub_session(data: &[u8], start: std::time::Instant) {
                 assert!(data <= window + 8 * max_frame, "data queue {data}");
             }
         }
+        // What the hub holds every queue to is what the queues hold: a
+        // path that queued without the hub counting it would let the
+        // total's limit slip.
+        let queued: usize = clients
+            .iter()
+            .filter_map(|&client| hub.queued_bytes(client))
+            .map(|(control, _)| control)
+            .sum();
+        assert_eq!(hub.queued_total(), queued, "counted queues");
     }
 }
 

@@ -518,6 +518,25 @@ impl Guest {
         self.close(code, reason.to_string(), false);
     }
 
+    /// Drops the guest as a slow reader because the server's queues
+    /// together are over `limit` and this one is the biggest.
+    pub(crate) fn drop_for_outgoing_memory(&mut self, limit: usize) {
+        if self.closed {
+            return;
+        }
+        let queued = self.queued;
+        self.outbox.clear();
+        self.queued = 0;
+        self.close(
+            Code::SLOW_READER,
+            format!(
+                "the server's queues for all clients passed {limit} bytes and this one \
+                 ({queued} bytes) was the biggest"
+            ),
+            false,
+        );
+    }
+
     /// Closes after a `/quit`.
     pub(crate) fn quit(&mut self, now: Instant) {
         if self.closed {

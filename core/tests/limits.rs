@@ -487,3 +487,117 @@ fn tree_offers_spend_their_sources_budget_of_manifest_entries() {
     // Another source has a budget of its own.
     assert_eq!(offer_from(&mut hub, [10, 0, 0, 10].into(), later, 5), None);
 }
+
+/// What happened to a room of one talker, one reader and eight clients that
+/// never read, as the talker says `messages` lines of 4 KiB.
+struct Stalled {
+    /// The most the hub held queued for every client together.
+    peak: usize,
+    /// Why each silent client was dropped.
+    reasons: Vec<String>,
+    /// Messages the reader got.
+    heard: usize,
+    /// What the hub still held queued at the end.
+    left: usize,
+}
+
+fn stall_eight(max_outgoing_memory: usize, messages: usize) -> Stalled {
+    let now = Instant::now();
+    let mut config = HubConfig::default();
+    // The flood limits would stop the talker first; this is about memory.
+    config.flood_burst = 1_000_000;
+    config.flood_per_second = 1_000_000;
+    config.source_flood_burst = 1_000_000;
+    config.source_flood_per_second = 1_000_000;
+    config.max_outgoing_memory = max_outgoing_memory;
+    let mut hub = Hub::new(config, now);
+    let (talker, mut talker_client, _) = join_from(&mut hub, [10, 0, 0, 1].into(), now, "talker");
+    let (reader, mut reader_client, _) = join_from(&mut hub, [10, 0, 0, 2].into(), now, "reader");
+    let silent: Vec<ClientId> = (0..8u8)
+        .map(|n| join_from(&mut hub, [10, 0, 1, n].into(), now, &format!("silent{n}")).0)
+        .collect();
+    let line = "x".repeat(4096);
+    let mut stalled = Stalled {
+        peak: 0,
+        reasons: Vec::new(),
+        heard: 0,
+        left: 0,
+    };
+    for _ in 0..messages {
+        talker_client.say(now, &line).unwrap();
+        while let Some(bytes) = talker_client.poll_transmit() {
+            hub.handle_input(talker, now, &bytes);
+        }
+        stalled.peak = stalled.peak.max(hub.queued_total());
+        for (id, client) in [(talker, &mut talker_client), (reader, &mut reader_client)] {
+            while let Some(bytes) = hub.poll_transmit(id) {
+                client.handle_input(now, &bytes);
+            }
+        }
+        while let Some(event) = reader_client.poll_event() {
+            if let Event::Message { from, .. } = event {
+                assert_eq!(from.as_str(), "talker");
+                stalled.heard += 1;
+            }
+        }
+        while let Some(event) = hub.poll_event() {
+            if let ferry_core::HubEvent::Closed {
+                client,
+                code,
+                reason,
+                ..
+            } = event
+            {
+                assert!(silent.contains(&client), "{client} closed: {reason}");
+                assert_eq!(code, Code::SLOW_READER, "{reason}");
+                stalled.reasons.push(reason);
+            }
+        }
+    }
+    for &id in &silent {
+        hub.remove(id, now);
+    }
+    stalled.left = hub.queued_total();
+    stalled
+}
+
+/// Eight clients that never read, each under its own queue limit, would
+/// make the server hold up to that limit each: 8 MiB here, 10 GiB for
+/// 10,000 clients. The server's total (`max_outgoing_memory`) drops the
+/// biggest queue first, so the total stays within it plus a message per
+/// client, while the reader hears every message.
+#[test]
+fn clients_that_never_read_are_held_to_the_servers_total_not_each_their_own() {
+    let own_limit = HubConfig::default().connection.max_outgoing;
+    let messages = 2 * own_limit / 4096;
+
+    // Without a total, each is dropped only at its own limit.
+    let alone = stall_eight(usize::MAX, messages);
+    assert!(alone.peak >= 7 * own_limit, "peak {}", alone.peak);
+    assert_eq!(alone.reasons.len(), 8);
+    assert!(alone.reasons.iter().all(|r| r.contains("not reading")));
+
+    let total = 2 << 20;
+    let held = stall_eight(total, messages);
+    // Within the total, but for the message each client got in the turn
+    // that passed it.
+    assert!(
+        held.peak <= total + 10 * 4200,
+        "peak {} over {total}",
+        held.peak
+    );
+    // Seven go for the total, each well before its own limit; the last,
+    // alone within the total, at its own limit.
+    let for_total = |r: &String| r.contains("queues for all clients passed 2097152 bytes");
+    assert_eq!(held.reasons.len(), 8, "{:?}", held.reasons);
+    assert!(
+        held.reasons[..7].iter().all(for_total),
+        "{:?}",
+        held.reasons
+    );
+    assert!(held.reasons[7].contains("outgoing queue over 1048576 bytes"));
+    for stalled in [&alone, &held] {
+        assert_eq!(stalled.heard, messages);
+        assert_eq!(stalled.left, 0);
+    }
+}

@@ -2,6 +2,7 @@
 //! relayed transfers — with no I/O.
 
 mod cluster;
+mod queued;
 mod remote_relay;
 
 use crate::bucket::TokenBucket;
@@ -209,6 +210,9 @@ struct Client {
     /// Its trees offered and not ended, each with what its manifest may
     /// make the server hold (counted in `Hub::manifest_reserved`).
     manifests: Vec<(TransferId, u64)>,
+    /// Its chat and control bytes queued when last counted in
+    /// `Hub::queued`.
+    queued: usize,
 }
 
 /// A client's connection: the ferry protocol, or a raw-text guest.
@@ -323,6 +327,15 @@ impl Link {
         match self {
             Link::Ferry(conn) => conn.close_with_error(now, code, reason),
             Link::Guest(guest) => guest.close_with_error(now, code, reason),
+        }
+    }
+
+    /// Drops a client because every client's queue together is over
+    /// `limit` and its is the biggest.
+    fn drop_for_outgoing_memory(&mut self, now: Instant, limit: usize) {
+        match self {
+            Link::Ferry(conn) => conn.drop_for_outgoing_memory(now, limit),
+            Link::Guest(guest) => guest.drop_for_outgoing_memory(limit),
         }
     }
 
@@ -467,6 +480,8 @@ type End = (ClientId, TransferId);
 pub struct Hub {
     config: HubConfig,
     clients: ClientMap<Client>,
+    /// Every client's queued chat and control bytes, and the biggest.
+    queued: queued::QueuedBytes,
     next_id: u64,
     rooms: HashMap<String, Room>,
     /// (room key, name key) → client: names are unique in a room.
@@ -538,6 +553,7 @@ impl Hub {
             bus,
             history,
             clock: None,
+            queued: queued::QueuedBytes::default(),
             last_now: now,
             config,
             clients: ClientMap::default(),
@@ -739,6 +755,7 @@ impl Hub {
                 touched: false,
                 writable: false,
                 manifests: Vec::new(),
+                queued: 0,
             },
         );
         self.touch(id);
@@ -866,7 +883,14 @@ impl Hub {
             if let Some(at) = c.timer {
                 self.timers.remove(&(at, client));
             }
+            self.queued.update(client, c.queued, 0);
         }
+    }
+
+    /// Chat and control bytes queued for every client together, as held
+    /// to [`HubConfig::max_outgoing_memory`].
+    pub fn queued_total(&self) -> usize {
+        self.queued.total()
     }
 
     // ----- commands ------------------------------------------------------
@@ -1087,6 +1111,9 @@ impl Hub {
     pub fn poll_transmit(&mut self, client: ClientId) -> Option<Bytes> {
         let c = self.clients.get_mut(&client)?;
         let bytes = c.link.poll_transmit();
+        let queued = c.link.queued().0;
+        self.queued.update(client, c.queued, queued);
+        c.queued = queued;
         // Writing may have let a sender ask for more file data.
         if c.link.has_events() {
             self.touch(client);
@@ -1126,6 +1153,40 @@ impl Hub {
     /// then refreshes their timers and write readiness.
     fn process(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        loop {
+            self.handle_dirty(now);
+            self.refresh_touched();
+            // Dropping the biggest queue makes events of its own (the
+            // client's close, `LEFT` to its room): handled in turn.
+            if !self.drop_biggest_queues(now) {
+                return;
+            }
+        }
+    }
+
+    /// While every client's queue together is over the limit, drops the
+    /// client with the biggest one; whether any was dropped.
+    fn drop_biggest_queues(&mut self, now: Instant) -> bool {
+        let limit = self.config.max_outgoing_memory;
+        let mut dropped = false;
+        while let Some(id) = self.queued.over(limit) {
+            let Some(c) = self.clients.get_mut(&id) else {
+                // `remove` counts a client out: never here, but no loop.
+                debug_assert!(false, "{id} counted in the queues but gone");
+                break;
+            };
+            c.link.drop_for_outgoing_memory(now, limit);
+            let queued = c.link.queued().0;
+            self.queued.update(id, c.queued, queued);
+            c.queued = queued;
+            self.touch(id);
+            dropped = true;
+        }
+        dropped
+    }
+
+    /// Handles the events of every touched connection until none is left.
+    fn handle_dirty(&mut self, now: Instant) {
         while let Some(id) = self.dirty.pop_front() {
             let Some(c) = self.clients.get_mut(&id) else {
                 continue;
@@ -1149,12 +1210,20 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Refreshes the timers, write readiness and queued bytes of every
+    /// touched connection.
+    fn refresh_touched(&mut self) {
         let mut touched = std::mem::take(&mut self.touched);
         for id in touched.drain(..) {
             let Some(c) = self.clients.get_mut(&id) else {
                 continue;
             };
             c.touched = false;
+            let queued = c.link.queued().0;
+            self.queued.update(id, c.queued, queued);
+            c.queued = queued;
             // A later deadline, or none, leaves the registered one: it
             // fires early, once, and `handle_timeout` registers anew. That
             // spares a `timers` removal and insertion per frame.

@@ -1,0 +1,148 @@
+//! The chat and control bytes queued for every client together, and which
+//! clients hold the biggest queues.
+//!
+//! Each client's queue is bounded on its own (`Config::max_outgoing`, a slow
+//! reader past it is dropped), but ten thousand clients that each stop
+//! reading just under that bound would make the server hold gigabytes. The
+//! hub counts every queue here and, while the total is over
+//! `HubConfig::max_outgoing_memory`, drops the client with the biggest
+//! queue as a slow reader, then the next biggest, as Redis does with
+//! `maxmemory-clients`. Queues under [`BIG`] are never dropped for this:
+//! a client that keeps up holds next to nothing, so the total can pass the
+//! limit by at most [`BIG`] per client.
+//!
+//! Finding the biggest queue must not scan the clients: queues of at least
+//! [`BIG`] bytes sit in size classes (powers of two), and the victim is any
+//! client of the highest class. Only clients falling behind move between
+//! classes, so a client that keeps up costs an addition per turn.
+
+use crate::client_map::ClientMap;
+use crate::ClientId;
+
+/// Queues smaller than this are counted but never dropped for the total.
+pub(super) const BIG: usize = 64 * 1024;
+
+/// Every client's queued bytes together, and the big queues by size class.
+#[derive(Debug, Default)]
+pub(super) struct QueuedBytes {
+    total: usize,
+    /// Class `k` holds the clients whose queue is in `[BIG << k, BIG << (k + 1))`.
+    classes: Vec<Vec<ClientId>>,
+    /// Where each client of a class sits: its class and index.
+    slots: ClientMap<(usize, usize)>,
+}
+
+impl QueuedBytes {
+    /// Bytes queued for every client together.
+    pub(super) fn total(&self) -> usize {
+        self.total
+    }
+
+    /// `client`'s queue went from `old` bytes to `new`.
+    pub(super) fn update(&mut self, client: ClientId, old: usize, new: usize) {
+        self.total = self.total - old + new;
+        let (from, to) = (class_of(old), class_of(new));
+        if from == to {
+            return;
+        }
+        if from.is_some() {
+            self.unslot(client);
+        }
+        if let Some(class) = to {
+            if self.classes.len() <= class {
+                self.classes.resize_with(class + 1, Vec::new);
+            }
+            let members = &mut self.classes[class];
+            self.slots.insert(client, (class, members.len()));
+            members.push(client);
+        }
+    }
+
+    /// The client with the biggest queue (of at least [`BIG`] bytes) while
+    /// the total is over `limit`; `None` when within it, or when no queue
+    /// is that big.
+    pub(super) fn over(&self, limit: usize) -> Option<ClientId> {
+        if self.total <= limit {
+            return None;
+        }
+        self.classes
+            .iter()
+            .rev()
+            .find_map(|members| members.last().copied())
+    }
+
+    fn unslot(&mut self, client: ClientId) {
+        let Some((class, index)) = self.slots.remove(&client) else {
+            return;
+        };
+        let members = &mut self.classes[class];
+        members.swap_remove(index);
+        if let Some(&moved) = members.get(index) {
+            self.slots.insert(moved, (class, index));
+        }
+    }
+}
+
+/// The size class of a queue of `bytes`, if it is big.
+fn class_of(bytes: usize) -> Option<usize> {
+    let multiple = bytes / BIG;
+    (multiple > 0).then(|| (usize::BITS - 1 - multiple.leading_zeros()) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> ClientId {
+        ClientId(n)
+    }
+
+    #[test]
+    fn size_classes_are_powers_of_two_from_big() {
+        assert_eq!(class_of(0), None);
+        assert_eq!(class_of(BIG - 1), None);
+        assert_eq!(class_of(BIG), Some(0));
+        assert_eq!(class_of(2 * BIG - 1), Some(0));
+        assert_eq!(class_of(2 * BIG), Some(1));
+        assert_eq!(class_of(16 * BIG), Some(4));
+    }
+
+    #[test]
+    fn the_biggest_queue_is_named_only_while_the_total_is_over() {
+        let mut queued = QueuedBytes::default();
+        queued.update(id(1), 0, 100);
+        queued.update(id(2), 0, 3 * BIG);
+        queued.update(id(3), 0, 9 * BIG);
+        queued.update(id(4), 0, BIG);
+        assert_eq!(queued.total(), 100 + 13 * BIG);
+        assert_eq!(queued.over(100 + 13 * BIG), None);
+        assert_eq!(queued.over(BIG), Some(id(3)));
+        // Client 3 drained, client 2 grew into the top class.
+        queued.update(id(3), 9 * BIG, 10);
+        queued.update(id(2), 3 * BIG, 8 * BIG);
+        assert_eq!(queued.over(BIG), Some(id(2)));
+        queued.update(id(2), 8 * BIG, 0);
+        assert_eq!(queued.over(BIG), Some(id(4)));
+        queued.update(id(4), BIG, 0);
+        // Over the limit, but no queue is big: nobody is named.
+        assert_eq!(queued.over(0), None);
+        assert_eq!(queued.total(), 110);
+    }
+
+    #[test]
+    fn moving_clients_between_classes_keeps_every_slot_right() {
+        let mut queued = QueuedBytes::default();
+        for n in 0..50 {
+            queued.update(id(n), 0, BIG * (1 + n as usize % 5));
+        }
+        for n in (0..50).step_by(3) {
+            queued.update(id(n), BIG * (1 + n as usize % 5), 0);
+        }
+        for (&client, &(class, index)) in &queued.slots {
+            assert_eq!(queued.classes[class][index], client);
+        }
+        let slotted: usize = queued.classes.iter().map(Vec::len).sum();
+        assert_eq!(slotted, queued.slots.len());
+        assert_eq!(slotted, 50 - (0..50).step_by(3).count());
+    }
+}
