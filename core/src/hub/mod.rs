@@ -883,7 +883,7 @@ impl Hub {
             if let Some(at) = c.timer {
                 self.timers.remove(&(at, client));
             }
-            self.queued.update(client, c.queued, 0);
+            self.queued.update(client, c.queued, 0, false);
         }
     }
 
@@ -1112,7 +1112,8 @@ impl Hub {
         let c = self.clients.get_mut(&client)?;
         let bytes = c.link.poll_transmit();
         let queued = c.link.queued().0;
-        self.queued.update(client, c.queued, queued);
+        self.queued
+            .update(client, c.queued, queued, !c.link.is_closed());
         c.queued = queued;
         // Writing may have let a sender ask for more file data.
         if c.link.has_events() {
@@ -1177,7 +1178,8 @@ impl Hub {
             };
             c.link.drop_for_outgoing_memory(now, limit);
             let queued = c.link.queued().0;
-            self.queued.update(id, c.queued, queued);
+            // Closed now: counted, never named again.
+            self.queued.update(id, c.queued, queued, false);
             c.queued = queued;
             self.touch(id);
             dropped = true;
@@ -1222,7 +1224,8 @@ impl Hub {
             };
             c.touched = false;
             let queued = c.link.queued().0;
-            self.queued.update(id, c.queued, queued);
+            self.queued
+                .update(id, c.queued, queued, !c.link.is_closed());
             c.queued = queued;
             // A later deadline, or none, leaves the registered one: it
             // fires early, once, and `handle_timeout` registers anew. That

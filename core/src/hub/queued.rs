@@ -38,10 +38,18 @@ impl QueuedBytes {
         self.total
     }
 
-    /// `client`'s queue went from `old` bytes to `new`.
-    pub(super) fn update(&mut self, client: ClientId, old: usize, new: usize) {
+    /// `client`'s queue went from `old` bytes to `new`. Only a client that
+    /// can still be dropped (`droppable`: not closed already, its queue then
+    /// being the rest of a frame begun and its `ERROR`) is put in a class.
+    pub(super) fn update(&mut self, client: ClientId, old: usize, new: usize, droppable: bool) {
         self.total = self.total - old + new;
-        let (from, to) = (class_of(old), class_of(new));
+        // Only a queue that was big can be in a class: no lookup otherwise.
+        let from = if old >= BIG {
+            self.slots.get(&client).map(|&(class, _)| class)
+        } else {
+            None
+        };
+        let to = if droppable { class_of(new) } else { None };
         if from == to {
             return;
         }
@@ -110,33 +118,50 @@ mod tests {
     #[test]
     fn the_biggest_queue_is_named_only_while_the_total_is_over() {
         let mut queued = QueuedBytes::default();
-        queued.update(id(1), 0, 100);
-        queued.update(id(2), 0, 3 * BIG);
-        queued.update(id(3), 0, 9 * BIG);
-        queued.update(id(4), 0, BIG);
+        queued.update(id(1), 0, 100, true);
+        queued.update(id(2), 0, 3 * BIG, true);
+        queued.update(id(3), 0, 9 * BIG, true);
+        queued.update(id(4), 0, BIG, true);
         assert_eq!(queued.total(), 100 + 13 * BIG);
         assert_eq!(queued.over(100 + 13 * BIG), None);
         assert_eq!(queued.over(BIG), Some(id(3)));
         // Client 3 drained, client 2 grew into the top class.
-        queued.update(id(3), 9 * BIG, 10);
-        queued.update(id(2), 3 * BIG, 8 * BIG);
+        queued.update(id(3), 9 * BIG, 10, true);
+        queued.update(id(2), 3 * BIG, 8 * BIG, true);
         assert_eq!(queued.over(BIG), Some(id(2)));
-        queued.update(id(2), 8 * BIG, 0);
+        queued.update(id(2), 8 * BIG, 0, true);
         assert_eq!(queued.over(BIG), Some(id(4)));
-        queued.update(id(4), BIG, 0);
+        queued.update(id(4), BIG, 0, true);
         // Over the limit, but no queue is big: nobody is named.
         assert_eq!(queued.over(0), None);
         assert_eq!(queued.total(), 110);
     }
 
     #[test]
+    fn a_closed_client_is_counted_but_never_named_again() {
+        let mut queued = QueuedBytes::default();
+        queued.update(id(1), 0, 4 * BIG, true);
+        queued.update(id(2), 0, BIG, true);
+        assert_eq!(queued.over(0), Some(id(1)));
+        // Dropped, it still holds the rest of a frame begun: counted, but
+        // naming it again would never free anything.
+        queued.update(id(1), 4 * BIG, 2 * BIG, false);
+        assert_eq!(queued.total(), 3 * BIG);
+        assert_eq!(queued.over(0), Some(id(2)));
+        queued.update(id(1), 2 * BIG, 0, false);
+        queued.update(id(2), BIG, 0, false);
+        assert_eq!(queued.over(0), None);
+        assert!(queued.slots.is_empty());
+    }
+
+    #[test]
     fn moving_clients_between_classes_keeps_every_slot_right() {
         let mut queued = QueuedBytes::default();
         for n in 0..50 {
-            queued.update(id(n), 0, BIG * (1 + n as usize % 5));
+            queued.update(id(n), 0, BIG * (1 + n as usize % 5), true);
         }
         for n in (0..50).step_by(3) {
-            queued.update(id(n), BIG * (1 + n as usize % 5), 0);
+            queued.update(id(n), BIG * (1 + n as usize % 5), 0, true);
         }
         for (&client, &(class, index)) in &queued.slots {
             assert_eq!(queued.classes[class][index], client);
