@@ -488,13 +488,7 @@ impl Guest {
         }
         if self.queued + held(&text) > self.max_outgoing {
             let limit = self.max_outgoing;
-            self.outbox.clear();
-            self.queued = 0;
-            self.close(
-                Code::SLOW_READER,
-                format!("the outgoing queue passed {limit} bytes"),
-                false,
-            );
+            self.drop_slow_reader(format!("the outgoing queue passed {limit} bytes"));
             return;
         }
         self.queued += held(&text);
@@ -525,16 +519,17 @@ impl Guest {
             return;
         }
         let queued = self.queued;
+        self.drop_slow_reader(format!(
+            "the server's queues for all clients passed {limit} bytes and this one \
+             ({queued} bytes) was the biggest"
+        ));
+    }
+
+    /// Closes a guest that does not read, throwing away what it never took.
+    fn drop_slow_reader(&mut self, reason: String) {
         self.outbox.clear();
         self.queued = 0;
-        self.close(
-            Code::SLOW_READER,
-            format!(
-                "the server's queues for all clients passed {limit} bytes and this one \
-                 ({queued} bytes) was the biggest"
-            ),
-            false,
-        );
+        self.close(Code::SLOW_READER, reason, false);
     }
 
     /// Closes after a `/quit`.

@@ -1111,10 +1111,9 @@ impl Hub {
     pub fn poll_transmit(&mut self, client: ClientId) -> Option<Bytes> {
         let c = self.clients.get_mut(&client)?;
         let bytes = c.link.poll_transmit();
-        let queued = c.link.queued().0;
+        let droppable = !c.link.is_closed();
         self.queued
-            .update(client, c.queued, queued, !c.link.is_closed());
-        c.queued = queued;
+            .recount(client, &mut c.queued, c.link.queued().0, droppable);
         // Writing may have let a sender ask for more file data.
         if c.link.has_events() {
             self.touch(client);
@@ -1177,10 +1176,9 @@ impl Hub {
                 break;
             };
             c.link.drop_for_outgoing_memory(now, limit);
-            let queued = c.link.queued().0;
             // Closed now: counted, never named again.
-            self.queued.update(id, c.queued, queued, false);
-            c.queued = queued;
+            self.queued
+                .recount(id, &mut c.queued, c.link.queued().0, false);
             self.touch(id);
             dropped = true;
         }
@@ -1223,10 +1221,9 @@ impl Hub {
                 continue;
             };
             c.touched = false;
-            let queued = c.link.queued().0;
+            let droppable = !c.link.is_closed();
             self.queued
-                .update(id, c.queued, queued, !c.link.is_closed());
-            c.queued = queued;
+                .recount(id, &mut c.queued, c.link.queued().0, droppable);
             // A later deadline, or none, leaves the registered one: it
             // fires early, once, and `handle_timeout` registers anew. That
             // spares a `timers` removal and insertion per frame.

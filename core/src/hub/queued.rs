@@ -66,6 +66,19 @@ impl QueuedBytes {
         }
     }
 
+    /// Counts `client`'s queue anew: `counted` is what was counted for it
+    /// last and becomes `now`.
+    pub(super) fn recount(
+        &mut self,
+        client: ClientId,
+        counted: &mut usize,
+        now: usize,
+        droppable: bool,
+    ) {
+        self.update(client, *counted, now, droppable);
+        *counted = now;
+    }
+
     /// The client with the biggest queue (of at least [`BIG`] bytes) while
     /// the total is over `limit`; `None` when within it, or when no queue
     /// is that big.
