@@ -103,10 +103,11 @@ pub enum LimitExceeded {
         limit: usize,
     },
     /// The server's queues for every client together passed its limit,
-    /// and this peer's queue was the biggest: it is not reading.
+    /// and this peer's queue was among the biggest, behind the longest: it
+    /// is not reading.
     #[error(
         "the server's queues for all clients passed {limit} bytes and this peer's \
-         ({queued} bytes) was the biggest: it is not reading"
+         ({queued} bytes) was among the biggest, behind the longest: it is not reading"
     )]
     OutgoingMemory {
         /// The server's limit for every queue together, in bytes.

@@ -513,7 +513,8 @@ impl Guest {
     }
 
     /// Drops the guest as a slow reader because the server's queues
-    /// together are over `limit` and this one is the biggest.
+    /// together are over `limit` and this one is among the biggest, behind
+    /// the longest.
     pub(crate) fn drop_for_outgoing_memory(&mut self, limit: usize) {
         if self.closed {
             return;
@@ -521,7 +522,7 @@ impl Guest {
         let queued = self.queued;
         self.drop_slow_reader(format!(
             "the server's queues for all clients passed {limit} bytes and this one \
-             ({queued} bytes) was the biggest"
+             ({queued} bytes) was among the biggest, behind the longest"
         ));
     }
 

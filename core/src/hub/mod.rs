@@ -331,7 +331,7 @@ impl Link {
     }
 
     /// Drops a client because every client's queue together is over
-    /// `limit` and its is the biggest.
+    /// `limit` and its is among the biggest, behind the longest.
     fn drop_for_outgoing_memory(&mut self, now: Instant, limit: usize) {
         match self {
             Link::Ferry(conn) => conn.drop_for_outgoing_memory(now, limit),

@@ -5,16 +5,25 @@
 //! reader past it is dropped), but ten thousand clients that each stop
 //! reading just under that bound would make the server hold gigabytes. The
 //! hub counts every queue here and, while the total is over
-//! `HubConfig::max_outgoing_memory`, drops the client with the biggest
-//! queue as a slow reader, then the next biggest, as Redis does with
+//! `HubConfig::max_outgoing_memory`, drops a client with one of the
+//! biggest queues as a slow reader, then the next, as Redis does with
 //! `maxmemory-clients`. Queues under [`BIG`] are never dropped for this:
 //! a client that keeps up holds next to nothing, so the total can pass the
 //! limit by at most [`BIG`] per client.
 //!
 //! Finding the biggest queue must not scan the clients: queues of at least
-//! [`BIG`] bytes sit in size classes (powers of two), and the victim is any
-//! client of the highest class. Only clients falling behind move between
-//! classes, so a client that keeps up costs an addition per turn.
+//! [`BIG`] bytes sit in size classes (powers of two), and the victim is the
+//! client that has been in the highest class the longest. Within a class,
+//! sizes say little (they differ by at most half), but time does: a client
+//! that reads, even slowly, drains and comes back later, while one that
+//! does not read stays. On a runtime whose writers take a client's bytes
+//! out of the hub before the socket accepts them (a thread per client), a
+//! silent client's queue in the hub is no bigger than a busy reader's, and
+//! only its time in the class tells them apart. Only clients falling behind
+//! move between classes, so a client that keeps up costs an addition per
+//! turn.
+
+use std::collections::BTreeMap;
 
 use crate::client_map::ClientMap;
 use crate::ClientId;
@@ -26,10 +35,13 @@ pub(super) const BIG: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub(super) struct QueuedBytes {
     total: usize,
-    /// Class `k` holds the clients whose queue is in `[BIG << k, BIG << (k + 1))`.
-    classes: Vec<Vec<ClientId>>,
-    /// Where each client of a class sits: its class and index.
-    slots: ClientMap<(usize, usize)>,
+    /// Class `k` holds the clients whose queue is in `[BIG << k, BIG << (k + 1))`,
+    /// by when they entered it.
+    classes: Vec<BTreeMap<u64, ClientId>>,
+    /// Where each client of a class sits: its class and when it entered.
+    slots: ClientMap<(usize, u64)>,
+    /// Numbers the entries into classes, so that the first is the oldest.
+    entries: u64,
 }
 
 impl QueuedBytes {
@@ -58,11 +70,11 @@ impl QueuedBytes {
         }
         if let Some(class) = to {
             if self.classes.len() <= class {
-                self.classes.resize_with(class + 1, Vec::new);
+                self.classes.resize_with(class + 1, BTreeMap::new);
             }
-            let members = &mut self.classes[class];
-            self.slots.insert(client, (class, members.len()));
-            members.push(client);
+            self.entries += 1;
+            self.classes[class].insert(self.entries, client);
+            self.slots.insert(client, (class, self.entries));
         }
     }
 
@@ -79,9 +91,9 @@ impl QueuedBytes {
         *counted = now;
     }
 
-    /// The client with the biggest queue (of at least [`BIG`] bytes) while
-    /// the total is over `limit`; `None` when within it, or when no queue
-    /// is that big.
+    /// While the total is over `limit`, the client that has been longest in
+    /// the highest class of big queues (at least [`BIG`] bytes); `None` when
+    /// within it, or when no queue is that big.
     pub(super) fn over(&self, limit: usize) -> Option<ClientId> {
         if self.total <= limit {
             return None;
@@ -89,17 +101,12 @@ impl QueuedBytes {
         self.classes
             .iter()
             .rev()
-            .find_map(|members| members.last().copied())
+            .find_map(|members| members.values().next().copied())
     }
 
     fn unslot(&mut self, client: ClientId) {
-        let Some((class, index)) = self.slots.remove(&client) else {
-            return;
-        };
-        let members = &mut self.classes[class];
-        members.swap_remove(index);
-        if let Some(&moved) = members.get(index) {
-            self.slots.insert(moved, (class, index));
+        if let Some((class, entered)) = self.slots.remove(&client) {
+            self.classes[class].remove(&entered);
         }
     }
 }
@@ -151,6 +158,24 @@ mod tests {
     }
 
     #[test]
+    fn within_a_class_the_client_there_longest_is_named_not_the_one_that_drained() {
+        let mut queued = QueuedBytes::default();
+        // Both fall behind together; the reader is even a little ahead.
+        queued.update(id(1), 0, 2 * BIG, true);
+        queued.update(id(2), 0, 2 * BIG + 10, true);
+        queued.update(id(2), 2 * BIG + 10, 3 * BIG, true);
+        assert_eq!(queued.over(0), Some(id(1)));
+        // Client 1 reads: it drains, then falls behind again, and now
+        // queues more than client 2, which has not moved since.
+        queued.update(id(1), 2 * BIG, BIG / 2, true);
+        queued.update(id(1), BIG / 2, 3 * BIG + 100, true);
+        assert_eq!(queued.over(0), Some(id(2)));
+        // Growing into a higher class still comes first.
+        queued.update(id(1), 3 * BIG + 100, 4 * BIG, true);
+        assert_eq!(queued.over(0), Some(id(1)));
+    }
+
+    #[test]
     fn a_closed_client_is_counted_but_never_named_again() {
         let mut queued = QueuedBytes::default();
         queued.update(id(1), 0, 4 * BIG, true);
@@ -176,10 +201,10 @@ mod tests {
         for n in (0..50).step_by(3) {
             queued.update(id(n), BIG * (1 + n as usize % 5), 0, true);
         }
-        for (&client, &(class, index)) in &queued.slots {
-            assert_eq!(queued.classes[class][index], client);
+        for (&client, &(class, entered)) in &queued.slots {
+            assert_eq!(queued.classes[class][&entered], client);
         }
-        let slotted: usize = queued.classes.iter().map(Vec::len).sum();
+        let slotted: usize = queued.classes.iter().map(BTreeMap::len).sum();
         assert_eq!(slotted, queued.slots.len());
         assert_eq!(slotted, 50 - (0..50).step_by(3).count());
     }
