@@ -140,6 +140,9 @@ struct Source {
     turn: Option<Turn>,
     /// End of file or a failure was read: nothing more to read.
     ended: bool,
+    /// Not read until resumed: what it sent last waits to be taken (a TLS
+    /// connection whose output the peer does not read).
+    paused: bool,
 }
 
 /// What one read of a [`Source`] found.
@@ -215,6 +218,7 @@ impl Intake {
             state,
             turn: None,
             ended: false,
+            paused: false,
         };
         self.sources.insert(id, source);
         self.list(id, Turn::Woken);
@@ -234,6 +238,25 @@ impl Intake {
             return None;
         }
         Some(discard_until_end(source.stream))
+    }
+
+    /// Stops reading `id`'s socket for now, keeping it: see
+    /// [`resume`](Intake::resume).
+    pub(crate) fn pause(&mut self, id: ClientId) {
+        if let Some(source) = self.sources.get_mut(&id) {
+            source.paused = true;
+        }
+    }
+
+    /// Reads `id`'s socket again after [`pause`](Intake::pause), from its
+    /// next turn: it may have had bytes all along.
+    pub(crate) fn resume(&mut self, id: ClientId) {
+        if let Some(source) = self.sources.get_mut(&id) {
+            if source.paused {
+                source.paused = false;
+                self.list(id, Turn::Woken);
+            }
+        }
     }
 
     /// Whether a socket the reactor found readable waits for its turn: more
@@ -280,7 +303,8 @@ impl Intake {
             if turn == Some(Turn::Woken) {
                 self.woken_waiting -= 1;
             }
-            if source.ended {
+            // A paused one is listed again when it resumes.
+            if source.ended || source.paused {
                 continue;
             }
             let outcome = if turn == Some(Turn::Again) && self.reads_since_idle >= READS_PER_ROUND {

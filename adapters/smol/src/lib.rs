@@ -28,9 +28,10 @@
 //!   do the same through TLS (`ferry-tls`): the server tells a TLS
 //!   ClientHello from plain clients and raw-text guests by the first byte
 //!   on one port; the client finishes the TLS handshake, the server
-//!   verified, before any ferry byte. A TLS connection's reader feeds its
-//!   [`Transport`](ferry_tls::Transport) and forwards the plaintext; its
-//!   writer encrypts the state machine's bytes and writes the records.
+//!   verified, before any ferry byte. The server's hub task decrypts what
+//!   it reads through each connection's
+//!   [`Transport`](ferry_tls::Transport) and encrypts what it sends; a
+//!   client's reader task decrypts and its writer task encrypts.
 //!
 //! While a writer task has nothing to write, the hub or connection task
 //! sends what it has to that socket itself (non-blocking, on Unix), and
@@ -71,13 +72,15 @@
 //! # What runs where
 //!
 //! The server's [`Hub`](ferry_core::Hub) lives in one task, with no locks.
-//! That task also reads every plain socket itself: the reactor lists a
-//! socket that became readable and wakes the hub task, which reads the
-//! listed sockets in turn, one read each per turn, and queues none of it
-//! (a client sending faster than the hub works is held back by TCP). A TLS
-//! connection has a reader task instead, which decrypts and sends the
-//! plaintext to the hub task on a bounded channel. Each connection adds a
-//! writer task, which receives segments on a bounded channel. The hub task
+//! That task also reads every socket itself: the reactor lists a socket
+//! that became readable and wakes the hub task, which reads the listed
+//! sockets in turn, one read each per turn, and queues none of it (a
+//! client sending faster than the hub works is held back by TCP). A TLS
+//! connection's bytes go through its transport, in the hub task too; one
+//! whose output the peer does not read is not read until that output is
+//! taken. On a TLS server a reader task reads each connection's first
+//! bytes, to tell TLS from plain, and hands the socket over. Each
+//! connection adds a writer task, which receives segments on a bounded channel. The hub task
 //! moves `poll_transmit` segments into that channel only while it has room
 //! and waits for the writer to say it has taken one: bytes a slow client
 //! does not read stay in the hub, whose limits drop it as a slow reader.
@@ -93,6 +96,7 @@ mod lingering;
 mod pump;
 mod server;
 mod tls;
+mod tls_peer;
 mod udp;
 
 pub use client::run_client;

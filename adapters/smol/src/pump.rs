@@ -280,6 +280,18 @@ impl Outlet {
         }
     }
 
+    /// Closes the queue after `last` (a TLS close_notify), which goes to
+    /// the writer whether or not its queue has room: the future sends it
+    /// once there is, and ends early if the writer is gone. Only after
+    /// [`feed`](Self::feed) drained, so nothing is held back.
+    pub(crate) fn finish_with(self, last: Bytes) -> impl Future<Output = ()> {
+        debug_assert!(self.held.is_none(), "finished with a segment held back");
+        let segments = self.segments;
+        async move {
+            let _ = segments.send(last).await;
+        }
+    }
+
     /// The direct path of [`feed`](Self::feed): at most a queue's worth of
     /// segments at a time, so that what the socket leaves always fits in
     /// the writer's queue, which is empty here.

@@ -5,17 +5,17 @@
 //!
 //! With a [`TlsServer`], a reader task first reads the connection's first
 //! bytes and settles how it speaks ([`Sniff`]); meanwhile the hub's bytes
-//! for it wait in the hub and its writer waits to know. A plain connection
-//! then takes exactly the path of a server without TLS (the hub reads it,
-//! and writes to it directly); a TLS one keeps its reader task and gets
-//! the socket tasks of [`crate::tls`], and the hub never touches its
-//! socket itself.
+//! for it wait in the hub. A plain connection then takes exactly the path
+//! of a server without TLS (the hub reads it, and writes to it directly);
+//! a TLS one too, with a [`TlsPeer`] between the socket and the hub: the
+//! hub task decrypts what it reads and encrypts what it or the writer
+//! writes.
 
 use crate::alarm::Alarm;
 use crate::intake::{Found, Intake};
 use crate::lingering::Lingering;
-use crate::pump::{discard_until_end, wind_down, write_loop, Fed, Outlet, Received, INPUT_QUEUE};
-use crate::tls::{tls_read_loop, tls_write_loop, Tls};
+use crate::pump::{discard_until_end, wind_down, write_loop, Fed, Outlet, INPUT_QUEUE};
+use crate::tls_peer::TlsPeer;
 use async_channel::{Receiver, Sender};
 use async_executor::{Executor, Task};
 use async_io::Timer;
@@ -71,6 +71,9 @@ enum Input {
     /// Its first bytes were plain and have been sent: the hub reads the
     /// rest itself from this socket.
     Plain(ClientId, TcpStream),
+    /// Its first bytes began a TLS ClientHello: the hub feeds them to a
+    /// transport of its own and reads the rest itself from this socket.
+    Tls(ClientId, TcpStream, Bytes),
 }
 
 /// What woke the hub task.
@@ -203,22 +206,10 @@ async fn accept_loop(listener: TcpListener, to: Sender<Input>) {
     }
 }
 
-/// How a connection to a TLS server turned out to speak, set once, by its
-/// reader from the first bytes or by the hub closing it before any:
-/// `None` plain, `Some` TLS.
-struct Sniff {
-    kind: OnceLock<Option<Arc<Tls>>>,
-    /// Wakes the writer, which waits for the kind to know how to write.
-    decided: Sender<()>,
-}
-
-impl Sniff {
-    /// Settles the connection as plain unless it is settled already.
-    fn plain(&self) {
-        let _ = self.kind.set(None);
-        let _ = self.decided.try_send(());
-    }
-}
+/// Whether a connection to a TLS server turned out to speak TLS, set once,
+/// by its reader from the first bytes or by the hub closing it before any
+/// (plain).
+type Sniff = OnceLock<bool>;
 
 /// The hub task's view of one connection.
 struct Peer {
@@ -228,8 +219,13 @@ struct Peer {
     /// On a TLS server: plain or TLS, once known. `None` without TLS.
     sniff: Option<Arc<Sniff>>,
     /// Whether the hub's bytes may go out: always without TLS, else once
-    /// the first bytes told plain from TLS, or the hub closed it.
+    /// the first bytes told plain from TLS (and a TLS one's transport is
+    /// here), or the hub closed it before any.
     decided: bool,
+    /// A TLS connection's transport, once its first bytes came.
+    tls: Option<TlsPeer>,
+    /// Where it connected from, for the log.
+    address: SocketAddr,
     reader: ReaderTask,
     writer: Task<()>,
 }
@@ -409,27 +405,89 @@ impl Server {
                 if self.peers.contains_key(&id) {
                     self.intake.add(id, &stream);
                 } else {
-                    // Removed before its first bytes came (closed at
-                    // connect): its socket is read on until the peer's
-                    // end, as any removed client's (for as long).
-                    let reading = discard_until_end(stream);
-                    self.lingering
-                        .spawn(&self.executor, wind_down(async {}, reading));
+                    self.read_to_end(stream);
                 }
             }
+            Input::Tls(id, stream, first) => self.start_tls(id, now, stream, &first),
         }
+    }
+
+    /// A client removed before its first bytes came (closed at connect):
+    /// its socket is read on until the peer's end, as any removed client's
+    /// (for as long).
+    fn read_to_end(&mut self, stream: TcpStream) {
+        let reading = discard_until_end(stream);
+        self.lingering
+            .spawn(&self.executor, wind_down(async {}, reading));
+    }
+
+    /// A connection whose first bytes began a ClientHello: from now on the
+    /// hub task reads it through a transport of its own.
+    fn start_tls(&mut self, id: ClientId, now: Instant, stream: TcpStream, first: &[u8]) {
+        let (Some(peer), Some(tls)) = (self.peers.get_mut(&id), self.tls.as_deref()) else {
+            return self.read_to_end(stream);
+        };
+        let label = format!("TLS with {}", peer.address);
+        // Only the first byte decides, and it did: accept cannot fail.
+        let Ok(transport) = Transport::accept(first, Some(tls)) else {
+            return self.read_to_end(stream);
+        };
+        peer.tls = Some(TlsPeer::new(transport, label));
+        peer.decided = true;
+        self.intake.add(id, &stream);
+        self.tls_input(id, now, first);
+        // What the hub held meanwhile goes in now, to go out once the
+        // handshake is done.
+        self.feed(id, now);
     }
 
     /// Reads the socket whose turn it is and hands the hub what it found.
     fn read_turn(&mut self, now: Instant) {
-        match self.intake.read_turn() {
+        let Some((id, found)) = self.intake.read_turn() else {
+            // Nothing there after all: the reactor will say when.
+            return;
+        };
+        let tls = self.peers.get_mut(&id).and_then(|peer| peer.tls.as_mut());
+        match (found, tls) {
             // A removed client is not read any more; one closed by the hub
             // still is, and the hub ignores what it sends.
-            Some((id, Found::Data(data))) => self.hub.handle_input(id, now, data),
-            Some((id, Found::End)) => self.hub.handle_eof(id, now),
-            Some((id, Found::Broken(why))) => self.hub.handle_broken(id, now, &why),
-            // Nothing there after all: the reactor will say when.
-            None => {}
+            (Found::Data(data), None) => self.hub.handle_input(id, now, data),
+            (Found::End, None) => self.hub.handle_eof(id, now),
+            (Found::Data(data), Some(tls)) => {
+                let took_all = tls.input(&mut self.hub, id, now, data);
+                self.after_tls_input(id, now, took_all);
+            }
+            (Found::End, Some(tls)) => {
+                tls.input_end(&mut self.hub, id, now);
+                self.feed(id, now);
+            }
+            (Found::Broken(why), _) => self.hub.handle_broken(id, now, &why),
+        }
+    }
+
+    /// Hands `data`, read from `id`'s TLS socket, to its transport; stops
+    /// reading the socket while the transport holds some of it back.
+    fn tls_input(&mut self, id: ClientId, now: Instant, data: &[u8]) {
+        let Some(tls) = self.peers.get_mut(&id).and_then(|peer| peer.tls.as_mut()) else {
+            return;
+        };
+        let took_all = tls.input(&mut self.hub, id, now, data);
+        self.after_tls_input(id, now, took_all);
+    }
+
+    /// After TLS input: the socket is not read while the transport holds
+    /// some back, and the handshake's answers (or an alert) go out.
+    fn after_tls_input(&mut self, id: ClientId, now: Instant, took_all: bool) {
+        if !took_all {
+            self.intake.pause(id);
+        }
+        let wants_write = self
+            .peers
+            .get(&id)
+            .and_then(|peer| peer.tls.as_ref())
+            .is_some_and(TlsPeer::wants_write);
+        if wants_write {
+            self.feed(id, now);
         }
     }
 
@@ -448,13 +506,7 @@ impl Server {
             return self.accept_tls(id, stream, peer, outlet, writer_end, tls);
         }
         self.intake.add(id, &stream);
-        let writer = self.executor.spawn(write_loop(
-            stream,
-            writer_end,
-            self.inputs.clone(),
-            Input::Room(id),
-            move |why| Input::Broken(id, why),
-        ));
+        let writer = self.spawn_writer(id, stream, writer_end);
         self.peers.insert(
             id,
             Peer {
@@ -462,6 +514,8 @@ impl Server {
                 closed: false,
                 sniff: None,
                 decided: true,
+                tls: None,
+                address: peer,
                 reader: None,
                 writer,
             },
@@ -471,9 +525,26 @@ impl Server {
             .send(ServerNotice::Connected { client: id, peer });
     }
 
-    /// [`accept`](Self::accept) on a TLS server: the reader tells plain
+    /// The writer of every connection, plain or TLS: it writes bytes (a TLS
+    /// connection's records) the hub task could not write at once.
+    fn spawn_writer(
+        &self,
+        id: ClientId,
+        stream: TcpStream,
+        writer_end: crate::pump::WriterEnd,
+    ) -> Task<()> {
+        self.executor.spawn(write_loop(
+            stream,
+            writer_end,
+            self.inputs.clone(),
+            Input::Room(id),
+            move |why| Input::Broken(id, why),
+        ))
+    }
+
+    /// [`accept`](Self::accept) on a TLS server: a reader task tells plain
     /// from TLS by the first bytes (after the hub's `connect_from`, so its
-    /// handshake timeout covers TLS too), and the writer waits to know.
+    /// handshake timeout covers TLS too) and hands the socket to the hub.
     fn accept_tls(
         &mut self,
         id: ClientId,
@@ -483,50 +554,15 @@ impl Server {
         writer_end: crate::pump::WriterEnd,
         tls: Arc<TlsServer>,
     ) {
-        let (decided_tx, decided_rx) = async_channel::bounded(1);
-        let sniff = Arc::new(Sniff {
-            kind: OnceLock::new(),
-            decided: decided_tx,
-        });
-        let reader = self.executor.spawn(sniff_then_read(
+        let sniff = Arc::new(Sniff::new());
+        let reader = self.executor.spawn(sniff_first_bytes(
             stream.clone(),
             id,
-            peer,
             sniff.clone(),
-            tls,
+            tls.is_required(),
             self.inputs.clone(),
         ));
-        let writer_sniff = sniff.clone();
-        let inputs = self.inputs.clone();
-        let writer = self.executor.spawn(async move {
-            let kind = loop {
-                if let Some(kind) = writer_sniff.kind.get() {
-                    break kind.clone();
-                }
-                // `Sniff` holds a sender, so this only waits.
-                if decided_rx.recv().await.is_err() {
-                    return;
-                }
-            };
-            drop(writer_sniff);
-            let broken = move |why| Input::Broken(id, why);
-            match kind {
-                None => write_loop(stream, writer_end, inputs, Input::Room(id), broken).await,
-                Some(tls) => {
-                    let label = format!("TLS with {peer}");
-                    tls_write_loop(
-                        stream,
-                        writer_end,
-                        tls,
-                        inputs,
-                        Input::Room(id),
-                        broken,
-                        label,
-                    )
-                    .await
-                }
-            }
-        });
+        let writer = self.spawn_writer(id, stream, writer_end);
         self.peers.insert(
             id,
             Peer {
@@ -534,6 +570,8 @@ impl Server {
                 closed: false,
                 sniff: Some(sniff),
                 decided: false,
+                tls: None,
+                address: peer,
                 reader: Some(reader),
                 writer,
             },
@@ -588,11 +626,12 @@ impl Server {
                     // Closed before its first byte (turned away at
                     // connect, or silent until the handshake timeout):
                     // there is no TLS to put its last words in, so they go
-                    // in clear.
-                    if let Some(sniff) = &peer.sniff {
-                        sniff.plain();
-                    }
-                    peer.decided = true;
+                    // in clear. Unless a ClientHello just began: then
+                    // they go through TLS once its transport is here.
+                    peer.decided = peer
+                        .sniff
+                        .as_ref()
+                        .is_none_or(|sniff| !*sniff.get_or_init(|| false));
                 }
             }
             // Its last bytes may already be queued or written: finish now
@@ -616,15 +655,26 @@ impl Server {
         let hub = &mut self.hub;
         // Written at once only at the end of a burst of input, so that the
         // writers gather what the whole burst produced for each client.
-        // Never for TLS: its writer encrypts everything.
-        let plain = peer
-            .sniff
-            .as_ref()
-            .is_none_or(|sniff| matches!(sniff.kind.get(), Some(None)));
-        let direct = plain && !input_waits;
-        let (fed, moved) = peer.outlet.feed(direct, || hub.poll_transmit(id));
-        if fed == Fed::Drained && peer.closed {
-            self.remove(id, now);
+        let direct = !input_waits;
+        let (fed, moved) = match &mut peer.tls {
+            None => peer.outlet.feed(direct, || hub.poll_transmit(id)),
+            Some(tls) => peer
+                .outlet
+                .feed(direct, || tls.records(|| hub.poll_transmit(id))),
+        };
+        if fed == Fed::Drained {
+            // The transport's output is taken: what it held back of the
+            // socket's bytes may go in now.
+            let resumed = peer.tls.as_mut().and_then(|tls| tls.resume(hub, id, now));
+            if resumed == Some(true) {
+                self.intake.resume(id);
+            }
+            if resumed.is_some() {
+                self.after_tls_input(id, now, resumed == Some(true));
+            }
+            if self.peers.get(&id).is_some_and(|peer| peer.closed) {
+                self.remove(id, now);
+            }
         }
         moved
     }
@@ -644,10 +694,15 @@ impl Server {
             outlet,
             reader,
             writer,
+            tls,
             ..
         } = peer;
+        // close_notify tells the client the end is deliberate, not a cut.
         // Closing the queue is what tells the writer to finish.
-        drop(outlet);
+        match tls.and_then(|mut tls| tls.close()) {
+            Some(records) => self.executor.spawn(outlet.finish_with(records)).detach(),
+            None => drop(outlet),
+        }
         let drained = self.intake.remove(id);
         let reading = async move {
             if let Some(reader) = reader {
@@ -688,22 +743,16 @@ impl Server {
 
 /// A TLS server's reader: reads the first bytes, decides plain or TLS by
 /// the first one (unless the hub decided plain first, by closing the
-/// client), and reads on as TLS, or hands a plain socket to the hub, which
-/// reads on itself. No byte read is lost: the first ones go to the
-/// transport or the hub like any others.
-async fn sniff_then_read(
+/// client), and hands the socket to the hub, which reads on itself. No
+/// byte read is lost: the first ones go to the transport or the hub like
+/// any others.
+async fn sniff_first_bytes(
     mut stream: TcpStream,
     id: ClientId,
-    peer: SocketAddr,
     sniff: Arc<Sniff>,
-    tls: Arc<TlsServer>,
+    tls_required: bool,
     to: Sender<Input>,
 ) {
-    let wrap = move |received| match received {
-        Received::Data(data) => Input::Read(id, data),
-        Received::End => Input::Eof(id),
-        Received::Broken(why) => Input::Broken(id, why),
-    };
     let mut buf = ReadBuffer::new();
     let read = loop {
         match stream.read(buf.space()).await {
@@ -715,46 +764,30 @@ async fn sniff_then_read(
         Ok(n) => buf.filled(*n),
         Err(_) => &[],
     };
-    let decided = sniff
-        .kind
-        .get_or_init(|| match first.first() {
-            Some(&byte) if Kind::of_first_byte(byte) == Kind::Tls => {
-                // Only the first byte decides: accept cannot fail on one.
-                Transport::accept(first, Some(&tls)).ok().map(Tls::new)
-            }
-            _ => None,
-        })
-        .clone();
-    let _ = sniff.decided.try_send(());
+    let is_tls = *sniff.get_or_init(|| {
+        first
+            .first()
+            .is_some_and(|&byte| Kind::of_first_byte(byte) == Kind::Tls)
+    });
     drop(sniff);
     let first = Bytes::copy_from_slice(first);
+    if is_tls {
+        let _ = to.send(Input::Tls(id, stream, first)).await;
+        return;
+    }
     if to.send(Input::Decided(id)).await.is_err() {
         return;
     }
-    match (decided, read) {
-        (Some(transport), _) => {
-            let label = format!("TLS with {peer}");
-            tls_read_loop(stream, transport, first.to_vec(), to, wrap, label).await;
-        }
-        (None, Err(e)) => {
-            let _ = to
-                .send(Input::Broken(id, format!("read failed: {e}")))
-                .await;
-        }
-        (None, Ok(0)) => {
-            let _ = to.send(Input::Eof(id)).await;
-        }
-        (None, Ok(_)) => {
-            let input = if tls.is_required() {
-                // Nothing it sent is handled; the hub turns it away with a
-                // reason, and reading on sees the end of the connection.
-                Input::Unencrypted(id, first)
-            } else {
-                Input::Read(id, first)
-            };
-            if to.send(input).await.is_ok() {
-                let _ = to.send(Input::Plain(id, stream)).await;
-            }
-        }
+    let input = match read {
+        Err(e) => Input::Broken(id, format!("read failed: {e}")),
+        Ok(0) => Input::Eof(id),
+        // Nothing it sent is handled; the hub turns it away with a reason,
+        // and reading on sees the end of the connection.
+        Ok(_) if tls_required => Input::Unencrypted(id, first),
+        Ok(_) => Input::Read(id, first),
+    };
+    let reads_on = matches!(input, Input::Unencrypted(..) | Input::Read(..));
+    if to.send(input).await.is_ok() && reads_on {
+        let _ = to.send(Input::Plain(id, stream)).await;
     }
 }
