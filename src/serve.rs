@@ -544,12 +544,19 @@ impl Log {
                 }
                 Report::Finished { id, outcome } => {
                     let (name, size, start) = self.transfers.remove(&(client, id))?;
+                    // A rate only for a file that arrived whole: one
+                    // rejected, failed or cancelled moved some unknown part
+                    // of its size, maybe none.
+                    let moved = match outcome {
+                        Outcome::Verified => {
+                            format!("{}, {}", bytes(size), rate(size, start.elapsed()))
+                        }
+                        _ => format!("of {}", bytes(size)),
+                    };
                     format!(
-                        "{name} from {}: {} ({}, {})",
+                        "{name} from {}: {} ({moved})",
                         self.who(client),
                         outcome_text(&outcome),
-                        bytes(size),
-                        rate(size, start.elapsed())
                     )
                 }
                 _ => return None,
