@@ -8,15 +8,19 @@
 //! what identifies the transfer (server, recipient, the file's absolute
 //! path, size and modification time; for a folder, its absolute path and
 //! its manifest, which holds every entry's name, size and time), so a
-//! changed file or folder is a new transfer, and it holds the key in hex. Each is written to a temporary name and
-//! renamed, so a kill at any moment leaves either the old key or the new
+//! changed file or folder is a new transfer, and it holds the key in hex.
+//! Over TLS the server is who it proved to be in the handshake (its
+//! certificate's host name or fingerprint), so the same server reached at
+//! another address, or another server of a cluster sharing its
+//! certificate, is handed the key; in clear text it is the address, and a
+//! key never goes to a server at another one. Each is written to a
+//! temporary name and renamed, so a kill at any moment leaves either the old key or the new
 //! one. Keys are forgotten once their transfer ends (stored, failed or
 //! refused), and any left behind after [`MAX_AGE`] are removed.
 
 use ferry_core::ResumeKey;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -39,8 +43,9 @@ pub struct TransferKey {
 
 impl TransferKey {
     /// The transfer of the file at `path` (as it is now) to `to` (empty:
-    /// the inbox) on the server at `addr`.
-    pub fn new(addr: SocketAddr, to: &str, path: &Path) -> io::Result<TransferKey> {
+    /// the inbox) on `server`: who the server proved to be over TLS
+    /// (`ClientHandle::server_identity`), else its address.
+    pub fn new(server: &str, to: &str, path: &Path) -> io::Result<TransferKey> {
         let absolute = fs::canonicalize(path)?;
         let meta = fs::metadata(&absolute)?;
         let modified = meta
@@ -51,7 +56,7 @@ impl TransferKey {
         Ok(TransferKey::of(
             "ferry 2026-12 send resume store entry",
             &[
-                addr.to_string().as_bytes(),
+                server.as_bytes(),
                 to.to_lowercase().as_bytes(),
                 absolute.as_os_str().as_encoded_bytes(),
                 &meta.len().to_be_bytes(),
@@ -61,11 +66,11 @@ impl TransferKey {
     }
 
     /// The transfer of the folder at `path`, walked as `manifest`, to `to`
-    /// on the server at `addr`: the same folder with any entry added,
+    /// on `server` (as for [`new`](TransferKey::new)): the same folder with any entry added,
     /// removed, resized or touched is another transfer (the receiver
     /// resumes a tree only with the manifest it was first sent).
     pub fn for_tree(
-        addr: SocketAddr,
+        server: &str,
         to: &str,
         path: &Path,
         manifest: &ferry_core::tree::Manifest,
@@ -74,7 +79,7 @@ impl TransferKey {
         Ok(TransferKey::of(
             "ferry 2026-12 send resume store tree entry",
             &[
-                addr.to_string().as_bytes(),
+                server.as_bytes(),
                 to.to_lowercase().as_bytes(),
                 absolute.as_os_str().as_encoded_bytes(),
                 blake3::hash(&manifest.encode()).as_bytes(),
@@ -192,7 +197,7 @@ mod tests {
         let files = tempfile::tempdir().unwrap();
         let path = files.path().join("movie.mkv");
         fs::write(&path, b"first").unwrap();
-        let addr: SocketAddr = "127.0.0.1:7878".parse().unwrap();
+        let addr = "127.0.0.1:7878";
         let transfer = TransferKey::new(addr, "", &path).unwrap();
         let key = ResumeKey::from_bytes([7; 16]);
 
@@ -203,8 +208,10 @@ mod tests {
         assert_eq!(again.get(&transfer), Some(key));
         // Another recipient or server is another transfer.
         assert_ne!(TransferKey::new(addr, "bob", &path).unwrap(), transfer);
-        let other: SocketAddr = "127.0.0.1:7879".parse().unwrap();
-        assert_ne!(TransferKey::new(other, "", &path).unwrap(), transfer);
+        assert_ne!(
+            TransferKey::new("127.0.0.1:7879", "", &path).unwrap(),
+            transfer
+        );
         // So is the same path with other contents.
         fs::write(&path, b"second, longer").unwrap();
         assert_ne!(TransferKey::new(addr, "", &path).unwrap(), transfer);

@@ -139,13 +139,18 @@ pub fn send(
     )
     .map_err(|e| e.to_string())?
     .progress_chars("=> ");
+    // Resume keys belong to the server the handshake proved, wherever it
+    // was reached; in clear text, to the address.
+    let server_key = client
+        .server_identity()
+        .map_or_else(|| addr.to_string(), str::to_owned);
     let mut uploads: Vec<Upload> = Vec::new();
     for (path, name, size, tree) in files {
         let bar = bars.add(ProgressBar::new(size));
         bar.set_style(style.clone());
         let entry = store.as_ref().and_then(|_| match &tree {
-            Some(tree) => TransferKey::for_tree(addr, to, &path, &tree.manifest).ok(),
-            None => TransferKey::new(addr, to, &path).ok(),
+            Some(tree) => TransferKey::for_tree(&server_key, to, &path, &tree.manifest).ok(),
+            None => TransferKey::new(&server_key, to, &path).ok(),
         });
         let tree = tree.map(|tree| {
             let mut end = 0;

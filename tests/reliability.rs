@@ -114,6 +114,46 @@ fn a_killed_sender_resumes_to_the_identical_file() {
     assert!(partials_in(inbox.path()).is_empty());
 }
 
+/// Over TLS, a resume key belongs to the server the handshake proved, not
+/// to the address typed: the same server reached at another address (here
+/// another proxy; a DNS name, IPv6, or another server of a cluster that
+/// shares the certificate) is handed the key and resumes. In clear text
+/// the address is all a client knows, and a key never goes to another.
+#[test]
+fn a_killed_sender_resumes_through_another_address_of_the_same_server_only_over_tls() {
+    let inbox = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let (src, src_arg) = source(files.path(), "moved.bin", BIG, 7);
+    let (_, plain_arg) = source(files.path(), "plain.bin", BIG, 8);
+    let mut server = Serve::start(inbox.path(), &["--runtime", "mio"]);
+    let first = Proxy::start(server.addr, slow());
+    let second = Proxy::start(server.addr, slow());
+
+    let mut sender = Proc::spawn(&["send", &first.addr(), &src_arg]);
+    wait_until("the partial file to grow", || {
+        the_partial_in(inbox.path()).filter(|(_, len)| *len >= KILL_AT)
+    });
+    sender.kill9();
+    server.expect(&["kept", "moved.bin", "for a resume"]);
+    let (ok, out, err) = run(&["send", &second.addr(), &src_arg], &[]);
+    let resumes = server.expect(&["resumes \"moved.bin\""]);
+    assert!(ok, "{out}{err}");
+    resumed_at(&resumes);
+    server.expect(&["\"moved.bin\" from", "verified"]);
+    assert_eq!(hash_file(&inbox.path().join("moved.bin")), hash_file(&src));
+
+    let mut sender = Proc::spawn(&["send", "--no-tls", &first.addr(), &plain_arg]);
+    wait_until("the partial file to grow", || {
+        the_partial_in(inbox.path()).filter(|(_, len)| *len >= KILL_AT)
+    });
+    sender.kill9();
+    server.expect(&["kept", "plain.bin", "for a resume"]);
+    let (ok, out, err) = run(&["send", "--no-tls", &second.addr(), &plain_arg], &[]);
+    assert!(ok, "{out}{err}");
+    let again = server.expect(&["plain.bin", "uploads"]);
+    assert!(!again.contains("resumes"), "{again}");
+}
+
 /// A sender killed on a link that died without a word: the server still
 /// holds its connection, and with it the upload, until its idle timeout.
 /// Run again, `ferry send` is told `TRY_AGAIN`, offers again on its own a

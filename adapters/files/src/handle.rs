@@ -231,6 +231,7 @@ pub struct ClientHandle {
     command: Commander<ClientCommand>,
     notices: Receiver<ClientNotice>,
     thread: JoinHandle<io::Result<()>>,
+    server_identity: Option<String>,
 }
 
 impl fmt::Debug for ClientHandle {
@@ -250,7 +251,26 @@ impl ClientHandle {
             command,
             notices,
             thread,
+            server_identity: None,
         }
+    }
+
+    /// For runtimes: who the server proved to be in the TLS handshake
+    /// (`ferry_tls::server_identity`); `None` in clear text.
+    #[must_use]
+    pub fn with_server_identity(mut self, identity: Option<String>) -> Self {
+        self.server_identity = identity;
+        self
+    }
+
+    /// Who the server proved to be, over TLS: `name:HOST` for a
+    /// certificate a trusted root vouches for, else `key:SHA256:...`, its
+    /// fingerprint. The same identity reached at another address is the
+    /// same server, so keep what belongs to a server (resume keys) under
+    /// this rather than under the address. `None` in clear text, where the
+    /// address is all there is.
+    pub fn server_identity(&self) -> Option<&str> {
+        self.server_identity.as_deref()
     }
 
     /// Queues a command.

@@ -15,7 +15,7 @@ use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
     OutputBatch,
 };
-use ferry_tls::{handshake, remember, write_tls, Broke, ClientTls, Transport};
+use ferry_tls::{handshake, remember, server_identity, write_tls, Broke, ClientTls, Transport};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -38,6 +38,7 @@ pub(crate) fn spawn(
 ) -> io::Result<ClientHandle> {
     let started = Instant::now();
     let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
+    let mut identity = None;
     let tls = match &tls {
         Some(settings) => {
             // Blocking, bounded by the same deadline as the welcome: the
@@ -45,6 +46,7 @@ pub(crate) fn spawn(
             let deadline = started + connect_timeout;
             let (transport, unfed) = handshake(&mut stream, settings, addr.port(), deadline)?;
             remember(settings, addr.port(), &transport)?;
+            identity = server_identity(settings, &transport);
             Some(TlsState {
                 transport,
                 unfed,
@@ -94,11 +96,10 @@ pub(crate) fn spawn(
     // Like every runtime's client: return once in the room, or say why not.
     let grace = Duration::from_millis(100);
     match welcomed.recv_timeout(connect_timeout.saturating_sub(started.elapsed()) + grace) {
-        Ok(Ok(())) => Ok(ClientHandle::new(
-            commander(command_tx, waker),
-            notice_rx,
-            thread,
-        )),
+        Ok(Ok(())) => Ok(
+            ClientHandle::new(commander(command_tx, waker), notice_rx, thread)
+                .with_server_identity(identity),
+        ),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

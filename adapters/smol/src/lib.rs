@@ -225,6 +225,7 @@ pub fn spawn_client_tls(
     tls: Option<ClientTls>,
 ) -> io::Result<ClientHandle> {
     let start = Instant::now();
+    let mut identity = None;
     let (stream, transport) = match &tls {
         None => (async_io::block_on(connect(addr, connect_timeout))?, None),
         Some(tls) => {
@@ -234,6 +235,7 @@ pub fn spawn_client_tls(
             let (transport, unfed) =
                 ferry_tls::handshake(&mut stream, tls, addr.port(), start + connect_timeout)?;
             ferry_tls::remember(tls, addr.port(), &transport)?;
+            identity = ferry_tls::server_identity(tls, &transport);
             (TcpStream::try_from(stream)?, Some((transport, unfed)))
         }
     };
@@ -269,7 +271,9 @@ pub fn spawn_client_tls(
     // what is left above) runs out; the grace covers the thread's start.
     let grace = Duration::from_millis(100);
     match welcome.recv_timeout(left + grace) {
-        Ok(Ok(())) => Ok(ClientHandle::new(command, notices, thread)),
+        Ok(Ok(())) => {
+            Ok(ClientHandle::new(command, notices, thread).with_server_identity(identity))
+        }
         Ok(Err(refusal)) => Err(refused(addr, connect_timeout, refusal)),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(not_let_in(addr, connect_timeout)),
         // Ended without a word: its error says why.

@@ -13,7 +13,7 @@ use ferry_files::{
     OutputBatch, ReadBuffer, Wake,
 };
 pub use ferry_tls::ClientTls;
-use ferry_tls::{handshake, io_error as tls_error, remember, Transport};
+use ferry_tls::{handshake, io_error as tls_error, remember, server_identity, Transport};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -74,10 +74,12 @@ pub fn spawn_client_tls(
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
+    let mut identity = None;
     let (transport, unfed) = match &tls {
         Some(tls) => {
             let (transport, unfed) = handshake(&mut stream, tls, addr.port(), deadline)?;
             remember(tls, addr.port(), &transport)?;
+            identity = server_identity(tls, &transport);
             (Some(Arc::new(Mutex::new(transport))), unfed)
         }
         None => (None, Vec::new()),
@@ -116,7 +118,9 @@ pub fn spawn_client_tls(
         let _ = input_tx.send(Input::Command(c));
     });
     match welcomed.recv_timeout(timeout + Duration::from_millis(100)) {
-        Ok(Ok(())) => Ok(ClientHandle::new(command, notices, thread)),
+        Ok(Ok(())) => {
+            Ok(ClientHandle::new(command, notices, thread).with_server_identity(identity))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => match thread.join() {
             Ok(Err(e)) => Err(e),

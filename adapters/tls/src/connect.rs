@@ -61,6 +61,23 @@ pub fn tls_error_in(error: &io::Error) -> Option<&Error> {
     error.get_ref()?.downcast_ref::<Error>()
 }
 
+/// Who the server proved to be, to key what belongs to it (a sender's
+/// resume keys): `name:HOST` when its certificate chains to a trusted root
+/// for the host name (a renewed certificate keeps it), else `key:SHA256:...`,
+/// its certificate's fingerprint (pinned, known or newly trusted). The same
+/// identity at another address (another name for it, IPv6, a proxy, or
+/// another server of a cluster that shares the certificate) is the same
+/// server: it holds the key, or the name, that the handshake checked.
+/// `None` before the handshake ends.
+pub fn server_identity(tls: &ClientTls, transport: &Transport) -> Option<String> {
+    match transport.verified()? {
+        Verified::Ca => Some(format!("name:{}", tls.host.to_ascii_lowercase())),
+        Verified::Pinned | Verified::Known { .. } | Verified::New { .. } => {
+            Some(format!("key:{}", transport.peer_fingerprint()?))
+        }
+    }
+}
+
 /// Records a server trusted on first use in the known-servers file, so
 /// that the next connection knows it (and refuses it if it changes).
 pub fn remember(tls: &ClientTls, port: u16, transport: &Transport) -> io::Result<()> {

@@ -9,8 +9,9 @@ use common::{read_all, self_signed, Pair};
 use ferry_core::frame::{Frame, PREAMBLE};
 use ferry_core::Code;
 use ferry_tls::{
-    Error, Fingerprint, Identity, Kind, KnownServers, TlsClient, TlsServer, Transport, Verified,
-    Verify, ALPN, HANDSHAKE_INPUT_LIMIT, OUTGOING_LIMIT, PLAINTEXT_LIMIT,
+    server_identity, ClientTls, Error, Fingerprint, Identity, Kind, KnownServers, TlsClient,
+    TlsServer, Transport, Verified, Verify, ALPN, HANDSHAKE_INPUT_LIMIT, OUTGOING_LIMIT,
+    PLAINTEXT_LIMIT,
 };
 
 fn pinned_pair(chunk: usize) -> Pair {
@@ -19,6 +20,23 @@ fn pinned_pair(chunk: usize) -> Pair {
     let verify = Verify::pinned(identity.fingerprint());
     let client = Transport::client(&TlsClient::new(), "localhost", 7878, &verify).unwrap();
     Pair::new(client, Some(&server), chunk)
+}
+
+#[test]
+fn a_pinned_server_is_identified_by_its_key_and_only_once_verified() {
+    let (_dir, identity) = self_signed();
+    let server = TlsServer::new(&identity).unwrap();
+    let verify = Verify::pinned(identity.fingerprint());
+    let client = Transport::client(&TlsClient::new(), "localhost", 7878, &verify).unwrap();
+    let settings = ClientTls::new(TlsClient::new(), "localhost", verify);
+    let mut pair = Pair::new(client, Some(&server), 1 << 20);
+    assert_eq!(server_identity(&settings, &pair.client), None);
+    pair.client.write_plaintext(b"HELLO").unwrap();
+    pair.exchange().unwrap();
+    assert_eq!(
+        server_identity(&settings, &pair.client),
+        Some(format!("key:{}", identity.fingerprint()))
+    );
 }
 
 #[test]
@@ -175,6 +193,13 @@ fn a_ca_signed_certificate_is_trusted_for_its_name_only() {
     pair.client.write_plaintext(b"hi").unwrap();
     assert_eq!(pair.exchange().unwrap().1, b"hi");
     assert_eq!(pair.client.verified(), Some(Verified::Ca));
+    // Who it is, for keys kept per server: the name, whatever key a
+    // renewed certificate brings.
+    let settings = ClientTls::new(client_tls.clone(), "Ferry.Test", Verify::default());
+    assert_eq!(
+        server_identity(&settings, &pair.client).as_deref(),
+        Some("name:ferry.test")
+    );
 
     let client = Transport::client(&client_tls, "other.test", 7878, &Verify::default()).unwrap();
     let mut pair = Pair::new(client, Some(&server), 1 << 20);

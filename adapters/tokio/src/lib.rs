@@ -216,6 +216,7 @@ pub fn spawn_client_tls(
 ) -> io::Result<ClientHandle> {
     let started = Instant::now();
     let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
+    let mut identity = None;
     let tls = match &tls {
         Some(settings) => {
             // Blocking, bounded by the same deadline as the welcome: the
@@ -224,6 +225,7 @@ pub fn spawn_client_tls(
             let (transport, unfed) =
                 ferry_tls::handshake(&mut stream, settings, addr.port(), deadline)?;
             ferry_tls::remember(settings, addr.port(), &transport)?;
+            identity = ferry_tls::server_identity(settings, &transport);
             Some(client::TlsState::new(transport, unfed))
         }
         None => None,
@@ -257,7 +259,9 @@ pub fn spawn_client_tls(
     // Like every runtime's client: return once in the room, or say why not.
     let grace = Duration::from_millis(100);
     match welcomed.recv_timeout(left + grace) {
-        Ok(Ok(())) => Ok(ClientHandle::new(command, notices, thread)),
+        Ok(Ok(())) => {
+            Ok(ClientHandle::new(command, notices, thread).with_server_identity(identity))
+        }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
