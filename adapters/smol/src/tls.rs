@@ -1,7 +1,8 @@
-//! The socket tasks of a TLS connection, server or client side: like
+//! The socket tasks of a client's TLS connection: like
 //! [`read_loop`](crate::pump::read_loop) and
 //! [`write_loop`](crate::pump::write_loop), with a [`Transport`] between
-//! the socket and the state machine. The reader feeds it socket bytes and
+//! the socket and the state machine. (The server's hub task drives its TLS
+//! connections itself: see [`crate::tls_peer`].) The reader feeds it socket bytes and
 //! forwards the plaintext; the writer moves the state machine's segments
 //! into it and writes the records. They share it under a lock that is
 //! never held across an await, so a writer waiting on a peer that does not
