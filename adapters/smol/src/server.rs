@@ -428,12 +428,19 @@ impl Server {
             return self.read_to_end(stream);
         };
         let label = format!("TLS with {}", peer.address);
-        // Only the first byte decides, and it did: accept cannot fail.
-        let Ok(transport) = Transport::accept(first, Some(tls)) else {
-            return self.read_to_end(stream);
+        // The hub's bytes may go out now: through TLS, or in clear to say
+        // why there is none.
+        peer.decided = true;
+        let transport = match Transport::accept(first, Some(tls)) {
+            Ok(transport) => transport,
+            // Only the first byte decides, and it said TLS: this is rustls
+            // refusing to start a connection at all.
+            Err(e) => {
+                self.hub.handle_broken(id, now, &format!("{label}: {e}"));
+                return self.read_to_end(stream);
+            }
         };
         peer.tls = Some(TlsPeer::new(transport, label));
-        peer.decided = true;
         self.intake.add(id, &stream);
         self.tls_input(id, now, first);
         // What the hub held meanwhile goes in now, to go out once the
