@@ -14,9 +14,10 @@
 //! another address, or another server of a cluster sharing its
 //! certificate, is handed the key; in clear text it is the address, and a
 //! key never goes to a server at another one. Each is written to a
-//! temporary name and renamed, so a kill at any moment leaves either the old key or the new
-//! one. Keys are forgotten once their transfer ends (stored, failed or
-//! refused), and any left behind after [`MAX_AGE`] are removed.
+//! temporary name and renamed, so a kill at any moment leaves either the
+//! old key or the new one. Keys are forgotten once their transfer ends
+//! (stored, failed or refused), and any left behind after [`MAX_AGE`] are
+//! removed.
 
 use ferry_core::ResumeKey;
 use std::fs::{self, OpenOptions};
@@ -66,9 +67,10 @@ impl TransferKey {
     }
 
     /// The transfer of the folder at `path`, walked as `manifest`, to `to`
-    /// on `server` (as for [`new`](TransferKey::new)): the same folder with any entry added,
-    /// removed, resized or touched is another transfer (the receiver
-    /// resumes a tree only with the manifest it was first sent).
+    /// on `server` (as for [`new`](TransferKey::new)): the same folder with
+    /// any entry added, removed, resized or touched is another transfer
+    /// (the receiver resumes a tree only with the manifest it was first
+    /// sent).
     pub fn for_tree(
         server: &str,
         to: &str,
