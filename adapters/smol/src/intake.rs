@@ -1,4 +1,4 @@
-//! The server's plain sockets, read by the hub task itself.
+//! The server's sockets, plain and TLS, read by the hub task itself.
 //!
 //! A reader task per connection that forwarded each read to the hub task
 //! over a channel cost every message two task switches (the reader woken,

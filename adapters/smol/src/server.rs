@@ -43,7 +43,7 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 const FEED_EVERY: usize = INPUT_QUEUE;
 
 /// Wake-ups handled at most before the hub task lets the executor run the
-/// others (writers, TLS readers, the accept loop). A socket the hub reads
+/// others (writers, first-byte readers, the accept loop). A socket the hub reads
 /// is always ready for another turn while its peer keeps sending, so
 /// without this the hub could keep the thread from the tasks that refill
 /// its other inputs.
