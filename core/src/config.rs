@@ -364,9 +364,9 @@ pub struct HubConfig {
     /// this total, of the clients with the biggest queues (at least 64 KiB,
     /// within a factor of two of the biggest) the one that has been that far
     /// behind the longest is dropped as a slow reader (`SLOW_READER`), then
-    /// the next, until the total is back within it. Clients that keep up hold next to
-    /// nothing and are never dropped for it, so the total may pass this by
-    /// at most 64 KiB per client.
+    /// the next, until the total is back within it. Clients that keep up
+    /// hold next to nothing and are never dropped for it, so the total may
+    /// pass this by at most 64 KiB per client.
     pub max_outgoing_memory: usize,
 }
 

@@ -508,8 +508,7 @@ impl Connection {
 
     /// Server: drops the peer as a slow reader because the server's queues
     /// together are over `limit` and this one is among the biggest, behind
-    /// the longest: what it
-    /// never took is thrown away and it is told why.
+    /// the longest: what it never took is thrown away and it is told why.
     pub(crate) fn drop_for_outgoing_memory(&mut self, now: Instant, limit: usize) {
         if self.phase == Phase::Closed {
             return;

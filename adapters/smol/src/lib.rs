@@ -80,10 +80,11 @@
 //! whose output the peer does not read is not read until that output is
 //! taken. On a TLS server a reader task reads each connection's first
 //! bytes, to tell TLS from plain, and hands the socket over. Each
-//! connection adds a writer task, which receives segments on a bounded channel. The hub task
-//! moves `poll_transmit` segments into that channel only while it has room
-//! and waits for the writer to say it has taken one: bytes a slow client
-//! does not read stay in the hub, whose limits drop it as a slow reader.
+//! connection adds a writer task, which receives segments on a bounded
+//! channel. The hub task moves `poll_transmit` segments into that channel
+//! only while it has room and waits for the writer to say it has taken
+//! one: bytes a slow client does not read stay in the hub, whose limits
+//! drop it as a slow reader.
 //! File I/O for the server's inbox happens in the hub task, through
 //! [`HubFiles`](ferry_files::HubFiles), one chunk at a time.
 #![deny(unsafe_code)]
