@@ -581,14 +581,20 @@ fn broker_log(cluster: &Cluster) -> Vec<RoomEvent> {
 }
 
 /// The `JOINED` of `user` (welcomed as `name`) that it saw first, if that
-/// one is in `log`: it joined since the broker last restarted.
+/// one is in `log`: it joined since the broker last restarted. Matched by
+/// room too: each room numbers its own events, so another room can hold a
+/// `JOINED` of the same name under the same seq.
 fn own_joined_in<'l>(log: &'l [RoomEvent], user: &User, name: &str) -> Option<&'l RoomEvent> {
     let seq = user.seen.iter().find_map(|e| match e {
         Event::Joined { seq, name: n } if n == name => Some(*seq),
         _ => None,
     })?;
-    log.iter()
-        .find(|e| e.seq == seq && matches!(&e.kind, EventKind::Joined { name: n } if n == name))
+    let room_key = name_key(user.room);
+    log.iter().find(|e| {
+        e.room_key == room_key
+            && e.seq == seq
+            && matches!(&e.kind, EventKind::Joined { name: n } if n == name)
+    })
 }
 
 /// A member that was in its room before the broker last restarted, and is
