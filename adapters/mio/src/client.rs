@@ -15,7 +15,7 @@ use ferry_files::{
     run_command, ClientCommand, ClientHandle, ClientNotice, FileTransfers, Inbox, OfferPolicy,
     OutputBatch,
 };
-use ferry_tls::{handshake, remember, server_identity, write_tls, Broke, ClientTls, Transport};
+use ferry_tls::{connect, write_tls, Broke, ClientTls, Connected, Transport};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::io;
@@ -38,24 +38,27 @@ pub(crate) fn spawn(
 ) -> io::Result<ClientHandle> {
     let started = Instant::now();
     let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
-    let mut identity = None;
-    let tls = match &tls {
+    let (tls, identity) = match &tls {
         Some(settings) => {
             // Blocking, bounded by the same deadline as the welcome: the
             // loop only ever sees a verified server.
             let deadline = started + connect_timeout;
-            let (transport, unfed) = handshake(&mut stream, settings, addr.port(), deadline)?;
-            remember(settings, addr.port(), &transport)?;
-            identity = server_identity(settings, &transport);
-            Some(TlsState {
+            let Connected {
+                transport,
+                unfed,
+                identity,
+                ..
+            } = connect(&mut stream, settings, addr.port(), deadline)?;
+            let state = TlsState {
                 transport,
                 unfed,
                 plaintext: OutputBatch::new(),
                 stalled: false,
                 closed: false,
-            })
+            };
+            (Some(state), identity)
         }
-        None => None,
+        None => (None, None),
     };
     stream.set_nonblocking(true)?;
     // Frames are written whole; waiting to coalesce them only adds latency.

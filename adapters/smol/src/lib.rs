@@ -226,18 +226,24 @@ pub fn spawn_client_tls(
     tls: Option<ClientTls>,
 ) -> io::Result<ClientHandle> {
     let start = Instant::now();
-    let mut identity = None;
-    let (stream, transport) = match &tls {
-        None => (async_io::block_on(connect(addr, connect_timeout))?, None),
+    let (stream, transport, identity) = match &tls {
+        None => (
+            async_io::block_on(connect(addr, connect_timeout))?,
+            None,
+            None,
+        ),
         Some(tls) => {
             // Blocking, like the caller: only once verified does the
             // socket become async.
             let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
-            let (transport, unfed) =
-                ferry_tls::handshake(&mut stream, tls, addr.port(), start + connect_timeout)?;
-            ferry_tls::remember(tls, addr.port(), &transport)?;
-            identity = ferry_tls::server_identity(tls, &transport);
-            (TcpStream::try_from(stream)?, Some((transport, unfed)))
+            let ferry_tls::Connected {
+                transport,
+                unfed,
+                identity,
+                ..
+            } = ferry_tls::connect(&mut stream, tls, addr.port(), start + connect_timeout)?;
+            let stream = TcpStream::try_from(stream)?;
+            (stream, Some((transport, unfed)), identity)
         }
     };
     // What is left of the budget is the handshake's: the core closes with

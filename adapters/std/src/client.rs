@@ -13,7 +13,7 @@ use ferry_files::{
     OutputBatch, ReadBuffer, Wake,
 };
 pub use ferry_tls::ClientTls;
-use ferry_tls::{handshake, io_error as tls_error, remember, server_identity, Transport};
+use ferry_tls::{connect, io_error as tls_error, Connected, Transport};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -74,15 +74,17 @@ pub fn spawn_client_tls(
     let deadline = Instant::now() + timeout;
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_nodelay(true)?;
-    let mut identity = None;
-    let (transport, unfed) = match &tls {
+    let (transport, unfed, identity) = match &tls {
         Some(tls) => {
-            let (transport, unfed) = handshake(&mut stream, tls, addr.port(), deadline)?;
-            remember(tls, addr.port(), &transport)?;
-            identity = server_identity(tls, &transport);
-            (Some(Arc::new(Mutex::new(transport))), unfed)
+            let Connected {
+                transport,
+                unfed,
+                identity,
+                ..
+            } = connect(&mut stream, tls, addr.port(), deadline)?;
+            (Some(Arc::new(Mutex::new(transport))), unfed, identity)
         }
-        None => (None, Vec::new()),
+        None => (None, Vec::new(), None),
     };
     let (input_tx, input) = mpsc::channel();
     let (notices_tx, notices) = mpsc::channel();

@@ -108,11 +108,47 @@ pub fn remember(tls: &ClientTls, port: u16, transport: &Transport) -> io::Result
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// A client's TLS connection once the server is verified: what a runtime
+/// hands to its loop, and who the server proved to be.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Connected {
+    /// The transport, its handshake done.
+    pub transport: Transport,
+    /// Socket bytes the transport has not taken yet (the server may have
+    /// sent more than the handshake).
+    pub unfed: Vec<u8>,
+    /// The server's [`server_identity`], to key what belongs to it.
+    pub identity: Option<String>,
+}
+
+/// The whole connect step of a client runtime: [`handshake`] by
+/// `deadline`, then [`remember`] a server trusted on first use, then its
+/// [`server_identity`]. Every runtime's client calls this one function,
+/// so that none can forget the known-servers file or the identity.
+pub fn connect(
+    stream: &mut TcpStream,
+    tls: &ClientTls,
+    port: u16,
+    deadline: Instant,
+) -> io::Result<Connected> {
+    let (transport, unfed) = handshake(stream, tls, port, deadline)?;
+    remember(tls, port, &transport)?;
+    let identity = server_identity(tls, &transport);
+    Ok(Connected {
+        transport,
+        unfed,
+        identity,
+    })
+}
+
 /// Runs the TLS handshake on a blocking `stream` until the server is
 /// verified, by `deadline`; what thread-per-connection and readiness
 /// runtimes alike do before their ferry connection exists, so that no
-/// ferry byte can reach a server that was not checked. Returns the transport and the socket bytes it has not taken
-/// yet (the server may have sent more than the handshake).
+/// ferry byte can reach a server that was not checked. Returns the
+/// transport and the socket bytes it has not taken yet (the server may have
+/// sent more than the handshake). A client runtime calls [`connect`],
+/// which remembers the server too.
 pub fn handshake(
     stream: &mut TcpStream,
     tls: &ClientTls,

@@ -79,7 +79,9 @@ mod verify;
 
 use std::sync::{Arc, OnceLock};
 
-pub use connect::{handshake, io_error, remember, server_identity, tls_error_in, ClientTls};
+pub use connect::{
+    connect, handshake, io_error, remember, server_identity, tls_error_in, ClientTls, Connected,
+};
 pub use error::{Error, ParseFingerprintError, SetupError};
 pub use fingerprint::Fingerprint;
 pub use flush::{write_tls, Broke};

@@ -216,19 +216,20 @@ pub fn spawn_client_tls(
 ) -> io::Result<ClientHandle> {
     let started = Instant::now();
     let mut stream = std::net::TcpStream::connect_timeout(&addr, connect_timeout)?;
-    let mut identity = None;
-    let tls = match &tls {
+    let (tls, identity) = match &tls {
         Some(settings) => {
             // Blocking, bounded by the same deadline as the welcome: the
             // task only ever sees a verified server.
             let deadline = started + connect_timeout;
-            let (transport, unfed) =
-                ferry_tls::handshake(&mut stream, settings, addr.port(), deadline)?;
-            ferry_tls::remember(settings, addr.port(), &transport)?;
-            identity = ferry_tls::server_identity(settings, &transport);
-            Some(client::TlsState::new(transport, unfed))
+            let ferry_tls::Connected {
+                transport,
+                unfed,
+                identity,
+                ..
+            } = ferry_tls::connect(&mut stream, settings, addr.port(), deadline)?;
+            (Some(client::TlsState::new(transport, unfed)), identity)
         }
-        None => None,
+        None => (None, None),
     };
     stream.set_nonblocking(true)?;
     // What is left of the budget is the handshake's: the core closes with
