@@ -649,3 +649,85 @@ fn a_file_between_servers_resumes_after_the_recipients_server_is_killed() {
     drop(bob);
     assert!(a.terminate().success());
 }
+
+/// Every file under `root`, by its path from `root`, with its BLAKE3 hash.
+fn files_under(root: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                found.insert(name, common::hash_file(&path));
+            }
+        }
+    }
+    found
+}
+
+/// `ferry send DIR --to bob` from a member of one server to a member of
+/// another: the folder crosses the servers' direct link and arrives whole
+/// in bob's folder, every file verified; nothing lands in either server's
+/// inbox.
+#[test]
+fn a_folder_between_members_on_two_servers_arrives_whole() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = cluster_server_on(inbox_a.path(), &redis.url(), "smol");
+    let b = cluster_server_on(inbox_b.path(), &redis.url(), "tokio");
+    let source = tempfile::tempdir().unwrap();
+    let root = source.path().join("album");
+    std::fs::create_dir_all(root.join("tracks/empty")).unwrap();
+    std::fs::write(root.join("cover.raw"), common::contents(5 << 20, 3)).unwrap();
+    std::fs::write(root.join("notes"), b"").unwrap();
+    for n in 0..200 {
+        let bytes = common::contents(100 + n * 37, n as u64);
+        std::fs::write(root.join(format!("tracks/{n:03}.txt")), bytes).unwrap();
+    }
+    let received = tempfile::tempdir().unwrap();
+    let mut bob = Proc::spawn(&[
+        "chat",
+        "--no-tls",
+        &b.addr(),
+        "--name",
+        "bob",
+        "--accept-files",
+        received.path().to_str().unwrap(),
+    ]);
+    bob.expect(&["you are bob"]);
+    // His own line echoed back: his server has read that he takes folders.
+    writeln!(bob.child.stdin.as_mut().unwrap(), "ready").unwrap();
+    bob.expect(&["<bob> ready"]);
+    let (ok, out, err) = common::run(
+        &[
+            "send",
+            "--no-tls",
+            &a.addr(),
+            root.to_str().unwrap(),
+            "--to",
+            "bob",
+            "--name",
+            "alice",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}{err}");
+    bob.expect(&["saved", "album"]);
+    assert_eq!(
+        files_under(&received.path().join("album")),
+        files_under(&root)
+    );
+    assert!(received.path().join("album/tracks/empty").is_dir());
+    for inbox in [&inbox_a, &inbox_b] {
+        assert!(common::stored_in(inbox.path()).is_empty());
+    }
+    drop(bob);
+}

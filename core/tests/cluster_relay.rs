@@ -1,17 +1,21 @@
-//! Files between members on two servers of a cluster: two hubs over the
-//! in-memory broker, their relay frames carried between them as a direct
-//! link would (encoded and decoded, in order), with the members' files in
-//! memory.
+//! Files and folders between members on two servers of a cluster: two
+//! hubs over the in-memory broker, their relay frames carried between them
+//! as a direct link would (encoded and decoded, in order), with the
+//! members' files in memory.
 
 mod sim;
 
 use bytes::Bytes;
 use ferry_core::cluster::relay::{self, RelayFrame};
 use ferry_core::cluster::{BusInput, MemoryBroker, ServerId};
+use ferry_core::frame::{features, HeldFile, TransferId};
 use ferry_core::transfer::{Outcome, TransferEvent};
-use ferry_core::{ClientConfig, ClientId, Code, Connection, Event, Hub, HubConfig, HubEvent};
+use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
+use ferry_core::{
+    ClientConfig, ClientId, Code, Config, Connection, Event, Hub, HubConfig, HubEvent, ResumeKey,
+};
 use sim::Disk;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 const SERVERS: [ServerId; 2] = [ServerId(1), ServerId(2)];
@@ -23,7 +27,110 @@ struct Member {
     /// Its files, and what its program does with them (`sim::Disk`):
     /// `writing` false is a stalled disk, which confirms nothing.
     files: Disk,
+    /// Its folders, sent and received.
+    folders: Folders,
     events: Vec<Event>,
+}
+
+/// A member's folders: the one it sends (its files' bytes by manifest
+/// index) and the one it receives (what it holds of each file), written
+/// and confirmed at once unless `writing` is false.
+#[derive(Default)]
+struct Folders {
+    sending: BTreeMap<u32, Vec<u8>>,
+    outgoing: Option<TransferId>,
+    incoming: Option<TransferId>,
+    got: BTreeMap<u32, Vec<u8>>,
+    /// Payload bytes received since the accept, and confirmed.
+    received: u64,
+    writing: bool,
+    /// The key it issues, and the one it was given by a recipient.
+    key: Option<ResumeKey>,
+    given: Option<ResumeKey>,
+    /// File bytes it supplied (read back to compare included).
+    supplied: u64,
+}
+
+impl Folders {
+    /// What a member's program does with an event of one of its folders;
+    /// whether the event was one.
+    fn on_transfer(&mut self, conn: &mut Connection, now: Instant, t: &TransferEvent) -> bool {
+        let is = |id: &TransferId| Some(*id) == self.incoming || Some(*id) == self.outgoing;
+        match t.clone() {
+            TransferEvent::TreeOffered { id, .. } => self.incoming = Some(id),
+            TransferEvent::TreeManifest { id, manifest } => {
+                // What it holds from an earlier attempt, if the sender
+                // presented its key: each file's prefix, and its hash.
+                let held: Vec<HeldFile> = self
+                    .got
+                    .iter()
+                    .filter(|(_, bytes)| !bytes.is_empty())
+                    .map(|(&index, bytes)| HeldFile {
+                        index,
+                        offset: bytes.len() as u64,
+                        prefix_hash: *blake3::hash(bytes).as_bytes(),
+                    })
+                    .collect();
+                assert!(manifest.file_count() > 0);
+                let key = *self
+                    .key
+                    .get_or_insert(ResumeKey::from_bytes([9; ResumeKey::LEN]));
+                self.received = 0;
+                conn.accept_tree_resumable(now, id, key, &held).unwrap();
+            }
+            TransferEvent::TreeChunk {
+                id,
+                index,
+                offset,
+                data,
+            } if is(&id) => {
+                let file = self.got.entry(index).or_default();
+                file.truncate(offset as usize);
+                assert_eq!(
+                    file.len() as u64,
+                    offset,
+                    "file {index} goes on where it was"
+                );
+                file.extend_from_slice(&data);
+                self.received += data.len() as u64;
+                if self.writing {
+                    conn.confirm_written(now, id, self.received).unwrap();
+                }
+            }
+            TransferEvent::TreeFileDone { index, hash, id } if is(&id) => {
+                let file = self.got.entry(index).or_default();
+                assert_eq!(*blake3::hash(file).as_bytes(), hash, "file {index}");
+            }
+            TransferEvent::TreeNeedChunk {
+                id,
+                index,
+                offset,
+                len,
+            } if is(&id) => {
+                let bytes =
+                    &self.sending[&index][offset as usize..(offset + u64::from(len)) as usize];
+                self.supplied += bytes.len() as u64;
+                conn.supply_tree_chunk(now, id, index, offset, Bytes::copy_from_slice(bytes))
+                    .unwrap();
+            }
+            TransferEvent::ResumeKey { id, key } if is(&id) => self.given = Some(key),
+            TransferEvent::Received { id, .. } if is(&id) => {
+                conn.finish_receive(now, id, Ok(())).unwrap();
+            }
+            TransferEvent::TreeFileStarted { id, .. } | TransferEvent::TreeFileHeld { id, .. }
+                if is(&id) => {}
+            TransferEvent::Accepted { id, .. } | TransferEvent::Progress { id, .. } if is(&id) => {}
+            TransferEvent::Ended { id, .. } if is(&id) => {
+                if Some(id) == self.incoming {
+                    self.incoming = None;
+                } else {
+                    self.outgoing = None;
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 struct Cluster {
@@ -59,18 +166,66 @@ impl Cluster {
     }
 
     fn join(&mut self, server: usize, name: &str) -> usize {
+        self.join_with(server, name, false)
+    }
+
+    /// A member whose client takes folders (and says so), or not.
+    fn join_with(&mut self, server: usize, name: &str, takes_trees: bool) -> usize {
         let client = self.hubs[server].connect(self.now);
+        let mut config = ClientConfig::new(name);
+        if takes_trees {
+            config.connection = Config::default().trees(Some(TreeLimits::default()));
+        }
         self.members.push(Member {
             server,
             client,
-            conn: Connection::client(ClientConfig::new(name), self.now),
+            conn: Connection::client(config, self.now),
             files: Disk::new(self.members.len() as u64),
+            folders: Folders {
+                writing: true,
+                ..Folders::default()
+            },
             events: Vec::new(),
         });
         self.run();
         let m = self.members.len() - 1;
         assert!(self.members[m].conn.is_open(), "{name} joined");
+        let now = self.now;
+        self.members[m]
+            .conn
+            .announce_features(now, if takes_trees { features::TREES } else { 0 })
+            .unwrap();
+        self.run();
+        assert!(
+            self.members[m]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Features { .. })),
+            "{name}: FEATURES answered"
+        );
         m
+    }
+
+    /// Member `m` offers the folder `name` (`manifest`, its files' bytes
+    /// by index) to `to`, resuming with the key it was given, if any.
+    fn offer_tree(
+        &mut self,
+        m: usize,
+        name: &str,
+        (manifest, files): &(Manifest, BTreeMap<u32, Vec<u8>>),
+        to: &str,
+    ) {
+        let now = self.now;
+        let member = &mut self.members[m];
+        let id = match member.folders.given {
+            Some(key) => member
+                .conn
+                .offer_tree_resuming(now, name, manifest, to, key)
+                .unwrap(),
+            None => member.conn.offer_tree(now, name, manifest, to).unwrap(),
+        };
+        member.folders.outgoing = Some(id);
+        member.folders.sending = files.clone();
     }
 
     fn offer(&mut self, m: usize, name: &str, data: &[u8], to: &str) -> u32 {
@@ -226,7 +381,9 @@ fn member_events(m: &mut Member, now: Instant) -> bool {
     while let Some(event) = m.conn.poll_event() {
         moved = true;
         if let Event::Transfer(t) = &event {
-            m.files.on_transfer(&mut m.conn, now, t);
+            if !m.folders.on_transfer(&mut m.conn, now, t) {
+                m.files.on_transfer(&mut m.conn, now, t);
+            }
         }
         m.events.push(event);
     }
@@ -498,4 +655,218 @@ fn a_recipient_cut_off_resumes_from_its_new_connection() {
         vec![0, held as u64],
         "resumed where bob stopped"
     );
+}
+
+fn trees(mut config: HubConfig) -> HubConfig {
+    config.connection = config.connection.trees(Some(TreeLimits::default()));
+    config
+}
+
+fn entry(path: &str, kind: EntryKind) -> Entry {
+    Entry {
+        path: TreePath::new(path, &TreeLimits::default()).unwrap(),
+        kind,
+        mtime: Mtime::new(1_700_000_000, 0).unwrap(),
+    }
+}
+
+/// A folder: a subfolder, an empty file, a file of several windows, then
+/// `small` files of a few bytes named with `pad` so that the manifest can
+/// be made long. Its manifest, and its files' bytes by index.
+fn folder(small: usize, pad: usize) -> (Manifest, BTreeMap<u32, Vec<u8>>) {
+    let file_kind = |size: usize| EntryKind::File {
+        size: size as u64,
+        executable: false,
+    };
+    let mut entries = vec![
+        entry("docs", EntryKind::Folder),
+        entry("docs/zero", file_kind(0)),
+    ];
+    let mut files = BTreeMap::new();
+    files.insert(1, Vec::new());
+    let big = file(3 * window() + 12_345);
+    files.insert(2, big.clone());
+    entries.push(entry("docs/big.bin", file_kind(big.len())));
+    let padding = "p".repeat(pad);
+    for n in 0..small {
+        let bytes = format!("note {n}\n").into_bytes();
+        files.insert(entries.len() as u32, bytes.clone());
+        entries.push(entry(
+            &format!("n{n:05}{padding}.txt"),
+            file_kind(bytes.len()),
+        ));
+    }
+    let manifest = Manifest::new(Mtime::EPOCH, entries, &TreeLimits::default()).unwrap();
+    (manifest, files)
+}
+
+/// Every hub forgot its relays and gave back what they reserved.
+fn assert_all_released(cluster: &Cluster) {
+    for hub in &cluster.hubs {
+        assert_eq!(hub.remote_relay_count(), 0);
+        assert_eq!(hub.relay_count(), 0);
+        assert_eq!(hub.manifest_bytes_reserved(), 0);
+    }
+}
+
+#[test]
+fn a_folder_goes_to_a_member_of_another_server_verified_within_one_window_per_hop() {
+    let mut cluster = Cluster::new(trees);
+    let alice = cluster.join_with(0, "alice", true);
+    let bob = cluster.join_with(1, "bob", true);
+    let sent = folder(50, 0);
+    cluster.offer_tree(alice, "docs", &sent, "Bob");
+    cluster.run();
+    assert_eq!(cluster.ended(alice), vec![Outcome::Verified]);
+    assert_eq!(cluster.ended(bob), vec![Outcome::Verified]);
+    assert_eq!(
+        cluster.members[bob].folders.got, sent.1,
+        "every file, whole"
+    );
+    assert!(
+        cluster.peak_in_flight <= window() && cluster.peak_in_flight > 0,
+        "the link held {} bytes of file at once",
+        cluster.peak_in_flight
+    );
+    assert_all_released(&cluster);
+    let started = |k: usize| {
+        cluster.hub_events[k].iter().find_map(|e| match e {
+            HubEvent::RemoteRelayStarted { name, size, .. } => Some((name.to_string(), *size)),
+            _ => None,
+        })
+    };
+    let total = sent.0.total_size();
+    assert_eq!(started(0), Some(("docs/".to_string(), total)));
+    assert_eq!(started(1), Some(("docs/".to_string(), total)));
+}
+
+#[test]
+fn a_folder_whose_manifest_takes_several_frames_arrives_whole() {
+    let mut cluster = Cluster::new(trees);
+    let alice = cluster.join_with(0, "alice", true);
+    let bob = cluster.join_with(1, "bob", true);
+    // 12,000 entries of about 130 bytes: a manifest of 1.5 MB, two parts.
+    let sent = folder(12_000, 100);
+    assert!(sent.0.encode().len() > 1 << 20);
+    cluster.offer_tree(alice, "many", &sent, "bob");
+    cluster.run();
+    assert_eq!(cluster.ended(alice), vec![Outcome::Verified]);
+    assert_eq!(cluster.members[bob].folders.got, sent.1);
+    assert_all_released(&cluster);
+}
+
+#[test]
+fn a_folder_cut_off_resumes_with_what_the_recipient_holds() {
+    let mut cluster = Cluster::new(trees);
+    let alice = cluster.join_with(0, "alice", true);
+    let bob = cluster.join_with(1, "bob", true);
+    cluster.members[bob].folders.writing = false;
+    let sent = folder(50, 0);
+    cluster.offer_tree(alice, "docs", &sent, "bob");
+    cluster.run();
+    // Nothing confirmed: one window arrived, and alice's connection is lost.
+    let held: usize = cluster.members[bob]
+        .folders
+        .got
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert_eq!(held, window(), "bob holds one window");
+    let key = cluster.members[alice]
+        .folders
+        .given
+        .expect("alice got bob's key with his accept");
+    let (server, client) = (cluster.members[alice].server, cluster.members[alice].client);
+    let now = cluster.now;
+    cluster.hubs[server].remove(client, now);
+    cluster.run();
+    assert!(
+        matches!(&cluster.ended(bob)[..], [Outcome::Cancelled { code, reason, .. }]
+            if *code == Code::PEER_GONE && reason.contains("alice")),
+        "bob is told alice went: {:?}",
+        cluster.ended(bob)
+    );
+    assert_all_released(&cluster);
+    // Alice is back and offers the same folder with bob's key: bob lists
+    // what he holds, and only the rest crosses.
+    cluster.members[bob].folders.writing = true;
+    let again = cluster.join_with(0, "alice", true);
+    cluster.members[again].folders.given = Some(key);
+    cluster.offer_tree(again, "docs", &sent, "bob");
+    cluster.run();
+    assert_eq!(cluster.ended(again), vec![Outcome::Verified]);
+    assert_eq!(cluster.members[bob].folders.got, sent.1);
+    let total = sent.0.total_size();
+    assert_eq!(
+        cluster.members[bob].folders.received,
+        total - held as u64,
+        "only what bob lacked crossed the second time"
+    );
+    assert_all_released(&cluster);
+}
+
+#[test]
+fn a_folder_another_server_or_member_cannot_take_is_refused_with_its_reason() {
+    // Bob's server takes folders of at most 1,000 bytes.
+    let mut cluster = Cluster::new(trees);
+    let mut small = TreeLimits::default();
+    small.max_total_bytes = 1000;
+    let mut config = HubConfig::default().cluster(SERVERS[1]);
+    config.connection = config.connection.trees(Some(small));
+    cluster.hubs[1] = Hub::new(config, cluster.now);
+    let alice = cluster.join_with(0, "alice", true);
+    let bob = cluster.join_with(1, "bob", false);
+    cluster.join_with(1, "carol", true);
+    cluster.offer_tree(alice, "docs", &folder(3, 0), "bob");
+    cluster.run();
+    assert!(
+        matches!(&cluster.ended(alice)[..], [Outcome::Rejected { code, reason }]
+            if *code == Code::FILE_REJECTED && reason.contains("does not take folders")),
+        "{:?}",
+        cluster.ended(alice)
+    );
+    assert!(cluster.ended(bob).is_empty());
+    cluster.offer_tree(alice, "docs", &folder(3, 0), "carol");
+    cluster.run();
+    assert!(
+        matches!(cluster.ended(alice).last(), Some(Outcome::Rejected { code, reason })
+            if *code == Code::FILE_TOO_LARGE && reason.contains("recipient's server")),
+        "{:?}",
+        cluster.ended(alice)
+    );
+    assert_all_released(&cluster);
+}
+
+#[test]
+fn a_lost_link_while_a_manifest_arrives_gives_back_what_it_reserved() {
+    let mut cluster = Cluster::new(trees);
+    let alice = cluster.join_with(0, "alice", true);
+    cluster.join_with(1, "bob", true);
+    cluster.offer_tree(alice, "many", &folder(12_000, 100), "bob");
+    // Until bob's server holds part of the manifest.
+    let mut steps = 0;
+    while cluster.hubs[1].manifest_bytes_reserved() == 0 {
+        assert!(cluster.step(), "the manifest never reached bob's server");
+        steps += 1;
+        assert!(steps < 10_000);
+    }
+    assert_eq!(cluster.hubs[1].remote_relay_count(), 1);
+    let now = cluster.now;
+    cluster.links.clear();
+    for (k, other) in [(0, 1), (1, 0)] {
+        cluster.hubs[k].handle_bus(
+            now,
+            BusInput::PeerLost {
+                server: SERVERS[other],
+                reason: "connection reset".into(),
+            },
+        );
+    }
+    cluster.run();
+    assert!(
+        matches!(&cluster.ended(alice)[..], [Outcome::Cancelled { code, .. }] if *code == Code::PEER_GONE),
+        "{:?}",
+        cluster.ended(alice)
+    );
+    assert_all_released(&cluster);
 }

@@ -15,6 +15,16 @@
 //! either way                    END
 //! ```
 //!
+//! A folder (a tree, `docs/FOLDERS.md`) goes the same way with the tree's
+//! frames: its manifest in parts after the offer, what the recipient
+//! already holds in parts before its accept, and each file's start and
+//! end around its data.
+//!
+//! ```text
+//! origin → recipient's server   TREE_OFFER, TREE_MANIFEST…, TREE_FILE, DATA…, TREE_FILE_DONE, …, DONE
+//! recipient's server → origin   TREE_HELD…, TREE_ACCEPT, CREDIT
+//! ```
+//!
 //! A driver carries each [`RelayFrame`] as the bytes of [`encode`] to the
 //! server named beside it ([`Hub::poll_relay`](crate::Hub::poll_relay)),
 //! in order, and hands what arrives to
@@ -38,6 +48,15 @@
 //!   kind 0x06 END:    how: u8 (0 verified, 1 rejected, 2 failed,
 //!                     3 cancelled by the peer, 4 cancelled by a server),
 //!                     code: u16, reason: str16
+//!   kind 0x07 TREE_OFFER:     room_key, to_key, to, from, name: str16,
+//!                             total_size: u64, manifest_len: u32,
+//!                             resume: 0x00 | 0x01 key[16]
+//!   kind 0x08 TREE_MANIFEST:  part: the rest of the frame
+//!   kind 0x09 TREE_HELD:      records (index: u32, offset: u64,
+//!                             prefix_hash: [32]) to the end of the frame
+//!   kind 0x0A TREE_ACCEPT:    window: u32, key: 0x00 | 0x01 key[16]
+//!   kind 0x0B TREE_FILE:      index: u32, offset: u64
+//!   kind 0x0C TREE_FILE_DONE: index: u32, hash: [32]
 //! integers big-endian; str16 = length u16, then UTF-8
 //! ```
 //!
@@ -57,7 +76,7 @@
 use super::bus::ServerId;
 use super::codec::{put_str, CodecError, Reader};
 use crate::code::Code;
-use crate::frame::Hash;
+use crate::frame::{Hash, HeldFile};
 use crate::secret::ResumeKey;
 use crate::text::Text;
 use crate::transfer::Outcome;
@@ -74,6 +93,15 @@ const DATA: u8 = 0x03;
 const CREDIT: u8 = 0x04;
 const DONE: u8 = 0x05;
 const END: u8 = 0x06;
+const TREE_OFFER: u8 = 0x07;
+const TREE_MANIFEST: u8 = 0x08;
+const TREE_HELD: u8 = 0x09;
+const TREE_ACCEPT: u8 = 0x0A;
+const TREE_FILE: u8 = 0x0B;
+const TREE_FILE_DONE: u8 = 0x0C;
+
+/// Bytes of one `TREE_HELD` record.
+const HELD_RECORD_LEN: usize = 4 + 8 + 32;
 
 /// One relay between two servers, named by the server of its sender and
 /// that server's number for it: unique in the cluster.
@@ -154,6 +182,73 @@ pub enum RelayFrame {
         /// told (who went, and why).
         outcome: Outcome,
     },
+    /// A member of the origin offers a folder to a member of the receiving
+    /// server; its manifest follows in [`TreeManifest`](Self::TreeManifest)
+    /// parts, `manifest_len` bytes in all.
+    TreeOffer {
+        /// The relay.
+        id: RelayId,
+        /// The room both are in.
+        room_key: String,
+        /// The recipient's name key.
+        to_key: String,
+        /// The recipient's name as the sender typed it (for a refusal).
+        to: Text,
+        /// The sender's name, as the recipient is told.
+        from: Text,
+        /// The folder's name.
+        name: Text,
+        /// The bytes of all its files.
+        total_size: u64,
+        /// The bytes of its encoded manifest.
+        manifest_len: u32,
+        /// The resume key the sender presented, if any.
+        resume: Option<ResumeKey>,
+    },
+    /// The next bytes of the folder's encoded manifest.
+    TreeManifest {
+        /// The relay.
+        id: RelayId,
+        /// The bytes.
+        part: Bytes,
+    },
+    /// Files the recipient holds from an earlier attempt (its
+    /// `TREE_HELD`), in parts before its [`TreeAccept`](Self::TreeAccept).
+    TreeHeld {
+        /// The relay.
+        id: RelayId,
+        /// The records, in increasing index order across the parts.
+        held: Vec<HeldFile>,
+    },
+    /// The recipient took the folder, with its credit window and resume
+    /// key.
+    TreeAccept {
+        /// The relay.
+        id: RelayId,
+        /// Payload bytes the sender may send past what was confirmed.
+        window: u32,
+        /// The key the recipient issued, for the sender to resume with.
+        key: Option<ResumeKey>,
+    },
+    /// The folder's file `index` starts at `offset`; its bytes follow as
+    /// [`Data`](Self::Data), at offsets within the file.
+    TreeFile {
+        /// The relay.
+        id: RelayId,
+        /// The file's index among the manifest's entries.
+        index: u32,
+        /// Where its data starts.
+        offset: u64,
+    },
+    /// The folder's file `index` was sent whole; its hash.
+    TreeFileDone {
+        /// The relay.
+        id: RelayId,
+        /// The file's index.
+        index: u32,
+        /// BLAKE3 of the whole file.
+        hash: Hash,
+    },
 }
 
 impl RelayFrame {
@@ -165,7 +260,13 @@ impl RelayFrame {
             | RelayFrame::Data { id, .. }
             | RelayFrame::Credit { id, .. }
             | RelayFrame::Done { id, .. }
-            | RelayFrame::End { id, .. } => *id,
+            | RelayFrame::End { id, .. }
+            | RelayFrame::TreeOffer { id, .. }
+            | RelayFrame::TreeManifest { id, .. }
+            | RelayFrame::TreeHeld { id, .. }
+            | RelayFrame::TreeAccept { id, .. }
+            | RelayFrame::TreeFile { id, .. }
+            | RelayFrame::TreeFileDone { id, .. } => *id,
         }
     }
 
@@ -181,8 +282,18 @@ impl RelayFrame {
                     from,
                     name,
                     ..
+                }
+                | RelayFrame::TreeOffer {
+                    room_key,
+                    to_key,
+                    to,
+                    from,
+                    name,
+                    ..
                 } => room_key.len() + to_key.len() + to.len() + from.len() + name.len(),
                 RelayFrame::Data { data, .. } => data.len(),
+                RelayFrame::TreeManifest { part, .. } => part.len(),
+                RelayFrame::TreeHeld { held, .. } => held.len() * HELD_RECORD_LEN,
                 RelayFrame::End { outcome, .. } => match outcome {
                     Outcome::Verified => 0,
                     Outcome::Rejected { reason, .. }
@@ -199,6 +310,8 @@ impl RelayFrame {
 pub fn encode(frame: &RelayFrame) -> Vec<u8> {
     let mut out = Vec::with_capacity(match frame {
         RelayFrame::Data { data, .. } => 26 + data.len(),
+        RelayFrame::TreeManifest { part, .. } => 18 + part.len(),
+        RelayFrame::TreeHeld { held, .. } => 18 + held.len() * HELD_RECORD_LEN,
         _ => 128,
     });
     let id = frame.id();
@@ -209,6 +322,12 @@ pub fn encode(frame: &RelayFrame) -> Vec<u8> {
         RelayFrame::Credit { .. } => CREDIT,
         RelayFrame::Done { .. } => DONE,
         RelayFrame::End { .. } => END,
+        RelayFrame::TreeOffer { .. } => TREE_OFFER,
+        RelayFrame::TreeManifest { .. } => TREE_MANIFEST,
+        RelayFrame::TreeHeld { .. } => TREE_HELD,
+        RelayFrame::TreeAccept { .. } => TREE_ACCEPT,
+        RelayFrame::TreeFile { .. } => TREE_FILE,
+        RelayFrame::TreeFileDone { .. } => TREE_FILE_DONE,
     };
     out.extend_from_slice(&[VERSION, kind]);
     out.extend_from_slice(&id.origin.0.to_be_bytes());
@@ -262,6 +381,44 @@ pub fn encode(frame: &RelayFrame) -> Vec<u8> {
             out.push(how);
             out.extend_from_slice(&code.0.to_be_bytes());
             put_str(&mut out, reason);
+        }
+        RelayFrame::TreeOffer {
+            room_key,
+            to_key,
+            to,
+            from,
+            name,
+            total_size,
+            manifest_len,
+            resume,
+            ..
+        } => {
+            for s in [room_key.as_str(), to_key, to, from, name] {
+                put_str(&mut out, s);
+            }
+            out.extend_from_slice(&total_size.to_be_bytes());
+            out.extend_from_slice(&manifest_len.to_be_bytes());
+            put_key(&mut out, resume.as_ref());
+        }
+        RelayFrame::TreeManifest { part, .. } => out.extend_from_slice(part),
+        RelayFrame::TreeHeld { held, .. } => {
+            for record in held {
+                out.extend_from_slice(&record.index.to_be_bytes());
+                out.extend_from_slice(&record.offset.to_be_bytes());
+                out.extend_from_slice(&record.prefix_hash);
+            }
+        }
+        RelayFrame::TreeAccept { window, key, .. } => {
+            out.extend_from_slice(&window.to_be_bytes());
+            put_key(&mut out, key.as_ref());
+        }
+        RelayFrame::TreeFile { index, offset, .. } => {
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        RelayFrame::TreeFileDone { index, hash, .. } => {
+            out.extend_from_slice(&index.to_be_bytes());
+            out.extend_from_slice(hash);
         }
     }
     out
@@ -328,6 +485,50 @@ pub fn decode(bytes: &[u8]) -> Result<RelayFrame, CodecError> {
             };
             RelayFrame::End { id, outcome }
         }
+        TREE_OFFER => RelayFrame::TreeOffer {
+            id,
+            room_key: input.str()?.to_string(),
+            to_key: input.str()?.to_string(),
+            to: input.str()?,
+            from: input.str()?,
+            name: input.str()?,
+            total_size: input.u64()?,
+            manifest_len: input.u32()?,
+            resume: input.key()?,
+        },
+        TREE_MANIFEST => RelayFrame::TreeManifest {
+            id,
+            part: Bytes::copy_from_slice(core::mem::take(&mut input.0)),
+        },
+        TREE_HELD => {
+            if input.0.len() % HELD_RECORD_LEN != 0 {
+                return Err(CodecError::Truncated);
+            }
+            let mut held = Vec::with_capacity(input.0.len() / HELD_RECORD_LEN);
+            while !input.0.is_empty() {
+                held.push(HeldFile {
+                    index: input.u32()?,
+                    offset: input.u64()?,
+                    prefix_hash: input.hash()?,
+                });
+            }
+            RelayFrame::TreeHeld { id, held }
+        }
+        TREE_ACCEPT => RelayFrame::TreeAccept {
+            id,
+            window: input.u32()?,
+            key: input.key()?,
+        },
+        TREE_FILE => RelayFrame::TreeFile {
+            id,
+            index: input.u32()?,
+            offset: input.u64()?,
+        },
+        TREE_FILE_DONE => RelayFrame::TreeFileDone {
+            id,
+            index: input.u32()?,
+            hash: input.hash()?,
+        },
         other => return Err(CodecError::Kind(other)),
     };
     match input.0.len() {
@@ -448,6 +649,61 @@ mod tests {
             (ids(), any::<u64>()).prop_map(|(id, confirmed)| RelayFrame::Credit { id, confirmed }),
             (ids(), any::<[u8; 32]>()).prop_map(|(id, hash)| RelayFrame::Done { id, hash }),
             (ids(), outcomes()).prop_map(|(id, outcome)| RelayFrame::End { id, outcome }),
+            (
+                ids(),
+                (".{0,8}", ".{0,8}", ".{0,8}", ".{0,8}", ".{0,8}"),
+                (any::<u64>(), any::<u32>()),
+                keys()
+            )
+                .prop_map(
+                    |(
+                        id,
+                        (room_key, to_key, to, from, name),
+                        (total_size, manifest_len),
+                        resume,
+                    )| {
+                        RelayFrame::TreeOffer {
+                            id,
+                            room_key,
+                            to_key,
+                            to: to.into(),
+                            from: from.into(),
+                            name: name.into(),
+                            total_size,
+                            manifest_len,
+                            resume,
+                        }
+                    }
+                ),
+            (ids(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(id, part)| {
+                RelayFrame::TreeManifest {
+                    id,
+                    part: part.into(),
+                }
+            }),
+            (
+                ids(),
+                proptest::collection::vec(
+                    (any::<u32>(), any::<u64>(), any::<[u8; 32]>()).prop_map(
+                        |(index, offset, prefix_hash)| HeldFile {
+                            index,
+                            offset,
+                            prefix_hash,
+                        }
+                    ),
+                    0..4
+                )
+            )
+                .prop_map(|(id, held)| RelayFrame::TreeHeld { id, held }),
+            (ids(), any::<u32>(), keys()).prop_map(|(id, window, key)| RelayFrame::TreeAccept {
+                id,
+                window,
+                key
+            }),
+            (ids(), any::<u32>(), any::<u64>())
+                .prop_map(|(id, index, offset)| RelayFrame::TreeFile { id, index, offset }),
+            (ids(), any::<u32>(), any::<[u8; 32]>())
+                .prop_map(|(id, index, hash)| RelayFrame::TreeFileDone { id, index, hash }),
         ]
     }
 
@@ -487,7 +743,7 @@ mod tests {
         newer[0] = 2;
         assert_eq!(decode(&newer), Err(CodecError::Version(2)));
         let mut unknown = credit;
-        unknown[1] = 0x09;
-        assert_eq!(decode(&unknown), Err(CodecError::Kind(9)));
+        unknown[1] = 0x0D;
+        assert_eq!(decode(&unknown), Err(CodecError::Kind(0x0D)));
     }
 }

@@ -4,6 +4,7 @@
 mod cluster;
 mod queued;
 mod remote_relay;
+mod remote_tree;
 
 use crate::bucket::TokenBucket;
 use crate::cluster::replica::Replica;
@@ -2130,11 +2131,25 @@ impl Hub {
                 id: tid,
                 name,
                 total_size,
+                manifest_len,
                 peer,
                 resume,
-                ..
             } if !peer.is_empty() => {
-                self.on_tree_to_member(id, now, tid, name, total_size, peer, resume)
+                if self.member_in_room(id, &peer).is_none() && self.elsewhere_in_cluster(id, &peer)
+                {
+                    self.offer_tree_to_remote(
+                        id,
+                        now,
+                        tid,
+                        name,
+                        total_size,
+                        manifest_len,
+                        peer,
+                        resume,
+                    );
+                } else {
+                    self.on_tree_to_member(id, now, tid, name, total_size, peer, resume);
+                }
             }
             TransferEvent::TreeManifest { id: tid, manifest }
                 if self.pending_trees.contains_key(&(id, tid)) =>
@@ -2387,12 +2402,6 @@ impl Hub {
     fn tree_recipient(&self, id: ClientId, peer: &str) -> Result<ClientId, (Code, String)> {
         let target = self.member_in_room(id, peer);
         let Some(target) = target else {
-            if self.elsewhere_in_cluster(id, peer) {
-                return Err((
-                    Code::NO_SUCH_USER,
-                    format!("{peer} is on another server of this cluster: folders between servers are not carried yet"),
-                ));
-            }
             return Err((Code::NO_SUCH_USER, format!("nobody named {peer:?} is here")));
         };
         let takes_trees = self

@@ -10,12 +10,17 @@
 //! for the relay (the same [`HubConfig::max_relay_memory`] as local
 //! relays), and the window is the recipient's, end to end.
 //!
+//! Folders take the same path with their own frames
+//! ([`remote_tree`](super::remote_tree)).
+//!
 //! [`HubConfig::max_relay_memory`]: crate::HubConfig::max_relay_memory
 
+use super::remote_tree::{Assembling, RemoteTree};
 use super::{ClientId, End, Hub, HubEvent};
 use crate::cluster::relay::{RelayFrame, RelayId};
 use crate::cluster::{Answer, ServerId};
 use crate::code::Code;
+use crate::connection::tree_send::RelayedTreeFrame;
 use crate::frame::{ResumeKey, TransferId};
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
@@ -27,16 +32,29 @@ use std::time::Instant;
 pub(super) struct RemoteRelays {
     next_number: u64,
     /// The local end of each relay with another server.
-    ends: HashMap<End, Remote>,
-    by_id: HashMap<RelayId, End>,
+    pub(super) ends: HashMap<End, Remote>,
+    pub(super) by_id: HashMap<RelayId, End>,
+    /// Folders that members of other servers offer to members here, their
+    /// manifests still arriving: no local end yet.
+    pub(super) assembling: HashMap<RelayId, Assembling>,
     /// Frames for the driver ([`Hub::poll_relay`]).
-    out: VecDeque<(ServerId, RelayFrame)>,
+    pub(super) out: VecDeque<(ServerId, RelayFrame)>,
 }
 
 impl RemoteRelays {
-    /// Relays with other servers under way.
+    /// Relays with other servers under way (folders whose manifest is
+    /// still arriving included).
     pub(super) fn len(&self) -> usize {
-        self.ends.len()
+        self.ends.len() + self.assembling.len()
+    }
+
+    /// The next number for a relay this server starts.
+    pub(super) fn next_id(&mut self, origin: ServerId) -> RelayId {
+        self.next_number += 1;
+        RelayId {
+            origin,
+            number: self.next_number,
+        }
     }
 
     /// Forgets the relay of the local end `end`, giving back the `window`
@@ -56,20 +74,23 @@ impl RemoteRelays {
     }
 }
 
-struct Remote {
-    id: RelayId,
+pub(super) struct Remote {
+    pub(super) id: RelayId,
     /// The other server; `None` while the broker is asked where the
     /// recipient is.
-    peer: Option<ServerId>,
+    pub(super) peer: Option<ServerId>,
     /// The other member's name.
-    other: Text,
-    side: Side,
+    pub(super) other: Text,
+    pub(super) side: Side,
+    /// What a folder's relay adds; `None` for a file.
+    pub(super) tree: Option<RemoteTree>,
 }
 
-enum Side {
+pub(super) enum Side {
     /// This hub holds the sender.
     Sender {
-        /// The offer, until the broker says where the recipient is.
+        /// The offer, until the broker says where the recipient is (and,
+        /// for a folder, until its manifest is whole).
         offer: Option<Offer>,
     },
     /// This hub holds the recipient.
@@ -83,13 +104,14 @@ enum Side {
     },
 }
 
-struct Offer {
-    room_key: String,
-    to: Text,
-    from: Text,
-    name: Text,
-    size: u64,
-    resume: Option<ResumeKey>,
+pub(super) struct Offer {
+    pub(super) room_key: String,
+    pub(super) to: Text,
+    pub(super) from: Text,
+    pub(super) name: Text,
+    /// The file's size, or the folder's total.
+    pub(super) size: u64,
+    pub(super) resume: Option<ResumeKey>,
 }
 
 impl Hub {
@@ -119,6 +141,24 @@ impl Hub {
         peer: Text,
         resume: Option<ResumeKey>,
     ) {
+        self.start_remote_offer(id, now, tid, name, size, peer, resume, None);
+    }
+
+    /// Starts the sender end `(id, tid)` of a relay with another server:
+    /// relay memory reserved and the broker asked where `peer` is; refused
+    /// at once when either cannot be. `tree` for a folder.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_remote_offer(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        tid: TransferId,
+        name: Text,
+        size: u64,
+        peer: Text,
+        resume: Option<ResumeKey>,
+        tree: Option<RemoteTree>,
+    ) {
         let (Some(server), Some(room_key)) = (self.cluster_server(), self.room_of(id)) else {
             return;
         };
@@ -131,11 +171,7 @@ impl Hub {
             self.refuse_offer(id, now, tid, Code::CLUSTER_UNAVAILABLE, &reason);
             return;
         }
-        self.remote.next_number += 1;
-        let relay = RelayId {
-            origin: server,
-            number: self.remote.next_number,
-        };
+        let relay = self.remote.next_id(server);
         let from = self.name_of(id).cloned().unwrap_or_default();
         let other = peer.clone();
         let offer = Offer {
@@ -153,10 +189,80 @@ impl Hub {
                 peer: None,
                 other,
                 side: Side::Sender { offer: Some(offer) },
+                tree,
             },
         );
         self.remote.by_id.insert(relay, (id, tid));
         self.relay_reserved += u64::from(self.config.connection.window);
+    }
+
+    /// Sends the offer of the sender end `end` to the recipient's server,
+    /// once both are known: where the recipient is and, for a folder, its
+    /// whole manifest.
+    pub(super) fn send_remote_offer(&mut self, end: End) {
+        let Some(remote) = self.remote.ends.get_mut(&end) else {
+            return;
+        };
+        let (Some(server), Side::Sender { offer }) = (remote.peer, &mut remote.side) else {
+            return;
+        };
+        let manifest = match &mut remote.tree {
+            Some(tree) => match tree.take_manifest() {
+                Some(manifest) => Some(manifest),
+                None => return, // Sent when the manifest is whole.
+            },
+            None => None,
+        };
+        let Some(offer) = offer.take() else {
+            return;
+        };
+        let name = match manifest {
+            Some(_) => Text::from(format!("{}/", offer.name)),
+            None => offer.name.clone(),
+        };
+        self.events.push_back(HubEvent::RemoteRelayStarted {
+            client: end.0,
+            sending: true,
+            other: remote.other.clone(),
+            server,
+            name,
+            size: offer.size,
+        });
+        let id = remote.id;
+        let to_key = crate::names::name_key(&offer.to);
+        match manifest {
+            None => {
+                let frame = RelayFrame::Offer {
+                    id,
+                    to_key,
+                    room_key: offer.room_key,
+                    to: offer.to,
+                    from: offer.from,
+                    name: offer.name,
+                    size: offer.size,
+                    resume: offer.resume,
+                };
+                self.remote.out.push_back((server, frame));
+            }
+            Some(manifest) => {
+                let frame = RelayFrame::TreeOffer {
+                    id,
+                    to_key,
+                    room_key: offer.room_key,
+                    to: offer.to,
+                    from: offer.from,
+                    name: offer.name,
+                    total_size: offer.size,
+                    manifest_len: manifest.len() as u32,
+                    resume: offer.resume,
+                };
+                self.remote.out.push_back((server, frame));
+                for part in super::remote_tree::parts(&manifest) {
+                    let frame = RelayFrame::TreeManifest { id, part };
+                    self.remote.out.push_back((server, frame));
+                }
+            }
+        }
     }
 
     /// The broker's answer to where the recipient of the sender end `end`
@@ -169,29 +275,7 @@ impl Hub {
         let refusal = match answer {
             Answer::Located(server) if Some(server) != own => {
                 remote.peer = Some(server);
-                if let Side::Sender { offer } = &mut remote.side {
-                    if let Some(offer) = offer.take() {
-                        self.events.push_back(HubEvent::RemoteRelayStarted {
-                            client: end.0,
-                            sending: true,
-                            other: remote.other.clone(),
-                            server,
-                            name: offer.name.clone(),
-                            size: offer.size,
-                        });
-                        let frame = RelayFrame::Offer {
-                            id: remote.id,
-                            to_key: crate::names::name_key(&offer.to),
-                            room_key: offer.room_key,
-                            to: offer.to,
-                            from: offer.from,
-                            name: offer.name,
-                            size: offer.size,
-                            resume: offer.resume,
-                        };
-                        self.remote.out.push_back((server, frame));
-                    }
-                }
+                self.send_remote_offer(end);
                 return;
             }
             // It moved here meanwhile: a new offer finds it.
@@ -219,6 +303,13 @@ impl Hub {
         let Some(end) = event_end(id, &event) else {
             return;
         };
+        let is_tree = match self.remote.ends.get(&end) {
+            Some(remote) => remote.tree.is_some(),
+            None => return,
+        };
+        if is_tree && self.on_remote_tree_end_event(end, &event) {
+            return;
+        }
         let Some(remote) = self.remote.ends.get_mut(&end) else {
             return;
         };
@@ -295,11 +386,21 @@ impl Hub {
     /// A frame from the hub of server `from`.
     pub(super) fn on_relay_frame(&mut self, now: Instant, from: ServerId, frame: RelayFrame) {
         let relay = frame.id();
-        if let RelayFrame::Offer { .. } = frame {
+        if let RelayFrame::Offer { .. } | RelayFrame::TreeOffer { .. } = frame {
             // Only the origin speaks for its relays.
-            if relay.origin == from && !self.remote.by_id.contains_key(&relay) {
-                self.on_remote_offer(now, from, frame);
+            let known = self.remote.by_id.contains_key(&relay)
+                || self.remote.assembling.contains_key(&relay);
+            if relay.origin == from && !known {
+                if let RelayFrame::Offer { .. } = frame {
+                    self.on_remote_offer(now, from, frame);
+                } else {
+                    self.on_remote_tree_offer(from, frame);
+                }
             }
+            return;
+        }
+        if self.remote.assembling.contains_key(&relay) {
+            self.on_assembling_frame(now, from, frame);
             return;
         }
         let Some(&end) = self.remote.by_id.get(&relay) else {
@@ -311,6 +412,7 @@ impl Hub {
         if remote.peer != Some(from) {
             return;
         }
+        let is_tree = remote.tree.is_some();
         let (client, tid) = end;
         match (frame, &mut remote.side) {
             (
@@ -340,7 +442,12 @@ impl Hub {
                     window, confirmed, ..
                 },
             ) => {
-                let end_of_data = offset.saturating_add(data.len() as u64);
+                // A file's credit counts offsets; a folder's, payload bytes
+                // since its accept.
+                let end_of_data = match &mut remote.tree {
+                    Some(tree) => tree.receive(data.len()),
+                    None => offset.saturating_add(data.len() as u64),
+                };
                 if end_of_data > confirmed.saturating_add(u64::from(*window)) {
                     let outcome = Outcome::Cancelled {
                         code: Code::PEER_GONE,
@@ -350,10 +457,19 @@ impl Hub {
                     self.end_remote(now, end, outcome);
                     return;
                 }
-                if let Some(conn) = self.clients.get_mut(&client).and_then(|c| c.link.ferry()) {
+                if is_tree {
+                    let frame = RelayedTreeFrame::Data { offset, data };
+                    self.relay_call(client, now, |c| c.relay_tree_frame(now, tid, frame), tid);
+                } else if let Some(conn) =
+                    self.clients.get_mut(&client).and_then(|c| c.link.ferry())
+                {
                     conn.relay_chunk(now, tid, offset, data);
                     self.touch(client);
                 }
+            }
+            (RelayFrame::Done { hash, .. }, Side::Recipient { .. }) if is_tree => {
+                let frame = RelayedTreeFrame::Done { hash };
+                self.relay_call(client, now, |c| c.relay_tree_frame(now, tid, frame), tid);
             }
             (RelayFrame::Done { hash, .. }, Side::Recipient { .. }) => {
                 if let Some(conn) = self.clients.get_mut(&client).and_then(|c| c.link.ferry()) {
@@ -362,6 +478,13 @@ impl Hub {
                 }
             }
             (RelayFrame::End { outcome, .. }, _) => self.end_remote(now, end, outcome),
+            (
+                frame @ (RelayFrame::TreeHeld { .. }
+                | RelayFrame::TreeAccept { .. }
+                | RelayFrame::TreeFile { .. }
+                | RelayFrame::TreeFileDone { .. }),
+                _,
+            ) if is_tree => self.on_remote_tree_frame(now, end, frame),
             // A frame for the other side's role: out of step, ignored.
             _ => {}
         }
@@ -384,6 +507,7 @@ impl Hub {
             };
             self.end_remote(now, end, outcome);
         }
+        self.drop_assembling_from(server);
     }
 
     /// The offer of a member of server `from` to a member here.
@@ -471,6 +595,7 @@ impl Hub {
                     window: 0,
                     confirmed: 0,
                 },
+                tree: None,
             },
         );
         self.remote.by_id.insert(relay, (target, tid));
@@ -479,7 +604,7 @@ impl Hub {
 
     /// Ends the local end `end` as the other server said (or as its loss
     /// means), and forgets the relay.
-    fn end_remote(&mut self, now: Instant, end: End, outcome: Outcome) {
+    pub(super) fn end_remote(&mut self, now: Instant, end: End, outcome: Outcome) {
         self.forget_remote(end, outcome.clone());
         let (client, tid) = end;
         self.end_relay_end(client, tid, now, &outcome, "the other member is gone");
@@ -492,6 +617,9 @@ impl Hub {
         let remote =
             self.remote
                 .forget(end, &mut self.relay_reserved, self.config.connection.window)?;
+        if let Some(tree) = &remote.tree {
+            self.manifest_reserved = self.manifest_reserved.saturating_sub(tree.reserved());
+        }
         let server = remote.peer?;
         self.events.push_back(HubEvent::RemoteRelayEnded {
             client: end.0,
@@ -513,7 +641,11 @@ fn event_end(id: ClientId, event: &TransferEvent) -> Option<End> {
         | TransferEvent::Restarted { id: tid }
         | TransferEvent::Progress { id: tid, .. }
         | TransferEvent::Received { id: tid, .. }
-        | TransferEvent::Ended { id: tid, .. } => Some((id, *tid)),
+        | TransferEvent::Ended { id: tid, .. }
+        | TransferEvent::TreeManifest { id: tid, .. }
+        | TransferEvent::TreeFileStarted { id: tid, .. }
+        | TransferEvent::TreeChunk { id: tid, .. }
+        | TransferEvent::TreeFileDone { id: tid, .. } => Some((id, *tid)),
         _ => None,
     }
 }
