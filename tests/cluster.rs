@@ -731,3 +731,47 @@ fn a_folder_between_members_on_two_servers_arrives_whole() {
     }
     drop(bob);
 }
+
+/// A folder's manifest entries are charged to its sender's address across
+/// the cluster: with a budget of 5 entries (refilled at 1 a second), a
+/// folder of 20 files into server a's inbox spends it, and the same
+/// address's folder into server b's inbox is refused, though b's own
+/// budget for it is untouched.
+#[test]
+fn an_address_spread_over_two_servers_shares_one_folder_budget() {
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let budget = [
+        "--source-tree-entries-burst",
+        "5",
+        "--source-tree-entries-rate",
+        "1",
+    ];
+    let a = cluster_server_with(inbox_a.path(), &redis.url(), "mio", &budget);
+    let b = cluster_server_with(inbox_b.path(), &redis.url(), "std", &budget);
+    let source = tempfile::tempdir().unwrap();
+    let root = source.path().join("notes");
+    std::fs::create_dir_all(&root).unwrap();
+    for n in 0..20 {
+        std::fs::write(root.join(format!("{n:02}.txt")), format!("note {n}\n")).unwrap();
+    }
+    let send_to = |server: &Serve| {
+        common::run(
+            &[
+                "send",
+                "--no-tls",
+                &server.addr(),
+                root.to_str().unwrap(),
+                "--name",
+                "alice",
+            ],
+            &[],
+        )
+    };
+    let (ok, out, err) = send_to(&a);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = send_to(&b);
+    assert!(!ok, "the second folder went: {out}");
+    assert!(err.contains("cluster's folder budget"), "{err}");
+    assert!(!inbox_b.path().join("notes").exists());
+}

@@ -171,7 +171,21 @@ impl Cluster {
 
     /// A member whose client takes folders (and says so), or not.
     fn join_with(&mut self, server: usize, name: &str, takes_trees: bool) -> usize {
-        let client = self.hubs[server].connect(self.now);
+        self.join_from(server, name, takes_trees, None)
+    }
+
+    /// The same, connected from `ip` (its source) when given.
+    fn join_from(
+        &mut self,
+        server: usize,
+        name: &str,
+        takes_trees: bool,
+        ip: Option<std::net::IpAddr>,
+    ) -> usize {
+        let client = match ip {
+            Some(ip) => self.hubs[server].connect_from(self.now, ip),
+            None => self.hubs[server].connect(self.now),
+        };
         let mut config = ClientConfig::new(name);
         if takes_trees {
             config.connection = Config::default().trees(Some(TreeLimits::default()));
@@ -868,5 +882,45 @@ fn a_lost_link_while_a_manifest_arrives_gives_back_what_it_reserved() {
         "{:?}",
         cluster.ended(alice)
     );
+    assert_all_released(&cluster);
+}
+
+#[test]
+fn a_source_spread_over_two_servers_shares_one_folder_budget() {
+    let sent = folder(50, 0);
+    let limits = TreeLimits::default();
+    let entries = ferry_core::tree::entries_bound(sent.0.encode().len(), &limits) as u32;
+    // Room for one such folder and a half, refilled too slowly to matter.
+    let mut cluster = Cluster::new(|config| {
+        let mut config = trees(config);
+        config.source_tree_entries_burst = entries * 3 / 2;
+        config.source_tree_entries_per_second = 1;
+        config
+    });
+    let ip = |last: u8| Some(std::net::IpAddr::from([10, 0, 0, last]));
+    let alice = cluster.join_from(0, "alice", true, ip(1));
+    cluster.join_from(0, "bob", true, ip(2));
+    let dave = cluster.join_from(1, "dave", true, ip(1));
+    let carol = cluster.join_from(1, "carol", true, ip(3));
+    let erin = cluster.join_from(1, "erin", true, ip(4));
+    cluster.offer_tree(alice, "docs", &sent, "bob");
+    cluster.run();
+    assert_eq!(cluster.ended(alice), vec![Outcome::Verified]);
+    // The same address on the other server: its own server's budget is
+    // full, the cluster's is not.
+    cluster.offer_tree(dave, "docs", &sent, "carol");
+    cluster.run();
+    assert!(
+        matches!(&cluster.ended(dave)[..], [Outcome::Rejected { code, reason }]
+            if *code == Code::FLOODING && reason.contains("cluster's folder budget")),
+        "{:?}",
+        cluster.ended(dave)
+    );
+    assert!(cluster.members[carol].folders.got.is_empty());
+    // Another address on that server is not held to it.
+    cluster.offer_tree(erin, "docs", &sent, "carol");
+    cluster.run();
+    assert_eq!(cluster.ended(erin), vec![Outcome::Verified]);
+    assert_eq!(cluster.members[carol].folders.got, sent.1);
     assert_all_released(&cluster);
 }

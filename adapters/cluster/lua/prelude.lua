@@ -257,13 +257,13 @@ end
 -- that charges a budget calls it before it returns.
 local budgets = {}
 
--- Spends one token of SOURCE's shared budget (BURST at once, PER_SECOND on
--- average); false when it has none. BURST 0: no budget.
-local function charge(source, burst, per_second)
-  if source == '' or burst == 0 then
+-- Spends COST tokens (at most BURST) of the budget at KEY (BURST at once,
+-- PER_SECOND on average); false when it has not that many. BURST 0: no
+-- budget.
+local function charge_at(key, burst, per_second, cost)
+  if burst == 0 then
     return true
   end
-  local key = 'ferry:src:' .. source
   local full = burst * 1000
   local budget = budgets[key]
   if not budget then
@@ -274,11 +274,20 @@ local function charge(source, burst, per_second)
   budget.milli = math.min(budget.milli + math.max(now - budget.at, 0) * per_second, full)
   budget.at = math.max(budget.at, now)
   budget.changed = true
-  local ok = budget.milli >= 1000
+  local milli = math.min(cost, burst) * 1000
+  local ok = budget.milli >= milli
   if ok then
-    budget.milli = budget.milli - 1000
+    budget.milli = budget.milli - milli
   end
   return ok
+end
+
+-- Spends one token of SOURCE's shared budget of joins and messages.
+local function charge(source, burst, per_second)
+  if source == '' then
+    return true
+  end
+  return charge_at('ferry:src:' .. source, burst, per_second, 1)
 end
 
 -- Writes the budgets `charge` changed.

@@ -84,6 +84,7 @@ struct Scripts {
     say: Script,
     direct: Script,
     locate: Script,
+    folder: Script,
     announce: Script,
     leave: Script,
     sync: Script,
@@ -108,6 +109,7 @@ impl Scripts {
             say: script!("say.lua"),
             direct: script!("direct.lua"),
             locate: script!("locate.lua"),
+            folder: script!("folder.lua"),
             announce: script!("announce.lua"),
             leave: script!("leave.lua"),
             sync: script!("sync.lua"),
@@ -409,6 +411,21 @@ impl RedisBroker {
                 head.extend([client.0.to_string(), to_key.clone()]);
                 (&self.scripts.locate, head)
             }
+            BusRequest::ChargeFolder {
+                source: src,
+                entries,
+                burst,
+                per_second,
+                ..
+            } => {
+                head.extend([
+                    src.to_string(),
+                    entries.to_string(),
+                    burst.to_string(),
+                    per_second.to_string(),
+                ]);
+                (&self.scripts.folder, head)
+            }
             BusRequest::Announce { room_key, text, .. } => {
                 head.extend([
                     if room_key.is_some() { "1" } else { "0" }.to_string(),
@@ -459,6 +476,7 @@ impl RedisBroker {
             &scripts.say,
             &scripts.direct,
             &scripts.locate,
+            &scripts.folder,
             &scripts.announce,
             &scripts.leave,
             &scripts.sync,
@@ -827,6 +845,15 @@ impl RedisBroker {
                 };
                 refusal::over_budget(source, burst, per_second)
             }
+            b"folder_flooding" => match request {
+                BusRequest::ChargeFolder {
+                    source,
+                    burst,
+                    per_second,
+                    ..
+                } => refusal::over_folder_budget(*source, *burst, *per_second),
+                _ => return Err(ClusterError::reply("folder flooding, for no folder")),
+            },
             b"no_room" => refusal::not_in_a_room(),
             b"no_user" => match request {
                 BusRequest::Direct { to, .. } | BusRequest::Locate { to, .. } => {

@@ -147,6 +147,15 @@ enum Step {
         client: u64,
         to: usize,
     },
+    /// A folder's manifest entries charged to its source.
+    ChargeFolder {
+        server: usize,
+        client: u64,
+        source: u8,
+        entries: u64,
+        burst: u32,
+        per_second: u32,
+    },
     Announce {
         server: usize,
         room: Option<usize>,
@@ -205,6 +214,10 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             .prop_map(|(server, client, to, source)| Step::Direct { server, client, to, source }),
         1 => (server.clone(), client.clone(), 0..NAMES.len())
             .prop_map(|(server, client, to)| Step::Locate { server, client, to }),
+        2 => (server.clone(), client.clone(), 1..3u8, 0..12u64, 0..10u32, 0..4u32)
+            .prop_map(|(server, client, source, entries, burst, per_second)| Step::ChargeFolder {
+                server, client, source, entries, burst, per_second
+            }),
         1 => (server.clone(), proptest::option::of(0..ROOMS.len()))
             .prop_map(|(server, room)| Step::Announce { server, room }),
         2 => (server.clone(), client.clone()).prop_map(|(server, client)| Step::Leave { server, client }),
@@ -326,6 +339,7 @@ impl Both {
                 | Step::Say { .. }
                 | Step::Direct { .. }
                 | Step::Locate { .. }
+                | Step::ChargeFolder { .. }
                 | Step::Announce { .. }
                 | Step::Leave { .. }
                 | Step::Sync { .. }
@@ -354,6 +368,21 @@ impl Both {
                 source: source(src),
                 max_members: max,
                 max_per_source: per_source,
+            }),
+            Step::ChargeFolder {
+                server,
+                client,
+                source: src,
+                entries,
+                burst,
+                per_second,
+            } => self.request(server, |op| BusRequest::ChargeFolder {
+                op,
+                client: ClientId(client),
+                source: source(src).expect("a source"),
+                entries,
+                burst,
+                per_second,
             }),
             Step::Say {
                 server,

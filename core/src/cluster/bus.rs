@@ -154,6 +154,26 @@ pub enum BusRequest {
         /// Its key.
         to_key: String,
     },
+    /// What checking the manifest of a folder `client` offers can cost
+    /// (`entries`, [`entries_bound`](crate::tree::entries_bound)), charged
+    /// to its source's budget of manifest entries, which every server
+    /// shares: `burst` at once, `per_second` on average (this server's
+    /// limits; a charge over `burst` costs `burst`). Answered
+    /// [`Answer::Done`], or [`Answer::Refused`] (`FLOODING`).
+    ChargeFolder {
+        /// This request's number.
+        op: OpId,
+        /// The member offering the folder.
+        client: ClientId,
+        /// Its address group.
+        source: Source,
+        /// Manifest entries the folder may have.
+        entries: u64,
+        /// The budget's burst, in entries.
+        burst: u32,
+        /// Its refill, in entries a second.
+        per_second: u32,
+    },
     /// The room's members and last `seq` now: asked when the log skipped
     /// some of its events (a trimmed log, a restarted broker). Answered
     /// [`Answer::Synced`].
@@ -176,6 +196,7 @@ impl BusRequest {
             | BusRequest::Leave { op, .. }
             | BusRequest::Rejoin { op, .. }
             | BusRequest::Locate { op, .. }
+            | BusRequest::ChargeFolder { op, .. }
             | BusRequest::Sync { op, .. } => *op,
         }
     }
@@ -208,7 +229,7 @@ impl BusRequest {
                 BusRequest::Announce { room_key, text, .. } => {
                     room_key.as_ref().map_or(0, String::len) + text.len()
                 }
-                BusRequest::Leave { .. } => 0,
+                BusRequest::Leave { .. } | BusRequest::ChargeFolder { .. } => 0,
                 BusRequest::Locate { to, to_key, .. } => to.len() + to_key.len(),
                 BusRequest::Sync { room_key, .. } => room_key.len(),
             }

@@ -39,6 +39,8 @@ pub struct MemoryBroker {
     leases: HashMap<ServerId, u64>,
     budget: Option<Budget>,
     buckets: HashMap<Source, Bucket>,
+    /// Each source's budget of folder manifest entries.
+    folder_buckets: HashMap<Source, Bucket>,
     /// A server found this broker restarted ([`mark_restarted`]): a room's
     /// numbers start from the clock, past any used before the restart.
     ///
@@ -328,6 +330,13 @@ impl MemoryBroker {
                     .and_then(|r| r.members.iter().find(|m| m.0 == to_key))
                     .map_or_else(|| refusal::no_such_user(&to), |m| Answer::Located(m.2))
             }
+            BusRequest::ChargeFolder {
+                source,
+                entries,
+                burst,
+                per_second,
+                ..
+            } => self.charge_folder(source, entries, burst, per_second, now_ms),
             BusRequest::Sync { room_key, .. } => Answer::Synced(self.snapshot(&room_key)),
             BusRequest::Rejoin {
                 op,
@@ -525,6 +534,35 @@ impl MemoryBroker {
             members: self.members(room_key),
             history: Vec::new(),
         }
+    }
+
+    /// Spends `entries` (at most `burst`) of `source`'s shared budget of
+    /// folder manifest entries.
+    fn charge_folder(
+        &mut self,
+        source: Source,
+        entries: u64,
+        burst: u32,
+        per_second: u32,
+        now_ms: u64,
+    ) -> Answer {
+        if burst == 0 {
+            return Answer::Done;
+        }
+        let full = u64::from(burst) * 1000;
+        let bucket = self.folder_buckets.entry(source).or_insert(Bucket {
+            milli: full,
+            at_ms: now_ms,
+        });
+        let refill = now_ms.saturating_sub(bucket.at_ms) * u64::from(per_second);
+        bucket.milli = (bucket.milli + refill).min(full);
+        bucket.at_ms = bucket.at_ms.max(now_ms);
+        let cost = entries.min(u64::from(burst)) * 1000;
+        if bucket.milli < cost {
+            return refusal::over_folder_budget(source, burst, per_second);
+        }
+        bucket.milli -= cost;
+        Answer::Done
     }
 
     /// Spends one token of `source`'s shared budget.

@@ -50,6 +50,17 @@ pub fn over_budget(source: Source, burst: u32, per_second: u32) -> Answer {
     )
 }
 
+/// `source` spent the budget of folder manifest entries the cluster's
+/// servers share.
+pub fn over_folder_budget(source: Source, burst: u32, per_second: u32) -> Answer {
+    refused(
+        Code::FLOODING,
+        format!(
+            "{source} is over the cluster's folder budget ({burst} manifest entries in a burst, {per_second} a second): offer again later"
+        ),
+    )
+}
+
 /// The sender holds no name in any room (its join was refused, or it left).
 pub fn not_in_a_room() -> Answer {
     refused(

@@ -117,6 +117,10 @@ enum Waiting {
     Locate {
         end: End,
     },
+    /// Whether the source of the tree end `end` may offer it.
+    ChargeFolder {
+        end: End,
+    },
 }
 
 /// A client of this hub whose join the broker has not applied yet.
@@ -506,6 +510,71 @@ impl Hub {
         Ok(())
     }
 
+    /// In cluster mode, charges the `entries` of tree `tid` of `id` to its
+    /// source's budget that the servers share; the tree's manifest is held
+    /// ([`Hub::hold_for_charge`]) until the answer. Nothing outside a
+    /// cluster, or for a client with no source; an error when the
+    /// cluster cannot take the request now.
+    pub(super) fn cluster_charge_folder(
+        &mut self,
+        id: ClientId,
+        tid: crate::frame::TransferId,
+        entries: u64,
+    ) -> Result<(), String> {
+        let Some(source) = self.clients.get(&id).and_then(|c| c.source) else {
+            return Ok(());
+        };
+        let (burst, per_second) = (
+            self.config.source_tree_entries_burst,
+            self.config.source_tree_entries_per_second,
+        );
+        let Some(bus) = self.bus.as_mut() else {
+            return Ok(());
+        };
+        let op = bus.next_op();
+        let request = BusRequest::ChargeFolder {
+            op,
+            client: id,
+            source,
+            entries,
+            burst,
+            per_second,
+        };
+        if let Some(reason) = bus.refusal(request.weight(), self.config.max_bus_bytes) {
+            return Err(reason);
+        }
+        bus.send(request, Some(id), Waiting::ChargeFolder { end: (id, tid) });
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.awaiting_charge.push((tid, None));
+        }
+        Ok(())
+    }
+
+    /// The broker's answer to the charge of tree end `end`: its manifest,
+    /// if it came meanwhile, goes on; a refusal rejects the tree.
+    fn on_folder_charged(&mut self, now: Instant, end: End, answer: Answer) {
+        let (id, tid) = end;
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = c.awaiting_charge.iter().position(|(t, _)| *t == tid) else {
+            return; // The tree ended meanwhile.
+        };
+        let (_, held) = c.awaiting_charge.swap_remove(at);
+        match answer {
+            Answer::Done => {
+                if let Some(event) = held {
+                    self.on_transfer(id, now, event);
+                }
+            }
+            Answer::Refused { code, reason } => self.refuse_offer(id, now, tid, code, &reason),
+            other => {
+                let reason = format!("the cluster answered {other:?} to the folder's charge");
+                self.refuse_offer(id, now, tid, Code::CLUSTER_UNAVAILABLE, &reason);
+            }
+        }
+    }
+
     /// `id` leaves the room keyed `key`: it stops receiving at once, and
     /// its `LEFT` reaches the room through the log.
     pub(super) fn cluster_leave(&mut self, id: ClientId, now: Instant, key: &str, code: Code) {
@@ -691,6 +760,7 @@ impl Hub {
                 }
             }
             (Waiting::Locate { end }, answer) => self.on_located(now, end, answer),
+            (Waiting::ChargeFolder { end }, answer) => self.on_folder_charged(now, end, answer),
             (Waiting::Rejoin { room_key }, answer) => {
                 self.on_rejoined(now, op, pending.client, room_key, answer)
             }

@@ -211,6 +211,10 @@ struct Client {
     /// Its trees offered and not ended, each with what its manifest may
     /// make the server hold (counted in `Hub::manifest_reserved`).
     manifests: Vec<(TransferId, u64)>,
+    /// In cluster mode: its trees whose manifest entries the broker has
+    /// not charged to its source yet, each with its `TreeManifest` event
+    /// if that came first (handled once the charge is answered).
+    awaiting_charge: Vec<(TransferId, Option<TransferEvent>)>,
     /// Its chat and control bytes queued when last counted in
     /// `Hub::queued`.
     queued: usize,
@@ -756,6 +760,7 @@ impl Hub {
                 touched: false,
                 writable: false,
                 manifests: Vec::new(),
+                awaiting_charge: Vec::new(),
                 queued: 0,
             },
         );
@@ -1811,11 +1816,37 @@ impl Hub {
     /// cost ([`entries_bound`](crate::tree::entries_bound)) from the
     /// client's source: the manifest's parts are not priced one by one.
     fn take_tree_entries(&mut self, id: ClientId, now: Instant, manifest_len: u32) -> bool {
-        let limits = self.config.connection.trees.unwrap_or_default();
-        let entries = crate::tree::entries_bound(manifest_len as usize, &limits) as u64;
+        let entries = self.tree_entries_of(manifest_len);
         match self.clients.get(&id).and_then(|c| c.source) {
             Some(source) => self.sources.take_tree_entries(source, now, entries),
             None => true,
+        }
+    }
+
+    /// The most entries a manifest of `manifest_len` bytes can hold under
+    /// this server's limits: what checking it can cost.
+    fn tree_entries_of(&self, manifest_len: u32) -> u64 {
+        let limits = self.config.connection.trees.unwrap_or_default();
+        crate::tree::entries_bound(manifest_len as usize, &limits) as u64
+    }
+
+    /// `event` of `id`, unless it is the manifest of a tree whose charge
+    /// the cluster has not answered: then it is kept for the answer.
+    fn hold_for_charge(&mut self, id: ClientId, event: TransferEvent) -> Option<TransferEvent> {
+        let TransferEvent::TreeManifest { id: tid, .. } = &event else {
+            return Some(event);
+        };
+        let tid = *tid;
+        let slot = self
+            .clients
+            .get_mut(&id)
+            .and_then(|c| c.awaiting_charge.iter_mut().find(|(t, _)| *t == tid));
+        match slot {
+            Some(slot) => {
+                slot.1 = Some(event);
+                None
+            }
+            None => Some(event),
         }
     }
 
@@ -2066,6 +2097,12 @@ impl Hub {
     }
 
     fn on_transfer(&mut self, id: ClientId, now: Instant, event: TransferEvent) {
+        // A tree's manifest waits for the cluster to charge what checking
+        // it cost, before anyone is offered the tree.
+        let event = match self.hold_for_charge(id, event) {
+            Some(event) => event,
+            None => return,
+        };
         // An offer, or a cancel the client sent, is priced like a message:
         // each sets disk or a peer to work, and the pair made 392,000 empty
         // files in 40 s when they were free.
@@ -2117,10 +2154,19 @@ impl Hub {
                 self.refuse_offer(id, now, tid, Code::TOO_MANY_TRANSFERS, reason);
                 return;
             }
+            let entries = self.tree_entries_of(*manifest_len);
+            if let Err(reason) = self.cluster_charge_folder(id, *tid, entries) {
+                let tid = *tid;
+                self.refuse_offer(id, now, tid, Code::CLUSTER_UNAVAILABLE, &reason);
+                return;
+            }
         }
         if let TransferEvent::Ended { id: tid, .. } = &event {
             self.release_manifest(id, *tid);
             self.pending_trees.remove(&(id, *tid));
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.awaiting_charge.retain(|(t, _)| t != tid);
+            }
         }
         if self.remote.holds(id, &event) {
             self.on_remote_end_event(id, now, event);
