@@ -349,6 +349,21 @@ impl Cluster {
         moved
     }
 
+    /// The link between the two servers breaks: what was on it is lost,
+    /// and each hub is told.
+    fn cut_links(&mut self) {
+        self.links.clear();
+        for (k, other) in [(0, 1), (1, 0)] {
+            self.hubs[k].handle_bus(
+                self.now,
+                BusInput::PeerLost {
+                    server: SERVERS[other],
+                    reason: "connection reset".into(),
+                },
+            );
+        }
+    }
+
     fn ended(&self, m: usize) -> Vec<Outcome> {
         self.members[m]
             .events
@@ -560,17 +575,7 @@ fn a_lost_link_between_the_servers_ends_the_relay_on_both_sides() {
     cluster.members[bob].files.writing = false;
     cluster.offer(alice, "a.bin", &file(2 * window()), "bob");
     cluster.run();
-    let now = cluster.now;
-    cluster.links.clear();
-    for (k, other) in [(0, 1), (1, 0)] {
-        cluster.hubs[k].handle_bus(
-            now,
-            BusInput::PeerLost {
-                server: SERVERS[other],
-                reason: "connection reset".into(),
-            },
-        );
-    }
+    cluster.cut_links();
     cluster.run();
     for m in [alice, bob] {
         let ended = cluster.ended(m);
@@ -865,17 +870,7 @@ fn a_lost_link_while_a_manifest_arrives_gives_back_what_it_reserved() {
         assert!(steps < 10_000);
     }
     assert_eq!(cluster.hubs[1].remote_relay_count(), 1);
-    let now = cluster.now;
-    cluster.links.clear();
-    for (k, other) in [(0, 1), (1, 0)] {
-        cluster.hubs[k].handle_bus(
-            now,
-            BusInput::PeerLost {
-                server: SERVERS[other],
-                reason: "connection reset".into(),
-            },
-        );
-    }
+    cluster.cut_links();
     cluster.run();
     assert!(
         matches!(&cluster.ended(alice)[..], [Outcome::Cancelled { code, .. }] if *code == Code::PEER_GONE),

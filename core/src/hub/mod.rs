@@ -2349,7 +2349,7 @@ impl Hub {
         }
         let target = self.member_in_room(id, &peer);
         if target.is_none() && self.elsewhere_in_cluster(id, &peer) {
-            self.offer_to_remote(id, now, tid, name, size, peer, resume);
+            self.offer_to_remote(id, now, tid, name, size, peer, resume, None);
             return;
         }
         if target.is_some_and(|t| self.is_guest(t)) {
@@ -2429,11 +2429,33 @@ impl Hub {
     /// one a file or a tree for `peer` goes to.
     fn member_in_room(&self, id: ClientId, peer: &str) -> Option<ClientId> {
         let key = self.room_of(id)?;
+        self.entered_member(&key, &name_key(peer))
+    }
+
+    /// The member of the room keyed `room_key` whose name key is
+    /// `name_key`, connected and entered.
+    fn entered_member(&self, room_key: &str, name_key: &str) -> Option<ClientId> {
         self.names
-            .get(&(key.clone(), name_key(peer)))
+            .get(&(room_key.to_string(), name_key.to_string()))
             .copied()
             .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
-            .filter(|&t| self.has_entered(t, &key))
+            .filter(|&t| self.has_entered(t, room_key))
+    }
+
+    /// Why `target` (called `name`) cannot be offered a folder, if it
+    /// cannot: a guest, or a client that did not say it takes folders.
+    fn refuses_folders(&self, target: ClientId, name: &str) -> Option<(Code, String)> {
+        let takes_trees = self
+            .clients
+            .get(&target)
+            .and_then(|c| c.link.ferry_ref())
+            .is_some_and(|c| c.peer_features() & features::TREES != 0);
+        (self.is_guest(target) || !takes_trees).then(|| {
+            (
+                Code::FILE_REJECTED,
+                format!("{name}'s client does not take folders"),
+            )
+        })
     }
 
     /// Whether `tid` is a tree that `client` sends to this hub.
@@ -2450,16 +2472,8 @@ impl Hub {
         let Some(target) = target else {
             return Err((Code::NO_SUCH_USER, format!("nobody named {peer:?} is here")));
         };
-        let takes_trees = self
-            .clients
-            .get(&target)
-            .and_then(|c| c.link.ferry_ref())
-            .is_some_and(|c| c.peer_features() & features::TREES != 0);
-        if self.is_guest(target) || !takes_trees {
-            return Err((
-                Code::FILE_REJECTED,
-                format!("{peer}'s client does not take folders"),
-            ));
+        if let Some(refusal) = self.refuses_folders(target, peer) {
+            return Err(refusal);
         }
         if self.relay_memory_full() {
             return Err((

@@ -128,27 +128,12 @@ impl Hub {
         self.remote.len()
     }
 
-    /// `id` offers a file to `peer`, a member of its room on another
-    /// server: the broker is asked where, and the offer goes there.
+    /// `id` offers a file (or, with `tree`, a folder) to `peer`, a member
+    /// of its room on another server: relay memory is reserved and the
+    /// broker asked where `peer` is (refused at once when either cannot
+    /// be), and the offer goes there.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn offer_to_remote(
-        &mut self,
-        id: ClientId,
-        now: Instant,
-        tid: TransferId,
-        name: Text,
-        size: u64,
-        peer: Text,
-        resume: Option<ResumeKey>,
-    ) {
-        self.start_remote_offer(id, now, tid, name, size, peer, resume, None);
-    }
-
-    /// Starts the sender end `(id, tid)` of a relay with another server:
-    /// relay memory reserved and the broker asked where `peer` is; refused
-    /// at once when either cannot be. `tree` for a folder.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn start_remote_offer(
         &mut self,
         id: ClientId,
         now: Instant,
@@ -526,21 +511,9 @@ impl Hub {
             return;
         };
         let refuse = |hub: &mut Hub, code: Code, reason: String| {
-            hub.remote.out.push_back((
-                from,
-                RelayFrame::End {
-                    id: relay,
-                    outcome: Outcome::Rejected { code, reason },
-                },
-            ));
+            hub.refuse_remote(from, relay, code, reason);
         };
-        let target = self
-            .names
-            .get(&(room_key.clone(), to_key))
-            .copied()
-            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
-            .filter(|&t| self.has_entered(t, &room_key));
-        let Some(target) = target else {
+        let Some(target) = self.entered_member(&room_key, &to_key) else {
             return refuse(
                 self,
                 Code::NO_SUCH_USER,
@@ -600,6 +573,23 @@ impl Hub {
         );
         self.remote.by_id.insert(relay, (target, tid));
         self.relay_reserved += u64::from(self.config.connection.window);
+    }
+
+    /// Refuses relay `relay` of server `from`.
+    pub(super) fn refuse_remote(
+        &mut self,
+        from: ServerId,
+        relay: RelayId,
+        code: Code,
+        reason: String,
+    ) {
+        self.remote.out.push_back((
+            from,
+            RelayFrame::End {
+                id: relay,
+                outcome: Outcome::Rejected { code, reason },
+            },
+        ));
     }
 
     /// Ends the local end `end` as the other server said (or as its loss

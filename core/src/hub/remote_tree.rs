@@ -17,7 +17,7 @@ use crate::cluster::relay::{RelayFrame, RelayId};
 use crate::cluster::ServerId;
 use crate::code::Code;
 use crate::connection::tree_send::RelayedTreeFrame;
-use crate::frame::{features, HeldFile, ResumeKey, TransferId};
+use crate::frame::{HeldFile, ResumeKey, TransferId};
 use crate::text::Text;
 use crate::transfer::{Outcome, TransferEvent};
 use crate::tree::{decoded_bytes_bound, Manifest, ManifestDecoder, MANIFEST_HEADER_LEN};
@@ -143,7 +143,7 @@ impl Hub {
             return;
         }
         let tree = Some(RemoteTree::sending());
-        self.start_remote_offer(id, now, tid, name, total_size, peer, resume, tree);
+        self.offer_to_remote(id, now, tid, name, total_size, peer, resume, tree);
     }
 
     /// Adds `extra` bytes to what tree `tid` of `id` reserved of
@@ -395,27 +395,13 @@ impl Hub {
         to_key: &str,
         to: &str,
     ) -> Result<ClientId, (Code, String)> {
-        let target = self
-            .names
-            .get(&(room_key.to_string(), to_key.to_string()))
-            .copied()
-            .filter(|t| self.clients.get(t).is_some_and(|c| c.link.is_open()))
-            .filter(|&t| self.has_entered(t, room_key));
-        let Some(target) = target else {
+        let Some(target) = self.entered_member(room_key, to_key) else {
             return Err((Code::NO_SUCH_USER, format!("nobody named {to:?} is here")));
         };
-        let takes_trees = self
-            .clients
-            .get(&target)
-            .and_then(|c| c.link.ferry_ref())
-            .is_some_and(|c| c.peer_features() & features::TREES != 0);
-        if self.is_guest(target) || !takes_trees {
-            return Err((
-                Code::FILE_REJECTED,
-                format!("{to}'s client does not take folders"),
-            ));
+        match self.refuses_folders(target, to) {
+            Some(refusal) => Err(refusal),
+            None => Ok(target),
         }
-        Ok(target)
     }
 
     /// A frame of a folder whose manifest is still arriving.
@@ -536,16 +522,5 @@ impl Hub {
         for relay in gone {
             self.drop_assembling(relay);
         }
-    }
-
-    /// Refuses relay `relay` of server `from`.
-    fn refuse_remote(&mut self, from: ServerId, relay: RelayId, code: Code, reason: String) {
-        self.remote.out.push_back((
-            from,
-            RelayFrame::End {
-                id: relay,
-                outcome: Outcome::Rejected { code, reason },
-            },
-        ));
     }
 }
