@@ -775,3 +775,83 @@ fn an_address_spread_over_two_servers_shares_one_folder_budget() {
     assert!(err.contains("cluster's folder budget"), "{err}");
     assert!(!inbox_b.path().join("notes").exists());
 }
+
+/// A folder between members on two servers, its sender killed partway:
+/// bob keeps what arrived, and the same command run again sends only what
+/// he lacks (his `TREE_HELD` crosses back over the servers' link), the
+/// folder arriving whole.
+#[test]
+fn a_folder_between_servers_resumes_after_the_sender_is_killed() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = cluster_server_on(inbox_a.path(), &redis.url(), "mio");
+    let b = cluster_server_on(inbox_b.path(), &redis.url(), "smol");
+    let source = tempfile::tempdir().unwrap();
+    let root = source.path().join("scans");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut total = 0;
+    for n in 0..16u64 {
+        let data = common::contents(2 << 20, n);
+        total += data.len() as u64;
+        std::fs::write(root.join(format!("page{n:02}.raw")), data).unwrap();
+    }
+    // About 25 MiB/s between alice and her server.
+    let proxy = common::Proxy::start(
+        a.addr,
+        common::ProxyMode {
+            chunk: Some(256 * 1024),
+            pause: Duration::from_millis(10),
+            ..common::ProxyMode::default()
+        },
+    );
+    let received = tempfile::tempdir().unwrap();
+    let mut bob = Proc::spawn(&[
+        "chat",
+        "--no-tls",
+        &b.addr(),
+        "--name",
+        "bob",
+        "--accept-files",
+        received.path().to_str().unwrap(),
+    ]);
+    bob.expect(&["you are bob"]);
+    writeln!(bob.child.stdin.as_mut().unwrap(), "ready").unwrap();
+    bob.expect(&["<bob> ready"]);
+    let args = [
+        "send",
+        "--no-tls",
+        &proxy.addr(),
+        root.to_str().unwrap(),
+        "--to",
+        "bob",
+        "--name",
+        "alice",
+    ];
+    let mut alice = Proc::spawn(&args);
+    let staged = common::wait_until("bob to hold 8 MiB of the folder", || {
+        let staged = common::staged_tree_bytes(received.path());
+        (staged >= 8 << 20).then_some(staged)
+    });
+    alice.kill9();
+    assert!(!received.path().join("scans").exists());
+    bob.expect(&["alice's connection was lost"]);
+    let carried_before = proxy.carried.load(Ordering::SeqCst);
+    let (ok, out, err) = common::run(&args, &[]);
+    assert!(ok, "{out}{err}");
+    bob.expect(&["saved", "scans"]);
+    assert_eq!(
+        files_under(&received.path().join("scans")),
+        files_under(&root)
+    );
+    let carried = proxy.carried.load(Ordering::SeqCst) - carried_before;
+    // What bob held did not cross again (the manifest and frame heads
+    // are well under 1 MiB).
+    assert!(
+        carried < total - staged + (1 << 20),
+        "{carried} bytes crossed; bob held {staged} of {total}"
+    );
+    assert_eq!(common::staged_tree_bytes(received.path()), 0);
+    drop(bob);
+}

@@ -8,7 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use bytes::BytesMut;
-use common::{contents, Raw, Serve};
+use common::{contents, staged_tree_bytes, Raw, Serve};
 use ferry_core::frame::{features, Frame, HeldFile};
 use ferry_core::tree::{Entry, EntryKind, Manifest, Mtime, TreeLimits, TreePath};
 use ferry_core::Code;
@@ -661,32 +661,6 @@ fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
 }
 
 /// Bytes of the files in the tree staging folders of `inbox`.
-fn staged_tree_bytes(inbox: &Path) -> u64 {
-    fn bytes(dir: &Path) -> u64 {
-        fs::read_dir(dir)
-            .map(|entries| {
-                entries
-                    .map(|e| {
-                        let e = e.unwrap();
-                        let meta = fs::symlink_metadata(e.path()).unwrap();
-                        if meta.is_dir() {
-                            bytes(&e.path())
-                        } else {
-                            meta.len()
-                        }
-                    })
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-    fs::read_dir(inbox.join(".ferry-partial"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".tree"))
-        .map(|p| bytes(&p))
-        .sum()
-}
-
 #[test]
 fn a_cut_tree_is_resumed_with_what_the_inbox_holds_on_every_runtime() {
     let (tree, files) = flat_tree(&[3000, 5000, 2000]);

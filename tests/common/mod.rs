@@ -120,6 +120,37 @@ pub fn hash_file(path: &Path) -> String {
         .to_string()
 }
 
+/// Bytes of the trees staged (cut, kept for a resume) in the inbox or
+/// download folder `dir`.
+pub fn staged_tree_bytes(dir: &Path) -> u64 {
+    fn bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| {
+                        let e = e.unwrap();
+                        let meta = std::fs::symlink_metadata(e.path()).unwrap();
+                        if meta.is_dir() {
+                            bytes(&e.path())
+                        } else {
+                            meta.len()
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+    std::fs::read_dir(dir.join(".ferry-partial"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.to_string_lossy().ends_with(".tree"))
+                .map(|p| bytes(&p))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Runs `body` until it returns `Some`, every few milliseconds, for at
 /// most `WAIT`; `what` names what is awaited in the failure.
 pub fn wait_until<T>(what: &str, mut body: impl FnMut() -> Option<T>) -> T {
