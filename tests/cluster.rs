@@ -855,3 +855,37 @@ fn a_folder_between_servers_resumes_after_the_sender_is_killed() {
     assert_eq!(common::staged_tree_bytes(received.path()), 0);
     drop(bob);
 }
+
+/// Wrong tokens from one address on two servers count toward one ban:
+/// with 4 allowed, 2 on each server ban it, on the server of the fourth at
+/// once and on the other at its next guess, where each alone would have
+/// let it guess on. Even the right token is turned away then.
+#[test]
+fn an_address_guessing_tokens_on_two_servers_is_banned_once_for_both() {
+    let redis = RedisServer::start();
+    let (inbox_a, inbox_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let auth = ["--token", "sesame", "--auth-ban-after", "4"];
+    let mut a = cluster_server_with(inbox_a.path(), &redis.url(), "mio", &auth);
+    let mut b = cluster_server_with(inbox_b.path(), &redis.url(), "smol", &auth);
+    let answer = |server: &Serve, token: &[u8]| {
+        let mut raw = Raw::connect(server.addr);
+        raw.hello("mallory", "", token);
+        raw.expect_end()
+    };
+    for server in [&a, &b, &a, &b] {
+        let (code, reason) = answer(server, b"guess");
+        assert_eq!(code, Code::AUTH_FAILED, "{reason}");
+        assert!(reason.contains("wrong or missing token"), "{reason}");
+    }
+    b.expect(&["banned for", "after 4 wrong tokens"]);
+    let (code, reason) = answer(&b, b"sesame");
+    assert_eq!(code, Code::AUTH_FAILED);
+    assert!(reason.contains("too many wrong tokens"), "{reason}");
+    answer(&a, b"guess");
+    a.expect(&["banned for", "after 4 wrong tokens"]);
+    let (code, reason) = answer(&a, b"sesame");
+    assert!(
+        reason.contains("too many wrong tokens"),
+        "{code:?}: {reason}"
+    );
+}

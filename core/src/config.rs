@@ -295,7 +295,9 @@ pub struct HubConfig {
     pub source_tree_entries_per_second: u32,
     /// Wrong tokens from one source before it is banned for
     /// [`auth_ban`](Self::auth_ban). Each wrong token is answered later than
-    /// the one before (250 ms, doubling, at most 4 s).
+    /// the one before (250 ms, doubling, at most 4 s). In a cluster the
+    /// source's wrong tokens on every server count toward one ban too
+    /// (each server learns of it at the source's next wrong token there).
     pub auth_failures_before_ban: u32,
     /// How long a source that kept presenting wrong tokens is turned away
     /// (`ERROR AUTH_FAILED` at connect).

@@ -21,7 +21,7 @@ const AUTH_DELAY_FIRST: Duration = Duration::from_millis(250);
 /// handshake timeout, so the answer is the refusal, not a timeout.
 const AUTH_DELAY_MAX: Duration = Duration::from_secs(4);
 /// Wrong tokens are forgotten after this long without another.
-const AUTH_MEMORY: Duration = Duration::from_secs(600);
+pub(crate) const AUTH_MEMORY: Duration = Duration::from_secs(600);
 
 /// Why a source may not open another connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +220,23 @@ impl Sources {
             self.park(source, now);
         }
         AuthPenalty { delay, banned }
+    }
+
+    /// Bans `source` for `ban` from `now` (the cluster counted its wrong
+    /// tokens on every server); whether it was not banned that long
+    /// already.
+    pub(crate) fn ban(&mut self, source: Source, now: Instant, ban: Duration) -> bool {
+        let state = self.state(source, now);
+        let until = now + ban;
+        let longer = state.banned_until.is_none_or(|at| at < until);
+        if longer {
+            state.banned_until = Some(until);
+            state.auth_failures = 0;
+        }
+        if state.connections == 0 {
+            self.park(source, now);
+        }
+        longer
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has a record to forget.

@@ -1,7 +1,8 @@
-//! Files and folders between members on two servers of a cluster: two
-//! hubs over the in-memory broker, their relay frames carried between them
-//! as a direct link would (encoded and decoded, in order), with the
-//! members' files in memory.
+//! Files and folders between members on two servers of a cluster, and the
+//! budgets a source shares across the servers: two hubs over the
+//! in-memory broker, their relay frames carried between them as a direct
+//! link would (encoded and decoded, in order), with the members' files in
+//! memory.
 
 mod sim;
 
@@ -182,27 +183,11 @@ impl Cluster {
         takes_trees: bool,
         ip: Option<std::net::IpAddr>,
     ) -> usize {
-        let client = match ip {
-            Some(ip) => self.hubs[server].connect_from(self.now, ip),
-            None => self.hubs[server].connect(self.now),
-        };
         let mut config = ClientConfig::new(name);
         if takes_trees {
             config.connection = Config::default().trees(Some(TreeLimits::default()));
         }
-        self.members.push(Member {
-            server,
-            client,
-            conn: Connection::client(config, self.now),
-            files: Disk::new(self.members.len() as u64),
-            folders: Folders {
-                writing: true,
-                ..Folders::default()
-            },
-            events: Vec::new(),
-        });
-        self.run();
-        let m = self.members.len() - 1;
+        let m = self.connect(server, config, ip);
         assert!(self.members[m].conn.is_open(), "{name} joined");
         let now = self.now;
         self.members[m]
@@ -218,6 +203,42 @@ impl Cluster {
             "{name}: FEATURES answered"
         );
         m
+    }
+
+    /// A client of `server` with `config`, connected from `ip` when given,
+    /// and everything moved until nothing moves; welcomed or not.
+    fn connect(
+        &mut self,
+        server: usize,
+        config: ClientConfig,
+        ip: Option<std::net::IpAddr>,
+    ) -> usize {
+        let client = match ip {
+            Some(ip) => self.hubs[server].connect_from(self.now, ip),
+            None => self.hubs[server].connect(self.now),
+        };
+        self.members.push(Member {
+            server,
+            client,
+            conn: Connection::client(config, self.now),
+            files: Disk::new(self.members.len() as u64),
+            folders: Folders {
+                writing: true,
+                ..Folders::default()
+            },
+            events: Vec::new(),
+        });
+        self.run();
+        self.members.len() - 1
+    }
+
+    /// Time passes: every hub's timers that are due fire.
+    fn advance(&mut self, by: std::time::Duration) {
+        self.now += by;
+        for hub in &mut self.hubs {
+            hub.handle_timeout(self.now);
+        }
+        self.run();
     }
 
     /// Member `m` offers the folder `name` (`manifest`, its files' bytes
@@ -918,4 +939,59 @@ fn a_source_spread_over_two_servers_shares_one_folder_budget() {
     assert_eq!(cluster.ended(erin), vec![Outcome::Verified]);
     assert_eq!(cluster.members[carol].folders.got, sent.1);
     assert_all_released(&cluster);
+}
+
+/// Wrong tokens from one address on two servers count toward one ban: with
+/// 4 allowed, 2 on each server ban it on both, where each server alone
+/// would have let it guess on.
+#[test]
+fn a_source_guessing_tokens_on_two_servers_is_banned_once_for_both() {
+    let mut cluster = Cluster::new(|mut config| {
+        config.token = Some(b"sesame".to_vec());
+        config.auth_failures_before_ban = 4;
+        config
+    });
+    let guesser = Some(std::net::IpAddr::from([10, 0, 0, 9]));
+    let mut refusals = Vec::new();
+    for server in [0, 1, 0, 1] {
+        let m = cluster.connect(server, ClientConfig::new("mallory").token("guess"), guesser);
+        // Each wrong token is answered late.
+        cluster.advance(std::time::Duration::from_secs(5));
+        refusals.push(cluster.members[m].events.iter().find_map(|e| match e {
+            Event::Closed { code, reason, .. } => Some((*code, reason.clone())),
+            _ => None,
+        }));
+    }
+    assert!(
+        refusals
+            .iter()
+            .all(|r| matches!(r, Some((code, _)) if *code == Code::AUTH_FAILED)),
+        "{refusals:?}"
+    );
+    let banned = |cluster: &Cluster, k: usize| {
+        cluster.hub_events[k]
+            .iter()
+            .filter(|e| matches!(e, HubEvent::SourceBanned { .. }))
+            .count()
+    };
+    assert_eq!(
+        banned(&cluster, 1),
+        1,
+        "the fourth guess, on server 1, banned it"
+    );
+    // Even the right token is turned away there now, and on server 0 once
+    // it hears of the ban with the next wrong token.
+    let right = ClientConfig::new("mallory").token("sesame");
+    let m = cluster.connect(1, right.clone(), guesser);
+    assert!(!cluster.members[m].conn.is_open(), "banned on server 1");
+    let m = cluster.connect(0, ClientConfig::new("mallory").token("guess"), guesser);
+    cluster.advance(std::time::Duration::from_secs(5));
+    assert!(!cluster.members[m].conn.is_open());
+    assert_eq!(banned(&cluster, 0), 1, "server 0 heard of the ban");
+    let m = cluster.connect(0, right, guesser);
+    assert!(!cluster.members[m].conn.is_open(), "banned on server 0");
+    // Another address is not held to it.
+    let other = Some(std::net::IpAddr::from([10, 0, 0, 10]));
+    let m = cluster.connect(0, ClientConfig::new("trent").token("sesame"), other);
+    assert!(cluster.members[m].conn.is_open());
 }

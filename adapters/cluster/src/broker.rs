@@ -85,6 +85,7 @@ struct Scripts {
     direct: Script,
     locate: Script,
     folder: Script,
+    auth: Script,
     announce: Script,
     leave: Script,
     sync: Script,
@@ -110,6 +111,7 @@ impl Scripts {
             direct: script!("direct.lua"),
             locate: script!("locate.lua"),
             folder: script!("folder.lua"),
+            auth: script!("auth.lua"),
             announce: script!("announce.lua"),
             leave: script!("leave.lua"),
             sync: script!("sync.lua"),
@@ -426,6 +428,21 @@ impl RedisBroker {
                 ]);
                 (&self.scripts.folder, head)
             }
+            BusRequest::AuthFailed {
+                source: src,
+                ban_after,
+                ban_ms,
+                memory_ms,
+                ..
+            } => {
+                head.extend([
+                    src.to_string(),
+                    ban_after.to_string(),
+                    ban_ms.to_string(),
+                    memory_ms.to_string(),
+                ]);
+                (&self.scripts.auth, head)
+            }
             BusRequest::Announce { room_key, text, .. } => {
                 head.extend([
                     if room_key.is_some() { "1" } else { "0" }.to_string(),
@@ -477,6 +494,7 @@ impl RedisBroker {
             &scripts.direct,
             &scripts.locate,
             &scripts.folder,
+            &scripts.auth,
             &scripts.announce,
             &scripts.leave,
             &scripts.sync,
@@ -760,6 +778,9 @@ impl RedisBroker {
         };
         Ok(match tag.as_slice() {
             b"done" => Answer::Done,
+            b"banned" => Answer::Banned {
+                ms_left: reply::number(&next()?)?,
+            },
             b"located" => {
                 let id =
                     String::from_utf8(next()?).map_err(|_| ClusterError::reply("server id"))?;

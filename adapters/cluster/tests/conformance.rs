@@ -147,6 +147,13 @@ enum Step {
         client: u64,
         to: usize,
     },
+    /// A wrong token from a source (bans of 1.5 s after 3, remembered
+    /// 2 s: the waits between steps cross both).
+    AuthFailed {
+        server: usize,
+        client: u64,
+        source: u8,
+    },
     /// A folder's manifest entries charged to its source.
     ChargeFolder {
         server: usize,
@@ -214,6 +221,8 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
             .prop_map(|(server, client, to, source)| Step::Direct { server, client, to, source }),
         1 => (server.clone(), client.clone(), 0..NAMES.len())
             .prop_map(|(server, client, to)| Step::Locate { server, client, to }),
+        2 => (server.clone(), client.clone(), 1..3u8)
+            .prop_map(|(server, client, source)| Step::AuthFailed { server, client, source }),
         2 => (server.clone(), client.clone(), 1..3u8, 0..12u64, 0..10u32, 0..4u32)
             .prop_map(|(server, client, source, entries, burst, per_second)| Step::ChargeFolder {
                 server, client, source, entries, burst, per_second
@@ -340,6 +349,7 @@ impl Both {
                 | Step::Direct { .. }
                 | Step::Locate { .. }
                 | Step::ChargeFolder { .. }
+                | Step::AuthFailed { .. }
                 | Step::Announce { .. }
                 | Step::Leave { .. }
                 | Step::Sync { .. }
@@ -368,6 +378,18 @@ impl Both {
                 source: source(src),
                 max_members: max,
                 max_per_source: per_source,
+            }),
+            Step::AuthFailed {
+                server,
+                client,
+                source: src,
+            } => self.request(server, |op| BusRequest::AuthFailed {
+                op,
+                client: ClientId(client),
+                source: source(src).expect("a source"),
+                ban_after: 3,
+                ban_ms: 1500,
+                memory_ms: 2000,
             }),
             Step::ChargeFolder {
                 server,

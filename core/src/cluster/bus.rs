@@ -174,6 +174,26 @@ pub enum BusRequest {
         /// Its refill, in entries a second.
         per_second: u32,
     },
+    /// A wrong token from `source` on the asking server, counted with
+    /// those from the source on every server: wrong tokens older than
+    /// `memory_ms` are forgotten, and the `ban_after`th bans the source
+    /// for `ban_ms` (the count starting again). Answered [`Answer::Done`],
+    /// or [`Answer::Banned`] when this one banned it or it was banned
+    /// already.
+    AuthFailed {
+        /// This request's number.
+        op: OpId,
+        /// The client that presented it.
+        client: ClientId,
+        /// Its address group.
+        source: Source,
+        /// Wrong tokens before a ban (this server's limit).
+        ban_after: u32,
+        /// How long a ban lasts, in ms.
+        ban_ms: u64,
+        /// How long a wrong token is remembered, in ms.
+        memory_ms: u64,
+    },
     /// The room's members and last `seq` now: asked when the log skipped
     /// some of its events (a trimmed log, a restarted broker). Answered
     /// [`Answer::Synced`].
@@ -197,6 +217,7 @@ impl BusRequest {
             | BusRequest::Rejoin { op, .. }
             | BusRequest::Locate { op, .. }
             | BusRequest::ChargeFolder { op, .. }
+            | BusRequest::AuthFailed { op, .. }
             | BusRequest::Sync { op, .. } => *op,
         }
     }
@@ -229,7 +250,9 @@ impl BusRequest {
                 BusRequest::Announce { room_key, text, .. } => {
                     room_key.as_ref().map_or(0, String::len) + text.len()
                 }
-                BusRequest::Leave { .. } | BusRequest::ChargeFolder { .. } => 0,
+                BusRequest::Leave { .. }
+                | BusRequest::ChargeFolder { .. }
+                | BusRequest::AuthFailed { .. } => 0,
                 BusRequest::Locate { to, to_key, .. } => to.len() + to_key.len(),
                 BusRequest::Sync { room_key, .. } => room_key.len(),
             }
@@ -317,6 +340,12 @@ pub enum Answer {
     Located(ServerId),
     /// The room now (the answer to [`BusRequest::Sync`]).
     Synced(Snapshot),
+    /// The source of a wrong token is banned across the cluster for
+    /// `ms_left` more ms (the answer to [`BusRequest::AuthFailed`]).
+    Banned {
+        /// How much longer the ban lasts, in ms.
+        ms_left: u64,
+    },
     /// Not applied, and why; `code` reaches the client (`REFUSE` for a
     /// join, `BOUNCE` for a message).
     Refused {

@@ -41,6 +41,9 @@ pub struct MemoryBroker {
     buckets: HashMap<Source, Bucket>,
     /// Each source's budget of folder manifest entries.
     folder_buckets: HashMap<Source, Bucket>,
+    /// Each source's wrong tokens: how many, the last one's time and the
+    /// end of its ban (ms).
+    auth_failures: HashMap<Source, AuthRecord>,
     /// A server found this broker restarted ([`mark_restarted`]): a room's
     /// numbers start from the clock, past any used before the restart.
     ///
@@ -71,6 +74,13 @@ struct Applied {
 struct Budget {
     burst: u32,
     per_second: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct AuthRecord {
+    failures: u32,
+    last_ms: u64,
+    banned_until_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -337,6 +347,13 @@ impl MemoryBroker {
                 per_second,
                 ..
             } => self.charge_folder(source, entries, burst, per_second, now_ms),
+            BusRequest::AuthFailed {
+                source,
+                ban_after,
+                ban_ms,
+                memory_ms,
+                ..
+            } => self.auth_failed(source, ban_after, ban_ms, memory_ms, now_ms),
             BusRequest::Sync { room_key, .. } => Answer::Synced(self.snapshot(&room_key)),
             BusRequest::Rejoin {
                 op,
@@ -534,6 +551,34 @@ impl MemoryBroker {
             members: self.members(room_key),
             history: Vec::new(),
         }
+    }
+
+    /// Counts a wrong token of `source` on any server.
+    fn auth_failed(
+        &mut self,
+        source: Source,
+        ban_after: u32,
+        ban_ms: u64,
+        memory_ms: u64,
+        now_ms: u64,
+    ) -> Answer {
+        let record = self.auth_failures.entry(source).or_default();
+        if record.banned_until_ms > now_ms {
+            return Answer::Banned {
+                ms_left: record.banned_until_ms - now_ms,
+            };
+        }
+        if record.failures > 0 && now_ms.saturating_sub(record.last_ms) >= memory_ms {
+            record.failures = 0;
+        }
+        record.failures += 1;
+        record.last_ms = now_ms;
+        if record.failures >= ban_after {
+            record.failures = 0;
+            record.banned_until_ms = now_ms + ban_ms;
+            return Answer::Banned { ms_left: ban_ms };
+        }
+        Answer::Done
     }
 
     /// Spends `entries` (at most `burst`) of `source`'s shared budget of

@@ -24,6 +24,7 @@ use crate::code::Code;
 use crate::frame::Frame;
 use crate::history::{self, HistoryEntry};
 use crate::names::name_key;
+use crate::source::Source;
 use crate::text::Text;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -120,6 +121,10 @@ enum Waiting {
     /// Whether the source of the tree end `end` may offer it.
     ChargeFolder {
         end: End,
+    },
+    /// Whether `source`'s wrong tokens, on every server, ban it.
+    AuthFailed {
+        source: Source,
     },
 }
 
@@ -550,6 +555,47 @@ impl Hub {
         Ok(())
     }
 
+    /// In cluster mode, counts a wrong token of `source` (from `id`) with
+    /// those it presented to the other servers. Outside a cluster, or
+    /// while the cluster cannot take the request, this server's own count
+    /// is all there is.
+    pub(super) fn cluster_auth_failed(&mut self, id: ClientId, source: Source) {
+        let ban_after = self.config.auth_failures_before_ban;
+        let ban_ms = self.config.auth_ban.as_millis() as u64;
+        let memory_ms = crate::sources::AUTH_MEMORY.as_millis() as u64;
+        let Some(bus) = self.bus.as_mut() else {
+            return;
+        };
+        let op = bus.next_op();
+        let request = BusRequest::AuthFailed {
+            op,
+            client: id,
+            source,
+            ban_after,
+            ban_ms,
+            memory_ms,
+        };
+        if bus
+            .refusal(request.weight(), self.config.max_bus_bytes)
+            .is_none()
+        {
+            bus.send(request, Some(id), Waiting::AuthFailed { source });
+        }
+    }
+
+    /// The cluster banned `source` for `ms_left`: so does this server, and
+    /// says so once.
+    fn on_cluster_ban(&mut self, now: Instant, source: Source, ms_left: u64) {
+        let ban = std::time::Duration::from_millis(ms_left);
+        if self.sources.ban(source, now, ban) {
+            self.events.push_back(HubEvent::SourceBanned {
+                source,
+                failures: self.config.auth_failures_before_ban,
+                ban,
+            });
+        }
+    }
+
     /// The broker's answer to the charge of tree end `end`: its manifest,
     /// if it came meanwhile, goes on; a refusal rejects the tree.
     fn on_folder_charged(&mut self, now: Instant, end: End, answer: Answer) {
@@ -761,6 +807,9 @@ impl Hub {
             }
             (Waiting::Locate { end }, answer) => self.on_located(now, end, answer),
             (Waiting::ChargeFolder { end }, answer) => self.on_folder_charged(now, end, answer),
+            (Waiting::AuthFailed { source }, Answer::Banned { ms_left }) => {
+                self.on_cluster_ban(now, source, ms_left)
+            }
             (Waiting::Rejoin { room_key }, answer) => {
                 self.on_rejoined(now, op, pending.client, room_key, answer)
             }

@@ -1601,6 +1601,11 @@ impl Hub {
     /// keeps guessing is banned for a while (one event says so).
     fn hold_auth_refusal(&mut self, id: ClientId, now: Instant, source: Source) {
         let penalty = self.sources.auth_failed(source, now);
+        if penalty.banned.is_none() {
+            // Counted with its wrong tokens on the other servers too: the
+            // ban may be the cluster's.
+            self.cluster_auth_failed(id, source);
+        }
         if let Some((ban, failures)) = penalty.banned {
             self.events.push_back(HubEvent::SourceBanned {
                 source,
