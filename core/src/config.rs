@@ -297,7 +297,9 @@ pub struct HubConfig {
     /// [`auth_ban`](Self::auth_ban). Each wrong token is answered later than
     /// the one before (250 ms, doubling, at most 4 s). In a cluster the
     /// source's wrong tokens on every server count toward one ban too
-    /// (each server learns of it at the source's next wrong token there).
+    /// (the broker tells every server of it: [`BusInput::SourceBanned`]).
+    ///
+    /// [`BusInput::SourceBanned`]: crate::cluster::BusInput::SourceBanned
     pub auth_failures_before_ban: u32,
     /// How long a source that kept presenting wrong tokens is turned away
     /// (`ERROR AUTH_FAILED` at connect).

@@ -168,4 +168,4 @@ pub use driving::CLOSE_LINGER;
 #[cfg(feature = "std")]
 pub use hub::{ClientId, Hub, HubEvent};
 #[cfg(feature = "std")]
-pub use source::Source;
+pub use source::{ParseSourceError, Source};

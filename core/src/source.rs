@@ -9,6 +9,7 @@
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::str::FromStr;
 
 /// An address group: an IP address with its host bits cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,9 +75,66 @@ impl fmt::Display for Source {
     }
 }
 
+/// Reads a source back as [`Display`](fmt::Display) writes it (how a
+/// cluster's broker carries one): `10.0.0.7`, `10.1.2.0/24`,
+/// `2001:db8::/64`. Only that form: host bits set, an IPv4 address written
+/// as IPv6 or a prefix longer than the address are errors, so every source
+/// has one spelling.
+impl FromStr for Source {
+    type Err = ParseSourceError;
+
+    fn from_str(text: &str) -> Result<Source, ParseSourceError> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let ip: IpAddr = address.parse().map_err(|_| ParseSourceError::Address)?;
+        let whole = match ip {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        let prefix = match prefix {
+            None => whole,
+            // `u8`'s parser takes a leading `+`: not a spelling Display uses.
+            Some(p) if p.starts_with('+') => return Err(ParseSourceError::Prefix),
+            Some(p) => p.parse::<u8>().map_err(|_| ParseSourceError::Prefix)?,
+        };
+        if prefix > whole {
+            return Err(ParseSourceError::Prefix);
+        }
+        if text.contains('/') && prefix == whole {
+            return Err(ParseSourceError::NotCanonical);
+        }
+        let source = Source::of(ip, prefix, prefix);
+        if source.network != ip || source.prefix != prefix {
+            return Err(ParseSourceError::NotCanonical);
+        }
+        Ok(source)
+    }
+}
+
+/// Text that is not a [`Source`] as its `Display` writes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseSourceError {
+    /// What comes before any `/` is not an IP address.
+    #[error("not an IP address")]
+    Address,
+    /// What follows the `/` is not a number of bits the address has.
+    #[error("not a prefix length of the address")]
+    Prefix,
+    /// The address has host bits set past its prefix, is an IPv4 address
+    /// written as IPv6, or gives the prefix of a single address.
+    #[error(
+        "not the group's own spelling (host bits set, IPv4 as IPv6, or /32 or /128 written out)"
+    )]
+    NotCanonical,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn of(text: &str) -> Source {
         Source::of(text.parse().unwrap(), 32, 64)
@@ -106,5 +164,53 @@ mod tests {
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(Source::of(v6, 32, 0).to_string(), "::/0");
         assert_eq!(Source::of(v6, 32, 200).to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn a_source_reads_back_from_its_spelling_only() {
+        for text in [
+            "10.0.0.7",
+            "10.1.2.0/24",
+            "0.0.0.0/0",
+            "2001:db8:1:2::/64",
+            "::/0",
+            "::1",
+        ] {
+            let source: Source = text.parse().unwrap();
+            assert_eq!(source.to_string(), text);
+        }
+        for (text, error) in [
+            ("10.0.0", ParseSourceError::Address),
+            ("", ParseSourceError::Address),
+            ("10.0.0.7/33", ParseSourceError::Prefix),
+            ("10.0.0.0/+8", ParseSourceError::Prefix),
+            ("10.0.0.0/", ParseSourceError::Prefix),
+            ("2001:db8::/129", ParseSourceError::Prefix),
+            ("10.1.2.3/24", ParseSourceError::NotCanonical),
+            ("10.0.0.7/32", ParseSourceError::NotCanonical),
+            ("::ffff:10.0.0.7", ParseSourceError::NotCanonical),
+            ("2001:db8::1/64", ParseSourceError::NotCanonical),
+        ] {
+            assert_eq!(text.parse::<Source>(), Err(error), "{text}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_source_reads_back_from_its_display(
+            v4 in any::<u32>(),
+            v6 in any::<u128>(),
+            six in any::<bool>(),
+            v4_prefix in 0u8..=40,
+            v6_prefix in 0u8..=140,
+        ) {
+            let ip = if six {
+                IpAddr::V6(Ipv6Addr::from(v6))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(v4))
+            };
+            let source = Source::of(ip, v4_prefix, v6_prefix);
+            prop_assert_eq!(source.to_string().parse::<Source>(), Ok(source));
+        }
     }
 }

@@ -2,7 +2,8 @@
 -- a wrong token is remembered. MemoryBroker::execute(AuthFailed): a wrong
 -- token from the source on any server, counted in ferry:srca:SOURCE
 -- (failures, last, until), so that a source spread over N servers is
--- banned after one allowance of guesses, not N.
+-- banned after one allowance of guesses, not N; the other servers are told
+-- of a ban as it begins.
 local r = repeated()
 if r then return r end
 local source = ARGV[6]
@@ -25,6 +26,14 @@ if failures >= ban_after then
   failures = 0
   banned_until = now + ban_ms
   reply = {'banned', int(ban_ms)}
+  -- Every other server with a lease hears of it in its inbox, so that it
+  -- turns the source away before a guess there (MemoryBroker does the same).
+  for _, id in ipairs(redis.call('ZRANGE', 'ferry:servers', 0, -1)) do
+    if id ~= server then
+      redis.call('XADD', 'ferry:srv:' .. id .. ':inbox', 'MAXLEN', '~', maxlen, '*',
+        'ban', source, 'ms', int(ban_ms))
+    end
+  end
 end
 redis.call('HSET', key, 'failures', int(failures), 'last', int(last), 'until', int(banned_until))
 -- Kept while it still differs from no record, and a minute more.

@@ -542,7 +542,7 @@ impl RedisBroker {
             if name == EVENTS.as_bytes() {
                 batch.add(entries);
             } else {
-                directs.extend(self.directs(&inbox, entries)?);
+                directs.extend(self.inbox_inputs(&inbox, entries)?);
             }
         }
         Ok((batch, directs))
@@ -661,13 +661,30 @@ impl RedisBroker {
         let inbox = inbox_key(server);
         let streams = self.read_streams(&[(&inbox, "0")], 1000, None)?;
         let entries = streams.into_iter().flat_map(|(_, e)| e).collect();
-        self.directs(&inbox, entries)
+        self.inbox_inputs(&inbox, entries)
     }
 
-    /// Inbox entries as direct messages; deletes them.
-    fn directs(&mut self, inbox: &str, entries: Vec<Entry>) -> Result<Vec<BusInput>, ClusterError> {
+    /// Inbox entries as what they tell the hub (a direct message, or a
+    /// ban another server's wrong tokens began); deletes them.
+    fn inbox_inputs(
+        &mut self,
+        inbox: &str,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<BusInput>, ClusterError> {
         let mut out = Vec::with_capacity(entries.len());
         for entry in &entries {
+            if let Ok(source) = entry.field("ban") {
+                out.push(BusInput::SourceBanned {
+                    source: std::str::from_utf8(source)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| {
+                            ClusterError::reply("a banned source is not an address group")
+                        })?,
+                    ms_left: reply::number(entry.field("ms")?)?,
+                });
+                continue;
+            }
             out.push(BusInput::Direct {
                 client: ClientId(reply::number(entry.field("client")?)?),
                 room_key: String::from_utf8(entry.field("room")?.to_vec())

@@ -286,6 +286,16 @@ pub enum BusInput {
         /// The message.
         text: Text,
     },
+    /// Another server's wrong tokens banned `source` across the cluster
+    /// (its [`BusRequest::AuthFailed`] was answered [`Answer::Banned`]):
+    /// this server bans it too, so that it turns the source away even with
+    /// the right token, as the server that banned it does.
+    SourceBanned {
+        /// The address group banned.
+        source: Source,
+        /// How long the ban lasts, in ms.
+        ms_left: u64,
+    },
     /// The link to the broker is lost. Requests still unanswered are
     /// answered later (applied, or refused with `CLUSTER_UNAVAILABLE`);
     /// until [`Up`](Self::Up), the hub refuses new requests at once.

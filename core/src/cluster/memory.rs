@@ -163,7 +163,8 @@ impl MemoryBroker {
         self.log.len()
     }
 
-    /// Takes what waits in `server`'s inbox (direct messages).
+    /// Takes what waits in `server`'s inbox (direct messages, and the
+    /// bans other servers' wrong tokens began).
     pub fn take_inbox(&mut self, server: ServerId) -> Vec<BusInput> {
         self.inboxes
             .remove(&server)
@@ -353,7 +354,7 @@ impl MemoryBroker {
                 ban_ms,
                 memory_ms,
                 ..
-            } => self.auth_failed(source, ban_after, ban_ms, memory_ms, now_ms),
+            } => self.auth_failed(server, source, (ban_after, ban_ms, memory_ms), now_ms),
             BusRequest::Sync { room_key, .. } => Answer::Synced(self.snapshot(&room_key)),
             BusRequest::Rejoin {
                 op,
@@ -553,13 +554,14 @@ impl MemoryBroker {
         }
     }
 
-    /// Counts a wrong token of `source` on any server.
+    /// Counts a wrong token of `source` on any server (`server` asking).
+    /// The one that bans it is told so in the answer, and every other
+    /// server holding a lease in its inbox.
     fn auth_failed(
         &mut self,
+        server: ServerId,
         source: Source,
-        ban_after: u32,
-        ban_ms: u64,
-        memory_ms: u64,
+        (ban_after, ban_ms, memory_ms): (u32, u64, u64),
         now_ms: u64,
     ) -> Answer {
         let record = self.auth_failures.entry(source).or_default();
@@ -576,6 +578,22 @@ impl MemoryBroker {
         if record.failures >= ban_after {
             record.failures = 0;
             record.banned_until_ms = now_ms + ban_ms;
+            let mut others: Vec<ServerId> = self
+                .leases
+                .keys()
+                .copied()
+                .filter(|&s| s != server)
+                .collect();
+            others.sort();
+            for other in others {
+                self.inboxes
+                    .entry(other)
+                    .or_default()
+                    .push_back(BusInput::SourceBanned {
+                        source,
+                        ms_left: ban_ms,
+                    });
+            }
             return Answer::Banned { ms_left: ban_ms };
         }
         Answer::Done

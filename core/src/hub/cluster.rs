@@ -286,6 +286,7 @@ impl Hub {
                     }
                 }
             }
+            BusInput::SourceBanned { source, ms_left } => self.on_cluster_ban(now, source, ms_left),
             BusInput::Down { reason } => self.on_broker_down(now, &reason),
             BusInput::Up => self.on_broker_up(now),
             BusInput::Relay { from, frame } => self.on_relay_frame(now, from, frame),
