@@ -451,7 +451,12 @@ fn bench_rtt_compares_ferry_with_raw_tcp() {
     ];
     for label in raw.iter().chain(&ferry) {
         let rows = table_rows(&out, label);
-        assert_eq!(rows.len(), 1, "{label} in\n{out}");
+        // The comparison, then the tail: p95 to p99.99, never decreasing.
+        assert_eq!(rows.len(), 2, "{label} in\n{out}");
+        let tail: Vec<f64> = rows[1].iter().map(|cell| figure(cell)).collect();
+        assert_eq!(tail.len(), 6, "{label} in\n{out}");
+        assert!(tail[0] > 0.0, "{label} in\n{out}");
+        assert!(tail.windows(2).all(|w| w[0] <= w[1]), "{label} in\n{out}");
         let cells = &rows[0];
         // p50, p99, both against each raw echo, then against the echo on
         // the server's own stack, which only ferry rows have.
