@@ -50,6 +50,8 @@ pub trait Peer {
 /// A ferry client: a [`Connection`] over the load generator's socket.
 pub struct FerryPeer {
     conn: Connection,
+    /// The room's MEMBERS that follows the welcome has come.
+    welcomed_members: bool,
 }
 
 impl FerryPeer {
@@ -75,7 +77,13 @@ impl FerryPeer {
             }
             while let Some(event) = conn.poll_event() {
                 match event {
-                    Event::Welcomed { .. } => return Ok((stream, FerryPeer { conn })),
+                    Event::Welcomed { .. } => {
+                        let peer = FerryPeer {
+                            conn,
+                            welcomed_members: false,
+                        };
+                        return Ok((stream, peer));
+                    }
                     Event::Closed { code, reason, .. } => {
                         return Err(format!("{name} was not let in: {code} ({reason})"))
                     }
@@ -104,12 +112,30 @@ impl FerryPeer {
         }
     }
 
+    /// Hands over what the connection has to send; fails on what would
+    /// make a message go missing with the server's reason, so that a run
+    /// that fails says why rather than only which message did not come.
     fn drain(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         while let Some(event) = self.conn.poll_event() {
-            if let Event::Closed { code, reason, .. } = event {
-                return Err(format!(
-                    "the server closed the connection: {code} ({reason})"
-                ));
+            match event {
+                Event::Closed { code, reason, .. } => {
+                    return Err(format!(
+                        "the server closed the connection: {code} ({reason})"
+                    ));
+                }
+                Event::Bounced { code, reason } => {
+                    return Err(format!("the server bounced a message: {code} ({reason})"));
+                }
+                // Past the welcome's, a MEMBERS comes unasked only when a
+                // cluster's server resynchronised a room: events were lost.
+                Event::Members { names } if self.welcomed_members => {
+                    return Err(format!(
+                        "the server resent the room's members ({} names): it lost events of the room",
+                        names.len()
+                    ));
+                }
+                Event::Members { .. } => self.welcomed_members = true,
+                _ => {}
             }
         }
         while let Some(bytes) = self.conn.poll_transmit() {
@@ -208,6 +234,7 @@ mod tests {
         for split in [1, 2, 7, stream.len()] {
             let mut peer = FerryPeer {
                 conn: Connection::client(ClientConfig::new("sub0"), Instant::now()),
+                welcomed_members: false,
             };
             let mut pending = Vec::new();
             let mut got = Vec::new();
@@ -226,5 +253,56 @@ mod tests {
         assert_eq!(message_text(&[0; 12]), Some(&b""[..]));
         assert_eq!(message_text(&[0; 13]), None);
         assert_eq!(message_text(&[0; 11]), None);
+    }
+
+    /// A client of the load generator, welcomed into `fanout`.
+    fn welcomed() -> FerryPeer {
+        let now = Instant::now();
+        let mut conn = Connection::client(ClientConfig::new("pub0").room("fanout"), now);
+        let mut input = BytesMut::from(&ferry_core::frame::PREAMBLE[..]);
+        Frame::Welcome {
+            version: 1,
+            name: Text::from("pub0"),
+            room: Text::from("fanout"),
+            settings: ferry_core::Config::default().settings(),
+        }
+        .encode(&mut input)
+        .unwrap();
+        while conn.poll_transmit().is_some() {}
+        conn.handle_input(now, &input);
+        assert!(
+            std::iter::from_fn(|| conn.poll_event()).any(|e| matches!(e, Event::Welcomed { .. })),
+            "welcomed"
+        );
+        FerryPeer {
+            conn,
+            welcomed_members: false,
+        }
+    }
+
+    fn receive(peer: &mut FerryPeer, frame: Frame) -> Result<usize, String> {
+        let mut bytes = BytesMut::new();
+        frame.encode(&mut bytes).unwrap();
+        peer.receive(Instant::now(), &bytes, &mut Vec::new(), &mut |_| {})
+    }
+
+    #[test]
+    fn a_bounce_or_a_second_members_fails_the_run_with_the_servers_reason() {
+        let mut peer = welcomed();
+        let members = Frame::Members {
+            names: vec![Text::from("pub0")],
+        };
+        assert!(receive(&mut peer, members.clone()).is_ok(), "the welcome's");
+        let again = receive(&mut peer, members).unwrap_err();
+        assert!(again.contains("lost events"), "{again}");
+        let bounced = receive(
+            &mut welcomed(),
+            Frame::Bounce {
+                code: ferry_core::Code::CLUSTER_UNAVAILABLE,
+                reason: Text::from("the servers of this cluster cannot reach each other now"),
+            },
+        )
+        .unwrap_err();
+        assert!(bounced.contains("cannot reach each other"), "{bounced}");
     }
 }
