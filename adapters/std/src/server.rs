@@ -360,13 +360,49 @@ struct Tls {
     /// Signalled when the writer took records out, for a reader whose
     /// transport refused input while its output was full.
     drained: Condvar,
+    /// A reader waits on `drained`. A `Condvar`'s notify is a system call
+    /// whether or not anyone waits: two per round trip on every TLS
+    /// connection (`strace`: a `futex` wake after each write and after
+    /// each read), where a reader waits only when a peer sends without
+    /// reading.
+    reader_waits: AtomicBool,
 }
 
 impl Tls {
+    fn new(transport: Transport) -> Tls {
+        Tls {
+            transport: Mutex::new(transport),
+            drained: Condvar::new(),
+            reader_waits: AtomicBool::new(false),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Transport> {
         // A panic leaves the transport as a failed I/O would: the next
         // call reports the connection's end.
         self.transport.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reader waits (holding `transport`) until the writer drains the
+    /// transport's output, or [`TLS_DRAIN_WAIT`].
+    fn wait_drained(&self, transport: MutexGuard<'_, Transport>) {
+        if !transport.wants_write() {
+            // The writer took everything since the feed was refused.
+            return;
+        }
+        // Set under the lock that `wait_timeout` releases, so a writer
+        // that takes records after the wait began sees it and wakes it.
+        self.reader_waits.store(true, Ordering::SeqCst);
+        let _ = self.drained.wait_timeout(transport, TLS_DRAIN_WAIT);
+        self.reader_waits.store(false, Ordering::SeqCst);
+    }
+
+    /// The writer took `records` out of the transport (after releasing
+    /// its lock): wakes a reader that waits for room.
+    fn drained(&self, records: &[u8]) {
+        if !records.is_empty() && self.reader_waits.load(Ordering::SeqCst) {
+            self.drained.notify_all();
+        }
     }
 }
 
@@ -486,7 +522,7 @@ impl Outlet {
         let mut records = Vec::new();
         transport.take_outgoing(&mut records);
         drop(transport);
-        tls.drained.notify_all();
+        tls.drained(&records);
         self.batch.push(Bytes::from(records));
         Ok(!self.batch.is_empty())
     }
@@ -532,10 +568,7 @@ impl Reader<'_> {
             {
                 // Only the first byte decides: accept cannot fail on one.
                 let transport = Transport::accept(&buf.space()[..*n], Some(server)).ok()?;
-                Some(Arc::new(Tls {
-                    transport: Mutex::new(transport),
-                    drained: Condvar::new(),
-                }))
+                Some(Arc::new(Tls::new(transport)))
             }
             // The writer may have decided first (see write_loop): then
             // this connection is plain whatever it sent.
@@ -697,7 +730,7 @@ impl Reader<'_> {
             // The handshake's answers, and what the hub had been holding
             // until the handshake ended, go out now.
             self.write_back();
-            let mut transport = tls.lock();
+            let transport = tls.lock();
             if transport.peer_closed() {
                 drop(transport);
                 let mut shared = self.state.lock();
@@ -712,8 +745,7 @@ impl Reader<'_> {
                 // record or two.
                 drop(transport);
                 let _ = self.wake_writer.send(false);
-                transport = tls.lock();
-                let _ = tls.drained.wait_timeout(transport, TLS_DRAIN_WAIT);
+                tls.wait_drained(tls.lock());
             }
         }
     }
