@@ -399,7 +399,7 @@ impl Tls {
 
     /// The writer took `records` out of the transport (after releasing
     /// its lock): wakes a reader that waits for room.
-    fn drained(&self, records: &[u8]) {
+    fn records_taken(&self, records: &[u8]) {
         if !records.is_empty() && self.reader_waits.load(Ordering::SeqCst) {
             self.drained.notify_all();
         }
@@ -522,7 +522,7 @@ impl Outlet {
         let mut records = Vec::new();
         transport.take_outgoing(&mut records);
         drop(transport);
-        tls.drained(&records);
+        tls.records_taken(&records);
         self.batch.push(Bytes::from(records));
         Ok(!self.batch.is_empty())
     }
