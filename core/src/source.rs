@@ -97,14 +97,14 @@ impl FromStr for Source {
             None => whole,
             // `u8`'s parser takes a leading `+`: not a spelling Display uses.
             Some(p) if p.starts_with('+') => return Err(ParseSourceError::Prefix),
-            Some(p) => p.parse::<u8>().map_err(|_| ParseSourceError::Prefix)?,
+            Some(p) => match p.parse::<u8>() {
+                Ok(bits) if bits > whole => return Err(ParseSourceError::Prefix),
+                // Display writes a single address without its prefix.
+                Ok(bits) if bits == whole => return Err(ParseSourceError::NotCanonical),
+                Ok(bits) => bits,
+                Err(_) => return Err(ParseSourceError::Prefix),
+            },
         };
-        if prefix > whole {
-            return Err(ParseSourceError::Prefix);
-        }
-        if text.contains('/') && prefix == whole {
-            return Err(ParseSourceError::NotCanonical);
-        }
         let source = Source::of(ip, prefix, prefix);
         if source.network != ip || source.prefix != prefix {
             return Err(ParseSourceError::NotCanonical);

@@ -675,12 +675,7 @@ impl RedisBroker {
         for entry in &entries {
             if let Ok(source) = entry.field("ban") {
                 out.push(BusInput::SourceBanned {
-                    source: std::str::from_utf8(source)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .ok_or_else(|| {
-                            ClusterError::reply("a banned source is not an address group")
-                        })?,
+                    source: reply::parsed(source, "an address group")?,
                     ms_left: reply::number(entry.field("ms")?)?,
                 });
                 continue;

@@ -39,10 +39,16 @@ pub(crate) fn text(bytes: Vec<u8>) -> Result<Text, ClusterError> {
 
 /// Bytes that must be a decimal number.
 pub(crate) fn number(bytes: &[u8]) -> Result<u64, ClusterError> {
+    parsed(bytes, "a number")
+}
+
+/// Bytes that must be UTF-8 spelling a `T` as its `FromStr` reads it
+/// (`what` names it in the error: "a number", "an address group").
+pub(crate) fn parsed<T: std::str::FromStr>(bytes: &[u8], what: &str) -> Result<T, ClusterError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ClusterError::reply("not a number"))
+        .ok_or_else(|| ClusterError::reply(format!("not {what}")))
 }
 
 /// One entry of a stream: its id and its fields, in order.
