@@ -437,6 +437,11 @@ fn bench_rtt_compares_ferry_with_raw_tcp() {
         "",
     );
     assert!(ok, "{out}{err}");
+    // Every contender shares the client's CPU unless told otherwise.
+    assert!(
+        out.contains("placed:  client and servers pinned to CPU"),
+        "{out}"
+    );
     let raw = [
         "raw tcp, echo thread",
         "raw tcp, echo process",

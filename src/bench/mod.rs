@@ -14,6 +14,7 @@ mod loadgen;
 mod machine;
 mod memory;
 mod peers;
+mod placement;
 mod probe;
 mod process;
 mod redis;

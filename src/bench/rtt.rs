@@ -19,10 +19,18 @@
 //! server's stack.
 //! Each ferry row is also given against the echo on its own runtime's
 //! stack ("vs own stack").
+//!
+//! The client and every server are pinned to one CPU by default
+//! (`--placement same`, see [`super::placement`]): left to the scheduler, a
+//! ping-pong pair keeps the placement its first wake-ups gave it, and on a
+//! virtual machine a pair split over two vCPUs pays some 40 us per round
+//! trip more than a pair on one, whichever server it is; `--placement
+//! apart` puts every server on a CPU of its own, away from the client.
 
 use super::contenders::spawn_listening;
 use super::latency::Histogram;
 use super::machine;
+use super::placement::{self, Pinning, Placement};
 use super::probe;
 use super::server::{limits_lifted, FerryServer};
 use super::table::align;
@@ -72,6 +80,15 @@ pub struct RttOptions {
     /// Leave out the TLS rows (ping and chat echo over TLS).
     #[arg(long)]
     no_tls: bool,
+    /// Where the client and the servers run: `same` pins them all to one
+    /// CPU (what each server's work costs), `apart` the client to one and
+    /// every server to another (two cross-CPU wake-ups per round trip, for
+    /// every contender), `free` leaves them to the scheduler, which keeps a
+    /// pair where it started: on one CPU or on two by the luck of its
+    /// start, a difference of some 50 us per round trip on a virtual
+    /// machine whose idle vCPUs halt.
+    #[arg(long, value_enum, default_value = "same")]
+    placement: Placement,
     /// Seconds a single run may take before the whole bench gives up.
     #[arg(long, value_name = "SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -164,9 +181,10 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
     lineup.extend(measured);
     let mut results: Vec<Histogram> = lineup.iter().map(|_| Histogram::default()).collect();
     let size = options.size as usize;
+    let pinning = options.placement.pinning()?;
     for round in 1..=options.rounds {
         let tag = format!("round {round}/{}", options.rounds);
-        let histograms = interleaved(&lineup, options.pings, size, timeout)
+        let histograms = interleaved(&lineup, options.pings, size, pinning, timeout)
             .map_err(|e| format!("{tag}: {e}"))?;
         for ((contender, histogram), all) in lineup.iter().zip(&histograms).zip(&mut results) {
             eprintln!(
@@ -188,6 +206,7 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         options.rounds,
         if options.rounds == 1 { "" } else { "s" }
     );
+    println!("placed:  {}", pinning.describe());
     println!("command: {}", machine::command_line());
     println!();
     let thread = &results[0];
@@ -247,6 +266,9 @@ pub fn rtt(options: &RttOptions) -> Result<(), String> {
         "for smol and tokio), which is what ferry's work adds; lower is better. tls: the"
             .to_string(),
         "same through TLS 1.3 to the same server, the client pinning its fingerprint.".to_string(),
+        "placed: pinned to one CPU (same), the client to one and the servers to".to_string(),
+        "another (apart: two cross-CPU wake-ups per round trip), or not pinned (free:".to_string(),
+        "each pair stays where its first wake-ups put it, on one CPU or on two).".to_string(),
     ] {
         println!("{line}");
     }
@@ -462,23 +484,52 @@ struct Running {
     echo_thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Starts every contender of `lineup`, connects to each, then times
-/// `pings` round trips on each, taking turns of [`TURN`] round trips.
-/// Returns one histogram per contender, in `lineup`'s order.
+/// Starts every contender of `lineup` on `pinning`'s server CPU (its
+/// processes and threads inherit the pin), connects to each, then times
+/// `pings` round trips on each from `pinning`'s client CPU, taking turns
+/// of [`TURN`] round trips. Returns one histogram per contender, in
+/// `lineup`'s order.
 fn interleaved(
     lineup: &[Contender],
     pings: u64,
     size: usize,
+    pinning: Pinning,
     timeout: Duration,
 ) -> Result<Vec<Histogram>, String> {
     let mut running = Running::default();
-    let mut peers = Vec::with_capacity(lineup.len());
-    for &contender in lineup {
-        let label = contender.label();
-        let peer =
-            start(contender, size, timeout, &mut running).map_err(|e| format!("{label}: {e}"))?;
-        peers.push(peer);
+    let mut peers = placement::pinned(pinning.servers, || {
+        let mut peers = Vec::with_capacity(lineup.len());
+        for &contender in lineup {
+            let label = contender.label();
+            let peer = start(contender, size, timeout, &mut running)
+                .map_err(|e| format!("{label}: {e}"))?;
+            peers.push(peer);
+        }
+        Ok::<_, String>(peers)
+    })??;
+    let histograms = placement::pinned(pinning.client, || {
+        measure(lineup, &mut peers, pings, size, timeout)
+    })??;
+    // The echo thread ends when its client hangs up.
+    drop(peers);
+    if let Some(thread) = running.echo_thread.take() {
+        thread
+            .join()
+            .map_err(|_| "raw tcp: the echo thread panicked".to_string())?
+            .map_err(|e| format!("raw tcp: {e}"))?;
     }
+    Ok(histograms)
+}
+
+/// Times `pings` round trips on each of `peers` (after a warm-up), taking
+/// turns of [`TURN`] round trips.
+fn measure(
+    lineup: &[Contender],
+    peers: &mut [Peer],
+    pings: u64,
+    size: usize,
+    timeout: Duration,
+) -> Result<Vec<Histogram>, String> {
     let mut histograms: Vec<Histogram> = lineup.iter().map(|_| Histogram::default()).collect();
     let deadline = Instant::now() + timeout;
     let count = peers.len();
@@ -510,14 +561,6 @@ fn interleaved(
         if Instant::now() >= deadline {
             return Err(super::process::timed_out(timeout));
         }
-    }
-    // The echo thread ends when its client hangs up.
-    drop(peers);
-    if let Some(thread) = running.echo_thread.take() {
-        thread
-            .join()
-            .map_err(|_| "raw tcp: the echo thread panicked".to_string())?
-            .map_err(|e| format!("raw tcp: {e}"))?;
     }
     Ok(histograms)
 }
