@@ -43,7 +43,9 @@ pub struct Pinning {
 impl Placement {
     /// The CPUs this placement uses, from those this process may run on.
     pub fn pinning(self) -> Result<Pinning, String> {
-        if self == Placement::Free {
+        // Where threads cannot be pinned (only Linux is done), the default
+        // runs unpinned rather than not at all; `apart` says it cannot.
+        if self == Placement::Free || (self == Placement::Same && !cfg!(target_os = "linux")) {
             return Ok(Pinning {
                 client: None,
                 servers: None,
@@ -78,7 +80,10 @@ impl Pinning {
             (Some(client), Some(servers)) => format!(
                 "client pinned to CPU {client}, servers to CPU {servers} (--placement apart)"
             ),
-            _ => "wherever the scheduler puts them (--placement free)".into(),
+            _ if cfg!(target_os = "linux") => {
+                "wherever the scheduler puts them (--placement free)".into()
+            }
+            _ => "wherever the scheduler puts them (pinning is only done on Linux)".into(),
         }
     }
 }

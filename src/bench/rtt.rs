@@ -23,7 +23,7 @@
 //! The client and every server are pinned to one CPU by default
 //! (`--placement same`, see [`super::placement`]): left to the scheduler, a
 //! ping-pong pair keeps the placement its first wake-ups gave it, and on a
-//! virtual machine a pair split over two vCPUs pays some 40 us per round
+//! virtual machine a pair split over two vCPUs pays some 40-50 us per round
 //! trip more than a pair on one, whichever server it is; `--placement
 //! apart` puts every server on a CPU of its own, away from the client.
 
@@ -85,7 +85,7 @@ pub struct RttOptions {
     /// every server to another (two cross-CPU wake-ups per round trip, for
     /// every contender), `free` leaves them to the scheduler, which keeps a
     /// pair where it started: on one CPU or on two by the luck of its
-    /// start, a difference of some 50 us per round trip on a virtual
+    /// start, a difference of some 40-50 us per round trip on a virtual
     /// machine whose idle vCPUs halt.
     #[arg(long, value_enum, default_value = "same")]
     placement: Placement,
