@@ -43,29 +43,36 @@ pub struct Pinning {
 impl Placement {
     /// The CPUs this placement uses, from those this process may run on.
     pub fn pinning(self) -> Result<Pinning, String> {
-        // Where threads cannot be pinned (only Linux is done), the default
-        // runs unpinned rather than not at all; `apart` says it cannot.
-        if self == Placement::Free || (self == Placement::Same && !cfg!(target_os = "linux")) {
-            return Ok(Pinning {
-                client: None,
-                servers: None,
-            });
-        }
-        let allowed = allowed_cpus()?;
-        match (self, allowed.as_slice()) {
-            (_, []) => Err("this process may run on no CPU it can name".into()),
-            (Placement::Same, [cpu, ..]) => Ok(Pinning {
-                client: Some(*cpu),
-                servers: Some(*cpu),
-            }),
-            (Placement::Apart, [client, servers, ..]) => Ok(Pinning {
-                client: Some(*client),
-                servers: Some(*servers),
-            }),
-            (Placement::Apart, [_]) => {
-                Err("--placement apart needs two CPUs and this process may run on one".into())
+        let unpinned = Pinning {
+            client: None,
+            servers: None,
+        };
+        match self {
+            Placement::Free => Ok(unpinned),
+            // Where threads cannot be pinned (only Linux is done), the
+            // default runs unpinned rather than not at all; `apart` says it
+            // cannot.
+            Placement::Same if !cfg!(target_os = "linux") => Ok(unpinned),
+            Placement::Same => {
+                let cpu = allowed_cpus()?
+                    .first()
+                    .copied()
+                    .ok_or("this process may run on no CPU it can name")?;
+                Ok(Pinning {
+                    client: Some(cpu),
+                    servers: Some(cpu),
+                })
             }
-            (Placement::Free, _) => unreachable!("handled above"),
+            Placement::Apart => match allowed_cpus()?.as_slice() {
+                [client, servers, ..] => Ok(Pinning {
+                    client: Some(*client),
+                    servers: Some(*servers),
+                }),
+                cpus => Err(format!(
+                    "--placement apart needs two CPUs and this process may run on {}",
+                    cpus.len()
+                )),
+            },
         }
     }
 }
@@ -88,23 +95,15 @@ impl Pinning {
     }
 }
 
-/// Pins the calling thread to `cpu` (`None`: leaves it as it is). Threads
-/// and processes it starts afterwards inherit the pin.
-pub fn pin_this_thread(cpu: Option<usize>) -> Result<(), String> {
-    match cpu {
-        None => Ok(()),
-        Some(cpu) => set_affinity(&[cpu]),
-    }
-}
-
-/// Runs `f` with the calling thread pinned as `cpu` says, then gives the
-/// thread back the CPUs it had.
+/// Runs `f` with the calling thread pinned to `cpu` (`None`: as it is),
+/// then gives the thread back the CPUs it had. Threads and processes `f`
+/// starts inherit the pin.
 pub fn pinned<T>(cpu: Option<usize>, f: impl FnOnce() -> T) -> Result<T, String> {
-    if cpu.is_none() {
+    let Some(cpu) = cpu else {
         return Ok(f());
-    }
+    };
     let before = allowed_cpus()?;
-    pin_this_thread(cpu)?;
+    set_affinity(&[cpu])?;
     let out = f();
     set_affinity(&before)?;
     Ok(out)
