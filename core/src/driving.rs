@@ -75,6 +75,14 @@
 //! and handshake timeouts, slow-reader checks, a late answer to a wrong
 //! token).
 //!
+//! A `Hub` call bounds its own work: when a room's worth of joins and
+//! leaves piles up (thousands of members disconnecting at once), it handles
+//! part, and [`Hub::poll_timeout`] then returns an instant that has already
+//! passed. Treat that as "call `handle_timeout` now", after serving the
+//! other sockets that are ready, and wake whatever thread waits for that
+//! deadline: a driver that only checks its timers every so often stalls
+//! the rest of that work by as much.
+//!
 //! # 5. Write with back-pressure
 //!
 //! Take the next segment from `poll_transmit` only when the socket can take

@@ -14,9 +14,6 @@ use std::collections::VecDeque;
 /// count, a queue entry and a write segment of its own.
 const COPY_AT_MOST: usize = 1024;
 
-/// The first allocation of an empty control lane that receives a copy.
-const CONTROL_START: usize = 4096;
-
 /// A control lane allocation this small is kept when its bytes are handed
 /// out; a larger one goes with them (see [`Outbox::pop`]).
 const KEEP_AT_MOST: usize = 256;
@@ -61,9 +58,13 @@ impl Outbox {
     pub(crate) fn push_shared(&mut self, bytes: &Bytes) {
         if bytes.len() <= COPY_AT_MOST {
             if self.control.capacity() == 0 {
-                // Room for a burst of chat at once rather than growing from
-                // one frame's size by doubling.
-                self.control.reserve(CONTROL_START);
+                // The frame's size, or what a kept allocation may have:
+                // a broadcast reaches each member of a large room about
+                // one frame per write, and a 4 KiB start for each of
+                // thousands of members, freed after every write, cost
+                // more in page faults than growing costs a burst (`cargo
+                // bench -p ferry-core --bench room`).
+                self.control.reserve(bytes.len().max(KEEP_AT_MOST));
             }
             self.control.extend_from_slice(bytes);
             return;

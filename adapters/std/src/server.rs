@@ -81,6 +81,7 @@ pub fn spawn_server_tls(
     let disk_wake: Wake = Arc::new(move || {
         let _ = disk_tx.send(());
     });
+    let timer_wake = Arc::new(Condvar::new());
     let state = Arc::new(State {
         shared: Mutex::new(Shared {
             hub: ferry_files::start_hub(hub)?,
@@ -89,9 +90,10 @@ pub fn spawn_server_tls(
             notices: notices_tx,
             bus: bus.clone(),
             serving: None,
+            timer_wake: timer_wake.clone(),
         }),
         stopping: AtomicBool::new(false),
-        stopped: Condvar::new(),
+        timer_wake,
         local_addr,
         tls,
     });
@@ -129,7 +131,7 @@ pub fn spawn_server_tls(
             ServerCommand::Shutdown(reason) => {
                 shared.hub.shutdown(now, &reason);
                 state.stopping.store(true, Ordering::SeqCst);
-                state.stopped.notify_all();
+                state.timer_wake.notify_all();
             }
             ServerCommand::Bus(inputs) => {
                 for input in inputs {
@@ -149,7 +151,8 @@ pub fn spawn_server_tls(
 struct State {
     shared: Mutex<Shared>,
     stopping: AtomicBool,
-    stopped: Condvar,
+    /// Wakes the timer thread: to stop, or to resume work the hub left.
+    timer_wake: Arc<Condvar>,
     local_addr: SocketAddr,
     tls: Option<Arc<TlsServer>>,
 }
@@ -172,6 +175,8 @@ struct Shared {
     /// The client whose reader is handling its input and will write what
     /// that leaves for it itself: its writer is not woken for it.
     serving: Option<ClientId>,
+    /// [`State::timer_wake`], for [`after`](Self::after).
+    timer_wake: Arc<Condvar>,
 }
 
 impl Shared {
@@ -203,8 +208,19 @@ impl Shared {
             }
             self.bus.drain(&mut self.hub);
             if !progressed {
-                return;
+                break;
             }
+        }
+        // A call that stopped with work left (a room's worth of leaves)
+        // asks to be called again at once: the timer thread does that,
+        // taking the lock between calls so readers get their turns,
+        // rather than this thread holding it for the whole room.
+        if self
+            .hub
+            .poll_timeout()
+            .is_some_and(|at| at <= Instant::now())
+        {
+            self.timer_wake.notify_one();
         }
     }
 }
@@ -260,8 +276,16 @@ fn timers(state: &Arc<State>) {
             .poll_timeout()
             .map_or(TIMER_TICK, |at| at.saturating_duration_since(now))
             .min(TIMER_TICK);
+        if wait.is_zero() {
+            // Work the hub left: let the readers waiting for the lock in
+            // before taking the next part.
+            drop(shared);
+            thread::yield_now();
+            shared = state.lock();
+            continue;
+        }
         shared = state
-            .stopped
+            .timer_wake
             .wait_timeout(shared, wait)
             .map(|(guard, _)| guard)
             .unwrap_or_else(|p| p.into_inner().0);
