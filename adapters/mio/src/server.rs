@@ -8,6 +8,13 @@
 //! order in which the hub is drained. A socket has WRITABLE interest only
 //! while its link waits for room, so an idle connection costs no
 //! wake-ups.
+//!
+//! A turn serves the sockets that still talk first. Those whose peer hung
+//! up, or whose write failed, come after, for a few milliseconds a turn;
+//! the hub's drain is bounded in time too. Each of them makes its client
+//! leave its room, and a room of thousands hanging up at once costs the
+//! square of its size: spread over turns, it delays nobody's chat by more
+//! than a turn.
 
 use crate::sock::{commander, disk_wake, set_write_interest, Stream, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
@@ -16,19 +23,29 @@ use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Client tokens are `ClientId + FIRST_CLIENT`: ids are never reused, so
 /// neither are tokens, and a late event for a closed socket finds nothing.
 const FIRST_CLIENT: usize = 2;
+
+/// How long one turn spends on sockets whose peer hung up, at the least
+/// one: each is a `LEFT` to its room, and a few thousand members hanging
+/// up together cost the square of the room. The rest wait for the next
+/// turn, behind the sockets that still talk.
+const HANG_UP_BUDGET: Duration = Duration::from_millis(5);
+/// How long one drain of the hub ([`Server::settle`]) goes on at most
+/// before the loop looks at its sockets again: writing a room's worth of
+/// `JOINED`s, or closing a crowd the hub dropped, goes on next turn.
+const SETTLE_BUDGET: Duration = Duration::from_millis(10);
 
 fn token_of(id: ClientId) -> Option<Token> {
     usize::try_from(id.0)
@@ -67,6 +84,8 @@ pub(crate) fn spawn(
         conns: ClientMap::default(),
         lingering: BTreeSet::new(),
         unread: Vec::new(),
+        hung_up: VecDeque::new(),
+        settle_pending: false,
         commands,
         notices,
         bus: bus.clone(),
@@ -92,6 +111,8 @@ struct Conn {
     token: Token,
     /// WRITABLE interest is registered.
     want_write: bool,
+    /// Waits in [`Server::hung_up`].
+    hung_up: bool,
     link: Link,
 }
 
@@ -110,6 +131,10 @@ struct Server {
     /// Sockets that may hold more input than their last turn's budget read,
     /// with whether the peer had closed; read again next turn.
     unread: Vec<(ClientId, bool)>,
+    /// Sockets whose peer hung up, read after those that still talk.
+    hung_up: VecDeque<ClientId>,
+    /// The last drain of the hub ran out of time with work left.
+    settle_pending: bool,
     commands: Receiver<ServerCommand>,
     notices: Sender<ServerNotice>,
     /// Where the hub's requests for a cluster's broker go.
@@ -129,12 +154,13 @@ impl Server {
             let now = Instant::now();
             // Input left over from the last turn: look for other events
             // without sleeping, then read on.
-            let timeout = if self.unread.is_empty() {
-                self.next_deadline()
-                    .map(|at| at.saturating_duration_since(now))
-            } else {
-                Some(std::time::Duration::ZERO)
-            };
+            let timeout =
+                if self.unread.is_empty() && self.hung_up.is_empty() && !self.settle_pending {
+                    self.next_deadline()
+                        .map(|at| at.saturating_duration_since(now))
+                } else {
+                    Some(std::time::Duration::ZERO)
+                };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -152,7 +178,14 @@ impl Server {
                         let peer_closed = event.is_read_closed() || event.is_error();
                         let readable = event.is_readable() || peer_closed;
                         let writable = event.is_writable() || event.is_write_closed();
-                        self.on_socket(id, readable.then_some(peer_closed), writable, now);
+                        if peer_closed {
+                            self.hang_up_later(id);
+                            if writable {
+                                self.on_socket(id, None, true, now);
+                            }
+                        } else {
+                            self.on_socket(id, readable.then_some(false), writable, now);
+                        }
                     }
                 }
             }
@@ -163,6 +196,7 @@ impl Server {
                 self.read(id, peer_closed, now);
                 self.maybe_finish(id, now);
             }
+            self.read_hung_up(now);
             if woken {
                 self.take_commands(now);
                 for notice in self.files.poll_disk(&mut self.hub, now) {
@@ -178,6 +212,36 @@ impl Server {
                 if self.conns.is_empty() || now >= stop_by {
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Queues `id`, whose peer hung up, for [`read_hung_up`](Self::read_hung_up).
+    fn hang_up_later(&mut self, id: ClientId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !std::mem::replace(&mut conn.hung_up, true) {
+                self.hung_up.push_back(id);
+            }
+        }
+    }
+
+    /// Reads the sockets whose peer hung up (their last bytes, then the
+    /// end) for [`HANG_UP_BUDGET`] at the most, oldest first.
+    fn read_hung_up(&mut self, now: Instant) {
+        let until = Instant::now() + HANG_UP_BUDGET;
+        while let Some(id) = self.hung_up.pop_front() {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            conn.hung_up = false;
+            if conn.link.lost() {
+                conn.link.report_lost(&mut self.hub, now);
+            } else {
+                self.read(id, true, now);
+            }
+            self.maybe_finish(id, now);
+            if Instant::now() >= until {
+                return;
             }
         }
     }
@@ -240,6 +304,7 @@ impl Server {
                     stream,
                     token,
                     want_write: false,
+                    hung_up: false,
                     link: Link::new(id, peer, self.tls.clone()),
                 },
             );
@@ -270,6 +335,12 @@ impl Server {
         if let Err(e) = watched {
             conn.link
                 .fail(&mut self.hub, now, &format!("write failed: {e}"));
+        }
+        if conn.link.lost() && !std::mem::replace(&mut conn.hung_up, true) {
+            // Told to the hub after the sockets that still talk, like a
+            // peer's hang-up: a crowd gone at once is found one failed
+            // write after another, each a `LEFT` to its room.
+            self.hung_up.push_back(id);
         }
         Some(out)
     }
@@ -355,6 +426,8 @@ impl Server {
     /// Drains the hub: events (file I/O and notices), then output, until
     /// neither produces anything new.
     fn settle(&mut self, now: Instant) {
+        let until = Instant::now() + SETTLE_BUDGET;
+        self.settle_pending = false;
         loop {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
@@ -366,11 +439,24 @@ impl Server {
                 if let Some(id) = closed {
                     self.start_close(id, now);
                 }
+                if Instant::now() >= until {
+                    self.settle_pending = true;
+                    break;
+                }
             }
             while let Some(id) = self.hub.poll_writable() {
                 progressed = true;
                 self.flush(id, now);
                 self.maybe_finish(id, now);
+                if Instant::now() >= until {
+                    self.settle_pending = true;
+                    break;
+                }
+            }
+            if self.settle_pending {
+                // The rest waits in the hub's queues for the next turn.
+                self.bus.drain(&mut self.hub);
+                return;
             }
             self.bus.drain(&mut self.hub);
             if !progressed {

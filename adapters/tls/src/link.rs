@@ -140,6 +140,9 @@ pub struct Link {
     unread: bool,
     /// Our side was shut down (FIN sent), or nothing can be written.
     shut: bool,
+    /// A write failed (the peer is gone) and the hub is not told yet: see
+    /// [`Link::lost`].
+    lost: Option<String>,
 }
 
 impl std::fmt::Debug for Link {
@@ -175,6 +178,7 @@ impl Link {
             abandoned: false,
             unread: false,
             shut: false,
+            lost: None,
         }
     }
 
@@ -243,6 +247,7 @@ impl Link {
 
     /// Nothing more can be read or written.
     fn broken(&mut self, hub: &mut Hub, now: Instant, reason: &str) {
+        self.lost = None;
         self.eof = true;
         self.shut = true;
         self.pending.clear();
@@ -570,7 +575,31 @@ impl Link {
         };
         match written {
             Ok(flush) => self.blocked = flush == Flush::Blocked,
-            Err(e) => self.broken(hub, now, &format!("write failed: {e}")),
+            Err(e) => {
+                // The hub is told by the loop, when it calls `report_lost`:
+                // telling it here would make the client leave its room
+                // (a `LEFT` to every member, written at once, perhaps
+                // failing for the next gone peer) inside this write.
+                self.eof = true;
+                self.shut = true;
+                self.pending.clear();
+                self.lost = Some(format!("write failed: {e}"));
+            }
+        }
+    }
+
+    /// A write failed: the peer is gone, nothing more is read or written,
+    /// and the hub must hear of it through [`report_lost`](Link::report_lost).
+    /// A loop calls that after whatever else is ready (many peers gone at
+    /// once each cost their room a `LEFT`), or at once.
+    pub fn lost(&self) -> bool {
+        self.lost.is_some()
+    }
+
+    /// Tells the hub of the failed write [`lost`](Link::lost) reported, once.
+    pub fn report_lost(&mut self, hub: &mut Hub, now: Instant) {
+        if let Some(reason) = self.lost.take() {
+            self.broken(hub, now, &reason);
         }
     }
 
@@ -732,6 +761,83 @@ mod tests {
             }
         }
         panic!("still reading after {} bytes", flood.read);
+    }
+
+    /// A peer that sent `input` and is gone: every write fails.
+    struct Gone {
+        input: Vec<u8>,
+    }
+
+    impl Read for Gone {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.input.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Socket for Gone {
+        fn drained_by(&self, _: usize, _: usize) -> bool {
+            false
+        }
+
+        fn shutdown_write(&mut self) {}
+    }
+
+    #[test]
+    fn a_failed_write_reaches_the_hub_when_the_loop_reports_it_and_once() {
+        let now = Instant::now();
+        let mut hub = Hub::new(HubConfig::default(), now);
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+        let id = hub.connect_from(now, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut link = Link::new(id, peer, None);
+        let mut client =
+            ferry_core::Connection::client(ferry_core::ClientConfig::new("alice"), now);
+        let mut input = Vec::new();
+        while let Some(bytes) = client.poll_transmit() {
+            input.extend_from_slice(&bytes);
+        }
+        let mut gone = Gone { input };
+        let mut buf = vec![0; 64 * 1024];
+        let mut budget = READ_BUDGET;
+        let _ = link.read(&mut hub, now, &mut gone, &mut buf, &mut budget);
+        // The hub answered the HELLO; writing the answer fails.
+        link.flush(&mut hub, now, &mut gone);
+        assert!(link.lost());
+        assert!(!hub.is_closed(id), "the hub was told inside the write");
+        // Nothing more is read or written meanwhile.
+        let mut budget = READ_BUDGET;
+        assert_eq!(
+            link.read(&mut hub, now, &mut gone, &mut buf, &mut budget),
+            Reading::Idle
+        );
+        link.report_lost(&mut hub, now);
+        assert!(!link.lost());
+        assert!(hub.is_closed(id));
+        let reasons: Vec<String> = std::iter::from_fn(|| hub.poll_event())
+            .filter_map(|event| match event {
+                ferry_core::HubEvent::Closed { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("write failed"), "{reasons:?}");
+        link.report_lost(&mut hub, now);
+        assert!(hub.poll_event().is_none(), "told twice");
     }
 
     #[test]

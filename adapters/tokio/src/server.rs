@@ -315,17 +315,16 @@ impl Server {
     fn drive<R>(
         &mut self,
         id: ClientId,
+        now: Instant,
         step: impl FnOnce(&mut Link, &mut Hub, &mut Polled<'_, '_, '_>, &mut [u8]) -> R,
     ) -> Option<R> {
         let conn = self.conns.get_mut(&id)?;
         let mut cx = Context::from_waker(&conn.waker);
         let mut socket = Polled::new(&mut conn.stream, &mut cx);
-        Some(step(
-            &mut conn.link,
-            &mut self.hub,
-            &mut socket,
-            &mut self.buf,
-        ))
+        let out = step(&mut conn.link, &mut self.hub, &mut socket, &mut self.buf);
+        // A failed write: the hub hears of it at once here.
+        conn.link.report_lost(&mut self.hub, now);
+        Some(out)
     }
 
     /// The socket of `id` may be readable or writable (its waker cannot
@@ -337,7 +336,9 @@ impl Server {
             return;
         };
         if conn.link.blocked() {
-            self.drive(id, |link, hub, socket, _| link.writable(hub, now, socket));
+            self.drive(id, now, |link, hub, socket, _| {
+                link.writable(hub, now, socket)
+            });
         }
         let unread = self
             .conns
@@ -355,7 +356,7 @@ impl Server {
     fn read(&mut self, id: ClientId, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
-            let reading = self.drive(id, |link, hub, socket, buf| {
+            let reading = self.drive(id, now, |link, hub, socket, buf| {
                 link.read(hub, now, socket, buf, &mut budget)
             });
             match reading {
@@ -368,7 +369,7 @@ impl Server {
 
     /// Writes what the hub has for `id` until the socket is full.
     fn flush(&mut self, id: ClientId, now: Instant) {
-        self.drive(id, |link, hub, socket, _| link.flush(hub, now, socket));
+        self.drive(id, now, |link, hub, socket, _| link.flush(hub, now, socket));
     }
 
     fn take_commands(&mut self, cx: &mut Context<'_>, now: Instant) {
@@ -444,7 +445,7 @@ impl Server {
             self.hub.remove(id, now);
             return;
         }
-        let closing = self.drive(id, |link, hub, socket, _| link.close(hub, now, socket));
+        let closing = self.drive(id, now, |link, hub, socket, _| link.close(hub, now, socket));
         if let Some(Some(deadline)) = closing {
             self.lingering.insert((deadline, id));
         }
@@ -453,7 +454,9 @@ impl Server {
 
     /// Drops the socket of a closed client once its link is done with it.
     fn maybe_finish(&mut self, id: ClientId, now: Instant) {
-        let done = self.drive(id, |link, hub, socket, _| link.finishing(hub, now, socket));
+        let done = self.drive(id, now, |link, hub, socket, _| {
+            link.finishing(hub, now, socket)
+        });
         if done == Some(true) {
             self.finish(id, now);
         }
