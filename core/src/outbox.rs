@@ -14,6 +14,9 @@ use std::collections::VecDeque;
 /// count, a queue entry and a write segment of its own.
 const COPY_AT_MOST: usize = 1024;
 
+/// The most an empty control lane reserves for the copies to come.
+const CONTROL_AT_MOST: usize = 4096;
+
 /// A control lane allocation this small is kept when its bytes are handed
 /// out; a larger one goes with them (see [`Outbox::pop`]).
 const KEEP_AT_MOST: usize = 256;
@@ -22,6 +25,8 @@ const KEEP_AT_MOST: usize = 256;
 pub(crate) struct Outbox {
     /// Encoded control frames not yet handed out.
     control: BytesMut,
+    /// Bytes of the control lane the last time it was handed out.
+    last_control: usize,
     /// Control frames encoded elsewhere and shared (broadcasts), queued in
     /// order with whatever was encoded into `control` before them.
     shared: VecDeque<Bytes>,
@@ -58,13 +63,15 @@ impl Outbox {
     pub(crate) fn push_shared(&mut self, bytes: &Bytes) {
         if bytes.len() <= COPY_AT_MOST {
             if self.control.capacity() == 0 {
-                // The frame's size, or what a kept allocation may have:
-                // a broadcast reaches each member of a large room about
-                // one frame per write, and a 4 KiB start for each of
-                // thousands of members, freed after every write, cost
-                // more in page faults than growing costs a burst (`cargo
-                // bench -p ferry-core --bench room`).
-                self.control.reserve(bytes.len().max(KEEP_AT_MOST));
+                // As much as the last write took (a burst of chat in a
+                // busy room: `ferry bench fanout`, 10 -> 100), within
+                // bounds: a member of a large room gets about one frame
+                // per write, and 4 KiB for each of thousands of members,
+                // freed after every write, cost more in page faults than
+                // the frames' copies (`cargo bench -p ferry-core --bench
+                // room`).
+                let hint = self.last_control.clamp(KEEP_AT_MOST, CONTROL_AT_MOST);
+                self.control.reserve(bytes.len().max(hint));
             }
             self.control.extend_from_slice(bytes);
             return;
@@ -122,6 +129,7 @@ impl Outbox {
             }
             // Taken whole: an idle connection then holds no large buffer
             // once its last bytes are written.
+            self.last_control = self.control.len();
             return Some(std::mem::take(&mut self.control).freeze());
         }
         let item = self.data.pop_front()?;
