@@ -9,12 +9,16 @@
 //! while its link waits for room, so an idle connection costs no
 //! wake-ups.
 //!
-//! A turn serves the sockets that still talk first. Those whose peer hung
-//! up, or whose write failed, come after, for a few milliseconds a turn;
-//! the hub's drain is bounded in time too. Each of them makes its client
-//! leave its room, and a room of thousands hanging up at once costs the
-//! square of its size: spread over turns, it delays nobody's chat by more
-//! than a turn.
+//! Every part of a turn is bounded, so that no crowd holds the loop: the
+//! sockets that became ready in it are read for a few milliseconds, then
+//! those left over from earlier turns (oldest first) for as long, at
+//! least one of each; at most [`ACCEPT_PER_TURN`] connections are
+//! accepted. Sockets that ended (the peer hung up, a read or write
+//! failed: [`Link::ended`]) are told to the hub after those, for a few
+//! milliseconds, and the hub's drain is bounded in time too. A join is a
+//! `JOINED` to every member of its room and an end a `LEFT`, so a room of
+//! thousands joining or hanging up at once costs the square of its size:
+//! spread over turns, it delays nobody's chat by more than a turn or two.
 
 use crate::sock::{commander, disk_wake, set_write_interest, Stream, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
@@ -37,15 +41,24 @@ const WAKER: Token = Token(1);
 /// neither are tokens, and a late event for a closed socket finds nothing.
 const FIRST_CLIENT: usize = 2;
 
-/// How long one turn spends on sockets whose peer hung up, at the least
-/// one: each is a `LEFT` to its room, and a few thousand members hanging
-/// up together cost the square of the room. The rest wait for the next
-/// turn, behind the sockets that still talk.
-const HANG_UP_BUDGET: Duration = Duration::from_millis(5);
+/// How long one turn spends telling the hub of sockets that ended, at the
+/// least one: each is a `LEFT` to its room, and a few thousand members
+/// hanging up together cost the square of the room. The rest wait for the
+/// next turn, behind the sockets that still talk.
+const ENDS_BUDGET: Duration = Duration::from_millis(5);
 /// How long one drain of the hub ([`Server::settle`]) goes on at most
 /// before the loop looks at its sockets again: writing a room's worth of
 /// `JOINED`s, or closing a crowd the hub dropped, goes on next turn.
 const SETTLE_BUDGET: Duration = Duration::from_millis(10);
+/// How long one turn reads the sockets that became ready in it, then (as
+/// long again) those left over from earlier turns, each at least one:
+/// a crowd joining a large room at once (each join a `JOINED` to every
+/// member and a `MEMBERS` frame of the whole room) is spread over turns,
+/// and a socket that just became ready is read in the turn that saw it.
+const READ_TURN_BUDGET: Duration = Duration::from_millis(5);
+/// Connections accepted in one turn at most; the rest wait in the listen
+/// backlog for the next turn, which comes without sleeping.
+const ACCEPT_PER_TURN: usize = 64;
 
 fn token_of(id: ClientId) -> Option<Token> {
     usize::try_from(id.0)
@@ -84,8 +97,9 @@ pub(crate) fn spawn(
         conns: ClientMap::default(),
         lingering: BTreeSet::new(),
         unread: Vec::new(),
-        hung_up: VecDeque::new(),
+        ended: VecDeque::new(),
         settle_pending: false,
+        accept_pending: false,
         commands,
         notices,
         bus: bus.clone(),
@@ -111,8 +125,13 @@ struct Conn {
     token: Token,
     /// WRITABLE interest is registered.
     want_write: bool,
-    /// Waits in [`Server::hung_up`].
-    hung_up: bool,
+    /// Waits in [`Server::ended`].
+    ended: bool,
+    /// An event said the peer closed its side: read to the end of stream
+    /// (a short read does not mean the socket is empty then).
+    peer_closed: bool,
+    /// A writable event waits with it in [`Server::unread`].
+    write_deferred: bool,
     link: Link,
 }
 
@@ -128,13 +147,16 @@ struct Server {
     conns: ClientMap<Conn>,
     /// Closing clients by deadline, so expiring them costs nothing per loop.
     lingering: BTreeSet<(Instant, ClientId)>,
-    /// Sockets that may hold more input than their last turn's budget read,
-    /// with whether the peer had closed; read again next turn.
-    unread: Vec<(ClientId, bool)>,
-    /// Sockets whose peer hung up, read after those that still talk.
-    hung_up: VecDeque<ClientId>,
+    /// Sockets to read next turn, oldest first: their last turn's read
+    /// budget ran out with input left, or the turn's time did before their
+    /// event was served.
+    unread: Vec<ClientId>,
+    /// Sockets that ended, told to the hub after those that still talk.
+    ended: VecDeque<ClientId>,
     /// The last drain of the hub ran out of time with work left.
     settle_pending: bool,
+    /// The listener may hold connections not accepted yet.
+    accept_pending: bool,
     commands: Receiver<ServerCommand>,
     notices: Sender<ServerNotice>,
     /// Where the hub's requests for a cluster's broker go.
@@ -150,17 +172,21 @@ impl Server {
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut carried = Vec::new();
+        let mut deferred = Vec::new();
         loop {
             let now = Instant::now();
             // Input left over from the last turn: look for other events
             // without sleeping, then read on.
-            let timeout =
-                if self.unread.is_empty() && self.hung_up.is_empty() && !self.settle_pending {
-                    self.next_deadline()
-                        .map(|at| at.saturating_duration_since(now))
-                } else {
-                    Some(std::time::Duration::ZERO)
-                };
+            let idle = self.unread.is_empty()
+                && self.ended.is_empty()
+                && !self.settle_pending
+                && !self.accept_pending;
+            let timeout = if idle {
+                self.next_deadline()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -169,34 +195,53 @@ impl Server {
             let now = Instant::now();
             std::mem::swap(&mut carried, &mut self.unread);
             let mut woken = false;
+            // Sockets that became ready now first, then those left over,
+            // each for a share of the turn: whoever just spoke is heard in
+            // this turn, and whoever waits is served in order.
+            let fresh_until = now + READ_TURN_BUDGET;
+            let mut first = true;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept_pending = true,
                     WAKER => woken = true,
                     token => {
                         let Some(id) = client_of(token) else { continue };
                         let peer_closed = event.is_read_closed() || event.is_error();
                         let readable = event.is_readable() || peer_closed;
                         let writable = event.is_writable() || event.is_write_closed();
-                        if peer_closed {
-                            self.hang_up_later(id);
-                            if writable {
-                                self.on_socket(id, None, true, now);
-                            }
+                        if let Some(conn) = self.conns.get_mut(&id) {
+                            conn.peer_closed |= peer_closed;
+                        }
+                        if first || Instant::now() < fresh_until {
+                            first = false;
+                            self.on_socket(id, readable, writable, now);
                         } else {
-                            self.on_socket(id, readable.then_some(false), writable, now);
+                            self.defer(id, writable, &mut deferred);
                         }
                     }
                 }
             }
-            for (id, peer_closed) in carried.drain(..) {
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.link.dequeue();
+            let carried_until = Instant::now() + READ_TURN_BUDGET;
+            let mut first = true;
+            for id in carried.drain(..) {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    continue;
+                };
+                if !first && Instant::now() >= carried_until {
+                    // Still first in line next turn.
+                    self.unread.push(id);
+                    continue;
                 }
-                self.read(id, peer_closed, now);
-                self.maybe_finish(id, now);
+                first = false;
+                conn.link.dequeue();
+                let writable = std::mem::take(&mut conn.write_deferred);
+                self.on_socket(id, true, writable, now);
             }
-            self.read_hung_up(now);
+            self.unread.append(&mut deferred);
+            if self.accept_pending {
+                self.accept(now);
+            }
+            self.report_ends(now);
             if woken {
                 self.take_commands(now);
                 for notice in self.files.poll_disk(&mut self.hub, now) {
@@ -216,29 +261,29 @@ impl Server {
         }
     }
 
-    /// Queues `id`, whose peer hung up, for [`read_hung_up`](Self::read_hung_up).
-    fn hang_up_later(&mut self, id: ClientId) {
+    /// Leaves `id`'s event for the next turn, after the sockets already
+    /// waiting: its socket is read then, and written if `writable` said it
+    /// had room.
+    fn defer(&mut self, id: ClientId, writable: bool, deferred: &mut Vec<ClientId>) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            if !std::mem::replace(&mut conn.hung_up, true) {
-                self.hung_up.push_back(id);
+            conn.write_deferred |= writable;
+            if !conn.link.is_unread() {
+                conn.link.defer();
+                deferred.push(id);
             }
         }
     }
 
-    /// Reads the sockets whose peer hung up (their last bytes, then the
-    /// end) for [`HANG_UP_BUDGET`] at the most, oldest first.
-    fn read_hung_up(&mut self, now: Instant) {
-        let until = Instant::now() + HANG_UP_BUDGET;
-        while let Some(id) = self.hung_up.pop_front() {
+    /// Tells the hub of sockets that ended, oldest first, for
+    /// [`ENDS_BUDGET`] at the most.
+    fn report_ends(&mut self, now: Instant) {
+        let until = Instant::now() + ENDS_BUDGET;
+        while let Some(id) = self.ended.pop_front() {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            conn.hung_up = false;
-            if conn.link.lost() {
-                conn.link.report_lost(&mut self.hub, now);
-            } else {
-                self.read(id, true, now);
-            }
+            conn.ended = false;
+            conn.link.report_end(&mut self.hub, now);
             self.maybe_finish(id, now);
             if Instant::now() >= until {
                 return;
@@ -262,14 +307,20 @@ impl Server {
         let _ = self.notices.send(notice);
     }
 
+    /// Accepts [`ACCEPT_PER_TURN`] connections at most; `accept_pending`
+    /// stays set while the listener may hold more.
     fn accept(&mut self, now: Instant) {
         let Some(listener) = &self.listener else {
+            self.accept_pending = false;
             return;
         };
-        loop {
+        for _ in 0..ACCEPT_PER_TURN {
             let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -281,7 +332,10 @@ impl Server {
                 // Out of file descriptors or the like: leave the rest in
                 // the backlog. The next connection attempt raises a new
                 // readiness event and accepting resumes then.
-                Err(_) => return,
+                Err(_) => {
+                    self.accept_pending = false;
+                    return;
+                }
             };
             // Frames are written whole; waiting to coalesce them only adds
             // latency to chat.
@@ -304,7 +358,9 @@ impl Server {
                     stream,
                     token,
                     want_write: false,
-                    hung_up: false,
+                    ended: false,
+                    peer_closed: false,
+                    write_deferred: false,
                     link: Link::new(id, peer, self.tls.clone()),
                 },
             );
@@ -312,18 +368,16 @@ impl Server {
         }
     }
 
-    /// Runs `step` on the link of `id` with its socket (`peer_closed`: what
-    /// the socket's last event said), then keeps WRITABLE interest exactly
-    /// while the link waits for room.
+    /// Runs `step` on the link of `id` with its socket, then keeps WRITABLE
+    /// interest exactly while the link waits for room.
     fn drive<R>(
         &mut self,
         id: ClientId,
-        peer_closed: bool,
         now: Instant,
         step: impl FnOnce(&mut Link, &mut Hub, &mut Stream<'_>, &mut [u8]) -> R,
     ) -> Option<R> {
         let conn = self.conns.get_mut(&id)?;
-        let mut socket = Stream::new(&mut conn.stream, peer_closed);
+        let mut socket = Stream::new(&mut conn.stream, conn.peer_closed);
         let out = step(&mut conn.link, &mut self.hub, &mut socket, &mut self.buf);
         let watched = set_write_interest(
             self.poll.registry(),
@@ -336,27 +390,21 @@ impl Server {
             conn.link
                 .fail(&mut self.hub, now, &format!("write failed: {e}"));
         }
-        if conn.link.lost() && !std::mem::replace(&mut conn.hung_up, true) {
-            // Told to the hub after the sockets that still talk, like a
-            // peer's hang-up: a crowd gone at once is found one failed
-            // write after another, each a `LEFT` to its room.
-            self.hung_up.push_back(id);
+        if conn.link.ended() && !std::mem::replace(&mut conn.ended, true) {
+            self.ended.push_back(id);
         }
         Some(out)
     }
 
-    /// `readable` is `Some(peer_closed)` for a read event.
-    fn on_socket(&mut self, id: ClientId, readable: Option<bool>, writable: bool, now: Instant) {
+    fn on_socket(&mut self, id: ClientId, readable: bool, writable: bool, now: Instant) {
         let resume = writable
             && self
-                .drive(id, false, now, |link, hub, socket, _| {
+                .drive(id, now, |link, hub, socket, _| {
                     link.writable(hub, now, socket)
                 })
                 .unwrap_or(false);
-        if let Some(peer_closed) = readable {
-            self.read(id, peer_closed, now);
-        } else if resume {
-            self.read(id, false, now);
+        if readable || resume {
+            self.read(id, now);
         }
         self.maybe_finish(id, now);
     }
@@ -364,15 +412,15 @@ impl Server {
     /// Reads `id` until its socket is empty or this turn's [`READ_BUDGET`]
     /// is spent (then it waits in `unread` for the next turn), draining
     /// the hub after each whole buffer ([`Reading::Settle`]).
-    fn read(&mut self, id: ClientId, peer_closed: bool, now: Instant) {
+    fn read(&mut self, id: ClientId, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
-            let reading = self.drive(id, peer_closed, now, |link, hub, socket, buf| {
+            let reading = self.drive(id, now, |link, hub, socket, buf| {
                 link.read(hub, now, socket, buf, &mut budget)
             });
             match reading {
                 Some(Reading::Settle) => self.settle(now),
-                Some(Reading::Unread) => return self.unread.push((id, peer_closed)),
+                Some(Reading::Unread) => return self.unread.push(id),
                 Some(Reading::Idle) | None => return,
             }
         }
@@ -380,9 +428,7 @@ impl Server {
 
     /// Writes what the hub has for `id` until the socket is full.
     fn flush(&mut self, id: ClientId, now: Instant) {
-        self.drive(id, false, now, |link, hub, socket, _| {
-            link.flush(hub, now, socket)
-        });
+        self.drive(id, now, |link, hub, socket, _| link.flush(hub, now, socket));
     }
 
     fn take_commands(&mut self, now: Instant) {
@@ -473,9 +519,7 @@ impl Server {
             self.hub.remove(id, now);
             return;
         }
-        let closing = self.drive(id, false, now, |link, hub, socket, _| {
-            link.close(hub, now, socket)
-        });
+        let closing = self.drive(id, now, |link, hub, socket, _| link.close(hub, now, socket));
         if let Some(Some(deadline)) = closing {
             self.lingering.insert((deadline, id));
         }
@@ -484,7 +528,7 @@ impl Server {
 
     /// Drops the socket of a closed client once its link is done with it.
     fn maybe_finish(&mut self, id: ClientId, now: Instant) {
-        let done = self.drive(id, false, now, |link, hub, socket, _| {
+        let done = self.drive(id, now, |link, hub, socket, _| {
             link.finishing(hub, now, socket)
         });
         if done == Some(true) {

@@ -140,9 +140,18 @@ pub struct Link {
     unread: bool,
     /// Our side was shut down (FIN sent), or nothing can be written.
     shut: bool,
-    /// A write failed (the peer is gone) and the hub is not told yet: see
-    /// [`Link::lost`].
-    lost: Option<String>,
+    /// The socket ended (the peer's end of stream, a failed read or
+    /// write) and the hub is not told yet: see [`Link::ended`].
+    unreported: Option<End>,
+}
+
+/// How a socket ended, until the loop tells the hub.
+#[derive(Debug)]
+enum End {
+    /// The peer's end of stream (or TLS close_notify).
+    Eof,
+    /// A failed read or write, with the reason for the log.
+    Broken(String),
 }
 
 impl std::fmt::Debug for Link {
@@ -178,7 +187,7 @@ impl Link {
             abandoned: false,
             unread: false,
             shut: false,
-            lost: None,
+            unreported: None,
         }
     }
 
@@ -196,6 +205,13 @@ impl Link {
     /// The loop takes the link off its queue of unread sockets, to read it.
     pub fn dequeue(&mut self) {
         self.unread = false;
+    }
+
+    /// The loop's turn ran out before this link's socket event was served:
+    /// the loop queued it to read next turn ([`is_unread`](Link::is_unread)
+    /// until [`dequeue`](Link::dequeue)).
+    pub fn defer(&mut self) {
+        self.unread = true;
     }
 
     /// The linger deadline, once the hub closed the client.
@@ -247,7 +263,7 @@ impl Link {
 
     /// Nothing more can be read or written.
     fn broken(&mut self, hub: &mut Hub, now: Instant, reason: &str) {
-        self.lost = None;
+        self.unreported = None;
         self.eof = true;
         self.shut = true;
         self.pending.clear();
@@ -296,12 +312,11 @@ impl Link {
                 }
                 ReadOutcome::WouldBlock => return Reading::Idle,
                 ReadOutcome::Eof => {
-                    self.eof = true;
-                    hub.handle_eof(self.id, now);
+                    self.end(End::Eof);
                     return Reading::Idle;
                 }
                 ReadOutcome::Failed(e) => {
-                    self.broken(hub, now, &format!("read failed: {e}"));
+                    self.end(End::Broken(format!("read failed: {e}")));
                     return Reading::Idle;
                 }
             }
@@ -337,13 +352,12 @@ impl Link {
                 // Gone before its first byte: the hub's last words (if
                 // any) go out in clear, there is no TLS to put them in.
                 self.layer = Layer::Plain;
-                self.eof = true;
-                hub.handle_eof(self.id, now);
+                self.end(End::Eof);
                 return Reading::Idle;
             }
             ReadOutcome::Failed(e) => {
                 self.layer = Layer::Plain;
-                self.broken(hub, now, &format!("read failed: {e}"));
+                self.end(End::Broken(format!("read failed: {e}")));
                 return Reading::Idle;
             }
         };
@@ -438,11 +452,11 @@ impl Link {
                             // What came before the end still reaches the hub.
                             self.deliver(hub, now);
                         }
-                        hub.handle_eof(self.id, now);
+                        self.end(End::Eof);
                         return Reading::Idle;
                     }
                     ReadOutcome::Failed(e) => {
-                        self.broken(hub, now, &format!("read failed: {e}"));
+                        self.end(End::Broken(format!("read failed: {e}")));
                         return Reading::Idle;
                     }
                 }
@@ -490,8 +504,7 @@ impl Link {
             };
             if tls.transport.peer_closed() && !self.eof {
                 // close_notify: the client ended the session.
-                self.eof = true;
-                hub.handle_eof(self.id, now);
+                self.end(End::Eof);
                 return Reading::Idle;
             }
             // Its output is full and the socket takes no more: read no
@@ -575,31 +588,43 @@ impl Link {
         };
         match written {
             Ok(flush) => self.blocked = flush == Flush::Blocked,
-            Err(e) => {
-                // The hub is told by the loop, when it calls `report_lost`:
-                // telling it here would make the client leave its room
-                // (a `LEFT` to every member, written at once, perhaps
-                // failing for the next gone peer) inside this write.
-                self.eof = true;
-                self.shut = true;
-                self.pending.clear();
-                self.lost = Some(format!("write failed: {e}"));
-            }
+            Err(e) => self.end(End::Broken(format!("write failed: {e}"))),
         }
     }
 
-    /// A write failed: the peer is gone, nothing more is read or written,
-    /// and the hub must hear of it through [`report_lost`](Link::report_lost).
-    /// A loop calls that after whatever else is ready (many peers gone at
-    /// once each cost their room a `LEFT`), or at once.
-    pub fn lost(&self) -> bool {
-        self.lost.is_some()
+    /// The socket ended: nothing more is read (nor, if it broke, written),
+    /// and the hub hears of it when the loop calls
+    /// [`report_end`](Link::report_end). Telling it here would make the
+    /// client leave its room (a `LEFT` to every member, written at once,
+    /// perhaps failing for the next member gone) inside this read or
+    /// write, and a crowd gone at once would cost the square of its room
+    /// before the loop looked at anything else.
+    fn end(&mut self, end: End) {
+        self.eof = true;
+        if matches!(end, End::Broken(_)) {
+            self.shut = true;
+            self.pending.clear();
+        }
+        if !matches!(self.unreported, Some(End::Broken(_))) {
+            self.unreported = Some(end);
+        }
     }
 
-    /// Tells the hub of the failed write [`lost`](Link::lost) reported, once.
-    pub fn report_lost(&mut self, hub: &mut Hub, now: Instant) {
-        if let Some(reason) = self.lost.take() {
-            self.broken(hub, now, &reason);
+    /// The socket ended (its peer's end of stream, or a failed read or
+    /// write) and the hub must hear of it through
+    /// [`report_end`](Link::report_end). A loop calls that after the
+    /// sockets that still talk are served (many peers gone at once each
+    /// cost their room a `LEFT`), or at once.
+    pub fn ended(&self) -> bool {
+        self.unreported.is_some()
+    }
+
+    /// Tells the hub how the socket [`ended`](Link::ended), once.
+    pub fn report_end(&mut self, hub: &mut Hub, now: Instant) {
+        match self.unreported.take() {
+            Some(End::Eof) => hub.handle_eof(self.id, now),
+            Some(End::Broken(reason)) => self.broken(hub, now, &reason),
+            None => {}
         }
     }
 
@@ -817,7 +842,7 @@ mod tests {
         let _ = link.read(&mut hub, now, &mut gone, &mut buf, &mut budget);
         // The hub answered the HELLO; writing the answer fails.
         link.flush(&mut hub, now, &mut gone);
-        assert!(link.lost());
+        assert!(link.ended());
         assert!(!hub.is_closed(id), "the hub was told inside the write");
         // Nothing more is read or written meanwhile.
         let mut budget = READ_BUDGET;
@@ -825,8 +850,8 @@ mod tests {
             link.read(&mut hub, now, &mut gone, &mut buf, &mut budget),
             Reading::Idle
         );
-        link.report_lost(&mut hub, now);
-        assert!(!link.lost());
+        link.report_end(&mut hub, now);
+        assert!(!link.ended());
         assert!(hub.is_closed(id));
         let reasons: Vec<String> = std::iter::from_fn(|| hub.poll_event())
             .filter_map(|event| match event {
@@ -836,8 +861,70 @@ mod tests {
             .collect();
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(reasons[0].contains("write failed"), "{reasons:?}");
-        link.report_lost(&mut hub, now);
+        link.report_end(&mut hub, now);
         assert!(hub.poll_event().is_none(), "told twice");
+    }
+
+    /// A peer that sent `input` and hung up; it reads what it is sent.
+    struct HungUp {
+        input: Vec<u8>,
+    }
+
+    impl Read for HungUp {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            Ok(n)
+        }
+    }
+
+    impl Write for HungUp {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Socket for HungUp {
+        fn drained_by(&self, _: usize, _: usize) -> bool {
+            false
+        }
+
+        fn shutdown_write(&mut self) {}
+    }
+
+    #[test]
+    fn a_hang_up_reaches_the_hub_after_what_came_before_it_when_the_loop_reports_it() {
+        let now = Instant::now();
+        let mut hub = Hub::new(HubConfig::default(), now);
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 40000));
+        let id = hub.connect_from(now, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut link = Link::new(id, peer, None);
+        let mut client = ferry_core::Connection::client(ferry_core::ClientConfig::new("bob"), now);
+        let mut input = Vec::new();
+        while let Some(bytes) = client.poll_transmit() {
+            input.extend_from_slice(&bytes);
+        }
+        let mut socket = HungUp { input };
+        let mut buf = vec![0; 64 * 1024];
+        let mut budget = READ_BUDGET;
+        let _ = link.read(&mut hub, now, &mut socket, &mut buf, &mut budget);
+        assert!(link.ended());
+        // The HELLO before the end was handled; the end waits.
+        let joined = std::iter::from_fn(|| hub.poll_event())
+            .any(|event| matches!(event, ferry_core::HubEvent::Joined { .. }));
+        assert!(joined, "what came before the end reached the hub");
+        assert!(!hub.is_closed(id), "the hub was told inside the read");
+        link.report_end(&mut hub, now);
+        assert!(!link.ended());
+        assert!(hub.is_closed(id));
+        let closed = std::iter::from_fn(|| hub.poll_event())
+            .any(|event| matches!(event, ferry_core::HubEvent::Closed { by_peer: true, .. }));
+        assert!(closed, "closed by its peer");
     }
 
     #[test]

@@ -41,7 +41,15 @@
 //! its own, in place of tokio's cooperative one: a socket is read at most
 //! [`READ_BUDGET`] per turn, a poll runs at most [`TURNS_PER_POLL`] turns,
 //! and a task with input left over yields to the runtime before it reads
-//! on.
+//! on. Within a turn every part is bounded too, as in the mio server: the
+//! sockets that rang in it are read for a few milliseconds, then those
+//! left over (oldest first) for as long, at least one of each; at most
+//! [`ACCEPT_PER_TURN`] connections are accepted; sockets that ended (the
+//! peer hung up, a read or write failed: [`Link::ended`]) are told to the
+//! hub after, for a few milliseconds; the hub's drain stops after
+//! [`SETTLE_BUDGET`]. A room of thousands joining or hanging up at once
+//! (each a `JOINED` or `LEFT` to everyone) is spread over turns instead of
+//! holding one.
 //!
 //! What each connection does with its socket (plain or TLS by its first
 //! bytes, back-pressure, the close) is a [`ferry_tls::link::Link`], shared
@@ -56,14 +64,14 @@ use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{BusRoute, HubFiles, Inbox, ServerCommand, ServerNotice};
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Sleep;
@@ -71,6 +79,24 @@ use tokio::time::Sleep;
 /// Turns one poll of the task may run (when timers fall due or sockets
 /// ring while it works) before it hands the thread back to the runtime.
 const TURNS_PER_POLL: usize = 8;
+
+/// How long one turn spends telling the hub of sockets that ended, at the
+/// least one: each is a `LEFT` to its room, and a few thousand members
+/// hanging up together cost the square of the room. The rest wait for the
+/// next turn, behind the sockets that still talk.
+const ENDS_BUDGET: Duration = Duration::from_millis(5);
+/// How long one drain of the hub ([`Server::settle`]) goes on at most
+/// before the task looks at its sockets again.
+const SETTLE_BUDGET: Duration = Duration::from_millis(10);
+/// How long one turn reads the sockets that rang in it, then (as long
+/// again) those left over from earlier turns, each at least one: a crowd
+/// joining a large room at once (each join a `JOINED` to every member and
+/// a `MEMBERS` frame of the whole room) is spread over turns, and a socket
+/// that just rang is read in the turn that saw it.
+const READ_TURN_BUDGET: Duration = Duration::from_millis(5);
+/// Connections accepted in one turn at most; the rest wait in the listen
+/// backlog for the next turn.
+const ACCEPT_PER_TURN: usize = 64;
 
 /// Runs a plain ferry server on `listener` until it is shut down; see
 /// [`run_server_tls`].
@@ -135,6 +161,9 @@ pub async fn run_server_tls(
         lingering: BTreeSet::new(),
         ready: Vec::new(),
         unread: Vec::new(),
+        ended: VecDeque::new(),
+        settle_pending: false,
+        accept_pending: false,
         commands,
         notices,
         bus,
@@ -155,6 +184,8 @@ struct Conn {
     stream: TcpStream,
     /// Lists this connection on the doorbell when its socket is ready.
     waker: Waker,
+    /// Waits in [`Server::ended`].
+    ended: bool,
     link: Link,
 }
 
@@ -172,6 +203,12 @@ struct Server {
     /// Sockets that may hold more input than their last turn's budget read;
     /// read again next turn.
     unread: Vec<ClientId>,
+    /// Sockets that ended, told to the hub after those that still talk.
+    ended: VecDeque<ClientId>,
+    /// The last drain of the hub ran out of time with work left.
+    settle_pending: bool,
+    /// The last turn accepted its most: the listener may hold more.
+    accept_pending: bool,
     commands: UnboundedReceiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
     /// Where the hub's requests for a cluster's broker go.
@@ -199,8 +236,12 @@ impl Server {
                     return Poll::Ready(Ok(()));
                 }
             }
-            if !self.unread.is_empty() {
-                // Input left over: let the runtime run others, then read on.
+            let left_over = !self.unread.is_empty()
+                || !self.ended.is_empty()
+                || self.settle_pending
+                || self.accept_pending;
+            if left_over {
+                // Work left over: let the runtime run others, then go on.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -237,18 +278,38 @@ impl Server {
         let carried = std::mem::take(&mut self.unread);
         self.take_commands(cx, now);
         self.accept(cx, now);
-        for &id in &ready {
+        // Sockets that rang now first, then those left over, each for a
+        // share of the turn: whoever just spoke is heard in this turn,
+        // and whoever waits is served in order.
+        let fresh_until = Instant::now() + READ_TURN_BUDGET;
+        let mut deferred = Vec::new();
+        for (n, &id) in ready.iter().enumerate() {
+            if n == 0 || Instant::now() < fresh_until {
+                self.on_socket(id, now);
+            } else if let Some(conn) = self.conns.get_mut(&id) {
+                if !conn.link.is_unread() {
+                    conn.link.defer();
+                    deferred.push(id);
+                }
+            }
+        }
+        let carried_until = Instant::now() + READ_TURN_BUDGET;
+        for (n, &id) in carried.iter().enumerate() {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if n > 0 && Instant::now() >= carried_until {
+                // Still first in line next turn.
+                self.unread.push(id);
+                continue;
+            }
+            conn.link.dequeue();
             self.on_socket(id, now);
         }
-        for &id in &carried {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.link.dequeue();
-            }
-            self.read(id, now);
-            self.maybe_finish(id, now);
-        }
+        self.unread.append(&mut deferred);
         ready.clear();
         self.ready = ready;
+        self.report_ends(now);
         if rang.disk {
             for notice in self.files.poll_disk(&mut self.hub, now) {
                 self.notify(notice);
@@ -277,19 +338,29 @@ impl Server {
         let _ = self.notices.send(notice);
     }
 
+    /// Accepts [`ACCEPT_PER_TURN`] connections at most; `accept_pending`
+    /// says whether the listener may hold more.
     fn accept(&mut self, cx: &mut Context<'_>, now: Instant) {
-        loop {
+        self.accept_pending = true;
+        for _ in 0..ACCEPT_PER_TURN {
             let Some(listener) = &self.listener else {
+                self.accept_pending = false;
                 return;
             };
             let (stream, peer) = match listener.poll_accept(cx) {
                 Poll::Ready(Ok(accepted)) => accepted,
-                Poll::Pending => return,
+                Poll::Pending => {
+                    self.accept_pending = false;
+                    return;
+                }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 // Out of file descriptors or the like: leave the rest in
                 // the backlog until the next turn (any wake-up) rather
                 // than spin on it now.
-                Poll::Ready(Err(_)) => return,
+                Poll::Ready(Err(_)) => {
+                    self.accept_pending = false;
+                    return;
+                }
             };
             // Frames are written whole; waiting to coalesce them only adds
             // latency to chat.
@@ -300,6 +371,7 @@ impl Server {
                 Conn {
                     stream,
                     waker: self.bell.socket_waker(id),
+                    ended: false,
                     link: Link::new(id, peer, self.tls.clone()),
                 },
             );
@@ -315,16 +387,33 @@ impl Server {
     fn drive<R>(
         &mut self,
         id: ClientId,
-        now: Instant,
         step: impl FnOnce(&mut Link, &mut Hub, &mut Polled<'_, '_, '_>, &mut [u8]) -> R,
     ) -> Option<R> {
         let conn = self.conns.get_mut(&id)?;
         let mut cx = Context::from_waker(&conn.waker);
         let mut socket = Polled::new(&mut conn.stream, &mut cx);
         let out = step(&mut conn.link, &mut self.hub, &mut socket, &mut self.buf);
-        // A failed write: the hub hears of it at once here.
-        conn.link.report_lost(&mut self.hub, now);
+        if conn.link.ended() && !std::mem::replace(&mut conn.ended, true) {
+            self.ended.push_back(id);
+        }
         Some(out)
+    }
+
+    /// Tells the hub of sockets that ended, oldest first, for
+    /// [`ENDS_BUDGET`] at the most.
+    fn report_ends(&mut self, now: Instant) {
+        let until = Instant::now() + ENDS_BUDGET;
+        while let Some(id) = self.ended.pop_front() {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            conn.ended = false;
+            conn.link.report_end(&mut self.hub, now);
+            self.maybe_finish(id, now);
+            if Instant::now() >= until {
+                return;
+            }
+        }
     }
 
     /// The socket of `id` may be readable or writable (its waker cannot
@@ -336,9 +425,7 @@ impl Server {
             return;
         };
         if conn.link.blocked() {
-            self.drive(id, now, |link, hub, socket, _| {
-                link.writable(hub, now, socket)
-            });
+            self.drive(id, |link, hub, socket, _| link.writable(hub, now, socket));
         }
         let unread = self
             .conns
@@ -356,7 +443,7 @@ impl Server {
     fn read(&mut self, id: ClientId, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
-            let reading = self.drive(id, now, |link, hub, socket, buf| {
+            let reading = self.drive(id, |link, hub, socket, buf| {
                 link.read(hub, now, socket, buf, &mut budget)
             });
             match reading {
@@ -369,7 +456,7 @@ impl Server {
 
     /// Writes what the hub has for `id` until the socket is full.
     fn flush(&mut self, id: ClientId, now: Instant) {
-        self.drive(id, now, |link, hub, socket, _| link.flush(hub, now, socket));
+        self.drive(id, |link, hub, socket, _| link.flush(hub, now, socket));
     }
 
     fn take_commands(&mut self, cx: &mut Context<'_>, now: Instant) {
@@ -413,6 +500,8 @@ impl Server {
     /// Drains the hub: events (file I/O and notices), then output, until
     /// neither produces anything new.
     fn settle(&mut self, now: Instant) {
+        let until = Instant::now() + SETTLE_BUDGET;
+        self.settle_pending = false;
         loop {
             let mut progressed = false;
             while let Some(event) = self.hub.poll_event() {
@@ -424,11 +513,24 @@ impl Server {
                 if let Some(id) = closed {
                     self.start_close(id, now);
                 }
+                if Instant::now() >= until {
+                    self.settle_pending = true;
+                    break;
+                }
             }
             while let Some(id) = self.hub.poll_writable() {
                 progressed = true;
                 self.flush(id, now);
                 self.maybe_finish(id, now);
+                if Instant::now() >= until {
+                    self.settle_pending = true;
+                    break;
+                }
+            }
+            if self.settle_pending {
+                // The rest waits in the hub's queues for the next turn.
+                self.bus.drain(&mut self.hub);
+                return;
             }
             self.bus.drain(&mut self.hub);
             if !progressed {
@@ -445,7 +547,7 @@ impl Server {
             self.hub.remove(id, now);
             return;
         }
-        let closing = self.drive(id, now, |link, hub, socket, _| link.close(hub, now, socket));
+        let closing = self.drive(id, |link, hub, socket, _| link.close(hub, now, socket));
         if let Some(Some(deadline)) = closing {
             self.lingering.insert((deadline, id));
         }
@@ -454,9 +556,7 @@ impl Server {
 
     /// Drops the socket of a closed client once its link is done with it.
     fn maybe_finish(&mut self, id: ClientId, now: Instant) {
-        let done = self.drive(id, now, |link, hub, socket, _| {
-            link.finishing(hub, now, socket)
-        });
+        let done = self.drive(id, |link, hub, socket, _| link.finishing(hub, now, socket));
         if done == Some(true) {
             self.finish(id, now);
         }
