@@ -26,6 +26,7 @@ use ferry_tls::link::LINGER_READ_LIMIT;
 use ferry_tls::{Kind, TlsServer, Transport};
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +37,11 @@ use std::time::{Duration, Instant};
 
 /// How often the timer thread looks at the hub's deadline at the least.
 const TIMER_TICK: Duration = Duration::from_millis(200);
+/// How long the timer thread tells the hub of connections that ended
+/// before it lets the readers have the lock again: each end is a `LEFT` to
+/// its room, and a room of thousands hanging up at once costs the square
+/// of its size.
+const ENDS_BUDGET: Duration = Duration::from_millis(5);
 /// A write blocked this long means the peer is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a shutting-down server lets writers flush.
@@ -90,6 +96,7 @@ pub fn spawn_server_tls(
             notices: notices_tx,
             bus: bus.clone(),
             serving: None,
+            ended: VecDeque::new(),
             timer_wake: timer_wake.clone(),
         }),
         stopping: AtomicBool::new(false),
@@ -175,11 +182,46 @@ struct Shared {
     /// The client whose reader is handling its input and will write what
     /// that leaves for it itself: its writer is not woken for it.
     serving: Option<ClientId>,
+    /// Connections that ended (the peer hung up, a read or write failed),
+    /// told to the hub by the timer thread, a few milliseconds at a time:
+    /// thousands of readers each taking the lock to make their client
+    /// leave its room kept the lock from the readers of clients that still
+    /// talk for as long as the whole room took.
+    ended: VecDeque<(ClientId, End)>,
     /// [`State::timer_wake`], for [`after`](Self::after).
     timer_wake: Arc<Condvar>,
 }
 
+/// How a connection ended, until the timer thread tells the hub.
+enum End {
+    /// The peer's end of stream (or TLS close_notify).
+    Eof,
+    /// A failed read or write, with the reason for the log.
+    Broken(String),
+}
+
 impl Shared {
+    /// Queues `client`'s end for the timer thread and wakes it.
+    fn end(&mut self, client: ClientId, end: End) {
+        self.ended.push_back((client, end));
+        self.timer_wake.notify_one();
+    }
+
+    /// Tells the hub of the connections that ended, oldest first, for
+    /// [`ENDS_BUDGET`] at the most.
+    fn report_ends(&mut self, now: Instant) {
+        let until = Instant::now() + ENDS_BUDGET;
+        while let Some((client, end)) = self.ended.pop_front() {
+            match end {
+                End::Eof => self.hub.handle_eof(client, now),
+                End::Broken(reason) => self.hub.handle_broken(client, now, &reason),
+            }
+            if Instant::now() >= until {
+                return;
+            }
+        }
+    }
+
     /// After every hub call: run events through the inbox, report them, and
     /// wake the writers of clients with bytes to send.
     fn after(&mut self, now: Instant) {
@@ -270,15 +312,20 @@ fn timers(state: &Arc<State>) {
         }
         let now = Instant::now();
         shared.hub.handle_timeout(now);
+        shared.report_ends(now);
         shared.after(now);
-        let wait = shared
-            .hub
-            .poll_timeout()
-            .map_or(TIMER_TICK, |at| at.saturating_duration_since(now))
-            .min(TIMER_TICK);
+        let wait = if shared.ended.is_empty() {
+            shared
+                .hub
+                .poll_timeout()
+                .map_or(TIMER_TICK, |at| at.saturating_duration_since(now))
+                .min(TIMER_TICK)
+        } else {
+            Duration::ZERO
+        };
         if wait.is_zero() {
-            // Work the hub left: let the readers waiting for the lock in
-            // before taking the next part.
+            // Work left (the hub's, or ends to tell): let the readers
+            // waiting for the lock in before taking the next part.
             drop(shared);
             thread::yield_now();
             shared = state.lock();
@@ -322,6 +369,7 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
         batch: OutputBatch::new(),
         kind: kind.clone(),
         plaintext: OutputBatch::new(),
+        broken: false,
     }));
     let (wake_tx, wake_rx) = mpsc::channel();
     let reader_wake = wake_tx.clone();
@@ -441,6 +489,9 @@ struct Outlet {
     kind: Arc<ConnKind>,
     /// TLS only: the hub's bytes the transport has not taken yet.
     plaintext: OutputBatch,
+    /// A write failed: nothing more is written, and the end waits in
+    /// [`Shared::ended`] until the hub closes the client.
+    broken: bool,
 }
 
 /// How [`Outlet::flush`] ended.
@@ -450,7 +501,7 @@ enum Flushed {
     All,
     /// Not blocking, the socket was full: the rest waits in the batch.
     Full,
-    /// The write failed; the hub was told, and closes the client.
+    /// The write failed; the hub will be told, and close the client.
     Broken,
 }
 
@@ -465,6 +516,9 @@ impl Outlet {
     /// at a time, outside the hub's lock; with `blocking` false, only what
     /// the socket takes at once.
     fn flush(&mut self, state: &State, client: ClientId, blocking: bool) -> Flushed {
+        if self.broken {
+            return Flushed::Broken;
+        }
         loop {
             if self.batch.is_empty() {
                 let kind = self.kind.clone();
@@ -478,10 +532,8 @@ impl Outlet {
                     Some(Some(tls)) => match self.encrypt(state, client, tls) {
                         Ok(more) => more,
                         Err(e) => {
-                            let mut shared = state.lock();
-                            let now = Instant::now();
-                            shared.hub.handle_broken(client, now, &format!("TLS: {e}"));
-                            shared.after(now);
+                            self.broken = true;
+                            state.lock().end(client, End::Broken(format!("TLS: {e}")));
                             return Flushed::Broken;
                         }
                     },
@@ -506,11 +558,9 @@ impl Outlet {
                     return Flushed::Full;
                 }
                 Err(e) => {
-                    let mut shared = state.lock();
-                    let now = Instant::now();
+                    self.broken = true;
                     let reason = format!("write failed: {e}");
-                    shared.hub.handle_broken(client, now, &reason);
-                    shared.after(now);
+                    state.lock().end(client, End::Broken(reason));
                     return Flushed::Broken;
                 }
             }
@@ -631,14 +681,12 @@ impl Reader<'_> {
         let now = Instant::now();
         match read {
             Ok(0) => {
-                shared.hub.handle_eof(self.client, now);
-                shared.after(now);
+                shared.end(self.client, End::Eof);
                 return false;
             }
             Err(e) => {
                 let reason = format!("read failed: {e}");
-                shared.hub.handle_broken(self.client, now, &reason);
-                shared.after(now);
+                shared.end(self.client, End::Broken(reason));
                 return false;
             }
             Ok(n) if self.over_linger_limit(&shared.hub, n) => return false,
@@ -727,10 +775,7 @@ impl Reader<'_> {
                         }
                         // What came before the end still reaches the hub.
                         self.tls_plaintext(tls, buf.space());
-                        let mut shared = self.state.lock();
-                        let now = Instant::now();
-                        shared.hub.handle_eof(self.client, now);
-                        shared.after(now);
+                        self.state.lock().end(self.client, End::Eof);
                         return;
                     }
                     Ok(n) if self.over_linger_limit(&self.state.lock().hub, n) => {
@@ -757,10 +802,7 @@ impl Reader<'_> {
             let transport = tls.lock();
             if transport.peer_closed() {
                 drop(transport);
-                let mut shared = self.state.lock();
-                let now = Instant::now();
-                shared.hub.handle_eof(self.client, now);
-                shared.after(now);
+                self.state.lock().end(self.client, End::Eof);
                 return;
             }
             if taken == 0 && !unfed.is_empty() {
@@ -816,9 +858,10 @@ fn write_loop(
     wake: mpsc::Receiver<bool>,
 ) {
     loop {
-        if Outlet::lock(outlet).flush(state, client, true) == Flushed::Broken {
-            break;
-        }
+        // A failed write waits, as any wake does, for the hub to close the
+        // client (once the timer thread told it): the hub then ends the
+        // connection here, as it ends every other.
+        Outlet::lock(outlet).flush(state, client, true);
         let mut closing = match wake.recv() {
             Ok(finish) => finish,
             Err(_) => break,
