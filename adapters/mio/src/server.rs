@@ -223,19 +223,26 @@ impl Server {
             }
             let carried_until = Instant::now() + READ_TURN_BUDGET;
             let mut first = true;
+            let mut still_waiting = Vec::new();
             for id in carried.drain(..) {
                 let Some(conn) = self.conns.get_mut(&id) else {
                     continue;
                 };
                 if !first && Instant::now() >= carried_until {
-                    // Still first in line next turn.
-                    self.unread.push(id);
+                    still_waiting.push(id);
                     continue;
                 }
                 first = false;
                 conn.link.dequeue();
                 let writable = std::mem::take(&mut conn.write_deferred);
                 self.on_socket(id, true, writable, now);
+            }
+            // Next turn's order: those still waiting from earlier turns,
+            // then those whose read budget ran out in this one, then the
+            // events this turn had no time for.
+            if !still_waiting.is_empty() {
+                still_waiting.append(&mut self.unread);
+                self.unread = still_waiting;
             }
             self.unread.append(&mut deferred);
             if self.accept_pending {

@@ -22,6 +22,12 @@
 //!   once the peer's FIN is seen; the loop drops it at the [`LINGER`]
 //!   deadline at the latest, and the link gives up at once on a peer that
 //!   floods meanwhile ([`LINGER_READ_LIMIT`]).
+//! * When the socket ends (the peer's end of stream, a failed read or
+//!   write) the link stops reading, and writing if it broke, but does not
+//!   tell the hub: it says [`Link::ended`], and the loop must call
+//!   [`Link::report_end`], at once or after serving the sockets that still
+//!   talk. A link that ended and is never reported keeps its client in the
+//!   hub until the hub's own timeouts close it.
 //!
 //! The loop keeps everything that depends on its runtime: registration,
 //! readiness or wakers, timers (the linger deadlines), accepting, and the

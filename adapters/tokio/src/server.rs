@@ -294,17 +294,24 @@ impl Server {
             }
         }
         let carried_until = Instant::now() + READ_TURN_BUDGET;
+        let mut still_waiting = Vec::new();
         for (n, &id) in carried.iter().enumerate() {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
             if n > 0 && Instant::now() >= carried_until {
-                // Still first in line next turn.
-                self.unread.push(id);
+                still_waiting.push(id);
                 continue;
             }
             conn.link.dequeue();
             self.on_socket(id, now);
+        }
+        // Next turn's order: those still waiting from earlier turns, then
+        // those whose read budget ran out in this one, then the sockets
+        // this turn had no time for.
+        if !still_waiting.is_empty() {
+            still_waiting.append(&mut self.unread);
+            self.unread = still_waiting;
         }
         self.unread.append(&mut deferred);
         ready.clear();

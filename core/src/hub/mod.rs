@@ -1254,7 +1254,9 @@ impl Hub {
             let Some(id) = self.dirty.pop_front() else {
                 return true;
             };
-            self.handle_events_of(id, now);
+            if self.clients.get(&id).is_some_and(|c| c.dirty) {
+                self.handle_events_of(id, now);
+            }
         }
         self.dirty.is_empty()
     }
@@ -1265,10 +1267,8 @@ impl Hub {
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
-        if c.dirty {
-            // Still queued: the queue finds it clean later and skips it.
-            c.dirty = false;
-        }
+        // Still queued, if it was: the queue finds it clean and skips it.
+        c.dirty = false;
         if !c.touched {
             c.touched = true;
             self.touched.push(id);
