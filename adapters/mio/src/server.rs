@@ -125,8 +125,6 @@ struct Conn {
     token: Token,
     /// WRITABLE interest is registered.
     want_write: bool,
-    /// Waits in [`Server::ended`].
-    ended: bool,
     /// An event said the peer closed its side: read to the end of stream
     /// (a short read does not mean the socket is empty then).
     peer_closed: bool,
@@ -274,8 +272,7 @@ impl Server {
     fn defer(&mut self, id: ClientId, writable: bool, deferred: &mut Vec<ClientId>) {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.write_deferred |= writable;
-            if !conn.link.is_unread() {
-                conn.link.defer();
+            if conn.link.defer() {
                 deferred.push(id);
             }
         }
@@ -289,7 +286,6 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            conn.ended = false;
             conn.link.report_end(&mut self.hub, now);
             self.maybe_finish(id, now);
             if Instant::now() >= until {
@@ -365,7 +361,6 @@ impl Server {
                     stream,
                     token,
                     want_write: false,
-                    ended: false,
                     peer_closed: false,
                     write_deferred: false,
                     link: Link::new(id, peer, self.tls.clone()),
@@ -397,7 +392,7 @@ impl Server {
             conn.link
                 .fail(&mut self.hub, now, &format!("write failed: {e}"));
         }
-        if conn.link.ended() && !std::mem::replace(&mut conn.ended, true) {
+        if conn.link.queue_end() {
             self.ended.push_back(id);
         }
         Some(out)

@@ -149,6 +149,8 @@ pub struct Link {
     /// The socket ended (the peer's end of stream, a failed read or
     /// write) and the hub is not told yet: see [`Link::ended`].
     unreported: Option<End>,
+    /// The loop queued this link to [`report_end`](Link::report_end).
+    end_queued: bool,
 }
 
 /// How a socket ended, until the loop tells the hub.
@@ -194,6 +196,7 @@ impl Link {
             unread: false,
             shut: false,
             unreported: None,
+            end_queued: false,
         }
     }
 
@@ -214,10 +217,11 @@ impl Link {
     }
 
     /// The loop's turn ran out before this link's socket event was served:
-    /// the loop queued it to read next turn ([`is_unread`](Link::is_unread)
-    /// until [`dequeue`](Link::dequeue)).
-    pub fn defer(&mut self) {
-        self.unread = true;
+    /// it is to be read next turn ([`is_unread`](Link::is_unread) until
+    /// [`dequeue`](Link::dequeue)). `true` if the loop must queue it, `false`
+    /// if it waits in the loop's queue already.
+    pub fn defer(&mut self) -> bool {
+        !std::mem::replace(&mut self.unread, true)
     }
 
     /// The linger deadline, once the hub closed the client.
@@ -625,8 +629,16 @@ impl Link {
         self.unreported.is_some()
     }
 
+    /// Whether the loop must queue this link to call
+    /// [`report_end`](Link::report_end): `true` once for each end, `false`
+    /// while it waits in the loop's queue already or nothing ended.
+    pub fn queue_end(&mut self) -> bool {
+        self.unreported.is_some() && !std::mem::replace(&mut self.end_queued, true)
+    }
+
     /// Tells the hub how the socket [`ended`](Link::ended), once.
     pub fn report_end(&mut self, hub: &mut Hub, now: Instant) {
+        self.end_queued = false;
         match self.unreported.take() {
             Some(End::Eof) => hub.handle_eof(self.id, now),
             Some(End::Broken(reason)) => self.broken(hub, now, &reason),
@@ -856,8 +868,12 @@ mod tests {
             link.read(&mut hub, now, &mut gone, &mut buf, &mut budget),
             Reading::Idle
         );
+        // Queued once by the loop, however often it asks.
+        assert!(link.queue_end());
+        assert!(!link.queue_end());
         link.report_end(&mut hub, now);
         assert!(!link.ended());
+        assert!(!link.queue_end(), "nothing left to report");
         assert!(hub.is_closed(id));
         let reasons: Vec<String> = std::iter::from_fn(|| hub.poll_event())
             .filter_map(|event| match event {

@@ -184,8 +184,6 @@ struct Conn {
     stream: TcpStream,
     /// Lists this connection on the doorbell when its socket is ready.
     waker: Waker,
-    /// Waits in [`Server::ended`].
-    ended: bool,
     link: Link,
 }
 
@@ -287,8 +285,7 @@ impl Server {
             if n == 0 || Instant::now() < fresh_until {
                 self.on_socket(id, now);
             } else if let Some(conn) = self.conns.get_mut(&id) {
-                if !conn.link.is_unread() {
-                    conn.link.defer();
+                if conn.link.defer() {
                     deferred.push(id);
                 }
             }
@@ -378,7 +375,6 @@ impl Server {
                 Conn {
                     stream,
                     waker: self.bell.socket_waker(id),
-                    ended: false,
                     link: Link::new(id, peer, self.tls.clone()),
                 },
             );
@@ -400,7 +396,7 @@ impl Server {
         let mut cx = Context::from_waker(&conn.waker);
         let mut socket = Polled::new(&mut conn.stream, &mut cx);
         let out = step(&mut conn.link, &mut self.hub, &mut socket, &mut self.buf);
-        if conn.link.ended() && !std::mem::replace(&mut conn.ended, true) {
+        if conn.link.queue_end() {
             self.ended.push_back(id);
         }
         Some(out)
@@ -414,7 +410,6 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 continue;
             };
-            conn.ended = false;
             conn.link.report_end(&mut self.hub, now);
             self.maybe_finish(id, now);
             if Instant::now() >= until {
