@@ -11,7 +11,7 @@ use ferry_files::{OutputBatch, ReadBuffer};
 use ferry_tls::link::LINGER_READ_LIMIT;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt, Future};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,17 @@ pub(crate) const INPUT_QUEUE: usize = 64;
 /// deliveries per second, against 1.1 million with 32 (`ferry bench
 /// fanout`, 1 to 100). At most 2 MiB of file data (32 chunks) waits here.
 pub(crate) const WRITE_QUEUE: usize = 32;
+
+/// Bytes a connection's writer may hold (queued, or taken and not yet
+/// written) before its driver leaves the rest in the state machine, where
+/// they count: a hub bounds the bytes its clients' queues hold together
+/// and drops the biggest, and a writer that holds a member's bytes hides
+/// them from that count. A room of 4,000 members that read slowly held
+/// 1.1 GiB in writers' queues of 32 segments with no byte bound (`ferry
+/// bench hostile --attacks large-room`). One segment is always taken, so a
+/// frame bigger than this (a `MEMBERS` list) still goes out whole; this is
+/// the hub's own tolerance for a queue it never drops (64 KiB).
+pub(crate) const LENT_LIMIT: usize = 64 * 1024;
 
 /// How long a closed connection may take to write its last bytes before
 /// its socket is dropped regardless.
@@ -112,9 +123,10 @@ pub(crate) async fn read_loop<M>(
 
 /// Writes every segment received on `segments` to `stream`, in order.
 ///
-/// When `wanted` is set (the driver found the queue full), the writer
-/// clears it and sends `room` as it takes the next segment, so the driver
-/// knows when to feed it again. A failed write sends `broken(why)` and ends.
+/// When the driver found the queue full (in segments, or in bytes: see
+/// [`LENT_LIMIT`]), the writer sends `room` after its next write, so the
+/// driver knows when to feed it again. A failed write sends `broken(why)`
+/// and ends.
 /// Once the driver closes the queue and it is drained, the write side of
 /// the socket is shut down so the peer sees a clean end.
 pub(crate) async fn write_loop<M: Clone>(
@@ -124,53 +136,65 @@ pub(crate) async fn write_loop<M: Clone>(
     room: M,
     broken: impl FnOnce(String) -> M,
 ) {
-    let WriterEnd {
-        segments,
-        wanted,
-        writing,
-    } = writer;
     let mut batch = OutputBatch::new();
-    while let Ok(segment) = segments.recv().await {
+    while let Ok(segment) = writer.segments.recv().await {
         // The outlet writes itself only while this is clear; taking a
         // segment and setting it happen without a yield in between.
-        writing.store(true, Ordering::SeqCst);
+        writer.writing.store(true, Ordering::SeqCst);
         // What else is queued goes out in the same vectored write.
         batch.push(segment);
         while batch.len() < OutputBatch::MAX_BYTES {
-            match segments.try_recv() {
+            match writer.segments.try_recv() {
                 Ok(segment) => batch.push(segment),
                 Err(_) => break,
             }
         }
-        if wanted.swap(false, Ordering::SeqCst) && to.send(room.clone()).await.is_err() {
+        while !batch.is_empty() {
+            let written = match batch.single() {
+                Some(one) => stream.write(one).await,
+                None => stream.write_vectored(&batch.io_slices()).await,
+            };
+            let why = match written {
+                Ok(0) => io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    batch.advance(n);
+                    if writer.released(n) && to.send(room.clone()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            let _ = to.send(broken(format!("write failed: {why}"))).await;
             return;
         }
-        if let Err(e) = write_batch(&mut stream, &mut batch).await {
-            let _ = to.send(broken(format!("write failed: {e}"))).await;
-            return;
-        }
-        writing.store(false, Ordering::SeqCst);
+        writer.writing.store(false, Ordering::SeqCst);
     }
     // Errors here change nothing: the socket is about to be dropped.
     let _ = stream.flush().await;
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-/// Writes all of `batch`.
-async fn write_batch(stream: &mut TcpStream, batch: &mut OutputBatch) -> io::Result<()> {
-    while !batch.is_empty() {
-        let written = match batch.single() {
-            Some(one) => stream.write(one).await,
-            None => stream.write_vectored(&batch.io_slices()).await,
-        };
-        match written {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => batch.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Queues `segment` for a writer, counted in `lent`; gives it back if the
+/// queue is full. A writer that is gone takes it, uncounted: its bytes are
+/// dropped.
+fn lend(segments: &Sender<Bytes>, lent: &AtomicUsize, segment: Bytes) -> Result<(), Bytes> {
+    let len = segment.len();
+    // Counted before the writer can see it, so that its release never
+    // comes first.
+    lent.fetch_add(len, Ordering::SeqCst);
+    match segments.try_send(segment) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Closed(_)) => {
+            lent.fetch_sub(len, Ordering::SeqCst);
+            Ok(())
+        }
+        Err(TrySendError::Full(segment)) => {
+            lent.fetch_sub(len, Ordering::SeqCst);
+            Err(segment)
         }
     }
-    Ok(())
 }
 
 /// The driver's end of one writer: the bounded queue, the wake-up flag and
@@ -188,6 +212,9 @@ async fn write_batch(stream: &mut TcpStream, batch: &mut OutputBatch) -> io::Res
 pub(crate) struct Outlet {
     segments: Sender<Bytes>,
     wanted: Arc<AtomicBool>,
+    /// Bytes handed to the writer and not yet written (or, for TLS, taken
+    /// into its transport): at most [`LENT_LIMIT`] plus one segment.
+    lent: Arc<AtomicUsize>,
     held: Option<Bytes>,
     // Written to directly on Unix only.
     #[cfg_attr(not(unix), allow(dead_code))]
@@ -202,8 +229,22 @@ pub(crate) struct Outlet {
 /// The writer's end of an [`Outlet`], for [`write_loop`].
 pub(crate) struct WriterEnd {
     pub(crate) segments: Receiver<Bytes>,
-    pub(crate) wanted: Arc<AtomicBool>,
-    pub(crate) writing: Arc<AtomicBool>,
+    wanted: Arc<AtomicBool>,
+    lent: Arc<AtomicUsize>,
+    writing: Arc<AtomicBool>,
+}
+
+impl WriterEnd {
+    /// `n` bytes of the queue's segments left the writer (written, or
+    /// taken by a TLS transport). Returns whether the driver waits for room
+    /// and must be told: it found the queue full, and this may have made
+    /// room.
+    pub(crate) fn released(&self, n: usize) -> bool {
+        // Before looking at `wanted`: a driver that sets it looks at
+        // `lent` again afterwards, so one of the two sees the other.
+        self.lent.fetch_sub(n, Ordering::SeqCst);
+        self.wanted.swap(false, Ordering::SeqCst)
+    }
 }
 
 /// What [`Outlet::feed`] left behind.
@@ -221,10 +262,12 @@ impl Outlet {
     pub(crate) fn new(stream: TcpStream) -> (Outlet, WriterEnd) {
         let (segments, rx) = async_channel::bounded(WRITE_QUEUE);
         let wanted = Arc::new(AtomicBool::new(false));
+        let lent = Arc::new(AtomicUsize::new(0));
         let writing = Arc::new(AtomicBool::new(false));
         let outlet = Outlet {
             segments,
             wanted: wanted.clone(),
+            lent: lent.clone(),
             held: None,
             stream,
             writing: writing.clone(),
@@ -233,6 +276,7 @@ impl Outlet {
         let end = WriterEnd {
             segments: rx,
             wanted,
+            lent,
             writing,
         };
         (outlet, end)
@@ -258,19 +302,26 @@ impl Outlet {
     ) -> (Fed, bool) {
         let mut moved = direct && self.write_directly(&mut next);
         loop {
+            if self.held.is_none() && self.lent.load(Ordering::SeqCst) >= LENT_LIMIT {
+                // As below: the flag first, then a second look.
+                self.wanted.store(true, Ordering::SeqCst);
+                if self.lent.load(Ordering::SeqCst) >= LENT_LIMIT {
+                    return (Fed::Blocked, moved);
+                }
+            }
             let Some(segment) = self.held.take().or_else(&mut next) else {
                 return (Fed::Drained, moved);
             };
-            match self.segments.try_send(segment) {
-                Ok(()) | Err(TrySendError::Closed(_)) => moved = true,
-                Err(TrySendError::Full(segment)) => {
+            match self.lend(segment) {
+                Ok(()) => moved = true,
+                Err(segment) => {
                     // Ask for a wake-up first, then look again: a writer that
                     // took a segment between the two sees the flag, one that
                     // took it before leaves room for this second try.
                     self.wanted.store(true, Ordering::SeqCst);
-                    match self.segments.try_send(segment) {
-                        Ok(()) | Err(TrySendError::Closed(_)) => moved = true,
-                        Err(TrySendError::Full(segment)) => {
+                    match self.lend(segment) {
+                        Ok(()) => moved = true,
+                        Err(segment) => {
                             self.held = Some(segment);
                             return (Fed::Blocked, moved);
                         }
@@ -280,6 +331,11 @@ impl Outlet {
         }
     }
 
+    /// [`lend`] to this outlet's writer.
+    fn lend(&self, segment: Bytes) -> Result<(), Bytes> {
+        lend(&self.segments, &self.lent, segment)
+    }
+
     /// Closes the queue after `last` (a TLS close_notify), which goes to
     /// the writer whether or not its queue has room: the future sends it
     /// once there is, and ends early if the writer is gone. Only after
@@ -287,6 +343,8 @@ impl Outlet {
     pub(crate) fn finish_with(self, last: Bytes) -> impl Future<Output = ()> {
         debug_assert!(self.held.is_none(), "finished with a segment held back");
         let segments = self.segments;
+        // Counted like any segment: the writer releases it.
+        self.lent.fetch_add(last.len(), Ordering::SeqCst);
         async move {
             let _ = segments.send(last).await;
         }
@@ -303,8 +361,10 @@ impl Outlet {
             && !self.segments.is_closed()
             && !self.writing.load(Ordering::SeqCst)
         {
+            // What the socket leaves goes to the writer, lent: no more
+            // than it may hold.
             let mut taken = 0;
-            while taken < WRITE_QUEUE && self.batch.len() < OutputBatch::MAX_BYTES {
+            while taken < WRITE_QUEUE && self.batch.len() < LENT_LIMIT {
                 let Some(segment) = next() else { break };
                 self.batch.push(segment);
                 taken += 1;
@@ -327,7 +387,7 @@ impl Outlet {
                 for segment in self.batch.drain() {
                     // Fits: the queue was empty and this is at most its
                     // size. Closed: nobody writes any more.
-                    let _ = self.segments.try_send(segment);
+                    let _ = lend(&self.segments, &self.lent, segment);
                 }
                 break;
             }

@@ -26,6 +26,7 @@ use ferry_files::{BusRoute, HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNo
 use ferry_tls::{Kind, TlsServer, Transport};
 use futures_lite::{future, AsyncReadExt};
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -48,6 +49,15 @@ const FEED_EVERY: usize = INPUT_QUEUE;
 /// without this the hub could keep the thread from the tasks that refill
 /// its other inputs.
 const YIELD_EVERY: usize = FEED_EVERY;
+
+/// How long the hub task tells the hub of ended connections at a time
+/// before it looks at the live ones again, and how much live work it does
+/// at most while ends wait. Each end costs its room a `LEFT` to every
+/// member: 4,000 members of one room hanging up at once are 16 million
+/// deliveries, over a second of the hub's work, which a member still there
+/// must not wait behind (`ferry bench hostile --attacks large-room`). The
+/// mio and tokio loops do the same (see `ferry_tls::link::Link::ended`).
+const ENDS_BUDGET: Duration = Duration::from_millis(5);
 
 /// How long to wait before accepting again after `accept` failed (out of
 /// file descriptors, say): retrying at once would only spin.
@@ -76,11 +86,22 @@ enum Input {
     Tls(ClientId, TcpStream, Bytes),
 }
 
+/// How a connection ended, waiting to be told to the hub (see
+/// [`ENDS_BUDGET`]).
+enum End {
+    /// The client closed its side.
+    Eof,
+    /// Its socket broke: why.
+    Broken(String),
+}
+
 /// What woke the hub task.
 enum Wake {
     Input(Input),
     /// A socket the hub reads waits for its turn.
     Turn,
+    /// Nothing else waits, but ended connections do.
+    Ends,
     /// A file writer finished something.
     Disk,
     Timeout,
@@ -182,6 +203,8 @@ pub async fn run_server_tls(
         tls,
         intake: Intake::new(),
         turns_first: false,
+        ended: VecDeque::new(),
+        ends_due: Instant::now(),
     };
     // The hub's loop is a task like the others rather than the future
     // `run` drives itself: that future is woken through the thread's own
@@ -259,6 +282,10 @@ struct Server {
     /// Whether the next wait looks at the sockets' turns before the
     /// channel, which it alternates with, so that neither starves.
     turns_first: bool,
+    /// Connections that ended, in order, not yet told to the hub.
+    ended: VecDeque<(ClientId, End)>,
+    /// When ends are told next even while live input keeps coming.
+    ends_due: Instant,
 }
 
 impl Server {
@@ -277,9 +304,11 @@ impl Server {
             }
             let wake = self.next(&inputs, commands.as_ref()).await;
             let now = Instant::now();
+            let mut tell_ends = now >= self.ends_due;
             match wake {
                 Wake::Input(input) => self.on_input(now, input),
                 Wake::Turn => self.read_turn(now),
+                Wake::Ends => tell_ends = true,
                 Wake::Disk => {
                     for notice in self.files.poll_disk(&mut self.hub, now) {
                         let _ = self.notices.send(notice);
@@ -310,8 +339,35 @@ impl Server {
                 Wake::CommandsClosed => commands = None,
             }
             self.catch_up(now);
+            if tell_ends {
+                self.report_ends(now);
+            }
             self.drain(now);
         }
+    }
+
+    /// Tells the hub of ended connections, oldest first, for at most
+    /// [`ENDS_BUDGET`]; the rest wait until the live sockets had theirs.
+    fn report_ends(&mut self, now: Instant) {
+        let until = now + ENDS_BUDGET;
+        let mut now = now;
+        while let Some((id, end)) = self.ended.pop_front() {
+            match end {
+                End::Broken(why) => self.hub.handle_broken(id, now, &why),
+                End::Eof => match self.peers.get_mut(&id).and_then(|peer| peer.tls.as_mut()) {
+                    Some(tls) => {
+                        tls.input_end(&mut self.hub, id, now);
+                        self.feed(id, now);
+                    }
+                    None => self.hub.handle_eof(id, now),
+                },
+            }
+            now = Instant::now();
+            if now >= until {
+                break;
+            }
+        }
+        self.ends_due = now + ENDS_BUDGET;
     }
 
     /// Fires due timers and takes finished disk work even while input keeps
@@ -350,6 +406,7 @@ impl Server {
         // alternating between the two.
         let turns_first = self.turns_first;
         self.turns_first = !turns_first;
+        let ends_wait = !self.ended.is_empty();
         let intake = &mut self.intake;
         let mut received = pin!(inputs.recv());
         let input = future::poll_fn(|cx| {
@@ -362,6 +419,9 @@ impl Server {
             }
             if !turns_first && intake.poll_turn(cx).is_ready() {
                 return Poll::Ready(Wake::Turn);
+            }
+            if ends_wait {
+                return Poll::Ready(Wake::Ends);
             }
             Poll::Pending
         });
@@ -388,8 +448,8 @@ impl Server {
             // A removed client's reader may still deliver: the hub ignores
             // ids it no longer knows.
             Input::Read(id, data) => self.hub.handle_input(id, now, &data),
-            Input::Eof(id) => self.hub.handle_eof(id, now),
-            Input::Broken(id, why) => self.hub.handle_broken(id, now, &why),
+            Input::Eof(id) => self.ended.push_back((id, End::Eof)),
+            Input::Broken(id, why) => self.ended.push_back((id, End::Broken(why))),
             Input::Room(id) => {
                 self.feed(id, now);
             }
@@ -459,16 +519,13 @@ impl Server {
             // A removed client is not read any more; one closed by the hub
             // still is, and the hub ignores what it sends.
             (Found::Data(data), None) => self.hub.handle_input(id, now, data),
-            (Found::End, None) => self.hub.handle_eof(id, now),
             (Found::Data(data), Some(tls)) => {
                 let took_all = tls.input(&mut self.hub, id, now, data);
                 self.after_tls_input(id, now, took_all);
             }
-            (Found::End, Some(tls)) => {
-                tls.input_end(&mut self.hub, id, now);
-                self.feed(id, now);
-            }
-            (Found::Broken(why), _) => self.hub.handle_broken(id, now, &why),
+            // Told after the live sockets (see `ENDS_BUDGET`).
+            (Found::End, _) => self.ended.push_back((id, End::Eof)),
+            (Found::Broken(why), _) => self.ended.push_back((id, End::Broken(why))),
         }
     }
 
@@ -739,6 +796,7 @@ impl Server {
                 Some(Input::Accepted(..)) => {}
                 Some(input) => self.on_input(now, input),
             }
+            self.report_ends(now);
             self.drain(now);
         }
         future::or(self.lingering.finish(), async {

@@ -16,7 +16,6 @@ use ferry_files::ReadBuffer;
 use ferry_tls::Transport;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One TLS connection's transport and the two signals its tasks exchange.
@@ -194,9 +193,6 @@ pub(crate) async fn tls_write_loop<M: Clone>(
     broken: impl Fn(String) -> M,
     label: String,
 ) {
-    let WriterEnd {
-        segments, wanted, ..
-    } = writer;
     // Plaintext the transport did not take yet (its output was full).
     let mut pending: Option<Bytes> = None;
     let mut closing = false;
@@ -206,15 +202,8 @@ pub(crate) async fn tls_write_loop<M: Clone>(
         loop {
             let segment = match pending.take() {
                 Some(segment) => segment,
-                None => match segments.try_recv() {
-                    Ok(segment) => {
-                        if wanted.swap(false, Ordering::SeqCst)
-                            && to.send(room.clone()).await.is_err()
-                        {
-                            return;
-                        }
-                        segment
-                    }
+                None => match writer.segments.try_recv() {
+                    Ok(segment) => segment,
                     Err(TryRecvError::Closed) => {
                         closing = true;
                         break;
@@ -223,6 +212,12 @@ pub(crate) async fn tls_write_loop<M: Clone>(
                 },
             };
             let written = tls.lock().write_plaintext(&segment);
+            if let Ok(n) = written {
+                // In the transport now, which bounds what it holds.
+                if writer.released(n) && to.send(room.clone()).await.is_err() {
+                    return;
+                }
+            }
             match written {
                 Ok(n) if n < segment.len() => {
                     pending = Some(segment.slice(n..));
@@ -256,7 +251,7 @@ pub(crate) async fn tls_write_loop<M: Clone>(
             if !take_segments {
                 return future::pending().await;
             }
-            match segments.recv().await {
+            match writer.segments.recv().await {
                 Ok(segment) => Woke::Segment(segment),
                 Err(_) => Woke::Closed,
             }
@@ -269,12 +264,7 @@ pub(crate) async fn tls_write_loop<M: Clone>(
             }
         };
         match future::or(segment, reader).await {
-            Woke::Segment(segment) => {
-                if wanted.swap(false, Ordering::SeqCst) && to.send(room.clone()).await.is_err() {
-                    return;
-                }
-                pending = Some(segment);
-            }
+            Woke::Segment(segment) => pending = Some(segment),
             Woke::Closed => closing = true,
             Woke::Records => {}
         }
