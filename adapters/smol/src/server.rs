@@ -39,16 +39,28 @@ use std::time::{Duration, Instant};
 /// How long a shutdown waits for clients to be sent their `ERROR SHUTDOWN`.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
-/// Inputs handled at most before the writers are fed, however much more
-/// input waits (see `Server::drain`): one queue's worth.
-const FEED_EVERY: usize = INPUT_QUEUE;
+/// How long the hub task handles input, while more keeps waiting, before
+/// it feeds the writers (see `Server::drain`) and lets the executor run
+/// them and the other tasks (first-byte readers, the accept loop). A
+/// socket the hub reads is always ready for another turn while its peer
+/// keeps sending, so without this the hub could keep the thread from the
+/// tasks that refill its other inputs.
+///
+/// Time rather than a count of inputs: each feed wakes the writer of every
+/// client the inputs gave bytes to, and in a room of 4,000 filling up that
+/// was every member, 2,500 writes of 8 us each after every 64 inputs; a
+/// member's ping waited behind 2,500 sockets' turns at that pace for over
+/// half a second (`ferry bench hostile --attacks large-room`).
+const TURN: Duration = Duration::from_millis(5);
 
-/// Wake-ups handled at most before the hub task lets the executor run the
-/// others (writers, first-byte readers, the accept loop). A socket the hub reads
-/// is always ready for another turn while its peer keeps sending, so
-/// without this the hub could keep the thread from the tasks that refill
-/// its other inputs.
-const YIELD_EVERY: usize = FEED_EVERY;
+/// Wake-ups handled at most between two yields however quick they are.
+const YIELD_EVERY: usize = 1024;
+
+/// Clients fed at most after one [`TURN`] of input while more input waits:
+/// their writers run before the hub reads on (at about 8 us a write, some
+/// 4 ms). The rest stay in the hub, in order, for the next turn, with
+/// what that turn adds for them.
+const FEED_BUDGET: usize = 512;
 
 /// How long the hub task tells the hub of ended connections at a time
 /// before it looks at the live ones again, and how much live work it does
@@ -199,7 +211,7 @@ pub async fn run_server_tls(
         bus,
         disk_done,
         alarm: Alarm::new(),
-        unfed: 0,
+        turn_ends: Instant::now(),
         tls,
         intake: Intake::new(),
         turns_first: false,
@@ -273,8 +285,9 @@ struct Server {
     disk_done: Receiver<()>,
     /// Fires by the hub's next deadline.
     alarm: Alarm,
-    /// Inputs handled since the writers were last fed (see `drain`).
-    unfed: usize,
+    /// When the writers are fed (a bounded number) and the executor's
+    /// other tasks run next, however much input waits (see [`TURN`]).
+    turn_ends: Instant,
     /// TLS settings; `None` serves every connection plain, as always.
     tls: Option<Arc<TlsServer>>,
     /// The plain sockets, which this task reads itself.
@@ -298,12 +311,21 @@ impl Server {
         let mut since_yield = 0;
         loop {
             since_yield += 1;
-            if since_yield >= YIELD_EVERY {
+            if since_yield >= YIELD_EVERY || Instant::now() >= self.turn_ends {
                 since_yield = 0;
                 future::yield_now().await;
+                self.turn_ends = Instant::now() + TURN;
             }
+            // Nothing known to wait: the task is about to wait, and the
+            // executor runs the others meanwhile; a turn starts afresh.
+            let idle = !self.input_waits()
+                && self.ended.is_empty()
+                && self.hub.poll_timeout().is_none_or(|at| at > Instant::now());
             let wake = self.next(&inputs, commands.as_ref()).await;
             let now = Instant::now();
+            if idle {
+                self.turn_ends = now + TURN;
+            }
             let mut tell_ends = now >= self.ends_due;
             match wake {
                 Wake::Input(input) => self.on_input(now, input),
@@ -509,6 +531,13 @@ impl Server {
     }
 
     /// Reads the socket whose turn it is and hands the hub what it found.
+    /// The client's own replies (a `PONG`, its own message's echo) are
+    /// written at once, as the mio and tokio loops write a socket's replies
+    /// right after reading it: waiting for the end of a burst of input put
+    /// a member's `PONG` behind thousands of other sockets' turns and
+    /// writers when a room of 4,000 pinged at once (`ferry bench hostile
+    /// --attacks large-room`, p99 over 500 ms). What the input made the
+    /// hub send to others still waits for the burst's end.
     fn read_turn(&mut self, now: Instant) {
         let Some((id, found)) = self.intake.read_turn() else {
             // Nothing there after all: the reactor will say when.
@@ -518,10 +547,14 @@ impl Server {
         match (found, tls) {
             // A removed client is not read any more; one closed by the hub
             // still is, and the hub ignores what it sends.
-            (Found::Data(data), None) => self.hub.handle_input(id, now, data),
+            (Found::Data(data), None) => {
+                self.hub.handle_input(id, now, data);
+                self.feed_with(id, now, true);
+            }
             (Found::Data(data), Some(tls)) => {
                 let took_all = tls.input(&mut self.hub, id, now, data);
                 self.after_tls_input(id, now, took_all);
+                self.feed_with(id, now, true);
             }
             // Told after the live sockets (see `ENDS_BUDGET`).
             (Found::End, _) => self.ended.push_back((id, End::Eof)),
@@ -655,19 +688,28 @@ impl Server {
             self.hub.handle_timeout(now);
         }
         // While more input waits, what it makes the hub send stays there
-        // and goes to the writers once per burst of input: feeding after
-        // every input woke each recipient's writer (a system call each)
-        // once per input, so a thousand members joining one after another
-        // cost a million writes and held the task for a third of a second.
-        let feed = !self.input_waits() || self.unfed >= FEED_EVERY;
-        self.unfed = if feed { 0 } else { self.unfed + 1 };
+        // and goes to the writers once per turn: feeding after every input
+        // woke each recipient's writer (a system call each) once per input,
+        // so a thousand members joining one after another cost a million
+        // writes and held the task for a third of a second. At a turn's
+        // end, a bounded number of clients; once no input waits, all.
+        let input_waits = self.input_waits();
+        let mut budget = match (input_waits, Instant::now() >= self.turn_ends) {
+            (false, _) => usize::MAX,
+            (true, true) => FEED_BUDGET,
+            (true, false) => 0,
+        };
         loop {
             let mut busy = false;
             while let Some(event) = self.hub.poll_event() {
                 busy = true;
                 self.on_event(now, event);
             }
-            while let Some(id) = feed.then(|| self.hub.poll_writable()).flatten() {
+            while budget > 0 {
+                let Some(id) = self.hub.poll_writable() else {
+                    break;
+                };
+                budget -= 1;
                 busy |= self.feed(id, now);
             }
             if !busy {
@@ -708,7 +750,15 @@ impl Server {
     /// removes a closed client once all of them are handed over. Returns
     /// whether anything moved.
     fn feed(&mut self, id: ClientId, now: Instant) -> bool {
-        let input_waits = self.input_waits();
+        // Written at once only at the end of a burst of input, so that the
+        // writers gather what the whole burst produced for each client.
+        let direct = !self.input_waits();
+        self.feed_with(id, now, direct)
+    }
+
+    /// [`feed`](Self::feed), writing to the socket itself first if
+    /// `direct` (and the writer is idle).
+    fn feed_with(&mut self, id: ClientId, now: Instant, direct: bool) -> bool {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
@@ -717,9 +767,6 @@ impl Server {
             return false;
         }
         let hub = &mut self.hub;
-        // Written at once only at the end of a burst of input, so that the
-        // writers gather what the whole burst produced for each client.
-        let direct = !input_waits;
         let (fed, moved) = match &mut peer.tls {
             None => peer.outlet.feed(direct, || hub.poll_transmit(id)),
             Some(tls) => peer
