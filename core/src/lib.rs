@@ -158,7 +158,7 @@ pub use text::Text;
 pub use bytes;
 
 #[cfg(feature = "std")]
-pub use client_map::{ClientMap, ClientSet};
+pub use client_map::{shrink_if_sparse, ClientMap, ClientSet};
 #[cfg(feature = "std")]
 pub use config::{ClientConfig, Config, ConfigError, HubConfig};
 #[cfg(feature = "std")]

@@ -167,6 +167,7 @@ impl Sources {
         let at = state.nothing_to_remember_at();
         if at <= now {
             self.states.remove(&source);
+            crate::shrink_if_sparse(&mut self.states);
         } else {
             state.forget_at = Some(at);
             self.idle.insert((at, source));

@@ -186,6 +186,7 @@ impl HubFiles {
                 ..
             } => {
                 self.clients.remove(&client);
+                ferry_core::shrink_if_sparse(&mut self.clients);
                 Some(ServerNotice::Disconnected {
                     client,
                     code,

@@ -555,6 +555,7 @@ impl Server {
             if let Some(at) = conn.link.deadline() {
                 self.lingering.remove(&(at, id));
             }
+            ferry_core::shrink_if_sparse(&mut self.conns);
         }
         self.hub.remove(id, now);
     }

@@ -230,6 +230,7 @@ impl Intake {
     /// the hub did not read it or it has ended.
     pub(crate) fn remove(&mut self, id: ClientId) -> Option<impl Future<Output = ()>> {
         let source = self.sources.remove(&id)?;
+        ferry_core::shrink_if_sparse(&mut self.sources);
         if source.turn == Some(Turn::Woken) {
             self.woken_waiting -= 1;
         }

@@ -401,3 +401,70 @@ impl Outlet {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_net::TcpListener;
+
+    /// A connected socket whose writer never runs: what the outlet lends
+    /// stays lent until the test releases it.
+    fn outlet() -> (Outlet, WriterEnd, TcpStream) {
+        future::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (ours, theirs) = future::zip(TcpStream::connect(addr), listener.accept()).await;
+            let (outlet, end) = Outlet::new(ours.unwrap());
+            (outlet, end, theirs.unwrap().0)
+        })
+    }
+
+    #[test]
+    fn an_outlet_lends_its_writer_no_more_than_the_limit() {
+        let (mut outlet, end, _peer) = outlet();
+        let segment = Bytes::from(vec![7; 16 * 1024]);
+        let mut taken = 0;
+        let (fed, moved) = outlet.feed(false, || {
+            taken += 1;
+            Some(segment.clone())
+        });
+        assert_eq!((fed, moved), (Fed::Blocked, true));
+        assert_eq!(
+            taken,
+            LENT_LIMIT / segment.len(),
+            "the rest stays with the source"
+        );
+        assert_eq!(end.segments.len(), taken);
+
+        // Written: room for one more, and the driver is told.
+        let written = end.segments.try_recv().unwrap();
+        assert!(end.released(written.len()), "the driver waits for room");
+        let (fed, _) = outlet.feed(false, || {
+            taken += 1;
+            Some(segment.clone())
+        });
+        assert_eq!(fed, Fed::Blocked);
+        assert_eq!(taken, LENT_LIMIT / segment.len() + 1);
+    }
+
+    #[test]
+    fn a_segment_over_the_limit_is_still_lent_whole_when_nothing_else_is() {
+        let (mut outlet, end, _peer) = outlet();
+        let mut source = vec![
+            Bytes::from(vec![1; 300 * 1024]),
+            Bytes::from_static(b"next"),
+        ];
+        source.reverse();
+        let (fed, _) = outlet.feed(false, || source.pop());
+        assert_eq!(fed, Fed::Blocked);
+        assert_eq!(source.len(), 1, "the small one waits");
+        let big = end.segments.try_recv().unwrap();
+        assert_eq!(big.len(), 300 * 1024);
+        assert!(end.released(big.len()));
+        assert_eq!(outlet.feed(false, || source.pop()).0, Fed::Drained);
+        assert_eq!(
+            end.segments.try_recv().unwrap(),
+            Bytes::from_static(b"next")
+        );
+    }
+}

@@ -389,6 +389,10 @@ impl Server {
                 break;
             }
         }
+        if self.ended.is_empty() && self.ended.capacity() > 1024 {
+            // A crowd's hang-up is over: its queue's room goes back.
+            self.ended = VecDeque::new();
+        }
         self.ends_due = now + ENDS_BUDGET;
     }
 
@@ -800,6 +804,7 @@ impl Server {
         let Some(peer) = self.peers.remove(&id) else {
             return;
         };
+        ferry_core::shrink_if_sparse(&mut self.peers);
         self.hub.remove(id, now);
         let Peer {
             outlet,

@@ -896,6 +896,7 @@ fn write_loop(
     drop(outlet);
     let mut shared = state.lock();
     shared.writers.remove(&client);
+    ferry_core::shrink_if_sparse(&mut shared.writers);
     shared.hub.remove(client, Instant::now());
     shared.after(Instant::now());
 }

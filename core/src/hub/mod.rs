@@ -26,7 +26,7 @@ use crate::tree::Manifest;
 use bytes::{Bytes, BytesMut};
 // A plain value type from `core`: the hub only counts connections per
 // address and compares addresses; it never touches a socket.
-use crate::client_map::ClientMap;
+use crate::client_map::{shrink_if_sparse, ClientMap};
 use core::net::IpAddr;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
@@ -931,6 +931,7 @@ impl Hub {
                 self.timers.remove(&(at, client));
             }
             self.queued.update(client, c.queued, 0, false);
+            shrink_if_sparse(&mut self.clients);
         }
         // Its `LEFT` reached the room: their output and timers.
         self.process(now);
