@@ -212,8 +212,9 @@ pub(crate) async fn tls_write_loop<M: Clone>(
                 },
             };
             let written = tls.lock().write_plaintext(&segment);
-            if let Ok(n) = written {
-                // In the transport now, which bounds what it holds.
+            if let Ok(n @ 1..) = written {
+                // In the transport now, which bounds what it holds. (None
+                // taken, its output full: nothing made room.)
                 if writer.released(n) && to.send(room.clone()).await.is_err() {
                     return;
                 }
