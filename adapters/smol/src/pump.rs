@@ -26,7 +26,7 @@ pub(crate) const INPUT_QUEUE: usize = 64;
 /// Room for 32, not a handful: a broadcast is one small segment per
 /// message, and a writer woken for 4 at a time held fan-out to 0.3 million
 /// deliveries per second, against 1.1 million with 32 (`ferry bench
-/// fanout`, 1 to 100). At most 2 MiB of file data (32 chunks) waits here.
+/// fanout`, 1 to 100). Bytes are bounded too: see [`LENT_LIMIT`].
 pub(crate) const WRITE_QUEUE: usize = 32;
 
 /// Bytes a connection's writer may hold (queued, or taken and not yet
