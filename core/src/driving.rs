@@ -90,12 +90,12 @@
 //! (a server closes a client whose queued chat and control bytes pass
 //! [`Config::max_outgoing`](crate::Config::max_outgoing): a slow reader)
 //! and can still be overtaken by chat frames; what you took is neither. So
-//! keep what you took and did not write small and bounded: the part of one
-//! segment the socket did not take (ferry-std, ferry-mio), or a short
-//! bounded batch to write at once (ferry-smol's writers hold at most 32
-//! segments and 64 KiB, or one bigger segment: with thousands of clients,
-//! what each holds outside the core adds up, and the core's bound on all
-//! queues together cannot see it). Never write one client's bytes out of order, and never let one
+//! keep what you took and did not write small and bounded: a short batch
+//! to write at once (every in-tree server holds at most 64 KiB of a
+//! client's bytes, or one bigger segment, and ferry-smol's writers at most
+//! 32 segments: with thousands of clients, what each holds outside the
+//! core adds up, and the core's bound on all queues together cannot see
+//! it). Never write one client's bytes out of order, and never let one
 //! client's full socket stop the loop from serving the others: write
 //! without blocking, or from a task of its own that the loop does not wait
 //! for.

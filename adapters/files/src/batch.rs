@@ -9,24 +9,59 @@ use std::io::{self, IoSlice, Write};
 ///
 /// A `DATA` frame comes out of the core as two segments, its header and its
 /// payload; written apart, with `TCP_NODELAY` set, every chunk also cost a
-/// tiny TCP segment of its own. The batch takes segments only up to
-/// [`MAX_BYTES`](Self::MAX_BYTES): the rest stays queued in the core, where a
-/// chat frame can still overtake file data.
-#[derive(Debug, Default)]
+/// tiny TCP segment of its own. The batch takes segments only up to its
+/// limit ([`MAX_BYTES`](Self::MAX_BYTES), or a server's
+/// [`SERVER_LIMIT`](Self::SERVER_LIMIT)): the rest stays queued in the
+/// core, where a chat frame can still overtake file data.
+#[derive(Debug)]
 pub struct OutputBatch {
     segments: VecDeque<Bytes>,
     bytes: usize,
+    /// `fill` stops once this many bytes wait.
+    limit: usize,
+}
+
+impl Default for OutputBatch {
+    fn default() -> Self {
+        OutputBatch::with_limit(Self::MAX_BYTES)
+    }
 }
 
 impl OutputBatch {
-    /// Stop taking segments once this many bytes wait.
+    /// Stop taking segments once this many bytes wait (a client's one
+    /// connection, where bigger writes are fewer system calls).
     pub const MAX_BYTES: usize = 256 * 1024;
     /// At most this many segments go into one write.
     pub const MAX_SEGMENTS: usize = 64;
+    /// What a server's batch takes for one client. Bytes taken from a hub
+    /// leave its count of what its clients' queues hold (it bounds them
+    /// together and drops the biggest), so a server holds this much per
+    /// client outside that count, plus at most one segment (a `MEMBERS`
+    /// list still goes whole). It is the hub's own tolerance for a queue
+    /// it never drops: a room of 4,000 members that stopped reading had
+    /// the mio server hold 486 MiB against the hub's bound of 256 with
+    /// [`MAX_BYTES`](Self::MAX_BYTES) (`ferry bench hostile --attacks
+    /// large-room`).
+    pub const SERVER_LIMIT: usize = 64 * 1024;
 
-    /// An empty batch.
+    /// An empty batch that takes up to [`MAX_BYTES`](Self::MAX_BYTES).
     pub fn new() -> Self {
         OutputBatch::default()
+    }
+
+    /// An empty batch that takes segments until `limit` bytes wait (at
+    /// least one segment, whatever its size).
+    pub fn with_limit(limit: usize) -> Self {
+        OutputBatch {
+            segments: VecDeque::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// How many bytes [`fill`](Self::fill) lets wait.
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Nothing waits to be written.
@@ -39,10 +74,12 @@ impl OutputBatch {
         self.bytes
     }
 
-    /// Takes segments from `next` until the batch is full or `next` has
-    /// none. Returns whether anything waits to be written.
+    /// Takes segments from `next` until the batch is full (its
+    /// [`limit`](Self::limit) reached or passed by the last segment, or
+    /// [`MAX_SEGMENTS`](Self::MAX_SEGMENTS)) or `next` has none. Returns
+    /// whether anything waits to be written.
     pub fn fill(&mut self, mut next: impl FnMut() -> Option<Bytes>) -> bool {
-        while self.bytes < Self::MAX_BYTES && self.segments.len() < Self::MAX_SEGMENTS {
+        while self.bytes < self.limit && self.segments.len() < Self::MAX_SEGMENTS {
             let Some(segment) = next() else { break };
             self.push(segment);
         }
@@ -262,6 +299,26 @@ mod tests {
         });
         assert_eq!(taken, 3);
         assert_eq!(batch.len(), 300 * 1024);
+    }
+
+    #[test]
+    fn a_server_batch_takes_its_own_limit_and_one_segment_past_it_whole() {
+        let mut batch = OutputBatch::with_limit(OutputBatch::SERVER_LIMIT);
+        let mut taken = 0;
+        batch.fill(|| {
+            taken += 1;
+            Some(Bytes::from(vec![0; 10 * 1024]))
+        });
+        // 60 KiB waits after six: the seventh passes the limit and is the last.
+        assert_eq!(taken, 7);
+        assert_eq!(batch.len(), 70 * 1024);
+
+        let mut big = OutputBatch::with_limit(OutputBatch::SERVER_LIMIT);
+        let members = Bytes::from(vec![0; 4 * OutputBatch::SERVER_LIMIT]);
+        let mut offered = [members.clone(), members].into_iter();
+        assert!(big.fill(|| offered.next()));
+        assert_eq!(big.len(), 4 * OutputBatch::SERVER_LIMIT);
+        assert_eq!(offered.len(), 1, "the second stays with whoever gave it");
     }
 
     #[test]

@@ -36,9 +36,10 @@ pub(crate) const WRITE_QUEUE: usize = 32;
 /// them from that count. A room of 4,000 members that read slowly held
 /// 1.1 GiB in writers' queues of 32 segments with no byte bound (`ferry
 /// bench hostile --attacks large-room`). One segment is always taken, so a
-/// frame bigger than this (a `MEMBERS` list) still goes out whole; this is
-/// the hub's own tolerance for a queue it never drops (64 KiB).
-pub(crate) const LENT_LIMIT: usize = 64 * 1024;
+/// frame bigger than this (a `MEMBERS` list) still goes out whole. The
+/// same bound as the other servers' batches ([`OutputBatch::SERVER_LIMIT`],
+/// the hub's own tolerance for a queue it never drops).
+pub(crate) const LENT_LIMIT: usize = OutputBatch::SERVER_LIMIT;
 
 /// How long a closed connection may take to write its last bytes before
 /// its socket is dropped regardless.

@@ -366,9 +366,9 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
     }
     let outlet = Arc::new(Mutex::new(Outlet {
         stream: stream.try_clone()?,
-        batch: OutputBatch::new(),
+        batch: OutputBatch::with_limit(OutputBatch::SERVER_LIMIT),
         kind: kind.clone(),
-        plaintext: OutputBatch::new(),
+        plaintext: OutputBatch::with_limit(OutputBatch::SERVER_LIMIT),
         broken: false,
     }));
     let (wake_tx, wake_rx) = mpsc::channel();

@@ -112,7 +112,9 @@ struct TlsConn {
     transport: Transport,
     /// Socket bytes the transport did not take yet.
     unfed: BytesMut,
-    /// The hub's bytes the transport did not take yet.
+    /// The hub's bytes the transport did not take yet (up to
+    /// [`OutputBatch::SERVER_LIMIT`] and a segment, beside the transport's
+    /// own records).
     plaintext: OutputBatch,
     /// The transport refused input until its output is written: the socket
     /// is not read until a write makes room ([`Link::writable`]).
@@ -130,7 +132,9 @@ pub struct Link {
     /// For the log when its TLS fails.
     peer: SocketAddr,
     layer: Layer,
-    /// Output taken from the hub and not yet written (plain connections).
+    /// Output taken from the hub and not yet written (plain connections):
+    /// up to [`OutputBatch::SERVER_LIMIT`] and a segment, outside the
+    /// hub's count of what its clients' queues hold.
     pending: OutputBatch,
     /// The last write met a full socket; its writability says when to go on.
     blocked: bool,
@@ -187,7 +191,7 @@ impl Link {
                 Some(server) => Layer::Undecided(server),
                 None => Layer::Plain,
             },
-            pending: OutputBatch::new(),
+            pending: OutputBatch::with_limit(OutputBatch::SERVER_LIMIT),
             blocked: false,
             eof: false,
             closing: None,
@@ -378,7 +382,7 @@ impl Link {
                 self.layer = Layer::Tls(Box::new(TlsConn {
                     transport,
                     unfed: BytesMut::new(),
-                    plaintext: OutputBatch::new(),
+                    plaintext: OutputBatch::with_limit(OutputBatch::SERVER_LIMIT),
                     stalled: false,
                     idle_feeds: 0,
                     closed: false,
