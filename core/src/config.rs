@@ -363,7 +363,9 @@ pub struct HubConfig {
     /// the histories it holds for joiners until they enter (a joiner past
     /// it gets none).
     pub max_history_bytes: usize,
-    /// Chat and control bytes queued for every client together. Each
+    /// Memory the chat and control queues of every client hold together
+    /// (their bytes and the room their buffers keep beyond them:
+    /// [`Hub::held_bytes`](crate::Hub::held_bytes)). Each
     /// client's own queue is bounded by `connection.max_outgoing`; past
     /// this total, of the clients with the biggest queues (at least 64 KiB,
     /// within a factor of two of the biggest) the one that has been that far
@@ -435,7 +437,7 @@ impl HubConfig {
         max_bus_bytes: usize => "Sets the bytes of requests to the cluster's broker that may wait for an answer.";
         history: usize => "Sets the messages of each room's history a newcomer is sent (0: none).";
         max_history_bytes: usize => "Sets the bytes of room history the hub may hold.";
-        max_outgoing_memory: usize => "Sets the chat and control bytes all clients' queues may hold together.";
+        max_outgoing_memory: usize => "Sets the memory all clients' chat and control queues may hold together.";
     }
 
     /// Cluster mode, as server `server` (see [`cluster`](Self::cluster)).

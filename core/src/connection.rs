@@ -397,6 +397,14 @@ impl Connection {
         self.outbox.control_len()
     }
 
+    /// Memory the chat and control frames waiting hold: their bytes and
+    /// the room their buffers keep for more (at least
+    /// [`queued_control_bytes`](Self::queued_control_bytes)). What a hub
+    /// counts against [`HubConfig::max_outgoing_memory`](crate::HubConfig::max_outgoing_memory).
+    pub fn held_control_bytes(&self) -> usize {
+        self.outbox.control_held()
+    }
+
     /// Bytes of file data (and `DONE` frames) waiting to be written.
     pub fn queued_data_bytes(&self) -> usize {
         self.outbox.data_len()

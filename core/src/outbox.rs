@@ -21,6 +21,13 @@ const CONTROL_AT_MOST: usize = 4096;
 /// out; a larger one goes with them (see [`Outbox::pop`]).
 const KEEP_AT_MOST: usize = 256;
 
+/// Copies into the control lane stop growing its allocation past this:
+/// the lane is queued as it is and a new one begins. Grown by doubling,
+/// one buffer for a member that stopped reading held up to twice what it
+/// queued (a room of 4,000: 487 MB for the hub's count of 256 MiB, `ferry
+/// bench hostile --attacks large-room`), and each doubling copied it all.
+const CONTROL_CHUNK: usize = 64 * 1024;
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     /// Encoded control frames not yet handed out.
@@ -28,9 +35,12 @@ pub(crate) struct Outbox {
     /// Bytes of the control lane the last time it was handed out.
     last_control: usize,
     /// Control frames encoded elsewhere and shared (broadcasts), queued in
-    /// order with whatever was encoded into `control` before them.
-    shared: VecDeque<Bytes>,
+    /// order with whatever was encoded into `control` before them, each
+    /// with the memory it holds (a lane queued whole holds its allocation).
+    shared: VecDeque<(Bytes, usize)>,
     shared_bytes: usize,
+    /// What the `shared` entries hold.
+    shared_held: usize,
     /// The file-data lane: `DATA` frames and the `DONE` that must follow them.
     data: VecDeque<DataItem>,
     data_bytes: usize,
@@ -72,21 +82,44 @@ impl Outbox {
                 // room`).
                 let hint = self.last_control.clamp(KEEP_AT_MOST, CONTROL_AT_MOST);
                 self.control.reserve(bytes.len().max(hint));
+            } else if self.control.len() + bytes.len() > self.control.capacity()
+                && self.control.capacity() > CONTROL_CHUNK / 2
+            {
+                // Growing would double it past the chunk: queue it as it
+                // is (nearly full, as it must grow) and begin anew.
+                self.flush_control();
+                self.control.reserve(bytes.len().max(CONTROL_AT_MOST));
             }
             self.control.extend_from_slice(bytes);
             return;
         }
         self.flush_control();
-        self.shared_bytes += bytes.len();
-        self.shared.push_back(bytes.clone());
+        self.queue_shared(bytes.clone(), bytes.len());
     }
 
     fn flush_control(&mut self) {
-        if !self.control.is_empty() {
-            let pending = std::mem::take(&mut self.control).freeze();
-            self.shared_bytes += pending.len();
-            self.shared.push_back(pending);
+        if self.control.is_empty() {
+            return;
         }
+        if self.control.capacity() > 2 * self.control.len() {
+            // Mostly room (a few frames before a large broadcast): a copy
+            // of what it holds is queued and the allocation stays for the
+            // next frames, rather than queue kilobytes to hold a few bytes.
+            let pending = Bytes::copy_from_slice(&self.control);
+            self.control.clear();
+            let len = pending.len();
+            self.queue_shared(pending, len);
+        } else {
+            let held = self.control.capacity();
+            let pending = std::mem::take(&mut self.control).freeze();
+            self.queue_shared(pending, held);
+        }
+    }
+
+    fn queue_shared(&mut self, bytes: Bytes, held: usize) {
+        self.shared_bytes += bytes.len();
+        self.shared_held += held;
+        self.shared.push_back((bytes, held));
     }
 
     /// Queues a `DATA` frame carrying `payload` without copying it.
@@ -116,8 +149,9 @@ impl Outbox {
             self.data_bytes -= payload.len();
             return Some(payload);
         }
-        if let Some(bytes) = self.shared.pop_front() {
+        if let Some((bytes, held)) = self.shared.pop_front() {
             self.shared_bytes -= bytes.len();
+            self.shared_held -= held;
             return Some(bytes);
         }
         if !self.control.is_empty() {
@@ -143,6 +177,13 @@ impl Outbox {
     /// Bytes of control frames waiting.
     pub(crate) fn control_len(&self) -> usize {
         self.control.len() + self.shared_bytes
+    }
+
+    /// Memory the control frames waiting hold: their bytes and the room
+    /// their buffers keep beyond them (at least
+    /// [`control_len`](Self::control_len)).
+    pub(crate) fn control_held(&self) -> usize {
+        self.control.capacity() + self.shared_held
     }
 
     /// Bytes of data-lane frames waiting.
@@ -181,5 +222,66 @@ impl Outbox {
             self.data_bytes = payload.len();
             self.in_progress = Some(payload);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything `outbox` hands out, in order.
+    fn drain(outbox: &mut Outbox) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(bytes) = outbox.pop() {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    #[test]
+    fn a_member_that_never_reads_holds_little_more_than_its_frames() {
+        let mut outbox = Outbox::default();
+        let mut expected = Vec::new();
+        for n in 0..20_000u32 {
+            // A JOINED with a long name: copied into the control lane.
+            let frame = Bytes::from(vec![(n % 251) as u8; 150 + (n % 7) as usize]);
+            outbox.push_shared(&frame);
+            expected.extend_from_slice(&frame);
+            let (len, held) = (outbox.control_len(), outbox.control_held());
+            assert!(held >= len, "held {held} < queued {len}");
+            // The lane being filled may keep up to half of itself free;
+            // the lanes queued before it are full.
+            assert!(
+                held <= len + CONTROL_CHUNK / 2 + 2 * CONTROL_AT_MOST,
+                "held {held} for {len} queued after {n} frames"
+            );
+        }
+        assert!(outbox.control.capacity() <= CONTROL_CHUNK);
+        assert_eq!(drain(&mut outbox), expected);
+        assert_eq!(outbox.control_len(), 0);
+        assert_eq!(outbox.shared_held, 0);
+    }
+
+    #[test]
+    fn a_few_frames_before_a_large_broadcast_are_not_queued_with_their_room() {
+        let mut outbox = Outbox::default();
+        let mut expected = Vec::new();
+        let large = Bytes::from(vec![7u8; 2 * COPY_AT_MOST]);
+        for _ in 0..100 {
+            let small = Bytes::from_static(b"small frame");
+            outbox.push_shared(&small);
+            outbox.push_shared(&large);
+            expected.extend_from_slice(&small);
+            expected.extend_from_slice(&large);
+        }
+        let (len, held) = (outbox.control_len(), outbox.control_held());
+        // The lane's one allocation is kept for the next frames, not queued
+        // a hundred times.
+        assert!(
+            held <= len + CONTROL_AT_MOST,
+            "held {held} for {len} queued"
+        );
+        assert_eq!(drain(&mut outbox), expected);
+        assert_eq!(outbox.shared_held, 0);
     }
 }

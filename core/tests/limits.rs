@@ -497,7 +497,7 @@ struct Stalled {
     reasons: Vec<String>,
     /// Messages the reader got.
     heard: usize,
-    /// What the hub still held queued at the end.
+    /// What the hub's queues still held at the end.
     left: usize,
 }
 
@@ -598,6 +598,9 @@ fn clients_that_never_read_are_held_to_the_servers_total_not_each_their_own() {
     assert!(held.reasons[7].contains("outgoing queue over 1048576 bytes"));
     for stalled in [&alone, &held] {
         assert_eq!(stalled.heard, messages);
-        assert_eq!(stalled.left, 0);
+        // Nothing queued is left: the talker and the reader each keep at
+        // most a small buffer (256 bytes) for their next frames, which the
+        // total counts as the memory it is.
+        assert!(stalled.left <= 2 * 256, "{} bytes held", stalled.left);
     }
 }

@@ -300,6 +300,16 @@ impl Link {
         }
     }
 
+    /// Memory the chat and control queue holds, as counted against
+    /// [`HubConfig::max_outgoing_memory`] (a guest counts each line's
+    /// text and queue entry).
+    fn held(&self) -> usize {
+        match self {
+            Link::Ferry(conn) => conn.held_control_bytes(),
+            Link::Guest(guest) => guest.queued_bytes(),
+        }
+    }
+
     fn handle_input(&mut self, now: Instant, data: &[u8]) {
         match self {
             Link::Ferry(conn) => conn.handle_input(now, data),
@@ -689,6 +699,14 @@ impl Hub {
         self.clients.get(&client).map(|c| c.link.queued())
     }
 
+    /// Memory `client`'s chat and control queue holds, as counted against
+    /// [`HubConfig::max_outgoing_memory`]: at least its queued bytes
+    /// ([`queued_bytes`](Self::queued_bytes)), with the room its buffers
+    /// keep beyond them.
+    pub fn held_bytes(&self, client: ClientId) -> Option<usize> {
+        self.clients.get(&client).map(|c| c.link.held())
+    }
+
     /// Whether `client` is a raw-text guest (known from its first byte).
     pub fn is_guest(&self, client: ClientId) -> bool {
         self.clients.get(&client).is_some_and(|c| c.link.is_guest())
@@ -937,8 +955,9 @@ impl Hub {
         self.process(now);
     }
 
-    /// Chat and control bytes queued for every client together, as held
-    /// to [`HubConfig::max_outgoing_memory`].
+    /// Memory the chat and control queues of every client hold together
+    /// ([`held_bytes`](Self::held_bytes)), as held to
+    /// [`HubConfig::max_outgoing_memory`].
     pub fn queued_total(&self) -> usize {
         self.queued.total()
     }
@@ -1163,7 +1182,7 @@ impl Hub {
         let bytes = c.link.poll_transmit();
         let droppable = !c.link.is_closed();
         self.queued
-            .recount(client, &mut c.queued, c.link.queued().0, droppable);
+            .recount(client, &mut c.queued, c.link.held(), droppable);
         // Writing may have let a sender ask for more file data.
         if c.link.has_events() {
             self.touch(client);
@@ -1239,8 +1258,7 @@ impl Hub {
             };
             c.link.drop_for_outgoing_memory(now, limit);
             // Closed now: counted, never named again.
-            self.queued
-                .recount(id, &mut c.queued, c.link.queued().0, false);
+            self.queued.recount(id, &mut c.queued, c.link.held(), false);
             self.touch(id);
             dropped = true;
         }
@@ -1300,7 +1318,7 @@ impl Hub {
             c.touched = false;
             let droppable = !c.link.is_closed();
             self.queued
-                .recount(id, &mut c.queued, c.link.queued().0, droppable);
+                .recount(id, &mut c.queued, c.link.held(), droppable);
             // A later deadline, or none, leaves the registered one: it
             // fires early, once, and `handle_timeout` registers anew. That
             // spares a `timers` removal and insertion per frame.

@@ -1,5 +1,8 @@
-//! The chat and control bytes queued for every client together, and which
-//! clients hold the biggest queues.
+//! The memory every client's chat and control queue holds, together, and
+//! which clients hold the biggest queues. A queue is counted by what it
+//! holds (its buffers' room included: `Connection::held_control_bytes`),
+//! not by the bytes it will write, so that the limit bounds what the
+//! process really holds.
 //!
 //! Each client's queue is bounded on its own (`Config::max_outgoing`, a slow
 //! reader past it is dropped), but ten thousand clients that each stop
