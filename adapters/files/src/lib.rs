@@ -42,6 +42,7 @@ mod bus_route;
 #[cfg(unix)]
 mod confined;
 mod disk;
+mod ends;
 mod entropy;
 mod handle;
 mod hub_start;
@@ -59,6 +60,7 @@ mod walk;
 pub use batch::{IoSlices, OutputBatch};
 pub use bus_route::{BusRoute, BusSink, RelaySink};
 pub use disk::Wake;
+pub use ends::{End, EndedQueue, EndsTurn, ENDS_BUDGET};
 pub use entropy::{random_server_id, with_session_key};
 pub use handle::{
     ClientCommand, ClientHandle, ClientNotice, Commander, ServerControl, ServerHandle,

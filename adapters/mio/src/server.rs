@@ -22,12 +22,14 @@
 
 use crate::sock::{commander, disk_wake, set_write_interest, Stream, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{BusRoute, HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice};
+use ferry_files::{
+    BusRoute, EndedQueue, HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice,
+};
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -41,11 +43,6 @@ const WAKER: Token = Token(1);
 /// neither are tokens, and a late event for a closed socket finds nothing.
 const FIRST_CLIENT: usize = 2;
 
-/// How long one turn spends telling the hub of sockets that ended, at the
-/// least one: each is a `LEFT` to its room, and a few thousand members
-/// hanging up together cost the square of the room. The rest wait for the
-/// next turn, behind the sockets that still talk.
-const ENDS_BUDGET: Duration = Duration::from_millis(5);
 /// How long one drain of the hub ([`Server::settle`]) goes on at most
 /// before the loop looks at its sockets again: writing a room's worth of
 /// `JOINED`s, or closing a crowd the hub dropped, goes on next turn.
@@ -97,7 +94,7 @@ pub(crate) fn spawn(
         conns: ClientMap::default(),
         lingering: BTreeSet::new(),
         unread: Vec::new(),
-        ended: VecDeque::new(),
+        ended: EndedQueue::default(),
         settle_pending: false,
         accept_pending: false,
         commands,
@@ -150,7 +147,7 @@ struct Server {
     /// event was served.
     unread: Vec<ClientId>,
     /// Sockets that ended, told to the hub after those that still talk.
-    ended: VecDeque<ClientId>,
+    ended: EndedQueue<ClientId>,
     /// The last drain of the hub ran out of time with work left.
     settle_pending: bool,
     /// The listener may hold connections not accepted yet.
@@ -279,17 +276,14 @@ impl Server {
     }
 
     /// Tells the hub of sockets that ended, oldest first, for
-    /// [`ENDS_BUDGET`] at the most.
+    /// [`ENDS_BUDGET`](ferry_files::ENDS_BUDGET) at the most; the rest
+    /// wait for the next turn, behind the sockets that still talk.
     fn report_ends(&mut self, now: Instant) {
-        let until = Instant::now() + ENDS_BUDGET;
-        while let Some(id) = self.ended.pop_front() {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            conn.link.report_end(&mut self.hub, now);
-            self.maybe_finish(id, now);
-            if Instant::now() >= until {
-                return;
+        let mut turn = self.ended.turn();
+        while let Some(id) = self.ended.next(&mut turn) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.link.report_end(&mut self.hub, now);
+                self.maybe_finish(id, now);
             }
         }
     }
@@ -393,7 +387,7 @@ impl Server {
                 .fail(&mut self.hub, now, &format!("write failed: {e}"));
         }
         if conn.link.queue_end() {
-            self.ended.push_back(id);
+            self.ended.push(id);
         }
         Some(out)
     }

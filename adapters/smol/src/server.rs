@@ -22,11 +22,13 @@ use async_io::Timer;
 use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig, HubEvent};
-use ferry_files::{BusRoute, HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice};
+use ferry_files::{
+    BusRoute, End, EndedQueue, HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice,
+    ENDS_BUDGET,
+};
 use ferry_tls::{Kind, TlsServer, Transport};
 use futures_lite::{future, AsyncReadExt};
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -62,15 +64,6 @@ const YIELD_EVERY: usize = 1024;
 /// what that turn adds for them.
 const FEED_BUDGET: usize = 512;
 
-/// How long the hub task tells the hub of ended connections at a time
-/// before it looks at the live ones again, and how much live work it does
-/// at most while ends wait. Each end costs its room a `LEFT` to every
-/// member: 4,000 members of one room hanging up at once are 16 million
-/// deliveries, over a second of the hub's work, which a member still there
-/// must not wait behind (`ferry bench hostile --attacks large-room`). The
-/// mio and tokio loops do the same (see `ferry_tls::link::Link::ended`).
-const ENDS_BUDGET: Duration = Duration::from_millis(5);
-
 /// How long to wait before accepting again after `accept` failed (out of
 /// file descriptors, say): retrying at once would only spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -96,15 +89,6 @@ enum Input {
     /// Its first bytes began a TLS ClientHello: the hub feeds them to a
     /// transport of its own and reads the rest itself from this socket.
     Tls(ClientId, TcpStream, Bytes),
-}
-
-/// How a connection ended, waiting to be told to the hub (see
-/// [`ENDS_BUDGET`]).
-enum End {
-    /// The client closed its side.
-    Eof,
-    /// Its socket broke: why.
-    Broken(String),
 }
 
 /// What woke the hub task.
@@ -215,7 +199,7 @@ pub async fn run_server_tls(
         tls,
         intake: Intake::new(),
         turns_first: false,
-        ended: VecDeque::new(),
+        ended: EndedQueue::default(),
         ends_due: Instant::now(),
     };
     // The hub's loop is a task like the others rather than the future
@@ -295,8 +279,10 @@ struct Server {
     /// Whether the next wait looks at the sockets' turns before the
     /// channel, which it alternates with, so that neither starves.
     turns_first: bool,
-    /// Connections that ended, in order, not yet told to the hub.
-    ended: VecDeque<(ClientId, End)>,
+    /// Connections that ended, in order, not yet told to the hub: after
+    /// the live sockets, [`ENDS_BUDGET`] at a time, and at least every
+    /// [`ENDS_BUDGET`] of live work while they wait.
+    ended: EndedQueue<(ClientId, End)>,
     /// When ends are told next even while live input keeps coming.
     ends_due: Instant,
 }
@@ -371,27 +357,22 @@ impl Server {
     /// Tells the hub of ended connections, oldest first, for at most
     /// [`ENDS_BUDGET`]; the rest wait until the live sockets had theirs.
     fn report_ends(&mut self, now: Instant) {
-        let until = now + ENDS_BUDGET;
         let mut now = now;
-        while let Some((id, end)) = self.ended.pop_front() {
-            match end {
-                End::Broken(why) => self.hub.handle_broken(id, now, &why),
-                End::Eof => match self.peers.get_mut(&id).and_then(|peer| peer.tls.as_mut()) {
-                    Some(tls) => {
-                        tls.input_end(&mut self.hub, id, now);
-                        self.feed(id, now);
-                    }
-                    None => self.hub.handle_eof(id, now),
-                },
+        let mut turn = self.ended.turn();
+        while let Some((id, end)) = self.ended.next(&mut turn) {
+            match (
+                end,
+                self.peers.get_mut(&id).and_then(|peer| peer.tls.as_mut()),
+            ) {
+                // Through TLS the transport hears it first: a truncated
+                // handshake is a failure, anything else the peer's end.
+                (End::Eof, Some(tls)) => {
+                    tls.input_end(&mut self.hub, id, now);
+                    self.feed(id, now);
+                }
+                (end, _) => end.tell(&mut self.hub, id, now),
             }
             now = Instant::now();
-            if now >= until {
-                break;
-            }
-        }
-        if self.ended.is_empty() && self.ended.capacity() > 1024 {
-            // A crowd's hang-up is over: its queue's room goes back.
-            self.ended = VecDeque::new();
         }
         self.ends_due = now + ENDS_BUDGET;
     }
@@ -474,8 +455,8 @@ impl Server {
             // A removed client's reader may still deliver: the hub ignores
             // ids it no longer knows.
             Input::Read(id, data) => self.hub.handle_input(id, now, &data),
-            Input::Eof(id) => self.ended.push_back((id, End::Eof)),
-            Input::Broken(id, why) => self.ended.push_back((id, End::Broken(why))),
+            Input::Eof(id) => self.ended.push((id, End::Eof)),
+            Input::Broken(id, why) => self.ended.push((id, End::Broken(why))),
             Input::Room(id) => {
                 self.feed(id, now);
             }
@@ -561,8 +542,8 @@ impl Server {
                 self.feed_with(id, now, true);
             }
             // Told after the live sockets (see `ENDS_BUDGET`).
-            (Found::End, _) => self.ended.push_back((id, End::Eof)),
-            (Found::Broken(why), _) => self.ended.push_back((id, End::Broken(why))),
+            (Found::End, _) => self.ended.push((id, End::Eof)),
+            (Found::Broken(why), _) => self.ended.push((id, End::Broken(why))),
         }
     }
 

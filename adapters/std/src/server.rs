@@ -19,14 +19,13 @@
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
-    BusRoute, HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand, ServerHandle, ServerNotice,
-    Wake,
+    BusRoute, End, EndedQueue, HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand,
+    ServerHandle, ServerNotice, Wake,
 };
 use ferry_tls::link::LINGER_READ_LIMIT;
 use ferry_tls::{Kind, TlsServer, Transport};
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,11 +36,6 @@ use std::time::{Duration, Instant};
 
 /// How often the timer thread looks at the hub's deadline at the least.
 const TIMER_TICK: Duration = Duration::from_millis(200);
-/// How long the timer thread tells the hub of connections that ended
-/// before it lets the readers have the lock again: each end is a `LEFT` to
-/// its room, and a room of thousands hanging up at once costs the square
-/// of its size.
-const ENDS_BUDGET: Duration = Duration::from_millis(5);
 /// A write blocked this long means the peer is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a shutting-down server lets writers flush.
@@ -96,7 +90,7 @@ pub fn spawn_server_tls(
             notices: notices_tx,
             bus: bus.clone(),
             serving: None,
-            ended: VecDeque::new(),
+            ended: EndedQueue::default(),
             timer_wake: timer_wake.clone(),
         }),
         stopping: AtomicBool::new(false),
@@ -187,38 +181,25 @@ struct Shared {
     /// thousands of readers each taking the lock to make their client
     /// leave its room kept the lock from the readers of clients that still
     /// talk for as long as the whole room took.
-    ended: VecDeque<(ClientId, End)>,
+    ended: EndedQueue<(ClientId, End)>,
     /// [`State::timer_wake`], for [`after`](Self::after).
     timer_wake: Arc<Condvar>,
-}
-
-/// How a connection ended, until the timer thread tells the hub.
-enum End {
-    /// The peer's end of stream (or TLS close_notify).
-    Eof,
-    /// A failed read or write, with the reason for the log.
-    Broken(String),
 }
 
 impl Shared {
     /// Queues `client`'s end for the timer thread and wakes it.
     fn end(&mut self, client: ClientId, end: End) {
-        self.ended.push_back((client, end));
+        self.ended.push((client, end));
         self.timer_wake.notify_one();
     }
 
     /// Tells the hub of the connections that ended, oldest first, for
-    /// [`ENDS_BUDGET`] at the most.
+    /// [`ferry_files::ENDS_BUDGET`] at the most: the lock then goes to the
+    /// readers of the clients that still talk.
     fn report_ends(&mut self, now: Instant) {
-        let until = Instant::now() + ENDS_BUDGET;
-        while let Some((client, end)) = self.ended.pop_front() {
-            match end {
-                End::Eof => self.hub.handle_eof(client, now),
-                End::Broken(reason) => self.hub.handle_broken(client, now, &reason),
-            }
-            if Instant::now() >= until {
-                return;
-            }
+        let mut turn = self.ended.turn();
+        while let Some((client, end)) = self.ended.next(&mut turn) {
+            end.tell(&mut self.hub, client, now);
         }
     }
 

@@ -37,7 +37,7 @@
 use crate::{write_tls, Broke, Error, Kind, TlsServer, Transport};
 use bytes::{Buf, BytesMut};
 use ferry_core::{ClientId, Hub};
-use ferry_files::{read_some, write_out, Flush, OutputBatch, ReadOutcome};
+use ferry_files::{read_some, write_out, End, Flush, OutputBatch, ReadOutcome};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -155,15 +155,6 @@ pub struct Link {
     unreported: Option<End>,
     /// The loop queued this link to [`report_end`](Link::report_end).
     end_queued: bool,
-}
-
-/// How a socket ended, until the loop tells the hub.
-#[derive(Debug)]
-enum End {
-    /// The peer's end of stream (or TLS close_notify).
-    Eof,
-    /// A failed read or write, with the reason for the log.
-    Broken(String),
 }
 
 impl std::fmt::Debug for Link {

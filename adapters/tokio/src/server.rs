@@ -61,10 +61,10 @@
 use crate::bell::Doorbell;
 use crate::sock::{Polled, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{BusRoute, HubFiles, Inbox, ServerCommand, ServerNotice};
+use ferry_files::{BusRoute, EndedQueue, HubFiles, Inbox, ServerCommand, ServerNotice};
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -80,11 +80,6 @@ use tokio::time::Sleep;
 /// ring while it works) before it hands the thread back to the runtime.
 const TURNS_PER_POLL: usize = 8;
 
-/// How long one turn spends telling the hub of sockets that ended, at the
-/// least one: each is a `LEFT` to its room, and a few thousand members
-/// hanging up together cost the square of the room. The rest wait for the
-/// next turn, behind the sockets that still talk.
-const ENDS_BUDGET: Duration = Duration::from_millis(5);
 /// How long one drain of the hub ([`Server::settle`]) goes on at most
 /// before the task looks at its sockets again.
 const SETTLE_BUDGET: Duration = Duration::from_millis(10);
@@ -161,7 +156,7 @@ pub async fn run_server_tls(
         lingering: BTreeSet::new(),
         ready: Vec::new(),
         unread: Vec::new(),
-        ended: VecDeque::new(),
+        ended: EndedQueue::default(),
         settle_pending: false,
         accept_pending: false,
         commands,
@@ -202,7 +197,7 @@ struct Server {
     /// read again next turn.
     unread: Vec<ClientId>,
     /// Sockets that ended, told to the hub after those that still talk.
-    ended: VecDeque<ClientId>,
+    ended: EndedQueue<ClientId>,
     /// The last drain of the hub ran out of time with work left.
     settle_pending: bool,
     /// The last turn accepted its most: the listener may hold more.
@@ -397,23 +392,20 @@ impl Server {
         let mut socket = Polled::new(&mut conn.stream, &mut cx);
         let out = step(&mut conn.link, &mut self.hub, &mut socket, &mut self.buf);
         if conn.link.queue_end() {
-            self.ended.push_back(id);
+            self.ended.push(id);
         }
         Some(out)
     }
 
     /// Tells the hub of sockets that ended, oldest first, for
-    /// [`ENDS_BUDGET`] at the most.
+    /// [`ENDS_BUDGET`](ferry_files::ENDS_BUDGET) at the most; the rest
+    /// wait for the next turn, behind the sockets that still talk.
     fn report_ends(&mut self, now: Instant) {
-        let until = Instant::now() + ENDS_BUDGET;
-        while let Some(id) = self.ended.pop_front() {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                continue;
-            };
-            conn.link.report_end(&mut self.hub, now);
-            self.maybe_finish(id, now);
-            if Instant::now() >= until {
-                return;
+        let mut turn = self.ended.turn();
+        while let Some(id) = self.ended.next(&mut turn) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.link.report_end(&mut self.hub, now);
+                self.maybe_finish(id, now);
             }
         }
     }
