@@ -228,6 +228,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Everything `outbox` hands out, in order.
     fn drain(outbox: &mut Outbox) -> Vec<u8> {
@@ -283,5 +284,82 @@ mod tests {
         );
         assert_eq!(drain(&mut outbox), expected);
         assert_eq!(outbox.shared_held, 0);
+    }
+
+    /// What a test does to an outbox: queue a copied or a shared frame of
+    /// `len` bytes, or many copied ones (a member that stopped reading),
+    /// hand the next bytes out, or drop what is unsent.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Frame(usize),
+        Burst(usize, usize),
+        Pop,
+        DiscardUnsent,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (1..=COPY_AT_MOST).prop_map(Step::Frame),
+            1 => (COPY_AT_MOST + 1..4 * COPY_AT_MOST).prop_map(Step::Frame),
+            1 => (1..400usize, 1..=COPY_AT_MOST).prop_map(|(n, len)| Step::Burst(n, len)),
+            2 => Just(Step::Pop),
+            1 => Just(Step::DiscardUnsent),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the mix of frames and writes, the bytes come out in
+        /// order, what the outbox says it holds is what its buffers hold,
+        /// and no buffer holds much more than its bytes.
+        #[test]
+        fn what_an_outbox_holds_is_counted_and_stays_close_to_its_bytes(
+            steps in proptest::collection::vec(step(), 1..400)
+        ) {
+            let mut outbox = Outbox::default();
+            let mut queued: Vec<u8> = Vec::new();
+            let mut out: Vec<u8> = Vec::new();
+            for (n, step) in steps.into_iter().enumerate() {
+                match step {
+                    Step::Frame(len) => {
+                        let frame = Bytes::from(vec![(n % 251) as u8; len]);
+                        outbox.push_shared(&frame);
+                        queued.extend_from_slice(&frame);
+                    }
+                    Step::Burst(count, len) => {
+                        for i in 0..count {
+                            let frame = Bytes::from(vec![((n + i) % 251) as u8; len]);
+                            outbox.push_shared(&frame);
+                            queued.extend_from_slice(&frame);
+                        }
+                    }
+                    Step::Pop => {
+                        if let Some(bytes) = outbox.pop() {
+                            out.extend_from_slice(&bytes);
+                        }
+                    }
+                    Step::DiscardUnsent => {
+                        outbox.discard_unsent();
+                        // Control frames are never begun and half sent:
+                        // what was not handed out is gone whole.
+                        queued.truncate(out.len());
+                    }
+                }
+                let entries: usize = outbox.shared.iter().map(|(_, held)| held).sum();
+                prop_assert_eq!(outbox.shared_held, entries);
+                prop_assert_eq!(
+                    outbox.shared_bytes,
+                    outbox.shared.iter().map(|(bytes, _)| bytes.len()).sum::<usize>()
+                );
+                prop_assert_eq!(outbox.control_held(), outbox.control.capacity() + entries);
+                prop_assert!(outbox.control_held() >= outbox.control_len());
+                prop_assert!(outbox.control.capacity() <= CONTROL_CHUNK);
+                for (bytes, held) in &outbox.shared {
+                    prop_assert!(*held <= 2 * bytes.len().max(KEEP_AT_MOST));
+                }
+                prop_assert_eq!(out.len() + outbox.control_len(), queued.len());
+            }
+            out.extend(drain(&mut outbox));
+            prop_assert_eq!(out, queued);
+        }
     }
 }
