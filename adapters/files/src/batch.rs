@@ -38,10 +38,9 @@ impl OutputBatch {
     /// together and drops the biggest), so a server holds this much per
     /// client outside that count, plus at most one segment (a `MEMBERS`
     /// list still goes whole). It is the hub's own tolerance for a queue
-    /// it never drops: a room of 4,000 members that stopped reading had
-    /// the mio server hold 486 MiB against the hub's bound of 256 with
-    /// [`MAX_BYTES`](Self::MAX_BYTES) (`ferry bench hostile --attacks
-    /// large-room`).
+    /// it never drops: with [`MAX_BYTES`](Self::MAX_BYTES), 4,000 members
+    /// of a room whose sockets are full could hold 1 GiB that the hub's
+    /// bound on all queues never sees.
     pub const SERVER_LIMIT: usize = 64 * 1024;
 
     /// An empty batch that takes up to [`MAX_BYTES`](Self::MAX_BYTES).

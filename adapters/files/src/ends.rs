@@ -19,8 +19,8 @@ use ferry_core::{ClientId, Hub};
 /// the live ones again (at least one end a turn).
 pub const ENDS_BUDGET: Duration = Duration::from_millis(5);
 
-/// A queue this much bigger than it has to be gives its room back once
-/// empty: a crowd's hang-up is over.
+/// A queue with room for more ends than this gives it back once empty: a
+/// crowd's hang-up is over.
 const KEEP_AT_MOST: usize = 1024;
 
 /// How a connection's socket ended, until its loop tells the hub.
