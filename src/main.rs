@@ -345,8 +345,9 @@ struct Limits {
     /// oldest message of any room goes first) [default: 16M].
     #[arg(long, value_parser = bench::parse_size)]
     max_history_memory: Option<u64>,
-    /// Most chat and control bytes the server queues for all clients
-    /// together, such as 1G: past it, the client furthest behind is
+    /// Most memory the server's chat and control queues for all clients
+    /// hold together (their bytes and their buffers' room), such as 1G:
+    /// past it, the client furthest behind is
     /// dropped as a slow reader, then the next, so clients that stop
     /// reading cannot make the server hold their queue limit each
     /// [default: 256M].
