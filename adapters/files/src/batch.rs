@@ -58,11 +58,6 @@ impl OutputBatch {
         }
     }
 
-    /// How many bytes [`fill`](Self::fill) lets wait.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Nothing waits to be written.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
@@ -73,10 +68,11 @@ impl OutputBatch {
         self.bytes
     }
 
-    /// Takes segments from `next` until the batch is full (its
-    /// [`limit`](Self::limit) reached or passed by the last segment, or
-    /// [`MAX_SEGMENTS`](Self::MAX_SEGMENTS)) or `next` has none. Returns
-    /// whether anything waits to be written.
+    /// Takes segments from `next` until the batch is full (its limit,
+    /// [`MAX_BYTES`](Self::MAX_BYTES) or the one given to
+    /// [`with_limit`](Self::with_limit), reached or passed by the last
+    /// segment, or [`MAX_SEGMENTS`](Self::MAX_SEGMENTS)) or `next` has
+    /// none. Returns whether anything waits to be written.
     pub fn fill(&mut self, mut next: impl FnMut() -> Option<Bytes>) -> bool {
         while self.bytes < self.limit && self.segments.len() < Self::MAX_SEGMENTS {
             let Some(segment) = next() else { break };
