@@ -12,6 +12,7 @@ mod budget;
 mod chat;
 mod demo;
 mod display;
+mod glibc_copy;
 mod limits;
 mod receive;
 mod resume_store;
@@ -507,6 +508,7 @@ pub(crate) fn parse_secs(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    glibc_copy::apply();
     allocator::tune();
     let result = match Cli::parse().command {
         Command::Serve {

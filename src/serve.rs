@@ -124,6 +124,13 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         server.local_addr()
     ));
     log(&limits);
+    if crate::glibc_copy::in_effect() {
+        log(&format!(
+            "memcpy without rep movsb, as glibc 2.39 has it on this AMD CPU (glibc bug 30994; \
+             {}=1 keeps this glibc's choice)",
+            crate::glibc_copy::KEEP
+        ));
+    }
     // Before the TLS line: whoever waits for that has seen this too.
     if let Some(warning) = thread_warning {
         log(&warning);
