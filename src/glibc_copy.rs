@@ -88,7 +88,12 @@ pub fn apply() {
         }
         return;
     }
-    let tunables = std::env::var(TUNABLES).ok();
+    let tunables = match std::env::var(TUNABLES) {
+        Ok(tunables) => Some(tunables),
+        Err(std::env::VarError::NotPresent) => None,
+        // Not text: not ours to rewrite, and not a threshold glibc reads.
+        Err(std::env::VarError::NotUnicode(_)) => return,
+    };
     let keep = std::env::var_os(KEEP).is_some();
     if let Some(fixed) = fixed_tunables(this_machine(), tunables.as_deref(), keep) {
         restart_with(&fixed, tunables.as_deref().unwrap_or(""));
