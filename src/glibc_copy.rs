@@ -22,7 +22,7 @@
 //! `FERRY_KEEP_GLIBC_COPY` is set to anything. The second start puts the
 //! environment back as it was, so that the programs `ferry` starts itself
 //! (the baselines of `ferry bench`, say) run with the system's defaults.
-//! If executing fails (no `/proc`), `ferry` carries on as it is. A tool
+//! If executing fails (its file gone, say), `ferry` carries on as it is. A tool
 //! that runs `ferry` under its own control and does not follow a program
 //! into `exec` (valgrind without `--trace-children=yes`) loses it at the
 //! second start: set `FERRY_KEEP_GLIBC_COPY=1` under such a tool.
@@ -103,8 +103,14 @@ pub fn apply() {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn restart_with(tunables: &str, original: &str) {
     use std::os::unix::process::CommandExt;
+    // The program's own path, not `/proc/self/exe`: the kernel names a
+    // process after the file it executes, and `ps`, `pkill` and `top`
+    // should still see `ferry`.
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
     let mut args = std::env::args_os();
-    let mut command = std::process::Command::new("/proc/self/exe");
+    let mut command = std::process::Command::new(program);
     if let Some(name) = args.next() {
         command.arg0(name);
     }

@@ -50,6 +50,12 @@ fn machine_needs_the_fix() -> bool {
 /// (which follows the fix's), and returns the log and the environment the
 /// process was started with (`/proc/PID/environ`), then stops it.
 fn serve_with(env: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let (log, environ, _) = serve_named_with(env);
+    (log, environ)
+}
+
+/// [`serve_with`], and the process's name as `ps` shows it.
+fn serve_named_with(env: &[(&str, &str)]) -> (Vec<String>, Vec<String>, String) {
     let inbox = tempfile::tempdir().unwrap();
     let mut command = Command::new(FERRY);
     command
@@ -78,13 +84,14 @@ fn serve_with(env: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
         log.push(line);
     }
     let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap_or_default();
+    let name = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     let environ = environ
         .split(|&b| b == 0)
         .map(|var| String::from_utf8_lossy(var).into_owned())
         .collect();
-    (log, environ)
+    (log, environ, name.trim().to_string())
 }
 
 fn said_so(log: &[String]) -> bool {
@@ -94,7 +101,9 @@ fn said_so(log: &[String]) -> bool {
 #[test]
 fn serve_runs_with_the_fix_exactly_where_glibc_lacks_it() {
     let needed = machine_needs_the_fix();
-    let (log, environ) = serve_with(&[]);
+    let (log, environ, name) = serve_named_with(&[]);
+    // Started again or not, `ps` and `pkill` see the program's own name.
+    assert_eq!(name, "ferry");
     let tunables: Vec<&String> = environ
         .iter()
         .filter(|v| v.starts_with("GLIBC_TUNABLES="))
