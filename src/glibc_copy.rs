@@ -22,10 +22,10 @@
 //! `FERRY_KEEP_GLIBC_COPY` is set to anything. The second start puts the
 //! environment back as it was, so that the programs `ferry` starts itself
 //! (the baselines of `ferry bench`, say) run with the system's defaults.
-//! If executing fails (its file gone, say), `ferry` carries on as it is. A tool
-//! that runs `ferry` under its own control and does not follow a program
-//! into `exec` (valgrind without `--trace-children=yes`) loses it at the
-//! second start: set `FERRY_KEEP_GLIBC_COPY=1` under such a tool.
+//! If executing fails (its file gone, say), `ferry` carries on as it is.
+//! A tool that runs `ferry` under its own control and does not follow a
+//! program into `exec` (valgrind without `--trace-children=yes`) loses it
+//! at the second start: set `FERRY_KEEP_GLIBC_COPY=1` under such a tool.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -78,8 +78,8 @@ fn fixed_tunables(machine: Machine, tunables: Option<&str>, keep: bool) -> Optio
 pub fn apply() {
     if let Some(original) = std::env::var_os(ORIGINAL) {
         RESTARTED.store(true, Ordering::Relaxed);
-        // SAFETY (of the environment change): `main` calls this before
-        // any other thread exists.
+        // Changing the environment is sound here: `main` calls this
+        // before any other thread exists.
         std::env::remove_var(ORIGINAL);
         if original.is_empty() {
             std::env::remove_var(TUNABLES);
