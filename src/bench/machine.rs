@@ -61,7 +61,19 @@ pub fn describe() -> String {
         "{system} {}",
         read("/proc/sys/kernel/osrelease").trim()
     ));
+    if let Some(copy) = memcpy_note(crate::glibc_copy::in_effect()) {
+        parts.push(copy.into());
+    }
     parts.join(", ")
+}
+
+/// What the header says of `memcpy` when ferry runs with glibc 2.39's
+/// choice (`crate::glibc_copy`) and the baselines, which it starts with the
+/// system's environment, do not.
+fn memcpy_note(ferry_fixed: bool) -> Option<&'static str> {
+    ferry_fixed.then_some(
+        "ferry's memcpy as glibc 2.39 has it (glibc bug 30994), the baselines' as installed",
+    )
 }
 
 /// The value of the first `name: value` line in a /proc text file.
@@ -145,6 +157,12 @@ fn shell_quote(arg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_says_when_ferry_and_the_baselines_copy_differently() {
+        assert!(memcpy_note(true).is_some_and(|note| note.contains("30994")));
+        assert_eq!(memcpy_note(false), None);
+    }
 
     #[test]
     fn days_become_dates() {
