@@ -2,12 +2,11 @@
 //! (glibc bug 30994) exactly where it applies: what this machine is, read
 //! here from `/proc/cpuinfo` and `getconf`, independently of the program.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+use common::Serve;
+use std::process::Command;
+
 const LINE: &str = "memcpy without rep movsb";
 const THRESHOLD: &str = "glibc.cpu.x86_rep_movsb_threshold=";
 
@@ -46,52 +45,38 @@ fn machine_needs_the_fix() -> bool {
         && old_glibc
 }
 
-/// Starts `ferry serve` with `env` added, reads its log up to the TLS line
-/// (which follows the fix's), and returns the log and the environment the
-/// process was started with (`/proc/PID/environ`), then stops it.
-fn serve_with(env: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
-    let (log, environ, _) = serve_named_with(env);
-    (log, environ)
+/// What a `ferry serve` started with some environment showed.
+struct Started {
+    /// Its log up to the TLS line (which follows the fix's).
+    log: Vec<String>,
+    /// The environment it was started with (`/proc/PID/environ`).
+    environ: Vec<String>,
+    /// Its name as `ps` shows it (`/proc/PID/comm`).
+    name: String,
 }
 
-/// [`serve_with`], and the process's name as `ps` shows it.
-fn serve_named_with(env: &[(&str, &str)]) -> (Vec<String>, Vec<String>, String) {
+/// Starts `ferry serve` with `env` added to an environment without either
+/// variable the fix reads, and tells what it showed (then stops it).
+fn serve_with(env: &[(&str, &str)]) -> Started {
     let inbox = tempfile::tempdir().unwrap();
-    let mut command = Command::new(FERRY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-tls", "--inbox"])
-        .arg(inbox.path())
-        .env_remove("GLIBC_TUNABLES")
-        .env_remove("FERRY_KEEP_GLIBC_COPY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().unwrap();
-    let (tx, lines) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
+    let mut server = Serve::start_with(inbox.path(), &["--no-tls"], |command| {
+        command
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("FERRY_KEEP_GLIBC_COPY")
+            .envs(env.iter().copied());
     });
-    let mut log = Vec::new();
-    while !log.iter().any(|l: &String| l.contains("TLS off")) {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no TLS line from serve; saw {log:#?}"));
-        log.push(line);
+    server.expect(&["TLS off"]);
+    let pid = server.child.id();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    Started {
+        log: server.seen.clone(),
+        environ: environ
+            .split(|&b| b == 0)
+            .map(|var| String::from_utf8_lossy(var).into_owned())
+            .collect(),
+        name: name.trim().to_string(),
     }
-    let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap_or_default();
-    let name = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
-    let environ = environ
-        .split(|&b| b == 0)
-        .map(|var| String::from_utf8_lossy(var).into_owned())
-        .collect();
-    (log, environ, name.trim().to_string())
 }
 
 fn said_so(log: &[String]) -> bool {
@@ -101,7 +86,7 @@ fn said_so(log: &[String]) -> bool {
 #[test]
 fn serve_runs_with_the_fix_exactly_where_glibc_lacks_it() {
     let needed = machine_needs_the_fix();
-    let (log, environ, name) = serve_named_with(&[]);
+    let Started { log, environ, name } = serve_with(&[]);
     // Started again or not, `ps` and `pkill` see the program's own name.
     assert_eq!(name, "ferry");
     let tunables: Vec<&String> = environ
@@ -122,19 +107,19 @@ fn serve_runs_with_the_fix_exactly_where_glibc_lacks_it() {
 
 #[test]
 fn an_operators_own_threshold_or_keep_setting_is_left_alone() {
-    let (log, environ) = serve_with(&[("FERRY_KEEP_GLIBC_COPY", "1")]);
+    let Started { log, environ, .. } = serve_with(&[("FERRY_KEEP_GLIBC_COPY", "1")]);
     assert!(!said_so(&log), "{log:#?}");
     assert!(
         !environ.iter().any(|v| v.starts_with("GLIBC_TUNABLES=")),
         "{environ:?}"
     );
     let own = "glibc.cpu.x86_rep_movsb_threshold=4096";
-    let (log, _) = serve_with(&[("GLIBC_TUNABLES", own)]);
+    let log = serve_with(&[("GLIBC_TUNABLES", own)]).log;
     assert!(!said_so(&log), "{log:#?}");
 }
 
 #[test]
 fn other_tunables_are_kept_beside_the_fix() {
-    let (log, _) = serve_with(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")]);
+    let log = serve_with(&[("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")]).log;
     assert_eq!(said_so(&log), machine_needs_the_fix(), "{log:#?}");
 }
