@@ -125,31 +125,31 @@ fn restart_with(tunables: &str, original: &str) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn restart_with(_tunables: &str, _original: &str) {}
 
-#[cfg(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64"))]
 fn this_machine() -> Machine {
+    Machine {
+        amd_with_fsrm: amd_with_fsrm(),
+        glibc: glibc_version(),
+    }
+}
+
+/// An AMD CPU that announces fast short `rep movsb`.
+#[cfg(target_arch = "x86_64")]
+fn amd_with_fsrm() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     // SAFETY: `cpuid` exists on every x86-64 CPU; leaf 7 is read only when
     // leaf 0 says it exists. (Recent Rust no longer asks for `unsafe`
     // here; the oldest Rust this crate supports does.)
     #[allow(unused_unsafe)]
-    let (amd, fsrm) = unsafe {
+    unsafe {
         let vendor = __cpuid(0);
         let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
-        let fsrm = vendor.eax >= 7 && __cpuid_count(7, 0).edx & (1 << 4) != 0;
-        (amd, fsrm)
-    };
-    Machine {
-        amd_with_fsrm: amd && fsrm,
-        glibc: glibc_version(),
+        amd && vendor.eax >= 7 && __cpuid_count(7, 0).edx & (1 << 4) != 0
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu", target_arch = "x86_64")))]
-fn this_machine() -> Machine {
-    Machine {
-        amd_with_fsrm: false,
-        glibc: None,
-    }
+#[cfg(not(target_arch = "x86_64"))]
+fn amd_with_fsrm() -> bool {
+    false
 }
 
 /// The running glibc's version, major and minor.
@@ -161,11 +161,12 @@ fn glibc_version() -> Option<(u32, u32)> {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-#[allow(dead_code)]
 fn glibc_version() -> Option<(u32, u32)> {
     None
 }
 
+// Read only from glibc itself (and the tests).
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn parse_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.split('.');
     let major = parts.next()?.parse().ok()?;
