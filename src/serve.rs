@@ -460,6 +460,14 @@ impl Log {
                 line
             }
             ServerNotice::CommandFailed(error) => error,
+            ServerNotice::AcceptFailed { error, retry_in } => format!(
+                "cannot accept connections ({}): those waiting stay queued; trying again every {} ms",
+                safe(&error),
+                retry_in.as_millis()
+            ),
+            ServerNotice::AcceptResumed { failures } => {
+                format!("accepting connections again, after {failures} failed attempts")
+            }
             ServerNotice::SourceBanned {
                 source,
                 failures,

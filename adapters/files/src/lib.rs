@@ -37,6 +37,7 @@
 //! assert_eq!(transfers.open_count(), 0);
 //! ```
 
+mod accept;
 mod batch;
 mod bus_route;
 #[cfg(unix)]
@@ -57,6 +58,7 @@ mod udp;
 #[cfg(unix)]
 mod walk;
 
+pub use accept::{AcceptFailures, AcceptRetry, ACCEPT_BACKOFF, ACCEPT_QUIET};
 pub use batch::{IoSlices, OutputBatch};
 pub use bus_route::{BusRoute, BusSink, RelaySink};
 pub use disk::Wake;

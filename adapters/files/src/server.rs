@@ -71,6 +71,20 @@ pub enum ServerNotice {
         /// Detail.
         reason: String,
     },
+    /// The listener could not take connections (out of descriptors or
+    /// memory): those waiting stay in the backlog, and accepting is tried
+    /// again every `retry_in`. Said once per run of failures.
+    AcceptFailed {
+        /// The operating system's error.
+        error: String,
+        /// How long the runtime waits before trying again.
+        retry_in: std::time::Duration,
+    },
+    /// Connections are taken again after `failures` failed attempts.
+    AcceptResumed {
+        /// Failed attempts in the run that ended.
+        failures: u64,
+    },
 }
 
 /// What an operator can ask of a running server.

@@ -23,7 +23,8 @@
 use crate::sock::{commander, disk_wake, set_write_interest, Stream, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
-    BusRoute, EndedQueue, HubFiles, Inbox, ServerCommand, ServerHandle, ServerNotice,
+    AcceptFailures, AcceptRetry, BusRoute, EndedQueue, HubFiles, Inbox, ServerCommand,
+    ServerHandle, ServerNotice, ACCEPT_BACKOFF,
 };
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
@@ -97,6 +98,8 @@ pub(crate) fn spawn(
         ended: EndedQueue::default(),
         settle_pending: false,
         accept_pending: false,
+        accept_retry: None,
+        accept_failures: AcceptFailures::default(),
         commands,
         notices,
         bus: bus.clone(),
@@ -152,6 +155,10 @@ struct Server {
     settle_pending: bool,
     /// The listener may hold connections not accepted yet.
     accept_pending: bool,
+    /// `accept` failed for want of descriptors or memory: when to try
+    /// again. No readiness event comes for connections already waiting.
+    accept_retry: Option<Instant>,
+    accept_failures: AcceptFailures,
     commands: Receiver<ServerCommand>,
     notices: Sender<ServerNotice>,
     /// Where the hub's requests for a cluster's broker go.
@@ -240,6 +247,10 @@ impl Server {
                 self.unread = still_waiting;
             }
             self.unread.append(&mut deferred);
+            if self.accept_retry.is_some_and(|at| at <= now) {
+                self.accept_retry = None;
+                self.accept_pending = true;
+            }
             if self.accept_pending {
                 self.accept(now);
             }
@@ -293,6 +304,7 @@ impl Server {
             self.hub.poll_timeout(),
             self.lingering.first().map(|&(at, _)| at),
             self.stop_by,
+            self.accept_retry,
         ]
         .into_iter()
         .flatten()
@@ -313,26 +325,28 @@ impl Server {
         };
         for _ in 0..ACCEPT_PER_TURN {
             let (mut stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    if let Some(notice) = self.accept_failures.accepted() {
+                        let _ = self.notices.send(notice);
+                    }
+                    accepted
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_pending = false;
                     return;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue
-                }
-                // Out of file descriptors or the like: leave the rest in
-                // the backlog. The next connection attempt raises a new
-                // readiness event and accepting resumes then.
-                Err(_) => {
-                    self.accept_pending = false;
-                    return;
-                }
+                Err(e) => match self.accept_failures.failed(&e, now) {
+                    AcceptRetry::Now => continue,
+                    // The rest waits in the backlog until the retry.
+                    AcceptRetry::Later { notice } => {
+                        if let Some(notice) = notice {
+                            let _ = self.notices.send(notice);
+                        }
+                        self.accept_pending = false;
+                        self.accept_retry = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                },
             };
             // Frames are written whole; waiting to coalesce them only adds
             // latency to chat.

@@ -23,8 +23,8 @@ use async_net::{TcpListener, TcpStream};
 use bytes::Bytes;
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig, HubEvent};
 use ferry_files::{
-    BusRoute, End, EndedQueue, HubFiles, Inbox, ReadBuffer, ServerCommand, ServerNotice,
-    ENDS_BUDGET,
+    AcceptFailures, AcceptRetry, BusRoute, End, EndedQueue, HubFiles, Inbox, ReadBuffer,
+    ServerCommand, ServerNotice, ACCEPT_BACKOFF, ENDS_BUDGET,
 };
 use ferry_tls::{Kind, TlsServer, Transport};
 use futures_lite::{future, AsyncReadExt};
@@ -63,10 +63,6 @@ const YIELD_EVERY: usize = 1024;
 /// 4 ms). The rest stay in the hub, in order, for the next turn, with
 /// what that turn adds for them.
 const FEED_BUDGET: usize = 512;
-
-/// How long to wait before accepting again after `accept` failed (out of
-/// file descriptors, say): retrying at once would only spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// What the socket tasks tell the hub task.
 #[derive(Clone)]
@@ -181,7 +177,7 @@ pub async fn run_server_tls(
     // Owned by the executor: dropped, and the listener closed, when this
     // function returns.
     executor
-        .spawn(accept_loop(listener, inputs_tx.clone()))
+        .spawn(accept_loop(listener, inputs_tx.clone(), notices.clone()))
         .detach();
     let (disk_wake, disk_done) = crate::disk_signal();
     let mut server = Server {
@@ -210,17 +206,31 @@ pub async fn run_server_tls(
     executor.run(hub_task).await
 }
 
-async fn accept_loop(listener: TcpListener, to: Sender<Input>) {
+async fn accept_loop(
+    listener: TcpListener,
+    to: Sender<Input>,
+    notices: mpsc::Sender<ServerNotice>,
+) {
+    let mut failures = AcceptFailures::default();
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                if let Some(notice) = failures.accepted() {
+                    let _ = notices.send(notice);
+                }
                 if to.send(Input::Accepted(stream, peer)).await.is_err() {
                     return;
                 }
             }
-            Err(_) => {
-                Timer::after(ACCEPT_BACKOFF).await;
-            }
+            Err(e) => match failures.failed(&e, Instant::now()) {
+                AcceptRetry::Now => {}
+                AcceptRetry::Later { notice } => {
+                    if let Some(notice) = notice {
+                        let _ = notices.send(notice);
+                    }
+                    Timer::after(ACCEPT_BACKOFF).await;
+                }
+            },
         }
     }
 }

@@ -19,8 +19,8 @@
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
 use ferry_files::{
-    BusRoute, End, EndedQueue, HubFiles, Inbox, OutputBatch, ReadBuffer, ServerCommand,
-    ServerHandle, ServerNotice, Wake,
+    AcceptFailures, AcceptRetry, BusRoute, End, EndedQueue, HubFiles, Inbox, OutputBatch,
+    ReadBuffer, ServerCommand, ServerHandle, ServerNotice, Wake, ACCEPT_BACKOFF,
 };
 use ferry_tls::link::LINGER_READ_LIMIT;
 use ferry_tls::{Kind, TlsServer, Transport};
@@ -253,14 +253,28 @@ fn run(listener: TcpListener, state: Arc<State>) -> io::Result<()> {
     let timer = thread::Builder::new()
         .name("ferry-std-timer".into())
         .spawn(move || timers(&timer_state))?;
+    let mut failures = AcceptFailures::default();
     for stream in listener.incoming() {
         if state.stopping.load(Ordering::SeqCst) {
             break;
         }
         let stream = match stream {
-            Ok(stream) => stream,
-            // A connection that died before accept(): nothing to serve.
-            Err(_) => continue,
+            Ok(stream) => {
+                if let Some(notice) = failures.accepted() {
+                    let _ = state.lock().notices.send(notice);
+                }
+                stream
+            }
+            Err(e) => match failures.failed(&e, Instant::now()) {
+                AcceptRetry::Now => continue,
+                AcceptRetry::Later { notice } => {
+                    if let Some(notice) = notice {
+                        let _ = state.lock().notices.send(notice);
+                    }
+                    thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            },
         };
         if let Err(e) = start_client(&state, stream) {
             // Out of threads or sockets: refuse this one, keep serving.
@@ -345,8 +359,12 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
         // go out from the start, as they always did.
         let _ = kind.set(None);
     }
+    // One descriptor for both threads: `&TcpStream` reads and writes, so
+    // the writer needs no duplicate (`try_clone`), which would make each
+    // client cost two of the process's open files.
+    let stream = Arc::new(stream);
     let outlet = Arc::new(Mutex::new(Outlet {
-        stream: stream.try_clone()?,
+        stream: stream.clone(),
         batch: OutputBatch::with_limit(OutputBatch::SERVER_LIMIT),
         kind: kind.clone(),
         plaintext: OutputBatch::with_limit(OutputBatch::SERVER_LIMIT),
@@ -388,7 +406,7 @@ fn start_client(state: &Arc<State>, stream: TcpStream) -> io::Result<()> {
                         wake_writer: &reader_wake,
                         discarded: Cell::new(0),
                     };
-                    reader.run(stream, &kind)
+                    reader.run(&stream, &kind)
                 })
         });
     if let Err(e) = started {
@@ -461,7 +479,8 @@ impl Tls {
 
 /// A client's sending side: its writer's, lent to its reader when idle.
 struct Outlet {
-    stream: TcpStream,
+    /// Shared with the reader; the socket closes when both let go.
+    stream: Arc<TcpStream>,
     /// Taken from the hub (or, for TLS, records from the transport), not
     /// yet written; what a reader could not write without blocking stays
     /// here for the writer.
@@ -528,7 +547,7 @@ impl Outlet {
                 }
             }
             let written = if blocking {
-                self.batch.write_once(&mut self.stream)
+                self.batch.write_once(&mut &*self.stream)
             } else {
                 write_without_blocking(&self.stream, &mut self.batch)
             };
@@ -610,7 +629,7 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Reads until the client is gone; the first bytes decide plain or TLS.
-    fn run(&self, mut stream: TcpStream, kind: &ConnKind) {
+    fn run(&self, mut stream: &TcpStream, kind: &ConnKind) {
         let mut buf = ReadBuffer::new();
         let read = stream.read(buf.space());
         // A client the hub turned away at connect (the per-address limit,
@@ -696,11 +715,11 @@ impl Reader<'_> {
         }
     }
 
-    fn plain(&self, mut stream: TcpStream, mut buf: ReadBuffer) {
+    fn plain(&self, mut stream: &TcpStream, mut buf: ReadBuffer) {
         loop {
             let read = stream.read(buf.space());
             if !self.input(read, &mut buf) {
-                self.drop_if_flooding(&stream);
+                self.drop_if_flooding(stream);
                 return;
             }
         }
@@ -742,7 +761,7 @@ impl Reader<'_> {
 
     /// The TLS read path: socket bytes into the transport, its plaintext
     /// to the hub. `unfed` starts with the bytes the first read got.
-    fn tls(&self, mut stream: TcpStream, mut buf: ReadBuffer, tls: &Tls, unfed: Vec<u8>) {
+    fn tls(&self, mut stream: &TcpStream, mut buf: ReadBuffer, tls: &Tls, unfed: Vec<u8>) {
         // Taken from the front as the transport takes it, without moving
         // the rest.
         let mut unfed = BytesMut::from(&unfed[..]);
@@ -752,7 +771,7 @@ impl Reader<'_> {
                     Ok(0) => {
                         let ended = tls.lock().feed_eof();
                         if let Err(e) = ended {
-                            return self.tls_failed(&stream, tls, &e);
+                            return self.tls_failed(stream, tls, &e);
                         }
                         // What came before the end still reaches the hub.
                         self.tls_plaintext(tls, buf.space());
@@ -760,7 +779,7 @@ impl Reader<'_> {
                         return;
                     }
                     Ok(n) if self.over_linger_limit(&self.state.lock().hub, n) => {
-                        self.drop_if_flooding(&stream);
+                        self.drop_if_flooding(stream);
                         return;
                     }
                     Ok(n) => unfed.extend_from_slice(buf.filled(n)),
@@ -773,7 +792,7 @@ impl Reader<'_> {
             let fed = tls.lock().feed(&unfed);
             let taken = match fed {
                 Ok(taken) => taken,
-                Err(e) => return self.tls_failed(&stream, tls, &e),
+                Err(e) => return self.tls_failed(stream, tls, &e),
             };
             unfed.advance(taken);
             self.tls_plaintext(tls, buf.space());
@@ -861,7 +880,7 @@ fn write_loop(
             break;
         }
     }
-    let mut outlet = Outlet::lock(outlet);
+    let outlet = Outlet::lock(outlet);
     if let Some(Some(tls)) = outlet.kind.get().cloned() {
         // close_notify tells the client the end is deliberate, not a cut.
         let mut records = Vec::new();
@@ -870,9 +889,9 @@ fn write_loop(
             transport.close();
             transport.take_outgoing(&mut records);
         }
-        let _ = outlet.stream.write_all(&records);
+        let _ = (&*outlet.stream).write_all(&records);
     }
-    let _ = outlet.stream.flush();
+    let _ = (&*outlet.stream).flush();
     let _ = outlet.stream.shutdown(Shutdown::Both);
     drop(outlet);
     let mut shared = state.lock();

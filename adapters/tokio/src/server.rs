@@ -61,7 +61,10 @@
 use crate::bell::Doorbell;
 use crate::sock::{Polled, LINGER, READ_BUF};
 use ferry_core::{ClientId, ClientMap, Hub, HubConfig};
-use ferry_files::{BusRoute, EndedQueue, HubFiles, Inbox, ServerCommand, ServerNotice};
+use ferry_files::{
+    AcceptFailures, AcceptRetry, BusRoute, EndedQueue, HubFiles, Inbox, ServerCommand,
+    ServerNotice, ACCEPT_BACKOFF,
+};
 use ferry_tls::link::{Link, Reading, READ_BUDGET};
 use ferry_tls::TlsServer;
 use std::collections::BTreeSet;
@@ -159,6 +162,8 @@ pub async fn run_server_tls(
         ended: EndedQueue::default(),
         settle_pending: false,
         accept_pending: false,
+        accept_retry: None,
+        accept_failures: AcceptFailures::default(),
         commands,
         notices,
         bus,
@@ -202,6 +207,11 @@ struct Server {
     settle_pending: bool,
     /// The last turn accepted its most: the listener may hold more.
     accept_pending: bool,
+    /// `accept` failed for want of descriptors or memory: not tried again
+    /// before this instant. The listener's readiness stays set after such
+    /// a failure, so no wake-up comes for the connections waiting.
+    accept_retry: Option<Instant>,
+    accept_failures: AcceptFailures,
     commands: UnboundedReceiver<ServerCommand>,
     notices: mpsc::Sender<ServerNotice>,
     /// Where the hub's requests for a cluster's broker go.
@@ -326,6 +336,7 @@ impl Server {
             self.hub.poll_timeout(),
             self.lingering.first().map(|&(at, _)| at),
             self.stop_by,
+            self.accept_retry,
         ]
         .into_iter()
         .flatten()
@@ -340,6 +351,11 @@ impl Server {
     /// Accepts [`ACCEPT_PER_TURN`] connections at most; `accept_pending`
     /// says whether the listener may hold more.
     fn accept(&mut self, cx: &mut Context<'_>, now: Instant) {
+        match self.accept_retry {
+            Some(at) if now < at => return,
+            Some(_) => self.accept_retry = None,
+            None => {}
+        }
         self.accept_pending = true;
         for _ in 0..ACCEPT_PER_TURN {
             let Some(listener) = &self.listener else {
@@ -347,19 +363,28 @@ impl Server {
                 return;
             };
             let (stream, peer) = match listener.poll_accept(cx) {
-                Poll::Ready(Ok(accepted)) => accepted,
+                Poll::Ready(Ok(accepted)) => {
+                    if let Some(notice) = self.accept_failures.accepted() {
+                        self.notify(notice);
+                    }
+                    accepted
+                }
                 Poll::Pending => {
                     self.accept_pending = false;
                     return;
                 }
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-                // Out of file descriptors or the like: leave the rest in
-                // the backlog until the next turn (any wake-up) rather
-                // than spin on it now.
-                Poll::Ready(Err(_)) => {
-                    self.accept_pending = false;
-                    return;
-                }
+                Poll::Ready(Err(e)) => match self.accept_failures.failed(&e, now) {
+                    AcceptRetry::Now => continue,
+                    // The rest waits in the backlog until the retry.
+                    AcceptRetry::Later { notice } => {
+                        if let Some(notice) = notice {
+                            self.notify(notice);
+                        }
+                        self.accept_pending = false;
+                        self.accept_retry = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                },
             };
             // Frames are written whole; waiting to coalesce them only adds
             // latency to chat.
