@@ -122,9 +122,9 @@ enum Command {
         #[command(flatten)]
         receive: Receive,
     },
-    /// Send files to the server's inbox, or to a user in the room.
+    /// Send files and folders to the server's inbox, or to a user in the room.
     Send {
-        /// Server address, then the files.
+        /// Server address, then the files and folders (a folder goes whole).
         #[arg(required = true, num_args = 1..)]
         args: Vec<String>,
         /// Send to this user instead of the server's inbox.
