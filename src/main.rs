@@ -527,9 +527,13 @@ fn main() -> ExitCode {
             // One descriptor per client: the soft limit (often 1024) would
             // refuse clients long before `max_clients`. Failing to raise it
             // only leaves the old limit.
-            if let Err(e) = limits::raise_open_files() {
-                eprintln!("ferry: {e}");
-            }
+            let open_files = match limits::raise_open_files() {
+                Ok(limit) => Some(limit),
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    None
+                }
+            };
             let tls_server = match tls.server() {
                 Ok(server) => server,
                 Err(e) => {
@@ -553,6 +557,7 @@ fn main() -> ExitCode {
                 log_per_second: limits.log_rate.unwrap_or(budget::DEFAULT_PER_SECOND),
                 tls: tls_server,
                 require_tls: tls.requires_tls(),
+                open_files,
                 cluster: cluster
                     .or_else(|| {
                         std::env::var("FERRY_CLUSTER")

@@ -37,6 +37,8 @@ pub struct Options<'a> {
     pub require_tls: bool,
     /// One server of a cluster; `None`: on its own.
     pub cluster: Option<ClusterOptions>,
+    /// The process's open-files limit, where it is known.
+    pub open_files: Option<u64>,
 }
 
 /// `--cluster` and what goes with it.
@@ -69,6 +71,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         tls,
         require_tls,
         cluster,
+        open_files,
     } = options;
     let mut config = config;
     let server_id = match &cluster {
@@ -104,6 +107,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
     let thread_warning = (runtime == Runtime::Std)
         .then(|| std_threads_warning(config.max_clients))
         .flatten();
+    let files_warning = open_files.and_then(|limit| open_files_warning(limit, config.max_clients));
     let fingerprint = tls.as_ref().map(|tls| tls.fingerprint());
     // Ctrl-C (SIGINT, SIGTERM, SIGHUP) is caught before the server exists:
     // a signal that arrives as soon as clients can connect must stop it
@@ -132,7 +136,7 @@ pub fn serve(options: Options<'_>, config: HubConfig) -> Result<(), String> {
         ));
     }
     // Before the TLS line: whoever waits for that has seen this too.
-    if let Some(warning) = thread_warning {
+    for warning in [thread_warning, files_warning].into_iter().flatten() {
         log(&warning);
     }
     match fingerprint {
@@ -609,6 +613,24 @@ pub fn outcome_text(outcome: &Outcome) -> String {
     }
 }
 
+/// Descriptors a server needs besides one per client: its listener, event
+/// queues and wakers, the inbox's folders, and files being received.
+const SPARE_OPEN_FILES: u64 = 64;
+
+/// A client holds one descriptor, so an open-files limit under
+/// `max_clients` turns clients away first: past it new connections wait
+/// in the backlog until one ends. Says so at start.
+fn open_files_warning(limit: u64, max_clients: usize) -> Option<String> {
+    let fits = limit.saturating_sub(SPARE_OPEN_FILES);
+    (max_clients as u64 > fits).then(|| {
+        format!(
+            "warning: the open-files limit ({limit}) leaves room for about {fits} clients, \
+             under --max-clients {max_clients}: past it new connections wait until one ends; \
+             raise it (ulimit -Hn, LimitNOFILE= for a systemd service) or lower --max-clients"
+        )
+    })
+}
+
 /// Memory mappings a std-runtime connection costs the kernel: a reader and
 /// a writer thread, each with its stack, its guard page, its signal stack
 /// and that stack's guard page.
@@ -634,4 +656,22 @@ fn std_threads_warning(max_clients: usize) -> Option<String> {
              or serve with --runtime mio"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_files_limit_under_max_clients_is_told_at_start_with_what_fits() {
+        let warning = open_files_warning(1024, 10_000).expect("1,024 descriptors for 10,000");
+        assert!(warning.contains("(1024)"), "{warning}");
+        assert!(warning.contains("about 960 clients"), "{warning}");
+        assert!(warning.contains("--max-clients 10000"), "{warning}");
+        assert_eq!(open_files_warning(20_000, 10_000), None);
+        // The spare descriptors count: exactly enough is no warning, one
+        // fewer is.
+        assert_eq!(open_files_warning(10_064, 10_000), None);
+        assert!(open_files_warning(10_063, 10_000).is_some());
+    }
 }

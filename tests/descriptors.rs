@@ -103,6 +103,8 @@ fn out_of_descriptors_the_server_waits_without_spinning_and_lets_clients_in_late
                 }
             },
         );
+        // Told at start that the limit is under --max-clients (10,000).
+        server.expect(&["warning: the open-files limit (48) leaves room for about"]);
         let pid = server.child.id();
         let mut alice = Raw::join(server.addr, "alice", "");
         alice.say_and_hear("before the flood");
