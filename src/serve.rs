@@ -469,9 +469,10 @@ impl Log {
                 safe(&error),
                 retry_in.as_millis()
             ),
-            ServerNotice::AcceptResumed { failures } => {
-                format!("accepting connections again, after {failures} failed attempts")
-            }
+            ServerNotice::AcceptResumed { failures } => format!(
+                "accepting connections again, after {failures} failed attempt{}",
+                if failures == 1 { "" } else { "s" }
+            ),
             ServerNotice::SourceBanned {
                 source,
                 failures,

@@ -73,14 +73,18 @@ pub enum ServerNotice {
     },
     /// The listener could not take connections (out of descriptors or
     /// memory): those waiting stay in the backlog, and accepting is tried
-    /// again every `retry_in`. Said once per run of failures.
+    /// again every `retry_in`. Said at most once per
+    /// [`ACCEPT_QUIET`](crate::ACCEPT_QUIET), at the start of a run of
+    /// failures.
     AcceptFailed {
         /// The operating system's error.
         error: String,
         /// How long the runtime waits before trying again.
         retry_in: std::time::Duration,
     },
-    /// Connections are taken again after `failures` failed attempts.
+    /// Connections are taken again: the run of failures that
+    /// [`AcceptFailed`](ServerNotice::AcceptFailed) told of ended after
+    /// `failures` failed attempts.
     AcceptResumed {
         /// Failed attempts in the run that ended.
         failures: u64,
