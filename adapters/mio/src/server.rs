@@ -204,7 +204,9 @@ impl Server {
             let mut first = true;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_pending = true,
+                    // While accepting waits out a failure, the retry
+                    // takes what arrived meanwhile.
+                    LISTENER => self.accept_pending |= self.accept_retry.is_none(),
                     WAKER => woken = true,
                     token => {
                         let Some(id) = client_of(token) else { continue };
