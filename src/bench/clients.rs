@@ -120,7 +120,7 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
         let k = i % servers.len();
         sockets.push(
             join(&servers[k], i, tls[k].as_ref(), timeout)
-                .map_err(|e| format!("client {i}: {e}"))?,
+                .map_err(|e| format!("client {i}: {e}{}", warnings(&servers)))?,
         );
         if Instant::now() >= deadline {
             return Err(super::process::timed_out(timeout));
@@ -141,7 +141,8 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     let alive = server_alive(&mut sockets)?;
     if alive != count {
         return Err(format!(
-            "only {alive} of {count} clients are still connected"
+            "only {alive} of {count} clients are still connected{}",
+            warnings(&servers)
         ));
     }
 
@@ -229,6 +230,17 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
     println!("Kernel TCP: growth of the socket buffer memory of the whole system (/proc/net/");
     println!("sockstat, TCP mem) over the clients, both ends of each connection; not in the RSS.");
     Ok(())
+}
+
+/// What the servers warned of at start (a limit under the number of
+/// clients asked for, say), one line each: the likely reason a client
+/// was turned away.
+fn warnings(servers: &[FerryServer]) -> String {
+    servers
+        .iter()
+        .flat_map(|server| server.output().lines_with("warning:"))
+        .map(|line| format!("\nferry serve said: {line}"))
+        .collect()
 }
 
 /// Connects client `i` (through TLS when `tls` is given) and returns its
