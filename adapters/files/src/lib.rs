@@ -22,6 +22,10 @@
 //! verified against its BLAKE3, the whole tree made durable in one batch and
 //! moved to a free name only once every file is there (`docs/FOLDERS.md`).
 //!
+//! What every server runtime does when `accept` fails (out of descriptors:
+//! wait, try again, tell the operator once) is here too, in
+//! [`AcceptFailures`].
+//!
 //! The protocol decisions stay in `ferry-core`; this crate only does what the
 //! core asks, through [`TransferControl`], which both
 //! [`Connection`](ferry_core::Connection) and a hub client implement.
