@@ -488,6 +488,29 @@ after the quit
     }
 }
 
+/// PROTOCOL.md §2.3: a name refused for itself leaves the guest outside to
+/// try another; a join refused because the room is full closes the guest,
+/// whether it asked for a name or took `guest-N`.
+#[test]
+fn a_full_room_turns_a_guest_away_whichever_way_it_joins() {
+    let mut config = HubConfig::default();
+    config.max_room_members = 1;
+    let mut net = Net::new(config, Split::Whole);
+    let a = net.join("alice");
+    for typed in [&b"/name bob\n"[..], b"hi\n"] {
+        let mut g = Guest::connect(&mut net, Split::Whole);
+        g.type_in(&mut net, typed);
+        assert_eq!(
+            Guest::closed(&net, g.id),
+            Some(Code::SERVER_FULL),
+            "{typed:?}"
+        );
+        assert_eq!(g.text(), "! closing: this room is full (1 member)\r\n");
+    }
+    assert_eq!(members(&net), ["alice"]);
+    assert!(net.peers[a].messages().is_empty());
+}
+
 #[test]
 fn a_full_server_turns_a_guest_away() {
     let mut config = HubConfig::default();

@@ -181,6 +181,42 @@ fn relay(split: Split, size: usize) {
     assert!(net.inbox.stored.is_empty());
 }
 
+/// PROTOCOL.md §6.4 and §6.10.8: a member who names itself is a recipient
+/// like any other. Its direct message comes back as its `DIRECT_FROM`, and
+/// its file comes back on the same connection under the server's odd id,
+/// both legs driven by the one client.
+fn to_oneself(split: Split) {
+    let mut net = Net::new(config(), split);
+    let a = net.join("alice");
+    let now = net.now;
+    net.peers[a]
+        .conn
+        .direct(now, "ALICE", "note to self")
+        .unwrap();
+    let data = file_bytes(70_001, 4);
+    let sent = net.send_file(a, "self.bin", &data, "alice");
+    net.run();
+    assert!(net.peers[a].events.iter().any(|e| matches!(
+        e,
+        Event::Direct { from, text } if from == "alice" && text == "note to self"
+    )));
+    let offers = net.peers[a].offers();
+    assert_eq!(offers.len(), 1, "{split:?}");
+    let (received, ref name, size, ref peer) = offers[0];
+    assert_eq!(
+        (name.as_str(), size, peer.as_str()),
+        ("self.bin", 70_001, "alice")
+    );
+    assert_eq!(sent % 2, 0, "the client's own id is even");
+    assert_eq!(received % 2, 1, "the server's id is odd");
+    assert_eq!(net.peers[a].disk.stored["self.bin"], data);
+    let ended = net.peers[a].ended();
+    assert!(ended.contains(&(sent, Outcome::Verified)), "{ended:?}");
+    assert!(ended.contains(&(received, Outcome::Verified)), "{ended:?}");
+    assert_eq!(net.hub.relay_count(), 0);
+    assert!(net.inbox.stored.is_empty());
+}
+
 #[test]
 fn scenarios_in_every_split() {
     for split in splits() {
@@ -192,6 +228,7 @@ fn scenarios_in_every_split() {
         upload(split, 1);
         upload(split, 200_000);
         relay(split, 150_001);
+        to_oneself(split);
     }
 }
 

@@ -26,10 +26,18 @@ pub fn name_taken(name: &str, held: &str) -> Answer {
 
 /// The room has `max_members` members already.
 pub fn room_full(max_members: u32) -> Answer {
-    refused(
-        Code::SERVER_FULL,
-        format!("this room is full ({max_members} members)"),
-    )
+    refused(Code::SERVER_FULL, room_full_reason(max_members as usize))
+}
+
+/// Why a join into a room of `max_members` members is refused, worded the
+/// same by a lone server and a cluster.
+pub(crate) fn room_full_reason(max_members: usize) -> String {
+    let noun = if max_members == 1 {
+        "member"
+    } else {
+        "members"
+    };
+    format!("this room is full ({max_members} {noun})")
 }
 
 /// `source` has `max` members across the cluster's servers already.

@@ -1778,10 +1778,9 @@ impl Hub {
             .get(key)
             .is_some_and(|room| room.members.len() >= self.config.max_room_members)
         {
-            let max = self.config.max_room_members;
             Some((
                 Code::SERVER_FULL,
-                format!("this room is full ({max} members)"),
+                crate::cluster::refusal::room_full_reason(self.config.max_room_members),
             ))
         } else if let Some(&holder) = self.names.get(&(key.to_string(), name_key(name))) {
             let held = self
