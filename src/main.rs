@@ -161,7 +161,8 @@ enum Command {
         /// Your name.
         #[arg(long)]
         name: String,
-        /// Send each message once: no acknowledgements, no retransmission.
+        /// Send each message once: no retransmission, so a lost one goes
+        /// unnoticed (what arrives is still acknowledged).
         #[arg(long)]
         unreliable: bool,
         /// The peer speaks raw text (like the Qt UDP chat): send each line

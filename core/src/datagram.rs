@@ -39,7 +39,7 @@
 //! ```
 
 use crate::error::{Malformed, Misuse};
-use crate::frame::{frame_type, put_text, Reader, HEADER_LEN};
+use crate::frame::{put_text, Reader, HEADER_LEN};
 use crate::guest::sanitize;
 use crate::text::Text;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -67,8 +67,8 @@ pub const RAW_TEXT_MAX: usize = MAX_DATAGRAM;
 #[non_exhaustive]
 pub enum Kind {
     /// A ferry frame (which may still be malformed, oversize or of a type
-    /// that is not a datagram's): at least 5 bytes, the first a ferry frame
-    /// type (`0x40-0x4F`, or a TCP type), the next four a big-endian length
+    /// that is not a datagram's): at least 5 bytes, the first of any
+    /// value, the next four a big-endian length
     /// equal to the datagram's length minus 5; or, for a datagram over
     /// [`MAX_DATAGRAM`] (which a receiver reads only in part), a length at
     /// least that and below 64 KiB.
@@ -85,8 +85,10 @@ pub fn classify(datagram: &[u8]) -> Kind {
     let Some((header, body)) = datagram.split_first_chunk::<HEADER_LEN>() else {
         return Kind::RawText;
     };
-    let known = frame_type::is_known(header[0])
-        || (datagram_type::FIRST..=datagram_type::LAST).contains(&header[0]);
+    // Any type byte: the length field alone tells a frame from text (its
+    // first two bytes are NUL in any frame a UDP datagram can hold, and
+    // typed text has no NUL), so the split does not move when a later
+    // version defines a new frame type.
     let declared = u64::from(u32::from_be_bytes([
         header[1], header[2], header[3], header[4],
     ]));
@@ -94,7 +96,7 @@ pub fn classify(datagram: &[u8]) -> Kind {
     // An oversize frame arrives cut to the receiver's buffer: its length
     // field says more than arrived, and still starts with two zero bytes.
     let cut_frame = datagram.len() > MAX_DATAGRAM && declared >= body_len && declared < 1 << 16;
-    if known && (declared == body_len || cut_frame) {
+    if declared == body_len || cut_frame {
         Kind::Frame
     } else {
         Kind::RawText
@@ -306,8 +308,9 @@ impl Datagram {
 pub struct PeerConfig {
     /// Our name, sent with every message.
     pub name: String,
-    /// Acknowledge what arrives and retransmit what is not acknowledged.
-    /// Without, messages are sent once and losses go unnoticed.
+    /// Retransmit what is not acknowledged and report what never is as
+    /// lost. Without, messages are sent once and losses go unnoticed.
+    /// What arrives is acknowledged either way.
     pub reliable: bool,
     /// First retransmission timeout; it doubles with every try.
     pub initial_timeout: Duration,
@@ -633,9 +636,11 @@ impl Peer {
 
     fn on_chat(&mut self, session: u64, seq: u64, from: Text, text: Text) {
         let fresh = self.seen_window(session).insert(seq);
-        if self.config.reliable {
-            // Acknowledged even when a duplicate: the first ACK may be the
-            // datagram that was lost.
+        {
+            // Acknowledged even when a duplicate (the first ACK may be the
+            // datagram that was lost), and whatever our own mode: a
+            // reliable partner would otherwise report a message we showed
+            // as lost.
             let mut out = BytesMut::with_capacity(HEADER_LEN + 16);
             // An ACK always encodes.
             let _ = Datagram::Ack { session, seq }.encode(&mut out);

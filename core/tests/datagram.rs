@@ -284,6 +284,15 @@ fn frames_and_raw_text_are_told_apart_by_their_header() {
     }
     // A 5-byte line passes for a frame only with NUL bytes in it.
     assert_eq!(classify(b"@\0\0\0\0"), Kind::Frame);
+    // The type byte does not matter, defined or not: the length field alone
+    // tells, so a later version's new types cannot turn frames into text.
+    for kind in [0x00, 0x08, 0x30, 0x35, 0x7F, 0x86, 0xFF] {
+        assert_eq!(
+            classify(&[kind, 0, 0, 0, 4, b'A', b'B', b'C', b'D']),
+            Kind::Frame,
+            "{kind:#x}"
+        );
+    }
     // An oversize frame, cut to the receiver's buffer (1201 bytes), still
     // reads as a frame (and is dropped as oversize); a long line does not.
     let mut cut_frame = vec![0x40, 0, 0, 0x05, 0xD7];
@@ -349,6 +358,57 @@ fn a_raw_datagram_is_a_sanitised_line_once_per_datagram_and_switches_to_raw_mode
     bob.send(now, "framed again").unwrap();
     assert_eq!(bob.poll_transmit().unwrap()[0], 0x40);
     assert_eq!(bob.unacked(), 1);
+}
+
+/// §9.1: a frame of a type that is not a datagram's is dropped and counted,
+/// never shown as text, and does not switch the peer to raw mode.
+#[test]
+fn a_frame_of_any_other_type_is_dropped_not_shown() {
+    let now = Instant::now();
+    let mut bob = Peer::new(PeerConfig::new("bob"), now, 1);
+    for kind in [0x00, 0x04, 0x35, 0x42, 0x86, 0xFF] {
+        bob.handle_datagram(now, &[kind, 0, 0, 0, 4, b'A', b'B', b'C', b'D']);
+    }
+    let shown: Vec<PeerEvent> = events(&mut bob)
+        .into_iter()
+        .filter(|e| !matches!(e, PeerEvent::Dropped { .. }))
+        .collect();
+    assert!(shown.is_empty(), "{shown:?}");
+    assert!(!bob.is_raw());
+    assert_eq!(bob.drops().not_datagram, 6);
+    assert!(bob.poll_transmit().is_none());
+}
+
+/// §9.4: a peer that sends unreliably still acknowledges what it receives,
+/// so a reliable partner is told its message arrived instead of reporting
+/// it lost.
+#[test]
+fn an_unreliable_peer_still_acknowledges() {
+    let now = Instant::now();
+    let mut alice = Peer::new(PeerConfig::new("alice"), now, 1);
+    let mut config = PeerConfig::new("bob");
+    config.reliable = false;
+    let mut bob = Peer::new(config, now, 2);
+    alice.send(now, "are you there?").unwrap();
+    while let Some(d) = alice.poll_transmit() {
+        bob.handle_datagram(now, &d);
+    }
+    while let Some(d) = bob.poll_transmit() {
+        alice.handle_datagram(now, &d);
+    }
+    assert!(events(&mut alice).contains(&PeerEvent::Delivered { seq: 0 }));
+    assert_eq!((alice.unacked(), alice.poll_timeout()), (0, None));
+    // Bob's own messages still go once, waited for by nobody; Alice's ACK
+    // of them is dropped as stale.
+    bob.send(now, "yes").unwrap();
+    assert_eq!(bob.unacked(), 0);
+    while let Some(d) = bob.poll_transmit() {
+        alice.handle_datagram(now, &d);
+    }
+    while let Some(d) = alice.poll_transmit() {
+        bob.handle_datagram(now, &d);
+    }
+    assert_eq!(bob.drops().stale_ack, 1);
 }
 
 #[test]

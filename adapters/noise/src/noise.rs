@@ -331,6 +331,10 @@ pub struct Noise {
     /// The RESPONSE that completed our last handshake as initiator: a
     /// retransmission of it means our confirmation was lost.
     completed_by: Option<Bytes>,
+    /// The INIT behind the confirmed session when we answered it: a late
+    /// copy is a duplicate, not a new handshake (its sender has our
+    /// RESPONSE, or the session could not have been confirmed).
+    confirmed_init: Option<Bytes>,
     queue: VecDeque<Bytes>,
     transmit: VecDeque<Bytes>,
     events: VecDeque<NoiseEvent>,
@@ -362,6 +366,7 @@ impl Noise {
             pending: VecDeque::new(),
             outranked: VecDeque::new(),
             completed_by: None,
+            confirmed_init: None,
             queue: VecDeque::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -469,6 +474,9 @@ impl Noise {
             self.transmit.push_back(pending.response.clone());
             return Received::Consumed;
         }
+        if self.confirmed_init.as_deref() == Some(datagram) {
+            return Received::Duplicate;
+        }
         let psk = zeroize::Zeroizing::new(self.psk.0);
         let Ok(mut handshake) = self
             .builder()
@@ -538,6 +546,7 @@ impl Noise {
                 };
                 self.pending.clear();
                 self.completed_by = Some(Bytes::copy_from_slice(datagram));
+                self.confirmed_init = None;
                 self.establish(Session::new(transport));
                 self.confirm();
                 return Received::Consumed;
@@ -573,6 +582,7 @@ impl Noise {
                     if let Some(pending) = self.pending.remove(at) {
                         self.pending.clear();
                         self.initiator = None;
+                        self.confirmed_init = Some(pending.init);
                         self.establish(pending.session);
                     }
                 }

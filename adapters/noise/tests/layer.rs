@@ -548,6 +548,42 @@ fn a_replayed_old_init_neither_blocks_a_new_peer_nor_a_restart() {
     assert_eq!(sim.messages(0), ["yes", "heard"]);
 }
 
+/// PROTOCOL.md §9.7.4: a late copy of the INIT behind the confirmed session
+/// (the network duplicated it, or someone replays it) is a duplicate: it
+/// gets no new RESPONSE and leaves no pending session behind.
+#[test]
+fn a_late_copy_of_an_answered_init_is_a_duplicate() {
+    let now = Instant::now();
+    let secret = Secret::from_text("late copies");
+    let mut layers = [
+        Noise::new(&secret, now, entropy(5)),
+        Noise::new(&secret, now, entropy(6)),
+    ];
+    let mut inits: [Vec<Bytes>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..3 {
+        for from in 0..2 {
+            while let Some(d) = layers[from].poll_transmit() {
+                if d[0] == 0x48 {
+                    inits[from].push(d.clone());
+                }
+                layers[1 - from].handle_datagram(now, &d);
+            }
+        }
+    }
+    assert!(layers.iter().all(Noise::is_established));
+    assert!(layers.iter().all(|l| l.pending() == 0));
+    for from in 0..2 {
+        for init in &inits[from] {
+            let to = &mut layers[1 - from];
+            let received = to.handle_datagram(now, init);
+            assert_ne!(received, ferry_noise::Received::Dropped);
+            assert!(to.poll_transmit().is_none(), "a late INIT was answered");
+            assert_eq!(to.pending(), 0);
+            assert!(to.is_established());
+        }
+    }
+}
+
 /// Two established layers, alice's datagrams delivered to bob.
 fn established() -> (ferry_noise::Noise, ferry_noise::Noise, Instant) {
     use ferry_noise::Noise;
