@@ -355,6 +355,13 @@ struct Limits {
     /// [default: 256M].
     #[arg(long, value_parser = bench::parse_size)]
     max_outgoing_memory: Option<u64>,
+    /// Most memory the unfinished frames of all clients hold together
+    /// (what arrived of a frame not yet complete), such as 256M: past it,
+    /// the client holding one of the biggest the longest is closed
+    /// (FLOODING), then the next, so clients that begin frames and never
+    /// finish them cannot make the server hold a frame each [default: 64M].
+    #[arg(long, value_parser = bench::parse_size)]
+    max_incoming_memory: Option<u64>,
     /// Control frames (PING, PONG, extensions, answers to transfers) a
     /// client may send in a burst [default: 100].
     #[arg(long)]
@@ -459,6 +466,9 @@ impl Limits {
         }
         if let Some(n) = self.max_outgoing_memory {
             config.max_outgoing_memory = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.max_incoming_memory {
+            config.max_incoming_memory = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(n) = self.frame_burst {
             config.connection.frame_burst = n;

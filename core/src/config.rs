@@ -221,6 +221,7 @@ impl fmt::Debug for ClientConfig {
 /// | [`history`](Self::history) | 0: no room history | `--history` |
 /// | [`max_history_bytes`](Self::max_history_bytes) | 16 MiB | `--max-history-memory` |
 /// | [`max_outgoing_memory`](Self::max_outgoing_memory) | 256 MiB | `--max-outgoing-memory` |
+/// | [`max_incoming_memory`](Self::max_incoming_memory) | 64 MiB | `--max-incoming-memory` |
 /// | `connection.handshake_timeout` | 10 s | `--handshake-timeout` |
 /// | `connection.idle_timeout` | 30 s | `--idle-timeout` |
 /// | `connection.max_outgoing` | 1 MiB per client | (slow readers are dropped past it) |
@@ -374,6 +375,17 @@ pub struct HubConfig {
     /// hold next to nothing and are never dropped for it, so the total may
     /// pass this by at most 64 KiB per client.
     pub max_outgoing_memory: usize,
+    /// Memory the unfinished frames of every client may hold together:
+    /// what arrived of a frame not yet complete, in a buffer that grows
+    /// with it (each client's bounded on its own by `max_frame`, so ten
+    /// thousand clients each holding a frame nearly whole would make the
+    /// server hold gigabytes). Past this total, of the clients holding the
+    /// most (at least 16 KiB, within a factor of two of the biggest) the
+    /// one that has held that much the longest is closed with `FLOODING`,
+    /// then the next, until the total is back within it. A client that
+    /// finishes what it begins holds a frame only while it arrives, so the
+    /// total may pass this by at most 16 KiB per client.
+    pub max_incoming_memory: usize,
 }
 
 impl Default for HubConfig {
@@ -407,6 +419,7 @@ impl Default for HubConfig {
             history: 0,
             max_history_bytes: 16 << 20,
             max_outgoing_memory: 256 << 20,
+            max_incoming_memory: 64 << 20,
         }
     }
 }
@@ -438,6 +451,7 @@ impl HubConfig {
         history: usize => "Sets the messages of each room's history a newcomer is sent (0: none).";
         max_history_bytes: usize => "Sets the bytes of room history the hub may hold.";
         max_outgoing_memory: usize => "Sets the memory all clients' chat and control queues may hold together.";
+        max_incoming_memory: usize => "Sets the memory all clients' unfinished frames may hold together.";
     }
 
     /// Cluster mode, as server `server` (see [`cluster`](Self::cluster)).
@@ -598,6 +612,7 @@ impl fmt::Debug for HubConfig {
             .field("history", &self.history)
             .field("max_history_bytes", &self.max_history_bytes)
             .field("max_outgoing_memory", &self.max_outgoing_memory)
+            .field("max_incoming_memory", &self.max_incoming_memory)
             .finish()
     }
 }

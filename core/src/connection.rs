@@ -425,6 +425,14 @@ impl Connection {
         self.inbuf.len()
     }
 
+    /// Memory held for input not yet parsed into a frame: the room of its
+    /// buffer, which a frame begun has sized for up to twice what arrived
+    /// of it. A server counts it against
+    /// [`HubConfig::max_incoming_memory`](crate::HubConfig::max_incoming_memory).
+    pub fn held_input_bytes(&self) -> usize {
+        self.inbuf.held()
+    }
+
     // ----- input ---------------------------------------------------------
 
     /// Feeds bytes read from the socket. Any split is fine: half a frame,
@@ -524,6 +532,17 @@ impl Connection {
         let queued = self.outbox.control_len();
         self.drop_unsent_output();
         self.fail(LimitExceeded::OutgoingMemory { limit, queued }.into(), now);
+    }
+
+    /// Closes the connection with `ERROR FLOODING`: the server's unfinished
+    /// input from every client together is over `limit`, and this
+    /// connection's is among the biggest and oldest.
+    pub(crate) fn drop_for_incoming_memory(&mut self, now: Instant, limit: usize) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let held = self.inbuf.held();
+        self.fail(LimitExceeded::IncomingMemory { limit, held }.into(), now);
     }
 
     /// Throws away the output a slow reader never took, keeping what must

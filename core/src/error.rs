@@ -115,6 +115,22 @@ pub enum LimitExceeded {
         /// This peer's queue when it was dropped, in bytes.
         queued: usize,
     },
+    /// The server's unfinished frames from every client together passed
+    /// its limit, and this peer's was among the biggest, begun before the
+    /// others: a frame begun and not finished.
+    #[error(
+        "the server's unfinished frames from all clients passed {limit} bytes and this \
+         peer's ({held} bytes) was among the biggest, behind the longest: a frame begun \
+         is to be finished"
+    )]
+    IncomingMemory {
+        /// The server's limit for every client's unfinished input together,
+        /// in bytes.
+        limit: usize,
+        /// What this peer's unfinished input held when it was dropped, in
+        /// bytes.
+        held: usize,
+    },
     /// Too many transfers open at once.
     #[error("more than {limit} transfers at once")]
     TooManyTransfers {
@@ -331,9 +347,9 @@ impl Error {
             Error::Malformed(_) => Code::MALFORMED,
             Error::LimitExceeded(limit) => match limit {
                 LimitExceeded::FrameTooLarge { .. } => Code::FRAME_TOO_LARGE,
-                LimitExceeded::Flooding { .. } | LimitExceeded::FrameFlooding { .. } => {
-                    Code::FLOODING
-                }
+                LimitExceeded::Flooding { .. }
+                | LimitExceeded::FrameFlooding { .. }
+                | LimitExceeded::IncomingMemory { .. } => Code::FLOODING,
                 LimitExceeded::SlowReader { .. } | LimitExceeded::OutgoingMemory { .. } => {
                     Code::SLOW_READER
                 }

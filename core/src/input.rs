@@ -31,6 +31,12 @@ impl InputBuffer {
         self.buf.len()
     }
 
+    /// Memory the buffer holds: its room, not only the bytes in it (a
+    /// large frame's buffer is sized for the frame as it arrives).
+    pub(crate) fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Frees the buffer (the connection is closed).
     pub(crate) fn clear(&mut self) {
         self.buf = BytesMut::new();

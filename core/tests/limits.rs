@@ -604,3 +604,79 @@ fn clients_that_never_read_are_held_to_the_servers_total_not_each_their_own() {
         assert!(stalled.left <= 2 * 256, "{} bytes held", stalled.left);
     }
 }
+
+/// The red team's attack: clients that each begin a frame of nearly
+/// `max_frame` (1 MiB) and never finish it, trickling a byte now and then
+/// to stay clear of the idle timeout. Each is within its own limit, so
+/// without a total 2,000 of them made the server hold 2 GiB. The server's
+/// total (`max_incoming_memory`) closes the biggest, oldest first, so what
+/// the hub holds stays within the total and a floor per client, while an
+/// honest member chats and uploads on.
+#[test]
+fn frames_begun_and_never_finished_are_held_to_the_servers_total() {
+    let now = Instant::now();
+    let total = 4 << 20;
+    let mut config = HubConfig::default();
+    config.max_incoming_memory = total;
+    let mut hub = Hub::new(config, now);
+    let (alice, mut alice_client, _) = join_from(&mut hub, [10, 0, 0, 1].into(), now, "alice");
+    let body = 1 << 20;
+    let mut begun = Vec::new();
+    let mut peak = 0;
+    let mut closed = Vec::new();
+    for n in 0..24u8 {
+        // A second a step: alice stays within her message budget.
+        let now = now + Duration::from_secs(u64::from(n));
+        let (id, _client, _) = join_from(&mut hub, [10, 0, 1, n].into(), now, &format!("m{n}"));
+        // An extension type: any body is within the rules until it ends.
+        let mut frame = vec![0x9a];
+        frame.extend_from_slice(&(body as u32).to_be_bytes());
+        frame.resize(5 + body - 64, 7);
+        for piece in frame.chunks(64 * 1024) {
+            hub.handle_input(id, now, piece);
+            peak = peak.max(hub.incoming_total());
+        }
+        begun.push(id);
+        while let Some(event) = hub.poll_event() {
+            if let ferry_core::HubEvent::Closed {
+                client,
+                code,
+                reason,
+                ..
+            } = event
+            {
+                closed.push((client, code, reason));
+            }
+        }
+        // Alice's message goes through at every step.
+        alice_client.say(now, &format!("still here {n}")).unwrap();
+        let events = pump(&mut hub, alice, &mut alice_client, now);
+        assert!(
+            events.iter().any(|e| matches!(e, Event::Message { text, .. } if text.as_str() == format!("still here {n}"))),
+            "{events:?}"
+        );
+    }
+    // Two frames' buffers (up to twice what arrived each) past the total
+    // at most: the one that crossed it and the floor's worth of the rest.
+    assert!(peak <= total + 2 * (body + 5), "peak {peak} over {total}");
+    assert!(hub.incoming_total() <= total, "{}", hub.incoming_total());
+    // The oldest go first, told why.
+    assert!(closed.len() >= 24 - total / body, "{closed:?}");
+    assert_eq!(closed[0].0, begun[0]);
+    for (client, code, reason) in &closed {
+        assert!(begun.contains(client));
+        assert_eq!(*code, Code::FLOODING, "{reason}");
+        assert!(
+            reason.contains("unfinished frames from all clients passed 4194304 bytes"),
+            "{reason}"
+        );
+    }
+    for id in begun {
+        hub.remove(id, now);
+    }
+    assert!(
+        hub.incoming_total() <= 16 * 1024,
+        "{}",
+        hub.incoming_total()
+    );
+}

@@ -218,6 +218,8 @@ struct Client {
     /// Its chat and control bytes queued when last counted in
     /// `Hub::queued`.
     queued: usize,
+    /// Its unfinished input when last counted in `Hub::incoming`.
+    incoming: usize,
 }
 
 /// A client's connection: the ferry protocol, or a raw-text guest.
@@ -307,6 +309,22 @@ impl Link {
         match self {
             Link::Ferry(conn) => conn.held_control_bytes(),
             Link::Guest(guest) => guest.queued_bytes(),
+        }
+    }
+
+    /// Memory its unfinished input holds, as counted against
+    /// [`HubConfig::max_incoming_memory`] (a guest's line is at most
+    /// 1 KiB, bounded on its own).
+    fn held_input(&self) -> usize {
+        match self {
+            Link::Ferry(conn) => conn.held_input_bytes(),
+            Link::Guest(_) => 0,
+        }
+    }
+
+    fn drop_for_incoming_memory(&mut self, now: Instant, limit: usize) {
+        if let Link::Ferry(conn) = self {
+            conn.drop_for_incoming_memory(now, limit);
         }
     }
 
@@ -456,6 +474,12 @@ struct PendingTree {
 /// One end of a relayed transfer.
 type End = (ClientId, TransferId);
 
+/// Unfinished input under this is never dropped for the total: a frame of
+/// this size or less has no buffer of its own (`input::LARGE_FRAME`), and
+/// a client that finishes what it begins holds this much only while a
+/// frame arrives.
+const INCOMING_FLOOR: usize = 16 * 1024;
+
 /// Room deliveries (one frame queued for one member) after which one call
 /// of `process` stops handling further connections. A join, a leave or a
 /// line costs as many as the room has members, and when a whole room goes
@@ -529,6 +553,8 @@ pub struct Hub {
     clients: ClientMap<Client>,
     /// Every client's queued chat and control bytes, and the biggest.
     queued: queued::QueuedBytes,
+    /// Every client's unfinished input, and the biggest.
+    incoming: queued::QueuedBytes,
     next_id: u64,
     rooms: HashMap<String, Room>,
     /// (room key, name key) → client: names are unique in a room.
@@ -607,6 +633,7 @@ impl Hub {
             history,
             clock: None,
             queued: queued::QueuedBytes::default(),
+            incoming: queued::QueuedBytes::with_floor(INCOMING_FLOOR),
             last_now: now,
             config,
             clients: ClientMap::default(),
@@ -818,6 +845,7 @@ impl Hub {
                 manifests: Vec::new(),
                 awaiting_charge: Vec::new(),
                 queued: 0,
+                incoming: 0,
             },
         );
         self.touch(id);
@@ -848,9 +876,36 @@ impl Hub {
                 }
             }
             c.link.handle_input(now, data);
+            let droppable = !c.link.is_closed();
+            self.incoming
+                .recount(client, &mut c.incoming, c.link.held_input(), droppable);
             self.touch(client);
+            self.drop_biggest_inputs(now);
             self.process(now);
         }
+    }
+
+    /// While every client's unfinished input together is over the limit,
+    /// closes the client holding one of the biggest, the longest.
+    fn drop_biggest_inputs(&mut self, now: Instant) {
+        let limit = self.config.max_incoming_memory;
+        while let Some(id) = self.incoming.over(limit) {
+            let Some(c) = self.clients.get_mut(&id) else {
+                debug_assert!(false, "{id} counted in the input but gone");
+                break;
+            };
+            c.link.drop_for_incoming_memory(now, limit);
+            // Closed now (its input freed): counted, never named again.
+            self.incoming
+                .recount(id, &mut c.incoming, c.link.held_input(), false);
+            self.touch(id);
+        }
+    }
+
+    /// Memory the unfinished input of every client holds together, as held
+    /// to [`HubConfig::max_incoming_memory`].
+    pub fn incoming_total(&self) -> usize {
+        self.incoming.total()
     }
 
     /// Bytes read from `client` on a server that takes only encrypted
@@ -949,6 +1004,7 @@ impl Hub {
                 self.timers.remove(&(at, client));
             }
             self.queued.update(client, c.queued, 0, false);
+            self.incoming.update(client, c.incoming, 0, false);
             shrink_if_sparse(&mut self.clients);
         }
         // Its `LEFT` reached the room: their output and timers.
@@ -1319,6 +1375,9 @@ impl Hub {
             let droppable = !c.link.is_closed();
             self.queued
                 .recount(id, &mut c.queued, c.link.held(), droppable);
+            // A connection closed since (its input freed) is counted out.
+            self.incoming
+                .recount(id, &mut c.incoming, c.link.held_input(), droppable);
             // A later deadline, or none, leaves the registered one: it
             // fires early, once, and `handle_timeout` registers anew. That
             // spares a `timers` removal and insertion per frame.

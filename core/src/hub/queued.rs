@@ -35,8 +35,11 @@ use crate::ClientId;
 pub(super) const BIG: usize = 64 * 1024;
 
 /// Every client's queued bytes together, and the big queues by size class.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct QueuedBytes {
+    /// Counts under this are never dropped for the total: [`BIG`] for
+    /// outgoing queues.
+    floor: usize,
     total: usize,
     /// Class `k` holds the clients whose queue is in `[BIG << k, BIG << (k + 1))`,
     /// by when they entered it.
@@ -47,7 +50,25 @@ pub(super) struct QueuedBytes {
     entries: u64,
 }
 
+impl Default for QueuedBytes {
+    fn default() -> Self {
+        QueuedBytes::with_floor(BIG)
+    }
+}
+
 impl QueuedBytes {
+    /// A counter whose classes start at `floor` bytes instead of [`BIG`]
+    /// (the same rule for another kind of buffer: unfinished input).
+    pub(super) fn with_floor(floor: usize) -> Self {
+        QueuedBytes {
+            floor: floor.max(1),
+            total: 0,
+            classes: Vec::new(),
+            slots: ClientMap::default(),
+            entries: 0,
+        }
+    }
+
     /// Bytes queued for every client together.
     pub(super) fn total(&self) -> usize {
         self.total
@@ -59,12 +80,16 @@ impl QueuedBytes {
     pub(super) fn update(&mut self, client: ClientId, old: usize, new: usize, droppable: bool) {
         self.total = self.total - old + new;
         // Only a queue that was big can be in a class: no lookup otherwise.
-        let from = if old >= BIG {
+        let from = if old >= self.floor {
             self.slots.get(&client).map(|&(class, _)| class)
         } else {
             None
         };
-        let to = if droppable { class_of(new) } else { None };
+        let to = if droppable {
+            class_of(new, self.floor)
+        } else {
+            None
+        };
         if from == to {
             return;
         }
@@ -114,9 +139,9 @@ impl QueuedBytes {
     }
 }
 
-/// The size class of a queue of `bytes`, if it is big.
-fn class_of(bytes: usize) -> Option<usize> {
-    let multiple = bytes / BIG;
+/// The size class of a queue of `bytes`, if it is at least `floor`.
+fn class_of(bytes: usize, floor: usize) -> Option<usize> {
+    let multiple = bytes / floor;
     (multiple > 0).then(|| (usize::BITS - 1 - multiple.leading_zeros()) as usize)
 }
 
@@ -130,12 +155,12 @@ mod tests {
 
     #[test]
     fn size_classes_are_powers_of_two_from_big() {
-        assert_eq!(class_of(0), None);
-        assert_eq!(class_of(BIG - 1), None);
-        assert_eq!(class_of(BIG), Some(0));
-        assert_eq!(class_of(2 * BIG - 1), Some(0));
-        assert_eq!(class_of(2 * BIG), Some(1));
-        assert_eq!(class_of(16 * BIG), Some(4));
+        assert_eq!(class_of(0, BIG), None);
+        assert_eq!(class_of(BIG - 1, BIG), None);
+        assert_eq!(class_of(BIG, BIG), Some(0));
+        assert_eq!(class_of(2 * BIG - 1, BIG), Some(0));
+        assert_eq!(class_of(2 * BIG, BIG), Some(1));
+        assert_eq!(class_of(16 * BIG, BIG), Some(4));
     }
 
     #[test]
