@@ -595,18 +595,35 @@ fn flat_tree(sizes: &[usize]) -> (Manifest, Vec<(u32, Vec<u8>)>) {
     (manifest, files)
 }
 
+/// A tree of `count` empty folders, `d0`, `d1`, ….
+fn folders_only(count: usize) -> Manifest {
+    let limits = TreeLimits::default();
+    let entries = (0..count)
+        .map(|n| Entry {
+            path: TreePath::new(&format!("d{n}"), &limits).unwrap(),
+            kind: EntryKind::Folder,
+            mtime: Mtime::EPOCH,
+        })
+        .collect();
+    Manifest::new(Mtime::EPOCH, entries, &limits).unwrap()
+}
+
 #[test]
 fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
     let (big, big_files) = flat_tree(&[1500, 500]);
     let (small, small_files) = flat_tree(&[300, 200]);
+    // Each file and folder costs 4,096 bytes besides its bytes, the tree's
+    // own folder too: 2,000 + 3 x 4,096 = 14,288 for the big tree, 12,788
+    // for the small one. A tree of 10 empty folders costs 45,056.
+    let empty = folders_only(10);
     for runtime in RUNTIMES {
         let inbox = tempfile::tempdir().unwrap();
         let server = Serve::start(
             inbox.path(),
-            &["--runtime", runtime, "--inbox-quota", "3000"],
+            &["--runtime", runtime, "--inbox-quota", "28000"],
         );
         let (mut raw, chunk) = join_for_trees(&server, "alice");
-        // 2,000 bytes fit in 3,000 and are held once stored...
+        // 14,288 fit in 28,000 and are held once stored...
         let bytes = big.encode();
         offer(&mut raw, 0, "one", &bytes, big.total_size());
         answer(&mut raw, 0).unwrap_or_else(|c| panic!("{runtime}: {c:?}"));
@@ -615,7 +632,7 @@ fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
         raw.wait_for("VERIFIED", |f| {
             matches!(f, Frame::Verified { id: 0 }).then_some(())
         });
-        // ...so 2,000 more do not.
+        // ...so 14,288 more do not.
         offer(&mut raw, 2, "two", &bytes, big.total_size());
         assert_eq!(answer(&mut raw, 2), Err(Code::INBOX_FULL), "{runtime}");
         // A tree cut halfway gives its room back and leaves nothing staged.
@@ -657,6 +674,12 @@ fn the_inbox_quota_covers_trees_and_a_cut_tree_leaves_nothing() {
             small_files[0].1,
             "{runtime}"
         );
+        // Empty folders are not free: 10 of them (45,056) do not fit in
+        // the 924 bytes left, where their bytes alone (none) would (100,000
+        // of them once took 412 MB of a 1 MB quota).
+        let empty_bytes = empty.encode();
+        offer(&mut raw, 8, "hollow", &empty_bytes, 0);
+        assert_eq!(answer(&mut raw, 8), Err(Code::INBOX_FULL), "{runtime}");
     }
 }
 

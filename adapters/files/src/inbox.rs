@@ -713,6 +713,8 @@ impl Inbox {
             staged,
             key,
             size,
+            quota: self.quota,
+            entries_charge: 0,
             overwrite: self.overwrite,
             serial,
             sender,
@@ -737,7 +739,8 @@ impl Ledger {
                 ledger.stored = ledger.stored.saturating_add(stat.len);
             } else if stat.directory && name != PARTIALS_DIR {
                 if let Some(folder) = name.to_str().and_then(|n| dirs.inbox.open_dir(n).ok()) {
-                    ledger.stored = ledger.stored.saturating_add(folder_bytes(&folder, 1));
+                    let usage = folder_usage(&folder, 1).quota_bytes();
+                    ledger.stored = ledger.stored.saturating_add(usage);
                 }
             }
         }
@@ -748,10 +751,11 @@ impl Ledger {
             let len = if is_staged_name(name) && stat.regular && stat.links == 1 {
                 stat.len
             } else if is_staged_tree_name(name) && stat.directory {
-                // A tree's staging folder: the bytes of its files.
+                // A tree's staging folder: the bytes of its files, and
+                // its files and folders at their cost.
                 dirs.partials
                     .open_dir(name)
-                    .map_or(0, |folder| folder_bytes(&folder, 1))
+                    .map_or(0, |folder| folder_usage(&folder, 1).quota_bytes())
             } else {
                 continue;
             };
@@ -769,30 +773,62 @@ impl Ledger {
     }
 }
 
-/// Bytes of the regular files in `folder` and the folders below it, to
+/// What each file and folder of a tree counts against the quota beyond
+/// its bytes: a folder or an empty file costs the disk an inode and a
+/// block however little it holds, so a tree of 100,000 empty folders is
+/// not free (it held 412 MB of a 1 MB quota before it was counted).
+pub const ENTRY_COST: u64 = 4096;
+
+/// What a folder holds, as the quota counts it.
+#[derive(Debug, Clone, Copy, Default)]
+struct FolderUsage {
+    /// Bytes of its regular files, at every depth.
+    bytes: u64,
+    /// Its files and folders, at every depth.
+    entries: u64,
+}
+
+impl FolderUsage {
+    /// Its bytes, and [`ENTRY_COST`] for each entry and for the folder
+    /// itself: what the tree it is was booked at.
+    fn quota_bytes(self) -> u64 {
+        self.entries
+            .saturating_add(1)
+            .saturating_mul(ENTRY_COST)
+            .saturating_add(self.bytes)
+    }
+}
+
+/// The regular files and folders in `folder` and the folders below it, to
 /// [`SCAN_DEPTH`] levels (deeper ones are not counted), each opened from
 /// its parent's descriptor without following a link. Depth first, so that
 /// only the folders on the way down are open at once. A folder that
 /// cannot be read (another user's, say) counts as empty: it must not keep
 /// the inbox from opening.
-fn folder_bytes(folder: &ConfinedDir, depth: usize) -> u64 {
+fn folder_usage(folder: &ConfinedDir, depth: usize) -> FolderUsage {
     let Ok(entries) = folder.entries() else {
-        return 0;
+        return FolderUsage::default();
     };
-    let mut total = 0u64;
+    let mut usage = FolderUsage::default();
     for (name, stat) in entries {
         if stat.regular {
-            total = total.saturating_add(stat.len);
-        } else if stat.directory && depth < SCAN_DEPTH {
-            if let Some(below) = name.to_str().and_then(|n| folder.open_dir(n).ok()) {
-                total = total.saturating_add(folder_bytes(&below, depth + 1));
+            usage.bytes = usage.bytes.saturating_add(stat.len);
+            usage.entries = usage.entries.saturating_add(1);
+        } else if stat.directory {
+            usage.entries = usage.entries.saturating_add(1);
+            if depth < SCAN_DEPTH {
+                if let Some(below) = name.to_str().and_then(|n| folder.open_dir(n).ok()) {
+                    let inner = folder_usage(&below, depth + 1);
+                    usage.bytes = usage.bytes.saturating_add(inner.bytes);
+                    usage.entries = usage.entries.saturating_add(inner.entries);
+                }
             }
         }
     }
-    total
+    usage
 }
 
-/// How deep [`folder_bytes`] goes: deeper than any tree a receiver takes
+/// How deep [`folder_usage`] goes: deeper than any tree a receiver takes
 /// ([`TreeLimits::max_depth`](ferry_core::tree::TreeLimits::max_depth),
 /// 32 by default, and the top-level folder).
 const SCAN_DEPTH: usize = 64;
@@ -867,6 +903,10 @@ pub(crate) struct Reservation {
     staged: String,
     key: ResumeKey,
     size: u64,
+    quota: Option<u64>,
+    /// What a tree's files and folders count beyond their bytes
+    /// ([`ENTRY_COST`] each), booked once its manifest is known.
+    entries_charge: u64,
     overwrite: bool,
     serial: u64,
     sender: Option<Sender>,
@@ -881,6 +921,28 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
+    /// Books a tree's `entries` (its files and folders, the top-level one
+    /// included) at [`ENTRY_COST`] each, on top of its bytes, or refuses
+    /// with the quota if they do not fit. In memory only, O(1).
+    pub(crate) fn charge_entries(&mut self, entries: u64) -> Result<(), Refused> {
+        let charge = entries.saturating_mul(ENTRY_COST);
+        let mut ledger = self.in_use.lock();
+        if let Some(quota) = self.quota {
+            let used = ledger.used();
+            if used.saturating_add(charge) > quota {
+                return Err(QuotaExceeded {
+                    quota,
+                    used,
+                    wanted: charge,
+                }
+                .into());
+            }
+        }
+        ledger.reserved = ledger.reserved.saturating_add(charge);
+        self.entries_charge = self.entries_charge.saturating_add(charge);
+        Ok(())
+    }
+
     /// A handle for the loop, to say the transfer is over (see
     /// [`NameInUse`]).
     pub(crate) fn name_in_use(&self) -> NameInUse {
@@ -984,7 +1046,8 @@ impl Drop for Reservation {
             });
         }
         let mut ledger = self.in_use.lock();
-        ledger.reserved = ledger.reserved.saturating_sub(self.size);
+        let booked = self.size.saturating_add(self.entries_charge);
+        ledger.reserved = ledger.reserved.saturating_sub(booked);
         ledger.count(&self.sender, -1);
         if self.holding {
             match self.fate {
@@ -1006,7 +1069,7 @@ impl Drop for Reservation {
                 Fate::Committed { replaced } => {
                     ledger.stored = ledger
                         .stored
-                        .saturating_add(self.size)
+                        .saturating_add(booked)
                         .saturating_sub(replaced);
                 }
             }
@@ -1054,11 +1117,16 @@ fn keep_or_remove(partials: &ConfinedDir, staged: &str) -> u64 {
 /// tree's transfer is over; one that holds none is removed, with its note
 /// (nothing to resume from), and counts as 0.
 fn keep_or_remove_tree(partials: &ConfinedDir, staged: &str) -> u64 {
-    let held = match partials.stat(staged) {
+    let usage = match partials.stat(staged) {
         Ok(Some(stat)) if stat.directory => partials
             .open_dir(staged)
-            .map_or(0, |folder| folder_bytes(&folder, 1)),
-        _ => 0,
+            .map_or(FolderUsage::default(), |folder| folder_usage(&folder, 1)),
+        _ => FolderUsage::default(),
+    };
+    // Kept only for bytes worth resuming; counted with its entries.
+    let held = match usage.bytes {
+        0 => 0,
+        _ => usage.quota_bytes(),
     };
     if held == 0 {
         // If it cannot be removed it holds no bytes of ours anyway.

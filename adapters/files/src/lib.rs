@@ -74,7 +74,7 @@ pub use handle::{
 pub use hub_start::{start_hub, unix_ms_now};
 pub use inbox::{
     free_name, Inbox, QuotaExceeded, Receiving, DEFAULT_MAX_PARTIALS, DEFAULT_PARTIAL_TTL,
-    PARTIALS_DIR, PART_SUFFIX,
+    ENTRY_COST, PARTIALS_DIR, PART_SUFFIX,
 };
 pub use nonblocking::{read_some, write_out, Flush, ReadOutcome};
 pub use read_buffer::ReadBuffer;

@@ -1177,9 +1177,17 @@ impl FileTransfers {
         ctl: &mut impl TransferControl,
         now: Instant,
         id: TransferId,
-        room: Reservation,
+        mut room: Reservation,
         manifest: Manifest,
     ) -> Option<Report> {
+        // Its files and folders count too, not only their bytes: a tree of
+        // empty folders is not free. The top-level folder is one more.
+        let entries = manifest.entries().len() as u64 + 1;
+        if let Err(refused) = room.charge_entries(entries) {
+            let tree = self.trees.remove(&id)?;
+            let _ = ctl.reject(now, id, refused.code(), &refused.to_string());
+            return Some(tree_report(id, tree, None));
+        }
         let in_use = room.name_in_use();
         match IncomingTree::spawn(room, manifest, id, self.owner, self.disk.clone()) {
             Ok(writer) => {

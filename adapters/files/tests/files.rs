@@ -451,7 +451,11 @@ fn stored_folders_count_against_the_quota_when_the_inbox_is_opened_again() {
     std::os::unix::fs::symlink(outside.path().join("big.bin"), tree.join("a/link")).unwrap();
     std::os::unix::fs::symlink(outside.path(), tree.join("dirlink")).unwrap();
     let inbox = Inbox::open(dir.path()).unwrap().quota(Some(1000));
-    assert_eq!(inbox.used(), 10 + 100 + 200 + 300);
+    // The folder's files and folders (one.txt, a, two.txt, b, c,
+    // three.txt) and the folder itself cost ENTRY_COST each besides their
+    // bytes, as the tree was booked when it came.
+    let entries = 7 * ferry_files::ENTRY_COST;
+    assert_eq!(inbox.used(), 10 + 100 + 200 + 300 + entries);
 }
 
 #[test]
