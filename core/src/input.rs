@@ -31,10 +31,16 @@ impl InputBuffer {
         self.buf.len()
     }
 
-    /// Memory the buffer holds: its room, not only the bytes in it (a
-    /// large frame's buffer is sized for the frame as it arrives).
+    /// Memory held for a frame not yet complete: the buffer's room, not
+    /// only the bytes in it (a large frame's buffer is sized for the frame
+    /// as it arrives). Nothing once every frame is decoded: an idle
+    /// connection holds no input, so it is never taken for one that began
+    /// a frame and stopped.
     pub(crate) fn held(&self) -> usize {
-        self.buf.capacity()
+        match self.buf.is_empty() {
+            true => 0,
+            false => self.buf.capacity(),
+        }
     }
 
     /// Frees the buffer (the connection is closed).
@@ -96,7 +102,13 @@ impl InputBuffer {
 
     /// Decodes the next frame held, as [`frame::decode`](decode) does.
     pub(crate) fn decode(&mut self, max_body: u32) -> Result<Option<Frame>, DecodeError> {
-        decode(&mut self.buf, max_body)
+        let frame = decode(&mut self.buf, max_body);
+        // Room left over once everything is decoded is let go: the next
+        // read starts a buffer of its own anyway.
+        if self.buf.is_empty() && self.buf.capacity() > LARGE_FRAME {
+            self.buf = BytesMut::new();
+        }
+        frame
     }
 }
 
@@ -185,6 +197,19 @@ mod tests {
         assert_eq!(input.buf.capacity(), HEADER_LEN + LARGE_FRAME);
         assert!(input.decode(1 << 20).unwrap().is_some());
         assert_eq!(input.take_piece(&rest[second..], 1 << 20), 9);
+    }
+
+    #[test]
+    fn only_a_frame_begun_is_held_and_an_idle_buffer_lets_its_room_go() {
+        let mut input = InputBuffer::default();
+        let big = frame(40_000);
+        assert_eq!(input.take_piece(&big[..30_000], 100_000), 30_000);
+        assert!(input.held() >= 30_000, "a frame begun: {}", input.held());
+        assert!(input.decode(100_000).unwrap().is_none());
+        input.take_piece(&big[30_000..], 100_000);
+        assert!(input.decode(100_000).unwrap().is_some());
+        assert_eq!(input.held(), 0, "nothing begun");
+        assert_eq!(input.buf.capacity(), 0, "no room kept");
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub(super) struct QueuedBytes {
     /// outgoing queues.
     floor: usize,
     total: usize,
-    /// Class `k` holds the clients whose queue is in `[BIG << k, BIG << (k + 1))`,
-    /// by when they entered it.
+    /// Class `k` holds the clients whose count is in
+    /// `[floor << k, floor << (k + 1))`, by when they entered it.
     classes: Vec<BTreeMap<u64, ClientId>>,
     /// Where each client of a class sits: its class and when it entered.
     slots: ClientMap<(usize, u64)>,
