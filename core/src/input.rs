@@ -102,13 +102,7 @@ impl InputBuffer {
 
     /// Decodes the next frame held, as [`frame::decode`](decode) does.
     pub(crate) fn decode(&mut self, max_body: u32) -> Result<Option<Frame>, DecodeError> {
-        let frame = decode(&mut self.buf, max_body);
-        // Room left over once everything is decoded is let go: the next
-        // read starts a buffer of its own anyway.
-        if self.buf.is_empty() && self.buf.capacity() > LARGE_FRAME {
-            self.buf = BytesMut::new();
-        }
-        frame
+        decode(&mut self.buf, max_body)
     }
 }
 
@@ -200,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_frame_begun_is_held_and_an_idle_buffer_lets_its_room_go() {
+    fn only_a_frame_begun_is_held() {
         let mut input = InputBuffer::default();
         let big = frame(40_000);
         assert_eq!(input.take_piece(&big[..30_000], 100_000), 30_000);
@@ -209,7 +203,6 @@ mod tests {
         input.take_piece(&big[30_000..], 100_000);
         assert!(input.decode(100_000).unwrap().is_some());
         assert_eq!(input.held(), 0, "nothing begun");
-        assert_eq!(input.buf.capacity(), 0, "no room kept");
     }
 
     #[test]
