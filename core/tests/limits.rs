@@ -611,7 +611,7 @@ fn clients_that_never_read_are_held_to_the_servers_total_not_each_their_own() {
 /// without a total 2,000 of them made the server hold 2 GiB. The server's
 /// total (`max_incoming_memory`) closes the biggest, oldest first, so what
 /// the hub holds stays within the total and a floor per client, while an
-/// honest member chats and uploads on.
+/// honest member chats on.
 #[test]
 fn frames_begun_and_never_finished_are_held_to_the_servers_total() {
     let now = Instant::now();
