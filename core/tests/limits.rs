@@ -540,18 +540,10 @@ fn stall_eight(max_outgoing_memory: usize, messages: usize) -> Stalled {
                 stalled.heard += 1;
             }
         }
-        while let Some(event) = hub.poll_event() {
-            if let ferry_core::HubEvent::Closed {
-                client,
-                code,
-                reason,
-                ..
-            } = event
-            {
-                assert!(silent.contains(&client), "{client} closed: {reason}");
-                assert_eq!(code, Code::SLOW_READER, "{reason}");
-                stalled.reasons.push(reason);
-            }
+        for (client, code, reason) in closed_since(&mut hub) {
+            assert!(silent.contains(&client), "{client} closed: {reason}");
+            assert_eq!(code, Code::SLOW_READER, "{reason}");
+            stalled.reasons.push(reason);
         }
     }
     for &id in &silent {
@@ -559,6 +551,21 @@ fn stall_eight(max_outgoing_memory: usize, messages: usize) -> Stalled {
     }
     stalled.left = hub.queued_total();
     stalled
+}
+
+/// The clients the hub closed since last asked: who, with what code, why.
+fn closed_since(hub: &mut Hub) -> Vec<(ClientId, Code, String)> {
+    std::iter::from_fn(|| hub.poll_event())
+        .filter_map(|event| match event {
+            ferry_core::HubEvent::Closed {
+                client,
+                code,
+                reason,
+                ..
+            } => Some((client, code, reason)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Eight clients that never read, each under its own queue limit, would
@@ -637,17 +644,7 @@ fn frames_begun_and_never_finished_are_held_to_the_servers_total() {
             peak = peak.max(hub.incoming_total());
         }
         begun.push(id);
-        while let Some(event) = hub.poll_event() {
-            if let ferry_core::HubEvent::Closed {
-                client,
-                code,
-                reason,
-                ..
-            } = event
-            {
-                closed.push((client, code, reason));
-            }
-        }
+        closed.extend(closed_since(&mut hub));
         // Alice's message goes through at every step.
         alice_client.say(now, &format!("still here {n}")).unwrap();
         let events = pump(&mut hub, alice, &mut alice_client, now);

@@ -676,15 +676,7 @@ impl Inbox {
                 true => 0,
                 false => ledger.kept.get(&staged).map_or(0, |k| k.len),
             };
-            let used = ledger.used().saturating_sub(own);
-            if used.saturating_add(size) > quota {
-                return Err(QuotaExceeded {
-                    quota,
-                    used,
-                    wanted: size,
-                }
-                .into());
-            }
+            fits(quota, ledger.used().saturating_sub(own), size)?;
         }
         ledger.next_serial += 1;
         let serial = ledger.next_serial;
@@ -770,6 +762,19 @@ impl Ledger {
             ledger.put_kept(name.to_string(), kept);
         }
         Ok(ledger)
+    }
+}
+
+/// Whether `wanted` more bytes fit in `quota` with `used` taken.
+fn fits(quota: u64, used: u64, wanted: u64) -> Result<(), Refused> {
+    match used.saturating_add(wanted) > quota {
+        true => Err(QuotaExceeded {
+            quota,
+            used,
+            wanted,
+        }
+        .into()),
+        false => Ok(()),
     }
 }
 
@@ -928,15 +933,7 @@ impl Reservation {
         let charge = entries.saturating_mul(ENTRY_COST);
         let mut ledger = self.in_use.lock();
         if let Some(quota) = self.quota {
-            let used = ledger.used();
-            if used.saturating_add(charge) > quota {
-                return Err(QuotaExceeded {
-                    quota,
-                    used,
-                    wanted: charge,
-                }
-                .into());
-            }
+            fits(quota, ledger.used(), charge)?;
         }
         ledger.reserved = ledger.reserved.saturating_add(charge);
         self.entries_charge = self.entries_charge.saturating_add(charge);
