@@ -201,7 +201,7 @@ pub fn clients(options: &ClientsOptions) -> Result<(), String> {
                 if options.tls { " tls" } else { "" }
             ),
             count.to_string(),
-            format!("{:.2}", connect_time.as_secs_f64()),
+            format!("{:.3}", connect_time.as_secs_f64()),
             mib(rss_before),
             mib(rss_after),
             format!("{per_client:.2}"),
